@@ -1,0 +1,37 @@
+# The two set-up commands: `make demo` and `make test`. Both create .venv with pip on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := out/demo
+
+.PHONY: demo test lint schemas bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned to the CPU build that lies on disk; an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/wb clean data/demo/raw.jsonl -o $(DEMO)/clean.jsonl --profile default
+	@echo "demo: cleaned data in $(DEMO)/clean.jsonl; drops explained in $(DEMO)/clean.dropped.jsonl"
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy workbench
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schemas: $(VENV)/.installed
+	$(BIN)/python -m workbench.schemas
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/clean_throughput.py

@@ -1,0 +1,317 @@
+"""`wb clean` as a library function: read → validate → normalise → PII → filter, batch by batch.
+
+Each batch is a polars frame; the steps are frame-in, frame-out functions (`normalize_frame`, `pii_frame`,
+`apply_rules`), so they run unchanged on any engine that hands out Arrow batches. Outputs are written
+atomically: `<out>` (kept records), `<out stem>.dropped.jsonl`, `<out stem>.rejects.jsonl`,
+`<out stem>.stats.json` and `<out stem>.manifest.json`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workbench import io, text
+from workbench.clean import pii
+from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
+from workbench.clean.rules import RULES, features, history_text
+from workbench.manifest import build_manifest
+from workbench.records import FIELDS, Row
+
+TEXT_FIELDS = ("instruction", "input", "output", "system")
+HISTORY_TYPE = pl.List(pl.List(pl.String))
+INVARIANT = "read = kept + dropped + rejected"
+
+# Output-token histogram bins stored in the stats for reports: 0, 1, 2-3, 4-7, ... , 65536+.
+TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+
+
+def rows_to_frame(lines: list[int], rows: list[Row]) -> pl.DataFrame:
+    cols: list[Any] = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in FIELDS]
+    data: dict[str, pl.Series] = {"_line": pl.Series("_line", lines, dtype=pl.Int64)}
+    for name, values in zip(FIELDS, cols, strict=True):
+        dtype = HISTORY_TYPE if name == "history" else pl.String
+        data[name] = pl.Series(name, values, dtype=dtype)
+    return pl.DataFrame(data)
+
+
+def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFrame, Counter[str]]:
+    """Unicode/whitespace normalisation of every text field, then placeholder inputs become empty."""
+
+    def norm(e: pl.Expr) -> pl.Expr:
+        return text.normalize(e, cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
+
+    new = df.with_columns(
+        *(norm(pl.col(c)) for c in TEXT_FIELDS),
+        pl.col("history").list.eval(pl.element().list.eval(norm(pl.element()))),
+    )
+    changed = pl.any_horizontal([new[c] != df[c] for c in (*TEXT_FIELDS, "history")])
+    placeholders = [p.lower() for p in cfg.placeholder_inputs]
+    is_placeholder = (pl.col("input") != "") & pl.col("input").str.to_lowercase().is_in(placeholders)
+    counts = Counter(
+        {
+            "normalized": int(new.select(changed.sum()).item()),
+            "placeholder_input": int(new.select(is_placeholder.sum()).item()),
+        }
+    )
+    new = new.with_columns(pl.when(is_placeholder).then(pl.lit("")).otherwise(pl.col("input")).alias("input"))
+    return new, counts
+
+
+def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[str]]:
+    """Find personal data; redact it in place or mark the record in `_pii` for dropping, per the profile.
+
+    A vectorised candidate pattern picks the few records that may hold personal data; only those are
+    checked exactly in Python.
+    """
+    counts: Counter[str] = Counter()
+    df = df.with_columns(pl.lit(None, dtype=pl.String).alias("_pii"))
+    if cfg.action == "keep" or not cfg.kinds or df.height == 0:
+        return df, counts
+    kinds = tuple(cfg.kinds)
+    candidate = pl.any_horizontal(
+        [pl.col(c).str.contains(pii.CANDIDATE_PATTERN) for c in TEXT_FIELDS]
+        + [history_text().str.contains(pii.CANDIDATE_PATTERN)]
+    )
+    df = df.with_row_index("_i")
+    cand = df.filter(candidate)
+    if cand.height == 0:
+        return df.drop("_i"), counts
+    updates: dict[str, list[Any]] = {c: [] for c in (*TEXT_FIELDS, "history", "_pii")}
+    for row in cand.select(*TEXT_FIELDS, "history").iter_rows(named=True):
+        found: set[str] = set()
+        for c in TEXT_FIELDS:
+            new_text, hit = pii.redact(row[c], kinds)
+            updates[c].append(new_text)
+            found.update(hit)
+        history = []
+        for pair in row["history"] or []:
+            new_pair = []
+            for turn in pair:
+                new_text, hit = pii.redact(turn, kinds)
+                new_pair.append(new_text)
+                found.update(hit)
+            history.append(new_pair)
+        updates["history"].append(history)
+        ordered = [k for k in pii.ALL_KINDS if k in found]
+        counts.update(f"found_{k}" for k in ordered)
+        updates["_pii"].append(f"contains personal data: {', '.join(ordered)}" if ordered else None)
+    redacted = sum(1 for r in updates["_pii"] if r)
+    if cfg.action == "redact":
+        counts["pii_redacted"] = redacted
+        keep_cols = {c: updates[c] for c in (*TEXT_FIELDS, "history")}
+        updates = {**keep_cols, "_pii": [None] * cand.height}
+    patch = cand.with_columns(
+        *(pl.Series(c, updates[c], dtype=pl.String) for c in (*TEXT_FIELDS, "_pii")),
+        pl.Series("history", updates["history"], dtype=HISTORY_TYPE),
+    )
+    merged = pl.concat([df.filter(~candidate), patch]).sort("_i")
+    return merged.drop("_i"), counts
+
+
+def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
+    """Add `_rule` and `_reason`: the first rule (in profile order) that drops each record, and why."""
+    checks = [(name, RULES[name].build(params)) for name, params in profile.enabled_rules()]
+    rule_col = pl.coalesce(
+        [pl.when(c.drop).then(pl.lit(name)) for name, c in checks]
+        + [pl.when(pl.col("_pii").is_not_null()).then(pl.lit("pii"))]
+    )
+    reason_col = pl.coalesce([pl.when(c.drop).then(c.reason) for _, c in checks] + [pl.col("_pii")])
+    return (
+        df.lazy().with_columns(features()).with_columns(rule_col.alias("_rule"), reason_col.alias("_reason")).collect()
+    )
+
+
+@dataclass
+class CleanedBatch:
+    kept: pl.DataFrame
+    dropped: pl.DataFrame
+    counts: Counter[str]
+
+
+def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
+    """All cleaning steps on one batch of canonical records."""
+    df, counts = normalize_frame(df, profile.normalize)
+    df, pii_counts = pii_frame(df, profile.pii)
+    counts.update(pii_counts)
+    df = apply_rules(df, profile)
+    is_dropped = pl.col("_rule").is_not_null()
+    return CleanedBatch(kept=df.filter(~is_dropped), dropped=df.filter(is_dropped), counts=counts)
+
+
+@dataclass
+class CleanStats:
+    read: int = 0
+    kept: int = 0
+    rejected: int = 0
+    blank_lines: int = 0
+    dropped_by_rule: Counter[str] = field(default_factory=Counter)
+    rejected_by_kind: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
+    token_hist: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by_rule.values())
+
+    @property
+    def invariant_holds(self) -> bool:
+        return self.read == self.kept + self.dropped + self.rejected
+
+    def add(self, batch: io.Batch, cleaned: CleanedBatch) -> None:
+        self.read += batch.size
+        self.rejected += len(batch.rejects)
+        self.rejected_by_kind.update(r.kind for r in batch.rejects)
+        self.kept += cleaned.kept.height
+        self.counts.update(cleaned.counts)
+        if cleaned.dropped.height:
+            for rule, n in cleaned.dropped.group_by("_rule").len().iter_rows():
+                self.dropped_by_rule[rule] += n
+        if cleaned.kept.height:
+            bins = (
+                cleaned.kept.select(
+                    pl.col("_output_tokens")
+                    .cut(TOKEN_BIN_EDGES[1:], left_closed=True, labels=None)
+                    .to_physical()
+                    .alias("bin")
+                )
+                .group_by("bin")
+                .len()
+            )
+            for b, n in bins.iter_rows():
+                self.token_hist[int(b)] += n
+
+    def to_json(self, rule_order: list[str]) -> dict[str, Any]:
+        names = [*rule_order, *(r for r in self.dropped_by_rule if r not in rule_order)]
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "rejected": self.rejected,
+            "invariant": INVARIANT,
+            "invariant_holds": self.invariant_holds,
+            "dropped_by_rule": {r: self.dropped_by_rule.get(r, 0) for r in names},
+            "rejected_by_kind": dict(sorted(self.rejected_by_kind.items())),
+            "blank_lines": self.blank_lines,
+            "modified": {
+                "normalized": self.counts.get("normalized", 0),
+                "placeholder_input": self.counts.get("placeholder_input", 0),
+                "pii_redacted": self.counts.get("pii_redacted", 0),
+            },
+            "pii_found": {k: self.counts.get(f"found_{k}", 0) for k in pii.ALL_KINDS},
+            "kept_output_tokens_histogram": {
+                "edges": TOKEN_BIN_EDGES,
+                "counts": [self.token_hist.get(i, 0) for i in range(len(TOKEN_BIN_EDGES))],
+            },
+        }
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    kept: Path
+    dropped: Path
+    rejects: Path
+    stats: Path
+    manifest: Path
+
+    @classmethod
+    def for_output(cls, out: Path) -> OutputPaths:
+        out = Path(out)
+        stem = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+        side = out.with_name(stem)
+        return cls(
+            kept=out,
+            dropped=side.with_name(f"{stem}.dropped.jsonl"),
+            rejects=side.with_name(f"{stem}.rejects.jsonl"),
+            stats=side.with_name(f"{stem}.stats.json"),
+            manifest=side.with_name(f"{stem}.manifest.json"),
+        )
+
+
+@dataclass
+class CleanResult:
+    stats: CleanStats
+    summary: dict[str, Any]
+    paths: OutputPaths
+    mapping: dict[str, str]
+    source: io.SourceInfo
+
+
+def _write_dropped(f: Any, dropped: pl.DataFrame) -> None:
+    dropped.select(
+        pl.col("_line").alias("line"),
+        pl.col("_rule").alias("rule"),
+        pl.col("_reason").alias("reason"),
+        pl.struct(list(FIELDS)).alias("record"),
+    ).write_ndjson(f)
+
+
+def run(
+    input_path: Path,
+    output: Path,
+    profile: Profile,
+    overrides: dict[str, str] | None = None,
+    batch_size: int = 50_000,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> CleanResult:
+    """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` reports progress."""
+    started = time.time()
+    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size)
+    paths = OutputPaths.for_output(Path(output))
+    if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
+        raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
+    stats = CleanStats()
+    with ExitStack() as stack:
+        kept_f = stack.enter_context(io.atomic_write(paths.kept))
+        dropped_f = stack.enter_context(io.atomic_write(paths.dropped))
+        rejects_f = stack.enter_context(io.atomic_write(paths.rejects))
+        for batch in reader:
+            cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
+            cleaned.kept.select(FIELDS).write_ndjson(kept_f)
+            _write_dropped(dropped_f, cleaned.dropped)
+            for rej in batch.rejects:
+                rejects_f.write(io.jsonl_line(rej.to_json()))
+            stats.add(batch, cleaned)
+            if on_batch is not None:
+                on_batch(batch.bytes_read, batch.size)
+    stats.blank_lines = reader.blank_lines
+    if not stats.invariant_holds:  # a bug, not a user error
+        raise AssertionError(f"accounting broken: {stats.to_json(profile.rule_order)}")
+    mapping = reader.mapping or {}
+    source = {
+        "path": str(input_path),
+        "format": reader.info.format,
+        "compression": reader.info.compression,
+        "unit": reader.info.unit,
+        "sha256": io.sha256_file(Path(input_path)),
+    }
+    summary = {
+        "input": source,
+        "mapping": mapping,
+        "profile": profile.as_dict(),
+        **stats.to_json(profile.rule_order),
+    }
+    io.write_json(paths.stats, summary)
+    io.write_json(
+        paths.manifest,
+        build_manifest(
+            command="clean",
+            started=started,
+            inputs={"data": Path(input_path)},
+            outputs={
+                "kept": paths.kept,
+                "dropped": paths.dropped,
+                "rejects": paths.rejects,
+                "stats": paths.stats,
+            },
+            config={"profile": profile.as_dict(), "mapping": mapping},
+        ),
+    )
+    return CleanResult(stats=stats, summary=summary, paths=paths, mapping=mapping, source=reader.info)

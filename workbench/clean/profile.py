@@ -1,0 +1,145 @@
+"""Cleaning profiles: a YAML file (see `pipelines/clean-*.yaml`) turned into normalisation settings, a PII
+policy and an ordered list of rules with validated parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from workbench.clean.pii import ALL_KINDS, PiiKind
+from workbench.clean.rules import RULES, Params
+from workbench.errors import WbError
+from workbench.text import UnicodeForm
+
+BUILTIN = ("default", "strict", "zh")
+
+DEFAULT_PLACEHOLDER_INPUTS = [
+    "<noinput>",
+    "<no input>",
+    "no input",
+    "noinput",
+    "<none>",
+    "none",
+    "null",
+    "n/a",
+    "na",
+    "nan",
+    "-",
+    "<empty>",
+    "empty",
+    "无",
+    "无输入",
+    "空",
+]
+
+
+class NormalizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    unicode: UnicodeForm = Field("NFKC", description="Unicode normalisation form, or none.")
+    strip_control: bool = Field(True, description="Remove control characters other than tab and newline.")
+    strip_zero_width: bool = Field(True, description="Remove zero-width spaces, word joiners, BOMs, soft hyphens.")
+    whitespace: bool = Field(True, description="Trim and collapse whitespace in prose (code keeps its spacing).")
+    placeholder_inputs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PLACEHOLDER_INPUTS),
+        description="Inputs that mean 'no input' (compared case-insensitively) and become empty.",
+    )
+
+
+class PiiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["redact", "drop", "keep"] = Field(
+        "redact", description="redact: replace with <EMAIL>/<PHONE>/<IP>/<ID>; drop: drop the record; keep."
+    )
+    kinds: list[PiiKind] = Field(default_factory=lambda: list(ALL_KINDS))
+
+
+RulesConfig = create_model(  # type: ignore[call-overload]
+    "Rules",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: (r.params | None, None) for name, r in RULES.items()},
+)
+
+
+class Profile(BaseModel):
+    """A cleaning profile. Rules run in the order they are listed; the first that matches drops the record."""
+
+    model_config = ConfigDict(extra="forbid", title="CleanProfile")
+
+    name: str
+    description: str = ""
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    rule_order: list[str] = Field(default_factory=list, exclude=True)
+
+    def enabled_rules(self) -> list[tuple[str, Params]]:
+        return [(name, getattr(self.rules, name)) for name in self.rule_order]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved profile, every default filled in, rules in their order (stored in the stats)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "normalize": self.normalize.model_dump(),
+            "pii": self.pii.model_dump(),
+            "rules": [{"rule": name, **params.model_dump()} for name, params in self.enabled_rules()],
+        }
+
+
+def _pipelines_dir() -> Path:
+    """Built-in profiles: `pipelines/` in a source checkout, `workbench/_pipelines` in an installed wheel."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "_pipelines", here.parent / "pipelines"):
+        if candidate.is_dir():
+            return candidate
+    raise WbError("built-in pipelines folder not found; pass --profile PATH")
+
+
+def _error_line(source: str, err: ValidationError) -> str:
+    e = err.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    return f"{source}: {loc}: {e['msg']}"
+
+
+def from_dict(raw: Any, source: str = "profile") -> Profile:
+    if not isinstance(raw, dict):
+        raise WbError(f"{source}: a profile must be a YAML mapping, found {type(raw).__name__}")
+    raw = dict(raw)
+    rules = raw.get("rules") or {}
+    if not isinstance(rules, dict):
+        raise WbError(f"{source}: rules: expected a mapping of rule name to parameters")
+    unknown = [name for name in rules if name not in RULES]
+    if unknown:
+        raise WbError(f"{source}: rules.{unknown[0]}: unknown rule; known rules are {', '.join(RULES)}")
+    raw["rules"] = {name: ({} if params is None else params) for name, params in rules.items()}
+    raw["rule_order"] = list(rules)
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as err:
+        raise WbError(_error_line(source, err)) from None
+
+
+def _load_path(path: Path) -> Profile:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WbError(f"{path}: profile not found; built-in profiles are {', '.join(BUILTIN)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise WbError(f"{path}: cannot read profile ({err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise WbError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    return from_dict(raw, str(path))
+
+
+def load(spec: str | Path) -> Profile:
+    """A profile by built-in name (`default`, `strict`, `zh`) or by path to a YAML file."""
+    if isinstance(spec, str) and spec in BUILTIN:
+        return _load_path(_pipelines_dir() / f"clean-{spec}.yaml")
+    return _load_path(Path(spec).resolve())

@@ -1,0 +1,450 @@
+"""Filter rules. Each rule is data: a name, a description, a parameter model and a builder that turns the
+parameters into two polars expressions over a batch of records: `drop` (true where the rule drops the record)
+and `reason` (a sentence for each dropped record, stored in `<out>.dropped.jsonl`).
+
+Adding a rule is adding one function decorated with `@rule` here and one line in a profile under `pipelines/`.
+
+Thresholds follow common practice in public cleaning pipelines (Gopher/RefinedWeb-style repetition and
+symbol filters as in datatrove, Alpaca-cleaned's checks for empty, echoing and context-dependent records);
+where they differ, it is because instruction answers are short and often code (see each rule's comment).
+
+Columns a rule can read: instruction, input, output, system, history (list of [user, assistant]) and the
+features computed by `features()`: `_output_chars`, `_total_chars`, `_output_tokens`, `_total_tokens`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from workbench import text
+
+# --- registry -------------------------------------------------------------------------------------------
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Check:
+    drop: pl.Expr
+    reason: pl.Expr
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    params: type[Params]
+    build: Callable[[Any], Check]
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(name: str, description: str, params: type[Params]) -> Callable[[Callable[[Any], Check]], Any]:
+    def register(build: Callable[[Any], Check]) -> Callable[[Any], Check]:
+        RULES[name] = Rule(name, description, params, build)
+        return build
+
+    return register
+
+
+# --- shared expressions ---------------------------------------------------------------------------------
+
+INSTRUCTION, INPUT, OUTPUT = pl.col("instruction"), pl.col("input"), pl.col("output")
+
+
+def history_text() -> pl.Expr:
+    return pl.col("history").list.eval(pl.element().list.join("\n")).list.join("\n").fill_null("")
+
+
+def features() -> list[pl.Expr]:
+    """Per-record measures that several rules and the stats share."""
+    texts = [INSTRUCTION, INPUT, OUTPUT, pl.col("system"), history_text()]
+    return [
+        OUTPUT.str.len_chars().cast(pl.Int64).alias("_output_chars"),
+        pl.sum_horizontal([t.str.len_chars().cast(pl.Int64) for t in texts]).alias("_total_chars"),
+        text.token_count(OUTPUT).alias("_output_tokens"),
+        pl.sum_horizontal([text.token_count(t) for t in texts]).alias("_total_tokens"),
+    ]
+
+
+def compare_key(expr: pl.Expr) -> pl.Expr:
+    """Case- and space-insensitive form of a text, without punctuation at its ends, for 'is the same as'.
+
+    Punctuation inside is kept: a fixed line of code differs from the broken one often by a `;` or `:` alone.
+    """
+    return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.replace_all(r"^[\p{P}\p{S}]+|[\p{P}\p{S}]+$", "")
+
+
+def quoted(expr: pl.Expr, limit: int = 60) -> pl.Expr:
+    """A short quotation of a field for reasons."""
+    return pl.when(expr.str.len_chars() > limit).then(expr.str.slice(0, limit) + "…").otherwise(expr)
+
+
+def _never() -> Check:
+    return Check(pl.lit(False), pl.lit(None, dtype=pl.String))
+
+
+# --- rules ----------------------------------------------------------------------------------------------
+
+DEFAULT_PLACEHOLDERS = [
+    "",
+    "n/a",
+    "na",
+    "none",
+    "null",
+    "nan",
+    "-",
+    "<no output>",
+    "<nooutput>",
+    "no output",
+    "<noinput>",
+    "<no input>",
+    "<empty>",
+    "无",
+    "无输出",
+    "空",
+]
+
+
+class EmptyOutputParams(Params):
+    placeholders: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PLACEHOLDERS),
+        description="Outputs that count as empty, compared case-insensitively after trimming.",
+    )
+
+
+@rule("empty_output", "Output is empty or a placeholder such as N/A or <No Output>.", EmptyOutputParams)
+def empty_output(p: EmptyOutputParams) -> Check:
+    key = OUTPUT.str.strip_chars().str.to_lowercase()
+    return Check(
+        key.is_in([s.lower() for s in p.placeholders]),
+        pl.when(OUTPUT.str.strip_chars() == "")
+        .then(pl.lit("output is empty"))
+        .otherwise(pl.format("output is the placeholder '{}'", quoted(OUTPUT))),
+    )
+
+
+class NoParams(Params):
+    pass
+
+
+@rule("empty_instruction", "Both instruction and input are empty: there is no task.", NoParams)
+def empty_instruction(p: NoParams) -> Check:
+    return Check(
+        (INSTRUCTION.str.strip_chars() == "") & (INPUT.str.strip_chars() == ""),
+        pl.lit("instruction and input are both empty"),
+    )
+
+
+@rule(
+    "output_echoes_prompt",
+    "Output is the instruction or the input again (prose: ignoring case, spaces and end punctuation).",
+    NoParams,
+)
+def output_echoes_prompt(p: NoParams) -> Check:
+    def same(other: pl.Expr) -> pl.Expr:
+        exact = OUTPUT.str.strip_chars() == other.str.strip_chars()
+        # Loose comparison for prose only: in code, case and spacing are the fix ("ForEach" → "forEach").
+        prose = ~text.looks_like_code(OUTPUT) & ~text.looks_like_code(other)
+        return (exact | (prose & (compare_key(OUTPUT) == compare_key(other)))) & (OUTPUT.str.strip_chars() != "")
+
+    same_ins, same_inp = same(INSTRUCTION), same(INPUT)
+    return Check(
+        same_ins | same_inp,
+        pl.when(same_ins).then(pl.lit("output repeats the instruction")).otherwise(pl.lit("output repeats the input")),
+    )
+
+
+class LengthCharsParams(Params):
+    min_output: int | None = Field(1, ge=0, description="Fewest characters in the output.")
+    max_output: int | None = Field(None, ge=1, description="Most characters in the output.")
+    max_total: int | None = Field(
+        200_000, ge=1, description="Most characters in all text fields together (incl. system, history)."
+    )
+
+
+def _bounds(value: pl.Expr, what: str, lo: int | None, hi: int | None) -> list[tuple[pl.Expr, pl.Expr]]:
+    out = []
+    if lo is not None:
+        out.append((value < lo, pl.format(f"{what} is {{}}, below the minimum {lo}", value)))
+    if hi is not None:
+        out.append((value > hi, pl.format(f"{what} is {{}}, above the maximum {hi}", value)))
+    return out
+
+
+def _first_of(checks: list[tuple[pl.Expr, pl.Expr]]) -> Check:
+    if not checks:
+        return _never()
+    drop = pl.any_horizontal([c for c, _ in checks])
+    reason = pl.coalesce([pl.when(c).then(r) for c, r in checks])
+    return Check(drop, reason)
+
+
+@rule("length_chars", "Output or whole record outside the character bounds.", LengthCharsParams)
+def length_chars(p: LengthCharsParams) -> Check:
+    return _first_of(
+        _bounds(pl.col("_output_chars"), "output length in characters", p.min_output, p.max_output)
+        + _bounds(pl.col("_total_chars"), "record length in characters", None, p.max_total)
+    )
+
+
+class LengthTokensParams(Params):
+    min_output: int | None = Field(1, ge=0, description="Fewest tokens in the output.")
+    max_output: int | None = Field(None, ge=1, description="Most tokens in the output.")
+    max_total: int | None = Field(16_384, ge=1, description="Most tokens in the whole record.")
+
+
+@rule(
+    "length_tokens",
+    "Output or whole record outside the token bounds (a CJK character is one token, a word is one token).",
+    LengthTokensParams,
+)
+def length_tokens(p: LengthTokensParams) -> Check:
+    return _first_of(
+        _bounds(pl.col("_output_tokens"), "output length in tokens", p.min_output, p.max_output)
+        + _bounds(pl.col("_total_tokens"), "record length in tokens", None, p.max_total)
+    )
+
+
+class RepeatedLinesParams(Params):
+    # Gopher drops web pages with > 30 % duplicate lines; answers with code repeat short lines
+    # legitimately (closing braces, blank-ish lines), so lines without letters or digits are ignored
+    # and the default is higher.
+    max_fraction: float = Field(0.5, gt=0, le=1, description="Largest share of lines that repeat another.")
+    min_lines: int = Field(4, ge=2, description="Only outputs with at least this many lines are checked.")
+
+
+@rule("repeated_lines", "Output repeats the same lines over and over (a generation loop).", RepeatedLinesParams)
+def repeated_lines(p: RepeatedLinesParams) -> Check:
+    lines = OUTPUT.str.split("\n").list.eval(
+        pl.element().str.strip_chars().filter(pl.element().str.contains(r"[\p{L}\p{N}]"))
+    )
+    n = lines.list.len().cast(pl.Int64)
+    dup = n - lines.list.n_unique().cast(pl.Int64)
+    frac = dup / pl.when(n > 0).then(n).otherwise(1)
+    return Check(
+        (n >= p.min_lines) & (frac > p.max_fraction),
+        pl.format("{} of {} lines repeat an earlier line", dup, n),
+    )
+
+
+class RepeatedNgramsParams(Params):
+    n: int = Field(4, ge=2, le=10, description="Length of the token n-grams compared.")
+    # Natural text has well under 10 % duplicate 4-grams; code around 20-35 %; generation loops above 70 %.
+    max_fraction: float = Field(0.6, gt=0, le=1, description="Largest share of n-grams that repeat.")
+    min_tokens: int = Field(40, ge=1, description="Only outputs with at least this many tokens are checked.")
+
+
+@rule(
+    "repeated_ngrams",
+    "Output repeats the same phrases (token n-grams; CJK counted per character).",
+    RepeatedNgramsParams,
+)
+def repeated_ngrams(p: RepeatedNgramsParams) -> Check:
+    toks = OUTPUT.str.extract_all(text.TOKEN_PATTERN)
+    elem = pl.element()
+    grams = toks.list.eval(pl.concat_str([elem.shift(-k) for k in range(p.n)], separator="\x1f").drop_nulls())
+    total = grams.list.len().cast(pl.Int64)
+    dup = total - grams.list.n_unique().cast(pl.Int64)
+    frac = dup / pl.when(total > 0).then(total).otherwise(1)
+    checked = pl.col("_output_tokens") >= p.min_tokens
+    return Check(
+        checked & (frac > p.max_fraction),
+        pl.format(f"{{}}% of {p.n}-grams in the output repeat", (frac * 100).round(0).cast(pl.Int64)),
+    )
+
+
+class SymbolRatioParams(Params):
+    # Code answers run at 20-40 % punctuation and symbols, short ones (a regex, a date format, a printed
+    # Python list) up to 65 %; rows of symbols, ASCII art and broken characters run far higher.
+    max_ratio: float = Field(0.75, gt=0, le=1, description="Largest share of non-space characters that are symbols.")
+    min_chars: int = Field(20, ge=1, description="Only outputs with at least this many non-space characters.")
+
+
+@rule(
+    "symbol_ratio",
+    "Output is mostly punctuation, symbols or broken characters rather than text.",
+    SymbolRatioParams,
+)
+def symbol_ratio(p: SymbolRatioParams) -> Check:
+    nonspace = OUTPUT.str.count_matches(r"\S").cast(pl.Int64)
+    symbols = OUTPUT.str.count_matches(r"[\p{P}\p{S}\x{FFFD}\p{Co}]").cast(pl.Int64)
+    ratio = symbols / pl.when(nonspace > 0).then(nonspace).otherwise(1)
+    return Check(
+        (nonspace >= p.min_chars) & (ratio > p.max_ratio),
+        pl.format(
+            "{}% of the output's characters are symbols or punctuation",
+            (ratio * 100).round(0).cast(pl.Int64),
+        ),
+    )
+
+
+REFUSAL_PATTERNS = [
+    r"\bas an ai(?: language)? model\b",
+    r"\bas a (?:large )?language model\b",
+    r"\bas an ai(?: assistant)?,? i (?:do not|don't|cannot|can't|am not able)",
+    r"\bi(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:cannot|can't|am unable|am not able|won't)",
+    r"\bi (?:cannot|can't|am unable to|am not able to) (?:fulfill|comply|assist with|help with) (?:that|this|your)",
+    r"\bi (?:do not|don't) have (?:personal (?:opinions|feelings|experiences)|access to real-time)",
+    r"\bmy (?:knowledge|training data) (?:cutoff|cut-off)\b",
+    r"\bopenai(?:'s)? (?:content|use case|usage) polic",
+    r"作为一?个?(?:ai|人工智能|语言模型|AI语言模型|人工智能语言模型)",
+    r"我只是一?个(?:ai|人工智能|语言模型)",
+    r"(?:抱歉|对不起)[，,]?\s*我(?:无法|不能|没有办法)",
+    r"我(?:无法|不能)(?:回答|提供|满足|完成)(?:这个|您|你)的?(?:问题|请求|要求)",
+]
+
+
+class RefusalParams(Params):
+    patterns: list[str] = Field(
+        default_factory=lambda: list(REFUSAL_PATTERNS),
+        description="Case-insensitive regular expressions (Rust regex syntax) searched in the output.",
+    )
+
+
+@rule(
+    "refusal",
+    "Output is a refusal or 'As an AI language model' boilerplate (English and Chinese).",
+    RefusalParams,
+)
+def refusal(p: RefusalParams) -> Check:
+    if not p.patterns:
+        return _never()
+    pattern = "(?i)" + "|".join(f"(?:{x})" for x in p.patterns)
+    return Check(
+        OUTPUT.str.contains(pattern),
+        pl.format("output contains refusal boilerplate: '{}'", OUTPUT.str.extract(f"({pattern})", 1)),
+    )
+
+
+_ATTACHMENT = (
+    r"(?i)^\s*[<\[(]?\s*(?:picture|image|photo|img|video|audio|file|attachment|screenshot|图片|图像|照片|附件)s?"
+    r"(?:\s*(?:attached|here|below|附上))?\s*[>\])]?\s*$"
+)
+_URL_ONLY = r"(?i)^\s*(?:https?://|www\.)\S+\s*$"
+# A URL is the data itself when the task is about URLs, requests or code ("fetch JSON from the given URL").
+_URL_IS_DATA = (
+    r"(?i)\b(?:url|uri|link|api|endpoint|http|https|request|fetch|download|code|function|program|script|regex|"
+    r"parse|domain|query string|curl)s?\b|网址|链接|代码|函数|程序|接口"
+)
+_REFERS_EN = (
+    r"(?i)\b(?:the|this|these)\s+(?:following|given|below|above|attached|provided)\s+"
+    r"(?:news\s+)?(?:article|passage|text|paragraph|story|essay|document|email|e-mail|poem|code|snippet|"
+    r"sentence|table|data|dataset|list|image|picture|photo|link|url|chart|graph|video|audio|file|report)s?\b"
+)
+_REFERS_ZH = (
+    r"(?:以下|下面|下列|如下|给定|所给|上述|附件)的?"
+    r"(?:文章|段落|文本|短文|句子|诗歌?|代码|表格|内容|材料|新闻|邮件|图片|链接|数据)"
+)
+_EMBEDDED = r"[:：]\s*\S|\n\s*\S|[\"“「『][^\"”」』]{10,}"
+
+
+@rule(
+    "missing_context",
+    "Prompt depends on content the record does not contain (a URL or attachment as the whole input, "
+    "'the following article' with no article).",
+    NoParams,
+)
+def missing_context(p: NoParams) -> Check:
+    url_only = INPUT.str.contains(_URL_ONLY) & ~INSTRUCTION.str.contains(_URL_IS_DATA)
+    attachment = INPUT.str.contains(_ATTACHMENT) | INSTRUCTION.str.contains(_ATTACHMENT)
+    refers = INSTRUCTION.str.contains(_REFERS_EN) | INSTRUCTION.str.contains(_REFERS_ZH)
+    dangling = refers & (INPUT.str.strip_chars() == "") & ~INSTRUCTION.str.contains(_EMBEDDED)
+    return Check(
+        url_only | attachment | dangling,
+        pl.when(url_only)
+        .then(pl.format("input is only a link ({}); the content is not in the record", quoted(INPUT)))
+        .when(attachment)
+        .then(pl.lit("prompt points to an attachment that the record does not contain"))
+        .otherwise(
+            pl.format(
+                "instruction refers to '{}' but the record holds no such content",
+                pl.coalesce(
+                    INSTRUCTION.str.extract(f"({_REFERS_EN})", 1),
+                    INSTRUCTION.str.extract(f"({_REFERS_ZH})", 1),
+                ),
+            )
+        ),
+    )
+
+
+_MERGED = (
+    r"(?i)(?:^|\n)[\s#]*\d+\s*[.)]\s*(?:instruction|input|output)\s*[:：]"
+    r"|(?:^|\n)\s*#{2,}\s*(?:instruction|input|output|response)\s*[:：]"
+)
+
+
+@rule(
+    "merged_instructions",
+    "Several instructions merged into one record (leftover '##\\n18. Instruction:' or '### Response:' markers).",
+    NoParams,
+)
+def merged_instructions(p: NoParams) -> Check:
+    hits = [(c, name) for c, name in ((INSTRUCTION, "instruction"), (INPUT, "input"), (OUTPUT, "output"))]
+    checks = [
+        (
+            c.str.contains(_MERGED),
+            pl.format(
+                f"{name} holds another instruction's marker '{{}}'",
+                c.str.extract(f"({_MERGED})", 1).str.strip_chars(),
+            ),
+        )
+        for c, name in hits
+    ]
+    return _first_of(checks)
+
+
+class TruncatedParams(Params):
+    # Off by default: on real data (GPTeacher code answers, Chinese Q&A) a missing final full stop was far
+    # more often a code line or a list than a cut answer. The strict profile turns it on.
+    prose_min_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Prose outputs at least this long must end a sentence; null disables this check.",
+    )
+
+
+# `;` is left out: statements end with it. An opening bracket or a trailing comma/colon means more was coming.
+_DANGLING_END = r"[,:，、：(\[{（【《\\]\s*$"
+_SENTENCE_END = r"[\p{L}]\s*$"
+_LIST_LAST_LINE = r"(?:^|\n)\s*(?:[-*+#|>•]|\d+[.)、])[^\n]*$"
+
+
+@rule(
+    "truncated_output",
+    "Output stops mid-code-block, on a dangling comma/colon/bracket, or mid-sentence.",
+    TruncatedParams,
+)
+def truncated_output(p: TruncatedParams) -> Check:
+    checks = [
+        (
+            (OUTPUT.str.count_matches("```") % 2) == 1,
+            pl.lit("output ends inside an unclosed ``` code block"),
+        ),
+        (
+            OUTPUT.str.contains(_DANGLING_END),
+            pl.format("output ends on '{}', mid-sentence", OUTPUT.str.strip_chars_end().str.slice(-1, 1)),
+        ),
+    ]
+    if p.prose_min_tokens is not None:
+        prose_cut = (
+            ~text.looks_like_code(OUTPUT)
+            & (pl.col("_output_tokens") >= p.prose_min_tokens)
+            & OUTPUT.str.contains(_SENTENCE_END)
+            & ~OUTPUT.str.contains(_LIST_LAST_LINE)
+        )
+        checks.append(
+            (
+                prose_cut,
+                pl.format("output ends mid-sentence: '…{}'", OUTPUT.str.strip_chars_end().str.slice(-20, 20)),
+            )
+        )
+    return _first_of(checks)

@@ -1,0 +1,259 @@
+"""The `wb` command line: parses arguments, calls the library, prints. No logic lives here.
+
+Exit codes: 0 success, 1 a check failed (gate), 2 bad input or usage (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from workbench import __version__
+from workbench.errors import WbError
+
+app = typer.Typer(
+    name="wb",
+    help="wb: clean, train, evaluate and gate fine-tuning data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MapOpt = Annotated[
+    list[str] | None,
+    typer.Option("--map", "-m", help="Map a field to a source column: --map output=response (repeatable)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables; errors only.")]
+
+
+def user_errors(fn: F) -> F:
+    """Turn a WbError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WbError as e:
+            err.print(f"error: {e}", markup=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; no partial output was left behind", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(description: str, total: int, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar over bytes with a record counter; silent when quiet or not on a terminal."""
+    enabled = not quiet and err.is_terminal
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[records]:,} records"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not enabled,
+    ) as progress:
+        task = progress.add_task(description, total=total, records=0)
+
+        def advance(nbytes: int, nrecords: int) -> None:
+            records = progress.tasks[0].fields["records"] + nrecords
+            progress.update(task, advance=nbytes, records=records)
+
+        yield advance
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"wb {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """wb: clean, train, evaluate and gate fine-tuning data."""
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+@app.command()
+@user_errors
+def clean(
+    input: Annotated[Path, typer.Argument(help="Raw data: JSONL, JSON, Parquet or CSV (optionally .gz/.zst).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Cleaned JSONL (default: ./<name>.clean.jsonl).")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Built-in profile (default, strict, zh) or a YAML file.")
+    ] = "default",
+    map_: MapOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate, normalise and filter instruction data; every dropped record is explained."""
+    from workbench import clean as cleaning
+    from workbench.io import parse_overrides
+
+    prof = cleaning.load(profile)
+    overrides = parse_overrides(map_ or [])
+    stem = input.name.split(".")[0] or "data"
+    target = output if output is not None else Path(f"{stem}.clean.jsonl")
+    total = input.stat().st_size if input.is_file() else 0
+    with progress_bar(f"clean {input.name}", total, quiet) as advance:
+        result = cleaning.run(input, target, prof, overrides, on_batch=advance)
+    s = result.summary
+    if not quiet:
+        out.print(
+            f"{input}: {result.source.format}"
+            + (f" ({result.source.compression})" if result.source.compression != "none" else "")
+            + f", profile {prof.name}, mapping "
+            + ", ".join(f"{k}←{v}" for k, v in result.mapping.items()),
+            markup=False,
+        )
+        table = Table(title="wb clean", title_justify="left")
+        table.add_column("stage / rule")
+        table.add_column("records", justify="right")
+        table.add_column("share", justify="right")
+        table.add_row("read", f"{s['read']:,}", "100%")
+        table.add_row("rejected (malformed)", f"{s['rejected']:,}", _pct(s["rejected"], s["read"]))
+        for rule, n in s["dropped_by_rule"].items():
+            if n:
+                table.add_row(f"dropped: {rule}", f"{n:,}", _pct(n, s["read"]))
+        table.add_row("kept", f"{s['kept']:,}", _pct(s["kept"], s["read"]), style="bold")
+        out.print(table)
+        mod = s["modified"]
+        out.print(
+            f"modified: {mod['normalized']:,} normalised, {mod['placeholder_input']:,} placeholder inputs emptied, "
+            f"{mod['pii_redacted']:,} with personal data redacted",
+            markup=False,
+        )
+        out.print(
+            f"wrote {result.paths.kept} (+ .dropped.jsonl, .rejects.jsonl, .stats.json, .manifest.json)",
+            markup=False,
+        )
+    out.print(
+        f"read {s['read']:,} = kept {s['kept']:,} + dropped {s['dropped']:,} + rejected {s['rejected']:,}",
+        markup=False,
+    )
+    if strict and s["rejected"]:
+        err.print(f"error: {s['rejected']} record(s) rejected (--strict); see {result.paths.rejects}", markup=False)
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def validate(
+    file: Annotated[Path, typer.Argument(help="Data file to check against the record schema.")],
+    map_: MapOpt = None,
+    max_errors: Annotated[int, typer.Option(help="Print at most this many errors.")] = 20,
+) -> None:
+    """Check every record of FILE without cleaning it: exit 0 if all are valid, 2 otherwise."""
+    from workbench.io import parse_overrides
+    from workbench.stats import validate as run_validate
+
+    result = run_validate(file, parse_overrides(map_ or []), keep=max_errors)
+    bad = sum(result.rejected_by_kind.values())
+    for r in result.rejects:
+        where = f"{r.unit} {r.line}"
+        err.print(f"{file}:{where}: {r.field or 'record'}: {r.error.removeprefix(r.field + ': ')}", markup=False)
+    if bad > len(result.rejects):
+        err.print(f"... and {bad - len(result.rejects)} more", markup=False)
+    if not result.ok:
+        err.print(f"{file}: {bad} of {result.records} records invalid", markup=False)
+        raise typer.Exit(2)
+    out.print(f"{file}: {result.records} records valid ({result.source.format})", markup=False)
+
+
+@app.command()
+@user_errors
+def stats(
+    file: Annotated[Path, typer.Argument(help="Data file to describe.")],
+    map_: MapOpt = None,
+    top: Annotated[int, typer.Option(help="How many duplicate prompts to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """Length distributions (characters and tokens per field and script), field usage, duplicate prompts."""
+    from workbench.io import dumps_json, parse_overrides
+    from workbench.stats import describe
+
+    d = describe(file, parse_overrides(map_ or []), top=top)
+    if as_json:
+        sys.stdout.write(dumps_json(d).decode())
+        return
+    n = d["records"]
+    out.print(f"{file}: {n:,} records ({d['format']}), {d['rejected']:,} malformed", markup=False)
+    usage = d["field_usage"]
+    out.print(
+        f"non-empty input {_pct(usage['input'], n)}, system {_pct(usage['system'], n)}, "
+        f"history {_pct(usage['history'], n)}",
+        markup=False,
+    )
+    table = Table(title="lengths", title_justify="left")
+    table.add_column("field")
+    for col in ("min", "p50", "p90", "p99", "max", "mean"):
+        table.add_column(col, justify="right")
+    for name, q in d["lengths"].items():
+        if name.endswith(".turns") and not usage["history"]:
+            continue
+        table.add_row(
+            name,
+            *(str(q[c]) if q[c] is not None else "-" for c in ("min", "p50", "p90", "p99", "max", "mean")),
+        )
+    out.print(table)
+    scripts = ", ".join(f"{k} {_pct(v, n)}" for k, v in d["output_script"].items())
+    by_script = d["output_tokens_by_script"]
+    out.print(
+        f"output script: {scripts}; output tokens: {by_script['cjk']:,} CJK, {by_script['other']:,} other",
+        markup=False,
+    )
+    dups = d["duplicate_prompts"]
+    out.print(f"duplicate prompts: {dups['groups']:,} groups, {dups['records_in_groups']:,} records", markup=False)
+    if dups["top"]:
+        t = Table(show_header=True)
+        t.add_column("count", justify="right")
+        t.add_column("prompt")
+        for row in dups["top"]:
+            prompt = row["prompt"].replace("\n", " ")
+            t.add_row(str(row["count"]), Text(prompt[:100] + ("…" if len(prompt) > 100 else "")))
+        out.print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Run manifests: what ran, on what, with which versions, how long and how much memory.
+
+Versions are read from package metadata, so building a manifest never imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from workbench import __version__
+from workbench.io import sha256_file
+
+PACKAGES = ("polars", "pydantic", "orjson", "torch", "transformers", "peft", "datasketch")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"wb": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        return {"path": str(path), "exists": False}
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def build_manifest(
+    command: str,
+    started: float,
+    inputs: dict[str, Path],
+    outputs: dict[str, Path],
+    config: dict[str, Any],
+    seed: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "command": command,
+        "argv": sys.argv,
+        "versions": package_versions(),
+        "platform": platform.platform(),
+        "seed": seed,
+        "config": config,
+        "inputs": {k: _file_entry(p) for k, p in inputs.items()},
+        "outputs": {k: _file_entry(p) for k, p in outputs.items()},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(time.time() - started, 3),
+        "peak_rss_mb": peak_rss_mb(),
+    }

@@ -1,0 +1,244 @@
+"""Record models: the shapes instruction data comes in, and conversions between them.
+
+The canonical record is Alpaca-shaped (`instruction`, `input`, `output`, `system`, `history`). Conversations in
+ShareGPT (`conversations` with `from`/`value`) or OpenAI (`messages` with `role`/`content`) form convert to it
+losslessly when they are a plain dialogue: an optional leading system message, then user/assistant turns that
+alternate and end with the assistant. Anything else (tool calls, two user turns in a row, a dialogue ending on
+the user) has no Alpaca form and is rejected with a `ConversionError` that says why.
+
+The way back, Alpaca to messages, puts `input` after the instruction in the user turn (the convention of
+LLaMA-Factory and the Alpaca template), so a record with a non-empty input does not round-trip field by field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+Role = Literal["system", "user", "assistant"]
+
+# A history turn is exactly one (user, assistant) pair.
+Turn = Annotated[list[StrictStr], Field(min_length=2, max_length=2)]
+
+
+class AlpacaRecord(BaseModel):
+    """One instruction-tuning example; earlier dialogue turns, if any, live in `history`."""
+
+    model_config = ConfigDict(extra="ignore", title="Record")
+
+    instruction: StrictStr = Field(description="The task or the user's (last) message.")
+    input: StrictStr = Field("", description="Optional context the instruction refers to.")
+    output: StrictStr = Field(description="The answer the model should learn to give.")
+    system: StrictStr = Field("", description="Optional system prompt.")
+    history: list[Turn] = Field(default_factory=list, description="Earlier (user, assistant) turns, oldest first.")
+
+
+class ShareGPTTurn(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    from_: StrictStr = Field(alias="from", description="human/user, gpt/assistant, or system")
+    value: StrictStr
+
+
+class ShareGPTRecord(BaseModel):
+    """ShareGPT conversation: `{"conversations": [{"from": "human", "value": ...}, ...]}`."""
+
+    model_config = ConfigDict(extra="ignore", title="ShareGPTRecord")
+
+    conversations: list[ShareGPTTurn] = Field(min_length=1)
+    system: StrictStr = ""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: StrictStr
+    content: StrictStr
+
+
+class MessagesRecord(BaseModel):
+    """OpenAI chat format: `{"messages": [{"role": "user", "content": ...}, ...]}`."""
+
+    model_config = ConfigDict(extra="ignore", title="MessagesRecord")
+
+    messages: list[Message] = Field(min_length=1)
+
+
+class RecordError(ValueError):
+    """A record that cannot be read as a training example; `field` names where the problem is."""
+
+    def __init__(self, field: str, message: str, kind: str = "invalid") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+        self.kind = kind
+
+
+class ConversionError(RecordError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message, kind="not_convertible")
+
+
+_SHAREGPT_ROLES: dict[str, Role] = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "system": "system",
+}
+_OPENAI_ROLES: dict[str, Role] = {
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+    "developer": "system",
+}
+
+
+def turns_to_alpaca(turns: list[tuple[str, str]], field: str, system: str = "") -> AlpacaRecord:
+    """Convert (role, text) turns into an AlpacaRecord, or raise ConversionError naming the turn."""
+    if turns and turns[0][0] == "system":
+        if system:
+            raise ConversionError(f"{field}[0]", "two system prompts (a `system` field and a system turn)")
+        system = turns[0][1]
+        turns = turns[1:]
+        offset = 1
+    else:
+        offset = 0
+    if not turns:
+        raise ConversionError(field, "conversation has no user/assistant turns")
+    if len(turns) % 2:
+        raise ConversionError(
+            f"{field}[{offset + len(turns) - 1}]",
+            "conversation ends with a user turn; there is no answer to train on",
+        )
+    pairs: list[list[str]] = []
+    for i in range(0, len(turns), 2):
+        (r_user, user), (r_asst, asst) = turns[i], turns[i + 1]
+        if r_user != "user":
+            raise ConversionError(f"{field}[{offset + i}]", f"expected a user turn, found {r_user}")
+        if r_asst != "assistant":
+            raise ConversionError(f"{field}[{offset + i + 1}]", f"expected an assistant turn, found {r_asst}")
+        pairs.append([user, asst])
+    last = pairs.pop()
+    return AlpacaRecord(instruction=last[0], input="", output=last[1], system=system, history=pairs)
+
+
+def sharegpt_to_alpaca(rec: ShareGPTRecord) -> AlpacaRecord:
+    turns: list[tuple[str, str]] = []
+    for i, t in enumerate(rec.conversations):
+        role = _SHAREGPT_ROLES.get(t.from_.lower())
+        if role is None:
+            raise ConversionError(
+                f"conversations[{i}].from", f"role {t.from_!r} (tool or function turns) has no Alpaca form"
+            )
+        turns.append((role, t.value))
+    return turns_to_alpaca(turns, "conversations", rec.system)
+
+
+def messages_to_alpaca(rec: MessagesRecord) -> AlpacaRecord:
+    turns: list[tuple[str, str]] = []
+    for i, m in enumerate(rec.messages):
+        role = _OPENAI_ROLES.get(m.role)
+        if role is None:
+            raise ConversionError(f"messages[{i}].role", f"role {m.role!r} has no Alpaca form")
+        turns.append((role, m.content))
+    return turns_to_alpaca(turns, "messages")
+
+
+def user_text(instruction: str, input: str) -> str:
+    """The user message an Alpaca instruction + input stands for."""
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
+def alpaca_to_messages(rec: AlpacaRecord) -> MessagesRecord:
+    msgs: list[Message] = []
+    if rec.system:
+        msgs.append(Message(role="system", content=rec.system))
+    for user, asst in rec.history:
+        msgs.append(Message(role="user", content=user))
+        msgs.append(Message(role="assistant", content=asst))
+    msgs.append(Message(role="user", content=user_text(rec.instruction, rec.input)))
+    msgs.append(Message(role="assistant", content=rec.output))
+    return MessagesRecord(messages=msgs)
+
+
+def alpaca_to_sharegpt(rec: AlpacaRecord) -> ShareGPTRecord:
+    names = {"user": "human", "assistant": "gpt"}
+    conv = [
+        ShareGPTTurn.model_validate({"from": names[m.role], "value": m.content})
+        for m in alpaca_to_messages(rec).messages
+        if m.role != "system"
+    ]
+    return ShareGPTRecord(conversations=conv, system=rec.system)
+
+
+def _first_error(err: ValidationError) -> RecordError:
+    e = err.errors(include_url=False)[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+    kind = "missing_field" if e["type"] == "missing" else "wrong_type"
+    got = "" if e["type"] == "missing" else f" (got {type(e.get('input')).__name__})"
+    return RecordError(loc, f"{e['msg']}{got}", kind=kind)
+
+
+def validate(model: type[BaseModel], obj: dict[str, Any]) -> Any:
+    """Validate `obj` against `model`, turning pydantic's error into a RecordError naming the field."""
+    try:
+        return model.model_validate(obj)
+    except ValidationError as err:
+        raise _first_error(err) from None
+
+
+Row = tuple[str, str, str, str, list[list[str]]]
+"""A record as plain values in canonical field order: instruction, input, output, system, history."""
+
+FIELDS = ("instruction", "input", "output", "system", "history")
+
+
+def to_row(obj: Any, mapping: dict[str, str]) -> Row:
+    """Like `to_alpaca`, as a plain tuple; the common all-strings case skips model construction."""
+    if type(obj) is dict and "messages" not in obj and "conversations" not in obj:
+        ins = obj.get(mapping.get("instruction", "instruction"))
+        out = obj.get(mapping.get("output", "output"))
+        inp = obj.get(mapping.get("input", "input"), "")
+        sys_key, hist_key = mapping.get("system", "system"), mapping.get("history", "history")
+        if (
+            type(ins) is str
+            and type(out) is str
+            and (type(inp) is str or inp is None)
+            and sys_key not in obj
+            and hist_key not in obj
+        ):
+            return (ins, inp or "", out, "", [])
+    rec = to_alpaca(obj, mapping)
+    return (rec.instruction, rec.input, rec.output, rec.system, rec.history)
+
+
+def to_alpaca(obj: Any, mapping: dict[str, str]) -> AlpacaRecord:
+    """Read one decoded JSON value as a training example.
+
+    `mapping` maps canonical field names to the source's column names (`{"output": "response"}`).
+    """
+    if not isinstance(obj, dict):
+        raise RecordError("", f"expected a JSON object, found {type(obj).__name__}", kind="not_an_object")
+    if "messages" in obj and "instruction" not in mapping:
+        return messages_to_alpaca(validate(MessagesRecord, obj))
+    if "conversations" in obj and "instruction" not in mapping:
+        return sharegpt_to_alpaca(validate(ShareGPTRecord, obj))
+    fields = {canon: obj[src] for canon, src in mapping.items() if src in obj}
+    for canon in ("input", "system"):  # null means absent for optional text fields (common in CSV/Parquet)
+        if canon in fields and fields[canon] is None:
+            del fields[canon]
+    if "history" in fields and fields["history"] is None:
+        del fields["history"]
+    try:
+        return AlpacaRecord.model_validate(fields)
+    except ValidationError as err:
+        rec_err = _first_error(err)
+        src = mapping.get(rec_err.field.split("[")[0].split(".")[0], rec_err.field)
+        if src != rec_err.field.split("[")[0]:
+            rec_err = RecordError(f"{src} (as {rec_err.field})", rec_err.message, kind=rec_err.kind)
+        raise rec_err from None

@@ -1,0 +1,122 @@
+"""`wb stats` and `wb validate` as library functions: describe a data file, or check it against the schema."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workbench import io, text
+from workbench.clean.pipeline import rows_to_frame
+from workbench.clean.rules import compare_key, history_text
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclass
+class Validation:
+    source: io.SourceInfo
+    mapping: dict[str, str]
+    records: int = 0
+    rejects: list[io.Reject] = field(default_factory=list)
+    rejected_by_kind: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected_by_kind
+
+
+def validate(path: Path, overrides: dict[str, str] | None = None, keep: int = 50) -> Validation:
+    """Read every record of `path` as a training example; keep the first `keep` rejects in full."""
+    reader = io.RecordReader(Path(path), overrides)
+    result: Validation | None = None
+    records = 0
+    kinds: Counter[str] = Counter()
+    rejects: list[io.Reject] = []
+    for batch in reader:
+        records += batch.size
+        kinds.update(r.kind for r in batch.rejects)
+        rejects.extend(batch.rejects[: max(0, keep - len(rejects))])
+    result = Validation(reader.info, reader.mapping or {}, records, rejects, kinds)
+    return result
+
+
+def _describe_frame(df: pl.DataFrame) -> pl.DataFrame:
+    hist = history_text()
+    cols: list[pl.Expr] = []
+    for name, expr in (
+        ("instruction", pl.col("instruction")),
+        ("input", pl.col("input")),
+        ("output", pl.col("output")),
+        ("system", pl.col("system")),
+        ("history", hist),
+    ):
+        cols += [
+            expr.str.len_chars().cast(pl.Int64).alias(f"{name}.chars"),
+            text.token_count(expr).alias(f"{name}.tokens"),
+        ]
+    return df.select(
+        *cols,
+        text.cjk_count(pl.col("output")).alias("output.cjk_tokens"),
+        text.script_expr(pl.col("output")).alias("output.script"),
+        pl.col("history").list.len().cast(pl.Int64).alias("history.turns"),
+        compare_key(pl.col("instruction") + "\n" + pl.col("input")).alias("_prompt_key"),
+        pl.col("instruction").alias("_prompt"),
+    )
+
+
+def describe(path: Path, overrides: dict[str, str] | None = None, top: int = 10) -> dict[str, Any]:
+    """Length distributions per field (characters and tokens), script mix, field usage, duplicate prompts."""
+    reader = io.RecordReader(Path(path), overrides)
+    parts: list[pl.DataFrame] = []
+    rejected = 0
+    for batch in reader:
+        rejected += len(batch.rejects)
+        parts.append(_describe_frame(rows_to_frame(batch.lines, batch.rows)))
+    df = pl.concat(parts) if parts else _describe_frame(rows_to_frame([], []))
+    n = df.height
+    lengths: dict[str, dict[str, float | int | None]] = {}
+    for c in df.columns:
+        if c.startswith("_") or df[c].dtype != pl.Int64:
+            continue
+        s = df[c]
+        lengths[c] = {
+            "min": s.min() if n else None,  # type: ignore[dict-item]
+            **{f"p{int(q * 100)}": (s.quantile(q, "nearest") if n else None) for q in QUANTILES},
+            "max": s.max() if n else None,  # type: ignore[dict-item]
+            "mean": round(float(s.mean()), 1) if n else None,  # type: ignore[arg-type]
+        }
+    usage = {
+        "input": int((df["input.chars"] > 0).sum()),
+        "system": int((df["system.chars"] > 0).sum()),
+        "history": int((df["history.turns"] > 0).sum()),
+    }
+    scripts = dict(sorted(Counter(df["output.script"].to_list()).items()))
+    out_tokens = int(df["output.tokens"].sum())
+    cjk_tokens = int(df["output.cjk_tokens"].sum())
+    dups = (
+        df.filter(pl.col("_prompt_key") != "")
+        .group_by("_prompt_key")
+        .agg(pl.len().alias("count"), pl.col("_prompt").first().alias("prompt"))
+        .filter(pl.col("count") > 1)
+        .sort(["count", "prompt"], descending=[True, False])
+    )
+    return {
+        "path": str(path),
+        "format": reader.info.format,
+        "mapping": reader.mapping or {},
+        "records": n,
+        "rejected": rejected,
+        "field_usage": usage,
+        "lengths": lengths,
+        "output_script": scripts,
+        "output_tokens_by_script": {"cjk": cjk_tokens, "other": out_tokens - cjk_tokens},
+        "duplicate_prompts": {
+            "groups": dups.height,
+            "records_in_groups": int(dups["count"].sum()) if dups.height else 0,
+            "top": dups.head(top).select("count", "prompt").to_dicts(),
+        },
+    }

@@ -1,0 +1,142 @@
+"""The one place for Unicode work: normalisation, script detection, CJK-aware tokens and n-grams.
+
+Every pattern here is written so that Python's `re` and polars' Rust regex engine read it the same way, so the
+vectorised cleaning code and per-record Python code (metrics, PII checks) count the same tokens.
+
+Tokens: each CJK character (Han, kana, bopomofo) is one token, a run of other word characters is one token,
+punctuation and symbols are not tokens. "Hello, 世界!" has three tokens: `Hello`, `世`, `界`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import polars as pl
+
+UnicodeForm = Literal["NFC", "NFKC", "NFD", "NFKD", "none"]
+
+# CJK ideographs (incl. extension A and the supplementary planes), compatibility ideographs, kana, bopomofo.
+CJK_CHARS = (
+    "\u2e80-\u2fdf\u3005\u3007\u3021-\u3029\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff"
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+)
+CJK_CLASS = f"[{CJK_CHARS}]"
+WORD_CLASS = f"[^\\W{CJK_CHARS}]+"
+TOKEN_PATTERN = f"{CJK_CLASS}|{WORD_CLASS}"
+LATIN_LETTER = "[A-Za-z\u00c0-\u024f]"
+
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
+_CJK_RE = re.compile(CJK_CLASS)
+_LATIN_RE = re.compile(LATIN_LETTER)
+
+# Removed by normalisation: C0/C1 control characters except tab and newline, and invisible characters
+# that carry no meaning in training text. ZWJ (U+200D) and ZWNJ (U+200C) are kept: emoji sequences and
+# Persian/Indic scripts need them.
+CONTROL_PATTERN = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+ZERO_WIDTH_PATTERN = "[\u200b\u2060\ufeff\u00ad]"
+
+# A field "has code" when it holds a fenced block or an indented line; its spacing is then left alone.
+CODE_HINT_PATTERN = r"```|~~~|\n(?:    |\t)"
+
+
+def tokenize(text: str) -> list[str]:
+    """Tokens as defined in the module docstring (Python side; same pattern as `token_count`)."""
+    return _TOKEN_RE.findall(text)
+
+
+def count_cjk(text: str) -> int:
+    return len(_CJK_RE.findall(text))
+
+
+def count_latin(text: str) -> int:
+    return len(_LATIN_RE.findall(text))
+
+
+def script_of(text: str) -> str:
+    """The dominant script of a text: `cjk`, `latin`, `other` or `empty` (letters only are counted)."""
+    cjk, latin = count_cjk(text), count_latin(text)
+    letters = sum(1 for ch in text if ch.isalpha())
+    if letters == 0:
+        return "empty"
+    if cjk >= latin and cjk * 2 >= letters:
+        return "cjk"
+    if latin * 2 >= letters:
+        return "latin"
+    return "other"
+
+
+# --- polars expressions ---------------------------------------------------------------------------------
+
+
+def token_count(expr: pl.Expr) -> pl.Expr:
+    return expr.str.count_matches(TOKEN_PATTERN).cast(pl.Int64)
+
+
+def cjk_count(expr: pl.Expr) -> pl.Expr:
+    return expr.str.count_matches(CJK_CLASS).cast(pl.Int64)
+
+
+def latin_count(expr: pl.Expr) -> pl.Expr:
+    return expr.str.count_matches(LATIN_LETTER).cast(pl.Int64)
+
+
+def script_expr(expr: pl.Expr) -> pl.Expr:
+    """Vectorised `script_of`."""
+    cjk, latin = cjk_count(expr), latin_count(expr)
+    letters = expr.str.count_matches(r"\p{L}").cast(pl.Int64)
+    return (
+        pl.when(letters == 0)
+        .then(pl.lit("empty"))
+        .when((cjk >= latin) & (cjk * 2 >= letters))
+        .then(pl.lit("cjk"))
+        .when(latin * 2 >= letters)
+        .then(pl.lit("latin"))
+        .otherwise(pl.lit("other"))
+    )
+
+
+def has_code(expr: pl.Expr) -> pl.Expr:
+    return expr.str.contains(CODE_HINT_PATTERN)
+
+
+# Code without fences or indentation: shebangs, statement ends, keywords at line start, shell substitutions.
+CODE_LIKE_PATTERN = (
+    r"(?m)^#!|[;{}]\s*$|^\s*(?:def|class|import|from|return|if|for|while|echo|fi|done|function|const|let|var|"
+    r"public|print|#include|SELECT|puts)\b|\$\(|=>|==|\)\s*$"
+)
+
+
+def looks_like_code(expr: pl.Expr) -> pl.Expr:
+    """A wider net than `has_code`, for rules that must not judge code as prose."""
+    return has_code(expr) | expr.str.contains(CODE_LIKE_PATTERN)
+
+
+def normalize(
+    expr: pl.Expr,
+    form: UnicodeForm = "NFKC",
+    strip_control: bool = True,
+    strip_zero_width: bool = True,
+    whitespace: bool = True,
+) -> pl.Expr:
+    """Normalise one text column.
+
+    Whitespace: line ends become `\\n`, trailing spaces on each line and leading blank lines go. Prose (no fenced
+    or indented code) is also trimmed, runs of spaces/tabs collapse to one, and runs of blank lines to one;
+    fields with code keep their spacing (indentation and alignment carry meaning there).
+    """
+    if form != "none":
+        expr = expr.str.normalize(form)
+    expr = expr.str.replace_all("\r\n?", "\n")
+    if strip_control:
+        expr = expr.str.replace_all(CONTROL_PATTERN, "")
+    if strip_zero_width:
+        expr = expr.str.replace_all(ZERO_WIDTH_PATTERN, "")
+    if whitespace:
+        expr = expr.str.replace_all(r"[ \t\f\v]+\n", "\n").str.replace_all(r"^(?:[ \t]*\n)+", "")
+        expr = expr.str.strip_chars_end()
+        prose = (
+            expr.str.replace_all(r"[ \t\f\v\u00a0\u3000]{2,}", " ").str.replace_all(r"\n{3,}", "\n\n").str.strip_chars()
+        )
+        expr = pl.when(has_code(expr)).then(expr).otherwise(prose)
+    return expr
