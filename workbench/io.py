@@ -22,7 +22,7 @@ from typing import IO, Any, Literal
 import orjson
 
 from workbench.errors import WbError
-from workbench.records import FIELDS, RecordError, Row, to_row
+from workbench.records import ALIASES, FIELDS, RecordError, Row, to_row
 
 Format = Literal["jsonl", "json", "parquet", "csv"]
 Compression = Literal["none", "gzip", "zstd"]
@@ -30,15 +30,6 @@ Compression = Literal["none", "gzip", "zstd"]
 BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-# Canonical field -> source names recognised without --map, in order of preference.
-ALIASES: dict[str, tuple[str, ...]] = {
-    "instruction": ("instruction", "prompt", "query", "question", "instruct", "task"),
-    "input": ("input", "context", "inputs"),
-    "output": ("output", "response", "answer", "completion", "target", "reply"),
-    "system": ("system", "system_prompt"),
-    "history": ("history",),
-}
 
 
 @dataclass(frozen=True)
@@ -110,34 +101,76 @@ def _open_decompressed(path: Path) -> tuple[IO[bytes], Compression]:
     if magic == _ZSTD_MAGIC:
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20), "zstd"
+        header = f.read(18)
+        f.seek(0)
+        expected = zstandard.frame_content_size(header)
+        reader = zstandard.ZstdDecompressor().stream_reader(f, closefd=True, read_across_frames=True)
+        return io.BufferedReader(_SizeChecked(reader, expected, path), buffer_size=1 << 20), "zstd"  # type: ignore[arg-type]
     return io.BufferedReader(f, buffer_size=1 << 20), "none"  # type: ignore[type-var]
 
 
-def _sniff(head: bytes, path: Path) -> Format:
-    if head.startswith(b"PAR1"):
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst")
+
+
+class _SizeChecked(io.RawIOBase):
+    """A zstd stream that fails at its end when fewer bytes came out than the frame header declares.
+
+    zstandard's stream reader ends quietly on a truncated file; the declared size catches that whenever the
+    compressor wrote it (the zstd CLI and python-zstandard do for files of known size).
+    """
+
+    def __init__(self, inner: Any, expected: int, path: Path) -> None:
+        self.inner, self.expected, self.path, self.seen = inner, expected, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.seen += n
+        if n == 0 and self.expected >= 0 and self.seen < self.expected:
+            raise EOFError(f"zstd stream ended after {self.seen} of {self.expected} bytes")
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+def _sniff(first_line: bytes, path: Path) -> Format:
+    """Tell the format from the first line of the (decompressed) file."""
+    if first_line.startswith(b"PAR1"):
         return "parquet"
-    text = head.removeprefix(BOM).lstrip()
+    text = first_line.removeprefix(BOM).strip()
     if not text:
         raise WbError(f"{path}: file is empty")
     if text.startswith(b"["):
         return "json"
     if text.startswith(b"{"):
-        first = text.split(b"\n", 1)[0].rstrip()
-        # One object per line, or one object spread over many lines (a JSON document).
-        return "jsonl" if first.endswith(b"}") else "json"
-    return "csv"
+        # A JSON document spread over lines opens with a lone "{" or with `{"data": [`; JSON Lines opens with
+        # a record (complete, or broken and then rejected on its own).
+        return "json" if text == b"{" or text.endswith(b"[") else "jsonl"
+    # Neither JSON opening: a CSV header, unless the name says JSON Lines (then a bad first line is rejected).
+    return "jsonl" if path.name.lower().endswith(_JSONL_SUFFIXES) else "csv"
+
+
+def _first_line(stream: IO[bytes]) -> bytes:
+    while True:
+        line = stream.readline()
+        if not line or line.removeprefix(BOM).strip() or line.startswith(b"PAR1"):
+            return line
 
 
 def sniff(path: Path) -> SourceInfo:
     stream, compression = _open_decompressed(path)
     with stream:
         try:
-            head = stream.peek(1 << 16)[: 1 << 16]  # type: ignore[attr-defined]
+            first = _first_line(stream)
         except (OSError, EOFError) as err:
             raise WbError(f"{path}: cannot decompress ({err})") from None
-    return SourceInfo(path=path, format=_sniff(head, path), compression=compression)
+    return SourceInfo(path=path, format=_sniff(first, path), compression=compression)
 
 
 def resolve_mapping(keys: Iterable[str], overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -172,6 +205,18 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def _decompression_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (EOFError, OSError) as err:
+        raise WbError(f"{path}: compressed data is truncated or corrupt ({err})") from None
+    except Exception as err:
+        if type(err).__module__.startswith("zstandard"):
+            raise WbError(f"{path}: compressed data is truncated or corrupt ({err})") from None
+        raise
+
+
 def _raw_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
@@ -195,9 +240,12 @@ class RecordReader:
     def _map(self, objs: list[Any]) -> dict[str, str]:
         if self.mapping is None:
             keys: set[str] = set()
-            for obj in objs[:1000]:
-                if isinstance(obj, dict):
-                    keys.update(obj)
+            for obj in (o for o in objs if isinstance(o, dict)):
+                keys.update(obj)
+                if len(keys) > 200:
+                    break
+            if not keys:  # no record parsed yet: decide on a later batch
+                return resolve_mapping((), self.overrides)
             self.mapping = resolve_mapping(keys, self.overrides)
         return self.mapping
 
@@ -229,7 +277,7 @@ class RecordReader:
         items: list[tuple[int, Any, bytes | None]] = []
         nbytes = 0
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
-        with stream:
+        with stream, _decompression_errors(self.path):
             for line_no, line in enumerate(stream, 1):
                 nbytes += len(line)
                 if line_no == 1:
@@ -250,7 +298,7 @@ class RecordReader:
 
     def _load_document(self) -> list[Any]:
         stream, _ = _open_decompressed(self.path)
-        with stream:
+        with stream, _decompression_errors(self.path):
             data = stream.read()
         fmt = self.info.format
         if fmt == "json":
@@ -294,6 +342,12 @@ class RecordReader:
             yield self._convert(Batch(bytes_read=nbytes), items)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[IO[bytes]]:
     """Write to a temporary file beside `path` and rename it into place only when the block succeeds.
@@ -308,6 +362,7 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -192,6 +192,36 @@ def validate(model: type[BaseModel], obj: dict[str, Any]) -> Any:
         raise _first_error(err) from None
 
 
+# Canonical field -> source names recognised without --map, in order of preference.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "instruction": ("instruction", "prompt", "query", "question", "instruct", "task"),
+    "input": ("input", "context", "inputs"),
+    "output": ("output", "response", "answer", "completion", "target", "reply"),
+    "system": ("system", "system_prompt"),
+    "history": ("history",),
+}
+
+
+def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    """The canonical fields of `obj`: through `mapping` where it names a column, else by alias.
+
+    The file-level mapping is fixed from the first records; a field first seen later (a `system` column
+    that only some records carry) is still found by its own name or alias.
+    """
+    fields: dict[str, Any] = {}
+    for canon, names in ALIASES.items():
+        src = mapping.get(canon)
+        if src is not None:
+            if src in obj:
+                fields[canon] = obj[src]
+            continue
+        for name in names:
+            if name in obj:
+                fields[canon] = obj[name]
+                break
+    return fields
+
+
 Row = tuple[str, str, str, str, list[list[str]]]
 """A record as plain values in canonical field order: instruction, input, output, system, history."""
 
@@ -228,7 +258,7 @@ def to_alpaca(obj: Any, mapping: dict[str, str]) -> AlpacaRecord:
         return messages_to_alpaca(validate(MessagesRecord, obj))
     if "conversations" in obj and "instruction" not in mapping:
         return sharegpt_to_alpaca(validate(ShareGPTRecord, obj))
-    fields = {canon: obj[src] for canon, src in mapping.items() if src in obj}
+    fields = _source_fields(obj, mapping)
     for canon in ("input", "system"):  # null means absent for optional text fields (common in CSV/Parquet)
         if canon in fields and fields[canon] is None:
             del fields[canon]

@@ -33,6 +33,7 @@ _LATIN_RE = re.compile(LATIN_LETTER)
 # Removed by normalisation: C0/C1 control characters except tab and newline, and invisible characters
 # that carry no meaning in training text. ZWJ (U+200D) and ZWNJ (U+200C) are kept: emoji sequences and
 # Persian/Indic scripts need them.
+NON_ASCII = r"[^\x00-\x7f]"
 CONTROL_PATTERN = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 ZERO_WIDTH_PATTERN = "[\u200b\u2060\ufeff\u00ad]"
 
@@ -102,8 +103,8 @@ def has_code(expr: pl.Expr) -> pl.Expr:
 
 # Code without fences or indentation: shebangs, statement ends, keywords at line start, shell substitutions.
 CODE_LIKE_PATTERN = (
-    r"(?m)^#!|[;{}]\s*$|^\s*(?:def|class|import|from|return|if|for|while|echo|fi|done|function|const|let|var|"
-    r"public|print|#include|SELECT|puts)\b|\$\(|=>|==|\)\s*$"
+    r"(?m)^#!|[;{}][ \t]*$|^[ \t]*(?:def|class|import|from|return|if|for|while|echo|fi|done|function|const|let|"
+    r"var|public|print|#include|SELECT|puts)(?-u:\b)|\$\(|=>|==|\)[ \t]*$"
 )
 
 
@@ -126,7 +127,8 @@ def normalize(
     fields with code keep their spacing (indentation and alignment carry meaning there).
     """
     if form != "none":
-        expr = expr.str.normalize(form)
+        # Pure-ASCII text is already in every normal form: skip the (costly) normaliser for it.
+        expr = pl.when(expr.str.contains(NON_ASCII)).then(expr.str.normalize(form)).otherwise(expr)
     expr = expr.str.replace_all("\r\n?", "\n")
     if strip_control:
         expr = expr.str.replace_all(CONTROL_PATTERN, "")

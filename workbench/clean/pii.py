@@ -90,27 +90,28 @@ def _spans(pattern: re.Pattern[str], keep: Callable[[re.Match[str]], bool]) -> F
     return find
 
 
-_FINDERS: dict[PiiKind, list[Finder]] = {
-    "email": [_spans(_EMAIL, lambda m: not _EXAMPLE_DOMAINS.search(m.group(1)))],
-    "ip": [_spans(_IPV4, lambda m: _public_ip(m.group(1)))],
-    "phone": [_spans(_CN_MOBILE, lambda m: True), _spans(_PHONE, lambda m: True)],
-    "id": [
-        _spans(_CN_ID, lambda m: _cn_id_valid(m.group(0))),
-        _spans(_SSN, lambda m: True),
-        _spans(_CARD, lambda m: _card_valid(m.group(0))),
-    ],
-}
+# In priority order: where matches overlap, the earlier finder wins (an 18-digit ID holds an 11-digit run
+# that looks like a mobile number; a phone number with a country code can pass the Luhn check by chance).
+_FINDERS: list[tuple[PiiKind, Finder]] = [
+    ("email", _spans(_EMAIL, lambda m: not _EXAMPLE_DOMAINS.search(m.group(1)))),
+    ("ip", _spans(_IPV4, lambda m: _public_ip(m.group(1)))),
+    ("id", _spans(_CN_ID, lambda m: _cn_id_valid(m.group(0)))),
+    ("phone", _spans(_CN_MOBILE, lambda m: True)),
+    ("phone", _spans(_PHONE, lambda m: True)),
+    ("id", _spans(_SSN, lambda m: True)),
+    ("id", _spans(_CARD, lambda m: _card_valid(m.group(0)))),
+]
 
 
 def find(text: str, kinds: tuple[PiiKind, ...] = ALL_KINDS) -> list[tuple[PiiKind, int, int]]:
-    """All personal-data spans in `text`, earliest first; overlapping matches keep the first found."""
+    """All personal-data spans in `text`, earliest first; overlapping matches keep the higher-priority one."""
     found: list[tuple[PiiKind, int, int]] = []
-    # IDs before phones: an 18-digit ID contains an 11-digit run that looks like a mobile number.
-    for kind in sorted(kinds, key=("email", "ip", "id", "phone").index):
-        for finder in _FINDERS[kind]:
-            for start, end in finder(text):
-                if all(end <= s or start >= e for _, s, e in found):
-                    found.append((kind, start, end))
+    for kind, finder in _FINDERS:
+        if kind not in kinds:
+            continue
+        for start, end in finder(text):
+            if all(end <= s or start >= e for _, s, e in found):
+                found.append((kind, start, end))
     return sorted(found, key=lambda f: f[1])
 
 

@@ -175,17 +175,9 @@ class CleanStats:
             for rule, n in cleaned.dropped.group_by("_rule").len().iter_rows():
                 self.dropped_by_rule[rule] += n
         if cleaned.kept.height:
-            bins = (
-                cleaned.kept.select(
-                    pl.col("_output_tokens")
-                    .cut(TOKEN_BIN_EDGES[1:], left_closed=True, labels=None)
-                    .to_physical()
-                    .alias("bin")
-                )
-                .group_by("bin")
-                .len()
-            )
-            for b, n in bins.iter_rows():
+            edges = pl.Series(TOKEN_BIN_EDGES, dtype=pl.Int64)
+            bins = edges.search_sorted(cleaned.kept["_output_tokens"], side="right") - 1
+            for b, n in bins.value_counts().iter_rows():
                 self.token_hist[int(b)] += n
 
     def to_json(self, rule_order: list[str]) -> dict[str, Any]:

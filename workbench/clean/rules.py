@@ -75,12 +75,16 @@ def features() -> list[pl.Expr]:
     ]
 
 
+ECHO_PREFIX = 2048
+END_PUNCTUATION = ".,;:!?'\"()[]{}<>-_*#`~…。，；：！？、（）【】《》「」『』“”‘’"
+
+
 def compare_key(expr: pl.Expr) -> pl.Expr:
     """Case- and space-insensitive form of a text, without punctuation at its ends, for 'is the same as'.
 
     Punctuation inside is kept: a fixed line of code differs from the broken one often by a `;` or `:` alone.
     """
-    return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.replace_all(r"^[\p{P}\p{S}]+|[\p{P}\p{S}]+$", "")
+    return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.strip_chars(END_PUNCTUATION)
 
 
 def quoted(expr: pl.Expr, limit: int = 60) -> pl.Expr:
@@ -150,11 +154,18 @@ def empty_instruction(p: NoParams) -> Check:
     NoParams,
 )
 def output_echoes_prompt(p: NoParams) -> Check:
+    out_chars = pl.col("_output_chars")
+    out_key = compare_key(OUTPUT.str.slice(0, ECHO_PREFIX))
+    out_prose = ~text.looks_like_code(OUTPUT)
+
     def same(other: pl.Expr) -> pl.Expr:
         exact = OUTPUT.str.strip_chars() == other.str.strip_chars()
         # Loose comparison for prose only: in code, case and spacing are the fix ("ForEach" → "forEach").
-        prose = ~text.looks_like_code(OUTPUT) & ~text.looks_like_code(other)
-        return (exact | (prose & (compare_key(OUTPUT) == compare_key(other)))) & (OUTPUT.str.strip_chars() != "")
+        # Keys cover the first ECHO_PREFIX characters, and the lengths must agree within 10 %.
+        close = (out_chars - other.str.len_chars().cast(pl.Int64)).abs() <= out_chars // 10 + 2
+        loose = close & out_prose & ~text.looks_like_code(other)
+        loose = loose & (out_key == compare_key(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
+        return (exact | loose) & (OUTPUT.str.strip_chars() != "")
 
     same_ins, same_inp = same(INSTRUCTION), same(INPUT)
     return Check(
@@ -275,7 +286,7 @@ class SymbolRatioParams(Params):
     SymbolRatioParams,
 )
 def symbol_ratio(p: SymbolRatioParams) -> Check:
-    nonspace = OUTPUT.str.count_matches(r"\S").cast(pl.Int64)
+    nonspace = pl.col("_output_chars") - OUTPUT.str.count_matches(r"\s").cast(pl.Int64)
     symbols = OUTPUT.str.count_matches(r"[\p{P}\p{S}\x{FFFD}\p{Co}]").cast(pl.Int64)
     ratio = symbols / pl.when(nonspace > 0).then(nonspace).otherwise(1)
     return Check(

@@ -1,0 +1,51 @@
+"""Rebuild `raw.jsonl`, the demo's bilingual sample, from the MIT-licensed files in ../shared/data.
+
+Real records (GPTeacher code tasks, Chinese arithmetic, term explanations and poetry), plus a handful of
+planted defects of the kinds `wb clean` exists for, so the demo shows every stage at work. Run from the
+repository root: `python data/demo/build.py ../shared/data`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+PLANTED: list[str] = [
+    '{"instruction": "Translate to French: good morning", "input": "<noinput>", "output": "Bonjour"}',
+    '{"instruction": "Summarize the following article.", "input": "", "output": "The article says prices rose."}',
+    '{"instruction": "What is 2+2?", "input": "", "output": "N/A"}',
+    '{"instruction": "Tell me a joke.", "input": "", "output": "As an AI language model, I cannot tell jokes."}',
+    '{"instruction": "介绍一下你自己。", "input": "", "output": "作为一个AI语言模型，我无法拥有个人经历。"}',
+    '{"instruction": "Who should I contact?", "input": "", "output": "Write to jane.doe@gmail.com or call 13812345678."}',
+    '{"instruction": "Repeat after me", "input": "hello world", "output": "hello world"}',
+    '{"instruction": "Describe the picture.", "input": "<Picture Attached>", "output": "A cat on a mat."}',
+    '{"instruction": "List three colours", "input": "", "output": "red\\nred\\nred\\nred\\nred\\nblue"}',
+    '{"instruction": "Write a haiku", "input": "", "output": "Autumn moonlight—\\na worm digs silently\\ninto the chestnut.\\n\\n##\\n18. Instruction: write another"}',
+    '{"instruction": "Print hello in Python", "input": "", "output": "```python\\nprint(\\"hello\\")\\n"}',
+    '{"instruction": "broken record", "input": "", "output": "missing brace"',
+    '{"instruction": "Count to three", "input": "", "output": 123}',
+    '{"input": "no instruction here", "output": "an answer"}',
+]
+
+
+def main(shared: Path, out: Path) -> None:
+    rng = random.Random(7)
+    code = json.loads((shared / "en_codegen_instruct.json").read_text(encoding="utf-8"))
+    arith = json.loads((shared / "zh_integer_arithmetic.json").read_text(encoding="utf-8"))
+    terms = json.loads((shared / "zh_term_explanations.json").read_text(encoding="utf-8"))
+    poetry = json.loads((shared / "zh_poetry_culture.json").read_text(encoding="utf-8"))
+    records = [
+        {"instruction": r["instruction"], "input": r["input"], "output": r["response"]} for r in rng.sample(code, 120)
+    ]
+    records += rng.sample(arith, 120) + rng.sample(terms, 30) + poetry
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    lines += lines[:5]  # exact duplicates, for the dedup stage
+    lines += PLANTED
+    rng.shuffle(lines)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("../shared/data"), Path(__file__).with_name("raw.jsonl"))

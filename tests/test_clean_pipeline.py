@@ -1,0 +1,145 @@
+"""`wb clean` end to end through the library: outputs, accounting, determinism, atomicity."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_DATA, read_jsonl, write_jsonl
+
+from workbench.clean import load, run
+
+RAW = [
+    {"instruction": "把下面的句子翻译成英文。", "input": "我爱机器学习。", "output": "I love machine learning."},
+    {"instruction": "What is 2+2?", "input": "<noinput>", "output": "4"},
+    '{"instruction": "broken", "output": ',
+    {"instruction": "Tell me a joke", "input": "", "output": "As an AI language model, I cannot tell jokes."},
+    {"instruction": "Contact?", "input": "", "output": "Mail bob.jones@gmail.com or call 13812345678."},
+    {"instruction": "Count", "input": "", "output": 3},
+    {"instruction": "Emoji", "input": "", "output": "Party 🎉 time 👨‍👩‍👧"},
+    {"instruction": "Empty", "input": "", "output": "N/A"},
+]
+
+
+def clean(
+    tmp_path: Path, records: list[object], profile: str = "default", name: str = "raw.jsonl"
+) -> tuple[Path, dict]:
+    src = write_jsonl(tmp_path / name, records)
+    result = run(src, tmp_path / "out" / "clean.jsonl", load(profile))
+    return tmp_path / "out", result.summary
+
+
+def test_every_record_is_kept_dropped_or_rejected_with_a_reason(tmp_path: Path) -> None:
+    out, summary = clean(tmp_path, RAW)
+    kept = read_jsonl(out / "clean.jsonl")
+    dropped = read_jsonl(out / "clean.dropped.jsonl")
+    rejects = read_jsonl(out / "clean.rejects.jsonl")
+    assert (summary["read"], summary["kept"], summary["dropped"], summary["rejected"]) == (8, 4, 2, 2)
+    assert summary["invariant_holds"] and summary["invariant"] == "read = kept + dropped + rejected"
+    assert [d["line"] for d in dropped] == [4, 8]
+    assert [d["rule"] for d in dropped] == ["refusal", "empty_output"]
+    assert all(d["reason"] and d["record"]["instruction"] for d in dropped)
+    assert [(r["line"], r["kind"]) for r in rejects] == [(3, "bad_json"), (6, "wrong_type")]
+    assert rejects[0]["raw"] == '{"instruction": "broken", "output": '
+    assert rejects[1]["field"] == "output"
+    assert [k["instruction"] for k in kept] == ["把下面的句子翻译成英文。", "What is 2+2?", "Contact?", "Emoji"]
+    assert kept[1]["input"] == ""  # <noinput> placeholder emptied
+    assert kept[2]["output"] == "Mail <EMAIL> or call <PHONE>."
+    assert kept[3]["output"] == "Party 🎉 time 👨‍👩‍👧"
+    assert summary["modified"]["pii_redacted"] == 1 and summary["pii_found"]["email"] == 1
+    assert set(kept[0]) == {"instruction", "input", "output", "system", "history"}
+
+
+def test_stats_file_matches_the_summary_and_records_the_mapping(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "gpteacher.json", [{"instruction": "Say hi", "input": "", "response": "Hi!"}])
+    result = run(src, tmp_path / "clean.jsonl", load("default"))
+    stats = json.loads((tmp_path / "clean.stats.json").read_text())
+    assert stats == json.loads(json.dumps(result.summary))
+    assert stats["mapping"]["output"] == "response"
+    assert stats["input"]["format"] == "jsonl"  # sniffed from content despite the .json name
+    assert sum(stats["kept_output_tokens_histogram"]["counts"]) == stats["kept"] == 1
+    manifest = json.loads((tmp_path / "clean.manifest.json").read_text())
+    assert manifest["inputs"]["data"]["sha256"] == stats["input"]["sha256"]
+    assert manifest["versions"]["polars"] and manifest["peak_rss_mb"] > 0
+
+
+def test_strict_profile_drops_personal_data_instead_of_redacting(tmp_path: Path) -> None:
+    out, summary = clean(tmp_path, RAW, profile="strict")
+    dropped = {d["line"]: d for d in read_jsonl(out / "clean.dropped.jsonl")}
+    assert dropped[5]["rule"] == "pii"
+    assert dropped[5]["reason"] == "contains personal data: email, phone"
+
+
+def test_outputs_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    digests = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        run(DEMO_DATA, out / "clean.jsonl", load("default"), batch_size=64 if i else 50_000)
+        digests.append([(out / n).read_bytes() for n in ("clean.jsonl", "clean.dropped.jsonl", "clean.rejects.jsonl")])
+    assert digests[0] == digests[1]
+
+
+def test_demo_data_accounting_and_planted_defects(tmp_path: Path) -> None:
+    result = run(DEMO_DATA, tmp_path / "clean.jsonl", load("default"))
+    s = result.summary
+    assert s["read"] == s["kept"] + s["dropped"] + s["rejected"] == 320
+    assert s["rejected"] == 3
+    fired = {rule for rule, n in s["dropped_by_rule"].items() if n}
+    assert {
+        "empty_output",
+        "refusal",
+        "missing_context",
+        "merged_instructions",
+        "truncated_output",
+        "repeated_lines",
+    } <= fired
+
+
+def test_gzip_input_gives_the_same_output_as_plain(tmp_path: Path) -> None:
+    gz = tmp_path / "raw.jsonl.gz"
+    gz.write_bytes(gzip.compress(DEMO_DATA.read_bytes()))
+    run(DEMO_DATA, tmp_path / "a.jsonl", load("default"))
+    run(gz, tmp_path / "b.jsonl", load("default"))
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_output_may_not_overwrite_the_input(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "clean.jsonl", RAW[:1])
+    from workbench.errors import WbError
+
+    with pytest.raises(WbError, match="overwrite the input"):
+        run(src, src, load("default"))
+    assert read_jsonl(src)[0]["output"] == "I love machine learning."
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_half_written_output(tmp_path: Path) -> None:
+    src = tmp_path / "big.jsonl"
+    src.write_bytes(DEMO_DATA.read_bytes() * 500)  # 160,000 records
+    out = tmp_path / "out" / "clean.jsonl"
+    out.parent.mkdir()
+    out.write_text("previous good output\n", encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "clean", str(src), "-o", str(out), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the run is writing its temporary files
+        if any(p.name.startswith(".clean.jsonl.") and p.stat().st_size > 0 for p in out.parent.iterdir()):
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the run never started writing")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert out.read_text(encoding="utf-8") == "previous good output\n"
+    assert not (out.parent / "clean.stats.json").exists()
