@@ -71,7 +71,7 @@ def test_stats_file_matches_the_summary_and_records_the_mapping(tmp_path: Path) 
 
 
 def test_strict_profile_drops_personal_data_instead_of_redacting(tmp_path: Path) -> None:
-    out, summary = clean(tmp_path, RAW, profile="strict")
+    out, _ = clean(tmp_path, RAW, profile="strict")
     dropped = {d["line"]: d for d in read_jsonl(out / "clean.dropped.jsonl")}
     assert dropped[5]["rule"] == "pii"
     assert dropped[5]["reason"] == "contains personal data: email, phone"

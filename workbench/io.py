@@ -105,7 +105,7 @@ def _open_decompressed(path: Path) -> tuple[IO[bytes], Compression]:
         f.seek(0)
         expected = zstandard.frame_content_size(header)
         reader = zstandard.ZstdDecompressor().stream_reader(f, closefd=True, read_across_frames=True)
-        return io.BufferedReader(_SizeChecked(reader, expected, path), buffer_size=1 << 20), "zstd"  # type: ignore[arg-type]
+        return io.BufferedReader(_SizeChecked(reader, expected, path), buffer_size=1 << 20), "zstd"
     return io.BufferedReader(f, buffer_size=1 << 20), "none"  # type: ignore[type-var]
 
 
