@@ -113,6 +113,19 @@ def looks_like_code(expr: pl.Expr) -> pl.Expr:
     return has_code(expr) | expr.str.contains(CODE_LIKE_PATTERN)
 
 
+def unicode_normalize(series: pl.Series, form: UnicodeForm) -> pl.Series:
+    """Unicode-normalise a column, running the normaliser on its non-ASCII values only (ASCII text is already
+    in every normal form, and the normaliser is the costliest step of cleaning)."""
+    if form == "none":
+        return series
+    idx = series.str.contains(NON_ASCII).fill_null(False).arg_true()
+    if idx.len() == 0:
+        return series
+    out = series.clone()
+    out.scatter(idx, series.gather(idx).str.normalize(form))
+    return out
+
+
 def normalize(
     expr: pl.Expr,
     form: UnicodeForm = "NFKC",
@@ -127,8 +140,7 @@ def normalize(
     fields with code keep their spacing (indentation and alignment carry meaning there).
     """
     if form != "none":
-        # Pure-ASCII text is already in every normal form: skip the (costly) normaliser for it.
-        expr = pl.when(expr.str.contains(NON_ASCII)).then(expr.str.normalize(form)).otherwise(expr)
+        expr = expr.str.normalize(form)
     expr = expr.str.replace_all("\r\n?", "\n")
     if strip_control:
         expr = expr.str.replace_all(CONTROL_PATTERN, "")

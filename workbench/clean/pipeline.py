@@ -45,12 +45,12 @@ def rows_to_frame(lines: list[int], rows: list[Row]) -> pl.DataFrame:
 def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFrame, Counter[str]]:
     """Unicode/whitespace normalisation of every text field, then placeholder inputs become empty."""
 
-    def norm(e: pl.Expr) -> pl.Expr:
-        return text.normalize(e, cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
+    def norm(e: pl.Expr, form: text.UnicodeForm) -> pl.Expr:
+        return text.normalize(e, form, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
 
-    new = df.with_columns(
-        *(norm(pl.col(c)) for c in TEXT_FIELDS),
-        pl.col("history").list.eval(pl.element().list.eval(norm(pl.element()))),
+    new = df.with_columns(text.unicode_normalize(df[c], cfg.unicode) for c in TEXT_FIELDS).with_columns(
+        *(norm(pl.col(c), "none") for c in TEXT_FIELDS),
+        pl.col("history").list.eval(pl.element().list.eval(norm(pl.element(), cfg.unicode))),
     )
     changed = pl.any_horizontal([new[c] != df[c] for c in (*TEXT_FIELDS, "history")])
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
@@ -117,16 +117,33 @@ def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[s
 
 
 def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
-    """Add `_rule` and `_reason`: the first rule (in profile order) that drops each record, and why."""
-    checks = [(name, RULES[name].build(params)) for name, params in profile.enabled_rules()]
-    rule_col = pl.coalesce(
-        [pl.when(c.drop).then(pl.lit(name)) for name, c in checks]
-        + [pl.when(pl.col("_pii").is_not_null()).then(pl.lit("pii"))]
-    )
-    reason_col = pl.coalesce([pl.when(c.drop).then(c.reason) for _, c in checks] + [pl.col("_pii")])
-    return (
-        df.lazy().with_columns(features()).with_columns(rule_col.alias("_rule"), reason_col.alias("_reason")).collect()
-    )
+    """Add `_rule` and `_reason`: the first rule (in profile order) that drops each record, and why.
+
+    Each rule sees only the records no earlier rule dropped and, where it declares one, that pass its cheap
+    `applies` pre-condition; its reason is computed for the records it drops only.
+    """
+    df = df.with_columns(features()).with_row_index("_i")
+    rule_col = pl.Series("_rule", [None] * df.height, dtype=pl.String)
+    reason_col = pl.Series("_reason", [None] * df.height, dtype=pl.String)
+    remaining = df
+    for name, params in profile.enabled_rules():
+        check = RULES[name].build(params)
+        candidates = remaining if check.applies is None else remaining.filter(check.applies)
+        if candidates.height == 0:
+            continue
+        if check.prepare is not None:
+            candidates = check.prepare(candidates)
+        hits = candidates.filter(check.drop)
+        if hits.height == 0:
+            continue
+        rule_col.scatter(hits["_i"], name)
+        reason_col.scatter(hits["_i"], hits.select(check.reason.cast(pl.String)).to_series())
+        remaining = remaining.filter(~pl.col("_i").is_in(hits["_i"].implode()))
+    pii_hits = remaining.filter(pl.col("_pii").is_not_null())
+    if pii_hits.height:
+        rule_col.scatter(pii_hits["_i"], "pii")
+        reason_col.scatter(pii_hits["_i"], pii_hits["_pii"])
+    return df.drop("_i").with_columns(rule_col, reason_col)
 
 
 @dataclass

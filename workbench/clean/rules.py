@@ -32,8 +32,17 @@ class Params(BaseModel):
 
 @dataclass(frozen=True)
 class Check:
+    """`drop` is true where the rule drops a record; `reason` says why (evaluated on dropped records only).
+
+    `applies`, when given, is a cheap necessary condition for `drop`: the expensive `drop` expression then runs
+    on the records that pass it only. `prepare`, when given, adds the columns `drop` and `reason` read to those
+    records with frame operations (explode / group-by), which beat per-list expressions by an order of magnitude.
+    """
+
     drop: pl.Expr
     reason: pl.Expr
+    applies: pl.Expr | None = None
+    prepare: Callable[[pl.DataFrame], pl.DataFrame] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,23 +163,27 @@ def empty_instruction(p: NoParams) -> Check:
     NoParams,
 )
 def output_echoes_prompt(p: NoParams) -> Check:
-    out_chars = pl.col("_output_chars")
-    out_key = compare_key(OUTPUT.str.slice(0, ECHO_PREFIX))
-    out_prose = ~text.looks_like_code(OUTPUT)
+    stripped = OUTPUT.str.strip_chars()
+    out_chars = stripped.str.len_chars().cast(pl.Int64)
+
+    def close(other: pl.Expr) -> pl.Expr:
+        """Lengths within 10 %: a cheap necessary condition for both comparisons below."""
+        return (out_chars - other.str.strip_chars().str.len_chars().cast(pl.Int64)).abs() <= out_chars // 10 + 2
 
     def same(other: pl.Expr) -> pl.Expr:
-        exact = OUTPUT.str.strip_chars() == other.str.strip_chars()
+        exact = stripped == other.str.strip_chars()
         # Loose comparison for prose only: in code, case and spacing are the fix ("ForEach" → "forEach").
-        # Keys cover the first ECHO_PREFIX characters, and the lengths must agree within 10 %.
-        close = (out_chars - other.str.len_chars().cast(pl.Int64)).abs() <= out_chars // 10 + 2
-        loose = close & out_prose & ~text.looks_like_code(other)
+        # Keys cover the first ECHO_PREFIX characters; `close` has already matched the lengths.
+        out_key = compare_key(OUTPUT.str.slice(0, ECHO_PREFIX))
+        loose = ~text.looks_like_code(OUTPUT) & ~text.looks_like_code(other)
         loose = loose & (out_key == compare_key(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
-        return (exact | loose) & (OUTPUT.str.strip_chars() != "")
+        return close(other) & (exact | loose) & (stripped != "")
 
     same_ins, same_inp = same(INSTRUCTION), same(INPUT)
     return Check(
         same_ins | same_inp,
         pl.when(same_ins).then(pl.lit("output repeats the instruction")).otherwise(pl.lit("output repeats the input")),
+        applies=close(INSTRUCTION) | close(INPUT),
     )
 
 
@@ -233,17 +246,33 @@ class RepeatedLinesParams(Params):
     min_lines: int = Field(4, ge=2, description="Only outputs with at least this many lines are checked.")
 
 
+def per_record(df: pl.DataFrame, items: pl.Expr, value: pl.Expr, prefix: str) -> pl.DataFrame:
+    """Explode a list per record (`items`), map each element to `value`, and add `{prefix}_n` (non-null values)
+    and `{prefix}_unique` (distinct non-null values) per record. `value` reads the element as `pl.col("_item")`
+    and may use `pl.col("_i")` (the record index) in window expressions."""
+    exploded = df.select("_i", items.alias("_item")).explode("_item").select("_i", value.alias("_v"))
+    counts = exploded.group_by("_i").agg(
+        pl.col("_v").count().cast(pl.Int64).alias(f"{prefix}_n"),
+        pl.col("_v").drop_nulls().n_unique().cast(pl.Int64).alias(f"{prefix}_unique"),
+    )
+    return df.join(counts, on="_i", how="left", maintain_order="left")
+
+
 @rule("repeated_lines", "Output repeats the same lines over and over (a generation loop).", RepeatedLinesParams)
 def repeated_lines(p: RepeatedLinesParams) -> Check:
-    lines = OUTPUT.str.split("\n").list.eval(
-        pl.element().str.strip_chars().filter(pl.element().str.contains(r"[\p{L}\p{N}]"))
-    )
-    n = lines.list.len().cast(pl.Int64)
-    dup = n - lines.list.n_unique().cast(pl.Int64)
-    frac = dup / pl.when(n > 0).then(n).otherwise(1)
+    item = pl.col("_item").str.strip_chars()
+    lines = pl.when(item.str.contains(r"[\p{L}\p{N}]")).then(item)  # lines with no letter or digit do not count
+
+    def prepare(df: pl.DataFrame) -> pl.DataFrame:
+        return per_record(df, OUTPUT.str.split("\n"), lines, "_lines")
+
+    n = pl.col("_lines_n")
+    dup = n - pl.col("_lines_unique")
     return Check(
-        (n >= p.min_lines) & (frac > p.max_fraction),
+        (n >= p.min_lines) & (dup > p.max_fraction * n),
         pl.format("{} of {} lines repeat an earlier line", dup, n),
+        applies=OUTPUT.str.count_matches("\n", literal=True) >= p.min_lines - 1,
+        prepare=prepare,
     )
 
 
@@ -254,22 +283,47 @@ class RepeatedNgramsParams(Params):
     min_tokens: int = Field(40, ge=1, description="Only outputs with at least this many tokens are checked.")
 
 
+# Odd 64-bit multipliers that make the combined n-gram hash depend on token order.
+_GRAM_MULTIPLIERS = [
+    1,
+    0x9E3779B97F4A7C15,
+    0xC2B2AE3D27D4EB4F,
+    0x165667B19E3779F9,
+    0xD6E8FEB86659FD93,
+    0xFF51AFD7ED558CCD,
+    0xC4CEB9FE1A85EC53,
+    0x94D049BB133111EB,
+    0xBF58476D1CE4E5B9,
+    0x27D4EB2F165667C5,
+]
+
+
+def ngram_hash(n: int) -> pl.Expr:
+    """For exploded tokens (`_item`, with record index `_i`): a 64-bit hash of the n-gram starting at each token,
+    null where fewer than n tokens of the same record follow."""
+    h = pl.col("_item").hash(0)
+    combined = h
+    for k in range(1, n):
+        combined = combined ^ (h.shift(-k) * pl.lit(_GRAM_MULTIPLIERS[k], dtype=pl.UInt64))
+    return pl.when(pl.col("_i").shift(-(n - 1)) == pl.col("_i")).then(combined)
+
+
 @rule(
     "repeated_ngrams",
     "Output repeats the same phrases (token n-grams; CJK counted per character).",
     RepeatedNgramsParams,
 )
 def repeated_ngrams(p: RepeatedNgramsParams) -> Check:
-    toks = OUTPUT.str.extract_all(text.TOKEN_PATTERN)
-    elem = pl.element()
-    grams = toks.list.eval(pl.concat_str([elem.shift(-k) for k in range(p.n)], separator="\x1f").drop_nulls())
-    total = grams.list.len().cast(pl.Int64)
-    dup = total - grams.list.n_unique().cast(pl.Int64)
-    frac = dup / pl.when(total > 0).then(total).otherwise(1)
-    checked = pl.col("_output_tokens") >= p.min_tokens
+    def prepare(df: pl.DataFrame) -> pl.DataFrame:
+        return per_record(df, OUTPUT.str.extract_all(text.TOKEN_PATTERN), ngram_hash(p.n), "_grams")
+
+    total = pl.col("_grams_n")
+    frac = (total - pl.col("_grams_unique")) / pl.when(total > 0).then(total).otherwise(1)
     return Check(
-        checked & (frac > p.max_fraction),
+        frac > p.max_fraction,
         pl.format(f"{{}}% of {p.n}-grams in the output repeat", (frac * 100).round(0).cast(pl.Int64)),
+        applies=pl.col("_output_tokens") >= p.min_tokens,
+        prepare=prepare,
     )
 
 
@@ -287,14 +341,12 @@ class SymbolRatioParams(Params):
 )
 def symbol_ratio(p: SymbolRatioParams) -> Check:
     nonspace = pl.col("_output_chars") - OUTPUT.str.count_matches(r"\s").cast(pl.Int64)
-    symbols = OUTPUT.str.count_matches(r"[\p{P}\p{S}\x{FFFD}\p{Co}]").cast(pl.Int64)
-    ratio = symbols / pl.when(nonspace > 0).then(nonspace).otherwise(1)
+    non_text = OUTPUT.str.count_matches(r"[^\p{L}\p{M}\p{N}\s]").cast(pl.Int64)
+    ratio = non_text / pl.when(nonspace > 0).then(nonspace).otherwise(1)
     return Check(
         (nonspace >= p.min_chars) & (ratio > p.max_ratio),
-        pl.format(
-            "{}% of the output's characters are symbols or punctuation",
-            (ratio * 100).round(0).cast(pl.Int64),
-        ),
+        pl.format("{}% of the output's characters are symbols or punctuation", (ratio * 100).round(0).cast(pl.Int64)),
+        applies=pl.col("_output_chars") >= p.min_chars,
     )
 
 
