@@ -58,3 +58,26 @@ def test_code_keeps_its_indentation_and_inner_spacing() -> None:
     assert normalized(code) == code
     fenced = "Example:\n```python\nx  =  1\n```"
     assert normalized(fenced) == fenced
+
+
+def test_column_normalisation_skips_only_values_that_cannot_change() -> None:
+    values = [
+        "plain ascii text",
+        "tab\t\tinside",
+        "ＡＢＣ",
+        "trailing \nspace",
+        "a\x0bb",
+        "  lead",
+        "end ",
+        "x\n\n\n\ny",
+        "zero\u200bwidth",
+        "nbsp\u00a0\u00a0here",
+        "    def f():\n        return 1",
+        "中文，标点！",
+        "",
+        "\r\nwindows\r\n",
+    ]
+    series = pl.Series("t", values)
+    expected = pl.DataFrame({"t": values}).select(text.normalize(pl.col("t")))["t"].to_list()
+    assert text.normalize_series(series).to_list() == expected
+    assert series.to_list() == values  # the input column is not modified in place

@@ -45,12 +45,10 @@ def rows_to_frame(lines: list[int], rows: list[Row]) -> pl.DataFrame:
 def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFrame, Counter[str]]:
     """Unicode/whitespace normalisation of every text field, then placeholder inputs become empty."""
 
-    def norm(e: pl.Expr, form: text.UnicodeForm) -> pl.Expr:
-        return text.normalize(e, form, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
-
-    new = df.with_columns(text.unicode_normalize(df[c], cfg.unicode) for c in TEXT_FIELDS).with_columns(
-        *(norm(pl.col(c), "none") for c in TEXT_FIELDS),
-        pl.col("history").list.eval(pl.element().list.eval(norm(pl.element(), cfg.unicode))),
+    opts = (cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
+    new = df.with_columns(
+        *(text.normalize_series(df[c], *opts) for c in TEXT_FIELDS),
+        pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
     )
     changed = pl.any_horizontal([new[c] != df[c] for c in (*TEXT_FIELDS, "history")])
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
