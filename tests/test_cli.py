@@ -120,3 +120,12 @@ def test_wb_entry_point_starts_without_torch_and_shows_no_traceback(tmp_path: Pa
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "error: nope.jsonl: no such file"
+
+
+def test_validate_checks_several_files_and_fails_if_any_is_invalid(tmp_path: Path, wb: Any) -> None:
+    good = write_jsonl(tmp_path / "good.jsonl", GOOD)
+    bad = write_jsonl(tmp_path / "bad.jsonl", ['{"instruction": "x"}'])
+    result = wb("validate", good, bad)
+    assert result.exit_code == 2
+    assert f"{good}: 2 records valid" in result.stdout
+    assert f"{bad}: 1 of 1 records invalid" in result.stderr

@@ -176,25 +176,31 @@ def clean(
 @app.command()
 @user_errors
 def validate(
-    file: Annotated[Path, typer.Argument(help="Data file to check against the record schema.")],
+    files: Annotated[list[Path], typer.Argument(help="Data files to check against the record schema.")],
     map_: MapOpt = None,
-    max_errors: Annotated[int, typer.Option(help="Print at most this many errors.")] = 20,
+    max_errors: Annotated[int, typer.Option(help="Print at most this many errors per file.")] = 20,
 ) -> None:
-    """Check every record of FILE without cleaning it: exit 0 if all are valid, 2 otherwise."""
+    """Check every record of each FILE without cleaning it: exit 0 if all are valid, 2 otherwise."""
     from workbench.io import parse_overrides
     from workbench.stats import validate as run_validate
 
-    result = run_validate(file, parse_overrides(map_ or []), keep=max_errors)
-    bad = sum(result.rejected_by_kind.values())
-    for r in result.rejects:
-        where = f"{r.unit} {r.line}"
-        err.print(f"{file}:{where}: {r.field or 'record'}: {r.error.removeprefix(r.field + ': ')}", markup=False)
-    if bad > len(result.rejects):
-        err.print(f"... and {bad - len(result.rejects)} more", markup=False)
-    if not result.ok:
-        err.print(f"{file}: {bad} of {result.records} records invalid", markup=False)
+    overrides = parse_overrides(map_ or [])
+    failed = False
+    for file in files:
+        result = run_validate(file, overrides, keep=max_errors)
+        bad = sum(result.rejected_by_kind.values())
+        for r in result.rejects:
+            message = r.error.removeprefix(r.field + ": ")
+            err.print(f"{file}:{r.unit} {r.line}: {r.field or 'record'}: {message}", markup=False)
+        if bad > len(result.rejects):
+            err.print(f"... and {bad - len(result.rejects)} more", markup=False)
+        if result.ok:
+            out.print(f"{file}: {result.records} records valid ({result.source.format})", markup=False)
+        else:
+            err.print(f"{file}: {bad} of {result.records} records invalid", markup=False)
+            failed = True
+    if failed:
         raise typer.Exit(2)
-    out.print(f"{file}: {result.records} records valid ({result.source.format})", markup=False)
 
 
 @app.command()
