@@ -37,8 +37,10 @@ def rows_to_frame(lines: list[int], rows: list[Row]) -> pl.DataFrame:
     cols: list[Any] = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in FIELDS]
     data: dict[str, pl.Series] = {"_line": pl.Series("_line", lines, dtype=pl.Int64)}
     for name, values in zip(FIELDS, cols, strict=True):
-        dtype = HISTORY_TYPE if name == "history" else pl.String
-        data[name] = pl.Series(name, values, dtype=dtype)
+        if name == "history" and not any(values):  # the common case; converting empty lists one by one is slow
+            data[name] = pl.Series(name, [None], dtype=HISTORY_TYPE).clear(len(values)).fill_null([])
+        else:
+            data[name] = pl.Series(name, values, dtype=HISTORY_TYPE if name == "history" else pl.String)
     return pl.DataFrame(data)
 
 
