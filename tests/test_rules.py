@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from workbench.clean import load
-from workbench.clean.pipeline import clean_frame, rows_to_frame
+from workbench.clean.pipeline import clean_frame
+from workbench.frames import rows_to_frame
 from workbench.clean.profile import from_dict
 from workbench.clean.rules import RULES
 

@@ -222,6 +222,10 @@ def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
     return fields
 
 
+FieldName = Literal["instruction", "input", "output", "system", "history"]
+PROMPT_FIELDS: tuple[FieldName, ...] = ("instruction", "input")
+TEXT_FIELDS: tuple[FieldName, ...] = ("instruction", "input", "output")
+
 Row = tuple[str, str, str, str, list[list[str]]]
 """A record as plain values in canonical field order: instruction, input, output, system, history."""
 

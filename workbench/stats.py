@@ -10,8 +10,8 @@ from typing import Any
 import polars as pl
 
 from workbench import io, text
-from workbench.clean.pipeline import rows_to_frame
 from workbench.clean.rules import compare_key, history_text
+from workbench.frames import rows_to_frame
 
 QUANTILES = (0.5, 0.9, 0.99)
 

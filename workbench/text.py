@@ -130,7 +130,10 @@ def normalize_series(
     if idx.len() == 0:
         return series
     subset = pl.DataFrame({"t": series.gather(idx)})
-    changed = subset.select(normalize(pl.col("t"), form, strip_control, strip_zero_width, whitespace))["t"]
+    # Lazy: the optimiser computes the shared part of the prose/code branches once.
+    changed = (
+        subset.lazy().select(normalize(pl.col("t"), form, strip_control, strip_zero_width, whitespace)).collect()["t"]
+    )
     out = series.clone()
     out.scatter(idx, changed)
     return out

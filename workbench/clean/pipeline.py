@@ -22,26 +22,15 @@ from workbench import io, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
 from workbench.clean.rules import RULES, features, history_text
+from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.manifest import build_manifest
-from workbench.records import FIELDS, Row
+from workbench.records import FIELDS
 
 TEXT_FIELDS = ("instruction", "input", "output", "system")
-HISTORY_TYPE = pl.List(pl.List(pl.String))
 INVARIANT = "read = kept + dropped + rejected"
 
 # Output-token histogram bins stored in the stats for reports: 0, 1, 2-3, 4-7, ... , 65536+.
 TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
-
-
-def rows_to_frame(lines: list[int], rows: list[Row]) -> pl.DataFrame:
-    cols: list[Any] = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in FIELDS]
-    data: dict[str, pl.Series] = {"_line": pl.Series("_line", lines, dtype=pl.Int64)}
-    for name, values in zip(FIELDS, cols, strict=True):
-        if name == "history" and not any(values):  # the common case; converting empty lists one by one is slow
-            data[name] = pl.Series(name, [None], dtype=HISTORY_TYPE).clear(len(values)).fill_null([])
-        else:
-            data[name] = pl.Series(name, values, dtype=HISTORY_TYPE if name == "history" else pl.String)
-    return pl.DataFrame(data)
 
 
 def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFrame, Counter[str]]:
@@ -122,22 +111,23 @@ def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     Each rule sees only the records no earlier rule dropped and, where it declares one, that pass its cheap
     `applies` pre-condition; its reason is computed for the records it drops only.
     """
-    df = df.with_columns(features()).with_row_index("_i")
+    df = df.lazy().with_columns(features()).collect().with_row_index("_i")
     rule_col = pl.Series("_rule", [None] * df.height, dtype=pl.String)
     reason_col = pl.Series("_reason", [None] * df.height, dtype=pl.String)
     remaining = df
     for name, params in profile.enabled_rules():
         check = RULES[name].build(params)
-        candidates = remaining if check.applies is None else remaining.filter(check.applies)
+        # Lazy evaluation everywhere: polars then computes sub-expressions a rule repeats only once.
+        candidates = remaining if check.applies is None else remaining.lazy().filter(check.applies).collect()
         if candidates.height == 0:
             continue
         if check.prepare is not None:
             candidates = check.prepare(candidates)
-        hits = candidates.filter(check.drop)
+        hits = candidates.lazy().filter(check.drop).collect()
         if hits.height == 0:
             continue
         rule_col.scatter(hits["_i"], name)
-        reason_col.scatter(hits["_i"], hits.select(check.reason.cast(pl.String)).to_series())
+        reason_col.scatter(hits["_i"], hits.lazy().select(check.reason.cast(pl.String)).collect().to_series())
         remaining = remaining.filter(~pl.col("_i").is_in(hits["_i"].implode()))
     pii_hits = remaining.filter(pl.col("_pii").is_not_null())
     if pii_hits.height:

@@ -1,0 +1,191 @@
+"""Near-duplicates with MinHash + LSH.
+
+Signatures are datasketch's (`MinHash` with its default `affine32` scheme and the same seed gives the same
+values: a test checks it), but computed for a whole batch at once in numpy instead of one Python object per
+record. The number of bands and rows is datasketch's optimum for the threshold (`MinHashLSH(threshold,
+num_perm).b/.r`). Banding, candidate pairs and cluster resolution are vectorised with numpy/polars; only the
+candidate pairs (a few per duplicate) are looked at one by one.
+
+Resolution is deterministic and greedy: records are visited in keep order (`first`: input order; `longest`:
+longest text first, then input order); a record is dropped when its estimated Jaccard similarity to an already
+kept record reaches the threshold, and the dropped record names that kept record. No chains: every dropped
+record is within the threshold of the one it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from workbench.dedup.shingles import joined_text, record_ngrams, to_u32
+from workbench.records import TEXT_FIELDS, FieldName
+
+
+class NearConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(
+        0.8, gt=0, lt=1, description="Estimated Jaccard similarity at which records are duplicates."
+    )
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
+    ngram_latin: int = Field(3, ge=1, le=10, description="Word n-gram length for Latin-script (and other) text.")
+    ngram_cjk: int = Field(5, ge=1, le=20, description="Character n-gram length for CJK text.")
+    fields: list[FieldName] = Field(default_factory=lambda: list(TEXT_FIELDS), description="Fields compared.")
+    keep: Literal["first", "longest"] = Field("first", description="Which record of a duplicate group is kept.")
+    seed: int = Field(1, description="MinHash permutation seed (datasketch's default is 1).")
+
+
+_MAX_BUCKET_PAIRS = 64  # buckets larger than this are joined to their first member only (star), not all pairs
+
+
+@cache
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+    return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
+
+
+@cache
+def bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return int(lsh.b), int(lsh.r)
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser, as datasketch applies it before the affine permutations."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def signatures(hashes: np.ndarray, starts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures (records × num_perm, uint32) from 32-bit shingle hashes grouped by record.
+
+    `starts[i]` is the index in `hashes` where record i's shingles begin (every record has at least one).
+    """
+    a, b = permutations(num_perm, seed)
+    mixed = fmix32(hashes.astype(np.uint32, copy=False))
+    out = np.empty((len(starts), num_perm), dtype=np.uint32)
+    permuted = np.empty_like(mixed)
+    with np.errstate(over="ignore"):
+        for k in range(num_perm):  # one permutation at a time, in place: memory stays at one copy of the hashes
+            np.multiply(mixed, a[k], out=permuted)
+            np.add(permuted, b[k], out=permuted)
+            out[:, k] = np.minimum.reduceat(permuted, starts)
+    return out
+
+
+def batch_signatures(frame: pl.DataFrame, cfg: NearConfig) -> np.ndarray:
+    """Signatures for every record of a frame of canonical records."""
+    if frame.height == 0:
+        return np.empty((0, cfg.num_perm), dtype=np.uint32)
+    texts = frame.select(joined_text(list(cfg.fields)).alias("t"))["t"]
+    grams = record_ngrams(texts, cfg.ngram_latin, cfg.ngram_cjk)
+    recs = grams["rec"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, recs[1:] != recs[:-1]])
+    return signatures(to_u32(grams["h"].to_numpy()), starts, cfg.num_perm, cfg.seed)
+
+
+def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity of paired signatures (rows)."""
+    return (sig_a == sig_b).mean(axis=-1)
+
+
+@dataclass
+class NearDuplicates:
+    """Collects signatures batch by batch, then resolves duplicates across all of them."""
+
+    cfg: NearConfig
+    lines: list[np.ndarray] = field(default_factory=list)
+    sigs: list[np.ndarray] = field(default_factory=list)
+    sizes: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """Add a batch of records (`_line` plus canonical fields)."""
+        if frame.height == 0:
+            return
+        self.lines.append(frame["_line"].to_numpy().astype(np.int64))
+        self.sigs.append(batch_signatures(frame, self.cfg))
+        self.sizes.append(frame.select(joined_text(list(self.cfg.fields)).str.len_chars())[:, 0].to_numpy())
+
+    def candidate_pairs(self, sig: np.ndarray) -> np.ndarray:
+        """Pairs (i, j), i < j, of record positions that share an LSH bucket in at least one band."""
+        b, r = bands(self.cfg.threshold, self.cfg.num_perm)
+        n = len(sig)
+        idx = np.arange(n, dtype=np.int64)
+        pairs: list[np.ndarray] = []
+        with np.errstate(over="ignore"):
+            for band in range(b):
+                cols = sig[:, band * r : (band + 1) * r].astype(np.uint64)
+                key = np.zeros(n, dtype=np.uint64)
+                for j in range(r):
+                    key = key * np.uint64(0x100000001B3) ^ cols[:, j]
+                order = np.argsort(key, kind="stable")
+                sorted_key = key[order]
+                same = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
+                if same.size == 0:
+                    continue
+                pairs.append(self._bucket_pairs(order, sorted_key, idx))
+        if not pairs:
+            return np.empty((0, 2), dtype=np.int64)
+        allp = np.concatenate(pairs)
+        return np.unique(allp, axis=0)
+
+    @staticmethod
+    def _bucket_pairs(order: np.ndarray, sorted_key: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        frame = pl.DataFrame({"k": sorted_key, "i": order}).filter(pl.col("k").is_duplicated())
+        groups = frame.group_by("k", maintain_order=True).agg(pl.col("i").sort())
+        out: list[tuple[int, int]] = []
+        for members in groups["i"].to_list():
+            if len(members) <= _MAX_BUCKET_PAIRS:
+                out.extend((members[x], members[y]) for x in range(len(members)) for y in range(x + 1, len(members)))
+            else:
+                out.extend((members[0], m) for m in members[1:])
+        return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+
+    def resolve(self) -> pl.DataFrame:
+        """Dropped records: `_line`, `duplicate_of` (line of the kept record), `similarity`."""
+        empty = pl.DataFrame(schema={"_line": pl.Int64, "duplicate_of": pl.Int64, "similarity": pl.Float64})
+        if not self.sigs:
+            return empty
+        lines = np.concatenate(self.lines)
+        sig = np.concatenate(self.sigs)
+        pairs = self.candidate_pairs(sig)
+        if len(pairs) == 0:
+            return empty
+        sims = similarity(sig[pairs[:, 0]], sig[pairs[:, 1]])
+        keep_pairs = sims >= self.cfg.threshold
+        pairs, sims = pairs[keep_pairs], sims[keep_pairs]
+        if len(pairs) == 0:
+            return empty
+        if self.cfg.keep == "longest":
+            sizes = np.concatenate(self.sizes)
+            rank = np.lexsort((lines, -sizes))  # longest first, then input order
+        else:
+            rank = np.argsort(lines, kind="stable")
+        position = np.empty_like(rank)
+        position[rank] = np.arange(len(rank))
+        # Orient every pair as (earlier in keep order, later); visit the later ones in keep order.
+        a, b = pairs[:, 0], pairs[:, 1]
+        swap = position[a] > position[b]
+        first = np.where(swap, b, a)
+        second = np.where(swap, a, b)
+        order = np.lexsort((position[first], position[second]))
+        dropped: dict[int, tuple[int, float]] = {}
+        for k in order:
+            later, earlier = int(second[k]), int(first[k])
+            if later in dropped or earlier in dropped:
+                continue  # already dropped, or its partner was: a dropped record keeps nothing out
+            dropped[later] = (earlier, float(sims[k]))
+        rows = sorted((int(lines[d]), int(lines[e]), s) for d, (e, s) in dropped.items())
+        return pl.DataFrame(rows, schema=empty.schema, orient="row")
