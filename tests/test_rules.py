@@ -9,9 +9,9 @@ import pytest
 
 from workbench.clean import load
 from workbench.clean.pipeline import clean_frame
-from workbench.frames import rows_to_frame
 from workbench.clean.profile import from_dict
 from workbench.clean.rules import RULES
+from workbench.frames import rows_to_frame
 
 
 def judge(records: list[dict[str, Any]], profile: str = "default") -> list[str | None]:

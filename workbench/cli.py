@@ -46,6 +46,10 @@ MapOpt = Annotated[
     typer.Option("--map", "-m", help="Map a field to a source column: --map output=response (repeatable)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables; errors only.")]
+AgainstOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
+]
 
 
 def user_errors(fn: F) -> F:
@@ -120,20 +124,56 @@ def clean(
         str, typer.Option("--profile", "-p", help="Built-in profile (default, strict, zh) or a YAML file.")
     ] = "default",
     map_: MapOpt = None,
+    against: AgainstOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Validate, normalise and filter instruction data; every dropped record is explained."""
+    """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
+    from workbench import clean as cleaning
+
+    _run_clean("clean", input, output, cleaning.load(profile), map_, against, strict, quiet)
+
+
+@app.command()
+@user_errors
+def dedup(
+    input: Annotated[Path, typer.Argument(help="Cleaned data: JSONL, JSON, Parquet or CSV.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Deduplicated JSONL (default: ./<name>.dedup.jsonl).")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Profile whose dedup/decontaminate settings to use.")
+    ] = "default",
+    map_: MapOpt = None,
+    against: AgainstOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
+    from workbench import clean as cleaning
+
+    _run_clean("dedup", input, output, cleaning.load(profile).dedup_only(), map_, against, strict, quiet)
+
+
+def _run_clean(
+    command: str,
+    input: Path,
+    output: Path | None,
+    prof: Any,
+    map_: list[str] | None,
+    against: list[Path] | None,
+    strict: bool,
+    quiet: bool,
+) -> None:
     from workbench import clean as cleaning
     from workbench.io import parse_overrides
 
-    prof = cleaning.load(profile)
     overrides = parse_overrides(map_ or [])
     stem = input.name.split(".")[0] or "data"
-    target = output if output is not None else Path(f"{stem}.clean.jsonl")
+    target = output if output is not None else Path(f"{stem}.{command}.jsonl")
     total = input.stat().st_size if input.is_file() else 0
-    with progress_bar(f"clean {input.name}", total, quiet) as advance:
-        result = cleaning.run(input, target, prof, overrides, on_batch=advance)
+    with progress_bar(f"{command} {input.name}", total, quiet) as advance:
+        result = cleaning.run(input, target, prof, overrides, on_batch=advance, against=against, command=command)
     s = result.summary
     if not quiet:
         out.print(
@@ -143,7 +183,7 @@ def clean(
             + ", ".join(f"{k}←{v}" for k, v in result.mapping.items()),
             markup=False,
         )
-        table = Table(title="wb clean", title_justify="left")
+        table = Table(title=f"wb {command}", title_justify="left")
         table.add_column("stage / rule")
         table.add_column("records", justify="right")
         table.add_column("share", justify="right")
@@ -160,6 +200,10 @@ def clean(
             f"{mod['pii_redacted']:,} with personal data redacted",
             markup=False,
         )
+        for path, leak in s.get("contamination", {}).items():
+            out.print(
+                f"{path}: {leak['leaked_items']} of {leak['items']} eval items found in the training data", markup=False
+            )
         out.print(
             f"wrote {result.paths.kept} (+ .dropped.jsonl, .rejects.jsonl, .stats.json, .manifest.json)",
             markup=False,

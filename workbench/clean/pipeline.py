@@ -8,6 +8,7 @@ atomically: `<out>` (kept records), `<out stem>.dropped.jsonl`, `<out stem>.reje
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from workbench import io, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
 from workbench.clean.rules import RULES, features, history_text
+from workbench.dedup.stages import DedupStages
 from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.manifest import build_manifest
 from workbench.records import FIELDS
@@ -172,18 +174,22 @@ class CleanStats:
     def invariant_holds(self) -> bool:
         return self.read == self.kept + self.dropped + self.rejected
 
-    def add(self, batch: io.Batch, cleaned: CleanedBatch) -> None:
+    def add_batch(self, batch: io.Batch, counts: Counter[str]) -> None:
         self.read += batch.size
         self.rejected += len(batch.rejects)
         self.rejected_by_kind.update(r.kind for r in batch.rejects)
-        self.kept += cleaned.kept.height
-        self.counts.update(cleaned.counts)
-        if cleaned.dropped.height:
-            for rule, n in cleaned.dropped.group_by("_rule").len().iter_rows():
+        self.counts.update(counts)
+
+    def add_dropped(self, dropped: pl.DataFrame) -> None:
+        if dropped.height:
+            for rule, n in dropped.group_by("_rule").len().iter_rows():
                 self.dropped_by_rule[rule] += n
-        if cleaned.kept.height:
+
+    def add_kept(self, kept: pl.DataFrame) -> None:
+        self.kept += kept.height
+        if kept.height:
             edges = pl.Series(TOKEN_BIN_EDGES, dtype=pl.Int64)
-            bins = edges.search_sorted(cleaned.kept["_output_tokens"], side="right") - 1
+            bins = edges.search_sorted(kept["_output_tokens"], side="right") - 1
             for b, n in bins.value_counts().iter_rows():
                 self.token_hist[int(b)] += n
 
@@ -244,12 +250,19 @@ class CleanResult:
 
 
 def _write_dropped(f: Any, dropped: pl.DataFrame) -> None:
+    if dropped.height == 0:
+        return
+    extra = [c for c in ("duplicate_of", "similarity", "eval_item") if c in dropped.columns]
     dropped.select(
         pl.col("_line").alias("line"),
         pl.col("_rule").alias("rule"),
         pl.col("_reason").alias("reason"),
+        *extra,
         pl.struct(list(FIELDS)).alias("record"),
     ).write_ndjson(f)
+
+
+STAGE_COLUMNS = ["_line", *FIELDS, "_output_tokens"]
 
 
 def run(
@@ -259,30 +272,59 @@ def run(
     overrides: dict[str, str] | None = None,
     batch_size: int = 50_000,
     on_batch: Callable[[int, int], None] | None = None,
+    against: list[Path] | None = None,
+    command: str = "clean",
 ) -> CleanResult:
-    """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` reports progress."""
+    """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` reports progress.
+
+    `against`: evaluation files whose passages must not appear in the training data (decontamination).
+    With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
+    been seen; the output is then written from them."""
     started = time.time()
     reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size)
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
     stats = CleanStats()
+    stages = DedupStages.build(profile.dedup, profile.decontaminate, list(against or []))
     with ExitStack() as stack:
         kept_f = stack.enter_context(io.atomic_write(paths.kept))
         dropped_f = stack.enter_context(io.atomic_write(paths.dropped))
         rejects_f = stack.enter_context(io.atomic_write(paths.rejects))
-        for batch in reader:
+        stage_dir = None
+        if stages.near is not None:
+            stage_dir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix=".wb-stage-", dir=paths.kept.parent))
+            )
+        for i, batch in enumerate(reader):
             cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
-            cleaned.kept.select(FIELDS).write_ndjson(kept_f)
-            _write_dropped(dropped_f, cleaned.dropped)
+            kept, dedup_dropped = stages.stream(cleaned.kept)
+            for dropped in (cleaned.dropped, *dedup_dropped):
+                _write_dropped(dropped_f, dropped)
+                stats.add_dropped(dropped)
             for rej in batch.rejects:
                 rejects_f.write(io.jsonl_line(rej.to_json()))
-            stats.add(batch, cleaned)
+            stats.add_batch(batch, cleaned.counts)
+            if stage_dir is not None and stages.near is not None:
+                stages.near.add(kept)
+                kept.select(STAGE_COLUMNS).write_ipc(stage_dir / f"{i:06d}.arrow")
+            else:
+                kept.select(FIELDS).write_ndjson(kept_f)
+                stats.add_kept(kept)
             if on_batch is not None:
                 on_batch(batch.bytes_read, batch.size)
+        if stage_dir is not None and stages.near is not None:
+            resolved = stages.near.resolve()
+            for part in sorted(stage_dir.glob("*.arrow")):
+                kept, dropped = stages.near_duplicates(pl.read_ipc(part), resolved)
+                kept.select(FIELDS).write_ndjson(kept_f)
+                stats.add_kept(kept)
+                _write_dropped(dropped_f, dropped)
+                stats.add_dropped(dropped)
     stats.blank_lines = reader.blank_lines
+    drop_order = [*profile.rule_order, "pii", *stages.names]
     if not stats.invariant_holds:  # a bug, not a user error
-        raise AssertionError(f"accounting broken: {stats.to_json(profile.rule_order)}")
+        raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
     mapping = reader.mapping or {}
     source = {
         "path": str(input_path),
@@ -295,15 +337,17 @@ def run(
         "input": source,
         "mapping": mapping,
         "profile": profile.as_dict(),
-        **stats.to_json(profile.rule_order),
+        **stats.to_json(drop_order),
     }
+    if stages.evals is not None:
+        summary["contamination"] = stages.evals.report()
     io.write_json(paths.stats, summary)
     io.write_json(
         paths.manifest,
         build_manifest(
-            command="clean",
+            command=command,
             started=started,
-            inputs={"data": Path(input_path)},
+            inputs={"data": Path(input_path), **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])}},
             outputs={
                 "kept": paths.kept,
                 "dropped": paths.dropped,

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from workbench.clean.pii import ALL_KINDS, PiiKind
 from workbench.clean.rules import RULES, Params
+from workbench.dedup.contamination import DecontaminateConfig
+from workbench.dedup.exact import ExactConfig
+from workbench.dedup.minhash import NearConfig
+from workbench.dedup.stages import DedupConfig
 from workbench.errors import WbError
 from workbench.text import UnicodeForm
 
@@ -75,6 +79,10 @@ class Profile(BaseModel):
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontaminate: DecontaminateConfig = Field(
+        default_factory=DecontaminateConfig, description="n-gram lengths for `--against` eval files."
+    )
     rule_order: list[str] = Field(default_factory=list, exclude=True)
 
     def enabled_rules(self) -> list[tuple[str, Params]]:
@@ -88,7 +96,27 @@ class Profile(BaseModel):
             "normalize": self.normalize.model_dump(),
             "pii": self.pii.model_dump(),
             "rules": [{"rule": name, **params.model_dump()} for name, params in self.enabled_rules()],
+            "dedup": self.dedup.model_dump(),
+            "decontaminate": self.decontaminate.model_dump(),
         }
+
+    def dedup_only(self) -> Profile:
+        """This profile's dedup stages alone (both on with defaults if it has none), for `wb dedup`."""
+        dedup = self.dedup
+        if dedup.exact is None and dedup.near is None:
+            dedup = DedupConfig(exact=ExactConfig(), near=NearConfig())
+        off = NormalizeConfig(
+            unicode="none", strip_control=False, strip_zero_width=False, whitespace=False, placeholder_inputs=[]
+        )
+        return self.model_copy(
+            update={
+                "normalize": off,
+                "pii": PiiConfig(action="keep"),
+                "rules": RulesConfig(),
+                "rule_order": [],
+                "dedup": dedup,
+            }
+        )
 
 
 def _pipelines_dir() -> Path:
@@ -117,6 +145,9 @@ def from_dict(raw: Any, source: str = "profile") -> Profile:
     if unknown:
         raise WbError(f"{source}: rules.{unknown[0]}: unknown rule; known rules are {', '.join(RULES)}")
     raw["rules"] = {name: ({} if params is None else params) for name, params in rules.items()}
+    dedup = raw.get("dedup")
+    if isinstance(dedup, dict):  # a stage listed without parameters is on with its defaults
+        raw["dedup"] = {name: ({} if params is None else params) for name, params in dedup.items()}
     raw["rule_order"] = list(rules)
     try:
         return Profile.model_validate(raw)
