@@ -38,7 +38,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from random import Random
 from types import ModuleType
@@ -994,12 +994,28 @@ def _self_peak_rss_mb() -> float:
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
-def worker_wb(src: Path, dst: Path) -> dict[str, Any]:
-    started = time.perf_counter()
+def like_for_like(profile: Any) -> tuple[Any, list[str]]:
+    """The profile with the stages the baseline does not implement switched off (dedup), and their names."""
+    dedup = getattr(profile, "dedup", None)
+    stages = [name for name in ("exact", "near") if getattr(dedup, name, None) is not None]
+    if not stages:
+        return profile, []
+    return profile.model_copy(update={"dedup": type(dedup)()}), [f"dedup.{name}" for name in stages]
+
+
+def load_wb_profile(full_profile: bool) -> tuple[Any, list[str]]:
     sys.path.insert(0, str(ROOT))
     import workbench.clean
 
     profile = workbench.clean.load("default")
+    return (profile, []) if full_profile else like_for_like(profile)
+
+
+def worker_wb(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    profile, switched_off = load_wb_profile(full_profile)
+    import workbench.clean
+
     imported = time.perf_counter()
     result = workbench.clean.run(src, dst, profile)
     seconds = time.perf_counter() - imported
@@ -1010,10 +1026,11 @@ def worker_wb(src: Path, dst: Path) -> dict[str, Any]:
         **{k: s[k] for k in ("read", "kept", "dropped", "rejected", "blank_lines", "dropped_by_rule")},
         "rejected_by_kind": s["rejected_by_kind"],
         "modified": s["modified"],
+        "switched_off": switched_off,
     }
 
 
-def worker_baseline(src: Path, dst: Path) -> dict[str, Any]:
+def worker_baseline(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
     started = time.perf_counter()
     cleaner = PlainCleaner()
     imported = time.perf_counter()
@@ -1043,18 +1060,17 @@ class Laps:
         self.t = now
 
 
-def worker_wb_steps(src: Path, dst: Path) -> dict[str, Any]:
+def worker_wb_steps(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
     """`workbench.clean.run`'s loop with a timer on each step; then, per batch, `apply_rules` with a profile of
     one rule at a time (less the time it takes with no rule: features and bookkeeping)."""
     sys.path.insert(0, str(ROOT))
     import polars as pl
 
     from workbench import io
-    from workbench.clean import load
     from workbench.clean.pipeline import apply_rules, normalize_frame, pii_frame, rows_to_frame
     from workbench.records import FIELDS
 
-    profile = load("default")
+    profile, _ = load_wb_profile(full_profile=False)  # the cleaning steps; dedup stages are not timed here
 
     def only(names: list[str]) -> Any:
         return profile.model_copy(update={"rule_order": names})
@@ -1090,7 +1106,7 @@ def worker_wb_steps(src: Path, dst: Path) -> dict[str, Any]:
     return {"steps": dict(steps.totals), "per_rule": rules}
 
 
-WORKERS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
+WORKERS: dict[str, Callable[[Path, Path, bool], dict[str, Any]]] = {
     "wb": worker_wb,
     "baseline": worker_baseline,
     "wb-steps": worker_wb_steps,
@@ -1122,16 +1138,20 @@ class Measurement:
     modified: dict[str, int]
     self_reported_rss_mb: float = 0.0
     import_seconds: float = 0.0
+    switched_off: list[str] = field(default_factory=list)
 
     @property
     def records_per_s(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-def run_child(impl: str, src: Path, dst: Path, result: Path) -> tuple[dict[str, Any], float, Any]:
+def run_child(
+    impl: str, src: Path, dst: Path, result: Path, full_profile: bool = False
+) -> tuple[dict[str, Any], float, Any]:
     """Run one worker in a fresh interpreter; return its result, wall time and rusage (that child alone)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl]
     cmd += ["--input", str(src), "--output", str(dst), "--result", str(result)]
+    cmd += ["--full-profile"] if full_profile else []
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -1142,10 +1162,10 @@ def run_child(impl: str, src: Path, dst: Path, result: Path) -> tuple[dict[str, 
     return json.loads(result.read_text(encoding="utf-8")), wall, usage
 
 
-def measure(impl: str, src: Path, out_dir: Path) -> Measurement:
+def measure(impl: str, src: Path, out_dir: Path, full_profile: bool) -> Measurement:
     dst = out_dir / impl / "clean.jsonl"
     shutil.rmtree(dst.parent, ignore_errors=True)
-    res, wall, usage = run_child(impl, src, dst, out_dir / f"{impl}.result.json")
+    res, wall, usage = run_child(impl, src, dst, out_dir / f"{impl}.result.json", full_profile)
     rss_kb = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss
     return Measurement(
         implementation=impl,
@@ -1162,6 +1182,7 @@ def measure(impl: str, src: Path, out_dir: Path) -> Measurement:
         modified=res["modified"],
         self_reported_rss_mb=res.get("peak_rss_mb", 0.0),
         import_seconds=res["import_seconds"],
+        switched_off=res.get("switched_off", []),
     )
 
 
@@ -1319,6 +1340,7 @@ class Options:
     breakdown: bool
     out_dir: Path
     data_dir: Path
+    full_profile: bool
 
 
 def best_of(runs: list[Measurement]) -> Measurement:
@@ -1355,6 +1377,9 @@ def main_bench(opts: Options) -> int:
     drift = check_baseline_in_sync()
     if drift:
         print(f"WARNING: the baseline's copies differ from wb's: {', '.join(drift)}", file=sys.stderr)
+    polars_env = {k: v for k, v in os.environ.items() if k.startswith("POLARS_")}
+    if polars_env:
+        print(f"note: polars settings from the environment apply to both runs: {polars_env}")
     data = opts.out_dir / f"records-{opts.records}-seed{opts.seed}.jsonl"
     started = time.perf_counter()
     ds = generate(data, opts.records, opts.seed, opts.data_dir)
@@ -1365,11 +1390,16 @@ def main_bench(opts: Options) -> int:
     runs: dict[str, list[Measurement]] = {impl: [] for impl in IMPLEMENTATIONS}
     for i in range(opts.repeat):
         for impl in IMPLEMENTATIONS if i % 2 == 0 else reversed(IMPLEMENTATIONS):
-            m = measure(impl, data, opts.out_dir)
+            m = measure(impl, data, opts.out_dir, opts.full_profile)
             runs[impl].append(m)
             print(f"  {impl}: {m.seconds:.2f} s, {m.records_per_s:,.0f} records/s, peak RSS {m.peak_rss_mb:,.0f} MB")
     results = [best_of(runs[impl]) for impl in IMPLEMENTATIONS]
     wb, base = results
+    if wb.switched_off:
+        print(
+            f"  (wb ran the default profile without {', '.join(wb.switched_off)}, which the baseline does not "
+            "implement; --full-profile runs them)"
+        )
     ratio = wb.records_per_s / base.records_per_s if base.records_per_s else float("inf")
     agreement = compare(data, opts.out_dir)
     print()
@@ -1383,7 +1413,12 @@ def main_bench(opts: Options) -> int:
         "records": opts.records,
         "seed": opts.seed,
         "repeat": opts.repeat,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **_versions()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            **_versions(),
+            "env": {k: v for k, v in os.environ.items() if k.startswith("POLARS_")},
+        },
         "wb_source": _git_state(),
         "input": {"path": str(data), "bytes": ds.bytes, "lines": ds.lines, "avg_text_chars": ds.avg_chars},
         "results": [{**asdict(m), "records_per_s": m.records_per_s} for m in results],
@@ -1392,6 +1427,7 @@ def main_bench(opts: Options) -> int:
         "targets": goals,
         "agreement": agreement,
         "baseline_drift": drift,
+        "wb_profile": {"name": "default", "full_profile": opts.full_profile, "switched_off": wb.switched_off},
     }
     if opts.breakdown:
         steps_out = opts.out_dir / "wb-steps" / "clean.jsonl"
@@ -1421,6 +1457,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the generated input and both outputs in --out-dir")
     p.add_argument("--repeat", type=int, default=1, help="runs of each implementation; the fastest is reported")
     p.add_argument("--breakdown", action="store_true", help="also time wb's steps and rules one by one")
+    p.add_argument(
+        "--full-profile",
+        action="store_true",
+        help="run wb's default profile as it is, dedup stages included (by default they are switched off:\n"
+        "the baseline implements the cleaning steps only)",
+    )
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT.relative_to(ROOT)}")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="real records to recombine (../shared/data)")
     p.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
@@ -1436,11 +1478,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        result = WORKERS[args.worker](args.input, args.output)
+        result = WORKERS[args.worker](args.input, args.output, args.full_profile)
         result["peak_rss_mb"] = _self_peak_rss_mb()
         args.result.write_text(json.dumps(result), encoding="utf-8")
         return 0
-    opts = Options(args.records, args.seed, args.keep, args.repeat, args.breakdown, args.out_dir, args.data_dir)
+    opts = Options(
+        args.records, args.seed, args.keep, args.repeat, args.breakdown, args.out_dir, args.data_dir, args.full_profile
+    )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     try:
         return main_bench(opts)

@@ -1,0 +1,244 @@
+"""Deduplication and decontamination: exact and near duplicates in English and Chinese, eval-set overlap."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import read_jsonl, write_jsonl
+
+from workbench.clean import load, run
+from workbench.clean.profile import from_dict
+from workbench.dedup.minhash import NearConfig, NearDuplicates, batch_signatures, signatures
+from workbench.dedup.shingles import record_ngrams
+from workbench.frames import rows_to_frame
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = [
+    "model",
+    "data",
+    "train",
+    "token",
+    "layer",
+    "weight",
+    "batch",
+    "epoch",
+    "loss",
+    "learning",
+    "rate",
+    "gradient",
+    "optimizer",
+    "schedule",
+    "warmup",
+    "decay",
+    "adapter",
+    "rank",
+    "alpha",
+    "dropout",
+    "prompt",
+    "answer",
+    "question",
+    "context",
+    "dataset",
+    "split",
+    "eval",
+    "metric",
+    "score",
+    "sample",
+    "review",
+]
+HANZI = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严"
+
+
+def english(rng: random.Random, words: int = 60) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words)) + "."
+
+
+def chinese(rng: random.Random, chars: int = 80) -> str:
+    return "".join(rng.choice(HANZI) for _ in range(chars)) + "。"
+
+
+def edit_words(rng: random.Random, text: str, edits: int) -> str:
+    words = text.split(" ")
+    for _ in range(edits):
+        words[rng.randrange(len(words))] = rng.choice(WORDS)
+    return " ".join(words)
+
+
+def edit_chars(rng: random.Random, text: str, edits: int) -> str:
+    chars = list(text)
+    for _ in range(edits):
+        chars[rng.randrange(len(chars) - 1)] = rng.choice(HANZI)
+    return "".join(chars)
+
+
+def rec(instruction: str, output: str, input: str = "") -> dict[str, Any]:
+    return {"instruction": instruction, "input": input, "output": output}
+
+
+def dedup_profile(**near: Any) -> Any:
+    return from_dict({"name": "t", "dedup": {"near": near or None}})
+
+
+def test_signatures_equal_datasketch_minhash() -> None:
+    from datasketch import MinHash
+
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**32, size=300, dtype=np.uint64).astype(np.uint32)
+    starts = np.array([0, 100, 250])
+    ours = signatures(hashes, starts, 128, seed=1)
+    for i, (lo, hi) in enumerate([(0, 100), (100, 250), (250, 300)]):
+        m = MinHash(num_perm=128, seed=1, hashfunc=lambda x: x)
+        m.update_batch([int(h) for h in hashes[lo:hi]])
+        assert np.array_equal(ours[i], m.hashvalues)
+
+
+def test_chinese_is_shingled_by_characters_not_as_one_token() -> None:
+    import polars as pl
+
+    grams = record_ngrams(pl.Series(["机器学习是人工智能的一个分支", "hello world"]), n_latin=3, n_cjk=5)
+    counts = grams.group_by("rec").len().sort("rec")["len"].to_list()
+    assert counts == [10, 1]  # 14 characters → 10 character 5-grams; 2 words < 3 → one whole-text shingle
+
+
+def test_exact_duplicates_ignore_case_space_and_punctuation_and_name_the_first(tmp_path: Path) -> None:
+    records = [
+        rec("What is the capital of France?", "Paris."),
+        rec("what is the capital of france", "It is Paris."),
+        rec("  WHAT is the capital of France!!", "Paris"),
+        rec("What is the capital of Spain?", "Madrid."),
+        rec("法国的首都是哪里？", "巴黎。"),
+        rec("法国的首都是哪里", "是巴黎。"),
+    ]
+    src = write_jsonl(tmp_path / "raw.jsonl", records)
+    result = run(src, tmp_path / "c.jsonl", from_dict({"name": "t", "dedup": {"exact": None}}), batch_size=2)
+    dropped = read_jsonl(tmp_path / "c.dropped.jsonl")
+    assert [(d["line"], d["rule"], d["duplicate_of"]) for d in dropped] == [
+        (2, "exact_duplicate", 1),
+        (3, "exact_duplicate", 1),
+        (6, "exact_duplicate", 5),
+    ]
+    assert result.summary["kept"] == 3 and result.summary["invariant_holds"]
+
+
+def test_exact_key_can_include_the_output(tmp_path: Path) -> None:
+    records = [rec("Q", "answer one"), rec("Q", "answer two"), rec("Q", "Answer one!")]
+    src = write_jsonl(tmp_path / "raw.jsonl", records)
+    profile = from_dict({"name": "t", "dedup": {"exact": {"fields": ["instruction", "input", "output"]}}})
+    run(src, tmp_path / "c.jsonl", profile)
+    assert [d["line"] for d in read_jsonl(tmp_path / "c.dropped.jsonl")] == [3]
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_near_duplicates_are_found_and_paraphrases_kept(tmp_path: Path, language: str) -> None:
+    rng = random.Random(3 if language == "en" else 4)
+    make, edit = (english, edit_words) if language == "en" else (chinese, edit_chars)
+    originals = [make(rng, 100) for _ in range(300)]
+    twins = [edit(rng, originals[i], 1) for i in range(0, 300, 10)]  # one edit: Jaccard far above 0.8
+    distant = [edit(rng, originals[i], 30) for i in range(5, 300, 10)]  # heavily rewritten: below 0.8
+    records = [rec("Continue the text.", t) for t in originals + twins + distant]
+    src = write_jsonl(tmp_path / "raw.jsonl", records)
+    result = run(src, tmp_path / "c.jsonl", dedup_profile(threshold=0.8), batch_size=97)
+    dropped = {d["line"]: d for d in read_jsonl(tmp_path / "c.dropped.jsonl")}
+    twin_lines = set(range(301, 331))
+    assert set(dropped) == twin_lines
+    for i, line in enumerate(sorted(twin_lines)):
+        d = dropped[line]
+        assert d["rule"] == "near_duplicate" and d["duplicate_of"] == 1 + 10 * i
+        assert d["similarity"] >= 0.8 and d["reason"].startswith(f"near-duplicate of line {1 + 10 * i}")
+    assert result.summary["dropped_by_rule"]["near_duplicate"] == 30
+
+
+def test_keep_longest_keeps_the_longer_record_of_a_pair(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    base = english(rng, 80)
+    longer = base + " extra words at the end"
+    src = write_jsonl(tmp_path / "raw.jsonl", [rec("t", base), rec("t", longer)])
+    run(src, tmp_path / "c.jsonl", dedup_profile(threshold=0.8, keep="longest"))
+    dropped = read_jsonl(tmp_path / "c.dropped.jsonl")
+    assert [(d["line"], d["duplicate_of"]) for d in dropped] == [(1, 2)]
+
+
+def test_near_duplicate_resolution_is_deterministic_and_chain_free() -> None:
+    rng = random.Random(9)
+    base = english(rng, 60)
+    chain = [base]
+    for _ in range(6):  # each step a little further from the first
+        chain.append(edit_words(rng, chain[-1], 3))
+    rows = [("t", "", t, "", []) for t in chain]
+    frame = rows_to_frame(list(range(1, len(rows) + 1)), rows)
+    cfg = NearConfig(threshold=0.8)
+    results = []
+    for _ in range(2):
+        nd = NearDuplicates(cfg)
+        nd.add(frame)
+        results.append(nd.resolve())
+    assert results[0].equals(results[1])
+    sig = batch_signatures(frame, cfg)
+    for line, kept, sim in results[0].iter_rows():
+        assert kept not in set(results[0]["_line"].to_list())  # names a kept record
+        assert sim == pytest.approx(float((sig[line - 1] == sig[kept - 1]).mean())) and sim >= 0.8
+
+
+def test_decontamination_finds_a_planted_eval_item_in_a_large_file(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    eval_items = [rec(english(rng, 30), english(rng, 20)) for _ in range(20)] + [rec("1234+4321=", "5555")]
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", eval_items)
+    train = [rec(f"task {i}", english(rng, 40)) for i in range(20_000)]
+    leak = eval_items[7]
+    train[12_345] = rec("Answer this", f"Sure. {leak['instruction']} Then we continue.")  # a long passage leaked
+    train[15_000] = dict(eval_items[20])  # a short eval item copied whole
+    src = write_jsonl(tmp_path / "train.jsonl", train)
+    result = run(src, tmp_path / "c.jsonl", from_dict({"name": "t"}), against=[eval_file])
+    dropped = read_jsonl(tmp_path / "c.dropped.jsonl")
+    assert [(d["line"], d["rule"], d["eval_item"]) for d in dropped] == [
+        (12_346, "contamination", f"{eval_file}:line 8"),
+        (15_001, "contamination", f"{eval_file}:line 21"),
+    ]
+    report = result.summary["contamination"][str(eval_file)]
+    assert report == {"items": 21, "leaked_items": 2, "leaked": [f"{eval_file}:line 8", f"{eval_file}:line 21"]}
+    assert result.summary["read"] == result.summary["kept"] + result.summary["dropped"] + result.summary["rejected"]
+
+
+def test_chinese_decontamination_uses_character_ngrams(tmp_path: Path) -> None:
+    rng = random.Random(12)
+    passage = chinese(rng, 40)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", [rec("请解释下面这段话。", passage)])
+    train = [rec("问题", chinese(rng, 60)) for _ in range(50)]
+    train.append(rec("复述", "他说：" + passage[5:30] + "，然后结束。"))  # 25 characters of the passage
+    src = write_jsonl(tmp_path / "train.jsonl", train)
+    run(src, tmp_path / "c.jsonl", from_dict({"name": "t"}), against=[eval_file])
+    assert [d["line"] for d in read_jsonl(tmp_path / "c.dropped.jsonl")] == [51]
+
+
+def test_wb_dedup_runs_only_the_dedup_stages(tmp_path: Path, wb: Any) -> None:
+    records = [rec("Say hi\u200b", "Hi!"), rec("say  hi\u200b!", "Hello!"), rec("Empty", "N/A")]
+    src = write_jsonl(tmp_path / "clean.jsonl", records)
+    result = wb("dedup", src, "-o", tmp_path / "d.jsonl")
+    assert result.exit_code == 0, result.output
+    kept = read_jsonl(tmp_path / "d.jsonl")
+    assert [k["instruction"] for k in kept] == ["Say hi\u200b", "Empty"]  # no normalisation, no rules
+    assert [d["rule"] for d in read_jsonl(tmp_path / "d.dropped.jsonl")] == ["exact_duplicate"]
+
+
+def test_bad_against_file_is_one_line_and_exit_2(tmp_path: Path, wb: Any) -> None:
+    src = write_jsonl(tmp_path / "raw.jsonl", [rec("Q", "A")])
+    bad = write_jsonl(tmp_path / "eval.jsonl", ['{"instruction": "x"'])
+    result = wb("clean", src, "-o", tmp_path / "c.jsonl", "--against", bad)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {bad}:line 1: bad JSON")
+
+
+def test_profile_dedup_settings_are_validated(tmp_path: Path) -> None:
+    from workbench.errors import WbError
+
+    with pytest.raises(WbError, match="dedup.near.threshold"):
+        from_dict({"name": "t", "dedup": {"near": {"threshold": 1.5}}}, "p.yaml")
+    with pytest.raises(WbError, match="dedup.fuzzy"):
+        from_dict({"name": "t", "dedup": {"fuzzy": None}}, "p.yaml")
+    assert load("default").dedup.near is not None and load("default").dedup.exact is not None
+    assert json.dumps(load("strict").as_dict()["dedup"]["near"]["keep"]) == '"longest"'
