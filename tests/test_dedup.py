@@ -236,9 +236,9 @@ def test_bad_against_file_is_one_line_and_exit_2(tmp_path: Path, wb: Any) -> Non
 def test_profile_dedup_settings_are_validated(tmp_path: Path) -> None:
     from workbench.errors import WbError
 
-    with pytest.raises(WbError, match="dedup.near.threshold"):
+    with pytest.raises(WbError, match=r"dedup\.near\.threshold"):
         from_dict({"name": "t", "dedup": {"near": {"threshold": 1.5}}}, "p.yaml")
-    with pytest.raises(WbError, match="dedup.fuzzy"):
+    with pytest.raises(WbError, match=r"dedup\.fuzzy"):
         from_dict({"name": "t", "dedup": {"fuzzy": None}}, "p.yaml")
     assert load("default").dedup.near is not None and load("default").dedup.exact is not None
     assert json.dumps(load("strict").as_dict()["dedup"]["near"]["keep"]) == '"longest"'

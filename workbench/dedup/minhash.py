@@ -3,8 +3,8 @@
 Signatures are datasketch's (`MinHash` with its default `affine32` scheme and the same seed gives the same
 values: a test checks it), but computed for a whole batch at once in numpy instead of one Python object per
 record. The number of bands and rows is datasketch's optimum for the threshold (`MinHashLSH(threshold,
-num_perm, weights).b/.r`, weighted towards recall). Banding, candidate pairs and cluster resolution are vectorised with numpy/polars; only the
-candidate pairs (a few per duplicate) are looked at one by one.
+num_perm, weights).b/.r`, weighted towards recall). Banding, candidate pairs and cluster resolution are
+vectorised with numpy/polars; only the candidate pairs (a few per duplicate) are looked at one by one.
 
 Resolution is deterministic and greedy: records are visited in keep order (`first`: input order; `longest`:
 longest text first, then input order); a record is dropped when its estimated Jaccard similarity to an already
