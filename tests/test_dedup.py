@@ -242,3 +242,22 @@ def test_profile_dedup_settings_are_validated(tmp_path: Path) -> None:
         from_dict({"name": "t", "dedup": {"fuzzy": None}}, "p.yaml")
     assert load("default").dedup.near is not None and load("default").dedup.exact is not None
     assert json.dumps(load("strict").as_dict()["dedup"]["near"]["keep"]) == '"longest"'
+
+
+@pytest.mark.slow
+def test_semantic_duplicates_with_the_embedded_model(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    records = [
+        rec("How do I reverse a string in Python?", "Use slicing: s[::-1]."),
+        rec("What is the capital of France?", "Paris."),
+        rec("How can I reverse a string in Python?", "Use slicing: s[::-1]."),
+        rec("法国的首都是哪里？", "巴黎。"),
+        rec("How do I sort a list in Python?", "Use sorted(xs) or xs.sort()."),
+    ]
+    src = write_jsonl(tmp_path / "raw.jsonl", records)
+    profile = from_dict({"name": "t", "dedup": {"semantic": {"threshold": 0.9}}})
+    result = run(src, tmp_path / "c.jsonl", profile, batch_size=2)
+    dropped = read_jsonl(tmp_path / "c.dropped.jsonl")
+    assert [(d["line"], d["rule"], d["duplicate_of"]) for d in dropped] == [(3, "semantic_duplicate", 1)]
+    assert dropped[0]["similarity"] >= 0.9 and dropped[0]["reason"].startswith("semantic-duplicate of line 1 (cosine")
+    assert result.summary["kept"] == 4

