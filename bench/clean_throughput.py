@@ -997,7 +997,7 @@ def _self_peak_rss_mb() -> float:
 def like_for_like(profile: Any) -> tuple[Any, list[str]]:
     """The profile with the stages the baseline does not implement switched off (dedup), and their names."""
     dedup = getattr(profile, "dedup", None)
-    stages = [name for name in ("exact", "near") if getattr(dedup, name, None) is not None]
+    stages = [name for name in type(dedup).model_fields if getattr(dedup, name) is not None] if dedup else []
     if not stages:
         return profile, []
     return profile.model_copy(update={"dedup": type(dedup)()}), [f"dedup.{name}" for name in stages]

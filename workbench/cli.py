@@ -70,7 +70,9 @@ def user_errors(fn: F) -> F:
 
 
 @contextmanager
-def progress_bar(description: str, total: int, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(
+    description: str, total: int, quiet: bool
+) -> Iterator[tuple[Callable[[int, int], None], Callable[[str], None]]]:
     """A rich progress bar over bytes with a record counter; silent when quiet or not on a terminal."""
     enabled = not quiet and err.is_terminal
     with Progress(
@@ -91,7 +93,10 @@ def progress_bar(description: str, total: int, quiet: bool) -> Iterator[Callable
             records = progress.tasks[0].fields["records"] + nrecords
             progress.update(task, advance=nbytes, records=records)
 
-        yield advance
+        def phase(text: str) -> None:
+            progress.update(task, description=f"{description}: {text}")
+
+        yield advance, phase
 
 
 def _version(value: bool) -> None:
@@ -172,8 +177,10 @@ def _run_clean(
     stem = input.name.split(".")[0] or "data"
     target = output if output is not None else Path(f"{stem}.{command}.jsonl")
     total = input.stat().st_size if input.is_file() else 0
-    with progress_bar(f"{command} {input.name}", total, quiet) as advance:
-        result = cleaning.run(input, target, prof, overrides, on_batch=advance, against=against, command=command)
+    with progress_bar(f"{command} {input.name}", total, quiet) as (advance, phase):
+        result = cleaning.run(
+            input, target, prof, overrides, on_batch=advance, on_phase=phase, against=against, command=command
+        )
     s = result.summary
     if not quiet:
         out.print(

@@ -270,12 +270,14 @@ def run(
     output: Path,
     profile: Profile,
     overrides: dict[str, str] | None = None,
-    batch_size: int = 50_000,
+    batch_size: int = 25_000,
     on_batch: Callable[[int, int], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
 ) -> CleanResult:
-    """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` reports progress.
+    """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
+    progress.
 
     `against`: evaluation files whose passages must not appear in the training data (decontamination).
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
@@ -314,6 +316,8 @@ def run(
             if on_batch is not None:
                 on_batch(batch.bytes_read, batch.size)
         if stage_dir is not None:
+            if on_phase is not None:
+                on_phase("resolving duplicates, writing kept records")
             resolved = stages.resolve()
             for part in sorted(stage_dir.glob("*.arrow")):
                 kept, dropped = stages.split(pl.read_ipc(part), resolved)
