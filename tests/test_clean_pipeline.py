@@ -149,3 +149,14 @@ def test_a_killed_run_leaves_no_half_written_output(tmp_path: Path) -> None:
     assert out.read_text(encoding="utf-8") == "previous good output\n"
     assert not (out.parent / "clean.stats.json").exists()
     assert not (out.parent / "clean.dropped.jsonl").exists()
+
+
+@pytest.mark.parametrize("batch_size", [400, 97])
+def test_generated_realistic_data_cleans_with_exact_accounting(tmp_path: Path, batch_size: int) -> None:
+    data = Path(__file__).parent / "data" / "generated_400.jsonl"
+    result = run(data, tmp_path / "clean.jsonl", load("default"), batch_size=batch_size)
+    s = result.summary
+    assert s["read"] == 400 == s["kept"] + s["dropped"] + s["rejected"]
+    fired = {rule for rule, n in s["dropped_by_rule"].items() if n}
+    assert {"refusal", "repeated_lines", "repeated_ngrams", "truncated_output", "exact_duplicate"} <= fired
+    assert len(read_jsonl(tmp_path / "clean.dropped.jsonl")) == s["dropped"]

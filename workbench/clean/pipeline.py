@@ -125,7 +125,8 @@ def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
             continue
         if check.prepare is not None:
             candidates = check.prepare(candidates)
-        hits = candidates.lazy().filter(check.drop).collect()
+        # rechunk: polars 2.1 can return a leading empty chunk here, and `pl.format` over it panics.
+        hits = candidates.lazy().filter(check.drop).collect().rechunk()
         if hits.height == 0:
             continue
         rule_col.scatter(hits["_i"], name)

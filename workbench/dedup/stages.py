@@ -34,7 +34,8 @@ class DedupConfig(BaseModel):
 
 
 def _tag(frame: pl.DataFrame, rule: str, reason: pl.Expr) -> pl.DataFrame:
-    return frame.with_columns(pl.lit(rule).alias("_rule"), reason.alias("_reason"))
+    # rechunk: `pl.format` over a filtered frame with an empty leading chunk panics in polars 2.1.
+    return frame.rechunk().with_columns(pl.lit(rule).alias("_rule"), reason.alias("_reason"))
 
 
 @dataclass
@@ -121,5 +122,5 @@ class DedupStages:
             kind,
             pl.col("similarity").round(2),
         )
-        dropped = marked.filter(hit).with_columns(reason.alias("_reason"))
+        dropped = marked.filter(hit).rechunk().with_columns(reason.alias("_reason"))
         return marked.filter(~hit).drop("duplicate_of", "similarity", "_rule"), dropped
