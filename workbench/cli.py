@@ -46,6 +46,7 @@ MapOpt = Annotated[
     typer.Option("--map", "-m", help="Map a field to a source column: --map output=response (repeatable)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables; errors only.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")]
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
@@ -130,7 +131,7 @@ def clean(
     ] = "default",
     map_: MapOpt = None,
     against: AgainstOpt = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")] = False,
+    strict: StrictOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
@@ -151,7 +152,7 @@ def dedup(
     ] = "default",
     map_: MapOpt = None,
     against: AgainstOpt = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")] = False,
+    strict: StrictOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""

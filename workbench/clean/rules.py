@@ -22,6 +22,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench import text
+from workbench.dedup.shingles import ngram_hash
 
 # --- registry -------------------------------------------------------------------------------------------
 
@@ -94,6 +95,15 @@ def compare_key(expr: pl.Expr) -> pl.Expr:
     Punctuation inside is kept: a fixed line of code differs from the broken one often by a `;` or `:` alone.
     """
     return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.strip_chars(END_PUNCTUATION)
+
+
+def ratio(part: pl.Expr, whole: pl.Expr) -> pl.Expr:
+    """part / whole, 0 where whole is 0."""
+    return part / pl.when(whole > 0).then(whole).otherwise(1)
+
+
+def percent(share: pl.Expr) -> pl.Expr:
+    return (share * 100).round(0).cast(pl.Int64)
 
 
 def quoted(expr: pl.Expr, limit: int = 60) -> pl.Expr:
@@ -283,31 +293,6 @@ class RepeatedNgramsParams(Params):
     min_tokens: int = Field(40, ge=1, description="Only outputs with at least this many tokens are checked.")
 
 
-# Odd 64-bit multipliers that make the combined n-gram hash depend on token order.
-_GRAM_MULTIPLIERS = [
-    1,
-    0x9E3779B97F4A7C15,
-    0xC2B2AE3D27D4EB4F,
-    0x165667B19E3779F9,
-    0xD6E8FEB86659FD93,
-    0xFF51AFD7ED558CCD,
-    0xC4CEB9FE1A85EC53,
-    0x94D049BB133111EB,
-    0xBF58476D1CE4E5B9,
-    0x27D4EB2F165667C5,
-]
-
-
-def ngram_hash(n: int) -> pl.Expr:
-    """For exploded tokens (`_item`, with record index `_i`): a 64-bit hash of the n-gram starting at each token,
-    null where fewer than n tokens of the same record follow."""
-    h = pl.col("_item").hash(0)
-    combined = h
-    for k in range(1, n):
-        combined = combined ^ (h.shift(-k) * pl.lit(_GRAM_MULTIPLIERS[k], dtype=pl.UInt64))
-    return pl.when(pl.col("_i").shift(-(n - 1)) == pl.col("_i")).then(combined)
-
-
 @rule(
     "repeated_ngrams",
     "Output repeats the same phrases (token n-grams; CJK counted per character).",
@@ -315,13 +300,14 @@ def ngram_hash(n: int) -> pl.Expr:
 )
 def repeated_ngrams(p: RepeatedNgramsParams) -> Check:
     def prepare(df: pl.DataFrame) -> pl.DataFrame:
-        return per_record(df, OUTPUT.str.extract_all(text.TOKEN_PATTERN), ngram_hash(p.n), "_grams")
+        grams = ngram_hash(pl.col("_item").hash(0), pl.col("_i"), p.n)
+        return per_record(df, OUTPUT.str.extract_all(text.TOKEN_PATTERN), grams, "_grams")
 
     total = pl.col("_grams_n")
-    frac = (total - pl.col("_grams_unique")) / pl.when(total > 0).then(total).otherwise(1)
+    frac = ratio(total - pl.col("_grams_unique"), total)
     return Check(
         frac > p.max_fraction,
-        pl.format(f"{{}}% of {p.n}-grams in the output repeat", (frac * 100).round(0).cast(pl.Int64)),
+        pl.format(f"{{}}% of {p.n}-grams in the output repeat", percent(frac)),
         applies=pl.col("_output_tokens") >= p.min_tokens,
         prepare=prepare,
     )
@@ -342,10 +328,10 @@ class SymbolRatioParams(Params):
 def symbol_ratio(p: SymbolRatioParams) -> Check:
     nonspace = pl.col("_output_chars") - OUTPUT.str.count_matches(r"\s").cast(pl.Int64)
     non_text = OUTPUT.str.count_matches(r"[^\p{L}\p{M}\p{N}\s]").cast(pl.Int64)
-    ratio = non_text / pl.when(nonspace > 0).then(nonspace).otherwise(1)
+    share = ratio(non_text, nonspace)
     return Check(
-        (nonspace >= p.min_chars) & (ratio > p.max_ratio),
-        pl.format("{}% of the output's characters are symbols or punctuation", (ratio * 100).round(0).cast(pl.Int64)),
+        (nonspace >= p.min_chars) & (share > p.max_ratio),
+        pl.format("{}% of the output's characters are symbols or punctuation", percent(share)),
         applies=pl.col("_output_chars") >= p.min_chars,
     )
 
