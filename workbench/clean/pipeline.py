@@ -28,7 +28,7 @@ from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.manifest import build_manifest
 from workbench.records import FIELDS
 
-TEXT_FIELDS = ("instruction", "input", "output", "system")
+STRING_FIELDS = ("instruction", "input", "output", "system")  # the plain-text fields (history is a list)
 INVARIANT = "read = kept + dropped + rejected"
 
 # Output-token histogram bins stored in the stats for reports: 0, 1, 2-3, 4-7, ... , 65536+.
@@ -40,10 +40,10 @@ def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFram
 
     opts = (cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
     new = df.with_columns(
-        *(text.normalize_series(df[c], *opts) for c in TEXT_FIELDS),
+        *(text.normalize_series(df[c], *opts) for c in STRING_FIELDS),
         pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
     )
-    changed = pl.any_horizontal([new[c] != df[c] for c in (*TEXT_FIELDS, "history")])
+    changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
     is_placeholder = (pl.col("input") != "") & pl.col("input").str.to_lowercase().is_in(placeholders)
     counts = Counter(
@@ -68,17 +68,17 @@ def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[s
         return df, counts
     kinds = tuple(cfg.kinds)
     candidate = pl.any_horizontal(
-        [pl.col(c).str.contains(pii.CANDIDATE_PATTERN) for c in TEXT_FIELDS]
+        [pl.col(c).str.contains(pii.CANDIDATE_PATTERN) for c in STRING_FIELDS]
         + [history_text().str.contains(pii.CANDIDATE_PATTERN)]
     )
     df = df.with_row_index("_i")
     cand = df.filter(candidate)
     if cand.height == 0:
         return df.drop("_i"), counts
-    updates: dict[str, list[Any]] = {c: [] for c in (*TEXT_FIELDS, "history", "_pii")}
-    for row in cand.select(*TEXT_FIELDS, "history").iter_rows(named=True):
+    updates: dict[str, list[Any]] = {c: [] for c in (*STRING_FIELDS, "history", "_pii")}
+    for row in cand.select(*STRING_FIELDS, "history").iter_rows(named=True):
         found: set[str] = set()
-        for c in TEXT_FIELDS:
+        for c in STRING_FIELDS:
             new_text, hit = pii.redact(row[c], kinds)
             updates[c].append(new_text)
             found.update(hit)
@@ -97,10 +97,10 @@ def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[s
     redacted = sum(1 for r in updates["_pii"] if r)
     if cfg.action == "redact":
         counts["pii_redacted"] = redacted
-        keep_cols = {c: updates[c] for c in (*TEXT_FIELDS, "history")}
+        keep_cols = {c: updates[c] for c in (*STRING_FIELDS, "history")}
         updates = {**keep_cols, "_pii": [None] * cand.height}
     patch = cand.with_columns(
-        *(pl.Series(c, updates[c], dtype=pl.String) for c in (*TEXT_FIELDS, "_pii")),
+        *(pl.Series(c, updates[c], dtype=pl.String) for c in (*STRING_FIELDS, "_pii")),
         pl.Series("history", updates["history"], dtype=HISTORY_TYPE),
     )
     merged = pl.concat([df.filter(~candidate), patch]).sort("_i")
