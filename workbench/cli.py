@@ -309,6 +309,116 @@ def stats(
         out.print(t)
 
 
+@app.command()
+@user_errors
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """Base models usable without a network: the embedded SmolLM2-135M-Instruct, wb's cache, the Hugging Face cache."""
+    from workbench.io import dumps_json
+    from workbench.train.model import cache_dir, list_models
+
+    rows = list_models()
+    if as_json:
+        sys.stdout.write(dumps_json(rows).decode())
+        return
+    table = Table(title=f"models (wb cache: {cache_dir()})", title_justify="left")
+    table.add_column("name")
+    table.add_column("where", overflow="fold")
+    table.add_column("size", justify="right")
+    table.add_column("status")
+    for row in rows:
+        n = row["size_bytes"]
+        size = "-" if n is None else f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n / 2**10:,.0f} KiB"
+        where = Text(row["where"])
+        if row["path"]:
+            where.append("\n" + row["path"].replace(str(Path.home()), "~", 1), style="dim")
+        table.add_row(Text(row["name"]), where, size, Text(row["status"]))
+    out.print(table)
+    out.print("use a name as the recipe's `model:`; wb never downloads a model", markup=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def train(
+    args: Annotated[
+        list[str] | None, typer.Argument(help="RECIPE.yaml and/or KEY=VALUE overrides (lora.r=64 epochs=1).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Training records (overrides data:).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Base model (overrides model:).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (overrides name:).")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue runs/NAME from its last checkpoint.")
+    ] = None,
+    inspect: Annotated[
+        int | None, typer.Option("--inspect", help="Show N formatted examples (trained vs masked tokens) and exit.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune a model (LoRA, QLoRA, DoRA, prompt/prefix tuning, freeze, full) from one YAML recipe."""
+    from workbench.train import recipe as recipes
+
+    items = list(args or [])
+    files = [a for a in items if "=" not in a]
+    overrides = [a for a in items if "=" in a]
+    if len(files) > 1:
+        raise WbError(f"one recipe file at most, got {', '.join(files)}")
+    if resume is not None:
+        if files:
+            raise WbError("--resume reads the run's own recipe.yaml; give overrides only")
+        rec = recipes.load(resume / "recipe.yaml", overrides, name=resume.name, output_dir=resume.parent)
+    else:
+        rec = recipes.load(Path(files[0]) if files else None, overrides, data=data, model=model, name=name)
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    if inspect is not None:
+        _inspect(rec, inspect, say)
+        return
+    from workbench.train.trainer import train as run_training
+
+    def show(row: dict[str, Any]) -> None:
+        if quiet or ("loss" not in row and "eval_loss" not in row):
+            return
+        parts = [f"step {row['step']}"]
+        for key, label in (("loss", "loss"), ("eval_loss", "eval_loss"), ("learning_rate", "lr")):
+            if key in row:
+                parts.append(f"{label} {row[key]:.4g}")
+        if "tokens_per_second" in row:
+            parts.append(f"{row['tokens_per_second']:,.0f} tok/s")
+        out.print("  ".join(parts), markup=False)
+
+    say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {rec.data})")
+    result = run_training(rec, resume=resume is not None, on_log=show, on_status=say)
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    m = result.manifest
+    out.print(
+        f"done: {m['global_step']} steps, train loss {m['train_loss']:.4f}"
+        + (f", best eval loss {m['best_eval_loss']:.4f}" if m.get("best_eval_loss") is not None else "")
+        + f", {m['tokens_per_second']:,.0f} tokens/s, {m['trainable_parameters']:,} trainable parameters, "
+        f"peak RSS {m['peak_rss_mb']:,.0f} MB; wrote {result.run_dir}",
+        markup=False,
+    )
+
+
+def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
+    from workbench.train.model import load_tokenizer
+    from workbench.train.trainer import inspect as spans_of
+    from workbench.train.trainer import prepare
+
+    tokenizer = load_tokenizer(rec.model, say)
+    prepared = prepare(rec, tokenizer, None)
+    out.print(f"template: {prepared.template}; trained tokens in green, masked tokens dim", markup=False)
+    for i, spans in enumerate(spans_of(tokenizer, prepared.train, n)):
+        ex = prepared.train[i]
+        out.rule(f"line {ex.line}: {ex.trained_tokens} of {len(ex.input_ids)} tokens trained")
+        text = Text()
+        for chunk, trained in spans:
+            text.append(chunk, style="bold green" if trained else "dim")
+        out.print(text)
+    for warning in prepared.warnings:
+        err.print(f"warning: {warning}", markup=False)
+
+
 def main() -> None:
     app()
 

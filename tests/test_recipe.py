@@ -1,0 +1,63 @@
+"""Training recipes: defaults, overrides on the command line, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.errors import WbError
+from workbench.train.recipe import Recipe, load, parse_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_follow_common_practice_for_small_data() -> None:
+    r = Recipe()
+    assert (r.lr, r.batch_size, r.epochs, r.scheduler, r.seed) == (2e-4, 4, 3, "cosine", 42)
+    assert (r.lora.r, r.lora.alpha, r.lora.dropout, r.lora.target_modules) == (16, 32, 0.05, "all-linear")
+    assert r.train_on == "responses" and r.packing is True
+
+
+def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text("name: demo\nmethod: lora\nlora:\n  r: 8\n  dropout: 0.1\n", encoding="utf-8")
+    r = load(p, ["lora.r=64", "epochs=1", "packing=false", "lr=5e-5"])
+    assert (r.lora.r, r.lora.dropout, r.epochs, r.packing, r.lr) == (64, 0.1, 1, False, 5e-5)
+    assert parse_overrides(["a.b.c=1", "x=hello"]) == {"a": {"b": {"c": 1}}, "x": "hello"}
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "message"),
+    [
+        ("name: x\nlearning_rate: 1\n", [], "learning_rate: Extra inputs are not permitted"),
+        ("name: x\n", ["lora.rank=4"], "lora.rank: Extra inputs are not permitted"),
+        ("name: x\nmethod: adapterz\n", [], "method: Input should be"),
+        ("name: x\nlr: -1\n", [], "lr: Input should be greater than 0"),
+        ("name: has space\n", [], "name: String should match pattern"),
+        ("name: x\n", ["epochs"], "expected KEY=VALUE"),
+        ("name: [oops\n", [], "not valid YAML"),
+    ],
+)
+def test_recipe_errors_name_the_key(tmp_path: Path, content: str, overrides: list[str], message: str) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(WbError) as info:
+        load(p, overrides)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_recipe_file_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(WbError, match="recipe not found"):
+        load(tmp_path / "none.yaml")
+
+
+def test_prompt_and_prefix_tuning_do_not_pack() -> None:
+    assert Recipe(method="prompt_tuning").packing is False
+    assert Recipe(method="prefix_tuning").packing is False
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("train-*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(path: Path) -> None:
+    r = load(path)
+    assert r.method.replace("_", "-") in path.stem or path.stem == "train-demo"

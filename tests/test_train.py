@@ -1,0 +1,194 @@
+"""`wb train` on a tiny random model with the real SmolLM2 tokenizer: masking, packing, methods, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from workbench.errors import WbError  # noqa: E402
+from workbench.train import data as tdata  # noqa: E402
+from workbench.train.model import load_model, load_tokenizer, tiny_model_dir  # noqa: E402
+from workbench.train.recipe import Recipe  # noqa: E402
+from workbench.train.trainer import prepare, train  # noqa: E402
+
+MEMORISE = [
+    {"instruction": f"What is the secret word number {i}?", "input": "", "output": word}
+    for i, word in enumerate(["apple", "banana", "cherry", "梨子", "grape", "lemon", "mango", "桃子"])
+]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny: Path) -> Any:
+    return load_tokenizer(str(tiny))
+
+
+def recipe(tmp_path: Path, tiny: Path, records: list[dict[str, Any]] = MEMORISE, **kw: Any) -> Recipe:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = write_jsonl(tmp_path / "train.jsonl", records)
+    fields = {
+        "name": "t",
+        "model": str(tiny),
+        "data": data,
+        "output_dir": tmp_path / "runs",
+        "val_size": 0,
+        "max_length": 128,
+        "epochs": 1,
+        "max_steps": 12,
+        "lr": 5e-3,
+        "batch_size": 4,
+        "logging_steps": 1,
+        "warmup_ratio": 0,
+        "scheduler": "constant",
+        "save_steps": 1000,
+        **kw,
+    }
+    return Recipe.model_validate(fields)
+
+
+def test_only_the_answer_and_its_end_of_turn_token_are_trained(tokenizer: Any) -> None:
+    record = {
+        "instruction": "法国的首都是哪里？",
+        "input": "",
+        "output": "Paris.",
+        "system": "Be brief.",
+        "history": [],
+    }
+    ex = tdata.encode(tokenizer, record, "chat", 512, "responses")
+    trained = [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != tdata.IGNORE]
+    assert tokenizer.decode(trained) == "Paris.<|im_end|>\n"
+    prompt = tokenizer.decode([t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label == tdata.IGNORE])
+    assert prompt == tdata.prompt_text(tokenizer, "chat", record)
+    assert prompt.endswith("<|im_start|>assistant\n") and "法国的首都是哪里？" in prompt
+    everything = tdata.encode(tokenizer, record, "chat", 512, "all")
+    assert everything.trained_tokens == len(everything.input_ids)
+
+
+def test_every_assistant_turn_of_a_conversation_is_trained(tokenizer: Any) -> None:
+    record = {"instruction": "And 3+3?", "input": "", "output": "6", "system": "", "history": [["2+2?", "4"]]}
+    ex = tdata.encode(tokenizer, record, "chat", 512, "responses")
+    spans, run = [], []
+    for t, label in zip(ex.input_ids, ex.labels, strict=True):
+        if label != tdata.IGNORE:
+            run.append(t)
+        elif run:
+            spans.append(tokenizer.decode(run))
+            run = []
+    spans.append(tokenizer.decode(run))
+    assert spans == ["4<|im_end|>\n", "6<|im_end|>\n"]
+
+
+def test_alpaca_template_masks_the_prompt_and_trains_eos(tokenizer: Any) -> None:
+    record = {"instruction": "Say hi", "input": "to Bob", "output": "Hi Bob", "system": "", "history": []}
+    ex = tdata.encode(tokenizer, record, "alpaca", 512, "responses")
+    trained = [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != tdata.IGNORE]
+    assert tokenizer.decode(trained) == "Hi Bob" + tokenizer.eos_token
+    assert tdata.prompt_text(tokenizer, "alpaca", record).endswith("### Input:\nto Bob\n\n### Response:\n")
+
+
+def test_packing_keeps_examples_apart(tiny: Path, tokenizer: Any) -> None:
+    model = load_model(str(tiny)).eval()
+    a = tdata.encode(tokenizer, MEMORISE[0], "chat", 128, "responses")
+    b = tdata.encode(tokenizer, MEMORISE[3], "chat", 128, "responses")
+    packed = tdata.pack([a, b], 256)
+    assert len(packed) == 1 and packed[0].lengths == sorted([len(a.input_ids), len(b.input_ids)], reverse=True)
+    batch = tdata.PackedCollator(tokenizer.pad_token_id)([vars(packed[0])])
+    with torch.no_grad():
+        together = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+        ).logits[0]
+        first, second = (a, b) if len(a.input_ids) >= len(b.input_ids) else (b, a)
+        alone_1 = model(input_ids=torch.tensor([first.input_ids])).logits[0]
+        alone_2 = model(input_ids=torch.tensor([second.input_ids])).logits[0]
+    n = len(first.input_ids)
+    assert torch.allclose(together[:n], alone_1, atol=1e-4)
+    assert torch.allclose(together[n:], alone_2, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"])
+def test_each_method_lowers_the_loss_on_a_memorisable_set(tmp_path: Path, tiny: Path, method: str) -> None:
+    lr = {"prompt_tuning": 5e-2, "prefix_tuning": 2e-2, "full": 3e-3, "freeze": 3e-3}.get(method, 2e-2)
+    result = train(recipe(tmp_path, tiny, method=method, lr=lr, max_steps=15))
+    losses = [row["loss"] for row in result.log if "loss" in row]
+    assert len(losses) >= 10
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    m = result.manifest
+    assert 0 < m["trainable_parameters"] <= m["total_parameters"]
+    if method in ("lora", "dora", "prompt_tuning", "prefix_tuning"):
+        files = {p.name for p in (result.run_dir / "adapter").iterdir()}
+        assert "adapter_model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+        assert m["trainable_parameters"] < m["total_parameters"] / 2
+    else:
+        assert (result.run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_a_run_writes_its_log_losses_curve_and_manifest(tmp_path: Path, tiny: Path) -> None:
+    result = train(recipe(tmp_path, tiny, max_steps=4, val_size=0.25, records=MEMORISE * 2))
+    run = result.run_dir
+    log = [json.loads(x) for x in (run / "trainer_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all(r["tokens_per_second"] > 0 and "learning_rate" in r and "grad_norm" in r for r in steps[1:])
+    assert any("eval_loss" in r for r in log)
+    losses = [json.loads(x) for x in (run / "sample_losses.jsonl").read_text().splitlines()]
+    assert len(losses) == 12 and losses == sorted(losses, key=lambda r: -r["loss"])
+    assert (run / "loss.svg").read_text().startswith("<svg")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["examples"] == {"train": 12, "val": 4} and manifest["seed"] == 42
+    assert manifest["inputs"]["data"]["sha256"] and manifest["versions"]["torch"]
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path: Path, tiny: Path, packing: bool) -> None:
+    batch = 1 if packing else 2  # packed: 2 sequences an epoch; padded: 4 batches an epoch
+    full = train(recipe(tmp_path / "a", tiny, max_steps=6, save_steps=3, packing=packing, batch_size=batch))
+    # A run killed after its step-3 checkpoint: the same folder with only that checkpoint and log.
+    killed = tmp_path / "b" / "runs" / "t"
+    shutil.copytree(full.run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "checkpoint-6")
+    (killed / "manifest.json").unlink()
+    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 3]
+    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    resumed = train(
+        recipe(tmp_path / "b", tiny, max_steps=6, save_steps=3, packing=packing, batch_size=batch), resume=True
+    )
+    curve = lambda res: [(r["step"], round(r["loss"], 5)) for r in res.log if "loss" in r]  # noqa: E731
+    assert curve(resumed) == curve(full)
+
+
+def test_records_without_trainable_tokens_stop_the_run(tmp_path: Path, tiny: Path, tokenizer: Any) -> None:
+    long_prompt = {"instruction": "word " * 200, "input": "", "output": "short"}
+    r = recipe(tmp_path, tiny, records=[MEMORISE[0], long_prompt], max_length=64)
+    with pytest.raises(WbError, match=r"1 record\(s\) have no trainable tokens .* \(lines 2\)"):
+        prepare(r, tokenizer, 2048)
+
+
+def test_recipe_errors_are_clear(tmp_path: Path, tiny: Path, tokenizer: Any) -> None:
+    with pytest.raises(WbError, match="max_length: 4096 is more than the model supports"):
+        prepare(recipe(tmp_path, tiny, max_length=4096), tokenizer, 2048)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(WbError, match=r"file is empty|no records"):
+        prepare(Recipe(model=str(tiny), data=empty), tokenizer, 2048)
+    with pytest.raises(WbError, match="model 'no-such/model' not found"):
+        train(recipe(tmp_path, tiny, model="no-such/model"))
+
+
+def test_truncated_examples_warn_that_their_end_of_turn_is_not_trained(
+    tmp_path: Path, tiny: Path, tokenizer: Any
+) -> None:
+    long_answer = {"instruction": "Count", "input": "", "output": "one two three " * 40}
+    prepared = prepare(recipe(tmp_path, tiny, records=[MEMORISE[0], long_answer], max_length=64), tokenizer, 2048)
+    assert any("1 of 2 examples are longer than max_length 64" in w for w in prepared.warnings)

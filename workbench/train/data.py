@@ -1,0 +1,201 @@
+"""Training examples: records → token ids with labels (prompt tokens masked), then packing.
+
+Templating goes through the model's chat template when it has one (the same rendering `wb generate` uses with
+`add_generation_prompt=True`), else the Alpaca template for base models. Each conversation is rendered turn by
+turn and cut into segments: text the model must learn to produce (assistant turns, with their end-of-turn
+token) and text it only reads (system, user turns, template scaffolding). Segments are tokenised separately, so
+the boundary between prompt and answer is exact.
+
+Packing concatenates examples into sequences of at most `max_length` tokens (first-fit, longest first,
+deterministic). Examples are kept apart by position ids that restart per example and a block-diagonal causal
+attention mask built by `PackedCollator`: with sdpa/eager attention, position ids alone do not isolate them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from workbench.errors import WbError
+from workbench.records import user_text
+
+IGNORE = -100
+
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
+ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+
+Template = Literal["chat", "alpaca"]
+
+
+@dataclass
+class Example:
+    """One tokenised record: `labels` is IGNORE where the model only reads."""
+
+    line: int
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE)
+
+
+def choose_template(tokenizer: Any, wanted: str) -> Template:
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    if wanted == "chat" and not has_chat:
+        raise WbError("template: chat was asked for, but the model's tokenizer has no chat template; use alpaca")
+    if wanted == "auto":
+        return "chat" if has_chat else "alpaca"
+    return "chat" if wanted == "chat" else "alpaca"
+
+
+def messages_of(record: dict[str, Any]) -> list[dict[str, str]]:
+    msgs: list[dict[str, str]] = []
+    if record.get("system"):
+        msgs.append({"role": "system", "content": record["system"]})
+    for user, assistant in record.get("history") or []:
+        msgs.append({"role": "user", "content": user})
+        msgs.append({"role": "assistant", "content": assistant})
+    msgs.append({"role": "user", "content": user_text(record["instruction"], record.get("input", ""))})
+    msgs.append({"role": "assistant", "content": record["output"]})
+    return msgs
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
+
+
+def chat_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(text, trained) segments whose concatenation is the rendered conversation."""
+    msgs = messages_of(record)
+    segments: list[tuple[str, bool]] = []
+    done = ""
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, msgs[:i], generation_prompt=True)
+        through = _render(tokenizer, msgs[: i + 1], generation_prompt=False)
+        if not before.startswith(done) or not through.startswith(before):
+            raise WbError(
+                "the model's chat template does not render conversations turn by turn (a later turn changes an "
+                "earlier one), so prompt tokens cannot be masked exactly; use template: alpaca"
+            )
+        segments.append((before[len(done) :], False))
+        segments.append((through[len(before) :], True))
+        done = through
+    return segments
+
+
+def alpaca_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, bool]]:
+    segments: list[tuple[str, bool]] = []
+    if record.get("system"):
+        segments.append((record["system"] + "\n\n", False))
+    for user, assistant in record.get("history") or []:
+        segments.append((ALPACA_PROMPT.format(instruction=user), False))
+        segments.append((assistant + "\n\n", True))
+    prompt = ALPACA_PROMPT_INPUT if record.get("input") else ALPACA_PROMPT
+    segments.append((prompt.format(instruction=record["instruction"], input=record.get("input", "")), False))
+    segments.append((record["output"] + (tokenizer.eos_token or ""), True))
+    return segments
+
+
+def prompt_text(tokenizer: Any, template: Template, record: dict[str, Any]) -> str:
+    """What generation feeds the model for a record: everything up to where the answer starts."""
+    if template == "chat":
+        return _render(tokenizer, messages_of(record)[:-1], generation_prompt=True)
+    return "".join(text for text, _ in alpaca_segments(tokenizer, record)[:-1])
+
+
+def encode(
+    tokenizer: Any, record: dict[str, Any], template: Template, max_length: int, train_on: str, line: int = 0
+) -> Example:
+    segments = chat_segments(tokenizer, record) if template == "chat" else alpaca_segments(tokenizer, record)
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in segments:
+        seg = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids.extend(seg)
+        labels.extend(seg if (trained or train_on == "all") else [IGNORE] * len(seg))
+    truncated = len(ids) > max_length
+    return Example(line, ids[:max_length], labels[:max_length], truncated)
+
+
+@dataclass
+class Packed:
+    input_ids: list[int]
+    labels: list[int]
+    lengths: list[int] = field(default_factory=list)  # the examples in this sequence, in order
+
+
+def pack(examples: Sequence[Example], max_length: int) -> list[Packed]:
+    """First-fit decreasing: longest examples first, each into the first sequence with room."""
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i].input_ids), i))
+    bins: list[Packed] = []
+    room: list[int] = []
+    for i in order:
+        ex = examples[i]
+        n = len(ex.input_ids)
+        for b, free in enumerate(room):
+            if free >= n:
+                bins[b].input_ids.extend(ex.input_ids)
+                bins[b].labels.extend(ex.labels)
+                bins[b].lengths.append(n)
+                room[b] -= n
+                break
+        else:
+            bins.append(Packed(list(ex.input_ids), list(ex.labels), [n]))
+            room.append(max_length - n)
+    return bins
+
+
+class PackedCollator:
+    """Pads a batch and builds, per sequence, position ids restarting at each example and a 4D block-diagonal
+    causal mask (batch, 1, L, L) — True where a token may attend — so packed examples never see each other."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        batch = len(features)
+        ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)
+        labels = torch.full((batch, longest), IGNORE, dtype=torch.long)
+        positions = torch.zeros((batch, longest), dtype=torch.long)
+        mask = torch.zeros((batch, 1, longest, longest), dtype=torch.bool)
+        for b, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[b, :n] = torch.tensor(f["input_ids"])
+            labels[b, :n] = torch.tensor(f["labels"])
+            start = 0
+            for length in f.get("lengths") or [n]:
+                positions[b, start : start + length] = torch.arange(length)
+                mask[b, 0, start : start + length, start : start + length] = torch.tril(
+                    torch.ones(length, length, dtype=torch.bool)
+                )
+                start += length
+        return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
+
+
+class PaddingCollator:
+    """Pads to the longest sequence of the batch (batches are grouped by length, so little is padding)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), longest), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), longest), IGNORE, dtype=torch.long)
+        attn = torch.zeros((len(features), longest), dtype=torch.long)
+        for b, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[b, :n] = torch.tensor(f["input_ids"])
+            labels[b, :n] = torch.tensor(f["labels"])
+            attn[b, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": attn}

@@ -1,0 +1,487 @@
+"""`wb train` as a library function, built on `transformers.Trainer` and PEFT (no hand-written training loop).
+
+A run folder `runs/<name>/` gets: `recipe.yaml` (the resolved recipe, so `--resume` needs nothing else),
+`checkpoints/` (Trainer checkpoints, safetensors), `adapter/` (PEFT adapter) or `model/` (freeze/full),
+`trainer_log.jsonl`, `loss.svg`, `sample_losses.jsonl` and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench import io
+from workbench.errors import WbError
+from workbench.manifest import build_manifest
+from workbench.records import FIELDS
+from workbench.train import data as tdata
+from workbench.train import methods
+from workbench.train.recipe import Recipe
+
+LOG_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch")
+
+
+@dataclass
+class Prepared:
+    """Tokenised training and validation sets, and what the checks found."""
+
+    template: tdata.Template
+    train: list[tdata.Example]
+    val: list[tdata.Example]
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    reader = io.RecordReader(Path(path))
+    out: list[tuple[int, dict[str, Any]]] = []
+    for batch in reader:
+        if batch.rejects:
+            r = batch.rejects[0]
+            raise WbError(f"{path}:{r.unit} {r.line}: {r.error} (run `wb clean` first)")
+        out.extend(
+            (line, dict(zip(FIELDS, row, strict=True))) for line, row in zip(batch.lines, batch.rows, strict=True)
+        )
+    if not out:
+        raise WbError(f"{path}: no records to train on")
+    return out
+
+
+def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepared:
+    """Read, template, tokenise and check the data; refuse what cannot train."""
+    if recipe.data is None:
+        raise WbError("recipe: data: no training data given (set data: in the recipe or pass --data FILE)")
+    if max_positions is not None and recipe.max_length > max_positions:
+        raise WbError(f"max_length: {recipe.max_length} is more than the model supports ({max_positions} positions)")
+    template = tdata.choose_template(tokenizer, recipe.template)
+    records = read_records(recipe.data)
+    examples = [tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in records]
+    empty = [ex.line for ex in examples if ex.trained_tokens == 0]
+    if empty:
+        shown = ", ".join(str(n) for n in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise WbError(
+            f"{recipe.data}: {len(empty)} record(s) have no trainable tokens after truncation to max_length "
+            f"{recipe.max_length} (lines {shown}); raise max_length or drop them"
+        )
+    if recipe.eval_data is not None:
+        val = [
+            tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line)
+            for line, r in read_records(recipe.eval_data)
+        ]
+        train = examples
+    else:
+        order = list(range(len(examples)))
+        random.Random(recipe.seed).shuffle(order)
+        n_val = round(len(examples) * recipe.val_size) if len(examples) >= 10 else 0
+        held = set(order[:n_val])
+        val = [ex for i, ex in enumerate(examples) if i in held]
+        train = [ex for i, ex in enumerate(examples) if i not in held]
+    warnings = check_examples(tokenizer, template, train, recipe)
+    return Prepared(template, train, val, warnings)
+
+
+def check_examples(tokenizer: Any, template: str, examples: list[tdata.Example], recipe: Recipe) -> list[str]:
+    """Warnings worth reading before a run: untrained end-of-turn tokens and a template mismatch."""
+    warnings: list[str] = []
+    eos = tokenizer.eos_token_id
+    truncated = [ex for ex in examples if ex.truncated]
+    if truncated:
+        warnings.append(
+            f"{len(truncated)} of {len(examples)} examples are longer than max_length {recipe.max_length} and were "
+            "cut: their end-of-turn token is not trained"
+        )
+    whole = [ex for ex in examples if not ex.truncated]
+    if eos is not None and whole and not any(eos in [t for t in ex.labels if t != tdata.IGNORE] for ex in whole):
+        warnings.append(
+            f"the end-of-turn token {tokenizer.eos_token!r} is never trained: the tuned model may not stop generating"
+        )
+    if template == "alpaca" and getattr(tokenizer, "chat_template", None):
+        warnings.append(
+            "training with the Alpaca template on a model with a chat template: `wb generate` and `wb eval` must "
+            "use template alpaca too"
+        )
+    return warnings
+
+
+def inspect(tokenizer: Any, examples: list[tdata.Example], n: int) -> list[list[tuple[str, bool]]]:
+    """The first n examples as (text, trained) spans, merged where consecutive tokens agree."""
+    out = []
+    for ex in examples[:n]:
+        spans: list[tuple[str, bool]] = []
+        run: list[int] = []
+        state: bool | None = None
+        for tok, label in zip(ex.input_ids, ex.labels, strict=True):
+            trained = label != tdata.IGNORE
+            if state is not None and trained != state:
+                spans.append((tokenizer.decode(run), state))
+                run = []
+            run.append(tok)
+            state = trained
+        if run and state is not None:
+            spans.append((tokenizer.decode(run), state))
+        out.append(spans)
+    return out
+
+
+def _rows(examples: list[tdata.Example], recipe: Recipe) -> list[dict[str, Any]]:
+    if recipe.packing:
+        return [
+            {"input_ids": p.input_ids, "labels": p.labels, "lengths": p.lengths}
+            for p in tdata.pack(examples, recipe.max_length)
+        ]
+    return [{"input_ids": ex.input_ids, "labels": ex.labels, "length": len(ex.input_ids)} for ex in examples]
+
+
+class ListDataset:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def _precision(recipe: Recipe) -> tuple[str, Any]:
+    import torch
+
+    want = recipe.precision
+    if want == "auto":
+        want = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if want in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise WbError(f"precision: {want} needs a GPU; use fp32 (or auto) on CPU")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[want]
+    return want, dtype
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    manifest: dict[str, Any]
+    log: list[dict[str, Any]]
+    warnings: list[str]
+
+
+def _callbacks(log_path: Path, on_log: Callable[[dict[str, Any]], None] | None) -> list[Any]:
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        """Appends every log event (step, loss, eval_loss, lr, grad_norm, tokens/s) to trainer_log.jsonl."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not logs or not state.is_world_process_zero:
+                return
+            row = {"step": state.global_step, **{k: logs[k] for k in LOG_KEYS if k in logs}}
+            for k in ("train_runtime", "train_loss"):
+                if k in logs:
+                    row[k] = logs[k]
+            with log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+            if on_log is not None:
+                on_log(row)
+
+    return [JsonlLog()]
+
+
+class LengthGroupedEpochSampler:
+    """Batches of similar length (little padding) in an order fixed by seed and epoch."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Any:
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def _trainer_class() -> Any:
+    from transformers import Trainer
+
+    class WbTrainer(Trainer):
+        """Counts the real (non-padding) tokens trained on, for tokens/s in the log."""
+
+        tokens_seen = 0
+        window_tokens = 0
+        window_start = 0.0
+
+        def compute_loss(  # type: ignore[override]
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, **kw: Any
+        ) -> Any:
+            mask = inputs["attention_mask"]
+            # 2D padding mask: its sum; 4D block-diagonal mask: a real token attends to itself, padding to nothing.
+            real = mask.sum() if mask.dim() == 2 else mask[:, 0].diagonal(dim1=-2, dim2=-1).sum()
+            if not self.window_start:
+                self.window_start = time.perf_counter()
+            self.window_tokens += int(real)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            """Length-grouped batches when not packing, re-seeded each epoch so a resumed run sees the same order
+            (transformers' own length-grouped sampler draws from the global RNG)."""
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            dataset: Any = train_dataset if train_dataset is not None else self.train_dataset
+            lengths = [row["length"] for row in dataset.rows]
+            batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedEpochSampler(lengths, batch, self.args.seed)
+
+        def log(self, logs: dict[str, float], *args: Any, **kw: Any) -> None:
+            if "loss" in logs and self.window_start:
+                now = time.perf_counter()
+                logs["tokens_per_second"] = round(self.window_tokens / max(now - self.window_start, 1e-9), 1)
+                self.tokens_seen += self.window_tokens
+                self.window_tokens, self.window_start = 0, now
+            super().log(logs, *args, **kw)
+
+    return WbTrainer
+
+
+def _training_args(recipe: Recipe, run_dir: Path, precision: str, has_val: bool) -> Any:
+    from transformers import TrainingArguments
+
+    # Eval and save on the same schedule (the best checkpoint is kept): both per epoch, or both every N steps.
+    eval_steps = recipe.eval_steps or recipe.save_steps
+    save_steps = recipe.save_steps or recipe.eval_steps
+    interval = "steps" if eval_steps else "epoch"
+    evaluate = has_val
+    if evaluate and eval_steps and save_steps and save_steps % eval_steps:
+        raise WbError(f"save_steps: {save_steps} must be a multiple of eval_steps {eval_steps}")
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps or -1,
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        learning_rate=recipe.lr,
+        lr_scheduler_type=recipe.scheduler,
+        warmup_steps=recipe.warmup_ratio,
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.max_grad_norm,
+        logging_steps=recipe.logging_steps,
+        logging_first_step=True,
+        eval_strategy=interval if evaluate else "no",
+        eval_steps=eval_steps,
+        save_strategy=interval,
+        save_steps=save_steps or 500,
+        save_total_limit=recipe.save_total_limit,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model="eval_loss" if evaluate else None,
+        greater_is_better=False if evaluate else None,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        train_sampling_strategy="random" if recipe.packing else "group_by_length",
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def sample_losses(model: Any, examples: list[tdata.Example], pad_id: int, batch_size: int) -> list[float]:
+    """Mean loss over the trained tokens of each example, without packing (one row per example)."""
+    import torch
+
+    collate = tdata.PaddingCollator(pad_id)
+    model.eval()
+    out: list[float] = []
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for lo in range(0, len(examples), batch_size):
+            chunk = examples[lo : lo + batch_size]
+            batch = collate([{"input_ids": ex.input_ids, "labels": ex.labels} for ex in chunk])
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+            logits = logits[:, -batch["labels"].shape[1] :]  # prompt tuning prepends virtual-token positions
+            labels = batch["labels"].to(device)[:, 1:]
+            logp = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2), labels, ignore_index=tdata.IGNORE, reduction="none"
+            )
+            counts = (labels != tdata.IGNORE).sum(dim=1).clamp(min=1)
+            out.extend((logp.sum(dim=1) / counts).tolist())
+    return out
+
+
+def loss_svg(log: list[dict[str, Any]], width: int = 640, height: int = 320) -> str:
+    """A small self-contained SVG of the training and eval loss curves."""
+    train = [(r["step"], r["loss"]) for r in log if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in log if "eval_loss" in r]
+    points = train + evals
+    if not points:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>'
+    max_step = max(s for s, _ in points) or 1
+    lo, hi = min(v for _, v in points), max(v for _, v in points)
+    span = (hi - lo) or 1.0
+    pad = 40
+
+    def xy(step: float, value: float) -> str:
+        x = pad + (width - 2 * pad) * step / max_step
+        y = height - pad - (height - 2 * pad) * (value - lo) / span
+        return f"{x:.1f},{y:.1f}"
+
+    def line(pts: list[tuple[int, float]], colour: str) -> str:
+        if not pts:
+            return ""
+        return (
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(xy(s, v) for s, v in pts)}"/>'
+        )
+
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="12"><rect width="100%" height="100%" fill="white"/>'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<text x="{pad}" y="{pad - 10}">loss {hi:.3f}</text>'
+        f'<text x="{pad}" y="{height - 10}">{lo:.3f} · step {max_step}</text>'
+        f"{line(train, '#1f77b4')}{line(evals, '#d62728')}"
+        f'<text x="{width - pad - 140}" y="{pad - 10}" fill="#1f77b4">train</text>'
+        f'<text x="{width - pad - 80}" y="{pad - 10}" fill="#d62728">eval</text></svg>\n'
+    )
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def save_recipe(recipe: Recipe, run_dir: Path) -> None:
+    with io.atomic_write(run_dir / "recipe.yaml") as f:
+        f.write(yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False, allow_unicode=True).encode())
+
+
+def train(
+    recipe: Recipe,
+    resume: bool = False,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.time()
+    import torch
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from workbench.train.model import load_model, load_tokenizer
+
+    set_seed(recipe.seed)
+    run_dir = recipe.run_dir
+    checkpoint = _last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise WbError(f"{run_dir}: no checkpoint to resume from")
+    if not resume and (run_dir / "manifest.json").exists():
+        raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
+    tokenizer = load_tokenizer(recipe.model, on_status)
+    precision, dtype = _precision(recipe)
+    quant = methods.quantization_config(recipe, dtype)
+    model = load_model(recipe.model, dtype=dtype, quantization_config=quant)
+    prepared = prepare(recipe, tokenizer, getattr(model.config, "max_position_embeddings", None))
+    if recipe.packing and getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "flash_attention_2"):
+        model.config._attn_implementation = "sdpa"
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    model = methods.apply(model, recipe)
+    trainable, total = methods.count_parameters(model)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, run_dir)
+    log_path = run_dir / "trainer_log.jsonl"
+    if not resume and log_path.exists():
+        log_path.unlink()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collator = tdata.PackedCollator(pad_id) if recipe.packing else tdata.PaddingCollator(pad_id)
+    callbacks = _callbacks(log_path, on_log)
+    if recipe.early_stopping_patience and prepared.val:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience))
+    trainer = _trainer_class()(
+        model=model,
+        args=_training_args(recipe, run_dir, precision, bool(prepared.val)),
+        train_dataset=ListDataset(_rows(prepared.train, recipe)),
+        eval_dataset=ListDataset(_rows(prepared.val, recipe)) if prepared.val else None,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
+    from transformers import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # wb prints its own log lines (on_log)
+        trainer.remove_callback(noisy)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+
+    final = trainer.model
+    if recipe.method in methods.PEFT_METHODS:
+        final.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "adapter")
+    else:
+        final.save_pretrained(run_dir / "model", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "model")
+    losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size)
+    with io.atomic_write(run_dir / "sample_losses.jsonl") as f:
+        for ex, loss in sorted(zip(prepared.train, losses, strict=True), key=lambda p: -p[1]):
+            f.write(io.jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
+    log = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    with io.atomic_write(run_dir / "loss.svg") as f:
+        f.write(loss_svg(log).encode())
+    tokens = sum(ex.trained_tokens for ex in prepared.train)
+    all_tokens = sum(len(ex.input_ids) for ex in prepared.train)
+    runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
+    epochs = float(output.metrics.get("epoch", recipe.epochs))
+    manifest = build_manifest(
+        command="train",
+        started=started,
+        inputs={name: path for name, path in (("data", recipe.data), ("eval_data", recipe.eval_data)) if path},
+        outputs={"trainer_log": log_path, "sample_losses": run_dir / "sample_losses.jsonl"},
+        config=json.loads(recipe.model_dump_json()),
+        seed=recipe.seed,
+    )
+    manifest.update(
+        {
+            "model": recipe.model,
+            "method": recipe.method,
+            "template": prepared.template,
+            "precision": precision,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "examples": {"train": len(prepared.train), "val": len(prepared.val)},
+            "tokens": {"trained_per_epoch": tokens, "all_per_epoch": all_tokens},
+            "train_runtime_seconds": round(runtime, 2),
+            "tokens_per_second": round(all_tokens * epochs / runtime, 1),
+            "global_step": output.global_step,
+            "train_loss": output.training_loss,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "best_eval_loss": trainer.state.best_metric,
+            "gpu_peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            if torch.cuda.is_available()
+            else None,
+            "warnings": prepared.warnings,
+        }
+    )
+    if not math.isfinite(output.training_loss):
+        manifest["warnings"].append("training loss is not finite: lower lr or check the data")
+    io.write_json(run_dir / "manifest.json", manifest)
+    return TrainResult(run_dir, manifest, log, prepared.warnings)
