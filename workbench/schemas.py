@@ -12,12 +12,14 @@ from pydantic import BaseModel
 from workbench.clean.profile import Profile
 from workbench.io import dumps_json
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
+from workbench.train.recipe import Recipe
 
 MODELS: dict[str, type[BaseModel]] = {
     "record.schema.json": AlpacaRecord,
     "sharegpt-record.schema.json": ShareGPTRecord,
     "messages-record.schema.json": MessagesRecord,
     "clean-profile.schema.json": Profile,
+    "train-recipe.schema.json": Recipe,
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -112,9 +112,7 @@ class DedupStages:
         """Split a stored batch of kept records by the resolved drops: (kept, dropped)."""
         marked = part.join(resolved, on="_line", how="left", maintain_order="left")
         hit = pl.col("_rule").is_not_null()
-        kind = (
-            pl.when(pl.col("_rule") == "near_duplicate").then(pl.lit("estimated Jaccard")).otherwise(pl.lit("cosine"))
-        )
+        kind = pl.when(pl.col("_rule") == "near_duplicate").then(pl.lit("Jaccard")).otherwise(pl.lit("cosine"))
         reason = pl.format(
             "{} of line {} ({} {})",
             pl.col("_rule").str.replace("_", "-"),

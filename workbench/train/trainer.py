@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +256,12 @@ def _trainer_class() -> Any:
     return WbTrainer
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _training_args(recipe: Recipe, run_dir: Path, precision: str, has_val: bool) -> Any:
     from transformers import TrainingArguments
 
@@ -291,7 +298,7 @@ def _training_args(recipe: Recipe, run_dir: Path, precision: str, has_val: bool)
         data_seed=recipe.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=recipe.gradient_checkpointing,
+        dataloader_pin_memory=_has_cuda(),
         train_sampling_strategy="random" if recipe.packing else "group_by_length",
         report_to=[],
         disable_tqdm=True,
@@ -381,6 +388,8 @@ def train(
 ) -> TrainResult:
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # transformers 5 announces renames for v6 on every run; they are not the user's to act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     started = time.time()
     import torch
     from transformers import EarlyStoppingCallback, set_seed
@@ -403,6 +412,7 @@ def train(
         model.config._attn_implementation = "sdpa"
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()  # frozen embeddings (adapters) must still pass gradients back
         model.config.use_cache = False
     model = methods.apply(model, recipe)
     trainable, total = methods.count_parameters(model)
