@@ -51,6 +51,7 @@ class Recipe(Strict):
     data: Path | None = Field(None, description="Training records (output of wb clean).")
     eval_data: Path | None = Field(None, description="Validation records; else val_size of data is held out.")
     val_size: float = Field(0.1, ge=0, lt=1, description="Share of data held out for eval loss when no eval_data.")
+    max_samples: int | None = Field(None, ge=1, description="Use only the first N records of data (quick runs).")
     template: Literal["auto", "chat", "alpaca"] = Field(
         "auto", description="auto: the model's chat template if it has one, else the Alpaca template."
     )

@@ -63,7 +63,7 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
     if max_positions is not None and recipe.max_length > max_positions:
         raise WbError(f"max_length: {recipe.max_length} is more than the model supports ({max_positions} positions)")
     template = tdata.choose_template(tokenizer, recipe.template)
-    records = read_records(recipe.data)
+    records = read_records(recipe.data)[: recipe.max_samples]
     examples = [tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in records]
     empty = [ex.line for ex in examples if ex.trained_tokens == 0]
     if empty:
