@@ -132,9 +132,9 @@ def exact_jaccard(sets: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> n
     return out
 
 
-def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard similarity of paired signatures (rows)."""
-    return (sig_a == sig_b).mean(axis=-1)
+def keep_order(lines: np.ndarray, sizes: np.ndarray, keep: str) -> np.ndarray:
+    """Positions in the order records are considered for keeping: input order, or longest first then input order."""
+    return np.lexsort((lines, -sizes)) if keep == "longest" else np.argsort(lines, kind="stable")
 
 
 @dataclass
@@ -165,7 +165,6 @@ class NearDuplicates:
         """Pairs (i, j), i < j, of record positions that share an LSH bucket in at least one band."""
         b, r = bands(self.cfg.threshold, self.cfg.num_perm, self.cfg.false_negative_weight)
         n = len(sig)
-        idx = np.arange(n, dtype=np.int64)
         pairs: list[np.ndarray] = []
         with np.errstate(over="ignore"):
             for band in range(b):
@@ -178,14 +177,14 @@ class NearDuplicates:
                 same = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
                 if same.size == 0:
                     continue
-                pairs.append(self._bucket_pairs(order, sorted_key, idx))
+                pairs.append(self._bucket_pairs(order, sorted_key))
         if not pairs:
             return np.empty((0, 2), dtype=np.int64)
         allp = np.concatenate(pairs)
         return np.unique(allp, axis=0)
 
     @staticmethod
-    def _bucket_pairs(order: np.ndarray, sorted_key: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def _bucket_pairs(order: np.ndarray, sorted_key: np.ndarray) -> np.ndarray:
         frame = pl.DataFrame({"k": sorted_key, "i": order}).filter(pl.col("k").is_duplicated())
         groups = frame.group_by("k", maintain_order=True).agg(pl.col("i").sort())
         out: list[tuple[int, int]] = []
@@ -214,11 +213,7 @@ class NearDuplicates:
         pairs, sims = pairs[keep_pairs], sims[keep_pairs]
         if len(pairs) == 0:
             return empty
-        if self.cfg.keep == "longest":
-            sizes = np.concatenate(self.sizes)
-            rank = np.lexsort((lines, -sizes))  # longest first, then input order
-        else:
-            rank = np.argsort(lines, kind="stable")
+        rank = keep_order(lines, np.concatenate(self.sizes), self.cfg.keep)
         position = np.empty_like(rank)
         position[rank] = np.arange(len(rank))
         # Orient every pair as (earlier in keep order, later); visit the later ones in keep order.

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.dedup.minhash import keep_order
 from workbench.dedup.shingles import joined_text
 from workbench.errors import WbError
 from workbench.records import TEXT_FIELDS, FieldName
@@ -124,7 +125,7 @@ class SemanticDuplicates:
         if exclude:
             mask = ~np.isin(lines, np.fromiter(exclude, dtype=np.int64))
             lines, emb, sizes = lines[mask], emb[mask], sizes[mask]
-        order = np.lexsort((lines, -sizes)) if self.cfg.keep == "longest" else np.argsort(lines, kind="stable")
+        order = keep_order(lines, sizes, self.cfg.keep)
         emb, lines = emb[order], lines[order]
         kept: list[int] = []  # positions (in keep order) of kept records
         rows: list[tuple[int, int, float]] = []
