@@ -40,12 +40,13 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from random import Random
@@ -127,12 +128,25 @@ class Sources:
 
     en_instructions: list[str]
     en_inputs: list[str]  # the code records' inputs, '' included as often as in the source
-    en_responses: list[list[str]]  # each response as its lines
+    en_responses: list[list[tuple[int, str]]]  # each response as (line number, line or sentence of a long line)
     en_vocab: list[str]  # words for planted edits
     zh_terms: list[str]
     zh_docs: list[list[str]]  # each explanation (or poetry note) as its sentences
     zh_sentences: list[str]
     zh_chars: list[str]  # CJK characters for planted edits
+
+
+EN_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\[(])")
+
+
+def _units(response: str) -> list[tuple[int, str]]:
+    """A response as units the generator takes runs of: its lines, long prose lines cut into their sentences."""
+    units: list[tuple[int, str]] = []
+    for i, line in enumerate(response.split("\n")):
+        line = line.rstrip()
+        parts = EN_SENTENCE_END.split(line) if len(line) > 160 else [line]
+        units.extend((i, part) for part in parts)
+    return units
 
 
 def _read_array(path: Path) -> list[dict[str, Any]]:
@@ -146,7 +160,7 @@ def load_sources(data_dir: Path) -> Sources:
     code = _read_array(data_dir / "en_codegen_instruct.json")
     terms = _read_array(data_dir / "zh_term_explanations.json")
     poetry = _read_array(data_dir / "zh_poetry_culture.json")
-    responses = [[ln.rstrip() for ln in r["response"].split("\n")] for r in code if r["response"].strip()]
+    responses = [_units(r["response"]) for r in code if r["response"].strip()]
     vocab = sorted({w.lower() for r in code for w in re.findall(r"[A-Za-z]{3,12}", r["instruction"])})
     docs = []
     for r in [*terms, *poetry]:
@@ -177,7 +191,8 @@ def _target(rng: Random, chars: int) -> int:
 
 def make_en(rng: Random, src: Sources, chars: int) -> Rec:
     """A code task: a real instruction (often with a second one or a constraint), a real input, and an answer
-    made of runs of lines from two to six real responses."""
+    made of runs of lines from two to six real responses, none longer than half the answer (so that no two
+    records share most of their text by chance)."""
     instruction = rng.choice(src.en_instructions)
     u = rng.random()
     if u < 0.45:
@@ -185,29 +200,43 @@ def make_en(rng: Random, src: Sources, chars: int) -> Rec:
     elif u < 0.8:
         instruction += " " + rng.choice(EN_SUFFIXES)
     inp = rng.choice(src.en_inputs)
-    budget = _target(rng, chars) - len(instruction) - len(inp)
+    budget = max(120, _target(rng, chars) - len(instruction) - len(inp))
+    cap = budget // 2
     chunks: list[str] = []
     used = 0
-    while (used < budget or not chunks) and len(chunks) < 6:
-        lines = rng.choice(src.en_responses)
-        start = rng.randrange(len(lines))
-        chunk = "\n".join(lines[start : start + rng.randint(3, 10)]).strip("\n")
-        if not chunk.strip():
-            continue
-        chunks.append(chunk)
-        used += len(chunk) + 2
+    while (used < budget or len(chunks) < 2) and len(chunks) < 6:
+        units = rng.choice(src.en_responses)
+        start = rng.randrange(len(units))
+        text, size, prev = "", 0, -1
+        room = max(40, min(cap, budget - used))
+        for line, unit in units[start : start + rng.randint(3, 10)]:
+            if text and size + len(unit) > room:
+                break
+            text += ("" if not text else " " if line == prev else "\n") + unit
+            size, prev = size + len(unit) + 1, line
+        text = text.strip("\n")
+        if text.strip():
+            chunks.append(text)
+            used += len(text) + 2
     return {"instruction": instruction, "input": inp, "output": "\n\n".join(chunks)}
 
 
 def _zh_passage(rng: Random, src: Sources, budget: int) -> str:
-    """Sentences from two to five real explanations: a few from each, in their original order."""
+    """One to three sentences (in their original order) from each of two to six real explanations, no part
+    longer than half the passage (so that no two records share most of their text by chance)."""
+    budget = max(80, budget)
+    cap = budget // 2
     parts: list[str] = []
     used = 0
-    while (used < budget or not parts) and len(parts) < 5:
+    while (used < budget or len(parts) < 2) and len(parts) < 6:
         doc = rng.choice(src.zh_docs)
-        k = min(len(doc), rng.randint(2, 4))
-        picked = sorted(rng.sample(range(len(doc)), k))
-        text = "".join(doc[i] for i in picked)
+        picked = sorted(rng.sample(range(len(doc)), min(len(doc), rng.randint(1, 3))))
+        text = ""
+        room = max(30, min(cap, budget - used))
+        for i in picked:
+            if text and len(text) + len(doc[i]) > room:
+                break
+            text += doc[i]
         parts.append(text)
         used += len(text)
     return ("\n\n" if rng.random() < 0.3 else "").join(parts)
@@ -297,6 +326,7 @@ class Corpus:
     avg_chars: float
     seconds: float
     shards: list[str] = field(default_factory=list)
+    distinctness: dict[str, Any] = field(default_factory=dict)
 
 
 def build_corpus(
@@ -454,11 +484,13 @@ def _timed(laps: Laps, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
     """`workbench.clean.run`'s loop with a timer on each step (a copy of the loop: it reaches into wb's internals,
     so it may need updating when `run` changes). Not a measured run: the timers and the copy cost a little."""
+    import inspect
     import tempfile
 
     profile = _wb_profile(args.mode)
     import polars as pl
 
+    import workbench.clean
     from workbench import io
     from workbench.clean.pipeline import STAGE_COLUMNS, apply_rules, normalize_frame, pii_frame, rows_to_frame
     from workbench.dedup import minhash
@@ -468,14 +500,29 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
     steps, inner = Laps(), Laps()
     nd = minhash.NearDuplicates
     nd.candidate_pairs = _timed(inner, "resolve: candidate_pairs (LSH banding)", nd.candidate_pairs)  # type: ignore[method-assign]
-    nd._bucket_pairs = staticmethod(_timed(inner, "resolve: _bucket_pairs (within candidate_pairs)", nd._bucket_pairs))  # type: ignore[method-assign]
-    minhash.batch_signatures = _timed(inner, "add: batch_signatures (shingles + MinHash)", minhash.batch_signatures)
-    minhash.record_ngrams = _timed(inner, "add: record_ngrams (within batch_signatures)", minhash.record_ngrams)
+    nd._bucket_pairs = staticmethod(_timed(inner, "resolve: _bucket_pairs (in candidate_pairs)", nd._bucket_pairs))  # type: ignore[method-assign]
+    # Module-level helpers NearDuplicates calls by name (whichever this version of wb has).
+    for name, label in (
+        ("record_ngrams", "add: record_ngrams (tokens -> n-gram hashes)"),
+        ("batch_shingles", "add: batch_shingles (record_ngrams + fold to 32 bits)"),
+        ("batch_signatures", "add: batch_signatures (shingles + MinHash)"),
+        ("signatures", "add: signatures (MinHash permutations)"),
+        ("shingle_sets", "add: shingle_sets (sorted distinct hashes kept for verification)"),
+        ("exact_jaccard", "resolve: exact_jaccard (verify candidates)"),
+        ("similarity", "resolve: similarity (signature estimate of candidates)"),
+    ):
+        if hasattr(minhash, name):
+            setattr(minhash, name, _timed(inner, label, getattr(minhash, name)))
     stages = DedupStages.build(profile.dedup, profile.decontaminate, [])
+    # wb's API as of this writing, with the names it had before (near-duplicates only) as a fallback.
+    at_end = getattr(stages, "needs_all_records", stages.near is not None)
+    collect = getattr(stages, "collect", None) or (lambda kept: stages.near.add(kept))  # type: ignore[union-attr]
+    resolve = getattr(stages, "resolve", None) or (lambda: stages.near.resolve())  # type: ignore[union-attr]
+    split = getattr(stages, "split", None) or stages.near_duplicates  # type: ignore[attr-defined]
+    batch_size = inspect.signature(workbench.clean.run).parameters["batch_size"].default
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    reader = io.RecordReader(Path(args.input), batch_size=50_000)
-    batches = iter(reader)
+    batches = iter(io.RecordReader(Path(args.input), batch_size=batch_size))
     with tempfile.TemporaryDirectory(dir=out.parent) as stage_dir, out.open("wb") as sink:
         while True:
             steps.start()
@@ -493,24 +540,29 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
             steps.lap("apply_rules (features + rules)")
             kept = df.filter(pl.col("_rule").is_null())
             kept, _ = stages.stream(kept)
-            steps.lap("exact duplicates (stages.stream)")
-            if stages.near is not None:
-                stages.near.add(kept)
-                steps.lap("near: NearDuplicates.add")
+            steps.lap("decontamination + exact duplicates (stages.stream)")
+            if at_end:
+                collect(kept)
+                steps.lap("near: collect (NearDuplicates.add)")
                 kept.select(STAGE_COLUMNS).write_ipc(Path(stage_dir) / f"{batch.lines[0]:012d}.arrow")
                 steps.lap("near: stage kept records (write_ipc)")
             else:
                 kept.select(WB_FIELDS).write_ndjson(sink)
                 steps.lap("write kept")
-        if stages.near is not None:
+        if at_end:
             steps.start()
-            resolved = stages.near.resolve()
-            steps.lap("near: NearDuplicates.resolve")
+            resolved = resolve()
+            steps.lap("near: resolve (NearDuplicates.resolve)")
             for part in sorted(Path(stage_dir).glob("*.arrow")):
-                kept, _ = stages.near_duplicates(pl.read_ipc(part), resolved)
+                kept, _ = split(pl.read_ipc(part), resolved)
                 kept.select(WB_FIELDS).write_ndjson(sink)
             steps.lap("near: read staged + write kept")
-    return {"steps": dict(steps.totals), "inner": dict(inner.totals), "peak_rss_mb": _self_peak_rss_mb()}
+    return {
+        "steps": dict(steps.totals),
+        "inner": dict(inner.totals),
+        "batch_size": batch_size,
+        "peak_rss_mb": _self_peak_rss_mb(),
+    }
 
 
 def _dt_adapter(self: Any, data: dict[str, Any], path: str, id_in_file: int | str) -> dict[str, Any]:
@@ -577,11 +629,7 @@ def worker_datatrove(args: argparse.Namespace) -> dict[str, Any]:
         (
             "3 cluster",
             executor(
-                [
-                    MinhashDedupCluster(
-                        str(work / "buckets"), str(work / "remove_ids"), config=cfg, save_cluster_id=True
-                    )
-                ],
+                [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=cfg)],
                 1,
                 "cluster",
             ),
@@ -594,7 +642,6 @@ def worker_datatrove(args: argparse.Namespace) -> dict[str, Any]:
                     MinhashDedupFilter(
                         str(work / "remove_ids"),
                         exclusion_writer=JsonlWriter(str(work / "removed"), compression=None),
-                        load_cluster_ids=True,
                     ),
                     JsonlWriter(str(work / "kept"), compression=None),
                 ],
@@ -662,44 +709,50 @@ class WorkerError(RuntimeError):
     pass
 
 
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, CPU clock ticks of the process and of its reaped children, resident pages)."""
+    table: dict[int, tuple[int, int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
+                fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
+        # after the command name: state, ppid, ..., utime (11), stime, cutime, cstime (14), ..., rss (21)
+        table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), int(fields[21]))
+    return table
 
 
-def tree_rss_bytes(root: int) -> int:
-    """RSS of a process and all its descendants (Linux /proc; 0 elsewhere)."""
+def tree_usage(root: int) -> tuple[int, float]:
+    """RSS (bytes) and CPU seconds of a process and all its live descendants, the CPU seconds including those of
+    descendants they have already reaped (Linux /proc; zeros elsewhere)."""
     if not os.path.isdir("/proc"):
-        return 0
-    kids = _children_map()
-    page = os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [root]
+        return 0, 0.0
+    table = _proc_table()
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    rss = ticks = 0
+    todo = [root]
     while todo:
         pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/statm", "rb") as f:
-                total += int(f.read().split()[1]) * page
-        except OSError:
-            pass
+        if pid in table:
+            ticks += table[pid][1]
+            rss += table[pid][2]
         todo.extend(kids.get(pid, []))
-    return total
+    return rss * os.sysconf("SC_PAGE_SIZE"), ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class ChildRun:
     result: dict[str, Any]
     wall_seconds: float
-    cpu_seconds: float
+    load_before: float  # 1-minute load average when the child started (other work on the machine skews timings)
+    load_after: float
+    cpu_seconds: float  # the larger of wait4's and the sampled process tree's (datatrove's pool workers are
+    # children of a forkserver the child never waits for, so wait4 misses their CPU time)
     peak_rss_mb: float  # ru_maxrss of the child: its largest single process (itself or a waited-for descendant)
     peak_tree_rss_mb: float  # sampled every 0.2 s: the sum over the child's whole process tree
 
@@ -712,16 +765,18 @@ def run_child(python: Path, worker: str, log: Path, **kwargs: Any) -> ChildRun:
     for k, v in kwargs.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     log.parent.mkdir(parents=True, exist_ok=True)
-    peak = 0
+    peak, cpu = 0, 0.0
+    load_before = os.getloadavg()[0]
     done = threading.Event()
     started = time.perf_counter()
     with log.open("wb") as logf:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
 
         def sample() -> None:
-            nonlocal peak
+            nonlocal peak, cpu
             while not done.wait(0.2):
-                peak = max(peak, tree_rss_bytes(proc.pid))
+                rss, ticks = tree_usage(proc.pid)
+                peak, cpu = max(peak, rss), max(cpu, ticks)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -737,7 +792,9 @@ def run_child(python: Path, worker: str, log: Path, **kwargs: Any) -> ChildRun:
     return ChildRun(
         result=json.loads(result_path.read_text(encoding="utf-8")),
         wall_seconds=wall,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+        cpu_seconds=max(usage.ru_utime + usage.ru_stime, cpu),
         peak_rss_mb=rss_kb / 1024,
         peak_tree_rss_mb=peak / (1 << 20),
     )
@@ -774,6 +831,37 @@ def read_corpus_texts(path: Path, lines: set[int]) -> dict[int, Rec]:
     return out
 
 
+def accidental_pairs(corpus: Path, truth: Truth, threshold: float, sweep: float = 0.7) -> dict[str, Any]:
+    """How distinct the base records are, independently of both runs: an LSH sweep with wb's MinHash code at a
+    lower threshold (`sweep`) over the whole corpus; candidate pairs that are not planted pairs and whose estimate
+    reaches `sweep` - 0.1 get their exact Jaccard similarity computed. Not measured."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import polars as pl
+
+    from workbench.dedup.minhash import NearConfig, NearDuplicates, batch_signatures, similarity
+
+    started = time.perf_counter()
+    cfg = NearConfig(threshold=sweep)
+    frame = pl.read_ndjson(corpus).select(list(cfg.fields))
+    sig = batch_signatures(frame, cfg)
+    pairs = NearDuplicates(cfg).candidate_pairs(sig)
+    est = similarity(sig[pairs[:, 0]], sig[pairs[:, 1]]) if len(pairs) else np.empty(0)
+    close = pairs[est >= sweep - 0.1] + 1  # positions -> line numbers
+    others = {(int(a), int(b)) for a, b in close if truth.partner.get(int(a)) != int(b)}
+    jacc = exact_jaccard(corpus, others) if others else {}
+    above = sorted(((j, p) for p, j in jacc.items() if j >= threshold), reverse=True)
+    return {
+        "sweep_threshold": sweep,
+        "candidate_pairs": len(pairs),
+        "checked_pairs": len(others),
+        "pairs_exact_jaccard_ge_threshold": len(above),
+        "max_exact_jaccard": max(jacc.values(), default=None),
+        "examples": [{"lines": list(p), "exact_jaccard": round(j, 4)} for j, p in above[:10]],
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def exact_jaccard(corpus: Path, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], float]:
     """Exact Jaccard similarity of record pairs on wb's shingles: `record_ngrams` over instruction, input and
     output joined by newlines (`joined_text`), with NearConfig's default n-gram lengths; 64-bit n-gram hashes."""
@@ -804,44 +892,75 @@ def exact_jaccard(corpus: Path, pairs: set[tuple[int, int]]) -> dict[tuple[int, 
 
 @dataclass
 class Drops:
-    """What an implementation dropped: each dropped line and the kept line it was matched to (wb: `duplicate_of`;
-    datatrove: the kept document of its cluster), plus wb's estimated similarity."""
+    """What an implementation dropped as duplicates: each dropped line and the line it was matched to (wb:
+    `duplicate_of`; datatrove: the document its cluster kept), wb's estimated similarity, and the lines dropped
+    for other reasons (rules)."""
 
     partner: dict[int, int]
     estimate: dict[int, float] = field(default_factory=dict)
+    other: set[int] = field(default_factory=set)
 
     def group(self, line: int) -> int:
-        return self.partner.get(line, line)
+        """The kept record a line ended with (itself when kept), following chains (exact, then near)."""
+        seen = 0
+        while line in self.partner and seen < 64:
+            line = self.partner[line]
+            seen += 1
+        return line
 
 
-def wb_drops(dropped_file: Path) -> Drops:
+def wb_drops(dropped_file: Path, rules: tuple[str, ...] = ("near_duplicate",)) -> Drops:
     drops = Drops(partner={})
     with dropped_file.open(encoding="utf-8") as f:
         for line in f:
             d = json.loads(line)
-            if d["rule"] == "near_duplicate":
+            if d["rule"] in rules:
                 drops.partner[d["line"]] = d["duplicate_of"]
-                drops.estimate[d["line"]] = d["similarity"]
+                if d.get("similarity") is not None:
+                    drops.estimate[d["line"]] = d["similarity"]
+            else:
+                drops.other.add(d["line"])
     return drops
 
 
-def datatrove_drops(work: Path) -> Drops:
-    def docs(folder: Path) -> Iterator[dict[str, Any]]:
-        for p in sorted(folder.glob("*.jsonl")):
-            with p.open(encoding="utf-8") as f:
-                for line in f:
-                    yield json.loads(line)
+def datatrove_drops(work: Path, shard_names: list[str]) -> Drops:
+    """Removed documents from the filter's exclusion writer; the document each was matched to is the one its
+    cluster kept, the clusters being the connected components of stage 2's duplicate pairs (`*.dups`: file rank,
+    document index, file rank, document index; rank r reads shard r, whose name is its first line)."""
+    first = [int(n.split(".")[0]) for n in sorted(shard_names)]
+    removed: set[int] = set()
+    for p in sorted((work / "removed").glob("*.jsonl")):
+        with p.open(encoding="utf-8") as f:
+            removed.update(int(json.loads(line)["id"]) for line in f)
+    parent: dict[int, int] = {}
+    nodes: set[int] = set()
 
-    root_of_cluster: dict[int, int] = {}
-    for d in docs(work / "kept"):
-        c = d["metadata"].get("minhash_cluster_id", -1)
-        if c != -1:
-            if c in root_of_cluster:
-                raise WorkerError(f"datatrove kept two documents of cluster {c}")
-            root_of_cluster[c] = int(d["id"])
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:
+            parent[x], x = root, parent.get(x, x)
+        return root
+
+    for p in sorted((work / "buckets").glob("*.dups")):
+        raw = p.read_bytes()
+        for f1, d1, f2, d2 in struct.iter_unpack("<4I", raw):
+            x, y = first[f1] + d1, first[f2] + d2
+            nodes.update((x, y))
+            a, b = find(x), find(y)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    kept_of: dict[int, int] = {}
+    for x in sorted(nodes):
+        if x not in removed:
+            r = find(x)
+            if r in kept_of:
+                raise WorkerError(f"datatrove kept two documents of one cluster: lines {kept_of[r]} and {x}")
+            kept_of[r] = x
     drops = Drops(partner={})
-    for d in docs(work / "removed"):
-        drops.partner[int(d["id"])] = root_of_cluster[d["metadata"]["minhash_cluster_id"]]
+    for x in removed:
+        drops.partner[x] = kept_of[find(x)]
     return drops
 
 
@@ -949,6 +1068,7 @@ class ImplResult:
     peak_tree_rss_mb: float
     quality: dict[str, Any]
     details: dict[str, Any]
+    load_1min: list[float] = field(default_factory=list)  # the machine's load average before and after the run
 
     @property
     def records_per_s(self) -> float:
@@ -971,7 +1091,8 @@ def fmt_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def print_results(results: list[ImplResult], rates: list[float], threshold: float) -> None:
-    head = ["corpus", "implementation", "records", "seconds", "records/s", "wall s", "CPU s", "RSS MB", "tree RSS MB"]
+    head = ["corpus", "implementation", "records", "seconds", "records/s", "wall s", "CPU s", "proc RSS MB"]
+    head += ["tree RSS MB"]
     head += ["dropped", "precision", "recall", f"recall J>={threshold:g}"]
     rows = []
     for r in results:
@@ -1094,6 +1215,15 @@ def _record(r: ImplResult) -> dict[str, Any]:
     return {**asdict(r), "records_per_s": r.records_per_s}
 
 
+def _load(child: ChildRun) -> list[float]:
+    if child.load_before > 0.7:
+        print(
+            f"  note: the machine was busy before this run (load average {child.load_before:.2f}): its timings are "
+            "skewed by other work"
+        )
+    return [round(child.load_before, 2), round(child.load_after, 2)]
+
+
 def run_wb(opts: Options, corpus: Corpus, work: Path, mode: str, label: str) -> ImplResult:
     out = work / "wb" / "out.jsonl"
     shutil.rmtree(out.parent, ignore_errors=True)
@@ -1101,8 +1231,8 @@ def run_wb(opts: Options, corpus: Corpus, work: Path, mode: str, label: str) -> 
     res = child.result
     print(
         f"  wb: {res['seconds']:.1f} s ({corpus.records / res['seconds']:,.0f} records/s), "
-        f"wall {child.wall_seconds:.1f} s, peak RSS {child.peak_rss_mb:,.0f} MB (tree {child.peak_tree_rss_mb:,.0f} MB), dropped "
-        f"{res['dropped_by_rule']}"
+        f"wall {child.wall_seconds:.1f} s, peak RSS {child.peak_rss_mb:,.0f} MB "
+        f"(tree {child.peak_tree_rss_mb:,.0f} MB), dropped {res['dropped_by_rule']}"
     )
     return ImplResult(
         corpus=label,
@@ -1115,6 +1245,7 @@ def run_wb(opts: Options, corpus: Corpus, work: Path, mode: str, label: str) -> 
         peak_tree_rss_mb=child.peak_tree_rss_mb,
         quality={},
         details={**res, "profile": mode},
+        load_1min=_load(child),
     )
 
 
@@ -1146,6 +1277,7 @@ def run_datatrove(opts: Options, corpus: Corpus, work: Path, language: str, labe
         peak_tree_rss_mb=child.peak_tree_rss_mb,
         quality={},
         details=res,
+        load_1min=_load(child),
     )
 
 
@@ -1170,7 +1302,7 @@ def quality_one(opts: Options, lang: str, src: Sources, threshold: float) -> tup
         for name, language in variants:
             r = run_datatrove(opts, corpus, work, language, lang, name)
             results.append(r)
-            drops[name] = datatrove_drops(work / name)
+            drops[name] = datatrove_drops(work / name, corpus.shards)
             jr = run_child(
                 opts.datatrove_python,
                 "datatrove-jaccard",
@@ -1181,12 +1313,21 @@ def quality_one(opts: Options, lang: str, src: Sources, threshold: float) -> tup
                 language=language,
             ).result
             dt_jaccard[name] = jr
+    if opts.breakdown:
+        results[0].details["breakdown"] = breakdown(opts, lang, corpus, "near")
     pairs = {(min(c, b), max(c, b)) for c, b in truth.copy_of.items()}
     for d in drops.values():
         pairs |= {(min(x, k), max(x, k)) for x, k in d.partner.items()}
     started = time.perf_counter()
     jacc = exact_jaccard(corpus.path, pairs)
     print(f"  exact Jaccard of {len(pairs):,} pairs on wb's shingles in {time.perf_counter() - started:.1f} s")
+    accidental = accidental_pairs(corpus.path, truth, threshold)
+    corpus.distinctness = accidental
+    print(
+        f"  distinctness sweep (LSH at {accidental['sweep_threshold']:g}, {accidental['candidate_pairs']:,} candidates"
+        f"): {accidental['pairs_exact_jaccard_ge_threshold']} pairs other than the planted ones with exact Jaccard "
+        f">= {threshold:g} (largest {accidental['max_exact_jaccard']}) in {accidental['seconds']:.1f} s"
+    )
     for r in results:
         r.quality = score(truth, drops[r.implementation], jacc, threshold)
         if r.implementation in dt_jaccard:
@@ -1234,6 +1375,7 @@ def main_quality(opts: Options) -> int:
                 ratios[f"{lang}/{r.implementation}"] = {
                     "records_per_s": wb.records_per_s / r.records_per_s,
                     "wall": r.wall_seconds / wb.wall_seconds,
+                    "cpu": r.cpu_seconds / wb.cpu_seconds,
                 }
         q = wb.quality
         dt = ratios.get(f"{lang}/datatrove", {}).get("records_per_s")
@@ -1251,7 +1393,7 @@ def main_quality(opts: Options) -> int:
         print(f"  {lang}  (overall recall, all planted pairs: {_pct(q['recall'])})")
     for key, v in ratios.items():
         print(f"  throughput ratio wb/{key.split('/')[1]} on {key.split('/')[0]}: {v['records_per_s']:.2f}x "
-              f"(whole child wall time: {v['wall']:.2f}x)")  # fmt: skip
+              f"(whole child wall time: {v['wall']:.2f}x; CPU time: {v['cpu']:.2f}x)")  # fmt: skip
     report: dict[str, Any] = {
         "records": opts.records,
         "seed": opts.seed,
@@ -1266,9 +1408,7 @@ def main_quality(opts: Options) -> int:
         "targets": goals,
     }
     if opts.breakdown:
-        report["wb_breakdown"] = {}
-        for lang in opts.langs:
-            report["wb_breakdown"][lang] = breakdown(opts, lang, src, "near")
+        report["wb_breakdown"] = {r.corpus: r.details["breakdown"] for r in results if "breakdown" in r.details}
     path = opts.out_dir / "dedup_quality.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nresults: {path}")
@@ -1281,26 +1421,16 @@ def _dt_versions(opts: Options) -> dict[str, str]:
     return _versions(opts.datatrove_python, ["datatrove", "numpy", "spacy", "xxhash", "orjson", "jieba"])
 
 
-def breakdown(opts: Options, lang: str, src: Sources, mode: str, corpus: Corpus | None = None) -> dict[str, Any]:
-    """wb's steps timed one by one in an extra process (on the corpus given, or a regenerated one)."""
-    work = opts.out_dir / f"dedup-steps-{lang}"
-    made = corpus is None
-    if corpus is None:
-        corpus = build_corpus(
-            work / "corpus.jsonl", lang, opts.records, opts.seed, opts.dup_fraction, opts.rates, src, opts.chars
-        )
+def breakdown(opts: Options, label: str, corpus: Corpus, mode: str) -> dict[str, Any]:
+    """wb's steps timed one by one in an extra process (not a measured run)."""
+    work = corpus.path.parent
     child = run_child(
         opts.wb_python, "wb-steps", work / "wb-steps.log", input=corpus.path, output=work / "steps.jsonl", mode=mode
     )
-    steps = child.result
-    print(f"\n[{lang}]", end="")
-    _print_breakdown(steps)
-    if not opts.keep:
-        if made:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            (work / "steps.jsonl").unlink(missing_ok=True)
-    return steps
+    print(f"\n[{label}]", end="")
+    _print_breakdown(child.result)
+    (work / "steps.jsonl").unlink(missing_ok=True)
+    return child.result
 
 
 def main_scale(opts: Options) -> int:
@@ -1326,8 +1456,9 @@ def main_scale(opts: Options) -> int:
     gc.collect()
     r = run_wb(opts, corpus, work, "default", "scale")
     truth = Truth.load(corpus.truth)
-    drops = wb_drops(Path(r.details["dropped_file"]))
-    found = sum(1 for c, b in truth.copy_of.items() if drops.group(c) == drops.group(b))
+    drops = wb_drops(Path(r.details["dropped_file"]), rules=("near_duplicate", "exact_duplicate"))
+    eligible = [(c, b) for c, b in truth.copy_of.items() if c not in drops.other and b not in drops.other]
+    found = sum(1 for c, b in eligible if drops.group(c) == drops.group(b))
     by_rule = r.details["dropped_by_rule"]
     goals = {
         "seconds": {"target": f"< {SCALE_TARGET_SECONDS}", "value": r.seconds, "met": r.seconds < SCALE_TARGET_SECONDS},
@@ -1338,7 +1469,7 @@ def main_scale(opts: Options) -> int:
         },
     }
     print()
-    head = ["corpus", "implementation", "records", "GB", "seconds", "records/s", "wall s", "CPU s", "RSS MB"]
+    head = ["corpus", "implementation", "records", "GB", "seconds", "records/s", "wall s", "CPU s", "proc RSS MB"]
     head += ["tree RSS MB", "kept"]
     row = [
         "scale",
@@ -1356,8 +1487,8 @@ def main_scale(opts: Options) -> int:
     print(fmt_table(head, [row]))
     print(f"\ndropped by rule: {by_rule}")
     print(
-        f"planted pairs ending in one group (near or exact duplicate stage; either record may also have been dropped "
-        f"by a rule first): {found:,} of {len(truth.copy_of):,}"
+        f"planted pairs neither of which a rule dropped: {len(eligible):,} of {len(truth.copy_of):,}; found by the "
+        f"exact or near duplicate stage: {found:,} ({found / max(len(eligible), 1):.2%})"
     )
     print("\ntargets:")
     for name, t in goals.items():
@@ -1373,13 +1504,10 @@ def main_scale(opts: Options) -> int:
         "corpus": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(corpus).items()},
         "result": _record(r),
         "targets": goals,
-        "planted_pairs_found_by_near_stage": found,
+        "planted_pairs": {"total": len(truth.copy_of), "not_dropped_by_rules": len(eligible), "found": found},
     }
     if opts.breakdown:
-        report["wb_breakdown"] = breakdown(opts, "scale", load_sources(opts.data_dir), "default", corpus=corpus)
-        work_steps = opts.out_dir / "dedup-steps-scale"
-        if not opts.keep:
-            shutil.rmtree(work_steps, ignore_errors=True)
+        report["wb_breakdown"] = breakdown(opts, "scale", corpus, "default")
     path = opts.out_dir / "dedup_scale.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nresults: {path}")
@@ -1395,7 +1523,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20240611, help="seed of the generator (default 20240611)")
     p.add_argument("--dup-fraction", type=float, help="base records that get a planted copy (0.10; --scale 0.03)")
     p.add_argument("--edit-rates", default="0.01,0.02,0.05,0.1", help="edit rates of the copies, taking turns")
-    p.add_argument("--chars", type=int, help="mean text characters of a base record (450; --scale 700)")
+    p.add_argument("--chars", type=int, help="mean text characters of a base record (450; --scale 550)")
     p.add_argument("--langs", default="en,zh", help="corpora of the quality run (default en,zh)")
     p.add_argument("--zh-share", type=float, default=0.4, help="Chinese records in the --scale corpus (0.4)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="datatrove worker processes (CPUs)")
@@ -1434,7 +1562,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         dup_fraction=args.dup_fraction if args.dup_fraction is not None else (0.03 if args.scale else 0.10),
         rates=rates,
-        chars=args.chars or (700 if args.scale else 450),
+        chars=args.chars or (550 if args.scale else 450),
         langs=[x.strip() for x in args.langs.split(",") if x.strip()],
         workers=args.workers,
         shards=args.shards or args.workers,
