@@ -117,7 +117,9 @@ def shingle_sets(hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np
     """Per record, its distinct shingle hashes in sorted order (concatenated) and where each record begins."""
     counts = np.diff(np.r_[starts, len(hashes)])
     rec = np.repeat(np.arange(len(starts), dtype=np.uint64), counts)
-    keys = np.unique((rec << np.uint64(32)) | hashes.astype(np.uint64))
+    keys = np.sort((rec << np.uint64(32)) | hashes.astype(np.uint64))
+    # Sort + mask rather than np.unique: numpy 2.4's unique took 100x longer on 10M keys here.
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
     recs = (keys >> np.uint64(32)).astype(np.int64)
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), np.searchsorted(recs, np.arange(len(starts) + 1))
 
