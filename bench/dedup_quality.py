@@ -114,12 +114,17 @@ ZH_CONTEXT = [
     "请根据下面的材料，解释{t}的含义。", "阅读以下内容，谈谈你对{t}的理解。", "结合下面这段话，说明{t}的作用。",
     "根据材料，概括{t}的主要特点。",
 ]  # fmt: skip
+ZH_SUFFIXES = [
+    "请分点说明。", "请举一个例子。", "请用三百字左右回答。", "请尽量通俗易懂。", "请结合实际谈谈。",
+    "回答要简洁。", "请先给出定义。", "请说明理由。", "面向中学生解释。", "最后做一个总结。",
+]  # fmt: skip
 ZH_ASPECTS = ["历史", "经济", "社会", "文化", "教育", "法律", "心理", "技术", "日常生活", "国际比较", "个人发展"]
 
 WORD_RE = re.compile(r"\S+")
 CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 ZH_SENTENCE_END = re.compile(r"(?<=[。！？；])")
-ZH_TERM = re.compile(r"^(.+?)(?:这个词)?是什么意思")
+ZH_TERM = re.compile(r"^[“\"《]?(.{1,24}?)[”\"》]?(?:这个词|这个概念)?(?:是什么|指什么|是指什么)")
+DANGLING_END = re.compile(r"[,:，、：(\[{（【《\\]\s*$")  # outputs ending like this are dropped as truncated by wb
 
 
 @dataclass
@@ -144,6 +149,8 @@ def _units(response: str) -> list[tuple[int, str]]:
     units: list[tuple[int, str]] = []
     for i, line in enumerate(response.split("\n")):
         line = line.rstrip()
+        if line.lstrip().startswith("```"):  # fences would be cut in half by the runs the generator takes
+            continue
         parts = EN_SENTENCE_END.split(line) if len(line) > 160 else [line]
         units.extend((i, part) for part in parts)
     return units
@@ -172,6 +179,8 @@ def load_sources(data_dir: Path) -> Sources:
         m = ZH_TERM.match(r["instruction"])
         if m:
             names.append(m.group(1).strip("“”\"'《》 "))
+    if len(set(names)) < 2:
+        raise SystemExit(f"{data_dir}: too few Chinese terms found in zh_term_explanations.json")
     sentences = [s for d in docs for s in d]
     return Sources(
         en_instructions=[r["instruction"].strip() for r in code if r["instruction"].strip()],
@@ -203,8 +212,9 @@ def make_en(rng: Random, src: Sources, chars: int) -> Rec:
     budget = max(120, _target(rng, chars) - len(instruction) - len(inp))
     cap = budget // 2
     chunks: list[str] = []
-    used = 0
-    while (used < budget or len(chunks) < 2) and len(chunks) < 6:
+    used = tries = 0
+    while (used < budget or len(chunks) < 2) and len(chunks) < 6 and tries < 50:
+        tries += 1
         units = rng.choice(src.en_responses)
         start = rng.randrange(len(units))
         text, size, prev = "", 0, -1
@@ -215,7 +225,9 @@ def make_en(rng: Random, src: Sources, chars: int) -> Rec:
             text += ("" if not text else " " if line == prev else "\n") + unit
             size, prev = size + len(unit) + 1, line
         text = text.strip("\n")
-        if text.strip():
+        while "\n" in text and DANGLING_END.search(text):  # end a run on a complete line
+            text = text.rsplit("\n", 1)[0].rstrip()
+        if text.strip() and not DANGLING_END.search(text):
             chunks.append(text)
             used += len(text) + 2
     return {"instruction": instruction, "input": inp, "output": "\n\n".join(chunks)}
@@ -248,13 +260,15 @@ def make_zh(rng: Random, src: Sources, chars: int) -> Rec:
     t, t2 = rng.sample(src.zh_terms, 2)
     u = rng.random()
     inp = ""
-    if u < 0.4:
+    if u < 0.45:
         instruction = rng.choice(ZH_PAIR).format(t=t, t2=t2)
-    elif u < 0.85:
+    elif u < 0.9:
         instruction = rng.choice(ZH_CONTEXT).format(t=t)
         inp = "".join(rng.sample(src.zh_sentences, rng.randint(1, 2)))
     else:
         instruction = rng.choice(ZH_SINGLE).format(t=t, a=rng.choice(ZH_ASPECTS))
+    if not inp and rng.random() < 0.8:
+        instruction += rng.choice(ZH_SUFFIXES)
     output = _zh_passage(rng, src, _target(rng, chars) - len(instruction) - len(inp))
     return {"instruction": instruction, "input": inp, "output": output}
 
@@ -839,14 +853,14 @@ def accidental_pairs(corpus: Path, truth: Truth, threshold: float, sweep: float 
     import numpy as np
     import polars as pl
 
-    from workbench.dedup.minhash import NearConfig, NearDuplicates, batch_signatures, similarity
+    from workbench.dedup.minhash import NearConfig, NearDuplicates, batch_signatures
 
     started = time.perf_counter()
     cfg = NearConfig(threshold=sweep)
     frame = pl.read_ndjson(corpus).select(list(cfg.fields))
     sig = batch_signatures(frame, cfg)
     pairs = NearDuplicates(cfg).candidate_pairs(sig)
-    est = similarity(sig[pairs[:, 0]], sig[pairs[:, 1]]) if len(pairs) else np.empty(0)
+    est = (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(axis=1) if len(pairs) else np.empty(0)
     close = pairs[est >= sweep - 0.1] + 1  # positions -> line numbers
     others = {(int(a), int(b)) for a, b in close if truth.partner.get(int(a)) != int(b)}
     jacc = exact_jaccard(corpus, others) if others else {}
