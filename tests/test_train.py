@@ -192,3 +192,21 @@ def test_truncated_examples_warn_that_their_end_of_turn_is_not_trained(
     long_answer = {"instruction": "Count", "input": "", "output": "one two three " * 40}
     prepared = prepare(recipe(tmp_path, tiny, records=[MEMORISE[0], long_answer], max_length=64), tokenizer, 2048)
     assert any("1 of 2 examples are longer than max_length 64" in w for w in prepared.warnings)
+
+
+def test_qlora_trains_a_4bit_base_on_cpu(tmp_path: Path, tiny: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    result = train(recipe(tmp_path, tiny, method="qlora", lr=2e-2, max_steps=15))
+    losses = [row["loss"] for row in result.log if "loss" in row]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    config = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA"
+    assert result.manifest["method"] == "qlora"
+
+
+def test_qlora_without_bitsandbytes_is_one_line(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
+    with pytest.raises(WbError, match="qlora needs bitsandbytes"):
+        train(recipe(tmp_path, tiny, method="qlora"))

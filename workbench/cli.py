@@ -419,6 +419,140 @@ def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
         err.print(f"warning: {warning}", markup=False)
 
 
+@app.command()
+@user_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME) or adapter folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (must not exist).")],
+    merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into the base: a plain model.")] = False,
+    adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Copy the adapter alone (PEFT).")] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="Merged weights dtype: auto, float32, bfloat16.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a run's adapter merged into its base model (--merge), or the adapter alone (--adapter-only)."""
+    from workbench.train.export import export as run_export
+
+    if merge == adapter_only:
+        raise WbError("choose one of --merge or --adapter-only")
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    result = run_export(run, output, merge=merge, dtype=dtype, force=force, on_status=say)
+    what = {"merged": "merged model", "adapter": "adapter", "model": "model"}[result.kind]
+    out.print(f"wrote {what} to {result.path} ({', '.join(result.files)})", markup=False)
+
+
+GenOpts = Annotated[int, typer.Option("--max-new-tokens", help="Stop after this many new tokens.")]
+AdapterOpt = Annotated[
+    list[Path] | None, typer.Option("--adapter", help="Another adapter over the same base (repeatable); switchable.")
+]
+
+
+def _load_targets(target: str | None, adapters: list[Path] | None, say: Callable[[str], None]) -> Any:
+    from workbench.train.runs import load, resolve_target
+
+    specs: list[str | Path] = ([target] if target else []) + list(adapters or [])
+    if not specs:
+        raise WbError("give a run folder, an adapter folder or a model")
+    return load([resolve_target(s) for s in specs], on_status=say)
+
+
+def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int) -> Any:
+    from workbench.evaluate.generate import GenerationSettings
+
+    return GenerationSettings(
+        max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, seed=seed, batch_size=1
+    )
+
+
+@app.command()
+@user_errors
+def generate(
+    args: Annotated[list[str], typer.Argument(help="[RUN|ADAPTER|MODEL] PROMPT...")],
+    adapter: AdapterOpt = None,
+    base: Annotated[bool, typer.Option("--base", help="Also answer with the bare base model.")] = False,
+    system: Annotated[str, typer.Option("--system", help="System message.")] = "",
+    max_new_tokens: GenOpts = 256,
+    sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Answer prompts with a tuned model; with several --adapter, answer with each (and --base) for comparison."""
+    from workbench.evaluate.generate import generate as run_generate
+    from workbench.evaluate.generate import prompt_for
+
+    target, prompts = (None, args) if adapter and len(args) == 1 else (args[0], args[1:])
+    if not prompts:
+        raise WbError('give a prompt after the run folder: wb generate runs/NAME "your prompt"')
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    loaded = _load_targets(target, adapter, say)
+    settings = _settings(max_new_tokens, sample, temperature, seed)
+    choices: list[str | None] = list(loaded.adapters) or [None]
+    if base and loaded.adapters:
+        choices.append(None)
+    texts = [prompt_for(loaded, {"instruction": p, "system": system}) for p in prompts]
+    for choice in choices:
+        loaded.use(choice)
+        answers = run_generate(loaded, texts, settings)
+        for prompt, answer in zip(prompts, answers, strict=True):
+            if len(choices) > 1 or len(prompts) > 1:
+                out.rule(f"{choice or 'base'}: {prompt[:60]}", style="dim")
+            out.print(answer, markup=False)
+
+
+@app.command()
+@user_errors
+def chat(
+    target: Annotated[str | None, typer.Argument(help="Run folder, adapter folder or model.")] = None,
+    adapter: AdapterOpt = None,
+    system: Annotated[str, typer.Option("--system", help="System message.")] = "",
+    max_new_tokens: GenOpts = 256,
+    sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Talk to a tuned model. Commands: /adapter NAME, /base, /reset, /quit."""
+    from workbench.evaluate.generate import generate as run_generate
+    from workbench.evaluate.generate import prompt_for
+
+    loaded = _load_targets(target, adapter, lambda text: err.print(text, markup=False))
+    settings = _settings(max_new_tokens, sample, temperature, seed)
+    history: list[list[str]] = []
+    names = ", ".join(loaded.adapters) or "none"
+    err.print(
+        f"adapters: {names}; active: {loaded.active or 'base'}. /adapter NAME, /base, /reset, /quit", markup=False
+    )
+    for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            history = []
+            continue
+        if text == "/base" or text.startswith("/adapter"):
+            loaded.use(None if text == "/base" else text.split(maxsplit=1)[-1].strip())
+            err.print(f"active: {loaded.active or 'base'}", markup=False)
+            continue
+        prompt = prompt_for(loaded, {"instruction": text, "system": system, "history": history})
+        answer = run_generate(loaded, [prompt], settings)[0]
+        out.print(f"{loaded.active or 'base'}> {answer}", markup=False)
+        history.append([text, answer])
+
+
+def _input_lines() -> Iterator[str]:
+    """Lines typed at a prompt, or piped in; ends at end of input."""
+    if not sys.stdin.isatty():
+        yield from sys.stdin
+        return
+    while True:
+        try:
+            yield input("you> ")
+        except EOFError:
+            return
+
+
 def main() -> None:
     app()
 

@@ -290,8 +290,13 @@ def load_model(
 
 
 def load_tokenizer(spec: str | Path = EMBEDDED, on_status: StatusFn | None = None) -> PreTrainedTokenizerBase:
-    """Load the model's tokenizer (no remote code); pad is set to eos when the tokenizer has no pad token."""
-    folder = resolve_model(spec, on_status)
+    """Load the model's tokenizer (no remote code); pad is set to eos when the tokenizer has no pad token.
+
+    `spec` may also be a folder holding only tokenizer files (an adapter folder saved with its tokenizer).
+    """
+    path = Path(str(spec)).expanduser()
+    has_tokenizer = path.is_dir() and any((path / name).is_file() for name in TOKENIZER_FILES)
+    folder = path if has_tokenizer else resolve_model(spec, on_status)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise WbError(f"model '{spec}': {folder} has no tokenizer (tokenizer.json or tokenizer_config.json)")
     _, transformers = _train_stack()

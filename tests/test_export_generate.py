@@ -1,0 +1,220 @@
+"""`wb export`, `wb generate` and `wb chat` on tiny trained runs: merged logits, adapter switching, the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from workbench.errors import WbError  # noqa: E402
+from workbench.evaluate import generate as gen  # noqa: E402
+from workbench.train import runs  # noqa: E402
+from workbench.train.export import export  # noqa: E402
+from workbench.train.model import tiny_model_dir  # noqa: E402
+from workbench.train.recipe import Recipe  # noqa: E402
+from workbench.train.trainer import train  # noqa: E402
+
+FRUIT = [
+    {"instruction": f"Name fruit number {i}.", "input": "", "output": w}
+    for i, w in enumerate(["apple", "banana", "cherry", "梨子"])
+]
+COLOURS = [
+    {"instruction": f"Name colour number {i}.", "input": "", "output": w}
+    for i, w in enumerate(["red", "green", "blue", "黄色"])
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def _run(root: Path, tiny: Path, name: str, records: list[dict[str, Any]], method: str = "lora") -> Path:
+    data = write_jsonl(root / f"{name}.jsonl", records * 2)
+    lr = 5e-2 if method == "prompt_tuning" else 2e-2
+    recipe = Recipe.model_validate(
+        {
+            "name": name,
+            "model": str(tiny),
+            "data": data,
+            "output_dir": root / "runs",
+            "method": method,
+            "val_size": 0,
+            "max_length": 64,
+            "max_steps": 6,
+            "lr": lr,
+            "batch_size": 4,
+            "logging_steps": 1,
+            "warmup_ratio": 0,
+            "scheduler": "constant",
+        }
+    )
+    return train(recipe).run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "fruit": _run(root, tiny, "fruit", FRUIT),
+        "colours": _run(root, tiny, "colours", COLOURS),
+        "prompt": _run(root, tiny, "prompt", FRUIT, method="prompt_tuning"),
+    }
+
+
+def _logits(model: Any, tokenizer: Any, text: str) -> Any:
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        return model(input_ids=ids).logits[0]
+
+
+def test_a_merged_model_loads_with_plain_transformers_and_equals_base_plus_adapter(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    merged_dir = export(trained["fruit"], tmp_path / "merged", merge=True).path
+    files = {p.name for p in merged_dir.iterdir()}
+    assert "model.safetensors" in files and "tokenizer.json" in files
+    assert not any(f.endswith((".bin", ".pt")) for f in files)
+    loaded = runs.load([runs.resolve_target(trained["fruit"])])
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, use_safetensors=True).eval()
+    text = "<|im_start|>user\nName fruit number 2.<|im_end|>\n<|im_start|>assistant\n"
+    with loaded.active_model() as model:
+        tuned = _logits(model, loaded.tokenizer, text)
+    loaded.use(None)
+    with loaded.active_model() as model:
+        base = _logits(model, loaded.tokenizer, text)
+    plain = _logits(merged, loaded.tokenizer, text)
+    assert torch.allclose(plain, tuned, atol=1e-4), (plain - tuned).abs().max()
+    assert not torch.allclose(plain, base, atol=1e-3)  # the adapter changed something
+
+
+def test_adapter_only_export_generates_like_the_run(trained: dict[str, Path], tmp_path: Path, wb: Any) -> None:
+    result = wb("export", trained["fruit"], "--adapter-only", "-o", tmp_path / "adapter")
+    assert result.exit_code == 0, result.stderr
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "wb_adapter.json"} <= files
+    from_run = wb("generate", trained["fruit"], "Name fruit number 1.", "--max-new-tokens", "6", "-q")
+    from_copy = wb("generate", tmp_path / "adapter", "Name fruit number 1.", "--max-new-tokens", "6", "-q")
+    assert from_run.exit_code == 0 and from_run.stdout == from_copy.stdout
+    merged = wb("export", trained["fruit"], "--merge", "-o", tmp_path / "merged", "-q")
+    assert merged.exit_code == 0
+    from_merged = wb("generate", tmp_path / "merged", "Name fruit number 1.", "--max-new-tokens", "6", "-q")
+    assert from_merged.stdout == from_run.stdout
+
+
+def test_export_refuses_what_it_cannot_do(trained: dict[str, Path], tmp_path: Path, wb: Any) -> None:
+    virtual = wb("export", trained["prompt"], "--merge", "-o", tmp_path / "m")
+    assert virtual.exit_code == 2 and "cannot be merged" in virtual.stderr and "--adapter-only" in virtual.stderr
+    neither = wb("export", trained["fruit"], "-o", tmp_path / "m")
+    assert neither.exit_code == 2 and "--merge or --adapter-only" in neither.stderr
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    taken = wb("export", trained["fruit"], "--adapter-only", "-o", tmp_path / "taken")
+    assert taken.exit_code == 2 and "already exists" in taken.stderr
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    not_a_run = wb("export", tmp_path / "taken", "--merge", "-o", tmp_path / "x")
+    assert not_a_run.exit_code == 2 and "not a run folder" in not_a_run.stderr
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_several_adapters_load_over_one_base_and_switch(trained: dict[str, Path], wb: Any) -> None:
+    loaded = runs.load([runs.resolve_target(trained["fruit"]), runs.resolve_target(trained["colours"])])
+    assert loaded.adapters == ["fruit", "colours"]
+    text = "<|im_start|>user\nName colour number 0.<|im_end|>\n<|im_start|>assistant\n"
+    seen = []
+    for name in ["fruit", "colours", None]:
+        loaded.use(name)
+        with loaded.active_model() as model:
+            seen.append(_logits(model, loaded.tokenizer, text))
+    assert not torch.allclose(seen[0], seen[1], atol=1e-3)
+    assert not torch.allclose(seen[0], seen[2], atol=1e-3)
+    with pytest.raises(WbError, match="no adapter named 'nope'"):
+        loaded.use("nope")
+    result = wb(
+        "generate", "--adapter", trained["fruit"], "--adapter", trained["colours"], "Name colour number 0.", "--base"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert [line.split(":")[0].strip("─ ") for line in result.stdout.splitlines() if "Name colour" in line] == [
+        "fruit",
+        "colours",
+        "base",
+    ]
+
+
+def test_adapters_of_different_bases_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    other = tiny_model_dir(tmp_path / "other", seed=1)
+    (tmp_path / "foreign").mkdir()
+    config = json.loads((trained["fruit"] / "adapter" / "adapter_config.json").read_text())
+    for f in (trained["fruit"] / "adapter").iterdir():
+        (tmp_path / "foreign" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "foreign" / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": str(other)})
+    )
+    with pytest.raises(WbError, match="different base models"):
+        runs.load([runs.resolve_target(trained["fruit"]), runs.resolve_target(tmp_path / "foreign")])
+
+
+def test_batched_greedy_generation_equals_one_at_a_time_and_keeps_order(trained: dict[str, Path]) -> None:
+    loaded = runs.load([runs.resolve_target(trained["fruit"])])
+    prompts = [gen.prompt_for(loaded, r) for r in FRUIT + COLOURS + [{"instruction": "一个很长的问题" * 12}]]
+    one = gen.generate(loaded, prompts, gen.GenerationSettings(max_new_tokens=8, batch_size=1))
+    batched = gen.generate(loaded, prompts, gen.GenerationSettings(max_new_tokens=8, batch_size=4))
+    assert batched == one
+    assert len(set(one)) > 1
+
+
+def test_the_cache_answers_repeated_prompts_without_generating(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = runs.load([runs.resolve_target(trained["fruit"]), runs.resolve_target(trained["colours"])])
+    cache = gen.GenerationCache(tmp_path / "gen.sqlite")
+    prompts = [gen.prompt_for(loaded, r) for r in FRUIT]
+    settings = gen.GenerationSettings(max_new_tokens=5, batch_size=2)
+    first = gen.generate(loaded, prompts, settings, cache)
+    calls: list[int] = []
+    real = gen._generate_batches
+
+    def counting(loaded: Any, todo: list[str], settings: Any) -> Any:
+        calls.append(len(todo))
+        return real(loaded, todo, settings)
+
+    monkeypatch.setattr(gen, "_generate_batches", counting)
+    again = gen.generate(loaded, prompts, settings, gen.GenerationCache(tmp_path / "gen.sqlite"))
+    assert again == first and calls == []
+    # Another adapter, other settings or a new prompt are not served from the cache.
+    loaded.use("colours")
+    gen.generate(loaded, prompts[:2], settings, cache)
+    gen.generate(loaded, prompts[:2], settings.model_copy(update={"max_new_tokens": 6}), cache)
+    loaded.use("fruit")
+    gen.generate(loaded, [*prompts, gen.prompt_for(loaded, {"instruction": "new"})], settings, cache)
+    assert calls == [2, 2, 1]
+
+
+def test_chat_keeps_history_and_switches_adapters(trained: dict[str, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    args = ["chat", "--adapter", str(trained["fruit"]), "--adapter", str(trained["colours"]), "--max-new-tokens", "4"]
+    typed = "Name fruit number 1.\n/adapter colours\nAnd a colour?\n/quit\n"
+    result = CliRunner().invoke(app, args, input=typed, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("fruit> ") and lines[-1].startswith("colours> ")
+    assert "active: colours" in result.stderr
+
+
+def test_a_missing_or_unfinished_run_is_one_line(tmp_path: Path, wb: Any) -> None:
+    run = tmp_path / "runs" / "half"
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text("name: half\nmethod: lora\n")
+    result = wb("generate", run, "hello")
+    assert result.exit_code == 2 and "not finished" in result.stderr and "--resume" in result.stderr

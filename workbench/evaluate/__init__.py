@@ -1,0 +1,1 @@
+"""`wb eval`: generation, text-overlap metrics, forgetting probes, base-vs-tuned comparison with bootstrap intervals."""

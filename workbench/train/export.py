@@ -1,0 +1,117 @@
+"""`wb export`: a run's adapter merged into its base model, or the adapter alone, as safetensors folders.
+
+The merged folder loads with plain `transformers.AutoModelForCausalLM.from_pretrained` (no PEFT, no wb). Both kinds
+of output are built in a temporary folder beside the target and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench import io
+from workbench.errors import WbError
+from workbench.manifest import build_manifest
+from workbench.train.model import (
+    StatusFn,
+    _publish,
+    _quiet_transformers,
+    _temp_dir_beside,
+    load_model,
+    load_tokenizer,
+)
+from workbench.train.runs import ADAPTER_INFO, Target, resolve_target
+
+MERGEABLE = ("lora", "qlora", "dora")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass
+class Exported:
+    path: Path
+    kind: str
+    files: list[str]
+
+
+def export(
+    run: Path, out: Path, merge: bool, dtype: str = "auto", force: bool = False, on_status: StatusFn | None = None
+) -> Exported:
+    """Write the run's adapter (merge=False) or base+adapter merged (merge=True) to `out`."""
+    started = time.time()
+    target = resolve_target(run)
+    if target.run_dir is None and target.adapter is None:
+        raise WbError(f"{run}: not a run folder (recipe.yaml) or an adapter folder (adapter_config.json)")
+    _check_out(out, force)
+    if target.adapter is None:  # freeze/full runs already hold a whole model
+        if not merge:
+            raise WbError(f"{run}: a {target.method} run has no adapter, only a whole model; use --merge to copy it")
+        kind = "model"
+    else:
+        kind = "merged" if merge else "adapter"
+        if merge and (target.method or "lora") not in MERGEABLE:
+            raise WbError(
+                f"{run}: {target.method} adapters add virtual tokens and cannot be merged into the weights; "
+                "use --adapter-only"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _temp_dir_beside(out) as tmp:
+        if kind == "adapter":
+            assert target.adapter is not None
+            _copy_adapter(target, tmp)
+        elif kind == "merged":
+            _merge(target, tmp, dtype, on_status)
+        else:
+            shutil.copytree(Path(target.base), tmp, dirs_exist_ok=True)
+        manifest = build_manifest(
+            command="export",
+            started=started,
+            inputs={},
+            outputs={},
+            config={"run": str(run), "merge": merge, "dtype": dtype, "kind": kind},
+        )
+        manifest.update({"base_model": target.base, "method": target.method, "template": target.template})
+        io.write_json(tmp / "wb_export.json", manifest)
+        files = sorted(p.name for p in tmp.iterdir())
+        if force and out.exists():
+            shutil.rmtree(out)
+        _publish(tmp, out)
+    return Exported(out, kind, files)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+            return
+        raise WbError(f"{out}: already exists; choose another folder or pass --force to replace it")
+
+
+def _copy_adapter(target: Target, dest: Path) -> None:
+    assert target.adapter is not None
+    for p in target.adapter.iterdir():
+        if p.is_file() and not p.name.endswith((".bin", ".pt", ".pth", ".pkl")):
+            shutil.copy2(p, dest / p.name)
+    info = {"base_model": target.base, "template": target.template, "method": target.method}
+    io.write_json(dest / ADAPTER_INFO, info)
+
+
+def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -> None:
+    from peft import PeftModel
+
+    if on_status is not None:
+        on_status(f"merging {target.adapter} into {target.base}")
+    base = load_model(target.base, dtype=dtype, on_status=on_status)
+    model: Any = PeftModel.from_pretrained(base, str(target.adapter), is_trainable=False)
+    merged = model.merge_and_unload()
+    with _quiet_transformers():
+        merged.save_pretrained(dest, safe_serialization=True)
+    tokenizer = load_tokenizer(target.adapter if target.adapter is not None else target.base, on_status)
+    tokenizer.save_pretrained(dest)
+    config_path = dest / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.pop("quantization_config", None)  # a QLoRA base is merged in full precision
+    io.write_json(config_path, config)

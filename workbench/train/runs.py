@@ -1,0 +1,184 @@
+"""What a tuned model is made of, and loading it for generation.
+
+A *target* is what `wb generate`, `wb chat`, `wb eval` and `wb export` are pointed at: a run folder
+(`runs/<name>`, holding `recipe.yaml` and `adapter/` or `model/`), an adapter folder (PEFT, e.g. from
+`wb export --adapter-only`), or a base model spec (`embedded`, a folder, a cached hub id). Several adapters over
+one base load into one PEFT model and are switched by name at generation time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.errors import WbError
+from workbench.train.model import EMBEDDED, StatusFn, load_model, load_tokenizer, resolve_model
+
+ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
+
+
+@dataclass(frozen=True)
+class Target:
+    """A base model, plus the adapter (if any) that makes it the tuned model."""
+
+    name: str
+    base: str
+    adapter: Path | None = None
+    template: str = "auto"
+    method: str | None = None
+    run_dir: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+def resolve_target(spec: str | Path) -> Target:
+    """A run folder, an adapter folder or a model spec, as a Target (no model is loaded)."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "recipe.yaml").is_file():
+        return _run_target(path)
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        return _adapter_target(path)
+    return Target(name=str(spec), base=str(spec))
+
+
+def _run_target(run: Path) -> Target:
+    try:
+        recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise WbError(f"{run / 'recipe.yaml'}: cannot read the run's recipe: {e}") from None
+    template = _manifest(run).get("template") or recipe.get("template", "auto")
+    method = recipe.get("method")
+    if (run / "adapter" / "adapter_config.json").is_file():
+        base = str(recipe.get("model") or EMBEDDED)
+        return Target(run.name, base, run / "adapter", template, method, run)
+    if (run / "model" / "config.json").is_file():
+        return Target(run.name, str(run / "model"), None, template, method, run)
+    raise WbError(
+        f"{run}: the run has no adapter/ or model/ yet (not finished?); finish it with `wb train --resume {run}`"
+    )
+
+
+def _manifest(run: Path) -> dict[str, Any]:
+    path = run / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise WbError(f"{path}: not valid JSON: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _adapter_target(folder: Path) -> Target:
+    info = _json(folder / ADAPTER_INFO)
+    config = _json(folder / "adapter_config.json")
+    base = info.get("base_model") or config.get("base_model_name_or_path")
+    if not base:
+        raise WbError(f"{folder}: adapter_config.json names no base model; pass the run folder instead")
+    method = info.get("method") or str(config.get("peft_type", "")).lower() or None
+    return Target(folder.name, str(base), folder, str(info.get("template", "auto")), method, None)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise WbError(f"{path}: not valid JSON: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class Loaded:
+    """A model ready to generate: adapters loaded by name; `use(name)` switches, `use(None)` is the bare base."""
+
+    model: Any
+    tokenizer: Any
+    template: str
+    base: str
+    adapter_dirs: dict[str, Path] = field(default_factory=dict)
+    active: str | None = None
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self.adapter_dirs)
+
+    def use(self, name: str | None) -> None:
+        if name is None:
+            self.active = None
+            return
+        if name not in self.adapters:
+            raise WbError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        self.model.set_adapter(name)
+        self.active = name
+
+    @contextlib.contextmanager
+    def active_model(self) -> Iterator[Any]:
+        """The model as the active choice makes it: with an adapter switched on, or the base with all of them off."""
+        if self.adapters and self.active is None:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.model
+
+
+def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None = None) -> Loaded:
+    """Load one base model with every target's adapter on it (they must share the base).
+
+    A target without an adapter (a base model, or a freeze/full run's model) must come alone.
+    """
+    from workbench.train import data as tdata
+
+    # transformers 5 announces renames for v6 on every run; they are not the user's to act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    if not targets:
+        raise WbError("nothing to load: give a run folder, an adapter folder or a model")
+    with_adapter = [t for t in targets if t.adapter is not None]
+    if len(with_adapter) != len(targets) and len(targets) > 1:
+        plain = next(t for t in targets if t.adapter is None)
+        raise WbError(f"{plain.name} is a whole model, not an adapter: it cannot be loaded beside other adapters")
+    bases = {str(resolve_model(t.base, on_status)) for t in targets}
+    if len(bases) > 1:
+        raise WbError(
+            "the adapters were trained on different base models ("
+            + ", ".join(f"{t.name}: {t.base}" for t in targets)
+            + "); load adapters of one base together"
+        )
+    first = targets[0]
+    tokenizer = load_tokenizer(first.adapter if first.adapter is not None else first.base, on_status)
+    model: Any = load_model(first.base, dtype=dtype, on_status=on_status)
+    names: list[str] = []
+    if with_adapter:
+        from peft import PeftModel
+
+        names = _unique_names([t.name for t in with_adapter])
+        assert first.adapter is not None
+        model = PeftModel.from_pretrained(model, str(first.adapter), adapter_name=names[0], is_trainable=False)
+        for t, name in zip(with_adapter[1:], names[1:], strict=True):
+            model.load_adapter(str(t.adapter), adapter_name=name, is_trainable=False)
+        model.set_adapter(names[0])
+    model.eval()
+    templates = {t.template for t in targets}
+    template = tdata.choose_template(tokenizer, first.template if len(templates) == 1 else "auto")
+    dirs = {name: t.adapter for name, t in zip(names, with_adapter, strict=True) if t.adapter is not None}
+    return Loaded(model, tokenizer, template, first.base, dirs, names[0] if names else None)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        candidate, n = name, 2
+        while candidate in out:
+            candidate, n = f"{name}-{n}", n + 1
+        out.append(candidate)
+    return out
