@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := out/demo
 
-.PHONY: demo test lint schemas bench clean-venv
+.PHONY: demo test lint schemas bench clean-venv chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,17 @@ demo: $(VENV)/.installed
 	@echo "demo: cleaned data in $(DEMO)/clean.jsonl (drops explained in $(DEMO)/clean.dropped.jsonl);"
 	@echo "      LoRA adapter, loss curve and manifest in runs/demo/"
 
-test: $(VENV)/.installed
+# Headless Chromium for the report's browser test: Debian's package, installed once where apt-get can run
+# (as root). Elsewhere make goes on and the browser test is skipped with the reason.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+				|| echo "chromium could not be installed: the browser test will be skipped"; \
+		else echo "no apt-get as root: chromium not installed, the browser test will be skipped"; fi; \
+	fi
+
+test: $(VENV)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workbench

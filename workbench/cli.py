@@ -553,6 +553,89 @@ def _input_lines() -> Iterator[str]:
             return
 
 
+# -- wb report / wb gate --------------------------------------------------------------------------------------------
+
+CleanStatsOpt = Annotated[
+    Path | None,
+    typer.Option("--clean-stats", help="Cleaning stats file, if not beside the data the train manifest names."),
+]
+
+
+@app.command()
+@user_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folder (runs/NAME); give two to compare them (A B).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="HTML file (default: reports/<run name>.html); .md and .json beside it."),
+    ] = None,
+    gate_file: Annotated[
+        Path | None, typer.Option("--gate", "-g", help="Threshold file: show the gate verdict at the top.")
+    ] = None,
+    clean_stats: CleanStatsOpt = None,
+) -> None:
+    """One self-contained HTML page (plus Markdown and JSON summaries) for a run, or two runs side by side."""
+    from workbench.report.html import build_report
+
+    written = build_report(runs, output, gate_file, clean_stats)
+    for g in written.gates:
+        if g is not None:
+            verdict = "passed" if g.passed else f"failed ({len(g.results) - g.count('pass')} of {len(g.results)})"
+            out.print(f"gate {verdict}: {g.run}", markup=False)
+    out.print(f"wrote {written.html}, {written.markdown}, {written.json}", markup=False)
+
+
+@app.command()
+@user_errors
+def gate(
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME) or its eval/ folder.")],
+    thresholds: Annotated[
+        Path, typer.Option("--thresholds", "-t", help="Threshold file (YAML), e.g. pipelines/gate.yaml.")
+    ],
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write the checks as JUnit XML.")] = None,
+    clean_stats: CleanStatsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check a run against thresholds: exit 0 if all pass, 1 if any is missed or missing, 2 on bad input."""
+    from workbench.report.gate import evaluate as check_gate
+    from workbench.report.gate import load
+    from workbench.report.summary import load_run
+
+    spec = load(thresholds)  # a bad threshold file is reported before the run is read
+    result = check_gate(spec, load_run(run, clean_stats).summary, str(thresholds))
+    if junit is not None:
+        from workbench.report.junit import write as write_junit
+
+        write_junit(junit, result)
+    if not quiet:
+        table = Table(title=f"wb gate: {result.run} against {thresholds}", title_justify="left")
+        for column, justify in (("check", "left"), ("value", "right"), ("threshold", "left"), ("verdict", "left")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        style = {"pass": "green", "fail": "bold red", "missing": "bold red"}
+        for r in result.results:
+            value = "-" if r.value is None else f"{r.value:.4g}"
+            table.add_row(
+                Text(r.check.metric), Text(value), Text(r.check.threshold_text), Text(r.verdict, style=style[r.verdict])
+            )
+        out.print(table)
+        for r in result.results:
+            if not r.passed:
+                err.print(f"{r.verdict}: {r.check.metric}: {r.message}", markup=False)
+        for w in result.warnings:
+            err.print(f"warning: {w}", markup=False)
+    if junit is not None and not quiet:
+        out.print(f"wrote {junit}", markup=False)
+    n_bad = len(result.results) - result.count("pass")
+    out.print(
+        f"gate passed: {len(result.results)} checks"
+        if result.passed
+        else f"gate failed: {n_bad} of {len(result.results)} checks",
+        markup=False,
+    )
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from workbench.clean.profile import Profile
 from workbench.io import dumps_json
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
+from workbench.report.gate import GateFile
 from workbench.train.recipe import Recipe
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -20,6 +21,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "messages-record.schema.json": MessagesRecord,
     "clean-profile.schema.json": Profile,
     "train-recipe.schema.json": Recipe,
+    "gate.schema.json": GateFile,
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

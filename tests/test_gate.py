@@ -1,0 +1,276 @@
+"""`wb gate`: threshold files, verdicts, exit codes 0/1/2, interval warnings, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO
+from report_fixtures import make_run
+
+from workbench import schemas
+from workbench.errors import WbError
+from workbench.report import gate as gating
+from workbench.report.summary import load_run
+
+SHIPPED = REPO / "pipelines" / "gate.yaml"
+
+
+def thresholds(tmp_path: Path, checks: list[Any], name: str = "gate.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"checks": checks}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return make_run(tmp_path / "w")
+
+
+def test_all_checks_passing_exits_0_and_prints_the_table(run: Path, tmp_path: Path, wb: Any) -> None:
+    gate = thresholds(
+        tmp_path,
+        [
+            {"metric": "task.rouge_l.tuned", "min": 0.3},
+            "task.n >= 40",  # inclusive: exactly at the threshold passes
+            {"metric": "clean.dropped_fraction", "max": 0.2},
+            {"metric": "train.final_loss", "max": 1.5},
+        ],
+    )
+    result = wb("gate", run, "--thresholds", gate)
+    assert result.exit_code == 0, result.output
+    for text in ("task.rouge_l.tuned", "clean.dropped_fraction", ">= 40", "pass", "gate passed: 4 checks"):
+        assert text in result.stdout
+
+
+def test_a_missed_threshold_exits_1_and_names_the_check(run: Path, tmp_path: Path, wb: Any) -> None:
+    gate = thresholds(tmp_path, [{"metric": "task.rouge_l.tuned", "min": 0.99}, "task.n >= 10"])
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 1
+    assert "gate failed: 1 of 2 checks" in result.stdout
+    assert "fail: task.rouge_l.tuned: 0.6581 < min 0.99" in result.stderr
+
+
+def test_a_metric_the_run_lacks_fails_with_the_reason(tmp_path: Path, wb: Any) -> None:
+    preds = make_run(tmp_path / "p", name="preds", train=False, base=False)
+    gate = thresholds(
+        tmp_path,
+        [
+            "task.rouge_l.tuned >= 0.1",
+            "task.rouge_l.delta_lower >= -0.05",
+            "forgetting.general_en.accuracy.delta_lower >= -0.05",
+            "clean.dropped_fraction <= 0.2",
+        ],
+    )
+    result = wb("gate", preds, "-t", gate)
+    assert result.exit_code == 1
+    assert "missing: task.rouge_l.delta_lower: " in result.stderr and "no base-model scores" in result.stderr
+    assert "missing: forgetting.general_en.accuracy.delta_lower: " in result.stderr
+    assert "missing: clean.dropped_fraction: no train manifest" in result.stderr
+    assert "gate failed: 3 of 4 checks" in result.stdout
+
+
+def test_a_run_without_eval_fails_eval_checks_and_says_to_run_wb_eval(tmp_path: Path, wb: Any) -> None:
+    trained = make_run(tmp_path / "t", name="t", evaluate=False)
+    result = wb("gate", trained, "-t", thresholds(tmp_path, ["task.rouge_l.tuned >= 0.1"]))
+    assert result.exit_code == 1
+    assert "wb eval" in result.stderr
+
+
+def test_an_unknown_probe_set_lists_the_sets_there_are(run: Path) -> None:
+    summary = load_run(run).summary
+    value, why = gating.resolve(summary, "forgetting.general_fr.accuracy.tuned")
+    assert value is None and "general_fr" in why and "general_en, general_zh" in why
+
+
+@pytest.mark.parametrize(
+    ("checks", "expected"),
+    [
+        (
+            [{"metric": "task.rouge_l.tunde", "min": 0.3}],
+            "checks.0.metric: 'task.rouge_l.tunde': unknown field 'tunde'",
+        ),
+        ([{"metric": "tsk.rouge_l.tuned", "min": 0.3}], "checks.0.metric: 'tsk.rouge_l.tuned': unknown section 'tsk'"),
+        ([{"metric": "task.rouge_l.tuned", "minimum": 0.3}], "checks.0.minimum: Extra inputs are not permitted"),
+        ([{"metric": "task.rouge_l.tuned", "min": "0.3"}], "checks.0.min: Input should be a valid number"),
+        ([{"metric": "task.rouge_l.tuned"}], "checks.0: give min, max or both"),
+        ([{"metric": "task.n", "min": 5, "max": 1}], "checks.0: min 5.0 is above max 1.0"),
+        (["task.n > 5"], "checks.0: 'task.n > 5': expected 'PATH >= NUMBER' or 'PATH <= NUMBER'"),
+        ([], "checks: List should have at least 1 item"),
+    ],
+)
+def test_a_bad_threshold_file_exits_2_naming_the_file_and_field(
+    run: Path, tmp_path: Path, wb: Any, checks: list[Any], expected: str
+) -> None:
+    gate = thresholds(tmp_path, checks)
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {gate}: {expected}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_bad_inputs_exit_2_with_one_line(run: Path, tmp_path: Path, wb: Any) -> None:
+    gate = thresholds(tmp_path, ["task.n >= 1"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("checks:\n  - metric: task.n\n    min: [1\n", encoding="utf-8")
+    not_a_mapping = tmp_path / "list.yaml"
+    not_a_mapping.write_text("- task.n >= 1\n", encoding="utf-8")
+    cases = [
+        (("gate", run, "-t", tmp_path / "nope.yaml"), "nope.yaml: threshold file not found"),
+        (("gate", run, "-t", broken), "broken.yaml: line 4: not valid YAML"),
+        (("gate", run, "-t", not_a_mapping), "list.yaml: a threshold file must be a YAML mapping"),
+        (("gate", tmp_path / "no-run", "-t", gate), "no-run: no such run folder"),
+        (("gate", tmp_path, "-t", gate), "neither manifest.json from `wb train` nor eval/metrics.json"),
+    ]
+    for args, message in cases:
+        result = wb(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr, (message, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_run_files_exit_2_naming_the_file(run: Path, tmp_path: Path, wb: Any) -> None:
+    gate = thresholds(tmp_path, ["task.n >= 1"])
+    metrics = run / "eval" / "metrics.json"
+    good = metrics.read_text(encoding="utf-8")
+    metrics.write_text(good[: len(good) // 2], encoding="utf-8")
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 2 and f"{metrics}: eval metrics is not valid JSON" in result.stderr
+
+    doc = json.loads(good)
+    doc["task"]["metrics"]["rouge_l"]["tuned"] = "high"
+    metrics.write_text(json.dumps(doc), encoding="utf-8")
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 2 and f"{metrics}: task.rouge_l.tuned: Input should be a valid number" in result.stderr
+
+    metrics.write_text(good, encoding="utf-8")
+    log = run / "trainer_log.jsonl"
+    lines = log.read_text(encoding="utf-8").splitlines()
+    log.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n", encoding="utf-8")
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 2 and f"{log}:2: trainer log line is not valid JSON" in result.stderr
+
+
+def test_the_short_string_form_means_the_same_as_the_mapping() -> None:
+    short = gating.GateFile.model_validate({"checks": ["task.rouge_l.tuned >= 0.35", "clean.dropped_fraction<=2e-1"]})
+    long = gating.GateFile.model_validate(
+        {"checks": [{"metric": "task.rouge_l.tuned", "min": 0.35}, {"metric": "clean.dropped_fraction", "max": 0.2}]}
+    )
+    assert short.resolved() == long.resolved()
+
+
+def test_an_interval_wider_than_the_margin_warns_that_the_set_is_too_small(run: Path, tmp_path: Path, wb: Any) -> None:
+    # The fixture's probe sets have 30 items: the paired accuracy interval is about 0.4 wide.
+    gate = thresholds(tmp_path, ["forgetting.general_en.accuracy.delta_lower >= -0.5"])
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 0
+    assert "wider than the margin 0.5" not in result.stderr
+    gate = thresholds(tmp_path, ["forgetting.general_en.accuracy.delta_lower >= -0.02"])
+    result = wb("gate", run, "-t", gate)
+    assert "warning: forgetting.general_en.accuracy.delta_lower: the paired 95% interval is" in result.stderr
+    assert "wider than the margin 0.02: 30 items are too few to decide" in result.stderr
+
+
+def test_a_threshold_inside_the_interval_warns_that_the_verdict_could_flip(run: Path) -> None:
+    summary = load_run(run).summary
+    stat = summary["task"]["rouge_l"]
+    inside = (stat["lower"] + stat["upper"]) / 2
+    result = gating.evaluate(gating.GateFile.model_validate({"checks": [f"task.rouge_l.tuned >= {inside}"]}), summary)
+    assert any("lies inside the 95% interval" in w and "gate on lower" in w for w in result.results[0].warnings)
+
+
+def test_junit_xml_has_one_testcase_per_check_and_matching_counts(run: Path, tmp_path: Path, wb: Any) -> None:
+    gate = thresholds(
+        tmp_path,
+        [
+            "task.rouge_l.tuned >= 0.3",
+            "task.rouge_l.tuned <= 0.1",
+            "forgetting.general_xx.accuracy.delta_lower >= -0.02",
+            "forgetting.general_en.accuracy.delta_lower >= -0.02",
+        ],
+    )
+    out = tmp_path / "ci" / "gate.xml"
+    result = wb("gate", run, "-t", gate, "--junit", out)
+    assert result.exit_code == 1
+    root = ET.parse(out).getroot()
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert len(suites) == 1
+    cases = suites[0].findall("testcase")
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert len(cases) == 4 and int(suites[0].get("tests", "")) == 4 and int(root.get("tests", "")) == 4
+    assert int(suites[0].get("failures", "")) == len(failures) == int(root.get("failures", "")) == 3
+    assert suites[0].get("errors") == "0"
+    assert [c.get("name") for c in cases][1] == "task.rouge_l.tuned <= 0.1"  # '<' escaped in the file, intact here
+    kinds = [c.find("failure").get("type") for c in failures]  # type: ignore[union-attr]
+    assert kinds == ["threshold", "missing", "threshold"]
+    assert "too few to decide" in (cases[3].findtext("system-out") or "")
+    assert b"<=" not in out.read_bytes().split(b"?>", 1)[1]  # every '<' inside values is escaped
+
+
+def test_junit_xml_validates_against_the_common_junit_schema(run: Path, tmp_path: Path) -> None:
+    etree = pytest.importorskip(
+        "lxml.etree", reason="lxml validates XML Schema; without it the structure test above runs"
+    )
+    from workbench.report import junit
+
+    summary = load_run(run).summary
+    checks = [
+        "task.rouge_l.tuned >= 0.3",
+        "task.n >= 1000",
+        {"metric": "forgetting.x\u0007<y>.accuracy.tuned", "min": 0},
+    ]
+    result = gating.evaluate(gating.GateFile.model_validate({"checks": checks}), summary, 'gate <&> "file".yaml')
+    xml = junit.to_xml(result)
+    schema = etree.XMLSchema(etree.parse(str(REPO / "tests" / "data" / "junit.xsd")))
+    doc = etree.fromstring(xml)
+    assert schema.validate(doc), schema.error_log
+    assert doc.find("testsuite/properties/property").get("value") == 'gate <&> "file".yaml'
+
+
+def test_the_shipped_gate_file_loads_and_validates_against_the_published_schema() -> None:
+    import jsonschema
+
+    gate = gating.load(SHIPPED)
+    assert {c.metric for c in gate.resolved()} >= {
+        "task.rouge_l.tuned",
+        "task.n",
+        "forgetting.general_en.accuracy.delta_lower",
+        "forgetting.general_zh.accuracy.delta_lower",
+        "clean.dropped_fraction",
+    }
+    schema = json.loads((schemas.SCHEMA_DIR / "gate.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(yaml.safe_load(SHIPPED.read_text(encoding="utf-8")), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"checks": [{"metric": "task.n", "min": 1, "extra": 2}]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"checks": ["task.n > 1"]}, schema)
+
+
+def test_the_shipped_gate_runs_on_a_full_run(run: Path, wb: Any) -> None:
+    result = wb("gate", run, "-t", SHIPPED)
+    assert result.exit_code in (0, 1)  # the verdict depends on the numbers; the file and every path are valid
+    assert "missing" not in result.stdout
+
+
+def test_load_names_the_file_for_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(WbError, match="is a folder"):
+        gating.load(tmp_path)
+
+
+def test_gate_starts_without_torch(run: Path, tmp_path: Path) -> None:
+    gate = thresholds(tmp_path, ["task.n >= 1"])
+    code = (
+        "import sys; from workbench.cli import main; "
+        f"sys.argv = ['wb', 'gate', {str(run)!r}, '-t', {str(gate)!r}, '-q', '--junit', {str(tmp_path / 'j.xml')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,293 @@
+"""`wb report`: one self-contained, escaped, offline HTML page plus Markdown and JSON; partial runs; two runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+from report_fixtures import SCRIPT, make_run
+
+from workbench.report import html as report_html
+from workbench.report.html import build_report, word_diff
+
+GATE = REPO / "pipelines" / "gate.yaml"
+SECTIONS = ("data", "training", "task", "forgetting", "ab", "manifests")
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return make_run(tmp_path / "w")
+
+
+def sections(page: str) -> list[str]:
+    return re.findall(r'data-section="([\w-]+)"', page)
+
+
+def assert_offline(page: str) -> None:
+    """Nothing in the page can make the browser fetch or run anything."""
+    assert not re.search(r"<script", page, re.IGNORECASE), "a script element in the page"
+    assert not re.search(r"<(link|iframe|object|embed|img|video|audio|source)\b", page, re.IGNORECASE)
+    assert not re.search(r"""\b(src|href|action|srcset|poster)\s*=\s*["']?\s*(https?:|//)""", page, re.IGNORECASE)
+    assert "@import" not in page and "url(" not in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+
+
+def test_report_writes_html_markdown_and_json_under_reports(
+    run: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = wb("report", run)
+    assert result.exit_code == 0, result.output
+    html, md, js = (tmp_path / "reports" / f"demo.{ext}" for ext in ("html", "md", "json"))
+    assert f"wrote {Path('reports/demo.html')}, {Path('reports/demo.md')}, {Path('reports/demo.json')}" in result.stdout
+    page = html.read_text(encoding="utf-8")
+    assert sections(page) == ["data", "training", "task", "forgetting", "ab", "manifests"]
+    assert "Not in this run" not in page
+    doc = json.loads(js.read_text(encoding="utf-8"))
+    summary = doc["runs"][0]["summary"]
+    assert summary["task"]["rouge_l"]["tuned"] == pytest.approx(0.6581, abs=1e-4)
+    assert summary["clean"]["dropped_fraction"] == pytest.approx(11 / 312, abs=1e-6)
+    assert summary["train"]["final_loss"] == 1.3 and summary["missing"] == {}
+    assert doc["runs"][0]["gate"] is None and doc["comparison"] is None
+    text = md.read_text(encoding="utf-8")
+    assert text.startswith("## wb report: demo") and "| rouge\\_l | 0.658 [" in text
+    assert "**Data**: read 312 → rejected 1 → dropped 11 → kept 300" in text
+
+
+def test_every_output_is_escaped(run: Path, tmp_path: Path) -> None:
+    files = build_report([run], tmp_path / "r.html")
+    page = files.html.read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert" not in page and "<script" not in page.lower()
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp;amp; &lt;a href=" not in page  # escaped once, not twice
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;a href=&#34;https://example.com/x&#34;&gt;" in page
+    assert "a + b  # a &lt; b &amp;&amp; b &gt; a" in page  # code keeps its spacing and comes out as text
+    assert_offline(page)
+    md = files.markdown.read_text(encoding="utf-8")
+    assert "<script" not in md
+
+
+def test_markdown_escapes_names_that_would_break_a_table(run: Path, tmp_path: Path) -> None:
+    metrics = run / "eval" / "metrics.json"
+    doc = json.loads(metrics.read_text(encoding="utf-8"))
+    doc["forgetting"]["a|b<i>"] = doc["forgetting"].pop("general_en")
+    metrics.write_text(json.dumps(doc), encoding="utf-8")
+    files = build_report([run], tmp_path / "r.html")
+    md = files.markdown.read_text(encoding="utf-8")
+    assert "| a\\|b&lt;i&gt; | accuracy |" in md
+    assert "a|b&lt;i&gt;" in files.html.read_text(encoding="utf-8")
+
+
+def test_gate_verdict_comes_first_and_report_still_exits_0(run: Path, tmp_path: Path, wb: Any) -> None:
+    result = wb("report", run, "-o", tmp_path / "out" / "x.html", "--gate", GATE)
+    assert result.exit_code == 0, result.output
+    assert "gate failed (2 of 5): demo" in result.stdout
+    page = (tmp_path / "out" / "x.html").read_text(encoding="utf-8")
+    assert sections(page)[0] == "gate"
+    assert "Gate failed: 3 of 5 checks pass" in page and "too few to decide" in page
+    doc = json.loads((tmp_path / "out" / "x.json").read_text(encoding="utf-8"))
+    assert doc["runs"][0]["gate"]["passed"] is False and doc["runs"][0]["gate"]["counts"]["fail"] == 2
+    assert "**Gate: ❌ failed** (2 of 5 checks" in (tmp_path / "out" / "x.md").read_text(encoding="utf-8")
+
+
+def test_a_run_without_eval_renders_data_and_training_and_says_what_is_missing(tmp_path: Path) -> None:
+    trained = make_run(tmp_path / "w", name="trained", evaluate=False)
+    files = build_report([trained], tmp_path / "t.html")
+    page = files.html.read_text(encoding="utf-8")
+    assert sections(page) == ["notes", *SECTIONS]
+    assert "Output length of kept records" in page and "<polyline" in page  # data and loss curve are there
+    assert page.count("Not in this run: no evaluation") == 3  # task, forgetting, A/B
+    assert "run `wb eval" in page
+    md = files.markdown.read_text(encoding="utf-8")
+    assert "**Training**: lora on embedded" in md and "- eval: no evaluation" in md
+
+
+def test_an_eval_only_folder_without_base_or_train_manifest_renders_what_it_has(
+    tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preds = make_run(tmp_path / "w", name="preds", train=False, base=False)
+    monkeypatch.chdir(tmp_path)
+    result = wb("report", preds / "eval")  # the eval folder itself works too
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "reports" / "preds.html").read_text(encoding="utf-8")
+    assert sections(page) == ["notes", *SECTIONS]
+    assert "no train manifest" in page and "no base-model scores" in page
+    assert "No base-model scores, so no comparison with the base model." in page
+    assert "[0.650, 0.778]" in page  # the tuned interval is shown
+    assert_offline(page)
+
+
+def test_a_train_manifest_whose_data_moved_still_renders_and_clean_stats_can_be_given(
+    run: Path, tmp_path: Path, wb: Any
+) -> None:
+    data = tmp_path / "w" / "data"
+    moved = tmp_path / "elsewhere"
+    shutil.move(data, moved)
+    files = build_report([run], tmp_path / "a.html")
+    assert "cleaning stats for data/clean.jsonl not found" in files.html.read_text(encoding="utf-8")
+    result = wb("report", run, "-o", tmp_path / "b.html", "--clean-stats", moved / "clean.stats.json")
+    assert result.exit_code == 0
+    assert "dropped: exact_duplicate" in (tmp_path / "b.html").read_text(encoding="utf-8")
+
+
+def test_a_truncated_last_log_line_is_a_warning_not_an_error(run: Path, tmp_path: Path) -> None:
+    log = run / "trainer_log.jsonl"
+    log.write_text(log.read_text(encoding="utf-8") + '{"step": 13, "lo', encoding="utf-8")
+    files = build_report([run], tmp_path / "r.html")
+    assert "last line is incomplete (run interrupted?); ignored" in files.html.read_text(encoding="utf-8")
+
+
+def test_bad_input_exits_2_with_one_line(run: Path, tmp_path: Path, wb: Any) -> None:
+    (run / "eval" / "metrics.json").write_text("[1, 2]", encoding="utf-8")
+    result = wb("report", run, "-o", tmp_path / "r.html")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {run / 'eval' / 'metrics.json'}: eval metrics must be a JSON object"
+    assert not (tmp_path / "r.html").exists()
+    result = wb("report", run, run, run)
+    assert result.exit_code == 2 and "one run folder, or two to compare; got 3" in result.stderr
+    result = wb("report", tmp_path / "missing")
+    assert result.exit_code == 2 and "no such run folder" in result.stderr
+
+
+def test_two_runs_side_by_side_with_the_difference(tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = make_run(tmp_path / "a", name="base-lr")
+    b = make_run(tmp_path / "b", name="high-lr", seed=3, quality=0.65, loss_scale=0.9)
+    monkeypatch.chdir(tmp_path)
+    result = wb("report", a, b, "--gate", GATE)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "reports" / "base-lr-vs-high-lr.html").read_text(encoding="utf-8")
+    assert sections(page)[:3] == ["gate-summary", "gate-summary", "comparison"]
+    for prefix in ("a-", "b-"):
+        for name in ("gate", *SECTIONS):
+            assert f'id="{prefix}{name}"' in page
+    doc = json.loads((tmp_path / "reports" / "base-lr-vs-high-lr.json").read_text(encoding="utf-8"))
+    rows = {r["metric"]: r for r in doc["comparison"]}
+    rouge = rows["task.rouge_l.tuned"]
+    assert rouge["diff"] == pytest.approx(rouge["b"] - rouge["a"])
+    assert rouge["lower"] < rouge["diff"] < rouge["upper"] and rouge["paired_n"] == 40
+    assert rows["forgetting.general_zh.accuracy.tuned"]["paired_n"] == 30
+    assert rows["train.final_loss"]["diff"] == pytest.approx(1.17 - 1.3)
+    md = (tmp_path / "reports" / "base-lr-vs-high-lr.md").read_text(encoding="utf-8")
+    assert (
+        "## wb report: base-lr (A) vs high-lr (B)" in md and "| task.rouge\\_l.tuned | 0.658 | 0.699 | +0.041 [" in md
+    )
+    assert_offline(page)
+
+
+def test_ten_thousand_items_give_a_capped_page(tmp_path: Path) -> None:
+    big = make_run(tmp_path / "w", name="big", n_task=10_000)
+    files = build_report([big], tmp_path / "big.html", GATE)
+    page = files.html.read_text(encoding="utf-8")
+    assert len(page.encode()) < 400_000, len(page)
+    assert page.count('<div class="item">') == report_html.MAX_REGRESSIONS + report_html.MAX_IMPROVEMENTS
+    losses = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]["rouge_l"]["losses"]
+    assert f"{losses - report_html.MAX_REGRESSIONS:,} more items where tuned lost not shown" in page
+    assert "10,000 items" in page
+    assert_offline(page)
+
+
+def test_the_page_is_deterministic(run: Path, tmp_path: Path) -> None:
+    one = build_report([run], tmp_path / "1.html", GATE)
+    two = build_report([run], tmp_path / "2.html", GATE)
+    assert one.html.read_bytes() == two.html.read_bytes()
+    assert one.json.read_bytes() == two.json.read_bytes()
+
+
+def test_word_diff_marks_words_not_in_the_reference_and_keeps_the_text() -> None:
+    segments = word_diff("The weather is nice today.", "The weather is very nice today!")
+    assert "".join(t for _, t in segments) == "The weather is very nice today!"
+    assert [t for c, t in segments if c == "diff"] == ["very ", "!"]
+    zh = word_diff("长城是中国古代的军事防御工程。", "长城是中国古代修建的防御工程。")
+    assert "".join(t for _, t in zh) == "长城是中国古代修建的防御工程。"
+    assert [t for c, t in zh if c == "diff"] == ["修建"]
+
+
+def test_report_and_gate_modules_do_not_import_torch(run: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; from workbench.cli import main; "
+        f"sys.argv = ['wb', 'report', {str(run)!r}, '-o', {str(tmp_path / 'r.html')!r}, '--gate', {str(GATE)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'polars') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_template_ships_inside_the_package() -> None:
+    assert (report_html.TEMPLATES / "report.html.j2").is_file()
+    assert report_html.TEMPLATES.is_relative_to(Path(report_html.__file__).parent)
+
+
+# -- in a real browser ----------------------------------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    for candidate in ("/usr/lib/chromium/chromium", "/usr/bin/chromium", shutil.which("chromium") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.mark.browser
+def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("no chromium binary (make test installs Debian's chromium where apt-get runs as root)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
+    )
+    run = make_run(tmp_path / "w")
+    other = make_run(tmp_path / "v", name="other", seed=5, quality=0.6)
+    single = build_report([run], tmp_path / "single.html", GATE).html
+    pair = build_report([run, other], tmp_path / "pair.html", GATE).html
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=binary,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-default-apps",
+                "--no-first-run",
+            ],
+        )
+        try:
+            for path, ids in (
+                (single, ["gate", *SECTIONS]),
+                (pair, ["comparison", *(f"{x}{s}" for x in ("a-", "b-") for s in ("gate", *SECTIONS))]),
+            ):
+                page = browser.new_page()
+                requests: list[str] = []
+                problems: list[str] = []
+                dialogs: list[str] = []
+                page.on("request", lambda r, requests=requests: requests.append(r.url))
+                page.on("console", lambda m, p=problems: p.append(m.text) if m.type in ("error", "warning") else None)
+                page.on("pageerror", lambda e, p=problems: p.append(str(e)))
+                page.on("dialog", lambda d, seen=dialogs: (seen.append(d.message), d.dismiss()))
+                url = path.resolve().as_uri()
+                page.goto(url, wait_until="load")
+                page.wait_for_timeout(200)
+                for section_id in ids:
+                    box = page.locator(f"#{section_id}").bounding_box()
+                    assert box is not None and box["height"] > 20, section_id
+                assert page.locator("script").count() == 0
+                assert page.get_by_text(SCRIPT, exact=False).count() >= 1  # shown as text
+                assert page.locator("svg polyline").count() >= 1
+                assert requests == [url], requests
+                assert problems == [], problems
+                assert dialogs == [], dialogs
+                page.close()
+        finally:
+            browser.close()

@@ -1,0 +1,2 @@
+"""Reporting and gating: `summary` loads a run folder, `gate` checks thresholds, `junit` writes JUnit XML,
+`html` and `markdown` write the report. None of it imports torch or transformers."""

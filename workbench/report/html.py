@@ -1,0 +1,793 @@
+"""`wb report`: one self-contained HTML page per run (or pair of runs), plus Markdown and JSON summaries.
+
+The page opens offline: inline CSS, inline SVG charts, no script at all, and a Content-Security-Policy that
+forbids loading anything (so even a mistake could not fetch or run something). Every piece of data goes through
+jinja2's autoescaping; charts are numbers computed here and drawn by the template. Long lists are capped and
+say how much was left out, so a run with 10,000 eval items gives a page of the same size as one with 100.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import orjson
+import yaml
+
+from workbench import __version__
+from workbench.io import atomic_write, dumps_json
+from workbench.report import markdown
+from workbench.report.gate import GateResult, run_gate
+from workbench.report.summary import (
+    LOWER_IS_BETTER,
+    Run,
+    dropped_examples,
+    higher_is_better,
+    load_run,
+    scored_items,
+    stats_of,
+    task_items,
+    worst,
+)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+# Caps: what the page shows at most (the JSON summary and the run folder keep everything).
+MAX_REGRESSIONS = 15
+MAX_IMPROVEMENTS = 5
+MAX_DROP_EXAMPLES_PER_RULE = 3
+MAX_DROP_EXAMPLES = 30
+MAX_TEXT = 1200  # characters of one field in a table cell
+MAX_CURVE_POINTS = 600
+MAX_MANIFEST_CHARS = 20_000
+MAX_COMPARISON_ROWS = 200
+PRIMARY_METRICS = ("rouge_l", "f1", "chrf", "bleu", "exact_match", "accuracy")
+
+
+# -- small helpers ---------------------------------------------------------------------------------------------------
+
+
+def cap(text: Any, limit: int = MAX_TEXT) -> str:
+    s = "" if text is None else str(text)
+    if len(s) <= limit:
+        return s
+    return f"{s[:limit]}… ({len(s) - limit:,} more characters)"
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number for a table: integers with thousands separators, floats with `digits` decimals, '-' for None."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if x != 0 and abs(x) < 10 ** (-digits):
+            return f"{x:.{digits - 1}e}"
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def signed(x: Any, digits: int = 3) -> str:
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return "-"
+    return ("+" if x > 0 else "") + fmt(x, digits)
+
+
+def pct(part: Any, whole: Any) -> str:
+    if not isinstance(part, int | float) or not isinstance(whole, int | float) or not whole:
+        return "-"
+    return f"{100 * part / whole:.1f}%"
+
+
+_TOKEN = re.compile(r"\s+|[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]|\w+|[^\w\s]", re.UNICODE)
+
+
+def tokens(text: str) -> list[str]:
+    """Words, single CJK characters, punctuation and whitespace runs: joined, they give the text back."""
+    return _TOKEN.findall(text)
+
+
+def word_diff(reference: str, prediction: str) -> list[tuple[str, str]]:
+    """The prediction as (class, text) segments: `same` where it matches the reference, `diff` where it does not."""
+    ref, pred = tokens(reference), tokens(prediction)
+    segments: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(None, ref, pred, autojunk=False)
+    for op, _i1, _i2, j1, j2 in matcher.get_opcodes():
+        if j1 == j2:
+            continue
+        cls = "same" if op == "equal" else "diff"
+        text = "".join(pred[j1:j2])
+        if segments and segments[-1][0] == cls:
+            segments[-1] = (cls, segments[-1][1] + text)
+        else:
+            segments.append((cls, text))
+    return segments
+
+
+# -- charts: numbers only; the template draws them ---------------------------------------------------------------------
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step) * step
+    ticks = []
+    t = start
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks
+
+
+def _thin(points: list[tuple[float, float]], limit: int = MAX_CURVE_POINTS) -> list[tuple[float, float]]:
+    if len(points) <= limit:
+        return points
+    stride = math.ceil(len(points) / limit)
+    out = points[::stride]
+    return out if out[-1] == points[-1] else [*out, points[-1]]
+
+
+def line_chart(series: list[dict[str, Any]], width: int = 680, height: int = 260) -> dict[str, Any] | None:
+    """`series`: [{label, cls, points: [(x, y)]}] → coordinates for polylines, axes and ticks."""
+    series = [s for s in series if s["points"]]
+    if not series:
+        return None
+    left, right, top, bottom = 56, 16, 16, 36
+    xs = [x for s in series for x, _ in s["points"]]
+    ys = [y for s in series for _, y in s["points"]]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.05 or abs(y1) * 0.05 or 1.0
+    y0, y1 = y0 - pad, y1 + pad
+    x1 = x1 if x1 > x0 else x0 + 1
+    pw, ph = width - left - right, height - top - bottom
+
+    def px(x: float) -> float:
+        return round(left + pw * (x - x0) / (x1 - x0), 1)
+
+    def py(y: float) -> float:
+        return round(top + ph * (1 - (y - y0) / (y1 - y0)), 1)
+
+    out_series = []
+    for s in series:
+        pts = _thin(s["points"])
+        out_series.append(
+            {
+                "label": s["label"],
+                "cls": s["cls"],
+                "points": " ".join(f"{px(x)},{py(y)}" for x, y in pts),
+                "dots": [(px(x), py(y), x, y) for x, y in pts] if len(pts) <= 60 else [],
+                "last": pts[-1][1],
+            }
+        )
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "top": top,
+        "right": width - right,
+        "bottom": height - bottom,
+        "series": out_series,
+        "yticks": [(py(t), fmt(t, 3)) for t in _nice_ticks(y0, y1) if y0 <= t <= y1],
+        "xticks": [(px(t), fmt(int(t)) if float(t).is_integer() else fmt(t, 1)) for t in _nice_ticks(x0, x1)],
+    }
+
+
+def bar_chart(bars: list[tuple[str, int]], width: int = 680, height: int = 200) -> dict[str, Any] | None:
+    if not bars:
+        return None
+    left, bottom, top = 40, 40, 14
+    top_value = max(v for _, v in bars) or 1
+    slot = (width - left - 8) / len(bars)
+    ph = height - top - bottom
+    out = []
+    for i, (label, value) in enumerate(bars):
+        h = round(ph * value / top_value, 1)
+        out.append(
+            {
+                "x": round(left + i * slot + slot * 0.1, 1),
+                "w": round(slot * 0.8, 1),
+                "y": round(top + ph - h, 1),
+                "h": h,
+                "cx": round(left + i * slot + slot / 2, 1),
+                "label": label,
+                "value": value,
+            }
+        )
+    return {"width": width, "height": height, "bars": out, "base": height - bottom, "left": left, "max": top_value}
+
+
+def interval_bar(stat: dict[str, Any], lo_key: str, hi_key: str, mid_key: str, scale: float) -> dict[str, Any] | None:
+    """A little forest-plot row: the interval [lo, hi] and the point, around a zero line, on ±scale."""
+    lo, hi, mid = stat.get(lo_key), stat.get(hi_key), stat.get(mid_key)
+    if not (_is_num(lo) and _is_num(hi) and _is_num(mid)) or not scale:
+        return None
+    width, pad = 160, 6
+
+    def px(v: float) -> float:
+        v = max(-scale, min(scale, v))
+        return round(pad + (width - 2 * pad) * (v + scale) / (2 * scale), 1)
+
+    return {"width": width, "zero": px(0), "lo": px(lo), "hi": px(hi), "mid": px(mid), "scale": fmt(scale, 3)}
+
+
+# -- views: what the template shows for one run ------------------------------------------------------------------------
+
+
+def _data_view(run: Run) -> dict[str, Any] | None:
+    clean = run.summary.get("clean")
+    if not clean:
+        return None
+    read = clean["read"]
+    funnel = [{"label": "read", "n": read, "cls": "read"}, {"label": "rejected (malformed)", "n": -clean["rejected"]}]
+    funnel[-1]["cls"] = "rejected"
+    for kind, n in (clean.get("rejected_by_kind") or {}).items():
+        if n:
+            funnel.append({"label": f"rejected: {kind}", "n": -n, "cls": "rejected sub"})
+    funnel.append({"label": "dropped by rules", "n": -clean["dropped"], "cls": "dropped"})
+    for rule, n in (clean.get("dropped_by_rule") or {}).items():
+        if n:
+            funnel.append({"label": f"dropped: {rule}", "n": -n, "cls": "dropped sub"})
+    funnel.append({"label": "kept", "n": clean["kept"], "cls": "kept"})
+    for row in funnel:
+        row["pct"] = pct(abs(row["n"]), read)
+        row["width"] = round(100 * abs(row["n"]) / read, 2) if read else 0
+        row["count"] = fmt(abs(row["n"])) if row["n"] >= 0 else f"−{fmt(-row['n'])}"
+    idle = [rule for rule, n in (clean.get("dropped_by_rule") or {}).items() if not n]
+    hist = clean.get("kept_output_tokens_histogram") or {}
+    edges, counts = hist.get("edges") or [], hist.get("counts") or []
+    bars = []
+    if edges and len(edges) == len(counts):
+        last = max((i for i, c in enumerate(counts) if c), default=-1)
+        first = min((i for i, c in enumerate(counts) if c), default=0)
+        for i in range(first, last + 1):
+            lo = edges[i]
+            hi = edges[i + 1] - 1 if i + 1 < len(edges) else None
+            label = f"{lo}+" if hi is None else (str(lo) if hi == lo else f"{lo}–{hi}")
+            bars.append((label, counts[i]))
+    examples, left = dropped_examples(run, MAX_DROP_EXAMPLES_PER_RULE, MAX_DROP_EXAMPLES)
+    shown = []
+    for ex in examples:
+        rec = ex.get("record") or {}
+        shown.append(
+            {
+                "line": ex.get("line"),
+                "rule": ex.get("rule"),
+                "reason": cap(ex.get("reason"), 300),
+                "instruction": cap(" ".join(str(rec.get(k) or "") for k in ("instruction", "input")).strip(), 400),
+                "output": cap(rec.get("output"), 600),
+            }
+        )
+    mods = clean.get("modified") or {}
+    pii = clean.get("pii_found") or {}
+    return {
+        "clean": clean,
+        "funnel": funnel,
+        "idle_rules": idle,
+        "hist": bar_chart(bars),
+        "examples": shown,
+        "examples_left": left,
+        "dropped_file": str(run.files.get("dropped") or ""),
+        "modified": [(k, v) for k, v in mods.items() if v],
+        "pii": [(k, v) for k, v in pii.items() if v],
+        "contamination": clean.get("contamination"),
+        "source": clean.get("source"),
+    }
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    s = float(seconds)
+    if s < 90:
+        return f"{s:.1f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _train_view(run: Run) -> dict[str, Any] | None:
+    train = run.summary.get("train")
+    if not train:
+        return None
+    loss = [(float(r["step"]), float(r["loss"])) for r in run.log if _is_num(r.get("loss")) and _is_num(r.get("step"))]
+    ev = [(float(r["step"]), float(r["eval_loss"])) for r in run.log if _is_num(r.get("eval_loss"))]
+    chart = line_chart(
+        [{"label": "train loss", "cls": "s1", "points": loss}, {"label": "eval loss", "cls": "s2", "points": ev}]
+    )
+    trainable, total = train.get("trainable_parameters"), train.get("total_parameters")
+    examples = train.get("examples") or {}
+    facts = [
+        ("method", train.get("method")),
+        ("base model", train.get("model")),
+        ("template", train.get("template")),
+        ("precision", train.get("precision")),
+        (
+            "trainable parameters",
+            f"{fmt(trainable)} of {fmt(total)} ({pct(trainable, total)})" if trainable is not None else None,
+        ),
+        ("examples (train / validation)", f"{fmt(examples.get('train'))} / {fmt(examples.get('val'))}"),
+        ("steps", fmt(train.get("global_step"))),
+        ("training time", _duration(train.get("train_runtime_seconds"))),
+        ("throughput", f"{fmt(train.get('tokens_per_second'), 1)} tokens/s"),
+        ("peak memory (RSS)", f"{fmt(train.get('peak_rss_mb'), 0)} MiB" if train.get("peak_rss_mb") else None),
+        (
+            "peak GPU memory",
+            f"{fmt(train.get('gpu_peak_memory_mb'), 0)} MiB" if train.get("gpu_peak_memory_mb") else "no GPU",
+        ),
+        ("loss: first → last logged", f"{fmt(train.get('first_loss'))} → {fmt(train.get('final_loss'))}"),
+        ("train loss (mean)", fmt(train.get("train_loss"))),
+        ("best eval loss", fmt(train.get("best_eval_loss"))),
+    ]
+    recipe = train.get("recipe")
+    recipe_text = yaml.safe_dump(recipe, sort_keys=True, allow_unicode=True) if recipe else ""
+    return {
+        "facts": [(k, v) for k, v in facts if v is not None and v != "- / -"],
+        "chart": chart,
+        "recipe": cap(recipe_text, MAX_MANIFEST_CHARS),
+        "log_file": str(run.files.get("trainer_log") or ""),
+        "steps_logged": len(loss),
+    }
+
+
+def _is_num(x: Any) -> TypeGuard[float]:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _stat_row(metric: str, stat: dict[str, Any], scale: float | None) -> dict[str, Any]:
+    better = higher_is_better(metric)
+    dl, du = stat.get("delta_lower"), stat.get("delta_upper")
+    if _is_num(dl) and _is_num(du):
+        if (dl > 0) if better else (du < 0):
+            verdict, cls = "better", "good"
+        elif (du < 0) if better else (dl > 0):
+            verdict, cls = "worse", "bad"
+        else:
+            verdict, cls = "no clear change", "neutral"
+    else:
+        verdict, cls = "", "neutral"
+    row_scale = scale if scale and metric not in LOWER_IS_BETTER else _row_scale(stat)
+    return {
+        "metric": metric,
+        "direction": "higher is better" if better else "lower is better",
+        "tuned": fmt(stat.get("tuned")),
+        "interval": _interval(stat.get("lower"), stat.get("upper")),
+        "base": fmt(stat.get("base")),
+        "delta": signed(stat.get("delta")),
+        "delta_interval": _interval(dl, du, signed_=True),
+        "wtl": (
+            f"{fmt(stat.get('wins'))} / {fmt(stat.get('ties'))} / {fmt(stat.get('losses'))}"
+            if stat.get("wins") is not None
+            else "-"
+        ),
+        "mcnemar_p": fmt(stat.get("mcnemar_p"), 3) if stat.get("mcnemar_p") is not None else "",
+        "verdict": verdict,
+        "cls": cls,
+        "bar": interval_bar(stat, "delta_lower", "delta_upper", "delta", row_scale) if _is_num(dl) else None,
+    }
+
+
+def _interval(lo: Any, hi: Any, signed_: bool = False) -> str:
+    if not _is_num(lo) or not _is_num(hi):
+        return "-"
+    f = signed if signed_ else fmt
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def _row_scale(stat: dict[str, Any]) -> float:
+    vals = [abs(v) for k in ("delta_lower", "delta_upper", "delta") if _is_num(v := stat.get(k))]
+    return max(vals) * 1.1 if vals and max(vals) > 0 else 1.0
+
+
+def _table_scale(stats: dict[str, dict[str, Any]]) -> float:
+    vals = [
+        abs(v)
+        for m, s in stats.items()
+        if m not in LOWER_IS_BETTER
+        for k in ("delta_lower", "delta_upper")
+        if _is_num(v := s.get(k))
+    ]
+    return max(max(vals) * 1.1, 0.05) if vals else 1.0
+
+
+def primary_metric(stats: dict[str, Any]) -> str | None:
+    for m in PRIMARY_METRICS:
+        if m in stats:
+            return m
+    return next(iter(stats), None)
+
+
+def _task_view(run: Run) -> dict[str, Any] | None:
+    task = run.summary.get("task")
+    if not task:
+        return None
+    stats = stats_of(task)
+    scale = _table_scale(stats)
+    corpus = []
+    for name, c in (task.get("corpus") or {}).items():
+        if isinstance(c, dict):
+            corpus.append(
+                {
+                    "metric": name,
+                    "tuned": fmt(c.get("tuned"), 2),
+                    "base": fmt(c.get("base"), 2),
+                    "signature": c.get("signature", ""),
+                }
+            )
+    overlap = run.summary.get("overlap") or {}
+    generation = run.summary.get("generation") or {}
+    return {
+        "n": task.get("n"),
+        "has_base": bool(run.summary.get("has_base")),
+        "rows": [_stat_row(m, s, scale) for m, s in stats.items()],
+        "corpus": corpus,
+        "overlap": overlap if overlap.get("items") is not None else None,
+        "generation": [(k, _plain(v)) for k, v in sorted(generation.items())],
+    }
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, dict | list):
+        return cap(orjson.dumps(v).decode(), 300)
+    return cap(fmt(v) if isinstance(v, int | float) else v, 300)
+
+
+def _forgetting_view(run: Run, gate: GateResult | None) -> dict[str, Any] | None:
+    forgetting = run.summary.get("forgetting")
+    if not forgetting:
+        return None
+    by_metric = {r.check.metric: r for r in gate.results} if gate else {}
+    rows = []
+    all_stats = {f"{s}.{m}": st for s, sec in forgetting.items() for m, st in stats_of(sec).items()}
+    scale = _table_scale(all_stats)
+    for name, section in forgetting.items():
+        for metric, stat in stats_of(section).items():
+            row = _stat_row(metric, stat, scale)
+            row["set"] = name
+            row["n"] = fmt(section.get("n"))
+            row["kind"] = section.get("kind", "")
+            row["gate"], row["gate_text"] = "", ""
+            checks = [r for p, r in by_metric.items() if p.startswith(f"forgetting.{name}.{metric}.")]
+            if checks:
+                ok = all(r.passed for r in checks)
+                row["gate"] = "pass" if ok else ("missing" if any(r.verdict == "missing" for r in checks) else "fail")
+                row["gate_text"] = "; ".join(f"{r.check.label}: {r.message}" for r in checks)
+            rows.append(row)
+    return {"rows": rows}
+
+
+def _item_view(row: dict[str, Any], metric: str) -> dict[str, Any]:
+    ref = cap(row.get("reference"), MAX_TEXT)
+    base = cap((row.get("base") or {}).get("prediction"), MAX_TEXT)
+    tuned = cap((row.get("tuned") or {}).get("prediction"), MAX_TEXT)
+    b, t = (row.get("base") or {}).get(metric), (row.get("tuned") or {}).get(metric)
+    return {
+        "id": row.get("id"),
+        "instruction": cap(" ".join(str(row.get(k) or "") for k in ("instruction", "input")).strip(), 600),
+        "reference": ref,
+        "base": word_diff(ref, base),
+        "tuned": word_diff(ref, tuned),
+        "base_score": fmt(b),
+        "tuned_score": fmt(t),
+        "delta": signed(t - b) if _is_num(t) and _is_num(b) else "-",
+    }
+
+
+def _ab_view(run: Run) -> dict[str, Any] | None:
+    task = run.summary.get("task")
+    if not task or not run.summary.get("has_base"):
+        return None
+    stats = stats_of(task)
+    metric = primary_metric(stats)
+    if metric is None:
+        return None
+    stat = stats[metric]
+    items = task_items(run)
+    w, t, losses = stat.get("wins"), stat.get("ties"), stat.get("losses")
+    if w is None and items:
+        w = t = losses = 0
+        for row in items:
+            b, tu = (row.get("base") or {}).get(metric), (row.get("tuned") or {}).get(metric)
+            if _is_num(b) and _is_num(tu):
+                d = (tu - b) if higher_is_better(metric) else (b - tu)
+                w, t, losses = w + (d > 0), t + (d == 0), losses + (d < 0)
+    total = (w or 0) + (t or 0) + (losses or 0)
+    by_id = {str(r.get("id")): r for r in items}
+    listed = [by_id[str(i)] for i in task.get("regressions") or [] if str(i) in by_id]
+    regressions = listed[:MAX_REGRESSIONS] or worst(items, metric, MAX_REGRESSIONS, regressions=True)
+    improvements = worst(items, metric, MAX_IMPROVEMENTS, regressions=False)
+    return {
+        "metric": metric,
+        "wins": w,
+        "ties": t,
+        "losses": losses,
+        "total": total,
+        "split": [
+            (cls, n, round(100 * (n or 0) / total, 2) if total else 0, label)
+            for cls, n, label in (("good", w, "wins"), ("neutral", t, "ties"), ("bad", losses, "losses"))
+        ],
+        "regressions": [_item_view(r, metric) for r in regressions],
+        "regressions_left": max(0, (losses or 0) - len(regressions)),
+        "improvements": [_item_view(r, metric) for r in improvements],
+        "has_items": bool(items),
+        "scores_file": str(run.files.get("scores") or ""),
+    }
+
+
+def _manifests_view(run: Run) -> list[dict[str, str]]:
+    out = []
+    for title, m, path in (
+        ("training", run.train_manifest, run.files.get("train_manifest")),
+        ("evaluation", run.eval_manifest, run.files.get("eval_manifest")),
+        ("cleaning", run.clean_manifest, None),
+    ):
+        if m:
+            text = orjson.dumps(m, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+            out.append({"title": title, "path": str(path or ""), "text": cap(text, MAX_MANIFEST_CHARS)})
+    return out
+
+
+def _gate_value(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return fmt(int(x)) if float(x).is_integer() else f"{x:.4g}"
+
+
+def _gate_view(gate: GateResult | None) -> dict[str, Any] | None:
+    if gate is None:
+        return None
+    return {
+        "passed": gate.passed,
+        "source": gate.source,
+        "counts": {v: gate.count(v) for v in ("pass", "fail", "missing")},
+        "rows": [
+            {
+                "metric": r.check.metric,
+                "threshold": r.check.threshold_text,
+                "value": _gate_value(r.value),
+                "verdict": r.verdict,
+                "message": r.message,
+                "warnings": r.warnings,
+            }
+            for r in gate.results
+        ],
+    }
+
+
+def run_view(run: Run, gate: GateResult | None, prefix: str = "") -> dict[str, Any]:
+    s = run.summary
+    return {
+        "prefix": prefix,
+        "name": run.name,
+        "path": str(run.path),
+        "kind": s["run"]["kind"],
+        "missing": s.get("missing") or {},
+        "warnings": s.get("warnings") or [],
+        "gate": _gate_view(gate),
+        "data": _data_view(run),
+        "train": _train_view(run),
+        "task": _task_view(run),
+        "forgetting": _forgetting_view(run, gate),
+        "ab": _ab_view(run),
+        "manifests": _manifests_view(run),
+        "files": s.get("files") or {},
+    }
+
+
+# -- comparing two runs ------------------------------------------------------------------------------------------------
+
+
+def _numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """The comparable numbers of a summary, by dotted path."""
+    out: dict[str, float] = {}
+    task = summary.get("task") or {}
+    if _is_num(task.get("n")):
+        out["task.n"] = task["n"]
+    for m, st in stats_of(task).items():
+        for f in ("tuned", "delta"):
+            if _is_num(st.get(f)):
+                out[f"task.{m}.{f}"] = st[f]
+    for name, sec in (summary.get("forgetting") or {}).items():
+        for m, st in stats_of(sec).items():
+            for f in ("tuned", "delta"):
+                if _is_num(st.get(f)):
+                    out[f"forgetting.{name}.{m}.{f}"] = st[f]
+    for k in ("read", "kept", "dropped", "rejected", "dropped_fraction"):
+        v = (summary.get("clean") or {}).get(k)
+        if _is_num(v):
+            out[f"clean.{k}"] = v
+    for k in (
+        "final_loss",
+        "best_eval_loss",
+        "train_loss",
+        "trainable_parameters",
+        "train_runtime_seconds",
+        "tokens_per_second",
+        "peak_rss_mb",
+        "gpu_peak_memory_mb",
+    ):
+        v = (summary.get("train") or {}).get(k)
+        if _is_num(v):
+            out[f"train.{k}"] = v
+    return out
+
+
+def _paired_interval(a: list[float], b: list[float], seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
+    """95% paired bootstrap interval of mean(b - a)."""
+    import numpy as np
+
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // max(len(d), 1))
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        idx = rng.integers(0, len(d), size=(stop - start, len(d)))
+        means[start:stop] = d[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _per_item(run: Run, set_name: str, metric: str) -> dict[str, float]:
+    out = {}
+    for row in scored_items(run).get(set_name, []):
+        v = (row.get("tuned") or {}).get(metric)
+        if _is_num(v):
+            out[str(row.get("id"))] = float(v)
+    return out
+
+
+def compare(a: Run, b: Run) -> list[dict[str, Any]]:
+    """Every number either run has: A, B, B − A, and for tuned scores of the same items (task or probe set) a 95%
+    paired bootstrap interval of B − A."""
+    na, nb = _numbers(a.summary), _numbers(b.summary)
+    rows = []
+    for path in [*na, *(p for p in nb if p not in na)]:
+        va, vb = na.get(path), nb.get(path)
+        parts = path.split(".")
+        row: dict[str, Any] = {
+            "metric": path,
+            "a": va,
+            "b": vb,
+            "diff": (vb - va) if va is not None and vb is not None else None,
+            "lower": None,
+            "upper": None,
+        }
+        if parts[-1] == "tuned" and parts[0] in ("task", "forgetting"):
+            set_name, metric = ("task", parts[1]) if parts[0] == "task" else (parts[1], parts[2])
+            ia, ib = _per_item(a, set_name, metric), _per_item(b, set_name, metric)
+            common = sorted(set(ia) & set(ib))
+            if len(common) >= 2:
+                row["lower"], row["upper"] = _paired_interval([ia[i] for i in common], [ib[i] for i in common])
+                row["paired_n"] = len(common)
+        better: bool | None = None
+        if parts[0] in ("task", "forgetting") and parts[-1] in ("tuned", "delta"):
+            better = higher_is_better(parts[-2])
+        elif parts[0] == "train" and parts[1] in ("final_loss", "best_eval_loss", "train_loss"):
+            better = False
+        row["better"] = better
+        rows.append(row)
+    return rows[:MAX_COMPARISON_ROWS]
+
+
+def _comparison_view(rows: list[dict[str, Any]], a: Run, b: Run) -> dict[str, Any]:
+    out = []
+    for r in rows:
+        cls = "neutral"
+        lo, hi, better = r["lower"], r["upper"], r["better"]
+        if better is not None and lo is not None and hi is not None:
+            if (lo > 0) if better else (hi < 0):
+                cls = "good"
+            elif (hi < 0) if better else (lo > 0):
+                cls = "bad"
+        out.append(
+            {
+                "metric": r["metric"],
+                "a": fmt(r["a"]),
+                "b": fmt(r["b"]),
+                "diff": signed(r["diff"]),
+                "interval": _interval(lo, hi, signed_=True) if lo is not None else "",
+                "cls": cls,
+            }
+        )
+    loss_a = [(float(x["step"]), float(x["loss"])) for x in a.log if _is_num(x.get("loss")) and _is_num(x.get("step"))]
+    loss_b = [(float(x["step"]), float(x["loss"])) for x in b.log if _is_num(x.get("loss")) and _is_num(x.get("step"))]
+    chart = line_chart(
+        [
+            {"label": f"A: {a.name}", "cls": "s1", "points": loss_a},
+            {"label": f"B: {b.name}", "cls": "s2", "points": loss_b},
+        ]
+    )
+    return {"rows": out, "chart": chart, "a": a.name, "b": b.name}
+
+
+# -- writing -----------------------------------------------------------------------------------------------------------
+
+
+def _env() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,  # every value is escaped unless marked safe; nothing here is marked safe
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = fmt
+    env.filters["signed"] = signed
+    return env
+
+
+def render_html(views: list[dict[str, Any]], comparison: dict[str, Any] | None, title: str) -> str:
+    return str(
+        _env()
+        .get_template("report.html.j2")
+        .render(runs=views, comparison=comparison, title=title, version=__version__)
+    )
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    markdown: Path
+    json: Path
+    gates: list[GateResult | None]
+
+    @property
+    def gate_failed(self) -> bool:
+        return any(g is not None and not g.passed for g in self.gates)
+
+
+def default_output(runs: list[Run], directory: Path = Path("reports")) -> Path:
+    name = runs[0].name if len(runs) == 1 else f"{runs[0].name}-vs-{runs[1].name}"
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "report"
+    return directory / f"{safe}.html"
+
+
+def build_report(
+    paths: list[Path],
+    output: Path | None = None,
+    gate_file: Path | None = None,
+    clean_stats: Path | None = None,
+) -> ReportFiles:
+    """Load one or two runs, check them against `gate_file` if given, and write the HTML, Markdown and JSON."""
+    from workbench.errors import WbError
+
+    if not 1 <= len(paths) <= 2:
+        raise WbError(f"wb report takes one run folder, or two to compare; got {len(paths)}")
+    runs = [load_run(p, clean_stats) for p in paths]
+    gates = [run_gate(r.summary, gate_file) if gate_file is not None else None for r in runs]
+    output = Path(output) if output is not None else default_output(runs)
+    if output.suffix.lower() != ".html":
+        output = output.with_name(output.name + ".html")
+    prefixes = [""] if len(runs) == 1 else ["a-", "b-"]
+    views = [run_view(r, g, p) for r, g, p in zip(runs, gates, prefixes, strict=True)]
+    rows = compare(runs[0], runs[1]) if len(runs) == 2 else None
+    comparison = _comparison_view(rows, runs[0], runs[1]) if rows is not None else None
+    title = runs[0].name if len(runs) == 1 else f"{runs[0].name} vs {runs[1].name}"
+    html = render_html(views, comparison, title)
+    md = markdown.render(runs, gates, rows)
+    doc = {
+        "wb_version": __version__,
+        "runs": [{"summary": r.summary, "gate": g.to_json() if g else None} for r, g in zip(runs, gates, strict=True)],
+        "comparison": rows,
+    }
+    md_path, json_path = output.with_suffix(".md"), output.with_suffix(".json")
+    with atomic_write(output) as f:
+        f.write(html.encode("utf-8"))
+    with atomic_write(md_path) as f:
+        f.write(md.encode("utf-8"))
+    with atomic_write(json_path) as f:
+        f.write(dumps_json(doc))
+    return ReportFiles(output, md_path, json_path, gates)

@@ -1,0 +1,192 @@
+"""The Markdown summary of a report: short enough for a CI job summary or a pull-request comment.
+
+Values from files (set names, messages, paths) are escaped: Markdown renderers pass inline HTML through, and a `|`
+would break a table.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from workbench.report.summary import higher_is_better, stats_of
+
+if TYPE_CHECKING:
+    from workbench.report.gate import GateResult
+    from workbench.report.summary import Run
+
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|#!~])")
+
+
+def esc(value: Any) -> str:
+    text = " ".join(str(value).split()) if value is not None else ""
+    return _SPECIAL.sub(lambda m: {"<": "&lt;", ">": "&gt;"}.get(m[1], "\\" + m[1]), text.replace("&", "&amp;"))
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if isinstance(x, bool) or x is None:
+        return "-"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return esc(x)
+
+
+def _s(x: Any) -> str:
+    return ("+" if isinstance(x, int | float) and x > 0 else "") + _f(x)
+
+
+def _ci(lo: Any, hi: Any, signed: bool = False) -> str:
+    if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+        return ""
+    f = _s if signed else _f
+    return f" [{f(lo)}, {f(hi)}]"
+
+
+def _verdict(metric: str, st: dict[str, Any]) -> str:
+    lo, hi = st.get("delta_lower"), st.get("delta_upper")
+    if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+        return "-"
+    better = higher_is_better(metric)
+    if (lo > 0) if better else (hi < 0):
+        return "better"
+    if (hi < 0) if better else (lo > 0):
+        return "**worse**"
+    return "no clear change"
+
+
+def _value(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:.4g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def gate_lines(gate: GateResult) -> list[str]:
+    total = len(gate.results)
+    failed = total - gate.count("pass")
+    head = (
+        f"**Gate: ✅ passed** ({total} checks, {esc(gate.source)})"
+        if gate.passed
+        else f"**Gate: ❌ failed** ({failed} of {total} checks, {esc(gate.source)})"
+    )
+    icon = {"pass": "✅ pass", "fail": "❌ fail", "missing": "❌ missing"}
+    rows = [
+        [esc(r.check.metric), _value(r.value), esc(r.check.threshold_text), icon[r.verdict], esc(r.message)]
+        for r in gate.results
+    ]
+    lines = [head, "", *_table(["check", "value", "threshold", "verdict", "detail"], rows)]
+    if gate.warnings:
+        lines += ["", *(f"> ⚠️ {esc(w)}" for w in gate.warnings)]
+    return lines
+
+
+def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]:
+    s = run.summary
+    lines = [f"{level} wb report: {esc(run.name)}", "", f"`{esc(s['run']['kind']) or '-'}` run in {esc(run.path)}", ""]
+    if gate is not None:
+        lines += [*gate_lines(gate), ""]
+    task = s.get("task")
+    if task:
+        rows = []
+        for m, st in stats_of(task).items():
+            rows.append(
+                [
+                    esc(m),
+                    _f(st.get("tuned")) + _ci(st.get("lower"), st.get("upper")),
+                    _f(st.get("base")),
+                    _s(st.get("delta")) + _ci(st.get("delta_lower"), st.get("delta_upper"), signed=True),
+                    f"{_f(st.get('wins'))} / {_f(st.get('ties'))} / {_f(st.get('losses'))}"
+                    if st.get("wins") is not None
+                    else "-",
+                ]
+            )
+        lines += [f"**Task** (n = {_f(task.get('n'))}, 95% bootstrap intervals)", ""]
+        lines += [*_table(["metric", "tuned", "base", "Δ tuned − base", "wins / ties / losses"], rows), ""]
+    forgetting = s.get("forgetting")
+    if forgetting:
+        rows = []
+        for name, sec in forgetting.items():
+            for m, st in stats_of(sec).items():
+                rows.append(
+                    [
+                        esc(name),
+                        esc(m),
+                        _f(sec.get("n")),
+                        _f(st.get("base")),
+                        _f(st.get("tuned")),
+                        _s(st.get("delta")) + _ci(st.get("delta_lower"), st.get("delta_upper"), signed=True),
+                        _verdict(m, st),
+                    ]
+                )
+        lines += ["**Forgetting** (base vs tuned on general probes)", ""]
+        lines += [*_table(["set", "metric", "n", "base", "tuned", "Δ", "verdict"], rows), ""]
+    clean = s.get("clean")
+    if clean:
+        rules = sorted(((n, r) for r, n in (clean.get("dropped_by_rule") or {}).items() if n), reverse=True)[:5]
+        top = ", ".join(f"{esc(r)} {n:,}" for n, r in rules)
+        lines += [
+            f"**Data**: read {_f(clean['read'])} → rejected {_f(clean['rejected'])} → dropped {_f(clean['dropped'])}"
+            f" → kept {_f(clean['kept'])} (dropped {100 * (clean.get('dropped_fraction') or 0):.1f}%)"
+            + (f"; top rules: {top}" if top else ""),
+            "",
+        ]
+    train = s.get("train")
+    if train:
+        bits = [
+            f"{esc(train.get('method', '?'))} on {esc(train.get('model', '?'))}",
+            f"{_f(train.get('global_step'))} steps",
+            f"loss {_f(train.get('first_loss'))} → {_f(train.get('final_loss'))}",
+        ]
+        if train.get("best_eval_loss") is not None:
+            bits.append(f"best eval loss {_f(train.get('best_eval_loss'))}")
+        if train.get("train_runtime_seconds") is not None:
+            bits.append(f"{_f(train['train_runtime_seconds'], 1)} s")
+        if train.get("peak_rss_mb") is not None:
+            bits.append(f"peak RSS {_f(train['peak_rss_mb'], 0)} MiB")
+        lines += ["**Training**: " + ", ".join(bits), ""]
+    if s.get("missing"):
+        lines += ["**Not in this run:**", *(f"- {esc(k)}: {esc(v)}" for k, v in s["missing"].items()), ""]
+    if s.get("warnings"):
+        lines += ["**Warnings:**", *(f"- {esc(w)}" for w in s["warnings"][:20]), ""]
+        if len(s["warnings"]) > 20:
+            lines += [f"- … {len(s['warnings']) - 20} more in the JSON summary", ""]
+    return lines
+
+
+def render(runs: list[Run], gates: list[GateResult | None], comparison: list[dict[str, Any]] | None) -> str:
+    if len(runs) == 1:
+        return "\n".join(run_lines(runs[0], gates[0])).rstrip() + "\n"
+    a, b = runs
+    lines = [f"## wb report: {esc(a.name)} (A) vs {esc(b.name)} (B)", ""]
+    for run, gate, tag in zip(runs, gates, "AB", strict=True):
+        if gate is not None:
+            lines += [f"{tag} ({esc(run.name)}): " + gate_lines(gate)[0], ""]
+    rows = [
+        [
+            esc(r["metric"]),
+            _f(r["a"]),
+            _f(r["b"]),
+            _s(r["diff"]) + (_ci(r["lower"], r["upper"], signed=True) if r.get("lower") is not None else ""),
+        ]
+        for r in comparison or []
+    ]
+    lines += [*_table(["metric", "A", "B", "B − A (paired 95% interval)"], rows), ""]
+    for run, gate in zip(runs, gates, strict=True):
+        lines += [
+            "<details>",
+            f"<summary>{esc(run.name)}</summary>",
+            "",
+            *run_lines(run, gate, "###"),
+            "</details>",
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
