@@ -541,6 +541,143 @@ def chat(
         history.append([text, answer])
 
 
+@contextmanager
+def count_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars over items (one per phase), with rate and ETA; silent when quiet or not on a terminal."""
+    from rich.progress import MofNCompleteColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done, total=total)
+
+        yield update
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    target: Annotated[
+        str | None, typer.Argument(help="Run folder (runs/NAME), adapter folder or model; omit with --predictions.")
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Task eval records (reference = output).")] = None,
+    probes: Annotated[
+        list[str] | None,
+        typer.Option("--probes", help="Forgetting probe sets: shipped names or JSONL files (repeatable)."),
+    ] = None,
+    no_probes: Annotated[bool, typer.Option("--no-probes", help="Skip the forgetting probes.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N task records.")] = None,
+    probe_limit: Annotated[int | None, typer.Option("--probe-limit", help="First N items per probe set.")] = None,
+    no_base: Annotated[bool, typer.Option("--no-base", help="Do not evaluate the base model.")] = False,
+    max_new_tokens: GenOpts = 128,
+    probe_max_new_tokens: Annotated[int, typer.Option("--probe-max-new-tokens")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 8,
+    sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of sampling and of the bootstrap.")] = 0,
+    review_size: Annotated[int, typer.Option("--review-size", help="Items in review_sample.csv.")] = 50,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate everything again.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder to write (default RUN/eval).")] = None,
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Score a file of prediction/reference rows; no model.")
+    ] = None,
+    import_review: Annotated[
+        Path | None, typer.Option("--import-review", help="Fold a filled review_sample.csv back into RUN/eval.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a tuned model against its base: task metrics, forgetting probes, A/B with confidence intervals."""
+    from workbench.evaluate import pipeline
+
+    if import_review is not None:
+        _import_review(target, output, import_review)
+        return
+    from workbench.evaluate.generate import GenerationSettings
+
+    config = pipeline.EvalConfig(
+        data=data,
+        limit=limit,
+        probes=[] if no_probes or predictions is not None else (probes or list(pipeline.SHIPPED)),
+        probe_limit=probe_limit,
+        base=not no_base,
+        generation=GenerationSettings(
+            max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample, temperature=temperature, seed=seed
+        ),
+        probe_max_new_tokens=probe_max_new_tokens,
+        seed=seed,
+        review_size=review_size,
+        cache=not no_cache,
+    )
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    if predictions is not None:
+        if target is not None or output is None:
+            raise WbError("--predictions scores a file without a model: give -o DIR and no run")
+        result = pipeline.evaluate_predictions(predictions, config, output)
+    else:
+        if target is None:
+            raise WbError("give a run folder to evaluate (or --predictions FILE -o DIR)")
+        with count_progress(quiet) as progress:
+            result = pipeline.evaluate(target, config, output, on_status=say, on_progress=progress)
+    if not quiet:
+        _print_metrics(result.metrics)
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    out.print(f"wrote {result.out_dir}/ (metrics.json, scores.jsonl)", markup=False)
+
+
+def _import_review(target: str | None, output: Path | None, filled: Path) -> None:
+    from workbench.evaluate.review import import_review
+    from workbench.io import write_json
+
+    folder = output or (Path(target) / "eval" if target else None)
+    if folder is None or not folder.is_dir():
+        raise WbError("--import-review: give the run folder (or -o its eval folder) the review belongs to")
+    summary = import_review(filled)
+    write_json(folder / "review.json", summary)
+    v = summary["verdicts"]
+    out.print(
+        f"review: {summary['reviewed']} verdicts ({summary['unreviewed']} rows left empty): tuned better {v['tuned']}, "
+        f"base better {v['base']}, tie {v['tie']}, both bad {v['both_bad']}; wrote {folder / 'review.json'}",
+        markup=False,
+    )
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    groups = ([("task", metrics["task"])] if "task" in metrics else []) + list(metrics["forgetting"].items())
+    for name, summary in groups:
+        table = Table(title=f"{name} ({summary['n']} items)", title_justify="left")
+        for col in ("metric", "tuned", "95% CI", "base", "delta", "delta 95% CI", "win/tie/loss"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for key, st in summary["metrics"].items():
+            has_base = "base" in st
+            table.add_row(
+                key,
+                _fmt(st["tuned"]),
+                f"[{_fmt(st['lower'])}, {_fmt(st['upper'])}]",
+                _fmt(st.get("base")) if has_base else "",
+                f"{st['delta']:+.3f}" if has_base and st["delta"] is not None else "",
+                f"[{_fmt(st['delta_lower'])}, {_fmt(st['delta_upper'])}]" if has_base else "",
+                f"{st['wins']}/{st['ties']}/{st['losses']}" if has_base else "",
+            )
+        out.print(table)
+
+
 def _input_lines() -> Iterator[str]:
     """Lines typed at a prompt, or piped in; ends at end of input."""
     if not sys.stdin.isatty():

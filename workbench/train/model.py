@@ -19,6 +19,7 @@ import contextlib
 import functools
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -515,6 +516,8 @@ def _require_gguf() -> None:
 def _train_stack() -> tuple[Any, Any]:
     """torch and transformers, imported now, offline; a clear error when the training extra is missing."""
     _offline()
+    # bitsandbytes (QLoRA) logs at import that an optional CPU kernel package is missing: not the user's concern.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         import torch
         import transformers

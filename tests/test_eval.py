@@ -1,0 +1,208 @@
+"""`wb eval`: predictions files without a model, a tiny tuned run against its base, the cache, review round trip."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import read_jsonl, write_jsonl
+
+from workbench.evaluate.forgetting import SHIPPED, load_probe_set
+
+PREDICTIONS = [
+    {"id": "a", "instruction": "2+2=", "reference": "4", "prediction": "4", "base_prediction": "5"},
+    {"id": "b", "instruction": "中国的首都？", "reference": "北京", "prediction": "北京", "base_prediction": "上海"},
+    {
+        "id": "c",
+        "instruction": "Say hi",
+        "reference": "Hello there",
+        "prediction": "Hi",
+        "base_prediction": "Hello there",
+    },
+    {"id": "d", "instruction": "Echo", "reference": "<b>bold</b>", "prediction": "<b>bold</b>", "base_prediction": ""},
+]
+
+
+def test_a_predictions_file_is_scored_without_any_model(tmp_path: Path, wb: Any) -> None:
+    preds = write_jsonl(tmp_path / "preds.jsonl", PREDICTIONS)
+    result = wb("eval", "--predictions", preds, "-o", tmp_path / "ev", "-q")
+    assert result.exit_code == 0, result.stderr
+    rows = read_jsonl(tmp_path / "ev" / "scores.jsonl")
+    assert [r["id"] for r in rows] == ["a", "b", "c", "d"]
+    assert rows[1]["tuned"]["rouge_l"] == 1.0 and rows[1]["base"]["rouge_l"] == 0.0  # Chinese is not scored 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    rouge = metrics["task"]["metrics"]["rouge_l"]
+    assert rouge["wins"] == 3 and rouge["losses"] == 1 and rouge["delta"] == pytest.approx(0.5, abs=0.01)
+    assert rouge["delta_lower"] <= rouge["delta"] <= rouge["delta_upper"]
+    assert "mcnemar_p" in metrics["task"]["metrics"]["exact_match"]
+    assert "tok:zh" in metrics["task"]["corpus"]["bleu"]["signature"]
+    assert metrics["task"]["regressions"] == ["c"]
+    assert any("only 4 items" in w for w in metrics["warnings"])
+    sample = list(csv.DictReader((tmp_path / "ev" / "review_sample.csv").open(encoding="utf-8")))
+    assert {r["bucket"] for r in sample} == {"regression", "improvement"} and len(sample) == 4
+
+
+def test_scoring_predictions_does_not_import_torch(tmp_path: Path) -> None:
+    preds = write_jsonl(tmp_path / "preds.jsonl", PREDICTIONS)
+    code = (
+        "import sys; from workbench.cli import app; "
+        f"sys.argv=['wb','eval','--predictions',{str(preds)!r},'-o',{str(tmp_path / 'ev')!r},'-q']\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported torch'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"prediction": "x"}', "line 2: field reference"),
+        ("{not json", "line 2: not valid JSON"),
+        ('{"prediction": 3, "reference": "x"}', "line 2: field prediction"),
+    ],
+)
+def test_a_bad_predictions_file_is_one_line_naming_the_line(tmp_path: Path, wb: Any, line: str, expected: str) -> None:
+    preds = write_jsonl(tmp_path / "preds.jsonl", [PREDICTIONS[0], line])
+    result = wb("eval", "--predictions", preds, "-o", tmp_path / "ev")
+    assert result.exit_code == 2 and expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_shipped_probe_sets_load_and_every_answer_scores_itself() -> None:
+    from workbench.evaluate.metrics import score_items
+
+    for name in SHIPPED:
+        probe = load_probe_set(name)
+        assert len(probe.items) >= (200 if probe.kind == "qa" else 60)
+        if probe.kind == "qa":
+            refs = [it.references for it in probe.items]
+            scored = score_items([f"The answer is {it.reference}." for it in probe.items], refs)
+            assert all(s["accuracy"] == 1 for s in scored.items), name
+
+
+def test_a_user_probe_file_with_a_bad_field_is_refused(tmp_path: Path) -> None:
+    from workbench.errors import WbError
+
+    bad = write_jsonl(tmp_path / "mine.jsonl", [{"instruction": "Q?", "output": "A", "answers": "A"}])
+    with pytest.raises(WbError, match=r"mine\.jsonl:line 1: field answers"):
+        load_probe_set(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# With a tiny trained run
+
+torch_needed = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("peft") is None, reason="needs the training extra"
+)
+
+TRAIN = [
+    {"instruction": f"What is {a}+{b}?", "input": "", "output": f"{a}+{b}={a + b}"}
+    for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]
+] + [{"instruction": "中国的首都是哪里？", "input": "", "output": "北京"}]
+EVAL = [
+    *TRAIN[:2],
+    {"instruction": "What is 20+22?", "input": "", "output": "20+22=42"},
+    {"instruction": "日本的首都是哪里？", "input": "", "output": "东京"},
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("peft")
+    from workbench.train.model import tiny_model_dir
+    from workbench.train.recipe import Recipe
+    from workbench.train.trainer import train
+
+    root = tmp_path_factory.mktemp("eval")
+    tiny = tiny_model_dir(root / "tiny")
+    recipe = Recipe.model_validate(
+        {
+            "name": "arith",
+            "model": str(tiny),
+            "data": write_jsonl(root / "train.jsonl", TRAIN),
+            "output_dir": root / "runs",
+            "val_size": 0,
+            "max_length": 64,
+            "max_steps": 4,
+            "lr": 2e-2,
+            "batch_size": 4,
+        }
+    )
+    return train(recipe).run_dir
+
+
+@torch_needed
+def test_a_run_is_evaluated_against_its_base_with_probes_and_a_review_sample(
+    run: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
+    data = write_jsonl(tmp_path / "eval.jsonl", EVAL)
+    args = ["eval", run, "--data", data, "--probe-limit", "3", "--max-new-tokens", "8", "--batch-size", "3", "-q"]
+    result = wb(*args)
+    assert result.exit_code == 0, result.stderr
+    folder = run / "eval"
+    rows = read_jsonl(folder / "scores.jsonl")
+    assert [r["set"] for r in rows] == ["task"] * 4 + [s for s in SHIPPED for _ in range(3)]
+    task = rows[0]
+    assert task["tuned"]["prediction"] is not None and task["tuned"]["loss"] > 0 and task["base"]["loss"] > 0
+    assert task["tuned"]["loss"] < task["base"]["loss"]  # trained on exactly this record
+    text_row = next(r for r in rows if r["set"] == "general_text_zh")
+    assert text_row["tuned"]["perplexity"] > 1 and "prediction" not in text_row["tuned"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["task"]["metrics"]) >= {"rouge_l", "bleu", "chrf", "exact_match", "f1", "loss"}
+    assert metrics["task"]["metrics"]["loss"]["delta"] < 0
+    assert set(metrics["forgetting"]) == set(SHIPPED)
+    assert metrics["forgetting"]["general_en"]["kind"] == "qa"
+    assert "accuracy" in metrics["forgetting"]["general_en"]["metrics"]
+    assert "perplexity" in metrics["forgetting"]["general_text_en"]["metrics"]
+    # Two of the four task items are training records: the overlap is flagged, naming them by line.
+    assert metrics["overlap"]["items"] == 2 and metrics["overlap"]["ids"] == [1, 2]
+    assert any("share a long n-gram" in w for w in metrics["warnings"])
+    gen = metrics["generation"]
+    assert gen["batch_size"] == 3 and gen["adapter_sha256"] and gen["cache_misses"] > 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["command"] == "eval" and manifest["inputs"]["data"]["sha256"]
+
+    # Again: every answer comes from the cache, and the scores are identical.
+    again = wb(*args)
+    assert again.exit_code == 0
+    metrics2 = json.loads((folder / "metrics.json").read_text())
+    assert metrics2["generation"]["cache_misses"] == 0 and metrics2["generation"]["cache_hits"] > 0
+    assert read_jsonl(folder / "scores.jsonl") == rows
+
+    # Review round trip.
+    sample = list(csv.DictReader((folder / "review_sample.csv").open(encoding="utf-8")))
+    assert len(sample) == 4 and all(r["verdict"] == "" for r in sample)
+    for r, verdict in zip(sample, ["tuned", "base", "tie", ""], strict=True):
+        r["verdict"] = verdict
+    filled = tmp_path / "filled.csv"
+    with filled.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(sample[0]))
+        writer.writeheader()
+        writer.writerows(sample)
+    imported = wb("eval", run, "--import-review", filled)
+    assert imported.exit_code == 0, imported.stderr
+    review = json.loads((folder / "review.json").read_text())
+    assert review["reviewed"] == 3 and review["unreviewed"] == 1 and review["verdicts"]["tuned"] == 1
+    sample[3]["verdict"] = "maybe"
+    with filled.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(sample[0]))
+        writer.writeheader()
+        writer.writerows(sample)
+    bad = wb("eval", run, "--import-review", filled)
+    assert bad.exit_code == 2 and "line 5: field verdict" in bad.stderr
+
+
+@torch_needed
+def test_eval_input_errors_are_one_line(run: Path, tmp_path: Path, wb: Any) -> None:
+    missing = wb("eval", run, "--data", tmp_path / "nope.jsonl", "--no-probes")
+    assert missing.exit_code == 2 and "nope.jsonl" in missing.stderr
+    probes = wb("eval", run, "--probes", "general_fr", "--no-base")
+    assert probes.exit_code == 2 and "general_fr" in probes.stderr and "general_en" in probes.stderr
+    nothing = wb("eval", run, "--no-probes")
+    assert nothing.exit_code == 2 and "nothing to evaluate" in nothing.stderr

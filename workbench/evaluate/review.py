@@ -1,0 +1,104 @@
+"""Human review of base-vs-tuned answers: a CSV sample for reviewers, and folding their verdicts back in.
+
+The sample is drawn (seeded) across regressions, improvements and ties of the task set, so a reviewer sees where the
+tuned model got worse as well as where it got better. Reviewers fill `verdict` with one of VERDICTS.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as stdio
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from workbench import io
+from workbench.errors import WbError
+
+COLUMNS = ("set", "id", "bucket", "instruction", "input", "reference", "base", "tuned", "verdict", "notes")
+VERDICTS = ("tuned", "base", "tie", "both_bad")
+BUCKETS = ("regression", "improvement", "tie")
+
+
+def bucket(row: dict[str, Any], metric: str = "rouge_l") -> str:
+    delta = row["tuned"][metric] - row["base"][metric]
+    return "regression" if delta < -1e-9 else "improvement" if delta > 1e-9 else "tie"
+
+
+def sample(rows: list[dict[str, Any]], size: int, seed: int) -> list[dict[str, Any]]:
+    """Up to `size` task rows with base answers: a third from each bucket where it has enough, the rest topped up."""
+    rows = [r for r in rows if r["set"] == "task" and "base" in r]
+    by_bucket: dict[str, list[dict[str, Any]]] = {b: [] for b in BUCKETS}
+    for r in rows:
+        by_bucket[bucket(r)].append(r)
+    rng = random.Random(seed)
+    for b in BUCKETS:
+        rng.shuffle(by_bucket[b])
+    chosen: list[dict[str, Any]] = []
+    share = size // len(BUCKETS)
+    for b in BUCKETS:
+        chosen.extend(by_bucket[b][:share])
+    rest = [r for b in BUCKETS for r in by_bucket[b][share:]]
+    rng.shuffle(rest)
+    chosen.extend(rest[: max(0, size - len(chosen))])
+    order = {id(r): i for i, r in enumerate(rows)}
+    return sorted(chosen, key=lambda r: order[id(r)])
+
+
+def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int) -> int:
+    picked = sample(rows, size, seed)
+    buffer = stdio.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in picked:
+        writer.writerow(
+            [
+                r["set"],
+                r["id"],
+                bucket(r),
+                r["instruction"],
+                r["input"],
+                r["reference"],
+                r["base"]["prediction"],
+                r["tuned"]["prediction"],
+                "",
+                "",
+            ]
+        )
+    with io.atomic_write(path) as f:
+        f.write(buffer.getvalue().encode("utf-8"))
+    return len(picked)
+
+
+def import_review(path: Path) -> dict[str, Any]:
+    """Read a filled review CSV: verdict counts overall and per bucket, and the rows still without a verdict."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise WbError(f"{path}: cannot read the review file: {e}") from None
+    reader = csv.DictReader(stdio.StringIO(text))
+    missing = [c for c in ("id", "bucket", "verdict") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise WbError(f"{path}: missing column(s) {', '.join(missing)}; fill in the review_sample.csv wb wrote")
+    counts: Counter[str] = Counter()
+    per_bucket: dict[str, Counter[str]] = {}
+    unreviewed: list[str] = []
+    for n, row in enumerate(reader, start=2):
+        verdict = (row.get("verdict") or "").strip().lower()
+        if not verdict:
+            unreviewed.append(str(row["id"]))
+            continue
+        if verdict not in VERDICTS:
+            raise WbError(f"{path}:line {n}: field verdict: {verdict!r} is not one of {', '.join(VERDICTS)}")
+        counts[verdict] += 1
+        per_bucket.setdefault(row["bucket"], Counter())[verdict] += 1
+    reviewed = sum(counts.values())
+    return {
+        "file": str(path),
+        "reviewed": reviewed,
+        "unreviewed": len(unreviewed),
+        "verdicts": {v: counts.get(v, 0) for v in VERDICTS},
+        "tuned_preferred": round(counts["tuned"] / reviewed, 4) if reviewed else None,
+        "by_bucket": {b: dict(c) for b, c in sorted(per_bucket.items())},
+    }
