@@ -291,3 +291,26 @@ def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
                 page.close()
         finally:
             browser.close()
+
+
+def test_the_github_actions_example_uses_options_wb_has() -> None:
+    import shlex
+
+    import typer
+    import yaml
+
+    from workbench.cli import app
+
+    workflow = yaml.safe_load((REPO / "docs" / "github-actions.yml").read_text(encoding="utf-8"))
+    steps = workflow["jobs"]["gate"]["steps"]
+    lines = [line.strip() for s in steps for line in str(s.get("run", "")).splitlines()]
+    commands = [line for line in lines if line.startswith("wb ")]
+    assert {c.split()[1] for c in commands} == {"clean", "train", "eval", "report", "gate"}
+    assert any("GITHUB_STEP_SUMMARY" in line for line in lines)
+    group = typer.main.get_command(app)
+    for line in commands:
+        if line.split()[1] not in ("report", "gate"):
+            continue  # other stages are documented with their own commands
+        args = shlex.split(line.replace("$RUN", "x"))[1:]
+        command = group.commands[args[0]]  # type: ignore[attr-defined]
+        command.make_context(args[0], args[1:])  # raises on an unknown option
