@@ -482,22 +482,27 @@ def task_items(run: Run) -> list[dict[str, Any]]:
     return scored_items(run).get("task", [])
 
 
-def dropped_examples(run: Run, per_rule: int = 3, total: int = 30) -> tuple[list[dict[str, Any]], int]:
-    """Up to `per_rule` dropped records per rule (at most `total`), and how many dropped records were not shown."""
+def dropped_examples(
+    run: Run, per_rule: int = 3, total: int = 30, scan: int = 200_000
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to `per_rule` dropped records per rule (at most `total`, from the first `scan` lines), and how many
+    dropped records were not shown."""
     path = run.files.get("dropped")
     if path is None:
         return [], 0
     shown: list[dict[str, Any]] = []
     per: dict[str, int] = {}
-    left = 0
+    seen = 0
     for _, row in read_jsonl(path, "dropped records"):
+        seen += 1
         rule = str(row.get("rule", "?"))
         if per.get(rule, 0) < per_rule and len(shown) < total:
             per[rule] = per.get(rule, 0) + 1
             shown.append(row)
-        else:
-            left += 1
-    return shown, left
+        if len(shown) >= total or seen >= scan:
+            break
+    dropped = (run.summary.get("clean") or {}).get("dropped") if run.summary else None
+    return shown, max(0, (dropped if isinstance(dropped, int) else seen) - len(shown))
 
 
 def worst(items: list[dict[str, Any]], metric: str, k: int, regressions: bool = True) -> list[dict[str, Any]]:
