@@ -24,8 +24,11 @@ demo: $(VENV)/.installed
 	$(BIN)/wb clean data/demo/raw.jsonl -o $(DEMO)/clean.jsonl --profile default
 	rm -rf runs/demo
 	$(BIN)/wb train pipelines/train-demo.yaml
-	@echo "demo: cleaned data in $(DEMO)/clean.jsonl (drops explained in $(DEMO)/clean.dropped.jsonl);"
-	@echo "      LoRA adapter, loss curve and manifest in runs/demo/"
+	$(BIN)/wb eval runs/demo --data data/demo/eval.jsonl --probe-limit 40 --max-new-tokens 96
+	$(BIN)/wb report runs/demo --gate pipelines/gate.yaml -o reports/demo.html
+	$(BIN)/wb gate runs/demo --thresholds pipelines/gate.yaml --junit runs/demo/gate.junit.xml
+	@echo "demo: cleaned data in $(DEMO)/clean.jsonl (every drop explained in $(DEMO)/clean.dropped.jsonl);"
+	@echo "      run (adapter, loss curve, manifest, eval/) in runs/demo/; report in reports/demo.html"
 
 # Headless Chromium for the report's browser test: Debian's package, installed once where apt-get can run
 # (as root). Elsewhere make goes on and the browser test is skipped with the reason.

@@ -1,7 +1,8 @@
 """Rebuild `raw.jsonl`, the demo's bilingual sample, from the MIT-licensed files in ../shared/data.
 
 Real records (GPTeacher code tasks, Chinese arithmetic, term explanations and poetry), plus a handful of
-planted defects of the kinds `wb clean` exists for, so the demo shows every stage at work. Run from the
+planted defects of the kinds `wb clean` exists for, so the demo shows every stage at work. `eval.jsonl` is the
+demo's task eval set: 50 records of the same kinds that `raw.jsonl` does not hold. Run from the
 repository root: `python data/demo/build.py ../shared/data`.
 """
 
@@ -36,15 +37,23 @@ def main(shared: Path, out: Path) -> None:
     arith = json.loads((shared / "zh_integer_arithmetic.json").read_text(encoding="utf-8"))
     terms = json.loads((shared / "zh_term_explanations.json").read_text(encoding="utf-8"))
     poetry = json.loads((shared / "zh_poetry_culture.json").read_text(encoding="utf-8"))
-    records = [
-        {"instruction": r["instruction"], "input": r["input"], "output": r["response"]} for r in rng.sample(code, 120)
-    ]
-    records += rng.sample(arith, 120) + rng.sample(terms, 30) + poetry
+    code = [{"instruction": r["instruction"], "input": r["input"], "output": r["response"]} for r in code]
+    records = rng.sample(code, 120) + rng.sample(arith, 120) + rng.sample(terms, 30) + poetry
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
     lines += lines[:5]  # exact duplicates, for the dedup stage
     lines += PLANTED
     rng.shuffle(lines)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    # The task eval set: records of the same kinds that the training data does not hold.
+    used = {json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records}
+    unused = lambda pool: [r for r in pool if json.dumps(r, ensure_ascii=False, sort_keys=True) not in used]  # noqa: E731
+    held = random.Random(11)
+    short_code = [r for r in unused(code) if len(r["output"]) <= 400]
+    evals = held.sample(unused(arith), 24) + held.sample(unused(terms), 14) + held.sample(short_code, 12)
+    held.shuffle(evals)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in evals)
+    out.with_name("eval.jsonl").write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -513,11 +514,18 @@ def _require_gguf() -> None:
         raise WbError("reading the embedded model's GGUF file needs the gguf package: pip install 'wb[train]'")
 
 
+def quiet_libraries() -> None:
+    """Silence what libraries announce that is not the user's to act on; call before importing them."""
+    # bitsandbytes (QLoRA) logs at import that an optional CPU kernel package is missing.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # transformers 5 announces renames for v6 on every run.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+
+
 def _train_stack() -> tuple[Any, Any]:
     """torch and transformers, imported now, offline; a clear error when the training extra is missing."""
     _offline()
-    # bitsandbytes (QLoRA) logs at import that an optional CPU kernel package is missing: not the user's concern.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    quiet_libraries()
     try:
         import torch
         import transformers

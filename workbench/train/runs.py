@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import yaml
 
 from workbench.errors import WbError
-from workbench.train.model import EMBEDDED, StatusFn, load_model, load_tokenizer, resolve_model
+from workbench.train.model import EMBEDDED, StatusFn, load_model, load_tokenizer, quiet_libraries, resolve_model
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
 
@@ -139,8 +138,7 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
     """
     from workbench.train import data as tdata
 
-    # transformers 5 announces renames for v6 on every run; they are not the user's to act on.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    quiet_libraries()
     if not targets:
         raise WbError("nothing to load: give a run folder, an adapter folder or a model")
     with_adapter = [t for t in targets if t.adapter is not None]

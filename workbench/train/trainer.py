@@ -12,7 +12,6 @@ import math
 import os
 import random
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,14 +386,13 @@ def train(
     on_status: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint."""
+    from workbench.train.model import load_model, load_tokenizer, quiet_libraries
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # transformers 5 announces renames for v6 on every run; they are not the user's to act on.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    quiet_libraries()
     started = time.time()
     import torch
     from transformers import EarlyStoppingCallback, set_seed
-
-    from workbench.train.model import load_model, load_tokenizer
 
     set_seed(recipe.seed)
     run_dir = recipe.run_dir
