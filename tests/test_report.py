@@ -314,3 +314,84 @@ def test_the_github_actions_example_uses_options_wb_has() -> None:
         args = shlex.split(line.replace("$RUN", "x"))[1:]
         command = group.commands[args[0]]  # type: ignore[attr-defined]
         command.make_context(args[0], args[1:])  # raises on an unknown option
+
+
+# -- on files the real stages wrote ---------------------------------------------------------------------------------
+
+REAL_TRAIN = [
+    {"instruction": f"What is {a}+{b}?", "input": "", "output": f"{a}+{b}={a + b}"}
+    for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
+] + [
+    {"instruction": "中国的首都是哪里？", "input": "", "output": "北京"},
+    {"instruction": "What is 1+2?", "input": "", "output": "1+2=3"},  # an exact duplicate: dropped
+    {"instruction": "Tell me a joke.", "input": "", "output": "As an AI language model, I cannot tell jokes."},
+]
+REAL_EVAL = [
+    {"instruction": "What is 20+22?", "input": "", "output": "20+22=42"},
+    {"instruction": "Echo this.", "input": SCRIPT, "output": SCRIPT},
+    {"instruction": "日本的首都是哪里？", "input": "", "output": "东京"},
+]
+
+
+@pytest.mark.slow
+def test_a_real_clean_train_eval_run_reports_and_gates(
+    tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("peft", reason="needs the training extra")
+    import csv
+
+    from conftest import write_jsonl
+
+    from workbench.train.model import tiny_model_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
+    write_jsonl(tmp_path / "raw.jsonl", REAL_TRAIN)
+    write_jsonl(tmp_path / "eval.jsonl", REAL_EVAL)
+    assert wb("clean", "raw.jsonl", "-o", "data/clean.jsonl", "-q").exit_code == 0
+    tiny = tiny_model_dir(tmp_path / "tiny")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: real\nmodel: {tiny}\ndata: data/clean.jsonl\noutput_dir: runs\nmax_length: 64\nmax_steps: 4\n"
+        "batch_size: 2\nlr: 0.02\neval_data: eval.jsonl\neval_steps: 2\nlogging_steps: 1\nsave_steps: 1000\n",
+        encoding="utf-8",
+    )
+    trained = wb("train", recipe, "-q")
+    assert trained.exit_code == 0, trained.stderr
+    args = ("eval", "runs/real", "--data", "eval.jsonl", "--probe-limit", "2", "--max-new-tokens", "8", "-q")
+    evaluated = wb(*args)
+    assert evaluated.exit_code == 0, evaluated.stderr
+    with Path("runs/real/eval/review_sample.csv").open(encoding="utf-8") as f:
+        sample = list(csv.DictReader(f))
+    for row in sample:
+        row["verdict"] = "tie"
+    with Path("filled.csv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(sample[0]))
+        writer.writeheader()
+        writer.writerows(sample)
+    assert wb("eval", "runs/real", "--import-review", "filled.csv").exit_code == 0
+
+    result = wb("report", "runs/real", "--gate", GATE)
+    assert result.exit_code == 0, result.stderr
+    page = Path("reports/real.html").read_text(encoding="utf-8")
+    assert sections(page) == ["gate", "notes", *SECTIONS]  # notes: the eval's warnings (tiny set, overlap)
+    assert "Not in this run" not in page
+    assert "dropped: exact_duplicate" in page and "dropped: refusal" in page
+    assert page.count("<polyline") == 2  # train and eval loss
+    assert "general_text_en" in page and "perplexity" in page  # text probes: lower is better
+    assert f"Human review of {len(sample)} items" in page
+    assert_offline(page)
+    summary = json.loads(Path("reports/real.json").read_text(encoding="utf-8"))["runs"][0]["summary"]
+    assert summary["clean"]["dropped"] == 2 and summary["train"]["final_eval_loss"] is not None
+    assert summary["review"]["verdicts"]["tie"] == len(sample)
+
+    gated = wb("gate", "runs/real", "-t", GATE, "--junit", "gate.xml")
+    assert gated.exit_code in (0, 1) and "missing" not in gated.stdout
+    gated = wb("gate", "runs/real", "-t", thresholds_file(tmp_path, ["review.verdicts.tie >= 1", "task.n <= 3"]))
+    assert gated.exit_code == 0, gated.output
+
+
+def thresholds_file(tmp_path: Path, checks: list[str]) -> Path:
+    path = tmp_path / "checks.yaml"
+    path.write_text("checks:\n" + "".join(f'  - "{c}"\n' for c in checks), encoding="utf-8")
+    return path

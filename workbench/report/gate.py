@@ -45,7 +45,8 @@ _STRING_FORM = re.compile(rf"^\s*(?P<metric>[\w.-]+)\s*(?P<op>>=|<=)\s*(?P<value
 PATH_HELP = (
     "paths: task.n, task.<metric>.<field>, task.corpus.<metric>.<tuned|base>, forgetting.<set>.n, "
     "forgetting.<set>.<metric>.<field>, clean.<number>, clean.dropped_by_rule.<rule>, train.<number>, "
-    f"overlap.<items|fraction>; <field> is one of {', '.join(STAT_FIELDS)}"
+    "overlap.<items|fraction>, review.<reviewed|tuned_preferred|verdicts.<verdict>>; "
+    f"<field> is one of {', '.join(STAT_FIELDS)}"
 )
 
 
@@ -77,6 +78,11 @@ def path_problem(path: str) -> str | None:
             return None if parts[1] in TRAIN_NUMBERS else f"{path!r}: train numbers are {', '.join(TRAIN_NUMBERS)}"
     elif head == "overlap":
         if n == 2 and parts[1] in ("items", "fraction"):
+            return None
+    elif head == "review":
+        if n == 2 and parts[1] in ("reviewed", "unreviewed", "tuned_preferred"):
+            return None
+        if n == 3 and parts[1] == "verdicts":
             return None
     else:
         return f"{path!r}: unknown section {head!r}; {PATH_HELP}"
@@ -275,8 +281,10 @@ def resolve(summary: dict[str, Any], path: str) -> tuple[float | None, str]:
     head = parts[0]
     missing = summary.get("missing") or {}
     section = summary.get(head)
-    if head in ("task", "forgetting", "overlap") and "eval" in missing:
+    if head in ("task", "forgetting", "overlap", "review") and "eval" in missing:
         return None, missing["eval"]
+    if head == "review" and not section:
+        return None, "no human review: fill eval/review_sample.csv, then `wb eval RUN --import-review FILE`"
     if not section:
         return None, missing.get(head) or f"this run has no {head} section"
     node: Any = section

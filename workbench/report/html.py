@@ -24,6 +24,7 @@ from workbench.report import markdown
 from workbench.report.gate import GateResult, run_gate
 from workbench.report.summary import (
     LOWER_IS_BETTER,
+    PROBE_ORDER,
     Run,
     dropped_examples,
     higher_is_better,
@@ -450,7 +451,7 @@ def _forgetting_view(run: Run, gate: GateResult | None) -> dict[str, Any] | None
     all_stats = {f"{s}.{m}": st for s, sec in forgetting.items() for m, st in stats_of(sec).items()}
     scale = _table_scale(all_stats)
     for name, section in forgetting.items():
-        for metric, stat in stats_of(section).items():
+        for metric, stat in stats_of(section, PROBE_ORDER).items():
             row = _stat_row(metric, stat, scale)
             row["set"] = name
             row["n"] = fmt(section.get("n"))
@@ -519,6 +520,7 @@ def _ab_view(run: Run) -> dict[str, Any] | None:
         "regressions_left": max(0, (losses or 0) - len(regressions)),
         "improvements": [_item_view(r, metric) for r in improvements],
         "has_items": bool(items),
+        "review": run.summary.get("review"),
         "scores_file": str(run.files.get("scores") or ""),
     }
 

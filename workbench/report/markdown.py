@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from workbench.report.summary import higher_is_better, stats_of
+from workbench.report.summary import PROBE_ORDER, higher_is_better, stats_of
 
 if TYPE_CHECKING:
     from workbench.report.gate import GateResult
@@ -115,7 +115,7 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
     if forgetting:
         rows = []
         for name, sec in forgetting.items():
-            for m, st in stats_of(sec).items():
+            for m, st in list(stats_of(sec, PROBE_ORDER).items())[:1]:  # the headline metric; the page has the rest
                 rows.append(
                     [
                         esc(name),
@@ -127,8 +127,12 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
                         _verdict(m, st),
                     ]
                 )
-        lines += ["**Forgetting** (base vs tuned on general probes)", ""]
+        lines += ["**Forgetting** (base vs tuned on general probes; the report page has every metric)", ""]
         lines += [*_table(["set", "metric", "n", "base", "tuned", "Δ", "verdict"], rows), ""]
+    review = s.get("review")
+    if review:
+        verdicts = ", ".join(f"{esc(v)} {_f(n)}" for v, n in (review.get("verdicts") or {}).items())
+        lines += [f"**Human review**: {_f(review.get('reviewed'))} items reviewed ({verdicts})", ""]
     clean = s.get("clean")
     if clean:
         rules = sorted(((n, r) for r, n in (clean.get("dropped_by_rule") or {}).items() if n), reverse=True)[:5]

@@ -13,6 +13,7 @@ The summary is plain JSON. Its sections, addressed by dotted paths in gate files
 - `task`: `n` and one STAT per metric (`task.rouge_l.tuned`, `task.rouge_l.delta_lower`, ...), `corpus`, `regressions`.
 - `forgetting.<set>`: `n`, `kind` and one STAT per metric (`forgetting.general_en.accuracy.delta_lower`).
 - `overlap`: `items`, `fraction`.
+- `review` (after `wb eval --import-review`): `reviewed`, `unreviewed`, `tuned_preferred`, `verdicts.<verdict>`.
 """
 
 from __future__ import annotations
@@ -89,17 +90,18 @@ CLEAN_NUMBERS = (
 )
 
 
-METRIC_ORDER = ("rouge_l", "accuracy", "rouge1", "rouge2", "bleu", "chrf", "exact_match", "f1", "loss", "perplexity")
+METRIC_ORDER = ("rouge_l", "rouge1", "rouge2", "bleu", "chrf", "exact_match", "f1", "accuracy", "loss", "perplexity")
+PROBE_ORDER = ("accuracy", "perplexity", "f1", "exact_match", "rouge_l", "loss")  # the first present is the headline
 
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def stats_of(section: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def stats_of(section: dict[str, Any], order: tuple[str, ...] = METRIC_ORDER) -> dict[str, dict[str, Any]]:
     """The STAT entries of a task or probe-set section, in a reading order (known metrics first, then the rest)."""
     found = {k: v for k, v in section.items() if isinstance(v, dict) and any(f in v for f in STAT_FIELDS)}
-    rank = {m: i for i, m in enumerate(METRIC_ORDER)}
+    rank = {m: i for i, m in enumerate(order)}
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
@@ -330,7 +332,17 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     missing: dict[str, str] = {}
     warnings: list[str] = []
     files: dict[str, Path | None] = dict.fromkeys(
-        ("train_manifest", "trainer_log", "metrics", "scores", "eval_manifest", "clean_stats", "dropped", "data")
+        (
+            "train_manifest",
+            "trainer_log",
+            "metrics",
+            "scores",
+            "eval_manifest",
+            "review",
+            "clean_stats",
+            "dropped",
+            "data",
+        )
     )
 
     # training
@@ -394,6 +406,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     sections: dict[str, Any] = {"task": None, "forgetting": {}, "overlap": None, "generation": None}
     has_base = False
     eval_warnings: list[str] = []
+    review: dict[str, Any] | None = None
     if eval_dir is None:
         missing["eval"] = f"no evaluation ({run_dir / 'eval' / 'metrics.json'} not found): run `wb eval {run_dir}`"
     else:
@@ -417,6 +430,13 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             missing["base"] = "no base-model scores (predictions without base answers): no deltas, A/B or forgetting"
         scores = eval_dir / "scores.jsonl"
         files["scores"] = scores if scores.is_file() else None
+        review_path = eval_dir / "review.json"
+        if review_path.is_file():
+            loaded = read_json(review_path, "review verdicts")
+            if not isinstance(loaded, dict):
+                raise WbError(f"{review_path}: review verdicts must be a JSON object")
+            review = {k: loaded[k] for k in ("reviewed", "unreviewed", "tuned_preferred", "verdicts") if k in loaded}
+            files["review"] = review_path
         em = eval_dir / "manifest.json"
         if em.is_file():
             loaded = read_json(em, "eval manifest")
@@ -441,6 +461,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
         "clean": clean,
         "train": train,
         **sections,
+        "review": review,
         "has_base": has_base,
         "missing": missing,
         "warnings": warnings,
