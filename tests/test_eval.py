@@ -206,3 +206,24 @@ def test_eval_input_errors_are_one_line(run: Path, tmp_path: Path, wb: Any) -> N
     assert probes.exit_code == 2 and "general_fr" in probes.stderr and "general_en" in probes.stderr
     nothing = wb("eval", run, "--no-probes")
     assert nothing.exit_code == 2 and "nothing to evaluate" in nothing.stderr
+
+
+@torch_needed
+def test_a_merged_model_is_compared_with_the_base_it_is_given(run: Path, tmp_path: Path, wb: Any) -> None:
+    import yaml
+
+    merged = tmp_path / "merged"
+    assert wb("export", run, "--merge", "-o", merged, "-q").exit_code == 0
+    data = write_jsonl(tmp_path / "eval.jsonl", EVAL)
+    args = ["eval", merged, "--data", data, "--no-probes", "--max-new-tokens", "6", "--no-cache", "-q"]
+    alone = wb(*args, "-o", tmp_path / "alone")
+    assert alone.exit_code == 0 and "--base-model" in alone.stderr
+    assert "base" not in read_jsonl(tmp_path / "alone" / "scores.jsonl")[0]
+    base = yaml.safe_load((run / "recipe.yaml").read_text())["model"]
+    paired = wb(*args, "-o", tmp_path / "paired", "--base-model", base)
+    assert paired.exit_code == 0, paired.stderr
+    merged_rows = read_jsonl(tmp_path / "paired" / "scores.jsonl")
+    run_rows = read_jsonl(run / "eval" / "scores.jsonl") if (run / "eval").exists() else None
+    assert all("base" in r for r in merged_rows)
+    if run_rows is not None:  # the merged model answers like base + adapter
+        assert merged_rows[0]["tuned"]["loss"] == pytest.approx(run_rows[0]["tuned"]["loss"], abs=1e-3)

@@ -581,6 +581,9 @@ def eval_(
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N task records.")] = None,
     probe_limit: Annotated[int | None, typer.Option("--probe-limit", help="First N items per probe set.")] = None,
     no_base: Annotated[bool, typer.Option("--no-base", help="Do not evaluate the base model.")] = False,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="Base to compare a merged model with (default: the run's).")
+    ] = None,
     max_new_tokens: GenOpts = 128,
     probe_max_new_tokens: Annotated[int, typer.Option("--probe-max-new-tokens")] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 8,
@@ -612,6 +615,7 @@ def eval_(
         probes=[] if no_probes or predictions is not None else (probes or list(pipeline.SHIPPED)),
         probe_limit=probe_limit,
         base=not no_base,
+        base_model=base_model,
         generation=GenerationSettings(
             max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample, temperature=temperature, seed=seed
         ),

@@ -46,6 +46,7 @@ class EvalConfig(BaseModel):
     probes: list[str] = Field(default_factory=lambda: list(SHIPPED), description="Probe sets: shipped names or files.")
     probe_limit: int | None = Field(None, ge=1, description="Only the first N items of each probe set.")
     base: bool = Field(True, description="Also evaluate the base model for the A/B and forgetting comparisons.")
+    base_model: str | None = Field(None, description="The base to compare with, when the target is a whole model.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     probe_max_new_tokens: int = Field(32, ge=1, description="New tokens for short-answer probes.")
     max_length: int = Field(1024, ge=16, description="Tokens per sequence when computing reference losses.")
@@ -134,11 +135,11 @@ def evaluate(
     if config.base:
         if tuned.adapters:  # the same model with its adapters switched off
             sides.append(("base", tuned, None))
-        elif target.run_dir is not None:  # a freeze/full run: the recipe's base model, loaded beside it
-            base_spec = _recipe_model(target.run_dir)
+        elif config.base_model or target.run_dir is not None:  # a whole model (merged, freeze/full): load the base
+            base_spec = config.base_model or _recipe_model(target.run_dir)  # type: ignore[arg-type]
             sides.append(("base", load([Target(base_spec, base_spec, template=tuned.template)]), None))
         else:
-            warnings.append(f"{target_spec} is a model, not a run: no base model to compare with")
+            warnings.append(f"{target_spec} is a model, not a run: no base to compare with (give --base-model)")
     for side, loaded, active in sides:
         loaded.use(active)
         for s in sets:
