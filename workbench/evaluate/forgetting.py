@@ -11,12 +11,12 @@ The shipped sets live in `probes/` and are named by file stem (`general_en`, `ge
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from workbench import io
 from workbench.errors import WbError
 
 SHIPPED = ("general_en", "general_zh", "general_text_en", "general_text_zh")
@@ -71,19 +71,7 @@ def load_probe_set(spec: str | Path, limit: int | None = None) -> ProbeSet:
         raise WbError(f"probes: {text}: no such file, and not a shipped set ({', '.join(SHIPPED)})")
     items: list[Item] = []
     kind: Kind | None = None
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise WbError(f"{path}: cannot read: {e}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise WbError(f"{path}:line {n}: not valid JSON: {e}") from None
-        if not isinstance(row, dict):
-            raise WbError(f"{path}:line {n}: expected a JSON object")
+    for n, row in io.json_objects(path):
         row_kind: Kind = "text" if "text" in row else "qa"
         if kind is not None and row_kind != kind:
             raise WbError(f"{path}:line {n}: mixes `text` probes with question probes; keep one kind per file")

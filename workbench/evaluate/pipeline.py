@@ -7,6 +7,7 @@ metric), `metrics.json` (aggregates with intervals, forgetting, overlap, generat
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -196,8 +197,6 @@ def _run_side(
 
 def _train_overlap(run_dir: Path | None, eval_data: Path) -> dict[str, Any] | None:
     """Task items sharing a long n-gram with the run's training data (13 tokens / 20 CJK characters)."""
-    import json
-
     if run_dir is None or not (run_dir / "manifest.json").is_file():
         return None
     from workbench.dedup.contamination import DecontaminateConfig, EvalIndex
@@ -225,21 +224,7 @@ def evaluate_predictions(path: Path, config: EvalConfig, out_dir: Path) -> EvalR
     `instruction`, `input`, `id`, `set`) without any model."""
     started = time.time()
     sets: dict[str, EvalSet] = {}
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise WbError(f"{path}: cannot read: {e}") from None
-    import json
-
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise WbError(f"{path}:line {n}: not valid JSON: {e}") from None
-        if not isinstance(row, dict):
-            raise WbError(f"{path}:line {n}: expected a JSON object")
+    for n, row in io.json_objects(path):
         for key in ("prediction", "reference"):
             if not isinstance(row.get(key), str):
                 raise WbError(f"{path}:line {n}: field {key}: missing or not a string")

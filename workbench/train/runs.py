@@ -54,7 +54,7 @@ def _run_target(run: Path) -> Target:
         recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
         raise WbError(f"{run / 'recipe.yaml'}: cannot read the run's recipe: {e}") from None
-    template = _manifest(run).get("template") or recipe.get("template", "auto")
+    template = _json(run / "manifest.json").get("template") or recipe.get("template", "auto")
     method = recipe.get("method")
     if (run / "adapter" / "adapter_config.json").is_file():
         base = str(recipe.get("model") or EMBEDDED)
@@ -64,17 +64,6 @@ def _run_target(run: Path) -> Target:
     raise WbError(
         f"{run}: the run has no adapter/ or model/ yet (not finished?); finish it with `wb train --resume {run}`"
     )
-
-
-def _manifest(run: Path) -> dict[str, Any]:
-    path = run / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise WbError(f"{path}: not valid JSON: {e}") from None
-    return data if isinstance(data, dict) else {}
 
 
 def _adapter_target(folder: Path) -> Target:
