@@ -586,7 +586,7 @@ def eval_(
     ] = None,
     max_new_tokens: GenOpts = 128,
     probe_max_new_tokens: Annotated[int, typer.Option("--probe-max-new-tokens")] = 32,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 16,
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed", help="Seed of sampling and of the bootstrap.")] = 0,
