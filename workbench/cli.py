@@ -550,6 +550,7 @@ def count_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err,
@@ -560,8 +561,10 @@ def count_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
 
         def update(label: str, done: int, total: int) -> None:
             if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done, total=total)
+                tasks[label] = progress.add_task(label, total=total, rate="")
+            task = progress.tasks[tasks[label]]
+            speed = task.speed
+            progress.update(tasks[label], completed=done, total=total, rate=f"{speed:.1f}/s" if speed else "")
 
         yield update
 
