@@ -17,7 +17,7 @@ from workbench.errors import WbError  # noqa: E402
 from workbench.train import data as tdata  # noqa: E402
 from workbench.train.model import load_model, load_tokenizer, tiny_model_dir  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
-from workbench.train.trainer import prepare, train  # noqa: E402
+from workbench.train.trainer import fusable_head, prepare, train, trained_positions_loss  # noqa: E402
 
 MEMORISE = [
     {"instruction": f"What is the secret word number {i}?", "input": "", "output": word}
@@ -115,6 +115,65 @@ def test_packing_keeps_examples_apart(tiny: Path, tokenizer: Any) -> None:
     n = len(first.input_ids)
     assert torch.allclose(together[:n], alone_1, atol=1e-4)
     assert torch.allclose(together[n:], alone_2, atol=1e-4)
+
+
+def _sum_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Summed next-token loss of a batch from full logits (the model's own loss with a sum reduction)."""
+    n = int((batch["labels"][:, 1:] != tdata.IGNORE).sum())
+    return model(**batch, num_items_in_batch=1).loss, n
+
+
+@pytest.mark.parametrize("train_on", ["responses", "all"])
+def test_packed_loss_is_the_sum_of_the_examples_losses(tiny: Path, tokenizer: Any, train_on: str) -> None:
+    model = load_model(str(tiny)).eval()
+    examples = [tdata.encode(tokenizer, r, "chat", 128, train_on) for r in MEMORISE[:3]]
+    packed = tdata.pack(examples, 512)
+    assert len(packed) == 1
+    batch = tdata.PackedCollator(tokenizer.pad_token_id)([vars(packed[0])])
+    collate = tdata.PaddingCollator(tokenizer.pad_token_id)
+    with torch.no_grad():
+        together, n_together = _sum_loss(model, batch)
+        alone = [_sum_loss(model, collate([{"input_ids": ex.input_ids, "labels": ex.labels}])) for ex in examples]
+    assert n_together == sum(n for _, n in alone)
+    assert torch.allclose(together, sum(loss for loss, _ in alone), rtol=1e-4)
+
+
+@pytest.mark.parametrize(("packing", "fused"), [(True, True), (True, False), (False, True)])
+def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
+    tiny: Path, tokenizer: Any, packing: bool, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.train import trainer
+
+    monkeypatch.setattr(trainer, "HEAD_CHUNK_ELEMENTS", 7 * len(tokenizer))  # chunks of 7 positions
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        load_model(str(tiny)), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    )
+    examples = [tdata.encode(tokenizer, r, "chat", 128, "responses") for r in MEMORISE]
+    if packing:
+        rows = [vars(p) for p in tdata.pack(examples, 160)]
+        batch = tdata.PackedCollator(tokenizer.pad_token_id)(rows)
+    else:
+        batch = tdata.PaddingCollator(tokenizer.pad_token_id)(
+            [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    for num_items in (None, torch.tensor(37)):
+        kw = {} if num_items is None else {"num_items_in_batch": num_items}
+        full = model(**batch, **kw).loss
+        full_grads = torch.autograd.grad(full, params)
+        head = fusable_head(model) if fused else None
+        assert (head is not None) == fused
+        fast = trained_positions_loss(model, batch, num_items, model.get_base_model().loss_function, head)
+        fast_grads = torch.autograd.grad(fast, params)
+        assert torch.allclose(fast, full, rtol=1e-5), (fast, full)
+        worst = max(
+            float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+            for a, b in zip(fast_grads, full_grads, strict=True)
+        )
+        assert worst < 1e-4, worst
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"])

@@ -8,7 +8,9 @@ the boundary between prompt and answer is exact.
 
 Packing concatenates examples into sequences of at most `max_length` tokens (first-fit, longest first,
 deterministic). Examples are kept apart by position ids that restart per example and a block-diagonal causal
-attention mask built by `PackedCollator`: with sdpa/eager attention, position ids alone do not isolate them.
+attention mask built by `PackedCollator`: with sdpa/eager attention, position ids alone do not isolate them. The
+first label of each example is masked, so no example's last token learns to predict the next example's first one:
+the loss of a packed sequence is exactly the sum of its examples' losses.
 """
 
 from __future__ import annotations
@@ -172,6 +174,8 @@ class PackedCollator:
             labels[b, :n] = torch.tensor(f["labels"])
             start = 0
             for length in f.get("lengths") or [n]:
+                # An example's first token is never a target: not of the previous example's last token either.
+                labels[b, start] = IGNORE
                 positions[b, start : start + length] = torch.arange(length)
                 mask[b, 0, start : start + length, start : start + length] = torch.tril(
                     torch.ones(length, length, dtype=torch.bool)
