@@ -17,7 +17,13 @@ from workbench.errors import WbError  # noqa: E402
 from workbench.train import data as tdata  # noqa: E402
 from workbench.train.model import load_model, load_tokenizer, tiny_model_dir  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
-from workbench.train.trainer import fusable_head, prepare, train, trained_positions_loss  # noqa: E402
+from workbench.train.trainer import (  # noqa: E402
+    fusable_head,
+    prepare,
+    sample_losses,
+    train,
+    trained_positions_loss,
+)
 
 MEMORISE = [
     {"instruction": f"What is the secret word number {i}?", "input": "", "output": word}
@@ -174,6 +180,19 @@ def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
             for a, b in zip(fast_grads, full_grads, strict=True)
         )
         assert worst < 1e-4, worst
+
+
+def test_sample_losses_are_each_examples_own_mean_loss_in_input_order(tiny: Path, tokenizer: Any) -> None:
+    model = load_model(str(tiny))
+    records = [*MEMORISE, {"instruction": "Count", "input": "to ten", "output": "one two three " * 5}]
+    examples = [tdata.encode(tokenizer, r, "chat", 128, "responses") for r in reversed(records)]
+    losses = sample_losses(model, examples, tokenizer.pad_token_id, batch_size=3)
+    with torch.no_grad():
+        alone = [
+            float(model(input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels])).loss)
+            for ex in examples
+        ]
+    assert losses == pytest.approx(alone, rel=1e-4)
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"])

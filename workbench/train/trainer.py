@@ -478,28 +478,50 @@ def _training_args(recipe: Recipe, run_dir: Path, precision: str, has_val: bool)
     )
 
 
+def _prompt_learning(model: Any) -> bool:
+    """Whether a PEFT model prepends virtual tokens (prompt or prefix tuning)."""
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
 def sample_losses(model: Any, examples: list[tdata.Example], pad_id: int, batch_size: int) -> list[float]:
-    """Mean loss over the trained tokens of each example, without packing (one row per example)."""
+    """Mean loss over the trained tokens of each example, without packing (one row per example), in the order of
+    `examples`. Batches hold examples of similar length (little padding), and where the model allows it the output
+    head runs only on the positions whose next token is trained (`logits_to_keep` with a boolean mask)."""
     import torch
 
     collate = tdata.PaddingCollator(pad_id)
     model.eval()
-    out: list[float] = []
+    out = [0.0] * len(examples)
     device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    masked_head = not _prompt_learning(model)
     with torch.inference_mode():
-        for lo in range(0, len(examples), batch_size):
-            chunk = examples[lo : lo + batch_size]
-            batch = collate([{"input_ids": ex.input_ids, "labels": ex.labels} for ex in chunk])
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
-            logits = logits[:, -batch["labels"].shape[1] :]  # prompt tuning prepends virtual-token positions
+        for lo in range(0, len(order), batch_size):
+            rows = order[lo : lo + batch_size]
+            batch = collate([{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in rows])
+            input_ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             labels = batch["labels"].to(device)[:, 1:]
-            logp = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), labels, ignore_index=tdata.IGNORE, reduction="none"
-            )
-            counts = (labels != tdata.IGNORE).sum(dim=1).clamp(min=1)
-            out.extend((logp.sum(dim=1) / counts).tolist())
+            trained = labels != tdata.IGNORE
+            sums = None
+            if masked_head and bool(trained.any()):
+                keep = torch.nn.functional.pad(trained, (0, 1), value=False)
+                logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
+                if logits.dim() == 2 and logits.shape[0] == int(trained.sum()):
+                    token_losses = torch.nn.functional.cross_entropy(
+                        logits.float(), labels[trained], reduction="none"
+                    )  # kept positions come row by row, as trained.nonzero() lists them
+                    sums = torch.zeros(len(rows), device=device).index_add_(0, trained.nonzero()[:, 0], token_losses)
+                else:
+                    masked_head = False  # the model's logits_to_keep takes no mask
+            if sums is None:
+                logits = model(input_ids=input_ids, attention_mask=attention).logits
+                logits = logits[:, -batch["labels"].shape[1] :]  # prompt tuning prepends virtual-token positions
+                sums = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].float().transpose(1, 2), labels, ignore_index=tdata.IGNORE, reduction="none"
+                ).sum(dim=1)
+            counts = trained.sum(dim=1).clamp(min=1)
+            for i, loss in zip(rows, (sums / counts).tolist(), strict=True):
+                out[i] = loss
     return out
 
 
@@ -614,7 +636,9 @@ def train(
         trainer.remove_callback(noisy)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    cpu_started = time.process_time()
     output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_cpu = time.process_time() - cpu_started
 
     final = trainer.model
     if recipe.method in methods.PEFT_METHODS:
@@ -662,6 +686,7 @@ def train(
                 "trained_seen": trainer.trained_seen,
             },
             "train_runtime_seconds": round(runtime, 2),
+            "train_cpu_seconds": round(train_cpu, 1),
             "tokens_per_second": round(seen / runtime, 1),
             "global_step": output.global_step,
             "train_loss": output.training_loss,
