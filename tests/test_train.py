@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def test_each_method_lowers_the_loss_on_a_memorisable_set(tmp_path: Path, tiny: 
 
 
 def test_a_run_writes_its_log_losses_curve_and_manifest(tmp_path: Path, tiny: Path) -> None:
-    result = train(recipe(tmp_path, tiny, max_steps=4, val_size=0.25, records=MEMORISE * 2))
+    result = train(recipe(tmp_path, tiny, max_steps=4, val_size=0.25, records=MEMORISE * 2, release_freed_memory=True))
     run = result.run_dir
     log = [json.loads(x) for x in (run / "trainer_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
@@ -226,6 +227,7 @@ def test_a_run_writes_its_log_losses_curve_and_manifest(tmp_path: Path, tiny: Pa
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["examples"] == {"train": 12, "val": 4} and manifest["seed"] == 42
     assert manifest["inputs"]["data"]["sha256"] and manifest["versions"]["torch"]
+    assert manifest["malloc_mmap_threshold"] == (1 << 20 if sys.platform == "linux" else None)
 
 
 @pytest.mark.parametrize("packing", [True, False])
@@ -280,6 +282,7 @@ def test_qlora_trains_a_4bit_base_on_cpu(tmp_path: Path, tiny: Path) -> None:
     config = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA"
     assert result.manifest["method"] == "qlora"
+    assert result.manifest["malloc_mmap_threshold"] is None  # glibc's allocator left alone unless asked
 
 
 def test_qlora_without_bitsandbytes_is_one_line(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
