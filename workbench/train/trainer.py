@@ -589,7 +589,7 @@ def train(
     from transformers import EarlyStoppingCallback, set_seed
 
     set_seed(recipe.seed)
-    # On GPU the activations live in GPU memory; on CPU in the process heap, which this keeps from fragmenting.
+    # On CPU the activations live in the process heap; release_freed_memory keeps it from fragmenting (slower steps).
     released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
     mmap_threshold = MMAP_THRESHOLD_BYTES if released else None
     run_dir = recipe.run_dir
