@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -44,7 +43,8 @@ from random import Random
 from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import ROOT, git_state, self_peak_rss_mb, table, versions, write_report
+
 DEFAULT_OUT = ROOT / "bench" / "out"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEMO_DATA = ROOT / "data" / "demo" / "raw.jsonl"
@@ -989,11 +989,6 @@ def check_baseline_in_sync() -> list[str]:
 # =====================================================================================================
 
 
-def _self_peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
 def like_for_like(profile: Any) -> tuple[Any, list[str]]:
     """The profile with the stages the baseline does not implement switched off (dedup), and their names."""
     dedup = getattr(profile, "dedup", None)
@@ -1261,10 +1256,6 @@ def compare(src: Path, out_dir: Path, examples: int = 3) -> dict[str, Any]:
     }
 
 
-def fmt_row(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-
 def print_table(results: list[Measurement], ratio: float) -> None:
     head = ["implementation", "records", "seconds", "records/s", "peak RSS MB", "CPU s", "wall s", "kept"]
     rows = [
@@ -1280,11 +1271,7 @@ def print_table(results: list[Measurement], ratio: float) -> None:
         ]
         for m in results
     ]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print(fmt_row(head, widths))
-    print(fmt_row(["-" * w for w in widths], widths))
-    for r in rows:
-        print(fmt_row(r, widths))
+    print(table(head, rows))
     print(f"\nthroughput ratio wb/baseline: {ratio:.2f}x")
 
 
@@ -1350,29 +1337,6 @@ def best_of(runs: list[Measurement]) -> Measurement:
     return best
 
 
-def _git_state() -> dict[str, Any]:
-    """The commit measured, and whether wb's code differed from it (uncommitted changes)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else "?"
-
-    dirty = git("status", "--porcelain", "--", "workbench", "pipelines")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": dirty != "" and dirty != "?"}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("polars", "orjson"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "?"
-    return out
-
-
 def main_bench(opts: Options) -> int:
     drift = check_baseline_in_sync()
     if drift:
@@ -1416,10 +1380,10 @@ def main_bench(opts: Options) -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            **_versions(),
+            **versions(("polars", "orjson")),
             "env": {k: v for k, v in os.environ.items() if k.startswith("POLARS_")},
         },
-        "wb_source": _git_state(),
+        "wb_source": git_state(),
         "input": {"path": str(data), "bytes": ds.bytes, "lines": ds.lines, "avg_text_chars": ds.avg_chars},
         "results": [{**asdict(m), "records_per_s": m.records_per_s} for m in results],
         "all_runs": {impl: [asdict(m) for m in ms] for impl, ms in runs.items()},
@@ -1439,7 +1403,7 @@ def main_bench(opts: Options) -> int:
             print_breakdown(steps)
             report["wb_breakdown"] = steps
     result_path = opts.out_dir / "clean_throughput.json"
-    result_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report(result_path, report)
     print(f"\nresults: {result_path}")
     if not opts.keep:
         data.unlink(missing_ok=True)
@@ -1479,7 +1443,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         result = WORKERS[args.worker](args.input, args.output, args.full_profile)
-        result["peak_rss_mb"] = _self_peak_rss_mb()
+        result["peak_rss_mb"] = self_peak_rss_mb()
         args.result.write_text(json.dumps(result), encoding="utf-8")
         return 0
     opts = Options(

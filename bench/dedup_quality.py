@@ -52,7 +52,8 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import ROOT, git_state, self_peak_rss_mb, table, write_report
+
 SCRIPT = Path(__file__).resolve()
 DEFAULT_OUT = ROOT / "bench" / "out"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -435,13 +436,6 @@ def write_shards(corpus: Corpus, folder: Path, shards: int) -> list[str]:
 # =====================================================================================================
 
 
-def _self_peak_rss_mb() -> float:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
 def _wb_profile(mode: str) -> Any:
     sys.path.insert(0, str(ROOT))
     import workbench.clean
@@ -575,7 +569,7 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
         "steps": dict(steps.totals),
         "inner": dict(inner.totals),
         "batch_size": batch_size,
-        "peak_rss_mb": _self_peak_rss_mb(),
+        "peak_rss_mb": self_peak_rss_mb(),
     }
 
 
@@ -744,17 +738,17 @@ def tree_usage(root: int) -> tuple[int, float]:
     descendants they have already reaped (Linux /proc; zeros elsewhere)."""
     if not os.path.isdir("/proc"):
         return 0, 0.0
-    table = _proc_table()
+    procs = _proc_table()
     kids: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
+    for pid, (ppid, _, _) in procs.items():
         kids.setdefault(ppid, []).append(pid)
     rss = ticks = 0
     todo = [root]
     while todo:
         pid = todo.pop()
-        if pid in table:
-            ticks += table[pid][1]
-            rss += table[pid][2]
+        if pid in procs:
+            ticks += procs[pid][1]
+            rss += procs[pid][2]
         todo.extend(kids.get(pid, []))
     return rss * os.sysconf("SC_PAGE_SIZE"), ticks / os.sysconf("SC_CLK_TCK")
 
@@ -1093,17 +1087,6 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.2%}"
 
 
-def fmt_table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
 def print_results(results: list[ImplResult], rates: list[float], threshold: float) -> None:
     head = ["corpus", "implementation", "records", "seconds", "records/s", "wall s", "CPU s", "proc RSS MB"]
     head += ["tree RSS MB"]
@@ -1128,7 +1111,7 @@ def print_results(results: list[ImplResult], rates: list[float], threshold: floa
                 _pct(q["recall_jaccard_ge_threshold"]),
             ]
         )
-    print(fmt_table(head, rows))
+    print(table(head, rows, left=2))
     print("\nrecall by edit rate (pairs with exact Jaccard >= threshold / their recall in brackets):")
     head = ["corpus", "implementation", *(f"{x:g}" for x in rates)]
     rows = []
@@ -1143,7 +1126,7 @@ def print_results(results: list[ImplResult], rates: list[float], threshold: floa
                 f"/{b['pairs']} >= thr: {_pct(b['recall_jaccard_ge_threshold'])})"
             )
         rows.append([r.corpus, r.implementation, *cells])
-    print(fmt_table(head, rows))
+    print(table(head, rows, left=2))
     print("\nrecall by exact Jaccard of the planted pair:")
     bands = sorted({b for r in results for b in r.quality["recall_by_exact_jaccard"]})
     rows = []
@@ -1156,7 +1139,7 @@ def print_results(results: list[ImplResult], rates: list[float], threshold: floa
                 *(f"{_pct(qb[b]['recall'])} of {qb[b]['pairs']}" if b in qb else "-" for b in bands),
             ]
         )
-    print(fmt_table(["corpus", "implementation", *bands], rows))
+    print(table(["corpus", "implementation", *bands], rows, left=2))
 
 
 def _versions(python: Path, packages: list[str]) -> dict[str, str]:
@@ -1170,15 +1153,6 @@ def _versions(python: Path, packages: list[str]) -> dict[str, str]:
         return json.loads(done.stdout)
     except (OSError, subprocess.CalledProcessError, ValueError):
         return {}
-
-
-def _git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else "?"
-
-    dirty = git("status", "--porcelain", "--", "workbench", "pipelines")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": dirty != "" and dirty != "?"}
 
 
 def _machine(wb_python: Path) -> dict[str, Any]:
@@ -1415,7 +1389,7 @@ def main_quality(opts: Options) -> int:
         "edit_rates": opts.rates,
         "threshold": threshold,
         "machine": {**_machine(opts.wb_python), "datatrove_venv": _dt_versions(opts)},
-        "wb_source": _git_state(),
+        "wb_source": git_state(),
         "corpora": corpora,
         "results": [_record(r) for r in results],
         "throughput_ratio": ratios,
@@ -1424,7 +1398,7 @@ def main_quality(opts: Options) -> int:
     if opts.breakdown:
         report["wb_breakdown"] = {r.corpus: r.details["breakdown"] for r in results if "breakdown" in r.details}
     path = opts.out_dir / "dedup_quality.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report(path, report)
     print(f"\nresults: {path}")
     return 0
 
@@ -1498,7 +1472,7 @@ def main_scale(opts: Options) -> int:
         f"{r.peak_tree_rss_mb:,.0f}",
         f"{r.details['kept']:,}",
     ]
-    print(fmt_table(head, [row]))
+    print(table(head, [row], left=2))
     print(f"\ndropped by rule: {by_rule}")
     print(
         f"planted pairs neither of which a rule dropped: {len(eligible):,} of {len(truth.copy_of):,}; found by the "
@@ -1514,7 +1488,7 @@ def main_scale(opts: Options) -> int:
         "edit_rates": opts.rates,
         "zh_share": opts.zh_share,
         "machine": _machine(opts.wb_python),
-        "wb_source": _git_state(),
+        "wb_source": git_state(),
         "corpus": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(corpus).items()},
         "result": _record(r),
         "targets": goals,
@@ -1523,7 +1497,7 @@ def main_scale(opts: Options) -> int:
     if opts.breakdown:
         report["wb_breakdown"] = breakdown(opts, "scale", corpus, "default")
     path = opts.out_dir / "dedup_scale.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report(path, report)
     print(f"\nresults: {path}")
     if not opts.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -1564,7 +1538,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         result = WORKERS[args.worker](args)
-        result.setdefault("peak_rss_mb", _self_peak_rss_mb())
+        result.setdefault("peak_rss_mb", self_peak_rss_mb())
         Path(args.result).write_text(json.dumps(result), encoding="utf-8")
         return 0
     rates = [float(x) for x in args.edit_rates.split(",") if x.strip()]

@@ -48,7 +48,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,7 +57,8 @@ from random import Random
 from statistics import mean
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import ROOT, git_state, table, versions, write_report
+
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_OUT = ROOT / "bench" / "out"
@@ -472,25 +472,13 @@ def print_generation(
             ]
         )
     print()
-    _table(head, rows)
+    print(table(head, rows))
     print(
         f"\n'new tokens': real tokens up to and including the end-of-turn token; 'at max': answers cut at "
         f"max_new_tokens ({max_new}); 'real/slots': real tokens / (rows x steps) computed, the rest is padding of "
         f"rows that finished before the longest of their batch; 'same as b1': answers identical to wb batch 1's. "
         f"Prompts tokenized alike by wb and the plain loop: {same_prompts}/{n}."
     )
-
-
-def _table(head: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    print(line(head))
-    print(line(["-" * w for w in widths]))
-    for r in rows:
-        print(line(r))
 
 
 # =====================================================================================================
@@ -730,7 +718,7 @@ def run_scoring(opts: argparse.Namespace) -> dict[str, Any]:
         ]
         for name, s in sides.items()
     ]
-    _table(head, rows)
+    print(table(head, rows))
     print()
     for name, r in ratios.items():
         print(f"throughput ratio wb/{name}: {r['pairs_per_s']:.2f}x (per CPU-second: {r['pairs_per_cpu_s']:.2f}x)")
@@ -765,27 +753,6 @@ def run_scoring(opts: argparse.Namespace) -> dict[str, Any]:
 # =====================================================================================================
 # Main
 # =====================================================================================================
-
-
-def _git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else "?"
-
-    dirty = git("status", "--porcelain", "--", "workbench")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": dirty != "" and dirty != "?"}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "sacrebleu", "rouge-score"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "?"
-    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -825,8 +792,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **_versions()},
-        "wb_source": _git_state(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            **versions(("torch", "transformers", "sacrebleu", "rouge-score")),
+        },
+        "wb_source": git_state(("workbench",)),
         "seed": args.seed,
         "load_start": load_avg(),
     }
@@ -842,10 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nload average at end: {fmt_load(report['load_end'])}; whole run {report['seconds']:.0f} s"
         + ("; note: the machine was busy, wall-clock figures are lower than on an idle machine" if busy else "")
     )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / "eval_throughput.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"results: {path}")
+    print(f"results: {write_report(args.out_dir / 'eval_throughput.json', report)}")
     return 0
 
 

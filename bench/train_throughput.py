@@ -46,7 +46,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -57,7 +56,8 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import ROOT, git_state, self_peak_rss_mb, table, versions, write_report
+
 DEFAULT_OUT = ROOT / "bench" / "out"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 RECIPE = ROOT / "pipelines" / "train-lora.yaml"
@@ -130,11 +130,6 @@ class WorkerArgs:
     group_by_length: bool = False
 
 
-def _self_peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
 def _check_device(device: str) -> Any:
     import torch
 
@@ -170,7 +165,7 @@ def worker_wb(a: WorkerArgs) -> dict[str, Any]:
 
     def on_log(row: dict[str, Any]) -> None:
         if "train_runtime" in row:  # the Trainer's last log event: training is over
-            at_end["rss"] = _self_peak_rss_mb()
+            at_end["rss"] = self_peak_rss_mb()
 
     result = train(recipe, on_log=on_log)
     m = result.manifest
@@ -278,7 +273,7 @@ def worker_baseline(a: WorkerArgs) -> dict[str, Any]:
     cpu_started = time.process_time()
     output = trainer.train()
     train_cpu = time.process_time() - cpu_started
-    rss_training = _self_peak_rss_mb()
+    rss_training = self_peak_rss_mb()
     gpu_peak = round(torch.cuda.max_memory_allocated() / 2**20, 1) if bf16 else None
     model.save_pretrained(a.out / "baseline" / "adapter")
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
@@ -440,31 +435,6 @@ def check_recipe() -> list[str]:
     return [f"{k}: baseline {b!r}, wb {w!r}" for k, (b, w) in want.items() if b != w]
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "-"
-    return out
-
-
-def _git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else "?"
-
-    dirty = git("status", "--porcelain", "--", "workbench", "pipelines")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": dirty != "" and dirty != "?"}
-
-
-def fmt_row(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-
 def print_table(results: list[Measurement]) -> None:
     gpu = any(m.gpu_peak_mb is not None for m in results)
     head = ["side", "batch", "steps", "real tokens", "padding", "train s", "tokens/s", "train CPU s", "tok/CPU-s"]
@@ -486,11 +456,7 @@ def print_table(results: list[Measurement]) -> None:
         row += [f"{m.gpu_peak_mb:,.0f}" if m.gpu_peak_mb is not None else "-"] if gpu else []
         row += [f"{m.load_mean:.1f}/{m.load_max:.1f}", f"{m.train_loss:.3f}"]
         rows.append(row)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print(fmt_row(head, widths))
-    print(fmt_row(["-" * w for w in widths], widths))
-    for r in rows:
-        print(fmt_row(r, widths))
+    print(table(head, rows))
 
 
 @dataclass
@@ -572,10 +538,10 @@ def main_bench(o: Options) -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            **_versions(),
+            **versions(("torch", "transformers", "peft", "accelerate", "bitsandbytes")),
             "load_average_end": os.getloadavg(),
         },
-        "wb_source": _git_state(),
+        "wb_source": git_state(),
         "records": {"path": str(data), "count": len(records), "by_source": counts, "mix": MIX},
         "settings": {"lora": LORA, "optim": OPTIM, "seed": SEED, "recipe": str(RECIPE.relative_to(ROOT))},
         "recipe_drift": drift,
@@ -620,10 +586,7 @@ def main_bench(o: Options) -> int:
                 f"note: other work ran beside {m.side} (mean 1-minute load {m.load_mean:.1f} with its own "
                 f"{m.torch_threads} threads): compare the rates per CPU second"
             )
-    o.out_dir.mkdir(parents=True, exist_ok=True)
-    path = o.out_dir / "train_throughput.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"\nresults: {path}")
+    print(f"\nresults: {write_report(o.out_dir / 'train_throughput.json', report)}")
     if not o.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -678,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             args.baseline_group_by_length,
         )
         result = WORKERS[args.worker](a)
-        result["self_peak_rss_mb"] = _self_peak_rss_mb()
+        result["self_peak_rss_mb"] = self_peak_rss_mb()
         args.result.write_text(json.dumps(result), encoding="utf-8")
         return 0
     o = Options(
