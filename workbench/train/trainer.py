@@ -633,7 +633,7 @@ def train(
     )
     from transformers import PrinterCallback, ProgressCallback
 
-    trainer.trained_logits_only = recipe.method not in ("prompt_tuning", "prefix_tuning")
+    trainer.trained_logits_only = not _prompt_learning(model)  # virtual tokens lengthen the hidden states
     for noisy in (PrinterCallback, ProgressCallback):  # wb prints its own log lines (on_log)
         trainer.remove_callback(noisy)
     if torch.cuda.is_available():
