@@ -94,8 +94,15 @@ def test_an_unknown_probe_set_lists_the_sets_there_are(run: Path) -> None:
     [
         (
             [{"metric": "task.rouge_l.tunde", "min": 0.3}],
-            "checks.0.metric: 'task.rouge_l.tunde': unknown field 'tunde'",
+            "checks.0.metric: 'task.rouge_l.tunde': task.rouge_l has no 'tunde' (it has: tuned, lower, upper,",
         ),
+        (
+            [{"metric": "task.rougel.tuned", "min": 0.3}],
+            "checks.0.metric: 'task.rougel.tuned': unknown metric 'rougel' (metrics: numeric_match,",
+        ),
+        ([{"metric": "task.rouge_l", "min": 0.3}], "checks.0.metric: 'task.rouge_l': not a number; continue the path"),
+        ([{"metric": "task.rouge_l.tuned", "min": float("nan")}], "checks.0.min: Input should be a finite number"),
+        ([{"metric": "task.rouge_l.tuned", "max": float("inf")}], "checks.0.max: Input should be a finite number"),
         ([{"metric": "tsk.rouge_l.tuned", "min": 0.3}], "checks.0.metric: 'tsk.rouge_l.tuned': unknown section 'tsk'"),
         ([{"metric": "task.rouge_l.tuned", "minimum": 0.3}], "checks.0.minimum: Extra inputs are not permitted"),
         ([{"metric": "task.rouge_l.tuned", "min": "0.3"}], "checks.0.min: Input should be a valid number"),
@@ -147,7 +154,21 @@ def test_corrupt_run_files_exit_2_naming_the_file(run: Path, tmp_path: Path, wb:
     doc["task"]["metrics"]["rouge_l"]["tuned"] = "high"
     metrics.write_text(json.dumps(doc), encoding="utf-8")
     result = wb("gate", run, "-t", gate)
-    assert result.exit_code == 2 and f"{metrics}: task.rouge_l.tuned: Input should be a valid number" in result.stderr
+    assert result.exit_code == 2
+    assert f"{metrics}: field task.metrics.rouge_l.tuned: Input should be a valid number (found 'high')" in result.stderr
+
+    for bad, message in ((True, "Input should be a valid integer"), (40.0, "Input should be a valid integer")):
+        doc = json.loads(good)
+        doc["task"]["n"] = bad
+        metrics.write_text(json.dumps(doc), encoding="utf-8")
+        result = wb("gate", run, "-t", gate)
+        assert result.exit_code == 2 and f"{metrics}: field task.n: {message}" in result.stderr, result.stderr
+
+    doc = json.loads(good)
+    doc["task"]["metrics"]["rouge_l"]["tuned"] = 1
+    metrics.write_text(json.dumps(doc).replace('"tuned": 1', '"tuned": NaN', 1), encoding="utf-8")
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 2 and f"{metrics}: eval metrics is not valid JSON" in result.stderr
 
     metrics.write_text(good, encoding="utf-8")
     log = run / "trainer_log.jsonl"
@@ -165,21 +186,74 @@ def test_the_short_string_form_means_the_same_as_the_mapping() -> None:
     assert short.resolved() == long.resolved()
 
 
-def test_an_interval_wider_than_the_margin_warns_that_the_set_is_too_small(run: Path, tmp_path: Path, wb: Any) -> None:
-    # The fixture's probe sets have 30 items: the paired accuracy interval is about 0.4 wide.
+def test_an_interval_wider_than_the_margin_is_inconclusive_not_pass(run: Path, tmp_path: Path, wb: Any) -> None:
+    # The fixture's probe sets have 30 items: the paired accuracy interval is 0.4 wide ([-0.233, 0.167]).
     gate = thresholds(tmp_path, ["forgetting.general_en.accuracy.delta_lower >= -0.5"])
     result = wb("gate", run, "-t", gate)
-    assert result.exit_code == 0
-    assert "wider than the margin 0.5" not in result.stderr
+    assert result.exit_code == 0 and "inconclusive" not in result.stdout + result.stderr
+    # -0.233 passes -0.3, but the interval is wider than that margin: the set cannot tell.
+    gate = thresholds(tmp_path, ["forgetting.general_en.accuracy.delta_lower >= -0.3"])
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 1 and "gate failed: 1 of 1 checks" in result.stdout
+    assert "inconclusive: forgetting.general_en.accuracy.delta_lower: -0.2333: the paired 95% interval" in result.stderr
+    assert "wider than the margin 0.3: 30 items are too few to decide" in result.stderr
+    # A missed threshold stays a failure, with the width as a warning.
     gate = thresholds(tmp_path, ["forgetting.general_en.accuracy.delta_lower >= -0.02"])
     result = wb("gate", run, "-t", gate)
-    assert "warning: forgetting.general_en.accuracy.delta_lower: the paired 95% interval is" in result.stderr
-    assert "wider than the margin 0.02: 30 items are too few to decide" in result.stderr
+    assert result.exit_code == 1 and "fail: forgetting.general_en.accuracy.delta_lower: -0.2333 < min -0.02" in result.stderr
+    assert "warning: forgetting.general_en.accuracy.delta_lower: the paired 95% interval" in result.stderr
+
+
+def test_allow_inconclusive_turns_an_undecidable_check_into_a_warning(run: Path, tmp_path: Path, wb: Any) -> None:
+    check = {"metric": "forgetting.general_en.accuracy.delta_lower", "min": -0.3, "allow_inconclusive": True}
+    out = tmp_path / "gate.xml"
+    result = wb("gate", run, "-t", thresholds(tmp_path, [check]), "--junit", out)
+    assert result.exit_code == 0, result.output
+    assert "inconclusive (allowed): forgetting.general_en.accuracy.delta_lower" in result.stderr
+    assert "warning: forgetting.general_en.accuracy.delta_lower: inconclusive (allowed" in result.stderr
+    suite = ET.parse(out).getroot().find("testsuite")
+    assert suite is not None and suite.get("skipped") == "1" and suite.get("failures") == "0"
+    skipped = suite.find("testcase/skipped")
+    assert skipped is not None and "inconclusive (allowed)" in (skipped.get("message") or "")
+
+
+def _with_task_items(run: Path, tuned: list[int], base: list[int]) -> None:
+    """Rewrite the fixture's task metrics with one 0/1 metric computed by wb's own statistics."""
+    from workbench.evaluate.compare import stat
+
+    metrics = run / "eval" / "metrics.json"
+    doc = json.loads(metrics.read_text(encoding="utf-8"))
+    doc["task"]["n"] = len(tuned)
+    doc["task"]["metrics"]["numeric_match"] = stat(tuned, base, seed=0, binary=True)
+    metrics.write_text(json.dumps(doc), encoding="utf-8")
+
+
+def test_both_models_at_zero_on_every_item_is_inconclusive(run: Path, tmp_path: Path, wb: Any) -> None:
+    _with_task_items(run, [0] * 40, [0] * 40)
+    gate = thresholds(tmp_path, ["task.numeric_match.delta_lower >= -0.1", "task.numeric_match.tuned <= 0.5"])
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 1, result.output
+    assert "inconclusive: task.numeric_match.delta_lower: 0: both models score 0 on every one of the 40 items" in (
+        result.stderr
+    )
+    assert "gate failed: 1 of 2 checks" in result.stdout  # the tuned-only check still decides (0 <= 0.5)
+    # One item answered right by tuned: the comparison carries information again.
+    _with_task_items(run, [1] + [0] * 39, [0] * 40)
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_set_smaller_than_min_n_is_inconclusive(run: Path, tmp_path: Path, wb: Any) -> None:
+    gate = thresholds(tmp_path, [{"metric": "task.rouge_l.tuned", "min": 0.3, "min_n": 41}])
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 1 and "the set has 40 items, fewer than this check's min_n 41" in result.stderr
+    gate = thresholds(tmp_path, [{"metric": "task.rouge_l.tuned", "min": 0.3, "min_n": 40}])
+    assert wb("gate", run, "-t", gate).exit_code == 0
 
 
 def test_a_threshold_inside_the_interval_warns_that_the_verdict_could_flip(run: Path) -> None:
     summary = load_run(run).summary
-    stat = summary["task"]["rouge_l"]
+    stat = summary["task"]["metrics"]["rouge_l"]
     inside = (stat["lower"] + stat["upper"]) / 2
     result = gating.evaluate(gating.GateFile.model_validate({"checks": [f"task.rouge_l.tuned >= {inside}"]}), summary)
     assert any("lies inside the 95% interval" in w and "gate on lower" in w for w in result.results[0].warnings)

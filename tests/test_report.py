@@ -53,7 +53,7 @@ def test_report_writes_html_markdown_and_json_under_reports(
     assert "Not in this run" not in page
     doc = json.loads(js.read_text(encoding="utf-8"))
     summary = doc["runs"][0]["summary"]
-    assert summary["task"]["rouge_l"]["tuned"] == pytest.approx(0.6581, abs=1e-4)
+    assert summary["task"]["metrics"]["rouge_l"]["tuned"] == pytest.approx(0.6581, abs=1e-4)
     assert summary["clean"]["dropped_fraction"] == pytest.approx(11 / 312, abs=1e-6)
     assert summary["train"]["final_loss"] == 1.3 and summary["missing"] == {}
     assert doc["runs"][0]["gate"] is None and doc["comparison"] is None
@@ -188,7 +188,7 @@ def test_ten_thousand_items_give_a_capped_page(tmp_path: Path) -> None:
     page = files.html.read_text(encoding="utf-8")
     assert len(page.encode()) < 400_000, len(page)
     assert page.count('<div class="item">') == report_html.MAX_REGRESSIONS + report_html.MAX_IMPROVEMENTS
-    losses = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]["rouge_l"]["losses"]
+    losses = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]["metrics"]["rouge_l"]["losses"]
     assert f"{losses - report_html.MAX_REGRESSIONS:,} more items where tuned lost not shown" in page
     assert "10,000 items" in page
     assert_offline(page)

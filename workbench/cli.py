@@ -755,7 +755,7 @@ def gate(
         table = Table(title=f"wb gate: {result.run} against {thresholds}", title_justify="left")
         for column, justify in (("check", "left"), ("value", "right"), ("threshold", "left"), ("verdict", "left")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
-        style = {"pass": "green", "fail": "bold red", "missing": "bold red"}
+        style = {"pass": "green", "fail": "bold red", "missing": "bold red", "inconclusive": "bold yellow"}
         for r in result.results:
             value = "-" if r.value is None else f"{r.value:.4g}"
             table.add_row(
@@ -763,13 +763,14 @@ def gate(
             )
         out.print(table)
         for r in result.results:
-            if not r.passed:
-                err.print(f"{r.verdict}: {r.check.metric}: {r.message}", markup=False)
+            if r.verdict != "pass":
+                allowed = " (allowed)" if r.passed else ""
+                err.print(f"{r.verdict}{allowed}: {r.check.metric}: {r.message}", markup=False)
         for w in result.warnings:
             err.print(f"warning: {w}", markup=False)
     if junit is not None and not quiet:
         out.print(f"wrote {junit}", markup=False)
-    n_bad = len(result.results) - result.count("pass")
+    n_bad = result.failed
     out.print(
         f"gate passed: {len(result.results)} checks"
         if result.passed

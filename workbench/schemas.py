@@ -13,6 +13,7 @@ from workbench.clean.profile import Profile
 from workbench.io import dumps_json
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
 from workbench.report.gate import GateFile
+from workbench.runfile import CleanStats, EvalMetrics, RunSummary, ScoreRow, TrainManifest
 from workbench.train.recipe import Recipe
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -22,6 +23,12 @@ MODELS: dict[str, type[BaseModel]] = {
     "clean-profile.schema.json": Profile,
     "train-recipe.schema.json": Recipe,
     "gate.schema.json": GateFile,
+    # The run folder (workbench/runfile.py): what the stages write and wb report / wb gate read.
+    "eval-metrics.schema.json": EvalMetrics,
+    "scores-row.schema.json": ScoreRow,
+    "train-manifest.schema.json": TrainManifest,
+    "clean-stats.schema.json": CleanStats,
+    "run-summary.schema.json": RunSummary,
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

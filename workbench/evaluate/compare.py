@@ -121,7 +121,8 @@ def stat(
 
     Always: `tuned` (mean), `lower`, `upper` (its bootstrap interval). With `base`: `base`, `delta` (tuned - base),
     `delta_lower`, `delta_upper` (paired bootstrap), `wins`, `ties`, `losses` (for lower-is-better metrics a lower
-    value wins), and `mcnemar_p` for 0/1 metrics. Floats are rounded to 6 decimals (the p-value to 6 significant
+    value wins), `mcnemar_p` for 0/1 metrics, and `constant: true` when both models score the same 0 or 1 on every
+    item (the comparison then carries no information). Floats are rounded to 6 decimals (the p-value to 6 significant
     digits, so a tiny p does not read as 0); undefined values are None. With `base`, items missing on either side are
     left out of every number, so `delta` is `tuned - base` of the same items.
     """
@@ -133,18 +134,24 @@ def stat(
         np.stack([t, t - b]), seed, n_resamples, confidence
     )
     wins, ties, losses = win_tie_loss(t, b, higher_is_better)
-    return {
-        "tuned": _num(mean),
-        "lower": _num(lower),
-        "upper": _num(upper),
-        "base": _num(float(b.mean()) if len(b) else math.nan),
-        "delta": _num(delta),
-        "delta_lower": _num(delta_lower),
-        "delta_upper": _num(delta_upper),
-        "wins": wins,
-        "ties": ties,
-        "losses": losses,
-    } | ({"mcnemar_p": float(f"{mcnemar(t, b):.6g}")} if binary else {})
+    # Both models give every item the same 0 or 1 (e.g. neither answers any Chinese probe): no decision possible.
+    constant = len(t) > 0 and bool(np.all(t == t[0]) and np.all(b == t[0])) and float(t[0]) in (0.0, 1.0)
+    return (
+        {
+            "tuned": _num(mean),
+            "lower": _num(lower),
+            "upper": _num(upper),
+            "base": _num(float(b.mean()) if len(b) else math.nan),
+            "delta": _num(delta),
+            "delta_lower": _num(delta_lower),
+            "delta_upper": _num(delta_upper),
+            "wins": wins,
+            "ties": ties,
+            "losses": losses,
+        }
+        | ({"mcnemar_p": float(f"{mcnemar(t, b):.6g}")} if binary else {})
+        | ({"constant": True} if constant else {})
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
@@ -171,3 +178,19 @@ def _paired(tuned: Values, base: Values) -> tuple[npt.NDArray[np.float64], npt.N
 
 def _num(value: float) -> float | None:
     return None if math.isnan(value) else round(value, _DECIMALS)
+
+
+def change(stat: dict[str, Any], higher_is_better: bool = True) -> str:
+    """What a STAT says about tuned vs base, in words: `better` / `worse` when the 95% paired interval excludes 0,
+    `no clear change` when it does not, `no information` when both models score the same 0 or 1 on every item, and
+    "" without base scores."""
+    if stat.get("constant"):
+        return "no information"
+    lo, hi = stat.get("delta_lower"), stat.get("delta_upper")
+    if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+        return ""
+    if (lo > 0) if higher_is_better else (hi < 0):
+        return "better"
+    if (hi < 0) if higher_is_better else (lo > 0):
+        return "worse"
+    return "no clear change"

@@ -1,22 +1,32 @@
-"""Quality gates: a YAML file of thresholds checked against a run's summary (see `summary.py` for the paths).
+"""Quality gates: a YAML file of thresholds checked against a run's summary (`workbench.runfile.RunSummary`).
 
 ```yaml
 checks:
-  - metric: task.rouge_l.tuned            # a dotted path into the summary
-    min: 0.35                             # min and/or max, inclusive
+  - metric: task.numeric_match.delta_lower  # a dotted path into the summary
+    min: 0.0                                # min and/or max, inclusive
+    min_n: 30                               # fewer items than this: inconclusive
   - metric: forgetting.general_en.accuracy.delta_lower
-    min: -0.02                            # non-inferiority: the paired interval's lower bound above -margin
-  - "clean.dropped_fraction <= 0.2"       # the same as {metric: ..., max: 0.2}
+    min: -0.02                              # non-inferiority: the paired interval's lower bound above -margin
+    allow_inconclusive: true                # an undecidable check warns instead of failing
+  - "clean.dropped_fraction <= 0.2"         # the same as {metric: ..., max: 0.2}
 ```
 
-A path that cannot exist (unknown section, a STAT field that is not one) is an error in the gate file: exit 2,
-naming the file and the check. A well-formed path that this run does not have (no eval, no base scores, a probe set
-that was not run) is the verdict `missing`, which fails the gate like a missed threshold: a gate never passes on
-numbers it did not see.
+Valid paths are derived from the run schema (`runfile.gate_path_problem`): a path that cannot exist (unknown
+section, an unregistered metric, a field that is not a number) is an error in the gate file: exit 2, naming the
+file and the check. Thresholds must be finite numbers.
+
+Verdicts: `pass`; `fail` (the threshold is missed); `missing` (a well-formed path this run does not have: no eval, no
+base scores, a probe set that was not run); `inconclusive` (the number cannot carry a decision: both models score
+the same 0 or 1 on every item, the paired interval is wider than the margin, or the set has fewer items than the
+check's `min_n`; only a number that would pass becomes inconclusive: a missed threshold stays `fail`).
+`missing` and `inconclusive` fail the gate like a missed threshold — a gate never passes on numbers
+it did not see or that cannot decide — unless the check says `allow_inconclusive: true`, which turns an inconclusive
+verdict into a warning.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,62 +45,21 @@ from pydantic import (
     model_validator,
 )
 
+from workbench import runfile
 from workbench.errors import WbError
-from workbench.report.summary import CLEAN_NUMBERS, STAT_FIELDS, TRAIN_NUMBERS
 
-Verdict = Literal["pass", "fail", "missing"]
-DELTA_FIELDS = ("delta", "delta_lower", "delta_upper")
+Verdict = Literal["pass", "fail", "missing", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "missing", "inconclusive")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _STRING_FORM = re.compile(rf"^\s*(?P<metric>[\w.-]+)\s*(?P<op>>=|<=)\s*(?P<value>{_NUMBER})\s*$")
-PATH_HELP = (
-    "paths: task.n, task.<metric>.<field>, task.corpus.<metric>.<tuned|base>, forgetting.<set>.n, "
-    "forgetting.<set>.<metric>.<field>, clean.<number>, clean.dropped_by_rule.<rule>, train.<number>, "
-    "overlap.<items|fraction>, review.<reviewed|tuned_preferred|verdicts.<verdict>>; "
-    f"<field> is one of {', '.join(STAT_FIELDS)}"
-)
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def path_problem(path: str) -> str | None:
     """Why `path` can never name a number in a summary, or None if it is well-formed."""
-    parts = path.split(".")
-    if any(not p for p in parts):
-        return f"{path!r}: empty part in the dotted path"
-    head, n = parts[0], len(parts)
-    if head == "task":
-        if n == 2 and parts[1] == "n":
-            return None
-        if n == 4 and parts[1] == "corpus":
-            return None if parts[3] in ("tuned", "base") else f"{path!r}: corpus scores have fields tuned, base"
-        if n == 3 and parts[1] not in ("corpus", "regressions", "n"):
-            return None if parts[2] in STAT_FIELDS else _bad_field(path, parts[2])
-    elif head == "forgetting":
-        if n == 3 and parts[2] == "n":
-            return None
-        if n == 4:
-            return None if parts[3] in STAT_FIELDS else _bad_field(path, parts[3])
-    elif head == "clean":
-        if n == 2:
-            return None if parts[1] in CLEAN_NUMBERS else f"{path!r}: clean numbers are {', '.join(CLEAN_NUMBERS)}"
-        if n == 3 and parts[1] in ("dropped_by_rule", "rejected_by_kind"):
-            return None
-    elif head == "train":
-        if n == 2:
-            return None if parts[1] in TRAIN_NUMBERS else f"{path!r}: train numbers are {', '.join(TRAIN_NUMBERS)}"
-    elif head == "overlap":
-        if n == 2 and parts[1] in ("items", "fraction"):
-            return None
-    elif head == "review":
-        if n == 2 and parts[1] in ("reviewed", "unreviewed", "tuned_preferred"):
-            return None
-        if n == 3 and parts[1] == "verdicts":
-            return None
-    else:
-        return f"{path!r}: unknown section {head!r}; {PATH_HELP}"
-    return f"{path!r}: not a number in the summary; {PATH_HELP}"
-
-
-def _bad_field(path: str, name: str) -> str:
-    return f"{path!r}: unknown field {name!r} (fields: {', '.join(STAT_FIELDS)})"
+    return runfile.gate_path_problem(path)
 
 
 def _valid_path(path: str) -> str:
@@ -113,7 +82,7 @@ MetricPath = Annotated[
     str,
     AfterValidator(_valid_path),
     Field(
-        description="Dotted path into the run summary, e.g. task.rouge_l.tuned; " + PATH_HELP,
+        description="Dotted path into the run summary, e.g. task.numeric_match.delta_lower (docs/run-folder.md).",
         json_schema_extra={"pattern": r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$"},
     ),
 ]
@@ -133,8 +102,14 @@ class Check(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     metric: MetricPath
-    min: float | None = Field(default=None, description="Lowest passing value (inclusive).")
-    max: float | None = Field(default=None, description="Highest passing value (inclusive).")
+    min: Finite | None = Field(default=None, description="Lowest passing value (inclusive).")
+    max: Finite | None = Field(default=None, description="Highest passing value (inclusive).")
+    min_n: int | None = Field(
+        default=None, ge=1, description="Fewer items in the set than this: inconclusive (task and probe checks)."
+    )
+    allow_inconclusive: bool = Field(
+        default=False, description="An inconclusive verdict is a warning instead of a failure."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Check:
@@ -233,16 +208,20 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "pass"
+        """Does this check let the gate pass? (An allowed inconclusive verdict does, with a warning.)"""
+        return self.verdict == "pass" or (self.verdict == "inconclusive" and self.check.allow_inconclusive)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "metric": self.check.metric,
             "min": self.check.min,
             "max": self.check.max,
+            "min_n": self.check.min_n,
+            "allow_inconclusive": self.check.allow_inconclusive,
             "threshold": self.check.threshold_text,
             "value": self.value,
             "verdict": self.verdict,
+            "passed": self.passed,
             "message": self.message,
             "warnings": self.warnings,
         }
@@ -262,6 +241,10 @@ class GateResult:
         return sum(r.verdict == verdict for r in self.results)
 
     @property
+    def failed(self) -> int:
+        return sum(not r.passed for r in self.results)
+
+    @property
     def warnings(self) -> list[str]:
         return [f"{r.check.metric}: {w}" for r in self.results for w in r.warnings]
 
@@ -270,7 +253,7 @@ class GateResult:
             "thresholds": self.source,
             "run": self.run,
             "passed": self.passed,
-            "counts": {v: self.count(v) for v in ("pass", "fail", "missing")},
+            "counts": {v: self.count(v) for v in VERDICTS},
             "checks": [r.to_json() for r in self.results],
         }
 
@@ -287,71 +270,99 @@ def resolve(summary: dict[str, Any], path: str) -> tuple[float | None, str]:
         return None, "no human review: fill eval/review_sample.csv, then `wb eval RUN --import-review FILE`"
     if not section:
         return None, missing.get(head) or f"this run has no {head} section"
-    node: Any = section
-    for depth, key in enumerate(parts[1:], 1):
-        if not isinstance(node, dict) or key not in node:
-            return None, _why_absent(summary, parts, depth, node)
-        node = node[key]
-    if isinstance(node, bool) or not isinstance(node, int | float):
+    try:
+        node = runfile.resolve(summary, path)
+    except KeyError as e:
+        return None, _why_absent(summary, parts, len(str(e.args[0]).split(".")) - 1)
+    if isinstance(node, bool) or not isinstance(node, int | float) or not math.isfinite(node):
         return None, f"{path} is not a number here ({type(node).__name__})"
     return float(node), ""
 
 
-def _why_absent(summary: dict[str, Any], parts: list[str], depth: int, node: Any) -> str:
+def _why_absent(summary: dict[str, Any], parts: list[str], depth: int) -> str:
     where = ".".join(parts[:depth]) or parts[0]
     key = parts[depth]
+    try:
+        node = runfile.resolve(summary, where)
+    except KeyError:
+        node = None
     if parts[0] == "forgetting" and depth == 1:
-        sets = ", ".join(sorted(node)) or "none"
+        sets = ", ".join(sorted(node or {})) or "none"
         return f"no probe set {key!r} in this run's forgetting results (sets: {sets})"
-    if key in ("base", *DELTA_FIELDS, "wins", "ties", "losses", "mcnemar_p") and not summary.get("has_base"):
+    if key in runfile.BASE_FIELDS and not summary.get("has_base"):
         return f"{'.'.join(parts)}: {summary['missing'].get('base', 'no base-model scores in this run')}"
     if isinstance(node, dict):
-        present = [k for k, v in node.items() if isinstance(v, dict | int | float) and not isinstance(v, bool)]
+        keys = [*node, *(node.get("metrics") or {})] if depth in (1, 2) else list(node)
+        present = [k for k in keys if k != "metrics" and isinstance(node.get(k, 0), dict | int | float)]
         return f"no {key!r} under {where} (present: {', '.join(present) or 'none'})"
     return f"no {key!r} under {where}"
 
 
-def _stat_of(summary: dict[str, Any], parts: list[str]) -> dict[str, Any] | None:
-    node: Any = summary
-    for key in parts:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else None
+def _set_of(summary: dict[str, Any], parts: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the set section, the metric's STAT) that a task/forgetting check reads, or Nones."""
+    if parts[0] == "task" and len(parts) == 3:
+        sec = summary.get("task")
+    elif parts[0] == "forgetting" and len(parts) == 4:
+        sec = (summary.get("forgetting") or {}).get(parts[1])
+    else:
+        return None, None
+    if not isinstance(sec, dict):
+        return None, None
+    stat = (sec.get("metrics") or {}).get(parts[-2])
+    return sec, stat if isinstance(stat, dict) else None
 
 
-def _warnings(check: Check, summary: dict[str, Any], value: float) -> list[str]:
-    """Verdicts the eval set is too small to support."""
+def _inconclusive(check: Check, summary: dict[str, Any]) -> str | None:
+    """Why the number a check reads cannot carry a decision, or None."""
     parts = check.metric.split(".")
-    if parts[0] not in ("task", "forgetting") or parts[-1] not in (*DELTA_FIELDS, "tuned"):
+    sec, stat = _set_of(summary, parts)
+    if sec is None:
+        return None
+    n = stat.get("n", sec.get("n")) if stat is not None else sec.get("n")
+    if check.min_n is not None and isinstance(n, int) and n < check.min_n:
+        return f"the set has {n} items, fewer than this check's min_n {check.min_n}"
+    if stat is None:
+        return None
+    field_ = parts[-1]
+    if field_ in runfile.BASE_FIELDS and stat.get("constant"):
+        value = stat.get("tuned")
+        return (
+            f"both models score {_num(value)} on every one of the {n} items: the comparison carries no information "
+            "(a harder or more suitable set, or a likelihood metric such as loss, can tell them apart)"
+        )
+    if field_ in runfile.DELTA_FIELDS:
+        lo, hi = stat.get("delta_lower"), stat.get("delta_upper")
+        if isinstance(lo, int | float) and isinstance(hi, int | float):
+            width = hi - lo
+            for bound in (check.min, check.max):
+                if bound is not None and bound != 0 and width > abs(bound):
+                    return (
+                        f"the paired 95% interval [{lo:.3g}, {hi:.3g}] is {width:.3g} wide, wider than the margin "
+                        f"{abs(bound):.3g}: {n} items are too few to decide"
+                    )
+    return None
+
+
+def _warnings(check: Check, summary: dict[str, Any]) -> list[str]:
+    """Verdicts another sample could flip."""
+    parts = check.metric.split(".")
+    if parts[-1] not in ("tuned", "delta"):
         return []
-    stat = _stat_of(summary, parts[:-1])
-    owner = _stat_of(summary, parts[:-2]) or {}
+    _, stat = _set_of(summary, parts)
     if stat is None:
         return []
-    n = owner.get("n")
-    out: list[str] = []
-    lo_key, hi_key = ("delta_lower", "delta_upper") if parts[-1] in DELTA_FIELDS else ("lower", "upper")
+    lo_key, hi_key = ("delta_lower", "delta_upper") if parts[-1] == "delta" else ("lower", "upper")
     lo, hi = stat.get(lo_key), stat.get(hi_key)
     if not isinstance(lo, int | float) or not isinstance(hi, int | float):
-        return out
-    width = hi - lo
-    if parts[-1] in DELTA_FIELDS:
-        for bound in (check.min, check.max):
-            if bound is not None and bound != 0 and width > abs(bound):
-                out.append(
-                    f"the paired 95% interval is {width:.3g} wide, wider than the margin {abs(bound):.3g}: "
-                    f"{n if n is not None else 'the'} items are too few to decide"
-                )
-                break
-    if parts[-1] in ("tuned", "delta"):
-        evidence = lo_key if check.min is not None else hi_key
-        for bound in (check.min, check.max):
-            if bound is not None and lo < bound < hi:
-                out.append(
-                    f"the threshold {bound:.4g} lies inside the 95% interval [{lo:.3g}, {hi:.3g}]: another sample "
-                    f"could flip this verdict (gate on {evidence} to require evidence)"
-                )
-                break
-    return out
+        return []
+    evidence = lo_key if check.min is not None else hi_key
+    for bound in (check.min, check.max):
+        if bound is not None and lo < bound < hi:
+            return [
+                f"the threshold {bound:.4g} lies inside the 95% interval [{lo:.3g}, {hi:.3g}]: another sample "
+                f"could flip this verdict (gate on {evidence} to require evidence)"
+            ]
+    return []
 
 
 def evaluate(gate: GateFile, summary: dict[str, Any], source: str = "") -> GateResult:
@@ -370,7 +381,15 @@ def evaluate(gate: GateFile, summary: dict[str, Any], source: str = "") -> GateR
         else:
             message = f"{_num(value)} {check.threshold_text}"
         verdict: Verdict = "fail" if low or high else "pass"
-        results.append(CheckResult(check, value, verdict, message, _warnings(check, summary, value)))
+        warnings = _warnings(check, summary)
+        reason = _inconclusive(check, summary)
+        if reason is not None and verdict == "pass":  # a missed threshold stays a failure, whatever the noise
+            verdict, message = "inconclusive", f"{_num(value)}: {reason}"
+            if check.allow_inconclusive:
+                warnings.append(f"inconclusive (allowed by allow_inconclusive): {reason}")
+        elif reason is not None:
+            warnings.append(reason)
+        results.append(CheckResult(check, value, verdict, message, warnings))
     return GateResult(source, str((summary.get("run") or {}).get("name", "")), results)
 
 

@@ -18,13 +18,13 @@ from typing import Any, TypeGuard
 import orjson
 import yaml
 
-from workbench import __version__
+from workbench import __version__, runfile
+from workbench.evaluate import compare as stats
+from workbench.evaluate import registry
 from workbench.io import atomic_write, dumps_json
 from workbench.report import markdown
-from workbench.report.gate import GateResult, run_gate
+from workbench.report.gate import VERDICTS, GateResult, run_gate
 from workbench.report.summary import (
-    LOWER_IS_BETTER,
-    PROBE_ORDER,
     Run,
     dropped_examples,
     higher_is_better,
@@ -46,7 +46,6 @@ MAX_TEXT = 1200  # characters of one field in a table cell
 MAX_CURVE_POINTS = 600
 MAX_MANIFEST_CHARS = 20_000
 MAX_COMPARISON_ROWS = 200
-PRIMARY_METRICS = ("rouge_l", "f1", "chrf", "bleu", "exact_match", "accuracy")
 
 
 # -- small helpers ---------------------------------------------------------------------------------------------------
@@ -347,18 +346,12 @@ def _is_num(x: Any) -> TypeGuard[float]:
 def _stat_row(metric: str, stat: dict[str, Any], scale: float | None) -> dict[str, Any]:
     better = higher_is_better(metric)
     dl, du = stat.get("delta_lower"), stat.get("delta_upper")
-    if _is_num(dl) and _is_num(du):
-        if (dl > 0) if better else (du < 0):
-            verdict, cls = "better", "good"
-        elif (du < 0) if better else (dl > 0):
-            verdict, cls = "worse", "bad"
-        else:
-            verdict, cls = "no clear change", "neutral"
-    else:
-        verdict, cls = "", "neutral"
-    row_scale = scale if scale and metric not in LOWER_IS_BETTER else _row_scale(stat)
+    verdict = stats.change(stat, better)
+    cls = {"better": "good", "worse": "bad"}.get(verdict, "neutral")
+    row_scale = scale if scale and better else _row_scale(stat)
     return {
         "metric": metric,
+        "description": (m.description if (m := registry.get(metric)) else ""),
         "direction": "higher is better" if better else "lower is better",
         "tuned": fmt(stat.get("tuned")),
         "interval": _interval(stat.get("lower"), stat.get("upper")),
@@ -393,26 +386,29 @@ def _table_scale(stats: dict[str, dict[str, Any]]) -> float:
     vals = [
         abs(v)
         for m, s in stats.items()
-        if m not in LOWER_IS_BETTER
+        if higher_is_better(m)
         for k in ("delta_lower", "delta_upper")
         if _is_num(v := s.get(k))
     ]
     return max(max(vals) * 1.1, 0.05) if vals else 1.0
 
 
-def primary_metric(stats: dict[str, Any]) -> str | None:
-    for m in PRIMARY_METRICS:
-        if m in stats:
-            return m
-    return next(iter(stats), None)
+def primary_metric(section: dict[str, Any]) -> str | None:
+    """The metric a set is judged by: the suite's `primary`, else the first item metric in registry order."""
+    found = stats_of(section)
+    chosen = (section.get("settings") or {}).get("primary")
+    if chosen in found:
+        return str(chosen)
+    item_metrics = [m for m in found if (spec := registry.get(m)) is None or spec.scope == "item"]
+    return next(iter(item_metrics), None)
 
 
 def _task_view(run: Run) -> dict[str, Any] | None:
     task = run.summary.get("task")
     if not task:
         return None
-    stats = stats_of(task)
-    scale = _table_scale(stats)
+    found = stats_of(task)
+    scale = _table_scale(found)
     corpus = []
     for name, c in (task.get("corpus") or {}).items():
         if isinstance(c, dict):
@@ -429,7 +425,7 @@ def _task_view(run: Run) -> dict[str, Any] | None:
     return {
         "n": task.get("n"),
         "has_base": bool(run.summary.get("has_base")),
-        "rows": [_stat_row(m, s, scale) for m, s in stats.items()],
+        "rows": [_stat_row(m, s, scale) for m, s in found.items()],
         "corpus": corpus,
         "overlap": overlap if overlap.get("items") is not None else None,
         "generation": [(k, _plain(v)) for k, v in sorted(generation.items())],
@@ -451,7 +447,7 @@ def _forgetting_view(run: Run, gate: GateResult | None) -> dict[str, Any] | None
     all_stats = {f"{s}.{m}": st for s, sec in forgetting.items() for m, st in stats_of(sec).items()}
     scale = _table_scale(all_stats)
     for name, section in forgetting.items():
-        for metric, stat in stats_of(section, PROBE_ORDER).items():
+        for metric, stat in stats_of(section).items():
             row = _stat_row(metric, stat, scale)
             row["set"] = name
             row["n"] = fmt(section.get("n"))
@@ -459,8 +455,9 @@ def _forgetting_view(run: Run, gate: GateResult | None) -> dict[str, Any] | None
             row["gate"], row["gate_text"] = "", ""
             checks = [r for p, r in by_metric.items() if p.startswith(f"forgetting.{name}.{metric}.")]
             if checks:
-                ok = all(r.passed for r in checks)
-                row["gate"] = "pass" if ok else ("missing" if any(r.verdict == "missing" for r in checks) else "fail")
+                row["gate"] = next(
+                    (v for v in ("fail", "missing", "inconclusive") if any(r.verdict == v for r in checks)), "pass"
+                )
                 row["gate_text"] = "; ".join(f"{r.check.label}: {r.message}" for r in checks)
             rows.append(row)
     return {"rows": rows}
@@ -487,11 +484,10 @@ def _ab_view(run: Run) -> dict[str, Any] | None:
     task = run.summary.get("task")
     if not task or not run.summary.get("has_base"):
         return None
-    stats = stats_of(task)
-    metric = primary_metric(stats)
+    metric = primary_metric(task)
     if metric is None:
         return None
-    stat = stats[metric]
+    stat = stats_of(task)[metric]
     items = task_items(run)
     w, t, losses = stat.get("wins"), stat.get("ties"), stat.get("losses")
     if w is None and items:
@@ -550,7 +546,7 @@ def _gate_view(gate: GateResult | None) -> dict[str, Any] | None:
     return {
         "passed": gate.passed,
         "source": gate.source,
-        "counts": {v: gate.count(v) for v in ("pass", "fail", "missing")},
+        "counts": {v: gate.count(v) for v in VERDICTS},
         "rows": [
             {
                 "metric": r.check.metric,
@@ -588,55 +584,26 @@ def run_view(run: Run, gate: GateResult | None, prefix: str = "") -> dict[str, A
 # -- comparing two runs ------------------------------------------------------------------------------------------------
 
 
-def _numbers(summary: dict[str, Any]) -> dict[str, float]:
-    """The comparable numbers of a summary, by dotted path."""
-    out: dict[str, float] = {}
-    task = summary.get("task") or {}
-    if _is_num(task.get("n")):
-        out["task.n"] = task["n"]
-    for m, st in stats_of(task).items():
-        for f in ("tuned", "delta"):
-            if _is_num(st.get(f)):
-                out[f"task.{m}.{f}"] = st[f]
-    for name, sec in (summary.get("forgetting") or {}).items():
-        for m, st in stats_of(sec).items():
-            for f in ("tuned", "delta"):
-                if _is_num(st.get(f)):
-                    out[f"forgetting.{name}.{m}.{f}"] = st[f]
-    for k in ("read", "kept", "dropped", "rejected", "dropped_fraction"):
-        v = (summary.get("clean") or {}).get(k)
-        if _is_num(v):
-            out[f"clean.{k}"] = v
-    for k in (
-        "final_loss",
-        "best_eval_loss",
-        "train_loss",
-        "trainable_parameters",
-        "train_runtime_seconds",
-        "tokens_per_second",
-        "peak_rss_mb",
-        "gpu_peak_memory_mb",
-    ):
-        v = (summary.get("train") or {}).get(k)
-        if _is_num(v):
-            out[f"train.{k}"] = v
+COMPARED_FIELDS = ("tuned", "delta")
+
+
+def _comparable(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers two runs are compared on, by gate path: each metric's tuned value and delta, and every clean,
+    train and overlap number (intervals, counts of wins and the like are left to each run's own section)."""
+    out = {}
+    for path, value in runfile.summary_numbers(summary).items():
+        parts = path.split(".")
+        if parts[0] in ("task", "forgetting"):
+            is_stat = len(parts) == (3 if parts[0] == "task" else 4)
+            if (is_stat and parts[-1] in COMPARED_FIELDS) or (parts[-1] == "n" and len(parts) <= 3):
+                out[path] = value
+        elif parts[0] in ("clean", "train") and len(parts) == 2:
+            out[path] = value
     return out
 
 
-def _paired_interval(a: list[float], b: list[float], seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
-    """95% paired bootstrap interval of mean(b - a)."""
-    import numpy as np
-
-    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 2_000_000 // max(len(d), 1))
-    for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        idx = rng.integers(0, len(d), size=(stop - start, len(d)))
-        means[start:stop] = d[idx].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _per_item(run: Run, set_name: str, metric: str) -> dict[str, float]:
@@ -651,7 +618,7 @@ def _per_item(run: Run, set_name: str, metric: str) -> dict[str, float]:
 def compare(a: Run, b: Run) -> list[dict[str, Any]]:
     """Every number either run has: A, B, B − A, and for tuned scores of the same items (task or probe set) a 95%
     paired bootstrap interval of B − A."""
-    na, nb = _numbers(a.summary), _numbers(b.summary)
+    na, nb = _comparable(a.summary), _comparable(b.summary)
     rows = []
     for path in [*na, *(p for p in nb if p not in na)]:
         va, vb = na.get(path), nb.get(path)
@@ -669,7 +636,8 @@ def compare(a: Run, b: Run) -> list[dict[str, Any]]:
             ia, ib = _per_item(a, set_name, metric), _per_item(b, set_name, metric)
             common = sorted(set(ia) & set(ib))
             if len(common) >= 2:
-                row["lower"], row["upper"] = _paired_interval([ia[i] for i in common], [ib[i] for i in common])
+                _, lo, hi = stats.paired_bootstrap([ib[i] for i in common], [ia[i] for i in common], seed=0)
+                row["lower"], row["upper"] = _finite(lo), _finite(hi)
                 row["paired_n"] = len(common)
         better: bool | None = None
         if parts[0] in ("task", "forgetting") and parts[-1] in ("tuned", "delta"):

@@ -3,7 +3,8 @@
 The layout is the common one (Jenkins' junit-10.xsd, read by GitHub Actions reporters, GitLab and Jenkins):
 `<testsuites>` holding one `<testsuite>` with `tests`/`failures`/`errors`/`skipped` counts, one `<testcase>` per
 check, `<failure message=... type=...>` for a missed threshold (type `threshold`) or an absent metric (type
-`missing`), and the interval warnings in `<system-out>`.
+`missing`), `<skipped message=...>` for an inconclusive check (the number cannot decide; the gate still fails unless
+the check allows it), and the interval warnings in `<system-out>`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ def _text(s: object) -> str:
 
 
 def to_xml(result: GateResult, suite: str = "wb gate") -> bytes:
-    tests, failures = len(result.results), sum(not r.passed for r in result.results)
-    counts = {"tests": str(tests), "failures": str(failures), "errors": "0", "skipped": "0", "time": "0"}
+    tests, skipped = len(result.results), result.count("inconclusive")
+    failures = sum(r.verdict in ("fail", "missing") for r in result.results)
+    counts = {"tests": str(tests), "failures": str(failures), "errors": "0", "skipped": str(skipped), "time": "0"}
     root = ET.Element("testsuites", {"name": _text(suite), **counts})
     ts = ET.SubElement(root, "testsuite", {"name": _text(f"{suite}: {result.run}"), **counts})
     props = ET.SubElement(ts, "properties")
@@ -36,7 +38,10 @@ def to_xml(result: GateResult, suite: str = "wb gate") -> bytes:
         case = ET.SubElement(
             ts, "testcase", {"name": _text(r.check.label), "classname": f"wb.gate.{_text(section)}", "time": "0"}
         )
-        if not r.passed:
+        if r.verdict == "inconclusive":
+            allowed = " (allowed)" if r.check.allow_inconclusive else " (fails the gate)"
+            ET.SubElement(case, "skipped", {"message": _text(f"inconclusive{allowed}: {r.message}")})
+        elif not r.passed:
             kind = "missing" if r.verdict == "missing" else "threshold"
             failure = ET.SubElement(case, "failure", {"message": _text(r.message), "type": kind})
             failure.text = _text(f"{r.check.label}: {r.message}")

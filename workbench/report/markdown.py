@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from workbench.report.summary import PROBE_ORDER, higher_is_better, stats_of
+from workbench.evaluate.compare import change
+from workbench.report.summary import higher_is_better, stats_of
 
 if TYPE_CHECKING:
     from workbench.report.gate import GateResult
@@ -45,15 +46,8 @@ def _ci(lo: Any, hi: Any, signed: bool = False) -> str:
 
 
 def _verdict(metric: str, st: dict[str, Any]) -> str:
-    lo, hi = st.get("delta_lower"), st.get("delta_upper")
-    if not isinstance(lo, int | float) or not isinstance(hi, int | float):
-        return "-"
-    better = higher_is_better(metric)
-    if (lo > 0) if better else (hi < 0):
-        return "better"
-    if (hi < 0) if better else (lo > 0):
-        return "**worse**"
-    return "no clear change"
+    word = change(st, higher_is_better(metric))
+    return {"": "-", "worse": "**worse**"}.get(word, word)
 
 
 def _value(x: float | None) -> str:
@@ -72,15 +66,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def gate_lines(gate: GateResult) -> list[str]:
     total = len(gate.results)
-    failed = total - gate.count("pass")
+    failed = gate.failed
     head = (
         f"**Gate: ✅ passed** ({total} checks, {esc(gate.source)})"
         if gate.passed
         else f"**Gate: ❌ failed** ({failed} of {total} checks, {esc(gate.source)})"
     )
-    icon = {"pass": "✅ pass", "fail": "❌ fail", "missing": "❌ missing"}
+    icon = {"pass": "✅ pass", "fail": "❌ fail", "missing": "❌ missing", "inconclusive": "❔ inconclusive"}
     rows = [
-        [esc(r.check.metric), _value(r.value), esc(r.check.threshold_text), icon[r.verdict], esc(r.message)]
+        [
+            esc(r.check.metric),
+            _value(r.value),
+            esc(r.check.threshold_text),
+            icon[r.verdict] + (" (allowed)" if r.verdict == "inconclusive" and r.passed else ""),
+            esc(r.message),
+        ]
         for r in gate.results
     ]
     lines = [head, "", *_table(["check", "value", "threshold", "verdict", "detail"], rows)]
@@ -115,7 +115,7 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
     if forgetting:
         rows = []
         for name, sec in forgetting.items():
-            for m, st in list(stats_of(sec, PROBE_ORDER).items())[:1]:  # the headline metric; the page has the rest
+            for m, st in list(stats_of(sec).items())[:1]:  # the headline metric; the page has the rest
                 rows.append(
                     [
                         esc(name),

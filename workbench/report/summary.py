@@ -22,129 +22,34 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from workbench import __version__
+from workbench import __version__, runfile
 from workbench.errors import WbError
+from workbench.evaluate import registry
 
-STAT_FIELDS = (
-    "tuned",
-    "lower",
-    "upper",
-    "base",
-    "delta",
-    "delta_lower",
-    "delta_upper",
-    "wins",
-    "ties",
-    "losses",
-    "mcnemar_p",
-)
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
-TRAIN_KEYS = (
-    "method",
-    "model",
-    "template",
-    "precision",
-    "trainable_parameters",
-    "total_parameters",
-    "train_runtime_seconds",
-    "tokens_per_second",
-    "peak_rss_mb",
-    "gpu_peak_memory_mb",
-    "train_loss",
-    "best_eval_loss",
-    "global_step",
-    "examples",
-    "tokens",
-    "wall_seconds",
-    "seed",
-)
-TRAIN_NUMBERS = (
-    "trainable_parameters",
-    "total_parameters",
-    "trainable_fraction",
-    "train_runtime_seconds",
-    "tokens_per_second",
-    "peak_rss_mb",
-    "gpu_peak_memory_mb",
-    "train_loss",
-    "best_eval_loss",
-    "final_loss",
-    "final_eval_loss",
-    "global_step",
-    "wall_seconds",
-)
-CLEAN_NUMBERS = (
-    "read",
-    "kept",
-    "dropped",
-    "rejected",
-    "dropped_fraction",
-    "rejected_fraction",
-    "removed_fraction",
-    "kept_fraction",
-)
-
-
-METRIC_ORDER = ("rouge_l", "rouge1", "rouge2", "bleu", "chrf", "exact_match", "f1", "accuracy", "loss", "perplexity")
-PROBE_ORDER = ("accuracy", "perplexity", "f1", "exact_match", "rouge_l", "loss")  # the first present is the headline
+M = TypeVar("M", bound=BaseModel)
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+    return registry.higher_is_better(metric)
 
 
-def stats_of(section: dict[str, Any], order: tuple[str, ...] = METRIC_ORDER) -> dict[str, dict[str, Any]]:
-    """The STAT entries of a task or probe-set section, in a reading order (known metrics first, then the rest)."""
-    found = {k: v for k, v in section.items() if isinstance(v, dict) and any(f in v for f in STAT_FIELDS)}
-    rank = {m: i for i, m in enumerate(order)}
-    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+def stats_of(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The STAT entries of a task or probe-set section, in the registry's reading order."""
+    found = (section or {}).get("metrics") or {}
+    return {k: found[k] for k in registry.order(found)}
 
 
-# -- the eval files' shapes (lenient: extra keys are kept, so a newer wb eval still reads) ---------------------
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class Stat(_Open):
-    tuned: float | None = None
-    lower: float | None = None
-    upper: float | None = None
-    base: float | None = None
-    delta: float | None = None
-    delta_lower: float | None = None
-    delta_upper: float | None = None
-    wins: int | None = None
-    ties: int | None = None
-    losses: int | None = None
-    mcnemar_p: float | None = None
-
-
-class TaskMetrics(_Open):
-    n: int
-    metrics: dict[str, Stat] = Field(default_factory=dict)
-    corpus: dict[str, Any] = Field(default_factory=dict)
-    regressions: list[int | str] = Field(default_factory=list)
-
-
-class ProbeSet(_Open):
-    n: int
-    kind: str = "qa"
-    metrics: dict[str, Stat] = Field(default_factory=dict)
-
-
-class EvalMetrics(_Open):
-    task: TaskMetrics | None = None
-    forgetting: dict[str, ProbeSet] = Field(default_factory=dict)
-    overlap: dict[str, Any] | None = None
-    generation: dict[str, Any] | None = None
-    warnings: list[str] = Field(default_factory=list)
+def validated(model: type[M], data: Any, path: Path, line: int | None = None) -> M:
+    """`data` as `model`, or a WbError naming the file, the line and the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise WbError(_validation_line(path, err, line)) from None
 
 
 # -- reading files -------------------------------------------------------------------------------------------------
@@ -191,10 +96,13 @@ def read_jsonl(path: Path, what: str, lenient_tail: bool = False) -> Iterator[tu
             yield -pending[0], {}
 
 
-def _validation_line(path: Path, err: ValidationError) -> str:
+def _validation_line(path: Path, err: ValidationError, line: int | None = None) -> str:
     e = err.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in e["loc"] if p not in ("metrics",)) or "(top level)"
-    return f"{path}: {loc}: {e['msg']}"
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    where = f"{path}:{line}" if line is not None else str(path)
+    got = e.get("input")
+    shown = f" (found {got!r})" if isinstance(got, str | int | float | bool) and len(repr(got)) < 60 else ""
+    return f"{where}: field {loc}: {e['msg']}{shown}"
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -242,73 +150,55 @@ def _fraction(part: Any, whole: Any) -> float | None:
 
 
 def _clean_section(stats_path: Path) -> dict[str, Any]:
-    stats = read_json(stats_path, "cleaning stats")
-    if not isinstance(stats, dict):
+    raw = read_json(stats_path, "cleaning stats")
+    if not isinstance(raw, dict):
         raise WbError(f"{stats_path}: cleaning stats must be a JSON object")
-    for key in ("read", "kept", "dropped", "rejected"):
-        if not isinstance(stats.get(key), int):
-            raise WbError(f"{stats_path}: {key}: missing or not an integer (not a `wb clean` stats file?)")
-    read, dropped, rejected = stats["read"], stats["dropped"], stats["rejected"]
-    out: dict[str, Any] = {k: stats[k] for k in ("read", "kept", "dropped", "rejected")}
-    out.update(
+    stats = validated(runfile.CleanStats, raw, stats_path)
+    read, dropped, rejected = stats.read, stats.dropped, stats.rejected
+    extra = stats.model_extra or {}
+    source = extra.get("input")
+    out = runfile.CleanSummary(
+        read=read,
+        kept=stats.kept,
+        dropped=dropped,
+        rejected=rejected,
         dropped_fraction=_fraction(dropped, read),
         rejected_fraction=_fraction(rejected, read),
         removed_fraction=_fraction(dropped + rejected, read),
-        kept_fraction=_fraction(stats["kept"], read),
-        dropped_by_rule=dict(stats.get("dropped_by_rule") or {}),
-        rejected_by_kind=dict(stats.get("rejected_by_kind") or {}),
-        invariant_holds=stats.get("invariant_holds", read == stats["kept"] + dropped + rejected),
+        kept_fraction=_fraction(stats.kept, read),
+        dropped_by_rule=stats.dropped_by_rule,
+        rejected_by_kind=stats.rejected_by_kind,
+        invariant_holds=(
+            stats.invariant_holds if stats.invariant_holds is not None else read == stats.kept + dropped + rejected
+        ),
+        modified=extra.get("modified"),
+        pii_found=extra.get("pii_found"),
+        kept_output_tokens_histogram=extra.get("kept_output_tokens_histogram"),
+        contamination=extra.get("contamination"),
+        source=str(source["path"]) if isinstance(source, dict) and "path" in source else None,
     )
-    for key in ("modified", "pii_found", "kept_output_tokens_histogram", "contamination"):
-        if key in stats:
-            out[key] = stats[key]
-    source = stats.get("input")
-    if isinstance(source, dict) and "path" in source:
-        out["source"] = source["path"]
-    return out
+    return out.model_dump(mode="json", exclude_none=True)
 
 
-def _train_section(manifest: dict[str, Any], log: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: manifest[k] for k in TRAIN_KEYS if k in manifest}
-    out["trainable_fraction"] = _fraction(manifest.get("trainable_parameters"), manifest.get("total_parameters"))
-    losses = [r["loss"] for r in log if isinstance(r.get("loss"), int | float)]
-    evals = [r["eval_loss"] for r in log if isinstance(r.get("eval_loss"), int | float)]
+def _train_section(manifest: runfile.TrainManifest, log: list[runfile.LogRow]) -> dict[str, Any]:
+    keys = runfile.TrainSummary.model_fields.keys() & runfile.TrainManifest.model_fields.keys()
+    out: dict[str, Any] = {k: getattr(manifest, k) for k in keys}
+    out["trainable_fraction"] = _fraction(manifest.trainable_parameters, manifest.total_parameters)
+    losses = [r.loss for r in log if r.loss is not None]
+    evals = [r.eval_loss for r in log if r.eval_loss is not None]
     out["final_loss"] = losses[-1] if losses else None
     out["final_eval_loss"] = evals[-1] if evals else None
     out["first_loss"] = losses[0] if losses else None
     out["logged_steps"] = len(losses)
-    if isinstance(manifest.get("config"), dict):
-        out["recipe"] = manifest["config"]
-    return out
+    config = (manifest.model_extra or {}).get("config")
+    if isinstance(config, dict):
+        out["recipe"] = config
+    return runfile.TrainSummary(**out).model_dump(mode="json", exclude_none=True)
 
 
-def _stat_dict(stat: Stat) -> dict[str, Any]:
-    return stat.model_dump(exclude_none=True)
-
-
-def _eval_sections(metrics: EvalMetrics) -> dict[str, Any]:
-    out: dict[str, Any] = {"task": None, "forgetting": {}, "overlap": metrics.overlap, "generation": metrics.generation}
-    if metrics.task is not None:
-        t = metrics.task
-        task: dict[str, Any] = {"n": t.n}
-        for name, stat in t.metrics.items():
-            task[name] = _stat_dict(stat)
-        task["corpus"] = t.corpus
-        task["regressions"] = t.regressions
-        out["task"] = task
-    for name, probe in metrics.forgetting.items():
-        section: dict[str, Any] = {"n": probe.n, "kind": probe.kind}
-        for metric, stat in probe.metrics.items():
-            section[metric] = _stat_dict(stat)
-        out["forgetting"][name] = section
-    return out
-
-
-def _has_base(metrics: EvalMetrics) -> bool:
-    stats = [*(metrics.task.metrics.values() if metrics.task else [])]
-    for probe in metrics.forgetting.values():
-        stats.extend(probe.metrics.values())
-    return any(s.base is not None for s in stats)
+def _has_base(metrics: runfile.EvalMetrics) -> bool:
+    sections = [metrics.task, *metrics.forgetting.values()]
+    return any(st.base is not None for sec in sections if sec is not None for st in sec.metrics.values())
 
 
 def _locate(path: Path) -> tuple[Path, Path | None]:
@@ -356,6 +246,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             train_manifest = m
             files["train_manifest"] = manifest_path
     log: list[dict[str, Any]] = []
+    log_rows: list[runfile.LogRow] = []
     log_path = run_dir / "trainer_log.jsonl"
     if train_manifest is not None and log_path.is_file():
         files["trainer_log"] = log_path
@@ -363,6 +254,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             if number < 0:
                 warnings.append(f"{log_path}:{-number}: last line is incomplete (run interrupted?); ignored")
                 continue
+            log_rows.append(validated(runfile.LogRow, row, log_path, number))
             log.append(row)
     if train_manifest is None:
         missing["train"] = f"no train manifest ({manifest_path} not found): evaluation of predictions made elsewhere?"
@@ -403,10 +295,10 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
 
     # evaluation
     eval_manifest: dict[str, Any] | None = None
-    sections: dict[str, Any] = {"task": None, "forgetting": {}, "overlap": None, "generation": None}
+    metrics = runfile.EvalMetrics()
     has_base = False
     eval_warnings: list[str] = []
-    review: dict[str, Any] | None = None
+    review: runfile.ReviewSummary | None = None
     if eval_dir is None:
         missing["eval"] = f"no evaluation ({run_dir / 'eval' / 'metrics.json'} not found): run `wb eval {run_dir}`"
     else:
@@ -415,11 +307,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
         raw = read_json(metrics_path, "eval metrics")
         if not isinstance(raw, dict):
             raise WbError(f"{metrics_path}: eval metrics must be a JSON object")
-        try:
-            metrics = EvalMetrics.model_validate(raw)
-        except ValidationError as err:
-            raise WbError(_validation_line(metrics_path, err)) from None
-        sections = _eval_sections(metrics)
+        metrics = validated(runfile.EvalMetrics, raw, metrics_path)
         has_base = _has_base(metrics)
         eval_warnings = list(metrics.warnings)
         if metrics.task is None:
@@ -435,7 +323,8 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             loaded = read_json(review_path, "review verdicts")
             if not isinstance(loaded, dict):
                 raise WbError(f"{review_path}: review verdicts must be a JSON object")
-            review = {k: loaded[k] for k in ("reviewed", "unreviewed", "tuned_preferred", "verdicts") if k in loaded}
+            fields = runfile.ReviewSummary.model_fields
+            review = validated(runfile.ReviewSummary, {k: v for k, v in loaded.items() if k in fields}, review_path)
             files["review"] = review_path
         em = eval_dir / "manifest.json"
         if em.is_file():
@@ -450,23 +339,29 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     name = run_dir.name
     if train_manifest and isinstance(train_manifest.get("config"), dict):
         name = str(train_manifest["config"].get("name") or name)
-    train = _train_section(train_manifest, log) if train_manifest is not None else None
+    train = None
     if train_manifest is not None:
-        warnings.extend(f"train: {w}" for w in train_manifest.get("warnings") or [])
+        typed = validated(runfile.TrainManifest, train_manifest, manifest_path)
+        train = _train_section(typed, log_rows)
+        warnings.extend(f"train: {w}" for w in typed.warnings)
     warnings.extend(f"eval: {w}" for w in eval_warnings)
     kind = "+".join(k for k, present in (("train", train is not None), ("eval", eval_dir is not None)) if present)
-    summary: dict[str, Any] = {
-        "wb_version": __version__,
-        "run": {"name": name, "path": str(run_dir), "kind": kind},
-        "clean": clean,
-        "train": train,
-        **sections,
-        "review": review,
-        "has_base": has_base,
-        "missing": missing,
-        "warnings": warnings,
-        "files": {k: str(v) for k, v in files.items() if v is not None},
-    }
+    summary = runfile.RunSummary(
+        wb_version=__version__,
+        run=runfile.RunInfo(name=name, path=str(run_dir), kind=kind),
+        clean=clean,  # type: ignore[arg-type]
+        train=train,  # type: ignore[arg-type]
+        task=metrics.task,
+        forgetting=metrics.forgetting,
+        overlap=metrics.overlap,
+        generation=metrics.generation,
+        suite=metrics.suite,
+        review=review,
+        has_base=has_base,
+        missing=missing,
+        warnings=warnings,
+        files={k: str(v) for k, v in files.items() if v is not None},
+    ).model_dump(mode="json", exclude_none=True)
     return Run(run_dir, name, summary, files, train_manifest, eval_manifest, clean_manifest, log)
 
 

@@ -1,0 +1,466 @@
+"""The run schema: pydantic models of every file in a run folder, and of the summary `wb report` and `wb gate` read.
+
+Writers (`wb eval`, `wb train`) build these models and dump them; readers (`workbench.report`) validate what they
+load against them, so a number in a run file is a real number: strict types (no string, no bool where a number
+belongs) and finite (NaN and infinity are refused with the file and the field). The JSON Schemas in `schemas/` are
+generated from these models, and the gate's valid paths are derived by walking `RunSummary` (`gate_path_problem`),
+so a new metric or a new summary number needs no change in the gate.
+
+Files (docs/run-folder.md describes them in words):
+- `eval/metrics.json`: `EvalMetrics`; `eval/scores.jsonl`: one `ScoreRow` per line.
+- `manifest.json` of a training run: `TrainManifest` (its known numbers typed; other keys kept as they are).
+- `<stem>.stats.json` of `wb clean`: `CleanStats` (the accounting numbers typed; the rest kept).
+- the summary: `RunSummary`, whose dotted paths are the gate's paths. Sections `task` and `forgetting.<set>` are
+  `SetMetrics`; their metrics are addressed without the `metrics` level (`task.rouge_l.tuned`, not
+  `task.metrics.rouge_l.tuned`), as the gate files have always written them.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workbench.evaluate import registry
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite number: ints are accepted, bools and strings are not."""
+Count = Annotated[int, Field(strict=True, ge=0)]
+Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
+ItemId = Annotated[int, Field(strict=True)] | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """Known fields typed and checked; other keys (from a newer wb, or free-form) kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- eval/metrics.json ----------------------------------------------------------------------------------------------
+
+
+class Stat(_Strict):
+    """One metric of one set: the tuned mean with its 95% bootstrap interval and, against the base, the paired
+    difference with its interval, wins/ties/losses per item and, for 0/1 metrics, McNemar's p."""
+
+    tuned: Number | None = Field(None, description="Mean over the items (the set-level value for set metrics).")
+    lower: Number | None = Field(None, description="Lower end of the 95% bootstrap interval of the tuned value.")
+    upper: Number | None = Field(None, description="Upper end of that interval.")
+    base: Number | None = Field(None, description="The base model's value on the same items.")
+    delta: Number | None = Field(None, description="tuned - base.")
+    delta_lower: Number | None = Field(None, description="Lower end of the 95% paired bootstrap interval of delta.")
+    delta_upper: Number | None = Field(None, description="Upper end of that interval.")
+    wins: Count | None = Field(None, description="Items where tuned beat base (lower wins for lower-is-better).")
+    ties: Count | None = Field(None, description="Items where they are equal.")
+    losses: Count | None = Field(None, description="Items where base beat tuned.")
+    mcnemar_p: Number | None = Field(None, description="Exact McNemar p-value (0/1 metrics).")
+    n: Count | None = Field(None, description="Items that have this metric (when fewer than the set's n).")
+    constant: bool | None = Field(
+        None, description="Every item scores the same value on both sides (0 or 1): the number carries no decision."
+    )
+
+
+STAT_FIELDS = tuple(name for name, f in Stat.model_fields.items() if f.annotation is not bool | None)
+DELTA_FIELDS = ("delta", "delta_lower", "delta_upper")
+BASE_FIELDS = ("base", *DELTA_FIELDS, "wins", "ties", "losses", "mcnemar_p")
+
+
+class CorpusScore(_Strict):
+    """A corpus-level sacrebleu score (0-100) of one language group, with what explains it."""
+
+    tuned: Number | None = None
+    base: Number | None = None
+    signature: str = ""
+    n: Count | None = Field(None, description="Items in this language group.")
+    language: str | None = Field(None, description="zh (tokenizer zh) or latin (13a); absent for one-language sets.")
+    brevity_penalty: Number | None = Field(None, description="BLEU's brevity penalty of the tuned answers.")
+    base_brevity_penalty: Number | None = None
+    length_ratio: Number | None = Field(None, description="Answer length / reference length (BLEU tokens), tuned.")
+    base_length_ratio: Number | None = None
+
+
+class DegenerateStat(_Strict):
+    """The share of items whose answer is degenerate in one way (echo, cut_off, ...), per model."""
+
+    tuned: Fraction
+    base: Fraction | None = None
+    tuned_items: Count = 0
+    base_items: Count | None = None
+
+
+class ClassScores(_Strict):
+    precision: Number
+    recall: Number
+    f1: Number
+    support: Count
+
+
+class ClassReport(_Strict):
+    """Per-class scores and the confusion matrix (rows: reference label, columns: predicted; `(none)`: no label)."""
+
+    labels: list[str]
+    per_class: dict[str, ClassScores]
+    macro_f1: Number
+    confusion: dict[str, dict[str, Count]]
+
+
+class SetMetrics(_Strict):
+    """The aggregate scores of one evaluated set: the task set, or one forgetting probe set."""
+
+    n: Count
+    kind: Literal["task", "qa", "text"] = "task"
+    metrics: dict[str, Stat] = Field(default_factory=dict)
+    corpus: dict[str, CorpusScore] = Field(default_factory=dict)
+    regressions: list[ItemId] = Field(default_factory=list)
+    degenerate: dict[str, DegenerateStat] = Field(default_factory=dict)
+    classification: dict[str, ClassReport] = Field(default_factory=dict, description="Per side (tuned, base).")
+    settings: dict[str, Any] = Field(default_factory=dict, description="How this set was scored.")
+
+
+class Overlap(_Strict):
+    training_data: str | None = None
+    items: Count
+    fraction: Fraction
+    ids: list[ItemId] = Field(default_factory=list)
+
+
+class EvalMetrics(_Strict):
+    """`eval/metrics.json`."""
+
+    model_config = ConfigDict(extra="forbid", title="EvalMetrics")
+
+    task: SetMetrics | None = None
+    forgetting: dict[str, SetMetrics] = Field(default_factory=dict)
+    overlap: Overlap | None = None
+    generation: dict[str, Any] = Field(default_factory=dict)
+    suite: dict[str, Any] | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+# --- eval/scores.jsonl ----------------------------------------------------------------------------------------------
+
+
+class SideScores(BaseModel):
+    """One model's answer to one item and its per-item scores (metric name -> value; None where not applicable)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Number | None] = Field(init=False)  # type: ignore[assignment]
+
+    prediction: str | None = None
+    scored: str | None = Field(None, description="The part of the answer that was scored, when not all of it.")
+    generated_tokens: Count | None = None
+    finished: bool | None = Field(None, description="Generation ended at an end token (False: cut at the limit).")
+    flags: list[str] = Field(default_factory=list, description="Degenerate-answer kinds found in this answer.")
+
+
+class ScoreRow(_Strict):
+    """One line of `eval/scores.jsonl`."""
+
+    set: str
+    id: ItemId
+    instruction: str = ""
+    input: str = ""
+    reference: str = ""
+    answers: list[str] | None = None
+    answer_type: str | None = None
+    scored_reference: str | None = None
+    tuned: SideScores
+    base: SideScores | None = None
+
+
+# --- the train manifest and the cleaning stats ---------------------------------------------------------------------
+
+
+class TrainManifest(_Open):
+    """`manifest.json` of a training run (the numbers a report and a gate read are typed)."""
+
+    command: Literal["train"] = "train"
+    method: str | None = None
+    model: str | None = None
+    template: str | None = None
+    precision: str | None = None
+    trainable_parameters: Count | None = None
+    total_parameters: Count | None = None
+    train_runtime_seconds: Number | None = None
+    train_cpu_seconds: Number | None = None
+    tokens_per_second: Number | None = None
+    peak_rss_mb: Number | None = None
+    gpu_peak_memory_mb: Number | None = None
+    train_loss: Number | None = None
+    best_eval_loss: Number | None = None
+    global_step: Count | None = None
+    examples: dict[str, Count] | None = Field(None, description="Training and validation examples.")
+    tokens: dict[str, Count | None] | None = Field(None, description="Token counts per epoch and seen.")
+    wall_seconds: Number | None = None
+    seed: int | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class LogRow(_Open):
+    """One line of `trainer_log.jsonl`."""
+
+    step: Count | None = None
+    loss: Number | None = None
+    eval_loss: Number | None = None
+
+
+class CleanStats(_Open):
+    """`<stem>.stats.json` of `wb clean` (the accounting is typed; histograms and the rest kept)."""
+
+    read: Count
+    kept: Count
+    dropped: Count
+    rejected: Count
+    dropped_by_rule: dict[str, Count] = Field(default_factory=dict)
+    rejected_by_kind: dict[str, Count] = Field(default_factory=dict)
+    invariant_holds: bool | None = None
+
+
+# --- the summary (what `wb report` shows and `wb gate` checks) -----------------------------------------------------
+
+
+class CleanSummary(_Strict):
+    read: Count
+    kept: Count
+    dropped: Count
+    rejected: Count
+    dropped_fraction: Fraction | None = None
+    rejected_fraction: Fraction | None = None
+    removed_fraction: Fraction | None = None
+    kept_fraction: Fraction | None = None
+    dropped_by_rule: dict[str, Count] = Field(default_factory=dict)
+    rejected_by_kind: dict[str, Count] = Field(default_factory=dict)
+    invariant_holds: bool = True
+    modified: dict[str, Any] | None = None
+    pii_found: dict[str, Any] | None = None
+    kept_output_tokens_histogram: dict[str, Any] | None = None
+    contamination: dict[str, Any] | None = None
+    source: str | None = None
+
+
+class TrainSummary(_Strict):
+    method: str | None = None
+    model: str | None = None
+    template: str | None = None
+    precision: str | None = None
+    trainable_parameters: Count | None = None
+    total_parameters: Count | None = None
+    trainable_fraction: Fraction | None = None
+    train_runtime_seconds: Number | None = None
+    tokens_per_second: Number | None = None
+    peak_rss_mb: Number | None = None
+    gpu_peak_memory_mb: Number | None = None
+    train_loss: Number | None = None
+    best_eval_loss: Number | None = None
+    final_loss: Number | None = None
+    final_eval_loss: Number | None = None
+    first_loss: Number | None = None
+    global_step: Count | None = None
+    logged_steps: Count | None = None
+    examples: dict[str, Count] | None = None
+    tokens: dict[str, Count | None] | None = None
+    wall_seconds: Number | None = None
+    seed: int | None = None
+    recipe: dict[str, Any] | None = None
+
+
+class ReviewSummary(_Strict):
+    reviewed: Count
+    unreviewed: Count = 0
+    tuned_preferred: Fraction | None = None
+    verdicts: dict[str, Count] = Field(default_factory=dict)
+
+
+class RunInfo(_Strict):
+    name: str
+    path: str
+    kind: str
+
+
+class RunSummary(_Strict):
+    """Everything `wb report` shows and `wb gate` checks, by dotted path (`task.rouge_l.tuned`)."""
+
+    model_config = ConfigDict(extra="forbid", title="RunSummary")
+
+    wb_version: str
+    run: RunInfo
+    clean: CleanSummary | None = None
+    train: TrainSummary | None = None
+    task: SetMetrics | None = None
+    forgetting: dict[str, SetMetrics] = Field(default_factory=dict)
+    overlap: Overlap | None = None
+    generation: dict[str, Any] = Field(default_factory=dict)
+    suite: dict[str, Any] | None = None
+    review: ReviewSummary | None = None
+    has_base: bool = False
+    missing: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    files: dict[str, str] = Field(default_factory=dict)
+
+
+# --- gate paths, derived from RunSummary ----------------------------------------------------------------------------
+
+GATE_SECTIONS = ("task", "forgetting", "clean", "train", "overlap", "review")
+"""The summary sections a gate may read (the rest describe the run rather than measure it)."""
+
+
+def _unwrap(tp: Any) -> Any:
+    """X for Optional[X] / Annotated[X, ...]; the type itself otherwise."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _is_number(tp: Any) -> bool:
+    tp = _unwrap(tp)
+    if tp in (int, float):
+        return True
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else ()
+    return bool(args) and all(_unwrap(a) in (int, float) for a in args if a is not type(None))
+
+
+def _children(tp: Any) -> tuple[dict[str, Any], Any]:
+    """(named children, type of any other key) of a node type."""
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        named = {n: f.annotation for n, f in tp.model_fields.items()}
+        if tp is SetMetrics:
+            return named, Stat  # a metric name addresses its Stat directly
+        return named, None
+    if typing.get_origin(tp) is dict:
+        return {}, typing.get_args(tp)[1]
+    return {}, None
+
+
+def _fields_of(tp: Any) -> list[str]:
+    named, other = _children(tp)
+    out = [n for n, t in named.items() if _is_number(t) or _children(t) != ({}, None)]
+    return out + (["<name>"] if other is not None else [])
+
+
+def gate_path_problem(path: str) -> str | None:
+    """Why `path` can never name a number of a run summary, or None when it is well-formed.
+
+    Metric names under `task.` and `forgetting.<set>.` must be registered metrics."""
+    parts = path.split(".")
+    if any(not p for p in parts):
+        return f"{path!r}: empty part in the dotted path"
+    if parts[0] not in GATE_SECTIONS:
+        return f"{path!r}: unknown section {parts[0]!r} (sections: {', '.join(GATE_SECTIONS)})"
+    node: Any = RunSummary
+    for depth, key in enumerate(parts):
+        named, other = _children(node)
+        where = ".".join(parts[:depth]) or "the summary"
+        if key in named and not (_unwrap(node) is SetMetrics and key == "metrics"):
+            node = named[key]
+        elif other is not None and key not in named:
+            if _unwrap(node) is SetMetrics and registry.get(key) is None:
+                return f"{path!r}: unknown metric {key!r} (metrics: {', '.join(registry.names())})"
+            node = other
+        else:
+            fields = ", ".join(_fields_of(node)) or "none"
+            return f"{path!r}: {where} has no {key!r} (it has: {fields})"
+    if not _is_number(node):
+        fields = ", ".join(_fields_of(node))
+        return f"{path!r}: not a number" + (f"; continue the path with one of: {fields}" if fields else "")
+    return None
+
+
+def gate_paths_help() -> str:
+    """The gate's paths in words, generated from the schema (README, `pipelines/gate.yaml`, docs)."""
+    lines = []
+    for section in GATE_SECTIONS:
+        lines.extend(_paths(RunSummary.model_fields[section].annotation, section, 0))
+    return "\n".join(lines)
+
+
+def _paths(tp: Any, prefix: str, depth: int) -> Iterator[str]:
+    named, other = _children(tp)
+    if _unwrap(tp) is SetMetrics:
+        yield f"{prefix}.n"
+        yield f"{prefix}.<metric>.<{'|'.join(STAT_FIELDS)}>"
+        yield f"{prefix}.corpus.<bleu|chrf[_zh|_latin]>.<{'|'.join(_numbers_of(CorpusScore))}>"
+        yield f"{prefix}.degenerate.<kind>.<{'|'.join(_numbers_of(DegenerateStat))}>"
+        yield f"{prefix}.classification.<tuned|base>.macro_f1"
+        return
+    numbers = [n for n, t in named.items() if _is_number(t)]
+    if numbers:
+        yield f"{prefix}.<{'|'.join(numbers)}>"
+    for n, t in named.items():
+        if not _is_number(t) and _children(t) != ({}, None) and depth < 3:
+            yield from _paths(t, f"{prefix}.{n}", depth + 1)
+    if other is not None:
+        if _is_number(other):
+            yield f"{prefix}.<name>"
+        else:
+            yield from _paths(other, f"{prefix}.<name>", depth + 1)
+
+
+def _numbers_of(model: type[BaseModel]) -> list[str]:
+    return [n for n, f in model.model_fields.items() if _is_number(f.annotation)]
+
+
+def summary_numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """Every number of a summary dict by its gate path (the comparison of two runs lists these)."""
+    out: dict[str, float] = {}
+
+    def walk(node: Any, prefix: str, set_level: bool) -> None:
+        if isinstance(node, bool) or node is None:
+            return
+        if isinstance(node, int | float):
+            out[prefix] = float(node)
+            return
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            if set_level and key == "metrics" and isinstance(value, dict):
+                for metric, stat in value.items():
+                    walk(stat, f"{prefix}.{metric}", False)
+            elif not (set_level and key in ("regressions", "settings")):
+                walk(value, f"{prefix}.{key}", False)
+
+    for section in GATE_SECTIONS:
+        value = summary.get(section)
+        if section == "forgetting":
+            for name, sec in (value or {}).items():
+                walk(sec, f"forgetting.{name}", True)
+        elif section == "task":
+            walk(value, "task", True)
+        elif section == "overlap" and isinstance(value, dict):
+            walk({k: v for k, v in value.items() if k != "ids"}, "overlap", False)
+        else:
+            walk(value, section, False)
+    return out
+
+
+def resolve(summary: dict[str, Any], path: str) -> Any:
+    """The value at a gate path of a summary dict (metrics without their `metrics` level); KeyError if absent."""
+    parts = path.split(".")
+    node: Any = summary
+    set_level = False
+    for depth, key in enumerate(parts):
+        if not isinstance(node, dict):
+            raise KeyError(".".join(parts[:depth]))
+        if set_level and key not in node and isinstance(node.get("metrics"), dict) and key in node["metrics"]:
+            node = node["metrics"][key]
+        elif key in node:
+            node = node[key]
+        else:
+            raise KeyError(".".join(parts[: depth + 1]))
+        set_level = (depth == 0 and key == "task") or (depth == 1 and parts[0] == "forgetting")
+    return node
