@@ -155,7 +155,9 @@ def test_corrupt_run_files_exit_2_naming_the_file(run: Path, tmp_path: Path, wb:
     metrics.write_text(json.dumps(doc), encoding="utf-8")
     result = wb("gate", run, "-t", gate)
     assert result.exit_code == 2
-    assert f"{metrics}: field task.metrics.rouge_l.tuned: Input should be a valid number (found 'high')" in result.stderr
+    assert (
+        f"{metrics}: field task.metrics.rouge_l.tuned: Input should be a valid number (found 'high')" in result.stderr
+    )
 
     for bad, message in ((True, "Input should be a valid integer"), (40.0, "Input should be a valid integer")):
         doc = json.loads(good)
@@ -200,7 +202,10 @@ def test_an_interval_wider_than_the_margin_is_inconclusive_not_pass(run: Path, t
     # A missed threshold stays a failure, with the width as a warning.
     gate = thresholds(tmp_path, ["forgetting.general_en.accuracy.delta_lower >= -0.02"])
     result = wb("gate", run, "-t", gate)
-    assert result.exit_code == 1 and "fail: forgetting.general_en.accuracy.delta_lower: -0.2333 < min -0.02" in result.stderr
+    assert (
+        result.exit_code == 1
+        and "fail: forgetting.general_en.accuracy.delta_lower: -0.2333 < min -0.02" in result.stderr
+    )
     assert "warning: forgetting.general_en.accuracy.delta_lower: the paired 95% interval" in result.stderr
 
 

@@ -188,7 +188,9 @@ def test_ten_thousand_items_give_a_capped_page(tmp_path: Path) -> None:
     page = files.html.read_text(encoding="utf-8")
     assert len(page.encode()) < 400_000, len(page)
     assert page.count('<div class="item">') == report_html.MAX_REGRESSIONS + report_html.MAX_IMPROVEMENTS
-    losses = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]["metrics"]["rouge_l"]["losses"]
+    losses = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]["metrics"]["rouge_l"][
+        "losses"
+    ]
     assert f"{losses - report_html.MAX_REGRESSIONS:,} more items where tuned lost not shown" in page
     assert "10,000 items" in page
     assert_offline(page)
