@@ -151,7 +151,7 @@ class SideScores(BaseModel):
     """One model's answer to one item and its per-item scores (metric name -> value; None where not applicable)."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, Number | None] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, Number | None] = Field(init=False)
 
     prediction: str | None = None
     scored: str | None = Field(None, description="The part of the answer that was scored, when not all of it.")
@@ -383,7 +383,7 @@ def gate_path_problem(path: str) -> str | None:
 
 def gate_paths_help() -> str:
     """The gate's paths in words, generated from the schema (README, `pipelines/gate.yaml`, docs)."""
-    lines = []
+    lines: list[str] = []
     for section in GATE_SECTIONS:
         lines.extend(_paths(RunSummary.model_fields[section].annotation, section, 0))
     return "\n".join(lines)

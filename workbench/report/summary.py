@@ -349,8 +349,8 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     summary = runfile.RunSummary(
         wb_version=__version__,
         run=runfile.RunInfo(name=name, path=str(run_dir), kind=kind),
-        clean=clean,  # type: ignore[arg-type]
-        train=train,  # type: ignore[arg-type]
+        clean=clean,
+        train=train,
         task=metrics.task,
         forgetting=metrics.forgetting,
         overlap=metrics.overlap,
