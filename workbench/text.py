@@ -10,6 +10,7 @@ punctuation and symbols are not tokens. "Hello, 世界!" has three tokens: `Hell
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Literal
 
 import polars as pl
@@ -64,6 +65,55 @@ def script_of(text: str) -> str:
     if latin * 2 >= letters:
         return "latin"
     return "other"
+
+
+# --- generation loops -----------------------------------------------------------------------------------
+# One detector for the clean rules `repeated_lines` / `repeated_ngrams` (their parameter defaults are these
+# constants; the sources of the values are noted there) and the eval's `repetition` flag
+# (`workbench.evaluate.degenerate`). The clean rules count the same quantities vectorised with polars; the functions
+# below count them for one text, and a test checks that both agree.
+
+REPEATED_LINES_MAX_FRACTION = 0.5
+REPEATED_LINES_MIN_LINES = 4
+REPEATED_NGRAMS_N = 4
+REPEATED_NGRAMS_MAX_FRACTION = 0.6
+REPEATED_NGRAMS_MIN_TOKENS = 40
+
+
+def repeated_line_counts(text: str) -> tuple[int, int]:
+    """(lines counted, lines that repeat an earlier one). Lines are split on `\\n` and stripped of whitespace;
+    lines with no letter or digit do not count (closing braces, rules of dashes)."""
+    counted = [line.strip() for line in text.split("\n")]
+    counted = [line for line in counted if any(ch.isalnum() for ch in line)]
+    return len(counted), len(counted) - len(set(counted))
+
+
+def repeated_ngram_counts(text: str, n: int = REPEATED_NGRAMS_N) -> tuple[int, int]:
+    """(token n-grams, n-grams that repeat an earlier one), tokens as `tokenize` (CJK counted per character)."""
+    tokens = tokenize(text)
+    grams = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    total = sum(grams.values())
+    return total, total - len(grams)
+
+
+def is_generation_loop(
+    text: str,
+    lines_max_fraction: float = REPEATED_LINES_MAX_FRACTION,
+    min_lines: int = REPEATED_LINES_MIN_LINES,
+    n: int = REPEATED_NGRAMS_N,
+    ngrams_max_fraction: float = REPEATED_NGRAMS_MAX_FRACTION,
+    min_tokens: int = REPEATED_NGRAMS_MIN_TOKENS,
+) -> bool:
+    """True where the clean rule `repeated_lines` or `repeated_ngrams` (with these parameters) would drop `text`:
+    at least `min_lines` counted lines of which more than `lines_max_fraction` repeat an earlier line, or at least
+    `min_tokens` tokens of which more than `ngrams_max_fraction` of the `n`-grams repeat an earlier one."""
+    lines, dup_lines = repeated_line_counts(text)
+    if lines >= min_lines and dup_lines > lines_max_fraction * lines:
+        return True
+    if len(_TOKEN_RE.findall(text)) < min_tokens:
+        return False
+    grams, dup_grams = repeated_ngram_counts(text, n)
+    return grams > 0 and dup_grams / grams > ngrams_max_fraction
 
 
 # --- polars expressions ---------------------------------------------------------------------------------

@@ -252,8 +252,13 @@ class RepeatedLinesParams(Params):
     # Gopher drops web pages with > 30 % duplicate lines; answers with code repeat short lines
     # legitimately (closing braces, blank-ish lines), so lines without letters or digits are ignored
     # and the default is higher.
-    max_fraction: float = Field(0.5, gt=0, le=1, description="Largest share of lines that repeat another.")
-    min_lines: int = Field(4, ge=2, description="Only outputs with at least this many lines are checked.")
+    # The defaults live in `workbench.text` (shared with the eval's `repetition` flag).
+    max_fraction: float = Field(
+        text.REPEATED_LINES_MAX_FRACTION, gt=0, le=1, description="Largest share of lines that repeat another."
+    )
+    min_lines: int = Field(
+        text.REPEATED_LINES_MIN_LINES, ge=2, description="Only outputs with at least this many lines are checked."
+    )
 
 
 def per_record(df: pl.DataFrame, items: pl.Expr, value: pl.Expr, prefix: str) -> pl.DataFrame:
@@ -287,10 +292,15 @@ def repeated_lines(p: RepeatedLinesParams) -> Check:
 
 
 class RepeatedNgramsParams(Params):
-    n: int = Field(4, ge=2, le=10, description="Length of the token n-grams compared.")
+    # The defaults live in `workbench.text` (shared with the eval's `repetition` flag).
+    n: int = Field(text.REPEATED_NGRAMS_N, ge=2, le=10, description="Length of the token n-grams compared.")
     # Natural text has well under 10 % duplicate 4-grams; code around 20-35 %; generation loops above 70 %.
-    max_fraction: float = Field(0.6, gt=0, le=1, description="Largest share of n-grams that repeat.")
-    min_tokens: int = Field(40, ge=1, description="Only outputs with at least this many tokens are checked.")
+    max_fraction: float = Field(
+        text.REPEATED_NGRAMS_MAX_FRACTION, gt=0, le=1, description="Largest share of n-grams that repeat."
+    )
+    min_tokens: int = Field(
+        text.REPEATED_NGRAMS_MIN_TOKENS, ge=1, description="Only outputs with at least this many tokens are checked."
+    )
 
 
 @rule(
