@@ -178,9 +178,20 @@ def test_an_explicit_marker_beats_the_article_a_at_the_start() -> None:
     assert extract_choice("A cat is not a dog.") is None
 
 
+def test_a_leading_letter_beats_lone_letters_later() -> None:
+    assert extract_choice("B\n\nExplanation: C and D are wrong.") == "B"
+    assert extract_choice("(C) Rome, not B") == "C"
+
+
 def test_an_explicit_marker_beats_a_leading_letter_and_lone_letters() -> None:
     assert extract_choice("B. Wait: 答案是D") == "D"
     assert extract_choice("C looks tempting, but the answer is (A)") == "A"
+
+
+def test_mentioning_an_option_is_not_choosing_it() -> None:
+    assert extract_choice("选项A错误，答案是C") == "C"
+    assert extract_choice("Option (A) is incorrect; the correct answer is (C).") == "C"
+    assert extract_choice("选项A错误，选项B也错误") is None
 
 
 def test_a_capital_a_mid_sentence_or_before_a_verb_is_a_choice() -> None:
