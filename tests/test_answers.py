@@ -99,6 +99,8 @@ def test_extract_number_is_none_without_a_number() -> None:
 
 def test_the_hash_marker_beats_a_later_number_and_the_answer_phrase_beats_the_last_number() -> None:
     assert extract_number("#### 5\nThat was 7 steps") == 5
+    assert extract_number("#### $-12.5 in total, after 3 steps") == Fraction(-25, 2)
+    assert extract_number("#### Step 1\nAdd 2 and 3 to get 5") == 5  # a markdown heading is no marker
     assert extract_number("答案：8，验算：2×4=8，共3步") == 8
     # With no number after the last phrase, the phrase before it decides.
     assert extract_number("The answer is 6. The answer is obvious.") == 6

@@ -21,8 +21,9 @@ exactly (a `Fraction`, so 0.1 + 0.2 == 0.3 holds):
 - Percents are read as written: "50%" is 50, not 0.5 (a reference "0.5" does not match "50%").
 - Not read: scientific notation ("1e5" is 1 and 5), number words ("forty-two", "四十二").
 
-The answer's number: the first number after the last `####` (GSM8K's marker); else the last number inside the
-last `\\boxed{...}`; else the first number after the last answer phrase that is followed by one (`答案是`, `答案为`,
+The answer's number: the number right after the last `####` that a number follows (GSM8K's marker; spaces and `$`
+may come between, so a markdown heading "#### Step 2" is no marker); else the last number inside the last
+`\\boxed{...}`; else the first number after the last answer phrase that is followed by one (`答案是`, `答案为`,
 `答案：`, `答案:`, `the answer is`, `final answer`, `answer:`, case-insensitive); else the last number in the text.
 A reference may be a whole GSM8K solution ("... #### 42") or a bare number; the same rule reads both. Two numbers
 match when `|p - r| <= max(rel_tol * max(|p|, |r|), 1e-9)` (a relative tolerance, plus a tiny absolute one so 0 can
@@ -113,7 +114,7 @@ def _nfkc(text: str) -> str:
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+"
 _NUMBER_RE = re.compile(rf"(?P<sign>[-+])?(?<![\d.])(?P<num>{_NUM})(?:[ \t]*/[ \t]*(?P<den>{_NUM}))?")
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*+\{\s*+([-+]?)\s*+([\d.,]+)\s*+\}\s*+\{\s*+([-+]?)\s*+([\d.,]+)\s*+\}")
-_HASH_MARK = "####"
+_HASH_RE = re.compile(r"####[ \t]*+\$?")
 _ANSWER_PHRASE_RE = re.compile(
     r"答案\s*+(?:是|为|為|应为|應為|应是|應是)?\s*+:?|the\s+(?:final\s+)?answer\s+is|final\s+answer|answer\s*:",
     re.IGNORECASE,
@@ -178,15 +179,17 @@ def extract_number(text: str) -> Fraction | None:
     matches = list(_NUMBER_RE.finditer(text))
     if not matches:
         return None
-    starts = [m.start("num") for m in matches]
+    starts = [m.start() for m in matches]
 
     def first_after(pos: int) -> Fraction | None:
         i = bisect_left(starts, pos)
         return _value(matches[i]) if i < len(matches) else None
 
-    mark = text.rfind(_HASH_MARK)
-    if mark != -1 and (found := first_after(mark + len(_HASH_MARK))) is not None:
-        return found
+    if "####" in text:
+        by_start = {m.start(): m for m in matches}
+        for mark in reversed(list(_HASH_RE.finditer(text))):
+            if mark.end() in by_start:  # "#### 72", not a markdown heading "#### Step 2"
+                return _value(by_start[mark.end()])
     if "\\boxed" in text:
         for start, end in reversed(_boxed_spans(text)):
             i = bisect_left(starts, end) - 1  # the last number starting inside the box
