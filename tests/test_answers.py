@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 import time
 from fractions import Fraction
 
@@ -526,3 +528,12 @@ def test_a_long_answer_is_still_read_correctly() -> None:
     assert numeric_match(long, "1234") == 1
     assert extract_choice("x " * 50_000 + "答案：C") == "C"
     assert extract_json("说明 " * 20_000 + '```json\n{"ok": true}\n```')[0] == {"ok": True}
+
+
+def test_the_answer_and_degenerate_modules_stay_light() -> None:
+    code = (
+        "import sys, workbench.evaluate.answers, workbench.evaluate.degenerate; "
+        "print(sorted(m for m in ('torch', 'transformers', 'jsonschema') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # jsonschema too is imported only when a schema is first checked
