@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 import time
 from fractions import Fraction
 
@@ -99,6 +101,8 @@ def test_extract_number_is_none_without_a_number() -> None:
 
 def test_the_hash_marker_beats_a_later_number_and_the_answer_phrase_beats_the_last_number() -> None:
     assert extract_number("#### 5\nThat was 7 steps") == 5
+    assert extract_number("#### $-12.5 in total, after 3 steps") == Fraction(-25, 2)
+    assert extract_number("#### Step 1\nAdd 2 and 3 to get 5") == 5  # a markdown heading is no marker
     assert extract_number("答案：8，验算：2×4=8，共3步") == 8
     # With no number after the last phrase, the phrase before it decides.
     assert extract_number("The answer is 6. The answer is obvious.") == 6
@@ -178,9 +182,20 @@ def test_an_explicit_marker_beats_the_article_a_at_the_start() -> None:
     assert extract_choice("A cat is not a dog.") is None
 
 
+def test_a_leading_letter_beats_lone_letters_later() -> None:
+    assert extract_choice("B\n\nExplanation: C and D are wrong.") == "B"
+    assert extract_choice("(C) Rome, not B") == "C"
+
+
 def test_an_explicit_marker_beats_a_leading_letter_and_lone_letters() -> None:
     assert extract_choice("B. Wait: 答案是D") == "D"
     assert extract_choice("C looks tempting, but the answer is (A)") == "A"
+
+
+def test_mentioning_an_option_is_not_choosing_it() -> None:
+    assert extract_choice("选项A错误，答案是C") == "C"
+    assert extract_choice("Option (A) is incorrect; the correct answer is (C).") == "C"
+    assert extract_choice("选项A错误，选项B也错误") is None
 
 
 def test_a_capital_a_mid_sentence_or_before_a_verb_is_a_choice() -> None:
@@ -513,3 +528,12 @@ def test_a_long_answer_is_still_read_correctly() -> None:
     assert numeric_match(long, "1234") == 1
     assert extract_choice("x " * 50_000 + "答案：C") == "C"
     assert extract_json("说明 " * 20_000 + '```json\n{"ok": true}\n```')[0] == {"ok": True}
+
+
+def test_the_answer_and_degenerate_modules_stay_light() -> None:
+    code = (
+        "import sys, workbench.evaluate.answers, workbench.evaluate.degenerate; "
+        "print(sorted(m for m in ('torch', 'transformers', 'jsonschema') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # jsonschema too is imported only when a schema is first checked

@@ -21,8 +21,9 @@ exactly (a `Fraction`, so 0.1 + 0.2 == 0.3 holds):
 - Percents are read as written: "50%" is 50, not 0.5 (a reference "0.5" does not match "50%").
 - Not read: scientific notation ("1e5" is 1 and 5), number words ("forty-two", "四十二").
 
-The answer's number: the first number after the last `####` (GSM8K's marker); else the last number inside the
-last `\\boxed{...}`; else the first number after the last answer phrase that is followed by one (`答案是`, `答案为`,
+The answer's number: the number right after the last `####` that a number follows (GSM8K's marker; spaces and `$`
+may come between, so a markdown heading "#### Step 2" is no marker); else the last number inside the last
+`\\boxed{...}`; else the first number after the last answer phrase that is followed by one (`答案是`, `答案为`,
 `答案：`, `答案:`, `the answer is`, `final answer`, `answer:`, case-insensitive); else the last number in the text.
 A reference may be a whole GSM8K solution ("... #### 42") or a bare number; the same rule reads both. Two numbers
 match when `|p - r| <= max(rel_tol * max(|p|, |r|), 1e-9)` (a relative tolerance, plus a tiny absolute one so 0 can
@@ -32,10 +33,11 @@ Choices (`extract_choice`, `choice_accuracy`). Letters are those of `letters` (d
 when options are given. Precedence, highest first; the first level that names a letter decides, and when that level
 names two different letters the answer is ambiguous (None):
 
-1. explicit marker: `答案是B`, `答案为B`, `答案：B`, `选B`, `选择B`, `选项B`, `the answer is (C)`, `answer: D`,
-   `correct option is B`, `option B`, `choice B` (the letter may be bracketed, quoted or in `**bold**`);
-2. leading letter: the answer starts with a letter followed by `.`, `)`, `]`, `:`, `、`, `,` or the end of the
-   answer, or with a bracketed letter: `B. Paris`, `(B) Paris`, `B)`, `B`, `(b)`;
+1. explicit marker: `答案是B`, `答案为B`, `答案：B`, `选B`, `故选B`, `选择B`, `the answer is (C)`, `answer: D`,
+   `final answer: B`, `the correct option is B`, `best choice: B` (the letter may be bracketed, quoted or in
+   `**bold**`); "选项A" and "option A" merely mention an option and are no markers;
+2. leading letter: the answer starts with a letter followed by `.`, `)`, `]`, `:`, `、`, `,`, a line end or the end
+   of the answer, or with a bracketed letter: `B. Paris`, `(B) Paris`, `B)`, `B`, `B\n\nExplanation: ...`, `(b)`;
 3. lone letter token: a capital letter not touching another ASCII letter or digit ("I pick C because", "我认为是C");
    a capital `A` that starts a sentence and is followed by a lowercase word other than a verb such as `is` is the
    English article ("A cat is ..."), not a choice ("A is right" and "I think A fits" are);
@@ -112,7 +114,7 @@ def _nfkc(text: str) -> str:
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+"
 _NUMBER_RE = re.compile(rf"(?P<sign>[-+])?(?<![\d.])(?P<num>{_NUM})(?:[ \t]*/[ \t]*(?P<den>{_NUM}))?")
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*+\{\s*+([-+]?)\s*+([\d.,]+)\s*+\}\s*+\{\s*+([-+]?)\s*+([\d.,]+)\s*+\}")
-_HASH_MARK = "####"
+_HASH_RE = re.compile(r"####[ \t]*+\$?")
 _ANSWER_PHRASE_RE = re.compile(
     r"答案\s*+(?:是|为|為|应为|應為|应是|應是)?\s*+:?|the\s+(?:final\s+)?answer\s+is|final\s+answer|answer\s*:",
     re.IGNORECASE,
@@ -177,15 +179,17 @@ def extract_number(text: str) -> Fraction | None:
     matches = list(_NUMBER_RE.finditer(text))
     if not matches:
         return None
-    starts = [m.start("num") for m in matches]
+    starts = [m.start() for m in matches]
 
     def first_after(pos: int) -> Fraction | None:
         i = bisect_left(starts, pos)
         return _value(matches[i]) if i < len(matches) else None
 
-    mark = text.rfind(_HASH_MARK)
-    if mark != -1 and (found := first_after(mark + len(_HASH_MARK))) is not None:
-        return found
+    if "####" in text:
+        by_start = {m.start(): m for m in matches}
+        for mark in reversed(list(_HASH_RE.finditer(text))):
+            if mark.end() in by_start:  # "#### 72", not a markdown heading "#### Step 2"
+                return _value(by_start[mark.end()])
     if "\\boxed" in text:
         for start, end in reversed(_boxed_spans(text)):
             i = bisect_left(starts, end) - 1  # the last number starting inside the box
@@ -218,10 +222,11 @@ def numeric_match(prediction: str, reference: str | float | Fraction, rel_tol: f
 
 # --- choices ------------------------------------------------------------------------------------------------------
 
+# "选项A" and "option A" only mention an option ("选项A错误，答案是C"): they are no markers.
 _MARKER = (
-    r"(?:答案\s*+(?:是|为|應為|应为|选|選)?|(?:应|應|故|所以|我)?选(?:择|擇|项|項)?)"
-    r"|(?:\b(?:the\s+)?(?:final\s+|correct\s+|right\s+|best\s+)?(?:answer|option|choice)"
-    r"(?:\s+(?:is|would\s+be|should\s+be))?)"
+    r"(?:答案\s*+(?:是|为|為|應為|应为|选|選)?|[选選](?:择|擇)?(?![项項]))"
+    r"|(?:\b(?:the\s+)?(?:final\s+|correct\s+|right\s+|best\s+)?answer(?:\s+(?:is|would\s+be|should\s+be))?)"
+    r"|(?:\b(?:correct|right|best)\s+(?:option|choice)(?:\s+(?:is|would\s+be|should\s+be))?)"
 )
 # Possessive quantifiers (`*+`) throughout: a run of spaces or quotes is read once, never re-split by backtracking.
 _QUOTES = "\"'*“‘「【"
@@ -236,8 +241,9 @@ def _choice_patterns(letters: str) -> tuple[re.Pattern[str], re.Pattern[str], re
     closer = re.escape(_CLOSE)
     letter = rf"[{quotes}]*+\s*+(?:[({{\[]\s*+(?P<b>[{both}])\s*+[)}}\]]|(?P<l>[{upper}]))(?![A-Za-z0-9])"
     marker = re.compile(rf"(?i:{_MARKER})\s*+:?\s*+(?:是|为)?\s*+{letter}")
+    ends = rf"[.)\]:、,，\n{closer}]|$"
     leading = re.compile(
-        rf"\s*+[{quotes}]*+\s*+(?:[(\[]\s*+(?P<b>[{both}])\s*+[)\]]|(?P<l>[{upper}])(?=\s*+(?:[.)\]:、,，{closer}]|$)))"
+        rf"\s*+[{quotes}]*+\s*+(?:[(\[]\s*+(?P<b>[{both}])\s*+[)\]]|(?P<l>[{upper}])(?=[ \t]*+(?:{ends})))"
     )
     lone = re.compile(rf"(?<![A-Za-z0-9])(?P<l>[{upper}])(?![A-Za-z0-9])")
     return marker, leading, lone
@@ -431,7 +437,8 @@ def classification_report(
 ) -> dict[str, Any]:
     """Per-class precision/recall/F1/support, `macro_f1`, `accuracy`, `n`, `unparsed` (answers with no label) and the
     confusion matrix (`rows` = reference labels, `columns` = predicted labels + `(none)`, `matrix` of counts).
-    Raises ValueError when a reference is not a label (naming the item) or the lengths differ."""
+    With no items `accuracy` and `macro_f1` are NaN. Raises ValueError when a reference is not a label (naming the
+    item) or the lengths differ."""
     refs, preds = _codes(predictions, references, labels)
     k = len(labels)
     confusion = _confusion(refs, preds, k)
