@@ -4,7 +4,6 @@ fractions), option letters (markers beat stray letters, ambiguity gives None), l
 
 from __future__ import annotations
 
-import math
 import re
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from workbench.evaluate.answers import (
     json_schema_valid,
     json_valid,
     label_accuracy,
-    macro_f1_interval,
+    macro_f1_of,
     normalize_label,
     numeric_match,
     regex_flags,
@@ -335,24 +334,14 @@ def test_classification_report_on_chinese_labels() -> None:
     assert report["per_class"]["紧急"]["precision"] == pytest.approx(0.5)
 
 
-def test_macro_f1_interval_brackets_the_point_and_repeats_with_the_seed() -> None:
-    predictions = ["urgent", "Urgent.", "non-urgent", "Non-urgent", "urgent", "no idea"] * 5
-    references = ["urgent", "urgent", "urgent", "non-urgent", "non-urgent", "non-urgent"] * 5
-    point, lo, hi = macro_f1_interval(predictions, references, URGENCY, seed=1, n_resamples=500)
-    assert point == pytest.approx(classification_report(predictions, references, URGENCY)["macro_f1"])
-    assert 0 <= lo < point < hi <= 1
-    assert macro_f1_interval(predictions, references, URGENCY, seed=1, n_resamples=500) == (point, lo, hi)
-    assert macro_f1_interval(predictions, references, URGENCY, seed=2, n_resamples=500) != (point, lo, hi)
-
-
-def test_macro_f1_interval_is_a_point_when_every_item_is_right_and_undefined_for_one_item() -> None:
-    assert macro_f1_interval(["urgent", "non-urgent"] * 5, ["urgent", "non-urgent"] * 5, URGENCY, seed=0) == (
-        1.0,
-        1.0,
-        1.0,
-    )
-    point, lo, hi = macro_f1_interval(["urgent"], ["urgent"], URGENCY, seed=0)
-    assert point == 1.0 and math.isnan(lo) and math.isnan(hi)
+def test_macro_f1_of_indices_equals_the_report_on_those_items() -> None:
+    predictions = ["urgent", "Urgent.", "non-urgent", "Non-urgent", "urgent", "no idea"]
+    references = ["urgent", "urgent", "urgent", "non-urgent", "non-urgent", "non-urgent"]
+    macro = macro_f1_of(predictions, references, URGENCY)
+    assert macro(range(6)) == pytest.approx(classification_report(predictions, references, URGENCY)["macro_f1"])
+    picked = [0, 0, 3, 5]
+    expected = classification_report([predictions[i] for i in picked], [references[i] for i in picked], URGENCY)
+    assert macro(picked) == pytest.approx(expected["macro_f1"])
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------------

@@ -40,8 +40,15 @@ def test_a_predictions_file_is_scored_without_any_model(tmp_path: Path, wb: Any)
     assert rouge["wins"] == 3 and rouge["losses"] == 1 and rouge["delta"] == pytest.approx(0.5, abs=0.01)
     assert rouge["delta_lower"] <= rouge["delta"] <= rouge["delta_upper"]
     assert "mcnemar_p" in metrics["task"]["metrics"]["exact_match"]
-    assert "tok:zh" in metrics["task"]["corpus"]["bleu"]["signature"]
+    # A mixed-language set: corpus BLEU per language, zh tokenizer for the Chinese item, 13a for the rest.
+    corpus = metrics["task"]["corpus"]
+    assert "tok:zh" in corpus["bleu_zh"]["signature"] and corpus["bleu_zh"]["n"] == 1
+    assert "tok:13a" in corpus["bleu_latin"]["signature"] and corpus["bleu_latin"]["n"] == 3
+    assert "bleu" not in corpus and 0 < corpus["bleu_latin"]["brevity_penalty"] <= 1
     assert metrics["task"]["regressions"] == ["c"]
+    # The base's empty answer to "d" is flagged and counted.
+    assert metrics["task"]["degenerate"]["empty"] == {"tuned": 0.0, "base": 0.25, "tuned_items": 0, "base_items": 1}
+    assert rows[3]["base"]["flags"] == ["empty"] and rows[3]["tuned"]["flags"] == []
     assert any("only 4 items" in w for w in metrics["warnings"])
     sample = list(csv.DictReader((tmp_path / "ev" / "review_sample.csv").open(encoding="utf-8")))
     assert {r["bucket"] for r in sample} == {"regression", "improvement"} and len(sample) == 4

@@ -28,6 +28,7 @@ from rich.text import Text
 
 from workbench import __version__
 from workbench.errors import WbError
+from workbench.evaluate.config import EvalConfig, GenerationSettings
 
 app = typer.Typer(
     name="wb",
@@ -457,8 +458,6 @@ def _load_targets(target: str | None, adapters: list[Path] | None, say: Callable
 
 
 def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int) -> Any:
-    from workbench.evaluate.generate import GenerationSettings
-
     return GenerationSettings(
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, seed=seed, batch_size=1
     )
@@ -569,35 +568,49 @@ def count_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def _fields(model: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """(defaults, help texts) of a config model's fields: a command-line option and its config field are one setting."""
+    fields = model.model_fields
+    return (
+        {n: f.get_default(call_default_factory=True) for n, f in fields.items()},
+        {n: f.description or "" for n, f in fields.items()},
+    )
+
+
+_E, _EH = _fields(EvalConfig)
+_G, _GH = _fields(GenerationSettings)
+
+
 @app.command("eval")
 @user_errors
 def eval_(
     target: Annotated[
         str | None, typer.Argument(help="Run folder (runs/NAME), adapter folder or model; omit with --predictions.")
     ] = None,
-    data: Annotated[Path | None, typer.Option("--data", "-d", help="Task eval records (reference = output).")] = None,
-    probes: Annotated[
-        list[str] | None,
-        typer.Option("--probes", help="Forgetting probe sets: shipped names or JSONL files (repeatable)."),
-    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help=_EH["data"])] = _E["data"],
+    suite: Annotated[str, typer.Option("--suite", "-s", help=_EH["suite"])] = _E["suite"],
+    probes: Annotated[list[str] | None, typer.Option("--probes", help=_EH["probes"] + " (repeatable)")] = None,
     no_probes: Annotated[bool, typer.Option("--no-probes", help="Skip the forgetting probes.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N task records.")] = None,
-    probe_limit: Annotated[int | None, typer.Option("--probe-limit", help="First N items per probe set.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help=_EH["limit"])] = _E["limit"],
+    probe_limit: Annotated[int | None, typer.Option("--probe-limit", help=_EH["probe_limit"])] = _E["probe_limit"],
     no_base: Annotated[bool, typer.Option("--no-base", help="Do not evaluate the base model.")] = False,
-    base_model: Annotated[
-        str | None, typer.Option("--base-model", help="Base to compare a merged model with (default: the run's).")
-    ] = None,
-    max_new_tokens: GenOpts = 128,
-    probe_max_new_tokens: Annotated[int, typer.Option("--probe-max-new-tokens")] = 32,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts generated together.")] = 16,
-    sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of sampling and of the bootstrap.")] = 0,
-    review_size: Annotated[int, typer.Option("--review-size", help="Items in review_sample.csv.")] = 50,
+    base_model: Annotated[str | None, typer.Option("--base-model", help=_EH["base_model"])] = _E["base_model"],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help=_GH["max_new_tokens"])] = _G["max_new_tokens"],
+    probe_max_new_tokens: Annotated[int, typer.Option("--probe-max-new-tokens", help=_EH["probe_max_new_tokens"])] = _E[
+        "probe_max_new_tokens"
+    ],
+    batch_size: Annotated[int, typer.Option("--batch-size", help=_GH["batch_size"])] = _G["batch_size"],
+    sample: Annotated[bool, typer.Option("--sample", help=_GH["do_sample"])] = _G["do_sample"],
+    temperature: Annotated[float, typer.Option("--temperature", help=_GH["temperature"])] = _G["temperature"],
+    seed: Annotated[int, typer.Option("--seed", help=_EH["seed"])] = _E["seed"],
+    review_size: Annotated[int, typer.Option("--review-size", help=_EH["review_size"])] = _E["review_size"],
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate everything again.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder to write (default RUN/eval).")] = None,
     predictions: Annotated[
-        Path | None, typer.Option("--predictions", help="Score a file of prediction/reference rows; no model.")
+        Path | None,
+        typer.Option(
+            "--predictions", help="Score a file of prediction/reference rows (optional base_prediction); no model."
+        ),
     ] = None,
     import_review: Annotated[
         Path | None, typer.Option("--import-review", help="Fold a filled review_sample.csv back into RUN/eval.")
@@ -610,12 +623,11 @@ def eval_(
     if import_review is not None:
         _import_review(target, output, import_review)
         return
-    from workbench.evaluate.generate import GenerationSettings
-
-    config = pipeline.EvalConfig(
+    config = EvalConfig(
         data=data,
+        suite=suite,
         limit=limit,
-        probes=[] if no_probes or predictions is not None else (probes or list(pipeline.SHIPPED)),
+        probes=[] if no_probes or predictions is not None else (probes or list(_E["probes"])),
         probe_limit=probe_limit,
         base=not no_base,
         base_model=base_model,

@@ -102,13 +102,22 @@ class ClassScores(_Strict):
     support: Count
 
 
+class Confusion(_Strict):
+    rows: list[str] = Field(description="Reference labels.")
+    columns: list[str] = Field(description="Predicted labels, then `(none)` for answers that name no label.")
+    matrix: list[list[Count]]
+
+
 class ClassReport(_Strict):
-    """Per-class scores and the confusion matrix (rows: reference label, columns: predicted; `(none)`: no label)."""
+    """Per-class scores and the confusion matrix of one model's answers to a label task."""
 
     labels: list[str]
-    per_class: dict[str, ClassScores]
+    n: Count
+    accuracy: Number
     macro_f1: Number
-    confusion: dict[str, dict[str, Count]]
+    unparsed: Count = Field(description="Answers that name no label (or several).")
+    per_class: dict[str, ClassScores]
+    confusion: Confusion
 
 
 class SetMetrics(_Strict):

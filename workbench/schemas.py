@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from workbench.clean.profile import Profile
+from workbench.evaluate.suite import EvalSuite
 from workbench.io import dumps_json
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
 from workbench.report.gate import GateFile
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "clean-profile.schema.json": Profile,
     "train-recipe.schema.json": Recipe,
     "gate.schema.json": GateFile,
+    "eval-suite.schema.json": EvalSuite,
     # The run folder (workbench/runfile.py): what the stages write and wb report / wb gate read.
     "eval-metrics.schema.json": EvalMetrics,
     "scores-row.schema.json": ScoreRow,

@@ -1,10 +1,11 @@
 """Correctness of an answer: extract what the model answered (a number, an option letter, a label, a JSON value) and
 score it against the reference, one value in [0, 1] per item (ints 0/1 for the binary scores).
 
-Light on purpose: the standard library, numpy (`macro_f1_interval`) and jsonschema (`json_schema_valid`, imported when
-first used); no torch, no transformers. Every text is NFKC-normalised first, so full-width digits, letters and
-marks (`１２３`, `．`, `Ｂ`, `（Ｂ）`, `答案：`) read as their ASCII forms. Every rule below runs in time linear in the
-answer's length (no backtracking-prone patterns), so a 100 kB runaway answer costs milliseconds.
+Light on purpose: the standard library, numpy (`classification_report`, `macro_f1_of`) and jsonschema
+(`json_schema_valid`, imported when first used); no torch, no transformers. Every text is NFKC-normalised first, so
+full-width digits, letters and marks (`１２３`, `．`, `Ｂ`, `（Ｂ）`, `答案：`) read as their ASCII forms. Every rule
+below runs in time linear in the answer's length (no backtracking-prone patterns),
+so a 100 kB runaway answer costs milliseconds.
 
 Numbers (`extract_number`, `numeric_match`). A number is an optional sign, digits and an optional decimal part, read
 exactly (a `Fraction`, so 0.1 + 0.2 == 0.3 holds):
@@ -47,7 +48,7 @@ names two different letters the answer is ambiguous (None):
 
 Lowercase letters count only bracketed (`(b)`), never bare, so "answer: a dog" is not the choice A.
 
-Labels (`normalize_label`, `label_accuracy`, `classification_report`, `macro_f1_interval`). Answer and labels are
+Labels (`normalize_label`, `label_accuracy`, `classification_report`, `macro_f1_of`). Answer and labels are
 compared NFKC-normalised, casefolded, with whitespace collapsed and punctuation stripped at both ends. The label is:
 the whole answer when it equals a label ("Urgent." / "urgent" / "紧急"); else the label the answer starts with; else
 the only label that appears in the answer ("This is URGENT"); None when no label or several different labels appear.
@@ -62,9 +63,8 @@ unweighted mean of the per-class F1 over the labels that occur among the referen
 default label set), so a label of the suite that appears nowhere does not pull the mean to 0. The confusion matrix has
 one row per reference label and one column per predicted label, plus a last column `(none)` for answers no label
 could be read from (they count as wrong). Macro F1 is a property of the whole set, not a mean of per-item values, so it
-cannot take the per-item bootstrap of `evaluate/compare.py`; `macro_f1_interval` resamples the items with
-replacement (numpy's `default_rng(seed)`), recomputes macro F1 on each resample with the same label rule, and reads
-the percentile interval.
+cannot take the per-item bootstrap of `evaluate/compare.py`; `macro_f1_of` gives it as a function of item indices,
+which `compare.set_stat` resamples (recomputing macro F1 on each resample with the same label rule).
 
 JSON (`extract_json`, `json_valid`, `json_schema_valid`, `json_field_f1`). The answer's JSON value is the first of:
 the whole answer (stripped) parsed as JSON (any JSON value, scalars included); the first fenced block tagged `json`;
@@ -92,7 +92,7 @@ import re
 import unicodedata
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -467,37 +467,17 @@ def classification_report(
     }
 
 
-def macro_f1_interval(
-    predictions: Sequence[str],
-    references: Sequence[str],
-    labels: Sequence[str],
-    seed: int,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-) -> tuple[float, float, float]:
-    """(macro F1, lower, upper): the percentile-bootstrap interval of macro F1 over items (module docstring). NaN
-    bounds with fewer than two items, as `compare.bootstrap_mean_ci` gives."""
+def macro_f1_of(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]) -> Callable[[Any], float]:
+    """A function of item indices (a numpy array, repeats allowed) giving macro F1 on those items, with the labels
+    read once: what `compare.set_stat` resamples for the interval of this set-level metric."""
     refs, preds = _codes(predictions, references, labels)
-    k, n = len(labels), len(refs)
-    point = _cells_macro_f1(refs * (k + 1) + preds, k) if n else math.nan
-    if n < 2:
-        return point, math.nan, math.nan
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
-    rng = np.random.default_rng(seed)
+    k = len(labels)
     cells = refs * (k + 1) + preds
-    values = np.empty(n_resamples)
-    block = max(1, (1 << 20) // n)
-    for start in range(0, n_resamples, block):
-        stop = min(start + block, n_resamples)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        for row, sample in enumerate(cells[idx]):
-            values[start + row] = _cells_macro_f1(sample, k)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(values, [alpha, 1 - alpha])
-    return point, min(float(lo), point), max(float(hi), point)
+
+    def macro(indices: Any) -> float:
+        return _cells_macro_f1(cells[np.asarray(indices, dtype=np.int64)], k)
+
+    return macro
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------------

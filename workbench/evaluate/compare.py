@@ -16,7 +16,7 @@ are left out, pairwise when two models are compared.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,6 +152,41 @@ def stat(
         | ({"mcnemar_p": float(f"{mcnemar(t, b):.6g}")} if binary else {})
         | ({"constant": True} if constant else {})
     )
+
+
+def set_stat(
+    tuned: Callable[[npt.NDArray[np.int64]], float],
+    base: Callable[[npt.NDArray[np.int64]], float] | None,
+    n: int,
+    seed: int,
+    n_resamples: int = 2_000,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The STAT of a set-level metric (macro F1): `tuned(indices)` computes it on a sample of the set's items (an
+    index array, repeats allowed). The interval is a percentile bootstrap over items; with `base`, the difference is
+    bootstrapped on the same resamples (paired). Fewer resamples than `stat`: each recomputes the metric on a set."""
+    everything = np.arange(n)
+    value = tuned(everything)
+    if n < 2:
+        return {"tuned": _num(value), "lower": None, "upper": None}
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, n, size=(n_resamples, n))
+    alpha = (1 - confidence) / 2
+    t = np.array([tuned(k) for k in samples])
+    lo, hi = np.quantile(t, [alpha, 1 - alpha])
+    out: dict[str, Any] = {"tuned": _num(value), "lower": _num(min(lo, value)), "upper": _num(max(hi, value))}
+    if base is not None:
+        base_value = base(everything)
+        d = t - np.array([base(k) for k in samples])
+        dlo, dhi = np.quantile(d, [alpha, 1 - alpha])
+        delta = value - base_value
+        out |= {
+            "base": _num(base_value),
+            "delta": _num(delta),
+            "delta_lower": _num(min(dlo, delta)),
+            "delta_upper": _num(max(dhi, delta)),
+        }
+    return out
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

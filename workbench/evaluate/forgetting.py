@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 from workbench import io
 from workbench.errors import WbError
+from workbench.evaluate.config import SHIPPED_PROBES
 
-SHIPPED = ("general_en", "general_zh", "general_text_en", "general_text_zh")
+SHIPPED = SHIPPED_PROBES
 
 Kind = Literal["qa", "text"]
 
@@ -35,6 +36,13 @@ class Item:
     answers: list[str] = field(default_factory=list)
     system: str = ""
     history: list[list[str]] = field(default_factory=list)
+    answer_type: str | None = None  # the record's own answer type (else the suite's)
+    options: dict[str, str] | None = None  # multiple choice: letter -> option text
+
+    @property
+    def prompt(self) -> str:
+        """The question as the model saw it (without the template): instruction and input."""
+        return "\n".join(part for part in (self.instruction, self.input) if part)
 
     @property
     def references(self) -> list[str]:

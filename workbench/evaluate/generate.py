@@ -4,6 +4,11 @@ Prompts are rendered exactly as training rendered them (the run's chat or Alpaca
 length into batches (less padding) and returned in the caller's order. Greedy by default; sampling is seeded per
 batch. Generation stops at the end-of-turn/EOS tokens or after `max_new_tokens`.
 
+Each answer records how many tokens were generated and whether generation ended at an end token (`finished`) or was
+cut at `max_new_tokens`. A cut answer never ends in half a character: byte-level tokenizers can stop in the middle
+of a multi-byte UTF-8 character (a Chinese character is three bytes), which decodes to U+FFFD; those trailing
+replacement characters are dropped.
+
 The cache (`<wb cache>/generations.sqlite`) is keyed by the model's identity (SHA-256 of the base weights and of the
 active adapter's weights), the exact prompt text and the generation settings, batch size included (padding can
 change greedy outputs in the last bits, so outputs made at another batch size are not reused).
@@ -20,29 +25,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from workbench.evaluate.config import GenerationSettings
+from workbench.evaluate.degenerate import safe_decode_tail
 from workbench.io import sha256_file
 from workbench.train.model import SAFETENSORS_WEIGHTS, cache_dir, resolve_model
 from workbench.train.runs import Loaded
 
 ProgressFn = Callable[[int, int], None]
-
-
-class GenerationSettings(BaseModel):
-    """How answers are generated; every field is part of the cache key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_new_tokens: int = Field(128, ge=1, le=8192)
-    batch_size: int = Field(16, ge=1, description="Prompts generated together (16: ~5x one-at-a-time on 2 CPU cores).")
-    do_sample: bool = False
-    temperature: float = Field(0.7, gt=0)
-    top_p: float = Field(0.9, gt=0, le=1)
-    seed: int = 0
-
-    def key(self) -> str:
-        return json.dumps(self.model_dump(), sort_keys=True)
+CACHE_FORMAT = 2  # entries hold {"text", "tokens", "finished"}; format 1 held the text alone
 
 
 def prompt_for(loaded: Loaded, record: dict[str, Any]) -> str:
@@ -64,6 +54,13 @@ def stop_token_ids(loaded: Loaded) -> list[int]:
     return sorted(ids)
 
 
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    generated_tokens: int
+    finished: bool  # ended at an end token; False: cut at max_new_tokens
+
+
 def generate(
     loaded: Loaded,
     prompts: Sequence[str],
@@ -72,29 +69,40 @@ def generate(
     progress: ProgressFn | None = None,
 ) -> list[str]:
     """Answers for `prompts` (rendered prompt texts), in order; cached answers are not regenerated."""
+    return [a.text for a in generate_answers(loaded, prompts, settings, cache, progress)]
+
+
+def generate_answers(
+    loaded: Loaded,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    cache: GenerationCache | None = None,
+    progress: ProgressFn | None = None,
+) -> list[Answer]:
+    """`generate`, with each answer's token count and whether it finished."""
     keys = [cache.key(loaded, p, settings) for p in prompts] if cache is not None else []
     found = cache.get_many(keys) if cache is not None else {}
-    answers: list[str | None] = [found.get(k) for k in keys] if cache is not None else [None] * len(prompts)
+    answers: list[Answer | None] = [found.get(k) for k in keys] if cache is not None else [None] * len(prompts)
     todo = [i for i, a in enumerate(answers) if a is None]
     done = len(prompts) - len(todo)
     if progress is not None:
         progress(done, len(prompts))
     if todo:
-        for batch, texts in _generate_batches(loaded, [prompts[i] for i in todo], settings):
-            fresh = {todo[j]: text for j, text in zip(batch, texts, strict=True)}
-            for i, text in fresh.items():
-                answers[i] = text
+        for batch, made in _generate_batches(loaded, [prompts[i] for i in todo], settings):
+            fresh = {todo[j]: answer for j, answer in zip(batch, made, strict=True)}
+            for i, answer in fresh.items():
+                answers[i] = answer
             if cache is not None:
-                cache.put_many({keys[i]: text for i, text in fresh.items()})
+                cache.put_many({keys[i]: answer for i, answer in fresh.items()})
             done += len(batch)
             if progress is not None:
                 progress(done, len(prompts))
-    return [a if a is not None else "" for a in answers]
+    return [a if a is not None else Answer("", 0, True) for a in answers]
 
 
 def _generate_batches(
     loaded: Loaded, prompts: list[str], settings: GenerationSettings
-) -> Iterator[tuple[list[int], list[str]]]:
+) -> Iterator[tuple[list[int], list[Answer]]]:
     import torch
 
     tokenizer = loaded.tokenizer
@@ -129,8 +137,15 @@ def _generate_batches(
                     eos_token_id=stops or None,
                     **sampling,
                 )
-            texts = tokenizer.batch_decode(out[:, longest:], skip_special_tokens=True)
-            yield batch, [t.strip() for t in texts]
+            new = out[:, longest:]
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            made = []
+            for row, text in zip(new.tolist(), texts, strict=True):
+                ends = [k for k, token in enumerate(row) if token in stops]
+                finished = bool(ends)
+                count = ends[0] + 1 if ends else len(row)
+                made.append(Answer(safe_decode_tail(text).strip(), count, finished or count < settings.max_new_tokens))
+            yield batch, made
 
 
 def reference_losses(
@@ -239,23 +254,31 @@ class GenerationCache:
 
     def key(self, loaded: Loaded, prompt: str, settings: GenerationSettings) -> str:
         ident = asdict(self.identity(loaded))
-        blob = json.dumps({"model": ident, "prompt": prompt, "settings": settings.key()}, sort_keys=True)
+        blob = json.dumps(
+            {"model": ident, "prompt": prompt, "settings": settings.key(), "format": CACHE_FORMAT}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+    def get_many(self, keys: Sequence[str]) -> dict[str, Answer]:
+        found: dict[str, Answer] = {}
         with self._connect() as db:
             for lo in range(0, len(keys), 500):
                 chunk = list(keys[lo : lo + 500])
                 marks = ",".join("?" * len(chunk))
-                found.update(db.execute(f"SELECT key, text FROM answers WHERE key IN ({marks})", chunk).fetchall())
+                for key, text in db.execute(f"SELECT key, text FROM answers WHERE key IN ({marks})", chunk):
+                    entry = json.loads(text)
+                    found[key] = Answer(entry["text"], entry["tokens"], entry["finished"])
         self.hits += sum(1 for k in keys if k in found)
         self.misses += sum(1 for k in keys if k not in found)
         return found
 
-    def put_many(self, items: dict[str, str]) -> None:
+    def put_many(self, items: dict[str, Answer]) -> None:
+        rows = [
+            (k, json.dumps({"text": a.text, "tokens": a.generated_tokens, "finished": a.finished}, ensure_ascii=False))
+            for k, a in items.items()
+        ]
         with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", list(items.items()))
+            db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", rows)
 
 
 def _active_adapter_dir(loaded: Loaded) -> str | None:

@@ -246,10 +246,14 @@ def bleu_tokenize_for(references: Iterable[References]) -> str:
 
 @dataclass(frozen=True)
 class CorpusScore:
-    """A corpus-level sacrebleu score (0-100, sacrebleu's scale) and its signature."""
+    """A corpus-level sacrebleu score (0-100, sacrebleu's scale) and its signature; for BLEU also the brevity
+    penalty and the length ratio (answer tokens / reference tokens), which explain a low corpus BLEU when answers
+    are short or cut at the token limit."""
 
     score: float
     signature: str
+    brevity_penalty: float | None = None
+    length_ratio: float | None = None
 
 
 @dataclass
@@ -277,10 +281,13 @@ def _sacre_scores(predictions: Sequence[str], references: list[list[str]], token
     chrf_stats = chrf_metric._extract_corpus_statistics(predictions, streams)
     chrf = [_unit(chrf_metric._compute_score_from_stats(s).score / 100) for s in chrf_stats]
 
+    whole = corpus_bleu._aggregate_and_compute(stats)
     corpus = {
         "bleu": CorpusScore(
-            round(float(corpus_bleu._aggregate_and_compute(stats).score), _DECIMALS),
+            round(float(whole.score), _DECIMALS),
             corpus_bleu.get_signature().format(),
+            round(float(whole.bp), _DECIMALS),
+            round(float(whole.ratio), _DECIMALS),
         ),
         "chrf": CorpusScore(
             round(float(chrf_metric._aggregate_and_compute(chrf_stats).score), _DECIMALS),

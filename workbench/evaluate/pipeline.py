@@ -1,8 +1,10 @@
 """`wb eval` as a library function: generate (or read) answers, score them, compare base and tuned, write it down.
 
 Writes into the output folder (default `runs/<name>/eval/`): `scores.jsonl` (every item, both models, every
-metric), `metrics.json` (aggregates with intervals, forgetting, overlap, generation settings, warnings),
-`review_sample.csv` and `manifest.json` — the formats of docs/run-folder.md.
+metric, degenerate-answer flags), `metrics.json` (aggregates with intervals, degenerate shares, forgetting,
+overlap, generation settings, warnings), `review_sample.csv` and `manifest.json` — the models of
+`workbench.runfile` (docs/run-folder.md describes them). How the task's answers are judged comes from an eval suite
+(`workbench.evaluate.suite`); which metrics exist, from the registry (`workbench.evaluate.registry`).
 """
 
 from __future__ import annotations
@@ -15,45 +17,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from workbench import io
+from workbench import io, runfile
 from workbench.errors import WbError
-from workbench.evaluate import compare, review
-from workbench.evaluate.forgetting import SHIPPED, Item, ProbeSet, load_probe_set
-from workbench.evaluate.generate import GenerationSettings
-from workbench.evaluate.metrics import BINARY_METRICS, METRIC_KEYS, score_items
+from workbench.evaluate import compare, degenerate, registry, review
+from workbench.evaluate.config import EvalConfig
+from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set
+from workbench.evaluate.generate import Answer
+from workbench.evaluate.metrics import score_items
+from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
 from workbench.io import sha256_file
 from workbench.manifest import build_manifest
+from workbench.text import count_cjk
 
 ProgressFn = Callable[[str, int, int], None]
 StatusFn = Callable[[str], None]
 
 TASK = "task"
 SIDES = ("tuned", "base")
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
-QA_METRICS = ("accuracy", "exact_match", "f1", "rouge_l")
-TASK_METRICS = ("rouge_l", "rouge1", "rouge2", "bleu", "chrf", "exact_match", "f1", "loss")
+OVERLAP_METRICS = ("rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "f1", "accuracy")
+"""Computed together by `metrics.score_items` (one pass of sacrebleu statistics)."""
 REGRESSIONS_KEPT = 50
-
-
-class EvalConfig(BaseModel):
-    """What `wb eval` evaluates and how; every field has a command-line option."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    data: Path | None = Field(None, description="Task eval records (reference = output).")
-    limit: int | None = Field(None, ge=1, description="Only the first N task records.")
-    probes: list[str] = Field(default_factory=lambda: list(SHIPPED), description="Probe sets: shipped names or files.")
-    probe_limit: int | None = Field(None, ge=1, description="Only the first N items of each probe set.")
-    base: bool = Field(True, description="Also evaluate the base model for the A/B and forgetting comparisons.")
-    base_model: str | None = Field(None, description="The base to compare with, when the target is a whole model.")
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
-    probe_max_new_tokens: int = Field(32, ge=1, description="New tokens for short-answer probes.")
-    max_length: int = Field(1024, ge=16, description="Tokens per sequence when computing reference losses.")
-    seed: int = Field(0, description="Seed of the bootstrap resampling.")
-    review_size: int = Field(50, ge=0, description="Items in review_sample.csv.")
-    cache: bool = Field(True, description="Reuse generations from the cache.")
+DEGENERATE_WORDS = {
+    "echo": "repeat the prompt instead of answering",
+    "empty": "are empty",
+    "repetition": "loop (repeated lines or n-grams)",
+    "broken_text": "hold broken text (U+FFFD or control characters)",
+    "wrong_language": "are in another language than the question",
+}
 
 
 @dataclass
@@ -63,6 +53,8 @@ class EvalSet:
     items: list[Item]
     predictions: dict[str, list[str]] = field(default_factory=dict)  # side -> answers
     losses: dict[str, list[float | None]] = field(default_factory=dict)  # side -> reference losses
+    generated: dict[str, list[Answer]] = field(default_factory=dict)  # side -> token counts, finished
+    max_new_tokens: int | None = None
 
 
 @dataclass
@@ -77,20 +69,49 @@ class EvalResult:
 
 
 def task_items(path: Path, limit: int | None) -> list[Item]:
+    """The task records as eval items. In a JSONL file a record may also carry `answer_type` (overriding the
+    suite's) and `options` ({"A": "...", ...} for multiple choice)."""
     from workbench.train.trainer import read_records
 
     records = read_records(path)[:limit]
-    return [
-        Item(
-            id=line,
-            instruction=r["instruction"],
-            input=r.get("input") or "",
-            reference=r["output"],
-            system=r.get("system") or "",
-            history=[list(turn) for turn in r.get("history") or []],
+    extras = _record_extras(path) if path.suffix == ".jsonl" else {}
+    items = []
+    for line, r in records:
+        extra = extras.get(line, {})
+        items.append(
+            Item(
+                id=line,
+                instruction=r["instruction"],
+                input=r.get("input") or "",
+                reference=r["output"],
+                system=r.get("system") or "",
+                history=[list(turn) for turn in r.get("history") or []],
+                answer_type=extra.get("answer_type"),
+                options=extra.get("options"),
+            )
         )
-        for line, r in records
-    ]
+    return items
+
+
+def _record_extras(path: Path) -> dict[int, dict[str, Any]]:
+    return {n: extra for n, row in io.json_objects(path) if (extra := _extras(row, path, n))}
+
+
+def _extras(row: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
+    """A record's own `answer_type` and multiple-choice `options`, checked."""
+    extra: dict[str, Any] = {}
+    answer_type = row.get("answer_type")
+    if answer_type is not None:
+        if answer_type not in registry.ANSWER_TYPES:
+            known = ", ".join(registry.ANSWER_TYPES)
+            raise WbError(f"{path}:line {n}: field answer_type: {answer_type!r} is not one of {known}")
+        extra["answer_type"] = answer_type
+    options = row.get("options")
+    if options is not None:
+        if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+            raise WbError(f"{path}:line {n}: field options: expected an object of letter -> option text")
+        extra["options"] = {str(k).strip().upper(): v for k, v in options.items()}
+    return extra
 
 
 def _sets(config: EvalConfig) -> list[EvalSet]:
@@ -177,7 +198,7 @@ def _recipe_model(run_dir: Path) -> str:
 def _run_side(
     s: EvalSet, side: str, loaded: Any, config: EvalConfig, cache: Any, on_progress: ProgressFn | None
 ) -> None:
-    from workbench.evaluate.generate import generate, prompt_for, reference_losses, text_losses
+    from workbench.evaluate.generate import generate_answers, prompt_for, reference_losses, text_losses
 
     label = f"{side} · {s.name}"
     report = (lambda done, total: on_progress(label, done, total)) if on_progress is not None else None
@@ -190,7 +211,10 @@ def _run_side(
     if s.kind == "qa":
         settings = settings.model_copy(update={"max_new_tokens": config.probe_max_new_tokens})
     prompts = [prompt_for(loaded, it.record()) for it in s.items]
-    s.predictions[side] = generate(loaded, prompts, settings, cache, report)
+    answers = generate_answers(loaded, prompts, settings, cache, report)
+    s.generated[side] = answers
+    s.predictions[side] = [a.text for a in answers]
+    s.max_new_tokens = settings.max_new_tokens
     if s.kind == TASK:
         s.losses[side] = reference_losses(loaded, [it.record() for it in s.items], config.max_length)
 
@@ -233,6 +257,7 @@ def evaluate_predictions(path: Path, config: EvalConfig, out_dir: Path) -> EvalR
         name = str(row.get("set") or TASK)
         s = sets.setdefault(name, EvalSet(name, TASK if name == TASK else "qa", []))
         answers: list[Any] = row["answers"] if isinstance(row.get("answers"), list) else []
+        extra = _extras(row, path, n)
         s.items.append(
             Item(
                 id=row.get("id", n),
@@ -240,6 +265,8 @@ def evaluate_predictions(path: Path, config: EvalConfig, out_dir: Path) -> EvalR
                 input=str(row.get("input") or ""),
                 reference=row["reference"],
                 answers=[str(a) for a in answers],
+                answer_type=extra.get("answer_type"),
+                options=extra.get("options"),
             )
         )
         s.predictions.setdefault("tuned", []).append(row["prediction"])
@@ -267,36 +294,44 @@ def _finish(
     warnings: list[str],
     inputs_extra: dict[str, str],
 ) -> EvalResult:
-    rows: list[dict[str, Any]] = []
-    metrics: dict[str, Any] = {"forgetting": {}}
+    suite = load_suite(config.suite)
+    rows: list[runfile.ScoreRow] = []
+    task: runfile.SetMetrics | None = None
+    forgetting: dict[str, runfile.SetMetrics] = {}
     for s in sets:
-        set_rows, summary, set_warnings = _score_set(s, config.seed)
+        set_rows, summary, set_warnings = score_set(s, suite if s.kind == TASK else DEFAULT, config.seed)
         rows.extend(set_rows)
         warnings.extend(f"{s.name}: {w}" for w in set_warnings)
         if s.kind == TASK:
-            metrics[TASK] = summary
+            task = summary
         else:
-            metrics["forgetting"][s.name] = summary
-    if overlap is not None:
-        metrics["overlap"] = overlap
-        if overlap["items"]:
-            warnings.append(
-                f"{overlap['items']} of the task items share a long n-gram with the run's training data "
-                f"({overlap['fraction']:.1%}): their scores measure memory, not generalisation"
-            )
-    metrics["generation"] = generation
-    task = metrics.get(TASK)
-    if task is not None and task["n"] < 30:
-        warnings.append(f"the task set has only {task['n']} items: intervals are wide")
-    metrics["warnings"] = warnings
+            forgetting[s.name] = summary
+    overlap_model = runfile.Overlap.model_validate(overlap) if overlap is not None else None
+    if overlap_model is not None and overlap_model.items:
+        warnings.append(
+            f"{overlap_model.items} of the task items share a long n-gram with the run's training data "
+            f"({overlap_model.fraction:.1%}): their scores measure memory, not generalisation"
+        )
+    if task is not None and task.n < 30:
+        warnings.append(f"the task set has only {task.n} items: intervals are wide")
+    metrics = runfile.EvalMetrics(
+        task=task,
+        forgetting=forgetting,
+        overlap=overlap_model,
+        generation=generation,
+        suite=suite.model_dump(mode="json") if task is not None else None,
+        warnings=warnings,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
+    plain_rows = [r.model_dump(mode="json", exclude_none=True) for r in rows]
     with io.atomic_write(out_dir / "scores.jsonl") as f:
-        for row in rows:
+        for row in plain_rows:
             f.write(io.jsonl_line(row))
-    io.write_json(out_dir / "metrics.json", metrics)
+    io.write_json(out_dir / "metrics.json", metrics.model_dump(mode="json", exclude_none=True))
     outputs = {"scores": out_dir / "scores.jsonl", "metrics": out_dir / "metrics.json"}
-    if any(r["set"] == TASK and "base" in r for r in rows) and config.review_size:
-        review.write_sample(out_dir / "review_sample.csv", rows, config.review_size, config.seed)
+    if task is not None and any(r["set"] == TASK and "base" in r for r in plain_rows) and config.review_size:
+        primary = task.settings.get("primary") or "rouge_l"
+        review.write_sample(out_dir / "review_sample.csv", plain_rows, config.review_size, config.seed, primary)
         outputs["review_sample"] = out_dir / "review_sample.csv"
     inputs = {"data": config.data} if config.data is not None else {}
     manifest = build_manifest(
@@ -309,56 +344,303 @@ def _finish(
     )
     manifest.update(inputs_extra)
     io.write_json(out_dir / "manifest.json", manifest)
-    return EvalResult(out_dir, metrics, warnings)
+    return EvalResult(out_dir, metrics.model_dump(mode="json", exclude_none=True), warnings)
 
 
-def _score_set(s: EvalSet, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring one set
+
+
+def _answer_type(s: EvalSet, item: Item, suite: EvalSuite) -> str:
+    if s.kind == "text":
+        return "lm"
+    if s.kind == "qa":
+        return "probe"
+    return item.answer_type or suite.answer_type
+
+
+def _language(text: str) -> str:
+    return "zh" if count_cjk(text) else "latin"
+
+
+def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.ScoreRow], runfile.SetMetrics, list[str]]:
+    """Per-item scores of every side and their aggregate: metrics with intervals, corpus scores per language,
+    degenerate-answer shares, classification reports; plus warnings in words."""
     sides = [side for side in SIDES if side in s.predictions or side in s.losses]
-    per_side: dict[str, list[dict[str, Any]]] = {}
-    corpus: dict[str, Any] = {}
+    n = len(s.items)
+    types = [_answer_type(s, it, suite) for it in s.items]
+    wanted = [suite.metrics_for(t) for t in types]
     warnings: list[str] = []
+    settings: dict[str, Any] = {"suite": suite.name} if s.kind == TASK else {}
+
+    # What is scored: with strip_prompt_prefix, the part after a prefix the reference shares with the prompt.
+    refs: list[list[str]] = [list(it.references) for it in s.items]
+    scored_preds: dict[str, list[str]] = {side: list(s.predictions[side]) for side in sides if side in s.predictions}
+    stripped: list[bool] = [False] * n
+    if s.kind == TASK and suite.strip_prompt_prefix:
+        for i, it in enumerate(s.items):
+            prompt = it.prompt
+            if not prompt:
+                continue
+            _, ref_rest, shared = degenerate.strip_shared_prefix("", it.reference, prompt)
+            if shared:
+                stripped[i] = True
+                refs[i] = [ref_rest]
+                for preds in scored_preds.values():
+                    preds[i], _, _ = degenerate.strip_shared_prefix(preds[i], it.reference, prompt)
+        if any(stripped):
+            settings["scored_after_prompt_prefix"] = sum(stripped)
+            warnings.append(
+                f"{sum(stripped)} of {n} references begin with the prompt text: answers and references are scored "
+                "after that shared prefix, so repeating the question earns nothing"
+            )
+
+    per_side: dict[str, list[runfile.SideScores]] = {}
+    corpus: dict[str, runfile.CorpusScore] = {}
+    flagged: dict[str, list[list[str]]] = {}
     for side in sides:
-        scores: list[dict[str, Any]] = [{} for _ in s.items]
-        if side in s.predictions:
-            result = score_items(s.predictions[side], [it.references for it in s.items])
-            if side == "tuned":
-                warnings.extend(result.warnings)
-            for i, (prediction, item_scores) in enumerate(zip(s.predictions[side], result.items, strict=True)):
-                scores[i] = {"prediction": prediction, **item_scores}
-            for name, score in result.corpus.items():
-                corpus.setdefault(name, {})[side] = score.score
-                corpus[name]["signature"] = score.signature
+        values: list[dict[str, float | int | None]] = [{} for _ in range(n)]
+        if side in scored_preds:
+            preds = scored_preds[side]
+            _overlap_scores(s, preds, refs, wanted, values, corpus, side, warnings)
+            for i, it in enumerate(s.items):
+                ctx = registry.ItemContext(it.reference if not stripped[i] else refs[i][0], refs[i], it.options, suite)
+                for name in wanted[i]:
+                    metric = registry.get(name)
+                    if metric is None or metric.score is None:
+                        continue
+                    try:
+                        values[i][name] = metric.score(preds[i], ctx)
+                    except ValueError as e:
+                        raise WbError(f"{s.name} item {it.id}: {name}: {e}") from None
+            flagged[side] = _flags(s, side)
         if side in s.losses:
             for i, loss in enumerate(s.losses[side]):
-                scores[i]["loss"] = loss
+                if "loss" in wanted[i]:
+                    values[i]["loss"] = loss
                 if s.kind == "text":
-                    scores[i]["perplexity"] = round(math.exp(loss), 4) if loss is not None else None
+                    values[i]["perplexity"] = round(math.exp(loss), 4) if loss is not None else None
+        scores = []
+        for i in range(n):
+            answer = s.generated.get(side, [None] * n)[i] if side in s.generated else None
+            prediction = s.predictions[side][i] if side in s.predictions else None
+            scored = scored_preds[side][i] if side in scored_preds else None
+            scores.append(
+                runfile.SideScores(
+                    prediction=prediction,
+                    scored=scored if scored != prediction else None,
+                    generated_tokens=answer.generated_tokens if answer is not None else None,
+                    finished=answer.finished if answer is not None else None,
+                    flags=flagged.get(side, [[]] * n)[i],
+                    **values[i],
+                )
+            )
         per_side[side] = scores
+
     rows = []
     for i, it in enumerate(s.items):
-        row: dict[str, Any] = {"set": s.name, "id": it.id, "instruction": it.instruction, "input": it.input}
-        row["reference"] = it.reference
-        if it.answers and it.answers != [it.reference]:
-            row["answers"] = it.answers
-        for side in sides:
-            row[side] = per_side[side][i]
-        rows.append(row)
-    keys = {"text": ("loss", "perplexity"), "qa": QA_METRICS, TASK: TASK_METRICS}[s.kind]
-    summary: dict[str, Any] = {"n": len(s.items), "kind": s.kind, "metrics": {}}
-    for key in keys:
-        tuned = [r["tuned"].get(key) for r in rows]
-        if all(v is None for v in tuned):
-            continue
-        base = [r["base"].get(key) for r in rows] if "base" in sides else None
-        summary["metrics"][key] = compare.stat(
-            tuned, base, seed, binary=key in BINARY_METRICS, higher_is_better=key not in LOWER_IS_BETTER
+        rows.append(
+            runfile.ScoreRow(
+                set=s.name,
+                id=it.id,
+                instruction=it.instruction,
+                input=it.input,
+                reference=it.reference,
+                answers=it.answers if it.answers and it.answers != [it.reference] else None,
+                answer_type=types[i] if s.kind == TASK else None,
+                scored_reference=refs[i][0] if stripped[i] else None,
+                tuned=per_side["tuned"][i] if "tuned" in per_side else runfile.SideScores(),
+                base=per_side.get("base", [None] * n)[i] if "base" in per_side else None,
+            )
         )
-    if corpus:
-        summary["corpus"] = corpus
-    if s.kind == TASK and "base" in sides:
-        deltas = sorted(
-            ((r["tuned"]["rouge_l"] - r["base"]["rouge_l"], n) for n, r in enumerate(rows)), key=lambda p: p[0]
-        )
-        summary["regressions"] = [rows[n]["id"] for d, n in deltas if d < 0][:REGRESSIONS_KEPT]
-    assert set(METRIC_KEYS) >= {k for k in keys if k not in ("loss", "perplexity")}
+
+    metrics = _aggregate(rows, sides, seed)
+    classification: dict[str, runfile.ClassReport] = {}
+    if any(t == "label" for t in types) and "macro_f1" in (suite.metrics or registry.for_answer_type("label")):
+        stat, classification = _macro_f1(s, types, suite, sides, seed)
+        if stat is not None:
+            metrics["macro_f1"] = stat
+    metrics = {k: metrics[k] for k in registry.order(metrics)}
+    degenerate_stats = _degenerate(flagged, n)
+    warnings.extend(_notes(s, metrics, degenerate_stats, corpus, suite, sides))
+    primary = suite.primary if suite.primary in metrics else next(iter(metrics), None)
+    if primary is not None and s.kind == TASK:
+        settings["primary"] = primary
+    regressions: list[int | str] = []
+    if s.kind == TASK and "base" in sides and primary is not None:
+        sign = 1 if registry.higher_is_better(primary) else -1
+        deltas = []
+        for k, row in enumerate(rows):
+            t, b = _side_value(row.tuned, primary), _side_value(row.base, primary)
+            if t is not None and b is not None:
+                deltas.append((sign * (t - b), k))
+        regressions = [rows[k].id for d, k in sorted(deltas) if d < 0][:REGRESSIONS_KEPT]
+    summary = runfile.SetMetrics(
+        n=n,
+        kind=s.kind,
+        metrics=metrics,
+        corpus=corpus,
+        regressions=regressions,
+        degenerate=degenerate_stats,
+        classification=classification,
+        settings=settings,
+    )
     return rows, summary, warnings
+
+
+def _overlap_scores(
+    s: EvalSet,
+    preds: list[str],
+    refs: list[list[str]],
+    wanted: list[list[str]],
+    values: list[dict[str, float | int | None]],
+    corpus: dict[str, runfile.CorpusScore],
+    side: str,
+    warnings: list[str],
+) -> None:
+    """ROUGE, BLEU, chrF, EM, F1, accuracy for the items that want them; BLEU and chrF per language group (sacrebleu's
+    zh tokenizer for Chinese references, 13a for the rest), corpus scores per group."""
+    need = [i for i in range(len(preds)) if any(m in OVERLAP_METRICS for m in wanted[i])]
+    groups: dict[str, list[int]] = {}
+    for i in need:
+        groups.setdefault(_language(" ".join(refs[i])), []).append(i)
+    for language, idx in sorted(groups.items()):
+        result = score_items([preds[i] for i in idx], [refs[i] for i in idx])
+        if side == "tuned":
+            warnings.extend(result.warnings)
+        for i, item_scores in zip(idx, result.items, strict=True):
+            for name, value in item_scores.items():
+                if name in wanted[i]:
+                    values[i][name] = value
+        if s.kind != TASK:
+            continue
+        for name, score in result.corpus.items():
+            key = name if len(groups) == 1 else f"{name}_{language}"
+            entry = corpus.get(key) or runfile.CorpusScore(signature=score.signature, n=len(idx), language=language)
+            update: dict[str, Any] = {side: score.score}
+            if score.brevity_penalty is not None:
+                prefix = "" if side == "tuned" else "base_"
+                update[f"{prefix}brevity_penalty"] = score.brevity_penalty
+                update[f"{prefix}length_ratio"] = score.length_ratio
+            corpus[key] = entry.model_copy(update=update)
+
+
+def _flags(s: EvalSet, side: str) -> list[list[str]]:
+    answers = s.generated.get(side)
+    out = []
+    for i, it in enumerate(s.items):
+        answer = answers[i] if answers is not None else None
+        found = degenerate.flags(
+            s.predictions[side][i],
+            it.prompt,
+            answer.generated_tokens if answer is not None else None,
+            s.max_new_tokens if answer is not None else None,
+            answer.finished if answer is not None else None,
+        )
+        out.append([kind for kind in degenerate.DEGENERATE_KINDS if found.get(kind)])
+    return out
+
+
+def _side_value(scores: runfile.SideScores | None, metric: str) -> float | None:
+    if scores is None:
+        return None
+    value = (scores.model_extra or {}).get(metric)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _aggregate(rows: list[runfile.ScoreRow], sides: list[str], seed: int) -> dict[str, runfile.Stat]:
+    present: set[str] = set()
+    for row in rows:
+        present.update(k for k, v in (row.tuned.model_extra or {}).items() if v is not None)
+    out: dict[str, runfile.Stat] = {}
+    for name in present:
+        tuned = [_side_value(r.tuned, name) for r in rows]
+        base = [_side_value(r.base, name) for r in rows] if "base" in sides else None
+        stat = compare.stat(
+            tuned, base, seed, binary=registry.is_binary(name), higher_is_better=registry.higher_is_better(name)
+        )
+        have = sum(v is not None for v in tuned)
+        if have < len(rows):
+            stat["n"] = have
+        out[name] = runfile.Stat.model_validate(stat)
+    return out
+
+
+def _macro_f1(
+    s: EvalSet, types: list[str], suite: EvalSuite, sides: list[str], seed: int
+) -> tuple[runfile.Stat | None, dict[str, runfile.ClassReport]]:
+    from workbench.evaluate import answers
+
+    idx = [i for i, t in enumerate(types) if t == "label"]
+    refs = [s.items[i].reference for i in idx]
+    reports: dict[str, runfile.ClassReport] = {}
+    preds: dict[str, list[str]] = {}
+    for side in sides:
+        if side not in s.predictions:
+            continue
+        preds[side] = [s.predictions[side][i] for i in idx]
+        report = answers.classification_report(preds[side], refs, suite.labels)
+        reports[side] = runfile.ClassReport.model_validate(report)
+    if "tuned" not in preds:
+        return None, reports
+
+    base = answers.macro_f1_of(preds["base"], refs, suite.labels) if "base" in preds else None
+    stat = compare.set_stat(answers.macro_f1_of(preds["tuned"], refs, suite.labels), base, len(idx), seed)
+    return runfile.Stat.model_validate(stat), reports
+
+
+def _degenerate(flagged: dict[str, list[list[str]]], n: int) -> dict[str, runfile.DegenerateStat]:
+    if "tuned" not in flagged or n == 0:
+        return {}
+    out = {}
+    for kind in degenerate.DEGENERATE_KINDS:
+        tuned = sum(kind in f for f in flagged["tuned"])
+        base = sum(kind in f for f in flagged["base"]) if "base" in flagged else None
+        out[kind] = runfile.DegenerateStat(
+            tuned=round(tuned / n, 6),
+            base=round(base / n, 6) if base is not None else None,
+            tuned_items=tuned,
+            base_items=base,
+        )
+    return out
+
+
+def _notes(
+    s: EvalSet,
+    metrics: dict[str, runfile.Stat],
+    flags: dict[str, runfile.DegenerateStat],
+    corpus: dict[str, runfile.CorpusScore],
+    suite: EvalSuite,
+    sides: list[str],
+) -> list[str]:
+    """What a reader must know before trusting these numbers."""
+    out = []
+    for name, stat in metrics.items():
+        if stat.constant:
+            out.append(
+                f"{name}: both models score {stat.tuned:g} on every item: this comparison carries no information"
+            )
+    for kind, st in flags.items():
+        for side in ("tuned", "base"):
+            share, count = (st.tuned, st.tuned_items) if side == "tuned" else (st.base, st.base_items)
+            if count and kind in ("echo", "empty", "repetition", "broken_text", "wrong_language"):
+                what = DEGENERATE_WORDS.get(kind, kind)
+                out.append(f"{count} of {len(s.items)} {side} answers {what} ({share:.0%})")
+    cut = flags.get("cut_off")
+    length_sensitive = [m for m in metrics if (spec := registry.get(m)) is not None and spec.length_sensitive]
+    if cut is not None and length_sensitive:
+        for side in ("tuned", "base"):
+            share = cut.tuned if side == "tuned" else cut.base
+            if share is not None and share > suite.cut_off_warning:
+                bp = [
+                    f"{k} brevity penalty {v:.2f}"
+                    for k, c in corpus.items()
+                    if (v := (c.brevity_penalty if side == "tuned" else c.base_brevity_penalty)) is not None
+                ]
+                out.append(
+                    f"{share:.0%} of {side} answers stopped at the {s.max_new_tokens}-token limit: "
+                    f"{', '.join(length_sensitive)} measure the limit as much as the model"
+                    + (f" ({'; '.join(bp)})" if bp else "")
+                    + "; raise --max-new-tokens"
+                )
+    return out

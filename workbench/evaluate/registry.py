@@ -17,15 +17,29 @@ whole set (macro F1: its interval is a bootstrap over items of the set-level num
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 AnswerType = Literal["text", "number", "choice", "label", "json", "regex", "probe", "lm"]
 ANSWER_TYPES: tuple[AnswerType, ...] = ("text", "number", "choice", "label", "json", "regex", "probe", "lm")
 
 RESERVED = frozenset({"n", "kind", "corpus", "regressions", "degenerate", "classification", "settings", "metrics"})
 """Keys of a set's section that are not metrics (a metric may not take one of these names)."""
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    """What a per-item scorer may look at besides the answer: the item's reference(s) and options, and the suite's
+    settings (`workbench.evaluate.suite.EvalSuite`: numeric tolerance, letters, labels, JSON Schema, pattern)."""
+
+    reference: str
+    references: Sequence[str] = ()
+    options: Mapping[str, str] | None = None
+    suite: Any = None
+
+
+ItemScorer = Callable[[str, ItemContext], float | int | None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,8 @@ class Metric:
     binary: bool = False
     scope: Literal["item", "set"] = "item"
     length_sensitive: bool = False  # its value falls when an answer is cut short (BLEU, ROUGE, chrF)
+    score: ItemScorer | None = field(default=None, compare=False)
+    """Per-item scorer; None for metrics computed in bulk (overlap metrics, losses) or per set (macro F1)."""
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -51,6 +67,7 @@ def register_metric(
     binary: bool = False,
     scope: Literal["item", "set"] = "item",
     length_sensitive: bool = False,
+    score: ItemScorer | None = None,
 ) -> Metric:
     """Add a metric (or replace one of the same name). Its name becomes a gate path segment and a report row."""
     if not name.isidentifier() or name in RESERVED:
@@ -59,7 +76,7 @@ def register_metric(
     unknown = types - set(ANSWER_TYPES)
     if unknown:
         raise ValueError(f"metric {name!r}: unknown answer types {sorted(unknown)} (known: {', '.join(ANSWER_TYPES)})")
-    metric = Metric(name, description, types, higher_is_better, binary, scope, length_sensitive)
+    metric = Metric(name, description, types, higher_is_better, binary, scope, length_sensitive, score)
     _REGISTRY[name] = metric
     return metric
 
@@ -113,6 +130,54 @@ def markdown_table() -> str:
 
 
 # --- the built-in metrics, in reading order ---------------------------------------------------------------------
+# Scorers import `answers` when first called, so that reading the registry (wb report, wb gate) stays light.
+
+
+def _numeric(prediction: str, ctx: ItemContext) -> int:
+    from workbench.evaluate.answers import numeric_match
+
+    return numeric_match(prediction, ctx.reference, ctx.suite.numeric.rel_tol)
+
+
+def _choice(prediction: str, ctx: ItemContext) -> int:
+    from workbench.evaluate.answers import choice_accuracy
+
+    return choice_accuracy(prediction, ctx.reference, ctx.options, ctx.suite.choices.letters)
+
+
+def _label(prediction: str, ctx: ItemContext) -> int:
+    from workbench.evaluate.answers import label_accuracy
+
+    return label_accuracy(prediction, ctx.reference, ctx.suite.labels)
+
+
+def _json_valid(prediction: str, ctx: ItemContext) -> int:
+    from workbench.evaluate.answers import json_valid
+
+    return json_valid(prediction)
+
+
+def _json_schema(prediction: str, ctx: ItemContext) -> int | None:
+    from workbench.evaluate.answers import json_schema_valid
+
+    schema = ctx.suite.json_schema
+    return None if schema is None else json_schema_valid(prediction, schema)
+
+
+def _json_fields(prediction: str, ctx: ItemContext) -> float:
+    from workbench.evaluate.answers import json_field_f1
+
+    return json_field_f1(prediction, ctx.reference)
+
+
+def _regex(prediction: str, ctx: ItemContext) -> int | None:
+    from workbench.evaluate.answers import regex_match
+
+    rx = ctx.suite.regex
+    if rx is None:
+        return None
+    return regex_match(prediction, rx.pattern, "i" if rx.ignore_case else 0, full=rx.full_match)
+
 
 register_metric(
     "numeric_match",
@@ -120,33 +185,45 @@ register_metric(
     "within a relative tolerance",
     ["number"],
     binary=True,
+    score=_numeric,
 )
 register_metric(
     "choice_accuracy",
     "the chosen option letter (`B`, `(B)`, `答案是B`, or the option's text) equals the reference letter",
     ["choice"],
     binary=True,
+    score=_choice,
 )
 register_metric(
     "label_accuracy",
     "the answer, normalised against the suite's label set, is the reference label",
     ["label"],
     binary=True,
+    score=_label,
 )
 register_metric(
     "macro_f1",
-    "mean over the suite's labels of per-class F1 (unparseable answers count as wrong)",
+    "mean over the suite's labels of per-class F1 (unparseable answers count as wrong); interval by resampling items",
     ["label"],
     scope="set",
 )
-register_metric("json_valid", "the answer (or its fenced block) parses as JSON", ["json"], binary=True)
-register_metric("json_schema_valid", "the answer's JSON conforms to the suite's JSON Schema", ["json"], binary=True)
+register_metric(
+    "json_valid", "the answer (or its fenced block) parses as JSON", ["json"], binary=True, score=_json_valid
+)
+register_metric(
+    "json_schema_valid",
+    "the answer's JSON conforms to the suite's JSON Schema",
+    ["json"],
+    binary=True,
+    score=_json_schema,
+)
 register_metric(
     "json_field_f1",
     "F1 of (field path, value) pairs of the answer's JSON against the reference object",
     ["json"],
+    score=_json_fields,
 )
-register_metric("regex_match", "the suite's pattern is found in the answer", ["regex"], binary=True)
+register_metric("regex_match", "the suite's pattern is found in the answer", ["regex"], binary=True, score=_regex)
 register_metric(
     "accuracy",
     "the normalised reference occurs, as whole tokens, in the normalised answer (short-answer probes)",
@@ -173,7 +250,7 @@ register_metric(
 register_metric(
     "exact_match",
     "the normalised answer equals the normalised reference (SQuAD normalisation, extended to Chinese)",
-    ["text", "number", "choice", "label", "probe"],
+    ["text", "probe"],
     binary=True,
 )
 register_metric("f1", "SQuAD token F1 of the normalised answer (each CJK character a token)", ["text", "probe"])

@@ -22,16 +22,19 @@ BUCKETS = ("regression", "improvement", "tie")
 
 
 def bucket(row: dict[str, Any], metric: str = "rouge_l") -> str:
-    delta = row["tuned"][metric] - row["base"][metric]
+    tuned, base = row["tuned"].get(metric), row["base"].get(metric)
+    if tuned is None or base is None:
+        return "tie"
+    delta = tuned - base
     return "regression" if delta < -1e-9 else "improvement" if delta > 1e-9 else "tie"
 
 
-def sample(rows: list[dict[str, Any]], size: int, seed: int) -> list[dict[str, Any]]:
+def sample(rows: list[dict[str, Any]], size: int, seed: int, metric: str = "rouge_l") -> list[dict[str, Any]]:
     """Up to `size` task rows with base answers: a third from each bucket where it has enough, the rest topped up."""
     rows = [r for r in rows if r["set"] == "task" and "base" in r]
     by_bucket: dict[str, list[dict[str, Any]]] = {b: [] for b in BUCKETS}
     for r in rows:
-        by_bucket[bucket(r)].append(r)
+        by_bucket[bucket(r, metric)].append(r)
     rng = random.Random(seed)
     for b in BUCKETS:
         rng.shuffle(by_bucket[b])
@@ -46,8 +49,9 @@ def sample(rows: list[dict[str, Any]], size: int, seed: int) -> list[dict[str, A
     return sorted(chosen, key=lambda r: order[id(r)])
 
 
-def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int) -> int:
-    picked = sample(rows, size, seed)
+def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int, metric: str = "rouge_l") -> int:
+    """The review CSV; buckets (regression, improvement, tie) by the set's headline metric."""
+    picked = sample(rows, size, seed, metric)
     buffer = stdio.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -56,7 +60,7 @@ def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int) -
             [
                 r["set"],
                 r["id"],
-                bucket(r),
+                bucket(r, metric),
                 r["instruction"],
                 r["input"],
                 r["reference"],

@@ -1,0 +1,52 @@
+"""What `wb eval` evaluates and how answers are generated: the settings every command-line option comes from.
+
+Light on purpose (pydantic only): the CLI reads the fields' defaults and descriptions to build its options, so a
+setting is defined once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SHIPPED_PROBES = ("general_en", "general_zh", "general_text_en", "general_text_zh")
+
+
+class GenerationSettings(BaseModel):
+    """How answers are generated; every field is part of the cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(128, ge=1, le=8192, description="Stop after this many new tokens.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together (16: ~5x one-at-a-time on 2 CPU cores).")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: the smallest token set of this probability.")
+    seed: int = Field(0, description="Seed of sampling.")
+
+    def key(self) -> str:
+        return json.dumps(self.model_dump(), sort_keys=True)
+
+
+class EvalConfig(BaseModel):
+    """What `wb eval` evaluates and how; every field has a command-line option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path | None = Field(None, description="Task eval records (reference = output).")
+    suite: str = Field("generic", description="How answers are judged: a suite file or a shipped name.")
+    limit: int | None = Field(None, ge=1, description="Only the first N task records.")
+    probes: list[str] = Field(
+        default_factory=lambda: list(SHIPPED_PROBES), description="Probe sets: shipped names or files."
+    )
+    probe_limit: int | None = Field(None, ge=1, description="Only the first N items of each probe set.")
+    base: bool = Field(True, description="Also evaluate the base model for the A/B and forgetting comparisons.")
+    base_model: str | None = Field(None, description="Base to compare a merged model with (default: the run's).")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    probe_max_new_tokens: int = Field(32, ge=1, description="New tokens for short-answer probes.")
+    max_length: int = Field(1024, ge=16, description="Tokens per sequence when computing reference losses.")
+    seed: int = Field(0, description="Seed of sampling and of the bootstrap.")
+    review_size: int = Field(50, ge=0, description="Items in review_sample.csv.")
+    cache: bool = Field(True, description="Reuse generations from the cache.")
