@@ -144,5 +144,5 @@ def load_suite(spec: str | Path) -> EvalSuite:
         return EvalSuite.model_validate(raw)
     except ValidationError as err:
         e = err.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in e["loc"]) or "suite"
-        raise WbError(f"{spec}: {loc}: {str(e['msg']).removeprefix('Value error, ')}") from None
+        loc = ".".join(str(p) for p in e["loc"])
+        raise WbError(f"{spec}: {loc + ': ' if loc else ''}{str(e['msg']).removeprefix('Value error, ')}") from None

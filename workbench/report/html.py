@@ -364,6 +364,7 @@ def _stat_row(metric: str, stat: dict[str, Any], scale: float | None) -> dict[st
             else "-"
         ),
         "mcnemar_p": fmt(stat.get("mcnemar_p"), 3) if stat.get("mcnemar_p") is not None else "",
+        "n": stat.get("n"),
         "verdict": verdict,
         "cls": cls,
         "bar": interval_bar(stat, "delta_lower", "delta_upper", "delta", row_scale) if _is_num(dl) else None,
@@ -415,8 +416,11 @@ def _task_view(run: Run) -> dict[str, Any] | None:
             corpus.append(
                 {
                     "metric": name,
+                    "n": fmt(c.get("n")),
                     "tuned": fmt(c.get("tuned"), 2),
                     "base": fmt(c.get("base"), 2),
+                    "bp": f"{fmt(c.get('brevity_penalty'), 2)} / {fmt(c.get('base_brevity_penalty'), 2)}",
+                    "ratio": f"{fmt(c.get('length_ratio'), 2)} / {fmt(c.get('base_length_ratio'), 2)}",
                     "signature": c.get("signature", ""),
                 }
             )
@@ -426,10 +430,74 @@ def _task_view(run: Run) -> dict[str, Any] | None:
         "n": task.get("n"),
         "has_base": bool(run.summary.get("has_base")),
         "rows": [_stat_row(m, s, scale) for m, s in found.items()],
+        "notes": [
+            w.removeprefix("eval: task: ") for w in run.summary.get("warnings") or [] if w.startswith("eval: task: ")
+        ],
+        "degenerate": _degenerate_view(run, task),
+        "classification": _classification_view(task),
         "corpus": corpus,
         "overlap": overlap if overlap.get("items") is not None else None,
         "generation": [(k, _plain(v)) for k, v in sorted(generation.items())],
     }
+
+
+MAX_FLAGGED_IDS = 12
+
+
+def _degenerate_view(run: Run, task: dict[str, Any]) -> list[dict[str, Any]]:
+    from workbench.evaluate.degenerate import DEGENERATE_KINDS
+
+    flagged: dict[str, list[str]] = {}
+    for row in task_items(run):
+        for kind in (row.get("tuned") or {}).get("flags") or []:
+            flagged.setdefault(kind, []).append(str(row.get("id")))
+    out = []
+    for kind, d in (task.get("degenerate") or {}).items():
+        ids = flagged.get(kind, [])
+        more = f" (+{len(ids) - MAX_FLAGGED_IDS} more)" if len(ids) > MAX_FLAGGED_IDS else ""
+        out.append(
+            {
+                "kind": kind,
+                "tuned": f"{100 * d.get('tuned', 0):.1f}%",
+                "tuned_items": d.get("tuned_items", 0),
+                "base": f"{100 * d['base']:.1f}%" if d.get("base") is not None else "-",
+                "base_items": d.get("base_items"),
+                "description": DEGENERATE_KINDS.get(kind, ""),
+                "ids": ", ".join(ids[:MAX_FLAGGED_IDS]) + more,
+            }
+        )
+    return out
+
+
+def _classification_view(task: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for side, report in (task.get("classification") or {}).items():
+        confusion = report.get("confusion") or {}
+        per_class = report.get("per_class") or {}
+        rows = []
+        for label, counts in zip(confusion.get("rows") or [], confusion.get("matrix") or [], strict=False):
+            c = per_class.get(label) or {}
+            rows.append(
+                {
+                    "label": label,
+                    "counts": counts,
+                    "precision": fmt(c.get("precision")),
+                    "recall": fmt(c.get("recall")),
+                    "f1": fmt(c.get("f1")),
+                    "support": fmt(c.get("support")),
+                }
+            )
+        out.append(
+            {
+                "side": side,
+                "macro_f1": fmt(report.get("macro_f1")),
+                "accuracy": fmt(report.get("accuracy")),
+                "unparsed": report.get("unparsed", 0),
+                "columns": confusion.get("columns") or [],
+                "rows": rows,
+            }
+        )
+    return out
 
 
 def _plain(v: Any) -> str:

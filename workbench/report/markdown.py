@@ -50,6 +50,10 @@ def _verdict(metric: str, st: dict[str, Any]) -> str:
     return {"": "-", "worse": "**worse**"}.get(word, word)
 
 
+def _pct(x: Any) -> str:
+    return f"{100 * x:.0f}%" if isinstance(x, int | float) else "-"
+
+
 def _value(x: float | None) -> str:
     if x is None:
         return "-"
@@ -111,6 +115,15 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
             )
         lines += [f"**Task** (n = {_f(task.get('n'))}, 95% bootstrap intervals)", ""]
         lines += [*_table(["metric", "tuned", "base", "Δ tuned − base", "wins / ties / losses"], rows), ""]
+        shown = [
+            f"{esc(kind)} {_pct(d.get('tuned'))}" + (f" / {_pct(d.get('base'))}" if d.get("base") is not None else "")
+            for kind, d in (task.get("degenerate") or {}).items()
+            if d.get("tuned_items") or d.get("base_items")
+        ]
+        if shown:
+            lines += [f"Degenerate answers (tuned / base): {', '.join(shown)}", ""]
+        notes = [w.removeprefix("eval: task: ") for w in s.get("warnings") or [] if w.startswith("eval: task: ")]
+        lines += [*(f"> Note: {esc(n)}" for n in notes), *([""] if notes else [])]
     forgetting = s.get("forgetting")
     if forgetting:
         rows = []
