@@ -14,6 +14,24 @@ def test_schema_files_match_the_models() -> None:
         assert on_disk == content, f"schemas/{name} is stale: run `make schemas`"
 
 
+def test_generated_doc_blocks_match_the_registry_and_the_run_schema() -> None:
+    for name in schemas.DOCS:
+        text = (schemas.ROOT / name).read_text(encoding="utf-8")
+        assert "generated: " in text, f"{name} has no generated block"
+        assert schemas.render_doc(text) == text, f"{name} is stale: run `make schemas`"
+
+
+def test_every_registered_metric_is_in_the_readme_and_every_shipped_gate_path_is_valid() -> None:
+    from workbench.evaluate import registry
+    from workbench.report import gate
+
+    readme = (schemas.ROOT / "README.md").read_text(encoding="utf-8")
+    for name in registry.names():
+        assert f"| `{name}` |" in readme
+    for check in gate.load(schemas.ROOT / "pipelines" / "gate.yaml").resolved():
+        assert gate.path_problem(check.metric) is None
+
+
 def test_builtin_profiles_validate_against_the_published_schema() -> None:
     import jsonschema
 

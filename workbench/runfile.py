@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.evaluate import registry
+from workbench.evaluate.degenerate import DEGENERATE_KINDS
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite number: ints are accepted, bools and strings are not."""
@@ -67,7 +68,6 @@ class Stat(_Strict):
     )
 
 
-STAT_FIELDS = tuple(name for name, f in Stat.model_fields.items() if f.annotation is not bool | None)
 DELTA_FIELDS = ("delta", "delta_lower", "delta_upper")
 BASE_FIELDS = ("base", *DELTA_FIELDS, "wins", "ties", "losses", "mcnemar_p")
 
@@ -404,7 +404,8 @@ def _paths(tp: Any, prefix: str, depth: int) -> Iterator[str]:
         yield f"{prefix}.n"
         yield f"{prefix}.<metric>.<{'|'.join(STAT_FIELDS)}>"
         yield f"{prefix}.corpus.<bleu|chrf[_zh|_latin]>.<{'|'.join(_numbers_of(CorpusScore))}>"
-        yield f"{prefix}.degenerate.<kind>.<{'|'.join(_numbers_of(DegenerateStat))}>"
+        kinds = "|".join(DEGENERATE_KINDS)
+        yield f"{prefix}.degenerate.<{kinds}>.<{'|'.join(_numbers_of(DegenerateStat))}>"
         yield f"{prefix}.classification.<tuned|base>.macro_f1"
         return
     numbers = [n for n, t in named.items() if _is_number(t)]
@@ -422,6 +423,10 @@ def _paths(tp: Any, prefix: str, depth: int) -> Iterator[str]:
 
 def _numbers_of(model: type[BaseModel]) -> list[str]:
     return [n for n, f in model.model_fields.items() if _is_number(f.annotation)]
+
+
+STAT_FIELDS = tuple(_numbers_of(Stat))
+"""The numbers of a STAT, the last segment of `task.<metric>.<field>`."""
 
 
 def summary_numbers(summary: dict[str, Any]) -> dict[str, float]:

@@ -1,15 +1,24 @@
-"""JSON Schema files in `schemas/`, generated from the pydantic models so editors and other tools can validate
-inputs. `python -m workbench.schemas` rewrites them; a test fails when they drift from the models."""
+"""Files generated from the models: JSON Schemas in `schemas/` (so editors and other tools can validate inputs), and
+the blocks of the README, docs/run-folder.md and pipelines/gate.yaml that list the metrics (from the registry) and
+the gate's paths (from the run schema). `python -m workbench.schemas` rewrites them; a test fails when they drift.
+
+A generated block sits between a line holding `generated: NAME` and a line holding `end generated` (in Markdown as
+HTML comments, in YAML as comments); everything outside the markers is left as it is.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from workbench import runfile
 from workbench.clean.profile import Profile
+from workbench.evaluate import registry
 from workbench.evaluate.suite import EvalSuite
 from workbench.io import dumps_json
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
@@ -34,6 +43,50 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+ROOT = SCHEMA_DIR.parent
+
+
+def _gate_paths_markdown() -> str:
+    return "\n".join(["```", runfile.gate_paths_help(), "```"])
+
+
+def _gate_paths_yaml() -> str:
+    return "\n".join(f"#   {line}" for line in runfile.gate_paths_help().splitlines())
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "metrics": registry.markdown_table,
+    "gate-paths": _gate_paths_markdown,
+    "gate-paths-yaml": _gate_paths_yaml,
+}
+DOCS = ("README.md", "docs/run-folder.md", "pipelines/gate.yaml")
+_BLOCK = re.compile(
+    r"(?m)^(?P<open>.*generated: (?P<name>[\w-]+).*\n)(?P<body>(?:.*\n)*?)(?P<close>.*end generated.*\n)"
+)
+
+
+def render_doc(text: str) -> str:
+    """`text` with every generated block rewritten."""
+
+    def fill(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in BLOCKS:
+            raise ValueError(f"unknown generated block {name!r} (blocks: {', '.join(BLOCKS)})")
+        return m["open"] + BLOCKS[name]() + "\n" + m["close"]
+
+    return _BLOCK.sub(fill, text)
+
+
+def write_docs(root: Path = ROOT) -> list[Path]:
+    written = []
+    for name in DOCS:
+        path = root / name
+        text = path.read_text(encoding="utf-8")
+        new = render_doc(text)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            written.append(path)
+    return written
 
 
 def render() -> dict[str, bytes]:
@@ -61,4 +114,6 @@ def write(directory: Path = SCHEMA_DIR) -> list[Path]:
 
 if __name__ == "__main__":
     for p in write(Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_DIR):
+        print(p)
+    for p in write_docs():
         print(p)
