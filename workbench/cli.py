@@ -63,9 +63,9 @@ def user_errors(fn: F) -> F:
         except WbError as e:
             err.print(f"error: {e}", markup=False)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             err.print("interrupted; no partial output was left behind", markup=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + getattr(e, "signum", 2)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -781,6 +781,9 @@ def gate(
 
 
 def main() -> None:
+    from workbench.output import terminate_like_interrupt
+
+    terminate_like_interrupt()
     app()
 
 

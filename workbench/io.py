@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,13 @@ from typing import IO, Any, Literal
 import orjson
 
 from workbench.errors import WbError
+from workbench.output import IncompleteOutput as IncompleteOutput  # the one output-writing path, for io's callers
+from workbench.output import OutputSet as OutputSet
+from workbench.output import atomic_write as atomic_write
+from workbench.output import check_complete as check_complete
+from workbench.output import check_target as check_target
+from workbench.output import ensure_dir as ensure_dir
+from workbench.output import sha256_file as sha256_file
 from workbench.records import ALIASES, FIELDS, RecordError, Row, to_row
 
 Format = Literal["jsonl", "json", "parquet", "csv"]
@@ -78,11 +82,6 @@ class Batch:
     @property
     def size(self) -> int:
         return len(self.rows) + len(self.rejects)
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _open_decompressed(path: Path) -> tuple[IO[bytes], Compression]:
@@ -232,6 +231,10 @@ class RecordReader:
         self.mapping: dict[str, str] | None = None
         self.blank_lines = 0
 
+    def sha256(self) -> str:
+        """SHA-256 of the input's bytes as stored (compressed or not)."""
+        return sha256_file(self.path)
+
     @property
     def size_hint(self) -> int:
         """Bytes on disk, for progress bars."""
@@ -340,34 +343,6 @@ class RecordReader:
             end = start + len(chunk)
             nbytes = total if end >= len(docs) else 0
             yield self._convert(Batch(bytes_read=nbytes), items)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
-    """Write to a temporary file beside `path` and rename it into place only when the block succeeds.
-
-    A crash, kill or Ctrl-C leaves either the old file or nothing at `path`, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def dumps_json(obj: Any) -> bytes:

@@ -1,18 +1,17 @@
 """`wb clean` as a library function: read → validate → normalise → PII → filter, batch by batch.
 
 Each batch is a polars frame; the steps are frame-in, frame-out functions (`normalize_frame`, `pii_frame`,
-`apply_rules`), so they run unchanged on any engine that hands out Arrow batches. Outputs are written
-atomically: `<out>` (kept records), `<out stem>.dropped.jsonl`, `<out stem>.rejects.jsonl`,
-`<out stem>.stats.json` and `<out stem>.manifest.json`.
+`apply_rules`), so they run unchanged on any engine that hands out Arrow batches. Outputs are one set
+(`io.OutputSet`), staged beside the target and published together: `<out>` (kept records),
+`<out stem>.dropped.jsonl`, `<out stem>.rejects.jsonl`, `<out stem>.stats.json`, and last
+`<out stem>.manifest.json`, which names every file with its SHA-256 (`io.check_complete` verifies it).
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,15 +289,12 @@ def run(
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
     stats = CleanStats()
     stages = DedupStages.build(profile.dedup, profile.decontaminate, list(against or []))
-    with ExitStack() as stack:
-        kept_f = stack.enter_context(io.atomic_write(paths.kept))
-        dropped_f = stack.enter_context(io.atomic_write(paths.dropped))
-        rejects_f = stack.enter_context(io.atomic_write(paths.rejects))
-        stage_dir = None
-        if stages.needs_all_records:
-            stage_dir = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix=".wb-stage-", dir=paths.kept.parent))
-            )
+    files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
+    with io.OutputSet(files, manifest=paths.manifest) as outputs:
+        kept_f = outputs.open(paths.kept)
+        dropped_f = outputs.open(paths.dropped)
+        rejects_f = outputs.open(paths.rejects)
+        stage_dir = outputs.scratch("kept") if stages.needs_all_records else None
         for i, batch in enumerate(reader):
             cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
             kept, dedup_dropped = stages.stream(cleaned.kept)
@@ -326,40 +322,40 @@ def run(
                 stats.add_kept(kept)
                 _write_dropped(dropped_f, dropped)
                 stats.add_dropped(dropped)
-    stats.blank_lines = reader.blank_lines
-    drop_order = [*profile.rule_order, "pii", *stages.names]
-    if not stats.invariant_holds:  # a bug, not a user error
-        raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
-    mapping = reader.mapping or {}
-    source = {
-        "path": str(input_path),
-        "format": reader.info.format,
-        "compression": reader.info.compression,
-        "unit": reader.info.unit,
-        "sha256": io.sha256_file(Path(input_path)),
-    }
-    summary = {
-        "input": source,
-        "mapping": mapping,
-        "profile": profile.as_dict(),
-        **stats.to_json(drop_order),
-    }
-    if stages.evals is not None:
-        summary["contamination"] = stages.evals.report()
-    io.write_json(paths.stats, summary)
-    io.write_json(
-        paths.manifest,
-        build_manifest(
+                part.unlink()
+        stats.blank_lines = reader.blank_lines
+        drop_order = [*profile.rule_order, "pii", *stages.names]
+        if not stats.invariant_holds:  # a bug, not a user error
+            raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
+        mapping = reader.mapping or {}
+        source = {
+            "path": str(input_path),
+            "format": reader.info.format,
+            "compression": reader.info.compression,
+            "unit": reader.info.unit,
+            "sha256": reader.sha256(),
+        }
+        summary = {
+            "input": source,
+            "mapping": mapping,
+            "profile": profile.as_dict(),
+            **stats.to_json(drop_order),
+        }
+        if stages.evals is not None:
+            summary["contamination"] = stages.evals.report()
+        outputs.write(paths.stats, io.dumps_json(summary))
+        manifest = build_manifest(
             command=command,
             started=started,
             inputs={"data": Path(input_path), **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])}},
             outputs={
-                "kept": paths.kept,
-                "dropped": paths.dropped,
-                "rejects": paths.rejects,
-                "stats": paths.stats,
+                "kept": outputs.entry(paths.kept),
+                "dropped": outputs.entry(paths.dropped),
+                "rejects": outputs.entry(paths.rejects),
+                "stats": outputs.entry(paths.stats),
             },
             config={"profile": profile.as_dict(), "mapping": mapping},
-        ),
-    )
+        )
+        manifest["inputs"]["data"] = {**manifest["inputs"]["data"], "sha256": source["sha256"]}
+        outputs.publish(manifest)
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=mapping, source=reader.info)

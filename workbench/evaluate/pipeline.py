@@ -289,7 +289,7 @@ def _finish(
     if task is not None and task["n"] < 30:
         warnings.append(f"the task set has only {task['n']} items: intervals are wide")
     metrics["warnings"] = warnings
-    out_dir.mkdir(parents=True, exist_ok=True)
+    io.ensure_dir(out_dir)
     with io.atomic_write(out_dir / "scores.jsonl") as f:
         for row in rows:
             f.write(io.jsonl_line(row))
