@@ -43,12 +43,17 @@ def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFram
         pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
     )
     changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
+    bidi = pl.any_horizontal(
+        [pl.col(c).str.contains(text.BIDI_CONTROL_PATTERN) for c in STRING_FIELDS]
+        + [history_text().str.contains(text.BIDI_CONTROL_PATTERN)]
+    )
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
     is_placeholder = (pl.col("input") != "") & pl.col("input").str.to_lowercase().is_in(placeholders)
     counts = Counter(
         {
             "normalized": int(new.select(changed.sum()).item()),
             "placeholder_input": int(new.select(is_placeholder.sum()).item()),
+            "bidi_controls_removed": int(df.select(bidi.sum()).item()) if cfg.strip_control else 0,
         }
     )
     new = new.with_columns(pl.when(is_placeholder).then(pl.lit("")).otherwise(pl.col("input")).alias("input"))
@@ -209,6 +214,7 @@ class CleanStats:
                 "normalized": self.counts.get("normalized", 0),
                 "placeholder_input": self.counts.get("placeholder_input", 0),
                 "pii_redacted": self.counts.get("pii_redacted", 0),
+                "bidi_controls_removed": self.counts.get("bidi_controls_removed", 0),
             },
             "pii_found": {k: self.counts.get(f"found_{k}", 0) for k in pii.ALL_KINDS},
             "kept_output_tokens_histogram": {
@@ -275,15 +281,18 @@ def run(
     on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
+    duplicate_keys: io.DuplicateKeys = "reject",
 ) -> CleanResult:
     """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
     progress.
 
     `against`: evaluation files whose passages must not appear in the training data (decontamination).
+    `input_path` may be `-` (standard input) or a pipe/FIFO, read once as a stream. `duplicate_keys`: reject an
+    object naming a key twice (`duplicate_key`), or keep the `last` value.
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
     been seen; the output is then written from them."""
     started = time.time()
-    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size)
+    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size, duplicate_keys=duplicate_keys)
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
@@ -333,6 +342,7 @@ def run(
             "format": reader.info.format,
             "compression": reader.info.compression,
             "unit": reader.info.unit,
+            "encoding": reader.info.encoding,
             "sha256": reader.sha256(),
         }
         summary = {
