@@ -17,6 +17,7 @@ from conftest import DEMO_DATA
 RUNS = 30
 RECORDS_PER_RUN = 100  # 3,000 mutated records in all
 
+
 def _records(path: Path) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -297,9 +297,11 @@ def run(
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
     stats = CleanStats()
-    stages = DedupStages.build(profile.dedup, profile.decontaminate, list(against or []))
     files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
     with io.OutputSet(files, manifest=paths.manifest) as outputs:
+        stages = DedupStages.build(
+            profile.dedup, profile.decontaminate, list(against or []), spill_dir=outputs.scratch("dedup")
+        )
         kept_f = outputs.open(paths.kept)
         dropped_f = outputs.open(paths.dropped)
         rejects_f = outputs.open(paths.rejects)
