@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -122,33 +117,6 @@ def test_output_may_not_overwrite_the_input(tmp_path: Path) -> None:
     with pytest.raises(WbError, match="overwrite the input"):
         run(src, src, load("default"))
     assert read_jsonl(src)[0]["output"] == "I love machine learning."
-
-
-@pytest.mark.slow
-def test_a_killed_run_leaves_no_half_written_output(tmp_path: Path) -> None:
-    src = tmp_path / "big.jsonl"
-    src.write_bytes(DEMO_DATA.read_bytes() * 500)  # 160,000 records
-    out = tmp_path / "out" / "clean.jsonl"
-    out.parent.mkdir()
-    out.write_text("previous good output\n", encoding="utf-8")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli", "clean", str(src), "-o", str(out), "-q"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until the run is writing its temporary files
-        if any(p.name.startswith(".clean.dropped.jsonl.") and p.stat().st_size > 0 for p in out.parent.iterdir()):
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the run never started writing")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert out.read_text(encoding="utf-8") == "previous good output\n"
-    assert not (out.parent / "clean.stats.json").exists()
-    assert not (out.parent / "clean.dropped.jsonl").exists()
 
 
 @pytest.mark.parametrize("batch_size", [400, 97])

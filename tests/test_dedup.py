@@ -263,3 +263,50 @@ def test_semantic_duplicates_with_the_embedded_model(tmp_path: Path) -> None:
     assert [(d["line"], d["rule"], d["duplicate_of"]) for d in dropped] == [(3, "semantic_duplicate", 1)]
     assert dropped[0]["similarity"] >= 0.9 and dropped[0]["reason"].startswith("semantic-duplicate of line 1 (cosine")
     assert result.summary["kept"] == 4
+
+
+def _planted_batches(rng: random.Random, n_batches: int = 4, per_batch: int = 300) -> list[Any]:
+    """Batches of English/Chinese records with exact and near repeats planted across and within batches."""
+    texts: list[str] = []
+    for i in range(n_batches * per_batch):
+        roll = rng.random()
+        if texts and roll < 0.1:
+            texts.append(rng.choice(texts))
+        elif texts and roll < 0.2:
+            texts.append(edit_words(rng, rng.choice(texts), 2))
+        else:
+            texts.append(english(rng, 50) if i % 3 else chinese(rng, 70))
+    rows = [(t[:40], "", t, "", []) for t in texts]
+    return [
+        rows_to_frame(
+            list(range(b * per_batch + 1, (b + 1) * per_batch + 1)), rows[b * per_batch : (b + 1) * per_batch]
+        )
+        for b in range(n_batches)
+    ]
+
+
+def test_near_duplicates_with_shingles_spilled_to_disk_resolve_as_in_memory(tmp_path: Path) -> None:
+    batches = _planted_batches(random.Random(21))
+    in_memory, spilled = NearDuplicates(NearConfig()), NearDuplicates(NearConfig(), spill_dir=tmp_path)
+    for frame in batches:
+        in_memory.add(frame)
+        spilled.add(frame)
+    expected = in_memory.resolve()
+    assert expected.height > 50 and spilled.resolve().equals(expected)
+    assert (tmp_path / "shingles.u32").stat().st_size == sum(len(s) for s in in_memory.sets) * 4
+    assert spilled.sets == []  # nothing of the shingle sets stayed in memory
+
+
+def test_exact_duplicates_across_and_within_batches_name_the_first_line() -> None:
+    from workbench.dedup.exact import ExactConfig, ExactDuplicates, key_expr
+
+    batches = _planted_batches(random.Random(22))
+    seen: dict[int, int] = {}
+    expected: list[int | None] = []
+    for frame in batches:  # the plain reference: a dict of first lines
+        for key, line in zip(frame.select(key_expr(ExactConfig()))[:, 0].to_list(), frame["_line"], strict=True):
+            expected.append(seen.get(key))
+            seen.setdefault(key, line)
+    exact = ExactDuplicates(ExactConfig())
+    got = [v for frame in batches for v in exact.check(frame).to_list()]
+    assert got == expected and sum(v is not None for v in got) > 50

@@ -652,3 +652,16 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     data = PLAIN["jsonl"] * 50
     path = put(tmp_path, "d.jsonl", data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_mixing_alpaca_and_conversation_records_validates_each_by_its_own_shape(tmp_path: Path) -> None:
+    share = {"conversations": [{"from": "human", "value": "Capital of France?"}, {"from": "gpt", "value": "Paris."}]}
+    chat = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+    broken_chat = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}
+    data = jsonl(RECORDS[0], share, RECORDS[1], chat, broken_chat, {"instruction": "no output"})
+    got = read_all(put(tmp_path, "mixed.jsonl", data))
+    assert got.rows == [ROWS[0], ("Capital of France?", "", "Paris.", "", []), ROWS[1], ("2+2?", "", "4", "", [])]
+    assert [(r.line, r.field, r.kind) for r in got.rejects] == [
+        (5, "messages[1]", "not_convertible"),
+        (6, "output", "missing_field"),
+    ]

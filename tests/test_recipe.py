@@ -37,6 +37,12 @@ def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
         ("name: has space\n", [], "name: String should match pattern"),
         ("name: x\n", ["epochs"], "expected KEY=VALUE"),
         ("name: [oops\n", [], "not valid YAML"),
+        ("name: x\n", ["lr=inf"], "lr: Input should be a finite number"),
+        ("name: x\nlr: .nan\n", [], "lr: Input should be a finite number"),
+        ("name: x\n", ["lora.dropout=.nan"], "lora.dropout: Input should be a finite number"),
+        ("name: x\nmax_grad_norm: .inf\n", [], "max_grad_norm: Input should be a finite number"),
+        ("name: x\n", ["name=.."], "name: Value error, '..' is not a run name"),
+        ("name: .\n", [], "name: Value error, '.' is not a run name"),
     ],
 )
 def test_recipe_errors_name_the_key(tmp_path: Path, content: str, overrides: list[str], message: str) -> None:

@@ -275,30 +275,35 @@ def test_sharegpt_ending_with_user_turn_is_rejected_at_that_turn() -> None:
     assert err.field == "conversations[0]"
 
 
-def test_two_user_turns_in_a_row_are_rejected_at_the_second() -> None:
-    obj = {
-        "messages": [
-            {"role": "user", "content": "q1"},
-            {"role": "user", "content": "q2"},
-            {"role": "assistant", "content": "a"},
-            {"role": "assistant", "content": "b"},
-        ]
-    }
+@pytest.mark.parametrize("tail", [[], [{"role": "assistant", "content": "b"}]])
+def test_two_user_turns_in_a_row_are_rejected_at_the_second_whatever_the_length(tail: list[Any]) -> None:
+    first = [{"role": "user", "content": "q1"}, {"role": "user", "content": "q2"}]
+    obj = {"messages": [*first, {"role": "assistant", "content": "a"}, *tail]}
     err = reject(obj)
     assert err.kind == "not_convertible"
     assert err.field == "messages[1]"
-    assert "expected an assistant turn, found user" in str(err)
+    assert str(err) == "messages[1]: two user turns in a row (messages[0] and [1]); merge them or drop one"
 
 
-def test_conversation_starting_with_assistant_is_rejected_at_the_first_turn() -> None:
-    obj = {
-        "system": "s",
-        "conversations": [{"from": "gpt", "value": "hi"}, {"from": "human", "value": "hello"}],
-    }
-    err = reject(obj)
+def test_two_assistant_turns_in_a_row_name_both() -> None:
+    turns = [("human", "q"), ("gpt", "a1"), ("gpt", "a2"), ("human", "q2"), ("gpt", "a3")]
+    err = reject({"conversations": [{"from": f, "value": v} for f, v in turns]})
+    assert str(err).startswith("conversations[2]: two assistant turns in a row (conversations[1] and [2])")
+
+
+@pytest.mark.parametrize("n_turns", [2, 3])
+def test_conversation_starting_with_assistant_is_rejected_at_the_first_turn(n_turns: int) -> None:
+    turns = [{"from": "gpt", "value": "hi"}, {"from": "human", "value": "hello"}, {"from": "gpt", "value": "hey"}]
+    err = reject({"system": "s", "conversations": turns[:n_turns]})
     assert err.kind == "not_convertible"
     assert err.field == "conversations[0]"
-    assert "expected a user turn, found assistant" in str(err)
+    assert "starts with an assistant turn; the first turn must be the user's" in str(err)
+
+
+def test_a_system_turn_in_the_middle_is_named_as_such() -> None:
+    msgs = [("user", "q"), ("system", "be brief"), ("assistant", "a")]
+    err = reject({"messages": [{"role": r, "content": c} for r, c in msgs]})
+    assert err.field == "messages[1]" and "a system turn after the conversation started" in str(err)
 
 
 def test_openai_tool_role_is_rejected_naming_the_role_field() -> None:

@@ -291,3 +291,58 @@ def test_qlora_without_bitsandbytes_is_one_line(tmp_path: Path, tiny: Path, monk
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
     with pytest.raises(WbError, match="qlora needs bitsandbytes"):
         train(recipe(tmp_path, tiny, method="qlora"))
+
+
+def _strict_json(line: str) -> dict[str, Any]:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} in trainer_log.jsonl")
+
+    row: dict[str, Any] = json.loads(line, parse_constant=refuse)
+    return row
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, tiny: Path
+) -> None:
+    # lr 1e30 is a finite number (the recipe accepts it); one Adam step then puts the weights near 1e30
+    r = recipe(tmp_path, tiny, lr=1e30, max_steps=6, save_steps=1, batch_size=2, packing=False)
+    with pytest.raises(WbError, match=r"training loss is (nan|inf) at step 2; stopped, the last good checkpoint is"):
+        train(r)
+    run = r.run_dir
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-1"]
+    assert not (run / "manifest.json").exists() and not (run / "adapter").exists()
+    log = [_strict_json(x) for x in (run / "trainer_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log if "loss" in row] == [1]
+
+
+def test_resuming_a_finished_run_is_refused_unless_max_steps_is_raised(tmp_path: Path, tiny: Path) -> None:
+    done = train(recipe(tmp_path, tiny, max_steps=2, save_steps=2))
+    adapter = (done.run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(WbError, match=r"the run is finished \(step 2\); to train further raise max_steps or epochs"):
+        train(recipe(tmp_path, tiny, max_steps=2, save_steps=2), resume=True)
+    assert (done.run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+    more = train(recipe(tmp_path, tiny, max_steps=4, save_steps=2), resume=True)
+    assert more.manifest["global_step"] == 4
+    assert [r["step"] for r in more.log if "loss" in r] == [1, 2, 3, 4]
+
+
+def test_wb_train_resume_of_a_finished_run_is_one_line_with_exit_2(tmp_path: Path, tiny: Path, wb: Any) -> None:
+    done = train(recipe(tmp_path, tiny, max_steps=2, save_steps=2))
+    manifest = (done.run_dir / "manifest.json").read_bytes()
+    result = wb("train", "--resume", done.run_dir, "-q")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {done.run_dir}: the run is finished (step 2); to train further raise max_steps or epochs, "
+        f"e.g. wb train --resume {done.run_dir} max_steps=4"
+    ]
+    assert (done.run_dir / "manifest.json").read_bytes() == manifest
+
+
+def test_wb_train_with_run_name_dot_dot_writes_nothing(
+    tmp_path: Path, tiny: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", MEMORISE)
+    monkeypatch.chdir(tmp_path)
+    result = wb("train", "--data", data, f"model={tiny}", "name=..", "max_steps=1", "-q")
+    assert result.exit_code == 2 and "name: Value error, '..' is not a run name" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]

@@ -48,6 +48,12 @@ MapOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables; errors only.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")]
+DuplicateKeysOpt = Annotated[
+    str,
+    typer.Option(
+        "--duplicate-keys", help="An object naming a key twice: reject it (duplicate_key) or keep the last value."
+    ),
+]
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
@@ -64,9 +70,9 @@ def user_errors(fn: F) -> F:
         except WbError as e:
             err.print(f"error: {e}", markup=False)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             err.print("interrupted; no partial output was left behind", markup=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + getattr(e, "signum", 2)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -123,7 +129,9 @@ def _pct(part: int, whole: int) -> str:
 @app.command()
 @user_errors
 def clean(
-    input: Annotated[Path, typer.Argument(help="Raw data: JSONL, JSON, Parquet or CSV (optionally .gz/.zst).")],
+    input: Annotated[
+        Path, typer.Argument(help="Raw data: JSONL, JSON, Parquet or CSV (optionally .gz/.zst); - for stdin.")
+    ],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Cleaned JSONL (default: ./<name>.clean.jsonl).")
     ] = None,
@@ -133,12 +141,13 @@ def clean(
     map_: MapOpt = None,
     against: AgainstOpt = None,
     strict: StrictOpt = False,
+    duplicate_keys: DuplicateKeysOpt = "reject",
     quiet: QuietOpt = False,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
-    _run_clean("clean", input, output, cleaning.load(profile), map_, against, strict, quiet)
+    _run_clean("clean", input, output, cleaning.load(profile), map_, against, strict, duplicate_keys, quiet)
 
 
 @app.command()
@@ -154,12 +163,14 @@ def dedup(
     map_: MapOpt = None,
     against: AgainstOpt = None,
     strict: StrictOpt = False,
+    duplicate_keys: DuplicateKeysOpt = "reject",
     quiet: QuietOpt = False,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
-    _run_clean("dedup", input, output, cleaning.load(profile).dedup_only(), map_, against, strict, quiet)
+    prof = cleaning.load(profile).dedup_only()
+    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet)
 
 
 def _run_clean(
@@ -170,18 +181,27 @@ def _run_clean(
     map_: list[str] | None,
     against: list[Path] | None,
     strict: bool,
+    duplicate_keys: str,
     quiet: bool,
 ) -> None:
     from workbench import clean as cleaning
-    from workbench.io import parse_overrides
+    from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
 
     overrides = parse_overrides(map_ or [])
-    stem = input.name.split(".")[0] or "data"
+    stem = "stdin" if str(input) == STDIN else input.name.split(".")[0] or "data"
     target = output if output is not None else Path(f"{stem}.{command}.jsonl")
     total = input.stat().st_size if input.is_file() else 0
     with progress_bar(f"{command} {input.name}", total, quiet) as (advance, phase):
         result = cleaning.run(
-            input, target, prof, overrides, on_batch=advance, on_phase=phase, against=against, command=command
+            input,
+            target,
+            prof,
+            overrides,
+            on_batch=advance,
+            on_phase=phase,
+            against=against,
+            command=command,
+            duplicate_keys=parse_duplicate_keys(duplicate_keys),
         )
     s = result.summary
     if not quiet:
@@ -206,7 +226,12 @@ def _run_clean(
         mod = s["modified"]
         out.print(
             f"modified: {mod['normalized']:,} normalised, {mod['placeholder_input']:,} placeholder inputs emptied, "
-            f"{mod['pii_redacted']:,} with personal data redacted",
+            f"{mod['pii_redacted']:,} with personal data redacted"
+            + (
+                f", {mod['bidi_controls_removed']:,} with bidi control characters removed"
+                if mod.get("bidi_controls_removed")
+                else ""
+            ),
             markup=False,
         )
         for path, leak in s.get("contamination", {}).items():
@@ -232,15 +257,22 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Data files to check against the record schema.")],
     map_: MapOpt = None,
     max_errors: Annotated[int, typer.Option(help="Print at most this many errors per file.")] = 20,
+    duplicate_keys: DuplicateKeysOpt = "reject",
 ) -> None:
     """Check every record of each FILE without cleaning it: exit 0 if all are valid, 2 otherwise."""
-    from workbench.io import parse_overrides
+    from workbench.io import parse_duplicate_keys, parse_overrides
     from workbench.stats import validate as run_validate
 
     overrides = parse_overrides(map_ or [])
+    dup_keys = parse_duplicate_keys(duplicate_keys)
     failed = False
     for file in files:
-        result = run_validate(file, overrides, keep=max_errors)
+        try:
+            result = run_validate(file, overrides, keep=max_errors, duplicate_keys=dup_keys)
+        except WbError as e:  # a missing or unreadable file fails it; the other files are still checked
+            err.print(f"error: {e}", markup=False)
+            failed = True
+            continue
         bad = sum(result.rejected_by_kind.values())
         for r in result.rejects:
             message = r.error.removeprefix(r.field + ": ")
@@ -794,6 +826,9 @@ def gate(
 
 
 def main() -> None:
+    from workbench.output import terminate_like_interrupt
+
+    terminate_like_interrupt()
     app()
 
 

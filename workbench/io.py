@@ -8,12 +8,16 @@ memory stays bounded by the batch size for JSON Lines.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import hashlib
 import io
+import json
 import os
-import tempfile
+import re
+import stat
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +26,32 @@ from typing import IO, Any, Literal
 import orjson
 
 from workbench.errors import WbError
+from workbench.output import IncompleteOutput as IncompleteOutput  # the one output-writing path, for io's callers
+from workbench.output import OutputSet as OutputSet
+from workbench.output import atomic_write as atomic_write
+from workbench.output import check_complete as check_complete
+from workbench.output import check_target as check_target
+from workbench.output import ensure_dir as ensure_dir
+from workbench.output import sha256_file as sha256_file
 from workbench.records import ALIASES, FIELDS, RecordError, Row, to_row
 
 Format = Literal["jsonl", "json", "parquet", "csv"]
 Compression = Literal["none", "gzip", "zstd"]
+DuplicateKeys = Literal["reject", "last"]
 
 BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+# Byte-order marks of the UTF-16/32 encodings, longest first (the UTF-32-LE mark begins with UTF-16-LE's).
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+)
+STDIN = "-"
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,7 @@ class SourceInfo:
     path: Path
     format: Format
     compression: Compression
+    encoding: str = "utf-8"
 
     @property
     def unit(self) -> str:
@@ -80,33 +103,142 @@ class Batch:
         return len(self.rows) + len(self.rejects)
 
 
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _open_decompressed(path: Path) -> tuple[IO[bytes], Compression]:
+def is_stream(path: Path) -> bool:
+    """Standard input (`-`), a pipe, FIFO or other non-regular file: read once, front to back."""
+    if str(path) == STDIN:
+        return True
     try:
-        f: IO[bytes] = path.open("rb")
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _open_raw(path: Path) -> IO[bytes]:
+    if str(path) == STDIN:
+        return sys.stdin.buffer
+    try:
+        return path.open("rb")
     except FileNotFoundError:
         raise WbError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise WbError(f"{path}: is a directory, expected a data file") from None
     except OSError as err:
         raise WbError(f"{path}: cannot read ({err.strerror})") from None
-    magic = f.read(4)
-    f.seek(0)
-    if magic.startswith(_GZIP_MAGIC):
-        return io.BufferedReader(gzip.GzipFile(fileobj=f), buffer_size=1 << 20), "gzip"
-    if magic == _ZSTD_MAGIC:
+
+
+def _read_head(stream: IO[bytes], n: int) -> bytes:
+    """Up to `n` bytes: fewer only at the end of the stream (a pipe hands out what it has)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        chunk = stream.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+class _Replay(io.RawIOBase):
+    """`prefix` (bytes already read to sniff the stream), then the rest of `inner`: sniffing needs no seek."""
+
+    def __init__(self, inner: IO[bytes], prefix: bytes) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.prefix:
+            n = min(len(buffer), len(self.prefix))
+            buffer[:n] = self.prefix[:n]
+            self.prefix = self.prefix[n:]
+            return n
+        data = self.inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+class _Hashing(io.RawIOBase):
+    """Counts and hashes the bytes of a stream as they are read (a stream cannot be hashed beforehand)."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner, self.digest, self.nbytes = inner, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        self.digest.update(data)
+        self.nbytes += len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+class _Transcoded(io.RawIOBase):
+    """UTF-16/32 text (its BOM read by the codec) handed out as UTF-8; bytes that do not decode are a WbError."""
+
+    def __init__(self, inner: IO[bytes], encoding: str, path: Path) -> None:
+        self.inner, self.encoding, self.path = inner, encoding, path
+        self.decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        self.pending, self.offset, self.done = b"", 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending and not self.done:
+            chunk = self.inner.read(1 << 16)
+            try:
+                self.pending = self.decoder.decode(chunk, final=not chunk).encode("utf-8")
+            except UnicodeDecodeError as err:
+                raise WbError(
+                    f"{self.path}: starts with a {self.encoding.upper()} byte-order mark but byte "
+                    f"{self.offset + err.start} is not valid {self.encoding.upper()}; re-save the file as UTF-8"
+                ) from None
+            self.offset += len(chunk)
+            self.done = not chunk
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+def _open_decompressed(path: Path, raw: IO[bytes] | io.RawIOBase | None = None) -> tuple[IO[bytes], Compression, str]:
+    """The file's text as UTF-8 bytes, whatever its compression (gzip, zstd) and Unicode encoding (UTF-8,
+    UTF-16/32 with a byte-order mark); reads front to back only, so pipes and standard input work."""
+    f: Any = raw if raw is not None else _open_raw(path)
+    head = _read_head(f, 18)
+    src: Any = _Replay(f, head)  # a raw stream of the layer below, one layer after another
+    compression: Compression = "none"
+    if head.startswith(_GZIP_MAGIC):
+        src, compression = gzip.GzipFile(fileobj=io.BufferedReader(src)), "gzip"
+    elif head.startswith(_ZSTD_MAGIC):
         import zstandard
 
-        header = f.read(18)
-        f.seek(0)
-        expected = zstandard.frame_content_size(header)
-        reader = zstandard.ZstdDecompressor().stream_reader(f, closefd=True, read_across_frames=True)
-        return io.BufferedReader(_SizeChecked(reader, expected, path), buffer_size=1 << 20), "zstd"
-    return io.BufferedReader(f, buffer_size=1 << 20), "none"  # type: ignore[type-var]
+        expected = zstandard.frame_content_size(head) if len(head) >= 18 else -1
+        reader = zstandard.ZstdDecompressor().stream_reader(src, closefd=True, read_across_frames=True)
+        src, compression = _SizeChecked(reader, expected, path), "zstd"
+    text_head = _read_head(src, 4)
+    src = _Replay(src, text_head)
+    encoding = next((enc for bom, enc in _WIDE_BOMS if text_head.startswith(bom)), "utf-8")
+    if encoding != "utf-8":
+        src = _Transcoded(src, encoding, path)
+    return io.BufferedReader(src, buffer_size=1 << 20), compression, encoding
 
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst")
@@ -149,28 +281,59 @@ def _sniff(first_line: bytes, path: Path) -> Format:
     if text.startswith(b"["):
         return "json"
     if text.startswith(b"{"):
-        # A JSON document spread over lines opens with a lone "{" or with `{"data": [`; JSON Lines opens with
-        # a record (complete, or broken and then rejected on its own).
-        return "json" if text == b"{" or text.endswith(b"[") else "jsonl"
+        # A JSON document opens with a lone "{" or with `{"data": [` (on one line or spread over many); JSON
+        # Lines opens with a record (complete, or broken and then rejected on its own).
+        return "json" if text == b"{" or text.endswith(b"[") or _opens_document(text) else "jsonl"
     # Neither JSON opening: a CSV header, unless the name says JSON Lines (then a bad first line is rejected).
     return "jsonl" if path.name.lower().endswith(_JSONL_SUFFIXES) else "csv"
 
 
-def _first_line(stream: IO[bytes]) -> bytes:
+# Keys that make an object a record (Alpaca fields and their aliases, conversations), not a wrapper of records.
+_RECORD_KEYS = frozenset({*(n for names in ALIASES.values() for n in names), "messages", "conversations"})
+_WRAPPER_START = re.compile(rb'^\{\s*"((?:[^"\\]|\\.)*)"\s*:\s*\[')
+
+
+def _opens_document(line: bytes) -> bool:
+    """A first line that is a JSON object holding one list of records (`{"data": [...]}`), or begins one."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        start = _WRAPPER_START.match(line)  # `{"data": [{...}, {...},` with the rest on later lines
+        return start is not None and start.group(1).decode("utf-8", "replace") not in _RECORD_KEYS
+    if not isinstance(obj, dict) or _RECORD_KEYS & obj.keys():
+        return False
+    return sum(isinstance(v, list) for v in obj.values()) == 1
+
+
+def _first_line(stream: IO[bytes]) -> tuple[bytes, bytes]:
+    """The first non-blank line, and every byte read to find it."""
+    seen: list[bytes] = []
     while True:
         line = stream.readline()
+        seen.append(line)
         if not line or line.removeprefix(BOM).strip() or line.startswith(b"PAR1"):
-            return line
+            return line, b"".join(seen)
+
+
+@contextlib.contextmanager
+def _sniff_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, EOFError) as err:
+        raise WbError(f"{path}: cannot decompress ({err})") from None
+    except Exception as err:
+        if type(err).__module__.startswith("zstandard"):
+            raise WbError(f"{path}: cannot decompress ({err})") from None
+        raise
 
 
 def sniff(path: Path) -> SourceInfo:
-    stream, compression = _open_decompressed(path)
-    with stream:
-        try:
-            first = _first_line(stream)
-        except (OSError, EOFError) as err:
-            raise WbError(f"{path}: cannot decompress ({err})") from None
-    return SourceInfo(path=path, format=_sniff(first, path), compression=compression)
+    raw = _open_raw(path)
+    with _sniff_errors(path):
+        stream, compression, encoding = _open_decompressed(path, raw)
+        with stream:
+            first, _ = _first_line(stream)
+    return SourceInfo(path=path, format=_sniff(first, path), compression=compression, encoding=encoding)
 
 
 def resolve_mapping(keys: Iterable[str], overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -192,6 +355,15 @@ def resolve_mapping(keys: Iterable[str], overrides: dict[str, str] | None = None
             raise WbError(f"--map: column {src!r} is mapped to both {taken[src]} and {canon}")
         taken[src] = canon
     return mapping
+
+
+def parse_duplicate_keys(value: str) -> DuplicateKeys:
+    """`--duplicate-keys reject|last`."""
+    if value == "reject":
+        return "reject"
+    if value == "last":
+        return "last"
+    raise WbError(f"--duplicate-keys {value!r}: expected reject or last")
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
@@ -221,32 +393,119 @@ def _raw_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-class RecordReader:
-    """Reads a file as batches of canonical rows; `mapping` is fixed from the first records."""
+_KEY_TOKEN = re.compile(rb'"\s*:')  # every key of a JSON text ends so (a string value may too: then we look closer)
 
-    def __init__(self, path: Path, overrides: dict[str, str] | None = None, batch_size: int = 50_000):
+
+def _count_keys(obj: Any) -> int:
+    if isinstance(obj, dict):
+        return len(obj) + sum(_count_keys(v) for v in obj.values())
+    if isinstance(obj, list):
+        return sum(_count_keys(v) for v in obj)
+    return 0
+
+
+def _duplicate_in(value: Any) -> str | None:
+    if isinstance(value, _Duplicated):
+        return value.duplicate
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((d for d in map(_duplicate_in, children) if d is not None), None)
+
+
+class _Duplicated(dict[str, Any]):
+    """An object that named a key twice (the stdlib parser's pairs show it; orjson keeps the last silently)."""
+
+    duplicate: str = ""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj and not isinstance(obj, _Duplicated):
+            obj = _Duplicated(obj)
+            obj.duplicate = key
+        obj[key] = value
+    return obj
+
+
+def duplicate_key(raw: bytes, parsed: Any) -> str | None:
+    """The first key that an object of the JSON text `raw` names twice, if any; `parsed` is orjson's reading of
+    it. Exact, and cheap when there is none: a text with no more key tokens than `parsed` has keys holds none."""
+    if len(_KEY_TOKEN.findall(raw)) <= _count_keys(parsed):
+        return None
+    return _duplicate_in(json.loads(raw, object_pairs_hook=_pairs))
+
+
+def _duplicate_error(key: str) -> RecordError:
+    return RecordError(key, f"key {key!r} appears twice in one object (JSON keeps only the last)", "duplicate_key")
+
+
+class RecordReader:
+    """Reads a file as batches of canonical rows; `mapping` is fixed from the first records.
+
+    `path` may be `-` (standard input), a pipe or a FIFO: such a stream is opened once and read front to back.
+    `duplicate_keys`: `reject` an object that names a key twice (kind `duplicate_key`), or keep the `last` value.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        overrides: dict[str, str] | None = None,
+        batch_size: int = 50_000,
+        duplicate_keys: DuplicateKeys = "reject",
+    ):
         self.path = Path(path)
-        self.info = sniff(self.path)
         self.overrides = overrides or {}
         self.batch_size = batch_size
+        self.duplicate_keys = duplicate_keys
         self.mapping: dict[str, str] | None = None
         self.blank_lines = 0
+        self._hashing: _Hashing | None = None
+        self._stream: IO[bytes] | None = None
+        self._document_bytes = 0
+        self._duplicates_marked = False
+        if is_stream(self.path):
+            self._hashing = _Hashing(_open_raw(self.path))
+            with _sniff_errors(self.path):
+                stream, compression, encoding = _open_decompressed(self.path, self._hashing)
+                first, seen = _first_line(stream)
+            self._stream = io.BufferedReader(_Replay(stream, seen), buffer_size=1 << 20)
+            self.info = SourceInfo(self.path, _sniff(first, self.path), compression, encoding)
+        else:
+            self.info = sniff(self.path)
+
+    def _open(self) -> IO[bytes]:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            return stream
+        if self._hashing is not None:
+            raise WbError(f"{self.path}: a stream can be read only once")
+        return _open_decompressed(self.path)[0]
+
+    def sha256(self) -> str:
+        """SHA-256 of the input's bytes as stored (compressed or not); for a stream, of what was read."""
+        return self._hashing.digest.hexdigest() if self._hashing is not None else sha256_file(self.path)
 
     @property
     def size_hint(self) -> int:
-        """Bytes on disk, for progress bars."""
-        return self.path.stat().st_size
+        """Bytes on disk, for progress bars (0 for a stream)."""
+        return 0 if self._hashing is not None else self.path.stat().st_size
 
     def _map(self, objs: list[Any]) -> dict[str, str]:
         if self.mapping is None:
             keys: set[str] = set()
-            for obj in (o for o in objs if isinstance(o, dict)):
+            records = [o for o in objs if isinstance(o, dict)]
+            for obj in records:
                 keys.update(obj)
                 if len(keys) > 200:
                     break
             if not keys:  # no record parsed yet: decide on a later batch
                 return resolve_mapping((), self.overrides)
-            self.mapping = resolve_mapping(keys, self.overrides)
+            mapping = resolve_mapping(keys, self.overrides)
+            for canon, src in self.overrides.items():  # a --map to a column the file lacks: one line, up front
+                if src not in keys and not any(src in obj for obj in records):
+                    shown = ", ".join(sorted(keys)[:12]) + (", ..." if len(keys) > 12 else "")
+                    raise WbError(f"{self.path}: --map {canon}={src}: the file has no column {src!r} (it has {shown})")
+            self.mapping = mapping
         return self.mapping
 
     def _convert(self, batch: Batch, items: list[tuple[int, Any, bytes | None]]) -> Batch:
@@ -273,10 +532,11 @@ class RecordReader:
             yield from self._iter_document()
 
     def _iter_jsonl(self) -> Iterator[Batch]:
-        stream, _ = _open_decompressed(self.path)
+        stream = self._open()
         items: list[tuple[int, Any, bytes | None]] = []
         nbytes = 0
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        check_duplicates = self.duplicate_keys == "reject"
         with stream, _decompression_errors(self.path):
             for line_no, line in enumerate(stream, 1):
                 nbytes += len(line)
@@ -289,6 +549,9 @@ class RecordReader:
                     obj: Any = loads(line)
                 except decode_error as err:
                     obj = RecordError("", f"bad JSON: {err}", kind="bad_json")
+                else:
+                    if check_duplicates and (dup := duplicate_key(line, obj)) is not None:
+                        obj = _duplicate_error(dup)
                 items.append((line_no, obj, line.rstrip(b"\r\n")))
                 if len(items) >= self.batch_size:
                     yield self._convert(Batch(bytes_read=nbytes), items)
@@ -297,17 +560,22 @@ class RecordReader:
             yield self._convert(Batch(bytes_read=nbytes), items)
 
     def _load_document(self) -> list[Any]:
-        stream, _ = _open_decompressed(self.path)
+        stream = self._open()
         with stream, _decompression_errors(self.path):
             data = stream.read()
+        self._document_bytes = len(data)
         fmt = self.info.format
         if fmt == "json":
+            text = data.removeprefix(BOM)
             try:
-                doc = orjson.loads(data.removeprefix(BOM))
+                doc = orjson.loads(text)
             except orjson.JSONDecodeError as err:
                 raise WbError(
                     f"{self.path}: not valid JSON ({err}); fix the file or convert it to JSON Lines"
                 ) from None
+            if self.duplicate_keys == "reject" and len(_KEY_TOKEN.findall(text)) > _count_keys(doc):
+                doc = json.loads(text, object_pairs_hook=_pairs)  # the same values, duplicated keys marked
+                self._duplicates_marked = True
             if isinstance(doc, dict):
                 lists = [k for k, v in doc.items() if isinstance(v, list)]
                 if len(lists) != 1:
@@ -333,41 +601,16 @@ class RecordReader:
 
     def _iter_document(self) -> Iterator[Batch]:
         docs = self._load_document()
-        total = self.path.stat().st_size
+        total = self.size_hint or self._document_bytes
         for start in range(0, max(len(docs), 1), self.batch_size):
             chunk = docs[start : start + self.batch_size]
             items: list[tuple[int, Any, bytes | None]] = [(start + i + 1, obj, None) for i, obj in enumerate(chunk)]
+            if self._duplicates_marked:
+                marked = [(n, obj, _duplicate_in(obj)) for n, obj, _ in items]
+                items = [(n, obj if d is None else _duplicate_error(d), None) for n, obj, d in marked]
             end = start + len(chunk)
             nbytes = total if end >= len(docs) else 0
             yield self._convert(Batch(bytes_read=nbytes), items)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
-    """Write to a temporary file beside `path` and rename it into place only when the block succeeds.
-
-    A crash, kill or Ctrl-C leaves either the old file or nothing at `path`, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def dumps_json(obj: Any) -> bytes:

@@ -9,6 +9,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def build_manifest(
     command: str,
     started: float,
     inputs: dict[str, Path],
-    outputs: dict[str, Path],
+    outputs: Mapping[str, Path | dict[str, Any]],
     config: dict[str, Any],
     seed: int | None = None,
 ) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def build_manifest(
         "seed": seed,
         "config": config,
         "inputs": {k: _file_entry(p) for k, p in inputs.items()},
-        "outputs": {k: _file_entry(p) for k, p in outputs.items()},
+        "outputs": {k: p if isinstance(p, dict) else _file_entry(p) for k, p in outputs.items()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 3),
         "peak_rss_mb": peak_rss_mb(),

@@ -110,19 +110,26 @@ def turns_to_alpaca(turns: list[tuple[str, str]], field: str, system: str = "") 
         offset = 0
     if not turns:
         raise ConversionError(field, "conversation has no user/assistant turns")
+    for i, (role, _) in enumerate(turns):  # the first fault in order: who speaks out of turn, then the ending
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role == expected:
+            continue
+        where = f"{field}[{offset + i}]"
+        if role == "system":
+            raise ConversionError(where, "a system turn after the conversation started; only the first turn may be one")
+        if i == 0:
+            raise ConversionError(
+                where, "conversation starts with an assistant turn; the first turn must be the user's"
+            )
+        raise ConversionError(
+            where, f"two {role} turns in a row ({field}[{offset + i - 1}] and [{offset + i}]); merge them or drop one"
+        )
     if len(turns) % 2:
         raise ConversionError(
             f"{field}[{offset + len(turns) - 1}]",
             "conversation ends with a user turn; there is no answer to train on",
         )
-    pairs: list[list[str]] = []
-    for i in range(0, len(turns), 2):
-        (r_user, user), (r_asst, asst) = turns[i], turns[i + 1]
-        if r_user != "user":
-            raise ConversionError(f"{field}[{offset + i}]", f"expected a user turn, found {r_user}")
-        if r_asst != "assistant":
-            raise ConversionError(f"{field}[{offset + i + 1}]", f"expected an assistant turn, found {r_asst}")
-        pairs.append([user, asst])
+    pairs = [[turns[i][1], turns[i + 1][1]] for i in range(0, len(turns), 2)]
     last = pairs.pop()
     return AlpacaRecord(instruction=last[0], input="", output=last[1], system=system, history=pairs)
 
@@ -258,9 +265,11 @@ def to_alpaca(obj: Any, mapping: dict[str, str]) -> AlpacaRecord:
     """
     if not isinstance(obj, dict):
         raise RecordError("", f"expected a JSON object, found {type(obj).__name__}", kind="not_an_object")
-    if "messages" in obj and "instruction" not in mapping:
+    # Each record by its own shape (a file may mix them): a conversation unless it carries the instruction column.
+    is_dialogue = mapping.get("instruction", "instruction") not in obj
+    if "messages" in obj and is_dialogue:
         return messages_to_alpaca(validate(MessagesRecord, obj))
-    if "conversations" in obj and "instruction" not in mapping:
+    if "conversations" in obj and is_dialogue:
         return sharegpt_to_alpaca(validate(ShareGPTRecord, obj))
     fields = _source_fields(obj, mapping)
     for canon in ("input", "system"):  # null means absent for optional text fields (common in CSV/Parquet)

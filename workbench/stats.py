@@ -29,9 +29,11 @@ class Validation:
         return not self.rejected_by_kind
 
 
-def validate(path: Path, overrides: dict[str, str] | None = None, keep: int = 50) -> Validation:
+def validate(
+    path: Path, overrides: dict[str, str] | None = None, keep: int = 50, duplicate_keys: io.DuplicateKeys = "reject"
+) -> Validation:
     """Read every record of `path` as a training example; keep the first `keep` rejects in full."""
-    reader = io.RecordReader(Path(path), overrides)
+    reader = io.RecordReader(Path(path), overrides, duplicate_keys=duplicate_keys)
     result: Validation | None = None
     records = 0
     kinds: Counter[str] = Counter()

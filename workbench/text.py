@@ -36,6 +36,9 @@ _LATIN_RE = re.compile(LATIN_LETTER)
 # Persian/Indic scripts need them.
 CONTROL_PATTERN = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 ZERO_WIDTH_PATTERN = "[\u200b\u2060\ufeff\u00ad]"
+# Bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): invisible, they reorder
+# how text displays (a "Trojan Source" trick); removed with the control characters. LRM/RLM marks are kept.
+BIDI_CONTROL_PATTERN = "[\u202a-\u202e\u2066-\u2069]"
 
 # A field "has code" when it holds a fenced block or an indented line; its spacing is then left alone.
 CODE_HINT_PATTERN = r"```|~~~|\n(?:    |\t)"
@@ -206,7 +209,7 @@ def normalize(
         expr = expr.str.normalize(form)
     expr = expr.str.replace_all("\r\n?", "\n")
     if strip_control:
-        expr = expr.str.replace_all(CONTROL_PATTERN, "")
+        expr = expr.str.replace_all(CONTROL_PATTERN, "").str.replace_all(BIDI_CONTROL_PATTERN, "")
     if strip_zero_width:
         expr = expr.str.replace_all(ZERO_WIDTH_PATTERN, "")
     if whitespace:

@@ -1,18 +1,17 @@
 """`wb clean` as a library function: read → validate → normalise → PII → filter, batch by batch.
 
 Each batch is a polars frame; the steps are frame-in, frame-out functions (`normalize_frame`, `pii_frame`,
-`apply_rules`), so they run unchanged on any engine that hands out Arrow batches. Outputs are written
-atomically: `<out>` (kept records), `<out stem>.dropped.jsonl`, `<out stem>.rejects.jsonl`,
-`<out stem>.stats.json` and `<out stem>.manifest.json`.
+`apply_rules`), so they run unchanged on any engine that hands out Arrow batches. Outputs are one set
+(`io.OutputSet`), staged beside the target and published together: `<out>` (kept records),
+`<out stem>.dropped.jsonl`, `<out stem>.rejects.jsonl`, `<out stem>.stats.json`, and last
+`<out stem>.manifest.json`, which names every file with its SHA-256 (`io.check_complete` verifies it).
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,17 @@ def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFram
         pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
     )
     changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
+    bidi = pl.any_horizontal(
+        [pl.col(c).str.contains(text.BIDI_CONTROL_PATTERN) for c in STRING_FIELDS]
+        + [history_text().str.contains(text.BIDI_CONTROL_PATTERN)]
+    )
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
     is_placeholder = (pl.col("input") != "") & pl.col("input").str.to_lowercase().is_in(placeholders)
     counts = Counter(
         {
             "normalized": int(new.select(changed.sum()).item()),
             "placeholder_input": int(new.select(is_placeholder.sum()).item()),
+            "bidi_controls_removed": int(df.select(bidi.sum()).item()) if cfg.strip_control else 0,
         }
     )
     new = new.with_columns(pl.when(is_placeholder).then(pl.lit("")).otherwise(pl.col("input")).alias("input"))
@@ -210,6 +214,7 @@ class CleanStats:
                 "normalized": self.counts.get("normalized", 0),
                 "placeholder_input": self.counts.get("placeholder_input", 0),
                 "pii_redacted": self.counts.get("pii_redacted", 0),
+                "bidi_controls_removed": self.counts.get("bidi_controls_removed", 0),
             },
             "pii_found": {k: self.counts.get(f"found_{k}", 0) for k in pii.ALL_KINDS},
             "kept_output_tokens_histogram": {
@@ -276,29 +281,31 @@ def run(
     on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
+    duplicate_keys: io.DuplicateKeys = "reject",
 ) -> CleanResult:
     """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
     progress.
 
     `against`: evaluation files whose passages must not appear in the training data (decontamination).
+    `input_path` may be `-` (standard input) or a pipe/FIFO, read once as a stream. `duplicate_keys`: reject an
+    object naming a key twice (`duplicate_key`), or keep the `last` value.
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
     been seen; the output is then written from them."""
     started = time.time()
-    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size)
+    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size, duplicate_keys=duplicate_keys)
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
     stats = CleanStats()
-    stages = DedupStages.build(profile.dedup, profile.decontaminate, list(against or []))
-    with ExitStack() as stack:
-        kept_f = stack.enter_context(io.atomic_write(paths.kept))
-        dropped_f = stack.enter_context(io.atomic_write(paths.dropped))
-        rejects_f = stack.enter_context(io.atomic_write(paths.rejects))
-        stage_dir = None
-        if stages.needs_all_records:
-            stage_dir = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix=".wb-stage-", dir=paths.kept.parent))
-            )
+    files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
+    with io.OutputSet(files, manifest=paths.manifest) as outputs:
+        stages = DedupStages.build(
+            profile.dedup, profile.decontaminate, list(against or []), spill_dir=outputs.scratch("dedup")
+        )
+        kept_f = outputs.open(paths.kept)
+        dropped_f = outputs.open(paths.dropped)
+        rejects_f = outputs.open(paths.rejects)
+        stage_dir = outputs.scratch("kept") if stages.needs_all_records else None
         for i, batch in enumerate(reader):
             cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
             kept, dedup_dropped = stages.stream(cleaned.kept)
@@ -326,40 +333,41 @@ def run(
                 stats.add_kept(kept)
                 _write_dropped(dropped_f, dropped)
                 stats.add_dropped(dropped)
-    stats.blank_lines = reader.blank_lines
-    drop_order = [*profile.rule_order, "pii", *stages.names]
-    if not stats.invariant_holds:  # a bug, not a user error
-        raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
-    mapping = reader.mapping or {}
-    source = {
-        "path": str(input_path),
-        "format": reader.info.format,
-        "compression": reader.info.compression,
-        "unit": reader.info.unit,
-        "sha256": io.sha256_file(Path(input_path)),
-    }
-    summary = {
-        "input": source,
-        "mapping": mapping,
-        "profile": profile.as_dict(),
-        **stats.to_json(drop_order),
-    }
-    if stages.evals is not None:
-        summary["contamination"] = stages.evals.report()
-    io.write_json(paths.stats, summary)
-    io.write_json(
-        paths.manifest,
-        build_manifest(
+                part.unlink()
+        stats.blank_lines = reader.blank_lines
+        drop_order = [*profile.rule_order, "pii", *stages.names]
+        if not stats.invariant_holds:  # a bug, not a user error
+            raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
+        mapping = reader.mapping or {}
+        source = {
+            "path": str(input_path),
+            "format": reader.info.format,
+            "compression": reader.info.compression,
+            "unit": reader.info.unit,
+            "encoding": reader.info.encoding,
+            "sha256": reader.sha256(),
+        }
+        summary = {
+            "input": source,
+            "mapping": mapping,
+            "profile": profile.as_dict(),
+            **stats.to_json(drop_order),
+        }
+        if stages.evals is not None:
+            summary["contamination"] = stages.evals.report()
+        outputs.write(paths.stats, io.dumps_json(summary))
+        manifest = build_manifest(
             command=command,
             started=started,
             inputs={"data": Path(input_path), **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])}},
             outputs={
-                "kept": paths.kept,
-                "dropped": paths.dropped,
-                "rejects": paths.rejects,
-                "stats": paths.stats,
+                "kept": outputs.entry(paths.kept),
+                "dropped": outputs.entry(paths.dropped),
+                "rejects": outputs.entry(paths.rejects),
+                "stats": outputs.entry(paths.stats),
             },
             config={"profile": profile.as_dict(), "mapping": mapping},
-        ),
-    )
+        )
+        manifest["inputs"]["data"] = {**manifest["inputs"]["data"], "sha256": source["sha256"]}
+        outputs.publish(manifest)
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=mapping, source=reader.info)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -139,13 +140,23 @@ def keep_order(lines: np.ndarray, sizes: np.ndarray, keep: str) -> np.ndarray:
     return np.lexsort((lines, -sizes)) if keep == "longest" else np.argsort(lines, kind="stable")
 
 
+SHINGLE_SPILL = "shingles.u32"
+
+
 @dataclass
 class NearDuplicates:
-    """Collects signatures batch by batch, then resolves duplicates across all of them."""
+    """Collects compact state batch by batch, then resolves duplicates across all of it.
+
+    Per record only what resolution needs stays in memory: its LSH band keys (8 bytes a band: 128 bytes for 16
+    bands, a quarter of the 128-value signature they are made from), its line, text length and shingle count. The
+    shingle sets that verify candidates are appended to a file in `spill_dir` when one is given and read back
+    memory-mapped, so only the pages of the few candidates are touched.
+    """
 
     cfg: NearConfig
+    spill_dir: Path | None = None
     lines: list[np.ndarray] = field(default_factory=list)
-    sigs: list[np.ndarray] = field(default_factory=list)
+    keys: list[np.ndarray] = field(default_factory=list)
     sizes: list[np.ndarray] = field(default_factory=list)
     sets: list[np.ndarray] = field(default_factory=list)
     set_sizes: list[np.ndarray] = field(default_factory=list)
@@ -156,34 +167,57 @@ class NearDuplicates:
             return
         self.lines.append(frame["_line"].to_numpy().astype(np.int64))
         hashes, starts = batch_shingles(frame, self.cfg)
-        self.sigs.append(signatures(hashes, starts, self.cfg.num_perm, self.cfg.seed))
+        self.keys.append(self.band_keys(signatures(hashes, starts, self.cfg.num_perm, self.cfg.seed)))
         sets, offsets = shingle_sets(hashes, starts)
-        self.sets.append(sets)
+        if self.spill_dir is not None:
+            with (self.spill_dir / SHINGLE_SPILL).open("ab") as f:
+                f.write(sets.tobytes())
+        else:
+            self.sets.append(sets)
         self.set_sizes.append(np.diff(offsets))
         sizes = frame.select(joined_text(list(self.cfg.fields)).str.len_chars().cast(pl.Int64))[:, 0]
         self.sizes.append(sizes.to_numpy())
 
-    def candidate_pairs(self, sig: np.ndarray) -> np.ndarray:
-        """Pairs (i, j), i < j, of record positions that share an LSH bucket in at least one band."""
+    def band_keys(self, sig: np.ndarray) -> np.ndarray:
+        """One 64-bit key per LSH band and record (records x bands): a hash of the band's rows of the signature."""
         b, r = bands(self.cfg.threshold, self.cfg.num_perm, self.cfg.false_negative_weight)
-        n = len(sig)
-        pairs: list[np.ndarray] = []
+        keys = np.empty((len(sig), b), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for band in range(b):
                 cols = sig[:, band * r : (band + 1) * r].astype(np.uint64)
-                key = np.zeros(n, dtype=np.uint64)
+                key = np.zeros(len(sig), dtype=np.uint64)
                 for j in range(r):
                     key = key * np.uint64(0x100000001B3) ^ cols[:, j]
-                order = np.argsort(key, kind="stable")
-                sorted_key = key[order]
-                same = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
-                if same.size == 0:
-                    continue
-                pairs.append(self._bucket_pairs(order, sorted_key))
+                keys[:, band] = key
+        return keys
+
+    def candidate_pairs(self, sig: np.ndarray) -> np.ndarray:
+        """Pairs (i, j), i < j, of record positions that share an LSH bucket in at least one band."""
+        return self.pairs_of_band_keys(self.band_keys(sig))
+
+    def pairs_of_band_keys(self, keys: np.ndarray) -> np.ndarray:
+        """`candidate_pairs` from the band keys of the records."""
+        pairs: list[np.ndarray] = []
+        for band in range(keys.shape[1]):
+            key = np.ascontiguousarray(keys[:, band])
+            order = np.argsort(key, kind="stable")
+            sorted_key = key[order]
+            same = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
+            if same.size == 0:
+                continue
+            pairs.append(self._bucket_pairs(order, sorted_key))
         if not pairs:
             return np.empty((0, 2), dtype=np.int64)
         allp = np.concatenate(pairs)
         return np.unique(allp, axis=0)
+
+    def _all_sets(self) -> np.ndarray:
+        if self.spill_dir is None:
+            return np.concatenate(self.sets) if self.sets else np.empty(0, dtype=np.uint32)
+        path = self.spill_dir / SHINGLE_SPILL
+        if path.stat().st_size == 0:
+            return np.empty(0, dtype=np.uint32)
+        return np.memmap(path, dtype=np.uint32, mode="r")
 
     @staticmethod
     def _bucket_pairs(order: np.ndarray, sorted_key: np.ndarray) -> np.ndarray:
@@ -200,17 +234,16 @@ class NearDuplicates:
     def resolve(self) -> pl.DataFrame:
         """Dropped records: `_line`, `duplicate_of` (line of the kept record), `similarity`."""
         empty = pl.DataFrame(schema={"_line": pl.Int64, "duplicate_of": pl.Int64, "similarity": pl.Float64})
-        if not self.sigs:
+        if not self.keys:
             return empty
         lines = np.concatenate(self.lines)
-        sig = np.concatenate(self.sigs)
-        pairs = self.candidate_pairs(sig)
+        pairs = self.pairs_of_band_keys(np.concatenate(self.keys))
         if len(pairs) == 0:
             return empty
         # Candidates are verified on their exact shingle sets: near the threshold the signature estimate errs
         # by a few hundredths either way (about 0.035 at 128 permutations), which would miss true duplicates.
         offsets = np.r_[0, np.cumsum(np.concatenate(self.set_sizes))]
-        sims = exact_jaccard(np.concatenate(self.sets), offsets, pairs)
+        sims = exact_jaccard(self._all_sets(), offsets, pairs)
         keep_pairs = sims >= self.cfg.threshold
         pairs, sims = pairs[keep_pairs], sims[keep_pairs]
         if len(pairs) == 0:

@@ -46,10 +46,13 @@ class DedupStages:
     evals: EvalIndex | None
 
     @classmethod
-    def build(cls, cfg: DedupConfig, decontaminate: DecontaminateConfig, against: list[Path]) -> DedupStages:
+    def build(
+        cls, cfg: DedupConfig, decontaminate: DecontaminateConfig, against: list[Path], spill_dir: Path | None = None
+    ) -> DedupStages:
+        """The stages of a profile; `spill_dir` (a scratch folder) holds near-duplicate state kept on disk."""
         return cls(
             exact=ExactDuplicates(cfg.exact) if cfg.exact is not None else None,
-            near=NearDuplicates(cfg.near) if cfg.near is not None else None,
+            near=NearDuplicates(cfg.near, spill_dir) if cfg.near is not None else None,
             semantic=SemanticDuplicates(cfg.semantic) if cfg.semantic is not None else None,
             evals=EvalIndex.from_files(against, decontaminate) if against else None,
         )

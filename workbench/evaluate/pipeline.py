@@ -322,7 +322,7 @@ def _finish(
         suite=suite.model_dump(mode="json") if task is not None else None,
         warnings=warnings,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    io.ensure_dir(out_dir)
     plain_rows = [r.model_dump(mode="json", exclude_none=True) for r in rows]
     with io.atomic_write(out_dir / "scores.jsonl") as f:
         for row in plain_rows:

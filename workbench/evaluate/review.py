@@ -2,6 +2,10 @@
 
 The sample is drawn (seeded) across regressions, improvements and ties of the task set, so a reviewer sees where the
 tuned model got worse as well as where it got better. Reviewers fill `verdict` with one of VERDICTS.
+
+Spreadsheets run a cell that begins with `=`, `+`, `-`, `@`, tab or CR as a formula, and model answers can begin so:
+such a cell is written with a leading `'` (OWASP's CSV-injection advice), and `read_sample` strips it again. A cell
+that already begins with `'` before one of those characters gets one more, so the escaping is undone exactly.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import csv
 import io as stdio
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,19 @@ from workbench.errors import WbError
 COLUMNS = ("set", "id", "bucket", "instruction", "input", "reference", "base", "tuned", "verdict", "notes")
 VERDICTS = ("tuned", "base", "tie", "both_bad")
 BUCKETS = ("regression", "improvement", "tie")
+
+_FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
+
+
+def escape_cell(value: Any) -> str:
+    """The cell text a spreadsheet shows as text, never runs as a formula."""
+    text = str(value)
+    return "'" + text if _FORMULA_START.match(text) else text
+
+
+def unescape_cell(text: str) -> str:
+    """The value `escape_cell` was given."""
+    return text[1:] if text.startswith("'") and _FORMULA_START.match(text[1:]) else text
 
 
 def bucket(row: dict[str, Any], metric: str = "rouge_l") -> str:
@@ -53,11 +71,12 @@ def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int, m
     """The review CSV; buckets (regression, improvement, tie) by the set's headline metric."""
     picked = sample(rows, size, seed, metric)
     buffer = stdio.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; a CR inside a cell is then quoted too
     writer.writerow(COLUMNS)
     for r in picked:
         writer.writerow(
-            [
+            escape_cell(cell)
+            for cell in [
                 r["set"],
                 r["id"],
                 bucket(r, metric),
@@ -75,20 +94,26 @@ def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int, m
     return len(picked)
 
 
-def import_review(path: Path) -> dict[str, Any]:
-    """Read a filled review CSV: verdict counts overall and per bucket, and the rows still without a verdict."""
+def read_sample(path: Path) -> list[dict[str, str]]:
+    """The rows of a (filled) review CSV, each cell as wb was given it (the formula escaping undone)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig", newline="") as f:  # newline="": a CR inside a cell stays one
+            text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise WbError(f"{path}: cannot read the review file: {e}") from None
-    reader = csv.DictReader(stdio.StringIO(text))
+    reader = csv.DictReader(stdio.StringIO(text, newline=""))
     missing = [c for c in ("id", "bucket", "verdict") if c not in (reader.fieldnames or [])]
     if missing:
         raise WbError(f"{path}: missing column(s) {', '.join(missing)}; fill in the review_sample.csv wb wrote")
+    return [{k: unescape_cell(v or "") for k, v in row.items() if k is not None} for row in reader]
+
+
+def import_review(path: Path) -> dict[str, Any]:
+    """Read a filled review CSV: verdict counts overall and per bucket, and the rows still without a verdict."""
     counts: Counter[str] = Counter()
     per_bucket: dict[str, Counter[str]] = {}
     unreviewed: list[str] = []
-    for n, row in enumerate(reader, start=2):
+    for n, row in enumerate(read_sample(path), start=2):
         verdict = (row.get("verdict") or "").strip().lower()
         if not verdict:
             unreviewed.append(str(row["id"]))

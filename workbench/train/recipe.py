@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import WbError
 
@@ -20,7 +20,8 @@ Method = Literal["lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "fre
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and inf are refused in every float (`lr=inf` would train to an all-NaN adapter).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LoraConfig(Strict):
@@ -43,7 +44,7 @@ class FreezeConfig(Strict):
 class Recipe(Strict):
     """A training run. Paths are relative to the working directory."""
 
-    model_config = ConfigDict(extra="forbid", title="TrainRecipe")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="TrainRecipe")
 
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name: the folder under output_dir.")
     model: str = Field("embedded", description="embedded (SmolLM2-135M-Instruct), a local folder, or a cached hub id.")
@@ -85,6 +86,13 @@ class Recipe(Strict):
     prompt_tuning: VirtualTokensConfig = Field(default_factory=VirtualTokensConfig)
     prefix_tuning: VirtualTokensConfig = Field(default_factory=VirtualTokensConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _inside_output_dir(cls, name: str) -> str:
+        if name in (".", ".."):  # the pattern allows no "/", so these are the names that leave output_dir/NAME
+            raise ValueError(f"{name!r} is not a run name: a run needs a folder of its own under output_dir")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

@@ -26,7 +26,7 @@ from workbench.errors import WbError
 from workbench.manifest import build_manifest
 from workbench.records import FIELDS
 from workbench.train import data as tdata
-from workbench.train import methods
+from workbench.train import guards, methods
 from workbench.train.recipe import Recipe
 
 LOG_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch")
@@ -186,8 +186,9 @@ def _callbacks(log_path: Path, on_log: Callable[[dict[str, Any]], None] | None) 
             for k in ("train_runtime", "train_loss"):
                 if k in logs:
                     row[k] = logs[k]
+            row = guards.finite_row(row)  # trainer_log.jsonl stays JSON: no NaN or Infinity in it
             with log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+                f.write(json.dumps(row, sort_keys=True, allow_nan=False) + "\n")
             if on_log is not None:
                 on_log(row)
 
@@ -362,6 +363,14 @@ def _trainer_class() -> Any:
                 if int((inputs["labels"][:, 1:] != tdata.IGNORE).sum()):
                     self.trained_logits_only = False  # the model's logits_to_keep takes no mask: the plain way
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
+
+        def training_step(self, *args: Any, **kw: Any) -> Any:
+            """One step's loss; a NaN or infinite one stops the run before the optimiser applies it."""
+            loss = super().training_step(*args, **kw)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise guards.NonFiniteLoss(self.state.global_step + 1, value)
+            return loss
 
         def _fast_loss(self, model: Any, return_outputs: bool) -> bool:
             return bool(
@@ -563,11 +572,6 @@ def loss_svg(log: list[dict[str, Any]], width: int = 640, height: int = 320) -> 
     )
 
 
-def _last_checkpoint(run_dir: Path) -> str | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
-
-
 def save_recipe(recipe: Recipe, run_dir: Path) -> None:
     with io.atomic_write(run_dir / "recipe.yaml") as f:
         f.write(yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False, allow_unicode=True).encode())
@@ -593,9 +597,7 @@ def train(
     released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
     mmap_threshold = MMAP_THRESHOLD_BYTES if released else None
     run_dir = recipe.run_dir
-    checkpoint = _last_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise WbError(f"{run_dir}: no checkpoint to resume from")
+    checkpoint = str(guards.check_resume(recipe)) if resume else None
     if not resume and (run_dir / "manifest.json").exists():
         raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
     tokenizer = load_tokenizer(recipe.model, on_status)
@@ -639,7 +641,10 @@ def train(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cpu_started = time.process_time()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    except guards.NonFiniteLoss as nan:
+        raise WbError(guards.non_finite_message(run_dir, nan)) from None
     train_cpu = time.process_time() - cpu_started
 
     final = trainer.model

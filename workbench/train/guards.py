@@ -1,0 +1,93 @@
+"""What a training run refuses: resuming a run that is finished, and going on after a non-finite loss.
+
+No torch import here: the checks run on the recipe and the run folder, and on plain floats.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from workbench.errors import WbError
+from workbench.train.recipe import Recipe
+
+
+class NonFiniteLoss(Exception):
+    """The loss of a training step is NaN or infinite; raised before the optimiser applies it."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"step {step}: loss {loss}")
+        self.step, self.loss = step, loss
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return ckpts[-1] if ckpts else None
+
+
+def _finished_step(run_dir: Path) -> int | None:
+    """The step a finished run ended at (its manifest exists), or None for a run that did not finish."""
+    path = run_dir / "manifest.json"
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError) as err:
+        raise WbError(f"{path}: cannot read the run's manifest ({err})") from None
+    step = manifest.get("global_step") if isinstance(manifest, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise WbError(f"{path}: global_step: missing or not an integer")
+    return step
+
+
+def _saved_recipe(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "recipe.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise WbError(f"{path}: cannot read the run's recipe ({err})") from None
+    return saved if isinstance(saved, dict) else {}
+
+
+def check_resume(recipe: Recipe) -> Path:
+    """The checkpoint to resume `recipe.run_dir` from; refuses (WbError) a run without one, and a finished run
+    unless `max_steps` (past the step it ended at) or `epochs` were raised."""
+    run_dir = recipe.run_dir
+    checkpoint = last_checkpoint(run_dir)
+    if checkpoint is None:
+        raise WbError(f"{run_dir}: no checkpoint to resume from")
+    step = _finished_step(run_dir)
+    if step is None:
+        return checkpoint
+    saved = _saved_recipe(run_dir)
+    more_steps = recipe.max_steps is not None and recipe.max_steps > step
+    more_epochs = recipe.max_steps is None and recipe.epochs > float(saved.get("epochs") or 0)
+    if not (more_steps or more_epochs):
+        raise WbError(
+            f"{run_dir}: the run is finished (step {step}); to train further raise max_steps or epochs, "
+            f"e.g. wb train --resume {run_dir} max_steps={step * 2}"
+        )
+    return checkpoint
+
+
+def non_finite_message(run_dir: Path, err: NonFiniteLoss) -> str:
+    """One line for a run stopped by a non-finite loss, naming the step and the checkpoint that is still good."""
+    good = last_checkpoint(run_dir)
+    kept = (
+        f"the last good checkpoint is {good} (resume: wb train --resume {run_dir} lr=...)"
+        if good is not None
+        else "no checkpoint was saved before it"
+    )
+    return f"{run_dir}: training loss is {err.loss} at step {err.step}; stopped, {kept}; lower lr or check the data"
+
+
+def finite_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A log row with NaN/inf values replaced by null and named under `non_finite`, so the log stays JSON."""
+    bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
+    if not bad:
+        return row
+    return {**{k: None if k in bad else v for k, v in row.items()}, "non_finite": bad}
