@@ -127,7 +127,7 @@ def test_labels_get_accuracy_macro_f1_and_a_confusion_matrix(tmp_path: Path, wb:
     # The run folder reads back, and the page shows the confusion matrix.
     (tmp_path / "ev" / "manifest.json").unlink()
     page = build_report([tmp_path / "ev"], tmp_path / "r.html").html.read_text(encoding="utf-8")
-    assert 'data-section="confusion"' in page and "non-urgent" in page
+    assert 'data-part="confusion"' in page and "non-urgent" in page
 
 
 def test_json_answers_are_parsed_checked_against_the_schema_and_compared_by_field(tmp_path: Path, wb: Any) -> None:
