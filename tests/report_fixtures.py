@@ -260,8 +260,36 @@ def _eval(run: Path, n_task: int, with_base: bool, seed: int, quality: float = 0
                 "f1": stat([float(x) for x in t_acc], [float(x) for x in b_acc] if with_base else None, seed),
             },
         }
+    if with_base:  # general text: the loss of each paragraph under both models (lower is better)
+        t_loss = [2.0 + 0.1 * rng.random() for _ in range(20)]
+        b_loss = [v - 0.02 for v in t_loss]
+        for j, (tl, bl) in enumerate(zip(t_loss, b_loss, strict=True)):
+            row = {
+                "set": "general_text_zh",
+                "id": j,
+                "instruction": "",
+                "input": "",
+                "reference": "长城是古代的防御工程。",
+            }
+            row["tuned"], row["base"] = {"loss": tl}, {"loss": bl}
+            rows.append(row)
+        forgetting["general_text_zh"] = {
+            "n": 20,
+            "kind": "text",
+            "metrics": {"loss": stat(t_loss, b_loss, seed, lower_is_better=True)},
+        }
     task_rows = [r for r in rows if r["set"] == "task"]
     metrics: dict[str, Any] = {}
+    # Arithmetic items judged by their final number: the tuned model answers 3 in 4, the base 1 in 4.
+    t_num = [int(rng.random() < 0.75) for _ in task_rows]
+    b_num = [int(rng.random() < 0.25) for _ in task_rows]
+    for r, t_ok, b_ok in zip(task_rows, t_num, b_num, strict=True):
+        r["tuned"]["numeric_match"] = t_ok
+        if with_base:
+            r["base"]["numeric_match"] = b_ok
+    metrics["numeric_match"] = stat(t_num, b_num if with_base else None, seed) | (
+        {"mcnemar_p": 0.001} if with_base else {}
+    )
     for m in ("rouge_l", "rouge1", "rouge2", "bleu", "chrf", "exact_match", "f1", "loss"):
         t = [r["tuned"][m] for r in task_rows]
         b = [r["base"][m] for r in task_rows] if with_base else None
@@ -287,6 +315,12 @@ def _eval(run: Path, n_task: int, with_base: bool, seed: int, quality: float = 0
                 },
             },
             "regressions": regressions,
+            "degenerate": {
+                "echo": {"tuned": 0.025, "base": 0.0 if with_base else None, "tuned_items": 1}
+                | ({"base_items": 0} if with_base else {}),
+                "cut_off": {"tuned": 0.05, "base": 0.1 if with_base else None, "tuned_items": 2}
+                | ({"base_items": 4} if with_base else {}),
+            },
         },
         "forgetting": forgetting if with_base else {},  # probes need the models: none for a predictions file
         "overlap": {"items": 1, "fraction": round(1 / max(n_task, 1), 4), "ids": [3]},

@@ -89,13 +89,13 @@ def test_markdown_escapes_names_that_would_break_a_table(run: Path, tmp_path: Pa
 def test_gate_verdict_comes_first_and_report_still_exits_0(run: Path, tmp_path: Path, wb: Any) -> None:
     result = wb("report", run, "-o", tmp_path / "out" / "x.html", "--gate", GATE)
     assert result.exit_code == 0, result.output
-    assert "gate failed (2 of 5): demo" in result.stdout
+    assert "gate failed (2 of 7): demo" in result.stdout
     page = (tmp_path / "out" / "x.html").read_text(encoding="utf-8")
     assert sections(page)[0] == "gate"
-    assert "Gate failed: 3 of 5 checks pass" in page and "too few to decide" in page
+    assert "Gate failed: 5 of 7 checks pass" in page and "too few to decide" in page
     doc = json.loads((tmp_path / "out" / "x.json").read_text(encoding="utf-8"))
     assert doc["runs"][0]["gate"]["passed"] is False and doc["runs"][0]["gate"]["counts"]["fail"] == 2
-    assert "**Gate: ❌ failed** (2 of 5 checks" in (tmp_path / "out" / "x.md").read_text(encoding="utf-8")
+    assert "**Gate: ❌ failed** (2 of 7 checks" in (tmp_path / "out" / "x.md").read_text(encoding="utf-8")
 
 
 def test_a_run_without_eval_renders_data_and_training_and_says_what_is_missing(tmp_path: Path) -> None:
@@ -188,9 +188,9 @@ def test_ten_thousand_items_give_a_capped_page(tmp_path: Path) -> None:
     page = files.html.read_text(encoding="utf-8")
     assert len(page.encode()) < 400_000, len(page)
     assert page.count('<div class="item">') == report_html.MAX_REGRESSIONS + report_html.MAX_IMPROVEMENTS
-    losses = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]["metrics"]["rouge_l"][
-        "losses"
-    ]
+    # The A/B section follows the set's headline metric (the first item metric in registry order: numeric_match).
+    task = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]
+    losses = task["metrics"]["numeric_match"]["losses"]
     assert f"{losses - report_html.MAX_REGRESSIONS:,} more items where tuned lost not shown" in page
     assert "10,000 items" in page
     assert_offline(page)
@@ -329,7 +329,7 @@ REAL_TRAIN = [
     {"instruction": "Tell me a joke.", "input": "", "output": "As an AI language model, I cannot tell jokes."},
 ]
 REAL_EVAL = [
-    {"instruction": "What is 20+22?", "input": "", "output": "20+22=42"},
+    {"instruction": "What is 20+22?", "input": "", "output": "20+22=42", "answer_type": "number"},
     {"instruction": "Echo this.", "input": SCRIPT, "output": SCRIPT},
     {"instruction": "日本的首都是哪里？", "input": "", "output": "东京"},
 ]
@@ -388,7 +388,8 @@ def test_a_real_clean_train_eval_run_reports_and_gates(
     assert summary["review"]["verdicts"]["tie"] == len(sample)
 
     gated = wb("gate", "runs/real", "-t", GATE, "--junit", "gate.xml")
-    assert gated.exit_code in (0, 1) and "missing" not in gated.stdout
+    assert gated.exit_code == 1 and gated.stdout.count("missing") == 1  # every path is valid; one arithmetic item:
+    assert "missing: task.numeric_match.delta_lower: no interval: 1 item has this metric" in gated.stderr
     gated = wb("gate", "runs/real", "-t", thresholds_file(tmp_path, ["review.verdicts.tie >= 1", "task.n <= 3"]))
     assert gated.exit_code == 0, gated.output
 

@@ -25,7 +25,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.evaluate import registry
-from workbench.evaluate.degenerate import DEGENERATE_KINDS
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite number: ints are accepted, bools and strings are not."""
@@ -404,6 +403,8 @@ def _paths(tp: Any, prefix: str, depth: int) -> Iterator[str]:
         yield f"{prefix}.n"
         yield f"{prefix}.<metric>.<{'|'.join(STAT_FIELDS)}>"
         yield f"{prefix}.corpus.<bleu|chrf[_zh|_latin]>.<{'|'.join(_numbers_of(CorpusScore))}>"
+        from workbench.evaluate.degenerate import DEGENERATE_KINDS
+
         kinds = "|".join(DEGENERATE_KINDS)
         yield f"{prefix}.degenerate.<{kinds}>.<{'|'.join(_numbers_of(DegenerateStat))}>"
         yield f"{prefix}.classification.<tuned|base>.macro_f1"

@@ -1,9 +1,13 @@
 """Rebuild `raw.jsonl`, the demo's bilingual sample, from the MIT-licensed files in ../shared/data.
 
-Real records (GPTeacher code tasks, Chinese arithmetic, term explanations and poetry), plus a handful of
-planted defects of the kinds `wb clean` exists for, so the demo shows every stage at work. `eval.jsonl` is the
-demo's task eval set: 50 records of the same kinds that `raw.jsonl` does not hold. Run from the
-repository root: `python data/demo/build.py ../shared/data`.
+Real records (GPTeacher code tasks, Chinese arithmetic, poetry and culture), plus a handful of planted defects of
+the kinds `wb clean` exists for, so the demo shows every stage at work. `eval.jsonl` is the demo's task eval set:
+50 records of the same kinds that `raw.jsonl` does not hold; its arithmetic records say `"answer_type": "number"`,
+so `wb eval` judges them by `numeric_match` (the final number) while the code and poetry answers are judged by
+overlap. Every record fits the demo's `max_length` (384 tokens of the embedded model's chat template), so no
+record is cut in training: records are chosen by their length in the embedded model's tokens (term explanations,
+600+ tokens each, are left out). Run from the repository root with the project's environment:
+`.venv/bin/python data/demo/build.py ../shared/data`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 PLANTED: list[str] = [
     '{"instruction": "Translate to French: good morning", "input": "<noinput>", "output": "Bonjour"}',
@@ -31,14 +36,29 @@ PLANTED: list[str] = [
 ]
 
 
+MAX_TOKENS = 300  # of instruction + input + output; the chat template adds ~40, the recipe's max_length is 384
+
+
+def _token_counter() -> Any:
+    from transformers import AutoTokenizer
+
+    from workbench.train.model import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("embedded")))
+    return lambda r: len(tokenizer(r["instruction"] + "\n" + r["input"] + "\n" + r["output"])["input_ids"])
+
+
 def main(shared: Path, out: Path) -> None:
     rng = random.Random(7)
+    tokens = _token_counter()
+    fits = lambda pool: [r for r in pool if tokens(r) <= MAX_TOKENS]  # noqa: E731
     code = json.loads((shared / "en_codegen_instruct.json").read_text(encoding="utf-8"))
     arith = json.loads((shared / "zh_integer_arithmetic.json").read_text(encoding="utf-8"))
-    terms = json.loads((shared / "zh_term_explanations.json").read_text(encoding="utf-8"))
-    poetry = json.loads((shared / "zh_poetry_culture.json").read_text(encoding="utf-8"))
-    code = [{"instruction": r["instruction"], "input": r["input"], "output": r["response"]} for r in code]
-    records = rng.sample(code, 120) + rng.sample(arith, 120) + rng.sample(terms, 30) + poetry
+    poetry = fits(json.loads((shared / "zh_poetry_culture.json").read_text(encoding="utf-8")))
+    code = fits([{"instruction": r["instruction"], "input": r["input"], "output": r["response"]} for r in code[:1500]])
+    eval_poetry = rng.sample(poetry, 5)
+    poetry = [r for r in poetry if r not in eval_poetry]
+    records = rng.sample(code, 60) + rng.sample(arith, 200) + poetry
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
     lines += lines[:5]  # exact duplicates, for the dedup stage
     lines += PLANTED
@@ -49,8 +69,8 @@ def main(shared: Path, out: Path) -> None:
     used = {json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records}
     unused = lambda pool: [r for r in pool if json.dumps(r, ensure_ascii=False, sort_keys=True) not in used]  # noqa: E731
     held = random.Random(11)
-    short_code = [r for r in unused(code) if len(r["output"]) <= 400]
-    evals = held.sample(unused(arith), 24) + held.sample(unused(terms), 14) + held.sample(short_code, 12)
+    numbers = [{**r, "answer_type": "number"} for r in held.sample(unused(arith), 30)]
+    evals = numbers + held.sample(unused(code), 15) + eval_poetry
     held.shuffle(evals)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in evals)
     out.with_name("eval.jsonl").write_text(text, encoding="utf-8")

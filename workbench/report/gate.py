@@ -17,7 +17,8 @@ file and the check. Thresholds must be finite numbers.
 
 Verdicts: `pass`; `fail` (the threshold is missed); `missing` (a well-formed path this run does not have: no eval, no
 base scores, a probe set that was not run); `inconclusive` (the number cannot carry a decision: both models score
-the same 0 or 1 on every item, the paired interval is wider than the margin, or the set has fewer items than the
+the same 0 or 1 on every item, the paired interval is wider than a non-inferiority margin (a negative `min` or a
+positive `max` on a delta), or the set has fewer items than the
 check's `min_n`; only a number that would pass becomes inconclusive: a missed threshold stays `fail`).
 `missing` and `inconclusive` fail the gate like a missed threshold — a gate never passes on numbers
 it did not see or that cannot decide — unless the check says `allow_inconclusive: true`, which turns an inconclusive
@@ -291,11 +292,19 @@ def _why_absent(summary: dict[str, Any], parts: list[str], depth: int) -> str:
         return f"no probe set {key!r} in this run's forgetting results (sets: {sets})"
     if key in runfile.BASE_FIELDS and not summary.get("has_base"):
         return f"{'.'.join(parts)}: {summary['missing'].get('base', 'no base-model scores in this run')}"
+    if key in runfile.STAT_FIELDS and isinstance(node, dict) and "tuned" in node:
+        n = node.get("n", _section_n(summary, parts))
+        return f"no interval: {n} item{'s' if n != 1 else ''} {'has' if n == 1 else 'have'} this metric (2 needed)"
     if isinstance(node, dict):
         keys = [*node, *(node.get("metrics") or {})] if depth in (1, 2) else list(node)
         present = [k for k in keys if k != "metrics" and isinstance(node.get(k, 0), dict | int | float)]
         return f"no {key!r} under {where} (present: {', '.join(present) or 'none'})"
     return f"no {key!r} under {where}"
+
+
+def _section_n(summary: dict[str, Any], parts: list[str]) -> Any:
+    sec = summary.get("task") if parts[0] == "task" else (summary.get("forgetting") or {}).get(parts[1])
+    return sec.get("n") if isinstance(sec, dict) else None
 
 
 def _set_of(summary: dict[str, Any], parts: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -334,8 +343,13 @@ def _inconclusive(check: Check, summary: dict[str, Any]) -> str | None:
         lo, hi = stat.get("delta_lower"), stat.get("delta_upper")
         if isinstance(lo, int | float) and isinstance(hi, int | float):
             width = hi - lo
-            for bound in (check.min, check.max):
-                if bound is not None and bound != 0 and width > abs(bound):
+            # A margin on the losing side (min below 0, max above 0): a non-inferiority check. A superiority check
+            # (min >= 0) is decided by the interval's end itself, whatever its width.
+            margins = [b for b in (check.min,) if b is not None and b < 0] + [
+                b for b in (check.max,) if b is not None and b > 0
+            ]
+            for bound in margins:
+                if width > abs(bound):
                     return (
                         f"the paired 95% interval [{lo:.3g}, {hi:.3g}] is {width:.3g} wide, wider than the margin "
                         f"{abs(bound):.3g}: {n} items are too few to decide"
