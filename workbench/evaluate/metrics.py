@@ -63,9 +63,8 @@ if TYPE_CHECKING:
     from rouge_score.rouge_scorer import RougeScorer
 
 METRIC_KEYS = ("rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "f1", "accuracy")
-"""Per-item score keys, as in `scores.jsonl` (docs/run-folder.md)."""
-
-BINARY_METRICS = frozenset({"exact_match", "accuracy"})
+"""The registered metrics `score_items` computes together (one pass of sacrebleu statistics); their metadata
+(0/1, higher is better, answer types) lives in `workbench.evaluate.registry`."""
 
 References = str | Sequence[str]
 """One reference, or a list of acceptable references (any may match)."""

@@ -23,7 +23,7 @@ from workbench.evaluate import compare, degenerate, registry, review
 from workbench.evaluate.config import EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set
 from workbench.evaluate.generate import Answer
-from workbench.evaluate.metrics import score_items
+from workbench.evaluate.metrics import METRIC_KEYS, score_items
 from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
 from workbench.io import sha256_file
 from workbench.manifest import build_manifest
@@ -34,8 +34,6 @@ StatusFn = Callable[[str], None]
 
 TASK = "task"
 SIDES = ("tuned", "base")
-OVERLAP_METRICS = ("rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "f1", "accuracy")
-"""Computed together by `metrics.score_items` (one pass of sacrebleu statistics)."""
 REGRESSIONS_KEPT = 50
 DEGENERATE_WORDS = {
     "echo": "repeat the prompt instead of answering",
@@ -500,7 +498,7 @@ def _overlap_scores(
 ) -> None:
     """ROUGE, BLEU, chrF, EM, F1, accuracy for the items that want them; BLEU and chrF per language group (sacrebleu's
     zh tokenizer for Chinese references, 13a for the rest), corpus scores per group."""
-    need = [i for i in range(len(preds)) if any(m in OVERLAP_METRICS for m in wanted[i])]
+    need = [i for i in range(len(preds)) if any(m in METRIC_KEYS for m in wanted[i])]
     groups: dict[str, list[int]] = {}
     for i in need:
         groups.setdefault(_language(" ".join(refs[i])), []).append(i)

@@ -558,13 +558,10 @@ def _ab_view(run: Run) -> dict[str, Any] | None:
     stat = stats_of(task)[metric]
     items = task_items(run)
     w, t, losses = stat.get("wins"), stat.get("ties"), stat.get("losses")
-    if w is None and items:
-        w = t = losses = 0
-        for row in items:
-            b, tu = (row.get("base") or {}).get(metric), (row.get("tuned") or {}).get(metric)
-            if _is_num(b) and _is_num(tu):
-                d = (tu - b) if higher_is_better(metric) else (b - tu)
-                w, t, losses = w + (d > 0), t + (d == 0), losses + (d < 0)
+    if w is None and items:  # a STAT without counts (a run folder from elsewhere): count them as wb eval does
+        tuned = [(row.get("tuned") or {}).get(metric) for row in items]
+        base = [(row.get("base") or {}).get(metric) for row in items]
+        w, t, losses = stats.win_tie_loss(tuned, base, higher_is_better(metric))
     total = (w or 0) + (t or 0) + (losses or 0)
     by_id = {str(r.get("id")): r for r in items}
     listed = [by_id[str(i)] for i in task.get("regressions") or [] if str(i) in by_id]

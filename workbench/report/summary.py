@@ -389,7 +389,8 @@ def scored_items(run: Run) -> dict[str, list[dict[str, Any]]]:
         path = run.files.get("scores")
         run._items = {}
         if path is not None:
-            for _, row in read_jsonl(path, "scores"):
+            for number, row in read_jsonl(path, "scores"):
+                validated(runfile.ScoreRow, row, path, number)  # numbers are numbers: the page computes with them
                 run._items.setdefault(str(row.get("set", "task")), []).append(row)
     return run._items
 
