@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -47,6 +47,13 @@ MapOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables; errors only.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")]
+PrecisionOpt = Annotated[
+    Literal["auto", "bf16", "fp32"],
+    typer.Option(
+        "--precision",
+        help="auto: bf16 autocast where the CPU has native bf16 units (AMX, AVX512-BF16), else fp32; or force one.",
+    ),
+]
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
@@ -132,12 +139,17 @@ def clean(
     map_: MapOpt = None,
     against: AgainstOpt = None,
     strict: StrictOpt = False,
+    precision: Annotated[
+        Literal["auto", "bf16", "fp32"] | None,
+        typer.Option("--precision", help="Semantic dedup embeddings: auto, bf16 or fp32 (default: the profile's)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
-    _run_clean("clean", input, output, cleaning.load(profile), map_, against, strict, quiet)
+    prof = cleaning.load(profile).with_semantic_precision(precision)
+    _run_clean("clean", input, output, prof, map_, against, strict, quiet)
 
 
 @app.command()
@@ -153,12 +165,17 @@ def dedup(
     map_: MapOpt = None,
     against: AgainstOpt = None,
     strict: StrictOpt = False,
+    precision: Annotated[
+        Literal["auto", "bf16", "fp32"] | None,
+        typer.Option("--precision", help="Semantic dedup embeddings: auto, bf16 or fp32 (default: the profile's)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
-    _run_clean("dedup", input, output, cleaning.load(profile).dedup_only(), map_, against, strict, quiet)
+    prof = cleaning.load(profile).dedup_only().with_semantic_precision(precision)
+    _run_clean("dedup", input, output, prof, map_, against, strict, quiet)
 
 
 def _run_clean(
@@ -456,11 +473,16 @@ def _load_targets(target: str | None, adapters: list[Path] | None, say: Callable
     return load([resolve_target(s) for s in specs], on_status=say)
 
 
-def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int) -> Any:
+def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int, precision: str) -> Any:
     from workbench.evaluate.generate import GenerationSettings
 
     return GenerationSettings(
-        max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, seed=seed, batch_size=1
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature,
+        seed=seed,
+        batch_size=1,
+        precision=precision,
     )
 
 
@@ -475,6 +497,7 @@ def generate(
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: PrecisionOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Answer prompts with a tuned model; with several --adapter, answer with each (and --base) for comparison."""
@@ -486,7 +509,7 @@ def generate(
         raise WbError('give a prompt after the run folder: wb generate runs/NAME "your prompt"')
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     loaded = _load_targets(target, adapter, say)
-    settings = _settings(max_new_tokens, sample, temperature, seed)
+    settings = _settings(max_new_tokens, sample, temperature, seed, precision)
     choices: list[str | None] = list(loaded.adapters) or [None]
     if base and loaded.adapters:
         choices.append(None)
@@ -510,13 +533,14 @@ def chat(
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Talk to a tuned model. Commands: /adapter NAME, /base, /reset, /quit."""
     from workbench.evaluate.generate import generate as run_generate
     from workbench.evaluate.generate import prompt_for
 
     loaded = _load_targets(target, adapter, lambda text: err.print(text, markup=False))
-    settings = _settings(max_new_tokens, sample, temperature, seed)
+    settings = _settings(max_new_tokens, sample, temperature, seed, precision)
     history: list[list[str]] = []
     names = ", ".join(loaded.adapters) or "none"
     err.print(
@@ -595,6 +619,7 @@ def eval_(
     seed: Annotated[int, typer.Option("--seed", help="Seed of sampling and of the bootstrap.")] = 0,
     review_size: Annotated[int, typer.Option("--review-size", help="Items in review_sample.csv.")] = 50,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate everything again.")] = False,
+    precision: PrecisionOpt = "auto",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder to write (default RUN/eval).")] = None,
     predictions: Annotated[
         Path | None, typer.Option("--predictions", help="Score a file of prediction/reference rows; no model.")
@@ -620,7 +645,12 @@ def eval_(
         base=not no_base,
         base_model=base_model,
         generation=GenerationSettings(
-            max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample, temperature=temperature, seed=seed
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            do_sample=sample,
+            temperature=temperature,
+            seed=seed,
+            precision=precision,
         ),
         probe_max_new_tokens=probe_max_new_tokens,
         seed=seed,

@@ -346,6 +346,8 @@ def run(
     }
     if stages.evals is not None:
         summary["contamination"] = stages.evals.report()
+    if stages.semantic is not None and stages.semantic.precision_used is not None:
+        summary["semantic_precision"] = stages.semantic.precision_used  # what `auto` became, and why
     io.write_json(paths.stats, summary)
     io.write_json(
         paths.manifest,

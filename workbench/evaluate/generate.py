@@ -4,9 +4,13 @@ Prompts are rendered exactly as training rendered them (the run's chat or Alpaca
 length into batches (less padding) and returned in the caller's order. Greedy by default; sampling is seeded per
 batch. Generation stops at the end-of-turn/EOS tokens or after `max_new_tokens`.
 
+Generation and the losses run in the precision `workbench.precision` picks (`auto`: bf16 autocast on a CPU with
+native bf16 units, else fp32); the weights are never cast.
+
 The cache (`<wb cache>/generations.sqlite`) is keyed by the model's identity (SHA-256 of the base weights and of the
 active adapter's weights), the exact prompt text and the generation settings, batch size included (padding can
-change greedy outputs in the last bits, so outputs made at another batch size are not reused).
+change greedy outputs in the last bits, so outputs made at another batch size are not reused), and the precision
+used (`auto` resolved to bf16 or fp32: bf16 answers are not fp32 answers).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.io import sha256_file
+from workbench.precision import PRECISION_HELP, Choice, Precision, for_model
 from workbench.train.model import SAFETENSORS_WEIGHTS, cache_dir, resolve_model
 from workbench.train.runs import Loaded
 
@@ -40,6 +45,7 @@ class GenerationSettings(BaseModel):
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
     seed: int = 0
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
     def key(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True)
@@ -72,6 +78,8 @@ def generate(
     progress: ProgressFn | None = None,
 ) -> list[str]:
     """Answers for `prompts` (rendered prompt texts), in order; cached answers are not regenerated."""
+    choice = for_model(settings.precision, loaded.model)
+    settings = settings.model_copy(update={"precision": choice.name})  # the cache key holds what ran, not auto
     keys = [cache.key(loaded, p, settings) for p in prompts] if cache is not None else []
     found = cache.get_many(keys) if cache is not None else {}
     answers: list[str | None] = [found.get(k) for k in keys] if cache is not None else [None] * len(prompts)
@@ -80,7 +88,7 @@ def generate(
     if progress is not None:
         progress(done, len(prompts))
     if todo:
-        for batch, texts in _generate_batches(loaded, [prompts[i] for i in todo], settings):
+        for batch, texts in _generate_batches(loaded, [prompts[i] for i in todo], settings, choice):
             fresh = {todo[j]: text for j, text in zip(batch, texts, strict=True)}
             for i, text in fresh.items():
                 answers[i] = text
@@ -93,7 +101,7 @@ def generate(
 
 
 def _generate_batches(
-    loaded: Loaded, prompts: list[str], settings: GenerationSettings
+    loaded: Loaded, prompts: list[str], settings: GenerationSettings, choice: Choice
 ) -> Iterator[tuple[list[int], list[str]]]:
     import torch
 
@@ -120,7 +128,7 @@ def _generate_batches(
                 if settings.do_sample
                 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             )
-            with torch.inference_mode():
+            with torch.inference_mode(), choice.autocast():
                 out = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
@@ -134,7 +142,11 @@ def _generate_batches(
 
 
 def reference_losses(
-    loaded: Loaded, records: Sequence[dict[str, Any]], max_length: int = 1024, batch_size: int = 8
+    loaded: Loaded,
+    records: Sequence[dict[str, Any]],
+    max_length: int = 1024,
+    batch_size: int = 8,
+    precision: str = "auto",
 ) -> list[float | None]:
     """Mean token loss of each record's `output` given its prompt (the template of the run); None if nothing fits."""
     from workbench.train import data as tdata
@@ -143,11 +155,15 @@ def reference_losses(
     for r in records:
         full = {"system": "", "history": [], "input": "", **r}
         examples.append(tdata.encode(loaded.tokenizer, full, loaded.template, max_length, "responses"))  # type: ignore[arg-type]
-    return _losses(loaded, examples, batch_size)
+    return _losses(loaded, examples, batch_size, precision)
 
 
 def text_losses(
-    loaded: Loaded, texts: Sequence[str], max_length: int = 1024, batch_size: int = 8
+    loaded: Loaded,
+    texts: Sequence[str],
+    max_length: int = 1024,
+    batch_size: int = 8,
+    precision: str = "auto",
 ) -> list[float | None]:
     """Mean token loss of plain texts (no template): the language-modelling side of the forgetting check."""
     from workbench.train import data as tdata
@@ -156,10 +172,10 @@ def text_losses(
     for text in texts:
         ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"][:max_length]
         examples.append(tdata.Example(0, ids, list(ids), len(ids) >= max_length))
-    return _losses(loaded, examples, batch_size)
+    return _losses(loaded, examples, batch_size, precision)
 
 
-def _losses(loaded: Loaded, examples: list[Any], batch_size: int) -> list[float | None]:
+def _losses(loaded: Loaded, examples: list[Any], batch_size: int, precision: str) -> list[float | None]:
     from workbench.train.trainer import sample_losses
 
     usable = [i for i, ex in enumerate(examples) if ex.trained_tokens > 1 or (ex.trained_tokens and ex.labels[0] < 0)]
@@ -167,7 +183,8 @@ def _losses(loaded: Loaded, examples: list[Any], batch_size: int) -> list[float 
     out: list[float | None] = [None] * len(examples)
     if usable:
         with loaded.active_model() as model:
-            losses = sample_losses(model, [examples[i] for i in usable], pad_id, batch_size)
+            choice = for_model(precision, model)
+            losses = sample_losses(model, [examples[i] for i in usable], pad_id, batch_size, choice)
         for i, loss in zip(usable, losses, strict=True):
             out[i] = round(float(loss), 6)
     return out

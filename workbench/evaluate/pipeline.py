@@ -25,6 +25,7 @@ from workbench.evaluate.generate import GenerationSettings
 from workbench.evaluate.metrics import BINARY_METRICS, METRIC_KEYS, score_items
 from workbench.io import sha256_file
 from workbench.manifest import build_manifest
+from workbench.precision import for_model
 
 ProgressFn = Callable[[str, int, int], None]
 StatusFn = Callable[[str], None]
@@ -145,6 +146,7 @@ def evaluate(
         loaded.use(active)
         for s in sets:
             _run_side(s, side, loaded, config, cache, on_progress)
+    used = for_model(config.generation.precision, tuned.model)
     generation = {
         "model": target.base,
         "adapter": str(target.adapter) if target.adapter else None,
@@ -152,6 +154,7 @@ def evaluate(
         "template": tuned.template,
         **config.generation.model_dump(),
         "probe_max_new_tokens": config.probe_max_new_tokens,
+        **used.record(),  # what `auto` became, and why
     }
     if cache is not None:
         generation["cache_hits"], generation["cache_misses"] = cache.hits, cache.misses
@@ -182,7 +185,9 @@ def _run_side(
     label = f"{side} · {s.name}"
     report = (lambda done, total: on_progress(label, done, total)) if on_progress is not None else None
     if s.kind == "text":
-        s.losses[side] = text_losses(loaded, [it.reference for it in s.items], config.max_length)
+        s.losses[side] = text_losses(
+            loaded, [it.reference for it in s.items], config.max_length, precision=config.generation.precision
+        )
         if report is not None:
             report(len(s.items), len(s.items))
         return
@@ -192,7 +197,9 @@ def _run_side(
     prompts = [prompt_for(loaded, it.record()) for it in s.items]
     s.predictions[side] = generate(loaded, prompts, settings, cache, report)
     if s.kind == TASK:
-        s.losses[side] = reference_losses(loaded, [it.record() for it in s.items], config.max_length)
+        s.losses[side] = reference_losses(
+            loaded, [it.record() for it in s.items], config.max_length, precision=settings.precision
+        )
 
 
 def _train_overlap(run_dir: Path | None, eval_data: Path) -> dict[str, Any] | None:
