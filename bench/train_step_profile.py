@@ -35,9 +35,13 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--variants", default="plain,wb-mask,wb-loss,wb-step")
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from peft import LoraConfig, get_peft_model
 
     from workbench.train import data as tdata
@@ -51,7 +55,7 @@ def main() -> int:
     model = get_peft_model(
         model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     )
-    records = read_records(ROOT / "data" / "demo" / "raw.jsonl")
+    records = read_records(ROOT / "data" / "demo" / "eval.jsonl")
     examples = [tdata.encode(tok, r, "chat", args.length, "responses") for _, r in records[:400]]
     packed = tdata.pack(examples, args.length)
     packed.sort(key=lambda pk: -len(pk.input_ids))
@@ -79,7 +83,7 @@ def main() -> int:
         torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     trainer = None
     if "wb-step" in args.variants:
@@ -102,6 +106,7 @@ def main() -> int:
             callbacks=wtrainer._callbacks(Path("/tmp/wb-profile-log.jsonl"), None),
         )
         trainer.create_optimizer_and_scheduler(num_training_steps=100)
+        trainer.current_gradient_accumulation_steps = 1  # set by Trainer's own loop, which is not run here
 
     def wb_step() -> float:
         assert trainer is not None
@@ -110,7 +115,7 @@ def main() -> int:
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
         model.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     from workbench.precision import Choice
 
@@ -139,6 +144,7 @@ def main() -> int:
                 with choice.autocast():
                     step(v)
             times.setdefault((v, pr), []).append(time.perf_counter() - t)
+            print(f"  {v} {pr}: {times[(v, pr)][-1]:.2f} s (load {os.getloadavg()[0]:.2f})", flush=True)
     print(f"load after: {os.getloadavg()}")
     base = {pr: statistics.median(times[("plain", pr)]) for pr in precs if ("plain", pr) in times}
     print(f"{'variant':<10} {'precision':<9} {'s/step':>7} {'tokens/s':>9} {'x plain':>8}  all runs")

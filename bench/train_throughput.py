@@ -479,6 +479,7 @@ class Options:
     max_steps: int | None
     skip_baseline: bool
     wb_precisions: list[str]
+    threads: int | None
     device: str
     order: str
     group_by_length: bool
@@ -503,6 +504,10 @@ def main_bench(o: Options) -> int:
     env = dict(os.environ)
     if o.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
+    threads, why = _threads(o.threads)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    print(f"torch threads in every child: {threads or 'torch default'} ({why})")
     sides: list[tuple[str, str, str, str]] = [("baseline", "baseline", "lora", "fp32"), ("wb", "wb", "lora", "auto")]
     if o.order == "wb-first":
         sides.reverse()
@@ -560,6 +565,7 @@ def main_bench(o: Options) -> int:
         "records": {"path": str(data), "count": len(records), "by_source": counts, "mix": MIX},
         "settings": {"lora": LORA, "optim": OPTIM, "seed": SEED, "recipe": str(RECIPE.relative_to(ROOT))},
         "recipe_drift": drift,
+        "threads": {"children": threads, "why": why},
         "results": [m.as_dict() for m in results],
     }
     wb, base = by_side.get("wb"), by_side.get("baseline")
@@ -624,6 +630,17 @@ def main_bench(o: Options) -> int:
     return 0
 
 
+def _threads(asked: int | None) -> tuple[int | None, str]:
+    """Torch threads for the children: as asked, else 1 on a busy machine (1-minute load above CPUs - 1), where
+    OpenMP threads that do not each get a core wait for each other at every operation; else torch's default."""
+    if asked:
+        return asked, "--threads"
+    load1, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load1 > cpus - 1 and cpus > 1:
+        return 1, f"the machine is busy (load {load1:.2f} on {cpus} CPUs); --threads N overrides"
+    return None, "torch's own choice"
+
+
 def _auto_precision(device: str) -> tuple[str, str]:
     """What wb's `precision: auto` picks for training here, and why (asked of wb's own precision module)."""
     sys.path.insert(0, str(ROOT))
@@ -652,6 +669,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wb-batch-size", type=int, default=2, help="wb's packed sequences per step (default 2)")
     p.add_argument("--max-steps", type=int, help="stop both sides after N optimiser steps (default: one epoch)")
     p.add_argument("--skip-baseline", action="store_true", help="run wb only")
+    p.add_argument("--threads", type=int, help="torch threads in every child (default: torch's, 1 when busy)")
     p.add_argument(
         "--wb-precisions",
         default="fp32",
@@ -716,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_steps,
         args.skip_baseline,
         args.wb_precisions,
+        args.threads,
         args.device,
         args.order,
         args.baseline_group_by_length,
