@@ -10,8 +10,9 @@ every variant alike:
 * `wb-step`: a whole `WbTrainer.training_step` + optimizer step, as `wb train` runs it (callbacks, logging,
   token counting included);
 
-each in fp32 and under bf16 autocast, plus the collation alone. Prints seconds per step (median of `--repeat`)
-and the load average. Run: `.venv/bin/python bench/train_step_profile.py --repeat 3`.
+each in fp32 and under bf16 autocast, plus the collation alone. Prints wall and CPU seconds per step (medians of
+`--repeat`; with `--threads 1` CPU time is the work itself, much less sensitive to other jobs than wall time) and
+the load average. Run: `.venv/bin/python bench/train_step_profile.py --repeat 3`.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def main() -> int:
     from workbench.precision import Choice
 
     times: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     print(
         f"load before: {os.getloadavg()}; threads {torch.get_num_threads()}; batch {args.batch} x {args.length}, "
         f"{real} real tokens; collation {collate_s * 1000:.1f} ms",
@@ -136,7 +138,7 @@ def main() -> int:
             order.reverse()
         for v, pr in order:
             choice = Choice(pr, "cpu", "")
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             if v == "wb-step":
                 trainer.cpu_autocast = choice.autocast  # type: ignore[union-attr]
                 wb_step()
@@ -144,14 +146,19 @@ def main() -> int:
                 with choice.autocast():
                     step(v)
             times.setdefault((v, pr), []).append(time.perf_counter() - t)
-            print(f"  {v} {pr}: {times[(v, pr)][-1]:.2f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+            cpu.setdefault((v, pr), []).append(time.process_time() - c)
+            print(
+                f"  {v} {pr}: {times[(v, pr)][-1]:.2f} s, CPU {cpu[(v, pr)][-1]:.2f} s (load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
     print(f"load after: {os.getloadavg()}")
-    base = {pr: statistics.median(times[("plain", pr)]) for pr in precs if ("plain", pr) in times}
-    print(f"{'variant':<10} {'precision':<9} {'s/step':>7} {'tokens/s':>9} {'x plain':>8}  all runs")
+    base = {pr: statistics.median(cpu[("plain", pr)]) for pr in precs if ("plain", pr) in cpu}
+    print(f"{'variant':<10} {'precision':<9} {'s/step':>7} {'CPU s':>7} {'tok/CPU-s':>9} {'x plain':>8}  all CPU s")
     for (v, pr), ts in times.items():
-        med = statistics.median(ts)
-        rel = base[pr] / med if pr in base else float("nan")
-        print(f"{v:<10} {pr:<9} {med:7.2f} {real / med:9.1f} {rel:8.2f}  {' '.join(f'{x:.2f}' for x in ts)}")
+        med, cmed = statistics.median(ts), statistics.median(cpu[(v, pr)])
+        rel = base[pr] / cmed if pr in base else float("nan")
+        runs = " ".join(f"{x:.2f}" for x in cpu[(v, pr)])
+        print(f"{v:<10} {pr:<9} {med:7.2f} {cmed:7.2f} {real / cmed:9.1f} {rel:8.2f}  {runs}")
     return 0
 
 

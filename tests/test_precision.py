@@ -122,6 +122,14 @@ def test_bf16_training_follows_the_fp32_loss_curve_with_fp32_weights(tmp_path: P
     assert len(losses) == len(MEMORISE) and all(loss > 0 for loss in losses)
 
 
+def test_qlora_on_cpu_trains_in_fp32_and_says_why(tmp_path: Path, tiny: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU QLoRA computes in bf16")
+    result = train(_recipe(tmp_path, tiny, "auto", method="qlora", max_steps=2))
+    assert result.manifest["precision"] == "fp32" and "bitsandbytes" in result.manifest["precision_reason"]
+
+
 def test_bf16_reference_losses_and_generation_stay_close_to_fp32_and_are_cached_apart(
     tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -609,6 +609,8 @@ def train(
         raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
     tokenizer = load_tokenizer(recipe.model, on_status)
     choice = precision.for_training(recipe.precision, recipe.method)
+    if on_status is not None:
+        on_status(f"precision {choice.name} ({choice.reason})")
     dtype = _load_dtype(choice)
     quant = methods.quantization_config(recipe, dtype)
     model = load_model(recipe.model, dtype=dtype, quantization_config=quant)
