@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,6 +29,7 @@ from rich.text import Text
 from workbench import __version__
 from workbench.errors import WbError
 from workbench.evaluate.config import EvalConfig, GenerationSettings
+from workbench.precision import Precision
 
 app = typer.Typer(
     name="wb",
@@ -52,6 +53,13 @@ DuplicateKeysOpt = Annotated[
     str,
     typer.Option(
         "--duplicate-keys", help="An object naming a key twice: reject it (duplicate_key) or keep the last value."
+    ),
+]
+PrecisionOpt = Annotated[
+    Literal["auto", "bf16", "fp32"],
+    typer.Option(
+        "--precision",
+        help="auto: bf16 autocast where the CPU has native bf16 units (AMX, AVX512-BF16), else fp32; or force one.",
     ),
 ]
 AgainstOpt = Annotated[
@@ -142,12 +150,17 @@ def clean(
     against: AgainstOpt = None,
     strict: StrictOpt = False,
     duplicate_keys: DuplicateKeysOpt = "reject",
+    precision: Annotated[
+        Literal["auto", "bf16", "fp32"] | None,
+        typer.Option("--precision", help="Semantic dedup embeddings: auto, bf16 or fp32 (default: the profile's)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
-    _run_clean("clean", input, output, cleaning.load(profile), map_, against, strict, duplicate_keys, quiet)
+    prof = cleaning.load(profile).with_semantic_precision(precision)
+    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet)
 
 
 @app.command()
@@ -164,12 +177,16 @@ def dedup(
     against: AgainstOpt = None,
     strict: StrictOpt = False,
     duplicate_keys: DuplicateKeysOpt = "reject",
+    precision: Annotated[
+        Literal["auto", "bf16", "fp32"] | None,
+        typer.Option("--precision", help="Semantic dedup embeddings: auto, bf16 or fp32 (default: the profile's)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
-    prof = cleaning.load(profile).dedup_only()
+    prof = cleaning.load(profile).dedup_only().with_semantic_precision(precision)
     _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet)
 
 
@@ -489,9 +506,14 @@ def _load_targets(target: str | None, adapters: list[Path] | None, say: Callable
     return load([resolve_target(s) for s in specs], on_status=say)
 
 
-def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int) -> Any:
+def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int, precision: str) -> Any:
     return GenerationSettings(
-        max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, seed=seed, batch_size=1
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature,
+        seed=seed,
+        batch_size=1,
+        precision=precision,
     )
 
 
@@ -506,6 +528,7 @@ def generate(
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: PrecisionOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Answer prompts with a tuned model; with several --adapter, answer with each (and --base) for comparison."""
@@ -517,7 +540,7 @@ def generate(
         raise WbError('give a prompt after the run folder: wb generate runs/NAME "your prompt"')
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     loaded = _load_targets(target, adapter, say)
-    settings = _settings(max_new_tokens, sample, temperature, seed)
+    settings = _settings(max_new_tokens, sample, temperature, seed, precision)
     choices: list[str | None] = list(loaded.adapters) or [None]
     if base and loaded.adapters:
         choices.append(None)
@@ -541,13 +564,14 @@ def chat(
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Talk to a tuned model. Commands: /adapter NAME, /base, /reset, /quit."""
     from workbench.evaluate.generate import generate as run_generate
     from workbench.evaluate.generate import prompt_for
 
     loaded = _load_targets(target, adapter, lambda text: err.print(text, markup=False))
-    settings = _settings(max_new_tokens, sample, temperature, seed)
+    settings = _settings(max_new_tokens, sample, temperature, seed, precision)
     history: list[list[str]] = []
     names = ", ".join(loaded.adapters) or "none"
     err.print(
@@ -637,6 +661,7 @@ def eval_(
     seed: Annotated[int, typer.Option("--seed", help=_EH["seed"])] = _E["seed"],
     review_size: Annotated[int, typer.Option("--review-size", help=_EH["review_size"])] = _E["review_size"],
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate everything again.")] = False,
+    precision: Annotated[Precision, typer.Option("--precision", help=_GH["precision"])] = _G["precision"],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder to write (default RUN/eval).")] = None,
     predictions: Annotated[
         Path | None,
@@ -664,7 +689,12 @@ def eval_(
         base=not no_base,
         base_model=base_model,
         generation=GenerationSettings(
-            max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample, temperature=temperature, seed=seed
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            do_sample=sample,
+            temperature=temperature,
+            seed=seed,
+            precision=precision,
         ),
         probe_max_new_tokens=probe_max_new_tokens,
         seed=seed,

@@ -355,6 +355,8 @@ def run(
         }
         if stages.evals is not None:
             summary["contamination"] = stages.evals.report()
+        if stages.semantic is not None and stages.semantic.precision_used is not None:
+            summary["semantic_precision"] = stages.semantic.precision_used  # what `auto` became, and why
         outputs.write(paths.stats, io.dumps_json(summary))
         manifest = build_manifest(
             command=command,

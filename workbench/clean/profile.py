@@ -100,6 +100,14 @@ class Profile(BaseModel):
             "decontaminate": self.decontaminate.model_dump(),
         }
 
+    def with_semantic_precision(self, precision: str | None) -> Profile:
+        """This profile with its semantic-dedup stage (if any) computing in `precision` (None: as it says)."""
+        semantic = self.dedup.semantic
+        if precision is None or semantic is None:
+            return self
+        dedup = self.dedup.model_copy(update={"semantic": semantic.model_copy(update={"precision": precision})})
+        return self.model_copy(update={"dedup": dedup})
+
     def dedup_only(self) -> Profile:
         """This profile's dedup stages alone (both on with defaults if it has none), for `wb dedup`."""
         dedup = self.dedup

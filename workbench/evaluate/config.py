@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.precision import PRECISION_HELP, Precision
+
 SHIPPED_PROBES = ("general_en", "general_zh", "general_text_en", "general_text_zh")
 
 
@@ -25,6 +27,7 @@ class GenerationSettings(BaseModel):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: the smallest token set of this probability.")
     seed: int = Field(0, description="Seed of sampling.")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
     def key(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True)

@@ -9,9 +9,13 @@ cut at `max_new_tokens`. A cut answer never ends in half a character: byte-level
 of a multi-byte UTF-8 character (a Chinese character is three bytes), which decodes to U+FFFD; those trailing
 replacement characters are dropped.
 
+Generation and the losses run in the precision `workbench.precision` picks (`auto`: bf16 autocast on a CPU with
+native bf16 units, else fp32); the weights are never cast.
+
 The cache (`<wb cache>/generations.sqlite`) is keyed by the model's identity (SHA-256 of the base weights and of the
 active adapter's weights), the exact prompt text and the generation settings, batch size included (padding can
-change greedy outputs in the last bits, so outputs made at another batch size are not reused).
+change greedy outputs in the last bits, so outputs made at another batch size are not reused), and the precision
+used (`auto` resolved to bf16 or fp32: bf16 answers are not fp32 answers).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from workbench.evaluate.config import GenerationSettings
 from workbench.evaluate.degenerate import safe_decode_tail
 from workbench.io import sha256_file
+from workbench.precision import Choice, for_model
 from workbench.train.model import SAFETENSORS_WEIGHTS, cache_dir, resolve_model
 from workbench.train.runs import Loaded
 
@@ -80,6 +85,8 @@ def generate_answers(
     progress: ProgressFn | None = None,
 ) -> list[Answer]:
     """`generate`, with each answer's token count and whether it finished."""
+    choice = for_model(settings.precision, loaded.model)
+    settings = settings.model_copy(update={"precision": choice.name})  # the cache key holds what ran, not auto
     keys = [cache.key(loaded, p, settings) for p in prompts] if cache is not None else []
     found = cache.get_many(keys) if cache is not None else {}
     answers: list[Answer | None] = [found.get(k) for k in keys] if cache is not None else [None] * len(prompts)
@@ -88,7 +95,7 @@ def generate_answers(
     if progress is not None:
         progress(done, len(prompts))
     if todo:
-        for batch, made in _generate_batches(loaded, [prompts[i] for i in todo], settings):
+        for batch, made in _generate_batches(loaded, [prompts[i] for i in todo], settings, choice):
             fresh = {todo[j]: answer for j, answer in zip(batch, made, strict=True)}
             for i, answer in fresh.items():
                 answers[i] = answer
@@ -101,7 +108,7 @@ def generate_answers(
 
 
 def _generate_batches(
-    loaded: Loaded, prompts: list[str], settings: GenerationSettings
+    loaded: Loaded, prompts: list[str], settings: GenerationSettings, choice: Choice
 ) -> Iterator[tuple[list[int], list[Answer]]]:
     import torch
 
@@ -128,7 +135,7 @@ def _generate_batches(
                 if settings.do_sample
                 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             )
-            with torch.inference_mode():
+            with torch.inference_mode(), choice.autocast():
                 out = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
@@ -149,7 +156,11 @@ def _generate_batches(
 
 
 def reference_losses(
-    loaded: Loaded, records: Sequence[dict[str, Any]], max_length: int = 1024, batch_size: int = 8
+    loaded: Loaded,
+    records: Sequence[dict[str, Any]],
+    max_length: int = 1024,
+    batch_size: int = 8,
+    precision: str = "auto",
 ) -> list[float | None]:
     """Mean token loss of each record's `output` given its prompt (the template of the run); None if nothing fits."""
     from workbench.train import data as tdata
@@ -158,11 +169,15 @@ def reference_losses(
     for r in records:
         full = {"system": "", "history": [], "input": "", **r}
         examples.append(tdata.encode(loaded.tokenizer, full, loaded.template, max_length, "responses"))  # type: ignore[arg-type]
-    return _losses(loaded, examples, batch_size)
+    return _losses(loaded, examples, batch_size, precision)
 
 
 def text_losses(
-    loaded: Loaded, texts: Sequence[str], max_length: int = 1024, batch_size: int = 8
+    loaded: Loaded,
+    texts: Sequence[str],
+    max_length: int = 1024,
+    batch_size: int = 8,
+    precision: str = "auto",
 ) -> list[float | None]:
     """Mean token loss of plain texts (no template): the language-modelling side of the forgetting check."""
     from workbench.train import data as tdata
@@ -171,10 +186,10 @@ def text_losses(
     for text in texts:
         ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"][:max_length]
         examples.append(tdata.Example(0, ids, list(ids), len(ids) >= max_length))
-    return _losses(loaded, examples, batch_size)
+    return _losses(loaded, examples, batch_size, precision)
 
 
-def _losses(loaded: Loaded, examples: list[Any], batch_size: int) -> list[float | None]:
+def _losses(loaded: Loaded, examples: list[Any], batch_size: int, precision: str) -> list[float | None]:
     from workbench.train.trainer import sample_losses
 
     usable = [i for i, ex in enumerate(examples) if ex.trained_tokens > 1 or (ex.trained_tokens and ex.labels[0] < 0)]
@@ -182,7 +197,8 @@ def _losses(loaded: Loaded, examples: list[Any], batch_size: int) -> list[float 
     out: list[float | None] = [None] * len(examples)
     if usable:
         with loaded.active_model() as model:
-            losses = sample_losses(model, [examples[i] for i in usable], pad_id, batch_size)
+            choice = for_model(precision, model)
+            losses = sample_losses(model, [examples[i] for i in usable], pad_id, batch_size, choice)
         for i, loss in zip(usable, losses, strict=True):
             out[i] = round(float(loss), 6)
     return out

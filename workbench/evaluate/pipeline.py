@@ -27,6 +27,7 @@ from workbench.evaluate.metrics import METRIC_KEYS, score_items
 from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
 from workbench.io import sha256_file
 from workbench.manifest import build_manifest
+from workbench.precision import for_model
 from workbench.text import count_cjk
 
 ProgressFn = Callable[[str, int, int], None]
@@ -164,6 +165,7 @@ def evaluate(
         loaded.use(active)
         for s in sets:
             _run_side(s, side, loaded, config, cache, on_progress)
+    used = for_model(config.generation.precision, tuned.model)
     generation = {
         "model": target.base,
         "adapter": str(target.adapter) if target.adapter else None,
@@ -171,6 +173,7 @@ def evaluate(
         "template": tuned.template,
         **config.generation.model_dump(),
         "probe_max_new_tokens": config.probe_max_new_tokens,
+        **used.record(),  # what `auto` became, and why
     }
     if cache is not None:
         generation["cache_hits"], generation["cache_misses"] = cache.hits, cache.misses
@@ -201,7 +204,9 @@ def _run_side(
     label = f"{side} · {s.name}"
     report = (lambda done, total: on_progress(label, done, total)) if on_progress is not None else None
     if s.kind == "text":
-        s.losses[side] = text_losses(loaded, [it.reference for it in s.items], config.max_length)
+        s.losses[side] = text_losses(
+            loaded, [it.reference for it in s.items], config.max_length, precision=config.generation.precision
+        )
         if report is not None:
             report(len(s.items), len(s.items))
         return
@@ -214,7 +219,9 @@ def _run_side(
     s.predictions[side] = [a.text for a in answers]
     s.max_new_tokens = settings.max_new_tokens
     if s.kind == TASK:
-        s.losses[side] = reference_losses(loaded, [it.record() for it in s.items], config.max_length)
+        s.losses[side] = reference_losses(
+            loaded, [it.record() for it in s.items], config.max_length, precision=settings.precision
+        )
 
 
 def _train_overlap(run_dir: Path | None, eval_data: Path) -> dict[str, Any] | None:

@@ -80,7 +80,12 @@ class Recipe(Strict):
         description="CPU on Linux: memory blocks of 1 MiB or more go back to the system as soon as they are freed "
         "(glibc M_MMAP_THRESHOLD): about 35 % less peak memory at 4 x 512 tokens a step, for steps about 25 % slower.",
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 on a GPU that supports it; on a CPU bf16 autocast where it has native bf16 units "
+        "(AMX, AVX512-BF16, Arm bf16; weights, optimizer and adapter stay fp32), else fp32. fp16: GPU only. "
+        "QLoRA on CPU: fp32.",
+    )
     output_dir: Path = Field(Path("runs"), description="Runs are written to output_dir/name.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     prompt_tuning: VirtualTokensConfig = Field(default_factory=VirtualTokensConfig)

@@ -7,6 +7,7 @@ A run folder `runs/<name>/` gets: `recipe.yaml` (the resolved recipe, so `--resu
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from workbench import io
+from workbench import io, precision
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
 from workbench.records import FIELDS
@@ -153,16 +154,14 @@ class ListDataset:
         return self.rows[i]
 
 
-def _precision(recipe: Recipe) -> tuple[str, Any]:
+def _load_dtype(choice: precision.Choice) -> Any:
+    """The dtype the base weights load in: on a GPU the training precision (Trainer's own mixed precision); on a
+    CPU always fp32, with bf16 as autocast around the forward pass (master weights stay fp32)."""
     import torch
 
-    want = recipe.precision
-    if want == "auto":
-        want = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    if want in ("bf16", "fp16") and not torch.cuda.is_available():
-        raise WbError(f"precision: {want} needs a GPU; use fp32 (or auto) on CPU")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[want]
-    return want, dtype
+    if choice.device == "cpu":
+        return torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice.name]
 
 
 @dataclass
@@ -339,6 +338,11 @@ def _trainer_class() -> Any:
         trained_seen = 0
         # Off for methods that prepend virtual tokens (their hidden states are longer than the labels).
         trained_logits_only = True
+        # Autocast around every loss computation (training and eval): bf16 on CPU, nothing otherwise.
+        cpu_autocast: Callable[[], Any] = contextlib.nullcontext
+
+        def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
+            return self.cpu_autocast()
 
         def compute_loss(  # type: ignore[override]
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, **kw: Any
@@ -442,7 +446,7 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _training_args(recipe: Recipe, run_dir: Path, precision: str, has_val: bool) -> Any:
+def _training_args(recipe: Recipe, run_dir: Path, choice: precision.Choice, has_val: bool) -> Any:
     from transformers import TrainingArguments
 
     # Eval and save on the same schedule (the best checkpoint is kept): both per epoch, or both every N steps.
@@ -476,8 +480,9 @@ def _training_args(recipe: Recipe, run_dir: Path, precision: str, has_val: bool)
         greater_is_better=False if evaluate else None,
         seed=recipe.seed,
         data_seed=recipe.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        # On a GPU, Trainer's own mixed precision; on a CPU, WbTrainer autocasts itself (its loss included).
+        bf16=choice.device != "cpu" and choice.name == "bf16",
+        fp16=choice.device != "cpu" and choice.name == "fp16",
         dataloader_pin_memory=_has_cuda(),
         train_sampling_strategy="random" if recipe.packing else "group_by_length",
         report_to=[],
@@ -493,10 +498,13 @@ def _prompt_learning(model: Any) -> bool:
     return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
 
 
-def sample_losses(model: Any, examples: list[tdata.Example], pad_id: int, batch_size: int) -> list[float]:
+def sample_losses(
+    model: Any, examples: list[tdata.Example], pad_id: int, batch_size: int, choice: precision.Choice | None = None
+) -> list[float]:
     """Mean loss over the trained tokens of each example, without packing (one row per example), in the order of
     `examples`. Batches hold examples of similar length (little padding), and where the model allows it the output
-    head runs only on the positions whose next token is trained (`logits_to_keep` with a boolean mask)."""
+    head runs only on the positions whose next token is trained (`logits_to_keep` with a boolean mask). The forward
+    passes run under `choice`'s autocast (none when not given); the cross-entropy is fp32 either way."""
     import torch
 
     collate = tdata.PaddingCollator(pad_id)
@@ -505,7 +513,8 @@ def sample_losses(model: Any, examples: list[tdata.Example], pad_id: int, batch_
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     masked_head = not _prompt_learning(model)
-    with torch.inference_mode():
+    autocast = choice.autocast if choice is not None else contextlib.nullcontext
+    with torch.inference_mode(), autocast():
         for lo in range(0, len(order), batch_size):
             rows = order[lo : lo + batch_size]
             batch = collate([{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in rows])
@@ -601,7 +610,10 @@ def train(
     if not resume and (run_dir / "manifest.json").exists():
         raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
     tokenizer = load_tokenizer(recipe.model, on_status)
-    precision, dtype = _precision(recipe)
+    choice = precision.for_training(recipe.precision, recipe.method)
+    if on_status is not None:
+        on_status(f"precision {choice.name} ({choice.reason})")
+    dtype = _load_dtype(choice)
     quant = methods.quantization_config(recipe, dtype)
     model = load_model(recipe.model, dtype=dtype, quantization_config=quant)
     prepared = prepare(recipe, tokenizer, getattr(model.config, "max_position_embeddings", None))
@@ -627,7 +639,7 @@ def train(
     train_rows = _rows(prepared.train, recipe)
     trainer = _trainer_class()(
         model=model,
-        args=_training_args(recipe, run_dir, precision, bool(prepared.val)),
+        args=_training_args(recipe, run_dir, choice, bool(prepared.val)),
         train_dataset=ListDataset(train_rows),
         eval_dataset=ListDataset(_rows(prepared.val, recipe)) if prepared.val else None,
         data_collator=collator,
@@ -636,6 +648,8 @@ def train(
     from transformers import PrinterCallback, ProgressCallback
 
     trainer.trained_logits_only = not _prompt_learning(model)  # virtual tokens lengthen the hidden states
+    if choice.device == "cpu":
+        trainer.cpu_autocast = choice.autocast
     for noisy in (PrinterCallback, ProgressCallback):  # wb prints its own log lines (on_log)
         trainer.remove_callback(noisy)
     if torch.cuda.is_available():
@@ -654,7 +668,7 @@ def train(
     else:
         final.save_pretrained(run_dir / "model", safe_serialization=True)
         tokenizer.save_pretrained(run_dir / "model")
-    losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size)
+    losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size, choice)
     with io.atomic_write(run_dir / "sample_losses.jsonl") as f:
         for ex, loss in sorted(zip(prepared.train, losses, strict=True), key=lambda p: -p[1]):
             f.write(io.jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
@@ -679,7 +693,7 @@ def train(
             "model": recipe.model,
             "method": recipe.method,
             "template": prepared.template,
-            "precision": precision,
+            **choice.record(),
             "malloc_mmap_threshold": mmap_threshold,
             "trainable_parameters": trainable,
             "total_parameters": total,
