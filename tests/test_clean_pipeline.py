@@ -160,3 +160,50 @@ def test_generated_realistic_data_cleans_with_exact_accounting(tmp_path: Path, b
     fired = {rule for rule, n in s["dropped_by_rule"].items() if n}
     assert {"refusal", "repeated_lines", "repeated_ngrams", "truncated_output", "exact_duplicate"} <= fired
     assert len(read_jsonl(tmp_path / "clean.dropped.jsonl")) == s["dropped"]
+
+
+# Real Chinese data (alpaca_chinese_dataset, tests/data/README.md): the default profile must leave Chinese as written.
+ZH_TERMS = Path(__file__).resolve().parent / "data" / "zh_term_explanations.json"
+CJK_PUNCTUATION = "，。、：；？！（）「」『』《》【】……—“”‘’－～\u3000℃²"
+
+
+def _kept_with_sources(out: Path, sources: list[dict]) -> list[tuple[dict, dict]]:
+    dropped = {d["line"] for d in read_jsonl(out / "clean.dropped.jsonl")}
+    rest = [s for line, s in enumerate(sources, 1) if line not in dropped]
+    kept = read_jsonl(out / "clean.jsonl")
+    assert len(kept) == len(rest)
+    return list(zip(kept, rest, strict=True))
+
+
+@pytest.mark.parametrize("profile", ["default", "strict", "zh"])
+def test_real_chinese_records_keep_punctuation_ideographs_and_emoji_byte_identical(
+    tmp_path: Path, profile: str
+) -> None:
+    sources = json.loads(ZH_TERMS.read_text(encoding="utf-8"))
+    # The same records again with emoji, full-width Latin letters and digits, and ASCII punctuation mixed in.
+    mixed = [
+        {
+            **s,
+            "output": f"{s['output']} 👍🏽 👨‍👩‍👧 ‼️ ＡＢＣ１２３，ＯＫ！ 1️⃣ 🇨🇳",
+            "instruction": s["instruction"] + "🤔",
+        }
+        for s in sources
+    ]
+    src = tmp_path / "zh.json"
+    src.write_text(json.dumps(sources + mixed, ensure_ascii=False), encoding="utf-8")
+    result = run(src, tmp_path / "out" / "clean.jsonl", load(profile))
+    pairs = _kept_with_sources(tmp_path / "out", sources + mixed)
+    assert len(pairs) >= 140
+    for kept, source in pairs:
+        for field in ("instruction", "input", "output"):
+            want = source[field].replace("ＡＢＣ１２３", "ABC123").replace("ＯＫ", "OK")
+            # Only whitespace may differ (trailing spaces, runs of spaces in prose).
+            assert "".join(kept[field].split()) == "".join(want.split()), (field, want[:60])
+            for ch in CJK_PUNCTUATION:
+                assert kept[field].count(ch) == want.count(ch), (ch, want[:60])
+    assert any("👍🏽 👨‍👩‍👧 ‼️ ABC123，OK！ 1️⃣ 🇨🇳" in k["output"] for k, _ in pairs)
+    # Of the real records, only whitespace changes: one record in 152 (main's NFKC rewrote 151 of 151 kept).
+    real = [(k, s) for k, s in pairs if not s["instruction"].endswith("🤔")]
+    assert len(real) >= 150
+    assert sum(1 for k, s in real if k["output"] != s["output"]) <= 2
+    assert result.summary["invariant_holds"]

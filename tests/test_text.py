@@ -39,10 +39,36 @@ def test_cjk_emoji_and_rtl_pass_through_normalisation_unchanged() -> None:
         assert normalized(value) == value
 
 
-def test_nfkc_folds_fullwidth_latin_but_nfc_keeps_fullwidth_punctuation() -> None:
+def test_nfkc_folds_fullwidth_latin_and_digits_but_keeps_chinese_punctuation_as_written() -> None:
     assert normalized("ＡＢＣ１２３") == "ABC123"
-    assert normalized("你好，世界！", form="NFC") == "你好，世界！"
-    assert normalized("你好，世界！", form="NFKC") == "你好,世界!"
+    assert normalized("你好，世界！（测试）：是吗？；好……") == "你好，世界！（测试）：是吗？；好……"
+    assert normalized("经理：“早上好，有什么可以帮到您的吗？”") == "经理：“早上好，有什么可以帮到您的吗？”"
+    # Per character class in one text: the Latin letters fold, the punctuation beside them does not.
+    assert normalized("型号ＡＢＣ１２３，售价￥５０！") == "型号ABC123，售价￥50！"
+    assert normalized("ﬁne print") == "fine print"  # ligature and no-break space fold
+
+
+def test_symbols_whose_form_is_their_meaning_keep_it() -> None:
+    for value in ["水温100℃", "面积10㎡", "E = mc²", "H₂O", "①首先②其次", "½ cup", "No. № 5", "‼️ ⁉️ ℹ️ Ⓜ️ 🈚 🅰️ ™️"]:
+        assert normalized(value) == value, value
+    assert normalized("\uf900") == "\uf900"  # a CJK compatibility ideograph, which even NFC would replace
+    assert normalized("\uf900", form="NFC") == "\uf900"
+
+
+def test_keep_as_written_off_is_plain_nfkc() -> None:
+    assert normalized("你好，世界！…", keep_as_written=False) == "你好,世界!..."
+    assert normalized("100℃", form="NFKC", keep_as_written=False) == "100°C"
+    assert normalized("你好，世界！", form="none") == "你好，世界！"
+
+
+def test_text_holding_a_standin_character_is_still_normalised() -> None:
+    assert normalized("\U00100000ＡＢ") == "\U00100000AB"
+
+
+def test_python_and_polars_unicode_forms_agree() -> None:
+    samples = ["型号ＡＢＣ１２３，售价￥５０！", "水温100℃……", "ﬁ①", "plain", "", "\uf900\u3000x"]
+    got = pl.DataFrame({"t": samples}).select(text.unicode_form(pl.col("t"), "NFKC"))["t"].to_list()
+    assert got == [text.unicode_text(s, "NFKC") for s in samples]
 
 
 def test_control_and_zero_width_characters_are_removed() -> None:

@@ -10,6 +10,8 @@ punctuation and symbols are not tokens. "Hello, 世界!" has three tokens: `Hell
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import cache
 from typing import Literal
 
 import polars as pl
@@ -117,12 +119,100 @@ def looks_like_code(expr: pl.Expr) -> pl.Expr:
 _MAY_CHANGE = r"[^\x09\x0a\x20-\x7e]|[ \t]\n|[ \t]{2}|\n\n\n|^\s|\s$"
 
 
+# --- Unicode forms, decided per character class --------------------------------------------------------
+#
+# NFKC folds what only looks different (full-width Latin letters and digits `ＡＢＣ１２３` → `ABC123`, ligatures
+# `ﬁ` → `fi`, compatibility spaces, half-width katakana), but also characters whose form is the meaning: it turns
+# Chinese punctuation into ASCII (`，：？！；（）` → `,:?!;()`), `……` into `......`, `℃` into `°C`, `①` into `1`,
+# `x²` into `x2` and the emoji `‼️ ℹ️ Ⓜ️ 🈚` into letters. With `keep_as_written` the character classes below keep
+# their written form under every Unicode form (CJK compatibility ideographs too, which even NFC replaces); every
+# other character is normalised as asked.
+KEEP_AS_WRITTEN_RANGES: tuple[tuple[int, int, str], ...] = (
+    (0x3000, 0x303F, "CJK symbols and punctuation: 、。〈〉《》「」『』【】〔〕〜 and the ideographic space"),
+    (0xFF01, 0xFF0F, "full-width punctuation ！＂＃＄％＆＇（）＊＋，－．／"),
+    (0xFF1A, 0xFF20, "full-width punctuation ：；＜＝＞？＠"),
+    (0xFF3B, 0xFF40, "full-width punctuation ［＼］＾＿｀"),
+    (0xFF5B, 0xFF64, "full-width brackets and tilde ｛｜｝～｟｠, half-width ideographic punctuation ｡｢｣､"),
+    (0xFFE0, 0xFFE6, "full-width signs ￠￡￢￣￤￥￦"),
+    (0xFE10, 0xFE1F, "vertical punctuation forms"),
+    (0xFE30, 0xFE6F, "CJK compatibility forms and small punctuation variants"),
+    (0x2025, 0x2026, "two- and three-dot leaders ‥ … (Chinese ellipsis ……)"),
+    (0x203C, 0x203C, "‼ (an emoji)"),
+    (0x2047, 0x2049, "⁇ ⁈ ⁉ (⁉ is an emoji)"),
+    (0x00B2, 0x00B3, "superscript two and three"),
+    (0x00B9, 0x00B9, "superscript one"),
+    (0x00BC, 0x00BE, "vulgar fractions ¼ ½ ¾"),
+    (0x2070, 0x209F, "superscripts and subscripts"),
+    (0x2100, 0x214F, "letterlike symbols: ℃ ℉ № ™ ℹ ℂ ℕ"),
+    (0x2150, 0x215F, "vulgar fractions"),
+    (0x2460, 0x24FF, "enclosed alphanumerics ① ⑴ ⒈ Ⓜ"),
+    (0x3200, 0x33FF, "enclosed CJK letters and CJK compatibility: ㈠ ㊣ ㎡ ㎏"),
+    (0xF900, 0xFAFF, "CJK compatibility ideographs"),
+    (0x2F800, 0x2FA1F, "CJK compatibility ideographs supplement"),
+    (0x1F100, 0x1F2FF, "enclosed alphanumeric and ideographic supplements: 🅰 🈚 🈯 (emoji)"),
+)
+# Stand-ins used while the rest of a text is normalised: supplementary private use area B, which no form changes.
+_STANDIN_BASE = 0x100000
+_STANDIN_PATTERN = "[\U00100000-\U0010fffd]"
+
+
+@cache
+def kept_as_written(form: UnicodeForm) -> tuple[str, ...]:
+    """The characters of `KEEP_AS_WRITTEN_RANGES` that `form` would change (the only ones that need guarding)."""
+    if form == "none":
+        return ()
+    return tuple(
+        ch
+        for lo, hi, _ in KEEP_AS_WRITTEN_RANGES
+        for ch in map(chr, range(lo, hi + 1))
+        if unicodedata.normalize(form, ch) != ch
+    )
+
+
+def unicode_form(expr: pl.Expr, form: UnicodeForm, keep_as_written: bool = True) -> pl.Expr:
+    """`form` applied to a text column, with the `KEEP_AS_WRITTEN_RANGES` characters left as they were written.
+
+    Vectorised: guarded characters are swapped for private-use stand-ins, the text is normalised, and the stand-ins
+    are swapped back. A text that already holds a stand-in character (never seen in real data) is normalised with
+    `form` alone rather than risk changing it.
+    """
+    if form == "none":
+        return expr
+    guarded = kept_as_written(form) if keep_as_written else ()
+    if not guarded:
+        return expr.str.normalize(form)
+    standins = [chr(_STANDIN_BASE + i) for i in range(len(guarded))]
+    kept = expr.str.replace_many(list(guarded), standins).str.normalize(form).str.replace_many(standins, list(guarded))
+    return pl.when(expr.str.contains(_STANDIN_PATTERN)).then(expr.str.normalize(form)).otherwise(kept)
+
+
+def unicode_text(value: str, form: UnicodeForm, keep_as_written: bool = True) -> str:
+    """`unicode_form` for one Python string (the same result)."""
+    if form == "none":
+        return value
+    guarded = set(kept_as_written(form)) if keep_as_written else set()
+    if not guarded or not any(ch in guarded for ch in value):
+        return unicodedata.normalize(form, value)
+    out: list[str] = []
+    run: list[str] = []
+    for ch in value:
+        if ch in guarded:
+            out.append(unicodedata.normalize(form, "".join(run)))
+            out.append(ch)
+            run = []
+        else:
+            run.append(ch)
+    out.append(unicodedata.normalize(form, "".join(run)))
+    return "".join(out)
+
+
 def normalize_series(
     series: pl.Series,
     form: UnicodeForm = "NFKC",
     strip_control: bool = True,
     strip_zero_width: bool = True,
     whitespace: bool = True,
+    keep_as_written: bool = True,
 ) -> pl.Series:
     """`normalize` for a whole column, run only on the values one of its steps may change (one cheap scan
     decides); most records of a clean corpus pass through untouched."""
@@ -132,7 +222,9 @@ def normalize_series(
     subset = pl.DataFrame({"t": series.gather(idx)})
     # Lazy: the optimiser computes the shared part of the prose/code branches once.
     changed = (
-        subset.lazy().select(normalize(pl.col("t"), form, strip_control, strip_zero_width, whitespace)).collect()["t"]
+        subset.lazy()
+        .select(normalize(pl.col("t"), form, strip_control, strip_zero_width, whitespace, keep_as_written))
+        .collect()["t"]
     )
     out = series.clone()
     out.scatter(idx, changed)
@@ -145,15 +237,17 @@ def normalize(
     strip_control: bool = True,
     strip_zero_width: bool = True,
     whitespace: bool = True,
+    keep_as_written: bool = True,
 ) -> pl.Expr:
     """Normalise one text column.
+
+    Unicode: `form` per character class (see `unicode_form`); with `keep_as_written` off, `form` on everything.
 
     Whitespace: line ends become `\\n`, trailing spaces on each line and leading blank lines go. Prose (no fenced
     or indented code) is also trimmed, runs of spaces/tabs collapse to one, and runs of blank lines to one;
     fields with code keep their spacing (indentation and alignment carry meaning there).
     """
-    if form != "none":
-        expr = expr.str.normalize(form)
+    expr = unicode_form(expr, form, keep_as_written)
     expr = expr.str.replace_all("\r\n?", "\n")
     if strip_control:
         expr = expr.str.replace_all(CONTROL_PATTERN, "")

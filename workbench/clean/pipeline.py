@@ -38,7 +38,7 @@ TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8
 def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFrame, Counter[str]]:
     """Unicode/whitespace normalisation of every text field, then placeholder inputs become empty."""
 
-    opts = (cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
+    opts = (cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace, cfg.keep_as_written)
     new = df.with_columns(
         *(text.normalize_series(df[c], *opts) for c in STRING_FIELDS),
         pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
