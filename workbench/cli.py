@@ -188,7 +188,8 @@ def _run_clean(
             f"{input}: {result.source.format}"
             + (f" ({result.source.compression})" if result.source.compression != "none" else "")
             + f", profile {prof.name}, mapping "
-            + ", ".join(f"{k}←{v}" for k, v in result.mapping.items()),
+            + ", ".join(f"{k}←{v}" for k, v in result.mapping.items())
+            + "".join(f" ({note})" for note in s["mapping_notes"]),
             markup=False,
         )
         table = Table(title=f"wb {command}", title_justify="left")
@@ -273,6 +274,9 @@ def stats(
         return
     n = d["records"]
     out.print(f"{file}: {n:,} records ({d['format']}), {d['rejected']:,} malformed", markup=False)
+    out.print("mapping " + ", ".join(f"{k}←{v}" for k, v in d["mapping"].items()), markup=False)
+    for note in d["mapping_notes"]:
+        out.print(f"note: {note}", markup=False)
     usage = d["field_usage"]
     out.print(
         f"non-empty input {_pct(usage['input'], n)}, system {_pct(usage['system'], n)}, "

@@ -22,7 +22,7 @@ from typing import IO, Any, Literal
 import orjson
 
 from workbench.errors import WbError
-from workbench.records import ALIASES, FIELDS, RecordError, Row, to_row
+from workbench.records import ALIASES, FIELDS, RecordError, Row, input_as_instruction, to_row
 
 Format = Literal["jsonl", "json", "parquet", "csv"]
 Compression = Literal["none", "gzip", "zstd"]
@@ -186,6 +186,7 @@ def resolve_mapping(keys: Iterable[str], overrides: dict[str, str] | None = None
         if canon not in FIELDS:
             raise WbError(f"--map {canon}={src}: unknown field {canon!r}; fields are {', '.join(FIELDS)}")
         mapping[canon] = src
+    mapping = input_as_instruction(mapping, overrides or {})
     taken: dict[str, str] = {}
     for canon, src in mapping.items():
         if src in taken:

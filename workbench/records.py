@@ -209,6 +209,7 @@ def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
     that only some records carry) is still found by its own name or alias.
     """
     fields: dict[str, Any] = {}
+    claimed = set(mapping.values())
     for canon, names in ALIASES.items():
         src = mapping.get(canon)
         if src is not None:
@@ -216,10 +217,29 @@ def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
                 fields[canon] = obj[src]
             continue
         for name in names:
-            if name in obj:
+            if name in obj and name not in claimed:  # a column mapped to another field is not read twice
                 fields[canon] = obj[name]
                 break
     return fields
+
+
+def input_as_instruction(mapping: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """Records with an input and an output but no instruction (`{"input": ..., "output": ...}`, a shape common
+    in seed data): the input is the prompt, so it is read as the instruction. `mapping` is returned with
+    `instruction` taken from the input column, unless `--map` placed either field."""
+    if "instruction" in mapping or "input" not in mapping or "input" in overrides:
+        return mapping
+    out = dict(mapping)
+    out["instruction"] = out.pop("input")
+    return {k: out[k] for k in ALIASES if k in out}
+
+
+def mapping_notes(mapping: dict[str, str]) -> list[str]:
+    """What a reader of the mapping line should know beyond `field←column`."""
+    src = mapping.get("instruction")
+    if src is not None and src in ALIASES["input"]:
+        return [f"no instruction column: the {src!r} column is the prompt, stored as the instruction"]
+    return []
 
 
 FieldName = Literal["instruction", "input", "output", "system", "history"]
@@ -237,7 +257,8 @@ def to_row(obj: Any, mapping: dict[str, str]) -> Row:
     if type(obj) is dict and "messages" not in obj and "conversations" not in obj:
         ins = obj.get(mapping.get("instruction", "instruction"))
         out = obj.get(mapping.get("output", "output"))
-        inp = obj.get(mapping.get("input", "input"), "")
+        inp_key = mapping.get("input", "input")
+        inp = obj.get(inp_key, "") if inp_key != mapping.get("instruction") else ""
         sys_key, hist_key = mapping.get("system", "system"), mapping.get("history", "history")
         if (
             type(ins) is str

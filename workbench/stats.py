@@ -12,6 +12,7 @@ import polars as pl
 from workbench import io, text
 from workbench.clean.rules import compare_key, history_text
 from workbench.frames import rows_to_frame
+from workbench.records import mapping_notes
 
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -108,6 +109,7 @@ def describe(path: Path, overrides: dict[str, str] | None = None, top: int = 10)
         "path": str(path),
         "format": reader.info.format,
         "mapping": reader.mapping or {},
+        "mapping_notes": mapping_notes(reader.mapping or {}),
         "records": n,
         "rejected": rejected,
         "field_usage": usage,

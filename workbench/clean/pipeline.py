@@ -26,7 +26,7 @@ from workbench.clean.rules import RULES, features, history_text
 from workbench.dedup.stages import DedupStages
 from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.manifest import build_manifest
-from workbench.records import FIELDS
+from workbench.records import FIELDS, mapping_notes
 
 STRING_FIELDS = ("instruction", "input", "output", "system")  # the plain-text fields (history is a list)
 INVARIANT = "read = kept + dropped + rejected"
@@ -341,6 +341,7 @@ def run(
     summary = {
         "input": source,
         "mapping": mapping,
+        "mapping_notes": mapping_notes(mapping),
         "profile": profile.as_dict(),
         **stats.to_json(drop_order),
     }
