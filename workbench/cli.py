@@ -209,6 +209,8 @@ def _run_clean(
             f"{mod['pii_redacted']:,} with personal data redacted",
             markup=False,
         )
+        for rule, n in s["reported_by_rule"].items():
+            out.print(f"reported, not dropped: {n:,} record(s) by {rule} (listed in .stats.json)", markup=False)
         for path, leak in s.get("contamination", {}).items():
             out.print(
                 f"{path}: {leak['leaked_items']} of {leak['items']} eval items found in the training data", markup=False

@@ -31,6 +31,8 @@ from workbench.records import FIELDS, mapping_notes
 STRING_FIELDS = ("instruction", "input", "output", "system")  # the plain-text fields (history is a list)
 INVARIANT = "read = kept + dropped + rejected"
 
+REPORTED_LISTED = 1000  # records listed in the stats under `reported` (rules with `action: report`)
+
 # Output-token histogram bins stored in the stats for reports: 0, 1, 2-3, 4-7, ... , 65536+.
 TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 
@@ -116,9 +118,20 @@ def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     df = df.lazy().with_columns(features()).collect().with_row_index("_i")
     rule_col = pl.Series("_rule", [None] * df.height, dtype=pl.String)
     reason_col = pl.Series("_reason", [None] * df.height, dtype=pl.String)
+    flag_col = pl.Series("_flag", [None] * df.height, dtype=pl.String)
+    flag_reason_col = pl.Series("_flag_reason", [None] * df.height, dtype=pl.String)
     remaining = df
     for name, params in profile.enabled_rules():
         check = RULES[name].build(params)
+        if check.report_only:  # `action: report`: the first such rule that matches is noted; nothing is dropped
+            unflagged = remaining.filter(flag_col.gather(remaining["_i"]).is_null())
+            hits = unflagged.lazy().filter(check.drop).collect().rechunk()
+            if hits.height:
+                flag_col.scatter(hits["_i"], name)
+                flag_reason_col.scatter(
+                    hits["_i"], hits.lazy().select(check.reason.cast(pl.String)).collect().to_series()
+                )
+            continue
         # Lazy evaluation everywhere: polars then computes sub-expressions a rule repeats only once.
         candidates = remaining if check.applies is None else remaining.lazy().filter(check.applies).collect()
         if candidates.height == 0:
@@ -136,7 +149,7 @@ def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     if pii_hits.height:
         rule_col.scatter(pii_hits["_i"], "pii")
         reason_col.scatter(pii_hits["_i"], pii_hits["_pii"])
-    return df.drop("_i").with_columns(rule_col, reason_col)
+    return df.drop("_i").with_columns(rule_col, reason_col, flag_col, flag_reason_col)
 
 
 @dataclass
@@ -144,6 +157,7 @@ class CleanedBatch:
     kept: pl.DataFrame
     dropped: pl.DataFrame
     counts: Counter[str]
+    reported: pl.DataFrame  # `_line`, `_flag` (rule), `_flag_reason`, `_rule` (true when a later rule dropped it)
 
 
 def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
@@ -153,7 +167,8 @@ def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
     counts.update(pii_counts)
     df = apply_rules(df, profile)
     is_dropped = pl.col("_rule").is_not_null()
-    return CleanedBatch(kept=df.filter(~is_dropped), dropped=df.filter(is_dropped), counts=counts)
+    reported = df.filter(pl.col("_flag").is_not_null()).select("_line", "_flag", "_flag_reason", is_dropped)
+    return CleanedBatch(kept=df.filter(~is_dropped), dropped=df.filter(is_dropped), counts=counts, reported=reported)
 
 
 @dataclass
@@ -166,6 +181,8 @@ class CleanStats:
     rejected_by_kind: Counter[str] = field(default_factory=Counter)
     counts: Counter[str] = field(default_factory=Counter)
     token_hist: Counter[int] = field(default_factory=Counter)
+    reported_by_rule: Counter[str] = field(default_factory=Counter)
+    reported: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dropped(self) -> int:
@@ -180,6 +197,12 @@ class CleanStats:
         self.rejected += len(batch.rejects)
         self.rejected_by_kind.update(r.kind for r in batch.rejects)
         self.counts.update(counts)
+
+    def add_reported(self, reported: pl.DataFrame) -> None:
+        for line, rule, reason, dropped in reported.iter_rows():
+            self.reported_by_rule[rule] += 1
+            if len(self.reported) < REPORTED_LISTED:
+                self.reported.append({"line": line, "rule": rule, "reason": reason, "dropped_by_a_later_rule": dropped})
 
     def add_dropped(self, dropped: pl.DataFrame) -> None:
         if dropped.height:
@@ -205,6 +228,9 @@ class CleanStats:
             "invariant_holds": self.invariant_holds,
             "dropped_by_rule": {r: self.dropped_by_rule.get(r, 0) for r in names},
             "rejected_by_kind": dict(sorted(self.rejected_by_kind.items())),
+            "reported_by_rule": dict(sorted(self.reported_by_rule.items())),
+            "reported": self.reported,
+            "reported_left_out": sum(self.reported_by_rule.values()) - len(self.reported),
             "blank_lines": self.blank_lines,
             "modified": {
                 "normalized": self.counts.get("normalized", 0),
@@ -308,6 +334,7 @@ def run(
             for rej in batch.rejects:
                 rejects_f.write(io.jsonl_line(rej.to_json()))
             stats.add_batch(batch, cleaned.counts)
+            stats.add_reported(cleaned.reported)
             if stage_dir is not None:
                 stages.collect(kept)
                 kept.select(STAGE_COLUMNS).write_ipc(stage_dir / f"{i:06d}.arrow")
