@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -107,3 +110,46 @@ def test_column_normalisation_skips_only_values_that_cannot_change() -> None:
     expected = pl.DataFrame({"t": values}).select(text.normalize(pl.col("t")))["t"].to_list()
     assert text.normalize_series(series).to_list() == expected
     assert series.to_list() == values  # the input column is not modified in place
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "长城是中国古代的军事防御工程。",
+        "The weather, today!",
+        "混合 mixed ＡＢＣ 👨‍👩‍👧 한국어\r\n\ttab",
+        "",
+        "𠀀𠀁 ext-B",
+    ],
+)
+def test_diff_tokens_give_the_text_back_with_each_cjk_character_alone(value: str) -> None:
+    toks = text.diff_tokens(value)
+    assert "".join(toks) == value
+    assert all(len(t) == 1 for t in toks if text.count_cjk(t))
+
+
+def test_diff_tokens_split_cjk_from_adjacent_latin_words() -> None:
+    assert text.diff_tokens("用Python写代码") == ["用", "Python", "写", "代", "码"]
+
+
+def test_stats_duplicate_prompts_are_what_exact_dedup_drops(tmp_path: Path) -> None:
+    from workbench.clean import load, run
+    from workbench.stats import describe
+
+    records = [
+        {"instruction": "What is AI?", "input": "", "output": "a"},
+        {"instruction": "what is ai", "input": "", "output": "b"},  # case and punctuation differ: same prompt
+        {"instruction": "What is A.I.?", "input": "", "output": "c"},  # inner punctuation too
+        {"instruction": "什么是人工智能？", "input": "", "output": "d"},
+        {"instruction": "什么是人工智能", "input": "", "output": "e"},
+        {"instruction": "ab", "input": "c", "output": "f"},
+        {"instruction": "a", "input": "bc", "output": "g"},  # fields kept apart: not the same prompt
+    ]
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    dups = describe(src)["duplicate_prompts"]
+    profile = load("default").dedup_only()
+    profile = profile.model_copy(update={"dedup": profile.dedup.model_copy(update={"near": None})})
+    summary = run(src, tmp_path / "out.jsonl", profile).summary
+    assert dups["groups"] == 2 and dups["records_in_groups"] == 5
+    assert summary["dropped_by_rule"]["exact_duplicate"] == dups["records_in_groups"] - dups["groups"] == 3

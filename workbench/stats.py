@@ -10,9 +10,8 @@ from typing import Any
 import polars as pl
 
 from workbench import io, text
-from workbench.clean.rules import compare_key, history_text
 from workbench.frames import rows_to_frame
-from workbench.records import mapping_notes
+from workbench.records import PROMPT_FIELDS, mapping_notes
 
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -46,7 +45,7 @@ def validate(path: Path, overrides: dict[str, str] | None = None, keep: int = 50
 
 
 def _describe_frame(df: pl.DataFrame) -> pl.DataFrame:
-    hist = history_text()
+    hist = text.history_text()
     cols: list[pl.Expr] = []
     for name, expr in (
         ("instruction", pl.col("instruction")),
@@ -64,7 +63,7 @@ def _describe_frame(df: pl.DataFrame) -> pl.DataFrame:
         text.cjk_count(pl.col("output")).alias("output.cjk_tokens"),
         text.script_expr(pl.col("output")).alias("output.script"),
         pl.col("history").list.len().cast(pl.Int64).alias("history.turns"),
-        compare_key(pl.col("instruction") + "\n" + pl.col("input")).alias("_prompt_key"),
+        text.duplicate_text(PROMPT_FIELDS).alias("_prompt_key"),
         pl.col("instruction").alias("_prompt"),
     )
 
@@ -99,7 +98,7 @@ def describe(path: Path, overrides: dict[str, str] | None = None, top: int = 10)
     out_tokens = int(df["output.tokens"].sum())
     cjk_tokens = int(df["output.cjk_tokens"].sum())
     dups = (
-        df.filter(pl.col("_prompt_key") != "")
+        df.filter(pl.col("_prompt_key").str.replace_all("\x1e", "", literal=True) != "")
         .group_by("_prompt_key")
         .agg(pl.len().alias("count"), pl.col("_prompt").first().alias("prompt"))
         .filter(pl.col("count") > 1)

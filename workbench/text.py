@@ -9,12 +9,26 @@ punctuation and symbols are not tokens. "Hello, 世界!" has three tokens: `Hell
 
 from __future__ import annotations
 
+import importlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from functools import cache
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
+else:
+
+    class _Polars(ModuleType):
+        """polars, imported on first use: `wb report` and `wb gate` use the plain-Python helpers here only and
+        start without loading it."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(importlib.import_module("polars"), name)
+
+    pl = _Polars("polars")
 
 UnicodeForm = Literal["NFC", "NFKC", "NFD", "NFKD", "none"]
 
@@ -28,7 +42,12 @@ WORD_CLASS = f"[^\\W{CJK_CHARS}]+"
 TOKEN_PATTERN = f"{CJK_CLASS}|{WORD_CLASS}"
 LATIN_LETTER = "[A-Za-z\u00c0-\u024f]"
 
+# Diff tokens (the report's word diff): whitespace runs, single CJK characters, words, single other characters.
+# Joined, they give the text back.
+DIFF_TOKEN_PATTERN = f"\\s+|{CJK_CLASS}|{WORD_CLASS}|[^\\w\\s]"
+
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
+_DIFF_TOKEN_RE = re.compile(DIFF_TOKEN_PATTERN)
 _CJK_RE = re.compile(CJK_CLASS)
 _LATIN_RE = re.compile(LATIN_LETTER)
 
@@ -45,6 +64,11 @@ CODE_HINT_PATTERN = r"```|~~~|\n(?:    |\t)"
 def tokenize(text: str) -> list[str]:
     """Tokens as defined in the module docstring (Python side; same pattern as `token_count`)."""
     return _TOKEN_RE.findall(text)
+
+
+def diff_tokens(text: str) -> list[str]:
+    """Words, single CJK characters, punctuation and whitespace runs; `"".join(diff_tokens(t)) == t`."""
+    return _DIFF_TOKEN_RE.findall(text)
 
 
 def count_cjk(text: str) -> int:
@@ -96,6 +120,58 @@ def script_expr(expr: pl.Expr) -> pl.Expr:
         .then(pl.lit("latin"))
         .otherwise(pl.lit("other"))
     )
+
+
+def history_text(column: str = "history") -> pl.Expr:
+    """A history column (list of [user, assistant] turns) flattened to one text, turns joined by newlines."""
+    return pl.col(column).list.eval(pl.element().list.join("\n")).list.join("\n").fill_null("")
+
+
+def joined_text(fields: Sequence[str]) -> pl.Expr:
+    """The fields of a record joined by newlines (history flattened), for hashing, n-grams and embeddings."""
+    return pl.concat_str([history_text(f) if f == "history" else pl.col(f) for f in fields], separator="\n")
+
+
+# Punctuation stripped from both ends by `echo_key`.
+END_PUNCTUATION = ".,;:!?'\"()[]{}<>-_*#`~…。，；：！？、（）【】《》「」『』“”‘’"
+
+
+def echo_key(expr: pl.Expr) -> pl.Expr:
+    """Case- and space-insensitive form of a text without punctuation at its ends, for "is this output the prompt
+    again". Punctuation inside is kept: a fixed line of code often differs from the broken one by a `;` alone."""
+    return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.strip_chars(END_PUNCTUATION)
+
+
+def duplicate_text(
+    fields: Sequence[str],
+    ignore_case: bool = True,
+    ignore_whitespace: bool = True,
+    ignore_punctuation: bool = True,
+) -> pl.Expr:
+    """The one definition of "the same prompt" (or record): the fields, each normalised, kept apart by a record
+    separator (so "ab"+"c" differs from "a"+"bc"). Exact dedup hashes it (`duplicate_key`); `wb stats` groups by
+    it, so the duplicate count `wb stats` shows is what dedup drops."""
+    parts = []
+    for f in fields:
+        e = history_text(f) if f == "history" else pl.col(f)
+        if ignore_case:
+            e = e.str.to_lowercase()
+        if ignore_punctuation:
+            e = e.str.replace_all(r"[\p{P}\p{S}]+", "")
+        if ignore_whitespace:
+            e = e.str.replace_all(r"\s+", "")
+        parts.append(e)
+    return pl.concat_str(parts, separator="\x1e")
+
+
+def duplicate_key(
+    fields: Sequence[str],
+    ignore_case: bool = True,
+    ignore_whitespace: bool = True,
+    ignore_punctuation: bool = True,
+) -> pl.Expr:
+    """A 64-bit hash of `duplicate_text`."""
+    return duplicate_text(fields, ignore_case, ignore_whitespace, ignore_punctuation).hash(7)
 
 
 def has_code(expr: pl.Expr) -> pl.Expr:

@@ -22,7 +22,7 @@ import polars as pl
 from workbench import io, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
-from workbench.clean.rules import RULES, features, history_text
+from workbench.clean.rules import RULES, features
 from workbench.dedup.stages import DedupStages
 from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.manifest import build_manifest
@@ -71,7 +71,7 @@ def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[s
     kinds = tuple(cfg.kinds)
     candidate = pl.any_horizontal(
         [pl.col(c).str.contains(pii.CANDIDATE_PATTERN) for c in STRING_FIELDS]
-        + [history_text().str.contains(pii.CANDIDATE_PATTERN)]
+        + [text.history_text().str.contains(pii.CANDIDATE_PATTERN)]
     )
     df = df.with_row_index("_i")
     cand = df.filter(candidate)

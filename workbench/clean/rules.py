@@ -71,13 +71,9 @@ def rule(name: str, description: str, params: type[Params]) -> Callable[[Callabl
 INSTRUCTION, INPUT, OUTPUT = pl.col("instruction"), pl.col("input"), pl.col("output")
 
 
-def history_text() -> pl.Expr:
-    return pl.col("history").list.eval(pl.element().list.join("\n")).list.join("\n").fill_null("")
-
-
 def features() -> list[pl.Expr]:
     """Per-record measures that several rules and the stats share."""
-    texts = [INSTRUCTION, INPUT, OUTPUT, pl.col("system"), history_text()]
+    texts = [INSTRUCTION, INPUT, OUTPUT, pl.col("system"), text.history_text()]
     return [
         OUTPUT.str.len_chars().cast(pl.Int64).alias("_output_chars"),
         pl.sum_horizontal([t.str.len_chars().cast(pl.Int64) for t in texts]).alias("_total_chars"),
@@ -87,15 +83,6 @@ def features() -> list[pl.Expr]:
 
 
 ECHO_PREFIX = 2048
-END_PUNCTUATION = ".,;:!?'\"()[]{}<>-_*#`~…。，；：！？、（）【】《》「」『』“”‘’"
-
-
-def compare_key(expr: pl.Expr) -> pl.Expr:
-    """Case- and space-insensitive form of a text, without punctuation at its ends, for 'is the same as'.
-
-    Punctuation inside is kept: a fixed line of code differs from the broken one often by a `;` or `:` alone.
-    """
-    return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.strip_chars(END_PUNCTUATION)
 
 
 def ratio(part: pl.Expr, whole: pl.Expr) -> pl.Expr:
@@ -185,9 +172,9 @@ def output_echoes_prompt(p: NoParams) -> Check:
         exact = stripped == other.str.strip_chars()
         # Loose comparison for prose only: in code, case and spacing are the fix ("ForEach" → "forEach").
         # Keys cover the first ECHO_PREFIX characters; `close` has already matched the lengths.
-        out_key = compare_key(OUTPUT.str.slice(0, ECHO_PREFIX))
+        out_key = text.echo_key(OUTPUT.str.slice(0, ECHO_PREFIX))
         loose = ~text.looks_like_code(OUTPUT) & ~text.looks_like_code(other)
-        loose = loose & (out_key == compare_key(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
+        loose = loose & (out_key == text.echo_key(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
         return close(other) & (exact | loose) & (stripped != "")
 
     same_ins, same_inp = same(INSTRUCTION), same(INPUT)
@@ -541,7 +528,7 @@ def unfilled_placeholder(p: PlaceholderParams) -> Check:
         return _never()
     pattern = "|".join(f"(?:{x})" for x in p.patterns)
     fields = [(INSTRUCTION, "instruction"), (INPUT, "input"), (OUTPUT, "output"), (pl.col("system"), "system")]
-    fields.append((history_text(), "history"))
+    fields.append((text.history_text(), "history"))
     checks = []
     for expr, name in fields:
         searched = expr.str.replace_many(p.ignore, [""] * len(p.ignore)) if p.ignore else expr

