@@ -31,6 +31,11 @@ else:
     pl = _Polars("polars")
 
 UnicodeForm = Literal["NFC", "NFKC", "NFD", "NFKD", "none"]
+# OpenCC conversions between Chinese scripts: s simplified, t traditional (OpenCC standard), tw Taiwan, hk Hong
+# Kong; a trailing p also converts phrases (软件 → 軟體). jp: Japanese shinjitai.
+ChineseConversion = Literal[
+    "t2s", "s2t", "tw2s", "s2tw", "tw2sp", "s2twp", "hk2s", "s2hk", "hk2sp", "s2hkp", "t2tw", "tw2t", "t2hk", "hk2t"
+]
 
 # CJK ideographs (incl. extension A and the supplementary planes), compatibility ideographs, kana, bopomofo.
 CJK_CHARS = (
@@ -280,6 +285,30 @@ def unicode_text(value: str, form: UnicodeForm, keep_as_written: bool = True) ->
             run.append(ch)
     out.append(unicodedata.normalize(form, "".join(run)))
     return "".join(out)
+
+
+@cache
+def chinese_converter(conversion: ChineseConversion) -> Any:
+    """An OpenCC converter (`.convert(str) -> str`); WbError naming the extra to install when OpenCC is missing."""
+    from workbench.errors import WbError
+
+    try:
+        import opencc
+    except ImportError:
+        raise WbError(f"normalize.chinese: {conversion} needs OpenCC; install it with pip install 'wb[zh]'") from None
+    return opencc.OpenCC(f"{conversion}.json")
+
+
+def convert_chinese_series(series: pl.Series, conversion: ChineseConversion) -> pl.Series:
+    """`conversion` applied to the values of a text column that hold CJK characters (OpenCC only changes those)."""
+    converter = chinese_converter(conversion)
+    idx = series.str.contains(CJK_CLASS).fill_null(False).arg_true()
+    if idx.len() == 0:
+        return series
+    converted = pl.Series([converter.convert(v) for v in series.gather(idx).to_list()], dtype=pl.String)
+    out = series.clone()
+    out.scatter(idx, converted)
+    return out
 
 
 def normalize_series(

@@ -46,16 +46,39 @@ def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFram
         pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
     )
     changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
+    converted = 0
+    if cfg.chinese is not None:
+        before = new
+        conv = cfg.chinese
+        new = new.with_columns(
+            *(text.convert_chinese_series(new[c], conv) for c in STRING_FIELDS),
+            _convert_history(new["history"], conv),
+        )
+        converted = int(
+            new.select(pl.any_horizontal([new[c] != before[c] for c in (*STRING_FIELDS, "history")]).sum()).item()
+        )
+        changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
     is_placeholder = (pl.col("input") != "") & pl.col("input").str.to_lowercase().is_in(placeholders)
     counts = Counter(
         {
             "normalized": int(new.select(changed.sum()).item()),
             "placeholder_input": int(new.select(is_placeholder.sum()).item()),
+            "chinese_converted": converted,
         }
     )
     new = new.with_columns(pl.when(is_placeholder).then(pl.lit("")).otherwise(pl.col("input")).alias("input"))
     return new, counts
+
+
+def _convert_history(history: pl.Series, conversion: text.ChineseConversion) -> pl.Series:
+    """OpenCC over every turn of a history column (list of [user, assistant]); most records have no history."""
+    rows = history.to_list()
+    if not any(rows):
+        return history
+    conv = text.chinese_converter(conversion)
+    out = [[[conv.convert(t) for t in turn] for turn in rec] if rec else rec for rec in rows]
+    return pl.Series("history", out, dtype=history.dtype)
 
 
 def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[str]]:
@@ -236,6 +259,7 @@ class CleanStats:
                 "normalized": self.counts.get("normalized", 0),
                 "placeholder_input": self.counts.get("placeholder_input", 0),
                 "pii_redacted": self.counts.get("pii_redacted", 0),
+                "chinese_converted": self.counts.get("chinese_converted", 0),
             },
             "pii_found": {k: self.counts.get(f"found_{k}", 0) for k in pii.ALL_KINDS},
             "kept_output_tokens_histogram": {
@@ -314,6 +338,8 @@ def run(
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
+    if profile.normalize.chinese is not None:
+        text.chinese_converter(profile.normalize.chinese)  # a missing OpenCC is one line before any file is written
     stats = CleanStats()
     stages = DedupStages.build(profile.dedup, profile.decontaminate, list(against or []))
     with ExitStack() as stack:
