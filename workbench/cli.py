@@ -223,6 +223,8 @@ def _run_clean(
         f"read {s['read']:,} = kept {s['kept']:,} + dropped {s['dropped']:,} + rejected {s['rejected']:,}",
         markup=False,
     )
+    for warning in s["warnings"]:
+        err.print(f"warning: {warning}", markup=False)
     if strict and s["rejected"]:
         err.print(f"error: {s['rejected']} record(s) rejected (--strict); see {result.paths.rejects}", markup=False)
         raise typer.Exit(2)

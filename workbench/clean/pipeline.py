@@ -400,6 +400,7 @@ def run(
     }
     if stages.evals is not None:
         summary["contamination"] = stages.evals.report()
+    summary["warnings"] = stages.warnings
     io.write_json(paths.stats, summary)
     io.write_json(
         paths.manifest,
