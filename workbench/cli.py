@@ -46,6 +46,10 @@ MapOpt = Annotated[
     typer.Option("--map", "-m", help="Map a field to a source column: --map output=response (repeatable)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables; errors only.")]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option("--split", help="Split of a dataset folder (save_to_disk or hub snapshot): train, test, ..."),
+]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")]
 AgainstOpt = Annotated[
     list[Path] | None,
@@ -133,11 +137,12 @@ def clean(
     against: AgainstOpt = None,
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
-    _run_clean("clean", input, output, cleaning.load(profile), map_, against, strict, quiet)
+    _run_clean("clean", input, output, cleaning.load(profile), map_, against, strict, quiet, split)
 
 
 @app.command()
@@ -154,11 +159,12 @@ def dedup(
     against: AgainstOpt = None,
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
-    _run_clean("dedup", input, output, cleaning.load(profile).dedup_only(), map_, against, strict, quiet)
+    _run_clean("dedup", input, output, cleaning.load(profile).dedup_only(), map_, against, strict, quiet, split)
 
 
 def _run_clean(
@@ -170,6 +176,7 @@ def _run_clean(
     against: list[Path] | None,
     strict: bool,
     quiet: bool,
+    split: str | None = None,
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import parse_overrides
@@ -180,12 +187,22 @@ def _run_clean(
     total = input.stat().st_size if input.is_file() else 0
     with progress_bar(f"{command} {input.name}", total, quiet) as (advance, phase):
         result = cleaning.run(
-            input, target, prof, overrides, on_batch=advance, on_phase=phase, against=against, command=command
+            input,
+            target,
+            prof,
+            overrides,
+            on_batch=advance,
+            on_phase=phase,
+            against=against,
+            command=command,
+            split=split,
         )
     s = result.summary
     if not quiet:
         out.print(
-            f"{input}: {result.source.format}"
+            f"{input}: "
+            + (f"{s['input']['layout']} folder, split {s['input']['split']}, " if "split" in s["input"] else "")
+            + f"{result.source.format}"
             + (f" ({result.source.compression})" if result.source.compression != "none" else "")
             + f", profile {prof.name}, mapping "
             + ", ".join(f"{k}←{v}" for k, v in result.mapping.items())
@@ -236,6 +253,7 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Data files to check against the record schema.")],
     map_: MapOpt = None,
     max_errors: Annotated[int, typer.Option(help="Print at most this many errors per file.")] = 20,
+    split: SplitOpt = None,
 ) -> None:
     """Check every record of each FILE without cleaning it: exit 0 if all are valid, 2 otherwise."""
     from workbench.io import parse_overrides
@@ -244,7 +262,7 @@ def validate(
     overrides = parse_overrides(map_ or [])
     failed = False
     for file in files:
-        result = run_validate(file, overrides, keep=max_errors)
+        result = run_validate(file, overrides, keep=max_errors, split=split)
         bad = sum(result.rejected_by_kind.values())
         for r in result.rejects:
             message = r.error.removeprefix(r.field + ": ")
@@ -267,12 +285,13 @@ def stats(
     map_: MapOpt = None,
     top: Annotated[int, typer.Option(help="How many duplicate prompts to list.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+    split: SplitOpt = None,
 ) -> None:
     """Length distributions (characters and tokens per field and script), field usage, duplicate prompts."""
     from workbench.io import dumps_json, parse_overrides
     from workbench.stats import describe
 
-    d = describe(file, parse_overrides(map_ or []), top=top)
+    d = describe(file, parse_overrides(map_ or []), top=top, split=split)
     if as_json:
         sys.stdout.write(dumps_json(d).decode())
         return
@@ -362,6 +381,7 @@ def train(
         int | None, typer.Option("--inspect", help="Show N formatted examples (trained vs masked tokens) and exit.")
     ] = None,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Fine-tune a model (LoRA, QLoRA, DoRA, prompt/prefix tuning, freeze, full) from one YAML recipe."""
     from workbench.train import recipe as recipes
@@ -376,7 +396,9 @@ def train(
             raise WbError("--resume reads the run's own recipe.yaml; give overrides only")
         rec = recipes.load(resume / "recipe.yaml", overrides, name=resume.name, output_dir=resume.parent)
     else:
-        rec = recipes.load(Path(files[0]) if files else None, overrides, data=data, model=model, name=name)
+        rec = recipes.load(
+            Path(files[0]) if files else None, overrides, data=data, model=model, name=name, data_split=split
+        )
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     if inspect is not None:
         _inspect(rec, inspect, say)
@@ -611,6 +633,7 @@ def eval_(
         Path | None, typer.Option("--import-review", help="Fold a filled review_sample.csv back into RUN/eval.")
     ] = None,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Score a tuned model against its base: task metrics, forgetting probes, A/B with confidence intervals."""
     from workbench.evaluate import pipeline
@@ -622,6 +645,7 @@ def eval_(
 
     config = pipeline.EvalConfig(
         data=data,
+        split=split,
         limit=limit,
         probes=[] if no_probes or predictions is not None else (probes or list(pipeline.SHIPPED)),
         probe_limit=probe_limit,

@@ -24,7 +24,7 @@ import orjson
 from workbench.errors import WbError
 from workbench.records import ALIASES, FIELDS, RecordError, Row, input_as_instruction, to_row
 
-Format = Literal["jsonl", "json", "parquet", "csv"]
+Format = Literal["jsonl", "json", "parquet", "csv", "arrow"]
 Compression = Literal["none", "gzip", "zstd"]
 
 BOM = b"\xef\xbb\xbf"
@@ -41,7 +41,7 @@ class SourceInfo:
     @property
     def unit(self) -> str:
         """What a record's position is counted in: lines for JSON Lines, items or rows otherwise."""
-        return {"jsonl": "line", "json": "item", "parquet": "row", "csv": "row"}[self.format]
+        return {"jsonl": "line", "json": "item", "parquet": "row", "csv": "row", "arrow": "row"}[self.format]
 
 
 @dataclass
@@ -78,6 +78,28 @@ class Batch:
     @property
     def size(self) -> int:
         return len(self.rows) + len(self.rejects)
+
+
+def _dataset_split(path: Path, split: str | None, prefer: tuple[str, ...]) -> Any:
+    """The split to read when `path` is a dataset folder (`workbench.layouts`); None for a file."""
+    if not path.is_dir():
+        if split is not None and path.exists():
+            raise WbError(f"{path}: --split picks a split of a dataset folder; this is a single file")
+        return None
+    from workbench import layouts
+
+    return layouts.resolve(path, split, prefer)
+
+
+def sha256_path(path: Path) -> str:
+    """SHA-256 of a file, or of a dataset folder: over its data files' relative paths and contents, in order."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -143,6 +165,8 @@ def _sniff(first_line: bytes, path: Path) -> Format:
     """Tell the format from the first line of the (decompressed) file."""
     if first_line.startswith(b"PAR1"):
         return "parquet"
+    if first_line.startswith((b"ARROW1", b"\xff\xff\xff\xff")):  # Arrow IPC file / stream (datasets' .arrow)
+        return "arrow"
     text = first_line.removeprefix(BOM).strip()
     if not text:
         raise WbError(f"{path}: file is empty")
@@ -159,7 +183,7 @@ def _sniff(first_line: bytes, path: Path) -> Format:
 def _first_line(stream: IO[bytes]) -> bytes:
     while True:
         line = stream.readline()
-        if not line or line.removeprefix(BOM).strip() or line.startswith(b"PAR1"):
+        if not line or line.removeprefix(BOM).strip() or line.startswith((b"PAR1", b"ARROW1", b"\xff\xff\xff\xff")):
             return line
 
 
@@ -225,9 +249,19 @@ def _raw_text(raw: bytes) -> str:
 class RecordReader:
     """Reads a file as batches of canonical rows; `mapping` is fixed from the first records."""
 
-    def __init__(self, path: Path, overrides: dict[str, str] | None = None, batch_size: int = 50_000):
+    def __init__(
+        self,
+        path: Path,
+        overrides: dict[str, str] | None = None,
+        batch_size: int = 50_000,
+        split: str | None = None,
+        prefer: tuple[str, ...] = ("train",),
+    ):
         self.path = Path(path)
-        self.info = sniff(self.path)
+        self.dataset = _dataset_split(self.path, split, prefer)
+        first = self.dataset.files[0] if self.dataset is not None else self.path
+        info = sniff(first)
+        self.info = SourceInfo(self.path, info.format, info.compression) if self.dataset is not None else info
         self.overrides = overrides or {}
         self.batch_size = batch_size
         self.mapping: dict[str, str] | None = None
@@ -236,6 +270,8 @@ class RecordReader:
     @property
     def size_hint(self) -> int:
         """Bytes on disk, for progress bars."""
+        if self.dataset is not None:
+            return sum(f.stat().st_size for f in self.dataset.files)
         return self.path.stat().st_size
 
     def _map(self, objs: list[Any]) -> dict[str, str]:
@@ -267,8 +303,28 @@ class RecordReader:
             batch.rejects.append(Reject(line, unit, err.field, err.kind, str(err), raw_text))
         return batch
 
+    def _iter_dataset(self, files: tuple[Path, ...]) -> Iterator[Batch]:
+        """The shards of a dataset split one after another, positions counted on across them."""
+        offset = 0
+        for path in files:
+            part = RecordReader(path, self.overrides, self.batch_size)
+            part.mapping = self.mapping
+            last = 0
+            for batch in part:
+                self.mapping = part.mapping
+                positions = batch.lines + [r.line for r in batch.rejects]
+                last = max([last, *positions])
+                batch.lines = [offset + n for n in batch.lines]
+                for r in batch.rejects:
+                    r.line += offset
+                yield batch
+            self.blank_lines += part.blank_lines
+            offset += last
+
     def __iter__(self) -> Iterator[Batch]:
-        if self.info.format == "jsonl":
+        if self.dataset is not None:
+            yield from self._iter_dataset(self.dataset.files)
+        elif self.info.format == "jsonl":
             yield from self._iter_jsonl()
         else:
             yield from self._iter_document()
@@ -325,6 +381,9 @@ class RecordReader:
         try:
             if fmt == "parquet":
                 frame = pl.read_parquet(io.BytesIO(data))
+            elif fmt == "arrow":
+                buf = io.BytesIO(data)
+                frame = pl.read_ipc(buf) if data.startswith(b"ARROW1") else pl.read_ipc_stream(buf)
             else:
                 frame = pl.read_csv(io.BytesIO(data.removeprefix(BOM)), infer_schema=False)
         except Exception as err:  # polars raises many error types for malformed files

@@ -29,9 +29,11 @@ class Validation:
         return not self.rejected_by_kind
 
 
-def validate(path: Path, overrides: dict[str, str] | None = None, keep: int = 50) -> Validation:
+def validate(
+    path: Path, overrides: dict[str, str] | None = None, keep: int = 50, split: str | None = None
+) -> Validation:
     """Read every record of `path` as a training example; keep the first `keep` rejects in full."""
-    reader = io.RecordReader(Path(path), overrides)
+    reader = io.RecordReader(Path(path), overrides, split=split)
     result: Validation | None = None
     records = 0
     kinds: Counter[str] = Counter()
@@ -68,9 +70,11 @@ def _describe_frame(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def describe(path: Path, overrides: dict[str, str] | None = None, top: int = 10) -> dict[str, Any]:
+def describe(
+    path: Path, overrides: dict[str, str] | None = None, top: int = 10, split: str | None = None
+) -> dict[str, Any]:
     """Length distributions per field (characters and tokens), script mix, field usage, duplicate prompts."""
-    reader = io.RecordReader(Path(path), overrides)
+    reader = io.RecordReader(Path(path), overrides, split=split)
     parts: list[pl.DataFrame] = []
     rejected = 0
     for batch in reader:

@@ -326,6 +326,7 @@ def run(
     on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
+    split: str | None = None,
 ) -> CleanResult:
     """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
     progress.
@@ -334,7 +335,7 @@ def run(
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
     been seen; the output is then written from them."""
     started = time.time()
-    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size)
+    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size, split=split)
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
@@ -389,7 +390,8 @@ def run(
         "format": reader.info.format,
         "compression": reader.info.compression,
         "unit": reader.info.unit,
-        "sha256": io.sha256_file(Path(input_path)),
+        **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
+        "sha256": io.sha256_path(Path(input_path)),
     }
     summary = {
         "input": source,

@@ -43,6 +43,7 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: Path | None = Field(None, description="Task eval records (reference = output).")
+    split: str | None = Field(None, description="Split of a dataset folder given as data; default test.")
     limit: int | None = Field(None, ge=1, description="Only the first N task records.")
     probes: list[str] = Field(default_factory=lambda: list(SHIPPED), description="Probe sets: shipped names or files.")
     probe_limit: int | None = Field(None, ge=1, description="Only the first N items of each probe set.")
@@ -76,10 +77,10 @@ class EvalResult:
 # Inputs
 
 
-def task_items(path: Path, limit: int | None) -> list[Item]:
+def task_items(path: Path, limit: int | None, split: str | None = None) -> list[Item]:
     from workbench.train.trainer import read_records
 
-    records = read_records(path)[:limit]
+    records = read_records(path, split, prefer=("test", "validation"))[:limit]
     return [
         Item(
             id=line,
@@ -96,7 +97,7 @@ def task_items(path: Path, limit: int | None) -> list[Item]:
 def _sets(config: EvalConfig) -> list[EvalSet]:
     sets: list[EvalSet] = []
     if config.data is not None:
-        sets.append(EvalSet(TASK, TASK, task_items(config.data, config.limit)))
+        sets.append(EvalSet(TASK, TASK, task_items(config.data, config.limit, config.split)))
     names: set[str] = set()
     for spec in config.probes:
         probe: ProbeSet = load_probe_set(spec, config.probe_limit)
@@ -204,7 +205,7 @@ def _train_overlap(run_dir: Path | None, eval_data: Path) -> dict[str, Any] | No
 
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     data = (manifest.get("inputs", {}).get("data") or {}).get("path")
-    if not data or not Path(data).is_file():
+    if not data or not Path(data).exists():  # a file or a dataset folder
         return None
     index = EvalIndex.from_files([eval_data], DecontaminateConfig())
     for batch in io.RecordReader(Path(data)):

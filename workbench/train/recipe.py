@@ -49,6 +49,9 @@ class Recipe(Strict):
     model: str = Field("embedded", description="embedded (SmolLM2-135M-Instruct), a local folder, or a cached hub id.")
     method: Method = "lora"
     data: Path | None = Field(None, description="Training records (output of wb clean).")
+    data_split: str | None = Field(
+        None, description="Split of a dataset folder given as data (save_to_disk or hub snapshot); default train."
+    )
     eval_data: Path | None = Field(None, description="Validation records; else val_size of data is held out.")
     val_size: float = Field(0.1, ge=0, lt=1, description="Share of data held out for eval loss when no eval_data.")
     max_samples: int | None = Field(None, ge=1, description="Use only the first N records of data (quick runs).")
