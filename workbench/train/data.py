@@ -1,10 +1,10 @@
 """Training examples: records → token ids with labels (prompt tokens masked), then packing.
 
 Templating goes through the model's chat template when it has one (the same rendering `wb generate` uses with
-`add_generation_prompt=True`), else the Alpaca template for base models. Each conversation is rendered turn by
-turn and cut into segments: text the model must learn to produce (assistant turns, with their end-of-turn
-token) and text it only reads (system, user turns, template scaffolding). Segments are tokenised separately, so
-the boundary between prompt and answer is exact.
+`add_generation_prompt=True`), else the Alpaca template for base models. Each conversation is rendered in full and
+cut into segments: text the model must learn to produce (assistant turns as the full rendering shows them, with
+their end-of-turn token) and text it only reads (system, user turns, template scaffolding, the whitespace after an
+end-of-turn token). Segments are tokenised separately, so the boundary between prompt and answer is exact.
 
 Packing concatenates examples into sequences of at most `max_length` tokens (first-fit, longest first,
 deterministic). Examples are kept apart by position ids that restart per example and a block-diagonal causal
@@ -69,25 +69,57 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: b
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
 
 
+def end_of_turn(tokenizer: Any) -> str:
+    """The text a template closes an assistant turn with (`<|im_end|>`, `<|eot_id|>`, `</s>`; empty for templates such
+    as GLM-4's that end a turn with the next role tag), found by rendering a probe conversation."""
+    probe = [{"role": "user", "content": "\x00u"}, {"role": "assistant", "content": "\x00a"}]
+    rendered = _render(tokenizer, probe, generation_prompt=False)
+    at = rendered.rfind("\x00a")
+    return rendered[at + 2 :].rstrip() if at >= 0 else ""
+
+
 def chat_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, bool]]:
-    """(text, trained) segments whose concatenation is the rendered conversation."""
+    """(text, trained) segments whose concatenation is the whole conversation as the template renders it.
+
+    The conversation is rendered once, in full, as the model will see it when it continues a multi-turn chat; each
+    assistant turn is then located in that rendering: it starts where the template's generation prompt for that
+    turn ends, and ends where the turn itself ends (with its end-of-turn text, whitespace after it excluded). So
+    templates that render earlier turns differently once later turns exist (Qwen3 drops the `<think>` block of
+    earlier answers) train on what they render, and a default system prompt is masked like any prompt text.
+    """
     msgs = messages_of(record)
+    full = _render(tokenizer, msgs, generation_prompt=False)
+    eot = end_of_turn(tokenizer)
     segments: list[tuple[str, bool]] = []
-    done = ""
+    pos = 0
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
         before = _render(tokenizer, msgs[:i], generation_prompt=True)
-        through = _render(tokenizer, msgs[: i + 1], generation_prompt=False)
-        if not before.startswith(done) or not through.startswith(before):
+        if not full.startswith(before) or len(before) < pos:
             raise WbError(
-                "the model's chat template does not render conversations turn by turn (a later turn changes an "
-                "earlier one), so prompt tokens cannot be masked exactly; use template: alpaca"
+                "the model's chat template renders a conversation's beginning differently from the conversation "
+                f"(turn {i}), so its prompt tokens cannot be masked exactly; use another template"
             )
-        segments.append((before[len(done) :], False))
-        segments.append((through[len(before) :], True))
-        done = through
-    return segments
+        start = len(before)
+        through = _render(tokenizer, msgs[: i + 1], generation_prompt=False)
+        through = through.rstrip() if full.startswith(through.rstrip()) else ""
+        if through and (not eot or through.endswith(eot) or i == len(msgs) - 1):
+            end = len(through)
+        else:  # the turn renders differently once later turns follow: it ends at its end-of-turn text
+            found = full.find(eot, start) if eot else -1
+            if found < 0:
+                raise WbError(
+                    f"the model's chat template has no end-of-turn text after assistant turn {i}, so the turn's end "
+                    "cannot be found; use another template"
+                )
+            end = found + len(eot)
+        end = start + len(full[start:end].rstrip())
+        segments.append((full[pos:start], False))
+        segments.append((full[start:end], True))
+        pos = end
+    segments.append((full[pos:], False))
+    return [seg for seg in segments if seg[0]]
 
 
 def alpaca_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, bool]]:
