@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from workbench.errors import WbError
@@ -28,6 +29,45 @@ ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
 Template = Literal["chat", "alpaca"]
+
+# Chat templates wb ships for base models without one (`template: qwen`), in workbench/train/templates/: chatml
+# (ChatML), llama3 (Meta-Llama-3-8B-Instruct's), qwen (Qwen2.5-Instruct's), glm4 (glm-4-9b-chat's).
+NAMED_TEMPLATES = ("chatml", "llama3", "qwen", "glm4")
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+RUN_TEMPLATE_FILE = "chat_template.jinja"  # a template file's copy in the run folder, which generation reads
+TEMPLATE_KEYWORDS = ("auto", "chat", "alpaca")
+
+
+def check_template_spec(spec: str) -> str:
+    """A recipe's `template`: auto, chat, alpaca, a named template or a path to a Jinja file."""
+    if spec in TEMPLATE_KEYWORDS or spec in NAMED_TEMPLATES or Path(spec).expanduser().is_file():
+        return spec
+    raise ValueError(
+        f"{spec!r} is neither auto, chat, alpaca, a named template ({', '.join(NAMED_TEMPLATES)}) nor a Jinja file"
+    )
+
+
+def template_text(spec: str) -> str | None:
+    """The Jinja text a spec names (a named template or a file); None for auto/chat/alpaca."""
+    if spec in TEMPLATE_KEYWORDS:
+        return None
+    path = TEMPLATE_DIR / f"{spec}.jinja" if spec in NAMED_TEMPLATES else Path(spec).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise WbError(f"template: {spec}: cannot read the template ({err})") from None
+
+
+def template_for_run(spec: str, used: Template, run_dir: Path) -> str:
+    """What the run records as its template, so that generate/chat/eval render as training did: the name of a
+    named template, or the file name of the template file's copy in the run folder; else chat or alpaca."""
+    if spec in NAMED_TEMPLATES:
+        return spec
+    text = template_text(spec)
+    if text is None:
+        return used
+    (run_dir / RUN_TEMPLATE_FILE).write_text(text, encoding="utf-8")
+    return RUN_TEMPLATE_FILE
 
 
 @dataclass
@@ -45,6 +85,11 @@ class Example:
 
 
 def choose_template(tokenizer: Any, wanted: str) -> Template:
+    """chat or alpaca for a template spec; a named template or a template file is installed on the tokenizer."""
+    text = template_text(wanted)
+    if text is not None:
+        tokenizer.chat_template = text
+        return "chat"
     has_chat = bool(getattr(tokenizer, "chat_template", None))
     if wanted == "chat" and not has_chat:
         raise WbError("template: chat was asked for, but the model's tokenizer has no chat template; use alpaca")

@@ -676,7 +676,7 @@ def train(
         {
             "model": recipe.model,
             "method": recipe.method,
-            "template": prepared.template,
+            "template": tdata.template_for_run(recipe.template, prepared.template, run_dir),
             "precision": precision,
             "malloc_mmap_threshold": mmap_threshold,
             "trainable_parameters": trainable,
