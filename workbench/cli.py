@@ -278,6 +278,29 @@ def validate(
         raise typer.Exit(2)
 
 
+def _print_token_lengths(t: dict[str, Any]) -> None:
+    if not t["records"]:
+        out.print("no valid records to measure in tokens", markup=False)
+        return
+    table = Table(
+        title=f"length in {t['tokenizer']} tokens, after the {t['rendered_with']} template", title_justify="left"
+    )
+    for col in ("min", "p50", "p90", "p99", "max", "mean"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(t[c]) for c in ("min", "p50", "p90", "p99", "max", "mean")))
+    out.print(table)
+    over = Table(show_header=True)
+    over.add_column("max_length", justify="right")
+    over.add_column("records longer", justify="right")
+    for m, share in t["over"].items():
+        over.add_row(m, f"{100 * share:.2f}%")
+    out.print(over)
+    out.print(
+        f"99% of the records fit in {t['covering_99']} tokens: suggested max_length {t['suggested_max_length']}",
+        markup=False,
+    )
+
+
 @app.command()
 @user_errors
 def stats(
@@ -286,12 +309,38 @@ def stats(
     top: Annotated[int, typer.Option(help="How many duplicate prompts to list.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
     split: SplitOpt = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer", help="Also lengths in this model's tokens, after its chat template (a model spec)."
+        ),
+    ] = None,
+    template: Annotated[str, typer.Option("--template", help="Template for --tokenizer, as the recipe's.")] = "auto",
+    max_length: Annotated[
+        list[int] | None, typer.Option("--max-length", help="max_length values to report the share over (repeatable).")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the statistics as an HTML page.")] = None,
 ) -> None:
     """Length distributions (characters and tokens per field and script), field usage, duplicate prompts."""
     from workbench.io import dumps_json, parse_overrides
     from workbench.stats import describe
 
-    d = describe(file, parse_overrides(map_ or []), top=top, split=split)
+    overrides = parse_overrides(map_ or [])
+    d = describe(file, overrides, top=top, split=split)
+    if tokenizer is not None:
+        from workbench import token_lengths
+        from workbench.train.data import check_template_spec
+
+        try:
+            check_template_spec(template)
+        except ValueError as e:
+            raise WbError(f"--template: {e}") from None
+        limits = tuple(sorted(set(max_length))) if max_length else token_lengths.MAX_LENGTHS
+        d["token_lengths"] = token_lengths.token_lengths(file, tokenizer, overrides, split, template, limits)
+    if html is not None:
+        from workbench import stats_page
+
+        stats_page.write(html, d)
     if as_json:
         sys.stdout.write(dumps_json(d).decode())
         return
@@ -326,6 +375,10 @@ def stats(
     )
     dups = d["duplicate_prompts"]
     out.print(f"duplicate prompts: {dups['groups']:,} groups, {dups['records_in_groups']:,} records", markup=False)
+    if "token_lengths" in d:
+        _print_token_lengths(d["token_lengths"])
+    if html is not None:
+        out.print(f"wrote {html}", markup=False)
     if dups["top"]:
         t = Table(show_header=True)
         t.add_column("count", justify="right")
