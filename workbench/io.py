@@ -22,7 +22,16 @@ from typing import IO, Any, Literal
 import orjson
 
 from workbench.errors import WbError
-from workbench.records import ALIASES, FIELDS, RecordError, Row, input_as_instruction, to_row
+from workbench.records import (
+    ALIASES,
+    FIELDS,
+    RecordError,
+    Row,
+    input_as_instruction,
+    is_tool_conversation,
+    to_row,
+    to_tool_conversation,
+)
 
 Format = Literal["jsonl", "json", "parquet", "csv", "arrow"]
 Compression = Literal["none", "gzip", "zstd"]
@@ -74,10 +83,12 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     bytes_read: int = 0
+    # Tool-calling conversations (no Alpaca form): (position, {"messages", "tools"}), validated.
+    conversations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
-        return len(self.rows) + len(self.rejects)
+        return len(self.rows) + len(self.rejects) + len(self.conversations)
 
 
 def _dataset_split(path: Path, split: str | None, prefer: tuple[str, ...]) -> Any:
@@ -294,6 +305,9 @@ class RecordReader:
                 err = obj
             else:
                 try:
+                    if is_tool_conversation(obj):
+                        batch.conversations.append((line, to_tool_conversation(obj)))
+                        continue
                     batch.rows.append(to_row(obj, mapping))
                     batch.lines.append(line)
                     continue
@@ -312,9 +326,10 @@ class RecordReader:
             last = 0
             for batch in part:
                 self.mapping = part.mapping
-                positions = batch.lines + [r.line for r in batch.rejects]
+                positions = batch.lines + [r.line for r in batch.rejects] + [n for n, _ in batch.conversations]
                 last = max([last, *positions])
                 batch.lines = [offset + n for n in batch.lines]
+                batch.conversations = [(offset + n, c) for n, c in batch.conversations]
                 for r in batch.rejects:
                     r.line += offset
                 yield batch

@@ -205,6 +205,7 @@ class CleanStats:
     counts: Counter[str] = field(default_factory=Counter)
     token_hist: Counter[int] = field(default_factory=Counter)
     reported_by_rule: Counter[str] = field(default_factory=Counter)
+    tool_conversations: int = 0
     reported: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -254,6 +255,7 @@ class CleanStats:
             "reported_by_rule": dict(sorted(self.reported_by_rule.items())),
             "reported": self.reported,
             "reported_left_out": sum(self.reported_by_rule.values()) - len(self.reported),
+            "kept_tool_conversations": self.tool_conversations,
             "blank_lines": self.blank_lines,
             "modified": {
                 "normalized": self.counts.get("normalized", 0),
@@ -352,7 +354,9 @@ def run(
             stage_dir = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix=".wb-stage-", dir=paths.kept.parent))
             )
+        conversations: list[dict[str, Any]] = []  # tool-calling conversations: validated, kept whole
         for i, batch in enumerate(reader):
+            conversations.extend(conv for _, conv in batch.conversations)
             cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
             kept, dedup_dropped = stages.stream(cleaned.kept)
             for dropped in (cleaned.dropped, *dedup_dropped):
@@ -380,6 +384,10 @@ def run(
                 stats.add_kept(kept)
                 _write_dropped(dropped_f, dropped)
                 stats.add_dropped(dropped)
+        for conv in conversations:  # after the Alpaca-shaped records, in input order
+            kept_f.write(io.jsonl_line(conv))
+        stats.kept += len(conversations)
+        stats.tool_conversations = len(conversations)
     stats.blank_lines = reader.blank_lines
     drop_order = [*profile.rule_order, "pii", *stages.names]
     if not stats.invariant_holds:  # a bug, not a user error

@@ -98,8 +98,10 @@ def choose_template(tokenizer: Any, wanted: str) -> Template:
     return "chat" if wanted == "chat" else "alpaca"
 
 
-def messages_of(record: dict[str, Any]) -> list[dict[str, str]]:
-    msgs: list[dict[str, str]] = []
+def messages_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    if "messages" in record:  # a tool-calling conversation, kept whole
+        return list(record["messages"])
+    msgs: list[dict[str, Any]] = []
     if record.get("system"):
         msgs.append({"role": "system", "content": record["system"]})
     for user, assistant in record.get("history") or []:
@@ -110,8 +112,41 @@ def messages_of(record: dict[str, Any]) -> list[dict[str, str]]:
     return msgs
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
+def _render(
+    tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool, tools: list[dict[str, Any]] | None = None
+) -> str:
+    return str(
+        tokenizer.apply_chat_template(
+            messages, tools=tools or None, tokenize=False, add_generation_prompt=generation_prompt
+        )
+    )
+
+
+PROBE_TOOL = "wb_probe_tool"
+_TOOL_SUPPORT: dict[str, bool] = {}  # per chat template text
+
+
+def supports_tools(tokenizer: Any) -> bool:
+    """Whether the chat template renders an assistant's tool call and a tool result (many templates drop them)."""
+    key = str(getattr(tokenizer, "chat_template", None))
+    if key not in _TOOL_SUPPORT:
+        _TOOL_SUPPORT[key] = _renders_tools(tokenizer)
+    return _TOOL_SUPPORT[key]
+
+
+def _renders_tools(tokenizer: Any) -> bool:
+    call = {"type": "function", "function": {"name": PROBE_TOOL, "arguments": {"q": 1}}}
+    probe: list[dict[str, Any]] = [
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "wb_probe_result"},
+        {"role": "assistant", "content": "a"},
+    ]
+    try:
+        rendered = _render(tokenizer, probe, generation_prompt=False)
+    except Exception:  # templates that refuse the tool role raise from inside Jinja
+        return False
+    return PROBE_TOOL in rendered and "wb_probe_result" in rendered
 
 
 def end_of_turn(tokenizer: Any) -> str:
@@ -133,21 +168,22 @@ def chat_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, boo
     earlier answers) train on what they render, and a default system prompt is masked like any prompt text.
     """
     msgs = messages_of(record)
-    full = _render(tokenizer, msgs, generation_prompt=False)
+    tools = record.get("tools")
+    full = _render(tokenizer, msgs, generation_prompt=False, tools=tools)
     eot = end_of_turn(tokenizer)
     segments: list[tuple[str, bool]] = []
     pos = 0
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        before = _render(tokenizer, msgs[:i], generation_prompt=True)
+        before = _render(tokenizer, msgs[:i], generation_prompt=True, tools=tools)
         if not full.startswith(before) or len(before) < pos:
             raise WbError(
                 "the model's chat template renders a conversation's beginning differently from the conversation "
                 f"(turn {i}), so its prompt tokens cannot be masked exactly; use another template"
             )
         start = len(before)
-        through = _render(tokenizer, msgs[: i + 1], generation_prompt=False)
+        through = _render(tokenizer, msgs[: i + 1], generation_prompt=False, tools=tools)
         through = through.rstrip() if full.startswith(through.rstrip()) else ""
         if through and (not eot or through.endswith(eot) or i == len(msgs) - 1):
             end = len(through)
@@ -190,6 +226,11 @@ def prompt_text(tokenizer: Any, template: Template, record: dict[str, Any]) -> s
 def encode(
     tokenizer: Any, record: dict[str, Any], template: Template, max_length: int, train_on: str, line: int = 0
 ) -> Example:
+    if "messages" in record and (template != "chat" or not supports_tools(tokenizer)):
+        raise WbError(
+            f"line {line}: a tool-calling conversation needs a chat template that renders tool calls and results; "
+            f"this {'template' if template == 'chat' else 'alpaca template'} does not (use e.g. template: qwen)"
+        )
     segments = chat_segments(tokenizer, record) if template == "chat" else alpaca_segments(tokenizer, record)
     ids: list[int] = []
     labels: list[int] = []

@@ -55,6 +55,8 @@ def read_records(
         out.extend(
             (line, dict(zip(FIELDS, row, strict=True))) for line, row in zip(batch.lines, batch.rows, strict=True)
         )
+        out.extend(batch.conversations)  # tool-calling conversations: {"messages", "tools"}
+    out.sort(key=lambda item: item[0])
     if not out:
         raise WbError(f"{path}: no records to train on")
     return out
