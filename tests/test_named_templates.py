@@ -82,3 +82,18 @@ def test_a_template_file_trains_and_generation_renders_with_the_runs_copy(tmp_pa
         tdata.prompt_text(loaded.tokenizer, "chat", record)
         == "<|im_start|>user: Word 1?<|im_end|>\n<|im_start|>assistant: "
     )
+
+
+def test_tool_conversations_train_with_a_tool_template_and_are_refused_without(tmp_path: Path, tiny: Path) -> None:
+    from test_tool_conversations import OPENAI
+
+    from workbench.records import to_tool_conversation
+
+    data = write_jsonl(tmp_path / "train.jsonl", [*RECORDS, to_tool_conversation(OPENAI)])
+    common = ["max_steps=2", "val_size=0", "max_length=512", "batch_size=4"]
+    fields = {"model": str(tiny), "data": data, "output_dir": tmp_path / "runs"}
+    run = train(recipes.load(None, [*common, "template=qwen", "name=tools"], **fields)).run_dir
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["examples"]["train"] == len(RECORDS) + 1 and manifest["template"] == "qwen"
+    with pytest.raises(WbError, match=r"line 9: a tool-calling conversation needs a chat template"):
+        train(recipes.load(None, [*common, "template=llama3", "name=refused"], **fields))
