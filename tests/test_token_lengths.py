@@ -82,3 +82,16 @@ def test_a_missing_tokenizer_or_bad_template_is_one_line(tmp_path: Path, wb: Any
     assert res.exit_code == 2 and "nope" in res.stderr and "Traceback" not in res.stderr
     res = wb("stats", src, "--tokenizer", tmp_path / "nope", "--template", "qwen9")
     assert res.exit_code == 2 and "--template" in res.stderr
+
+
+def test_tool_conversations_are_measured_when_the_template_renders_them(tmp_path: Path) -> None:
+    from test_tool_conversations import OPENAI
+
+    from workbench.token_lengths import token_lengths
+
+    src = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "a", "output": "b"}, OPENAI])
+    for name, measured, skipped in (("qwen2.5-instruct.jinja", 2, 0), ("llama3-instruct.jinja", 1, 1)):
+        tok = tiny_tokenizer((TEMPLATES / name).read_text(encoding="utf-8"))
+        tok.save_pretrained(tmp_path / name)
+        t = token_lengths(src, str(tmp_path / name))
+        assert (t["records"], t["skipped_tool_conversations"]) == (measured, skipped)

@@ -223,9 +223,12 @@ def _run_clean(
         mod = s["modified"]
         out.print(
             f"modified: {mod['normalized']:,} normalised, {mod['placeholder_input']:,} placeholder inputs emptied, "
-            f"{mod['pii_redacted']:,} with personal data redacted",
+            f"{mod['pii_redacted']:,} with personal data redacted"
+            + (f", {mod['chinese_converted']:,} converted by OpenCC" if mod["chinese_converted"] else ""),
             markup=False,
         )
+        if s["kept_tool_conversations"]:
+            out.print(f"kept {s['kept_tool_conversations']:,} tool-calling conversation(s) whole", markup=False)
         for rule, n in s["reported_by_rule"].items():
             out.print(f"reported, not dropped: {n:,} record(s) by {rule} (listed in .stats.json)", markup=False)
         for path, leak in s.get("contamination", {}).items():

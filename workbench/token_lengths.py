@@ -68,11 +68,21 @@ def token_lengths(
     tokenizer = load_tokenizer(tokenizer_spec)
     used = tdata.choose_template(tokenizer, template)
     lengths: list[int] = []
+    tools = used == "chat" and tdata.supports_tools(tokenizer)
+    skipped = 0  # tool-calling conversations the template cannot render
     for batch in io.RecordReader(Path(path), overrides, split=split):
-        for row in batch.rows:
-            record = dict(zip(FIELDS, row, strict=True))
+        records = [dict(zip(FIELDS, row, strict=True)) for row in batch.rows]
+        skipped += 0 if tools else len(batch.conversations)
+        records += [conv for _, conv in batch.conversations] if tools else []
+        for record in records:
             lengths.append(len(tdata.encode(tokenizer, record, used, 1 << 62, "responses").input_ids))
-    return {"tokenizer": tokenizer_spec, "template": template, "rendered_with": used, **summarize(lengths, max_lengths)}
+    return {
+        "tokenizer": tokenizer_spec,
+        "template": template,
+        "rendered_with": used,
+        "skipped_tool_conversations": skipped,
+        **summarize(lengths, max_lengths),
+    }
 
 
 def cdf_svg(summary: dict[str, Any], width: int = 360, height: int = 180) -> str:
