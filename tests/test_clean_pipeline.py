@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DEMO_DATA, read_jsonl, write_jsonl
@@ -89,7 +91,7 @@ def test_outputs_are_byte_identical_across_runs(tmp_path: Path) -> None:
 def test_demo_data_accounting_and_planted_defects(tmp_path: Path) -> None:
     result = run(DEMO_DATA, tmp_path / "clean.jsonl", load("default"))
     s = result.summary
-    assert s["read"] == s["kept"] + s["dropped"] + s["rejected"] == 320
+    assert s["read"] == s["kept"] + s["dropped"] + s["rejected"] == 303
     assert s["rejected"] == 3
     fired = {rule for rule, n in s["dropped_by_rule"].items() if n}
     assert {
@@ -128,3 +130,99 @@ def test_generated_realistic_data_cleans_with_exact_accounting(tmp_path: Path, b
     fired = {rule for rule, n in s["dropped_by_rule"].items() if n}
     assert {"refusal", "repeated_lines", "repeated_ngrams", "truncated_output", "exact_duplicate"} <= fired
     assert len(read_jsonl(tmp_path / "clean.dropped.jsonl")) == s["dropped"]
+
+
+# Real Chinese data (alpaca_chinese_dataset, tests/data/README.md): the default profile must leave Chinese as written.
+ZH_TERMS = Path(__file__).resolve().parent / "data" / "zh_term_explanations.json"
+CJK_PUNCTUATION = "，。、：；？！（）「」『』《》【】……—“”‘’－～\u3000℃²"
+
+
+def _kept_with_sources(out: Path, sources: list[dict]) -> list[tuple[dict, dict]]:
+    dropped = {d["line"] for d in read_jsonl(out / "clean.dropped.jsonl")}
+    rest = [s for line, s in enumerate(sources, 1) if line not in dropped]
+    kept = read_jsonl(out / "clean.jsonl")
+    assert len(kept) == len(rest)
+    return list(zip(kept, rest, strict=True))
+
+
+@pytest.mark.parametrize("profile", ["default", "strict", "zh"])
+def test_real_chinese_records_keep_punctuation_ideographs_and_emoji_byte_identical(
+    tmp_path: Path, profile: str
+) -> None:
+    sources = json.loads(ZH_TERMS.read_text(encoding="utf-8"))
+    # The same records again with emoji, full-width Latin letters and digits, and ASCII punctuation mixed in.
+    mixed = [
+        {
+            **s,
+            "output": f"{s['output']} 👍🏽 👨‍👩‍👧 ‼️ ＡＢＣ１２３，ＯＫ！ 1️⃣ 🇨🇳",
+            "instruction": s["instruction"] + "🤔",
+        }
+        for s in sources
+    ]
+    src = tmp_path / "zh.json"
+    src.write_text(json.dumps(sources + mixed, ensure_ascii=False), encoding="utf-8")
+    result = run(src, tmp_path / "out" / "clean.jsonl", load(profile))
+    pairs = _kept_with_sources(tmp_path / "out", sources + mixed)
+    assert len(pairs) >= 140
+    for kept, source in pairs:
+        for field in ("instruction", "input", "output"):
+            want = source[field].replace("ＡＢＣ１２３", "ABC123").replace("ＯＫ", "OK")
+            # Only whitespace may differ (trailing spaces, runs of spaces in prose).
+            assert "".join(kept[field].split()) == "".join(want.split()), (field, want[:60])
+            for ch in CJK_PUNCTUATION:
+                assert kept[field].count(ch) == want.count(ch), (ch, want[:60])
+    assert any("👍🏽 👨‍👩‍👧 ‼️ ABC123，OK！ 1️⃣ 🇨🇳" in k["output"] for k, _ in pairs)
+    # Of the real records, only whitespace changes: one record in 152 (main's NFKC rewrote 151 of 151 kept).
+    real = [(k, s) for k, s in pairs if not s["instruction"].endswith("🤔")]
+    assert len(real) >= 150
+    assert sum(1 for k, s in real if k["output"] != s["output"]) <= 2
+    assert result.summary["invariant_holds"]
+
+
+def _zh_profile(tmp_path: Path, chinese: str | None) -> Path:
+    prof = tmp_path / "zh-profile.yaml"
+    line = f"  chinese: {chinese}\n" if chinese else ""
+    prof.write_text(f"name: t\nnormalize:\n  unicode: NFKC\n{line}rules:\n  empty_output:\n", encoding="utf-8")
+    return prof
+
+
+def test_traditional_chinese_is_converted_to_simplified_when_asked_and_counted(tmp_path: Path) -> None:
+    opencc = pytest.importorskip("opencc", reason="pip install 'wb[zh]' (make test installs it)")
+    sources = json.loads(ZH_TERMS.read_text(encoding="utf-8"))
+    s2t = opencc.OpenCC("s2t.json")
+    traditional = [{k: s2t.convert(v) for k, v in s.items()} for s in sources]
+    differs = sum(1 for t, s in zip(traditional, sources, strict=True) if t != s)
+    assert differs > 140  # nearly every real record has characters with a traditional form
+    src = tmp_path / "zh-hant.json"
+    src.write_text(json.dumps(traditional, ensure_ascii=False), encoding="utf-8")
+    summary = run(src, tmp_path / "out" / "clean.jsonl", load(_zh_profile(tmp_path, "t2s"))).summary
+    assert summary["modified"]["chinese_converted"] == differs
+    pairs = _kept_with_sources(tmp_path / "out", sources)
+    back = sum(1 for k, s in pairs if k["output"].split() == s["output"].split())  # one record loses a space
+    assert back == len(pairs)  # s2t then t2s gives every real record its written text back
+    assert pairs[0][0]["output"].startswith("政治（Politics）是一个")
+    # Off by default: the same file is left in traditional characters.
+    plain = run(src, tmp_path / "plain" / "clean.jsonl", load(_zh_profile(tmp_path, None))).summary
+    assert plain["modified"]["chinese_converted"] == 0
+    assert read_jsonl(tmp_path / "plain" / "clean.jsonl")[0]["output"] == traditional[0]["output"]
+
+
+def test_chinese_conversion_without_opencc_is_one_line_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wb: Any
+) -> None:
+    from workbench import text
+
+    monkeypatch.setitem(sys.modules, "opencc", None)  # import opencc now raises ImportError
+    text.chinese_converter.cache_clear()
+    src = write_jsonl(tmp_path / "raw.jsonl", [{"instruction": "漢字", "output": "簡體"}])
+    res = wb("clean", src, "-o", tmp_path / "out.jsonl", "--profile", _zh_profile(tmp_path, "t2s"))
+    text.chinese_converter.cache_clear()
+    assert res.exit_code == 2
+    assert "normalize.chinese: t2s needs OpenCC; install it with pip install 'wb[zh]'" in res.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_unknown_chinese_conversion_is_a_profile_error(tmp_path: Path, wb: Any) -> None:
+    src = write_jsonl(tmp_path / "raw.jsonl", [{"instruction": "a", "output": "b"}])
+    res = wb("clean", src, "-o", tmp_path / "out.jsonl", "--profile", _zh_profile(tmp_path, "x2y"))
+    assert res.exit_code == 2 and "normalize.chinese" in res.stderr

@@ -374,7 +374,7 @@ def test_chat_file_converts_dialogues_and_rejects_those_without_alpaca_form(tmp_
     assert got.rows == [("你好", "", "你好！👋", "简洁", [])]
     assert [(r.line, r.field, r.kind) for r in got.rejects] == [
         (2, "messages[2]", "not_convertible"),
-        (3, "messages[1].role", "not_convertible"),
+        (3, "messages[1]", "invalid_tool_conversation"),  # a tool result that answers no call
     ]
 
 

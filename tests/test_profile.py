@@ -17,8 +17,9 @@ def test_builtin_profiles_load_and_name_only_known_rules(name: str) -> None:
     assert profile.rule_order and set(profile.rule_order) <= set(RULES)
 
 
-def test_zh_profile_keeps_fullwidth_punctuation_and_strict_drops_pii() -> None:
-    assert load("zh").normalize.unicode == "NFC"
+def test_every_builtin_profile_keeps_chinese_punctuation_and_strict_drops_pii() -> None:
+    for name in ("default", "strict", "zh"):
+        assert load(name).normalize.keep_as_written
     assert load("strict").pii.action == "drop"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -39,6 +41,7 @@ CASES = [
     ("empty_output", rec("What is 2+2?", "  N/A "), rec("What is 2+2?", "4")),
     ("empty_output", rec("翻译", "<No Output>"), rec("翻译", "无意义的句子")),
     ("empty_instruction", rec("", "An answer with no question."), rec("", "Paris", input="Capital of France?")),
+    ("unfilled_placeholder", rec("hi", "I am {{name}}, made by {{author}}."), rec("hi", "I am Qwen, made by Alibaba.")),
     (
         "output_echoes_prompt",
         rec("Repeat after me", "Hello world.", input="hello   world"),
@@ -184,3 +187,102 @@ def test_history_and_system_are_normalised_too() -> None:
 def test_rules_see_features_only_through_documented_columns() -> None:
     frame = rows_to_frame([1], [("Q", "", "A", "", [])])
     assert frame.schema["history"] == pl.List(pl.List(pl.String))
+
+
+# --- unfilled_placeholder ---------------------------------------------------------------------------------
+
+
+def placeholder_verdicts(records: list[dict[str, Any]], **params: Any) -> list[tuple[str | None, str | None]]:
+    """(rule, reason) per record under a profile that runs `unfilled_placeholder` alone."""
+    profile = from_dict({"name": "t", "rules": {"unfilled_placeholder": params}})
+    rows = [(r["instruction"], r.get("input", ""), r["output"], r.get("system", ""), []) for r in records]
+    cleaned = clean_frame(rows_to_frame(list(range(1, len(rows) + 1)), rows), profile)
+    both = pl.concat([cleaned.kept, cleaned.dropped]).sort("_line")
+    return list(both.select("_rule", "_reason").iter_rows())
+
+
+@pytest.mark.parametrize(
+    ("record", "found"),
+    [
+        (
+            {"instruction": "Who are you?", "output": "I am {{name}}, an AI assistant developed by {{author}}."},
+            "{{name}}",
+        ),
+        ({"instruction": "你是谁？", "output": "您好，我是 {{name}}，一个由 {{author}} 开发的 AI 助手。"}, "{{name}}"),
+        ({"instruction": "Write to {recipient} about the delay.", "output": "Dear customer, sorry."}, "{recipient}"),
+        ({"instruction": "Sign the letter.", "output": "Best regards,\n<YOUR NAME>"}, "<YOUR NAME>"),
+        ({"instruction": "Sign the letter.", "output": "Sincerely, [Your Name]"}, "[Your Name]"),
+        (
+            {"instruction": "Write an ad.", "output": "Visit [INSERT COMPANY WEBSITE] today!"},
+            "[INSERT COMPANY WEBSITE]",
+        ),
+        ({"instruction": "写一封邀请函。", "output": "尊敬的【填写姓名】：诚邀您参加年会。"}, "【填写姓名】"),
+        ({"instruction": "Greet.", "output": "Hello $USER_NAME, welcome back."}, "$USER_NAME"),
+    ],
+)
+def test_unfilled_placeholders_drop_the_record_naming_the_field_and_text(record: dict, found: str) -> None:
+    [(rule, reason)] = placeholder_verdicts([record])
+    field = "instruction" if found in record["instruction"] else "output"
+    assert (rule, reason) == ("unfilled_placeholder", f"{field} holds the unfilled placeholder '{found}'")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"instruction": "Translate to C++: def greet(name): return f'Hello, {name}!'", "output": "```cpp\n}\n```"},
+        {"instruction": "Write a Vue template.", "output": "```html\n<p>{{ message }}</p>\n```"},
+        {"instruction": "Contact?", "output": "Mail <EMAIL> or call <PHONE>."},  # wb's own redaction tokens
+        {"instruction": "Explain HTML.", "output": "Use <b> for bold and <i> for italics; arrays use a[i]."},
+        {"instruction": "集合怎么写？", "output": "集合 {1, 2, 3} 包含三个元素，价格是 $5。"},
+        {"instruction": "Cite it.", "output": 'As shown in [1] and [Smith 2020], the JSON key is {"a": 1}.'},
+    ],
+)
+def test_code_redaction_tokens_and_ordinary_brackets_are_not_placeholders(record: dict) -> None:
+    assert placeholder_verdicts([record]) == [(None, None)]
+
+
+def test_placeholder_patterns_are_configurable() -> None:
+    records = [{"instruction": "hi", "output": "I am NAME, built by AUTHOR."}]  # an older identity.json's shape
+    assert placeholder_verdicts(records) == [(None, None)]
+    assert placeholder_verdicts(records, patterns=[r"\b(?:NAME|AUTHOR)\b"]) == [
+        ("unfilled_placeholder", "output holds the unfilled placeholder 'NAME'")
+    ]
+    code = [{"instruction": "Fill the template.", "output": "```\nHello {{name}}\n```"}]
+    assert placeholder_verdicts(code) == [(None, None)]
+    assert placeholder_verdicts(code, in_code=True)[0][0] == "unfilled_placeholder"
+
+
+IDENTITY = [  # the shape of LLaMA-Factory's data/identity.json: placeholders to fill before training
+    {"instruction": "hi", "input": "", "output": "Hello! I am {{name}}, an AI assistant developed by {{author}}."},
+    {"instruction": "你好", "input": "", "output": "您好，我是 {{name}}，一个由 {{author}} 开发的 AI 助手。"},
+    {"instruction": "What is 2+2?", "input": "", "output": "4"},
+]
+
+
+def test_placeholder_records_are_dropped_by_the_default_profile(tmp_path: Path, wb: Any) -> None:
+    src = tmp_path / "identity.json"
+    src.write_text(json.dumps(IDENTITY, ensure_ascii=False), encoding="utf-8")
+    assert wb("clean", src, "-o", tmp_path / "clean.jsonl").exit_code == 0
+    stats = json.loads((tmp_path / "clean.stats.json").read_text(encoding="utf-8"))
+    assert stats["dropped_by_rule"]["unfilled_placeholder"] == 2 and stats["kept"] == 1
+    dropped = [json.loads(x) for x in (tmp_path / "clean.dropped.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(d["line"], d["reason"]) for d in dropped] == [
+        (1, "output holds the unfilled placeholder '{{name}}'"),
+        (2, "output holds the unfilled placeholder '{{name}}'"),
+    ]
+
+
+def test_action_report_keeps_the_records_and_lists_them_in_the_stats(tmp_path: Path, wb: Any) -> None:
+    src = tmp_path / "identity.json"
+    src.write_text(json.dumps(IDENTITY, ensure_ascii=False), encoding="utf-8")
+    prof = tmp_path / "p.yaml"
+    prof.write_text("name: p\nrules:\n  unfilled_placeholder:\n    action: report\n  empty_output:\n", encoding="utf-8")
+    res = wb("clean", src, "-o", tmp_path / "clean.jsonl", "--profile", prof)
+    assert res.exit_code == 0
+    assert "reported, not dropped: 2 record(s) by unfilled_placeholder" in " ".join(res.output.split())
+    stats = json.loads((tmp_path / "clean.stats.json").read_text(encoding="utf-8"))
+    assert stats["kept"] == 3 and stats["dropped"] == 0
+    assert stats["read"] == stats["kept"] + stats["dropped"] + stats["rejected"]
+    assert stats["reported_by_rule"] == {"unfilled_placeholder": 2}
+    assert [r["line"] for r in stats["reported"]] == [1, 2] and stats["reported_left_out"] == 0
+    assert stats["reported"][1]["reason"] == "output holds the unfilled placeholder '{{name}}'"

@@ -75,9 +75,10 @@ def test_only_the_answer_and_its_end_of_turn_token_are_trained(tokenizer: Any) -
     }
     ex = tdata.encode(tokenizer, record, "chat", 512, "responses")
     trained = [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != tdata.IGNORE]
-    assert tokenizer.decode(trained) == "Paris.<|im_end|>\n"
-    prompt = tokenizer.decode([t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label == tdata.IGNORE])
-    assert prompt == tdata.prompt_text(tokenizer, "chat", record)
+    assert tokenizer.decode(trained) == "Paris.<|im_end|>"  # the newline the template writes after it is masked
+    masked = tokenizer.decode([t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label == tdata.IGNORE])
+    prompt = tdata.prompt_text(tokenizer, "chat", record)
+    assert masked == prompt + "\n"
     assert prompt.endswith("<|im_start|>assistant\n") and "法国的首都是哪里？" in prompt
     everything = tdata.encode(tokenizer, record, "chat", 512, "all")
     assert everything.trained_tokens == len(everything.input_ids)
@@ -93,8 +94,9 @@ def test_every_assistant_turn_of_a_conversation_is_trained(tokenizer: Any) -> No
         elif run:
             spans.append(tokenizer.decode(run))
             run = []
-    spans.append(tokenizer.decode(run))
-    assert spans == ["4<|im_end|>\n", "6<|im_end|>\n"]
+    if run:
+        spans.append(tokenizer.decode(run))
+    assert spans == ["4<|im_end|>", "6<|im_end|>"]
 
 
 def test_alpaca_template_masks_the_prompt_and_trains_eos(tokenizer: Any) -> None:

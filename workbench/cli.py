@@ -48,6 +48,10 @@ MapOpt = Annotated[
     typer.Option("--map", "-m", help="Map a field to a source column: --map output=response (repeatable)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables; errors only.")]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option("--split", help="Split of a dataset folder (save_to_disk or hub snapshot): train, test, ..."),
+]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 2 if any record is rejected.")]
 DuplicateKeysOpt = Annotated[
     str,
@@ -155,12 +159,13 @@ def clean(
         typer.Option("--precision", help="Semantic dedup embeddings: auto, bf16 or fp32 (default: the profile's)."),
     ] = None,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
     prof = cleaning.load(profile).with_semantic_precision(precision)
-    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet)
+    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split)
 
 
 @app.command()
@@ -182,12 +187,13 @@ def dedup(
         typer.Option("--precision", help="Semantic dedup embeddings: auto, bf16 or fp32 (default: the profile's)."),
     ] = None,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
     prof = cleaning.load(profile).dedup_only().with_semantic_precision(precision)
-    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet)
+    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split)
 
 
 def _run_clean(
@@ -200,6 +206,7 @@ def _run_clean(
     strict: bool,
     duplicate_keys: str,
     quiet: bool,
+    split: str | None = None,
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
@@ -219,14 +226,18 @@ def _run_clean(
             against=against,
             command=command,
             duplicate_keys=parse_duplicate_keys(duplicate_keys),
+            split=split,
         )
     s = result.summary
     if not quiet:
         out.print(
-            f"{input}: {result.source.format}"
+            f"{input}: "
+            + (f"{s['input']['layout']} folder, split {s['input']['split']}, " if "split" in s["input"] else "")
+            + f"{result.source.format}"
             + (f" ({result.source.compression})" if result.source.compression != "none" else "")
             + f", profile {prof.name}, mapping "
-            + ", ".join(f"{k}←{v}" for k, v in result.mapping.items()),
+            + ", ".join(f"{k}←{v}" for k, v in result.mapping.items())
+            + "".join(f" ({note})" for note in s["mapping_notes"]),
             markup=False,
         )
         table = Table(title=f"wb {command}", title_justify="left")
@@ -248,9 +259,14 @@ def _run_clean(
                 f", {mod['bidi_controls_removed']:,} with bidi control characters removed"
                 if mod.get("bidi_controls_removed")
                 else ""
-            ),
+            )
+            + (f", {mod['chinese_converted']:,} converted by OpenCC" if mod["chinese_converted"] else ""),
             markup=False,
         )
+        if s["kept_tool_conversations"]:
+            out.print(f"kept {s['kept_tool_conversations']:,} tool-calling conversation(s) whole", markup=False)
+        for rule, n in s["reported_by_rule"].items():
+            out.print(f"reported, not dropped: {n:,} record(s) by {rule} (listed in .stats.json)", markup=False)
         for path, leak in s.get("contamination", {}).items():
             out.print(
                 f"{path}: {leak['leaked_items']} of {leak['items']} eval items found in the training data", markup=False
@@ -263,6 +279,8 @@ def _run_clean(
         f"read {s['read']:,} = kept {s['kept']:,} + dropped {s['dropped']:,} + rejected {s['rejected']:,}",
         markup=False,
     )
+    for warning in s["warnings"]:
+        err.print(f"warning: {warning}", markup=False)
     if strict and s["rejected"]:
         err.print(f"error: {s['rejected']} record(s) rejected (--strict); see {result.paths.rejects}", markup=False)
         raise typer.Exit(2)
@@ -275,6 +293,7 @@ def validate(
     map_: MapOpt = None,
     max_errors: Annotated[int, typer.Option(help="Print at most this many errors per file.")] = 20,
     duplicate_keys: DuplicateKeysOpt = "reject",
+    split: SplitOpt = None,
 ) -> None:
     """Check every record of each FILE without cleaning it: exit 0 if all are valid, 2 otherwise."""
     from workbench.io import parse_duplicate_keys, parse_overrides
@@ -285,7 +304,7 @@ def validate(
     failed = False
     for file in files:
         try:
-            result = run_validate(file, overrides, keep=max_errors, duplicate_keys=dup_keys)
+            result = run_validate(file, overrides, keep=max_errors, duplicate_keys=dup_keys, split=split)
         except WbError as e:  # a missing or unreadable file fails it; the other files are still checked
             err.print(f"error: {e}", markup=False)
             failed = True
@@ -305,6 +324,29 @@ def validate(
         raise typer.Exit(2)
 
 
+def _print_token_lengths(t: dict[str, Any]) -> None:
+    if not t["records"]:
+        out.print("no valid records to measure in tokens", markup=False)
+        return
+    table = Table(
+        title=f"length in {t['tokenizer']} tokens, after the {t['rendered_with']} template", title_justify="left"
+    )
+    for col in ("min", "p50", "p90", "p99", "max", "mean"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(t[c]) for c in ("min", "p50", "p90", "p99", "max", "mean")))
+    out.print(table)
+    over = Table(show_header=True)
+    over.add_column("max_length", justify="right")
+    over.add_column("records longer", justify="right")
+    for m, share in t["over"].items():
+        over.add_row(m, f"{100 * share:.2f}%")
+    out.print(over)
+    out.print(
+        f"99% of the records fit in {t['covering_99']} tokens: suggested max_length {t['suggested_max_length']}",
+        markup=False,
+    )
+
+
 @app.command()
 @user_errors
 def stats(
@@ -312,17 +354,47 @@ def stats(
     map_: MapOpt = None,
     top: Annotated[int, typer.Option(help="How many duplicate prompts to list.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+    split: SplitOpt = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer", help="Also lengths in this model's tokens, after its chat template (a model spec)."
+        ),
+    ] = None,
+    template: Annotated[str, typer.Option("--template", help="Template for --tokenizer, as the recipe's.")] = "auto",
+    max_length: Annotated[
+        list[int] | None, typer.Option("--max-length", help="max_length values to report the share over (repeatable).")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the statistics as an HTML page.")] = None,
 ) -> None:
     """Length distributions (characters and tokens per field and script), field usage, duplicate prompts."""
     from workbench.io import dumps_json, parse_overrides
     from workbench.stats import describe
 
-    d = describe(file, parse_overrides(map_ or []), top=top)
+    overrides = parse_overrides(map_ or [])
+    d = describe(file, overrides, top=top, split=split)
+    if tokenizer is not None:
+        from workbench import token_lengths
+        from workbench.train.data import check_template_spec
+
+        try:
+            check_template_spec(template)
+        except ValueError as e:
+            raise WbError(f"--template: {e}") from None
+        limits = tuple(sorted(set(max_length))) if max_length else token_lengths.MAX_LENGTHS
+        d["token_lengths"] = token_lengths.token_lengths(file, tokenizer, overrides, split, template, limits)
+    if html is not None:
+        from workbench import stats_page
+
+        stats_page.write(html, d)
     if as_json:
         sys.stdout.write(dumps_json(d).decode())
         return
     n = d["records"]
     out.print(f"{file}: {n:,} records ({d['format']}), {d['rejected']:,} malformed", markup=False)
+    out.print("mapping " + ", ".join(f"{k}←{v}" for k, v in d["mapping"].items()), markup=False)
+    for note in d["mapping_notes"]:
+        out.print(f"note: {note}", markup=False)
     usage = d["field_usage"]
     out.print(
         f"non-empty input {_pct(usage['input'], n)}, system {_pct(usage['system'], n)}, "
@@ -349,6 +421,10 @@ def stats(
     )
     dups = d["duplicate_prompts"]
     out.print(f"duplicate prompts: {dups['groups']:,} groups, {dups['records_in_groups']:,} records", markup=False)
+    if "token_lengths" in d:
+        _print_token_lengths(d["token_lengths"])
+    if html is not None:
+        out.print(f"wrote {html}", markup=False)
     if dups["top"]:
         t = Table(show_header=True)
         t.add_column("count", justify="right")
@@ -404,6 +480,7 @@ def train(
         int | None, typer.Option("--inspect", help="Show N formatted examples (trained vs masked tokens) and exit.")
     ] = None,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Fine-tune a model (LoRA, QLoRA, DoRA, prompt/prefix tuning, freeze, full) from one YAML recipe."""
     from workbench.train import recipe as recipes
@@ -418,7 +495,9 @@ def train(
             raise WbError("--resume reads the run's own recipe.yaml; give overrides only")
         rec = recipes.load(resume / "recipe.yaml", overrides, name=resume.name, output_dir=resume.parent)
     else:
-        rec = recipes.load(Path(files[0]) if files else None, overrides, data=data, model=model, name=name)
+        rec = recipes.load(
+            Path(files[0]) if files else None, overrides, data=data, model=model, name=name, data_split=split
+        )
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     if inspect is not None:
         _inspect(rec, inspect, say)
@@ -673,6 +752,7 @@ def eval_(
         Path | None, typer.Option("--import-review", help="Fold a filled review_sample.csv back into RUN/eval.")
     ] = None,
     quiet: QuietOpt = False,
+    split: SplitOpt = None,
 ) -> None:
     """Score a tuned model against its base: task metrics, forgetting probes, A/B with confidence intervals."""
     from workbench.evaluate import pipeline
@@ -683,6 +763,7 @@ def eval_(
     config = EvalConfig(
         data=data,
         suite=suite,
+        split=split,
         limit=limit,
         probes=[] if no_probes or predictions is not None else (probes or list(_E["probes"])),
         probe_limit=probe_limit,

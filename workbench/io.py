@@ -33,9 +33,18 @@ from workbench.output import check_complete as check_complete
 from workbench.output import check_target as check_target
 from workbench.output import ensure_dir as ensure_dir
 from workbench.output import sha256_file as sha256_file
-from workbench.records import ALIASES, FIELDS, RecordError, Row, to_row
+from workbench.records import (
+    ALIASES,
+    FIELDS,
+    RecordError,
+    Row,
+    input_as_instruction,
+    is_tool_conversation,
+    to_row,
+    to_tool_conversation,
+)
 
-Format = Literal["jsonl", "json", "parquet", "csv"]
+Format = Literal["jsonl", "json", "parquet", "csv", "arrow"]
 Compression = Literal["none", "gzip", "zstd"]
 DuplicateKeys = Literal["reject", "last"]
 
@@ -64,7 +73,7 @@ class SourceInfo:
     @property
     def unit(self) -> str:
         """What a record's position is counted in: lines for JSON Lines, items or rows otherwise."""
-        return {"jsonl": "line", "json": "item", "parquet": "row", "csv": "row"}[self.format]
+        return {"jsonl": "line", "json": "item", "parquet": "row", "csv": "row", "arrow": "row"}[self.format]
 
 
 @dataclass
@@ -97,10 +106,34 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     bytes_read: int = 0
+    # Tool-calling conversations (no Alpaca form): (position, {"messages", "tools"}), validated.
+    conversations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
-        return len(self.rows) + len(self.rejects)
+        return len(self.rows) + len(self.rejects) + len(self.conversations)
+
+
+def _dataset_split(path: Path, split: str | None, prefer: tuple[str, ...]) -> Any:
+    """The split to read when `path` is a dataset folder (`workbench.layouts`); None for a file."""
+    if not path.is_dir():
+        if split is not None and path.exists():
+            raise WbError(f"{path}: --split picks a split of a dataset folder; this is a single file")
+        return None
+    from workbench import layouts
+
+    return layouts.resolve(path, split, prefer)
+
+
+def sha256_path(path: Path) -> str:
+    """SHA-256 of a file, or of a dataset folder: over its data files' relative paths and contents, in order."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def is_stream(path: Path) -> bool:
@@ -275,6 +308,8 @@ def _sniff(first_line: bytes, path: Path) -> Format:
     """Tell the format from the first line of the (decompressed) file."""
     if first_line.startswith(b"PAR1"):
         return "parquet"
+    if first_line.startswith((b"ARROW1", b"\xff\xff\xff\xff")):  # Arrow IPC file / stream (datasets' .arrow)
+        return "arrow"
     text = first_line.removeprefix(BOM).strip()
     if not text:
         raise WbError(f"{path}: file is empty")
@@ -311,7 +346,7 @@ def _first_line(stream: IO[bytes]) -> tuple[bytes, bytes]:
     while True:
         line = stream.readline()
         seen.append(line)
-        if not line or line.removeprefix(BOM).strip() or line.startswith(b"PAR1"):
+        if not line or line.removeprefix(BOM).strip() or line.startswith((b"PAR1", b"ARROW1", b"\xff\xff\xff\xff")):
             return line, b"".join(seen)
 
 
@@ -349,6 +384,7 @@ def resolve_mapping(keys: Iterable[str], overrides: dict[str, str] | None = None
         if canon not in FIELDS:
             raise WbError(f"--map {canon}={src}: unknown field {canon!r}; fields are {', '.join(FIELDS)}")
         mapping[canon] = src
+    mapping = input_as_instruction(mapping, overrides or {})
     taken: dict[str, str] = {}
     for canon, src in mapping.items():
         if src in taken:
@@ -452,8 +488,11 @@ class RecordReader:
         overrides: dict[str, str] | None = None,
         batch_size: int = 50_000,
         duplicate_keys: DuplicateKeys = "reject",
+        split: str | None = None,
+        prefer: tuple[str, ...] = ("train",),
     ):
         self.path = Path(path)
+        self.dataset = _dataset_split(self.path, split, prefer)
         self.overrides = overrides or {}
         self.batch_size = batch_size
         self.duplicate_keys = duplicate_keys
@@ -463,7 +502,10 @@ class RecordReader:
         self._stream: IO[bytes] | None = None
         self._document_bytes = 0
         self._duplicates_marked = False
-        if is_stream(self.path):
+        if self.dataset is not None:
+            shard = sniff(self.dataset.files[0])
+            self.info = SourceInfo(self.path, shard.format, shard.compression, shard.encoding)
+        elif is_stream(self.path):
             self._hashing = _Hashing(_open_raw(self.path))
             with _sniff_errors(self.path):
                 stream, compression, encoding = _open_decompressed(self.path, self._hashing)
@@ -482,12 +524,17 @@ class RecordReader:
         return _open_decompressed(self.path)[0]
 
     def sha256(self) -> str:
-        """SHA-256 of the input's bytes as stored (compressed or not); for a stream, of what was read."""
-        return self._hashing.digest.hexdigest() if self._hashing is not None else sha256_file(self.path)
+        """SHA-256 of the input's bytes as stored (compressed or not); for a stream, of what was read; for a dataset
+        folder, over its data files (`sha256_path`)."""
+        if self._hashing is not None:
+            return self._hashing.digest.hexdigest()
+        return sha256_path(self.path) if self.dataset is not None else sha256_file(self.path)
 
     @property
     def size_hint(self) -> int:
         """Bytes on disk, for progress bars (0 for a stream)."""
+        if self.dataset is not None:
+            return sum(f.stat().st_size for f in self.dataset.files)
         return 0 if self._hashing is not None else self.path.stat().st_size
 
     def _map(self, objs: list[Any]) -> dict[str, str]:
@@ -516,6 +563,9 @@ class RecordReader:
                 err = obj
             else:
                 try:
+                    if is_tool_conversation(obj):
+                        batch.conversations.append((line, to_tool_conversation(obj)))
+                        continue
                     batch.rows.append(to_row(obj, mapping))
                     batch.lines.append(line)
                     continue
@@ -525,8 +575,29 @@ class RecordReader:
             batch.rejects.append(Reject(line, unit, err.field, err.kind, str(err), raw_text))
         return batch
 
+    def _iter_dataset(self, files: tuple[Path, ...]) -> Iterator[Batch]:
+        """The shards of a dataset split one after another, positions counted on across them."""
+        offset = 0
+        for path in files:
+            part = RecordReader(path, self.overrides, self.batch_size, self.duplicate_keys)
+            part.mapping = self.mapping
+            last = 0
+            for batch in part:
+                self.mapping = part.mapping
+                positions = batch.lines + [r.line for r in batch.rejects] + [n for n, _ in batch.conversations]
+                last = max([last, *positions])
+                batch.lines = [offset + n for n in batch.lines]
+                batch.conversations = [(offset + n, c) for n, c in batch.conversations]
+                for r in batch.rejects:
+                    r.line += offset
+                yield batch
+            self.blank_lines += part.blank_lines
+            offset += last
+
     def __iter__(self) -> Iterator[Batch]:
-        if self.info.format == "jsonl":
+        if self.dataset is not None:
+            yield from self._iter_dataset(self.dataset.files)
+        elif self.info.format == "jsonl":
             yield from self._iter_jsonl()
         else:
             yield from self._iter_document()
@@ -592,6 +663,9 @@ class RecordReader:
         try:
             if fmt == "parquet":
                 frame = pl.read_parquet(io.BytesIO(data))
+            elif fmt == "arrow":
+                buf = io.BytesIO(data)
+                frame = pl.read_ipc(buf) if data.startswith(b"ARROW1") else pl.read_ipc_stream(buf)
             else:
                 frame = pl.read_csv(io.BytesIO(data.removeprefix(BOM)), infer_schema=False)
         except Exception as err:  # polars raises many error types for malformed files

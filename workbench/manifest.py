@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import __version__
-from workbench.io import sha256_file
+from workbench.io import sha256_path
 
 PACKAGES = ("polars", "pydantic", "orjson", "torch", "transformers", "peft", "datasketch")
 
@@ -38,9 +38,12 @@ def peak_rss_mb() -> float:
 
 def _file_entry(path: Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():  # a dataset folder (save_to_disk or a hub snapshot)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return {"path": str(path), "bytes": size, "sha256": sha256_path(path)}
     if not path.is_file():
         return {"path": str(path), "exists": False}
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_path(path)}
 
 
 def build_manifest(

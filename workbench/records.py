@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 Role = Literal["system", "user", "assistant"]
@@ -216,6 +217,7 @@ def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
     that only some records carry) is still found by its own name or alias.
     """
     fields: dict[str, Any] = {}
+    claimed = set(mapping.values())
     for canon, names in ALIASES.items():
         src = mapping.get(canon)
         if src is not None:
@@ -223,10 +225,29 @@ def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
                 fields[canon] = obj[src]
             continue
         for name in names:
-            if name in obj:
+            if name in obj and name not in claimed:  # a column mapped to another field is not read twice
                 fields[canon] = obj[name]
                 break
     return fields
+
+
+def input_as_instruction(mapping: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """Records with an input and an output but no instruction (`{"input": ..., "output": ...}`, a shape common
+    in seed data): the input is the prompt, so it is read as the instruction. `mapping` is returned with
+    `instruction` taken from the input column, unless `--map` placed either field."""
+    if "instruction" in mapping or "input" not in mapping or "input" in overrides:
+        return mapping
+    out = dict(mapping)
+    out["instruction"] = out.pop("input")
+    return {k: out[k] for k in ALIASES if k in out}
+
+
+def mapping_notes(mapping: dict[str, str]) -> list[str]:
+    """What a reader of the mapping line should know beyond `field←column`."""
+    src = mapping.get("instruction")
+    if src is not None and src in ALIASES["input"]:
+        return [f"no instruction column: the {src!r} column is the prompt, stored as the instruction"]
+    return []
 
 
 FieldName = Literal["instruction", "input", "output", "system", "history"]
@@ -244,7 +265,8 @@ def to_row(obj: Any, mapping: dict[str, str]) -> Row:
     if type(obj) is dict and "messages" not in obj and "conversations" not in obj:
         ins = obj.get(mapping.get("instruction", "instruction"))
         out = obj.get(mapping.get("output", "output"))
-        inp = obj.get(mapping.get("input", "input"), "")
+        inp_key = mapping.get("input", "input")
+        inp = obj.get(inp_key, "") if inp_key != mapping.get("instruction") else ""
         sys_key, hist_key = mapping.get("system", "system"), mapping.get("history", "history")
         if (
             type(ins) is str
@@ -285,3 +307,151 @@ def to_alpaca(obj: Any, mapping: dict[str, str]) -> AlpacaRecord:
         if src != rec_err.field.split("[")[0]:
             rec_err = RecordError(f"{src} (as {rec_err.field})", rec_err.message, kind=rec_err.kind)
         raise rec_err from None
+
+
+# --- tool-calling conversations -----------------------------------------------------------------------------
+#
+# Conversations with tool turns have no Alpaca form; they are kept whole, in OpenAI messages form:
+# `{"messages": [...], "tools": [...]}` with roles system/user/assistant/tool, assistant `tool_calls`
+# (`{"type": "function", "function": {"name", "arguments"}}`, arguments as an object) and tool results. ShareGPT's tool
+# form (LLaMA-Factory: `function_call` and `observation` turns, `tools` as a JSON string) converts to it.
+
+_SHAREGPT_TOOL_ROLES = {"function_call": "tool_call", "observation": "tool", "tool": "tool", "function": "tool"}
+
+
+def is_tool_conversation(obj: Any) -> bool:
+    """A record whose conversation holds tool calls or tool results."""
+    if not isinstance(obj, dict):
+        return False
+    msgs = obj.get("messages")
+    if isinstance(msgs, list):
+        return any(isinstance(m, dict) and (m.get("role") == "tool" or m.get("tool_calls")) for m in msgs)
+    conv = obj.get("conversations")
+    if isinstance(conv, list):
+        return any(isinstance(t, dict) and str(t.get("from", "")).lower() in _SHAREGPT_TOOL_ROLES for t in conv)
+    return False
+
+
+def _json_value(value: Any, field: str, want: type) -> Any:
+    """`value`, or the JSON a string holds, when it is a `want` (dict, list, or object for either)."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as err:
+            raise RecordError(field, f"not valid JSON ({err})", kind="invalid_tool_conversation") from None
+    if isinstance(value, want) and not isinstance(value, str):
+        return value
+    raise RecordError(field, f"expected a JSON {want.__name__}", kind="invalid_tool_conversation")
+
+
+def _tool_call(raw: Any, field: str) -> dict[str, Any]:
+    fn = raw.get("function", raw) if isinstance(raw, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
+        raise RecordError(
+            f"{field}.function.name", "a tool call needs a function name", kind="invalid_tool_conversation"
+        )
+    args = _json_value(fn.get("arguments", fn.get("parameters", {})), f"{field}.function.arguments", dict)
+    call: dict[str, Any] = {"type": "function", "function": {"name": fn["name"], "arguments": args}}
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+        call["id"] = raw["id"]
+    return call
+
+
+def _sharegpt_tool_messages(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    msgs: list[dict[str, Any]] = []
+    if isinstance(obj.get("system"), str) and obj["system"]:
+        msgs.append({"role": "system", "content": obj["system"]})
+    for i, turn in enumerate(obj["conversations"]):
+        field = f"conversations[{i}]"
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise RecordError(f"{field}.value", "expected a string", kind="invalid_tool_conversation")
+        name = str(turn.get("from", "")).lower()
+        role = _SHAREGPT_TOOL_ROLES.get(name) or _SHAREGPT_ROLES.get(name)
+        if role is None:
+            raise RecordError(f"{field}.from", f"unknown role {turn.get('from')!r}", kind="invalid_tool_conversation")
+        if role == "tool_call":
+            calls = _json_value(turn["value"], f"{field}.value", object)
+            calls = calls if isinstance(calls, list) else [calls]
+            msgs.append(
+                {"role": "assistant", "content": "", "tool_calls": [_tool_call(c, f"{field}.value") for c in calls]}
+            )
+        else:
+            msgs.append({"role": role, "content": turn["value"]})
+    return msgs
+
+
+def _openai_tool_messages(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    msgs: list[dict[str, Any]] = []
+    for i, m in enumerate(obj["messages"]):
+        field = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise RecordError(field, "expected an object", kind="invalid_tool_conversation")
+        role = _OPENAI_ROLES.get(str(m.get("role"))) or ("tool" if m.get("role") == "tool" else None)
+        if role is None:
+            raise RecordError(f"{field}.role", f"unknown role {m.get('role')!r}", kind="invalid_tool_conversation")
+        content = m.get("content")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise RecordError(f"{field}.content", "expected a string", kind="invalid_tool_conversation")
+        out: dict[str, Any] = {"role": role, "content": content}
+        if m.get("tool_calls"):
+            if role != "assistant" or not isinstance(m["tool_calls"], list):
+                raise RecordError(
+                    f"{field}.tool_calls", "only assistant turns call tools", kind="invalid_tool_conversation"
+                )
+            out["tool_calls"] = [_tool_call(c, f"{field}.tool_calls[{j}]") for j, c in enumerate(m["tool_calls"])]
+        for key in ("tool_call_id", "name"):
+            if role == "tool" and isinstance(m.get(key), str):
+                out[key] = m[key]
+        msgs.append(out)
+    return msgs
+
+
+def check_tool_conversation(msgs: list[dict[str, Any]], field: str = "messages", offset: int = 0) -> None:
+    """Each tool result answers a call of the assistant turn before it (by id when ids are given), every call is
+    answered before the conversation goes on, a system turn comes first only, and the last turn is the assistant's."""
+
+    def fail(i: int, message: str, key: str = "") -> RecordError:
+        return RecordError(f"{field}[{i + offset}]{key}", message, kind="invalid_tool_conversation")
+
+    pending: list[dict[str, Any]] = []
+    for i, m in enumerate(msgs):
+        role = m["role"]
+        if role == "system" and i != 0:
+            raise fail(i, "a system turn can only come first")
+        if role == "tool":
+            if not pending:
+                raise fail(i, "a tool result that follows no tool call")
+            call_id = m.get("tool_call_id")
+            ids = [c.get("id") for c in pending]
+            if call_id is not None and any(ids) and call_id not in ids:
+                raise fail(i, f"tool_call_id {call_id!r} answers no pending call", ".tool_call_id")
+            pending.pop(ids.index(call_id) if call_id in ids else 0)
+            continue
+        if pending:
+            raise fail(i, f"{len(pending)} tool call(s) of the assistant turn before have no result")
+        if role == "assistant":
+            if not m["content"] and not m.get("tool_calls"):
+                raise fail(i, "an assistant turn with neither content nor tool calls", ".content")
+            pending = list(m.get("tool_calls") or [])
+    if not msgs or msgs[-1]["role"] != "assistant":
+        raise fail(len(msgs) - 1, "the conversation must end with an assistant turn (there is nothing to train on)")
+    if not any(m["role"] == "user" for m in msgs):
+        raise fail(0, "the conversation has no user turn")
+
+
+def to_tool_conversation(obj: dict[str, Any]) -> dict[str, Any]:
+    """A tool-calling record in the canonical `{"messages", "tools"}` form, validated; RecordError naming the turn."""
+    sharegpt = "messages" not in obj
+    msgs = _sharegpt_tool_messages(obj) if sharegpt else _openai_tool_messages(obj)
+    offset = -1 if sharegpt and isinstance(obj.get("system"), str) and obj["system"] else 0  # the system field
+    check_tool_conversation(msgs, "conversations" if sharegpt else "messages", offset)
+    tools = obj.get("tools", [])
+    tools = _json_value(tools, "tools", list) if tools not in (None, "") else []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise RecordError(f"tools[{i}]", "expected an object (a function schema)", kind="invalid_tool_conversation")
+    # OpenAI's form {"type": "function", "function": {...}}; LLaMA-Factory lists the function schemas bare.
+    tools = [t if "function" in t else {"type": "function", "function": t} for t in tools]
+    return {"messages": msgs, "tools": tools}

@@ -10,8 +10,8 @@ from typing import Any
 import polars as pl
 
 from workbench import io, text
-from workbench.clean.rules import compare_key, history_text
 from workbench.frames import rows_to_frame
+from workbench.records import PROMPT_FIELDS, mapping_notes
 
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -30,10 +30,14 @@ class Validation:
 
 
 def validate(
-    path: Path, overrides: dict[str, str] | None = None, keep: int = 50, duplicate_keys: io.DuplicateKeys = "reject"
+    path: Path,
+    overrides: dict[str, str] | None = None,
+    keep: int = 50,
+    duplicate_keys: io.DuplicateKeys = "reject",
+    split: str | None = None,
 ) -> Validation:
     """Read every record of `path` as a training example; keep the first `keep` rejects in full."""
-    reader = io.RecordReader(Path(path), overrides, duplicate_keys=duplicate_keys)
+    reader = io.RecordReader(Path(path), overrides, duplicate_keys=duplicate_keys, split=split)
     result: Validation | None = None
     records = 0
     kinds: Counter[str] = Counter()
@@ -47,7 +51,7 @@ def validate(
 
 
 def _describe_frame(df: pl.DataFrame) -> pl.DataFrame:
-    hist = history_text()
+    hist = text.history_text()
     cols: list[pl.Expr] = []
     for name, expr in (
         ("instruction", pl.col("instruction")),
@@ -65,14 +69,16 @@ def _describe_frame(df: pl.DataFrame) -> pl.DataFrame:
         text.cjk_count(pl.col("output")).alias("output.cjk_tokens"),
         text.script_expr(pl.col("output")).alias("output.script"),
         pl.col("history").list.len().cast(pl.Int64).alias("history.turns"),
-        compare_key(pl.col("instruction") + "\n" + pl.col("input")).alias("_prompt_key"),
+        text.duplicate_text(PROMPT_FIELDS).alias("_prompt_key"),
         pl.col("instruction").alias("_prompt"),
     )
 
 
-def describe(path: Path, overrides: dict[str, str] | None = None, top: int = 10) -> dict[str, Any]:
+def describe(
+    path: Path, overrides: dict[str, str] | None = None, top: int = 10, split: str | None = None
+) -> dict[str, Any]:
     """Length distributions per field (characters and tokens), script mix, field usage, duplicate prompts."""
-    reader = io.RecordReader(Path(path), overrides)
+    reader = io.RecordReader(Path(path), overrides, split=split)
     parts: list[pl.DataFrame] = []
     rejected = 0
     for batch in reader:
@@ -100,7 +106,7 @@ def describe(path: Path, overrides: dict[str, str] | None = None, top: int = 10)
     out_tokens = int(df["output.tokens"].sum())
     cjk_tokens = int(df["output.cjk_tokens"].sum())
     dups = (
-        df.filter(pl.col("_prompt_key") != "")
+        df.filter(pl.col("_prompt_key").str.replace_all("\x1e", "", literal=True) != "")
         .group_by("_prompt_key")
         .agg(pl.len().alias("count"), pl.col("_prompt").first().alias("prompt"))
         .filter(pl.col("count") > 1)
@@ -110,6 +116,7 @@ def describe(path: Path, overrides: dict[str, str] | None = None, top: int = 10)
         "path": str(path),
         "format": reader.info.format,
         "mapping": reader.mapping or {},
+        "mapping_notes": mapping_notes(reader.mapping or {}),
         "records": n,
         "rejected": rejected,
         "field_usage": usage,

@@ -21,14 +21,16 @@ import polars as pl
 from workbench import io, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
-from workbench.clean.rules import RULES, features, history_text
+from workbench.clean.rules import RULES, features
 from workbench.dedup.stages import DedupStages
 from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.manifest import build_manifest
-from workbench.records import FIELDS
+from workbench.records import FIELDS, mapping_notes
 
 STRING_FIELDS = ("instruction", "input", "output", "system")  # the plain-text fields (history is a list)
 INVARIANT = "read = kept + dropped + rejected"
+
+REPORTED_LISTED = 1000  # records listed in the stats under `reported` (rules with `action: report`)
 
 # Output-token histogram bins stored in the stats for reports: 0, 1, 2-3, 4-7, ... , 65536+.
 TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
@@ -37,7 +39,7 @@ TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8
 def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFrame, Counter[str]]:
     """Unicode/whitespace normalisation of every text field, then placeholder inputs become empty."""
 
-    opts = (cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace)
+    opts = (cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace, cfg.keep_as_written)
     new = df.with_columns(
         *(text.normalize_series(df[c], *opts) for c in STRING_FIELDS),
         pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
@@ -45,8 +47,20 @@ def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFram
     changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
     bidi = pl.any_horizontal(
         [pl.col(c).str.contains(text.BIDI_CONTROL_PATTERN) for c in STRING_FIELDS]
-        + [history_text().str.contains(text.BIDI_CONTROL_PATTERN)]
+        + [text.history_text().str.contains(text.BIDI_CONTROL_PATTERN)]
     )
+    converted = 0
+    if cfg.chinese is not None:
+        before = new
+        conv = cfg.chinese
+        new = new.with_columns(
+            *(text.convert_chinese_series(new[c], conv) for c in STRING_FIELDS),
+            _convert_history(new["history"], conv),
+        )
+        converted = int(
+            new.select(pl.any_horizontal([new[c] != before[c] for c in (*STRING_FIELDS, "history")]).sum()).item()
+        )
+        changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
     is_placeholder = (pl.col("input") != "") & pl.col("input").str.to_lowercase().is_in(placeholders)
     counts = Counter(
@@ -54,10 +68,21 @@ def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFram
             "normalized": int(new.select(changed.sum()).item()),
             "placeholder_input": int(new.select(is_placeholder.sum()).item()),
             "bidi_controls_removed": int(df.select(bidi.sum()).item()) if cfg.strip_control else 0,
+            "chinese_converted": converted,
         }
     )
     new = new.with_columns(pl.when(is_placeholder).then(pl.lit("")).otherwise(pl.col("input")).alias("input"))
     return new, counts
+
+
+def _convert_history(history: pl.Series, conversion: text.ChineseConversion) -> pl.Series:
+    """OpenCC over every turn of a history column (list of [user, assistant]); most records have no history."""
+    rows = history.to_list()
+    if not any(rows):
+        return history
+    conv = text.chinese_converter(conversion)
+    out = [[[conv.convert(t) for t in turn] for turn in rec] if rec else rec for rec in rows]
+    return pl.Series("history", out, dtype=history.dtype)
 
 
 def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[str]]:
@@ -73,7 +98,7 @@ def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[s
     kinds = tuple(cfg.kinds)
     candidate = pl.any_horizontal(
         [pl.col(c).str.contains(pii.CANDIDATE_PATTERN) for c in STRING_FIELDS]
-        + [history_text().str.contains(pii.CANDIDATE_PATTERN)]
+        + [text.history_text().str.contains(pii.CANDIDATE_PATTERN)]
     )
     df = df.with_row_index("_i")
     cand = df.filter(candidate)
@@ -120,9 +145,20 @@ def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     df = df.lazy().with_columns(features()).collect().with_row_index("_i")
     rule_col = pl.Series("_rule", [None] * df.height, dtype=pl.String)
     reason_col = pl.Series("_reason", [None] * df.height, dtype=pl.String)
+    flag_col = pl.Series("_flag", [None] * df.height, dtype=pl.String)
+    flag_reason_col = pl.Series("_flag_reason", [None] * df.height, dtype=pl.String)
     remaining = df
     for name, params in profile.enabled_rules():
         check = RULES[name].build(params)
+        if check.report_only:  # `action: report`: the first such rule that matches is noted; nothing is dropped
+            unflagged = remaining.filter(flag_col.gather(remaining["_i"]).is_null())
+            hits = unflagged.lazy().filter(check.drop).collect().rechunk()
+            if hits.height:
+                flag_col.scatter(hits["_i"], name)
+                flag_reason_col.scatter(
+                    hits["_i"], hits.lazy().select(check.reason.cast(pl.String)).collect().to_series()
+                )
+            continue
         # Lazy evaluation everywhere: polars then computes sub-expressions a rule repeats only once.
         candidates = remaining if check.applies is None else remaining.lazy().filter(check.applies).collect()
         if candidates.height == 0:
@@ -140,7 +176,7 @@ def apply_rules(df: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     if pii_hits.height:
         rule_col.scatter(pii_hits["_i"], "pii")
         reason_col.scatter(pii_hits["_i"], pii_hits["_pii"])
-    return df.drop("_i").with_columns(rule_col, reason_col)
+    return df.drop("_i").with_columns(rule_col, reason_col, flag_col, flag_reason_col)
 
 
 @dataclass
@@ -148,6 +184,7 @@ class CleanedBatch:
     kept: pl.DataFrame
     dropped: pl.DataFrame
     counts: Counter[str]
+    reported: pl.DataFrame  # `_line`, `_flag` (rule), `_flag_reason`, `_rule` (true when a later rule dropped it)
 
 
 def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
@@ -157,7 +194,8 @@ def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
     counts.update(pii_counts)
     df = apply_rules(df, profile)
     is_dropped = pl.col("_rule").is_not_null()
-    return CleanedBatch(kept=df.filter(~is_dropped), dropped=df.filter(is_dropped), counts=counts)
+    reported = df.filter(pl.col("_flag").is_not_null()).select("_line", "_flag", "_flag_reason", is_dropped)
+    return CleanedBatch(kept=df.filter(~is_dropped), dropped=df.filter(is_dropped), counts=counts, reported=reported)
 
 
 @dataclass
@@ -170,6 +208,9 @@ class CleanStats:
     rejected_by_kind: Counter[str] = field(default_factory=Counter)
     counts: Counter[str] = field(default_factory=Counter)
     token_hist: Counter[int] = field(default_factory=Counter)
+    reported_by_rule: Counter[str] = field(default_factory=Counter)
+    tool_conversations: int = 0
+    reported: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dropped(self) -> int:
@@ -184,6 +225,12 @@ class CleanStats:
         self.rejected += len(batch.rejects)
         self.rejected_by_kind.update(r.kind for r in batch.rejects)
         self.counts.update(counts)
+
+    def add_reported(self, reported: pl.DataFrame) -> None:
+        for line, rule, reason, dropped in reported.iter_rows():
+            self.reported_by_rule[rule] += 1
+            if len(self.reported) < REPORTED_LISTED:
+                self.reported.append({"line": line, "rule": rule, "reason": reason, "dropped_by_a_later_rule": dropped})
 
     def add_dropped(self, dropped: pl.DataFrame) -> None:
         if dropped.height:
@@ -209,12 +256,17 @@ class CleanStats:
             "invariant_holds": self.invariant_holds,
             "dropped_by_rule": {r: self.dropped_by_rule.get(r, 0) for r in names},
             "rejected_by_kind": dict(sorted(self.rejected_by_kind.items())),
+            "reported_by_rule": dict(sorted(self.reported_by_rule.items())),
+            "reported": self.reported,
+            "reported_left_out": sum(self.reported_by_rule.values()) - len(self.reported),
+            "kept_tool_conversations": self.tool_conversations,
             "blank_lines": self.blank_lines,
             "modified": {
                 "normalized": self.counts.get("normalized", 0),
                 "placeholder_input": self.counts.get("placeholder_input", 0),
                 "pii_redacted": self.counts.get("pii_redacted", 0),
                 "bidi_controls_removed": self.counts.get("bidi_controls_removed", 0),
+                "chinese_converted": self.counts.get("chinese_converted", 0),
             },
             "pii_found": {k: self.counts.get(f"found_{k}", 0) for k in pii.ALL_KINDS},
             "kept_output_tokens_histogram": {
@@ -282,6 +334,7 @@ def run(
     against: list[Path] | None = None,
     command: str = "clean",
     duplicate_keys: io.DuplicateKeys = "reject",
+    split: str | None = None,
 ) -> CleanResult:
     """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
     progress.
@@ -292,10 +345,14 @@ def run(
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
     been seen; the output is then written from them."""
     started = time.time()
-    reader = io.RecordReader(Path(input_path), overrides, batch_size=batch_size, duplicate_keys=duplicate_keys)
+    reader = io.RecordReader(
+        Path(input_path), overrides, batch_size=batch_size, duplicate_keys=duplicate_keys, split=split
+    )
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
+    if profile.normalize.chinese is not None:
+        text.chinese_converter(profile.normalize.chinese)  # a missing OpenCC is one line before any file is written
     stats = CleanStats()
     files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
     with io.OutputSet(files, manifest=paths.manifest) as outputs:
@@ -306,7 +363,9 @@ def run(
         dropped_f = outputs.open(paths.dropped)
         rejects_f = outputs.open(paths.rejects)
         stage_dir = outputs.scratch("kept") if stages.needs_all_records else None
+        conversations: list[dict[str, Any]] = []  # tool-calling conversations: validated, kept whole
         for i, batch in enumerate(reader):
+            conversations.extend(conv for _, conv in batch.conversations)
             cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
             kept, dedup_dropped = stages.stream(cleaned.kept)
             for dropped in (cleaned.dropped, *dedup_dropped):
@@ -315,6 +374,7 @@ def run(
             for rej in batch.rejects:
                 rejects_f.write(io.jsonl_line(rej.to_json()))
             stats.add_batch(batch, cleaned.counts)
+            stats.add_reported(cleaned.reported)
             if stage_dir is not None:
                 stages.collect(kept)
                 kept.select(STAGE_COLUMNS).write_ipc(stage_dir / f"{i:06d}.arrow")
@@ -334,6 +394,10 @@ def run(
                 _write_dropped(dropped_f, dropped)
                 stats.add_dropped(dropped)
                 part.unlink()
+        for conv in conversations:  # after the Alpaca-shaped records, in input order
+            kept_f.write(io.jsonl_line(conv))
+        stats.kept += len(conversations)
+        stats.tool_conversations = len(conversations)
         stats.blank_lines = reader.blank_lines
         drop_order = [*profile.rule_order, "pii", *stages.names]
         if not stats.invariant_holds:  # a bug, not a user error
@@ -345,11 +409,13 @@ def run(
             "compression": reader.info.compression,
             "unit": reader.info.unit,
             "encoding": reader.info.encoding,
+            **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
             "sha256": reader.sha256(),
         }
         summary = {
             "input": source,
             "mapping": mapping,
+            "mapping_notes": mapping_notes(mapping),
             "profile": profile.as_dict(),
             **stats.to_json(drop_order),
         }
@@ -357,6 +423,7 @@ def run(
             summary["contamination"] = stages.evals.report()
         if stages.semantic is not None and stages.semantic.precision_used is not None:
             summary["semantic_precision"] = stages.semantic.precision_used  # what `auto` became, and why
+        summary["warnings"] = stages.warnings
         outputs.write(paths.stats, io.dumps_json(summary))
         manifest = build_manifest(
             command=command,

@@ -16,7 +16,7 @@ from workbench.dedup.exact import ExactConfig
 from workbench.dedup.minhash import NearConfig
 from workbench.dedup.stages import DedupConfig
 from workbench.errors import WbError
-from workbench.text import UnicodeForm
+from workbench.text import ChineseConversion, UnicodeForm
 
 BUILTIN = ("default", "strict", "zh")
 
@@ -44,6 +44,19 @@ class NormalizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unicode: UnicodeForm = Field("NFKC", description="Unicode normalisation form, or none.")
+    keep_as_written: bool = Field(
+        True,
+        description="Characters whose form is their meaning keep it under every Unicode form: CJK and full-width "
+        "punctuation, the ellipsis, ℃, circled numbers, super/subscripts, emoji symbols, CJK compatibility "
+        "ideographs (the list: workbench.text.KEEP_AS_WRITTEN_RANGES). Full-width Latin letters and digits, "
+        "ligatures and compatibility spaces still fold. false: the Unicode form applies to every character.",
+    )
+    chinese: ChineseConversion | None = Field(
+        None,
+        description="Convert between Chinese scripts with OpenCC (pip install 'wb[zh]'): t2s traditional → "
+        "simplified, s2t the reverse, tw2s/s2tw/hk2s/s2hk for Taiwan and Hong Kong forms, tw2sp/s2twp with phrases. "
+        "null (default): Chinese text is left in the script it is written in. The stats count the records changed.",
+    )
     strip_control: bool = Field(True, description="Remove control characters other than tab and newline.")
     strip_zero_width: bool = Field(True, description="Remove zero-width spaces, word joiners, BOMs, soft hyphens.")
     whitespace: bool = Field(True, description="Trim and collapse whitespace in prose (code keeps its spacing).")
@@ -114,7 +127,12 @@ class Profile(BaseModel):
         if dedup.exact is None and dedup.near is None:
             dedup = DedupConfig(exact=ExactConfig(), near=NearConfig())
         off = NormalizeConfig(
-            unicode="none", strip_control=False, strip_zero_width=False, whitespace=False, placeholder_inputs=[]
+            unicode="none",
+            keep_as_written=True,
+            strip_control=False,
+            strip_zero_width=False,
+            whitespace=False,
+            placeholder_inputs=[],
         )
         return self.model_copy(
             update={

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +44,7 @@ class Check:
     reason: pl.Expr
     applies: pl.Expr | None = None
     prepare: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+    report_only: bool = False  # matches are counted and listed in the stats, the record is kept
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,9 @@ def rule(name: str, description: str, params: type[Params]) -> Callable[[Callabl
 INSTRUCTION, INPUT, OUTPUT = pl.col("instruction"), pl.col("input"), pl.col("output")
 
 
-def history_text() -> pl.Expr:
-    return pl.col("history").list.eval(pl.element().list.join("\n")).list.join("\n").fill_null("")
-
-
 def features() -> list[pl.Expr]:
     """Per-record measures that several rules and the stats share."""
-    texts = [INSTRUCTION, INPUT, OUTPUT, pl.col("system"), history_text()]
+    texts = [INSTRUCTION, INPUT, OUTPUT, pl.col("system"), text.history_text()]
     return [
         OUTPUT.str.len_chars().cast(pl.Int64).alias("_output_chars"),
         pl.sum_horizontal([t.str.len_chars().cast(pl.Int64) for t in texts]).alias("_total_chars"),
@@ -86,15 +83,6 @@ def features() -> list[pl.Expr]:
 
 
 ECHO_PREFIX = 2048
-END_PUNCTUATION = ".,;:!?'\"()[]{}<>-_*#`~…。，；：！？、（）【】《》「」『』“”‘’"
-
-
-def compare_key(expr: pl.Expr) -> pl.Expr:
-    """Case- and space-insensitive form of a text, without punctuation at its ends, for 'is the same as'.
-
-    Punctuation inside is kept: a fixed line of code differs from the broken one often by a `;` or `:` alone.
-    """
-    return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.strip_chars(END_PUNCTUATION)
 
 
 def ratio(part: pl.Expr, whole: pl.Expr) -> pl.Expr:
@@ -184,9 +172,9 @@ def output_echoes_prompt(p: NoParams) -> Check:
         exact = stripped == other.str.strip_chars()
         # Loose comparison for prose only: in code, case and spacing are the fix ("ForEach" → "forEach").
         # Keys cover the first ECHO_PREFIX characters; `close` has already matched the lengths.
-        out_key = compare_key(OUTPUT.str.slice(0, ECHO_PREFIX))
+        out_key = text.echo_key(OUTPUT.str.slice(0, ECHO_PREFIX))
         loose = ~text.looks_like_code(OUTPUT) & ~text.looks_like_code(other)
-        loose = loose & (out_key == compare_key(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
+        loose = loose & (out_key == text.echo_key(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
         return close(other) & (exact | loose) & (stripped != "")
 
     same_ins, same_inp = same(INSTRUCTION), same(INPUT)
@@ -507,3 +495,59 @@ def truncated_output(p: TruncatedParams) -> Check:
             )
         )
     return _first_of(checks)
+
+
+# Template variables left in text that was generated from a template (LLaMA-Factory's identity.json ships
+# `{{name}}` and `{{author}}` to be filled in). Rust regex syntax. Records any of whose fields looks like code are
+# not searched (code keeps its `{x}`, `<T>`, `$HOME` and `{{ value }}`), unless `in_code` is on.
+PLACEHOLDER_PATTERNS = [
+    r"\{\{\s*[^{}\s][^{}\n]{0,40}?\s*\}\}",  # {{name}}, {{ author }}, {{名字}}
+    r"\{[A-Za-z_][A-Za-z0-9_]{0,40}\}",  # {name}, {user_name}
+    r"<[A-Z][A-Z0-9]*(?:[_ ][A-Z0-9]+)+>|<(?:NAME|AUTHOR|USER|COMPANY|DATE|PLACEHOLDER|INSERT|TODO|TBD)>",  # <NAME>
+    r"(?i)\[(?:insert|your|enter|add|fill in|placeholder)\b[^\]\n]{0,40}\]",  # [INSERT NAME], [Your Name]
+    r"\[(?:NAME|AUTHOR|COMPANY|DATE|PLACEHOLDER|TODO|TBD|[A-Z]+_[A-Z_]+)\]",  # [NAME], [COMPANY_NAME]
+    r"[【\[](?:填写|插入|输入|此处填|请填写)[^】\]\n]{0,20}[】\]]",  # 【填写姓名】
+    r"\$\{?[A-Z][A-Z0-9]*_[A-Z0-9_]+\}?",  # $USER_NAME, ${COMPANY_NAME}
+]
+# Tokens wb's own PII redaction writes: filled on purpose, never a placeholder.
+PLACEHOLDER_IGNORE = ["<EMAIL>", "<PHONE>", "<IP>", "<ID>"]
+
+
+class PlaceholderParams(Params):
+    patterns: list[str] = Field(
+        default_factory=lambda: list(PLACEHOLDER_PATTERNS),
+        description="Regular expressions (Rust regex syntax) of template variables left unfilled.",
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: list(PLACEHOLDER_IGNORE),
+        description="Literal strings that never count (the PII redaction tokens by default).",
+    )
+    in_code: bool = Field(False, description="Also search fields that look like code.")
+    action: Literal["drop", "report"] = Field(
+        "drop", description="drop: drop the record; report: keep it and list it in the stats."
+    )
+
+
+@rule(
+    "unfilled_placeholder",
+    "A template variable left unfilled ({{name}}, {name}, <NAME>, [INSERT ...], $VAR) in any text field.",
+    PlaceholderParams,
+)
+def unfilled_placeholder(p: PlaceholderParams) -> Check:
+    if not p.patterns:
+        return _never()
+    pattern = "|".join(f"(?:{x})" for x in p.patterns)
+    fields = [(INSTRUCTION, "instruction"), (INPUT, "input"), (OUTPUT, "output"), (pl.col("system"), "system")]
+    fields.append((text.history_text(), "history"))
+    checks = []
+    for expr, name in fields:
+        searched = expr.str.replace_many(p.ignore, [""] * len(p.ignore)) if p.ignore else expr
+        found = searched.str.extract(f"({pattern})", 1)
+        reason = pl.format(f"{name} holds the unfilled placeholder '{{}}'", found)
+        checks.append((searched.str.contains(pattern), reason))
+    first = _first_of(checks)
+    if p.in_code:
+        return Check(first.drop, first.reason, report_only=p.action == "report")
+    # A record about code (`f'Hello, {name}!'`, `${TOKEN}`, a URL template) uses braces and `$` as code does.
+    code = pl.any_horizontal([text.looks_like_code(expr) for expr, _ in fields])
+    return Check(first.drop & ~code, first.reason, report_only=p.action == "report")

@@ -15,9 +15,10 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench import io
-from workbench.dedup.shingles import joined_text, record_ngrams
+from workbench.dedup.shingles import record_ngrams
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
+from workbench.text import joined_text
 
 FIELDS = ["instruction", "input", "output", "system", "history"]
 

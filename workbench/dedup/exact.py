@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.dedup.shingles import joined_text
+from workbench import text
 from workbench.records import PROMPT_FIELDS, FieldName
 
 
@@ -25,18 +25,8 @@ class ExactConfig(BaseModel):
 
 
 def key_expr(cfg: ExactConfig) -> pl.Expr:
-    """A 64-bit hash of the normalised key (fields kept apart, so "ab"+"c" differs from "a"+"bc")."""
-    parts = []
-    for f in cfg.fields:
-        e = joined_text([f])
-        if cfg.ignore_case:
-            e = e.str.to_lowercase()
-        if cfg.ignore_punctuation:
-            e = e.str.replace_all(r"[\p{P}\p{S}]+", "")
-        if cfg.ignore_whitespace:
-            e = e.str.replace_all(r"\s+", "")
-        parts.append(e)
-    return pl.concat_str(parts, separator="\x1e").hash(7)
+    """A 64-bit hash of the normalised key (`workbench.text.duplicate_key`)."""
+    return text.duplicate_key(cfg.fields, cfg.ignore_case, cfg.ignore_whitespace, cfg.ignore_punctuation)
 
 
 @dataclass

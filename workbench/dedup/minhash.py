@@ -26,8 +26,9 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.dedup.shingles import joined_text, record_ngrams, to_u32
+from workbench.dedup.shingles import record_ngrams, to_u32
 from workbench.records import TEXT_FIELDS, FieldName
+from workbench.text import joined_text
 
 
 class NearConfig(BaseModel):

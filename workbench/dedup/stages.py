@@ -88,6 +88,10 @@ class DedupStages:
         return kept, [d for d in dropped if d.height]
 
     @property
+    def warnings(self) -> list[str]:
+        return self.semantic.warnings if self.semantic is not None else []
+
+    @property
     def needs_all_records(self) -> bool:
         """Near and semantic duplicates are decided once every batch has been seen."""
         return self.near is not None or self.semantic is not None

@@ -39,6 +39,7 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: Path | None = Field(None, description="Task eval records (reference = output).")
+    split: str | None = Field(None, description="Split of a dataset folder given as data; default test.")
     suite: str = Field("generic", description="How answers are judged: a suite file or a shipped name.")
     limit: int | None = Field(None, ge=1, description="Only the first N task records.")
     probes: list[str] = Field(

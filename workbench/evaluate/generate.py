@@ -49,6 +49,8 @@ def prompt_for(loaded: Loaded, record: dict[str, Any]) -> str:
 
 
 def stop_token_ids(loaded: Loaded) -> list[int]:
+    from workbench.train import data as tdata
+
     ids: set[int] = set()
     config_eos = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
     for value in (config_eos, loaded.tokenizer.eos_token_id):
@@ -56,6 +58,11 @@ def stop_token_ids(loaded: Loaded) -> list[int]:
             ids.add(value)
         elif isinstance(value, list | tuple):
             ids.update(int(v) for v in value)
+    if loaded.template == "chat":  # the template's own end of turn (<|im_end|> of a named template on a base model)
+        eot = tdata.end_of_turn(loaded.tokenizer)
+        eot_ids = loaded.tokenizer(eot, add_special_tokens=False)["input_ids"] if eot else []
+        if len(eot_ids) == 1:
+            ids.add(int(eot_ids[0]))
     return sorted(ids)
 
 

@@ -67,12 +67,12 @@ class EvalResult:
 # Inputs
 
 
-def task_items(path: Path, limit: int | None) -> list[Item]:
+def task_items(path: Path, limit: int | None, split: str | None = None) -> list[Item]:
     """The task records as eval items. In a JSONL file a record may also carry `answer_type` (overriding the
     suite's) and `options` ({"A": "...", ...} for multiple choice)."""
     from workbench.train.trainer import read_records
 
-    records = read_records(path)[:limit]
+    records = read_records(path, split, prefer=("test", "validation"))[:limit]
     extras = _record_extras(path) if path.suffix == ".jsonl" else {}
     items = []
     for line, r in records:
@@ -116,7 +116,7 @@ def _extras(row: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
 def _sets(config: EvalConfig) -> list[EvalSet]:
     sets: list[EvalSet] = []
     if config.data is not None:
-        sets.append(EvalSet(TASK, TASK, task_items(config.data, config.limit)))
+        sets.append(EvalSet(TASK, TASK, task_items(config.data, config.limit, config.split)))
     names: set[str] = set()
     for spec in config.probes:
         probe: ProbeSet = load_probe_set(spec, config.probe_limit)
@@ -233,7 +233,7 @@ def _train_overlap(run_dir: Path | None, eval_data: Path) -> dict[str, Any] | No
 
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     data = (manifest.get("inputs", {}).get("data") or {}).get("path")
-    if not data or not Path(data).is_file():
+    if not data or not Path(data).exists():  # a file or a dataset folder
         return None
     index = EvalIndex.from_files([eval_data], DecontaminateConfig())
     for batch in io.RecordReader(Path(data)):

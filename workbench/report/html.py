@@ -34,6 +34,7 @@ from workbench.report.summary import (
     task_items,
     worst,
 )
+from workbench.text import diff_tokens
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -85,17 +86,9 @@ def pct(part: Any, whole: Any) -> str:
     return f"{100 * part / whole:.1f}%"
 
 
-_TOKEN = re.compile(r"\s+|[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]|\w+|[^\w\s]", re.UNICODE)
-
-
-def tokens(text: str) -> list[str]:
-    """Words, single CJK characters, punctuation and whitespace runs: joined, they give the text back."""
-    return _TOKEN.findall(text)
-
-
 def word_diff(reference: str, prediction: str) -> list[tuple[str, str]]:
     """The prediction as (class, text) segments: `same` where it matches the reference, `diff` where it does not."""
-    ref, pred = tokens(reference), tokens(prediction)
+    ref, pred = diff_tokens(reference), diff_tokens(prediction)
     segments: list[tuple[str, str]] = []
     matcher = difflib.SequenceMatcher(None, ref, pred, autojunk=False)
     for op, _i1, _i2, j1, j2 in matcher.get_opcodes():

@@ -1,10 +1,10 @@
 """Training examples: records → token ids with labels (prompt tokens masked), then packing.
 
 Templating goes through the model's chat template when it has one (the same rendering `wb generate` uses with
-`add_generation_prompt=True`), else the Alpaca template for base models. Each conversation is rendered turn by
-turn and cut into segments: text the model must learn to produce (assistant turns, with their end-of-turn
-token) and text it only reads (system, user turns, template scaffolding). Segments are tokenised separately, so
-the boundary between prompt and answer is exact.
+`add_generation_prompt=True`), else the Alpaca template for base models. Each conversation is rendered in full and
+cut into segments: text the model must learn to produce (assistant turns as the full rendering shows them, with
+their end-of-turn token) and text it only reads (system, user turns, template scaffolding, the whitespace after an
+end-of-turn token). Segments are tokenised separately, so the boundary between prompt and answer is exact.
 
 Packing concatenates examples into sequences of at most `max_length` tokens (first-fit, longest first,
 deterministic). Examples are kept apart by position ids that restart per example and a block-diagonal causal
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from workbench.errors import WbError
@@ -28,6 +29,45 @@ ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
 Template = Literal["chat", "alpaca"]
+
+# Chat templates wb ships for base models without one (`template: qwen`), in workbench/train/templates/: chatml
+# (ChatML), llama3 (Meta-Llama-3-8B-Instruct's), qwen (Qwen2.5-Instruct's), glm4 (glm-4-9b-chat's).
+NAMED_TEMPLATES = ("chatml", "llama3", "qwen", "glm4")
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+RUN_TEMPLATE_FILE = "chat_template.jinja"  # a template file's copy in the run folder, which generation reads
+TEMPLATE_KEYWORDS = ("auto", "chat", "alpaca")
+
+
+def check_template_spec(spec: str) -> str:
+    """A recipe's `template`: auto, chat, alpaca, a named template or a path to a Jinja file."""
+    if spec in TEMPLATE_KEYWORDS or spec in NAMED_TEMPLATES or Path(spec).expanduser().is_file():
+        return spec
+    raise ValueError(
+        f"{spec!r} is neither auto, chat, alpaca, a named template ({', '.join(NAMED_TEMPLATES)}) nor a Jinja file"
+    )
+
+
+def template_text(spec: str) -> str | None:
+    """The Jinja text a spec names (a named template or a file); None for auto/chat/alpaca."""
+    if spec in TEMPLATE_KEYWORDS:
+        return None
+    path = TEMPLATE_DIR / f"{spec}.jinja" if spec in NAMED_TEMPLATES else Path(spec).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise WbError(f"template: {spec}: cannot read the template ({err})") from None
+
+
+def template_for_run(spec: str, used: Template, run_dir: Path) -> str:
+    """What the run records as its template, so that generate/chat/eval render as training did: the name of a
+    named template, or the file name of the template file's copy in the run folder; else chat or alpaca."""
+    if spec in NAMED_TEMPLATES:
+        return spec
+    text = template_text(spec)
+    if text is None:
+        return used
+    (run_dir / RUN_TEMPLATE_FILE).write_text(text, encoding="utf-8")
+    return RUN_TEMPLATE_FILE
 
 
 @dataclass
@@ -45,6 +85,11 @@ class Example:
 
 
 def choose_template(tokenizer: Any, wanted: str) -> Template:
+    """chat or alpaca for a template spec; a named template or a template file is installed on the tokenizer."""
+    text = template_text(wanted)
+    if text is not None:
+        tokenizer.chat_template = text
+        return "chat"
     has_chat = bool(getattr(tokenizer, "chat_template", None))
     if wanted == "chat" and not has_chat:
         raise WbError("template: chat was asked for, but the model's tokenizer has no chat template; use alpaca")
@@ -53,8 +98,10 @@ def choose_template(tokenizer: Any, wanted: str) -> Template:
     return "chat" if wanted == "chat" else "alpaca"
 
 
-def messages_of(record: dict[str, Any]) -> list[dict[str, str]]:
-    msgs: list[dict[str, str]] = []
+def messages_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    if "messages" in record:  # a tool-calling conversation, kept whole
+        return list(record["messages"])
+    msgs: list[dict[str, Any]] = []
     if record.get("system"):
         msgs.append({"role": "system", "content": record["system"]})
     for user, assistant in record.get("history") or []:
@@ -65,29 +112,95 @@ def messages_of(record: dict[str, Any]) -> list[dict[str, str]]:
     return msgs
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
+def _render(
+    tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool, tools: list[dict[str, Any]] | None = None
+) -> str:
+    return str(
+        tokenizer.apply_chat_template(
+            messages, tools=tools or None, tokenize=False, add_generation_prompt=generation_prompt
+        )
+    )
+
+
+PROBE_TOOL = "wb_probe_tool"
+_TOOL_SUPPORT: dict[str, bool] = {}  # per chat template text
+
+
+def supports_tools(tokenizer: Any) -> bool:
+    """Whether the chat template renders an assistant's tool call and a tool result (many templates drop them)."""
+    key = str(getattr(tokenizer, "chat_template", None))
+    if key not in _TOOL_SUPPORT:
+        _TOOL_SUPPORT[key] = _renders_tools(tokenizer)
+    return _TOOL_SUPPORT[key]
+
+
+def _renders_tools(tokenizer: Any) -> bool:
+    call = {"type": "function", "function": {"name": PROBE_TOOL, "arguments": {"q": 1}}}
+    probe: list[dict[str, Any]] = [
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "wb_probe_result"},
+        {"role": "assistant", "content": "a"},
+    ]
+    try:
+        rendered = _render(tokenizer, probe, generation_prompt=False)
+    except Exception:  # templates that refuse the tool role raise from inside Jinja
+        return False
+    return PROBE_TOOL in rendered and "wb_probe_result" in rendered
+
+
+def end_of_turn(tokenizer: Any) -> str:
+    """The text a template closes an assistant turn with (`<|im_end|>`, `<|eot_id|>`, `</s>`; empty for templates such
+    as GLM-4's that end a turn with the next role tag), found by rendering a probe conversation."""
+    probe = [{"role": "user", "content": "\x00u"}, {"role": "assistant", "content": "\x00a"}]
+    rendered = _render(tokenizer, probe, generation_prompt=False)
+    at = rendered.rfind("\x00a")
+    return rendered[at + 2 :].rstrip() if at >= 0 else ""
 
 
 def chat_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, bool]]:
-    """(text, trained) segments whose concatenation is the rendered conversation."""
+    """(text, trained) segments whose concatenation is the whole conversation as the template renders it.
+
+    The conversation is rendered once, in full, as the model will see it when it continues a multi-turn chat; each
+    assistant turn is then located in that rendering: it starts where the template's generation prompt for that
+    turn ends, and ends where the turn itself ends (with its end-of-turn text, whitespace after it excluded). So
+    templates that render earlier turns differently once later turns exist (Qwen3 drops the `<think>` block of
+    earlier answers) train on what they render, and a default system prompt is masked like any prompt text.
+    """
     msgs = messages_of(record)
+    tools = record.get("tools")
+    full = _render(tokenizer, msgs, generation_prompt=False, tools=tools)
+    eot = end_of_turn(tokenizer)
     segments: list[tuple[str, bool]] = []
-    done = ""
+    pos = 0
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        before = _render(tokenizer, msgs[:i], generation_prompt=True)
-        through = _render(tokenizer, msgs[: i + 1], generation_prompt=False)
-        if not before.startswith(done) or not through.startswith(before):
+        before = _render(tokenizer, msgs[:i], generation_prompt=True, tools=tools)
+        if not full.startswith(before) or len(before) < pos:
             raise WbError(
-                "the model's chat template does not render conversations turn by turn (a later turn changes an "
-                "earlier one), so prompt tokens cannot be masked exactly; use template: alpaca"
+                "the model's chat template renders a conversation's beginning differently from the conversation "
+                f"(turn {i}), so its prompt tokens cannot be masked exactly; use another template"
             )
-        segments.append((before[len(done) :], False))
-        segments.append((through[len(before) :], True))
-        done = through
-    return segments
+        start = len(before)
+        through = _render(tokenizer, msgs[: i + 1], generation_prompt=False, tools=tools)
+        through = through.rstrip() if full.startswith(through.rstrip()) else ""
+        if through and (not eot or through.endswith(eot) or i == len(msgs) - 1):
+            end = len(through)
+        else:  # the turn renders differently once later turns follow: it ends at its end-of-turn text
+            found = full.find(eot, start) if eot else -1
+            if found < 0:
+                raise WbError(
+                    f"the model's chat template has no end-of-turn text after assistant turn {i}, so the turn's end "
+                    "cannot be found; use another template"
+                )
+            end = found + len(eot)
+        end = start + len(full[start:end].rstrip())
+        segments.append((full[pos:start], False))
+        segments.append((full[start:end], True))
+        pos = end
+    segments.append((full[pos:], False))
+    return [seg for seg in segments if seg[0]]
 
 
 def alpaca_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -113,6 +226,11 @@ def prompt_text(tokenizer: Any, template: Template, record: dict[str, Any]) -> s
 def encode(
     tokenizer: Any, record: dict[str, Any], template: Template, max_length: int, train_on: str, line: int = 0
 ) -> Example:
+    if "messages" in record and (template != "chat" or not supports_tools(tokenizer)):
+        raise WbError(
+            f"line {line}: a tool-calling conversation needs a chat template that renders tool calls and results; "
+            f"this {'template' if template == 'chat' else 'alpaca template'} does not (use e.g. template: qwen)"
+        )
     segments = chat_segments(tokenizer, record) if template == "chat" else alpaca_segments(tokenizer, record)
     ids: list[int] = []
     labels: list[int] = []

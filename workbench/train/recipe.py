@@ -9,12 +9,13 @@ alpha 32 / dropout 0.05 on all linear layers, cosine schedule with 3 % warmup, w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import WbError
+from workbench.train.data import check_template_spec
 
 Method = Literal["lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"]
 
@@ -50,11 +51,17 @@ class Recipe(Strict):
     model: str = Field("embedded", description="embedded (SmolLM2-135M-Instruct), a local folder, or a cached hub id.")
     method: Method = "lora"
     data: Path | None = Field(None, description="Training records (output of wb clean).")
+    data_split: str | None = Field(
+        None, description="Split of a dataset folder given as data (save_to_disk or hub snapshot); default train."
+    )
     eval_data: Path | None = Field(None, description="Validation records; else val_size of data is held out.")
     val_size: float = Field(0.1, ge=0, lt=1, description="Share of data held out for eval loss when no eval_data.")
     max_samples: int | None = Field(None, ge=1, description="Use only the first N records of data (quick runs).")
-    template: Literal["auto", "chat", "alpaca"] = Field(
-        "auto", description="auto: the model's chat template if it has one, else the Alpaca template."
+    template: Annotated[str, AfterValidator(check_template_spec)] = Field(
+        "auto",
+        description="auto: the model's chat template if it has one, else the Alpaca template; chat; alpaca; a named "
+        "template for base models without one (chatml, llama3, qwen, glm4); or a path to a Jinja chat template file. "
+        "wb generate, wb chat and wb eval render with the same template.",
     )
     train_on: Literal["responses", "all"] = Field("responses", description="Loss on responses only, or everything.")
     max_length: int = Field(1024, ge=16, description="Tokens per example (and per packed sequence).")

@@ -55,6 +55,10 @@ def _run_target(run: Path) -> Target:
     except (OSError, yaml.YAMLError) as e:
         raise WbError(f"{run / 'recipe.yaml'}: cannot read the run's recipe: {e}") from None
     template = _json(run / "manifest.json").get("template") or recipe.get("template", "auto")
+    from workbench.train import data as tdata
+
+    if template == tdata.RUN_TEMPLATE_FILE:  # the run's own copy of a template file
+        template = str(run / tdata.RUN_TEMPLATE_FILE)
     method = recipe.get("method")
     if (run / "adapter" / "adapter_config.json").is_file():
         base = str(recipe.get("model") or EMBEDDED)

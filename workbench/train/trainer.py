@@ -43,8 +43,11 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    reader = io.RecordReader(Path(path))
+def read_records(
+    path: Path, split: str | None = None, prefer: tuple[str, ...] = ("train",)
+) -> list[tuple[int, dict[str, Any]]]:
+    """Every record of a file or of one split of a dataset folder; a malformed one is a WbError."""
+    reader = io.RecordReader(Path(path), split=split, prefer=prefer)
     out: list[tuple[int, dict[str, Any]]] = []
     for batch in reader:
         if batch.rejects:
@@ -53,6 +56,8 @@ def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
         out.extend(
             (line, dict(zip(FIELDS, row, strict=True))) for line, row in zip(batch.lines, batch.rows, strict=True)
         )
+        out.extend(batch.conversations)  # tool-calling conversations: {"messages", "tools"}
+    out.sort(key=lambda item: item[0])
     if not out:
         raise WbError(f"{path}: no records to train on")
     return out
@@ -65,7 +70,7 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
     if max_positions is not None and recipe.max_length > max_positions:
         raise WbError(f"max_length: {recipe.max_length} is more than the model supports ({max_positions} positions)")
     template = tdata.choose_template(tokenizer, recipe.template)
-    records = read_records(recipe.data)[: recipe.max_samples]
+    records = read_records(recipe.data, recipe.data_split)[: recipe.max_samples]
     examples = [tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in records]
     empty = [ex.line for ex in examples if ex.trained_tokens == 0]
     if empty:
@@ -692,7 +697,7 @@ def train(
         {
             "model": recipe.model,
             "method": recipe.method,
-            "template": prepared.template,
+            "template": tdata.template_for_run(recipe.template, prepared.template, run_dir),
             **choice.record(),
             "malloc_mmap_threshold": mmap_threshold,
             "trainable_parameters": trainable,

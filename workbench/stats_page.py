@@ -1,0 +1,83 @@
+"""`wb stats --html`: the statistics as one self-contained page (inline CSS and SVG, no script, nothing fetched)."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from workbench import io
+from workbench.token_lengths import cdf_svg
+
+FONTS = (
+    'system-ui, -apple-system, "Segoe UI", "Noto Sans", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", '
+    '"Noto Sans CJK SC", "Source Han Sans SC", sans-serif'
+)
+CSS = (
+    f"body {{ font: 14px/1.5 {FONTS}; margin: 24px; color: #222; }} table {{ border-collapse: collapse; "
+    "margin: 8px 0 16px; }} th, td { border: 1px solid #ddd; padding: 3px 8px; } td.num { text-align: right; "
+    "font-variant-numeric: tabular-nums; } th { background: #f4f4f4; }"
+)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{escape(str(c))}</td>' if isinstance(c, int | float) else f"<td>{escape(str(c))}</td>"
+            for c in row
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def token_section(t: dict[str, Any]) -> str:
+    if not t.get("records"):
+        return "<h2>Length in model tokens</h2><p>No valid records.</p>"
+    stats = _table(
+        ["min", "p50", "p90", "p99", "max", "mean"], [[t["min"], t["p50"], t["p90"], t["p99"], t["max"], t["mean"]]]
+    )
+    over = _table(["max_length", "records longer"], [[m, f"{100 * s:.2f}%"] for m, s in t["over"].items()])
+    return (
+        f"<h2>Length in model tokens</h2><p>Tokenizer {escape(str(t['tokenizer']))}, template "
+        f"{escape(str(t['template']))} ({escape(str(t['rendered_with']))}), after the chat template.</p>{stats}{over}"
+        f"<p>99 % of the records fit in {t['covering_99']} tokens: suggested <code>max_length: "
+        f"{t['suggested_max_length']}</code>.</p>{cdf_svg(t)}"
+    )
+
+
+def render(d: dict[str, Any]) -> str:
+    lengths = [
+        [name, *(q.get(c, "-") for c in ("min", "p50", "p90", "p99", "max", "mean"))]
+        for name, q in d["lengths"].items()
+    ]
+    dups = d["duplicate_prompts"]
+    parts = [
+        f"<h1>{escape(str(d['path']))}</h1>",
+        f"<p>{d['records']:,} records ({escape(str(d['format']))}), {d['rejected']:,} malformed; mapping "
+        + escape(", ".join(f"{k}←{v}" for k, v in d["mapping"].items()))
+        + "</p>",
+        "<h2>Lengths (characters; tokens count a CJK character or a word as one)</h2>",
+        _table(["field", "min", "p50", "p90", "p99", "max", "mean"], lengths),
+        "<h2>Output script</h2>",
+        _table(["script", "records"], [[k, v] for k, v in d["output_script"].items()]),
+        f"<h2>Duplicate prompts</h2><p>{dups['groups']:,} groups, {dups['records_in_groups']:,} records</p>",
+        _table(["count", "prompt"], [[r["count"], r["prompt"][:200]] for r in dups["top"]]) if dups["top"] else "",
+    ]
+    if "token_lengths" in d:
+        parts.append(token_section(d["token_lengths"]))
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>wb stats {escape(Path(str(d['path'])).name)}</title><style>{CSS}</style></head><body>"
+        + "".join(parts)
+        + "</body></html>\n"
+    )
+
+
+def write(path: Path, d: dict[str, Any]) -> None:
+    with io.atomic_write(Path(path)) as f:
+        f.write(render(d).encode("utf-8"))

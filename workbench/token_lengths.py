@@ -1,0 +1,121 @@
+"""Record lengths in a model's own tokens, after its chat template: what `max_length` a fine-tune needs.
+
+Each record is rendered and tokenised exactly as `wb train` does (`workbench.train.data.encode`, no truncation), so
+the lengths are the sequence lengths training will see. The summary holds percentiles, the share of records longer
+than each candidate `max_length`, the smallest length covering 99 % of the records (nearest rank) and a suggested
+`max_length` (that length rounded up to a multiple of 64), plus the points of the cumulative distribution for a
+chart. transformers is imported only here, when `wb stats --tokenizer` asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from workbench import io
+from workbench.records import FIELDS
+
+MAX_LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
+COVERAGE = 0.99
+ROUND_TO = 64
+CDF_POINTS = 200
+
+
+def nearest_rank(sorted_values: list[int], q: float) -> int:
+    """The smallest value with at least a share `q` of the values at or below it."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def summarize(lengths: list[int], max_lengths: tuple[int, ...] = MAX_LENGTHS) -> dict[str, Any]:
+    """Percentiles, share over each max_length, the 99 % length and the suggested max_length, CDF points."""
+    values = sorted(lengths)
+    n = len(values)
+    if n == 0:
+        return {"records": 0, "over": {}, "covering_99": None, "suggested_max_length": None, "cdf": []}
+    covering = nearest_rank(values, COVERAGE)
+    step = max(1, n // CDF_POINTS)
+    cdf = [[values[i], round((i + 1) / n, 6)] for i in range(step - 1, n, step)]
+    if cdf[-1][0] != values[-1] or cdf[-1][1] != 1.0:
+        cdf.append([values[-1], 1.0])
+    return {
+        "records": n,
+        "min": values[0],
+        "p50": nearest_rank(values, 0.5),
+        "p90": nearest_rank(values, 0.9),
+        "p99": covering,
+        "max": values[-1],
+        "mean": round(sum(values) / n, 1),
+        "over": {str(m): round(sum(1 for v in values if v > m) / n, 6) for m in max_lengths},
+        "covering_99": covering,
+        "suggested_max_length": -(-covering // ROUND_TO) * ROUND_TO,
+        "cdf": cdf,
+    }
+
+
+def token_lengths(
+    path: Path,
+    tokenizer_spec: str,
+    overrides: dict[str, str] | None = None,
+    split: str | None = None,
+    template: str = "auto",
+    max_lengths: tuple[int, ...] = MAX_LENGTHS,
+) -> dict[str, Any]:
+    """Lengths of every valid record of `path` in the tokens of `tokenizer_spec` (a model spec as for `wb train`)."""
+    from workbench.train import data as tdata
+    from workbench.train.model import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_spec)
+    used = tdata.choose_template(tokenizer, template)
+    lengths: list[int] = []
+    tools = used == "chat" and tdata.supports_tools(tokenizer)
+    skipped = 0  # tool-calling conversations the template cannot render
+    for batch in io.RecordReader(Path(path), overrides, split=split):
+        records = [dict(zip(FIELDS, row, strict=True)) for row in batch.rows]
+        skipped += 0 if tools else len(batch.conversations)
+        records += [conv for _, conv in batch.conversations] if tools else []
+        for record in records:
+            lengths.append(len(tdata.encode(tokenizer, record, used, 1 << 62, "responses").input_ids))
+    return {
+        "tokenizer": tokenizer_spec,
+        "template": template,
+        "rendered_with": used,
+        "skipped_tool_conversations": skipped,
+        **summarize(lengths, max_lengths),
+    }
+
+
+def cdf_svg(summary: dict[str, Any], width: int = 360, height: int = 180) -> str:
+    """A small inline SVG of the cumulative distribution, with the suggested max_length marked."""
+    points = summary.get("cdf") or []
+    if not points:
+        return ""
+    left, bottom, top, right = 44, 28, 10, 12
+    top_x = max(p[0] for p in points) or 1
+    sx = (width - left - right) / top_x
+    sy = height - top - bottom
+
+    def xy(x: float, y: float) -> str:
+        return f"{left + x * sx:.1f},{top + (1 - y) * sy:.1f}"
+
+    line = " ".join(xy(x, y) for x, y in points)
+    suggested = summary.get("suggested_max_length")
+    mark = ""
+    if suggested is not None and suggested <= top_x:
+        x = left + suggested * sx
+        mark = (
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" '
+            'stroke="#c0392b" stroke-dasharray="4 3"/>'
+            f'<text x="{x + 3:.1f}" y="{top + 12}" font-size="11" fill="#c0392b">{suggested}</text>'
+        )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="cumulative share of records by length in tokens">'
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{sy}" fill="none" stroke="#999"/>'
+        f'<polyline points="{line}" fill="none" stroke="#2c6fbb" stroke-width="1.5"/>{mark}'
+        f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">100%</text>'
+        f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end">0</text>'
+        f'<text x="{left}" y="{height - 8}" font-size="10">0</text>'
+        f'<text x="{width - right}" y="{height - 8}" font-size="10" text-anchor="end">{top_x} tokens</text>'
+        "</svg>"
+    )
