@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from workbench import io, text
+from workbench import io, runfile, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
 from workbench.clean.rules import RULES, features
@@ -424,6 +424,7 @@ def run(
         if stages.semantic is not None and stages.semantic.precision_used is not None:
             summary["semantic_precision"] = stages.semantic.precision_used  # what `auto` became, and why
         summary["warnings"] = stages.warnings
+        runfile.CleanStats.model_validate(summary)  # the accounting as the run schema types it
         outputs.write(paths.stats, io.dumps_json(summary))
         manifest = build_manifest(
             command=command,

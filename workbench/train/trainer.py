@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from workbench import io, precision
+from workbench import io, precision, runfile
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
 from workbench.records import FIELDS
@@ -726,5 +726,6 @@ def train(
     )
     if not math.isfinite(output.training_loss):
         manifest["warnings"].append("training loss is not finite: lower lr or check the data")
+    runfile.TrainManifest.model_validate(manifest)  # the run schema's numbers: typed and finite, or a bug here
     io.write_json(run_dir / "manifest.json", manifest)
     return TrainResult(run_dir, manifest, log, prepared.warnings)
