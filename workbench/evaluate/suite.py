@@ -19,13 +19,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.clean.profile import _pipelines_dir as pipelines_dir
 from workbench.errors import WbError
 from workbench.evaluate import registry
 from workbench.evaluate.registry import AnswerType
+from workbench.yamlfile import first_error, read_yaml
 
 
 class _Section(BaseModel):
@@ -124,25 +124,14 @@ def load_suite(spec: str | Path) -> EvalSuite:
     """A suite from a YAML file, or a shipped one by name (`math` = pipelines/eval-math.yaml)."""
     path = Path(spec)
     if not path.is_file() and str(spec) in SHIPPED:
-        text = (pipelines_dir() / f"eval-{spec}.yaml").read_text(encoding="utf-8")
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise WbError(f"{spec}: suite file not found (shipped suites: {', '.join(SHIPPED)})") from None
-        except (IsADirectoryError, UnicodeDecodeError):
-            raise WbError(f"{spec}: not a YAML suite file") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as bad:
-        mark = getattr(bad, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise WbError(f"{spec}: {where}not valid YAML ({getattr(bad, 'problem', bad)})") from None
+        path = pipelines_dir() / f"eval-{spec}.yaml"
+    elif not path.exists():
+        raise WbError(f"{spec}: suite file not found (shipped suites: {', '.join(SHIPPED)})")
+    raw = read_yaml(path, "suite file")
     if not isinstance(raw, dict):
         raise WbError(f"{spec}: a suite file must be a YAML mapping (name, answer_type, metrics, ...)")
     try:
         return EvalSuite.model_validate(raw)
     except ValidationError as err:
-        e = err.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in e["loc"])
-        raise WbError(f"{spec}: {loc + ': ' if loc else ''}{str(e['msg']).removeprefix('Value error, ')}") from None
+        loc, msg = first_error(err)
+        raise WbError(f"{spec}: {loc + ': ' if loc else ''}{msg}") from None

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -48,6 +47,7 @@ from pydantic import (
 
 from workbench import runfile
 from workbench.errors import WbError
+from workbench.yamlfile import first_error, read_yaml
 
 Verdict = Literal["pass", "fail", "missing", "inconclusive"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "missing", "inconclusive")
@@ -173,26 +173,13 @@ def _num(x: float | None) -> str:
 
 def load(path: Path) -> GateFile:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WbError(f"{path}: threshold file not found") from None
-    except IsADirectoryError:
-        raise WbError(f"{path}: is a folder, expected a YAML threshold file") from None
-    except UnicodeDecodeError:
-        raise WbError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise WbError(f"{path}: {where}not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path, "threshold file")
     if not isinstance(raw, dict):
         raise WbError(f"{path}: a threshold file must be a YAML mapping with a `checks:` list")
     try:
         return GateFile.model_validate(raw)
     except ValidationError as err:
-        e = err.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("check", "string"))
-        msg = str(e["msg"]).removeprefix("Value error, ")
+        loc, msg = first_error(err, skip=("check", "string"))
         raise WbError(f"{path}: {loc or 'checks'}: {msg}") from None
 
 

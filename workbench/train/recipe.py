@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from workbench.errors import WbError
 from workbench.train.data import check_template_spec
+from workbench.yamlfile import read_yaml
 
 Method = Literal["lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"]
 
@@ -159,14 +160,7 @@ def load(path: Path | None, overrides: list[str] | None = None, **fields: Any) -
     raw: dict[str, Any] = {}
     source = str(path) if path is not None else "recipe"
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise WbError(f"{path}: recipe not found") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"line {mark.line + 1}: " if mark is not None else ""
-            raise WbError(f"{path}: {where}not valid YAML ({getattr(err, 'problem', err)})") from None
+        loaded = read_yaml(Path(path), "recipe")
         if loaded is not None and not isinstance(loaded, dict):
             raise WbError(f"{path}: a recipe must be a YAML mapping")
         raw = loaded or {}
