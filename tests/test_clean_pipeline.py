@@ -128,3 +128,17 @@ def test_generated_realistic_data_cleans_with_exact_accounting(tmp_path: Path, b
     fired = {rule for rule, n in s["dropped_by_rule"].items() if n}
     assert {"refusal", "repeated_lines", "repeated_ngrams", "truncated_output", "exact_duplicate"} <= fired
     assert len(read_jsonl(tmp_path / "clean.dropped.jsonl")) == s["dropped"]
+
+
+def test_cleaning_a_batch_in_chunks_gives_the_same_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workbench.clean.pipeline as pipeline
+    import workbench.dedup.minhash as minhash
+
+    data = Path(__file__).parent / "data" / "generated_400.jsonl"
+    run(data, tmp_path / "whole" / "clean.jsonl", load("default"))
+    monkeypatch.setattr(pipeline, "CLEAN_CHUNK", 37)  # rules and near-duplicate shingling in small pieces
+    monkeypatch.setattr(minhash, "ADD_CHUNK", 29)
+    chunked = run(data, tmp_path / "chunks" / "clean.jsonl", load("default"))
+    assert chunked.stats.dropped and chunked.stats.kept
+    for name in ("clean.jsonl", "clean.dropped.jsonl", "clean.rejects.jsonl", "clean.stats.json"):
+        assert (tmp_path / "chunks" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

@@ -150,6 +150,23 @@ class CleanedBatch:
     counts: Counter[str]
 
 
+CLEAN_CHUNK = 8192  # records through the rules at once: their feature columns are the batch's largest transient
+
+
+def clean_batch(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
+    """`clean_frame` on a batch, `CLEAN_CHUNK` records at a time (every step is per record, so the result is the
+    same; peak memory is bounded by the chunk: 25,000 Chinese records of 1,000 characters took 450 MB at once)."""
+    if df.height <= CLEAN_CHUNK:
+        return clean_frame(df, profile)
+    parts = [clean_frame(df.slice(start, CLEAN_CHUNK), profile) for start in range(0, df.height, CLEAN_CHUNK)]
+    counts: Counter[str] = Counter()
+    for part in parts:
+        counts.update(part.counts)
+    return CleanedBatch(
+        kept=pl.concat([p.kept for p in parts]), dropped=pl.concat([p.dropped for p in parts]), counts=counts
+    )
+
+
 def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
     """All cleaning steps on one batch of canonical records."""
     df, counts = normalize_frame(df, profile.normalize)
@@ -307,7 +324,7 @@ def run(
         rejects_f = outputs.open(paths.rejects)
         stage_dir = outputs.scratch("kept") if stages.needs_all_records else None
         for i, batch in enumerate(reader):
-            cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
+            cleaned = clean_batch(rows_to_frame(batch.lines, batch.rows), profile)
             kept, dedup_dropped = stages.stream(cleaned.kept)
             for dropped in (cleaned.dropped, *dedup_dropped):
                 _write_dropped(dropped_f, dropped)
