@@ -508,7 +508,10 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
     steps, inner = Laps(), Laps()
     nd = minhash.NearDuplicates
     nd.candidate_pairs = _timed(inner, "resolve: candidate_pairs (LSH banding)", nd.candidate_pairs)  # type: ignore[method-assign]
-    nd._bucket_pairs = staticmethod(_timed(inner, "resolve: _bucket_pairs (in candidate_pairs)", nd._bucket_pairs))  # type: ignore[method-assign]
+    if hasattr(nd, "_bucket_pairs"):  # older wb: a Python list of pairs per bucket
+        nd._bucket_pairs = staticmethod(_timed(inner, "resolve: _bucket_pairs (in candidate_pairs)", nd._bucket_pairs))  # type: ignore[attr-defined]
+    if hasattr(nd, "pairs_of_band_keys"):  # band keys kept per record, pairs from them at the end
+        nd.pairs_of_band_keys = _timed(inner, "resolve: pairs_of_band_keys (LSH banding)", nd.pairs_of_band_keys)  # type: ignore[method-assign]
     # Module-level helpers NearDuplicates calls by name (whichever this version of wb has).
     for name, label in (
         ("record_ngrams", "add: record_ngrams (tokens -> n-gram hashes)"),
@@ -516,6 +519,7 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
         ("batch_signatures", "add: batch_signatures (shingles + MinHash)"),
         ("signatures", "add: signatures (MinHash permutations)"),
         ("shingle_sets", "add: shingle_sets (sorted distinct hashes kept for verification)"),
+        ("bucket_pair_codes", "resolve: bucket_pair_codes (pairs of one band's buckets)"),
         ("exact_jaccard", "resolve: exact_jaccard (verify candidates)"),
         ("similarity", "resolve: similarity (signature estimate of candidates)"),
     ):

@@ -226,3 +226,17 @@ def test_an_unknown_chinese_conversion_is_a_profile_error(tmp_path: Path, wb: An
     src = write_jsonl(tmp_path / "raw.jsonl", [{"instruction": "a", "output": "b"}])
     res = wb("clean", src, "-o", tmp_path / "out.jsonl", "--profile", _zh_profile(tmp_path, "x2y"))
     assert res.exit_code == 2 and "normalize.chinese" in res.stderr
+
+
+def test_cleaning_a_batch_in_chunks_gives_the_same_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workbench.clean.pipeline as pipeline
+    import workbench.dedup.minhash as minhash
+
+    data = Path(__file__).parent / "data" / "generated_400.jsonl"
+    run(data, tmp_path / "whole" / "clean.jsonl", load("default"))
+    monkeypatch.setattr(pipeline, "CLEAN_CHUNK", 37)  # rules and near-duplicate shingling in small pieces
+    monkeypatch.setattr(minhash, "ADD_CHUNK", 29)
+    chunked = run(data, tmp_path / "chunks" / "clean.jsonl", load("default"))
+    assert chunked.stats.dropped and chunked.stats.kept
+    for name in ("clean.jsonl", "clean.dropped.jsonl", "clean.rejects.jsonl", "clean.stats.json"):
+        assert (tmp_path / "chunks" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

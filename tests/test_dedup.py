@@ -310,3 +310,23 @@ def test_exact_duplicates_across_and_within_batches_name_the_first_line() -> Non
     exact = ExactDuplicates(ExactConfig())
     got = [v for frame in batches for v in exact.check(frame).to_list()]
     assert got == expected and sum(v is not None for v in got) > 50
+
+
+def test_candidate_pairs_are_all_pairs_of_small_buckets_and_a_star_of_large_ones() -> None:
+    rng = np.random.default_rng(5)
+    n, bands = 3000, 4
+    keys = rng.integers(0, 400, size=(n, bands)).astype(np.uint64)  # buckets of ~7 records
+    keys[:100, 0] = 123_456_789  # one bucket of 100 records in band 0: joined to its first member only
+    expected: set[tuple[int, int]] = set()
+    for band in range(bands):
+        buckets: dict[int, list[int]] = {}
+        for i, k in enumerate(keys[:, band].tolist()):
+            buckets.setdefault(k, []).append(i)
+        for members in buckets.values():
+            if len(members) <= 64:
+                expected.update((a, b) for x, a in enumerate(members) for b in members[x + 1 :])
+            else:
+                expected.update((members[0], m) for m in members[1:])
+    got = NearDuplicates(NearConfig()).pairs_of_band_keys(keys)
+    assert [tuple(p) for p in got.tolist()] == sorted(expected)
+    assert (0, 99) in {tuple(p) for p in got.tolist()}  # the large bucket's star

@@ -348,3 +348,9 @@ def test_wb_train_with_run_name_dot_dot_writes_nothing(
     result = wb("train", "--data", data, f"model={tiny}", "name=..", "max_steps=1", "-q")
     assert result.exit_code == 2 and "name: Value error, '..' is not a run name" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
+
+
+def test_output_dir_that_is_a_file_is_one_line(tmp_path: Path, tiny: Path) -> None:
+    (tmp_path / "runs").write_text("not a folder\n")
+    with pytest.raises(WbError, match=r"runs/t: cannot create the folder: .*runs is a file"):
+        train(recipe(tmp_path, tiny, max_steps=1))

@@ -187,6 +187,26 @@ class CleanedBatch:
     reported: pl.DataFrame  # `_line`, `_flag` (rule), `_flag_reason`, `_rule` (true when a later rule dropped it)
 
 
+CLEAN_CHUNK = 8192  # records through the rules at once: their feature columns are the batch's largest transient
+
+
+def clean_batch(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
+    """`clean_frame` on a batch, `CLEAN_CHUNK` records at a time (every step is per record, so the result is the
+    same; peak memory is bounded by the chunk: 25,000 Chinese records of 1,000 characters took 450 MB at once)."""
+    if df.height <= CLEAN_CHUNK:
+        return clean_frame(df, profile)
+    parts = [clean_frame(df.slice(start, CLEAN_CHUNK), profile) for start in range(0, df.height, CLEAN_CHUNK)]
+    counts: Counter[str] = Counter()
+    for part in parts:
+        counts.update(part.counts)
+    return CleanedBatch(
+        kept=pl.concat([p.kept for p in parts]),
+        dropped=pl.concat([p.dropped for p in parts]),
+        counts=counts,
+        reported=pl.concat([p.reported for p in parts]),
+    )
+
+
 def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
     """All cleaning steps on one batch of canonical records."""
     df, counts = normalize_frame(df, profile.normalize)
@@ -366,7 +386,7 @@ def run(
         conversations: list[dict[str, Any]] = []  # tool-calling conversations: validated, kept whole
         for i, batch in enumerate(reader):
             conversations.extend(conv for _, conv in batch.conversations)
-            cleaned = clean_frame(rows_to_frame(batch.lines, batch.rows), profile)
+            cleaned = clean_batch(rows_to_frame(batch.lines, batch.rows), profile)
             kept, dedup_dropped = stages.stream(cleaned.kept)
             for dropped in (cleaned.dropped, *dedup_dropped):
                 _write_dropped(dropped_f, dropped)

@@ -631,7 +631,7 @@ def train(
     model = methods.apply(model, recipe)
     trainable, total = methods.count_parameters(model)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    io.ensure_dir(run_dir)
     save_recipe(recipe, run_dir)
     log_path = run_dir / "trainer_log.jsonl"
     if not resume and log_path.exists():
