@@ -421,7 +421,7 @@ def run_generation(opts: argparse.Namespace) -> dict[str, Any]:
             for x, y in zip(results[side_name(b, "bf16")].answers, results[side_name(b, "fp32")].answers, strict=True)
         )
         for b in batch_sizes
-        if side_name(b, "bf16") in results and side_name(b, "fp32") in results
+        if b != 1 and side_name(b, "bf16") in results and side_name(b, "fp32") in results
     }
     ratios = {
         name: {

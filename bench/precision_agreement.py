@@ -69,18 +69,7 @@ def train_both(data: Path, out: Path, steps: int) -> dict[str, Any]:
             "load_after": os.getloadavg(),
         }
         print(f"  train {prec}: {runs[prec]['seconds']} s, {runs[prec]['tokens_per_second']} tokens/s", flush=True)
-    a, b = runs["fp32"]["losses"], runs["bf16"]["losses"]
-    gaps = [abs(x - y) for x, y in zip(b, a, strict=True)]
-    rel = [g / y for g, y in zip(gaps, a, strict=True)]
-    runs["curve"] = {
-        "steps": len(a),
-        "max_abs_gap": max(gaps),
-        "mean_abs_gap": sum(gaps) / len(gaps),
-        "max_rel_gap": max(rel),
-        "mean_rel_gap": sum(rel) / len(rel),
-        "first": {"fp32": a[0], "bf16": b[0]},
-        "last": {"fp32": a[-1], "bf16": b[-1]},
-    }
+    runs["curve"] = curve(runs["fp32"]["losses"], runs["bf16"]["losses"])
     return runs
 
 
@@ -122,6 +111,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=20240611)
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument(
+        "--runs-from", type=Path, help="reuse the agree-fp32 and agree-bf16 run folders of an earlier run (no training)"
+    )
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from train_throughput import make_records, write_records
@@ -133,7 +125,7 @@ def main() -> int:
     items = [json.loads(x) for x in EVAL.read_text(encoding="utf-8").splitlines() if x.strip()][: args.limit]
     started = os.getloadavg()
     print(f"load before: {started}", flush=True)
-    runs = train_both(data, work / "runs", args.steps)
+    runs = reuse(args.runs_from) if args.runs_from is not None else train_both(data, work / "runs", args.steps)
     c = runs["curve"]
     print(
         f"loss curve over {c['steps']} steps: max |bf16 - fp32| {c['max_abs_gap']:.4f} "
@@ -172,8 +164,43 @@ def main() -> int:
         "greedy": {k: v for k, v in gen.items() if not k.startswith("_")},
     }
     print(f"results: {write_report(args.out_dir / 'precision_agreement.json', report)}")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.runs_from is None:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def reuse(folder: Path) -> dict[str, Any]:
+    """The training half from two finished run folders (their manifests and logs)."""
+    runs: dict[str, Any] = {}
+    for prec in ("fp32", "bf16"):
+        run = folder / f"agree-{prec}"
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        log = [json.loads(x) for x in (run / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines() if x]
+        runs[prec] = {
+            "run_dir": str(run),
+            "train_runtime_seconds": manifest["train_runtime_seconds"],
+            "tokens_per_second": manifest["tokens_per_second"],
+            "precision": manifest["precision"],
+            "precision_reason": manifest["precision_reason"],
+            "losses": [row["loss"] for row in log if "loss" in row],
+        }
+    runs["curve"] = curve(runs["fp32"]["losses"], runs["bf16"]["losses"])
+    return runs
+
+
+def curve(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The gap of the bf16 loss curve `b` to the fp32 one `a`, step by step."""
+    gaps = [abs(x - y) for x, y in zip(b, a, strict=True)]
+    rel = [g / y for g, y in zip(gaps, a, strict=True)]
+    return {
+        "steps": len(a),
+        "max_abs_gap": max(gaps),
+        "mean_abs_gap": sum(gaps) / len(gaps),
+        "max_rel_gap": max(rel),
+        "mean_rel_gap": sum(rel) / len(rel),
+        "first": {"fp32": a[0], "bf16": b[0]},
+        "last": {"fp32": a[-1], "bf16": b[-1]},
+    }
 
 
 if __name__ == "__main__":
