@@ -344,7 +344,7 @@ def test_rejected_rows_are_counted_named_and_warned_about(tmp_path: Path) -> Non
             predicted_letter="A",
         )
     ]
-    rows, summary, warnings = pipeline.score_set(s, DEFAULT, 0)
+    _, summary, warnings = pipeline.score_set(s, DEFAULT, 0)
     assert summary.kind == "mc" and summary.metrics["mc_accuracy"].tuned == 1
     assert summary.settings["rejected"] == 1
     assert any("1 rows of" in w and "line 2: field choices" in w for w in warnings)

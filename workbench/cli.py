@@ -679,7 +679,7 @@ def eval_(
         mc=mc or [],
         mc_limit=mc_limit,
         fewshot=fewshot,
-        mc_prompt=mc_prompt,  # type: ignore[arg-type]
+        mc_prompt=mc_prompt,
         base=not no_base,
         base_model=base_model,
         generation=GenerationSettings(
