@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SHIPPED_PROBES = ("general_en", "general_zh", "general_text_en", "general_text_zh", "mc_general_en", "mc_general_zh")
 """Shipped forgetting sets (`probes/<name>.jsonl`); the `mc_` ones are multiple choice, scored by log-likelihood."""
+SHIPPED_MC = tuple(name for name in SHIPPED_PROBES if name.startswith("mc_"))
 
 
 class GenerationSettings(BaseModel):

@@ -20,7 +20,7 @@ from typing import Any
 from workbench import io, runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare, degenerate, registry, review
-from workbench.evaluate.config import SHIPPED_PROBES, EvalConfig
+from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
 from workbench.evaluate.generate import Answer
 from workbench.evaluate.metrics import METRIC_KEYS, score_items
@@ -147,7 +147,7 @@ def is_mc_probe(spec: str | Path) -> bool:
 
     text = str(spec)
     if text in SHIPPED_PROBES:
-        return text.startswith("mc_")
+        return text in SHIPPED_MC
     return Path(text).is_file() and mc.looks_like_mc(Path(text))
 
 
