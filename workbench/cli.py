@@ -694,6 +694,8 @@ def eval_(
     if predictions is not None:
         if target is not None or output is None:
             raise WbError("--predictions scores a file without a model: give -o DIR and no run")
+        if config.mc:
+            raise WbError("--mc scores options with a model; it cannot be combined with --predictions")
         result = pipeline.evaluate_predictions(predictions, config, output)
     else:
         if target is None:
