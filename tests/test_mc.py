@@ -348,3 +348,28 @@ def test_rejected_rows_are_counted_named_and_warned_about(tmp_path: Path) -> Non
     assert summary.kind == "mc" and summary.metrics["mc_accuracy"].tuned == 1
     assert summary.settings["rejected"] == 1
     assert any("1 rows of" in w and "line 2: field choices" in w for w in warnings)
+
+
+@torch_needed
+def test_letters_of_one_item_share_one_forward_pass(
+    loaded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.evaluate.loglik import score_items
+
+    items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
+    rows: list[int] = []
+    forward = loaded.model.forward
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "forward", counting)
+    scored = score_items(loaded, items, [], batch_size=1)
+    requests = [(s.context, c.continuation) for s in scored for c in s.choices] + [
+        (s.letter_context, c.continuation) for s in scored for c in s.letters
+    ]
+    tok = loaded.tokenizer
+    distinct = {tuple(tok(a + b, add_special_tokens=False)["input_ids"][:-1]) for a, b in requests}
+    # Each distinct token row runs once: the letters of an item (one token each after the same context) share one.
+    assert sum(rows) == len(distinct) <= 11 + len(items) < len(requests)
