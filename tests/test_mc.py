@@ -301,6 +301,12 @@ def test_wb_eval_on_a_model_alone_scores_mc_sets_with_fewshot_items_left_out(
     assert runfile.gate_path_problem("forgetting.mc_general_zh.mc_accuracy.delta_lower") is None
     assert "unknown metric" in (runfile.gate_path_problem("forgetting.mc_general_zh.mc_acc.tuned") or "")
 
+    # The report shows the MC sets as forgetting rows.
+    report = wb("report", out, "-o", tmp_path / "report.html")
+    assert report.exit_code == 0, report.stderr
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "mc_small" in page and "mc_letter_accuracy" in page
+
     # Again: every log-likelihood comes from the cache and the scores are the same.
     again = wb(*args, "--fewshot", "2", "-o", out, "-q")
     assert again.exit_code == 0
