@@ -681,18 +681,19 @@ def _mc_notes(s: EvalSet, metrics: dict[str, runfile.Stat], rows: list[runfile.S
         first = (s.settings.get("rejects") or [""])[0]
         out.append(f"{rejected} rows of {s.settings.get('source')} were rejected, not scored (first: {first})")
     chance = sum(1 / len(it.options or {"": ""}) for it in s.items) / max(1, len(s.items))
-    if "mc_accuracy" not in metrics:
-        return out
-    for side in ("tuned", "base"):
-        values = [v for r in rows if (v := _side_value(getattr(r, side), "mc_accuracy")) is not None]
-        if len(values) < 2:
+    for name in ("mc_accuracy", "mc_accuracy_norm", "mc_letter_accuracy"):
+        if name not in metrics:
             continue
-        mean, lo, hi = compare.bootstrap_mean_ci(values, 0)
-        if lo <= chance <= hi:
-            out.append(
-                f"{side} mc_accuracy {mean:.3f} (95% interval [{lo:.3f}, {hi:.3f}]) includes chance ({chance:.2f}): "
-                "on this set the model is not told apart from guessing"
-            )
+        for side in ("tuned", "base"):
+            values = [v for r in rows if (v := _side_value(getattr(r, side), name)) is not None]
+            if len(values) < 2:
+                continue
+            mean, lo, hi = compare.bootstrap_mean_ci(values, 0)
+            if lo <= chance <= hi:
+                out.append(
+                    f"{side} {name} {mean:.3f} (95% interval [{lo:.3f}, {hi:.3f}]) includes chance ({chance:.2f}): "
+                    "on this set the model is not told apart from guessing"
+                )
     return out
 
 
