@@ -728,6 +728,13 @@ def eval_(
     no_probes: Annotated[bool, typer.Option("--no-probes", help="Skip the forgetting probes.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help=_EH["limit"])] = _E["limit"],
     probe_limit: Annotated[int | None, typer.Option("--probe-limit", help=_EH["probe_limit"])] = _E["probe_limit"],
+    mc: Annotated[list[str] | None, typer.Option("--mc", help=_EH["mc"] + " (repeatable)")] = None,
+    mc_limit: Annotated[int | None, typer.Option("--mc-limit", help=_EH["mc_limit"])] = _E["mc_limit"],
+    fewshot: Annotated[int, typer.Option("--fewshot", help=_EH["fewshot"])] = _E["fewshot"],
+    mc_prompt: Annotated[str, typer.Option("--mc-prompt", help=_EH["mc_prompt"])] = _E["mc_prompt"],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Evaluate a model alone (a model spec, no run); give -o DIR.")
+    ] = None,
     no_base: Annotated[bool, typer.Option("--no-base", help="Do not evaluate the base model.")] = False,
     base_model: Annotated[str | None, typer.Option("--base-model", help=_EH["base_model"])] = _E["base_model"],
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help=_GH["max_new_tokens"])] = _G["max_new_tokens"],
@@ -760,6 +767,14 @@ def eval_(
     if import_review is not None:
         _import_review(target, output, import_review)
         return
+    if model is not None:
+        if target is not None:
+            raise WbError("give a run folder or --model MODEL, not both")
+        if output is None:
+            raise WbError("--model evaluates a model without a run: say where to write with -o DIR")
+        target = model
+    if mc_prompt not in ("template", "plain"):
+        raise WbError(f"--mc-prompt: {mc_prompt!r} is not one of template, plain")
     config = EvalConfig(
         data=data,
         suite=suite,
@@ -767,6 +782,10 @@ def eval_(
         limit=limit,
         probes=[] if no_probes or predictions is not None else (probes or list(_E["probes"])),
         probe_limit=probe_limit,
+        mc=mc or [],
+        mc_limit=mc_limit,
+        fewshot=fewshot,
+        mc_prompt=mc_prompt,
         base=not no_base,
         base_model=base_model,
         generation=GenerationSettings(
@@ -786,6 +805,8 @@ def eval_(
     if predictions is not None:
         if target is not None or output is None:
             raise WbError("--predictions scores a file without a model: give -o DIR and no run")
+        if config.mc:
+            raise WbError("--mc scores options with a model; it cannot be combined with --predictions")
         result = pipeline.evaluate_predictions(predictions, config, output)
     else:
         if target is None:

@@ -123,7 +123,7 @@ class SetMetrics(_Strict):
     """The aggregate scores of one evaluated set: the task set, or one forgetting probe set."""
 
     n: Count
-    kind: Literal["task", "qa", "text"] = "task"
+    kind: Literal["task", "qa", "text", "mc"] = "task"
     metrics: dict[str, Stat] = Field(default_factory=dict)
     corpus: dict[str, CorpusScore] = Field(default_factory=dict)
     regressions: list[ItemId] = Field(default_factory=list)
@@ -155,6 +155,29 @@ class EvalMetrics(_Strict):
 # --- eval/scores.jsonl ----------------------------------------------------------------------------------------------
 
 
+class Continuation(_Strict):
+    """One scored continuation: its exact text, the sum of its tokens' log-probabilities and how many tokens."""
+
+    continuation: str = Field(description="The text scored after the context (delimiter and option, or letter).")
+    loglik: Number = Field(description="Sum of the natural-log probabilities of its tokens given the context.")
+    tokens: Count = Field(description="Its tokens: those of tokenize(context + continuation) after tokenize(context).")
+
+
+class McScores(_Strict):
+    """One model's log-likelihoods for one multiple-choice item, enough to recompute its scores with plain
+    transformers: tokenize `context + continuation` without special tokens, and sum the log-probabilities of the
+    tokens after the first len(tokenize(context)) (trailing whitespace of a rendered context is already moved into
+    the continuation, as lm-evaluation-harness does)."""
+
+    context: str = Field(description="The rendered question (few-shot examples included) the options continue.")
+    choices: list[Continuation] = Field(description="Each option's text, in letter order (A, B, ...).")
+    letter_context: str = Field(description="The question with its options listed, for letter scoring.")
+    letters: list[Continuation] = Field(description="Each option's letter, in order.")
+    predicted: str = Field(description="The letter of the most likely option (mc_accuracy's choice).")
+    predicted_norm: str = Field(description="The letter chosen after dividing by option length (mc_accuracy_norm).")
+    predicted_letter: str = Field(description="The most likely letter (mc_letter_accuracy's choice).")
+
+
 class SideScores(BaseModel):
     """One model's answer to one item and its per-item scores (metric name -> value; None where not applicable)."""
 
@@ -166,6 +189,7 @@ class SideScores(BaseModel):
     generated_tokens: Count | None = None
     finished: bool | None = Field(None, description="Generation ended at an end token (False: cut at the limit).")
     flags: list[str] = Field(default_factory=list, description="Degenerate-answer kinds found in this answer.")
+    mc: McScores | None = Field(None, description="Multiple-choice items: the log-likelihood of every option.")
 
 
 class ScoreRow(_Strict):
@@ -178,6 +202,7 @@ class ScoreRow(_Strict):
     reference: str = ""
     answers: list[str] | None = None
     answer_type: str | None = None
+    options: dict[str, str] | None = Field(None, description="Multiple choice: letter -> option text.")
     scored_reference: str | None = None
     tuned: SideScores
     base: SideScores | None = None

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.precision import PRECISION_HELP, Precision
 
-SHIPPED_PROBES = ("general_en", "general_zh", "general_text_en", "general_text_zh")
+SHIPPED_PROBES = ("general_en", "general_zh", "general_text_en", "general_text_zh", "mc_general_en", "mc_general_zh")
+"""Shipped forgetting sets (`probes/<name>.jsonl`); the `mc_` ones are multiple choice, scored by log-likelihood."""
+SHIPPED_MC = tuple(name for name in SHIPPED_PROBES if name.startswith("mc_"))
 
 
 class GenerationSettings(BaseModel):
@@ -46,6 +49,19 @@ class EvalConfig(BaseModel):
         default_factory=lambda: list(SHIPPED_PROBES), description="Probe sets: shipped names or files."
     )
     probe_limit: int | None = Field(None, ge=1, description="Only the first N items of each probe set.")
+    mc: list[str] = Field(
+        default_factory=list,
+        description="Multiple-choice files (MMLU/C-Eval/CMMLU CSV, JSONL, ARC JSONL) scored by log-likelihood.",
+    )
+    mc_limit: int | None = Field(None, ge=1, description="Only the first N scored items of each --mc file.")
+    fewshot: int = Field(
+        0, ge=0, le=25, description="Multiple choice: the first K items of each file are examples, not scored."
+    )
+    mc_prompt: Literal["template", "plain"] = Field(
+        "template",
+        description="Multiple choice: render the question with the run's template (continuation starts the answer), "
+        "or plain `Question: ...\nAnswer:` text with a space before each option (lm-evaluation-harness's default).",
+    )
     base: bool = Field(True, description="Also evaluate the base model for the A/B and forgetting comparisons.")
     base_model: str | None = Field(None, description="Base to compare a merged model with (default: the run's).")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)

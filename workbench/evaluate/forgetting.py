@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from workbench import io
 from workbench.errors import WbError
-from workbench.evaluate.config import SHIPPED_PROBES
+from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES
 
 SHIPPED = SHIPPED_PROBES
 
@@ -74,6 +74,8 @@ def probes_dir() -> Path:
 def load_probe_set(spec: str | Path, limit: int | None = None) -> ProbeSet:
     """A shipped set by name, or a JSONL file of probes; `limit` keeps the first N items."""
     text = str(spec)
+    if text in SHIPPED_MC:
+        raise WbError(f"probes: {text} is a multiple-choice set; it is read by workbench.evaluate.mc (wb eval --mc)")
     path = probes_dir() / f"{text}.jsonl" if text in SHIPPED else Path(text)
     if not path.is_file():
         raise WbError(f"probes: {text}: no such file, and not a shipped set ({', '.join(SHIPPED)})")

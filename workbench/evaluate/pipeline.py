@@ -20,8 +20,8 @@ from typing import Any
 from workbench import io, runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare, degenerate, registry, review
-from workbench.evaluate.config import EvalConfig
-from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set
+from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
+from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
 from workbench.evaluate.generate import Answer
 from workbench.evaluate.metrics import METRIC_KEYS, score_items
 from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
@@ -36,6 +36,7 @@ StatusFn = Callable[[str], None]
 TASK = "task"
 SIDES = ("tuned", "base")
 REGRESSIONS_KEPT = 50
+MC_REJECTS_KEPT = 50  # rejected multiple-choice rows named in metrics.json (all are counted)
 DEGENERATE_WORDS = {
     "echo": "repeat the prompt instead of answering",
     "empty": "are empty",
@@ -48,12 +49,15 @@ DEGENERATE_WORDS = {
 @dataclass
 class EvalSet:
     name: str
-    kind: str  # task | qa | text
+    kind: str  # task | qa | text | mc
     items: list[Item]
     predictions: dict[str, list[str]] = field(default_factory=dict)  # side -> answers
     losses: dict[str, list[float | None]] = field(default_factory=dict)  # side -> reference losses
     generated: dict[str, list[Answer]] = field(default_factory=dict)  # side -> token counts, finished
     max_new_tokens: int | None = None
+    mc: dict[str, list[runfile.McScores]] = field(default_factory=dict)  # side -> option log-likelihoods
+    fewshot: list[Item] = field(default_factory=list)  # multiple choice: examples, not scored
+    settings: dict[str, Any] = field(default_factory=dict)  # how the set was read (its metrics.json settings)
 
 
 @dataclass
@@ -118,15 +122,58 @@ def _sets(config: EvalConfig) -> list[EvalSet]:
     if config.data is not None:
         sets.append(EvalSet(TASK, TASK, task_items(config.data, config.limit, config.split)))
     names: set[str] = set()
+
+    def add(new: EvalSet) -> None:
+        if new.name in names or new.name == TASK:
+            raise WbError(f"probes: two sets are named {new.name!r}; rename one file")
+        names.add(new.name)
+        sets.append(new)
+
     for spec in config.probes:
-        probe: ProbeSet = load_probe_set(spec, config.probe_limit)
-        if probe.name in names or probe.name == TASK:
-            raise WbError(f"probes: two sets are named {probe.name!r}; rename one file")
-        names.add(probe.name)
-        sets.append(EvalSet(probe.name, probe.kind, probe.items))
+        if is_mc_probe(spec):
+            add(mc_set(spec, config.fewshot, config.probe_limit))
+        else:
+            probe: ProbeSet = load_probe_set(spec, config.probe_limit)
+            add(EvalSet(probe.name, probe.kind, probe.items))
+    for spec in config.mc:
+        add(mc_set(spec, config.fewshot, config.mc_limit))
     if not sets:
         raise WbError("nothing to evaluate: give --data FILE and/or probe sets")
     return sets
+
+
+def is_mc_probe(spec: str | Path) -> bool:
+    """A shipped multiple-choice probe set, or a probe file whose records are multiple-choice items."""
+    from workbench.evaluate import mc
+
+    text = str(spec)
+    if text in SHIPPED_PROBES:
+        return text in SHIPPED_MC
+    return Path(text).is_file() and mc.looks_like_mc(Path(text))
+
+
+def mc_set(spec: str | Path, fewshot: int, limit: int | None) -> EvalSet:
+    """A multiple-choice file as a forgetting set: its first `fewshot` items are examples, the rest (up to `limit`)
+    are scored; rejected rows are counted and named in the set's settings."""
+    from workbench.evaluate import mc
+
+    text = str(spec)
+    path = probes_dir() / f"{text}.jsonl" if text in SHIPPED_PROBES else Path(text)
+    loaded = mc.load_mc(path)
+    if fewshot >= len(loaded.items):
+        raise WbError(f"{path}: --fewshot {fewshot} leaves no item to score (the file has {len(loaded.items)})")
+    shots, items = loaded.items[:fewshot], loaded.items[fewshot:]
+    items = items[:limit] if limit is not None else items
+    settings: dict[str, Any] = {
+        "source": str(path),
+        "shape": loaded.shape,
+        "fewshot": fewshot,
+        "fewshot_ids": [it.id for it in shots],
+        "rejected": len(loaded.rejects),
+    }
+    if loaded.rejects:
+        settings["rejects"] = [r.describe(path) for r in loaded.rejects[:MC_REJECTS_KEPT]]
+    return EvalSet(loaded.name, "mc", items, fewshot=shots, settings=settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,6 +189,7 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate a run (or adapter, or model) and, unless `config.base` is off, its base model."""
     from workbench.evaluate.generate import GenerationCache
+    from workbench.evaluate.loglik import LoglikCache
     from workbench.train.runs import Target, load, resolve_target
 
     started = time.time()
@@ -150,6 +198,7 @@ def evaluate(
     sets = _sets(config)
     warnings: list[str] = []
     cache = GenerationCache() if config.cache else None
+    ll_cache = LoglikCache(identities=cache) if config.cache and any(s.kind == "mc" for s in sets) else None
     tuned = load([target], on_status=on_status)
     adapter_sha256 = sha256_file(target.adapter / "adapter_model.safetensors") if target.adapter else None
     sides: list[tuple[str, Any, str | None]] = [("tuned", tuned, tuned.active)]
@@ -164,7 +213,7 @@ def evaluate(
     for side, loaded, active in sides:
         loaded.use(active)
         for s in sets:
-            _run_side(s, side, loaded, config, cache, on_progress)
+            _run_side(s, side, loaded, config, ll_cache if s.kind == "mc" else cache, on_progress)
     used = for_model(config.generation.precision, tuned.model)
     generation = {
         "model": target.base,
@@ -177,6 +226,10 @@ def evaluate(
     }
     if cache is not None:
         generation["cache_hits"], generation["cache_misses"] = cache.hits, cache.misses
+    if ll_cache is not None:
+        generation["loglik_cache_hits"], generation["loglik_cache_misses"] = ll_cache.hits, ll_cache.misses
+    if any(s.kind == "mc" for s in sets):
+        generation["mc_prompt"] = config.mc_prompt
     overlap = _train_overlap(target.run_dir, config.data) if config.data is not None else None
     return _finish(sets, config, out_dir, started, generation, overlap, warnings, {"target": str(target_spec)})
 
@@ -203,6 +256,12 @@ def _run_side(
 
     label = f"{side} · {s.name}"
     report = (lambda done, total: on_progress(label, done, total)) if on_progress is not None else None
+    if s.kind == "mc":
+        from workbench.evaluate.loglik import score_items
+
+        batch = config.generation.batch_size
+        s.mc[side] = score_items(loaded, s.items, s.fewshot, config.mc_prompt, batch, config.max_length, cache, report)
+        return
     if s.kind == "text":
         s.losses[side] = text_losses(
             loaded, [it.reference for it in s.items], config.max_length, precision=config.generation.precision
@@ -361,6 +420,8 @@ def _answer_type(s: EvalSet, item: Item, suite: EvalSuite) -> str:
         return "lm"
     if s.kind == "qa":
         return "probe"
+    if s.kind == "mc":
+        return "mc"
     return item.answer_type or suite.answer_type
 
 
@@ -371,12 +432,12 @@ def _language(text: str) -> str:
 def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.ScoreRow], runfile.SetMetrics, list[str]]:
     """Per-item scores of every side and their aggregate: metrics with intervals, corpus scores per language,
     degenerate-answer shares, classification reports; plus warnings in words."""
-    sides = [side for side in SIDES if side in s.predictions or side in s.losses]
+    sides = [side for side in SIDES if side in s.predictions or side in s.losses or side in s.mc]
     n = len(s.items)
     types = [_answer_type(s, it, suite) for it in s.items]
     wanted = [suite.metrics_for(t) for t in types]
     warnings: list[str] = []
-    settings: dict[str, Any] = {"suite": suite.name} if s.kind == TASK else {}
+    settings: dict[str, Any] = {"suite": suite.name} if s.kind == TASK else dict(s.settings)
 
     # What is scored: with strip_prompt_prefix, the part after a prefix the reference shares with the prompt.
     refs: list[list[str]] = [list(it.references) for it in s.items]
@@ -425,6 +486,11 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
                     values[i]["loss"] = loss
                 if s.kind == "text":
                     values[i]["perplexity"] = round(math.exp(loss), 4) if loss is not None else None
+        if side in s.mc:
+            from workbench.evaluate.loglik import item_metrics
+
+            for i, it in enumerate(s.items):
+                values[i].update({k: v for k, v in item_metrics(it, s.mc[side][i]).items() if k in wanted[i]})
         scores = []
         for i in range(n):
             answer = s.generated.get(side, [None] * n)[i] if side in s.generated else None
@@ -437,6 +503,7 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
                     generated_tokens=answer.generated_tokens if answer is not None else None,
                     finished=answer.finished if answer is not None else None,
                     flags=flagged.get(side, [[]] * n)[i],
+                    mc=s.mc[side][i] if side in s.mc else None,
                     **values[i],
                 )
             )
@@ -453,6 +520,7 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
                 reference=it.reference,
                 answers=it.answers if it.answers and it.answers != [it.reference] else None,
                 answer_type=types[i] if s.kind == TASK else None,
+                options=it.options if s.kind == "mc" else None,
                 scored_reference=refs[i][0] if stripped[i] else None,
                 tuned=per_side["tuned"][i] if "tuned" in per_side else runfile.SideScores(),
                 base=per_side.get("base", [None] * n)[i] if "base" in per_side else None,
@@ -468,6 +536,8 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
     metrics = {k: metrics[k] for k in registry.order(metrics)}
     degenerate_stats = _degenerate(flagged, n)
     warnings.extend(_notes(s, metrics, degenerate_stats, corpus, suite, sides))
+    if s.kind == "mc":
+        warnings.extend(_mc_notes(s, metrics, rows))
     primary = suite.primary if suite.primary in metrics else next(iter(metrics), None)
     if primary is not None and s.kind == TASK:
         settings["primary"] = primary
@@ -607,6 +677,30 @@ def _degenerate(flagged: dict[str, list[list[str]]], n: int) -> dict[str, runfil
             tuned_items=tuned,
             base_items=base,
         )
+    return out
+
+
+def _mc_notes(s: EvalSet, metrics: dict[str, runfile.Stat], rows: list[runfile.ScoreRow]) -> list[str]:
+    """Rejected rows, and sides whose accuracy cannot be told from guessing (then the set cannot show forgetting)."""
+    out = []
+    rejected = int(s.settings.get("rejected") or 0)
+    if rejected:
+        first = (s.settings.get("rejects") or [""])[0]
+        out.append(f"{rejected} rows of {s.settings.get('source')} were rejected, not scored (first: {first})")
+    chance = sum(1 / len(it.options or {"": ""}) for it in s.items) / max(1, len(s.items))
+    for name in ("mc_accuracy", "mc_accuracy_norm", "mc_letter_accuracy"):
+        if name not in metrics:
+            continue
+        for side in ("tuned", "base"):
+            values = [v for r in rows if (v := _side_value(getattr(r, side), name)) is not None]
+            if len(values) < 2:
+                continue
+            mean, lo, hi = compare.bootstrap_mean_ci(values, 0)
+            if lo <= chance <= hi:
+                out.append(
+                    f"{side} {name} {mean:.3f} (95% interval [{lo:.3f}, {hi:.3f}]) includes chance ({chance:.2f}): "
+                    "on this set the model is not told apart from guessing"
+                )
     return out
 
 

@@ -9,7 +9,8 @@ Light on purpose (standard library only): `wb report` and `wb gate` import it.
 
 Answer types: `text` (free text judged by overlap with the reference), `number` (a final numeric answer), `choice`
 (an option letter), `label` (one of a closed label set), `json` (a JSON object), `regex` (a pattern from the suite),
-`probe` (the short-answer forgetting probes) and `lm` (the likelihood of a text: losses).
+`probe` (the short-answer forgetting probes), `lm` (the likelihood of a text: losses) and `mc` (multiple-choice items
+scored by the log-likelihood of each option, `workbench.evaluate.loglik`).
 
 `scope`: `item` metrics have one value per item (averaged, bootstrapped, paired); `set` metrics exist only for a
 whole set (macro F1: its interval is a bootstrap over items of the set-level number).
@@ -21,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-AnswerType = Literal["text", "number", "choice", "label", "json", "regex", "probe", "lm"]
-ANSWER_TYPES: tuple[AnswerType, ...] = ("text", "number", "choice", "label", "json", "regex", "probe", "lm")
+AnswerType = Literal["text", "number", "choice", "label", "json", "regex", "probe", "lm", "mc"]
+ANSWER_TYPES: tuple[AnswerType, ...] = ("text", "number", "choice", "label", "json", "regex", "probe", "lm", "mc")
 
 RESERVED = frozenset({"n", "kind", "corpus", "regressions", "degenerate", "classification", "settings", "metrics"})
 """Keys of a set's section that are not metrics (a metric may not take one of these names)."""
@@ -261,3 +262,24 @@ register_metric(
     higher_is_better=False,
 )
 register_metric("perplexity", "exp(mean token loss) of a plain text", ["lm"], higher_is_better=False)
+register_metric(
+    "mc_accuracy",
+    "the option whose text has the highest summed log-likelihood after the question is the answer "
+    "(lm-evaluation-harness `acc`)",
+    ["mc"],
+    binary=True,
+)
+register_metric(
+    "mc_accuracy_norm",
+    "as mc_accuracy, each option's log-likelihood divided by its length in characters (lm-evaluation-harness "
+    "`acc_norm`)",
+    ["mc"],
+    binary=True,
+)
+register_metric(
+    "mc_letter_accuracy",
+    "the answer letter is the most likely of the option letters (A, B, ...) after the question with its options "
+    "listed (MMLU style)",
+    ["mc"],
+    binary=True,
+)

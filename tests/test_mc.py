@@ -1,0 +1,381 @@
+"""Multiple-choice files and log-likelihood scoring: every file shape, bad rows named by line, option sums equal to
+plain transformers, few-shot examples never scored, MC sets in metrics.json and as gate paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import read_jsonl, write_jsonl
+from workbench import runfile
+from workbench.errors import WbError
+from workbench.evaluate import mc
+
+DATA = Path(__file__).resolve().parent / "data"
+NUTRITION = DATA / "mmlu" / "nutrition_test_head.csv"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading files
+
+
+def test_an_mmlu_csv_without_header_keeps_quoted_commas_and_newlines_and_numbers_items_by_their_first_line() -> None:
+    got = mc.load_mc(NUTRITION)
+    assert got.shape == "mmlu_csv" and got.name == "nutrition_test_head" and not got.rejects
+    assert [it.reference for it in got.items] == ["C", "B", "A", "A", "C", "D", "B", "B"]
+    second = got.items[1]
+    assert second.instruction.startswith("In which one of the following circumstances will the prevalence")
+    assert "all else being constant?" in second.instruction  # the comma inside the quoted field stayed
+    assert second.options == {
+        "A": "If the incidence rate of the disease falls.",
+        "B": "If survival time with the disease increases.",
+        "C": "If recovery of the disease is faster.",
+        "D": "If the population in which the disease is measured increases.",
+    }
+    # The question spans two physical lines; an item is named by the line its record starts on.
+    lines = NUTRITION.read_text(encoding="utf-8").splitlines()
+    starts = [n for n, line in enumerate(lines, start=1) if line.lstrip('"').startswith("In which one of")]
+    assert second.id == starts[0] and got.items[0].id == 1
+
+
+def test_a_ceval_csv_with_bom_crlf_an_id_column_and_lowercase_header_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "ceval_val.csv"
+    text = (
+        "\ufeffid,question,A,B,C,D,answer,explanation\r\n"
+        '0,"下列城市中，哪一座是中国的首都？",上海,北京,广州,"深圳,广东",B,首都是北京。\r\n'
+        "1,水在标准大气压下的沸点是多少摄氏度？,90,100,110,120,B,\r\n"
+    )
+    path.write_bytes(text.encode("utf-8"))
+    got = mc.load_mc(path)
+    assert got.shape == "header_csv" and not got.rejects
+    first, second = got.items
+    assert first.id == 0 and first.instruction == "下列城市中，哪一座是中国的首都？"
+    assert first.options == {"A": "上海", "B": "北京", "C": "广州", "D": "深圳,广东"} and first.reference == "B"
+    assert second.id == 1 and second.options is not None and second.options["B"] == "100"
+
+
+def test_a_cmmlu_csv_with_an_unnamed_index_column_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "cmmlu.csv"
+    path.write_text(
+        ",Question,A,B,C,D,Answer\n0,中秋节在农历的哪一天？,正月初一,五月初五,八月十五,九月初九,C\n", encoding="utf-8"
+    )
+    (item,) = mc.load_mc(path).items
+    assert item.id == 0 and item.reference == "C" and item.options is not None and item.options["C"] == "八月十五"
+
+
+def test_jsonl_choices_as_a_list_or_a_map_and_answers_as_a_letter_or_an_index(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"question": "Which is a fruit?", "choices": ["Carrot", "Apple", "Potato", "Onion"], "answer": 1},
+            {"question": "Capital of Italy?", "choices": {"A": "Milan", "B": "Rome", "C": "Turin"}, "answer": "b"},
+            {"id": "q3", "question": "2 + 2 = ?", "options": ["3", "4"], "answer": "B"},
+        ],
+    )
+    got = mc.load_mc(path)
+    assert got.shape == "jsonl" and not got.rejects
+    assert [it.reference for it in got.items] == ["B", "B", "B"]
+    assert [it.id for it in got.items] == [1, 2, "q3"]
+    assert got.items[1].options == {"A": "Milan", "B": "Rome", "C": "Turin"}
+
+
+def test_arc_jsonl_with_digit_labels_is_relabelled_to_letters(tmp_path: Path) -> None:
+    arc = {
+        "id": "Mercury_7175875",
+        "question": {
+            "stem": "Which gas do plants take in?",
+            "choices": [
+                {"label": "1", "text": "oxygen"},
+                {"label": "2", "text": "carbon dioxide"},
+                {"label": "3", "text": "helium"},
+                {"label": "4", "text": "neon"},
+            ],
+        },
+        "answerKey": "2",
+    }
+    (item,) = mc.load_mc(write_jsonl(tmp_path / "arc.jsonl", [arc])).items
+    assert item.id == "Mercury_7175875" and item.reference == "B"
+    assert item.options == {"A": "oxygen", "B": "carbon dioxide", "C": "helium", "D": "neon"}
+    assert mc.load_mc(tmp_path / "arc.jsonl").shape == "arc_jsonl"
+
+
+def test_bad_rows_are_rejected_with_their_line_and_field_and_good_rows_kept(tmp_path: Path) -> None:
+    good = {"question": "Which is a fruit?", "choices": ["Carrot", "Apple"], "answer": "B"}
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            good,
+            {"question": "Q?", "choices": ["x", "y"], "answer": "E"},
+            '{"question": "broken',
+            "",
+            {"question": "Q?", "choices": ["x", "  "], "answer": "A"},
+            {"question": "Q?", "choices": ["x", "y"], "answer": 5},
+            good,
+        ],
+    )
+    got = mc.load_mc(path)
+    assert [it.id for it in got.items] == [1, 7]
+    assert [(r.line, r.field) for r in got.rejects] == [(2, "answer"), (3, "(line)"), (5, "choices[1]"), (6, "answer")]
+    assert got.rejects[0].describe(path) == f"{path}:line 2: field answer: 'E' is none of the choices A, B"
+
+    csv_path = tmp_path / "mmlu.csv"
+    csv_path.write_text("Q one?,a,b,c,d,A\nQ two?,a,b,c,d,Z\nQ three?,a,,c,d,C\nQ four?,a,b,c,d\n", encoding="utf-8")
+    got = mc.load_mc(csv_path)
+    assert [it.id for it in got.items] == [1]
+    assert [(r.line, r.field) for r in got.rejects] == [(2, "answer"), (3, "B"), (4, "(row)")]
+
+
+def test_a_file_that_cannot_be_a_multiple_choice_set_is_one_line(tmp_path: Path) -> None:
+    two_columns = tmp_path / "pairs.csv"
+    two_columns.write_text("question,answer\nhi,there\n", encoding="utf-8")
+    with pytest.raises(WbError, match=r"pairs.csv: not a multiple-choice file"):
+        mc.load_mc(two_columns)
+    all_bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "Q?", "choices": ["x"], "answer": "A"}])
+    with pytest.raises(WbError, match=r"no usable multiple-choice item in 1 rows \(first: .*line 1: field choices"):
+        mc.load_mc(all_bad)
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("Caf\xe9?,a,b,c,d,A\n".encode("latin-1"))
+    with pytest.raises(WbError, match="not UTF-8"):
+        mc.load_mc(latin1)
+
+
+def test_the_shipped_probes_have_four_options_balanced_letters_and_distinct_choices() -> None:
+    from workbench.evaluate.forgetting import probes_dir
+
+    for name, minimum in (("mc_general_en", 200), ("mc_general_zh", 200)):
+        got = mc.load_mc(probes_dir() / f"{name}.jsonl")
+        assert len(got.items) >= minimum and not got.rejects
+        counts = {letter: sum(it.reference == letter for it in got.items) for letter in "ABCD"}
+        assert max(counts.values()) - min(counts.values()) <= 1, counts
+        for it in got.items:
+            assert it.options is not None and len(set(it.options.values())) == 4
+        assert len({it.instruction + "|".join((it.options or {}).values()) for it in got.items}) == len(got.items)
+    zh = mc.load_mc(probes_dir() / "mc_general_zh.jsonl")
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in it.instruction) for it in zh.items)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring with a tiny model
+
+torch_needed = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("torch") is None, reason="needs the training extra"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from workbench.train.model import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("mc") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny: Path) -> Any:
+    from workbench.train.runs import Target, load
+
+    return load([Target(str(tiny), str(tiny))])
+
+
+def _plain_sum(tiny: Path, context: str, continuation: str) -> tuple[float, int]:
+    """The recipe McScores documents, with plain transformers: no wb code involved."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+    n_ctx = len(tok(context, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logits = model(torch.tensor([whole])).logits[0]
+    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    total = sum(float(logprobs[i - 1, whole[i]]) for i in range(n_ctx, len(whole)))
+    return total, len(whole) - n_ctx
+
+
+ITEMS = [
+    {"question": "What is the capital of France?", "choices": ["Paris", "Berlin", "Madrid", "Rome"], "answer": "A"},
+    {"question": "水在多少摄氏度沸腾？", "choices": ["100摄氏度", "50摄氏度", "0摄氏度", "1000摄氏度"], "answer": "A"},
+    {"question": "Which is a mammal?", "choices": ["A trout", "A whale, the largest one", "A frog"], "answer": "B"},
+]
+
+
+@torch_needed
+@pytest.mark.parametrize("mode", ["template", "plain"])
+def test_option_log_likelihoods_equal_plain_transformers_sums_and_pick_the_same_argmax(
+    tiny: Path, loaded: Any, tmp_path: Path, mode: str
+) -> None:
+    from workbench.evaluate.loglik import score_items
+
+    items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
+    scored = score_items(loaded, items[1:], items[:1], mode=mode, batch_size=3)
+    for item, s in zip(items[1:], scored, strict=True):
+        assert items[0].instruction in s.context  # the few-shot example is in the context
+        sums = []
+        for c in s.choices:
+            expected, tokens = _plain_sum(tiny, s.context, c.continuation)
+            assert c.tokens == tokens and c.loglik == pytest.approx(expected, abs=1e-4)
+            sums.append(expected)
+        texts = list((item.options or {}).values())
+        assert [c.continuation.strip() for c in s.choices] == texts
+        letters = "ABCD"
+        assert s.predicted == letters[max(range(len(sums)), key=lambda i: sums[i])]
+        norm = [v / len(t) for v, t in zip(sums, texts, strict=True)]
+        assert s.predicted_norm == letters[max(range(len(norm)), key=lambda i: norm[i])]
+        letter_sums = [_plain_sum(tiny, s.letter_context, c.continuation)[0] for c in s.letters]
+        assert [c.loglik for c in s.letters] == pytest.approx(letter_sums, abs=1e-4)
+        assert s.predicted_letter == letters[max(range(len(letter_sums)), key=lambda i: letter_sums[i])]
+        if mode == "plain":
+            assert s.context.endswith("Answer:") and all(c.continuation.startswith(" ") for c in s.choices)
+        else:
+            assert s.context.endswith("assistant") and s.choices[0].continuation.startswith("\n")
+
+
+@torch_needed
+def test_batching_and_the_cache_do_not_change_a_log_likelihood(loaded: Any, tmp_path: Path) -> None:
+    from workbench.evaluate.generate import GenerationCache
+    from workbench.evaluate.loglik import LoglikCache, score_items
+
+    items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
+    one = score_items(loaded, items, [], batch_size=1)
+    many = score_items(loaded, items, [], batch_size=16)
+    for a, b in zip(one, many, strict=True):
+        assert [c.loglik for c in a.choices] == pytest.approx([c.loglik for c in b.choices], abs=1e-4)
+    cache = LoglikCache(tmp_path / "ll.sqlite", GenerationCache(tmp_path / "gen.sqlite"))
+    first = score_items(loaded, items, [], cache=cache)
+    assert cache.misses > 0 and cache.hits == 0
+    again = score_items(loaded, items, [], cache=cache)
+    assert cache.hits == cache.misses and again == first
+
+
+@torch_needed
+def test_wb_eval_on_a_model_alone_scores_mc_sets_with_fewshot_items_left_out(
+    tiny: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.train.model import tiny_model_dir
+
+    monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
+    other = tiny_model_dir(tmp_path / "other", seed=1)
+    jsonl = write_jsonl(tmp_path / "mc_small.jsonl", [{**row, "id": f"q{i}"} for i, row in enumerate(ITEMS * 3)])
+    out = tmp_path / "eval"
+    args = ["eval", "--model", tiny, "--base-model", other, "--no-probes", "--mc", jsonl, "--mc", NUTRITION]
+    result = wb(*args, "--fewshot", "2", "-o", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    metrics = runfile.EvalMetrics.model_validate(json.loads((out / "metrics.json").read_text()))
+    small, nutrition = metrics.forgetting["mc_small"], metrics.forgetting["nutrition_test_head"]
+    assert small.kind == "mc" and small.n == 7 and nutrition.n == 6
+    assert small.settings["fewshot_ids"] == ["q0", "q1"] and nutrition.settings["shape"] == "mmlu_csv"
+    for name in ("mc_accuracy", "mc_accuracy_norm", "mc_letter_accuracy"):
+        stat = small.metrics[name]
+        assert stat.tuned is not None and 0 <= stat.tuned <= 1 and stat.mcnemar_p is not None
+        assert stat.wins is not None and stat.ties is not None and stat.losses is not None
+        assert stat.wins + stat.ties + stat.losses == 7
+    rows = [runfile.ScoreRow.model_validate(r) for r in read_jsonl(out / "scores.jsonl")]
+    small_rows = [r for r in rows if r.set == "mc_small"]
+    assert [r.id for r in small_rows] == [f"q{i}" for i in range(2, 9)]  # the two examples are not scored
+    first = small_rows[0]
+    assert first.options == {"A": "A trout", "B": "A whale, the largest one", "C": "A frog"}
+    assert first.tuned.mc is not None and first.base is not None and first.base.mc is not None
+    assert ITEMS[0]["question"] in first.tuned.mc.context and ITEMS[1]["question"] in first.tuned.mc.context
+    assert first.tuned.mc.context == first.base.mc.context
+    assert first.tuned.mc.choices[0].loglik != first.base.mc.choices[0].loglik  # two different models
+    value = (first.tuned.model_extra or {})["mc_accuracy"]
+    assert value == int(first.tuned.mc.predicted == first.reference)
+    # The accuracy is the mean of the items' 0/1 scores.
+    mean = sum((r.tuned.model_extra or {})["mc_accuracy"] for r in small_rows) / 7
+    assert small.metrics["mc_accuracy"].tuned == pytest.approx(mean)
+    assert metrics.generation["loglik_cache_misses"] > 0
+
+    # Gate paths from the schema and the registry: no gate change needed.
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(
+        "checks:\n  - metric: forgetting.mc_small.mc_accuracy.delta_lower\n    min: -1\n"
+        "  - metric: forgetting.nutrition_test_head.mc_letter_accuracy.tuned\n    min: 0\n",
+        encoding="utf-8",
+    )
+    passed = wb("gate", out, "-t", gate)
+    assert passed.exit_code == 0, passed.stdout + passed.stderr
+    assert runfile.gate_path_problem("forgetting.mc_general_zh.mc_accuracy.delta_lower") is None
+    assert "unknown metric" in (runfile.gate_path_problem("forgetting.mc_general_zh.mc_acc.tuned") or "")
+
+    # The report shows the MC sets as forgetting rows.
+    report = wb("report", out, "-o", tmp_path / "report.html")
+    assert report.exit_code == 0, report.stderr
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "mc_small" in page and "mc_letter_accuracy" in page
+
+    # Again: every log-likelihood comes from the cache and the scores are the same.
+    again = wb(*args, "--fewshot", "2", "-o", out, "-q")
+    assert again.exit_code == 0
+    metrics2 = json.loads((out / "metrics.json").read_text())
+    assert metrics2["generation"]["loglik_cache_misses"] == 0
+    assert read_jsonl(out / "scores.jsonl") == [r.model_dump(mode="json", exclude_none=True) for r in rows]
+
+
+@torch_needed
+def test_mc_input_errors_are_one_line_with_exit_2(tiny: Path, tmp_path: Path, wb: Any) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("only,two\n", encoding="utf-8")
+    result = wb("eval", "--model", tiny, "--no-probes", "--mc", bad, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "bad.csv: not a multiple-choice file" in result.stderr
+    few = write_jsonl(tmp_path / "few.jsonl", ITEMS[:2])
+    result = wb("eval", "--model", tiny, "--no-probes", "--mc", few, "--fewshot", "2", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "--fewshot 2 leaves no item to score" in result.stderr
+    result = wb("eval", "--model", tiny, "--no-probes", "--mc", few)
+    assert result.exit_code == 2 and "-o DIR" in result.stderr
+
+
+def test_rejected_rows_are_counted_named_and_warned_about(tmp_path: Path) -> None:
+    from workbench.evaluate import pipeline
+    from workbench.evaluate.suite import DEFAULT
+
+    path = write_jsonl(tmp_path / "some_bad.jsonl", [ITEMS[0], {"question": "Q?", "choices": ["x"], "answer": "A"}])
+    s = pipeline.mc_set(path, 0, None)
+    assert s.settings["rejected"] == 1 and s.settings["rejects"] == [
+        f"{path}:line 2: field choices: needs at least 2 choices, got 1"
+    ]
+    s.mc["tuned"] = [
+        runfile.McScores(
+            context="c",
+            choices=[
+                runfile.Continuation(continuation=f" {t}", loglik=-float(i), tokens=1) for i, t in enumerate("wxyz")
+            ],
+            letter_context="l",
+            letters=[runfile.Continuation(continuation=f" {t}", loglik=-1.0, tokens=1) for t in "ABCD"],
+            predicted="A",
+            predicted_norm="A",
+            predicted_letter="A",
+        )
+    ]
+    _, summary, warnings = pipeline.score_set(s, DEFAULT, 0)
+    assert summary.kind == "mc" and summary.metrics["mc_accuracy"].tuned == 1
+    assert summary.settings["rejected"] == 1
+    assert any("1 rows of" in w and "line 2: field choices" in w for w in warnings)
+
+
+@torch_needed
+def test_letters_of_one_item_share_one_forward_pass(
+    loaded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.evaluate.loglik import score_items
+
+    items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
+    rows: list[int] = []
+    forward = loaded.model.forward
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "forward", counting)
+    scored = score_items(loaded, items, [], batch_size=1)
+    requests = [(s.context, c.continuation) for s in scored for c in s.choices] + [
+        (s.letter_context, c.continuation) for s in scored for c in s.letters
+    ]
+    tok = loaded.tokenizer
+    distinct = {tuple(tok(a + b, add_special_tokens=False)["input_ids"][:-1]) for a, b in requests}
+    # Each distinct token row runs once: the letters of an item (one token each after the same context) share one.
+    assert sum(rows) == len(distinct) <= 11 + len(items) < len(requests)

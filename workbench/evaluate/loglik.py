@@ -1,0 +1,309 @@
+"""Multiple-choice scoring by log-likelihood: how likely the model finds each option after the question.
+
+Per item, two renderings (lm-evaluation-harness's two conventions):
+- options: the question alone as the context, each option's text as a continuation; `mc_accuracy` is right when the
+  largest summed log-probability is the answer's, `mc_accuracy_norm` after dividing each sum by the option's length
+  in characters (lm-eval's `acc_norm`, the delimiter not counted);
+- letters: the question with `A. ...` lines and `Answer:` as the context, each letter as a continuation
+  (`mc_letter_accuracy`, MMLU's format).
+
+`mc_prompt: template` (default) renders the context with the run's template (chat or Alpaca), few-shot examples as
+earlier turns, and the continuation starts the answer directly (lm-eval uses no delimiter under a chat template);
+`plain` writes `Question: ...\\nAnswer:` text, examples separated by a blank line, and a space before each
+continuation (lm-eval's default `target_delimiter`). As in lm-eval's `_encode_pair`, trailing whitespace of the
+context moves into the continuation, the whole text is tokenised once and the continuation's tokens are those after
+the context's; the stored strings are the ones after that move, so `McScores` is enough to recompute a score.
+
+Batched across items: each distinct token row (context + continuation, less its last token) runs once, so options
+that are one token each (the letters) share one forward pass; rows are sorted by length, right-padded, and the
+output head runs only on the scored positions where the model allows it. Results are cached by model identity +
+context + continuation (`LoglikCache`, beside the generation cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench import runfile
+from workbench.evaluate.forgetting import Item
+from workbench.evaluate.generate import GenerationCache, prompt_for
+from workbench.train.model import cache_dir
+from workbench.train.runs import Loaded
+
+ProgressFn = Callable[[int, int], None]
+CACHE_FORMAT = 1
+PLAIN_DELIMITER = " "  # lm-evaluation-harness's target_delimiter
+FEWSHOT_DELIMITER = "\n\n"  # and its fewshot_delimiter
+
+
+@dataclass(frozen=True)
+class Request:
+    context: str
+    continuation: str
+
+
+def split_pair(context: str, continuation: str) -> Request:
+    """lm-eval's rule: trailing whitespace of the context belongs to the continuation."""
+    n = len(context) - len(context.rstrip())
+    if n:
+        return Request(context[:-n], context[-n:] + continuation)
+    return Request(context, continuation)
+
+
+# --- rendering --------------------------------------------------------------------------------------------------
+
+
+def _letters_text(item: Item) -> str:
+    options = item.options or {}
+    return "\n".join([item.instruction, *(f"{k}. {v}" for k, v in options.items()), "Answer:"])
+
+
+def _options(item: Item) -> dict[str, str]:
+    return dict(item.options or {})
+
+
+def render(loaded: Loaded, item: Item, fewshot: Sequence[Item], mode: str) -> tuple[list[Request], list[Request]]:
+    """(option requests, letter requests) of one item, in letter order."""
+    options = _options(item)
+    if mode == "plain":
+        shots = [f"Question: {ex.instruction}\nAnswer: {_options(ex)[ex.reference]}" for ex in fewshot]
+        ctx = FEWSHOT_DELIMITER.join([*shots, f"Question: {item.instruction}\nAnswer:"])
+        letter_shots = [f"{_letters_text(ex)} {ex.reference}" for ex in fewshot]
+        letter_ctx = FEWSHOT_DELIMITER.join([*letter_shots, _letters_text(item)])
+        delim = PLAIN_DELIMITER
+    else:
+        history = [[ex.instruction, _options(ex)[ex.reference]] for ex in fewshot]
+        ctx = prompt_for(loaded, {"instruction": item.instruction, "history": history})
+        letter_history = [[_letters_text(ex), ex.reference] for ex in fewshot]
+        letter_ctx = prompt_for(loaded, {"instruction": _letters_text(item), "history": letter_history})
+        delim = ""
+    choices = [split_pair(ctx, delim + text) for text in options.values()]
+    letters = [split_pair(letter_ctx, delim + letter) for letter in options]
+    return choices, letters
+
+
+# --- computing --------------------------------------------------------------------------------------------------
+
+
+def loglikelihoods(
+    loaded: Loaded,
+    requests: Sequence[Request],
+    batch_size: int = 16,
+    max_length: int = 1024,
+    cache: LoglikCache | None = None,
+    progress: ProgressFn | None = None,
+) -> list[tuple[float, int]]:
+    """(summed log-probability, token count) of each request's continuation given its context, in order."""
+    keys = [cache.key(loaded, r, max_length) for r in requests] if cache is not None else []
+    found = cache.get_many(keys) if cache is not None else {}
+    out: list[tuple[float, int] | None] = [found.get(k) for k in keys] if cache is not None else [None] * len(requests)
+    todo = [i for i, v in enumerate(out) if v is None]
+    if progress is not None:
+        progress(len(requests) - len(todo), len(requests))
+    if todo:
+        fresh = _compute(loaded, [requests[i] for i in todo], batch_size, max_length, progress, len(requests))
+        for i, value in zip(todo, fresh, strict=True):
+            out[i] = value
+        if cache is not None:
+            cache.put_many({keys[i]: v for i, v in zip(todo, fresh, strict=True)})
+    return [v if v is not None else (0.0, 0) for v in out]
+
+
+def _encode(tokenizer: Any, r: Request, max_length: int) -> tuple[list[int], int]:
+    """Token ids of context + continuation (left-truncated to max_length + 1) and where the continuation starts."""
+    whole = tokenizer(r.context + r.continuation, add_special_tokens=False)["input_ids"]
+    n_ctx = len(tokenizer(r.context, add_special_tokens=False)["input_ids"]) if r.context else 0
+    n_ctx = min(n_ctx, len(whole) - 1)  # a continuation always keeps at least one token
+    if n_ctx < 1:
+        raise ValueError("a multiple-choice context must have at least one token")
+    cut = max(0, len(whole) - (max_length + 1))
+    return whole[cut:], n_ctx - cut if n_ctx > cut else 1
+
+
+def _compute(
+    loaded: Loaded,
+    requests: list[Request],
+    batch_size: int,
+    max_length: int,
+    progress: ProgressFn | None,
+    total: int,
+) -> list[tuple[float, int]]:
+    import torch
+
+    from workbench.train.trainer import _prompt_learning
+
+    tokenizer = loaded.tokenizer
+    encoded = [_encode(tokenizer, r, max_length) for r in requests]
+    rows: dict[tuple[int, ...], int] = {}  # distinct input rows (each sequence less its last token)
+    targets: list[tuple[int, int, list[int]]] = []  # per request: row, first scored position, tokens
+    for whole, start in encoded:
+        key = tuple(whole[:-1])
+        row = rows.setdefault(key, len(rows))
+        targets.append((row, start - 1, whole[start:]))
+    row_ids = list(rows)
+    needed: list[dict[int, set[int]]] = [{} for _ in row_ids]  # row -> position -> tokens scored there
+    for row, first, tokens in targets:
+        for j, t in enumerate(tokens):
+            needed[row].setdefault(first + j, set()).add(t)
+    logprobs: list[dict[tuple[int, int], float]] = [{} for _ in row_ids]  # row -> (position, token) -> log-prob
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(row_ids)), key=lambda i: (len(row_ids[i]), i))
+    done = total - len(requests)
+    per_row = [0] * len(row_ids)
+    for row, _, _ in targets:
+        per_row[row] += 1
+    with loaded.active_model() as model, torch.inference_mode():
+        device = next(model.parameters()).device
+        masked_head = not _prompt_learning(model)
+        for lo in range(0, len(order), batch_size):
+            batch = order[lo : lo + batch_size]
+            longest = max(len(row_ids[i]) for i in batch)
+            ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            keep = torch.zeros((len(batch), longest), dtype=torch.bool)
+            for b, i in enumerate(batch):
+                ids[b, : len(row_ids[i])] = torch.tensor(row_ids[i], dtype=torch.long)
+                mask[b, : len(row_ids[i])] = 1
+                keep[b, sorted(needed[i])] = True
+            ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
+            picked = None
+            if masked_head:
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+                if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
+                    picked = logits
+                else:
+                    masked_head = False  # the model's logits_to_keep takes no mask
+            if picked is None:
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, -longest:]
+                picked = logits[keep]
+            scores = torch.log_softmax(picked.float(), dim=-1).cpu().double()
+            for k, (b, pos) in enumerate(keep.nonzero().tolist()):  # row by row, as the kept positions come
+                for t in needed[batch[b]][pos]:
+                    logprobs[batch[b]][(pos, t)] = float(scores[k, t])
+            done += sum(per_row[i] for i in batch)
+            if progress is not None:
+                progress(done, total)
+    out = []
+    for row, first, tokens in targets:
+        total_lp = sum(logprobs[row][(first + j, t)] for j, t in enumerate(tokens))
+        out.append((total_lp, len(tokens)))
+    return out
+
+
+# --- scoring items ----------------------------------------------------------------------------------------------
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # ties: the first, as numpy's argmax
+
+
+def score_items(
+    loaded: Loaded,
+    items: Sequence[Item],
+    fewshot: Sequence[Item],
+    mode: str = "template",
+    batch_size: int = 16,
+    max_length: int = 1024,
+    cache: LoglikCache | None = None,
+    progress: ProgressFn | None = None,
+) -> list[runfile.McScores]:
+    """Every option's and letter's log-likelihood for each item, and the letters each rule picks."""
+    rendered = [render(loaded, it, fewshot, mode) for it in items]
+    flat = [r for choices, letters in rendered for r in (*choices, *letters)]
+    values = loglikelihoods(loaded, flat, batch_size, max_length, cache, progress)
+    out = []
+    k = 0
+    for it, (choices, letters) in zip(items, rendered, strict=True):
+        labels = list(_options(it))
+        texts = list(_options(it).values())
+        c_vals, l_vals = values[k : k + len(choices)], values[k + len(choices) : k + len(choices) + len(letters)]
+        k += len(choices) + len(letters)
+        sums = [v for v, _ in c_vals]
+        out.append(
+            runfile.McScores(
+                context=choices[0].context,
+                choices=[
+                    runfile.Continuation(continuation=r.continuation, loglik=round(v, 6), tokens=n)
+                    for r, (v, n) in zip(choices, c_vals, strict=True)
+                ],
+                letter_context=letters[0].context,
+                letters=[
+                    runfile.Continuation(continuation=r.continuation, loglik=round(v, 6), tokens=n)
+                    for r, (v, n) in zip(letters, l_vals, strict=True)
+                ],
+                predicted=labels[_argmax(sums)],
+                predicted_norm=labels[_argmax([s / len(t) for s, t in zip(sums, texts, strict=True)])],
+                predicted_letter=labels[_argmax([v for v, _ in l_vals])],
+            )
+        )
+    return out
+
+
+def item_metrics(item: Item, scores: runfile.McScores) -> dict[str, float | int | None]:
+    """The item's 0/1 scores, by registry name."""
+    return {
+        "mc_accuracy": int(scores.predicted == item.reference),
+        "mc_accuracy_norm": int(scores.predicted_norm == item.reference),
+        "mc_letter_accuracy": int(scores.predicted_letter == item.reference),
+    }
+
+
+# --- the cache --------------------------------------------------------------------------------------------------
+
+
+class LoglikCache:
+    """Log-likelihoods in SQLite (`<wb cache>/logliks.sqlite`), keyed by model identity (the generation cache's:
+    SHA-256 of the base and adapter weights) + context + continuation + max_length. Safe across processes."""
+
+    def __init__(self, path: Path | None = None, identities: GenerationCache | None = None) -> None:
+        self.path = path or cache_dir() / "logliks.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._identities = identities or GenerationCache()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS logliks (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self.hits = 0
+        self.misses = 0
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            yield db
+
+    def key(self, loaded: Loaded, request: Request, max_length: int) -> str:
+        ident = asdict(self._identities.identity(loaded))
+        blob = json.dumps(
+            {
+                "model": ident,
+                "context": request.context,
+                "continuation": request.continuation,
+                "max_length": max_length,
+                "format": CACHE_FORMAT,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, int]]:
+        found: dict[str, tuple[float, int]] = {}
+        with self._connect() as db:
+            for lo in range(0, len(keys), 500):
+                chunk = list(keys[lo : lo + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, value in db.execute(f"SELECT key, value FROM logliks WHERE key IN ({marks})", chunk):
+                    entry = json.loads(value)
+                    found[key] = (float(entry["loglik"]), int(entry["tokens"]))
+        self.hits += sum(1 for k in keys if k in found)
+        self.misses += sum(1 for k in keys if k not in found)
+        return found
+
+    def put_many(self, items: dict[str, tuple[float, int]]) -> None:
+        rows = [(k, json.dumps({"loglik": v, "tokens": n})) for k, (v, n) in items.items()]
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO logliks VALUES (?, ?)", rows)

@@ -1,0 +1,270 @@
+"""Multiple-choice files: read the shapes people have into one list of items, with every bad row named.
+
+Shapes, told apart by content (not by extension):
+- MMLU CSV, no header: `question,A,B,C,D,answer` (the answer a letter); quoted fields may hold commas and newlines.
+- C-Eval / CMMLU CSV with a header: `Question,A,B,C,D,Answer` (any case), optionally an index or `id` column first
+  and other columns (C-Eval's `explanation`) after; any number of letter columns (A, B, C, ...).
+- JSONL: `question` + `choices` (a list, or a {"A": ...} map; `options` is read the same) + `answer` (a letter, or
+  a 0-based index into the list).
+- ARC JSONL: `{"question": {"stem": ..., "choices": [{"label", "text"}, ...]}, "answerKey": ...}`; labels may be
+  letters or digits (`1`-`4`), the answer key names one of them.
+
+A UTF-8 BOM and CRLF line ends are fine. A row that cannot be an item (no question, an empty option, an answer that
+is none of the options, bad JSON) is a `Reject` with its line and field; a file with no usable row, or not a
+multiple-choice file at all, is a WbError in one line. Options are relabelled A, B, C, ... in their order.
+
+Light on purpose (standard library only): no torch here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WbError
+from workbench.evaluate.forgetting import Item
+
+LETTERS = string.ascii_uppercase
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    field: str
+    error: str
+
+    def describe(self, path: Path | str) -> str:
+        return f"{path}:line {self.line}: field {self.field}: {self.error}"
+
+
+@dataclass
+class McFile:
+    """The items of one multiple-choice file (question in `instruction`, letter -> text in `options`, the answer
+    letter in `reference`) and the rows that could not be items."""
+
+    name: str
+    path: Path
+    shape: str  # mmlu_csv | header_csv | jsonl | arc_jsonl
+    items: list[Item]
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class _Bad(Exception):
+    def __init__(self, field_name: str, error: str) -> None:
+        super().__init__(error)
+        self.field = field_name
+        self.error = error
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise WbError(f"{path}: cannot read: {e}") from None
+    except UnicodeDecodeError as e:
+        raise WbError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+def looks_like_mc(path: Path) -> bool:
+    """Whether a JSONL file's first record is a multiple-choice item (probe files are told apart by this)."""
+    try:
+        text = _read_text(path)
+    except WbError:
+        return False
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return False
+            return isinstance(row, dict) and _row_shape(row) is not None
+    return False
+
+
+def load_mc(path: Path | str, name: str | None = None) -> McFile:
+    """Every item of a multiple-choice file, with the rows rejected."""
+    path = Path(path)
+    if not path.is_file():
+        raise WbError(f"{path}: no such file")
+    text = _read_text(path)
+    stripped = text.lstrip()
+    if not stripped:
+        raise WbError(f"{path}: the file is empty")
+    if stripped[0] == "{":
+        shape, items, rejects = _jsonl(text)
+    else:
+        shape, items, rejects = _csv(path, text)
+    if not items:
+        first = f" (first: {rejects[0].describe(path)})" if rejects else ""
+        raise WbError(f"{path}: no usable multiple-choice item in {len(rejects)} rows{first}")
+    return McFile(name or path.name.rsplit(".", 1)[0], path, shape, items, rejects)
+
+
+# --- JSONL --------------------------------------------------------------------------------------------------------
+
+
+def _row_shape(row: dict[str, Any]) -> str | None:
+    q = row.get("question")
+    if isinstance(q, dict) and "stem" in q:
+        return "arc_jsonl"
+    if "question" in row and ("choices" in row or "options" in row):
+        return "jsonl"
+    return None
+
+
+def _jsonl(text: str) -> tuple[str, list[Item], list[Reject]]:
+    items: list[Item] = []
+    rejects: list[Reject] = []
+    shapes: set[str] = set()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            rejects.append(Reject(n, "(line)", f"not valid JSON: {e}"))
+            continue
+        if not isinstance(row, dict):
+            rejects.append(Reject(n, "(line)", f"expected a JSON object, got {type(row).__name__}"))
+            continue
+        shape = _row_shape(row)
+        try:
+            if shape == "arc_jsonl":
+                items.append(_arc_item(n, row))
+            elif shape == "jsonl":
+                items.append(_json_item(n, row))
+            else:
+                raise _Bad("question", "needs `question` with `choices` (or ARC's question.stem)")
+            shapes.add(str(shape))
+        except _Bad as e:
+            rejects.append(Reject(n, e.field, e.error))
+    return (shapes.pop() if len(shapes) == 1 else "jsonl"), items, rejects
+
+
+def _text(value: Any, field_name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Bad(field_name, f"expected text, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise _Bad(field_name, "empty")
+    return text
+
+
+def _json_item(n: int, row: dict[str, Any]) -> Item:
+    key = "choices" if "choices" in row else "options"
+    question = _text(row.get("question"), "question")
+    raw = row[key]
+    if isinstance(raw, list):
+        texts = [_text(v, f"{key}[{i}]") for i, v in enumerate(raw)]
+        labels = list(LETTERS[: len(texts)])
+    elif isinstance(raw, dict):
+        labels = [str(k).strip().upper() for k in raw]
+        texts = [_text(v, f"{key}.{k}") for k, v in raw.items()]
+    else:
+        raise _Bad(key, f"expected a list or a letter -> text object, got {type(raw).__name__}")
+    answer = row.get("answer", row.get("answerKey"))
+    if isinstance(answer, int) and not isinstance(answer, bool) and isinstance(raw, list):
+        if not 0 <= answer < len(texts):
+            raise _Bad("answer", f"index {answer} is outside the {len(texts)} choices (0-based)")
+        answer = labels[answer]
+    return _item(n, row.get("id", n), question, labels, texts, answer)
+
+
+def _arc_item(n: int, row: dict[str, Any]) -> Item:
+    q = row["question"]
+    question = _text(q.get("stem"), "question.stem")
+    choices = q.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise _Bad("question.choices", "expected a list of {label, text} objects")
+    labels = [_text(c.get("label"), f"question.choices[{i}].label") for i, c in enumerate(choices)]
+    texts = [_text(c.get("text"), f"question.choices[{i}].text") for i, c in enumerate(choices)]
+    return _item(n, row.get("id", n), question, labels, texts, row.get("answerKey"), "answerKey")
+
+
+def _item(
+    n: int, ident: Any, question: str, labels: list[str], texts: list[str], answer: Any, answer_field: str = "answer"
+) -> Item:
+    if len(texts) < 2:
+        raise _Bad("choices", f"needs at least 2 choices, got {len(texts)}")
+    if len(texts) > len(LETTERS):
+        raise _Bad("choices", f"at most {len(LETTERS)} choices, got {len(texts)}")
+    if len(set(labels)) != len(labels):
+        raise _Bad("choices", f"labels repeat: {labels}")
+    if answer is None:
+        raise _Bad(answer_field, "missing")
+    key = str(answer).strip().upper()
+    if key not in labels:
+        raise _Bad(answer_field, f"{answer!r} is none of the choices {', '.join(labels)}")
+    letters = LETTERS[: len(texts)]
+    options = dict(zip(letters, texts, strict=True))
+    ident = ident if isinstance(ident, int | str) and not isinstance(ident, bool) else n
+    return Item(id=ident, instruction=question, reference=letters[labels.index(key)], options=options)
+
+
+# --- CSV ----------------------------------------------------------------------------------------------------------
+
+
+def _csv(path: Path, text: str) -> tuple[str, list[Item], list[Reject]]:
+    reader = csv.reader(_io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for row in reader:
+            rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise WbError(f"{path}:line {reader.line_num}: not readable as CSV: {e}") from None
+    rows = [(n, r) for n, r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise WbError(f"{path}: the file is empty")
+    header = [c.strip().lower() for c in rows[0][1]]
+    if "question" in header and "answer" in header and "a" in header and "b" in header:
+        q_col, a_col = header.index("question"), header.index("answer")
+        letter_cols = []
+        for letter in LETTERS:
+            if letter.lower() not in header:
+                break
+            letter_cols.append(header.index(letter.lower()))
+        id_col = header.index("id") if "id" in header else (0 if header[0] == "" else None)
+        return "header_csv", *_csv_items(rows[1:], q_col, letter_cols, a_col, id_col)
+    width = len(rows[0][1])
+    if width < 4:
+        raise WbError(
+            f"{path}: not a multiple-choice file: CSV rows need question, options and answer columns "
+            "(MMLU: question,A,B,C,D,answer; or a header Question,A,B,C,D,Answer), JSONL needs question + choices"
+        )
+    return "mmlu_csv", *_csv_items(rows, 0, list(range(1, width - 1)), width - 1, None, width)
+
+
+def _csv_items(
+    rows: list[tuple[int, list[str]]],
+    q_col: int,
+    letter_cols: list[int],
+    a_col: int,
+    id_col: int | None,
+    width: int | None = None,
+) -> tuple[list[Item], list[Reject]]:
+    items: list[Item] = []
+    rejects: list[Reject] = []
+    need = max([q_col, a_col, *letter_cols]) + 1
+    letters = list(LETTERS[: len(letter_cols)])
+    for n, row in rows:
+        try:
+            if width is not None and len(row) != width:
+                raise _Bad("(row)", f"{len(row)} columns, the file's first row has {width}")
+            if len(row) < need:
+                raise _Bad("(row)", f"{len(row)} columns, the header has {need}")
+            question = _text(row[q_col], "question")
+            texts = [_text(row[c], letters[i]) for i, c in enumerate(letter_cols)]
+            ident: Any = row[id_col].strip() if id_col is not None and row[id_col].strip() else n
+            if isinstance(ident, str) and ident.isdigit():
+                ident = int(ident)
+            items.append(_item(n, ident, question, letters, texts, row[a_col].strip() or None))
+        except _Bad as e:
+            rejects.append(Reject(n, e.field, e.error))
+    return items, rejects
