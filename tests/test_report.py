@@ -17,6 +17,7 @@ from report_fixtures import SCRIPT, make_run
 
 from workbench.report import html as report_html
 from workbench.report.html import build_report, word_diff
+from workbench.report.summary import load_run
 
 GATE = REPO / "pipelines" / "gate.yaml"
 SECTIONS = ("data", "training", "task", "forgetting", "ab", "manifests")
@@ -398,3 +399,12 @@ def thresholds_file(tmp_path: Path, checks: list[str]) -> Path:
     path = tmp_path / "checks.yaml"
     path.write_text("checks:\n" + "".join(f'  - "{c}"\n' for c in checks), encoding="utf-8")
     return path
+
+
+def test_a_torn_cleaning_set_is_reported_as_incomplete(run: Path, tmp_path: Path) -> None:
+    assert not any("incomplete" in w or "torn" in w for w in load_run(run).summary["warnings"])
+    data = tmp_path / "w" / "data" / "clean.jsonl"
+    data.write_text(data.read_text(encoding="utf-8") + "{}\n", encoding="utf-8")  # replaced after the manifest
+    assert any("clean.jsonl: does not match" in w and "torn" in w for w in load_run(run).summary["warnings"])
+    (tmp_path / "w" / "data" / "clean.manifest.json").unlink()  # a kill before the manifest was written
+    assert any("an incomplete set" in w for w in load_run(run).summary["warnings"])

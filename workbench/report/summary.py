@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from workbench import __version__, runfile
+from workbench import __version__, io, runfile
 from workbench.errors import WbError
 from workbench.evaluate import registry
 
@@ -292,6 +292,10 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
         if cm.is_file():
             loaded = read_json(cm, "cleaning manifest")
             clean_manifest = loaded if isinstance(loaded, dict) else None
+        try:  # wb clean publishes its files as one set, the manifest last: a torn or edited set is said so
+            io.check_complete(cm)
+        except io.IncompleteOutput as e:
+            warnings.append(f"clean: {e}")
 
     # evaluation
     eval_manifest: dict[str, Any] | None = None
