@@ -280,14 +280,14 @@ def _eval(run: Path, n_task: int, with_base: bool, seed: int, quality: float = 0
         }
     task_rows = [r for r in rows if r["set"] == "task"]
     metrics: dict[str, Any] = {}
-    # Arithmetic items judged by their final number: the tuned model answers 3 in 4, the base 1 in 4.
+    # The format task judged by json_valid: the tuned model answers in JSON 3 times in 4, the base once in 4.
     t_num = [int(rng.random() < 0.75) for _ in task_rows]
     b_num = [int(rng.random() < 0.25) for _ in task_rows]
     for r, t_ok, b_ok in zip(task_rows, t_num, b_num, strict=True):
-        r["tuned"]["numeric_match"] = t_ok
+        r["tuned"]["json_valid"] = t_ok
         if with_base:
-            r["base"]["numeric_match"] = b_ok
-    metrics["numeric_match"] = stat(t_num, b_num if with_base else None, seed) | (
+            r["base"]["json_valid"] = b_ok
+    metrics["json_valid"] = stat(t_num, b_num if with_base else None, seed) | (
         {"mcnemar_p": 0.001} if with_base else {}
     )
     for m in ("rouge_l", "rouge1", "rouge2", "bleu", "chrf", "exact_match", "f1", "loss"):

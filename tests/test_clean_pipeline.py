@@ -91,7 +91,7 @@ def test_outputs_are_byte_identical_across_runs(tmp_path: Path) -> None:
 def test_demo_data_accounting_and_planted_defects(tmp_path: Path) -> None:
     result = run(DEMO_DATA, tmp_path / "clean.jsonl", load("default"))
     s = result.summary
-    assert s["read"] == s["kept"] + s["dropped"] + s["rejected"] == 303
+    assert s["read"] == s["kept"] + s["dropped"] + s["rejected"] == 183
     assert s["rejected"] == 3
     fired = {rule for rule, n in s["dropped_by_rule"].items() if n}
     assert {

@@ -20,7 +20,7 @@ GOOD = [
 def test_clean_prints_the_accounting_line_and_writes_all_outputs(tmp_path: Path, wb: Any) -> None:
     result = wb("clean", DEMO_DATA, "-o", tmp_path / "clean.jsonl")
     assert result.exit_code == 0, result.output
-    assert "read 303 = kept 283 + dropped 17 + rejected 3" in result.stdout
+    assert "read 183 = kept 166 + dropped 14 + rejected 3" in result.stdout
     assert "dropped: refusal" in result.stdout
     for name in (
         "clean.jsonl",

@@ -195,7 +195,7 @@ def _wait_for(proc: subprocess.Popen[bytes], path: Path) -> None:
 @pytest.fixture(scope="module")
 def big_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("big") / "big.jsonl"
-    src.write_bytes(DEMO_DATA.read_bytes() * 250)  # 80,000 records: four batches, then the dedup phase
+    src.write_bytes(DEMO_DATA.read_bytes() * 440)  # 80,520 records: two batches, then the dedup phase
     return src
 
 

@@ -189,9 +189,9 @@ def test_ten_thousand_items_give_a_capped_page(tmp_path: Path) -> None:
     page = files.html.read_text(encoding="utf-8")
     assert len(page.encode()) < 400_000, len(page)
     assert page.count('<div class="item">') == report_html.MAX_REGRESSIONS + report_html.MAX_IMPROVEMENTS
-    # The A/B section follows the set's headline metric (the first item metric in registry order: numeric_match).
+    # The A/B section follows the set's headline metric (the first item metric in registry order: json_valid).
     task = json.loads(files.json.read_text(encoding="utf-8"))["runs"][0]["summary"]["task"]
-    losses = task["metrics"]["numeric_match"]["losses"]
+    losses = task["metrics"]["json_valid"]["losses"]
     assert f"{losses - report_html.MAX_REGRESSIONS:,} more items where tuned lost not shown" in page
     assert "10,000 items" in page
     assert_offline(page)
@@ -330,7 +330,7 @@ REAL_TRAIN = [
     {"instruction": "Tell me a joke.", "input": "", "output": "As an AI language model, I cannot tell jokes."},
 ]
 REAL_EVAL = [
-    {"instruction": "What is 20+22?", "input": "", "output": "20+22=42", "answer_type": "number"},
+    {"instruction": "20+22= 用JSON回答", "input": "", "output": '{"result": 42}', "answer_type": "json"},
     {"instruction": "Echo this.", "input": SCRIPT, "output": SCRIPT},
     {"instruction": "日本的首都是哪里？", "input": "", "output": "东京"},
 ]
@@ -390,7 +390,7 @@ def test_a_real_clean_train_eval_run_reports_and_gates(
 
     gated = wb("gate", "runs/real", "-t", GATE, "--junit", "gate.xml")
     assert gated.exit_code == 1 and gated.stdout.count("missing") == 1  # every path is valid; one arithmetic item:
-    assert "missing: task.numeric_match.delta_lower: no interval: 1 item has this metric" in gated.stderr
+    assert "missing: task.json_valid.delta_lower: no interval: 1 item has this metric" in gated.stderr
     gated = wb("gate", "runs/real", "-t", thresholds_file(tmp_path, ["review.verdicts.tie >= 1", "task.n <= 3"]))
     assert gated.exit_code == 0, gated.output
 

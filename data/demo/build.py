@@ -2,8 +2,9 @@
 
 Real records (GPTeacher code tasks, Chinese arithmetic, poetry and culture), plus a handful of planted defects of
 the kinds `wb clean` exists for, so the demo shows every stage at work. `eval.jsonl` is the demo's task eval set:
-50 records of the same kinds that `raw.jsonl` does not hold; its arithmetic records say `"answer_type": "number"`,
-so `wb eval` judges them by `numeric_match` (the final number) while the code and poetry answers are judged by
+50 records of the same kinds that `raw.jsonl` does not hold. The arithmetic records are the seeds' "answer in JSON"
+format task (`{"expression": "43+7", "result": 50}`) and say `"answer_type": "json"`, so `wb eval` judges them by
+`json_valid` and `json_field_f1` (the result is one of the fields) while the code and poetry answers are judged by
 overlap. Every record fits the demo's `max_length` (384 tokens of the embedded model's chat template), so no
 record is cut in training: records are chosen by their length in the embedded model's tokens (term explanations,
 600+ tokens each, are left out). Run from the repository root with the project's environment:
@@ -36,6 +37,19 @@ PLANTED: list[str] = [
 ]
 
 
+def as_json(r: dict[str, str]) -> dict[str, str]:
+    """An arithmetic record as the seeds' "answer in JSON" format task: the expression and its result as an object."""
+    expression = r["instruction"].rstrip("=")
+    result = r["output"].rsplit("=", 1)[1]
+    value = float(result) if "." in result else int(result)
+    answer = json.dumps({"expression": expression, "result": value}, ensure_ascii=False)
+    return {
+        "instruction": f"{expression}= 用JSON回答",
+        "input": "",
+        "output": answer,
+    }
+
+
 MAX_TOKENS = 300  # of instruction + input + output; the chat template adds ~40, the recipe's max_length is 384
 
 
@@ -58,7 +72,7 @@ def main(shared: Path, out: Path) -> None:
     code = fits([{"instruction": r["instruction"], "input": r["input"], "output": r["response"]} for r in code[:1500]])
     eval_poetry = rng.sample(poetry, 5)
     poetry = [r for r in poetry if r not in eval_poetry]
-    records = rng.sample(code, 60) + rng.sample(arith, 200) + poetry
+    records = rng.sample(code, 60) + [as_json(r) for r in rng.sample(arith, 80)] + poetry
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
     lines += lines[:5]  # exact duplicates, for the dedup stage
     lines += PLANTED
@@ -69,7 +83,7 @@ def main(shared: Path, out: Path) -> None:
     used = {json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records}
     unused = lambda pool: [r for r in pool if json.dumps(r, ensure_ascii=False, sort_keys=True) not in used]  # noqa: E731
     held = random.Random(11)
-    numbers = [{**r, "answer_type": "number"} for r in held.sample(unused(arith), 30)]
+    numbers = [{**as_json(r), "answer_type": "json"} for r in held.sample(unused(arith), 30)]
     evals = numbers + held.sample(unused(code), 15) + eval_poetry
     held.shuffle(evals)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in evals)
