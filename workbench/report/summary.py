@@ -4,16 +4,10 @@ A run folder may hold any part of the pipeline's output: training only (no `eval
 predictions file scored elsewhere: no train manifest, perhaps no base scores), or both. What is absent is listed
 in `summary["missing"]` with the reason; what is present but unreadable is a `WbError` naming the file.
 
-The summary is plain JSON. Its sections, addressed by dotted paths in gate files:
-
-- `clean`: `read`, `kept`, `dropped`, `rejected`, `dropped_fraction` (dropped / read), `rejected_fraction`,
-  `removed_fraction` ((dropped + rejected) / read), `dropped_by_rule.<rule>`, `rejected_by_kind.<kind>`, ...
-- `train`: the train manifest's numbers (`train_loss`, `best_eval_loss`, `trainable_parameters`, ...) plus
-  `final_loss` / `final_eval_loss` (the last logged values) and `trainable_fraction`.
-- `task`: `n` and one STAT per metric (`task.rouge_l.tuned`, `task.rouge_l.delta_lower`, ...), `corpus`, `regressions`.
-- `forgetting.<set>`: `n`, `kind` and one STAT per metric (`forgetting.general_en.accuracy.delta_lower`).
-- `overlap`: `items`, `fraction`.
-- `review` (after `wb eval --import-review`): `reviewed`, `unreviewed`, `tuned_preferred`, `verdicts.<verdict>`.
+The summary is `workbench.runfile.RunSummary` as JSON (its model, and the gate's paths, live there): `clean`
+(accounting and fractions), `train` (the manifest's numbers plus first/final losses), `task` and `forgetting.<set>`
+(`SetMetrics`: metrics with intervals, corpus scores, degenerate shares, classification), `overlap`, `review`.
+A set's metrics are addressed without the `metrics` level in gate paths (`task.rouge_l.tuned`).
 """
 
 from __future__ import annotations
