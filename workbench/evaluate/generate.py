@@ -24,7 +24,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -283,25 +283,38 @@ class GenerationCache:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Answer]:
-        found: dict[str, Answer] = {}
-        with self._connect() as db:
-            for lo in range(0, len(keys), 500):
-                chunk = list(keys[lo : lo + 500])
-                marks = ",".join("?" * len(chunk))
-                for key, text in db.execute(f"SELECT key, text FROM answers WHERE key IN ({marks})", chunk):
-                    entry = json.loads(text)
-                    found[key] = Answer(entry["text"], entry["tokens"], entry["finished"])
+        found = {
+            k: Answer(e["text"], e["tokens"], e["finished"]) for k, e in read_json_rows(self._connect, "answers", keys)
+        }
         self.hits += sum(1 for k in keys if k in found)
         self.misses += sum(1 for k in keys if k not in found)
         return found
 
     def put_many(self, items: dict[str, Answer]) -> None:
-        rows = [
-            (k, json.dumps({"text": a.text, "tokens": a.generated_tokens, "finished": a.finished}, ensure_ascii=False))
-            for k, a in items.items()
-        ]
-        with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", rows)
+        rows = {k: {"text": a.text, "tokens": a.generated_tokens, "finished": a.finished} for k, a in items.items()}
+        write_json_rows(self._connect, "answers", rows)
+
+
+def read_json_rows(
+    connect: Callable[[], AbstractContextManager[sqlite3.Connection]], table: str, keys: Sequence[str]
+) -> Iterator[tuple[str, Any]]:
+    """(key, decoded JSON value) of the keys a cache table holds, looked up 500 at a time."""
+    with connect() as db:
+        for lo in range(0, len(keys), 500):
+            chunk = list(keys[lo : lo + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, value in db.execute(f"SELECT * FROM {table} WHERE key IN ({marks})", chunk).fetchall():
+                yield key, json.loads(value)
+
+
+def write_json_rows(
+    connect: Callable[[], AbstractContextManager[sqlite3.Connection]], table: str, rows: dict[str, Any]
+) -> None:
+    with connect() as db:
+        db.executemany(
+            f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
+            [(k, json.dumps(v, ensure_ascii=False)) for k, v in rows.items()],
+        )
 
 
 def _active_adapter_dir(loaded: Loaded) -> str | None:

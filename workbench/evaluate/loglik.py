@@ -33,7 +33,7 @@ from typing import Any
 
 from workbench import runfile
 from workbench.evaluate.forgetting import Item
-from workbench.evaluate.generate import GenerationCache, prompt_for
+from workbench.evaluate.generate import GenerationCache, prompt_for, read_json_rows, write_json_rows
 from workbench.train.model import cache_dir
 from workbench.train.runs import Loaded
 
@@ -291,19 +291,10 @@ class LoglikCache:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, int]]:
-        found: dict[str, tuple[float, int]] = {}
-        with self._connect() as db:
-            for lo in range(0, len(keys), 500):
-                chunk = list(keys[lo : lo + 500])
-                marks = ",".join("?" * len(chunk))
-                for key, value in db.execute(f"SELECT key, value FROM logliks WHERE key IN ({marks})", chunk):
-                    entry = json.loads(value)
-                    found[key] = (float(entry["loglik"]), int(entry["tokens"]))
+        found = {k: (float(e["loglik"]), int(e["tokens"])) for k, e in read_json_rows(self._connect, "logliks", keys)}
         self.hits += sum(1 for k in keys if k in found)
         self.misses += sum(1 for k in keys if k not in found)
         return found
 
     def put_many(self, items: dict[str, tuple[float, int]]) -> None:
-        rows = [(k, json.dumps({"loglik": v, "tokens": n})) for k, (v, n) in items.items()]
-        with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO logliks VALUES (?, ?)", rows)
+        write_json_rows(self._connect, "logliks", {k: {"loglik": v, "tokens": n} for k, (v, n) in items.items()})
