@@ -46,9 +46,11 @@ def main() -> int:
     from peft import LoraConfig, get_peft_model
 
     from workbench.train import data as tdata
-    from workbench.train import trainer as wtrainer
+    from workbench.train import hf as whf
+    from workbench.train import loss as wloss
+    from workbench.train import prepare as wprepare
     from workbench.train.model import load_model, load_tokenizer
-    from workbench.train.trainer import read_records
+    from workbench.train.prepare import read_records
 
     tok = load_tokenizer("embedded")
     model = load_model("embedded", dtype=torch.float32)
@@ -69,7 +71,7 @@ def main() -> int:
     plain = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
     real = int(batch["attention_mask"][:, 0].diagonal(dim1=-2, dim2=-1).sum())
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
-    head = wtrainer.fusable_head(model)
+    head = wloss.fusable_head(model)
     loss_fn = model.get_base_model().loss_function
 
     def step(variant: str) -> float:
@@ -79,7 +81,7 @@ def main() -> int:
         elif variant == "wb-mask":
             loss = model(**batch).loss
         else:
-            loss = wtrainer.trained_positions_loss(model, batch, None, loss_fn, head)
+            loss = wloss.trained_positions_loss(model, batch, None, loss_fn, head)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], 1.0)
         opt.step()
@@ -99,12 +101,12 @@ def main() -> int:
             logging_steps=1,
             save_strategy="no",
         )
-        trainer = wtrainer._trainer_class()(
+        trainer = whf.trainer_class()(
             model=model,
             args=targs,
-            train_dataset=wtrainer.ListDataset(rows),
+            train_dataset=wprepare.ListDataset(rows),
             data_collator=collate,
-            callbacks=wtrainer._callbacks(Path("/tmp/wb-profile-log.jsonl"), None),
+            callbacks=whf.callbacks(Path("/tmp/wb-profile-log.jsonl"), None),
         )
         trainer.create_optimizer_and_scheduler(num_training_steps=100)
         trainer.current_gradient_accumulation_steps = 1  # set by Trainer's own loop, which is not run here

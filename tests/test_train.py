@@ -16,15 +16,11 @@ pytest.importorskip("peft")
 
 from workbench.errors import WbError  # noqa: E402
 from workbench.train import data as tdata  # noqa: E402
+from workbench.train.loss import fusable_head, sample_losses, trained_positions_loss  # noqa: E402
 from workbench.train.model import load_model, load_tokenizer, tiny_model_dir  # noqa: E402
+from workbench.train.prepare import prepare  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
-from workbench.train.trainer import (  # noqa: E402
-    fusable_head,
-    prepare,
-    sample_losses,
-    train,
-    trained_positions_loss,
-)
+from workbench.train.trainer import train  # noqa: E402
 
 MEMORISE = [
     {"instruction": f"What is the secret word number {i}?", "input": "", "output": word}
@@ -151,7 +147,7 @@ def test_packed_loss_is_the_sum_of_the_examples_losses(tiny: Path, tokenizer: An
 def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
     tiny: Path, tokenizer: Any, packing: bool, fused: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workbench.train import trainer
+    from workbench.train import loss as trainer
 
     monkeypatch.setattr(trainer, "HEAD_CHUNK_ELEMENTS", 7 * len(tokenizer))  # chunks of 7 positions
     from peft import LoraConfig, get_peft_model

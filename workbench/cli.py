@@ -531,8 +531,8 @@ def train(
 
 def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
     from workbench.train.model import load_tokenizer
-    from workbench.train.trainer import inspect as spans_of
-    from workbench.train.trainer import prepare
+    from workbench.train.prepare import inspect as spans_of
+    from workbench.train.prepare import prepare
 
     tokenizer = load_tokenizer(rec.model, say)
     prepared = prepare(rec, tokenizer, None)

@@ -197,7 +197,7 @@ def text_losses(
 
 
 def _losses(loaded: Loaded, examples: list[Any], batch_size: int, precision: str) -> list[float | None]:
-    from workbench.train.trainer import sample_losses
+    from workbench.train.loss import sample_losses
 
     usable = [i for i, ex in enumerate(examples) if ex.trained_tokens > 1 or (ex.trained_tokens and ex.labels[0] < 0)]
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0

@@ -137,7 +137,7 @@ def _compute(
 ) -> list[tuple[float, int]]:
     import torch
 
-    from workbench.train.trainer import _prompt_learning
+    from workbench.train.loss import prompt_learning
 
     tokenizer = loaded.tokenizer
     encoded = [_encode(tokenizer, r, max_length) for r in requests]
@@ -161,7 +161,7 @@ def _compute(
         per_row[row] += 1
     with loaded.active_model() as model, torch.inference_mode():
         device = next(model.parameters()).device
-        masked_head = not _prompt_learning(model)
+        masked_head = not prompt_learning(model)
         for lo in range(0, len(order), batch_size):
             batch = order[lo : lo + batch_size]
             longest = max(len(row_ids[i]) for i in batch)

@@ -74,7 +74,7 @@ class EvalResult:
 def task_items(path: Path, limit: int | None, split: str | None = None) -> list[Item]:
     """The task records as eval items. In a JSONL file a record may also carry `answer_type` (overriding the
     suite's) and `options` ({"A": "...", ...} for multiple choice)."""
-    from workbench.train.trainer import read_records
+    from workbench.train.prepare import read_records
 
     records = read_records(path, split, prefer=("test", "validation"))[:limit]
     extras = _record_extras(path) if path.suffix == ".jsonl" else {}

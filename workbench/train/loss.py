@@ -1,0 +1,175 @@
+"""Losses wb computes itself: the training loss on trained positions only (with the output head fused into the
+cross-entropy for plain-head models) and the per-example losses written to `sample_losses.jsonl`."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from workbench import precision
+from workbench.train import data as tdata
+
+# Causal LMs whose logits are exactly `lm_head(hidden)`, with nothing applied after the head (no soft-capping, no
+# logit scaling, no auxiliary loss; read in transformers 5.24's modeling files): for them wb fuses the output head
+# with the loss (`HeadLoss`). Other models get the loss from their own logits, on the trained positions only.
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2", "gemma"})
+# Logits computed at once by `HeadLoss`: positions per chunk × vocabulary ≤ 2**25 (128 MB in fp32).
+HEAD_CHUNK_ELEMENTS = 2**25
+
+
+def _head_loss_class() -> Any:
+    import torch
+
+    class HeadLoss(torch.autograd.Function):
+        """Output head and cross-entropy in one step, chunked over positions: sum of the losses / divisor.
+
+        The gradient for the hidden states is computed in the forward pass, chunk by chunk, and kept (positions ×
+        hidden, small); the (positions × vocabulary) logits, log-probabilities and their gradients are never held
+        in memory all at once, as they are when the model returns logits and a loss is taken from them. Same
+        values: logits in fp32, log-sum-exp minus the target logit; gradient softmax − one-hot. The head's weight
+        must be frozen (it gets no gradient).
+        """
+
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, divisor: float) -> Any:
+            rows = max(1, HEAD_CHUNK_ELEMENTS // weight.shape[0])
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad = torch.empty_like(hidden)
+            for lo in range(0, hidden.shape[0], rows):
+                h, t = hidden[lo : lo + rows], targets[lo : lo + rows]
+                logits = (h.to(weight.dtype) @ weight.T).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(len(t), device=t.device), t] -= 1
+                grad[lo : lo + rows] = (probs.to(weight.dtype) @ weight) / divisor
+            ctx.save_for_backward(grad)
+            return total / divisor
+
+        @staticmethod
+        def backward(ctx: Any, grad_output: Any) -> Any:
+            (grad,) = ctx.saved_tensors
+            return grad * grad_output.to(grad.dtype), None, None, None
+
+    return HeadLoss
+
+
+def trained_positions_loss(
+    model: Any, inputs: dict[str, Any], num_items_in_batch: Any, loss_function: Any, head: Any = None
+) -> Any:
+    """The causal-LM loss with the output head applied only where a label is trained.
+
+    The output head (vocabulary × hidden, the largest matrix of a small model) and the cross-entropy then skip the
+    prompt and padding positions, which carry no loss. Position i predicts label i+1; transformers'
+    `logits_to_keep` takes a boolean (batch, length) mask and hands the kept positions, flattened, to the head.
+    With `head` (the model's frozen output `Linear`, for a model in PLAIN_HEAD_MODELS) the head's input is taken
+    and `HeadLoss` computes the loss from it in chunks; without it the model's logits for the kept positions go
+    through the model's own loss function. Either way the loss is the model's over the same targets, with the same
+    normalisation (`num_items_in_batch`, else the mean): it equals `model(**inputs).loss`. Returns None when the
+    model does not take a boolean `logits_to_keep` (its head sees another shape) or nothing in the batch is trained.
+    """
+    import torch
+
+    labels = inputs["labels"]
+    targets = labels[:, 1:] != tdata.IGNORE
+    n = int(targets.sum())
+    if n == 0:
+        return None
+    keep = torch.nn.functional.pad(targets, (0, 1), value=False)
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    if head is None:
+        logits = model(**forward, logits_to_keep=keep).logits
+        if logits.dim() != 2 or logits.shape[0] != n:
+            return None
+        return loss_function(
+            logits=logits,
+            labels=None,
+            vocab_size=logits.shape[-1],
+            num_items_in_batch=num_items_in_batch,
+            shift_labels=labels[:, 1:][targets],
+        )
+    taken: list[Any] = []
+
+    def take(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        taken.append(args[0])
+        return (args[0][:0],)  # the head itself computes nothing
+
+    handle = head.register_forward_pre_hook(take)
+    try:
+        model(**forward, logits_to_keep=keep)
+    finally:
+        handle.remove()
+    hidden = taken[0] if len(taken) == 1 else None
+    if hidden is None or hidden.dim() != 2 or hidden.shape[0] != n:
+        return None
+    divisor = float(num_items_in_batch) if num_items_in_batch is not None else float(n)
+    return _head_loss_class().apply(hidden, head.weight, labels[:, 1:][targets], divisor)
+
+
+def fusable_head(model: Any) -> Any:
+    """The output `Linear` of a model in PLAIN_HEAD_MODELS when it is frozen and has no bias, else None."""
+    import torch
+
+    base = unwrap(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    plain = getattr(getattr(base, "config", None), "model_type", None) in PLAIN_HEAD_MODELS
+    if plain and type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
+        return head
+    return None
+
+
+def unwrap(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def prompt_learning(model: Any) -> bool:
+    """Whether a PEFT model prepends virtual tokens (prompt or prefix tuning)."""
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
+def sample_losses(
+    model: Any, examples: list[tdata.Example], pad_id: int, batch_size: int, choice: precision.Choice | None = None
+) -> list[float]:
+    """Mean loss over the trained tokens of each example, without packing (one row per example), in the order of
+    `examples`. Batches hold examples of similar length (little padding), and where the model allows it the output
+    head runs only on the positions whose next token is trained (`logits_to_keep` with a boolean mask). The forward
+    passes run under `choice`'s autocast (none when not given); the cross-entropy is fp32 either way."""
+    import torch
+
+    collate = tdata.PaddingCollator(pad_id)
+    model.eval()
+    out = [0.0] * len(examples)
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    masked_head = not prompt_learning(model)
+    autocast = choice.autocast if choice is not None else contextlib.nullcontext
+    with torch.inference_mode(), autocast():
+        for lo in range(0, len(order), batch_size):
+            rows = order[lo : lo + batch_size]
+            batch = collate([{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in rows])
+            input_ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            labels = batch["labels"].to(device)[:, 1:]
+            trained = labels != tdata.IGNORE
+            sums = None
+            if masked_head and bool(trained.any()):
+                keep = torch.nn.functional.pad(trained, (0, 1), value=False)
+                logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
+                if logits.dim() == 2 and logits.shape[0] == int(trained.sum()):
+                    token_losses = torch.nn.functional.cross_entropy(
+                        logits.float(), labels[trained], reduction="none"
+                    )  # kept positions come row by row, as trained.nonzero() lists them
+                    sums = torch.zeros(len(rows), device=device).index_add_(0, trained.nonzero()[:, 0], token_losses)
+                else:
+                    masked_head = False  # the model's logits_to_keep takes no mask
+            if sums is None:
+                logits = model(input_ids=input_ids, attention_mask=attention).logits
+                logits = logits[:, -batch["labels"].shape[1] :]  # prompt tuning prepends virtual-token positions
+                sums = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].float().transpose(1, 2), labels, ignore_index=tdata.IGNORE, reduction="none"
+                ).sum(dim=1)
+            counts = trained.sum(dim=1).clamp(min=1)
+            for i, loss in zip(rows, (sums / counts).tolist(), strict=True):
+                out[i] = loss
+    return out
