@@ -240,3 +240,26 @@ def test_a_merged_model_is_compared_with_the_base_it_is_given(run: Path, tmp_pat
     run_rows = read_jsonl(tmp_path / "run" / "scores.jsonl")
     # The merged model answers like base + adapter.
     assert merged_rows[0]["tuned"]["loss"] == pytest.approx(run_rows[0]["tuned"]["loss"], abs=1e-3)
+
+
+def test_an_edited_or_torn_evaluation_is_refused_by_report_and_gate(tmp_path: Path, wb: Any) -> None:
+    preds = write_jsonl(tmp_path / "preds.jsonl", [{"prediction": "Paris", "reference": "Paris"}] * 3)
+    ev = tmp_path / "run" / "eval"
+    assert wb("eval", "--predictions", preds, "-o", ev, "-q").exit_code == 0
+    manifest = json.loads((ev / "manifest.json").read_text(encoding="utf-8"))
+    assert set(manifest["outputs"]) == {"scores", "metrics"}
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("checks:\n  - {metric: task.n, min: 1}\n", encoding="utf-8")
+    assert wb("gate", tmp_path / "run", "-t", gate).exit_code == 0
+
+    doc = json.loads((ev / "metrics.json").read_text(encoding="utf-8"))
+    doc["task"]["n"] = 3000  # a number edited by hand after wb eval wrote it
+    (ev / "metrics.json").write_text(json.dumps(doc), encoding="utf-8")
+    for args in (("gate", tmp_path / "run", "-t", gate), ("report", tmp_path / "run", "-o", tmp_path / "r.html")):
+        result = wb(*args)
+        assert result.exit_code == 2, result.output
+        assert f"{ev / 'metrics.json'}: does not match {ev / 'manifest.json'}" in result.stderr
+    (ev / "manifest.json").unlink()  # a kill between publishing steps: scores and metrics without their manifest
+    result = wb("gate", tmp_path / "run", "-t", gate)
+    assert result.exit_code == 2 and f"{ev / 'manifest.json'}: missing" in result.stderr
+    assert not (tmp_path / "r.html").exists()

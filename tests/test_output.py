@@ -125,6 +125,30 @@ def test_a_later_run_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["raw.jsonl", "clean.jsonl", *SIDECARS])
 
 
+def test_stage_folders_of_the_older_scheme_are_removed_once_stale(tmp_path: Path) -> None:
+    stale, fresh = tmp_path / ".wb-stage-k2j3h4x9", tmp_path / ".wb-stage-a8b7c6d5"
+    for folder in (stale, fresh):
+        (folder / "kept").mkdir(parents=True)
+        (folder / "kept" / "000000.arrow").write_bytes(b"\0" * 4096)
+    hour_ago = time.time() - 2 * 3600
+    for p in (stale / "kept" / "000000.arrow", stale / "kept", stale):
+        os.utime(p, (hour_ago, hour_ago))
+    run(raw(tmp_path), tmp_path / "clean.jsonl", load("default"))
+    assert not stale.exists()  # left by a killed run of an older wb, untouched for two hours
+    assert (fresh / "kept" / "000000.arrow").exists()  # perhaps an older wb still writing: kept
+
+
+def test_an_old_stage_folder_with_a_recent_file_inside_is_kept(tmp_path: Path) -> None:
+    folder = tmp_path / ".wb-stage-q1w2e3r4"
+    folder.mkdir()
+    hour_ago = time.time() - 2 * 3600
+    os.utime(folder, (hour_ago, hour_ago))
+    (folder / "part.arrow").write_bytes(b"x")  # written just now
+    os.utime(folder, (hour_ago, hour_ago))
+    assert io.remove_old_stages(tmp_path) == []
+    assert folder.exists()
+
+
 # -- sets published whole ------------------------------------------------------------------------------------------
 
 

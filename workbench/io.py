@@ -32,6 +32,7 @@ from workbench.output import atomic_write as atomic_write
 from workbench.output import check_complete as check_complete
 from workbench.output import check_target as check_target
 from workbench.output import ensure_dir as ensure_dir
+from workbench.output import remove_old_stages as remove_old_stages
 from workbench.output import sha256_file as sha256_file
 from workbench.records import (
     ALIASES,

@@ -8,7 +8,8 @@ Every file a command writes goes through `OutputSet` (`io.atomic_write` is a set
 - A lock file `.<first target>.wb-lock` beside the first target keeps two runs from writing the same output.
 - All files of the result are written into one staging folder `.<first target>.wb-stage/` beside the targets.
   Holding the lock, a run knows that a staging folder or temporary file of that name is left over from a run
-  that was killed, and removes it before it starts.
+  that was killed, and removes it before it starts; staging folders of the older scheme (`.wb-stage-XXXXXXXX`,
+  unlocked) go once untouched for an hour.
 - `publish` first removes the set's old manifest, renames the files into place, then writes the manifest
   (names, sizes and SHA-256 of every file) last. A kill between two renames therefore leaves no manifest, or
   one whose hashes do not match: `check_complete` tells a complete set from a torn one.
@@ -25,6 +26,7 @@ import os
 import shutil
 import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -36,6 +38,11 @@ from workbench.errors import WbError
 
 LOCK_SUFFIX = ".wb-lock"
 STAGE_SUFFIX = ".wb-stage"
+# wb before the output sets staged `wb clean` in `tempfile.TemporaryDirectory(prefix=".wb-stage-")` folders, which
+# a kill left behind. Nothing locks them, so one is removed only when untouched for this long (a run of an old wb
+# still writing into its folder touches it).
+OLD_STAGE_GLOB = ".wb-stage-*"
+OLD_STAGE_STALE_SECONDS = 3600
 
 
 class IncompleteOutput(WbError):
@@ -235,6 +242,7 @@ class OutputSet:
             for old in self.folder.glob(f".{glob_escape(p.name)}.*.tmp"):
                 with contextlib.suppress(OSError):
                     old.unlink()
+        remove_old_stages(self.folder)
 
     # -- writing -----------------------------------------------------------------------------------------------
 
@@ -306,6 +314,31 @@ class OutputSet:
             os.replace(self.staged(self.manifest), self.manifest)
         _fsync_dir(self.folder)
         self.published = True
+
+
+def remove_old_stages(folder: Path, now: float | None = None) -> list[Path]:
+    """Staging folders of the older scheme (`.wb-stage-XXXXXXXX`) in `folder` untouched for an hour: removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for old in folder.glob(OLD_STAGE_GLOB):
+        try:
+            info = old.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or now - _newest_mtime(old, info.st_mtime) < OLD_STAGE_STALE_SECONDS:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        removed.append(old)
+    return removed
+
+
+def _newest_mtime(folder: Path, own: float) -> float:
+    newest = own
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
 
 
 def glob_escape(name: str) -> str:

@@ -386,28 +386,33 @@ def _finish(
         suite=suite.model_dump(mode="json") if task is not None else None,
         warnings=warnings,
     )
-    io.ensure_dir(out_dir)
     plain_rows = [r.model_dump(mode="json", exclude_none=True) for r in rows]
-    with io.atomic_write(out_dir / "scores.jsonl") as f:
-        for row in plain_rows:
-            f.write(io.jsonl_line(row))
-    io.write_json(out_dir / "metrics.json", metrics.model_dump(mode="json", exclude_none=True))
-    outputs = {"scores": out_dir / "scores.jsonl", "metrics": out_dir / "metrics.json"}
+    files = {"scores": out_dir / "scores.jsonl", "metrics": out_dir / "metrics.json"}
+    review_csv: bytes | None = None
     if task is not None and any(r["set"] == TASK and "base" in r for r in plain_rows) and config.review_size:
         primary = task.settings.get("primary") or "rouge_l"
-        review.write_sample(out_dir / "review_sample.csv", plain_rows, config.review_size, config.seed, primary)
-        outputs["review_sample"] = out_dir / "review_sample.csv"
+        review_csv = review.render_sample(plain_rows, config.review_size, config.seed, primary)
+        files["review_sample"] = out_dir / "review_sample.csv"
     inputs = {"data": config.data} if config.data is not None else {}
-    manifest = build_manifest(
-        command="eval",
-        started=started,
-        inputs=inputs,
-        outputs=outputs,
-        config=config.model_dump(mode="json"),
-        seed=config.seed,
-    )
-    manifest.update(inputs_extra)
-    io.write_json(out_dir / "manifest.json", manifest)
+    # One set: the scores, the metrics and the review sample staged together, the manifest (their sizes and hashes)
+    # published last, so `wb report` and `wb gate` can tell a complete evaluation from a torn one.
+    with io.OutputSet(list(files.values()), manifest=out_dir / "manifest.json") as outputs:
+        with outputs.open(files["scores"]) as f:
+            for row in plain_rows:
+                f.write(io.jsonl_line(row))
+        outputs.write(files["metrics"], io.dumps_json(metrics.model_dump(mode="json", exclude_none=True)))
+        if review_csv is not None:
+            outputs.write(files["review_sample"], review_csv)
+        manifest = build_manifest(
+            command="eval",
+            started=started,
+            inputs=inputs,
+            outputs={name: outputs.entry(path) for name, path in files.items()},
+            config=config.model_dump(mode="json"),
+            seed=config.seed,
+        )
+        manifest.update(inputs_extra)
+        outputs.publish(manifest)
     return EvalResult(out_dir, metrics.model_dump(mode="json", exclude_none=True), warnings)
 
 

@@ -67,13 +67,12 @@ def sample(rows: list[dict[str, Any]], size: int, seed: int, metric: str = "roug
     return sorted(chosen, key=lambda r: order[id(r)])
 
 
-def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int, metric: str = "rouge_l") -> int:
-    """The review CSV; buckets (regression, improvement, tie) by the set's headline metric."""
-    picked = sample(rows, size, seed, metric)
+def render_sample(rows: list[dict[str, Any]], size: int, seed: int, metric: str = "rouge_l") -> bytes:
+    """The review CSV's bytes; buckets (regression, improvement, tie) by the set's headline metric."""
     buffer = stdio.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; a CR inside a cell is then quoted too
     writer.writerow(COLUMNS)
-    for r in picked:
+    for r in sample(rows, size, seed, metric):
         writer.writerow(
             escape_cell(cell)
             for cell in [
@@ -89,9 +88,13 @@ def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int, m
                 "",
             ]
         )
+    return buffer.getvalue().encode("utf-8")
+
+
+def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int, metric: str = "rouge_l") -> None:
+    """The review CSV written on its own (`render_sample`)."""
     with io.atomic_write(path) as f:
-        f.write(buffer.getvalue().encode("utf-8"))
-    return len(picked)
+        f.write(render_sample(rows, size, seed, metric))
 
 
 def read_sample(path: Path) -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ import yaml
 from workbench import __version__, runfile
 from workbench.evaluate import compare as stats
 from workbench.evaluate import registry
-from workbench.io import atomic_write, dumps_json
+from workbench.io import OutputSet, dumps_json
 from workbench.report import markdown
 from workbench.report.gate import VERDICTS, GateResult, run_gate
 from workbench.report.summary import (
@@ -812,10 +812,9 @@ def build_report(
         "comparison": rows,
     }
     md_path, json_path = output.with_suffix(".md"), output.with_suffix(".json")
-    with atomic_write(output) as f:
-        f.write(html.encode("utf-8"))
-    with atomic_write(md_path) as f:
-        f.write(md.encode("utf-8"))
-    with atomic_write(json_path) as f:
-        f.write(dumps_json(doc))
+    with OutputSet([output, md_path, json_path]) as outputs:  # the three pages staged and published together
+        outputs.write(output, html.encode("utf-8"))
+        outputs.write(md_path, md.encode("utf-8"))
+        outputs.write(json_path, dumps_json(doc))
+        outputs.publish()
     return ReportFiles(output, md_path, json_path, gates)

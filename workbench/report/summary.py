@@ -325,11 +325,15 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             review = validated(runfile.ReviewSummary, {k: v for k, v in loaded.items() if k in fields}, review_path)
             files["review"] = review_path
         em = eval_dir / "manifest.json"
-        if em.is_file():
-            loaded = read_json(em, "eval manifest")
-            if isinstance(loaded, dict):
-                eval_manifest = loaded
-                files["eval_manifest"] = em
+        loaded = read_json(em, "eval manifest") if em.is_file() else None
+        if isinstance(loaded, dict):
+            eval_manifest = loaded
+            files["eval_manifest"] = em
+        if (loaded is None and scores.is_file()) or (isinstance(loaded, dict) and "outputs" in loaded):
+            # wb eval publishes scores, metrics and review sample as one set, its manifest (with their hashes) last:
+            # numbers from a torn or edited set are not trusted. A metrics.json made by hand, with no scores file
+            # or a manifest naming no outputs beside it, is read as given.
+            io.check_complete(em)
 
     if train_manifest is None and eval_dir is None:
         raise WbError(f"{path}: neither manifest.json from `wb train` nor eval/metrics.json from `wb eval` found")
