@@ -125,7 +125,6 @@ def test_labels_get_accuracy_macro_f1_and_a_confusion_matrix(tmp_path: Path, wb:
     assert macro["tuned"] == pytest.approx(5 / 6, abs=1e-6) and macro["base"] == pytest.approx(1 / 3, abs=1e-6)
     assert macro["lower"] <= macro["tuned"] <= macro["upper"] and macro["delta_lower"] <= macro["delta"]
     # The run folder reads back, and the page shows the confusion matrix.
-    (tmp_path / "ev" / "manifest.json").unlink()
     page = build_report([tmp_path / "ev"], tmp_path / "r.html").html.read_text(encoding="utf-8")
     assert 'data-part="confusion"' in page and "non-urgent" in page
 
@@ -199,7 +198,6 @@ def test_both_models_at_zero_is_said_in_words_and_gates_inconclusive(tmp_path: P
     assert em["constant"] is True and em["tuned"] == 0 and em["base"] == 0
     assert any("exact_match: both models score 0 on every item" in w for w in metrics["warnings"])
     assert any("30 of 30 tuned answers are in another language" in w for w in metrics["warnings"])
-    (tmp_path / "ev" / "manifest.json").unlink()
     gate = tmp_path / "gate.yaml"
     gate.write_text("checks:\n  - task.exact_match.delta_lower >= -0.05\n", encoding="utf-8")
     result = wb("gate", tmp_path / "ev", "-t", gate)
@@ -243,7 +241,6 @@ def test_a_metric_added_to_the_registry_is_scored_reported_and_gated(
     ]
     metrics, scored = _eval(wb, tmp_path, rows)
     assert scored[0]["tuned"][extra_metric] == 1 and metrics["task"]["metrics"][extra_metric]["delta"] == 1.0
-    (tmp_path / "ev" / "manifest.json").unlink()
     page = build_report([tmp_path / "ev"], tmp_path / "r.html").html.read_text(encoding="utf-8")
     assert f'<code title="the answer is written in capitals">{extra_metric}</code>' in page
     assert gating.path_problem(f"task.{extra_metric}.delta_lower") is None
