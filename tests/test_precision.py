@@ -113,7 +113,9 @@ def test_bf16_training_follows_the_fp32_loss_curve_with_fp32_weights(tmp_path: P
     gaps = [abs(a - b) / b for a, b in zip(curve16, curve32, strict=True)]
     assert max(gaps) <= CURVE_TOLERANCE, gaps
     assert curve16[-1] < curve16[0] - 1.0  # and it learns
-    assert bf16.manifest["precision"] == "bf16" and bf16.manifest["precision_reason"] == "precision bf16 was asked for"
+    # forced bf16 runs on any CPU; where torch reports no native bf16 units the reason says it is emulated
+    assert bf16.manifest["precision"] == "bf16"
+    assert bf16.manifest["precision_reason"].startswith("precision bf16 was asked for")
     assert fp32.manifest["precision"] == "fp32"
     # Master weights and the adapter stay fp32: autocast, not cast weights.
     with safe_open(str(bf16.run_dir / "adapter" / "adapter_model.safetensors"), "pt") as f:
