@@ -17,7 +17,7 @@ target (issue 18): every estimate within 30 % of the measurement. The ratio esti
 Run from the repository root (about 3-6 minutes on 2 busy cores):
 
     .venv/bin/python bench/plan_vs_measured.py
-    .venv/bin/python bench/plan_vs_measured.py --methods lora full freeze --seq-len 512 --batch 2 --steps 3
+    .venv/bin/python bench/plan_vs_measured.py --methods lora full freeze --seq-len 512 --batch 2 --steps 2
 """
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["lora", "full", "freeze"])
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--records", type=int, default=60, help="records of the demo data to pack (enough for the steps)")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--records", type=int, default=30, help="records of the demo data to pack (enough for the steps)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "demo" / "raw.jsonl")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "plan_vs_measured.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

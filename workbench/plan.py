@@ -21,9 +21,10 @@ and an output head (tied or not). Parameters: `V·h·(1 + untied) + h + L·(2h·
 
 Peak memory of one training step
 --------------------------------
-`peak = weights + optimiser states + max(activations, gradients)`. Gradients are set to None after every step
-(Trainer's `zero_grad`), so during the forward pass only activations exist; the backward pass frees a layer's
-activations as it fills that layer's gradients; the optimiser step holds all gradients and no activations.
+`peak = weights + gradients + optimiser states + activations`, the sum "Transformer Math 101" (EleutherAI 2023)
+gives. It is an upper bound of what is live at once (the Trainer sets gradients to None after each step, and backward
+frees a layer's activations as it fills that layer's gradients), and what a process's resident memory shows on a
+CPU, where freed activations stay in the heap that gradients then come from (bench/plan_vs_measured.py).
 
 * weights: every parameter at the load dtype: on a GPU the training precision (bf16/fp16 2 B, fp32 4 B), on a CPU
   fp32 (wb keeps CPU weights fp32 and autocasts). QLoRA (Dettmers et al. 2023, "QLoRA", section 3): the decoder's
@@ -514,8 +515,8 @@ def estimate(
         activations += transient
         checkpointed += transient
 
-    peak = weights + optimizer + max(activations, gradients)
-    peak_ckpt = weights + optimizer + max(checkpointed, gradients)
+    peak = weights + optimizer + gradients + activations
+    peak_ckpt = weights + optimizer + gradients + checkpointed
     run = RUNTIME_BYTES[opts.device] if runtime is None else runtime
     est = Estimate(
         method=method,
