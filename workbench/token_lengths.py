@@ -68,6 +68,7 @@ def token_lengths(
     tokenizer = load_tokenizer(tokenizer_spec)
     used = tdata.choose_template(tokenizer, template)
     lengths: list[int] = []
+    trained = 0  # tokens with a trained label (the response, unless train_on all)
     tools = used == "chat" and tdata.supports_tools(tokenizer)
     skipped = 0  # tool-calling conversations the template cannot render
     for batch in io.RecordReader(Path(path), overrides, split=split):
@@ -75,12 +76,16 @@ def token_lengths(
         skipped += 0 if tools else len(batch.conversations)
         records += [conv for _, conv in batch.conversations] if tools else []
         for record in records:
-            lengths.append(len(tdata.encode(tokenizer, record, used, 1 << 62, "responses").input_ids))
+            encoded = tdata.encode(tokenizer, record, used, 1 << 62, "responses")
+            lengths.append(len(encoded.input_ids))
+            trained += encoded.trained_tokens
     return {
         "tokenizer": tokenizer_spec,
         "template": template,
         "rendered_with": used,
         "skipped_tool_conversations": skipped,
+        "tokens_total": sum(lengths),
+        "trained_tokens_total": trained,
         **summarize(lengths, max_lengths),
     }
 
