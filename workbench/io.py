@@ -333,7 +333,14 @@ def _sniff(first_line: bytes, path: Path) -> Format:
 
 
 # Keys that make an object a record (Alpaca fields and their aliases, conversations), not a wrapper of records.
-_RECORD_KEYS = frozenset({*(n for names in ALIASES.values() for n in names), "messages", "conversations"})
+_RECORD_KEYS = frozenset(
+    {
+        *(n for names in ALIASES.values() for n in names),
+        "messages",
+        "conversations",
+        *("chosen", "rejected", "completions", "prompt_messages", "label", "kto_tag"),  # preference records
+    }
+)
 _WRAPPER_START = re.compile(rb'^\{\s*"((?:[^"\\]|\\.)*)"\s*:\s*\[')
 
 

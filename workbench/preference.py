@@ -493,7 +493,8 @@ def to_canonical(obj: Any) -> Canonical:
 # --- from the canonical form ----------------------------------------------------------------------------------
 
 
-def _split_prompt(msgs: list[ChatMessage]) -> tuple[str, list[list[str]], str]:
+def split_prompt(msgs: list[ChatMessage]) -> tuple[str, list[list[str]], str]:
+    """A canonical prompt as (system, history of [user, assistant] turns, last user message)."""
     start = 1 if msgs and msgs[0].role == "system" else 0
     system = msgs[0].content if start else ""
     turns = [m.content for m in msgs[start:]]
@@ -512,7 +513,7 @@ def _sharegpt(msgs: list[ChatMessage]) -> list[dict[str, str]]:
 
 def from_canonical(ex: Canonical, shape: OutShape) -> dict[str, Any]:
     """`ex` written in `shape`; `to_canonical` of the result gives `ex` back."""
-    system, history, user = _split_prompt(ex.prompt_messages)
+    system, history, user = split_prompt(ex.prompt_messages)
     body = [m for m in ex.prompt_messages if m.role != "system"]
     if shape == "canonical":
         return ex.model_dump(mode="json")

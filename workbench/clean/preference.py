@@ -35,7 +35,7 @@ from workbench.dedup.stages import DedupStages
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
 from workbench.manifest import build_manifest
-from workbench.preference import Canonical, ChatMessage, NoPreference, PreferencePair
+from workbench.preference import Canonical, NoPreference, PreferencePair
 from workbench.records import RecordError
 
 KindOpt = Literal["auto", "sft", "preference"]
@@ -71,18 +71,11 @@ def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preferen
 # --- frames ---------------------------------------------------------------------------------------------------
 
 
-def _prompt_columns(msgs: list[ChatMessage]) -> tuple[str, list[list[str]], str]:
-    start = 1 if msgs[0].role == "system" else 0
-    turns = [m.content for m in msgs[start:]]
-    history = [[turns[i], turns[i + 1]] for i in range(0, len(turns) - 1, 2)]
-    return (msgs[0].content if start else ""), history, turns[-1]
-
-
 def examples_frame(lines: list[int], examples: list[Canonical], kind: preference.Kind) -> pl.DataFrame:
     """The frame of a batch of canonical examples (see the module docstring for its columns)."""
     cols: dict[str, list[Any]] = {c: [] for c in ("instruction", "system", "history", "a", "b")}
     for ex in examples:
-        system, history, user = _prompt_columns(ex.prompt_messages)
+        system, history, user = preference.split_prompt(ex.prompt_messages)
         cols["instruction"].append(user)
         cols["system"].append(system)
         cols["history"].append(history)
@@ -248,12 +241,13 @@ def contradiction_keys(df: pl.DataFrame, kind: preference.Kind) -> pl.DataFrame:
 def contradictions(keys: pl.DataFrame, kind: preference.Kind, listed: int = 5) -> pl.DataFrame:
     """`_line`, `_reason` of every record that some other record contradicts; the reason names those lines."""
     pairs = keys.join(keys.select(pl.col("_line").alias("other"), pl.col("fwd").alias("rev")), on="rev", how="inner")
+    pairs = pairs.filter(pl.col("other") != pl.col("_line"))  # answers the same as dedup compares them: not itself
     if pairs.height == 0:
         return pl.DataFrame(schema={"_line": pl.Int64, "_reason": pl.String, "contradicts": pl.List(pl.Int64)})
     grouped = pairs.group_by("_line").agg(pl.col("other").sort().alias("contradicts")).sort("_line")
     what = "states the opposite preference" if kind == "pair" else "labels the same completion the other way"
     shown = pl.col("contradicts").list.head(listed).cast(pl.List(pl.String)).list.join(", ")
-    more = pl.col("contradicts").list.len() - listed
+    more = pl.col("contradicts").list.len().cast(pl.Int64) - listed
     tail = pl.when(more > 0).then(pl.format(" and {} more", more)).otherwise(pl.lit(""))
     return grouped.with_columns(pl.format(f"same prompt; line {{}}{{}} {what}", shown, tail).alias("_reason"))
 
@@ -375,6 +369,9 @@ def run(
             examples: list[Canonical] = []
             rejects: list[io.Reject] = []
             for n, obj, raw in items:
+                shape = preference.detect_shape(obj)
+                if shape is not None:
+                    shapes[shape] += 1
                 try:
                     if isinstance(obj, RecordError):
                         raise obj
@@ -394,7 +391,6 @@ def run(
                     msg = f"a {ex.kind} record in a file of {kind} records (from {unit} {first_line})"
                     rejects.append(io.Reject(n, unit, "", "mixed_kinds", msg, io.raw_text(obj, raw)))
                     continue
-                shapes[preference.detect_shape(obj) or "?"] += 1
                 lines.append(n)
                 examples.append(ex)
             stats.read += len(items)
