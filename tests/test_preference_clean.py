@@ -292,3 +292,28 @@ def test_cli_kind_preference_reads_stdin(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert read_jsonl(out)[0]["chosen"] == GOOD["chosen"]
+
+
+def test_stats_describe_pairs_with_length_bias_and_prompts_with_several_pairs(tmp_path: Path, wb: Any) -> None:
+    records = [pair("<script>alert(1)</script> 你好?", f"A long and careful answer {i}.", "No.") for i in range(4)]
+    records.append({"prompt": "t", "completions": [{"text": "a", "score": 1}, {"text": "b", "score": 1}]})
+    records.append('{"broken": ')
+    src = write_jsonl(tmp_path / "p.jsonl", records)
+    res = wb("stats", src, "--json", "--html", tmp_path / "s.html")
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert (d["records"], d["rejected"], d["tied_scores"], d["preference_kind"]) == (4, 1, 1, "pair")
+    assert d["length_bias"]["chosen_longer_share"] == 1.0 and d["length_bias"]["biased"]
+    assert d["prompts_with_several_records"]["groups"] == 1
+    assert d["lengths"]["prompt.tokens"]["max"] == 6  # script, alert, 1, script, 你, 好
+    page = (tmp_path / "s.html").read_text(encoding="utf-8")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "Length bias" in page and "Warning:" in page
+
+
+def test_stats_describe_kto_labels(tmp_path: Path, wb: Any) -> None:
+    records = [{"prompt": f"Q{i}", "completion": "A", "label": i % 3 == 0} for i in range(6)]
+    res = wb("stats", write_jsonl(tmp_path / "k.jsonl", records), "--json")
+    assert json.loads(res.stdout)["labels"] == {"desirable": 2, "undesirable": 4}
+    res = wb("stats", tmp_path / "k.jsonl")
+    assert "6 preference KTO examples" in res.stdout and "labels: 2 desirable, 4 undesirable" in res.stdout

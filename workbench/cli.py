@@ -318,13 +318,13 @@ def _run_clean(
         raise typer.Exit(2)
 
 
-def _print_preference(p: dict[str, Any] | None) -> None:
+def _print_preference(p: dict[str, Any] | None, pairs: str = "kept pairs") -> None:
     if p is None:
         return
     bias = p.get("length_bias")
     if bias and bias["pairs"]:
         out.print(
-            f"length bias: chosen longer in {100 * bias['chosen_longer_share']:.0f}% of {bias['pairs']:,} kept pairs, "
+            f"length bias: chosen longer in {100 * bias['chosen_longer_share']:.0f}% of {bias['pairs']:,} {pairs}, "
             f"mean chosen/rejected length ratio {bias['mean_length_ratio']:.2f} (UTF-8 bytes)",
             markup=False,
         )
@@ -395,6 +395,32 @@ def _print_token_lengths(t: dict[str, Any]) -> None:
     )
 
 
+def _print_preference_stats(file: Path, d: dict[str, Any]) -> None:
+    n = d["records"]
+    kind = "pairs" if d["preference_kind"] == "pair" else "KTO examples"
+    out.print(
+        f"{file}: {n:,} preference {kind} ({d['format']}; "
+        + ", ".join(f"{k} {v:,}" for k, v in d["shapes"].items())
+        + f"), {d['rejected']:,} malformed, {d['tied_scores']:,} with tied scores",
+        markup=False,
+    )
+    out.print(f"system prompt {_pct(d['with_system'], n)}, earlier turns {_pct(d['with_history'], n)}", markup=False)
+    table = Table(title="lengths", title_justify="left")
+    table.add_column("field")
+    for col in ("min", "p50", "p90", "p99", "max", "mean"):
+        table.add_column(col, justify="right")
+    for name, q in d["lengths"].items():
+        table.add_row(
+            name, *(str(q[c]) if q[c] is not None else "-" for c in ("min", "p50", "p90", "p99", "max", "mean"))
+        )
+    out.print(table)
+    _print_preference({"kind": d["preference_kind"], "rules_not_applicable": [], **d}, pairs="pairs")
+    groups = d["prompts_with_several_records"]
+    out.print(f"prompts with several records: {groups['groups']:,} ({groups['records_in_groups']:,} records)")
+    for warning in d["warnings"]:
+        err.print(f"warning: {warning}", markup=False)
+
+
 @app.command()
 @user_errors
 def stats(
@@ -415,11 +441,26 @@ def stats(
     ] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the statistics as an HTML page.")] = None,
 ) -> None:
-    """Length distributions (characters and tokens per field and script), field usage, duplicate prompts."""
+    """Length distributions (characters and tokens per field and script), field usage, duplicate prompts; for
+    preference data the lengths of the prompt and each answer, and the length bias of the pairs."""
+    from workbench import clean as cleaning
     from workbench.io import dumps_json, parse_overrides
-    from workbench.stats import describe
+    from workbench.stats import describe, describe_preferences
 
     overrides = parse_overrides(map_ or [])
+    if cleaning.resolve_kind(file, "auto", bool(map_)) == "preference":
+        if tokenizer is not None:
+            raise WbError("--tokenizer measures SFT records; for preference data wb train reports the lengths it sees")
+        d = describe_preferences(file, top=top, split=split)
+        if html is not None:
+            from workbench import stats_page
+
+            stats_page.write(html, d)
+        if as_json:
+            sys.stdout.write(dumps_json(d).decode())
+        else:
+            _print_preference_stats(file, d)
+        return
     d = describe(file, overrides, top=top, split=split)
     if tokenizer is not None:
         from workbench import token_lengths

@@ -46,7 +46,7 @@ from pydantic import (
 
 from workbench.errors import WbError
 from workbench.io import RecordReader
-from workbench.records import (
+from workbench.records import (  # RecordError is part of this module's API: to_canonical raises it
     _OPENAI_ROLES,
     _SHAREGPT_ROLES,
     Message,

@@ -129,3 +129,97 @@ def describe(
             "top": dups.head(top).select("count", "prompt").to_dicts(),
         },
     }
+
+
+def _quantiles(s: pl.Series) -> dict[str, float | int | None]:
+    n = s.len()
+    return {
+        "min": s.min() if n else None,  # type: ignore[dict-item]
+        **{f"p{int(q * 100)}": (s.quantile(q, "nearest") if n else None) for q in QUANTILES},
+        "max": s.max() if n else None,  # type: ignore[dict-item]
+        "mean": round(float(s.mean()), 1) if n else None,  # type: ignore[arg-type]
+    }
+
+
+def describe_preferences(path: Path, top: int = 10, split: str | None = None, max_share: float = 0.7) -> dict[str, Any]:
+    """`describe` for preference data: input shapes, lengths of the prompt and each answer, the length bias of the
+    pairs (or the label balance of KTO examples), prompts that carry several pairs. A record that is not valid
+    preference data counts as malformed (`wb clean` lists each with its line); tied scored records are counted."""
+    from workbench import preference
+    from workbench.clean.preference import LengthBias, examples_frame
+
+    reader = io.RecordReader(Path(path), split=split)
+    shapes: Counter[str] = Counter()
+    rejected = tied = 0
+    kind: preference.Kind | None = None
+    frames: list[pl.DataFrame] = []
+    for items, _ in reader.iter_items():
+        lines: list[int] = []
+        examples: list[preference.Canonical] = []
+        for n, obj, _ in items:
+            try:
+                if isinstance(obj, preference.RecordError):
+                    raise obj
+                ex = preference.to_canonical(obj)
+            except preference.NoPreference:
+                tied += 1
+                continue
+            except preference.RecordError:
+                rejected += 1
+                continue
+            kind = kind or ex.kind
+            if ex.kind != kind:
+                rejected += 1
+                continue
+            shapes[preference.detect_shape(obj) or "?"] += 1
+            lines.append(n)
+            examples.append(ex)
+        if examples and kind is not None:
+            frames.append(examples_frame(lines, examples, kind))
+    kind = kind or "pair"
+    df = pl.concat(frames) if frames else examples_frame([], [], kind)
+    prompt = text.joined_text(["system", "history", "instruction"])
+    answers = ("chosen", "rejected") if kind == "pair" else ("output",)
+    measures = {"prompt": prompt, **{a if a != "output" else "completion": pl.col(a) for a in answers}}
+    lengths: dict[str, dict[str, float | int | None]] = {}
+    for name, expr in measures.items():
+        cols = df.select(
+            expr.str.len_chars().cast(pl.Int64).alias("chars"),
+            text.token_count(expr).alias("tokens"),
+            expr.str.len_bytes().cast(pl.Int64).alias("bytes"),
+        )
+        for unit in cols.columns:
+            lengths[f"{name}.{unit}"] = _quantiles(cols[unit])
+    out: dict[str, Any] = {
+        "path": str(path),
+        "format": reader.info.format,
+        "kind": "preference",
+        "preference_kind": kind,
+        "records": df.height,
+        "rejected": rejected,
+        "tied_scores": tied,
+        "shapes": dict(sorted(shapes.items())),
+        "lengths": lengths,
+        "with_system": int((df["system"] != "").sum()),
+        "with_history": int((df["history"].list.len() > 0).sum()),
+    }
+    if kind == "pair":
+        bias = LengthBias()
+        bias.add(df)
+        out["length_bias"], out["warnings"] = bias.report(max_share)
+    else:
+        out["labels"] = {"desirable": int(df["label"].sum()), "undesirable": int((~df["label"]).sum())}
+        out["warnings"] = []
+    groups = (
+        df.with_columns(text.duplicate_text(["system", "history", "instruction"]).alias("_key"))
+        .group_by("_key")
+        .agg(pl.len().alias("count"), pl.col("instruction").first().alias("prompt"))
+        .filter(pl.col("count") > 1)
+        .sort(["count", "prompt"], descending=[True, False])
+    )
+    out["prompts_with_several_records"] = {
+        "groups": groups.height,
+        "records_in_groups": int(groups["count"].sum()) if groups.height else 0,
+        "top": groups.head(top).select("count", "prompt").to_dicts(),
+    }
+    return out
