@@ -309,6 +309,7 @@ class CleanSummary(_Strict):
     kept_output_tokens_histogram: dict[str, Any] | None = None
     contamination: dict[str, Any] | None = None
     source: str | None = None
+    preference: PreferenceCleanStats | None = None
 
 
 class TrainSummary(_Strict):
