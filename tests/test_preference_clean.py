@@ -317,3 +317,13 @@ def test_stats_describe_kto_labels(tmp_path: Path, wb: Any) -> None:
     assert json.loads(res.stdout)["labels"] == {"desirable": 2, "undesirable": 4}
     res = wb("stats", tmp_path / "k.jsonl")
     assert "6 preference KTO examples" in res.stdout and "labels: 2 desirable, 4 undesirable" in res.stdout
+
+
+def test_validate_checks_preference_records_and_names_line_and_field(tmp_path: Path, wb: Any) -> None:
+    src = write_jsonl(tmp_path / "p.jsonl", [GOOD, pair("Hi", "Hello", ["not", "a message"]), '{"prompt": '])
+    res = wb("validate", src)
+    assert res.exit_code == 2
+    assert f"{src}:line 2: rejected[0]: Input should be a valid dictionary" in res.stderr
+    assert f"{src}:line 3: record: bad JSON" in res.stderr
+    assert "2 of 3 records invalid" in res.stderr
+    assert wb("validate", REPO / "data" / "preference" / "prefs_eval.jsonl").exit_code == 0

@@ -36,7 +36,12 @@ def validate(
     duplicate_keys: io.DuplicateKeys = "reject",
     split: str | None = None,
 ) -> Validation:
-    """Read every record of `path` as a training example; keep the first `keep` rejects in full."""
+    """Read every record of `path` as a training example; keep the first `keep` rejects in full. Preference data
+    (recognised by its first record, unless `--map` maps SFT fields) is checked against the preference shapes."""
+    from workbench.clean.preference import sniff_kind
+
+    if not overrides and sniff_kind(Path(path)) is not None:
+        return _validate_preferences(Path(path), keep, duplicate_keys, split)
     reader = io.RecordReader(Path(path), overrides, duplicate_keys=duplicate_keys, split=split)
     result: Validation | None = None
     records = 0
@@ -47,6 +52,35 @@ def validate(
         kinds.update(r.kind for r in batch.rejects)
         rejects.extend(batch.rejects[: max(0, keep - len(rejects))])
     result = Validation(reader.info, reader.mapping or {}, records, rejects, kinds)
+    return result
+
+
+def _validate_preferences(path: Path, keep: int, duplicate_keys: io.DuplicateKeys, split: str | None) -> Validation:
+    from workbench import preference
+
+    reader = io.RecordReader(path, duplicate_keys=duplicate_keys, split=split)
+    result = Validation(reader.info, {})
+    kind: str | None = None
+    for items, _ in reader.iter_items():
+        for n, obj, raw in items:
+            result.records += 1
+            try:
+                if isinstance(obj, preference.RecordError):
+                    raise obj
+                ex = preference.to_canonical(obj)
+            except preference.NoPreference:
+                continue  # well-formed; wb clean drops it under tied_scores
+            except preference.RecordError as e:
+                reject = io.Reject(n, reader.info.unit, e.field, e.kind, str(e), io.raw_text(obj, raw))
+            else:
+                kind = kind or ex.kind
+                if ex.kind == kind:
+                    continue
+                msg = f"a {ex.kind} record in a file of {kind} records"
+                reject = io.Reject(n, reader.info.unit, "", "mixed_kinds", msg, io.raw_text(obj, raw))
+            result.rejected_by_kind[reject.kind] += 1
+            if len(result.rejects) < keep:
+                result.rejects.append(reject)
     return result
 
 
