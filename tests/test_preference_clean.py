@@ -327,3 +327,16 @@ def test_validate_checks_preference_records_and_names_line_and_field(tmp_path: P
     assert f"{src}:line 3: record: bad JSON" in res.stderr
     assert "2 of 3 records invalid" in res.stderr
     assert wb("validate", REPO / "data" / "preference" / "prefs_eval.jsonl").exit_code == 0
+
+
+def test_the_gate_can_hold_the_length_bias_from_the_clean_stats(tmp_path: Path) -> None:
+    from workbench.report import gate
+    from workbench.report.summary import _clean_section
+
+    records = [pair(f"Q{i}?", f"A long and careful answer {i}.", "No.") for i in range(4)]
+    clean(tmp_path, records)
+    summary = {"clean": _clean_section(tmp_path / "out.stats.json")}
+    value, _ = gate.resolve(summary, "clean.preference.length_bias.chosen_longer_share")
+    assert value == 1.0
+    checks = gate.GateFile.model_validate({"checks": ["clean.preference.length_bias.chosen_longer_share <= 0.7"]})
+    assert not gate.evaluate(checks, summary).passed
