@@ -340,3 +340,28 @@ def test_the_gate_can_hold_the_length_bias_from_the_clean_stats(tmp_path: Path) 
     assert value == 1.0
     checks = gate.GateFile.model_validate({"checks": ["clean.preference.length_bias.chosen_longer_share <= 0.7"]})
     assert not gate.evaluate(checks, summary).passed
+
+
+def test_near_duplicate_pairs_are_dropped_naming_the_kept_one(tmp_path: Path) -> None:
+    long_prompt = "Explain in two sentences why the sky looks blue on a clear day and red at sunset, for a child."
+    chosen = "Sunlight scatters off air molecules, and blue light scatters the most, so the sky looks blue."
+    records = [
+        pair(long_prompt, chosen + " At sunset light travels further, so reds remain.", "Because it is."),
+        pair(long_prompt, chosen + " At sunset light travels further, so reds remain.", "Because it is so."),
+        pair("Explain why grass is green, for a child.", "Chlorophyll reflects green light.", "It just is."),
+    ]
+    assert verdicts(tmp_path, records) == [None, "near_duplicate", None]
+    assert dropped(tmp_path)[2]["duplicate_of"] == 1
+
+
+def test_runs_are_deterministic_and_wb_dedup_handles_preference_data(tmp_path: Path, wb: Any) -> None:
+    src = REPO / "data" / "preference" / "prefs.jsonl"
+    outs = []
+    for name in ("a", "b"):
+        assert wb("clean", src, "-o", tmp_path / f"{name}.jsonl", "-q").exit_code == 0
+        outs.append([(tmp_path / f"{name}{ext}").read_bytes() for ext in (".jsonl", ".dropped.jsonl", ".stats.json")])
+    assert outs[0] == outs[1]
+    dup = write_jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, pair("Hi", "Hello", "Hello")])
+    res = wb("dedup", dup, "-o", tmp_path / "dd.jsonl")
+    assert res.exit_code == 0, res.output
+    assert "read 3 = kept 2 + dropped 1 + rejected 0" in res.stdout  # only the duplicate: dedup runs no rules
