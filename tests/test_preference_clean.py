@@ -105,7 +105,7 @@ def test_contradictory_pairs_are_both_dropped_and_name_each_other(tmp_path: Path
     assert drops[1]["rule"] == drops[3]["rule"] == "contradictory_pair"
     assert drops[1]["contradicts"] == [3] and "line 3 states the opposite preference" in drops[1]["reason"]
     assert drops[3]["contradicts"] == [1] and "line 1 " in drops[3]["reason"]
-    assert drops[4]["contradicts"] == [5, 6] and "line 5, 6 " in drops[4]["reason"]
+    assert drops[4]["reason"] == "same prompt; lines 5, 6 state the opposite preference"
     assert drops[5]["contradicts"] == drops[6]["contradicts"] == [4]
     assert 2 not in drops
     assert s["dropped_by_rule"]["contradictory_pair"] == 5
@@ -121,7 +121,7 @@ def test_kto_contradiction_is_the_same_completion_labelled_both_ways(tmp_path: P
     s = clean(tmp_path, records)
     drops = dropped(tmp_path)
     assert sorted(drops) == [1, 3] and drops[1]["contradicts"] == [3] and drops[3]["contradicts"] == [1]
-    assert "labels the same completion the other way" in drops[1]["reason"]
+    assert drops[1]["reason"] == "same prompt; line 3 labels the same completion the other way"
     assert s["preference"]["labels"] == {"desirable": 0, "undesirable": 1}
     assert set(s["preference"]["rules_not_applicable"]) == {"identical_pair", "format_mismatch"}
 

@@ -338,7 +338,7 @@ _RECORD_KEYS = frozenset(
         *(n for names in ALIASES.values() for n in names),
         "messages",
         "conversations",
-        *("chosen", "rejected", "completions", "prompt_messages", "label", "kto_tag"),  # preference records
+        *("chosen", "rejected", "completions", "prompt_messages", "kto_tag"),  # preference records
     }
 )
 _WRAPPER_START = re.compile(rb'^\{\s*"((?:[^"\\]|\\.)*)"\s*:\s*\[')

@@ -56,6 +56,34 @@ from workbench.records import (  # RecordError is part of this module's API: to_
     user_text,
 )
 
+__all__ = [
+    "Canonical",
+    "ChatMessage",
+    "ConversationPairRecord",
+    "ImplicitPairRecord",
+    "Kind",
+    "KtoExample",
+    "KtoRecord",
+    "NoPreference",
+    "OutShape",
+    "PairwiseRecord",
+    "PreferencePair",
+    "RecordError",
+    "ScoredRecord",
+    "Shape",
+    "binarize",
+    "check_prompt",
+    "convert",
+    "detect_kind",
+    "detect_shape",
+    "from_canonical",
+    "prompt_text",
+    "read_preferences",
+    "split_prompt",
+    "to_canonical",
+    "to_trl",
+]
+
 Role = Literal["system", "user", "assistant"]
 Shape = Literal["pairwise", "implicit", "conversation", "kto", "scored", "canonical", "canonical_kto"]
 Kind = Literal["pair", "kto"]

@@ -245,11 +245,20 @@ def contradictions(keys: pl.DataFrame, kind: preference.Kind, listed: int = 5) -
     if pairs.height == 0:
         return pl.DataFrame(schema={"_line": pl.Int64, "_reason": pl.String, "contradicts": pl.List(pl.Int64)})
     grouped = pairs.group_by("_line").agg(pl.col("other").sort().alias("contradicts")).sort("_line")
-    what = "states the opposite preference" if kind == "pair" else "labels the same completion the other way"
+    one, many = (
+        ("states the opposite preference", "state the opposite preference")
+        if kind == "pair"
+        else ("labels the same completion the other way", "label the same completion the other way")
+    )
+    count = pl.col("contradicts").list.len().cast(pl.Int64)
     shown = pl.col("contradicts").list.head(listed).cast(pl.List(pl.String)).list.join(", ")
-    more = pl.col("contradicts").list.len().cast(pl.Int64) - listed
-    tail = pl.when(more > 0).then(pl.format(" and {} more", more)).otherwise(pl.lit(""))
-    return grouped.with_columns(pl.format(f"same prompt; line {{}}{{}} {what}", shown, tail).alias("_reason"))
+    tail = pl.when(count > listed).then(pl.format(" and {} more", count - listed)).otherwise(pl.lit(""))
+    reason = (
+        pl.when(count == 1)
+        .then(pl.format(f"same prompt; line {{}} {one}", shown))
+        .otherwise(pl.format(f"same prompt; lines {{}}{{}} {many}", shown, tail))
+    )
+    return grouped.with_columns(reason.alias("_reason"))
 
 
 # --- length bias ----------------------------------------------------------------------------------------------
