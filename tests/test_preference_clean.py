@@ -191,6 +191,23 @@ def test_broken_lines_sft_records_and_mixed_kinds_are_rejected_with_their_line(t
     assert (s["read"], s["kept"], s["rejected"]) == (5, 1, 4)
 
 
+def test_outputs_are_one_published_set_with_a_manifest(tmp_path: Path) -> None:
+    from workbench.output import check_complete
+
+    clean(tmp_path, [GOOD, pair("Hi", "Hello", "Hello")])
+    manifest = check_complete(tmp_path / "out.manifest.json")
+    assert set(manifest["outputs"]) == {"kept", "dropped", "rejects", "stats"}
+    assert manifest["config"]["kind"] == "pair" and manifest["config"]["profile"]["name"] == "preference"
+
+
+def test_map_is_refused_with_kind_preference(tmp_path: Path, wb: Any) -> None:
+    src = write_jsonl(tmp_path / "p.jsonl", [GOOD])
+    res = wb("clean", src, "-o", tmp_path / "o.jsonl", "--kind", "preference", "--map", "output=chosen")
+    assert res.exit_code == 2 and "--map maps SFT fields" in res.stderr
+    res = wb("clean", src, "-o", tmp_path / "o.jsonl", "--map", "output=chosen", "-q")  # SFT on the chosen answers
+    assert res.exit_code == 0 and read_jsonl(tmp_path / "o.jsonl")[0]["output"] == GOOD["chosen"]
+
+
 def test_chinese_bom_crlf_input_survives_and_reads_back_canonical(tmp_path: Path) -> None:
     lines = [
         json.dumps(pair("把“你好”翻译成英文", "Hello 👋", "你好"), ensure_ascii=False),

@@ -23,6 +23,7 @@ from workbench.preference import (
     read_preferences,
     to_canonical,
     to_trl,
+    unpair,
 )
 from workbench.records import RecordError
 
@@ -295,3 +296,43 @@ def test_read_preferences_ties_fail_unless_skipped(tmp_path: Path) -> None:
     with pytest.raises(WbError, match="line 2: completions: all 2 completions score 1"):
         read_preferences(path)
     assert [n for n, _ in read_preferences(path, ties="skip")] == [1]
+
+
+def test_unpair_gives_a_desirable_and_an_undesirable_example() -> None:
+    good, bad = unpair(PAIR)
+    assert (good.completion, good.label, bad.completion, bad.label) == ("Hello", True, "你好", False)
+    assert good.prompt_messages == bad.prompt_messages == PAIR.prompt_messages
+
+
+SCHEMA_SAMPLES = {
+    "pairwise-preference-record": ({"instruction": "你好", "chosen": "Hi", "rejected": "Yo", "history": [["a", "b"]]}, {"prompt": "x", "chosen": 5, "rejected": "y"}),
+    "conversation-preference-record": (
+        {"conversations": [{"from": "human", "value": "hi"}], "chosen": {"from": "gpt", "value": "a"}, "rejected": "b"},
+        {"messages": [{"role": "user"}], "chosen": "a", "rejected": "b"},
+    ),
+    "implicit-preference-record": (
+        {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]},
+        {"chosen": "a", "rejected": "b"},
+    ),
+    "kto-record": ({"prompt": "q", "completion": "a", "label": True}, {"prompt": "q", "completion": "a", "label": "yes"}),
+    "scored-completions-record": (
+        {"prompt": "q", "completions": [{"text": "a", "score": 1}, {"text": "b", "score": 2.5}]},
+        {"prompt": "q", "completions": [{"text": "a", "score": "high"}, {"text": "b", "score": 1}]},
+    ),
+    "preference-pair": ({"prompt_messages": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}, {"prompt_messages": [{"role": "robot", "content": "q"}], "chosen": "a", "rejected": "b"}),
+    "kto-example": ({"prompt_messages": [{"role": "user", "content": "q"}], "completion": "a", "label": False}, {"prompt_messages": [], "completion": "a", "label": False}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_SAMPLES))
+def test_published_schema_accepts_a_record_and_rejects_a_wrong_one(name: str) -> None:
+    import jsonschema
+
+    from workbench.schemas import SCHEMA_DIR
+
+    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+    good, bad = SCHEMA_SAMPLES[name]
+    jsonschema.validate(good, schema)
+    to_canonical(good)  # what the schema accepts, wb reads
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)

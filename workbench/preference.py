@@ -82,6 +82,7 @@ __all__ = [
     "split_prompt",
     "to_canonical",
     "to_trl",
+    "unpair",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -594,6 +595,15 @@ def to_trl(ex: Canonical) -> dict[str, Any]:
             "rejected": [{"role": "assistant", "content": ex.rejected}],
         }
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": ex.completion}], "label": ex.label}
+
+
+def unpair(pair: PreferencePair) -> tuple[KtoExample, KtoExample]:
+    """A pair as two KTO examples: chosen desirable, rejected undesirable (TRL's `unpair_preference_dataset`). The
+    way back is not defined in general: KTO data need not come in pairs."""
+    return (
+        KtoExample(prompt_messages=pair.prompt_messages, completion=pair.chosen, label=True),
+        KtoExample(prompt_messages=pair.prompt_messages, completion=pair.rejected, label=False),
+    )
 
 
 def prompt_text(ex: Canonical) -> str:
