@@ -91,6 +91,11 @@ def test_per_side_reasons_name_the_side(tmp_path: Path) -> None:
     assert drops[2]["reason"] == "chosen ends inside an unclosed ``` code block"
 
 
+def test_a_side_reason_keeps_quoted_record_text_as_written(tmp_path: Path) -> None:
+    clean(tmp_path, [pair("Fill in", "Hi.", "Your result: {output}.")])
+    assert dropped(tmp_path)[1]["reason"] == "rejected holds the unfilled placeholder '{output}'"
+
+
 def test_contradictory_pairs_are_both_dropped_and_name_each_other(tmp_path: Path) -> None:
     records = [
         pair("Pick a colour", "Blue.", "Red."),

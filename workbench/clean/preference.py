@@ -149,13 +149,17 @@ def _side_view(df: pl.DataFrame, kind: preference.Kind, side: str) -> tuple[pl.D
 
 
 def _named(reason: pl.Expr, label: str) -> pl.Expr:
-    """An SFT rule's reason about `output`, about the side it ran on instead."""
-    return (
-        reason.cast(pl.String)
-        .str.replace_all(r"\bthe output's\b", f"the {label}'s")
+    """An SFT rule's reason about `output`, about the side it ran on instead. Only the words before the first quote
+    are rewritten: what a reason quotes from the record stays as written."""
+    reason = reason.cast(pl.String)
+    head = reason.str.extract(r"^([^']*)", 1)
+    tail = reason.str.slice(head.str.len_chars())
+    head = (
+        head.str.replace_all(r"\bthe output's\b", f"the {label}'s")
         .str.replace_all(r"\b[Tt]he output\b", f"the {label}")
         .str.replace_all(r"\b[Oo]utput\b", label)
     )
+    return pl.concat_str([head, tail])
 
 
 def _hits(frame: pl.DataFrame, check: Check) -> pl.DataFrame:
