@@ -172,22 +172,37 @@ def _hits(frame: pl.DataFrame, check: Check) -> pl.DataFrame:
     return hits.select("_i", check.reason.cast(pl.String).alias("_why"))
 
 
-def rule_hits(df: pl.DataFrame, name: str, params: Any, kind: preference.Kind) -> pl.DataFrame:
-    """`_i` and `_why` of the records of `df` (with `_i`) that rule `name` matches, on every side it judges."""
+def side_views(df: pl.DataFrame, kind: preference.Kind) -> dict[str, tuple[pl.DataFrame, str]]:
+    """For each side, `df` with `output` set to that answer and the rule features computed, once per batch."""
+    views = {}
+    for side in ("chosen", "rejected"):
+        view, label = _side_view(df, kind, side)
+        views[side] = (view.lazy().with_columns(features()).collect(), label)
+    return views
+
+
+def rule_hits(
+    df: pl.DataFrame,
+    name: str,
+    params: Any,
+    kind: preference.Kind,
+    views: dict[str, tuple[pl.DataFrame, str]] | None = None,
+) -> pl.DataFrame:
+    """`_i` and `_why` of the records of `df` (with `_i`) that rule `name` matches, on every side it judges.
+    `views`: `side_views` of a frame holding `df`'s records (computed here when not given)."""
     r = RULES[name]
     check = r.build(params)
     if r.level == "file":
         return df.select("_i").clear().with_columns(pl.lit(None, dtype=pl.String).alias("_why"))
     if r.level == "pair":
         return _hits(df, check)
-    sides = r.sides
+    views = views if views is not None else side_views(df, kind)
     parts, seen = [], pl.Series("_i", [], dtype=pl.UInt32)
-    for side in sides:
-        view, label = _side_view(df, kind, side)
-        view = view.filter(~pl.col("_i").is_in(seen.implode())).lazy().with_columns(features()).collect()
-        hit = _hits(view, check)
-        hit = hit.with_columns(_named(pl.col("_why"), label).alias("_why"))
-        parts.append(hit)
+    for side in r.sides:
+        view, label = views[side]
+        wanted = df["_i"].filter(~df["_i"].is_in(seen.implode()))
+        hit = _hits(view.filter(pl.col("_i").is_in(wanted.implode())), check)
+        parts.append(hit.with_columns(_named(pl.col("_why"), label).alias("_why")))
         seen = pl.concat([seen, hit["_i"]])
     return pl.concat(parts)
 
@@ -201,12 +216,13 @@ def apply_preference_rules(df: pl.DataFrame, rules: list[tuple[str, Any]], kind:
     flag_col = pl.Series("_flag", [None] * df.height, dtype=pl.String)
     flag_reason_col = pl.Series("_flag_reason", [None] * df.height, dtype=pl.String)
     remaining = df
+    views = side_views(df, kind) if any(RULES[name].level == "answer" for name, _ in rules) else None
     for name, params in rules:
         if remaining.height == 0:
             break
         report_only = RULES[name].build(params).report_only
         target = remaining.filter(flag_col.gather(remaining["_i"]).is_null()) if report_only else remaining
-        hits = rule_hits(target, name, params, kind)
+        hits = rule_hits(target, name, params, kind, views)
         if hits.height == 0:
             continue
         if report_only:
