@@ -66,6 +66,14 @@ PrecisionOpt = Annotated[
         help="auto: bf16 autocast where the CPU has native bf16 units (AMX, AVX512-BF16), else fp32; or force one.",
     ),
 ]
+KindOpt = Annotated[
+    Literal["auto", "sft", "preference"],
+    typer.Option(
+        "--kind",
+        help="auto: preference data (chosen/rejected, label/kto_tag, completions) is recognised by its first record; "
+        "or say sft / preference (needed for stdin).",
+    ),
+]
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
@@ -148,8 +156,14 @@ def clean(
         Path | None, typer.Option("--output", "-o", help="Cleaned JSONL (default: ./<name>.clean.jsonl).")
     ] = None,
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="Built-in profile (default, strict, zh) or a YAML file.")
-    ] = "default",
+        str | None,
+        typer.Option(
+            "--profile",
+            "-p",
+            help="Built-in profile (default, strict, zh, preference) or a YAML file (default: default, or "
+            "preference for preference data).",
+        ),
+    ] = None,
     map_: MapOpt = None,
     against: AgainstOpt = None,
     strict: StrictOpt = False,
@@ -160,12 +174,14 @@ def clean(
     ] = None,
     quiet: QuietOpt = False,
     split: SplitOpt = None,
+    kind: KindOpt = "auto",
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
-    prof = cleaning.load(profile).with_semantic_precision(precision)
-    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split)
+    data_kind = cleaning.resolve_kind(input, kind, bool(map_))
+    prof = cleaning.load(profile or cleaning.default_profile(data_kind)).with_semantic_precision(precision)
+    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind)
 
 
 @app.command()
@@ -176,8 +192,14 @@ def dedup(
         Path | None, typer.Option("--output", "-o", help="Deduplicated JSONL (default: ./<name>.dedup.jsonl).")
     ] = None,
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="Profile whose dedup/decontaminate settings to use.")
-    ] = "default",
+        str | None,
+        typer.Option(
+            "--profile",
+            "-p",
+            help="Profile whose dedup/decontaminate settings to use (default: default, or preference for "
+            "preference data).",
+        ),
+    ] = None,
     map_: MapOpt = None,
     against: AgainstOpt = None,
     strict: StrictOpt = False,
@@ -188,12 +210,14 @@ def dedup(
     ] = None,
     quiet: QuietOpt = False,
     split: SplitOpt = None,
+    kind: KindOpt = "auto",
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
-    prof = cleaning.load(profile).dedup_only().with_semantic_precision(precision)
-    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split)
+    data_kind = cleaning.resolve_kind(input, kind, bool(map_))
+    prof = cleaning.load(profile or cleaning.default_profile(data_kind)).dedup_only().with_semantic_precision(precision)
+    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind)
 
 
 def _run_clean(
@@ -207,6 +231,7 @@ def _run_clean(
     duplicate_keys: str,
     quiet: bool,
     split: str | None = None,
+    kind: Literal["sft", "preference"] = "sft",
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
@@ -227,6 +252,7 @@ def _run_clean(
             command=command,
             duplicate_keys=parse_duplicate_keys(duplicate_keys),
             split=split,
+            kind=kind,
         )
     s = result.summary
     if not quiet:
@@ -235,9 +261,14 @@ def _run_clean(
             + (f"{s['input']['layout']} folder, split {s['input']['split']}, " if "split" in s["input"] else "")
             + f"{result.source.format}"
             + (f" ({result.source.compression})" if result.source.compression != "none" else "")
-            + f", profile {prof.name}, mapping "
-            + ", ".join(f"{k}←{v}" for k, v in result.mapping.items())
-            + "".join(f" ({note})" for note in s["mapping_notes"]),
+            + f", profile {prof.name}"
+            + (
+                f", preference data ({s['preference']['kind']}s)"
+                if "preference" in s
+                else ", mapping "
+                + ", ".join(f"{k}←{v}" for k, v in result.mapping.items())
+                + "".join(f" ({note})" for note in s["mapping_notes"])
+            ),
             markup=False,
         )
         table = Table(title=f"wb {command}", title_justify="left")
@@ -263,6 +294,7 @@ def _run_clean(
             + (f", {mod['chinese_converted']:,} converted by OpenCC" if mod["chinese_converted"] else ""),
             markup=False,
         )
+        _print_preference(s.get("preference"))
         if s["kept_tool_conversations"]:
             out.print(f"kept {s['kept_tool_conversations']:,} tool-calling conversation(s) whole", markup=False)
         for rule, n in s["reported_by_rule"].items():
@@ -284,6 +316,22 @@ def _run_clean(
     if strict and s["rejected"]:
         err.print(f"error: {s['rejected']} record(s) rejected (--strict); see {result.paths.rejects}", markup=False)
         raise typer.Exit(2)
+
+
+def _print_preference(p: dict[str, Any] | None, pairs: str = "kept pairs") -> None:
+    if p is None:
+        return
+    bias = p.get("length_bias")
+    if bias and bias["pairs"]:
+        out.print(
+            f"length bias: chosen longer in {100 * bias['chosen_longer_share']:.0f}% of {bias['pairs']:,} {pairs}, "
+            f"mean chosen/rejected length ratio {bias['mean_length_ratio']:.2f} (UTF-8 bytes)",
+            markup=False,
+        )
+    if "labels" in p:
+        out.print(f"labels: {p['labels']['desirable']:,} desirable, {p['labels']['undesirable']:,} undesirable")
+    if p["rules_not_applicable"]:
+        out.print(f"rules that do not apply to {p['kind']} data, skipped: {', '.join(p['rules_not_applicable'])}")
 
 
 @app.command()
@@ -347,6 +395,32 @@ def _print_token_lengths(t: dict[str, Any]) -> None:
     )
 
 
+def _print_preference_stats(file: Path, d: dict[str, Any]) -> None:
+    n = d["records"]
+    kind = "pairs" if d["preference_kind"] == "pair" else "KTO examples"
+    out.print(
+        f"{file}: {n:,} preference {kind} ({d['format']}; "
+        + ", ".join(f"{k} {v:,}" for k, v in d["shapes"].items())
+        + f"), {d['rejected']:,} malformed, {d['tied_scores']:,} with tied scores",
+        markup=False,
+    )
+    out.print(f"system prompt {_pct(d['with_system'], n)}, earlier turns {_pct(d['with_history'], n)}", markup=False)
+    table = Table(title="lengths", title_justify="left")
+    table.add_column("field")
+    for col in ("min", "p50", "p90", "p99", "max", "mean"):
+        table.add_column(col, justify="right")
+    for name, q in d["lengths"].items():
+        table.add_row(
+            name, *(str(q[c]) if q[c] is not None else "-" for c in ("min", "p50", "p90", "p99", "max", "mean"))
+        )
+    out.print(table)
+    _print_preference({"kind": d["preference_kind"], "rules_not_applicable": [], **d}, pairs="pairs")
+    groups = d["prompts_with_several_records"]
+    out.print(f"prompts with several records: {groups['groups']:,} ({groups['records_in_groups']:,} records)")
+    for warning in d["warnings"]:
+        err.print(f"warning: {warning}", markup=False)
+
+
 @app.command()
 @user_errors
 def stats(
@@ -367,11 +441,26 @@ def stats(
     ] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the statistics as an HTML page.")] = None,
 ) -> None:
-    """Length distributions (characters and tokens per field and script), field usage, duplicate prompts."""
+    """Length distributions (characters and tokens per field and script), field usage, duplicate prompts; for
+    preference data the lengths of the prompt and each answer, and the length bias of the pairs."""
+    from workbench import clean as cleaning
     from workbench.io import dumps_json, parse_overrides
-    from workbench.stats import describe
+    from workbench.stats import describe, describe_preferences
 
     overrides = parse_overrides(map_ or [])
+    if cleaning.resolve_kind(file, "auto", bool(map_)) == "preference":
+        if tokenizer is not None:
+            raise WbError("--tokenizer measures SFT records; for preference data wb train reports the lengths it sees")
+        d = describe_preferences(file, top=top, split=split)
+        if html is not None:
+            from workbench import stats_page
+
+            stats_page.write(html, d)
+        if as_json:
+            sys.stdout.write(dumps_json(d).decode())
+        else:
+            _print_preference_stats(file, d)
+        return
     d = describe(file, overrides, top=top, split=split)
     if tokenizer is not None:
         from workbench import token_lengths

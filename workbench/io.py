@@ -99,6 +99,15 @@ class Reject:
         }
 
 
+Item = tuple[int, Any, bytes | None]
+"""A decoded record: its position, its JSON value (or the RecordError decoding it raised), its line's bytes (JSONL)."""
+
+
+def raw_text(obj: Any, raw: bytes | None) -> str:
+    """The record as written, for a rejects file: the line's text for JSON Lines, else the value as JSON."""
+    return _raw_text(raw) if raw is not None else orjson.dumps(obj, default=str).decode()
+
+
 @dataclass
 class Batch:
     """Consecutive records of one file: the rows that parsed and the rejects among them."""
@@ -325,7 +334,14 @@ def _sniff(first_line: bytes, path: Path) -> Format:
 
 
 # Keys that make an object a record (Alpaca fields and their aliases, conversations), not a wrapper of records.
-_RECORD_KEYS = frozenset({*(n for names in ALIASES.values() for n in names), "messages", "conversations"})
+_RECORD_KEYS = frozenset(
+    {
+        *(n for names in ALIASES.values() for n in names),
+        "messages",
+        "conversations",
+        *("chosen", "rejected", "completions", "prompt_messages", "kto_tag"),  # preference records
+    }
+)
 _WRAPPER_START = re.compile(rb'^\{\s*"((?:[^"\\]|\\.)*)"\s*:\s*\[')
 
 
@@ -556,7 +572,7 @@ class RecordReader:
             self.mapping = mapping
         return self.mapping
 
-    def _convert(self, batch: Batch, items: list[tuple[int, Any, bytes | None]]) -> Batch:
+    def _convert(self, batch: Batch, items: list[Item]) -> Batch:
         mapping = self._map([obj for _, obj, _ in items])
         unit = self.info.unit
         for line, obj, raw in items:
@@ -572,9 +588,27 @@ class RecordReader:
                     continue
                 except RecordError as e:
                     err = e
-            raw_text = _raw_text(raw) if raw is not None else orjson.dumps(obj, default=str).decode()
-            batch.rejects.append(Reject(line, unit, err.field, err.kind, str(err), raw_text))
+            batch.rejects.append(Reject(line, unit, err.field, err.kind, str(err), raw_text(obj, raw)))
         return batch
+
+    def iter_items(self) -> Iterator[tuple[list[Item], int]]:
+        """The decoded records, batch by batch, before any conversion: (items, bytes read). Each item is
+        (position, the JSON value or the RecordError that decoding or duplicate-key checking raised, the line's
+        bytes for JSON Lines). Readers of other record shapes (preference data) convert them on their own."""
+        if self.dataset is not None:
+            offset = 0
+            for path in self.dataset.files:
+                part = RecordReader(path, self.overrides, self.batch_size, self.duplicate_keys)
+                last = 0
+                for items, nbytes in part.iter_items():
+                    last = max([last, *(n for n, _, _ in items)])
+                    yield [(offset + n, obj, raw) for n, obj, raw in items], nbytes
+                self.blank_lines += part.blank_lines
+                offset += last
+        elif self.info.format == "jsonl":
+            yield from self._jsonl_items()
+        else:
+            yield from self._document_items()
 
     def _iter_dataset(self, files: tuple[Path, ...]) -> Iterator[Batch]:
         """The shards of a dataset split one after another, positions counted on across them."""
@@ -598,14 +632,14 @@ class RecordReader:
     def __iter__(self) -> Iterator[Batch]:
         if self.dataset is not None:
             yield from self._iter_dataset(self.dataset.files)
-        elif self.info.format == "jsonl":
-            yield from self._iter_jsonl()
-        else:
-            yield from self._iter_document()
+            return
+        items_of = self._jsonl_items() if self.info.format == "jsonl" else self._document_items()
+        for items, nbytes in items_of:
+            yield self._convert(Batch(bytes_read=nbytes), items)
 
-    def _iter_jsonl(self) -> Iterator[Batch]:
+    def _jsonl_items(self) -> Iterator[tuple[list[Item], int]]:
         stream = self._open()
-        items: list[tuple[int, Any, bytes | None]] = []
+        items: list[Item] = []
         nbytes = 0
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         check_duplicates = self.duplicate_keys == "reject"
@@ -626,10 +660,10 @@ class RecordReader:
                         obj = _duplicate_error(dup)
                 items.append((line_no, obj, line.rstrip(b"\r\n")))
                 if len(items) >= self.batch_size:
-                    yield self._convert(Batch(bytes_read=nbytes), items)
+                    yield items, nbytes
                     items, nbytes = [], 0
         if items or nbytes:
-            yield self._convert(Batch(bytes_read=nbytes), items)
+            yield items, nbytes
 
     def _load_document(self) -> list[Any]:
         stream = self._open()
@@ -674,18 +708,18 @@ class RecordReader:
             raise WbError(f"{self.path}: cannot read as {fmt}: {first}") from None
         return frame.to_dicts()
 
-    def _iter_document(self) -> Iterator[Batch]:
+    def _document_items(self) -> Iterator[tuple[list[Item], int]]:
         docs = self._load_document()
         total = self.size_hint or self._document_bytes
         for start in range(0, max(len(docs), 1), self.batch_size):
             chunk = docs[start : start + self.batch_size]
-            items: list[tuple[int, Any, bytes | None]] = [(start + i + 1, obj, None) for i, obj in enumerate(chunk)]
+            items: list[Item] = [(start + i + 1, obj, None) for i, obj in enumerate(chunk)]
             if self._duplicates_marked:
                 marked = [(n, obj, _duplicate_in(obj)) for n, obj, _ in items]
                 items = [(n, obj if d is None else _duplicate_error(d), None) for n, obj, d in marked]
             end = start + len(chunk)
             nbytes = total if end >= len(docs) else 0
-            yield self._convert(Batch(bytes_read=nbytes), items)
+            yield items, nbytes
 
 
 def dumps_json(obj: Any) -> bytes:

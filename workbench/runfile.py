@@ -244,6 +244,36 @@ class LogRow(_Open):
     eval_loss: Number | None = None
 
 
+class LengthBias(_Strict):
+    """Which answer of the kept pairs is longer (UTF-8 bytes): DPO trained on mostly longer chosen answers learns
+    length."""
+
+    measure: Literal["utf8_bytes"] = "utf8_bytes"
+    pairs: Count
+    chosen_longer: Count
+    rejected_longer: Count
+    equal: Count
+    chosen_longer_share: Fraction | None = Field(description="chosen_longer / pairs (null without pairs).")
+    mean_length_ratio: Number | None = Field(description="Mean of len(chosen) / len(rejected) over the pairs.")
+    max_share: Fraction = Field(description="The profile's threshold: warn above it (or below 1 - it).")
+    biased: bool = Field(description="chosen_longer_share is beyond the threshold either way; a warning was given.")
+
+
+class KtoLabels(_Strict):
+    desirable: Count
+    undesirable: Count
+
+
+class PreferenceCleanStats(_Strict):
+    """What `wb clean` found in preference data, beyond the accounting."""
+
+    kind: Literal["pair", "kto"]
+    shapes: dict[str, Count] = Field(description="Records read per input shape (pairwise, conversation, scored, ...).")
+    rules_not_applicable: list[str] = Field(default_factory=list, description="Profile rules skipped for this kind.")
+    length_bias: LengthBias | None = Field(None, description="Pairs only.")
+    labels: KtoLabels | None = Field(None, description="KTO only: kept examples per label.")
+
+
 class CleanStats(_Open):
     """`<stem>.stats.json` of `wb clean` (the accounting is typed; histograms and the rest kept)."""
 
@@ -254,6 +284,9 @@ class CleanStats(_Open):
     dropped_by_rule: dict[str, Count] = Field(default_factory=dict)
     rejected_by_kind: dict[str, Count] = Field(default_factory=dict)
     invariant_holds: bool | None = None
+    kind: Literal["sft", "preference"] = Field("sft", description="What the input held.")
+    preference: PreferenceCleanStats | None = Field(None, description="Preference data only.")
+    warnings: list[str] = Field(default_factory=list)
 
 
 # --- the summary (what `wb report` shows and `wb gate` checks) -----------------------------------------------------
@@ -276,6 +309,7 @@ class CleanSummary(_Strict):
     kept_output_tokens_histogram: dict[str, Any] | None = None
     contamination: dict[str, Any] | None = None
     source: str | None = None
+    preference: PreferenceCleanStats | None = None
 
 
 class TrainSummary(_Strict):

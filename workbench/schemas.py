@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench import runfile
+from workbench import preference, runfile
 from workbench.clean.profile import Profile
 from workbench.evaluate import registry
 from workbench.evaluate.suite import EvalSuite
@@ -30,6 +30,14 @@ MODELS: dict[str, type[BaseModel]] = {
     "record.schema.json": AlpacaRecord,
     "sharegpt-record.schema.json": ShareGPTRecord,
     "messages-record.schema.json": MessagesRecord,
+    # Preference data (workbench/preference.py): the shapes read, and the canonical form wb clean writes.
+    "preference-pair.schema.json": preference.PreferencePair,
+    "kto-example.schema.json": preference.KtoExample,
+    "pairwise-preference-record.schema.json": preference.PairwiseRecord,
+    "implicit-preference-record.schema.json": preference.ImplicitPairRecord,
+    "conversation-preference-record.schema.json": preference.ConversationPairRecord,
+    "kto-record.schema.json": preference.KtoRecord,
+    "scored-completions-record.schema.json": preference.ScoredRecord,
     "clean-profile.schema.json": Profile,
     "train-recipe.schema.json": Recipe,
     "gate.schema.json": GateFile,

@@ -36,7 +36,12 @@ def validate(
     duplicate_keys: io.DuplicateKeys = "reject",
     split: str | None = None,
 ) -> Validation:
-    """Read every record of `path` as a training example; keep the first `keep` rejects in full."""
+    """Read every record of `path` as a training example; keep the first `keep` rejects in full. Preference data
+    (recognised by its first record, unless `--map` maps SFT fields) is checked against the preference shapes."""
+    from workbench.clean.preference import sniff_kind
+
+    if not overrides and sniff_kind(Path(path)) is not None:
+        return _validate_preferences(Path(path), keep, duplicate_keys, split)
     reader = io.RecordReader(Path(path), overrides, duplicate_keys=duplicate_keys, split=split)
     result: Validation | None = None
     records = 0
@@ -47,6 +52,35 @@ def validate(
         kinds.update(r.kind for r in batch.rejects)
         rejects.extend(batch.rejects[: max(0, keep - len(rejects))])
     result = Validation(reader.info, reader.mapping or {}, records, rejects, kinds)
+    return result
+
+
+def _validate_preferences(path: Path, keep: int, duplicate_keys: io.DuplicateKeys, split: str | None) -> Validation:
+    from workbench import preference
+
+    reader = io.RecordReader(path, duplicate_keys=duplicate_keys, split=split)
+    result = Validation(reader.info, {})
+    kind: str | None = None
+    for items, _ in reader.iter_items():
+        for n, obj, raw in items:
+            result.records += 1
+            try:
+                if isinstance(obj, preference.RecordError):
+                    raise obj
+                ex = preference.to_canonical(obj)
+            except preference.NoPreference:
+                continue  # well-formed; wb clean drops it under tied_scores
+            except preference.RecordError as e:
+                reject = io.Reject(n, reader.info.unit, e.field, e.kind, str(e), io.raw_text(obj, raw))
+            else:
+                kind = kind or ex.kind
+                if ex.kind == kind:
+                    continue
+                msg = f"a {ex.kind} record in a file of {kind} records"
+                reject = io.Reject(n, reader.info.unit, "", "mixed_kinds", msg, io.raw_text(obj, raw))
+            result.rejected_by_kind[reject.kind] += 1
+            if len(result.rejects) < keep:
+                result.rejects.append(reject)
     return result
 
 
@@ -129,3 +163,97 @@ def describe(
             "top": dups.head(top).select("count", "prompt").to_dicts(),
         },
     }
+
+
+def _quantiles(s: pl.Series) -> dict[str, float | int | None]:
+    n = s.len()
+    return {
+        "min": s.min() if n else None,  # type: ignore[dict-item]
+        **{f"p{int(q * 100)}": (s.quantile(q, "nearest") if n else None) for q in QUANTILES},
+        "max": s.max() if n else None,  # type: ignore[dict-item]
+        "mean": round(float(s.mean()), 1) if n else None,  # type: ignore[arg-type]
+    }
+
+
+def describe_preferences(path: Path, top: int = 10, split: str | None = None, max_share: float = 0.7) -> dict[str, Any]:
+    """`describe` for preference data: input shapes, lengths of the prompt and each answer, the length bias of the
+    pairs (or the label balance of KTO examples), prompts that carry several pairs. A record that is not valid
+    preference data counts as malformed (`wb clean` lists each with its line); tied scored records are counted."""
+    from workbench import preference
+    from workbench.clean.preference import LengthBias, examples_frame
+
+    reader = io.RecordReader(Path(path), split=split)
+    shapes: Counter[str] = Counter()
+    rejected = tied = 0
+    kind: preference.Kind | None = None
+    frames: list[pl.DataFrame] = []
+    for items, _ in reader.iter_items():
+        lines: list[int] = []
+        examples: list[preference.Canonical] = []
+        for n, obj, _ in items:
+            try:
+                if isinstance(obj, preference.RecordError):
+                    raise obj
+                ex = preference.to_canonical(obj)
+            except preference.NoPreference:
+                tied += 1
+                continue
+            except preference.RecordError:
+                rejected += 1
+                continue
+            kind = kind or ex.kind
+            if ex.kind != kind:
+                rejected += 1
+                continue
+            shapes[preference.detect_shape(obj) or "?"] += 1
+            lines.append(n)
+            examples.append(ex)
+        if examples and kind is not None:
+            frames.append(examples_frame(lines, examples, kind))
+    kind = kind or "pair"
+    df = pl.concat(frames) if frames else examples_frame([], [], kind)
+    prompt = text.joined_text(["system", "history", "instruction"])
+    answers = ("chosen", "rejected") if kind == "pair" else ("output",)
+    measures = {"prompt": prompt, **{a if a != "output" else "completion": pl.col(a) for a in answers}}
+    lengths: dict[str, dict[str, float | int | None]] = {}
+    for name, expr in measures.items():
+        cols = df.select(
+            expr.str.len_chars().cast(pl.Int64).alias("chars"),
+            text.token_count(expr).alias("tokens"),
+            expr.str.len_bytes().cast(pl.Int64).alias("bytes"),
+        )
+        for unit in cols.columns:
+            lengths[f"{name}.{unit}"] = _quantiles(cols[unit])
+    out: dict[str, Any] = {
+        "path": str(path),
+        "format": reader.info.format,
+        "kind": "preference",
+        "preference_kind": kind,
+        "records": df.height,
+        "rejected": rejected,
+        "tied_scores": tied,
+        "shapes": dict(sorted(shapes.items())),
+        "lengths": lengths,
+        "with_system": int((df["system"] != "").sum()),
+        "with_history": int((df["history"].list.len() > 0).sum()),
+    }
+    if kind == "pair":
+        bias = LengthBias()
+        bias.add(df)
+        out["length_bias"], out["warnings"] = bias.report(max_share)
+    else:
+        out["labels"] = {"desirable": int(df["label"].sum()), "undesirable": int((~df["label"]).sum())}
+        out["warnings"] = []
+    groups = (
+        df.with_columns(text.duplicate_text(["system", "history", "instruction"]).alias("_key"))
+        .group_by("_key")
+        .agg(pl.len().alias("count"), pl.col("instruction").first().alias("prompt"))
+        .filter(pl.col("count") > 1)
+        .sort(["count", "prompt"], descending=[True, False])
+    )
+    out["prompts_with_several_records"] = {
+        "groups": groups.height,
+        "records_in_groups": int(groups["count"].sum()) if groups.height else 0,
+        "top": groups.head(top).select("count", "prompt").to_dicts(),
+    }
+    return out

@@ -16,7 +16,7 @@ FONTS = (
 CSS = (
     f"body {{ font: 14px/1.5 {FONTS}; margin: 24px; color: #222; }} table {{ border-collapse: collapse; "
     "margin: 8px 0 16px; }} th, td { border: 1px solid #ddd; padding: 3px 8px; } td.num { text-align: right; "
-    "font-variant-numeric: tabular-nums; } th { background: #f4f4f4; }"
+    "font-variant-numeric: tabular-nums; } th { background: #f4f4f4; } p.warn { color: #8a4b00; }"
 )
 
 
@@ -49,7 +49,65 @@ def token_section(t: dict[str, Any]) -> str:
     )
 
 
+def preference_parts(d: dict[str, Any]) -> list[str]:
+    """The body of the page for preference data: shapes, lengths per part, length bias or label balance."""
+    kind = "pairs" if d["preference_kind"] == "pair" else "KTO examples"
+    lengths = [
+        [name, *(q.get(c, "-") for c in ("min", "p50", "p90", "p99", "max", "mean"))]
+        for name, q in d["lengths"].items()
+    ]
+    parts = [
+        f"<h1>{escape(str(d['path']))}</h1>",
+        f"<p>{d['records']:,} preference {kind} ({escape(str(d['format']))}), {d['rejected']:,} malformed, "
+        f"{d['tied_scores']:,} scored records with tied scores; {d['with_system']:,} with a system prompt, "
+        f"{d['with_history']:,} with earlier turns.</p>",
+        "<h2>Input shapes</h2>",
+        _table(["shape", "records"], [[k, v] for k, v in d["shapes"].items()]),
+        "<h2>Lengths (characters; tokens count a CJK character or a word as one; UTF-8 bytes)</h2>",
+        _table(["field", "min", "p50", "p90", "p99", "max", "mean"], lengths),
+    ]
+    bias = d.get("length_bias")
+    if bias is not None:
+        share = bias["chosen_longer_share"]
+        verdict = (
+            f'<p class="warn"><strong>Warning:</strong> {escape(d["warnings"][0])}</p>'
+            if bias["biased"] and d["warnings"]
+            else f"<p>Within the threshold ({100 * bias['max_share']:.0f}% either way).</p>"
+        )
+        parts += [
+            "<h2>Length bias (UTF-8 bytes)</h2>",
+            _table(
+                ["pairs", "chosen longer", "rejected longer", "equal", "chosen longer share", "mean length ratio"],
+                [
+                    [
+                        bias["pairs"],
+                        bias["chosen_longer"],
+                        bias["rejected_longer"],
+                        bias["equal"],
+                        "-" if share is None else f"{100 * share:.1f}%",
+                        "-" if bias["mean_length_ratio"] is None else f"{bias['mean_length_ratio']:.3f}",
+                    ]
+                ],
+            ),
+            verdict,
+        ]
+    if "labels" in d:
+        parts += [
+            "<h2>Labels</h2>",
+            _table(["desirable", "undesirable"], [[d["labels"]["desirable"], d["labels"]["undesirable"]]]),
+        ]
+    groups = d["prompts_with_several_records"]
+    parts += [
+        "<h2>Prompts with several records</h2>"
+        f"<p>{groups['groups']:,} prompts, {groups['records_in_groups']:,} records</p>",
+        _table(["count", "prompt"], [[r["count"], r["prompt"][:200]] for r in groups["top"]]) if groups["top"] else "",
+    ]
+    return parts
+
+
 def render(d: dict[str, Any]) -> str:
+    if d.get("kind") == "preference":
+        return _page(d, preference_parts(d))
     lengths = [
         [name, *(q.get(c, "-") for c in ("min", "p50", "p90", "p99", "max", "mean"))]
         for name, q in d["lengths"].items()
@@ -69,6 +127,10 @@ def render(d: dict[str, Any]) -> str:
     ]
     if "token_lengths" in d:
         parts.append(token_section(d["token_lengths"]))
+    return _page(d, parts)
+
+
+def _page(d: dict[str, Any], parts: list[str]) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"

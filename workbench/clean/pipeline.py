@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -36,17 +36,20 @@ REPORTED_LISTED = 1000  # records listed in the stats under `reported` (rules wi
 TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 
 
-def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFrame, Counter[str]]:
-    """Unicode/whitespace normalisation of every text field, then placeholder inputs become empty."""
+def normalize_frame(
+    df: pl.DataFrame, cfg: NormalizeConfig, fields: tuple[str, ...] = STRING_FIELDS
+) -> tuple[pl.DataFrame, Counter[str]]:
+    """Unicode/whitespace normalisation of every text field (`fields` and history), then placeholder inputs
+    become empty."""
 
     opts = (cfg.unicode, cfg.strip_control, cfg.strip_zero_width, cfg.whitespace, cfg.keep_as_written)
     new = df.with_columns(
-        *(text.normalize_series(df[c], *opts) for c in STRING_FIELDS),
+        *(text.normalize_series(df[c], *opts) for c in fields),
         pl.col("history").list.eval(pl.element().list.eval(text.normalize(pl.element(), *opts))),
     )
-    changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
+    changed = pl.any_horizontal([new[c] != df[c] for c in (*fields, "history")])
     bidi = pl.any_horizontal(
-        [pl.col(c).str.contains(text.BIDI_CONTROL_PATTERN) for c in STRING_FIELDS]
+        [pl.col(c).str.contains(text.BIDI_CONTROL_PATTERN) for c in fields]
         + [text.history_text().str.contains(text.BIDI_CONTROL_PATTERN)]
     )
     converted = 0
@@ -54,13 +57,11 @@ def normalize_frame(df: pl.DataFrame, cfg: NormalizeConfig) -> tuple[pl.DataFram
         before = new
         conv = cfg.chinese
         new = new.with_columns(
-            *(text.convert_chinese_series(new[c], conv) for c in STRING_FIELDS),
+            *(text.convert_chinese_series(new[c], conv) for c in fields),
             _convert_history(new["history"], conv),
         )
-        converted = int(
-            new.select(pl.any_horizontal([new[c] != before[c] for c in (*STRING_FIELDS, "history")]).sum()).item()
-        )
-        changed = pl.any_horizontal([new[c] != df[c] for c in (*STRING_FIELDS, "history")])
+        converted = int(new.select(pl.any_horizontal([new[c] != before[c] for c in (*fields, "history")]).sum()).item())
+        changed = pl.any_horizontal([new[c] != df[c] for c in (*fields, "history")])
     placeholders = [p.lower() for p in cfg.placeholder_inputs]
     is_placeholder = (pl.col("input") != "") & pl.col("input").str.to_lowercase().is_in(placeholders)
     counts = Counter(
@@ -85,8 +86,11 @@ def _convert_history(history: pl.Series, conversion: text.ChineseConversion) -> 
     return pl.Series("history", out, dtype=history.dtype)
 
 
-def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[str]]:
-    """Find personal data; redact it in place or mark the record in `_pii` for dropping, per the profile.
+def pii_frame(
+    df: pl.DataFrame, cfg: PiiConfig, fields: tuple[str, ...] = STRING_FIELDS
+) -> tuple[pl.DataFrame, Counter[str]]:
+    """Find personal data in `fields` and history; redact it in place or mark the record in `_pii` for dropping,
+    per the profile.
 
     A vectorised candidate pattern picks the few records that may hold personal data; only those are
     checked exactly in Python.
@@ -97,17 +101,17 @@ def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[s
         return df, counts
     kinds = tuple(cfg.kinds)
     candidate = pl.any_horizontal(
-        [pl.col(c).str.contains(pii.CANDIDATE_PATTERN) for c in STRING_FIELDS]
+        [pl.col(c).str.contains(pii.CANDIDATE_PATTERN) for c in fields]
         + [text.history_text().str.contains(pii.CANDIDATE_PATTERN)]
     )
     df = df.with_row_index("_i")
     cand = df.filter(candidate)
     if cand.height == 0:
         return df.drop("_i"), counts
-    updates: dict[str, list[Any]] = {c: [] for c in (*STRING_FIELDS, "history", "_pii")}
-    for row in cand.select(*STRING_FIELDS, "history").iter_rows(named=True):
+    updates: dict[str, list[Any]] = {c: [] for c in (*fields, "history", "_pii")}
+    for row in cand.select(*fields, "history").iter_rows(named=True):
         found: set[str] = set()
-        for c in STRING_FIELDS:
+        for c in fields:
             new_text, hit = pii.redact(row[c], kinds)
             updates[c].append(new_text)
             found.update(hit)
@@ -126,10 +130,10 @@ def pii_frame(df: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, Counter[s
     redacted = sum(1 for r in updates["_pii"] if r)
     if cfg.action == "redact":
         counts["pii_redacted"] = redacted
-        keep_cols = {c: updates[c] for c in (*STRING_FIELDS, "history")}
+        keep_cols = {c: updates[c] for c in (*fields, "history")}
         updates = {**keep_cols, "_pii": [None] * cand.height}
     patch = cand.with_columns(
-        *(pl.Series(c, updates[c], dtype=pl.String) for c in (*STRING_FIELDS, "_pii")),
+        *(pl.Series(c, updates[c], dtype=pl.String) for c in (*fields, "_pii")),
         pl.Series("history", updates["history"], dtype=HISTORY_TYPE),
     )
     merged = pl.concat([df.filter(~candidate), patch]).sort("_i")
@@ -355,6 +359,7 @@ def run(
     command: str = "clean",
     duplicate_keys: io.DuplicateKeys = "reject",
     split: str | None = None,
+    kind: Literal["auto", "sft", "preference"] = "auto",
 ) -> CleanResult:
     """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
     progress.
@@ -363,7 +368,24 @@ def run(
     `input_path` may be `-` (standard input) or a pipe/FIFO, read once as a stream. `duplicate_keys`: reject an
     object naming a key twice (`duplicate_key`), or keep the `last` value.
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
-    been seen; the output is then written from them."""
+    been seen; the output is then written from them.
+
+    `kind`: `preference` cleans pairs / KTO examples (`workbench.clean.preference`), `sft` instruction records;
+    `auto` tells them apart by the first record (`--map` means SFT: it maps SFT fields)."""
+    if kind != "sft":
+        from workbench.clean import preference
+
+        if kind == "preference" or (not overrides and preference.sniff_kind(Path(input_path)) is not None):
+            if overrides:
+                raise io.WbError("--map maps SFT fields; preference records are recognised by their own keys")
+            return preference.run(
+                input_path, output, profile, batch_size, on_batch, on_phase, against, command, duplicate_keys, split
+            )
+    for name, _ in profile.enabled_rules():
+        if "sft" not in RULES[name].kinds:
+            raise io.WbError(
+                f"profile {profile.name}: rule {name} is for preference data, and {input_path} holds SFT records"
+            )
     started = time.time()
     reader = io.RecordReader(
         Path(input_path), overrides, batch_size=batch_size, duplicate_keys=duplicate_keys, split=split

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from workbench.clean import preference_rules  # noqa: F401  (registers the preference rules in RULES)
 from workbench.clean.pii import ALL_KINDS, PiiKind
 from workbench.clean.rules import RULES, Params
 from workbench.dedup.contamination import DecontaminateConfig
@@ -18,7 +19,7 @@ from workbench.dedup.stages import DedupConfig
 from workbench.errors import WbError
 from workbench.text import ChineseConversion, UnicodeForm
 
-BUILTIN = ("default", "strict", "zh")
+BUILTIN = ("default", "strict", "zh", "preference")
 
 DEFAULT_PLACEHOLDER_INPUTS = [
     "<noinput>",
@@ -75,6 +76,20 @@ class PiiConfig(BaseModel):
     kinds: list[PiiKind] = Field(default_factory=lambda: list(ALL_KINDS))
 
 
+class PreferenceConfig(BaseModel):
+    """Settings for preference data (pairs, KTO examples) beyond its rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    length_bias_max_share: float = Field(
+        0.7,
+        gt=0.5,
+        le=1,
+        description="Warn when the chosen answer is the longer one (or the shorter one) in more than this share of "
+        "the kept pairs: DPO trained on such data learns length (lengths in UTF-8 bytes).",
+    )
+
+
 RulesConfig = create_model(  # type: ignore[call-overload]
     "Rules",
     __config__=ConfigDict(extra="forbid"),
@@ -96,6 +111,9 @@ class Profile(BaseModel):
     decontaminate: DecontaminateConfig = Field(
         default_factory=DecontaminateConfig, description="n-gram lengths for `--against` eval files."
     )
+    preference: PreferenceConfig = Field(
+        default_factory=PreferenceConfig, description="Preference data only: the length-bias warning."
+    )
     rule_order: list[str] = Field(default_factory=list, exclude=True)
 
     def enabled_rules(self) -> list[tuple[str, Params]]:
@@ -111,6 +129,7 @@ class Profile(BaseModel):
             "rules": [{"rule": name, **params.model_dump()} for name, params in self.enabled_rules()],
             "dedup": self.dedup.model_dump(),
             "decontaminate": self.decontaminate.model_dump(),
+            "preference": self.preference.model_dump(),
         }
 
     def with_semantic_precision(self, precision: str | None) -> Profile:

@@ -47,20 +47,39 @@ class Check:
     report_only: bool = False  # matches are counted and listed in the stats, the record is kept
 
 
+DataKind = Literal["sft", "pair", "kto"]
+ALL_KINDS: tuple[DataKind, ...] = ("sft", "pair", "kto")
+
+
 @dataclass(frozen=True)
 class Rule:
+    """`kinds`: the data a rule applies to: `sft` records, preference `pair`s, `kto` examples. On preference data a
+    rule over `output` (level `answer`) runs once per answer in `sides` (a pair's chosen and rejected; a KTO
+    example's completion, `chosen` meaning a desirable one); a `pair` rule reads `chosen` and `rejected` together;
+    a `file` rule compares records across the whole file (workbench/clean/preference.py resolves it)."""
+
     name: str
     description: str
     params: type[Params]
     build: Callable[[Any], Check]
+    kinds: tuple[DataKind, ...] = ALL_KINDS
+    level: Literal["answer", "pair", "file"] = "answer"
+    sides: tuple[Literal["chosen", "rejected"], ...] = ("chosen", "rejected")
 
 
 RULES: dict[str, Rule] = {}
 
 
-def rule(name: str, description: str, params: type[Params]) -> Callable[[Callable[[Any], Check]], Any]:
+def rule(
+    name: str,
+    description: str,
+    params: type[Params],
+    kinds: tuple[DataKind, ...] = ALL_KINDS,
+    level: Literal["answer", "pair", "file"] = "answer",
+    sides: tuple[Literal["chosen", "rejected"], ...] = ("chosen", "rejected"),
+) -> Callable[[Callable[[Any], Check]], Any]:
     def register(build: Callable[[Any], Check]) -> Callable[[Any], Check]:
-        RULES[name] = Rule(name, description, params, build)
+        RULES[name] = Rule(name, description, params, build, kinds, level, sides)
         return build
 
     return register
@@ -361,6 +380,7 @@ class RefusalParams(Params):
     "refusal",
     "Output is a refusal or 'As an AI language model' boilerplate (English and Chinese).",
     RefusalParams,
+    kinds=("sft",),  # in preference data a refused rejected answer is often the point: see refusal_chosen
 )
 def refusal(p: RefusalParams) -> Check:
     if not p.patterns:

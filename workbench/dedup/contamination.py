@@ -8,16 +8,18 @@ is matched by its whole token sequence (a training record that is the same text)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench import io
+from workbench import io, preference
 from workbench.dedup.shingles import record_ngrams
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
+from workbench.records import RecordError, Row
 from workbench.text import joined_text
 
 FIELDS = ["instruction", "input", "output", "system", "history"]
@@ -46,13 +48,9 @@ class EvalIndex:
         for path in paths:
             reader = io.RecordReader(Path(path))
             count = 0
-            for batch in reader:
-                if batch.rejects:
-                    r = batch.rejects[0]
-                    raise WbError(f"{path}:{r.unit} {r.line}: {r.error} (an eval file for --against must be valid)")
-                frame = rows_to_frame(batch.lines, batch.rows)
+            for lines, frame in _eval_frames(reader):
                 grams = record_ngrams(frame.select(joined_text(FIELDS))[:, 0], cfg.ngram_latin, cfg.ngram_cjk)
-                ref = pl.lit(f"{path}:{reader.info.unit} ") + pl.Series(batch.lines).cast(pl.String)
+                ref = pl.lit(f"{path}:{reader.info.unit} ") + pl.Series(lines).cast(pl.String)
                 labels = pl.DataFrame({"item": pl.select(ref).to_series()}).with_row_index("rec")
                 parts.append(grams.join(labels, on="rec").select("h", "item"))
                 count += frame.height
@@ -80,6 +78,51 @@ class EvalIndex:
             leaked = sorted(self.leaked.get(path, set()), key=_item_order)
             out[path] = {"items": n, "leaked_items": len(leaked), "leaked": leaked[:limit]}
         return out
+
+
+def _eval_frames(reader: io.RecordReader) -> Iterator[tuple[list[int], pl.DataFrame]]:
+    """The records of an eval file as frames of canonical rows. A preference file (pairs, KTO examples) counts
+    its prompt and every answer: a pair's row holds chosen and rejected together as its output."""
+    path = reader.path
+    first = (
+        next(
+            (
+                obj
+                for items, _ in io.RecordReader(path, batch_size=64).iter_items()
+                for _, obj, _ in items
+                if isinstance(obj, dict)
+            ),
+            None,
+        )
+        if not io.is_stream(path)
+        else None
+    )
+    if preference.detect_kind(first) is None:
+        for batch in reader:
+            if batch.rejects:
+                r = batch.rejects[0]
+                raise WbError(f"{path}:{r.unit} {r.line}: {r.error} (an eval file for --against must be valid)")
+            yield batch.lines, rows_to_frame(batch.lines, batch.rows)
+        return
+    for items, _ in reader.iter_items():
+        lines: list[int] = []
+        rows: list[Row] = []
+        for n, obj, _ in items:
+            try:
+                if isinstance(obj, RecordError):
+                    raise obj
+                ex = preference.to_canonical(obj)
+            except preference.NoPreference:
+                continue
+            except RecordError as e:
+                raise WbError(
+                    f"{path}:{reader.info.unit} {n}: {e} (an eval file for --against must be valid)"
+                ) from None
+            system, history, user = preference.split_prompt(ex.prompt_messages)
+            answer = f"{ex.chosen}\n{ex.rejected}" if isinstance(ex, preference.PreferencePair) else ex.completion
+            lines.append(n)
+            rows.append((user, "", answer, system, history))
+        yield lines, rows_to_frame(lines, rows)
 
 
 def _item_order(item: str) -> tuple[str, int]:

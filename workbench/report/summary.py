@@ -170,6 +170,7 @@ def _clean_section(stats_path: Path) -> dict[str, Any]:
         kept_output_tokens_histogram=extra.get("kept_output_tokens_histogram"),
         contamination=extra.get("contamination"),
         source=str(source["path"]) if isinstance(source, dict) and "path" in source else None,
+        preference=stats.preference,
     )
     return out.model_dump(mode="json", exclude_none=True)
 

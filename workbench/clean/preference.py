@@ -1,0 +1,566 @@
+"""`wb clean` on preference data: the SFT pipeline's steps (validation, normalisation, PII, rules, dedup,
+decontamination, accounting, output set, manifest) over pairs and KTO examples.
+
+A batch of canonical examples (`workbench.preference`) becomes a polars frame: the prompt in the SFT columns
+(`instruction` is the last user message, `system`, `history` the turns before it, `input` empty), plus `chosen`
+and `rejected` for pairs, or `output` (the completion) and `label` for KTO. Then, per batch:
+
+1. normalisation and PII over every text column (`pipeline.normalize_frame`, `pipeline.pii_frame`);
+2. the profile's rules in order: a `pair` rule reads chosen and rejected together; an `answer` rule (the SFT rules
+   among them) runs once per answer with `output` set to it, its reason naming the side; the first match drops.
+
+After the last batch, over the records kept so far: `contradictory_pair` (the same prompt preferred both ways,
+across the whole file), then decontamination and exact duplicates, then near duplicates, where for pairs `output`
+holds chosen and rejected together, so dedup keys cover the prompt and both answers. Kept records are written in
+the canonical form, `read = kept + dropped + rejected` holds, and the stats carry `preference` (kind, input
+shapes, label balance for KTO, and the length bias of the kept pairs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import polars as pl
+
+from workbench import io, preference, runfile, text
+from workbench.clean import pipeline
+from workbench.clean.profile import Profile
+from workbench.clean.rules import RULES, Check, features
+from workbench.dedup.stages import DedupStages
+from workbench.errors import WbError
+from workbench.frames import HISTORY_TYPE
+from workbench.manifest import build_manifest
+from workbench.preference import Canonical, NoPreference, PreferencePair
+from workbench.records import RecordError
+
+KindOpt = Literal["auto", "sft", "preference"]
+PAIR_TEXT = ("instruction", "input", "system", "chosen", "rejected")
+KTO_TEXT = ("instruction", "input", "output", "system")
+TIED = "tied_scores"
+SNIFF_RECORDS = 64
+
+
+def sniff_kind(path: Path) -> preference.Kind | None:
+    """`pair` or `kto` when the first JSON object of the file is preference data, else None (SFT, or unreadable:
+    the SFT reader then says what is wrong). A stream (stdin, a pipe) is not read ahead: pass `--kind`."""
+    if io.is_stream(Path(path)):
+        return None
+    try:
+        reader = io.RecordReader(Path(path), batch_size=SNIFF_RECORDS)
+        for items, _ in reader.iter_items():
+            for _, obj, _ in items:
+                if isinstance(obj, dict):
+                    return preference.detect_kind(obj)
+    except WbError:
+        return None
+    return None
+
+
+def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preference"]:
+    """What `wb clean` treats `path` as: `--kind` if given, else by content."""
+    if kind != "auto":
+        return kind
+    return "preference" if sniff_kind(path) is not None else "sft"
+
+
+# --- frames ---------------------------------------------------------------------------------------------------
+
+
+def examples_frame(lines: list[int], examples: list[Canonical], kind: preference.Kind) -> pl.DataFrame:
+    """The frame of a batch of canonical examples (see the module docstring for its columns)."""
+    cols: dict[str, list[Any]] = {c: [] for c in ("instruction", "system", "history", "a", "b")}
+    for ex in examples:
+        system, history, user = preference.split_prompt(ex.prompt_messages)
+        cols["instruction"].append(user)
+        cols["system"].append(system)
+        cols["history"].append(history)
+        if isinstance(ex, PreferencePair):
+            cols["a"].append(ex.chosen)
+            cols["b"].append(ex.rejected)
+        else:
+            cols["a"].append(ex.completion)
+            cols["b"].append(ex.label)
+    n = len(examples)
+    data: dict[str, pl.Series] = {
+        "_line": pl.Series("_line", lines, dtype=pl.Int64),
+        "instruction": pl.Series("instruction", cols["instruction"], dtype=pl.String),
+        "input": pl.Series("input", [""] * n, dtype=pl.String),
+        "system": pl.Series("system", cols["system"], dtype=pl.String),
+        "history": pl.Series("history", cols["history"], dtype=HISTORY_TYPE),
+    }
+    if kind == "pair":
+        data["chosen"] = pl.Series("chosen", cols["a"], dtype=pl.String)
+        data["rejected"] = pl.Series("rejected", cols["b"], dtype=pl.String)
+        data["output"] = pl.Series("output", [""] * n, dtype=pl.String)
+    else:
+        data["output"] = pl.Series("output", cols["a"], dtype=pl.String)
+        data["label"] = pl.Series("label", cols["b"], dtype=pl.Boolean)
+    return pl.DataFrame(data)
+
+
+def canonical_rows(df: pl.DataFrame, kind: preference.Kind) -> list[dict[str, Any]]:
+    """The canonical JSON objects of a frame's records (what the kept file and the dropped file hold)."""
+    out: list[dict[str, Any]] = []
+    answers = ("chosen", "rejected") if kind == "pair" else ("output", "label")
+    for system, history, user, a, b in df.select("system", "history", "instruction", *answers).iter_rows():
+        msgs = [{"role": "system", "content": system}] if system else []
+        for u, asst in history or []:
+            msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": asst}]
+        msgs.append({"role": "user", "content": user})
+        if kind == "pair":
+            out.append({"prompt_messages": msgs, "chosen": a, "rejected": b})
+        else:
+            out.append({"prompt_messages": msgs, "completion": a, "label": b})
+    return out
+
+
+# --- rules ----------------------------------------------------------------------------------------------------
+
+
+def applicable_rules(profile: Profile, kind: preference.Kind) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The profile's rules that apply to `kind` (in order), and those that do not (noted in the stats). An SFT-only
+    rule (`refusal`) in a profile used on preference data is a WbError: it would judge rejected answers too."""
+    use, skip = [], []
+    for name, params in profile.enabled_rules():
+        r = RULES[name]
+        if kind in r.kinds:
+            use.append((name, params))
+        elif r.kinds == ("sft",):
+            raise WbError(
+                f"profile {profile.name}: rule {name} is for SFT records; on preference data use the preference "
+                f"rules ({', '.join(n for n, x in RULES.items() if 'sft' not in x.kinds)})"
+            )
+        else:
+            skip.append(name)
+    return use, skip
+
+
+def _side_view(df: pl.DataFrame, kind: preference.Kind, side: str) -> tuple[pl.DataFrame, str]:
+    """`df` (its unflagged remaining records) with `output` set to one answer, and the name reasons give it."""
+    if kind == "pair":
+        return df.with_columns(pl.col(side).alias("output")), side
+    label = side == "chosen"
+    return df.filter(pl.col("label") == label), "completion"
+
+
+def _named(reason: pl.Expr, label: str) -> pl.Expr:
+    """An SFT rule's reason about `output`, about the side it ran on instead. Only the words before the first quote
+    are rewritten: what a reason quotes from the record stays as written."""
+    reason = reason.cast(pl.String)
+    head = reason.str.extract(r"^([^']*)", 1)
+    tail = reason.str.slice(head.str.len_chars())
+    head = (
+        head.str.replace_all(r"\bthe output's\b", f"the {label}'s")
+        .str.replace_all(r"\b[Tt]he output\b", f"the {label}")
+        .str.replace_all(r"\b[Oo]utput\b", label)
+    )
+    return pl.concat_str([head, tail])
+
+
+def _hits(frame: pl.DataFrame, check: Check) -> pl.DataFrame:
+    candidates = frame if check.applies is None else frame.lazy().filter(check.applies).collect()
+    if candidates.height == 0:
+        return candidates.select("_i").with_columns(pl.lit(None, dtype=pl.String).alias("_why"))
+    if check.prepare is not None:
+        candidates = check.prepare(candidates)
+    hits = candidates.lazy().filter(check.drop).collect().rechunk()
+    return hits.select("_i", check.reason.cast(pl.String).alias("_why"))
+
+
+def side_views(df: pl.DataFrame, kind: preference.Kind) -> dict[str, tuple[pl.DataFrame, str]]:
+    """For each side, `df` with `output` set to that answer and the rule features computed, once per batch."""
+    views = {}
+    for side in ("chosen", "rejected"):
+        view, label = _side_view(df, kind, side)
+        views[side] = (view.lazy().with_columns(features()).collect(), label)
+    return views
+
+
+def rule_hits(
+    df: pl.DataFrame,
+    name: str,
+    params: Any,
+    kind: preference.Kind,
+    views: dict[str, tuple[pl.DataFrame, str]] | None = None,
+) -> pl.DataFrame:
+    """`_i` and `_why` of the records of `df` (with `_i`) that rule `name` matches, on every side it judges.
+    `views`: `side_views` of a frame holding `df`'s records (computed here when not given)."""
+    r = RULES[name]
+    check = r.build(params)
+    if r.level == "file":
+        return df.select("_i").clear().with_columns(pl.lit(None, dtype=pl.String).alias("_why"))
+    if r.level == "pair":
+        return _hits(df, check)
+    views = views if views is not None else side_views(df, kind)
+    parts, seen = [], pl.Series("_i", [], dtype=pl.UInt32)
+    for side in r.sides:
+        view, label = views[side]
+        wanted = df["_i"].filter(~df["_i"].is_in(seen.implode()))
+        hit = _hits(view.filter(pl.col("_i").is_in(wanted.implode())), check)
+        parts.append(hit.with_columns(_named(pl.col("_why"), label).alias("_why")))
+        seen = pl.concat([seen, hit["_i"]])
+    return pl.concat(parts)
+
+
+def apply_preference_rules(df: pl.DataFrame, rules: list[tuple[str, Any]], kind: preference.Kind) -> pl.DataFrame:
+    """`pipeline.apply_rules` for preference frames: `_rule`/`_reason` (the first rule that drops a record),
+    `_flag`/`_flag_reason` (the first `action: report` rule that matches), PII drops last."""
+    df = df.with_row_index("_i")
+    rule_col = pl.Series("_rule", [None] * df.height, dtype=pl.String)
+    reason_col = pl.Series("_reason", [None] * df.height, dtype=pl.String)
+    flag_col = pl.Series("_flag", [None] * df.height, dtype=pl.String)
+    flag_reason_col = pl.Series("_flag_reason", [None] * df.height, dtype=pl.String)
+    remaining = df
+    views = side_views(df, kind) if any(RULES[name].level == "answer" for name, _ in rules) else None
+    for name, params in rules:
+        if remaining.height == 0:
+            break
+        report_only = RULES[name].build(params).report_only
+        target = remaining.filter(flag_col.gather(remaining["_i"]).is_null()) if report_only else remaining
+        hits = rule_hits(target, name, params, kind, views)
+        if hits.height == 0:
+            continue
+        if report_only:
+            flag_col.scatter(hits["_i"], name)
+            flag_reason_col.scatter(hits["_i"], hits["_why"])
+            continue
+        rule_col.scatter(hits["_i"], name)
+        reason_col.scatter(hits["_i"], hits["_why"])
+        remaining = remaining.filter(~pl.col("_i").is_in(hits["_i"].implode()))
+    pii_hits = remaining.filter(pl.col("_pii").is_not_null())
+    if pii_hits.height:
+        rule_col.scatter(pii_hits["_i"], "pii")
+        reason_col.scatter(pii_hits["_i"], pii_hits["_pii"])
+    return df.drop("_i").with_columns(rule_col, reason_col, flag_col, flag_reason_col)
+
+
+# --- contradictions -------------------------------------------------------------------------------------------
+
+_PROMPT = ["system", "history", "instruction", "input"]
+
+
+def contradiction_keys(df: pl.DataFrame, kind: preference.Kind) -> pl.DataFrame:
+    """`_line`, `fwd`, `rev`: for a pair, hashes of (prompt, chosen, rejected) and of (prompt, rejected, chosen),
+    so a record whose `fwd` is another's `rev` states the opposite preference; for KTO, of (prompt, completion)
+    with the label, and with the opposite label. "The same text" is `text.duplicate_text`'s."""
+    if kind == "pair":
+        fwd = text.duplicate_key([*_PROMPT, "chosen", "rejected"])
+        rev = text.duplicate_key([*_PROMPT, "rejected", "chosen"])
+    else:
+        base = text.duplicate_text([*_PROMPT, "output"])
+        fwd = pl.concat_str([base, pl.col("label").cast(pl.String)]).hash(7)
+        rev = pl.concat_str([base, (~pl.col("label")).cast(pl.String)]).hash(7)
+    return df.select("_line", fwd.alias("fwd"), rev.alias("rev"))
+
+
+def contradictions(keys: pl.DataFrame, kind: preference.Kind, listed: int = 5) -> pl.DataFrame:
+    """`_line`, `_reason` of every record that some other record contradicts; the reason names those lines."""
+    pairs = keys.join(keys.select(pl.col("_line").alias("other"), pl.col("fwd").alias("rev")), on="rev", how="inner")
+    pairs = pairs.filter(pl.col("other") != pl.col("_line"))  # answers the same as dedup compares them: not itself
+    if pairs.height == 0:
+        return pl.DataFrame(schema={"_line": pl.Int64, "_reason": pl.String, "contradicts": pl.List(pl.Int64)})
+    grouped = pairs.group_by("_line").agg(pl.col("other").sort().alias("contradicts")).sort("_line")
+    one, many = (
+        ("states the opposite preference", "state the opposite preference")
+        if kind == "pair"
+        else ("labels the same completion the other way", "label the same completion the other way")
+    )
+    count = pl.col("contradicts").list.len().cast(pl.Int64)
+    shown = pl.col("contradicts").list.head(listed).cast(pl.List(pl.String)).list.join(", ")
+    tail = pl.when(count > listed).then(pl.format(" and {} more", count - listed)).otherwise(pl.lit(""))
+    reason = (
+        pl.when(count == 1)
+        .then(pl.format(f"same prompt; line {{}} {one}", shown))
+        .otherwise(pl.format(f"same prompt; lines {{}}{{}} {many}", shown, tail))
+    )
+    return grouped.with_columns(reason.alias("_reason"))
+
+
+# --- length bias ----------------------------------------------------------------------------------------------
+
+
+class LengthBias:
+    """Counts over kept pairs of which answer is longer, in UTF-8 bytes (a tokenizer-free stand-in for tokens of
+    byte-level BPE vocabularies: a CJK character is 3 bytes and 1-3 tokens, an ASCII character 1 byte)."""
+
+    def __init__(self) -> None:
+        self.pairs = self.chosen_longer = self.rejected_longer = 0
+        self.ratio_sum = 0.0
+
+    def add(self, df: pl.DataFrame) -> None:
+        if df.height == 0:
+            return
+        c = df["chosen"].str.len_bytes().cast(pl.Int64)
+        r = df["rejected"].str.len_bytes().cast(pl.Int64)
+        self.pairs += df.height
+        self.chosen_longer += int((c > r).sum())
+        self.rejected_longer += int((r > c).sum())
+        self.ratio_sum += float((c / r.clip(lower_bound=1)).sum())
+
+    def report(self, max_share: float) -> tuple[dict[str, Any], list[str]]:
+        share = self.chosen_longer / self.pairs if self.pairs else None
+        ratio = self.ratio_sum / self.pairs if self.pairs else None
+        biased = share is not None and (share > max_share or share < 1 - max_share)
+        out = {
+            "measure": "utf8_bytes",
+            "pairs": self.pairs,
+            "chosen_longer": self.chosen_longer,
+            "rejected_longer": self.rejected_longer,
+            "equal": self.pairs - self.chosen_longer - self.rejected_longer,
+            "chosen_longer_share": round(share, 4) if share is not None else None,
+            "mean_length_ratio": round(ratio, 4) if ratio is not None else None,
+            "max_share": max_share,
+            "biased": biased,
+        }
+        warnings = []
+        if biased and share is not None and ratio is not None:
+            longer = "longer" if share > max_share else "shorter"
+            part = share if share > max_share else self.rejected_longer / self.pairs
+            warnings.append(
+                f"length bias: chosen is the {longer} answer in {100 * part:.0f}% of the {self.pairs} kept pairs "
+                f"(mean chosen/rejected length ratio {ratio:.2f}; warning above {100 * max_share:.0f}%): a DPO model "
+                "trained on them can learn length instead of the preference"
+            )
+        return out, warnings
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+STAGE = "stage"
+
+
+def _write_dropped(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
+    if df.height == 0:
+        return
+    extra = [c for c in ("duplicate_of", "similarity", "eval_item", "contradicts") if c in df.columns]
+    meta = df.select("_line", "_rule", "_reason", *extra).to_dicts()
+    for m, rec in zip(meta, canonical_rows(df, kind), strict=True):
+        row = {"line": m["_line"], "rule": m["_rule"], "reason": m["_reason"]}
+        row.update({c: m[c] for c in extra if m[c] is not None})
+        row["record"] = rec
+        f.write(orjson.dumps(row) + b"\n")
+
+
+def _write_kept(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
+    for rec in canonical_rows(df, kind):
+        f.write(orjson.dumps(rec) + b"\n")
+
+
+def _with_pair_text(df: pl.DataFrame, kind: preference.Kind) -> pl.DataFrame:
+    """For pairs, `output` is chosen and rejected together: what dedup and decontamination compare."""
+    if kind != "pair":
+        return df
+    return df.with_columns(pl.concat_str([pl.col("chosen"), pl.col("rejected")], separator="\n").alias("output"))
+
+
+def run(
+    input_path: Path,
+    output: Path,
+    profile: Profile,
+    batch_size: int = 25_000,
+    on_batch: Callable[[int, int], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    against: list[Path] | None = None,
+    command: str = "clean",
+    duplicate_keys: io.DuplicateKeys = "reject",
+    split: str | None = None,
+) -> pipeline.CleanResult:
+    """Clean a preference file (pairs or KTO examples) into `output` under `profile` (see the module docstring)."""
+    started = time.time()
+    reader = io.RecordReader(Path(input_path), batch_size=batch_size, duplicate_keys=duplicate_keys, split=split)
+    paths = pipeline.OutputPaths.for_output(Path(output))
+    if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
+        raise WbError(f"{output}: output would overwrite the input file; choose another -o")
+    if profile.normalize.chinese is not None:
+        text.chinese_converter(profile.normalize.chinese)
+    stats = pipeline.CleanStats()
+    shapes: Counter[str] = Counter()
+    kind: preference.Kind | None = None
+    first_line = 0
+    rules: list[tuple[str, Any]] = []
+    skipped: list[str] = []
+    unit = reader.info.unit
+    files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
+    with io.OutputSet(files, manifest=paths.manifest) as outputs:
+        stages = DedupStages.build(
+            profile.dedup, profile.decontaminate, list(against or []), spill_dir=outputs.scratch("dedup")
+        )
+        kept_f, dropped_f, rejects_f = (outputs.open(p) for p in (paths.kept, paths.dropped, paths.rejects))
+        stage_dir = outputs.scratch(STAGE)
+        keys: list[pl.DataFrame] = []
+        for i, (items, nbytes) in enumerate(reader.iter_items()):
+            lines: list[int] = []
+            examples: list[Canonical] = []
+            rejects: list[io.Reject] = []
+            for n, obj, raw in items:
+                shape = preference.detect_shape(obj)
+                if shape is not None:
+                    shapes[shape] += 1
+                try:
+                    if isinstance(obj, RecordError):
+                        raise obj
+                    ex = preference.to_canonical(obj)
+                except NoPreference as e:
+                    row = {"line": n, "rule": TIED, "reason": e.message, "record": obj}
+                    dropped_f.write(orjson.dumps(row, default=str) + b"\n")
+                    stats.dropped_by_rule[TIED] += 1
+                    continue
+                except RecordError as e:
+                    rejects.append(io.Reject(n, unit, e.field, e.kind, str(e), io.raw_text(obj, raw)))
+                    continue
+                if kind is None:
+                    kind, first_line = ex.kind, n
+                    rules, skipped = applicable_rules(profile, kind)
+                if ex.kind != kind:
+                    msg = f"a {ex.kind} record in a file of {kind} records (from {unit} {first_line})"
+                    rejects.append(io.Reject(n, unit, "", "mixed_kinds", msg, io.raw_text(obj, raw)))
+                    continue
+                lines.append(n)
+                examples.append(ex)
+            stats.read += len(items)
+            stats.rejected += len(rejects)
+            stats.rejected_by_kind.update(r.kind for r in rejects)
+            for rej in rejects:
+                rejects_f.write(io.jsonl_line(rej.to_json()))
+            if examples and kind is not None:
+                fields = PAIR_TEXT if kind == "pair" else KTO_TEXT
+                df, counts = pipeline.normalize_frame(examples_frame(lines, examples, kind), profile.normalize, fields)
+                df, pii_counts = pipeline.pii_frame(df, profile.pii, fields)
+                counts.update(pii_counts)
+                counts.pop("placeholder_input", None)
+                stats.counts.update(counts)
+                df = apply_preference_rules(df, rules, kind)
+                dropped = df.filter(pl.col("_rule").is_not_null())
+                _write_dropped(dropped_f, dropped, kind)
+                stats.add_dropped(dropped)
+                stats.add_reported(
+                    df.filter(pl.col("_flag").is_not_null()).select(
+                        "_line", "_flag", "_flag_reason", pl.col("_rule").is_not_null()
+                    )
+                )
+                kept = df.filter(pl.col("_rule").is_null()).drop("_rule", "_reason", "_flag", "_flag_reason", "_pii")
+                keys.append(contradiction_keys(kept, kind))
+                kept.write_ipc(stage_dir / f"{i:06d}.arrow")
+            if on_batch is not None:
+                on_batch(nbytes, len(items))
+        if kind is None:
+            kind = "pair"
+        if on_phase is not None:
+            on_phase("contradictions and duplicates")
+        contradicted = (
+            contradictions(pl.concat(keys), kind)
+            if keys and any(name == "contradictory_pair" for name, _ in rules)
+            else None
+        )
+        bias = LengthBias()
+        labels: Counter[bool] = Counter()
+        token_col = "chosen" if kind == "pair" else "output"
+        parts = sorted(stage_dir.glob("*.arrow"))
+        for part in parts:
+            df = _with_pair_text(pl.read_ipc(part), kind)
+            if contradicted is not None and contradicted.height:
+                marked = df.join(contradicted, on="_line", how="left", maintain_order="left")
+                hit = marked.filter(pl.col("_reason").is_not_null()).with_columns(
+                    pl.lit("contradictory_pair").alias("_rule")
+                )
+                _write_dropped(dropped_f, hit, kind)
+                stats.add_dropped(hit)
+                df = marked.filter(pl.col("_reason").is_null()).drop("_reason", "contradicts")
+            df = df.with_columns(text.token_count(pl.col(token_col)).alias("_output_tokens"))
+            df, dedup_dropped = stages.stream(df)
+            for d in dedup_dropped:
+                _write_dropped(dropped_f, d, kind)
+                stats.add_dropped(d)
+            stages.collect(df)
+            df.write_ipc(part)
+        resolved = stages.resolve() if stages.needs_all_records else None
+        for part in parts:
+            df = pl.read_ipc(part)
+            if resolved is not None:
+                df, d = stages.split(df, resolved)
+                _write_dropped(dropped_f, d, kind)
+                stats.add_dropped(d)
+            _write_kept(kept_f, df, kind)
+            stats.add_kept(df)
+            if kind == "pair":
+                bias.add(df)
+            else:
+                labels.update(df["label"].to_list())
+            part.unlink()
+        stats.blank_lines = reader.blank_lines
+        drop_order = [TIED, *profile.rule_order, "pii", *stages.names]
+        if not stats.invariant_holds:  # a bug, not a user error
+            raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
+        summary = _summary(input_path, reader, profile, stats, drop_order, stages, kind, shapes, skipped, bias, labels)
+        runfile.CleanStats.model_validate(summary)
+        outputs.write(paths.stats, io.dumps_json(summary))
+        manifest = build_manifest(
+            command=command,
+            started=started,
+            inputs={"data": Path(input_path), **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])}},
+            outputs={
+                "kept": outputs.entry(paths.kept),
+                "dropped": outputs.entry(paths.dropped),
+                "rejects": outputs.entry(paths.rejects),
+                "stats": outputs.entry(paths.stats),
+            },
+            config={"profile": profile.as_dict(), "kind": kind},
+        )
+        manifest["inputs"]["data"] = {**manifest["inputs"]["data"], "sha256": summary["input"]["sha256"]}
+        outputs.publish(manifest)
+    return pipeline.CleanResult(stats=stats, summary=summary, paths=paths, mapping={}, source=reader.info)
+
+
+def _summary(
+    input_path: Path,
+    reader: io.RecordReader,
+    profile: Profile,
+    stats: pipeline.CleanStats,
+    drop_order: list[str],
+    stages: DedupStages,
+    kind: preference.Kind,
+    shapes: Counter[str],
+    skipped: list[str],
+    bias: LengthBias,
+    labels: Counter[bool],
+) -> dict[str, Any]:
+    source = {
+        "path": str(input_path),
+        "format": reader.info.format,
+        "compression": reader.info.compression,
+        "unit": reader.info.unit,
+        "encoding": reader.info.encoding,
+        **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
+        "sha256": reader.sha256(),
+    }
+    pref: dict[str, Any] = {
+        "kind": kind,
+        "shapes": dict(sorted(shapes.items())),
+        "rules_not_applicable": skipped,
+    }
+    warnings: list[str] = list(stages.warnings)
+    if kind == "pair":
+        pref["length_bias"], bias_warnings = bias.report(profile.preference.length_bias_max_share)
+        warnings += bias_warnings
+    else:
+        pref["labels"] = {"desirable": labels.get(True, 0), "undesirable": labels.get(False, 0)}
+    summary: dict[str, Any] = {
+        "input": source,
+        "mapping": {},
+        "mapping_notes": [],
+        "kind": "preference",
+        "profile": profile.as_dict(),
+        **stats.to_json(drop_order),
+        "preference": pref,
+    }
+    if stages.evals is not None:
+        summary["contamination"] = stages.evals.report()
+    if stages.semantic is not None and stages.semantic.precision_used is not None:
+        summary["semantic_precision"] = stages.semantic.precision_used
+    summary["warnings"] = warnings
+    return summary
