@@ -508,8 +508,11 @@ def train(
         if quiet or ("loss" not in row and "eval_loss" not in row):
             return
         parts = [f"step {row['step']}"]
-        for key, label in (("loss", "loss"), ("eval_loss", "eval_loss"), ("learning_rate", "lr")):
-            if key in row:
+        shown: tuple[tuple[str, str], ...] = (("loss", "loss"), ("eval_loss", "eval_loss"), ("learning_rate", "lr"))
+        shown += tuple((k, k) for k in ("rewards/accuracies", "rewards/margins", "accuracy", "reward", "kl"))
+        shown += (("eval_rewards/accuracies", "eval_rewards/accuracies"), ("eval_accuracy", "eval_accuracy"))
+        for key, label in shown:
+            if isinstance(row.get(key), int | float):
                 parts.append(f"{label} {row[key]:.4g}")
         if "tokens_per_second" in row:
             parts.append(f"{row['tokens_per_second']:,.0f} tok/s")
@@ -523,7 +526,7 @@ def train(
     out.print(
         f"done: {m['global_step']} steps, train loss {m['train_loss']:.4f}"
         + (f", best eval loss {m['best_eval_loss']:.4f}" if m.get("best_eval_loss") is not None else "")
-        + f", {m['tokens_per_second']:,.0f} tokens/s, {m['trainable_parameters']:,} trainable parameters, "
+        + f", {m.get('tokens_per_second') or 0:,.0f} tokens/s, {m['trainable_parameters']:,} trainable parameters, "
         f"peak RSS {m['peak_rss_mb']:,.0f} MB; wrote {result.run_dir}",
         markup=False,
     )
@@ -758,6 +761,8 @@ def eval_(
     import_review: Annotated[
         Path | None, typer.Option("--import-review", help="Fold a filled review_sample.csv back into RUN/eval.")
     ] = None,
+    prefs: Annotated[Path | None, typer.Option("--prefs", help=_EH["prefs"])] = None,
+    reward_model: Annotated[Path | None, typer.Option("--reward-model", help=_EH["reward_model"])] = None,
     quiet: QuietOpt = False,
     split: SplitOpt = None,
 ) -> None:
@@ -800,6 +805,8 @@ def eval_(
         seed=seed,
         review_size=review_size,
         cache=not no_cache,
+        prefs=prefs,
+        reward_model=reward_model,
     )
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     if predictions is not None:
@@ -858,6 +865,24 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
                 f"[{_fmt(st['delta_lower'])}, {_fmt(st['delta_upper'])}]" if has_base else "",
                 f"{st['wins']}/{st['ties']}/{st['losses']}" if has_base else "",
             )
+        out.print(table)
+    pref = metrics.get("preference")
+    if pref:
+        table = Table(title=f"preference ({pref['n']} pairs)", title_justify="left")
+        for col in ("metric", "value", "95% CI", "base", "win/tie/loss"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for key in ("implicit_accuracy", "implicit_margin", "reward_accuracy", "reward_margin", "reward_score"):
+            st = pref.get(key)
+            if st:
+                table.add_row(
+                    f"pref.{key}",
+                    _fmt(st["tuned"]),
+                    f"[{_fmt(st['lower'])}, {_fmt(st['upper'])}]",
+                    _fmt(st.get("base")) if "base" in st else "",
+                    f"{st['wins']}/{st['ties']}/{st['losses']}" if "wins" in st else "",
+                )
+        if pref.get("win_rate") is not None:
+            table.add_row("pref.win_rate", _fmt(pref["win_rate"]), "", "", "")
         out.print(table)
 
 

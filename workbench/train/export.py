@@ -104,7 +104,8 @@ def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -
 
     if on_status is not None:
         on_status(f"merging {target.adapter} into {target.base}")
-    base = load_model(target.base, dtype=dtype, on_status=on_status)
+    head = "reward" if target.method == "reward" else "causal_lm"  # a reward run: its scoring head is merged too
+    base = load_model(target.base, dtype=dtype, on_status=on_status, head=head)
     model: Any = PeftModel.from_pretrained(base, str(target.adapter), is_trainable=False)
     merged = model.merge_and_unload()
     with _quiet_transformers():
