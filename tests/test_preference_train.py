@@ -161,6 +161,10 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
     metrics = evaluate(result.run_dir, EvalConfig(probes=[], prefs=pairs_file)).metrics["preference"]
     assert metrics["reward_accuracy"]["tuned"] == 1.0 and metrics["reward_margin"]["lower"] > 0
     runfile.EvalMetrics.model_validate(json.loads((result.run_dir / "eval" / "metrics.json").read_text()))
+    from workbench.train.runs import load, resolve_target
+
+    with pytest.raises(WbError, match="is a reward model: it scores texts and does not generate"):
+        load([resolve_target(result.run_dir)])
 
 
 def test_grpo_samples_scores_with_a_registry_metric_and_logs_kl(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:

@@ -536,8 +536,12 @@ def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
     from workbench.train.model import load_tokenizer
     from workbench.train.prepare import inspect as spans_of
     from workbench.train.prepare import prepare
+    from workbench.train.recipe import PREFERENCE_METHODS
 
     tokenizer = load_tokenizer(rec.model, say)
+    if rec.method in PREFERENCE_METHODS and rec.method != "grpo":
+        _inspect_preference(rec, tokenizer, n)
+        return
     prepared = prepare(rec, tokenizer, None)
     out.print(f"template: {prepared.template}; trained tokens in green, masked tokens dim", markup=False)
     for i, spans in enumerate(spans_of(tokenizer, prepared.train, n)):
@@ -549,6 +553,25 @@ def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
         out.print(text)
     for warning in prepared.warnings:
         err.print(f"warning: {warning}", markup=False)
+
+
+def _inspect_preference(rec: Any, tokenizer: Any, n: int) -> None:
+    """The first n preference examples as the trainer sees them: the prompt dim, the answers in colour."""
+    from workbench.train.preference import prepare as prepare_pairs
+
+    prepared = prepare_pairs(rec, tokenizer)
+    checked = prepared.train
+    out.print(f"template: {prepared.template}; prompt dim, chosen green, rejected red", markup=False)
+    for ex in checked.pairs[:n]:
+        out.rule(f"line {ex.line}: prompt {len(ex.prompt_ids)}, chosen {len(ex.chosen_ids)}, rejected "
+                 f"{len(ex.rejected_ids)} tokens")  # fmt: skip
+        out.print(Text.assemble((ex.prompt, "dim"), (ex.chosen, "bold green")))
+        out.print(Text.assemble((ex.prompt, "dim"), (ex.rejected, "bold red")))
+    for kto in checked.unpaired[:n]:
+        out.rule(f"line {kto.line}: {'desirable' if kto.label else 'undesirable'}")
+        out.print(Text.assemble((kto.prompt, "dim"), (kto.completion, "bold green" if kto.label else "bold red")))
+    for reason, lines in sorted(checked.dropped.items()):
+        err.print(f"warning: {len(lines)} dropped ({reason}): lines {', '.join(map(str, lines[:10]))}", markup=False)
 
 
 @app.command()

@@ -137,8 +137,8 @@ def _sets(config: EvalConfig) -> list[EvalSet]:
             add(EvalSet(probe.name, probe.kind, probe.items))
     for spec in config.mc:
         add(mc_set(spec, config.fewshot, config.mc_limit))
-    if not sets:
-        raise WbError("nothing to evaluate: give --data FILE and/or probe sets")
+    if not sets and config.prefs is None:
+        raise WbError("nothing to evaluate: give --data FILE, probe sets and/or --prefs FILE")
     return sets
 
 

@@ -52,7 +52,7 @@ def export(
         kind = "model"
     else:
         kind = "merged" if merge else "adapter"
-        if merge and (target.method or "lora") not in MERGEABLE:
+        if merge and (target.method or "lora") not in MERGEABLE and not _is_lora(target.adapter):
             raise WbError(
                 f"{run}: {target.method} adapters add virtual tokens and cannot be merged into the weights; "
                 "use --adapter-only"
@@ -80,6 +80,15 @@ def export(
             shutil.rmtree(out)
         _publish(tmp, out)
     return Exported(out, kind, files)
+
+
+def _is_lora(adapter: Path) -> bool:
+    """A LoRA adapter (also those of the preference methods: dpo, kto, reward, ...), which merges into the weights."""
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("peft_type") == "LORA"
 
 
 def _check_out(out: Path, force: bool) -> None:
