@@ -701,8 +701,11 @@ def train(
         if quiet or ("loss" not in row and "eval_loss" not in row):
             return
         parts = [f"step {row['step']}"]
-        for key, label in (("loss", "loss"), ("eval_loss", "eval_loss"), ("learning_rate", "lr")):
-            if key in row:
+        shown: tuple[tuple[str, str], ...] = (("loss", "loss"), ("eval_loss", "eval_loss"), ("learning_rate", "lr"))
+        shown += tuple((k, k) for k in ("rewards/accuracies", "rewards/margins", "accuracy", "reward", "kl"))
+        shown += (("eval_rewards/accuracies", "eval_rewards/accuracies"), ("eval_accuracy", "eval_accuracy"))
+        for key, label in shown:
+            if isinstance(row.get(key), int | float):
                 parts.append(f"{label} {row[key]:.4g}")
         if "tokens_per_second" in row:
             parts.append(f"{row['tokens_per_second']:,.0f} tok/s")
@@ -716,7 +719,7 @@ def train(
     out.print(
         f"done: {m['global_step']} steps, train loss {m['train_loss']:.4f}"
         + (f", best eval loss {m['best_eval_loss']:.4f}" if m.get("best_eval_loss") is not None else "")
-        + f", {m['tokens_per_second']:,.0f} tokens/s, {m['trainable_parameters']:,} trainable parameters, "
+        + f", {m.get('tokens_per_second') or 0:,.0f} tokens/s, {m['trainable_parameters']:,} trainable parameters, "
         f"peak RSS {m['peak_rss_mb']:,.0f} MB; wrote {result.run_dir}",
         markup=False,
     )
@@ -726,8 +729,12 @@ def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
     from workbench.train.model import load_tokenizer
     from workbench.train.prepare import inspect as spans_of
     from workbench.train.prepare import prepare
+    from workbench.train.recipe import PREFERENCE_METHODS
 
     tokenizer = load_tokenizer(rec.model, say)
+    if rec.method in PREFERENCE_METHODS and rec.method != "grpo":
+        _inspect_preference(rec, tokenizer, n)
+        return
     prepared = prepare(rec, tokenizer, None)
     out.print(f"template: {prepared.template}; trained tokens in green, masked tokens dim", markup=False)
     for i, spans in enumerate(spans_of(tokenizer, prepared.train, n)):
@@ -739,6 +746,25 @@ def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
         out.print(text)
     for warning in prepared.warnings:
         err.print(f"warning: {warning}", markup=False)
+
+
+def _inspect_preference(rec: Any, tokenizer: Any, n: int) -> None:
+    """The first n preference examples as the trainer sees them: the prompt dim, the answers in colour."""
+    from workbench.train.preference import prepare as prepare_pairs
+
+    prepared = prepare_pairs(rec, tokenizer)
+    checked = prepared.train
+    out.print(f"template: {prepared.template}; prompt dim, chosen green, rejected red", markup=False)
+    for ex in checked.pairs[:n]:
+        out.rule(f"line {ex.line}: prompt {len(ex.prompt_ids)}, chosen {len(ex.chosen_ids)}, rejected "
+                 f"{len(ex.rejected_ids)} tokens")  # fmt: skip
+        out.print(Text.assemble((ex.prompt, "dim"), (ex.chosen, "bold green")))
+        out.print(Text.assemble((ex.prompt, "dim"), (ex.rejected, "bold red")))
+    for kto in checked.unpaired[:n]:
+        out.rule(f"line {kto.line}: {'desirable' if kto.label else 'undesirable'}")
+        out.print(Text.assemble((kto.prompt, "dim"), (kto.completion, "bold green" if kto.label else "bold red")))
+    for reason, lines in sorted(checked.dropped.items()):
+        err.print(f"warning: {len(lines)} dropped ({reason}): lines {', '.join(map(str, lines[:10]))}", markup=False)
 
 
 @app.command()
@@ -951,6 +977,8 @@ def eval_(
     import_review: Annotated[
         Path | None, typer.Option("--import-review", help="Fold a filled review_sample.csv back into RUN/eval.")
     ] = None,
+    prefs: Annotated[Path | None, typer.Option("--prefs", help=_EH["prefs"])] = None,
+    reward_model: Annotated[Path | None, typer.Option("--reward-model", help=_EH["reward_model"])] = None,
     quiet: QuietOpt = False,
     split: SplitOpt = None,
 ) -> None:
@@ -993,6 +1021,8 @@ def eval_(
         seed=seed,
         review_size=review_size,
         cache=not no_cache,
+        prefs=prefs,
+        reward_model=reward_model,
     )
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     if predictions is not None:
@@ -1051,6 +1081,24 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
                 f"[{_fmt(st['delta_lower'])}, {_fmt(st['delta_upper'])}]" if has_base else "",
                 f"{st['wins']}/{st['ties']}/{st['losses']}" if has_base else "",
             )
+        out.print(table)
+    pref = metrics.get("preference")
+    if pref:
+        table = Table(title=f"preference ({pref['n']} pairs)", title_justify="left")
+        for col in ("metric", "value", "95% CI", "base", "win/tie/loss"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for key in ("implicit_accuracy", "implicit_margin", "reward_accuracy", "reward_margin", "reward_score"):
+            st = pref.get(key)
+            if st:
+                table.add_row(
+                    f"pref.{key}",
+                    _fmt(st["tuned"]),
+                    f"[{_fmt(st['lower'])}, {_fmt(st['upper'])}]",
+                    _fmt(st.get("base")) if "base" in st else "",
+                    f"{st['wins']}/{st['ties']}/{st['losses']}" if "wins" in st else "",
+                )
+        if pref.get("win_rate") is not None:
+            table.add_row("pref.win_rate", _fmt(pref["win_rate"]), "", "", "")
         out.print(table)
 
 

@@ -139,6 +139,26 @@ class Overlap(_Strict):
     ids: list[ItemId] = Field(default_factory=list)
 
 
+class PreferenceMetrics(_Strict):
+    """Preference evaluation on held-out pairs (`wb eval --prefs`, workbench/evaluate/preference.py): the policy's
+    implicit-reward accuracy, a reward model's accuracy (`--reward-model`), and the tuned-vs-base win rate of the task
+    answers under that reward model."""
+
+    n: Count = Field(description="Held-out pairs scored.")
+    source: str | None = Field(None, description="The pairs file.")
+    implicit_accuracy: Stat | None = Field(
+        None, description="Share of pairs whose chosen gains more log-probability over the reference than rejected."
+    )
+    implicit_margin: Stat | None = Field(None, description="Mean of that log-ratio difference (nats).")
+    reward_accuracy: Stat | None = Field(None, description="Share of pairs the reward model scores chosen higher.")
+    reward_margin: Stat | None = Field(None, description="Mean reward(chosen) - reward(rejected).")
+    reward_score: Stat | None = Field(
+        None, description="Reward of the tuned task answers vs the base's (paired; wins/ties/losses per prompt)."
+    )
+    win_rate: Fraction | None = Field(None, description="(wins + ties / 2) / prompts of reward_score.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Reference, reward model, max_length.")
+
+
 class EvalMetrics(_Strict):
     """`eval/metrics.json`."""
 
@@ -147,6 +167,7 @@ class EvalMetrics(_Strict):
     task: SetMetrics | None = None
     forgetting: dict[str, SetMetrics] = Field(default_factory=dict)
     overlap: Overlap | None = None
+    preference: PreferenceMetrics | None = None
     generation: dict[str, Any] = Field(default_factory=dict)
     suite: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -237,11 +258,36 @@ class TrainManifest(_Open):
 
 
 class LogRow(_Open):
-    """One line of `trainer_log.jsonl`."""
+    """One line of `trainer_log.jsonl`. Preference methods add TRL's own names: DPO family and KTO the implicit
+    rewards (`rewards/chosen`, `rewards/rejected`, `rewards/margins`, `rewards/accuracies`), the reward method
+    `accuracy` and `margin`, GRPO `reward` and `kl` (KL to the reference); eval rows the same with `eval_`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     step: Count | None = None
     loss: Number | None = None
     eval_loss: Number | None = None
+    rewards_chosen: Number | None = Field(None, alias="rewards/chosen")
+    rewards_rejected: Number | None = Field(None, alias="rewards/rejected")
+    rewards_margins: Number | None = Field(None, alias="rewards/margins")
+    rewards_accuracies: Number | None = Field(None, alias="rewards/accuracies")
+    kl: Number | None = Field(None, description="Mean KL to the reference (GRPO, KTO).")
+    reward: Number | None = Field(None, description="Mean reward of the sampled answers (GRPO).")
+    accuracy: Number | None = Field(None, description="Reward model: share of pairs scored chosen > rejected.")
+    margin: Number | None = Field(None, description="Reward model: mean reward(chosen) - reward(rejected).")
+
+
+PREFERENCE_LOG_FIELDS = {
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/margins": "rewards_margins",
+    "rewards/accuracies": "rewards_accuracies",
+    "kl": "kl",
+    "reward": "reward",
+    "accuracy": "accuracy",
+    "margin": "margin",
+}
+"""Per-step preference numbers of trainer_log.jsonl (log name -> LogRow field), in the report's order."""
 
 
 class LengthBias(_Strict):
@@ -329,6 +375,10 @@ class TrainSummary(_Strict):
     final_loss: Number | None = None
     final_eval_loss: Number | None = None
     first_loss: Number | None = None
+    final_preference: dict[str, Number] | None = Field(
+        None,
+        description="Preference methods: the last logged value of each per-step number (rewards_accuracies, kl...).",
+    )
     global_step: Count | None = None
     logged_steps: Count | None = None
     examples: dict[str, Count] | None = None
@@ -363,6 +413,7 @@ class RunSummary(_Strict):
     task: SetMetrics | None = None
     forgetting: dict[str, SetMetrics] = Field(default_factory=dict)
     overlap: Overlap | None = None
+    pref: PreferenceMetrics | None = None
     generation: dict[str, Any] = Field(default_factory=dict)
     suite: dict[str, Any] | None = None
     review: ReviewSummary | None = None
@@ -374,7 +425,7 @@ class RunSummary(_Strict):
 
 # --- gate paths, derived from RunSummary ----------------------------------------------------------------------------
 
-GATE_SECTIONS = ("task", "forgetting", "clean", "train", "overlap", "review")
+GATE_SECTIONS = ("task", "forgetting", "clean", "train", "overlap", "review", "pref")
 """The summary sections a gate may read (the rest describe the run rather than measure it)."""
 
 

@@ -70,3 +70,11 @@ class EvalConfig(BaseModel):
     seed: int = Field(0, description="Seed of sampling and of the bootstrap.")
     review_size: int = Field(50, ge=0, description="Items in review_sample.csv.")
     cache: bool = Field(True, description="Reuse generations from the cache.")
+    prefs: Path | None = Field(
+        None, description="Held-out preference pairs: implicit-reward accuracy of the run (and of --reward-model)."
+    )
+    reward_model: Path | None = Field(
+        None,
+        description="A reward run (method reward): its accuracy on --prefs, and the tuned-vs-base win rate of the "
+        "task answers under it.",
+    )

@@ -137,8 +137,8 @@ def _sets(config: EvalConfig) -> list[EvalSet]:
             add(EvalSet(probe.name, probe.kind, probe.items))
     for spec in config.mc:
         add(mc_set(spec, config.fewshot, config.mc_limit))
-    if not sets:
-        raise WbError("nothing to evaluate: give --data FILE and/or probe sets")
+    if not sets and config.prefs is None:
+        raise WbError("nothing to evaluate: give --data FILE, probe sets and/or --prefs FILE")
     return sets
 
 
@@ -195,8 +195,10 @@ def evaluate(
     started = time.time()
     target = resolve_target(target_spec)
     out_dir = _out_dir(target.run_dir, out_dir)
-    sets = _sets(config)
     warnings: list[str] = []
+    if target.method == "reward":  # a reward model answers nothing: it is evaluated on preference pairs alone
+        return _evaluate_reward_run(target, config, out_dir, started, warnings)
+    sets = _sets(config)
     cache = GenerationCache() if config.cache else None
     ll_cache = LoglikCache(identities=cache) if config.cache and any(s.kind == "mc" for s in sets) else None
     tuned = load([target], on_status=on_status)
@@ -231,7 +233,91 @@ def evaluate(
     if any(s.kind == "mc" for s in sets):
         generation["mc_prompt"] = config.mc_prompt
     overlap = _train_overlap(target.run_dir, config.data) if config.data is not None else None
-    return _finish(sets, config, out_dir, started, generation, overlap, warnings, {"target": str(target_spec)})
+    pref, pref_rows = _preference(config, target, tuned, sets, out_dir, warnings, on_status)
+    extra = {"target": str(target_spec)}
+    return _finish(sets, config, out_dir, started, generation, overlap, warnings, extra, pref, pref_rows)
+
+
+def _preference(
+    config: EvalConfig,
+    target: Any,
+    tuned: Any,
+    sets: list[EvalSet],
+    out_dir: Path,
+    warnings: list[str],
+    on_status: StatusFn | None,
+) -> tuple[runfile.PreferenceMetrics | None, list[dict[str, Any]]]:
+    """`--prefs` / `--reward-model`: the preference section of metrics.json (workbench/evaluate/preference.py) and
+    the per-pair rows of `preference_scores.jsonl`."""
+    if config.prefs is None and config.reward_model is None:
+        return None, []
+    from workbench.evaluate import preference as pref_eval
+
+    scorer = None
+    if config.reward_model is not None:
+        if on_status is not None:
+            on_status(f"loading reward model {config.reward_model}")
+        scorer = pref_eval.RewardScorer.load(config.reward_model, batch_size=config.generation.batch_size)
+    section: dict[str, Any] = {"n": 0}
+    settings: dict[str, Any] = {"reward_model": str(config.reward_model) if config.reward_model else None}
+    rows: list[dict[str, Any]] = []
+    if config.prefs is not None:
+        reference: str | None = None
+        ref_folder = pref_eval.reference_adapter(target.run_dir)
+        if ref_folder is not None and tuned.adapters:
+            tuned.model.load_adapter(str(ref_folder), adapter_name="wb_reference", is_trainable=False)
+            tuned.adapter_dirs["wb_reference"] = ref_folder
+            reference = "wb_reference"
+        with_policy = bool(tuned.adapters)
+        if not with_policy:
+            warnings.append(
+                f"{target.name} is a whole model: no adapter to switch off, so no implicit-reward accuracy "
+                "(evaluate the run's adapter, not a merged model)"
+            )
+        settings["reference"] = str(ref_folder) if reference else "base (adapter disabled)"
+        settings["max_length"] = config.max_length
+        tuned.use(tuned.adapters[0] if tuned.adapters else None)
+        section, rows = pref_eval.evaluate_pairs(
+            tuned,
+            config.prefs,
+            reference,
+            scorer,
+            config.seed,
+            config.generation.batch_size,
+            config.max_length,
+            with_policy,
+        )
+    task = next((s for s in sets if s.kind == TASK), None)
+    if scorer is not None and task is not None and {"tuned", "base"} <= set(task.predictions):
+        section |= pref_eval.win_rate(
+            scorer, task.items, task.predictions["tuned"], task.predictions["base"], config.seed
+        )
+        if section.get("n", 0) == 0:
+            section["n"] = len(task.items)
+    elif scorer is not None and task is not None:
+        warnings.append("--reward-model: no base answers to the task prompts, so no win rate (drop --no-base)")
+    return runfile.PreferenceMetrics.model_validate({**section, "settings": settings}), rows
+
+
+def _evaluate_reward_run(
+    target: Any, config: EvalConfig, out_dir: Path, started: float, warnings: list[str]
+) -> EvalResult:
+    from workbench.evaluate import preference as pref_eval
+
+    if config.prefs is None:
+        raise WbError(f"{target.name} is a reward model: evaluate it on held-out pairs with --prefs FILE")
+    if config.data is not None:
+        warnings.append("--data is ignored for a reward model (it scores pairs, it does not answer prompts)")
+    assert target.run_dir is not None
+    scorer = pref_eval.RewardScorer.load(target.run_dir, batch_size=config.generation.batch_size)
+    section, rows = pref_eval.evaluate_pairs(
+        None, config.prefs, None, scorer, config.seed, config.generation.batch_size, config.max_length, False
+    )
+    pref = runfile.PreferenceMetrics.model_validate({**section, "settings": {"reward_model": str(target.run_dir)}})
+    empty = config.model_copy(update={"probes": [], "data": None, "mc": []})
+    return _finish(
+        [], empty, out_dir, started, {"model": target.base}, None, warnings, {"target": str(target.run_dir)}, pref, rows
+    )
 
 
 def _out_dir(run_dir: Path | None, out_dir: Path | None) -> Path:
@@ -357,6 +443,8 @@ def _finish(
     overlap: dict[str, Any] | None,
     warnings: list[str],
     inputs_extra: dict[str, str],
+    preference: runfile.PreferenceMetrics | None = None,
+    preference_rows: list[dict[str, Any]] | None = None,
 ) -> EvalResult:
     suite = load_suite(config.suite)
     rows: list[runfile.ScoreRow] = []
@@ -382,6 +470,7 @@ def _finish(
         task=task,
         forgetting=forgetting,
         overlap=overlap_model,
+        preference=preference,
         generation=generation,
         suite=suite.model_dump(mode="json") if task is not None else None,
         warnings=warnings,
@@ -389,11 +478,15 @@ def _finish(
     plain_rows = [r.model_dump(mode="json", exclude_none=True) for r in rows]
     files = {"scores": out_dir / "scores.jsonl", "metrics": out_dir / "metrics.json"}
     review_csv: bytes | None = None
+    if preference_rows:
+        files["preference_scores"] = out_dir / "preference_scores.jsonl"
     if task is not None and any(r["set"] == TASK and "base" in r for r in plain_rows) and config.review_size:
         primary = task.settings.get("primary") or "rouge_l"
         review_csv = review.render_sample(plain_rows, config.review_size, config.seed, primary)
         files["review_sample"] = out_dir / "review_sample.csv"
     inputs = {"data": config.data} if config.data is not None else {}
+    if config.prefs is not None:
+        inputs["prefs"] = config.prefs
     # One set: the scores, the metrics and the review sample staged together, the manifest (their sizes and hashes)
     # published last, so `wb report` and `wb gate` can tell a complete evaluation from a torn one.
     with io.OutputSet(list(files.values()), manifest=out_dir / "manifest.json") as outputs:
@@ -403,6 +496,10 @@ def _finish(
         outputs.write(files["metrics"], io.dumps_json(metrics.model_dump(mode="json", exclude_none=True)))
         if review_csv is not None:
             outputs.write(files["review_sample"], review_csv)
+        if preference_rows:
+            with outputs.open(files["preference_scores"]) as f:
+                for row in preference_rows:
+                    f.write(io.jsonl_line(row))
         manifest = build_manifest(
             command="eval",
             started=started,

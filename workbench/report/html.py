@@ -321,14 +321,92 @@ def _train_view(run: Run) -> dict[str, Any] | None:
         ("train loss (mean)", fmt(train.get("train_loss"))),
         ("best eval loss", fmt(train.get("best_eval_loss"))),
     ]
+    final_pref = train.get("final_preference") or {}
+    facts += [(f"last logged {_PREF_LABELS.get(k, k)}", fmt(v)) for k, v in final_pref.items()]
     recipe = train.get("recipe")
     recipe_text = yaml.safe_dump(recipe, sort_keys=True, allow_unicode=True) if recipe else ""
     return {
         "facts": [(k, v) for k, v in facts if v is not None and v != "- / -"],
         "chart": chart,
+        **_preference_steps(run.log),
         "recipe": cap(recipe_text, MAX_MANIFEST_CHARS),
         "log_file": str(run.files.get("trainer_log") or ""),
         "steps_logged": len(loss),
+    }
+
+
+_PREF_LABELS = {field: name for name, field in runfile.PREFERENCE_LOG_FIELDS.items()}
+MAX_PREF_ROWS = 20
+
+
+def _preference_steps(log: list[dict[str, Any]]) -> dict[str, Any]:
+    """Preference methods' per-step numbers: a chart (implicit rewards of chosen and rejected for the DPO family and
+    KTO, the sampled answers' reward and KL for GRPO, the margin for a reward model) and a table of every number."""
+    names = [n for n in runfile.PREFERENCE_LOG_FIELDS if any(_is_num(r.get(n)) for r in log)]
+    if not names:
+        return {"pref_chart": None, "pref_columns": [], "pref_rows": []}
+
+    def series(name: str) -> list[tuple[float, float]]:
+        return [(float(r["step"]), float(r[name])) for r in log if _is_num(r.get(name)) and _is_num(r.get("step"))]
+
+    pairs = [("rewards/chosen", "rewards/rejected"), ("reward", "kl"), ("margin", "accuracy")]
+    first, second = next(((a, b) for a, b in pairs if a in names), (names[0], ""))
+    chart = line_chart(
+        [{"label": first, "cls": "s1", "points": series(first)}]
+        + ([{"label": second, "cls": "s2", "points": series(second)}] if second in names else [])
+    )
+    rows = [r for r in log if any(_is_num(r.get(n)) for n in names)]
+    step = max(1, math.ceil(len(rows) / MAX_PREF_ROWS))
+    shown = rows[::step] + ([rows[-1]] if rows and (len(rows) - 1) % step else [])
+    return {
+        "pref_chart": chart,
+        "pref_columns": names,
+        "pref_rows": [
+            [fmt(r.get("step"))] + [fmt(r.get(n)) if _is_num(r.get(n)) else "-" for n in names] for r in shown
+        ],
+    }
+
+
+def _preference_view(run: Run) -> dict[str, Any] | None:
+    """The Preference section: accuracies on held-out pairs (with intervals) and the reward-model win rate."""
+    pref = run.summary.get("pref")
+    if not pref:
+        return None
+    rows = []
+    labels = {
+        "implicit_accuracy": "share of pairs whose chosen gains more log-probability over the reference than rejected",
+        "implicit_margin": "mean of that log-ratio difference (nats)",
+        "reward_accuracy": "share of pairs the reward model scores chosen above rejected",
+        "reward_margin": "mean reward(chosen) - reward(rejected)",
+        "reward_score": "reward of the tuned model's task answers (base: the base model's answers to the same prompts)",
+    }
+    for key, what in labels.items():
+        stat = pref.get(key)
+        if not stat:
+            continue
+        rows.append(
+            {
+                "metric": f"pref.{key}",
+                "description": what,
+                "tuned": fmt(stat.get("tuned")),
+                "interval": _interval(stat.get("lower"), stat.get("upper")),
+                "base": fmt(stat.get("base")) if stat.get("base") is not None else "",
+                "delta_interval": _interval(stat.get("delta_lower"), stat.get("delta_upper"), signed_=True)
+                if stat.get("delta_lower") is not None
+                else "",
+                "wtl": f"{fmt(stat.get('wins'))} / {fmt(stat.get('ties'))} / {fmt(stat.get('losses'))}"
+                if stat.get("wins") is not None
+                else "",
+                "chance": key.endswith("accuracy") and _is_num(stat.get("lower")) and stat["lower"] <= 0.5,
+            }
+        )
+    settings = pref.get("settings") or {}
+    return {
+        "n": pref.get("n"),
+        "source": pref.get("source") or "",
+        "rows": rows,
+        "win_rate": fmt(pref.get("win_rate")) if pref.get("win_rate") is not None else None,
+        "settings": [(k, _plain(v)) for k, v in settings.items() if v is not None],
     }
 
 
@@ -632,6 +710,7 @@ def run_view(run: Run, gate: GateResult | None, prefix: str = "") -> dict[str, A
         "data": _data_view(run),
         "train": _train_view(run),
         "task": _task_view(run),
+        "pref": _preference_view(run),
         "forgetting": _forgetting_view(run, gate),
         "ab": _ab_view(run),
         "manifests": _manifests_view(run),

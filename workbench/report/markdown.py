@@ -142,6 +142,17 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
                 )
         lines += ["**Forgetting** (base vs tuned on general probes; the report page has every metric)", ""]
         lines += [*_table(["set", "metric", "n", "base", "tuned", "Δ", "verdict"], rows), ""]
+    pref = s.get("pref")
+    if pref:
+        rows = [
+            [f"pref.{esc(k)}", _f(st.get("tuned")) + _ci(st.get("lower"), st.get("upper"))]
+            for k in ("implicit_accuracy", "reward_accuracy", "reward_score")
+            if (st := pref.get(k))
+        ]
+        if pref.get("win_rate") is not None:
+            rows.append(["pref.win_rate", _f(pref["win_rate"])])
+        lines += [f"**Preference** ({_f(pref.get('n'))} held-out pairs)", ""]
+        lines += [*_table(["metric", "value (95% interval)"], rows), ""]
     review = s.get("review")
     if review:
         verdicts = ", ".join(f"{esc(v)} {_f(n)}" for v, n in (review.get("verdicts") or {}).items())
@@ -169,6 +180,8 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
             bits.append(f"{_f(train['train_runtime_seconds'], 1)} s")
         if train.get("peak_rss_mb") is not None:
             bits.append(f"peak RSS {_f(train['peak_rss_mb'], 0)} MiB")
+        final = train.get("final_preference") or {}
+        bits += [f"last {esc(k)} {_f(v)}" for k, v in final.items() if k in ("rewards_accuracies", "accuracy", "kl")]
         lines += ["**Training**: " + ", ".join(bits), ""]
     if s.get("missing"):
         lines += ["**Not in this run:**", *(f"- {esc(k)}: {esc(v)}" for k, v in s["missing"].items()), ""]

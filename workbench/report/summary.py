@@ -185,6 +185,13 @@ def _train_section(manifest: runfile.TrainManifest, log: list[runfile.LogRow]) -
     out["final_eval_loss"] = evals[-1] if evals else None
     out["first_loss"] = losses[0] if losses else None
     out["logged_steps"] = len(losses)
+    final: dict[str, float] = {}
+    for row in log:
+        for name in runfile.PREFERENCE_LOG_FIELDS.values():
+            value = getattr(row, name)
+            if value is not None:
+                final[name] = value
+    out["final_preference"] = final or None
     config = (manifest.model_extra or {}).get("config")
     if isinstance(config, dict):
         out["recipe"] = config
@@ -357,6 +364,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
         task=metrics.task,
         forgetting=metrics.forgetting,
         overlap=metrics.overlap,
+        pref=metrics.preference,
         generation=metrics.generation,
         suite=metrics.suite,
         review=review,

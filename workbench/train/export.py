@@ -52,7 +52,7 @@ def export(
         kind = "model"
     else:
         kind = "merged" if merge else "adapter"
-        if merge and (target.method or "lora") not in MERGEABLE:
+        if merge and (target.method or "lora") not in MERGEABLE and not _is_lora(target.adapter):
             raise WbError(
                 f"{run}: {target.method} adapters add virtual tokens and cannot be merged into the weights; "
                 "use --adapter-only"
@@ -82,6 +82,15 @@ def export(
     return Exported(out, kind, files)
 
 
+def _is_lora(adapter: Path) -> bool:
+    """A LoRA adapter (also those of the preference methods: dpo, kto, reward, ...), which merges into the weights."""
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("peft_type") == "LORA"
+
+
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not force:
         if out.is_dir() and not any(out.iterdir()):
@@ -104,7 +113,8 @@ def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -
 
     if on_status is not None:
         on_status(f"merging {target.adapter} into {target.base}")
-    base = load_model(target.base, dtype=dtype, on_status=on_status)
+    head = "reward" if target.method == "reward" else "causal_lm"  # a reward run: its scoring head is merged too
+    base = load_model(target.base, dtype=dtype, on_status=on_status, head=head)
     model: Any = PeftModel.from_pretrained(base, str(target.adapter), is_trainable=False)
     merged = model.merge_and_unload()
     with _quiet_transformers():

@@ -19,6 +19,21 @@ from workbench.train.loss import fusable_head, trained_positions_loss, unwrap
 from workbench.train.recipe import Recipe
 
 LOG_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch")
+PREFERENCE_LOG_KEYS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "kl",
+    "reward",
+    "reward_std",
+    "accuracy",
+    "margin",
+    "num_tokens",
+)
+"""What TRL's preference trainers log (DPO family and KTO: implicit rewards; RewardTrainer: accuracy and margin;
+GRPO: reward and KL to the reference), kept in trainer_log.jsonl under the same names, eval ones with `eval_`."""
+_ALL_KEYS = LOG_KEYS + PREFERENCE_LOG_KEYS + tuple(f"eval_{k}" for k in PREFERENCE_LOG_KEYS)
 
 
 def callbacks(log_path: Path, on_log: Callable[[dict[str, Any]], None] | None) -> list[Any]:
@@ -30,7 +45,7 @@ def callbacks(log_path: Path, on_log: Callable[[dict[str, Any]], None] | None) -
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             if not logs or not state.is_world_process_zero:
                 return
-            row = {"step": state.global_step, **{k: logs[k] for k in LOG_KEYS if k in logs}}
+            row = {"step": state.global_step, **{k: logs[k] for k in _ALL_KEYS if k in logs}}
             for k in ("train_runtime", "train_loss"):
                 if k in logs:
                     row[k] = logs[k]
@@ -154,9 +169,19 @@ def has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def training_args(recipe: Recipe, run_dir: Path, choice: precision.Choice, has_val: bool) -> Any:
+def training_args(
+    recipe: Recipe,
+    run_dir: Path,
+    choice: precision.Choice,
+    has_val: bool,
+    args_class: Any = None,
+    **extra: Any,
+) -> Any:
+    """The recipe as TrainingArguments, or as `args_class` (a TRL config, which subclasses it) with its own `extra`
+    keys; TRL's defaults that differ from Trainer's (gradient checkpointing, bf16, lr) are set from the recipe."""
     from transformers import TrainingArguments
 
+    args_class = args_class or TrainingArguments
     # Eval and save on the same schedule (the best checkpoint is kept): both per epoch, or both every N steps.
     eval_steps = recipe.eval_steps or recipe.save_steps
     save_steps = recipe.save_steps or recipe.eval_steps
@@ -164,7 +189,7 @@ def training_args(recipe: Recipe, run_dir: Path, choice: precision.Choice, has_v
     evaluate = has_val
     if evaluate and eval_steps and save_steps and save_steps % eval_steps:
         raise WbError(f"save_steps: {save_steps} must be a multiple of eval_steps {eval_steps}")
-    return TrainingArguments(
+    fields: dict[str, Any] = dict(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
@@ -199,3 +224,4 @@ def training_args(recipe: Recipe, run_dir: Path, choice: precision.Choice, has_v
         dataloader_num_workers=0,
         save_only_model=False,
     )
+    return args_class(**{**fields, **extra})

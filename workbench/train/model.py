@@ -266,15 +266,22 @@ def load_model(
     device_map: Any = None,
     quantization_config: Any = None,
     on_status: StatusFn | None = None,
+    head: str = "causal_lm",
 ) -> PreTrainedModel:
-    """Load a causal LM from safetensors (never pickle, never remote code). `dtype`: "auto" keeps the saved dtype."""
+    """Load a causal LM (`head` "reward": the base with a one-output sequence-classification head, as a reward model)
+    from safetensors (never pickle, never remote code). `dtype`: "auto" keeps the saved dtype."""
     folder = resolve_model(spec, on_status)
     check_weights(spec, folder)
     torch, transformers = _train_stack()
     try:
+        auto = transformers.AutoModelForCausalLM
+        extra: dict[str, Any] = {}
+        if head == "reward":
+            auto, extra = transformers.AutoModelForSequenceClassification, {"num_labels": 1}
         with _quiet_transformers():
-            model = transformers.AutoModelForCausalLM.from_pretrained(
+            model = auto.from_pretrained(
                 str(folder),
+                **extra,
                 dtype=_dtype(torch, dtype),
                 device_map=device_map,
                 quantization_config=quantization_config,

@@ -18,7 +18,23 @@ from workbench.errors import WbError
 from workbench.train.data import check_template_spec
 from workbench.yamlfile import read_yaml
 
-Method = Literal["lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"]
+Method = Literal[
+    "lora",
+    "qlora",
+    "dora",
+    "prompt_tuning",
+    "prefix_tuning",
+    "freeze",
+    "full",
+    "dpo",
+    "orpo",
+    "simpo",
+    "kto",
+    "reward",
+    "grpo",
+]
+PREFERENCE_METHODS = ("dpo", "orpo", "simpo", "kto", "reward", "grpo")
+"""Methods trained by a TRL trainer on preference data (`preference:` section; docs/preference-training.md)."""
 
 
 class Strict(BaseModel):
@@ -41,6 +57,57 @@ class VirtualTokensConfig(Strict):
 
 class FreezeConfig(Strict):
     trainable_layers: int = Field(2, ge=1, description="Train only the last N transformer layers (and the norm).")
+
+
+class PreferenceConfig(Strict):
+    """Keys of the preference methods (dpo, orpo, simpo, kto, reward, grpo); TRL's names where TRL has one."""
+
+    weights: Literal["lora", "full"] = Field(
+        "lora", description="Train a LoRA adapter (the lora: section) or every weight of the policy."
+    )
+    beta: float = Field(
+        0.1,
+        ge=0,
+        description="DPO/KTO: strength of the pull to the reference; ORPO: weight of the odds-ratio term (lambda); "
+        "SimPO: reward scale; GRPO: KL coefficient (0 = no reference model, no KL).",
+    )
+    loss_type: str | None = Field(
+        None,
+        description="TRL's loss variant: dpo sigmoid (default), hinge, ipo, robust, ...; kto kto or apo_zero_unpaired.",
+    )
+    max_prompt_length: int | None = Field(
+        None,
+        ge=1,
+        description="Prompts longer than this many tokens are refused or dropped (see truncation). TRL 1.16 no longer "
+        "cuts prompts itself; wb checks instead of cutting (cutting a prompt's start loses its instruction).",
+    )
+    truncation: Literal["refuse", "drop"] = Field(
+        "refuse",
+        description="Pairs whose chosen and rejected are identical after truncation to max_length, or whose prompt "
+        "leaves no room for a response: refuse (exit 2, their line numbers named) or drop them and count them.",
+    )
+    init_from: Path | None = Field(
+        None,
+        description="A finished LoRA run (runs/sft) whose adapter the policy starts from and keeps training; the "
+        "reference is that adapter, frozen (an adapter copy, not a second model).",
+    )
+    reference: Literal["auto", "base"] = Field(
+        "auto",
+        description="auto: the starting policy (the base with the adapter disabled, or the init_from adapter frozen); "
+        "base: always the base model with adapters disabled.",
+    )
+    simpo_gamma: float = Field(0.5, description="SimPO: target reward margin (gamma).")
+    desirable_weight: float = Field(1.0, gt=0, description="KTO: loss weight of desirable completions.")
+    undesirable_weight: float = Field(1.0, gt=0, description="KTO: loss weight of undesirable completions.")
+    reward_model: Path | None = Field(None, description="GRPO: a finished reward run (method reward) scoring samples.")
+    reward_function: str | None = Field(
+        None,
+        description="GRPO: a metric of the registry with a per-item scorer (e.g. json_valid, numeric_match), scoring "
+        "each sampled answer against the record's reference; used with or instead of reward_model.",
+    )
+    num_generations: int = Field(4, ge=2, description="GRPO: answers sampled per prompt (the group).")
+    max_completion_length: int = Field(64, ge=1, description="GRPO: tokens sampled per answer.")
+    temperature: float = Field(1.0, gt=0, description="GRPO: sampling temperature.")
 
 
 class Recipe(Strict):
@@ -99,6 +166,7 @@ class Recipe(Strict):
     prompt_tuning: VirtualTokensConfig = Field(default_factory=VirtualTokensConfig)
     prefix_tuning: VirtualTokensConfig = Field(default_factory=VirtualTokensConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
     @field_validator("name")
     @classmethod
@@ -112,6 +180,15 @@ class Recipe(Strict):
         if self.method in ("prompt_tuning", "prefix_tuning") and self.packing:
             # Virtual tokens are prepended per sequence; packed examples would share them.
             object.__setattr__(self, "packing", False)
+        if self.method in PREFERENCE_METHODS:
+            object.__setattr__(self, "packing", False)  # pairs are batched by TRL's own collators
+            pref = self.preference
+            if self.method == "grpo" and pref.reward_model is None and pref.reward_function is None:
+                raise ValueError(
+                    "method grpo needs preference.reward_model (a reward run) or preference.reward_function"
+                )
+            if pref.init_from is not None and pref.weights != "lora":
+                raise ValueError("preference.init_from continues a LoRA adapter: use preference.weights lora")
         return self
 
     @property

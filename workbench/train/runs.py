@@ -134,6 +134,12 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
     quiet_libraries()
     if not targets:
         raise WbError("nothing to load: give a run folder, an adapter folder or a model")
+    scorer = next((t for t in targets if t.method == "reward"), None)
+    if scorer is not None:
+        raise WbError(
+            f"{scorer.name} is a reward model: it scores texts and does not generate; use it with "
+            "`wb eval RUN --reward-model` or `preference.reward_model`"
+        )
     with_adapter = [t for t in targets if t.adapter is not None]
     if len(with_adapter) != len(targets) and len(targets) > 1:
         plain = next(t for t in targets if t.adapter is None)

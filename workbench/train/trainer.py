@@ -244,6 +244,12 @@ def train(
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint."""
     from transformers import EarlyStoppingCallback
 
+    from workbench.train.recipe import PREFERENCE_METHODS
+
+    if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
+        from workbench.train import preference
+
+        return preference.train(recipe, resume, on_log, on_status)
     session = begin(recipe, resume, on_status)
     tokenizer, run_dir = session.tokenizer, session.run_dir
     prepared = prepare(recipe, tokenizer, getattr(session.model.config, "max_position_embeddings", None))

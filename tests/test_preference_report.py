@@ -1,0 +1,76 @@
+"""The preference numbers of a run in `wb report` and `wb gate`: per-step implicit rewards in the training section,
+the Preference section from metrics.json, gate paths `pref.*`, all HTML-escaped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from report_fixtures import make_run
+
+from workbench import runfile
+from workbench.report.gate import run_gate
+from workbench.report.html import build_report
+from workbench.report.summary import load_run
+
+
+def _stat(tuned: float, lower: float, upper: float) -> dict[str, Any]:
+    return {"tuned": tuned, "lower": lower, "upper": upper}
+
+
+def _preference_run(tmp_path: Path, accuracy: tuple[float, float, float]) -> Path:
+    run = make_run(tmp_path, name="dpo")
+    log = run / "trainer_log.jsonl"
+    rows = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines()]
+    for i, row in enumerate(rows):
+        if "loss" in row:
+            row |= {
+                "rewards/chosen": 0.1 * i,
+                "rewards/rejected": -0.05 * i,
+                "rewards/accuracies": min(1.0, 0.5 + i / 20),
+            }
+            row |= {"rewards/margins": 0.15 * i}
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    metrics_path = run / "eval" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics["preference"] = {
+        "n": 52,
+        "source": "<script>alert(1)</script>.jsonl",
+        "implicit_accuracy": _stat(*accuracy),
+        "implicit_margin": _stat(0.8, 0.5, 1.1),
+        "reward_score": {**_stat(0.4, 0.1, 0.7), "base": -0.2, "delta": 0.6, "delta_lower": 0.3, "delta_upper": 0.9,
+                         "wins": 30, "ties": 2, "losses": 8},
+        "win_rate": 0.775,
+        "settings": {"reference": "base (adapter disabled)"},
+    }  # fmt: skip
+    runfile.EvalMetrics.model_validate(metrics)
+    metrics_path.write_text(json.dumps(metrics), encoding="utf-8")
+    return run
+
+
+def test_report_shows_the_preference_section_and_the_per_step_rewards(tmp_path: Path) -> None:
+    run = _preference_run(tmp_path, (0.83, 0.71, 0.92))
+    files = build_report([run], tmp_path / "r.html")
+    html = files.html.read_text(encoding="utf-8")
+    assert 'data-section="preference"' in html and "pref.implicit_accuracy" in html
+    assert "[0.710, 0.920]" in html and "0.775" in html and "30 / 2 / 8" in html
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert 'data-part="preference-steps"' in html and "rewards/accuracies" in html
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "**Preference** (52 held-out pairs)" in md and "pref.win_rate" in md
+
+
+def test_the_gate_reads_preference_paths(tmp_path: Path) -> None:
+    gate_file = tmp_path / "gate.yaml"
+    gate_file.write_text(
+        "checks:\n  - metric: pref.implicit_accuracy.lower\n    min: 0.5\n"
+        "  - metric: train.final_preference.rewards_accuracies\n    min: 0.9\n",
+        encoding="utf-8",
+    )
+    good = load_run(_preference_run(tmp_path / "good", (0.83, 0.71, 0.92))).summary
+    assert run_gate(good, gate_file).passed
+    chance = load_run(_preference_run(tmp_path / "chance", (0.55, 0.41, 0.68))).summary
+    result = run_gate(chance, gate_file)
+    assert not result.passed
+    assert [r.passed for r in result.results] == [False, True]

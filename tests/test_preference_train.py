@@ -1,0 +1,215 @@
+"""`wb train` preference methods (TRL trainers) on a tiny random model with the real SmolLM2 tokenizer: each method
+trains a few steps and improves; DPO resumes exactly; a reward model is saved in safetensors and scores; `wb eval
+--prefs` reports implicit-reward and reward-model accuracy with intervals; refusals name their lines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from workbench import runfile  # noqa: E402
+from workbench.errors import WbError  # noqa: E402
+from workbench.evaluate import registry  # noqa: E402
+from workbench.train.model import tiny_model_dir  # noqa: E402
+from workbench.train.recipe import Recipe  # noqa: E402
+from workbench.train.trainer import train  # noqa: E402
+
+# A learnable rule, in English and Chinese: the chosen answer is polite and complete, the rejected one curt.
+PAIRS = [
+    {"prompt": f"Describe the number {i}.", "chosen": f"The number {i} is an integer. Thank you!", "rejected": f"{i}"}
+    if i % 2
+    else {
+        "prompt": [{"role": "user", "content": f"请介绍数字 {i}。"}],
+        "chosen": f"数字 {i} 是一个整数。谢谢！",
+        "rejected": f"{i}",
+    }
+    for i in range(16)
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", PAIRS)
+
+
+def recipe(out: Path, tiny: Path, data: Path, method: str, **kw: Any) -> Recipe:
+    fields: dict[str, Any] = {
+        "name": method,
+        "model": str(tiny),
+        "method": method,
+        "data": data,
+        "output_dir": out,
+        "val_size": 0,
+        "max_length": 128,
+        "max_steps": 4,
+        "lr": 5e-3,
+        "batch_size": 4,
+        "logging_steps": 1,
+        "warmup_ratio": 0,
+        "scheduler": "constant",
+        "save_steps": 1000,
+        **kw,
+    }
+    return Recipe.model_validate(fields)
+
+
+def log_of(run: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in (run / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        runfile.LogRow.model_validate(row)  # the run schema reads every row
+    return [r for r in rows if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory: pytest.TempPathFactory, tiny: Path, pairs_file: Path) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    train(recipe(out, tiny, pairs_file, "dpo", save_steps=2))
+    return out / "dpo"
+
+
+def test_dpo_lowers_its_loss_and_logs_the_implicit_rewards(dpo_run: Path) -> None:
+    rows = log_of(dpo_run)
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # log 2: the policy starts as its reference
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.2
+    assert rows[-1]["rewards/accuracies"] == 1.0 and rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
+    manifest = json.loads((dpo_run / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["method"] == "dpo" and manifest["global_step"] == 4
+    assert manifest["preference"]["trainer"] == "DPOTrainer"
+    assert manifest["preference"]["reference"].startswith("the policy with its adapter disabled")
+    assert manifest["examples"] == {"train": 16, "val": 0} and manifest["tokens_per_second"] > 0
+    adapter = dpo_run / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and not list(adapter.rglob("*.bin"))
+    assert not (adapter / "ref").exists()  # only the trained adapter is saved
+
+
+def test_dpo_resume_equals_the_uninterrupted_run(dpo_run: Path, tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cut = recipe(tmp_path, tiny, pairs_file, "dpo", save_steps=2, max_steps=2)
+    train(cut)
+    train(recipe(tmp_path, tiny, pairs_file, "dpo", save_steps=2, max_steps=4), resume=True)
+    whole = load_file(str(dpo_run / "adapter" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "dpo" / "adapter" / "adapter_model.safetensors"))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6)
+
+
+def test_implicit_accuracy_is_reported_with_an_interval_and_gated(dpo_run: Path, pairs_file: Path) -> None:
+    from workbench.evaluate.config import EvalConfig
+    from workbench.evaluate.pipeline import evaluate
+    from workbench.report.summary import load_run
+
+    result = evaluate(dpo_run, EvalConfig(probes=[], prefs=pairs_file, base=False, cache=False))
+    pref = result.metrics["preference"]
+    assert pref["n"] == 16 and pref["implicit_accuracy"]["tuned"] == 1.0
+    assert pref["implicit_accuracy"]["lower"] == 1.0 and pref["implicit_margin"]["tuned"] > 0
+    rows = [json.loads(x) for x in (dpo_run / "eval" / "preference_scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(r["implicit"]["chosen"] > r["implicit"]["rejected"] for r in rows)
+    summary = load_run(dpo_run).summary
+    assert runfile.resolve(summary, "pref.implicit_accuracy.lower") == 1.0
+    assert runfile.gate_path_problem("pref.implicit_accuracy.lower") is None
+    assert runfile.gate_path_problem("pref.nope.lower") is not None
+    assert "final_preference" in summary["train"] and summary["train"]["final_preference"]["rewards_accuracies"] == 1.0
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo", "kto"])
+def test_method_lowers_its_loss(method: str, tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
+    extra = {"preference": {"beta": 2.0}} if method == "simpo" else {}
+    result = train(recipe(tmp_path, tiny, pairs_file, method, **extra))
+    rows = log_of(result.run_dir)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert "rewards/chosen" in rows[-1] and "rewards/rejected" in rows[-1]
+    if method == "kto":
+        assert result.manifest["examples"]["train"] == 32  # each pair split into a desirable and an undesirable one
+        assert result.manifest["preference"]["trainer"] == "KTOTrainer"
+    else:
+        assert result.manifest["preference"]["reference"] == "none"
+
+
+def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
+    tiny: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    from workbench.evaluate.config import EvalConfig
+    from workbench.evaluate.pipeline import evaluate
+    from workbench.evaluate.preference import RewardScorer
+    from workbench.train import preference_data as pdata
+
+    result = train(recipe(tmp_path, tiny, pairs_file, "reward"))
+    rows = log_of(result.run_dir)
+    assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["accuracy"] >= rows[0]["accuracy"]
+    adapter = result.run_dir / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
+    assert (adapter / "adapter_model.safetensors").is_file() and not list(result.run_dir.rglob("adapter*.bin"))
+    scorer = RewardScorer.load(result.run_dir)
+    chosen, rejected = scorer.score_pairs(pdata.load_pairs(pairs_file))
+    assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) == 16
+    metrics = evaluate(result.run_dir, EvalConfig(probes=[], prefs=pairs_file)).metrics["preference"]
+    assert metrics["reward_accuracy"]["tuned"] == 1.0 and metrics["reward_margin"]["lower"] > 0
+    runfile.EvalMetrics.model_validate(json.loads((result.run_dir / "eval" / "metrics.json").read_text()))
+    from workbench.train.runs import load, resolve_target
+
+    with pytest.raises(WbError, match="is a reward model: it scores texts and does not generate"):
+        load([resolve_target(result.run_dir)])
+
+
+def test_grpo_samples_scores_with_a_registry_metric_and_logs_kl(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
+    def short(prediction: str, ctx: registry.ItemContext) -> int:
+        return int(len(prediction) < 12)
+
+    registry.register_metric("short_answer_test", "answer under 12 characters", ["text"], binary=True, score=short)
+    try:
+        pref = {"reward_function": "short_answer_test", "num_generations": 2, "max_completion_length": 8, "beta": 0.1}
+        result = train(recipe(tmp_path, tiny, pairs_file, "grpo", preference=pref, max_steps=3))
+    finally:
+        registry.unregister_metric("short_answer_test")
+    rows = log_of(result.run_dir)
+    assert len(rows) == 3 and all("reward" in r and "kl" in r for r in rows)
+    assert all(0 <= r["reward"] <= 1 for r in rows)
+    assert result.manifest["preference"]["trainer"] == "GRPOTrainer"
+    assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_grpo_refuses_an_unknown_reward_function(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(WbError, match="reward_function: 'rouge_l' is not a per-item metric"):
+        train(recipe(tmp_path, tiny, pairs_file, "grpo", preference={"reward_function": "rouge_l"}))
+
+
+def test_training_refuses_pairs_identical_after_truncation(tiny: Path, tmp_path: Path) -> None:
+    shared = "同一个很长的开头，" * 30
+    rows = [*PAIRS[:4], {"prompt": "x", "chosen": shared + "对", "rejected": shared + "错"}]
+    data = write_jsonl(tmp_path / "p.jsonl", rows)
+    with pytest.raises(WbError, match=r"identical after truncation to max_length 128 \(lines 5\)"):
+        train(recipe(tmp_path, tiny, data, "dpo"))
+    assert not (tmp_path / "dpo" / "manifest.json").exists()
+    dropped = train(recipe(tmp_path, tiny, data, "dpo", preference={"truncation": "drop"}, max_steps=1))
+    assert dropped.manifest["preference"]["dropped"] == {"identical_after_truncation": 1}
+    assert dropped.manifest["examples"]["train"] == 4
+
+
+def test_dpo_continues_an_sft_adapter_against_a_frozen_copy(
+    dpo_run: Path, tiny: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    from workbench.train.export import export
+
+    shutil.copytree(dpo_run, tmp_path / "sft")  # any finished LoRA run: its adapter is the starting point
+    result = train(recipe(tmp_path, tiny, pairs_file, "dpo", name="more", preference={"init_from": tmp_path / "sft"}))
+    assert result.manifest["preference"]["reference"].startswith("frozen copy of the adapter")
+    rows = log_of(result.run_dir)
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # starts equal to its reference: the SFT adapter
+    merged = export(result.run_dir, tmp_path / "merged", merge=True)
+    assert (merged.path / "model.safetensors").is_file()

@@ -1,0 +1,213 @@
+"""Preference evaluation on held-out pairs: the DPO implicit-reward accuracy of a policy and the accuracy of a reward
+model, each with a bootstrap interval (`workbench.evaluate.compare`), and the tuned-vs-base win rate of the task
+answers under a reward model with a paired interval.
+
+- `pref.implicit_accuracy`: the share of pairs where the policy raises the chosen answer's log-probability, relative
+  to the reference, more than the rejected one's: [log pi(c) - log ref(c)] > [log pi(r) - log ref(r)] (DPO's implicit
+  reward, beta * that log-ratio, ranks them; beta does not change the sign). The reference is the run's own: its
+  base with the adapter disabled, or the `init_from` adapter it started from. Ties count as wrong, as in TRL.
+- `pref.reward_accuracy`: the share of pairs where the reward model scores chosen above rejected.
+- `pref.reward_score`: the reward of the tuned model's task answers against the base model's answers to the same
+  prompts (paired bootstrap of the difference; wins/ties/losses per prompt; `win_rate` = (wins + ties / 2) / n).
+
+Prompts and answers are rendered exactly as in training (`preference_prepare`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench import runfile
+from workbench.errors import WbError
+from workbench.evaluate import compare
+from workbench.train import data as tdata
+from workbench.train import preference_data as pdata
+from workbench.train import preference_prepare as pprep
+
+
+@dataclass
+class RewardScorer:
+    """A trained reward run (method reward) loaded for scoring: text in, one scalar per text out."""
+
+    model: Any
+    tokenizer: Any
+    template: tdata.Template
+    batch_size: int = 8
+    max_length: int = 1024
+
+    @classmethod
+    def load(cls, spec: Path, batch_size: int = 8, max_length: int | None = None) -> RewardScorer:
+        from workbench.train.model import load_model, load_tokenizer, quiet_libraries
+        from workbench.train.runs import resolve_target
+
+        quiet_libraries()
+        target = resolve_target(spec)
+        if target.run_dir is None or target.method != "reward":
+            raise WbError(f"--reward-model {spec}: not a reward run (a run folder trained with method: reward)")
+        tokenizer = load_tokenizer(target.adapter if target.adapter is not None else target.base)
+        model: Any = load_model(target.base, dtype="auto", head="reward")
+        if target.adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(target.adapter), is_trainable=False)
+        model.config.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        model.eval()
+        template = tdata.choose_template(tokenizer, target.template)
+        limit = max_length or _recipe_max_length(target.run_dir)
+        return cls(model, tokenizer, template, batch_size, limit)
+
+    def score_texts(self, texts: Sequence[str]) -> list[float]:
+        """The reward of each full text (prompt + answer), cut to the run's max_length as in training."""
+        import torch
+
+        from workbench import precision
+
+        pad = self.model.config.pad_token_id
+        encoded = [list(self.tokenizer(t)["input_ids"])[: self.max_length] for t in texts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out = [0.0] * len(encoded)
+        choice = precision.for_model("auto", self.model)
+        with torch.inference_mode(), choice.autocast():
+            for lo in range(0, len(order), self.batch_size):
+                batch = order[lo : lo + self.batch_size]
+                longest = max(len(encoded[i]) for i in batch)
+                ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), longest), dtype=torch.long)
+                for b, i in enumerate(batch):
+                    ids[b, : len(encoded[i])] = torch.tensor(encoded[i])
+                    mask[b, : len(encoded[i])] = 1
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+                for b, i in enumerate(batch):
+                    out[i] = float(logits[b])
+        return out
+
+    def score_pairs(self, pairs: Sequence[pdata.Pair]) -> tuple[list[float], list[float]]:
+        chosen, rejected = [], []
+        for p in pairs:
+            prompt = pprep.render_prompt(self.tokenizer, self.template, p.prompt)
+            chosen.append(prompt + pprep.completion_text(self.tokenizer, self.template, p.chosen))
+            rejected.append(prompt + pprep.completion_text(self.tokenizer, self.template, p.rejected))
+        return self.score_texts(chosen), self.score_texts(rejected)
+
+
+def _recipe_max_length(run_dir: Path) -> int:
+    import yaml
+
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    return int(recipe.get("max_length") or 1024)
+
+
+def reference_adapter(run_dir: Path | None) -> Path | None:
+    """The adapter a DPO-family run started from (its `preference.init_from`), which is its reference; else None."""
+    if run_dir is None or not (run_dir / "recipe.yaml").is_file():
+        return None
+    import yaml
+
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    pref = recipe.get("preference") or {}
+    init = pref.get("init_from")
+    if not init or pref.get("reference") == "base":
+        return None
+    folder = Path(init) / "adapter" if (Path(init) / "adapter").is_dir() else Path(init)
+    if not (folder / "adapter_config.json").is_file():
+        raise WbError(f"{run_dir}: its init_from {init} has no adapter any more: the reference cannot be rebuilt")
+    return folder
+
+
+def implicit_rewards(
+    loaded: Any, pairs: Sequence[pdata.Pair], reference: str | None, batch_size: int, max_length: int
+) -> tuple[list[float], list[float]]:
+    """Per pair, (log pi(c) - log ref(c)) and (log pi(r) - log ref(r)); `loaded`'s active adapter is the policy,
+    `reference` the adapter name of the reference (None: all adapters disabled)."""
+    from workbench import precision
+    from workbench.evaluate.loglik import Request, loglikelihoods
+
+    tok, template = loaded.tokenizer, loaded.template
+    requests: list[Request] = []
+    for p in pairs:
+        prompt = pprep.render_prompt(tok, template, p.prompt)
+        requests.append(Request(prompt, pprep.completion_text(tok, template, p.chosen)))
+        requests.append(Request(prompt, pprep.completion_text(tok, template, p.rejected)))
+    policy_name = loaded.active
+    choice = precision.for_model("auto", loaded.model)
+    with choice.autocast():
+        policy = loglikelihoods(loaded, requests, batch_size=batch_size, max_length=max_length)
+        loaded.use(reference)
+        try:
+            ref = loglikelihoods(loaded, requests, batch_size=batch_size, max_length=max_length)
+        finally:
+            loaded.use(policy_name)
+    ratios = [p[0] - r[0] for p, r in zip(policy, ref, strict=True)]
+    return ratios[0::2], ratios[1::2]
+
+
+def _accuracy(chosen: Sequence[float], rejected: Sequence[float], seed: int) -> tuple[runfile.Stat, runfile.Stat]:
+    correct = [1 if c > r else 0 for c, r in zip(chosen, rejected, strict=True)]
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    acc = runfile.Stat.model_validate(compare.stat(correct, None, seed, binary=True))
+    margin = runfile.Stat.model_validate(compare.stat(margins, None, seed, binary=False))
+    return acc, margin
+
+
+def evaluate_pairs(
+    loaded: Any,
+    prefs: Path,
+    reference: str | None,
+    scorer: RewardScorer | None,
+    seed: int,
+    batch_size: int,
+    max_length: int,
+    with_policy: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The preference section of metrics.json (as a dict of Stats) and one row per pair."""
+    pairs = pdata.load_pairs(prefs)
+    section: dict[str, Any] = {"n": len(pairs), "source": str(prefs)}
+    rows: list[dict[str, Any]] = [{"line": p.line} for p in pairs]
+    if with_policy:
+        chosen, rejected = implicit_rewards(loaded, pairs, reference, batch_size, max_length)
+        section["implicit_accuracy"], section["implicit_margin"] = _accuracy(chosen, rejected, seed)
+        for row, c, r in zip(rows, chosen, rejected, strict=True):
+            row["implicit"] = {"chosen": round(c, 5), "rejected": round(r, 5)}
+    if scorer is not None:
+        chosen, rejected = scorer.score_pairs(pairs)
+        section["reward_accuracy"], section["reward_margin"] = _accuracy(chosen, rejected, seed)
+        for row, c, r in zip(rows, chosen, rejected, strict=True):
+            row["reward"] = {"chosen": round(c, 5), "rejected": round(r, 5)}
+    return section, rows
+
+
+def win_rate(
+    scorer: RewardScorer, items: Sequence[Any], tuned: Sequence[str], base: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """Tuned vs base answers to the same task items under the reward model: a paired Stat and the win rate."""
+    prompts = [
+        tdata.prompt_text(
+            scorer.tokenizer,
+            scorer.template,
+            {
+                "system": it.system,
+                "history": it.history,
+                "instruction": it.instruction,
+                "input": it.input,
+                "output": "",
+            },
+        )
+        for it in items
+    ]
+
+    def texts(answers: Sequence[str]) -> list[str]:
+        return [
+            p + pprep.completion_text(scorer.tokenizer, scorer.template, a)
+            for p, a in zip(prompts, answers, strict=True)
+        ]
+
+    tuned_scores, base_scores = scorer.score_texts(texts(tuned)), scorer.score_texts(texts(base))
+    stat = runfile.Stat.model_validate(compare.stat(tuned_scores, base_scores, seed, binary=False))
+    n = len(tuned_scores)
+    rate = ((stat.wins or 0) + (stat.ties or 0) / 2) / n if n else None
+    return {"reward_score": stat, "win_rate": round(rate, 6) if rate is not None else None}

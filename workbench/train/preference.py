@@ -1,0 +1,431 @@
+"""`wb train` for the preference methods, each a TRL trainer (no hand-written DPO or RL loop), driven by the same run
+driver as SFT (`trainer.begin` / `run` / `read_log` / `finish`): same run folder, recipe.yaml, checkpoints, resume,
+trainer_log.jsonl, manifest.
+
+| method | TRL (1.16.0)                                  | data                      | reference                     |
+|--------|-----------------------------------------------|---------------------------|-------------------------------|
+| dpo    | `trl.DPOTrainer`                              | pairs                     | policy, adapter disabled      |
+| orpo   | `trl.experimental.orpo.ORPOTrainer`           | pairs                     | none (odds ratio)             |
+| simpo  | `trl.experimental.cpo.CPOTrainer`, loss simpo | pairs                     | none (length-normalised)      |
+| kto    | `trl.KTOTrainer`                              | unpaired (or pairs split) | policy, adapter disabled      |
+| reward | `trl.RewardTrainer`                           | pairs                     | -                             |
+| grpo   | `trl.GRPOTrainer`                             | prompts                   | adapter disabled if beta > 0  |
+
+TRL 1.16 has no PPOTrainer (PPO left the library; its maintained RL trainers are GRPO and RLOO), so RL from rewards
+is GRPO: the policy samples `num_generations` answers per prompt, a trained reward model and/or a metric of the
+registry scores them, and the group-relative advantage trains the policy.
+
+`init_from: runs/sft` loads that run's adapter and keeps training it; TRL then keeps a frozen copy of it as the
+reference adapter (the adapter's weights, not a second model). A fresh LoRA policy's reference is the policy with
+its adapter disabled. `weights: full` trains every weight; the reference is then a second copy of the base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workbench import io
+from workbench.errors import WbError
+from workbench.evaluate import registry
+from workbench.train import data as tdata
+from workbench.train import guards, hf, methods
+from workbench.train import preference_data as pdata
+from workbench.train import preference_prepare as pprep
+from workbench.train.recipe import Recipe
+from workbench.train.trainer import (
+    Session,
+    TrainResult,
+    begin,
+    finish,
+    quiet,
+    read_log,
+    run,
+    save_recipe,
+)
+
+PAIRWISE = ("dpo", "orpo", "simpo", "reward")
+
+
+def _wb(base: Any) -> Any:
+    """A TRL trainer class with wb's CPU bf16 autocast around every loss and the non-finite-loss stop."""
+
+    class Wb(base):
+        cpu_autocast: Callable[[], Any] = contextlib.nullcontext
+
+        def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
+            return self.cpu_autocast()
+
+        def training_step(self, *args: Any, **kw: Any) -> Any:
+            loss = super().training_step(*args, **kw)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise guards.NonFiniteLoss(self.state.global_step + 1, value)
+            return loss
+
+    Wb.__name__ = Wb.__qualname__ = f"Wb{base.__name__}"
+    return Wb
+
+
+def _lora_config(recipe: Recipe, task_type: str) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=recipe.lora.r,
+        lora_alpha=recipe.lora.alpha,
+        lora_dropout=recipe.lora.dropout,
+        target_modules=recipe.lora.target_modules,
+        task_type=task_type,
+        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+    )
+
+
+def _load(recipe: Recipe, dtype: Any, choice: Any) -> Any:
+    from workbench.train.model import load_model
+
+    return load_model(recipe.model, dtype=dtype, head="reward" if recipe.method == "reward" else "causal_lm")
+
+
+def _init_adapter(recipe: Recipe) -> Path:
+    init = recipe.preference.init_from
+    assert init is not None
+    folder = init / "adapter" if (init / "adapter" / "adapter_config.json").is_file() else init
+    if not (folder / "adapter_config.json").is_file():
+        raise WbError(f"preference.init_from: {init} has no adapter (a finished LoRA run or an adapter folder)")
+    return folder
+
+
+def _policy(session: Session) -> tuple[Any, Any]:
+    """(model, peft_config) for the TRL trainer: a fresh LoRA is TRL's to apply (so its reference is the policy with
+    the adapter disabled); an init_from adapter is loaded trainable; full weights are made trainable here."""
+    recipe, model = session.recipe, session.model
+    pref = recipe.preference
+    if recipe.gradient_checkpointing:
+        model.config.use_cache = False
+    if pref.init_from is not None:
+        from peft import PeftModel
+
+        folder = _init_adapter(recipe)
+        model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+        return model, None
+    if pref.weights == "full":
+        return methods.apply(model, recipe.model_copy(update={"method": "full"})), None
+    return model, _lora_config(recipe, "SEQ_CLS" if recipe.method == "reward" else "CAUSAL_LM")
+
+
+def _split(items: list[Any], recipe: Recipe) -> tuple[list[Any], list[Any]]:
+    """Hold out val_size of the items (by seed; whole source lines, so a KTO pair's halves stay together)."""
+    lines = sorted({it.line for it in items})
+    if recipe.eval_data is not None or len(lines) < 10 or recipe.val_size == 0:
+        return items, []
+    random.Random(recipe.seed).shuffle(lines)
+    held = set(lines[: round(len(lines) * recipe.val_size)])
+    return [it for it in items if it.line not in held], [it for it in items if it.line in held]
+
+
+class Prepared:
+    """The checked train and validation examples of a preference run, and what the checks left out."""
+
+    def __init__(self, train: pprep.Checked, val: pprep.Checked | None, template: tdata.Template) -> None:
+        self.train, self.val, self.template = train, val, template
+
+    def rows(self, checked: pprep.Checked, method: str) -> list[dict[str, Any]]:
+        if method == "reward":  # token ids (RewardTrainer would silently drop sequences longer than max_length)
+            return [
+                {"chosen_ids": ex.prompt_ids + ex.chosen_ids, "rejected_ids": ex.prompt_ids + ex.rejected_ids}
+                for ex in checked.pairs
+            ]
+        if method == "kto":
+            return [{"prompt": ex.prompt, "completion": ex.completion, "label": ex.label} for ex in checked.unpaired]
+        return [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in checked.pairs]
+
+
+def prepare(recipe: Recipe, tokenizer: Any) -> Prepared:
+    """Read, render, tokenise and check the preference data (truncation rules per `preference.truncation`)."""
+    if recipe.data is None:
+        raise WbError("recipe: data: no preference data given (set data: in the recipe or pass --data FILE)")
+    template = tdata.choose_template(tokenizer, recipe.template)
+    pref = recipe.preference
+    max_len = recipe.max_length
+
+    def check(path: Path, items: list[Any]) -> pprep.Checked:
+        if recipe.method == "kto":
+            return pprep.check_unpaired(
+                str(path), tokenizer, template, items, max_len, pref.max_prompt_length, pref.truncation
+            )
+        return pprep.check_pairs(
+            str(path), tokenizer, template, items, max_len, pref.max_prompt_length, pref.truncation
+        )
+
+    def read(path: Path) -> list[Any]:
+        items: list[Any] = pdata.load_unpaired(path) if recipe.method == "kto" else pdata.load_pairs(path)
+        return items[: recipe.max_samples] if path == recipe.data and recipe.max_samples else items
+
+    train_items, val_items = _split(read(recipe.data), recipe)
+    if recipe.eval_data is not None:
+        val_items = read(recipe.eval_data)
+    train = check(recipe.data, train_items)
+    val = check(recipe.eval_data or recipe.data, val_items) if val_items else None
+    return Prepared(train, val, template)
+
+
+def _prompt_rows(recipe: Recipe, tokenizer: Any) -> tuple[list[dict[str, Any]], tdata.Template, dict[str, list[int]]]:
+    """GRPO's prompts, rendered; a prompt that leaves no room for max_completion_length tokens is refused/dropped."""
+    if recipe.data is None:
+        raise WbError("recipe: data: no prompts given (set data: in the recipe or pass --data FILE)")
+    template = tdata.choose_template(tokenizer, recipe.template)
+    pref = recipe.preference
+    limit = min(recipe.max_length - pref.max_completion_length, pref.max_prompt_length or recipe.max_length)
+    if limit < 1:
+        raise WbError(
+            f"max_length {recipe.max_length} leaves no room for max_completion_length {pref.max_completion_length}"
+        )
+    rows: list[dict[str, Any]] = []
+    dropped: dict[str, list[int]] = {}
+    for item in pdata.load_prompts(recipe.data)[: recipe.max_samples]:
+        text = pprep.render_prompt(tokenizer, template, item.prompt)
+        if len(tokenizer(text)["input_ids"]) > limit:
+            dropped.setdefault(pprep.NO_ROOM, []).append(item.line)
+            continue
+        rows.append({"prompt": text, "reference": item.reference})
+    if dropped and pref.truncation == "refuse":
+        lines = dropped[pprep.NO_ROOM]
+        raise WbError(
+            f"{recipe.data}: {len(lines)} prompt(s) longer than {limit} tokens leave no room for "
+            f"{pref.max_completion_length} sampled tokens within max_length {recipe.max_length} (lines "
+            + ", ".join(str(n) for n in lines[:8])
+            + "); raise max_length, shorten them, or set truncation: drop"
+        )
+    if not rows:
+        raise WbError(f"{recipe.data}: no prompt is left to sample answers for")
+    return rows, template, dropped
+
+
+def metric_reward(name: str) -> Callable[..., list[float]]:
+    """A GRPO reward function from a registry metric's per-item scorer (an answer it cannot score gets 0)."""
+    metric = registry.get(name)
+    if metric is None or metric.score is None:
+        scorable = [m.name for m in registry.metrics() if m.score is not None]
+        raise WbError(
+            f"preference.reward_function: {name!r} is not a per-item metric (choose one of: {', '.join(scorable)})"
+        )
+    from workbench.evaluate.suite import EvalSuite
+
+    suite = EvalSuite(name="reward")
+    score = metric.score
+
+    def reward(prompts: list[str], completions: list[str], reference: list[str] | None = None, **_: Any) -> list[float]:
+        refs = reference or [""] * len(completions)
+        out = []
+        for answer, ref in zip(completions, refs, strict=True):
+            value = score(answer, registry.ItemContext(reference=ref, references=[ref] if ref else [], suite=suite))
+            out.append(float(value) if value is not None else 0.0)
+        return out
+
+    reward.__name__ = name
+    return reward
+
+
+def _grpo_rewards(recipe: Recipe, template: tdata.Template) -> list[Any]:
+    from workbench.evaluate.preference import RewardScorer
+
+    pref = recipe.preference
+    funcs: list[Any] = []
+    if pref.reward_model is not None:
+        scorer = RewardScorer.load(pref.reward_model, batch_size=recipe.batch_size)
+
+        def reward_model(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+            return scorer.score_texts([p + c for p, c in zip(prompts, completions, strict=True)])
+
+        funcs.append(reward_model)
+    if pref.reward_function is not None:
+        funcs.append(metric_reward(pref.reward_function))
+    return funcs
+
+
+def _dataset(rows: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)
+
+
+def _build(
+    session: Session, prep: Prepared | None, grpo_rows: list[dict[str, Any]] | None, callbacks: list[Any]
+) -> Any:
+    """The method's TRL trainer over the checked data."""
+    recipe, tok = session.recipe, session.tokenizer
+    pref, method = recipe.preference, recipe.method
+    model, peft_config = _policy(session)
+    run_dir, choice = session.run_dir, session.choice
+    has_val = prep is not None and prep.val is not None
+    common: dict[str, Any] = {
+        "gradient_checkpointing": recipe.gradient_checkpointing,
+        "train_sampling_strategy": "random",
+    }
+    train_ds = eval_ds = None
+    if prep is not None:
+        train_ds = _dataset(prep.rows(prep.train, method))
+        eval_ds = _dataset(prep.rows(prep.val, method)) if prep.val is not None else None
+    kw: dict[str, Any] = {"processing_class": tok, "callbacks": callbacks, "peft_config": peft_config}
+    if method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        extra = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": [pref.loss_type or "sigmoid"]}
+        args = hf.training_args(recipe, run_dir, choice, has_val, DPOConfig, **common, **extra)
+        trainer = _wb(DPOTrainer)(
+            model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw
+        )
+    elif method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = hf.training_args(
+            recipe, run_dir, choice, has_val, ORPOConfig, **common, beta=pref.beta, max_length=recipe.max_length
+        )
+        trainer = _wb(ORPOTrainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw)
+    elif method == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        extra = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": pref.loss_type or "simpo"}
+        extra |= {"simpo_gamma": pref.simpo_gamma, "cpo_alpha": 0.0}
+        args = hf.training_args(recipe, run_dir, choice, has_val, CPOConfig, **common, **extra)
+        trainer = _wb(CPOTrainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw)
+    elif method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        if recipe.batch_size < 2:
+            raise WbError("batch_size: KTO estimates its KL term within a batch and needs batch_size 2 or more")
+        extra = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": pref.loss_type or "kto"}
+        extra |= {"desirable_weight": pref.desirable_weight, "undesirable_weight": pref.undesirable_weight}
+        extra |= {"train_sampling_strategy": "sequential"}  # TRL: the KL completions pair each batch's neighbours
+        args = hf.training_args(recipe, run_dir, choice, has_val, KTOConfig, **{**common, **extra})
+        trainer = _wb(KTOTrainer)(
+            model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw
+        )
+    elif method == "reward":
+        from trl import RewardConfig, RewardTrainer
+
+        model.config.pad_token_id = session.pad_id
+        args = hf.training_args(recipe, run_dir, choice, has_val, RewardConfig, **common, max_length=recipe.max_length)
+        trainer = _wb(RewardTrainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw)
+    else:
+        from trl import GRPOConfig, GRPOTrainer
+
+        assert grpo_rows is not None
+        if (recipe.batch_size * recipe.grad_accum) % pref.num_generations:
+            raise WbError(
+                f"batch_size x grad_accum ({recipe.batch_size} x {recipe.grad_accum}) must be a multiple of "
+                f"preference.num_generations {pref.num_generations} (GRPO batches whole groups of answers)"
+            )
+        extra = {
+            "beta": pref.beta,
+            "num_generations": pref.num_generations,
+            "max_completion_length": pref.max_completion_length,
+            "temperature": pref.temperature,
+            "loss_type": pref.loss_type or "dapo",
+            "log_completions": False,
+        }
+        args = hf.training_args(recipe, run_dir, choice, False, GRPOConfig, **common, **extra)
+        trainer = _wb(GRPOTrainer)(
+            model=model,
+            reward_funcs=_grpo_rewards(recipe, "chat"),
+            args=args,
+            train_dataset=_dataset(grpo_rows),
+            **kw,
+        )
+    if choice.device == "cpu":
+        trainer.cpu_autocast = choice.autocast
+    if recipe.preference.reference == "base" and "ref" in getattr(trainer.model, "peft_config", {}):
+        trainer.model.delete_adapter("ref")  # TRL then computes reference log-probs with the adapters disabled
+    return trainer
+
+
+def _save(session: Session, final: Any) -> Path:
+    """The trained adapter alone (not TRL's frozen reference copy) or the whole model, with the tokenizer."""
+    if hasattr(final, "peft_config"):
+        folder = session.run_dir / "adapter"
+        final.save_pretrained(folder, safe_serialization=True, selected_adapters=["default"])
+    else:
+        folder = session.run_dir / "model"
+        final.save_pretrained(folder, safe_serialization=True)
+    session.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train(
+    recipe: Recipe,
+    resume: bool = False,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a preference method per the recipe into `recipe.run_dir` (resume: from its last checkpoint)."""
+    if recipe.preference.reward_function is not None:
+        metric_reward(recipe.preference.reward_function)  # an unknown metric fails before the model loads
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO and CPO live in trl.experimental (pinned TRL)
+    import datasets
+
+    datasets.disable_progress_bars()  # TRL maps its datasets with progress bars; wb prints its own log lines
+    session = begin(recipe, resume, on_status, load=_load)
+    tok = session.tokenizer
+    prep: Prepared | None = None
+    grpo_rows: list[dict[str, Any]] | None = None
+    if recipe.method == "grpo":
+        grpo_rows, template, dropped = _prompt_rows(recipe, tok)
+    else:
+        prep = prepare(recipe, tok)
+        template, dropped = prep.template, prep.train.dropped
+    io.ensure_dir(session.run_dir)
+    save_recipe(recipe, session.run_dir)
+    if not resume and session.log_path.exists():
+        session.log_path.unlink()
+    trainer = _build(session, prep, grpo_rows, hf.callbacks(session.log_path, on_log))
+    session.model = trainer.model
+    session.trainable, session.total = methods.count_parameters(trainer.model)
+    quiet(trainer)
+    output, train_cpu = run(session, trainer)
+    folder = _save(session, trainer.model)
+    log = read_log(session)
+    runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
+    seen = next((int(r["num_tokens"]) for r in reversed(log) if isinstance(r.get("num_tokens"), int | float)), None)
+    if prep is not None:
+        n_train = len(prep.train.pairs or prep.train.unpaired)
+        n_val = len((prep.val.pairs or prep.val.unpaired) if prep.val else [])
+        per_epoch = sum(ex.tokens for ex in (prep.train.pairs or prep.train.unpaired))
+        if seen is None:  # trainers that log no token count (ORPO, SimPO): the epochs trained times the data
+            seen = round(per_epoch * float(trainer.state.epoch or 0))
+    else:
+        assert grpo_rows is not None
+        n_train, n_val, per_epoch = len(grpo_rows), 0, 0
+    fields: dict[str, Any] = {
+        "template": tdata.template_for_run(recipe.template, template, session.run_dir),
+        "examples": {"train": n_train, "val": n_val},
+        "tokens": {"all_per_epoch": per_epoch, "seen": seen},
+        "tokens_per_second": round(seen / runtime, 1) if seen is not None else None,
+        "preference": {
+            "trainer": type(trainer).__mro__[1].__name__,
+            "reference": _reference(recipe, trainer),
+            "dropped": {reason: len(lines) for reason, lines in sorted(dropped.items())},
+            "dropped_lines": {reason: lines for reason, lines in sorted(dropped.items())},
+            "weights": str(folder.name),
+        },
+    }
+    warnings = [
+        f"{len(lines)} record(s) dropped: {reason} (truncation: drop)" for reason, lines in sorted(dropped.items())
+    ]
+    manifest = finish(session, trainer, output, train_cpu, fields, {}, warnings)
+    return TrainResult(session.run_dir, manifest, log, warnings)
+
+
+def _reference(recipe: Recipe, trainer: Any) -> str:
+    method = recipe.method
+    if method in ("orpo", "simpo", "reward") or (method == "grpo" and recipe.preference.beta == 0):
+        return "none"
+    if getattr(trainer, "ref_model", None) is not None:
+        return "copy of the base model"
+    if "ref" in getattr(trainer.model, "peft_config", {}):
+        return f"frozen copy of the adapter of {recipe.preference.init_from}"
+    return "the policy with its adapter disabled (the base model)"

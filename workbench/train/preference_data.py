@@ -1,0 +1,188 @@
+"""Preference records for training and evaluation, behind one reader: `load_pairs(path)` (pairwise: a prompt, a
+chosen and a rejected answer), `load_unpaired(path)` (KTO: a prompt, a completion and a desirable/undesirable label)
+and `load_prompts(path)` (the prompts an RL method samples answers for).
+
+Shapes read (JSONL, or a JSON array):
+- TRL's: `prompt` (a string, or a list of messages ending with the user turn), `chosen` and `rejected` (a string, an
+  assistant message, or a list holding one assistant message);
+- Alpaca-style: `instruction` (+ `input`, `system`, `history` as `[[user, assistant], ...]`) with `chosen`/`rejected`;
+- conversational: `messages` or `conversations` (ShareGPT `from`/`value` too) as the shared prompt;
+- unpaired (KTO): the same prompt keys with `completion` and a boolean `label` (or `kto_tag`). A pairwise file given
+  to KTO is unpaired as TRL does: every chosen answer desirable, every rejected one undesirable.
+
+Every record keeps its line number (the item number in a JSON array), so a refusal at train time names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from workbench import io
+from workbench.errors import WbError
+from workbench.records import user_text
+
+Message = dict[str, str]
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One preference pair: the conversation so far (ending with a user turn), the preferred and the other answer."""
+
+    line: int
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class Unpaired:
+    """One KTO example: a prompt, one completion and whether it is desirable."""
+
+    line: int
+    prompt: tuple[Message, ...]
+    completion: str
+    label: bool
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    path = Path(path)
+    if not path.is_file():
+        raise WbError(f"{path}: no such file")
+    if path.suffix.lower() == ".json":
+        try:
+            data = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as e:
+            raise WbError(f"{path}: not valid JSON: {e}") from None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise WbError(f"{path}: a .json preference file must be an array of objects")
+        return list(enumerate(data, start=1))
+    return list(io.json_objects(path))
+
+
+def _fail(path: Path, line: int, field: str, why: str) -> WbError:
+    return WbError(f"{path}:line {line}: {field}: {why}")
+
+
+def _message(path: Path, line: int, field: str, m: Any) -> Message:
+    if not isinstance(m, dict):
+        raise _fail(path, line, field, "a message must be an object with role and content")
+    role = m.get("role", m.get("from"))
+    content = m.get("content", m.get("value"))
+    if role not in ROLES or not isinstance(content, str):
+        raise _fail(path, line, field, "a message needs a role (system, user, assistant) and a string content")
+    return {"role": ROLES[role], "content": content}
+
+
+def _prompt(path: Path, line: int, rec: dict[str, Any]) -> tuple[Message, ...]:
+    msgs: list[Message] = []
+    if "prompt" in rec:
+        p = rec["prompt"]
+        if isinstance(p, str):
+            if rec.get("system"):
+                msgs.append({"role": "system", "content": str(rec["system"])})
+            msgs.append({"role": "user", "content": p})
+        elif isinstance(p, list):
+            msgs = [_message(path, line, "prompt", m) for m in p]
+        else:
+            raise _fail(path, line, "prompt", "expected a string or a list of messages")
+    elif "messages" in rec or "conversations" in rec:
+        key = "messages" if "messages" in rec else "conversations"
+        if not isinstance(rec[key], list):
+            raise _fail(path, line, key, "expected a list of messages")
+        msgs = [_message(path, line, key, m) for m in rec[key]]
+    elif "instruction" in rec:
+        if not isinstance(rec["instruction"], str):
+            raise _fail(path, line, "instruction", "expected a string")
+        if rec.get("system"):
+            msgs.append({"role": "system", "content": str(rec["system"])})
+        for turn in rec.get("history") or []:
+            if not (isinstance(turn, list) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
+                raise _fail(path, line, "history", "expected [[user, assistant], ...] string pairs")
+            msgs += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
+        msgs.append({"role": "user", "content": user_text(rec["instruction"], str(rec.get("input") or ""))})
+    else:
+        raise _fail(path, line, "prompt", "no prompt: give prompt, instruction or messages")
+    if not msgs or msgs[-1]["role"] != "user":
+        raise _fail(path, line, "prompt", "the prompt must end with a user turn")
+    return tuple(msgs)
+
+
+def _answer(path: Path, line: int, rec: dict[str, Any], field: str) -> str:
+    value = rec.get(field)
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise _fail(path, line, field, "expected one assistant message, got a list of " + str(len(value)))
+        value = value[0]
+    if isinstance(value, dict):
+        value = _message(path, line, field, value)
+        if value["role"] != "assistant":
+            raise _fail(path, line, field, "the answer must be an assistant message")
+        value = value["content"]
+    if not isinstance(value, str):
+        raise _fail(path, line, field, "missing, or not a string or an assistant message")
+    if not value.strip():
+        raise _fail(path, line, field, "empty answer (run `wb clean` on the preference file first)")
+    return value
+
+
+def load_pairs(path: Path) -> list[Pair]:
+    """Every pair of a preference file; a record that is not a pair is a WbError naming its line and field."""
+    rows = _rows(path)
+    pairs = [
+        Pair(line, _prompt(path, line, rec), _answer(path, line, rec, "chosen"), _answer(path, line, rec, "rejected"))
+        for line, rec in rows
+    ]
+    if not pairs:
+        raise WbError(f"{path}: no preference pairs in it")
+    return pairs
+
+
+def _label(path: Path, line: int, rec: dict[str, Any]) -> bool:
+    value = rec.get("label", rec.get("kto_tag"))
+    if not isinstance(value, bool):
+        raise _fail(path, line, "label", "expected true (desirable) or false (undesirable)")
+    return value
+
+
+def load_unpaired(path: Path) -> list[Unpaired]:
+    """KTO examples: `completion` + `label` records as they are, pairwise records split into two."""
+    out: list[Unpaired] = []
+    for line, rec in _rows(path):
+        prompt = _prompt(path, line, rec)
+        if "completion" in rec:
+            out.append(Unpaired(line, prompt, _answer(path, line, rec, "completion"), _label(path, line, rec)))
+        else:
+            out.append(Unpaired(line, prompt, _answer(path, line, rec, "chosen"), True))
+            out.append(Unpaired(line, prompt, _answer(path, line, rec, "rejected"), False))
+    if not out:
+        raise WbError(f"{path}: no examples in it")
+    return out
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    line: int
+    prompt: tuple[Message, ...]
+    reference: str
+
+
+def load_prompts(path: Path) -> list[PromptItem]:
+    """The distinct prompts of a file of any shape above (or of SFT records: their output is the reference)."""
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    out: list[PromptItem] = []
+    for line, rec in _rows(path):
+        prompt = _prompt(path, line, rec)
+        key = tuple((m["role"], m["content"]) for m in prompt)
+        if key in seen:
+            continue
+        seen.add(key)
+        ref = rec.get("chosen", rec.get("output", rec.get("reference", "")))
+        out.append(PromptItem(line, prompt, ref if isinstance(ref, str) else ""))
+    if not out:
+        raise WbError(f"{path}: no prompts in it")
+    return out
