@@ -74,6 +74,19 @@ def logits(model: Any, tokenizer: Any, text: str = PROMPT) -> Any:
         return model(input_ids=ids).logits[0]
 
 
+def kill_after_step_3(run: Path, killed: Path) -> None:
+    """A copy of a 6-step run as if killed after its step-3 checkpoint: that checkpoint and its log only."""
+    shutil.copytree(run, killed)
+    shutil.rmtree(killed / "checkpoints" / "checkpoint-6")
+    (killed / "manifest.json").unlink()
+    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 3]
+    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+
+
+def curve(result: Any) -> list[tuple[int, float]]:
+    return [(r["step"], round(r["loss"], 5)) for r in result.log if "loss" in r]
+
+
 CASES = {
     "adapter-pfeiffer": ("adapter", {"lr": 2e-2}),
     "adapter-houlsby-gelu": ("adapter", {"lr": 2e-2, "adapter": {"placement": "houlsby", "non_linearity": "gelu"}}),
@@ -205,14 +218,8 @@ def test_resume_of_a_bottleneck_adapter_run_gives_the_same_curve_and_checkpoints
     checkpoint = full.run_dir / "checkpoints" / "checkpoint-3"
     names = {p.name for p in checkpoint.iterdir()}
     assert adapters.WEIGHTS_FILE in names and "model.safetensors" not in names
-    killed = tmp_path / "b" / "runs" / "t"
-    shutil.copytree(full.run_dir, killed)
-    shutil.rmtree(killed / "checkpoints" / "checkpoint-6")
-    (killed / "manifest.json").unlink()
-    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 3]
-    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    kill_after_step_3(full.run_dir, tmp_path / "b" / "runs" / "t")
     resumed = train(recipe(tmp_path / "b", tiny, **kw), resume=True)
-    curve = lambda res: [(r["step"], round(r["loss"], 5)) for r in res.log if "loss" in r]  # noqa: E731
     assert curve(resumed) == curve(full)
 
 
@@ -352,6 +359,15 @@ def test_galore_projects_the_attention_and_mlp_gradients(tmp_path: Path, tiny: P
         methods.apply(
             load_model(str(tiny)), recipe(tmp_path, tiny, method="galore", galore={"target_modules": ["nothing"]})
         )
+
+
+def test_resume_of_a_galore_run_gives_the_same_curve(tmp_path: Path, tiny: Path) -> None:
+    kw = {"method": "galore", "lr": 3e-3, "max_steps": 6, "save_steps": 3, "batch_size": 2}
+    kw["galore"] = {"rank": 8, "update_proj_gap": 2}
+    full = train(recipe(tmp_path / "a", tiny, **kw))
+    kill_after_step_3(full.run_dir, tmp_path / "b" / "runs" / "t")
+    resumed = train(recipe(tmp_path / "b", tiny, **kw), resume=True)
+    assert curve(resumed) == curve(full)
 
 
 def test_tensorboard_gets_the_loss_curve_in_the_run_folder(tmp_path: Path, tiny: Path) -> None:

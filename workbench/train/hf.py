@@ -137,6 +137,17 @@ def trainer_class() -> Any:
             )
             return self.optimizer
 
+        def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+            """GaLore's optimiser state holds a projector object per weight (its rank, gap, scale and projection
+            matrix): the Trainer's `torch.load(weights_only=True)` refuses it unless the class is allowlisted."""
+            if not self.args.optim.startswith("galore"):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            import torch
+            from galore_torch.galore_projector import GaLoreProjector
+
+            with torch.serialization.safe_globals([GaLoreProjector]):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+
         def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
             """A checkpoint of a bottleneck-adapter run holds the adapter only (as PEFT checkpoints do)."""
             if not adapters.has(self.model):
