@@ -1,15 +1,15 @@
 """Peak memory of GaLore against full fine-tuning with AdamW, on the same steps of the embedded model.
 
-Both are full-parameter training of SmolLM2-135M through `wb train` (`method: full`, the Trainer's AdamW, against
-`method: galore`, GaLore's AdamW with rank `--rank` on the attention and MLP linear layers): the same records (the
-parseable ones of `data/demo/raw.jsonl`), the same `--steps` optimiser steps of `--batch` packed sequences of
-`--length` tokens, fp32 weights, bf16 autocast where the CPU has it (as `precision: auto` picks). Each runs in its own
-child process, so that the parent reads each one's own peak resident memory; the child also sums the optimiser's
+Both are full-parameter training of SmolLM2-135M through `wb train`: `method: full` (the Trainer's AdamW) against
+`method: galore` (GaLore's AdamW, rank `--rank`, on the attention and MLP linear layers). Same records (the first
+`--records` well-formed ones of `data/demo/raw.jsonl`), same `--steps` optimiser steps of `--batch` packed sequences
+of `--length` tokens, fp32 weights, bf16 autocast where the CPU has it (as `precision: auto` picks). Each run is its
+own child process, so the parent reads each one's own peak resident memory; the child also sums the optimiser's
 state tensors after the last step (AdamW: two fp32 moments per weight; GaLore: the moments of the projected
 gradients plus each projection matrix) and, on a GPU, the manifest's `gpu_peak_memory_mb`. The baseline (`full`)
 runs first, then GaLore, `--repeat` times alternating. Reports the ratio galore / full for each figure.
 
-Run: `.venv/bin/python bench/galore_memory.py` (about 5 minutes on 2 busy cores; `--out` writes the JSON result).
+Run: `.venv/bin/python bench/galore_memory.py --out bench/results/galore_memory.json` (a few minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -31,19 +31,22 @@ RAW = ROOT / "data" / "demo" / "raw.jsonl"
 
 
 def records() -> list[dict[str, str]]:
-    """The demo's parseable Alpaca records with an instruction and an output (broken lines skipped)."""
+    """The demo's well-formed Alpaca records with an instruction and an output (broken lines skipped)."""
     out = []
     for line in RAW.read_text(encoding="utf-8").splitlines():
         try:
             r = json.loads(line)
         except ValueError:
             continue
-        if isinstance(r, dict) and str(r.get("instruction") or "").strip() and str(r.get("output") or "").strip():
-            out.append({"instruction": r["instruction"], "input": str(r.get("input") or ""), "output": r["output"]})
+        fields = ("instruction", "input", "output")
+        if not isinstance(r, dict) or not all(isinstance(r.get(k, ""), str) for k in fields):
+            continue  # the demo's deliberately broken records (numbers, lists where text belongs)
+        if r.get("instruction", "").strip() and r.get("output", "").strip():
+            out.append({"instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]})
     return out
 
 
-def child(method: str, work: Path, steps: int, batch: int, length: int, rank: int) -> dict[str, Any]:
+def child(method: str, work: Path, steps: int, batch: int, length: int, rank: int, n: int) -> dict[str, Any]:
     """One training run in this process: its peak RSS, optimiser state and losses."""
     sys.path.insert(0, str(ROOT))
     import torch
@@ -81,6 +84,7 @@ def child(method: str, work: Path, steps: int, batch: int, length: int, rank: in
             "data": data,
             "output_dir": work / "runs",
             "val_size": 0,
+            "max_samples": n,
             "max_length": length,
             "packing": True,
             "max_steps": steps,
@@ -114,6 +118,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--rank", type=int, default=128)
+    p.add_argument("--records", type=int, default=48, help="records trained on (default 48)")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--out", type=Path)
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -121,7 +126,7 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.child:
-        print(json.dumps(child(args.child, args.work, args.steps, args.batch, args.length, args.rank)))
+        print(json.dumps(child(args.child, args.work, args.steps, args.batch, args.length, args.rank, args.records)))
         return 0
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="galore-bench-") as tmp:
@@ -134,7 +139,7 @@ def main() -> int:
                         f.write(json.dumps(r, ensure_ascii=False) + "\n")
                 cmd = [sys.executable, __file__, "--child", method, "--work", str(work)]
                 cmd += ["--steps", str(args.steps), "--batch", str(args.batch), "--length", str(args.length)]
-                cmd += ["--rank", str(args.rank)]
+                cmd += ["--rank", str(args.rank), "--records", str(args.records)]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     print(done.stderr[-4000:], file=sys.stderr)
