@@ -9,7 +9,7 @@ state tensors after the last step (AdamW: two fp32 moments per weight; GaLore: t
 gradients plus each projection matrix) and, on a GPU, the manifest's `gpu_peak_memory_mb`. The baseline (`full`)
 runs first, then GaLore, `--repeat` times alternating. Reports the ratio galore / full for each figure.
 
-Run: `.venv/bin/python bench/galore_memory.py --out bench/results/galore_memory.json` (a few minutes on 2 cores).
+Run: `.venv/bin/python bench/galore_memory.py` (a few minutes on 2 cores); writes `bench/out/galore_memory.json`.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def main() -> int:
     p.add_argument("--rank", type=int, default=128)
     p.add_argument("--records", type=int, default=48, help="records trained on (default 48)")
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--out", type=Path)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "galore_memory.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -159,7 +159,7 @@ def main() -> int:
         table_rows.append([key, str(full), str(galore), ratio])
     print(benchlib.table(["figure (min of runs)", "full AdamW", f"GaLore r{args.rank}", "galore / full"], table_rows))
     print(f"load average: {os.getloadavg()[0]:.1f}")
-    if args.out:
+    if args.out:  # always set (default bench/out/galore_memory.json)
         report = {
             "benchmark": "galore_memory",
             "settings": vars(args) | {"out": str(args.out), "work": None, "child": None},
