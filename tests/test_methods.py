@@ -361,6 +361,15 @@ def test_galore_projects_the_attention_and_mlp_gradients(tmp_path: Path, tiny: P
         )
 
 
+def test_galore_adafactor_trains_and_8bit_adamw_without_a_gpu_is_one_line(tmp_path: Path, tiny: Path) -> None:
+    result = train(recipe(tmp_path / "a", tiny, method="galore", lr=3e-3, galore={"rank": 8, "optimizer": "adafactor"}))
+    curve_ = losses(result)
+    assert sum(curve_[-3:]) / 3 < sum(curve_[:3]) / 3 - 0.3, curve_
+    if not torch.cuda.is_available():
+        with pytest.raises(WbError, match=r"galore\.optimizer: adamw_8bit needs a GPU"):
+            train(recipe(tmp_path / "b", tiny, method="galore", galore={"optimizer": "adamw_8bit"}))
+
+
 def test_resume_of_a_galore_run_gives_the_same_curve(tmp_path: Path, tiny: Path) -> None:
     kw = {"method": "galore", "lr": 3e-3, "max_steps": 6, "save_steps": 3, "batch_size": 2}
     kw["galore"] = {"rank": 8, "update_proj_gap": 2}

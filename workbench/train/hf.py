@@ -44,6 +44,11 @@ def check_optimizer(recipe: Recipe) -> None:
         import galore_torch  # noqa: F401
     except ImportError:
         raise WbError("method galore needs galore-torch: pip install 'wb[galore]'") from None
+    if recipe.galore.optimizer == "adamw_8bit" and not has_cuda():
+        # galore-torch 1.0's 8-bit AdamW calls torch.cuda.synchronize() in every step.
+        raise WbError(
+            "galore.optimizer: adamw_8bit needs a GPU (bitsandbytes' 8-bit states); on CPU use adamw or adafactor"
+        )
 
 
 def place_dashboards(trainer: Any, run_dir: Path) -> None:
