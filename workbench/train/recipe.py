@@ -135,7 +135,7 @@ class GaloreConfig(Strict):
         "one regular expression; every other weight trains with plain AdamW.",
     )
     optimizer: Literal["adamw", "adamw_8bit", "adafactor"] = Field(
-        "adamw", description="GaLore's optimiser: adamw, adamw_8bit (bitsandbytes) or adafactor."
+        "adamw", description="GaLore's optimiser: adamw, adafactor, or adamw_8bit (bitsandbytes; GPU only)."
     )
 
 
