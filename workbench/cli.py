@@ -675,7 +675,7 @@ def train(
     quiet: QuietOpt = False,
     split: SplitOpt = None,
 ) -> None:
-    """Fine-tune a model (LoRA, QLoRA, DoRA, prompt/prefix tuning, freeze, full) from one YAML recipe."""
+    """Fine-tune a model (LoRA, QLoRA, DoRA, IA3, adapters, prompt/prefix/P-tuning, freeze, full, GaLore)."""
     from workbench.train import recipe as recipes
 
     items = list(args or [])

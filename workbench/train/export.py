@@ -26,7 +26,15 @@ from workbench.train.model import (
 )
 from workbench.train.runs import ADAPTER_INFO, Target, resolve_target
 
-MERGEABLE = ("lora", "qlora", "dora")
+MERGEABLE = ("lora", "qlora", "dora", "ia3")
+# Why the other adapters cannot be folded into the base weights.
+NOT_MERGEABLE = {
+    "prompt_tuning": "adapters add virtual tokens",
+    "prefix_tuning": "adapters add virtual tokens",
+    "p_tuning": "adapters add virtual tokens",
+    "llama_adapter": "adapters add gated adaption prompts to the attention",
+    "adapter": "(bottleneck) adapters add layers with a non-linearity between two projections",
+}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -53,10 +61,8 @@ def export(
     else:
         kind = "merged" if merge else "adapter"
         if merge and (target.method or "lora") not in MERGEABLE and not _is_lora(target.adapter):
-            raise WbError(
-                f"{run}: {target.method} adapters add virtual tokens and cannot be merged into the weights; "
-                "use --adapter-only"
-            )
+            why = NOT_MERGEABLE.get(str(target.method), "adapters")
+            raise WbError(f"{run}: {target.method} {why} and cannot be merged into the weights; use --adapter-only")
     out.parent.mkdir(parents=True, exist_ok=True)
     with _temp_dir_beside(out) as tmp:
         if kind == "adapter":

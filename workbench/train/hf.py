@@ -1,5 +1,6 @@
 """wb's wiring of `transformers.Trainer`: the Trainer subclass (real-token counting, the trained-positions loss,
-a NaN guard, length-grouped batches), the JSONL log callback and the TrainingArguments a recipe maps to."""
+a NaN guard, length-grouped batches, the LoRA+ optimiser, checkpoints of wb's bottleneck adapters), the JSONL log
+callback, the dashboards (`report_to`) and the TrainingArguments a recipe maps to."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 
 from workbench import precision
 from workbench.errors import WbError
+from workbench.train import adapters, guards
 from workbench.train import data as tdata
-from workbench.train import guards
 from workbench.train.loss import fusable_head, trained_positions_loss, unwrap
 from workbench.train.recipe import Recipe
 
@@ -34,6 +35,44 @@ PREFERENCE_LOG_KEYS = (
 """What TRL's preference trainers log (DPO family and KTO: implicit rewards; RewardTrainer: accuracy and margin;
 GRPO: reward and KL to the reference), kept in trainer_log.jsonl under the same names, eval ones with `eval_`."""
 _ALL_KEYS = LOG_KEYS + PREFERENCE_LOG_KEYS + tuple(f"eval_{k}" for k in PREFERENCE_LOG_KEYS)
+# GaLore's optimisers by `galore.optimizer` (transformers' OptimizerNames; they need the galore-torch package).
+GALORE_OPTIMIZERS = {"adamw": "galore_adamw", "adamw_8bit": "galore_adamw_8bit", "adafactor": "galore_adafactor"}
+TENSORBOARD_DIR = "tensorboard"
+
+
+def check_dashboards(recipe: Recipe) -> None:
+    """Every dashboard in `report_to` has its package installed, else one line saying what to install."""
+    from transformers.integrations import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    installed = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+    hint = {"tensorboard": "pip install 'wb[dashboards]'", "wandb": "pip install wandb", "mlflow": "pip install mlflow"}
+    for name in recipe.report_to:
+        if not installed[name]():
+            raise WbError(f"report_to: {name} is not installed: {hint[name]} (or remove it from report_to)")
+
+
+def check_optimizer(recipe: Recipe) -> None:
+    """GaLore needs galore-torch (and bitsandbytes for its 8-bit AdamW): one line saying what to install."""
+    if recipe.method != "galore":
+        return
+    try:
+        import galore_torch  # noqa: F401
+    except ImportError:
+        raise WbError("method galore needs galore-torch: pip install 'wb[galore]'") from None
+    if recipe.galore.optimizer == "adamw_8bit" and not has_cuda():
+        # galore-torch 1.0's 8-bit AdamW calls torch.cuda.synchronize() in every step.
+        raise WbError(
+            "galore.optimizer: adamw_8bit needs a GPU (bitsandbytes' 8-bit states); on CPU use adamw or adafactor"
+        )
+
+
+def place_dashboards(trainer: Any, run_dir: Path) -> None:
+    """TensorBoard writes into the run folder (`tensorboard/`) unless TENSORBOARD_LOGGING_DIR says elsewhere."""
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback) and cb.logging_dir is None:
+            cb.logging_dir = str(run_dir / TENSORBOARD_DIR)
 
 
 def callbacks(log_path: Path, on_log: Callable[[dict[str, Any]], None] | None) -> list[Any]:
@@ -95,6 +134,59 @@ def trainer_class() -> Any:
         trained_logits_only = True
         # Autocast around every loss computation (training and eval): bf16 on CPU, nothing otherwise.
         cpu_autocast: Callable[[], Any] = contextlib.nullcontext
+        # LoRA+: the B matrices' learning rate is lr × this ratio (None: one learning rate).
+        loraplus_lr_ratio: float | None = None
+
+        def create_optimizer(self, model: Any = None) -> Any:
+            """AdamW as the Trainer builds it, or with LoRA+ PEFT's LoRA+ parameter groups (weight decay kept)."""
+            if self.loraplus_lr_ratio is None or self.optimizer is not None:
+                return super().create_optimizer(model)
+            import torch
+            from peft.optimizers import create_loraplus_optimizer
+
+            args = self.args
+            peft_model: Any = self.model if model is None else model
+            self.optimizer = create_loraplus_optimizer(
+                model=peft_model,
+                optimizer_cls=torch.optim.AdamW,
+                lr=args.learning_rate,
+                loraplus_lr_ratio=self.loraplus_lr_ratio,
+                loraplus_weight_decay=args.weight_decay,
+                betas=(args.adam_beta1, args.adam_beta2),
+                eps=args.adam_epsilon,
+            )
+            return self.optimizer
+
+        def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+            """GaLore's optimiser state holds a projector object per weight (its rank, gap, scale and projection
+            matrix): the Trainer's `torch.load(weights_only=True)` refuses it unless the class is allowlisted."""
+            if not self.args.optim.startswith("galore"):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            import torch
+            from galore_torch.galore_projector import GaLoreProjector
+
+            with torch.serialization.safe_globals([GaLoreProjector]):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+
+        def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
+            """A checkpoint of a bottleneck-adapter run holds the adapter only (as PEFT checkpoints do)."""
+            if not adapters.has(self.model):
+                return super()._save(output_dir, state_dict)
+            folder = Path(str(output_dir if output_dir is not None else self.args.output_dir))
+            adapters.save(self.model, folder)
+            return None
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            if not adapters.has(self.model):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            adapters.load_weights(self.model if model is None else model, Path(resume_from_checkpoint))
+            return None
+
+        def _load_best_model(self) -> None:
+            if not adapters.has(self.model):
+                return super()._load_best_model()
+            adapters.load_weights(self.model, Path(str(self.state.best_model_checkpoint)))
+            return None
 
         def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
             return self.cpu_autocast()
@@ -189,8 +281,17 @@ def training_args(
     evaluate = has_val
     if evaluate and eval_steps and save_steps and save_steps % eval_steps:
         raise WbError(f"save_steps: {save_steps} must be a multiple of eval_steps {eval_steps}")
+    galore: dict[str, Any] = {}
+    if recipe.method == "galore":
+        g = recipe.galore
+        galore = {
+            "optim": GALORE_OPTIMIZERS[g.optimizer],
+            "optim_target_modules": g.target_modules,
+            "optim_args": f"rank={g.rank},update_proj_gap={g.update_proj_gap},scale={g.scale}",
+        }
     fields: dict[str, Any] = dict(
         output_dir=str(run_dir / "checkpoints"),
+        run_name=recipe.name,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
         per_device_train_batch_size=recipe.batch_size,
@@ -218,7 +319,9 @@ def training_args(
         fp16=choice.device != "cpu" and choice.name == "fp16",
         dataloader_pin_memory=has_cuda(),
         train_sampling_strategy="random" if recipe.packing else "group_by_length",
-        report_to=[],
+        report_to=list(recipe.report_to),
+        neftune_noise_alpha=recipe.neftune_noise_alpha,
+        **galore,
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,

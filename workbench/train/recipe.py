@@ -8,6 +8,7 @@ alpha 32 / dropout 0.05 on all linear layers, cosine schedule with 3 % warmup, w
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,8 +25,13 @@ Method = Literal[
     "dora",
     "prompt_tuning",
     "prefix_tuning",
+    "p_tuning",
+    "ia3",
+    "llama_adapter",
+    "adapter",
     "freeze",
     "full",
+    "galore",
     "dpo",
     "orpo",
     "simpo",
@@ -35,6 +41,24 @@ Method = Literal[
 ]
 PREFERENCE_METHODS = ("dpo", "orpo", "simpo", "kto", "reward", "grpo")
 """Methods trained by a TRL trainer on preference data (`preference:` section; docs/preference-training.md)."""
+LORA_METHODS = ("lora", "qlora", "dora")
+# Methods that prepend virtual tokens to every sequence: packed examples would share them.
+VIRTUAL_TOKEN_METHODS = ("prompt_tuning", "prefix_tuning", "p_tuning")
+# Dashboards the Trainer reports to (`report_to`); each is an optional package (wb[dashboards] holds tensorboard).
+Dashboard = Literal["tensorboard", "wandb", "mlflow"]
+
+
+def _module_names(value: list[str] | str) -> list[str] | str:
+    """A list of module names, `all-linear`, or one regular expression matched against whole module paths (as PEFT
+    and the Trainer read a string): the expression must compile."""
+    if isinstance(value, str) and value != "all-linear":
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"{value!r} is not a regular expression: {e}") from None
+    if isinstance(value, list) and (not value or any(not name.strip() for name in value)):
+        raise ValueError("give at least one module name, none of them empty")
+    return value
 
 
 class Strict(BaseModel):
@@ -46,13 +70,81 @@ class LoraConfig(Strict):
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt, or all-linear (every linear layer but the output head)."
+    target_modules: Annotated[list[str] | str, AfterValidator(_module_names)] = Field(
+        "all-linear",
+        description="Module names to adapt (a name matches a module whose path ends with it), all-linear (every "
+        "linear layer but the output head), or one regular expression matched against the whole module path, "
+        r"e.g. '.*\.(q_proj|v_proj)'.",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale alpha/sqrt(r) instead of alpha/r.")
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default",
+        description="default: A Kaiming-uniform, B zero; gaussian: A Gaussian 1/r, B zero; pissa: A and B from the "
+        "top-r singular vectors of each weight (the base keeps the rest); olora: from its QR decomposition. pissa and "
+        "olora adapters are saved converted to plain LoRA (rank 2r) against the unchanged base.",
     )
 
 
 class VirtualTokensConfig(Strict):
     num_virtual_tokens: int = Field(20, ge=1, le=512)
+
+
+class PrefixTuningConfig(VirtualTokensConfig):
+    projection: bool = Field(
+        False,
+        description="Reparameterise the per-layer prefixes through a two-layer MLP (the deep prompt method published "
+        "as P-Tuning v2); more parameters while training, the same prefix size on disk.",
+    )
+    projection_hidden_size: int | None = Field(None, ge=1, description="The MLP's width (default: the model's).")
+
+
+class PTuningConfig(VirtualTokensConfig):
+    encoder: Literal["mlp", "lstm"] = Field("mlp", description="Reparameterisation of the virtual-token embeddings.")
+    encoder_hidden_size: int | None = Field(None, ge=1, description="The encoder's width (default: the model's).")
+    encoder_layers: int = Field(2, ge=1, le=8, description="Layers of the LSTM encoder (the MLP's shape is fixed).")
+    encoder_dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class IA3Config(Strict):
+    target_modules: Annotated[list[str] | str, AfterValidator(_module_names)] = Field(
+        ["k_proj", "v_proj", "down_proj"],
+        description="Modules whose activations IA3 rescales (default for Llama-style models: keys, values and the "
+        "MLP's down projection, as in the IA3 paper's k, v and feed-forward).",
+    )
+    feedforward_modules: list[str] = Field(
+        ["down_proj"], description="Of target_modules, those whose input (not output) is rescaled: the MLP's."
+    )
+
+
+class LlamaAdapterConfig(Strict):
+    adapter_len: int = Field(10, ge=1, le=512, description="Learned adaption-prompt tokens per adapted layer.")
+    adapter_layers: int | None = Field(
+        None, ge=1, description="Adapt the top N decoder layers (default: all; the paper's 30 of LLaMA-7B's 32)."
+    )
+
+
+class BottleneckConfig(Strict):
+    reduction_factor: int = Field(16, ge=1, description="Bottleneck width = hidden size / reduction_factor.")
+    non_linearity: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    placement: Literal["pfeiffer", "houlsby"] = Field(
+        "pfeiffer",
+        description="pfeiffer: one adapter after each layer's MLP; houlsby: one after its attention and one after its "
+        "MLP (about twice the parameters).",
+    )
+
+
+class GaloreConfig(Strict):
+    rank: int = Field(128, ge=1, description="Rank of the gradient projection (the optimiser states' width).")
+    update_proj_gap: int = Field(200, ge=1, description="Steps between recomputing each projection (an SVD).")
+    scale: float = Field(0.25, gt=0, description="Scale of the projected update (GaLore's alpha).")
+    target_modules: Annotated[list[str] | str, AfterValidator(_module_names)] = Field(
+        ["self_attn", "mlp"],
+        description="Linear layers whose gradients are projected: names contained in the module path, all-linear, or "
+        "one regular expression; every other weight trains with plain AdamW.",
+    )
+    optimizer: Literal["adamw", "adamw_8bit", "adafactor"] = Field(
+        "adamw", description="GaLore's optimiser: adamw, adafactor, or adamw_8bit (bitsandbytes; GPU only)."
+    )
 
 
 class FreezeConfig(Strict):
@@ -162,9 +254,30 @@ class Recipe(Strict):
         "QLoRA on CPU: fp32.",
     )
     output_dir: Path = Field(Path("runs"), description="Runs are written to output_dir/name.")
+    neftune_noise_alpha: float | None = Field(
+        None,
+        gt=0,
+        description="NEFTune: uniform noise of scale alpha/sqrt(length x hidden) added to the input embeddings while "
+        "training (the paper used 5), for any method.",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None,
+        ge=1,
+        description="LoRA+: the B matrices learn at lr x this ratio (the paper suggests 16); for lora, dora, qlora.",
+    )
+    report_to: list[Dashboard] = Field(
+        [],
+        description="Dashboards the Trainer logs to: tensorboard (run folder's tensorboard/), wandb, mlflow. Off by "
+        "default; WANDB_MODE=offline and MLFLOW_TRACKING_URI=file:./mlruns work without a network.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     prompt_tuning: VirtualTokensConfig = Field(default_factory=VirtualTokensConfig)
-    prefix_tuning: VirtualTokensConfig = Field(default_factory=VirtualTokensConfig)
+    prefix_tuning: PrefixTuningConfig = Field(default_factory=PrefixTuningConfig)
+    p_tuning: PTuningConfig = Field(default_factory=PTuningConfig)
+    ia3: IA3Config = Field(default_factory=IA3Config)
+    llama_adapter: LlamaAdapterConfig = Field(default_factory=LlamaAdapterConfig)
+    adapter: BottleneckConfig = Field(default_factory=BottleneckConfig)
+    galore: GaloreConfig = Field(default_factory=GaloreConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
@@ -175,9 +288,14 @@ class Recipe(Strict):
             raise ValueError(f"{name!r} is not a run name: a run needs a folder of its own under output_dir")
         return name
 
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, names: list[str]) -> list[str]:
+        return sorted(set(names), key=names.index)
+
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        if self.method in ("prompt_tuning", "prefix_tuning") and self.packing:
+        if self.method in VIRTUAL_TOKEN_METHODS and self.packing:
             # Virtual tokens are prepended per sequence; packed examples would share them.
             object.__setattr__(self, "packing", False)
         if self.method in PREFERENCE_METHODS:
@@ -189,6 +307,16 @@ class Recipe(Strict):
                 )
             if pref.init_from is not None and pref.weights != "lora":
                 raise ValueError("preference.init_from continues a LoRA adapter: use preference.weights lora")
+        if self.loraplus_lr_ratio is not None and self.method not in LORA_METHODS:
+            raise ValueError(f"loraplus_lr_ratio is for lora, dora and qlora, not method {self.method}")
+        if self.method == "qlora" and self.lora.init in ("pissa", "olora"):
+            raise ValueError(
+                f"lora.init {self.lora.init} rewrites the base weights, which a 4-bit base cannot take; use method lora"
+            )
+        if isinstance(self.ia3.target_modules, list):
+            extra = [m for m in self.ia3.feedforward_modules if m not in self.ia3.target_modules]
+            if extra:
+                raise ValueError(f"ia3.feedforward_modules: {', '.join(extra)} not in ia3.target_modules")
         return self
 
     @property
@@ -248,4 +376,5 @@ def load(path: Path | None, overrides: list[str] | None = None, **fields: Any) -
     except ValidationError as err:
         e = err.errors(include_url=False)[0]
         loc = ".".join(str(p) for p in e["loc"])
-        raise WbError(f"{source}: {loc}: {e['msg']}") from None
+        msg = e["msg"] if loc else str(e["msg"]).removeprefix("Value error, ")  # a check across fields: no key
+        raise WbError(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}") from None

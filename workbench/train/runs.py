@@ -1,9 +1,10 @@
 """What a tuned model is made of, and loading it for generation.
 
 A *target* is what `wb generate`, `wb chat`, `wb eval` and `wb export` are pointed at: a run folder
-(`runs/<name>`, holding `recipe.yaml` and `adapter/` or `model/`), an adapter folder (PEFT, e.g. from
-`wb export --adapter-only`), or a base model spec (`embedded`, a folder, a cached hub id). Several adapters over
-one base load into one PEFT model and are switched by name at generation time.
+(`runs/<name>`, holding `recipe.yaml` and `adapter/` or `model/`), an adapter folder (PEFT, or wb's bottleneck
+adapter, e.g. from `wb export --adapter-only`), or a base model spec (`embedded`, a folder, a cached hub id). Several
+adapters over one base load into one model (PEFT adapters into a PEFT model, bottleneck adapters into the base's
+layers) and are switched by name at generation time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from workbench.errors import WbError
+from workbench.train import adapters
 from workbench.train.model import EMBEDDED, StatusFn, load_model, load_tokenizer, quiet_libraries, resolve_model
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
@@ -38,13 +40,18 @@ class Target:
     def label(self) -> str:
         return self.name
 
+    @property
+    def bottleneck(self) -> bool:
+        """Whether the adapter is one of wb's bottleneck adapters (not a PEFT adapter)."""
+        return self.adapter is not None and adapters.is_adapter_folder(self.adapter)
+
 
 def resolve_target(spec: str | Path) -> Target:
     """A run folder, an adapter folder or a model spec, as a Target (no model is loaded)."""
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "recipe.yaml").is_file():
         return _run_target(path)
-    if path.is_dir() and (path / "adapter_config.json").is_file():
+    if path.is_dir() and ((path / "adapter_config.json").is_file() or adapters.is_adapter_folder(path)):
         return _adapter_target(path)
     return Target(name=str(spec), base=str(spec))
 
@@ -60,7 +67,7 @@ def _run_target(run: Path) -> Target:
     if template == tdata.RUN_TEMPLATE_FILE:  # the run's own copy of a template file
         template = str(run / tdata.RUN_TEMPLATE_FILE)
     method = recipe.get("method")
-    if (run / "adapter" / "adapter_config.json").is_file():
+    if (run / "adapter" / "adapter_config.json").is_file() or adapters.is_adapter_folder(run / "adapter"):
         base = str(recipe.get("model") or EMBEDDED)
         return Target(run.name, base, run / "adapter", template, method, run)
     if (run / "model" / "config.json").is_file():
@@ -77,6 +84,8 @@ def _adapter_target(folder: Path) -> Target:
     if not base:
         raise WbError(f"{folder}: adapter_config.json names no base model; pass the run folder instead")
     method = info.get("method") or str(config.get("peft_type", "")).lower() or None
+    if adapters.is_adapter_folder(folder):
+        method = "adapter"
     return Target(folder.name, str(base), folder, str(info.get("template", "auto")), method, None)
 
 
@@ -100,6 +109,7 @@ class Loaded:
     base: str
     adapter_dirs: dict[str, Path] = field(default_factory=dict)
     active: str | None = None
+    bottleneck: bool = False  # the adapters are wb's bottleneck adapters (switched in workbench.train.adapters)
 
     @property
     def adapters(self) -> list[str]:
@@ -111,14 +121,17 @@ class Loaded:
             return
         if name not in self.adapters:
             raise WbError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
-        self.model.set_adapter(name)
+        if self.bottleneck:
+            adapters.set_active(self.model, name)
+        else:
+            self.model.set_adapter(name)
         self.active = name
 
     @contextlib.contextmanager
     def active_model(self) -> Iterator[Any]:
         """The model as the active choice makes it: with an adapter switched on, or the base with all of them off."""
         if self.adapters and self.active is None:
-            with self.model.disable_adapter():
+            with adapters.disabled(self.model) if self.bottleneck else self.model.disable_adapter():
                 yield self.model
         else:
             yield self.model
@@ -155,7 +168,20 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
     tokenizer = load_tokenizer(first.adapter if first.adapter is not None else first.base, on_status)
     model: Any = load_model(first.base, dtype=dtype, on_status=on_status)
     names: list[str] = []
-    if with_adapter:
+    bottleneck = any(t.bottleneck for t in with_adapter)
+    if bottleneck and not all(t.bottleneck for t in with_adapter):
+        peft_one = next(t for t in with_adapter if not t.bottleneck)
+        raise WbError(
+            f"{peft_one.name} is a PEFT adapter and the others are bottleneck adapters (method adapter): "
+            "load them in separate runs of the command"
+        )
+    if bottleneck:
+        names = _unique_names([t.name for t in with_adapter])
+        for t, name in zip(with_adapter, names, strict=True):
+            assert t.adapter is not None
+            adapters.load(model, t.adapter, name)
+        adapters.set_active(model, names[0])
+    elif with_adapter:
         from peft import PeftModel
 
         names = _unique_names([t.name for t in with_adapter])
@@ -168,7 +194,7 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
     templates = {t.template for t in targets}
     template = tdata.choose_template(tokenizer, first.template if len(templates) == 1 else "auto")
     dirs = {name: t.adapter for name, t in zip(names, with_adapter, strict=True) if t.adapter is not None}
-    return Loaded(model, tokenizer, template, first.base, dirs, names[0] if names else None)
+    return Loaded(model, tokenizer, template, first.base, dirs, names[0] if names else None, bottleneck)
 
 
 def _unique_names(names: list[str]) -> list[str]:

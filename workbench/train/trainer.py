@@ -1,7 +1,8 @@
 """`wb train` as a library function, built on `transformers.Trainer` and PEFT (no hand-written training loop).
 
 A run folder `runs/<name>/` gets: `recipe.yaml` (the resolved recipe, so `--resume` needs nothing else),
-`checkpoints/` (Trainer checkpoints, safetensors), `adapter/` (PEFT adapter) or `model/` (freeze/full),
+`checkpoints/` (Trainer checkpoints, safetensors), `adapter/` (a PEFT adapter, or wb's bottleneck adapter for
+method `adapter`) or `model/` (freeze/full/galore), `tensorboard/` (with `report_to: [tensorboard]`),
 `trainer_log.jsonl`, `loss.svg`, `sample_losses.jsonl` and `manifest.json`.
 
 The run driver lives here in three parts that every training method shares: `begin` (checks, precision, model
@@ -15,7 +16,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +29,15 @@ import yaml
 from workbench import io, precision, runfile
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
+from workbench.train import adapters, guards, hf, methods
 from workbench.train import data as tdata
-from workbench.train import guards, hf, methods
 from workbench.train.loss import prompt_learning, sample_losses
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
 from workbench.train.plot import loss_svg
 from workbench.train.prepare import ListDataset, prepare, rows
-from workbench.train.recipe import Recipe
+from workbench.train.recipe import LORA_METHODS, Recipe
+
+LORA_INIT_DIR = "lora_init"  # a PiSSA/OLoRA adapter's initial state, removed once the converted adapter is saved
 
 
 def _load_dtype(choice: precision.Choice) -> Any:
@@ -99,6 +104,8 @@ def begin(
     from transformers import set_seed
 
     set_seed(recipe.seed)
+    hf.check_dashboards(recipe)
+    hf.check_optimizer(recipe)
     # On CPU the activations live in the process heap; release_freed_memory keeps it from fragmenting (slower steps).
     released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
     run_dir = recipe.run_dir
@@ -142,6 +149,16 @@ def apply_method(session: Session) -> None:
     session.trainable, session.total = methods.count_parameters(session.model)
     io.ensure_dir(session.run_dir)
     save_recipe(recipe, session.run_dir)
+    if recipe.method in LORA_METHODS and recipe.lora.init in methods.MUTATING_LORA_INITS:
+        # PiSSA / OLoRA moved part of each base weight into the adapter: its initial state is kept, so the final
+        # adapter can be saved as the difference, a plain LoRA over the unchanged base (PEFT's conversion).
+        init = session.run_dir / LORA_INIT_DIR
+        if init.exists():
+            shutil.rmtree(init)
+        session.model.peft_config["default"].init_lora_weights = True
+        session.model.save_pretrained(init, safe_serialization=True)
+        session.model.peft_config["default"].init_lora_weights = recipe.lora.init
+        session.extra["lora_init"] = init
     if not session.resume and session.log_path.exists():
         session.log_path.unlink()
 
@@ -169,9 +186,19 @@ def run(session: Session, trainer: Any) -> tuple[Any, float]:
 
 
 def save_weights(session: Session, final: Any) -> None:
-    """The adapter (PEFT methods) or the whole model, with the tokenizer, in safetensors."""
-    folder = session.run_dir / ("adapter" if session.recipe.method in methods.PEFT_METHODS else "model")
-    final.save_pretrained(folder, safe_serialization=True)
+    """The adapter (PEFT methods, bottleneck adapters) or the whole model, with the tokenizer, in safetensors."""
+    method = session.recipe.method
+    folder = session.run_dir / ("adapter" if method in methods.ADAPTER_METHODS else "model")
+    if method == "adapter":
+        adapters.save(final, folder)
+    elif "lora_init" in session.extra:
+        init = session.extra["lora_init"]
+        with warnings.catch_warnings():  # PEFT warns that PiSSA changed the base: the conversion undoes that
+            warnings.simplefilter("ignore", UserWarning)
+            final.save_pretrained(folder, safe_serialization=True, path_initial_model_for_weight_conversion=str(init))
+        shutil.rmtree(init, ignore_errors=True)
+    else:
+        final.save_pretrained(folder, safe_serialization=True)
     session.tokenizer.save_pretrained(folder)
 
 
@@ -273,6 +300,8 @@ def train(
         callbacks=callbacks,
     )
     trainer.trained_logits_only = not prompt_learning(model)  # virtual tokens lengthen the hidden states
+    trainer.loraplus_lr_ratio = recipe.loraplus_lr_ratio
+    hf.place_dashboards(trainer, run_dir)
     if session.choice.device == "cpu":
         trainer.cpu_autocast = session.choice.autocast
     quiet(trainer)
