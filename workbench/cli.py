@@ -160,12 +160,20 @@ def clean(
     ] = None,
     quiet: QuietOpt = False,
     split: SplitOpt = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores",
+            help="Scores for the profile's score rules: wb score output or a run's sample_losses.jsonl "
+            "(default: the input's own `scores`).",
+        ),
+    ] = None,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
     prof = cleaning.load(profile).with_semantic_precision(precision)
-    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split)
+    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, scores)
 
 
 @app.command()
@@ -207,6 +215,7 @@ def _run_clean(
     duplicate_keys: str,
     quiet: bool,
     split: str | None = None,
+    scores: Path | None = None,
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
@@ -227,6 +236,7 @@ def _run_clean(
             command=command,
             duplicate_keys=parse_duplicate_keys(duplicate_keys),
             split=split,
+            scores=scores,
         )
     s = result.summary
     if not quiet:
@@ -818,6 +828,61 @@ def eval_(
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     out.print(f"wrote {result.out_dir}/ (metrics.json, scores.jsonl)", markup=False)
+
+
+@app.command()
+@user_errors
+def score(
+    input: Annotated[Path, typer.Argument(help="Records to score (output of wb clean): JSONL, JSON, Parquet, CSV.")],
+    model: Annotated[str, typer.Option("--model", help="Causal LM: embedded, a model folder or a run folder.")] = (
+        "embedded"
+    ),
+    reward_model: Annotated[
+        str | None,
+        typer.Option("--reward-model", help="Also a reward model's score: a reward run, adapter or model folder."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Scored JSONL (default: ./<name>.scored.jsonl).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")] = 8,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Tokens per sequence (longer: cut).")] = 1024,
+    precision: PrecisionOpt = "auto",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Score everything again.")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the score distributions as a page.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Model-based quality scores per record: answer perplexity with and without the prompt, IFD, prompt perplexity,
+    a reward model's score; clean rules (ifd_max, ppl_answer_max, reward_min, keep_top_fraction) read them."""
+    from workbench.score.pipeline import score_file
+
+    target = output if output is not None else Path(f"{input.name.split('.')[0] or 'data'}.scored.jsonl")
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    with count_progress(quiet) as progress:
+        result = score_file(
+            input, target, model, reward_model, batch_size, max_length, precision, not no_cache, progress, say
+        )
+    s = result.stats
+    if html is not None:
+        from workbench import stats_page
+
+        stats_page.write_scores(html, s)
+    if not quiet:
+        table = Table(title=f"wb score ({s['scored']:,} of {s['records']:,} records)", title_justify="left")
+        for col in ("score", "p10", "p50", "p90", "mean", "missing"):
+            table.add_column(col, justify="left" if col == "score" else "right")
+        for name, d in s["scores"].items():
+            q = d.get("quantiles", {})
+            table.add_row(
+                name, *(_fmt(q.get(c)) for c in ("p10", "p50", "p90")), _fmt(d.get("mean")), str(d["missing"])
+            )
+        out.print(table)
+        if s["scores"].get("ifd", {}).get("at_or_above_1"):
+            out.print(f"{s['scores']['ifd']['at_or_above_1']:,} record(s) with IFD >= 1 (prompt does not help)")
+    out.print(
+        f"wrote {result.paths.scored} (+ .stats.json, .manifest.json); cache {result.cache_hits:,} hits, "
+        f"{result.cache_misses:,} computed",
+        markup=False,
+    )
 
 
 def _import_review(target: str | None, output: Path | None, filled: Path) -> None:
