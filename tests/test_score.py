@@ -161,6 +161,11 @@ def test_a_reward_model_scores_the_whole_conversation(tmp_path: Path, tiny: Path
     assert len({row["scores"]["reward"] for row in rows}) == 3
     page = (tmp_path / "s.html").read_text(encoding="utf-8")
     assert "Model-based scores" in page and "reward" in page and "<svg" in page
+    res = wb("stats", data, "--scores", tmp_path / "s.stats.json", "--html", tmp_path / "stats.html")
+    assert res.exit_code == 0, res.output
+    assert "Model-based scores" in (tmp_path / "stats.html").read_text(encoding="utf-8")
+    res = wb("stats", data, "--scores", data)
+    assert res.exit_code == 2 and "cannot read the score stats" in res.stderr
 
 
 def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path, tiny: Path, wb: Callable[..., Any]) -> None:

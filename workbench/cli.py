@@ -376,6 +376,10 @@ def stats(
         list[int] | None, typer.Option("--max-length", help="max_length values to report the share over (repeatable).")
     ] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the statistics as an HTML page.")] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option("--scores", help="A wb score stats file (<scored>.stats.json) to show with the statistics."),
+    ] = None,
 ) -> None:
     """Length distributions (characters and tokens per field and script), field usage, duplicate prompts."""
     from workbench.io import dumps_json, parse_overrides
@@ -393,6 +397,10 @@ def stats(
             raise WbError(f"--template: {e}") from None
         limits = tuple(sorted(set(max_length))) if max_length else token_lengths.MAX_LENGTHS
         d["token_lengths"] = token_lengths.token_lengths(file, tokenizer, overrides, split, template, limits)
+    if scores is not None:
+        from workbench.score.summary import read_stats
+
+        d["model_scores"] = read_stats(scores)
     if html is not None:
         from workbench import stats_page
 
@@ -881,6 +889,78 @@ def score(
     out.print(
         f"wrote {result.paths.scored} (+ .stats.json, .manifest.json); cache {result.cache_hits:,} hits, "
         f"{result.cache_misses:,} computed",
+        markup=False,
+    )
+
+
+@app.command()
+@user_errors
+def augment(
+    input: Annotated[Path, typer.Argument(help="Records to augment (output of wb clean).")],
+    model: Annotated[str, typer.Option("--model", help="Local model that writes the new records (a capable one).")],
+    method: Annotated[
+        str, typer.Option("--method", help="paraphrase (instructions) or back_translate (answers, EN<->ZH).")
+    ] = "paraphrase",
+    lang: Annotated[str, typer.Option("--lang", help="Languages of the texts to rewrite: en, zh or en,zh.")] = "en,zh",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="New records (default: ./<name>.augmented.jsonl).")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Cleaning profile whose rules the new records pass.")
+    ] = "default",
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="Prompt file (a copy of pipelines/augment-prompts.yaml).")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens per generated text.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help=_GH["batch_size"])] = 8,
+    sample: Annotated[bool, typer.Option("--sample", help=_GH["do_sample"])] = False,
+    temperature: Annotated[float, typer.Option("--temperature", help=_GH["temperature"])] = 0.7,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of sampling.")] = 0,
+    precision: PrecisionOpt = "auto",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate everything again.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """New records written by a local model (paraphrased instructions, back-translated answers), each with its
+    provenance, passed through the cleaning rules and near-dedup against the originals: never a copy."""
+    from workbench import augment as aug
+    from workbench import clean as cleaning
+
+    chosen = aug.parse_method(method)
+    langs = aug.parse_langs(lang)
+    prof = cleaning.load(profile)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=sample,
+        temperature=temperature,
+        seed=seed,
+        precision=precision,
+    )
+    target = output if output is not None else Path(f"{input.name.split('.')[0] or 'data'}.augmented.jsonl")
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    with count_progress(quiet) as progress:
+        result = aug.augment_file(
+            input,
+            target,
+            model,
+            chosen,
+            langs,
+            prof,
+            settings,
+            prompts,
+            not no_cache,
+            progress,
+            say,
+        )
+    s = result.stats
+    if not quiet:
+        for rule, n in s["dropped_by_rule"].items():
+            out.print(f"dropped: {rule} {n:,}", markup=False)
+        if s["not_in_chosen_languages"]:
+            out.print(f"{s['not_in_chosen_languages']:,} original(s) not in {lang}: not augmented", markup=False)
+    out.print(
+        f"generated {s['generated']:,} = kept {s['kept']:,} + dropped {s['dropped']:,}; wrote {result.paths.out} "
+        "(+ .dropped.jsonl, .stats.json, .manifest.json)",
         markup=False,
     )
 

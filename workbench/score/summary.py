@@ -6,9 +6,13 @@ equal-width bins between their minimum and maximum. Pure Python (no numpy or tor
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from workbench.errors import WbError
 
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 BINS = 20
@@ -64,3 +68,14 @@ def summarise(name: str, values: Sequence[float | None]) -> dict[str, Any]:
 
 def summarise_all(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
     return {name: summarise(name, [r.get(name) for r in rows]) for name in names}
+
+
+def read_stats(path: Path) -> dict[str, Any]:
+    """A `wb score` stats file (`<scored>.stats.json`); anything else is one clear error."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise WbError(f"{path}: cannot read the score stats: {e}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("scores"), dict) or "ifd_definition" not in d:
+        raise WbError(f"{path}: not a wb score stats file (<scored>.stats.json)")
+    return d
