@@ -176,3 +176,29 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path, tiny: Path, wb: Call
     res = wb("score", good, "--model", tiny, "--reward-model", tiny, "-o", tmp_path / "s.jsonl")
     assert res.exit_code == 2 and "not a ...ForSequenceClassification reward model" in res.stderr
     assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_a_reward_run_with_a_sequence_classification_lora_adapter(tmp_path: Path, tiny: Path) -> None:
+    """The shape `wb train method=reward` writes (TRL RewardTrainer + PEFT SEQ_CLS): run folder, recipe, adapter/."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    torch.manual_seed(1)
+    base = transformers.AutoModelForSequenceClassification.from_pretrained(str(tiny), num_labels=1)
+    tok = load_tokenizer(tiny)
+    base.config.pad_token_id = tok.pad_token_id
+    peft_model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained adapter is not zero
+    run = tmp_path / "runs" / "rm"
+    peft_model.save_pretrained(run / "adapter", safe_serialization=True)
+    (run / "recipe.yaml").write_text(f"model: {tiny}\nmethod: reward\n", encoding="utf-8")
+    rec = RECORDS[0]
+    msgs = [{"role": "user", "content": rec["instruction"]}, {"role": "assistant", "content": rec["output"]}]
+    ids = tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        want = float(peft_model.eval()(input_ids=torch.tensor([ids])).logits[0, 0])
+    data = write_jsonl(tmp_path / "d.jsonl", [rec])
+    score_file(data, tmp_path / "s.jsonl", model=str(tiny), reward_model=str(run), precision="fp32")
+    assert read_jsonl(tmp_path / "s.jsonl")[0]["scores"]["reward"] == pytest.approx(want, abs=1e-4)
