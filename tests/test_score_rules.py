@@ -3,11 +3,13 @@ keep exact counts; a run's sample_losses.jsonl feeds back through --scores; the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import read_jsonl, write_jsonl
 
 from workbench.clean import pipeline
@@ -133,6 +135,9 @@ def test_cli_clean_with_scores_exits_2_on_a_missing_score(tmp_path: Path, wb: Ca
 
 
 def test_the_scored_profile_loads_and_every_score_rule_is_tested() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((REPO / "schemas" / "clean-profile.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(yaml.safe_load((REPO / "pipelines" / "clean-scored.yaml").read_text(encoding="utf-8")), schema)
     prof = load(REPO / "pipelines" / "clean-scored.yaml")
     assert {"ifd_max", "ppl_answer_max"} <= set(prof.rule_order)
     score_rules = {n for n, r in RULES.items() if issubclass(r.params, ScoreParams)}
