@@ -533,7 +533,8 @@ def train(
             parts.append(f"{row['tokens_per_second']:,.0f} tok/s")
         out.print("  ".join(parts), markup=False)
 
-    say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {rec.data})")
+    sources = ", ".join(s.label for s in rec.data) if isinstance(rec.data, list) else str(rec.data)
+    say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {sources}{', replay' if rec.replay else ''})")
     result = run_training(rec, resume=resume is not None, on_log=show, on_status=say)
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
@@ -545,6 +546,14 @@ def train(
         f"peak RSS {m['peak_rss_mb']:,.0f} MB; wrote {result.run_dir}",
         markup=False,
     )
+    losses = m.get("eval_losses") or {}
+    for name, s in (m.get("sources") or {}).items():
+        out.print(
+            f"  source {name}: {s['per_epoch']:,} examples/epoch ({100 * s['share']:.1f}%, {s['distinct_per_epoch']:,} "
+            f"distinct of {s['train_records']:,}), {s['seen']:,} seen"
+            + (f", eval loss {losses[name]:.4f}" if name in losses else ""),
+            markup=False,
+        )
 
 
 def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
