@@ -9,7 +9,7 @@ for ranking the planted records above the intact ones (1.0: every planted record
 Baseline, side by side: `ppl_answer` (the answer's perplexity given the prompt, what a plain perplexity filter
 uses). IFD divides it by the answer's perplexity without the prompt, which removes how hard the answer is on its own.
 
-    .venv/bin/python bench/ifd_mismatch.py                  # 60 EN + 60 ZH records, 10 % planted, seed 7
+    .venv/bin/python bench/ifd_mismatch.py                  # 50 EN + 50 ZH records, 10 % planted, seed 7
     .venv/bin/python bench/ifd_mismatch.py --per-language 60 --share 0.2
 """
 
@@ -35,10 +35,10 @@ def load(data_dir: Path, per_language: int, rng: random.Random) -> list[dict[str
     en = [
         {"instruction": r["instruction"], "input": r.get("input", ""), "output": r["response"], "lang": "en"}
         for r in en
-        if r["response"].strip() and len(r["response"]) < 800
+        if r["response"].strip() and len(r["response"]) < 500
     ]
     fields = ("instruction", "input", "output")
-    zh = [{**{k: r[k] for k in fields}, "lang": "zh"} for r in zh if 0 < len(r["output"].strip()) < 400]
+    zh = [{**{k: r[k] for k in fields}, "lang": "zh"} for r in zh if 0 < len(r["output"].strip()) < 320]
     return rng.sample(en, min(per_language, len(en))) + rng.sample(zh, min(per_language, len(zh)))
 
 
@@ -70,10 +70,10 @@ def roc_auc(scores: list[float | None], positive: list[bool]) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-language", type=int, default=60)
+    ap.add_argument("--per-language", type=int, default=50)
     ap.add_argument("--share", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--max-length", type=int, default=384)
+    ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--data-dir", type=Path, default=benchlib.ROOT.parent / "shared" / "data")
     ap.add_argument("--out-dir", type=Path, default=benchlib.ROOT / "bench" / "out")
