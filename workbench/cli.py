@@ -175,13 +175,21 @@ def clean(
     quiet: QuietOpt = False,
     split: SplitOpt = None,
     kind: KindOpt = "auto",
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores",
+            help="Scores for the profile's score rules: wb score output or a run's sample_losses.jsonl "
+            "(default: the input's own `scores`).",
+        ),
+    ] = None,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
     data_kind = cleaning.resolve_kind(input, kind, bool(map_))
     prof = cleaning.load(profile or cleaning.default_profile(data_kind)).with_semantic_precision(precision)
-    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind)
+    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind, scores)
 
 
 @app.command()
@@ -232,6 +240,7 @@ def _run_clean(
     quiet: bool,
     split: str | None = None,
     kind: Literal["sft", "preference"] = "sft",
+    scores: Path | None = None,
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
@@ -253,6 +262,7 @@ def _run_clean(
             duplicate_keys=parse_duplicate_keys(duplicate_keys),
             split=split,
             kind=kind,
+            scores=scores,
         )
     s = result.summary
     if not quiet:
@@ -440,6 +450,10 @@ def stats(
         list[int] | None, typer.Option("--max-length", help="max_length values to report the share over (repeatable).")
     ] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the statistics as an HTML page.")] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option("--scores", help="A wb score stats file (<scored>.stats.json) to show with the statistics."),
+    ] = None,
 ) -> None:
     """Length distributions (characters and tokens per field and script), field usage, duplicate prompts; for
     preference data the lengths of the prompt and each answer, and the length bias of the pairs."""
@@ -472,6 +486,10 @@ def stats(
             raise WbError(f"--template: {e}") from None
         limits = tuple(sorted(set(max_length))) if max_length else token_lengths.MAX_LENGTHS
         d["token_lengths"] = token_lengths.token_lengths(file, tokenizer, overrides, split, template, limits)
+    if scores is not None:
+        from workbench.score.summary import read_stats
+
+        d["model_scores"] = read_stats(scores)
     if html is not None:
         from workbench import stats_page
 
@@ -711,7 +729,8 @@ def train(
             parts.append(f"{row['tokens_per_second']:,.0f} tok/s")
         out.print("  ".join(parts), markup=False)
 
-    say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {rec.data})")
+    sources = ", ".join(s.label for s in rec.data) if isinstance(rec.data, list) else str(rec.data)
+    say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {sources}{', replay' if rec.replay else ''})")
     result = run_training(rec, resume=resume is not None, on_log=show, on_status=say)
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
@@ -723,6 +742,14 @@ def train(
         f"peak RSS {m['peak_rss_mb']:,.0f} MB; wrote {result.run_dir}",
         markup=False,
     )
+    losses = m.get("eval_losses") or {}
+    for name, s in (m.get("sources") or {}).items():
+        out.print(
+            f"  source {name}: {s['per_epoch']:,} examples/epoch ({100 * s['share']:.1f}%, {s['distinct_per_epoch']:,} "
+            f"distinct of {s['train_records']:,}), {s['seen']:,} seen"
+            + (f", eval loss {losses[name]:.4f}" if name in losses else ""),
+            markup=False,
+        )
 
 
 def _inspect(rec: Any, n: int, say: Callable[[str], None]) -> None:
@@ -1041,6 +1068,133 @@ def eval_(
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     out.print(f"wrote {result.out_dir}/ (metrics.json, scores.jsonl)", markup=False)
+
+
+@app.command()
+@user_errors
+def score(
+    input: Annotated[Path, typer.Argument(help="Records to score (output of wb clean): JSONL, JSON, Parquet, CSV.")],
+    model: Annotated[str, typer.Option("--model", help="Causal LM: embedded, a model folder or a run folder.")] = (
+        "embedded"
+    ),
+    reward_model: Annotated[
+        str | None,
+        typer.Option("--reward-model", help="Also a reward model's score: a reward run, adapter or model folder."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Scored JSONL (default: ./<name>.scored.jsonl).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")] = 8,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Tokens per sequence (longer: cut).")] = 1024,
+    precision: PrecisionOpt = "auto",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Score everything again.")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the score distributions as a page.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Model-based quality scores per record: answer perplexity with and without the prompt, IFD, prompt perplexity,
+    a reward model's score; clean rules (ifd_max, ppl_answer_max, reward_min, keep_top_fraction) read them."""
+    from workbench.score.pipeline import score_file
+
+    target = output if output is not None else Path(f"{input.name.split('.')[0] or 'data'}.scored.jsonl")
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    with count_progress(quiet) as progress:
+        result = score_file(
+            input, target, model, reward_model, batch_size, max_length, precision, not no_cache, progress, say
+        )
+    s = result.stats
+    if html is not None:
+        from workbench import stats_page
+
+        stats_page.write_scores(html, s)
+    if not quiet:
+        table = Table(title=f"wb score ({s['scored']:,} of {s['records']:,} records)", title_justify="left")
+        for col in ("score", "p10", "p50", "p90", "mean", "missing"):
+            table.add_column(col, justify="left" if col == "score" else "right")
+        for name, d in s["scores"].items():
+            q = d.get("quantiles", {})
+            table.add_row(
+                name, *(_fmt(q.get(c)) for c in ("p10", "p50", "p90")), _fmt(d.get("mean")), str(d["missing"])
+            )
+        out.print(table)
+        if s["scores"].get("ifd", {}).get("at_or_above_1"):
+            out.print(f"{s['scores']['ifd']['at_or_above_1']:,} record(s) with IFD >= 1 (prompt does not help)")
+    out.print(
+        f"wrote {result.paths.scored} (+ .stats.json, .manifest.json); cache {result.cache_hits:,} hits, "
+        f"{result.cache_misses:,} computed",
+        markup=False,
+    )
+
+
+@app.command()
+@user_errors
+def augment(
+    input: Annotated[Path, typer.Argument(help="Records to augment (output of wb clean).")],
+    model: Annotated[str, typer.Option("--model", help="Local model that writes the new records (a capable one).")],
+    method: Annotated[
+        str, typer.Option("--method", help="paraphrase (instructions) or back_translate (answers, EN<->ZH).")
+    ] = "paraphrase",
+    lang: Annotated[str, typer.Option("--lang", help="Languages of the texts to rewrite: en, zh or en,zh.")] = "en,zh",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="New records (default: ./<name>.augmented.jsonl).")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Cleaning profile whose rules the new records pass.")
+    ] = "default",
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="Prompt file (a copy of pipelines/augment-prompts.yaml).")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens per generated text.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help=_GH["batch_size"])] = 8,
+    sample: Annotated[bool, typer.Option("--sample", help=_GH["do_sample"])] = False,
+    temperature: Annotated[float, typer.Option("--temperature", help=_GH["temperature"])] = 0.7,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of sampling.")] = 0,
+    precision: PrecisionOpt = "auto",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate everything again.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """New records written by a local model (paraphrased instructions, back-translated answers), each with its
+    provenance, passed through the cleaning rules and near-dedup against the originals: never a copy."""
+    from workbench import augment as aug
+    from workbench import clean as cleaning
+
+    chosen = aug.parse_method(method)
+    langs = aug.parse_langs(lang)
+    prof = cleaning.load(profile)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=sample,
+        temperature=temperature,
+        seed=seed,
+        precision=precision,
+    )
+    target = output if output is not None else Path(f"{input.name.split('.')[0] or 'data'}.augmented.jsonl")
+    say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
+    with count_progress(quiet) as progress:
+        result = aug.augment_file(
+            input,
+            target,
+            model,
+            chosen,
+            langs,
+            prof,
+            settings,
+            prompts,
+            not no_cache,
+            progress,
+            say,
+        )
+    s = result.stats
+    if not quiet:
+        for rule, n in s["dropped_by_rule"].items():
+            out.print(f"dropped: {rule} {n:,}", markup=False)
+        if s["not_in_chosen_languages"]:
+            out.print(f"{s['not_in_chosen_languages']:,} original(s) not in {lang}: not augmented", markup=False)
+    out.print(
+        f"generated {s['generated']:,} = kept {s['kept']:,} + dropped {s['dropped']:,}; wrote {result.paths.out} "
+        "(+ .dropped.jsonl, .stats.json, .manifest.json)",
+        markup=False,
+    )
 
 
 def _import_review(target: str | None, output: Path | None, filled: Path) -> None:

@@ -17,12 +17,13 @@ Files (docs/run-folder.md describes them in words):
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workbench.evaluate import registry
 
@@ -232,6 +233,23 @@ class ScoreRow(_Strict):
 # --- the train manifest and the cleaning stats ---------------------------------------------------------------------
 
 
+class SourceUse(_Open):
+    """One source of a training mixture: its records, its examples per epoch and share, what the run saw of it."""
+
+    path: str
+    records: Count = Field(description="Records read from the source (after max_samples).")
+    train_records: Count = Field(description="Records left for training after the validation hold-out.")
+    val_records: Count = Field(description="Records held out for this source's eval loss (eval_<name>_loss).")
+    per_epoch: Count = Field(description="Examples of this source in one epoch of the mixture.")
+    distinct_per_epoch: Count = Field(description="Distinct records among them (fewer when upsampled).")
+    share: Fraction = Field(description="per_epoch / examples per epoch of all sources.")
+    passes_per_epoch: Number = Field(description="per_epoch / train_records: above 1 upsampled, below subsampled.")
+    epochs_run: Number | None = Field(None, description="Epochs of the mixture the run trained (fractional).")
+    seen: Count | None = Field(None, description="Examples of this source trained on: per_epoch × epochs_run.")
+    weight: Number | None = None
+    epochs: Number | None = None
+
+
 class TrainManifest(_Open):
     """`manifest.json` of a training run (the numbers a report and a gate read are typed)."""
 
@@ -251,6 +269,8 @@ class TrainManifest(_Open):
     best_eval_loss: Number | None = None
     global_step: Count | None = None
     examples: dict[str, Count] | None = Field(None, description="Training and validation examples.")
+    sources: dict[str, SourceUse] | None = Field(None, description="A mixture's sources (data: as a list, replay).")
+    eval_losses: dict[str, Number] | None = Field(None, description="A mixture's last eval loss per source.")
     tokens: dict[str, Count | None] | None = Field(None, description="Token counts per epoch and seen.")
     wall_seconds: Number | None = None
     seed: int | None = None
@@ -260,7 +280,9 @@ class TrainManifest(_Open):
 class LogRow(_Open):
     """One line of `trainer_log.jsonl`. Preference methods add TRL's own names: DPO family and KTO the implicit
     rewards (`rewards/chosen`, `rewards/rejected`, `rewards/margins`, `rewards/accuracies`), the reward method
-    `accuracy` and `margin`, GRPO `reward` and `kl` (KL to the reference); eval rows the same with `eval_`."""
+    `accuracy` and `margin`, GRPO `reward` and `kl` (KL to the reference); eval rows the same with `eval_`. A
+    mixture's eval rows also hold `eval_<source>_loss` per source (checked as numbers like eval_loss;
+    `source_eval_losses` reads them)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -275,6 +297,22 @@ class LogRow(_Open):
     reward: Number | None = Field(None, description="Mean reward of the sampled answers (GRPO).")
     accuracy: Number | None = Field(None, description="Reward model: share of pairs scored chosen > rejected.")
     margin: Number | None = Field(None, description="Reward model: mean reward(chosen) - reward(rejected).")
+
+    @model_validator(mode="after")
+    def _source_losses_are_numbers(self) -> LogRow:
+        for key, value in (self.model_extra or {}).items():
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if key.startswith("eval_") and key.endswith("_loss") and not number:
+                raise ValueError(f"{key}: expected a finite number, got {value!r}")
+        return self
+
+    def source_eval_losses(self) -> dict[str, float]:
+        """`eval_<source>_loss` of this row, by source name."""
+        return {
+            k.removeprefix("eval_").removesuffix("_loss"): float(v)
+            for k, v in (self.model_extra or {}).items()
+            if k.startswith("eval_") and k.endswith("_loss")
+        }
 
 
 PREFERENCE_LOG_FIELDS = {

@@ -105,6 +105,58 @@ def preference_parts(d: dict[str, Any]) -> list[str]:
     return parts
 
 
+def histogram_svg(hist: dict[str, Any], width: int = 360, height: int = 90) -> str:
+    """A score's histogram as inline SVG bars (the counts of `workbench.score.summary.histogram`)."""
+    counts = hist["counts"]
+    top = max(counts) or 1
+    bar = width / len(counts)
+    rects = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - 14 - (height - 14) * c / top:.1f}" width="{bar - 1:.1f}" '
+        f'height="{(height - 14) * c / top:.1f}" fill="#4a78b5"><title>{escape(str(c))}</title></rect>'
+        for i, c in enumerate(counts)
+    )
+    edges = hist["edges"]
+    scale = " (log scale)" if hist.get("log_scale") else ""
+    labels = (
+        f'<text x="0" y="{height - 2}" font-size="10">{escape(f"{edges[0]:.3g}")}</text>'
+        f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{escape(f"{edges[-1]:.3g}")}'
+        f"{escape(scale)}</text>"
+    )
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{rects}{labels}</svg>'
+
+
+def scores_section(s: dict[str, Any]) -> str:
+    """Model-based scores (`wb score`'s stats file): quantiles and a histogram per score."""
+    cols = ["p1", "p10", "p25", "p50", "p75", "p90", "p99"]
+    rows = []
+    charts = []
+    for name, d in s["scores"].items():
+        q = d.get("quantiles", {})
+        rows.append([name, d["scored"], d["missing"], *(q.get(c, "-") for c in cols), d.get("mean", "-")])
+        if "histogram" in d:
+            charts.append(f"<h3>{escape(name)}</h3>{histogram_svg(d['histogram'])}")
+    above = s["scores"].get("ifd", {}).get("at_or_above_1")
+    note = f"<p>{above:,} records have IFD ≥ 1: the prompt does not help predict the answer.</p>" if above else ""
+    return (
+        f"<h2>Model-based scores</h2><p>Model {escape(str(s['model']))}"
+        + (f", reward model {escape(str(s['reward_model']))}" if s.get("reward_model") else "")
+        + f"; {s['scored']:,} of {s['records']:,} records scored.</p>"
+        + _table(["score", "scored", "missing", *cols, "mean"], rows)
+        + note
+        + "".join(charts)
+    )
+
+
+def render_scores(s: dict[str, Any]) -> str:
+    """`wb score --html`: the score distributions as one page."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>wb score {escape(Path(str(s['input']['path'])).name)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{escape(str(s['input']['path']))}</h1>" + scores_section(s) + "</body></html>\n"
+    )
+
+
 def render(d: dict[str, Any]) -> str:
     if d.get("kind") == "preference":
         return _page(d, preference_parts(d))
@@ -127,6 +179,8 @@ def render(d: dict[str, Any]) -> str:
     ]
     if "token_lengths" in d:
         parts.append(token_section(d["token_lengths"]))
+    if "model_scores" in d:
+        parts.append(scores_section(d["model_scores"]))
     return _page(d, parts)
 
 
@@ -143,3 +197,8 @@ def _page(d: dict[str, Any], parts: list[str]) -> str:
 def write(path: Path, d: dict[str, Any]) -> None:
     with io.atomic_write(Path(path)) as f:
         f.write(render(d).encode("utf-8"))
+
+
+def write_scores(path: Path, s: dict[str, Any]) -> None:
+    with io.atomic_write(Path(path)) as f:
+        f.write(render_scores(s).encode("utf-8"))

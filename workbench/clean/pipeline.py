@@ -21,7 +21,7 @@ import polars as pl
 from workbench import io, runfile, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
-from workbench.clean.rules import RULES, features
+from workbench.clean.rules import RULES, features, score_rules
 from workbench.dedup.stages import DedupStages
 from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.manifest import build_manifest
@@ -218,6 +218,15 @@ def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
     counts.update(pii_counts)
     df = apply_rules(df, profile)
     is_dropped = pl.col("_rule").is_not_null()
+    deciding = score_rules(profile.enabled_rules())
+    if deciding:  # the score that decided a score rule's drop, beside its reason
+        name = pl.lit(None, dtype=pl.String)
+        value = pl.lit(None, dtype=pl.Float64)
+        for rule_name, (score, *_) in deciding.items():
+            name = pl.when(pl.col("_rule") == rule_name).then(pl.lit(score)).otherwise(name)
+            value = pl.when(pl.col("_rule") == rule_name).then(pl.col(f"_score_{score}")).otherwise(value)
+        decided = pl.when(name.is_not_null()).then(pl.struct(name.alias("name"), value.alias("value")))
+        df = df.with_columns(decided.alias("score"))
     reported = df.filter(pl.col("_flag").is_not_null()).select("_line", "_flag", "_flag_reason", is_dropped)
     return CleanedBatch(kept=df.filter(~is_dropped), dropped=df.filter(is_dropped), counts=counts, reported=reported)
 
@@ -334,7 +343,7 @@ class CleanResult:
 def _write_dropped(f: Any, dropped: pl.DataFrame) -> None:
     if dropped.height == 0:
         return
-    extra = [c for c in ("duplicate_of", "similarity", "eval_item") if c in dropped.columns]
+    extra = [c for c in ("duplicate_of", "similarity", "eval_item", "score") if c in dropped.columns]
     dropped.select(
         pl.col("_line").alias("line"),
         pl.col("_rule").alias("rule"),
@@ -345,6 +354,41 @@ def _write_dropped(f: Any, dropped: pl.DataFrame) -> None:
 
 
 STAGE_COLUMNS = ["_line", *FIELDS, "_output_tokens"]
+
+
+def _score_table(
+    input_path: Path, profile: Profile, scores: Path | None
+) -> tuple[pl.DataFrame | None, dict[str, Any] | None]:
+    """The score columns the profile's score rules read (None when it has none), and where they came from."""
+    from workbench.score.table import from_scored_file
+
+    needed = score_rules(profile.enabled_rules())
+    if not needed:
+        if scores is not None:
+            raise io.WbError(f"--scores {scores}: profile {profile.name} has no rule over scores (e.g. ifd_max)")
+        return None, None
+    source = Path(scores) if scores is not None else Path(input_path)
+    if scores is None and (
+        io.is_stream(source) or io.sniff(source).format != "jsonl" or io.sniff(source).compression != "none"
+    ):
+        raise io.WbError(
+            f"{input_path}: the profile's score rules need scores: clean the JSONL that `wb score` wrote, or pass "
+            "--scores FILE"
+        )
+    table = from_scored_file(source, inline=scores is None)
+    names: list[str] = []
+    for rule_name, wanted in needed.items():
+        table.require(wanted, rule_name)
+        names.extend(n for n in wanted if n not in names)
+    counts = {n: len(table.values[n]) for n in names}
+    return table.frame(names), {"path": str(source), "scores": counts, "rules": needed}
+
+
+def attach_scores(frame: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
+    """A batch with its records' score columns, joined on the line."""
+    from workbench.score.table import attach
+
+    return attach(frame, table)
 
 
 def run(
@@ -360,6 +404,7 @@ def run(
     duplicate_keys: io.DuplicateKeys = "reject",
     split: str | None = None,
     kind: Literal["auto", "sft", "preference"] = "auto",
+    scores: Path | None = None,
 ) -> CleanResult:
     """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
     progress.
@@ -367,6 +412,8 @@ def run(
     `against`: evaluation files whose passages must not appear in the training data (decontamination).
     `input_path` may be `-` (standard input) or a pipe/FIFO, read once as a stream. `duplicate_keys`: reject an
     object naming a key twice (`duplicate_key`), or keep the `last` value.
+    `scores`: a score file for the score rules (`wb score` output or a run's sample_losses.jsonl); without it the
+    score rules read the `scores` objects of the input itself (`wb score` output).
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
     been seen; the output is then written from them.
 
@@ -378,6 +425,8 @@ def run(
         if kind == "preference" or (not overrides and preference.sniff_kind(Path(input_path)) is not None):
             if overrides:
                 raise io.WbError("--map maps SFT fields; preference records are recognised by their own keys")
+            if scores is not None:
+                raise io.WbError("--scores: score rules apply to SFT records; this file holds preference records")
             return preference.run(
                 input_path, output, profile, batch_size, on_batch, on_phase, against, command, duplicate_keys, split
             )
@@ -395,6 +444,7 @@ def run(
         raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
     if profile.normalize.chinese is not None:
         text.chinese_converter(profile.normalize.chinese)  # a missing OpenCC is one line before any file is written
+    table, score_source = _score_table(Path(input_path), profile, scores)
     stats = CleanStats()
     files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
     with io.OutputSet(files, manifest=paths.manifest) as outputs:
@@ -408,7 +458,10 @@ def run(
         conversations: list[dict[str, Any]] = []  # tool-calling conversations: validated, kept whole
         for i, batch in enumerate(reader):
             conversations.extend(conv for _, conv in batch.conversations)
-            cleaned = clean_batch(rows_to_frame(batch.lines, batch.rows), profile)
+            frame = rows_to_frame(batch.lines, batch.rows)
+            if table is not None:
+                frame = attach_scores(frame, table)
+            cleaned = clean_batch(frame, profile)
             kept, dedup_dropped = stages.stream(cleaned.kept)
             for dropped in (cleaned.dropped, *dedup_dropped):
                 _write_dropped(dropped_f, dropped)
@@ -465,13 +518,19 @@ def run(
             summary["contamination"] = stages.evals.report()
         if stages.semantic is not None and stages.semantic.precision_used is not None:
             summary["semantic_precision"] = stages.semantic.precision_used  # what `auto` became, and why
+        if score_source is not None:
+            summary["scores"] = score_source
         summary["warnings"] = stages.warnings
         runfile.CleanStats.model_validate(summary)  # the accounting as the run schema types it
         outputs.write(paths.stats, io.dumps_json(summary))
         manifest = build_manifest(
             command=command,
             started=started,
-            inputs={"data": Path(input_path), **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])}},
+            inputs={
+                "data": Path(input_path),
+                **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])},
+                **({"scores": Path(scores)} if scores is not None else {}),
+            },
             outputs={
                 "kept": outputs.entry(paths.kept),
                 "dropped": outputs.entry(paths.dropped),

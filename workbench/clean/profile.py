@@ -179,6 +179,16 @@ def _error_line(source: str, err: ValidationError) -> str:
     return f"{source}: {loc}: {e['msg']}"
 
 
+def _rule_params(name: str, params: Any) -> Any:
+    """A rule's parameters; a bare value (`ifd_max: 1.0`) sets the field a score rule names as its scalar."""
+    if params is None:
+        return {}
+    scalar = getattr(RULES[name].params, "scalar", "")
+    if scalar and not isinstance(params, dict):
+        return {scalar: params}
+    return params
+
+
 def from_dict(raw: Any, source: str = "profile") -> Profile:
     if not isinstance(raw, dict):
         raise WbError(f"{source}: a profile must be a YAML mapping, found {type(raw).__name__}")
@@ -189,7 +199,7 @@ def from_dict(raw: Any, source: str = "profile") -> Profile:
     unknown = [name for name in rules if name not in RULES]
     if unknown:
         raise WbError(f"{source}: rules.{unknown[0]}: unknown rule; known rules are {', '.join(RULES)}")
-    raw["rules"] = {name: ({} if params is None else params) for name, params in rules.items()}
+    raw["rules"] = {name: _rule_params(name, params) for name, params in rules.items()}
     dedup = raw.get("dedup")
     if isinstance(dedup, dict):  # a stage listed without parameters is on with its defaults
         raw["dedup"] = {name: ({} if params is None else params) for name, params in dedup.items()}

@@ -258,6 +258,10 @@ class GenerationCache:
             self._identities[memo] = ModelIdentity(base_hash, adapter_hash)
         return self._identities[memo]
 
+    def file_hash(self, path: Path) -> str:
+        """SHA-256 of a file, remembered by path, size and mtime (a reward model's weights hash once)."""
+        return self._file_hash(path)
+
     def _file_hash(self, path: Path) -> str:
         st = path.stat()
         with self._connect() as db:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,9 @@ def place_dashboards(trainer: Any, run_dir: Path) -> None:
             cb.logging_dir = str(run_dir / TENSORBOARD_DIR)
 
 
+SOURCE_EVAL_LOSS = re.compile(r"^eval_[A-Za-z0-9_-]+_loss$")  # a mixture's per-source eval loss
+
+
 def callbacks(log_path: Path, on_log: Callable[[dict[str, Any]], None] | None) -> list[Any]:
     from transformers import TrainerCallback
 
@@ -85,6 +89,7 @@ def callbacks(log_path: Path, on_log: Callable[[dict[str, Any]], None] | None) -
             if not logs or not state.is_world_process_zero:
                 return
             row = {"step": state.global_step, **{k: logs[k] for k in _ALL_KEYS if k in logs}}
+            row.update({k: v for k, v in logs.items() if SOURCE_EVAL_LOSS.match(k)})
             for k in ("train_runtime", "train_loss"):
                 if k in logs:
                     row[k] = logs[k]
@@ -243,6 +248,23 @@ def trainer_class() -> Any:
             lengths = [row["length"] for row in dataset.rows]
             batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
             return LengthGroupedEpochSampler(lengths, batch, self.args.seed)
+
+        def evaluate(
+            self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+        ) -> dict[str, float]:
+            """With one eval set per source (a dict), Trainer logs `eval_<name>_loss` for each; the pooled
+            `eval_loss` (mean over the sets, weighted by their examples) is added, logged and handed to the callbacks,
+            so the best checkpoint and early stopping follow the whole mixture."""
+            sets: Any = eval_dataset if eval_dataset is not None else self.eval_dataset
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            if not isinstance(sets, dict) or metric_key_prefix != "eval":
+                return metrics
+            sizes = {name: len(ds) for name, ds in sets.items()}
+            pooled = sum(metrics[f"eval_{n}_loss"] * k for n, k in sizes.items()) / max(1, sum(sizes.values()))
+            metrics["eval_loss"] = pooled
+            self.log({"eval_loss": pooled})
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, {"eval_loss": pooled})
+            return metrics
 
         def log(self, logs: dict[str, float], *args: Any, **kw: Any) -> None:
             if "loss" in logs and self.window_start:

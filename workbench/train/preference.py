@@ -166,12 +166,21 @@ def prepare(recipe: Recipe, tokenizer: Any) -> Prepared:
         items: list[Any] = pdata.load_unpaired(path) if recipe.method == "kto" else pdata.load_pairs(path)
         return items[: recipe.max_samples] if path == recipe.data and recipe.max_samples else items
 
-    train_items, val_items = _split(read(recipe.data), recipe)
-    if recipe.eval_data is not None:
-        val_items = read(recipe.eval_data)
-    train = check(recipe.data, train_items)
-    val = check(recipe.eval_data or recipe.data, val_items) if val_items else None
+    data, eval_data = one_file(recipe.data), one_file(recipe.eval_data)
+    assert data is not None
+    train_items, val_items = _split(read(data), recipe)
+    if eval_data is not None:
+        val_items = read(eval_data)
+    train = check(data, train_items)
+    val = check(eval_data or data, val_items) if val_items else None
     return Prepared(train, val, template)
+
+
+def one_file(data: Path | list[Any] | None) -> Path | None:
+    """A preference recipe's data file (the recipe refuses source lists for preference methods)."""
+    if isinstance(data, list):
+        raise WbError("preference methods read one file: data as a list of sources is for SFT methods")
+    return data
 
 
 def _prompt_rows(recipe: Recipe, tokenizer: Any) -> tuple[list[dict[str, Any]], tdata.Template, dict[str, list[int]]]:
@@ -187,7 +196,9 @@ def _prompt_rows(recipe: Recipe, tokenizer: Any) -> tuple[list[dict[str, Any]], 
         )
     rows: list[dict[str, Any]] = []
     dropped: dict[str, list[int]] = {}
-    for item in pdata.load_prompts(recipe.data)[: recipe.max_samples]:
+    prompts = one_file(recipe.data)
+    assert prompts is not None
+    for item in pdata.load_prompts(prompts)[: recipe.max_samples]:
         text = pprep.render_prompt(tokenizer, template, item.prompt)
         if len(tokenizer(text)["input_ids"]) > limit:
             dropped.setdefault(pprep.NO_ROOM, []).append(item.line)

@@ -202,6 +202,53 @@ class PreferenceConfig(Strict):
     temperature: float = Field(1.0, gt=0, description="GRPO: sampling temperature.")
 
 
+SOURCE_NAME = r"^[A-Za-z0-9_-]+$"  # a source's name is part of metric keys (eval_<name>_loss)
+
+
+class DataSource(Strict):
+    """One training source of a mixture (`data:` as a list). A source without weight or epochs is read once per
+    epoch (`epochs: 1`); see docs/scoring.md#mixing for how weights and epochs combine."""
+
+    path: Path = Field(description="Records of this source (output of wb clean), a file or a dataset folder.")
+    name: str | None = Field(None, pattern=SOURCE_NAME, description="Name in the manifest and eval_<name>_loss.")
+    weight: float | None = Field(
+        None, gt=0, description="Sampling share among the weighted sources (shares are weight / sum of weights)."
+    )
+    epochs: float | None = Field(None, gt=0, description="Passes over this source per epoch (0.5: a seeded half).")
+    max_samples: int | None = Field(None, ge=1, description="Use only the first N records of this source.")
+    split: str | None = Field(None, description="Split of a dataset folder (default train).")
+
+    @model_validator(mode="after")
+    def _one_share(self) -> DataSource:
+        if self.weight is not None and self.epochs is not None:
+            raise ValueError("give a source weight or epochs, not both")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.name.split(".")[0] or "data"
+
+
+class EvalSource(Strict):
+    """One validation set of `eval_data:` as a list: its loss is logged as eval_<name>_loss."""
+
+    path: Path
+    name: str | None = Field(None, pattern=SOURCE_NAME)
+    max_samples: int | None = Field(None, ge=1)
+    split: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.name.split(".")[0] or "eval"
+
+
+def _unique_labels(sources: list[Any], key: str) -> None:
+    labels = [s.label for s in sources]
+    repeated = sorted({n for n in labels if labels.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{key}: the source name {repeated[0]!r} is used twice; give each source its own name")
+
+
 class Recipe(Strict):
     """A training run. Paths are relative to the working directory."""
 
@@ -210,11 +257,29 @@ class Recipe(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name: the folder under output_dir.")
     model: str = Field("embedded", description="embedded (SmolLM2-135M-Instruct), a local folder, or a cached hub id.")
     method: Method = "lora"
-    data: Path | None = Field(None, description="Training records (output of wb clean).")
+    data: Path | list[DataSource] | None = Field(
+        None,
+        description="Training records (output of wb clean), or a list of sources to mix, each with path and optional "
+        "name, weight or epochs, max_samples.",
+    )
     data_split: str | None = Field(
         None, description="Split of a dataset folder given as data (save_to_disk or hub snapshot); default train."
     )
-    eval_data: Path | None = Field(None, description="Validation records; else val_size of data is held out.")
+    eval_data: Path | list[EvalSource] | None = Field(
+        None,
+        description="Validation records; else val_size of data is held out (of each source, for a mixture). A list: "
+        "one eval loss per set (eval_<name>_loss).",
+    )
+    replay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Mix in general instruction records (replay_data) as this share of the training set, against "
+        "forgetting: 0.1 → 10 % of the examples per epoch are replay.",
+    )
+    replay_data: Path | None = Field(
+        None, description="Replay records for `replay`; default: the shipped EN + ZH set data/replay/general.jsonl."
+    )
     val_size: float = Field(0.1, ge=0, lt=1, description="Share of data held out for eval loss when no eval_data.")
     max_samples: int | None = Field(None, ge=1, description="Use only the first N records of data (quick runs).")
     template: Annotated[str, AfterValidator(check_template_spec)] = Field(
@@ -281,6 +346,13 @@ class Recipe(Strict):
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
+    @field_validator("data", "eval_data", mode="before")
+    @classmethod
+    def _paths_as_sources(cls, value: Any) -> Any:
+        if isinstance(value, list):  # `data: [a.jsonl, b.jsonl]`: each a source with its path alone
+            return [{"path": v} if isinstance(v, str | Path) else v for v in value]
+        return value
+
     @field_validator("name")
     @classmethod
     def _inside_output_dir(cls, name: str) -> str:
@@ -295,10 +367,23 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
+        if isinstance(self.data, list):
+            if not self.data:
+                raise ValueError("data: an empty list of sources")
+            _unique_labels([*self.data, *([_REPLAY] if self.replay else [])], "data")
+        if isinstance(self.eval_data, list):
+            if not self.eval_data:
+                raise ValueError("eval_data: an empty list of sets")
+            _unique_labels(self.eval_data, "eval_data")
         if self.method in VIRTUAL_TOKEN_METHODS and self.packing:
             # Virtual tokens are prepended per sequence; packed examples would share them.
             object.__setattr__(self, "packing", False)
         if self.method in PREFERENCE_METHODS:
+            if isinstance(self.data, list) or isinstance(self.eval_data, list) or self.replay:
+                raise ValueError(
+                    f"method {self.method} reads one preference file: data/eval_data as lists of sources and replay "
+                    "are for SFT methods"
+                )
             object.__setattr__(self, "packing", False)  # pairs are batched by TRL's own collators
             pref = self.preference
             if self.method == "grpo" and pref.reward_model is None and pref.reward_function is None:
@@ -322,6 +407,9 @@ class Recipe(Strict):
     @property
     def run_dir(self) -> Path:
         return self.output_dir / self.name
+
+
+_REPLAY = EvalSource(path=Path("replay"), name="replay")  # the name the replay source takes in a mixture
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -374,7 +462,23 @@ def load(path: Path | None, overrides: list[str] | None = None, **fields: Any) -
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        e = err.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"] if loc else str(e["msg"]).removeprefix("Value error, ")  # a check across fields: no key
-        raise WbError(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}") from None
+        raise WbError(f"{source}: {_first_error(err)}") from None
+
+
+def _first_error(err: ValidationError) -> str:
+    """`loc: msg` of the error to show. For a union (`data: FILE | [sources]`) pydantic reports one error per branch
+    under a tag naming the branch: the branch the value was written for (a list: the sources) is shown, tags left
+    out."""
+    errors = err.errors(include_url=False)
+
+    def tagged(e: Any) -> bool:
+        return any("[" in str(part) for part in e["loc"])
+
+    def is_path_branch(e: Any) -> bool:
+        return any(str(part).startswith("lax-or-strict") for part in e["loc"])
+
+    e = next((x for x in errors if not is_path_branch(x)), errors[0]) if any(map(tagged, errors)) else errors[0]
+    loc = ".".join(str(p) for p in e["loc"] if "[" not in str(p))
+    if not loc:  # a check across fields: no key
+        return str(e["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {e['msg']}"

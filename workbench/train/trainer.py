@@ -211,6 +211,22 @@ def read_log(session: Session) -> list[dict[str, Any]]:
     return log
 
 
+def input_files(recipe: Recipe) -> dict[str, Path]:
+    """The recipe's data files for the manifest: `data` and `eval_data`, or `data[<name>]` per source of a mixture."""
+    from workbench.train.prepare import sources_of
+
+    out: dict[str, Path] = {}
+    if isinstance(recipe.data, Path) and not recipe.replay:
+        out["data"] = recipe.data
+    elif recipe.data is not None:
+        out.update({f"data[{s.label}]": s.path for s in sources_of(recipe)})
+    if isinstance(recipe.eval_data, Path):
+        out["eval_data"] = recipe.eval_data
+    elif recipe.eval_data is not None:
+        out.update({f"eval_data[{e.label}]": e.path for e in recipe.eval_data})
+    return out
+
+
 def finish(
     session: Session,
     trainer: Any,
@@ -229,7 +245,7 @@ def finish(
     manifest = build_manifest(
         command="train",
         started=session.started,
-        inputs={name: path for name, path in (("data", recipe.data), ("eval_data", recipe.eval_data)) if path},
+        inputs=input_files(recipe),
         outputs={"trainer_log": session.log_path, **outputs},
         config=json.loads(recipe.model_dump_json()),
         seed=recipe.seed,
@@ -262,6 +278,24 @@ def finish(
     return manifest
 
 
+def source_counts(sources: dict[str, dict[str, Any]], epochs_run: float) -> dict[str, dict[str, Any]]:
+    """Each source's part of the mixture, with the examples of it seen over the epochs the run trained."""
+    return {
+        name: {**s, "epochs_run": round(epochs_run, 4), "seen": round(s["per_epoch"] * epochs_run)}
+        for name, s in sources.items()
+    }
+
+
+def last_eval_losses(log: list[dict[str, Any]], names: list[str]) -> dict[str, float]:
+    """The last logged eval loss of each source (`eval_<name>_loss` rows of trainer_log.jsonl)."""
+    out: dict[str, float] = {}
+    for row in log:
+        for name in names:
+            if f"eval_{name}_loss" in row:
+                out[name] = row[f"eval_{name}_loss"]
+    return out
+
+
 def train(
     recipe: Recipe,
     resume: bool = False,
@@ -291,11 +325,16 @@ def train(
     if recipe.early_stopping_patience and prepared.val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience))
     train_rows = rows(prepared.train, recipe)
+    eval_dataset: Any = None
+    if prepared.val_sets is not None:  # a mixture: one eval loss per source, eval_<name>_loss
+        eval_dataset = {name: ListDataset(rows(val, recipe)) for name, val in prepared.val_sets.items()}
+    elif prepared.val:
+        eval_dataset = ListDataset(rows(prepared.val, recipe))
     trainer = hf.trainer_class()(
         model=model,
         args=hf.training_args(recipe, run_dir, session.choice, bool(prepared.val)),
         train_dataset=ListDataset(train_rows),
-        eval_dataset=ListDataset(rows(prepared.val, recipe)) if prepared.val else None,
+        eval_dataset=eval_dataset,
         data_collator=collator,
         callbacks=callbacks,
     )
@@ -330,6 +369,9 @@ def train(
         },
         "tokens_per_second": round(seen / runtime, 1),
     }
+    if prepared.sources is not None:
+        fields["sources"] = source_counts(prepared.sources, float(trainer.state.epoch or 0.0))
+        fields["eval_losses"] = last_eval_losses(log, list(prepared.val_sets or {}))
     outputs = {"sample_losses": run_dir / "sample_losses.jsonl"}
     manifest = finish(session, trainer, output, train_cpu, fields, outputs, prepared.warnings)
     return TrainResult(run_dir, manifest, log, prepared.warnings)
