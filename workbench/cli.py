@@ -66,6 +66,14 @@ PrecisionOpt = Annotated[
         help="auto: bf16 autocast where the CPU has native bf16 units (AMX, AVX512-BF16), else fp32; or force one.",
     ),
 ]
+EngineOpt = Annotated[
+    Literal["local", "ray"],
+    typer.Option("--engine", help="local (this process) or ray (Ray Data; needs the [ray] extra). docs/scale-out.md"),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster to run on (ray://HOST:10001, auto); default: start a local one."),
+]
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
@@ -160,12 +168,14 @@ def clean(
     ] = None,
     quiet: QuietOpt = False,
     split: SplitOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
     prof = cleaning.load(profile).with_semantic_precision(precision)
-    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split)
+    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, engine, ray_address)
 
 
 @app.command()
@@ -188,12 +198,14 @@ def dedup(
     ] = None,
     quiet: QuietOpt = False,
     split: SplitOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
     prof = cleaning.load(profile).dedup_only().with_semantic_precision(precision)
-    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split)
+    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, engine, ray_address)
 
 
 def _run_clean(
@@ -207,16 +219,27 @@ def _run_clean(
     duplicate_keys: str,
     quiet: bool,
     split: str | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
+
+    if ray_address is not None and engine != "ray":
+        raise WbError("--ray-address needs --engine ray")
+    run_clean: Callable[..., Any] = cleaning.run
+    engine_args: dict[str, Any] = {}
+    if engine == "ray":
+        from workbench.clean import ray_engine
+
+        run_clean, engine_args = ray_engine.run, {"address": ray_address}
 
     overrides = parse_overrides(map_ or [])
     stem = "stdin" if str(input) == STDIN else input.name.split(".")[0] or "data"
     target = output if output is not None else Path(f"{stem}.{command}.jsonl")
     total = input.stat().st_size if input.is_file() else 0
     with progress_bar(f"{command} {input.name}", total, quiet) as (advance, phase):
-        result = cleaning.run(
+        result = run_clean(
             input,
             target,
             prof,
@@ -227,6 +250,7 @@ def _run_clean(
             command=command,
             duplicate_keys=parse_duplicate_keys(duplicate_keys),
             split=split,
+            **engine_args,
         )
     s = result.summary
     if not quiet:
