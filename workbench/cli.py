@@ -522,6 +522,9 @@ def train(
         rec = recipes.load(
             Path(files[0]) if files else None, overrides, data=data, model=model, name=name, data_split=split
         )
+    from workbench.train import distributed
+
+    quiet = quiet or not distributed.is_main()  # under torchrun / accelerate launch, rank 0 speaks for all
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     if inspect is not None:
         _inspect(rec, inspect, say)
@@ -541,6 +544,8 @@ def train(
 
     say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {rec.data})")
     result = run_training(rec, resume=resume is not None, on_log=show, on_status=say)
+    if not distributed.is_main():
+        return
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     m = result.manifest

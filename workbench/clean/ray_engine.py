@@ -429,7 +429,7 @@ def run(
                 pl.DataFrame(pl.from_arrow(t)) for t in sides.iter_batches(batch_format="pyarrow", batch_size=None)
             )
             for side in [*side_tables, *side_iter]:
-                for kind, line, payload, rule in side.iter_rows():
+                for kind, line, payload, rule in side.select(side_cols).iter_rows():
                     if kind == "dropped":
                         dropped_f.write(payload)
                         stats.dropped_by_rule[rule] += 1

@@ -103,6 +103,10 @@ def trainer_class() -> Any:
                 head = fusable_head(unwrapped)
                 loss = trained_positions_loss(model, inputs, num_items, unwrap(unwrapped).loss_function, head)
                 if loss is not None:
+                    if self.args.average_tokens_across_devices and num_items is not None:
+                        # As Trainer.compute_loss: num_items counts the trained tokens of all processes, and DDP
+                        # averages the gradients over them, so each process's share is scaled back up.
+                        loss = loss * (self.accelerator.num_processes // self.get_tp_size())
                     return loss
                 if int((inputs["labels"][:, 1:] != tdata.IGNORE).sum()):
                     self.trained_logits_only = False  # the model's logits_to_keep takes no mask: the plain way
@@ -123,8 +127,7 @@ def trainer_class() -> Any:
                 and not return_outputs
                 and self.label_smoother is None
                 and self.compute_loss_func is None
-                and self.accelerator.num_processes == 1
-                and self.args.n_gpu <= 1
+                and self.args.n_gpu <= 1  # DataParallel (several GPUs, one process) splits the batch itself
             )
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -134,7 +137,10 @@ def trainer_class() -> Any:
                 return super()._get_train_sampler(train_dataset)
             dataset: Any = train_dataset if train_dataset is not None else self.train_dataset
             lengths = [row["length"] for row in dataset.rows]
+            # Groups of one optimiser step over all processes: a launched run deals them out batch by batch, so
+            # N processes at batch b see the batches one process at batch N x b sees.
             batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            batch *= self.args.world_size
             return LengthGroupedEpochSampler(lengths, batch, self.args.seed)
 
         def log(self, logs: dict[str, float], *args: Any, **kw: Any) -> None:
@@ -192,6 +198,9 @@ def training_args(recipe: Recipe, run_dir: Path, choice: precision.Choice, has_v
         bf16=choice.device != "cpu" and choice.name == "bf16",
         fp16=choice.device != "cpu" and choice.name == "fp16",
         dataloader_pin_memory=has_cuda(),
+        # On a CPU, say so: under torchrun / accelerate launch accelerate then sets up DDP over gloo (without it, each
+        # process would train alone on all the data).
+        use_cpu=choice.device == "cpu",
         train_sampling_strategy="random" if recipe.packing else "group_by_length",
         report_to=[],
         disable_tqdm=True,

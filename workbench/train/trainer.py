@@ -27,7 +27,7 @@ from workbench import io, precision, runfile
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
 from workbench.train import data as tdata
-from workbench.train import guards, hf, methods
+from workbench.train import distributed, guards, hf, methods
 from workbench.train.loss import prompt_learning, sample_losses
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
 from workbench.train.plot import loss_svg
@@ -99,6 +99,7 @@ def begin(
     from transformers import set_seed
 
     set_seed(recipe.seed)
+    distributed.start()  # launched by torchrun / accelerate: join the process group before the run folder is touched
     # On CPU the activations live in the process heap; release_freed_memory keeps it from fragmenting (slower steps).
     released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
     run_dir = recipe.run_dir
@@ -140,10 +141,12 @@ def apply_method(session: Session) -> None:
         model.config.use_cache = False
     session.model = methods.apply(model, recipe)
     session.trainable, session.total = methods.count_parameters(session.model)
-    io.ensure_dir(session.run_dir)
-    save_recipe(recipe, session.run_dir)
-    if not session.resume and session.log_path.exists():
-        session.log_path.unlink()
+    if distributed.is_main():  # one writer; the other processes wait until the folder is there
+        io.ensure_dir(session.run_dir)
+        save_recipe(recipe, session.run_dir)
+        if not session.resume and session.log_path.exists():
+            session.log_path.unlink()
+    distributed.barrier()
 
 
 def quiet(trainer: Any) -> None:
@@ -169,16 +172,20 @@ def run(session: Session, trainer: Any) -> tuple[Any, float]:
 
 
 def save_weights(session: Session, final: Any) -> None:
-    """The adapter (PEFT methods) or the whole model, with the tokenizer, in safetensors."""
+    """The adapter (PEFT methods) or the whole model, with the tokenizer, in safetensors (by the main process)."""
+    if not distributed.is_main():
+        return
     folder = session.run_dir / ("adapter" if session.recipe.method in methods.PEFT_METHODS else "model")
     final.save_pretrained(folder, safe_serialization=True)
     session.tokenizer.save_pretrained(folder)
 
 
 def read_log(session: Session) -> list[dict[str, Any]]:
-    """trainer_log.jsonl's rows; `loss.svg` drawn from them."""
+    """trainer_log.jsonl's rows; `loss.svg` drawn from them (by the main process)."""
     path = session.log_path
     log = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
+    if not distributed.is_main():
+        return log
     with io.atomic_write(session.run_dir / "loss.svg") as f:
         f.write(loss_svg(log).encode())
     return log
@@ -273,6 +280,14 @@ def train(
     output, train_cpu = run(session, trainer)
 
     final = trainer.model
+    # Real tokens trained on by all processes (a resumed run counts from its checkpoint on).
+    seen, padding_seen, trained_seen = distributed.sum_counts(
+        [trainer.tokens_seen + trainer.window_tokens, trainer.padding_seen, trainer.trained_seen]
+    )
+    if not distributed.is_main():  # rank 0 writes the rest of the run folder; wait for it, then read its manifest
+        distributed.barrier()
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        return TrainResult(run_dir, manifest, read_log(session), prepared.warnings)
     save_weights(session, final)
     losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size, session.choice)
     with io.atomic_write(run_dir / "sample_losses.jsonl") as f:
@@ -280,8 +295,6 @@ def train(
             f.write(io.jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
     log = read_log(session)
     runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
-    # Real tokens trained on in this process (a resumed run counts from its checkpoint on).
-    seen = trainer.tokens_seen + trainer.window_tokens
     fields = {
         "template": tdata.template_for_run(recipe.template, prepared.template, run_dir),
         "examples": {"train": len(prepared.train), "val": len(prepared.val)},
@@ -290,11 +303,13 @@ def train(
             "all_per_epoch": sum(len(ex.input_ids) for ex in prepared.train),
             "sequences_per_epoch": len(train_rows),
             "seen": seen,
-            "padding_seen": trainer.padding_seen,
-            "trained_seen": trainer.trained_seen,
+            "padding_seen": padding_seen,
+            "trained_seen": trained_seen,
         },
+        "processes": distributed.world_size(),
         "tokens_per_second": round(seen / runtime, 1),
     }
     outputs = {"sample_losses": run_dir / "sample_losses.jsonl"}
     manifest = finish(session, trainer, output, train_cpu, fields, outputs, prepared.warnings)
+    distributed.barrier()
     return TrainResult(run_dir, manifest, log, prepared.warnings)
