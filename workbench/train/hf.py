@@ -4,6 +4,7 @@ a NaN guard, length-grouped batches), the JSONL log callback and the TrainingArg
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import time
@@ -170,8 +171,13 @@ def training_args(recipe: Recipe, run_dir: Path, choice: precision.Choice, has_v
     evaluate = has_val
     if evaluate and eval_steps and save_steps and save_steps % eval_steps:
         raise WbError(f"save_steps: {save_steps} must be a multiple of eval_steps {eval_steps}")
+    if recipe.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
+        raise WbError(f"deepspeed: {recipe.deepspeed}: DeepSpeed is not installed: pip install 'wb[deepspeed]' (GPUs)")
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
+        fsdp=recipe.fsdp is not None,  # type: ignore[arg-type]  # transformers 5.24 takes True (its string form is deprecated)
+        fsdp_config=recipe.fsdp.trainer_config() if recipe.fsdp is not None else None,
+        deepspeed=str(recipe.deepspeed) if recipe.deepspeed is not None else None,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
         per_device_train_batch_size=recipe.batch_size,

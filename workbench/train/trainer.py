@@ -171,13 +171,21 @@ def run(session: Session, trainer: Any) -> tuple[Any, float]:
     return output, time.process_time() - cpu_started
 
 
-def save_weights(session: Session, final: Any) -> None:
-    """The adapter (PEFT methods) or the whole model, with the tokenizer, in safetensors (by the main process)."""
-    if not distributed.is_main():
-        return
+def sharded(recipe: Recipe) -> bool:
+    """FSDP or DeepSpeed: no process holds the whole model, so saving and forward passes take every process."""
+    return recipe.fsdp is not None or recipe.deepspeed is not None
+
+
+def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
+    """The adapter (PEFT methods) or the whole model, with the tokenizer, in safetensors, written by the main
+    process. A sharded model (`trainer` given) is gathered by every process through `Trainer.save_model`."""
     folder = session.run_dir / ("adapter" if session.recipe.method in methods.PEFT_METHODS else "model")
-    final.save_pretrained(folder, safe_serialization=True)
-    session.tokenizer.save_pretrained(folder)
+    if trainer is not None and sharded(session.recipe):
+        trainer.save_model(str(folder))  # collective: each process hands its shards, rank 0 writes
+    elif distributed.is_main():
+        final.save_pretrained(folder, safe_serialization=True)
+    if distributed.is_main():
+        session.tokenizer.save_pretrained(folder)
 
 
 def read_log(session: Session) -> list[dict[str, Any]]:
@@ -284,12 +292,16 @@ def train(
     seen, padding_seen, trained_seen = distributed.sum_counts(
         [trainer.tokens_seen + trainer.window_tokens, trainer.padding_seen, trainer.trained_seen]
     )
+    save_weights(session, final, trainer)
+    # A sharded model's forward pass is collective: every process computes the per-example losses, rank 0 writes.
+    losses = None
+    if distributed.is_main() or sharded(recipe):
+        losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size, session.choice)
     if not distributed.is_main():  # rank 0 writes the rest of the run folder; wait for it, then read its manifest
         distributed.barrier()
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
         return TrainResult(run_dir, manifest, read_log(session), prepared.warnings)
-    save_weights(session, final)
-    losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size, session.choice)
+    assert losses is not None
     with io.atomic_write(run_dir / "sample_losses.jsonl") as f:
         for ex, loss in sorted(zip(prepared.train, losses, strict=True), key=lambda p: -p[1]):
             f.write(io.jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
