@@ -78,10 +78,19 @@ def _curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The tiny model and its one-process run at batch 4."""
+    root = tmp_path_factory.mktemp("one")
+    tiny = tiny_model_dir(root / "tiny")
+    return tiny, train(Recipe.model_validate(_fields(root / "one", tiny, batch_size=4)))
+
+
 @pytest.mark.slow
-def test_two_processes_train_like_one_with_the_global_batch_and_resume(tmp_path: Path) -> None:
-    tiny = tiny_model_dir(tmp_path / "tiny")
-    one = train(Recipe.model_validate(_fields(tmp_path / "one", tiny, batch_size=4)))
+def test_two_processes_train_like_one_with_the_global_batch_and_resume(
+    tmp_path: Path, baseline: tuple[Path, Any]
+) -> None:
+    tiny, one = baseline
 
     two_dir = tmp_path / "two"
     recipe = two_dir / "recipe.yaml"
@@ -128,3 +137,29 @@ def test_two_processes_train_like_one_with_the_global_batch_and_resume(tmp_path:
     assert [s for s, _ in _curve(kd)] == [1, 2, 3, 4]
     assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(_curve(kd), b, strict=True))
     assert json.loads((kd / "manifest.json").read_text())["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_processes_trains_like_one_and_saves_the_whole_adapter(
+    tmp_path: Path, baseline: tuple[Path, Any]
+) -> None:
+    from safetensors import safe_open
+
+    tiny, one = baseline
+    fields = _fields(
+        tmp_path, tiny, batch_size=2, fsdp={"config": {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}}
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps(fields), encoding="utf-8")
+    _torchrun(tmp_path, "train", str(recipe))
+    run_dir = tmp_path / "runs" / "d"
+    a, b = _curve(one.run_dir), _curve(run_dir)
+    assert [s for s, _ in b] == [1, 2, 3, 4]
+    assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(a, b, strict=True)), (a, b)
+    # The adapter is gathered from both shards: every tensor at its full shape, as the one-process run saved it.
+    shapes = []
+    for d in (one.run_dir, run_dir):
+        with safe_open(str(d / "adapter" / "adapter_model.safetensors"), "pt") as f:
+            shapes.append({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+    assert shapes[0] == shapes[1] and shapes[0]
+    assert json.loads((run_dir / "manifest.json").read_text())["processes"] == 2
