@@ -110,17 +110,12 @@ def _sorted_lines(path: Path) -> list[str]:
     return sorted(path.read_text(encoding="utf-8").splitlines())
 
 
-def _comparable_stats(path: Path) -> dict[str, Any]:
-    stats = json.loads(path.read_text(encoding="utf-8"))
-    return stats
-
-
 def _same_set(local: Path, other: Path) -> None:
     lp, rp = cleaning.pipeline.OutputPaths.for_output(local), cleaning.pipeline.OutputPaths.for_output(other)
     assert local.read_bytes() == other.read_bytes()  # kept records in input order, byte for byte
     assert lp.rejects.read_bytes() == rp.rejects.read_bytes()
     assert _sorted_lines(lp.dropped) == _sorted_lines(rp.dropped)
-    assert _comparable_stats(lp.stats) == _comparable_stats(rp.stats)
+    assert json.loads(lp.stats.read_text()) == json.loads(rp.stats.read_text())
     lm, rm = (json.loads(p.read_text()) for p in (lp.manifest, rp.manifest))
     assert lm.keys() == rm.keys() and lm["config"] == rm["config"] and lm["inputs"] == rm["inputs"]
     assert {k: v["sha256"] for k, v in lm["outputs"].items() if k != "dropped"} == {
@@ -176,6 +171,9 @@ def test_cli_engine_ray(ray_session: None, tmp_path: Path, wb: Any) -> None:
     local = wb("clean", data, "-o", tmp_path / "local.jsonl", "--quiet")
     assert result.stdout == local.stdout  # the same accounting line
     _same_set(tmp_path / "local.jsonl", tmp_path / "out.jsonl")
+    dedup = wb("dedup", data, "-o", tmp_path / "d-ray.jsonl", "--engine", "ray", "--quiet")
+    assert dedup.exit_code == 0 and dedup.stdout == wb("dedup", data, "-o", tmp_path / "d.jsonl", "--quiet").stdout
+    _same_set(tmp_path / "d.jsonl", tmp_path / "d-ray.jsonl")
     semantic = tmp_path / "semantic.yaml"
     semantic.write_text("name: s\ndedup:\n  semantic:\n", encoding="utf-8")
     bad = wb("clean", data, "-o", tmp_path / "s.jsonl", "--engine", "ray", "-p", semantic)
@@ -192,3 +190,11 @@ def test_local_engine_never_imports_ray(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_ray_address_without_the_ray_engine_is_a_usage_error(tmp_path: Path, wb: Any) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "hi", "output": "hello"}])
+    result = wb("clean", data, "-o", tmp_path / "o.jsonl", "--ray-address", "auto")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --ray-address needs --engine ray"
+    assert not (tmp_path / "o.jsonl").exists()

@@ -422,9 +422,20 @@ def run(
         contamination = stages.evals.report() if stages.evals is not None else None
         semantic = stages.semantic.precision_used if stages.semantic is not None else None
         summary = publish(
-            outputs, paths, stats, profile, stages.names, reader, input_path, against, started, command,
-            contamination=contamination, warnings=stages.warnings, semantic_precision=semantic,
-        )  # fmt: skip
+            outputs,
+            paths,
+            stats,
+            profile,
+            stages.names,
+            reader,
+            input_path,
+            against,
+            started,
+            command,
+            contamination=contamination,
+            warnings=stages.warnings,
+            semantic_precision=semantic,
+        )
         mapping = reader.mapping or {}
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=mapping, source=reader.info)
 

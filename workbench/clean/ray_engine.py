@@ -148,9 +148,13 @@ def session(address: str | None = None, num_cpus: int | None = None) -> Iterator
 def _frame(kind: str, **cols: Any) -> pl.DataFrame:
     """A frame of the block schema: the given columns, the rest null."""
     height = len(next(iter(cols.values())))
-    data = {name: cols[name] if name in cols else pl.repeat(None, height, dtype=dt, eager=True) for name, dt in
-            SCHEMA.items() if name != "_kind"}  # fmt: skip
-    frame = pl.DataFrame({name: data[name] for name in data})
+    frame = pl.DataFrame(
+        {
+            name: cols[name] if name in cols else pl.repeat(None, height, dtype=dtype, eager=True)
+            for name, dtype in SCHEMA.items()
+            if name != "_kind"
+        }
+    )
     return frame.with_columns(pl.lit(kind, dtype=pl.String).alias("_kind")).select(
         pl.col(name).cast(dt) for name, dt in SCHEMA.items()
     )
@@ -160,6 +164,14 @@ def _lines_of(write: Callable[[Any], None]) -> list[bytes]:
     buf = stdio.BytesIO()
     write(buf)
     return [line + b"\n" for line in buf.getvalue().split(b"\n") if line]
+
+
+def _dropped_frame(dropped: pl.DataFrame) -> pl.DataFrame:
+    """Dropped records as the lines the local engine writes to `.dropped.jsonl`, with their rule."""
+    buf = stdio.BytesIO()
+    _write_dropped(buf, dropped)
+    payload = [line + b"\n" for line in buf.getvalue().split(b"\n") if line]
+    return _frame("dropped", _line=dropped["_line"], _payload=payload, _rule=dropped["_rule"])
 
 
 def _list_column(values: np.ndarray, sizes: np.ndarray, dtype: pl.DataType) -> pl.Series:
@@ -215,8 +227,7 @@ class BlockWork:
         parts = []
         for dropped in (cleaned.dropped, *contaminated):
             if dropped.height:
-                payload = _lines_of(lambda f, d=dropped: _write_dropped(f, d))  # type: ignore[misc]
-                parts.append(_frame("dropped", _line=dropped["_line"], _payload=payload, _rule=dropped["_rule"]))
+                parts.append(_dropped_frame(dropped))
         if cleaned.reported.height:
             rep = cleaned.reported
             payload = [orjson.dumps(list(row)) for row in rep.iter_rows()]
@@ -499,10 +510,20 @@ def run(
             if not by_range:
                 stats.blank_lines = reader.blank_lines
             contamination = stages.evals.report() if stages.evals is not None else None
+            names = stages.names
             summary = publish(
-                outputs, paths, stats, profile, stages.names, reader, input_path, against, started, command,
+                outputs,
+                paths,
+                stats,
+                profile,
+                names,
+                reader,
+                input_path,
+                against,
+                started,
+                command,
                 contamination=contamination,
-            )  # fmt: skip
+            )
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=work.mapping, source=reader.info)
 
 
@@ -577,13 +598,11 @@ def _final_filter(exact_drops: pl.DataFrame, resolved: pl.DataFrame) -> Callable
         if hit.any():
             dupes = kept.filter(hit).with_columns(dup.filter(hit).alias("duplicate_of"))
             tagged = _tag(dupes, "exact_duplicate", pl.format("exact duplicate of line {}", pl.col("duplicate_of")))
-            out.append(_frame("dropped", _line=tagged["_line"], _payload=_lines_of(lambda f: _write_dropped(f, tagged)),
-                              _rule=tagged["_rule"]))  # fmt: skip
+            out.append(_dropped_frame(tagged))
             kept = kept.filter(~hit)
         kept, near = DedupStages.split(kept, resolved)
         if near.height:
-            out.append(_frame("dropped", _line=near["_line"], _payload=_lines_of(lambda f: _write_dropped(f, near)),
-                              _rule=near["_rule"]))  # fmt: skip
+            out.append(_dropped_frame(near))
         payload = _lines_of(lambda f: kept.select(FIELDS).write_ndjson(f)) if kept.height else []
         out.append(_frame("kept", _line=kept["_line"], _output_tokens=kept["_output_tokens"], _payload=payload))
         return _concat(out)
