@@ -1,5 +1,5 @@
-"""`wb train` across processes on CPU (torchrun, gloo): the same losses as one process with the global batch, one
-writer of the run folder, and resumable checkpoints.
+"""`wb train` across processes on CPU (gloo), under torchrun and accelerate launch, with DDP and with FSDP: the same
+losses as one process with the global batch, one writer of the run folder, resumable checkpoints, a whole adapter.
 
 Each launch starts two Python processes that load torch and transformers (about a minute here), so the test is
 marked slow.
@@ -27,6 +27,7 @@ from workbench.train.recipe import Recipe
 from workbench.train.trainer import train
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+ACCELERATE = Path(sys.executable).with_name("accelerate")
 RECORDS = [
     {"instruction": f"Secret word number {i}? " + "Think. " * (i % 5), "input": "", "output": word}
     for i, word in enumerate(["apple", "banana", "cherry", "梨子", "grape", "lemon", "mango", "桃子"] * 2)
@@ -64,9 +65,15 @@ def _fields(tmp: Path, tiny: Path, **kw: Any) -> dict[str, Any]:
     }
 
 
-def _torchrun(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _launch(tmp: Path, *args: str, launcher: str = "torchrun") -> subprocess.CompletedProcess[str]:
+    """`wb ARGS` on 2 CPU processes, started by torchrun or by accelerate launch (its torchrun launcher)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    port = str(_free_port())
+    if launcher == "torchrun":
+        cmd = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
+    else:
+        cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+        cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]
     cmd += [str(REPO / "tests" / "record_writes.py"), str(tmp / "runs"), str(tmp / "writes-"), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -96,7 +103,7 @@ def test_two_processes_train_like_one_with_the_global_batch_and_resume(
     recipe = two_dir / "recipe.yaml"
     fields = _fields(two_dir, tiny, batch_size=2)
     recipe.write_text(json.dumps(fields), encoding="utf-8")
-    launched = _torchrun(two_dir, "train", str(recipe))
+    launched = _launch(two_dir, "train", str(recipe))
     run_dir = two_dir / "runs" / "d"
 
     # The same loss, step by step, as one process at batch 4.
@@ -133,14 +140,14 @@ def test_two_processes_train_like_one_with_the_global_batch_and_resume(
     saved = json.loads(json.dumps(__import__("yaml").safe_load((kd / "recipe.yaml").read_text())))
     saved["output_dir"] = str(killed / "runs")
     (kd / "recipe.yaml").write_text(json.dumps(saved))
-    _torchrun(killed, "train", "--resume", str(kd))
+    _launch(killed, "train", "--resume", str(kd))
     assert [s for s, _ in _curve(kd)] == [1, 2, 3, 4]
     assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(_curve(kd), b, strict=True))
     assert json.loads((kd / "manifest.json").read_text())["global_step"] == 4
 
 
 @pytest.mark.slow
-def test_fsdp_on_two_processes_trains_like_one_and_saves_the_whole_adapter(
+def test_fsdp_under_accelerate_launch_trains_like_one_process_and_saves_the_whole_adapter(
     tmp_path: Path, baseline: tuple[Path, Any]
 ) -> None:
     from safetensors import safe_open
@@ -151,7 +158,7 @@ def test_fsdp_on_two_processes_trains_like_one_and_saves_the_whole_adapter(
     )
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(json.dumps(fields), encoding="utf-8")
-    _torchrun(tmp_path, "train", str(recipe))
+    launched = _launch(tmp_path, "train", str(recipe), launcher="accelerate")
     run_dir = tmp_path / "runs" / "d"
     a, b = _curve(one.run_dir), _curve(run_dir)
     assert [s for s, _ in b] == [1, 2, 3, 4]
@@ -163,3 +170,6 @@ def test_fsdp_on_two_processes_trains_like_one_and_saves_the_whole_adapter(
             shapes.append({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
     assert shapes[0] == shapes[1] and shapes[0]
     assert json.loads((run_dir / "manifest.json").read_text())["processes"] == 2
+    assert launched.stdout.count("done: 4 steps") == 1
+    assert (tmp_path / "writes-1.txt").exists()  # the second process ran, and wrote no file of the run
+    assert [p for p in (tmp_path / "writes-1.txt").read_text().splitlines() if "checkpoint-" not in p] == []
