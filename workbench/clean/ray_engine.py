@@ -65,7 +65,8 @@ from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE, rows_to_frame
 from workbench.records import FIELDS
 
-BLOCK_BYTES = 32 << 20  # bytes of JSON Lines a read task parses (about 60,000 short records)
+BLOCK_BYTES = 32 << 20  # most bytes of JSON Lines a read task parses (about 60,000 short records)
+MIN_BLOCK_BYTES = 1 << 20
 
 SIDE_KINDS = ("dropped", "reject", "conv", "reported", "leak", "meta")
 SCHEMA: dict[str, pl.DataType] = {
@@ -358,11 +359,12 @@ def run(
     duplicate_keys: io.DuplicateKeys = "reject",
     split: str | None = None,
     address: str | None = None,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
     num_cpus: int | None = None,
 ) -> CleanResult:
     """`workbench.clean.run` on Ray Data: the same arguments and output set, plus where the cluster is
-    (`address`; None starts a local one with `num_cpus` cores) and how many bytes of JSON Lines a task reads."""
+    (`address`; None starts a local one with `num_cpus` cores) and how many bytes of JSON Lines a task reads
+    (default: enough blocks for two tasks a core, 1 to 32 MiB each)."""
     started = time.time()
     if profile.dedup.semantic is not None:
         raise WbError(f"profile {profile.name}: semantic dedup runs on the local engine only; drop --engine ray")
@@ -403,7 +405,10 @@ def run(
         parts = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
         side_tables: list[pl.DataFrame] = []
         if by_range:
-            ranges = io.byte_ranges(Path(input_path), block_bytes)
+            size = Path(input_path).stat().st_size
+            # At most BLOCK_BYTES a task, and two tasks a core where the input allows (1 MiB at least).
+            block = block_bytes or max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, -(-size // parts)))
+            ranges = io.byte_ranges(Path(input_path), block)
             path = str(input_path)
             items = [{"i": i, "start": a, "end": b} for i, (a, b) in enumerate(ranges)]
             counted = ray.data.from_items(items, override_num_blocks=len(items)).map(
