@@ -74,6 +74,14 @@ KindOpt = Annotated[
         "or say sft / preference (needed for stdin).",
     ),
 ]
+EngineOpt = Annotated[
+    Literal["local", "ray"],
+    typer.Option("--engine", help="local (this process) or ray (Ray Data; needs the [ray] extra). docs/scale-out.md"),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster to run on (ray://HOST:10001, auto); default: start a local one."),
+]
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
@@ -183,13 +191,18 @@ def clean(
             "(default: the input's own `scores`).",
         ),
     ] = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
 
     data_kind = cleaning.resolve_kind(input, kind, bool(map_))
     prof = cleaning.load(profile or cleaning.default_profile(data_kind)).with_semantic_precision(precision)
-    _run_clean("clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind, scores)
+    _run_clean(
+        "clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind, scores,
+        engine, ray_address,
+    )  # fmt: skip
 
 
 @app.command()
@@ -219,13 +232,18 @@ def dedup(
     quiet: QuietOpt = False,
     split: SplitOpt = None,
     kind: KindOpt = "auto",
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
 
     data_kind = cleaning.resolve_kind(input, kind, bool(map_))
     prof = cleaning.load(profile or cleaning.default_profile(data_kind)).dedup_only().with_semantic_precision(precision)
-    _run_clean("dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind)
+    _run_clean(
+        "dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind, None,
+        engine, ray_address,
+    )  # fmt: skip
 
 
 def _run_clean(
@@ -241,16 +259,27 @@ def _run_clean(
     split: str | None = None,
     kind: Literal["sft", "preference"] = "sft",
     scores: Path | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
+
+    if ray_address is not None and engine != "ray":
+        raise WbError("--ray-address needs --engine ray")
+    run_clean: Callable[..., Any] = cleaning.run
+    engine_args: dict[str, Any] = {}
+    if engine == "ray":
+        from workbench.clean import ray_engine
+
+        run_clean, engine_args = ray_engine.run, {"address": ray_address}
 
     overrides = parse_overrides(map_ or [])
     stem = "stdin" if str(input) == STDIN else input.name.split(".")[0] or "data"
     target = output if output is not None else Path(f"{stem}.{command}.jsonl")
     total = input.stat().st_size if input.is_file() else 0
     with progress_bar(f"{command} {input.name}", total, quiet) as (advance, phase):
-        result = cleaning.run(
+        result = run_clean(
             input,
             target,
             prof,
@@ -263,6 +292,7 @@ def _run_clean(
             split=split,
             kind=kind,
             scores=scores,
+            **engine_args,
         )
     s = result.summary
     if not quiet:
@@ -709,6 +739,9 @@ def train(
         rec = recipes.load(
             Path(files[0]) if files else None, overrides, data=data, model=model, name=name, data_split=split
         )
+    from workbench.train import distributed
+
+    quiet = quiet or not distributed.is_main()  # under torchrun / accelerate launch, rank 0 speaks for all
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     if inspect is not None:
         _inspect(rec, inspect, say)
@@ -732,6 +765,8 @@ def train(
     sources = ", ".join(s.label for s in rec.data) if isinstance(rec.data, list) else str(rec.data)
     say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {sources}{', replay' if rec.replay else ''})")
     result = run_training(rec, resume=resume is not None, on_log=show, on_status=say)
+    if not distributed.is_main():
+        return
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     m = result.manifest

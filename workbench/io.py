@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -637,14 +638,25 @@ class RecordReader:
         for items, nbytes in items_of:
             yield self._convert(Batch(bytes_read=nbytes), items)
 
-    def _jsonl_items(self) -> Iterator[tuple[list[Item], int]]:
-        stream = self._open()
+    def read_range(self, start: int, end: int, first_line: int) -> Iterator[Batch]:
+        """The lines of an uncompressed JSON Lines file from byte `start` (a line start) up to byte `end`, numbered
+        from `first_line`: one block of a file split across workers (`byte_ranges`). `mapping` must be set."""
+        if self.info.format != "jsonl" or self.info.compression != "none" or self.info.encoding != "utf-8":
+            raise ValueError(f"{self.path}: byte ranges need an uncompressed UTF-8 JSON Lines file")
+        f = _open_raw(self.path)
+        f.seek(start)
+        bounded = io.BufferedReader(_Bounded(f, end - start), buffer_size=1 << 20)
+        for items, nbytes in self._jsonl_items(bounded, first_line):
+            yield self._convert(Batch(bytes_read=nbytes), items)
+
+    def _jsonl_items(self, stream: IO[bytes] | None = None, first_line: int = 1) -> Iterator[tuple[list[Item], int]]:
+        stream = self._open() if stream is None else stream
         items: list[Item] = []
         nbytes = 0
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         check_duplicates = self.duplicate_keys == "reject"
         with stream, _decompression_errors(self.path):
-            for line_no, line in enumerate(stream, 1):
+            for line_no, line in enumerate(stream, first_line):
                 nbytes += len(line)
                 if line_no == 1:
                     line = line.removeprefix(BOM)
@@ -720,6 +732,59 @@ class RecordReader:
             end = start + len(chunk)
             nbytes = total if end >= len(docs) else 0
             yield items, nbytes
+
+
+class _Bounded(io.RawIOBase):
+    """At most `limit` bytes of a raw file, from where it stands."""
+
+    def __init__(self, inner: IO[bytes], limit: int) -> None:
+        self.inner, self.left = inner, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left <= 0:
+            return 0
+        view = memoryview(buffer)[: self.left]
+        n = self.inner.readinto(view)  # type: ignore[attr-defined]
+        self.left -= n or 0
+        return n or 0
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+def byte_ranges(path: Path, block_bytes: int) -> list[tuple[int, int]]:
+    """Split a file into (start, end) byte ranges of about `block_bytes`, each starting at a line start."""
+    size = Path(path).stat().st_size
+    bounds = [0]
+    with Path(path).open("rb") as f:
+        while bounds[-1] + block_bytes < size:
+            f.seek(bounds[-1] + block_bytes)
+            f.readline()  # on to the next line start
+            at = f.tell()
+            if at >= size:
+                break
+            bounds.append(at)
+    bounds.append(size)
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a] or [(0, 0)]
+
+
+def count_lines(path: Path, start: int, end: int) -> int:
+    """Line ends (b"\\n") in a byte range of a file: how far the line numbers of the next range are shifted."""
+    n = 0
+    with Path(path).open("rb") as f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = f.read(min(left, 1 << 24))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
 
 
 def dumps_json(obj: Any) -> bytes:

@@ -494,51 +494,93 @@ def run(
         stats.kept += len(conversations)
         stats.tool_conversations = len(conversations)
         stats.blank_lines = reader.blank_lines
-        drop_order = [*profile.rule_order, "pii", *stages.names]
-        if not stats.invariant_holds:  # a bug, not a user error
-            raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
-        mapping = reader.mapping or {}
-        source = {
-            "path": str(input_path),
-            "format": reader.info.format,
-            "compression": reader.info.compression,
-            "unit": reader.info.unit,
-            "encoding": reader.info.encoding,
-            **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
-            "sha256": reader.sha256(),
-        }
-        summary = {
-            "input": source,
-            "mapping": mapping,
-            "mapping_notes": mapping_notes(mapping),
-            "profile": profile.as_dict(),
-            **stats.to_json(drop_order),
-        }
-        if stages.evals is not None:
-            summary["contamination"] = stages.evals.report()
-        if stages.semantic is not None and stages.semantic.precision_used is not None:
-            summary["semantic_precision"] = stages.semantic.precision_used  # what `auto` became, and why
-        if score_source is not None:
-            summary["scores"] = score_source
-        summary["warnings"] = stages.warnings
-        runfile.CleanStats.model_validate(summary)  # the accounting as the run schema types it
-        outputs.write(paths.stats, io.dumps_json(summary))
-        manifest = build_manifest(
-            command=command,
-            started=started,
-            inputs={
-                "data": Path(input_path),
-                **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])},
-                **({"scores": Path(scores)} if scores is not None else {}),
-            },
-            outputs={
-                "kept": outputs.entry(paths.kept),
-                "dropped": outputs.entry(paths.dropped),
-                "rejects": outputs.entry(paths.rejects),
-                "stats": outputs.entry(paths.stats),
-            },
-            config={"profile": profile.as_dict(), "mapping": mapping},
+        contamination = stages.evals.report() if stages.evals is not None else None
+        semantic = stages.semantic.precision_used if stages.semantic is not None else None
+        summary = publish(
+            outputs,
+            paths,
+            stats,
+            profile,
+            stages.names,
+            reader,
+            input_path,
+            against,
+            started,
+            command,
+            contamination=contamination,
+            warnings=stages.warnings,
+            semantic_precision=semantic,
+            score_source=score_source,
+            scores=scores,
         )
-        manifest["inputs"]["data"] = {**manifest["inputs"]["data"], "sha256": source["sha256"]}
-        outputs.publish(manifest)
+        mapping = reader.mapping or {}
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=mapping, source=reader.info)
+
+
+def publish(
+    outputs: io.OutputSet,
+    paths: OutputPaths,
+    stats: CleanStats,
+    profile: Profile,
+    stage_names: list[str],
+    reader: io.RecordReader,
+    input_path: Path,
+    against: list[Path] | None,
+    started: float,
+    command: str,
+    contamination: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
+    semantic_precision: Any = None,
+    score_source: dict[str, Any] | None = None,
+    scores: Path | None = None,
+) -> dict[str, Any]:
+    """Check the accounting, write the stats, build the manifest and publish the set: the end of every engine's run.
+    Returns the stats summary. `score_source`/`scores`: the model-based scores the score rules read, and their file."""
+    drop_order = [*profile.rule_order, "pii", *stage_names]
+    if not stats.invariant_holds:  # a bug, not a user error
+        raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
+    mapping = reader.mapping or {}
+    source = {
+        "path": str(input_path),
+        "format": reader.info.format,
+        "compression": reader.info.compression,
+        "unit": reader.info.unit,
+        "encoding": reader.info.encoding,
+        **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
+        "sha256": reader.sha256(),
+    }
+    summary = {
+        "input": source,
+        "mapping": mapping,
+        "mapping_notes": mapping_notes(mapping),
+        "profile": profile.as_dict(),
+        **stats.to_json(drop_order),
+    }
+    if contamination is not None:
+        summary["contamination"] = contamination
+    if semantic_precision is not None:
+        summary["semantic_precision"] = semantic_precision  # what `auto` became, and why
+    if score_source is not None:
+        summary["scores"] = score_source
+    summary["warnings"] = list(warnings or [])
+    runfile.CleanStats.model_validate(summary)  # the accounting as the run schema types it
+    outputs.write(paths.stats, io.dumps_json(summary))
+    manifest = build_manifest(
+        command=command,
+        started=started,
+        inputs={
+            "data": Path(input_path),
+            **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])},
+            **({"scores": Path(scores)} if scores is not None else {}),
+        },
+        outputs={
+            "kept": outputs.entry(paths.kept),
+            "dropped": outputs.entry(paths.dropped),
+            "rejects": outputs.entry(paths.rejects),
+            "stats": outputs.entry(paths.stats),
+        },
+        config={"profile": profile.as_dict(), "mapping": mapping},
+    )
+    manifest["inputs"]["data"] = {**manifest["inputs"]["data"], "sha256": source["sha256"]}
+    outputs.publish(manifest)
+    return summary

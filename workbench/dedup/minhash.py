@@ -271,20 +271,28 @@ class NearDuplicates:
         pairs, sims = pairs[keep_pairs], sims[keep_pairs]
         if len(pairs) == 0:
             return empty
-        rank = keep_order(lines, np.concatenate(self.sizes), self.cfg.keep)
-        position = np.empty_like(rank)
-        position[rank] = np.arange(len(rank))
-        # Orient every pair as (earlier in keep order, later); visit the later ones in keep order.
-        a, b = pairs[:, 0], pairs[:, 1]
-        swap = position[a] > position[b]
-        first = np.where(swap, b, a)
-        second = np.where(swap, a, b)
-        order = np.lexsort((position[first], position[second]))
-        dropped: dict[int, tuple[int, float]] = {}
-        for k in order:
-            later, earlier = int(second[k]), int(first[k])
-            if later in dropped or earlier in dropped:
-                continue  # already dropped, or its partner was: a dropped record keeps nothing out
-            dropped[later] = (earlier, float(sims[k]))
-        rows = sorted((int(lines[d]), int(lines[e]), s) for d, (e, s) in dropped.items())
+        rows = greedy_drops(lines, np.concatenate(self.sizes), pairs, sims, self.cfg.keep)
         return pl.DataFrame(rows, schema=empty.schema, orient="row")
+
+
+def greedy_drops(
+    lines: np.ndarray, sizes: np.ndarray, pairs: np.ndarray, sims: np.ndarray, keep: str
+) -> list[tuple[int, int, float]]:
+    """The keep-order resolution over verified pairs (positions into `lines`/`sizes`): (dropped line, kept line,
+    similarity), sorted by dropped line. Needs only the records that appear in a pair."""
+    rank = keep_order(lines, sizes, keep)
+    position = np.empty_like(rank)
+    position[rank] = np.arange(len(rank))
+    # Orient every pair as (earlier in keep order, later); visit the later ones in keep order.
+    a, b = pairs[:, 0], pairs[:, 1]
+    swap = position[a] > position[b]
+    first = np.where(swap, b, a)
+    second = np.where(swap, a, b)
+    order = np.lexsort((position[first], position[second]))
+    dropped: dict[int, tuple[int, float]] = {}
+    for k in order:
+        later, earlier = int(second[k]), int(first[k])
+        if later in dropped or earlier in dropped:
+            continue  # already dropped, or its partner was: a dropped record keeps nothing out
+        dropped[later] = (earlier, float(sims[k]))
+    return sorted((int(lines[d]), int(lines[e]), s) for d, (e, s) in dropped.items())

@@ -5,6 +5,7 @@ callback, the dashboards (`report_to`) and the TrainingArguments a recipe maps t
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import re
@@ -215,6 +216,10 @@ def trainer_class() -> Any:
                 head = fusable_head(unwrapped)
                 loss = trained_positions_loss(model, inputs, num_items, unwrap(unwrapped).loss_function, head)
                 if loss is not None:
+                    if self.args.average_tokens_across_devices and num_items is not None:
+                        # As Trainer.compute_loss: num_items counts the trained tokens of all processes, and DDP
+                        # averages the gradients over them, so each process's share is scaled back up.
+                        loss = loss * (self.accelerator.num_processes // self.get_tp_size())
                     return loss
                 if int((inputs["labels"][:, 1:] != tdata.IGNORE).sum()):
                     self.trained_logits_only = False  # the model's logits_to_keep takes no mask: the plain way
@@ -235,8 +240,7 @@ def trainer_class() -> Any:
                 and not return_outputs
                 and self.label_smoother is None
                 and self.compute_loss_func is None
-                and self.accelerator.num_processes == 1
-                and self.args.n_gpu <= 1
+                and self.args.n_gpu <= 1  # DataParallel (several GPUs, one process) splits the batch itself
             )
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -246,7 +250,10 @@ def trainer_class() -> Any:
                 return super()._get_train_sampler(train_dataset)
             dataset: Any = train_dataset if train_dataset is not None else self.train_dataset
             lengths = [row["length"] for row in dataset.rows]
+            # Groups of one optimiser step over all processes: a launched run deals them out batch by batch, so
+            # N processes at batch b see the batches one process at batch N x b sees.
             batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            batch *= self.args.world_size
             return LengthGroupedEpochSampler(lengths, batch, self.args.seed)
 
         def evaluate(
@@ -303,6 +310,8 @@ def training_args(
     evaluate = has_val
     if evaluate and eval_steps and save_steps and save_steps % eval_steps:
         raise WbError(f"save_steps: {save_steps} must be a multiple of eval_steps {eval_steps}")
+    if recipe.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
+        raise WbError(f"deepspeed: {recipe.deepspeed}: DeepSpeed is not installed: pip install 'wb[deepspeed]' (GPUs)")
     galore: dict[str, Any] = {}
     if recipe.method == "galore":
         g = recipe.galore
@@ -314,6 +323,9 @@ def training_args(
     fields: dict[str, Any] = dict(
         output_dir=str(run_dir / "checkpoints"),
         run_name=recipe.name,
+        fsdp=recipe.fsdp is not None,  # transformers 5.24 takes True (its string form is deprecated)
+        fsdp_config=recipe.fsdp.trainer_config() if recipe.fsdp is not None else None,
+        deepspeed=str(recipe.deepspeed) if recipe.deepspeed is not None else None,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
         per_device_train_batch_size=recipe.batch_size,
@@ -340,6 +352,9 @@ def training_args(
         bf16=choice.device != "cpu" and choice.name == "bf16",
         fp16=choice.device != "cpu" and choice.name == "fp16",
         dataloader_pin_memory=has_cuda(),
+        # On a CPU, say so: under torchrun / accelerate launch accelerate then sets up DDP over gloo (without it, each
+        # process would train alone on all the data).
+        use_cpu=choice.device == "cpu",
         train_sampling_strategy="random" if recipe.packing else "group_by_length",
         report_to=list(recipe.report_to),
         neftune_noise_alpha=recipe.neftune_noise_alpha,

@@ -8,6 +8,7 @@ alpha 32 / dropout 0.05 on all linear layers, cosine schedule with 3 % warmup, w
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -249,6 +250,76 @@ def _unique_labels(sources: list[Any], key: str) -> None:
         raise ValueError(f"{key}: the source name {repeated[0]!r} is used twice; give each source its own name")
 
 
+# The fsdp_config keys transformers 5.24's TrainingArguments reads (an `fsdp_` prefix is accepted too, as there).
+FSDP_CONFIG_KEYS = frozenset(
+    {
+        "activation_checkpointing", "auto_wrap_policy", "backward_prefetch", "cpu_offload", "cpu_ram_efficient_loading",
+        "forward_prefetch", "limit_all_gathers", "min_num_params", "reshard_after_forward", "state_dict_type",
+        "sync_module_states", "transformer_layer_cls_to_wrap", "use_orig_params", "version",
+    }
+)  # fmt: skip
+
+
+class FsdpConfig(Strict):
+    """FSDP (version 2, `fully_shard`): parameters, gradients and optimiser state sharded over the processes of a
+    launched run (torchrun, accelerate launch), passed to Trainer as `fsdp=True` and `fsdp_config`."""
+
+    sharding: Literal["full_shard", "shard_grad_op"] = Field(
+        "full_shard",
+        description="full_shard: parameters re-sharded after each forward (ZeRO-3-like, least memory); "
+        "shard_grad_op: kept gathered until the backward pass (ZeRO-2-like, less communication).",
+    )
+    auto_wrap: bool = Field(
+        True, description="Wrap each transformer layer as its own FSDP unit (else the whole model)."
+    )
+    offload: bool = Field(False, description="Keep parameters and gradients in CPU memory between uses.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More of Trainer's fsdp_config: transformer_layer_cls_to_wrap, state_dict_type, "
+        "activation_checkpointing, cpu_ram_efficient_loading, ...",
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _known_keys(cls, config: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in config if k.removeprefix("fsdp_") not in FSDP_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; known: {', '.join(sorted(FSDP_CONFIG_KEYS))}")
+        version = config.get("version", config.get("fsdp_version", 2))
+        if version != 2:
+            raise ValueError(f"version: {version!r}; wb passes FSDP2 settings (version 2, transformers' default)")
+        return config
+
+    def trainer_config(self) -> dict[str, Any]:
+        """Trainer's `fsdp_config`: the settings above in its keys, then `config` (which wins where both say)."""
+        return {
+            "version": 2,
+            "reshard_after_forward": self.sharding == "full_shard",
+            "cpu_offload": self.offload,
+            **({} if self.auto_wrap else {"auto_wrap_policy": "NO_WRAP"}),
+            **self.config,
+        }
+
+
+def check_deepspeed_config(path: Path) -> Path:
+    """A DeepSpeed JSON file with a ZeRO stage 2 or 3 section; errors name the file and what is wrong."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a DeepSpeed config is a JSON object")
+    zero = config.get("zero_optimization")
+    stage = zero.get("stage") if isinstance(zero, dict) else None
+    if stage not in (2, 3):
+        raise ValueError(f"{path}: zero_optimization.stage: {stage!r}, expected 2 or 3 (ZeRO-2 or ZeRO-3)")
+    return path
+
+
 class Recipe(Strict):
     """A training run. Paths are relative to the working directory."""
 
@@ -353,6 +424,14 @@ class Recipe(Strict):
             return [{"path": v} if isinstance(v, str | Path) else v for v in value]
         return value
 
+    fsdp: FsdpConfig | None = Field(
+        None, description="Shard the model over the GPUs of a launched run with FSDP (docs/scale-out.md)."
+    )
+    deepspeed: Annotated[Path, AfterValidator(check_deepspeed_config)] | None = Field(
+        None,
+        description="A DeepSpeed ZeRO-2/3 JSON config for a launched run (the [deepspeed] extra; docs/scale-out.md).",
+    )
+
     @field_validator("name")
     @classmethod
     def _inside_output_dir(cls, name: str) -> str:
@@ -367,6 +446,8 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
+        if self.fsdp is not None and self.deepspeed is not None:
+            raise ValueError("fsdp and deepspeed both set: choose one way to shard the model")
         if isinstance(self.data, list):
             if not self.data:
                 raise ValueError("data: an empty list of sources")

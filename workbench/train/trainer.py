@@ -29,7 +29,7 @@ import yaml
 from workbench import io, precision, runfile
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
-from workbench.train import adapters, guards, hf, methods
+from workbench.train import adapters, distributed, guards, hf, methods
 from workbench.train import data as tdata
 from workbench.train.loss import prompt_learning, sample_losses
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
@@ -106,6 +106,7 @@ def begin(
     set_seed(recipe.seed)
     hf.check_dashboards(recipe)
     hf.check_optimizer(recipe)
+    distributed.start()  # launched by torchrun / accelerate: join the process group before the run folder is touched
     # On CPU the activations live in the process heap; release_freed_memory keeps it from fragmenting (slower steps).
     released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
     run_dir = recipe.run_dir
@@ -147,20 +148,23 @@ def apply_method(session: Session) -> None:
         model.config.use_cache = False
     session.model = methods.apply(model, recipe)
     session.trainable, session.total = methods.count_parameters(session.model)
-    io.ensure_dir(session.run_dir)
-    save_recipe(recipe, session.run_dir)
+    if distributed.is_main():  # one writer; the other processes wait until the folder is there
+        io.ensure_dir(session.run_dir)
+        save_recipe(recipe, session.run_dir)
+        if not session.resume and session.log_path.exists():
+            session.log_path.unlink()
     if recipe.method in LORA_METHODS and recipe.lora.init in methods.MUTATING_LORA_INITS:
         # PiSSA / OLoRA moved part of each base weight into the adapter: its initial state is kept, so the final
         # adapter can be saved as the difference, a plain LoRA over the unchanged base (PEFT's conversion).
         init = session.run_dir / LORA_INIT_DIR
-        if init.exists():
-            shutil.rmtree(init)
-        session.model.peft_config["default"].init_lora_weights = True
-        session.model.save_pretrained(init, safe_serialization=True)
-        session.model.peft_config["default"].init_lora_weights = recipe.lora.init
+        if distributed.is_main():
+            if init.exists():
+                shutil.rmtree(init)
+            session.model.peft_config["default"].init_lora_weights = True
+            session.model.save_pretrained(init, safe_serialization=True)
+            session.model.peft_config["default"].init_lora_weights = recipe.lora.init
         session.extra["lora_init"] = init
-    if not session.resume and session.log_path.exists():
-        session.log_path.unlink()
+    distributed.barrier()
 
 
 def quiet(trainer: Any) -> None:
@@ -185,11 +189,22 @@ def run(session: Session, trainer: Any) -> tuple[Any, float]:
     return output, time.process_time() - cpu_started
 
 
-def save_weights(session: Session, final: Any) -> None:
-    """The adapter (PEFT methods, bottleneck adapters) or the whole model, with the tokenizer, in safetensors."""
+def sharded(recipe: Recipe) -> bool:
+    """FSDP or DeepSpeed: no process holds the whole model, so saving and forward passes take every process."""
+    return recipe.fsdp is not None or recipe.deepspeed is not None
+
+
+def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
+    """The adapter (PEFT methods, bottleneck adapters) or the whole model, with the tokenizer, in safetensors,
+    written by the main process. A sharded model (`trainer` given) is gathered by every process through
+    `Trainer.save_model`."""
     method = session.recipe.method
     folder = session.run_dir / ("adapter" if method in methods.ADAPTER_METHODS else "model")
-    if method == "adapter":
+    if trainer is not None and sharded(session.recipe):
+        trainer.save_model(str(folder))  # collective: each process hands its shards, rank 0 writes
+    elif not distributed.is_main():
+        pass
+    elif method == "adapter":
         adapters.save(final, folder)
     elif "lora_init" in session.extra:
         init = session.extra["lora_init"]
@@ -199,13 +214,16 @@ def save_weights(session: Session, final: Any) -> None:
         shutil.rmtree(init, ignore_errors=True)
     else:
         final.save_pretrained(folder, safe_serialization=True)
-    session.tokenizer.save_pretrained(folder)
+    if distributed.is_main():
+        session.tokenizer.save_pretrained(folder)
 
 
 def read_log(session: Session) -> list[dict[str, Any]]:
-    """trainer_log.jsonl's rows; `loss.svg` drawn from them."""
+    """trainer_log.jsonl's rows; `loss.svg` drawn from them (by the main process)."""
     path = session.log_path
     log = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
+    if not distributed.is_main():
+        return log
     with io.atomic_write(session.run_dir / "loss.svg") as f:
         f.write(loss_svg(log).encode())
     return log
@@ -347,15 +365,25 @@ def train(
     output, train_cpu = run(session, trainer)
 
     final = trainer.model
-    save_weights(session, final)
-    losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size, session.choice)
+    # Real tokens trained on by all processes (a resumed run counts from its checkpoint on).
+    seen, padding_seen, trained_seen = distributed.sum_counts(
+        [trainer.tokens_seen + trainer.window_tokens, trainer.padding_seen, trainer.trained_seen]
+    )
+    save_weights(session, final, trainer)
+    # A sharded model's forward pass is collective: every process computes the per-example losses, rank 0 writes.
+    losses = None
+    if distributed.is_main() or sharded(recipe):
+        losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size, session.choice)
+    if not distributed.is_main():  # rank 0 writes the rest of the run folder; wait for it, then read its manifest
+        distributed.barrier()
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        return TrainResult(run_dir, manifest, read_log(session), prepared.warnings)
+    assert losses is not None
     with io.atomic_write(run_dir / "sample_losses.jsonl") as f:
         for ex, loss in sorted(zip(prepared.train, losses, strict=True), key=lambda p: -p[1]):
             f.write(io.jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
     log = read_log(session)
     runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
-    # Real tokens trained on in this process (a resumed run counts from its checkpoint on).
-    seen = trainer.tokens_seen + trainer.window_tokens
     fields = {
         "template": tdata.template_for_run(recipe.template, prepared.template, run_dir),
         "examples": {"train": len(prepared.train), "val": len(prepared.val)},
@@ -364,9 +392,10 @@ def train(
             "all_per_epoch": sum(len(ex.input_ids) for ex in prepared.train),
             "sequences_per_epoch": len(train_rows),
             "seen": seen,
-            "padding_seen": trainer.padding_seen,
-            "trained_seen": trainer.trained_seen,
+            "padding_seen": padding_seen,
+            "trained_seen": trained_seen,
         },
+        "processes": distributed.world_size(),
         "tokens_per_second": round(seen / runtime, 1),
     }
     if prepared.sources is not None:
@@ -374,4 +403,5 @@ def train(
         fields["eval_losses"] = last_eval_losses(log, list(prepared.val_sets or {}))
     outputs = {"sample_losses": run_dir / "sample_losses.jsonl"}
     manifest = finish(session, trainer, output, train_cpu, fields, outputs, prepared.warnings)
+    distributed.barrier()
     return TrainResult(run_dir, manifest, log, prepared.warnings)

@@ -1,0 +1,200 @@
+"""`wb clean --engine ray`: Ray Data gives the local engine's output set, record for record.
+
+One local Ray session serves the whole module (starting one takes several seconds). Skipped when Ray is not
+installed (`pip install 'wb[ray]'`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, read_jsonl, write_jsonl
+from workbench import clean as cleaning
+
+ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'wb[ray]')")
+
+from workbench.clean import ray_engine  # noqa: E402
+
+BASE = REPO / "tests" / "data" / "generated_400.jsonl"
+TOOL_CONVERSATION = {
+    "messages": [
+        {"role": "user", "content": "北京天气怎么样？"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "北京"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+        {"role": "assistant", "content": "北京 21 度。"},
+    ],
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather of a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _valid(lines: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("output"), str) and len(rec["output"]) > 80:
+            out.append(rec)
+    return out
+
+
+def planted(tmp: Path) -> tuple[Path, Path]:
+    """The 400 generated EN + ZH records (with their malformed lines) plus planted duplicates far from their
+    originals, a blank line, a tool conversation; and an eval file one of the records leaks into."""
+    lines = BASE.read_text(encoding="utf-8").splitlines()
+    good = _valid(lines)
+    en = [r for r in good if r["output"].isascii()][:6]
+    zh = [r for r in good if not r["output"].isascii()][:6]
+    extra: list[Any] = []
+    for r in en[:3] + zh[:3]:  # exact: same prompt, other case and punctuation
+        extra.append({**r, "instruction": r["instruction"].upper() + "!!", "output": r["output"] + " (copy)"})
+    for r in en[3:]:  # near: another prompt (so not an exact duplicate), one word of a long answer changed
+        words = r["output"].split(" ")
+        words[len(words) // 2] = "changed"
+        extra.append({**r, "instruction": "Now " + r["instruction"], "output": " ".join(words)})
+    for r in zh[3:]:  # near, Chinese: one character changed
+        out = r["output"]
+        extra.append(
+            {
+                **r,
+                "instruction": "请" + r["instruction"],
+                "output": out[: len(out) // 2] + "变" + out[len(out) // 2 + 1 :],
+            }
+        )
+    rows = [*lines[:200], json.dumps(TOOL_CONVERSATION, ensure_ascii=False), "", *lines[200:]]
+    rows += [json.dumps(r, ensure_ascii=False) for r in extra]
+    data = tmp / "raw.jsonl"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    leak = zh[5]["output"][:40]
+    evals = write_jsonl(
+        tmp / "eval.jsonl", [{"instruction": "复述", "output": leak}, {"instruction": "x", "output": "y"}]
+    )
+    return data, evals
+
+
+def _sorted_lines(path: Path) -> list[str]:
+    return sorted(path.read_text(encoding="utf-8").splitlines())
+
+
+def _same_set(local: Path, other: Path) -> None:
+    lp, rp = cleaning.pipeline.OutputPaths.for_output(local), cleaning.pipeline.OutputPaths.for_output(other)
+    assert local.read_bytes() == other.read_bytes()  # kept records in input order, byte for byte
+    assert lp.rejects.read_bytes() == rp.rejects.read_bytes()
+    assert _sorted_lines(lp.dropped) == _sorted_lines(rp.dropped)
+    assert json.loads(lp.stats.read_text()) == json.loads(rp.stats.read_text())
+    lm, rm = (json.loads(p.read_text()) for p in (lp.manifest, rp.manifest))
+    assert lm.keys() == rm.keys() and lm["config"] == rm["config"] and lm["inputs"] == rm["inputs"]
+    assert {k: v["sha256"] for k, v in lm["outputs"].items() if k != "dropped"} == {
+        k: v["sha256"] for k, v in rm["outputs"].items() if k != "dropped"
+    }
+
+
+def test_ray_engine_writes_the_local_engines_set_across_small_blocks(ray_session: None, tmp_path: Path) -> None:
+    data, evals = planted(tmp_path)
+    profile = cleaning.load("default")
+    local = cleaning.run(data, tmp_path / "local.jsonl", profile, against=[evals], batch_size=64)
+    # 32 KiB blocks: about a dozen, so most planted duplicates sit in another block than their original.
+    dist = ray_engine.run(data, tmp_path / "ray.jsonl", profile, against=[evals], block_bytes=32768, batch_size=64)
+    s = local.summary
+    assert s["dropped_by_rule"]["exact_duplicate"] >= 6 and s["dropped_by_rule"]["near_duplicate"] >= 6
+    assert s["dropped_by_rule"]["contamination"] >= 1 and s["rejected"] > 0 and s["kept_tool_conversations"] == 1
+    assert dist.summary == s
+    _same_set(tmp_path / "local.jsonl", tmp_path / "ray.jsonl")
+    dropped = read_jsonl(tmp_path / "ray.dropped.jsonl")
+    near = [d for d in dropped if d["rule"] == "near_duplicate"]
+    assert any(not d["record"]["output"].isascii() for d in near)  # a Chinese near-duplicate among them
+    assert all(d["line"] - d["duplicate_of"] > 200 for d in near)  # planted ones only, far from their originals
+
+
+def test_ray_engine_on_a_json_array_keep_longest(ray_session: None, tmp_path: Path) -> None:
+    data, _ = planted(tmp_path)
+    records = []
+    for line in data.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    array = tmp_path / "raw.json"
+    array.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    yaml = tmp_path / "longest.yaml"
+    yaml.write_text(
+        "name: longest\nrules:\n  empty_output:\ndedup:\n  exact:\n    fields: [instruction, input, output]\n"
+        "  near:\n    threshold: 0.7\n    keep: longest\n",
+        encoding="utf-8",
+    )
+    profile = cleaning.load(str(yaml))
+    local = cleaning.run(array, tmp_path / "local.jsonl", profile, batch_size=50)
+    dist = ray_engine.run(array, tmp_path / "ray.jsonl", profile, batch_size=50)
+    assert local.summary["dropped_by_rule"]["near_duplicate"] >= 6
+    assert dist.summary == local.summary
+    _same_set(tmp_path / "local.jsonl", tmp_path / "ray.jsonl")
+
+
+def test_cli_engine_ray(ray_session: None, tmp_path: Path, wb: Any) -> None:
+    data, _ = planted(tmp_path)
+    result = wb("clean", data, "-o", tmp_path / "out.jsonl", "--engine", "ray", "--quiet")
+    assert result.exit_code == 0, result.output
+    local = wb("clean", data, "-o", tmp_path / "local.jsonl", "--quiet")
+    assert result.stdout == local.stdout  # the same accounting line
+    _same_set(tmp_path / "local.jsonl", tmp_path / "out.jsonl")
+    dedup = wb("dedup", data, "-o", tmp_path / "d-ray.jsonl", "--engine", "ray", "--quiet")
+    assert dedup.exit_code == 0 and dedup.stdout == wb("dedup", data, "-o", tmp_path / "d.jsonl", "--quiet").stdout
+    _same_set(tmp_path / "d.jsonl", tmp_path / "d-ray.jsonl")
+    semantic = tmp_path / "semantic.yaml"
+    semantic.write_text("name: s\ndedup:\n  semantic:\n", encoding="utf-8")
+    bad = wb("clean", data, "-o", tmp_path / "s.jsonl", "--engine", "ray", "-p", semantic)
+    assert bad.exit_code == 2 and "local engine only" in bad.stderr
+
+
+def test_local_engine_never_imports_ray(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "你好", "output": "你好！有什么可以帮你？"}])
+    code = (
+        "import sys; from pathlib import Path; from workbench.cli import main; "
+        f"sys.argv = ['wb', 'clean', {str(data)!r}, '-o', {str(tmp_path / 'o.jsonl')!r}, '-q']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_ray_address_without_the_ray_engine_is_a_usage_error(tmp_path: Path, wb: Any) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "hi", "output": "hello"}])
+    result = wb("clean", data, "-o", tmp_path / "o.jsonl", "--ray-address", "auto")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --ray-address needs --engine ray"
+    assert not (tmp_path / "o.jsonl").exists()
