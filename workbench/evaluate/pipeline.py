@@ -260,7 +260,17 @@ def _run_side(
         from workbench.evaluate.loglik import score_items
 
         batch = config.generation.batch_size
-        s.mc[side] = score_items(loaded, s.items, s.fewshot, config.mc_prompt, batch, config.max_length, cache, report)
+        s.mc[side] = score_items(
+            loaded,
+            s.items,
+            s.fewshot,
+            config.mc_prompt,
+            batch,
+            config.max_length,
+            cache,
+            report,
+            config.generation.precision,
+        )
         return
     if s.kind == "text":
         s.losses[side] = text_losses(
