@@ -119,6 +119,38 @@ class ClassReport(_Strict):
     confusion: Confusion
 
 
+class JudgeSummary(_Strict):
+    """A pairwise judge's verdicts on the task set (`wb eval --judge`): each item judged in both answer orders, a win
+    only when both orders agree (else a tie); gate paths `task.judge.<field>`."""
+
+    n: Count = Field(description="Items judged (those with a tuned and a base answer).")
+    win_rate: Fraction | None = Field(
+        None, description="Share of items where the judge preferred tuned in both orders."
+    )
+    tie_rate: Fraction | None = Field(None, description="Share of ties (said tie, orders disagreed, or unparsed).")
+    loss_rate: Fraction | None = Field(None, description="Share of items where it preferred base in both orders.")
+    win_minus_loss: Number | None = Field(None, description="win_rate - loss_rate (per item: +1 win, -1 loss, 0 tie).")
+    win_minus_loss_lower: Number | None = Field(None, description="Lower end of its 95% paired bootstrap interval.")
+    win_minus_loss_upper: Number | None = Field(None, description="Upper end of that interval.")
+    wins: Count = 0
+    ties: Count = 0
+    losses: Count = 0
+    position_flip_rate: Fraction | None = Field(
+        None, description="Share of items (both replies parsed) whose verdict changed when the answers swapped places."
+    )
+    flipped: Count = Field(0, description="Items whose verdict changed with the order.")
+    unparsed: Count = Field(0, description="Judge replies that named no verdict (their items count as ties).")
+    replies: Count = Field(0, description="Judge replies (two per item).")
+    tuned_longer: Count = Field(0, description="Items where the tuned answer is longer (CJK-aware tokens).")
+    win_rate_tuned_longer: Fraction | None = Field(None, description="Win rate on the items where tuned is longer.")
+    win_rate_tuned_not_longer: Fraction | None = Field(None, description="Win rate on the others.")
+    kappa: Number | None = Field(None, description="Cohen's kappa, judge vs imported human review verdicts.")
+    kappa_n: Count | None = Field(None, description="Items both the judge and the reviewers gave a verdict.")
+    review_agreement: Fraction | None = Field(None, description="Share of those items with the same verdict.")
+    informative: bool = Field(False, description="The flip rate is at most 0.5: verdicts do not follow positions.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Judge model, prompts, generation settings.")
+
+
 class SetMetrics(_Strict):
     """The aggregate scores of one evaluated set: the task set, or one forgetting probe set."""
 
@@ -130,6 +162,7 @@ class SetMetrics(_Strict):
     degenerate: dict[str, DegenerateStat] = Field(default_factory=dict)
     classification: dict[str, ClassReport] = Field(default_factory=dict, description="Per side (tuned, base).")
     settings: dict[str, Any] = Field(default_factory=dict, description="How this set was scored.")
+    judge: JudgeSummary | None = Field(None, description="The pairwise judge's verdicts (task set, --judge).")
 
 
 class Overlap(_Strict):
@@ -178,6 +211,26 @@ class McScores(_Strict):
     predicted_letter: str = Field(description="The most likely letter (mc_letter_accuracy's choice).")
 
 
+class JudgeCall(_Strict):
+    """One judge reply: which position the tuned answer had, the raw text, and what it was read as."""
+
+    tuned_position: Literal["A", "B"]
+    raw: str = Field(description="The judge's reply as generated.")
+    parsed: Literal["A", "B", "tie"] | None = Field(None, description="The verdict read from it; null: unparsed.")
+    preferred: Literal["tuned", "base", "tie"] | None = Field(None, description="That verdict as a side.")
+
+
+class JudgeVerdict(_Strict):
+    """The judge's verdict on one task item: both orders, and the verdict they give together."""
+
+    verdict: Literal["tuned", "base", "tie"] = Field(description="A side when both orders agree on it; else tie.")
+    language: str = Field(description="The prompt used: en or zh (the question's dominant script).")
+    flipped: bool = Field(description="Both replies parsed and they differ (the verdict depends on the order).")
+    unparsed: Count = Field(0, description="Replies of this item that named no verdict.")
+    tuned_longer: bool = Field(description="The tuned answer has more (CJK-aware) tokens than the base answer.")
+    calls: list[JudgeCall]
+
+
 class SideScores(BaseModel):
     """One model's answer to one item and its per-item scores (metric name -> value; None where not applicable)."""
 
@@ -206,6 +259,7 @@ class ScoreRow(_Strict):
     scored_reference: str | None = None
     tuned: SideScores
     base: SideScores | None = None
+    judge: JudgeVerdict | None = Field(None, description="The pairwise judge's verdict (task rows, --judge).")
 
 
 # --- the train manifest and the cleaning stats ---------------------------------------------------------------------
@@ -433,6 +487,8 @@ def _paths(tp: Any, prefix: str, depth: int) -> Iterator[str]:
         kinds = "|".join(DEGENERATE_KINDS)
         yield f"{prefix}.degenerate.<{kinds}>.<{'|'.join(_numbers_of(DegenerateStat))}>"
         yield f"{prefix}.classification.<tuned|base>.macro_f1"
+        if prefix == "task":
+            yield f"{prefix}.judge.<{'|'.join(_numbers_of(JudgeSummary))}>"
         return
     numbers = [n for n, t in named.items() if _is_number(t)]
     if numbers:

@@ -70,3 +70,11 @@ class EvalConfig(BaseModel):
     seed: int = Field(0, description="Seed of sampling and of the bootstrap.")
     review_size: int = Field(50, ge=0, description="Items in review_sample.csv.")
     cache: bool = Field(True, description="Reuse generations from the cache.")
+    judge: str | None = Field(
+        None,
+        description="Pairwise judge of base vs tuned task answers: a local model folder, a run, or embedded "
+        "(each item judged in both orders).",
+    )
+    judge_prompts: Path | None = Field(
+        None, description="Folder with judge-en.yaml and judge-zh.yaml (default: the shipped pipelines/ ones)."
+    )

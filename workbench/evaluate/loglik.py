@@ -268,8 +268,8 @@ def item_metrics(item: Item, scores: runfile.McScores) -> dict[str, float | int 
 
 class LoglikCache:
     """Log-likelihoods in SQLite (`<wb cache>/logliks.sqlite`), keyed by model identity (the generation cache's:
-        SHA-256 of the base and adapter weights) + context + continuation + max_length + the precision that ran (`bf16` or
-    `fp32`, never `auto`). Safe across processes."""
+    SHA-256 of the base and adapter weights) + context + continuation + max_length + the precision that ran (`bf16`
+    or `fp32`, never `auto`). Safe across processes."""
 
     def __init__(self, path: Path | None = None, identities: GenerationCache | None = None) -> None:
         self.path = path or cache_dir() / "logliks.sqlite"

@@ -431,6 +431,62 @@ def _task_view(run: Run) -> dict[str, Any] | None:
         "corpus": corpus,
         "overlap": overlap if overlap.get("items") is not None else None,
         "generation": [(k, _plain(v)) for k, v in sorted(generation.items())],
+        "judge": _judge_view(run, task.get("judge")),
+    }
+
+
+JUDGE_EXAMPLES = 8
+
+
+def _judge_view(run: Run, j: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pairwise judge's rates, its order and length checks, and a few verdicts with the judge's own words."""
+    if not j:
+        return None
+    flip = j.get("position_flip_rate")
+    examples = []
+    for row in task_items(run):
+        verdict = row.get("judge")
+        if not isinstance(verdict, dict):
+            continue
+        examples.append(
+            {
+                "id": str(row.get("id")),
+                "verdict": verdict.get("verdict"),
+                "flipped": bool(verdict.get("flipped")),
+                "calls": [
+                    (
+                        f"tuned as {c.get('tuned_position')}",
+                        cap(c.get("raw", ""), 300),
+                        c.get("preferred") or "unparsed",
+                    )
+                    for c in verdict.get("calls") or []
+                ],
+            }
+        )
+        if len(examples) >= JUDGE_EXAMPLES:
+            break
+    settings = j.get("settings") or {}
+    return {
+        "n": fmt(j.get("n")),
+        "win": fmt(j.get("win_rate")),
+        "tie": fmt(j.get("tie_rate")),
+        "loss": fmt(j.get("loss_rate")),
+        "wtl": f"{fmt(j.get('wins'))} / {fmt(j.get('ties'))} / {fmt(j.get('losses'))}",
+        "diff": signed(j.get("win_minus_loss")),
+        "diff_interval": _interval(j.get("win_minus_loss_lower"), j.get("win_minus_loss_upper"), signed_=True),
+        "flip": fmt(flip),
+        "flip_pct": fmt(flip * 100, 0) if _is_num(flip) else "-",
+        "informative": bool(j.get("informative")),
+        "unparsed": fmt(j.get("unparsed")),
+        "replies": fmt(j.get("replies")),
+        "tuned_longer": fmt(j.get("tuned_longer")),
+        "win_longer": fmt(j.get("win_rate_tuned_longer")),
+        "win_not_longer": fmt(j.get("win_rate_tuned_not_longer")),
+        "kappa": fmt(j.get("kappa")) if j.get("kappa_n") else None,
+        "kappa_n": fmt(j.get("kappa_n")),
+        "agreement": fmt(j.get("review_agreement")),
+        "model": _plain(settings.get("model", "")),
+        "examples": examples,
     }
 
 
