@@ -17,12 +17,13 @@ Files (docs/run-folder.md describes them in words):
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workbench.evaluate import registry
 
@@ -282,6 +283,8 @@ class TrainManifest(_Open):
     gpu_peak_memory_mb: Number | None = None
     train_loss: Number | None = None
     best_eval_loss: Number | None = None
+    metric_for_best: str | None = Field(None, description="What picked the best checkpoint (eval_loss, eval_<metric>).")
+    best_metric: Number | None = Field(None, description="Its value at the best checkpoint.")
     global_step: Count | None = None
     examples: dict[str, Count] | None = Field(None, description="Training and validation examples.")
     tokens: dict[str, Count | None] | None = Field(None, description="Token counts per epoch and seen.")
@@ -291,11 +294,30 @@ class TrainManifest(_Open):
 
 
 class LogRow(_Open):
-    """One line of `trainer_log.jsonl`."""
+    """One line of `trainer_log.jsonl`. Task metrics computed during training (the recipe's `eval_metrics`) are
+    `eval_<metric>` keys (`eval_rouge_l`), checked like the typed numbers: finite numbers, never strings."""
 
     step: Count | None = None
     loss: Number | None = None
     eval_loss: Number | None = None
+
+    @model_validator(mode="after")
+    def _eval_metrics_are_numbers(self) -> LogRow:
+        for key, value in (self.model_extra or {}).items():
+            if key.startswith("eval_") and value is not None:
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                if not ok:
+                    raise ValueError(f"{key}: expected a finite number, got {value!r}")
+        return self
+
+    def eval_metrics(self) -> dict[str, float]:
+        """The task metrics of this row, by registry name (`rouge_l` for `eval_rouge_l`)."""
+        out = {}
+        for key, value in (self.model_extra or {}).items():
+            name = key.removeprefix("eval_")
+            if key.startswith("eval_") and registry.get(name) is not None and isinstance(value, int | float):
+                out[name] = float(value)
+        return out
 
 
 class CleanStats(_Open):
@@ -346,6 +368,8 @@ class TrainSummary(_Strict):
     gpu_peak_memory_mb: Number | None = None
     train_loss: Number | None = None
     best_eval_loss: Number | None = None
+    metric_for_best: str | None = None
+    best_metric: Number | None = None
     final_loss: Number | None = None
     final_eval_loss: Number | None = None
     first_loss: Number | None = None

@@ -297,6 +297,19 @@ def _train_view(run: Run) -> dict[str, Any] | None:
     chart = line_chart(
         [{"label": "train loss", "cls": "s1", "points": loss}, {"label": "eval loss", "cls": "s2", "points": ev}]
     )
+    metric_curves: dict[str, list[tuple[float, float]]] = {}
+    for r in run.log:
+        for key, value in r.items():
+            name = key.removeprefix("eval_")
+            wanted = key.startswith("eval_") and key != "eval_loss" and registry.get(name) is not None
+            if wanted and _is_num(value) and _is_num(r.get("step")):
+                metric_curves.setdefault(name, []).append((float(r["step"]), float(value)))
+    metric_chart = line_chart(
+        [
+            {"label": f"eval {m}", "cls": f"s{k % 2 + 1}", "points": pts}
+            for k, (m, pts) in enumerate(metric_curves.items())
+        ]
+    )
     trainable, total = train.get("trainable_parameters"), train.get("total_parameters")
     examples = train.get("examples") or {}
     facts = [
@@ -320,12 +333,20 @@ def _train_view(run: Run) -> dict[str, Any] | None:
         ("loss: first → last logged", f"{fmt(train.get('first_loss'))} → {fmt(train.get('final_loss'))}"),
         ("train loss (mean)", fmt(train.get("train_loss"))),
         ("best eval loss", fmt(train.get("best_eval_loss"))),
+        (
+            "best checkpoint chosen by",
+            f"{train.get('metric_for_best')} = {fmt(train.get('best_metric'))}"
+            if train.get("metric_for_best") not in (None, "eval_loss")
+            else None,
+        ),
     ]
     recipe = train.get("recipe")
     recipe_text = yaml.safe_dump(recipe, sort_keys=True, allow_unicode=True) if recipe else ""
     return {
         "facts": [(k, v) for k, v in facts if v is not None and v != "- / -"],
         "chart": chart,
+        "metric_chart": metric_chart,
+        "metric_names": list(metric_curves),
         "recipe": cap(recipe_text, MAX_MANIFEST_CHARS),
         "log_file": str(run.files.get("trainer_log") or ""),
         "steps_logged": len(loss),

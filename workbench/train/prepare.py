@@ -23,6 +23,7 @@ class Prepared:
     train: list[tdata.Example]
     val: list[tdata.Example]
     warnings: list[str] = field(default_factory=list)
+    val_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line, record) of each val example
 
 
 def read_records(
@@ -62,9 +63,9 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
             f"{recipe.max_length} (lines {shown}); raise max_length or drop them"
         )
     if recipe.eval_data is not None:
+        val_records = read_records(recipe.eval_data)
         val = [
-            tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line)
-            for line, r in read_records(recipe.eval_data)
+            tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in val_records
         ]
         train = examples
     else:
@@ -73,9 +74,10 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
         n_val = round(len(examples) * recipe.val_size) if len(examples) >= 10 else 0
         held = set(order[:n_val])
         val = [ex for i, ex in enumerate(examples) if i in held]
+        val_records = [rec for i, rec in enumerate(records) if i in held]
         train = [ex for i, ex in enumerate(examples) if i not in held]
     warnings = check_examples(tokenizer, template, train, recipe)
-    return Prepared(template, train, val, warnings)
+    return Prepared(template, train, val, warnings, val_records)
 
 
 def check_examples(tokenizer: Any, template: str, examples: list[tdata.Example], recipe: Recipe) -> list[str]:

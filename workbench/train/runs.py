@@ -100,6 +100,7 @@ class Loaded:
     base: str
     adapter_dirs: dict[str, Path] = field(default_factory=dict)
     active: str | None = None
+    weights_sha256: str | None = None  # weights that are not files (a model in training): their hash, for caches
 
     @property
     def adapters(self) -> list[str]:
