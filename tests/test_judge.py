@@ -35,6 +35,10 @@ from workbench.evaluate.config import EvalConfig
         ("B is clearly the better answer.", "B"),
         ("Verdict: A", "A"),
         ("I prefer answer B.", "B"),
+        ("Answer: B", "B"),
+        ("The better answer is A.", "A"),
+        ("The winner is B", "B"),
+        ("Answer A: Paris. Answer B: Lyon.", None),  # restating the answers is no verdict
         ("It's a tie: both answers are wrong.", "tie"),
         ("Both are equally good.", "tie"),
         ("A更好", "A"),

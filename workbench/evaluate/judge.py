@@ -110,12 +110,12 @@ _PATTERNS: list[tuple[re.Pattern[str], Letter | None]] = [
         ),
         None,
     ),
-    # "Verdict: A", "I prefer B", "Better answer: A", "choose answer B", "winner is A", "final answer: B"
+    # "Verdict: A", "I prefer B", "Better answer: A", "The better answer is B", "Answer: A", "winner is A"
     (
         re.compile(
-            r"(?i:verdict|prefer|preferred|choose|choice|pick|select|winner(?:\s+is)?|better(?:\s+answer|\s+response)?"
-            r"|final\s+answer|answer\s+is|decision)\s*[:：]?\s*(?i:answer\s+|response\s+|assistant\s+|option\s+)?"
-            r"[(\[]?([AB])" + _END
+            r"(?i:verdict|prefer|preferred|choose|choice|pick|select|winner|better(?:\s+answer|\s+response)?"
+            r"|final\s+answer|answer\s*[:：]|answer\s+is|decision)\s*[:：]?\s*(?i:is\s+)?"
+            r"(?i:answer\s+|response\s+|assistant\s+|option\s+)?[(\[]?([AB])" + _END
         ),
         None,
     ),
