@@ -27,6 +27,11 @@ RECORDS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WB_CACHE", str(tmp_path / "wb-cache"))  # generations during training go to a cache
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
@@ -115,6 +120,7 @@ def test_every_eval_logs_the_task_metrics_of_generated_answers(tmp_path: Path, t
     assert manifest["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
     assert manifest["best_metric"] == pytest.approx(best["eval_rouge_l"])
     assert manifest["best_eval_loss"] == pytest.approx(min(r["eval_loss"] for r in evals))
+    assert (tmp_path / "wb-cache" / "generations.sqlite").is_file()  # answers went through the generation cache
     svg = (result.run_dir / "loss.svg").read_text(encoding="utf-8")
     assert "eval_rouge_l" in svg and "eval_exact_match" in svg
 
