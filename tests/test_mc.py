@@ -211,7 +211,7 @@ def test_option_log_likelihoods_equal_plain_transformers_sums_and_pick_the_same_
     from workbench.evaluate.loglik import score_items
 
     items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
-    scored = score_items(loaded, items[1:], items[:1], mode=mode, batch_size=3)
+    scored = score_items(loaded, items[1:], items[:1], mode=mode, batch_size=3, precision="fp32")
     for item, s in zip(items[1:], scored, strict=True):
         assert items[0].instruction in s.context  # the few-shot example is in the context
         sums = []
@@ -240,8 +240,8 @@ def test_batching_and_the_cache_do_not_change_a_log_likelihood(loaded: Any, tmp_
     from workbench.evaluate.loglik import LoglikCache, score_items
 
     items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
-    one = score_items(loaded, items, [], batch_size=1)
-    many = score_items(loaded, items, [], batch_size=16)
+    one = score_items(loaded, items, [], batch_size=1, precision="fp32")
+    many = score_items(loaded, items, [], batch_size=16, precision="fp32")
     for a, b in zip(one, many, strict=True):
         assert [c.loglik for c in a.choices] == pytest.approx([c.loglik for c in b.choices], abs=1e-4)
     cache = LoglikCache(tmp_path / "ll.sqlite", GenerationCache(tmp_path / "gen.sqlite"))
@@ -249,6 +249,41 @@ def test_batching_and_the_cache_do_not_change_a_log_likelihood(loaded: Any, tmp_
     assert cache.misses > 0 and cache.hits == 0
     again = score_items(loaded, items, [], cache=cache)
     assert cache.hits == cache.misses and again == first
+
+
+@torch_needed
+def test_log_likelihoods_run_under_the_precision_asked_for_and_the_cache_keeps_bf16_apart_from_fp32(
+    tiny: Path, loaded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from workbench.evaluate.generate import GenerationCache
+    from workbench.evaluate.loglik import LoglikCache, score_items
+
+    items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
+    seen: list[bool] = []
+    forward = loaded.model.forward
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "forward", recording)
+    cache = LoglikCache(tmp_path / "ll.sqlite", GenerationCache(tmp_path / "gen.sqlite"))
+    fp32 = score_items(loaded, items, [], cache=cache, precision="fp32")
+    assert seen and not any(seen)  # fp32: no autocast
+    seen.clear()
+    misses = cache.misses
+    bf16 = score_items(loaded, items, [], cache=cache, precision="bf16")
+    assert seen and all(seen)  # bf16: every forward pass under autocast
+    assert cache.misses == 2 * misses and cache.hits == 0  # bf16 sums are not served from fp32 entries
+    first = fp32[1].choices[0]
+    expected, _ = _plain_sum(tiny, fp32[1].context, first.continuation)
+    assert first.loglik == pytest.approx(expected, abs=1e-4)
+    got = [c.loglik for s in bf16 for c in s.choices]
+    want = [c.loglik for s in fp32 for c in s.choices]
+    assert got != want and got == pytest.approx(want, rel=0.05, abs=0.5)  # bf16 rounding, not another model
+    assert score_items(loaded, items, [], cache=cache, precision="bf16") == bf16 and cache.hits == misses
 
 
 @torch_needed

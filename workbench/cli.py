@@ -1041,6 +1041,10 @@ def eval_(
     ] = None,
     prefs: Annotated[Path | None, typer.Option("--prefs", help=_EH["prefs"])] = None,
     reward_model: Annotated[Path | None, typer.Option("--reward-model", help=_EH["reward_model"])] = None,
+    judge: Annotated[str | None, typer.Option("--judge", help=_EH["judge"])] = _E["judge"],
+    judge_prompts: Annotated[Path | None, typer.Option("--judge-prompts", help=_EH["judge_prompts"])] = _E[
+        "judge_prompts"
+    ],
     quiet: QuietOpt = False,
     split: SplitOpt = None,
 ) -> None:
@@ -1085,6 +1089,8 @@ def eval_(
         cache=not no_cache,
         prefs=prefs,
         reward_model=reward_model,
+        judge=judge,
+        judge_prompts=judge_prompts,
     )
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     if predictions is not None:
@@ -1239,8 +1245,14 @@ def _import_review(target: str | None, output: Path | None, filled: Path) -> Non
     folder = output or (Path(target) / "eval" if target else None)
     if folder is None or not folder.is_dir():
         raise WbError("--import-review: give the run folder (or -o its eval folder) the review belongs to")
+    from workbench.evaluate.pipeline import fold_review_into_judge
+
     summary = import_review(filled)
     write_json(folder / "review.json", summary)
+    agreed = fold_review_into_judge(folder)
+    if agreed is not None:
+        kappa = "undefined" if agreed["kappa"] is None else f"{agreed['kappa']:.3f}"
+        out.print(f"judge vs reviewers: Cohen's kappa {kappa} on {agreed['n']} items", markup=False)
     v = summary["verdicts"]
     out.print(
         f"review: {summary['reviewed']} verdicts ({summary['unreviewed']} rows left empty): tuned better {v['tuned']}, "
@@ -1271,6 +1283,15 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
                 f"{st['wins']}/{st['ties']}/{st['losses']}" if has_base else "",
             )
         out.print(table)
+        j = summary.get("judge")
+        if j:
+            out.print(
+                f"judge ({j['n']} items, both orders): win {_fmt(j.get('win_rate'))}, tie {_fmt(j.get('tie_rate'))}, "
+                f"loss {_fmt(j.get('loss_rate'))}; win - loss {_fmt(j.get('win_minus_loss'))} "
+                f"[{_fmt(j.get('win_minus_loss_lower'))}, {_fmt(j.get('win_minus_loss_upper'))}]; "
+                f"position flips {_fmt(j.get('position_flip_rate'))}; unparsed {j['unparsed']} of {j['replies']}",
+                markup=False,
+            )
     pref = metrics.get("preference")
     if pref:
         table = Table(title=f"preference ({pref['n']} pairs)", title_justify="left")

@@ -120,6 +120,38 @@ class ClassReport(_Strict):
     confusion: Confusion
 
 
+class JudgeSummary(_Strict):
+    """A pairwise judge's verdicts on the task set (`wb eval --judge`): each item judged in both answer orders, a win
+    only when both orders agree (else a tie); gate paths `task.judge.<field>`."""
+
+    n: Count = Field(description="Items judged (those with a tuned and a base answer).")
+    win_rate: Fraction | None = Field(
+        None, description="Share of items where the judge preferred tuned in both orders."
+    )
+    tie_rate: Fraction | None = Field(None, description="Share of ties (said tie, orders disagreed, or unparsed).")
+    loss_rate: Fraction | None = Field(None, description="Share of items where it preferred base in both orders.")
+    win_minus_loss: Number | None = Field(None, description="win_rate - loss_rate (per item: +1 win, -1 loss, 0 tie).")
+    win_minus_loss_lower: Number | None = Field(None, description="Lower end of its 95% paired bootstrap interval.")
+    win_minus_loss_upper: Number | None = Field(None, description="Upper end of that interval.")
+    wins: Count = 0
+    ties: Count = 0
+    losses: Count = 0
+    position_flip_rate: Fraction | None = Field(
+        None, description="Share of items (both replies parsed) whose verdict changed when the answers swapped places."
+    )
+    flipped: Count = Field(0, description="Items whose verdict changed with the order.")
+    unparsed: Count = Field(0, description="Judge replies that named no verdict (their items count as ties).")
+    replies: Count = Field(0, description="Judge replies (two per item).")
+    tuned_longer: Count = Field(0, description="Items where the tuned answer is longer (CJK-aware tokens).")
+    win_rate_tuned_longer: Fraction | None = Field(None, description="Win rate on the items where tuned is longer.")
+    win_rate_tuned_not_longer: Fraction | None = Field(None, description="Win rate on the others.")
+    kappa: Number | None = Field(None, description="Cohen's kappa, judge vs imported human review verdicts.")
+    kappa_n: Count | None = Field(None, description="Items both the judge and the reviewers gave a verdict.")
+    review_agreement: Fraction | None = Field(None, description="Share of those items with the same verdict.")
+    informative: bool = Field(False, description="The flip rate is at most 0.5: verdicts do not follow positions.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Judge model, prompts, generation settings.")
+
+
 class SetMetrics(_Strict):
     """The aggregate scores of one evaluated set: the task set, or one forgetting probe set."""
 
@@ -131,6 +163,7 @@ class SetMetrics(_Strict):
     degenerate: dict[str, DegenerateStat] = Field(default_factory=dict)
     classification: dict[str, ClassReport] = Field(default_factory=dict, description="Per side (tuned, base).")
     settings: dict[str, Any] = Field(default_factory=dict, description="How this set was scored.")
+    judge: JudgeSummary | None = Field(None, description="The pairwise judge's verdicts (task set, --judge).")
 
 
 class Overlap(_Strict):
@@ -200,6 +233,26 @@ class McScores(_Strict):
     predicted_letter: str = Field(description="The most likely letter (mc_letter_accuracy's choice).")
 
 
+class JudgeCall(_Strict):
+    """One judge reply: which position the tuned answer had, the raw text, and what it was read as."""
+
+    tuned_position: Literal["A", "B"]
+    raw: str = Field(description="The judge's reply as generated.")
+    parsed: Literal["A", "B", "tie"] | None = Field(None, description="The verdict read from it; null: unparsed.")
+    preferred: Literal["tuned", "base", "tie"] | None = Field(None, description="That verdict as a side.")
+
+
+class JudgeVerdict(_Strict):
+    """The judge's verdict on one task item: both orders, and the verdict they give together."""
+
+    verdict: Literal["tuned", "base", "tie"] = Field(description="A side when both orders agree on it; else tie.")
+    language: str = Field(description="The prompt used: en or zh (the question's dominant script).")
+    flipped: bool = Field(description="Both replies parsed and they differ (the verdict depends on the order).")
+    unparsed: Count = Field(0, description="Replies of this item that named no verdict.")
+    tuned_longer: bool = Field(description="The tuned answer has more (CJK-aware) tokens than the base answer.")
+    calls: list[JudgeCall]
+
+
 class SideScores(BaseModel):
     """One model's answer to one item and its per-item scores (metric name -> value; None where not applicable)."""
 
@@ -228,6 +281,7 @@ class ScoreRow(_Strict):
     scored_reference: str | None = None
     tuned: SideScores
     base: SideScores | None = None
+    judge: JudgeVerdict | None = Field(None, description="The pairwise judge's verdict (task rows, --judge).")
 
 
 # --- the train manifest and the cleaning stats ---------------------------------------------------------------------
@@ -267,6 +321,8 @@ class TrainManifest(_Open):
     gpu_peak_memory_mb: Number | None = None
     train_loss: Number | None = None
     best_eval_loss: Number | None = None
+    metric_for_best: str | None = Field(None, description="What picked the best checkpoint (eval_loss, eval_<metric>).")
+    best_metric: Number | None = Field(None, description="Its value at the best checkpoint.")
     global_step: Count | None = None
     examples: dict[str, Count] | None = Field(None, description="Training and validation examples.")
     sources: dict[str, SourceUse] | None = Field(None, description="A mixture's sources (data: as a list, replay).")
@@ -282,7 +338,8 @@ class LogRow(_Open):
     rewards (`rewards/chosen`, `rewards/rejected`, `rewards/margins`, `rewards/accuracies`), the reward method
     `accuracy` and `margin`, GRPO `reward` and `kl` (KL to the reference); eval rows the same with `eval_`. A
     mixture's eval rows also hold `eval_<source>_loss` per source (checked as numbers like eval_loss;
-    `source_eval_losses` reads them)."""
+    `source_eval_losses` reads them). Task metrics computed during training (the recipe's `eval_metrics`) are
+    `eval_<metric>` keys (`eval_rouge_l`), checked like the typed numbers: finite numbers, never strings."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -299,12 +356,23 @@ class LogRow(_Open):
     margin: Number | None = Field(None, description="Reward model: mean reward(chosen) - reward(rejected).")
 
     @model_validator(mode="after")
-    def _source_losses_are_numbers(self) -> LogRow:
+    def _eval_numbers_are_numbers(self) -> LogRow:
+        """Every other `eval_*` key (a task metric, a source's loss) is a finite number, never a string."""
         for key, value in (self.model_extra or {}).items():
-            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            if key.startswith("eval_") and key.endswith("_loss") and not number:
-                raise ValueError(f"{key}: expected a finite number, got {value!r}")
+            if key.startswith("eval_") and value is not None:
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                if not ok:
+                    raise ValueError(f"{key}: expected a finite number, got {value!r}")
         return self
+
+    def eval_metrics(self) -> dict[str, float]:
+        """The task metrics of this row, by registry name (`rouge_l` for `eval_rouge_l`)."""
+        out = {}
+        for key, value in (self.model_extra or {}).items():
+            name = key.removeprefix("eval_")
+            if key.startswith("eval_") and registry.get(name) is not None and isinstance(value, int | float):
+                out[name] = float(value)
+        return out
 
     def source_eval_losses(self) -> dict[str, float]:
         """`eval_<source>_loss` of this row, by source name."""
@@ -410,6 +478,8 @@ class TrainSummary(_Strict):
     gpu_peak_memory_mb: Number | None = None
     train_loss: Number | None = None
     best_eval_loss: Number | None = None
+    metric_for_best: str | None = None
+    best_metric: Number | None = None
     final_loss: Number | None = None
     final_eval_loss: Number | None = None
     first_loss: Number | None = None
@@ -556,6 +626,8 @@ def _paths(tp: Any, prefix: str, depth: int) -> Iterator[str]:
         kinds = "|".join(DEGENERATE_KINDS)
         yield f"{prefix}.degenerate.<{kinds}>.<{'|'.join(_numbers_of(DegenerateStat))}>"
         yield f"{prefix}.classification.<tuned|base>.macro_f1"
+        if prefix == "task":
+            yield f"{prefix}.judge.<{'|'.join(_numbers_of(JudgeSummary))}>"
         return
     numbers = [n for n, t in named.items() if _is_number(t)]
     if numbers:

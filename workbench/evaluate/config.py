@@ -78,3 +78,11 @@ class EvalConfig(BaseModel):
         description="A reward run (method reward): its accuracy on --prefs, and the tuned-vs-base win rate of the "
         "task answers under it.",
     )
+    judge: str | None = Field(
+        None,
+        description="Pairwise judge of base vs tuned task answers: a local model folder, a run, or embedded "
+        "(each item judged in both orders).",
+    )
+    judge_prompts: Path | None = Field(
+        None, description="Folder with judge-en.yaml and judge-zh.yaml (default: the shipped pipelines/ ones)."
+    )

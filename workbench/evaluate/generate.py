@@ -243,8 +243,13 @@ class GenerationCache:
             yield db
 
     def identity(self, loaded: Loaded) -> ModelIdentity:
+        """SHA-256 of the base weight files and of the active adapter's (or, for weights in training, the hash the
+        trainer gives them: `Loaded.weights_sha256`)."""
         adapter_dir = _active_adapter_dir(loaded)
         memo = (loaded.base, adapter_dir)
+        if loaded.weights_sha256 is not None:
+            base_only = Loaded(loaded.model, loaded.tokenizer, loaded.template, loaded.base)
+            return ModelIdentity(self.identity(base_only).base_sha256, "training:" + loaded.weights_sha256)
         if memo not in self._identities:
             base = resolve_model(loaded.base)
             weights = [base / n for n in SAFETENSORS_WEIGHTS if (base / n).is_file()]

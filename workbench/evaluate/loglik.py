@@ -16,8 +16,10 @@ the context's; the stored strings are the ones after that move, so `McScores` is
 
 Batched across items: each distinct token row (context + continuation, less its last token) runs once, so options
 that are one token each (the letters) share one forward pass; rows are sorted by length, right-padded, and the
-output head runs only on the scored positions where the model allows it. Results are cached by model identity +
-context + continuation (`LoglikCache`, beside the generation cache).
+output head runs only on the scored positions where the model allows it. The forward passes run in the precision
+`workbench.precision` picks (`auto`: bf16 autocast on a CPU with native bf16 units, else fp32; the weights are never
+cast, the log-softmax is taken in fp32), as generation does. Results are cached by model identity + context +
+continuation + the precision that ran (`LoglikCache`, beside the generation cache): bf16 sums are not fp32 sums.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from typing import Any
 from workbench import runfile
 from workbench.evaluate.forgetting import Item
 from workbench.evaluate.generate import GenerationCache, prompt_for, read_json_rows, write_json_rows
+from workbench.precision import Choice, for_model
 from workbench.train.model import cache_dir
 from workbench.train.runs import Loaded
 
 ProgressFn = Callable[[int, int], None]
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # the key holds the precision that ran; format 1 entries were fp32 without saying so
 PLAIN_DELIMITER = " "  # lm-evaluation-harness's target_delimiter
 FEWSHOT_DELIMITER = "\n\n"  # and its fewshot_delimiter
 
@@ -99,16 +102,19 @@ def loglikelihoods(
     max_length: int = 1024,
     cache: LoglikCache | None = None,
     progress: ProgressFn | None = None,
+    precision: str = "auto",
 ) -> list[tuple[float, int]]:
-    """(summed log-probability, token count) of each request's continuation given its context, in order."""
-    keys = [cache.key(loaded, r, max_length) for r in requests] if cache is not None else []
+    """(summed log-probability, token count) of each request's continuation given its context, in order, computed
+    in `precision` (auto, bf16 or fp32: `workbench.precision`)."""
+    choice = for_model(precision, loaded.model)
+    keys = [cache.key(loaded, r, max_length, choice.name) for r in requests] if cache is not None else []
     found = cache.get_many(keys) if cache is not None else {}
     out: list[tuple[float, int] | None] = [found.get(k) for k in keys] if cache is not None else [None] * len(requests)
     todo = [i for i, v in enumerate(out) if v is None]
     if progress is not None:
         progress(len(requests) - len(todo), len(requests))
     if todo:
-        fresh = _compute(loaded, [requests[i] for i in todo], batch_size, max_length, progress, len(requests))
+        fresh = _compute(loaded, [requests[i] for i in todo], batch_size, max_length, progress, len(requests), choice)
         for i, value in zip(todo, fresh, strict=True):
             out[i] = value
         if cache is not None:
@@ -134,6 +140,7 @@ def _compute(
     max_length: int,
     progress: ProgressFn | None,
     total: int,
+    choice: Choice,
 ) -> list[tuple[float, int]]:
     import torch
 
@@ -159,7 +166,7 @@ def _compute(
     per_row = [0] * len(row_ids)
     for row, _, _ in targets:
         per_row[row] += 1
-    with loaded.active_model() as model, torch.inference_mode():
+    with loaded.active_model() as model, torch.inference_mode(), choice.autocast():
         device = next(model.parameters()).device
         masked_head = not prompt_learning(model)
         for lo in range(0, len(order), batch_size):
@@ -213,11 +220,12 @@ def score_items(
     max_length: int = 1024,
     cache: LoglikCache | None = None,
     progress: ProgressFn | None = None,
+    precision: str = "auto",
 ) -> list[runfile.McScores]:
     """Every option's and letter's log-likelihood for each item, and the letters each rule picks."""
     rendered = [render(loaded, it, fewshot, mode) for it in items]
     flat = [r for choices, letters in rendered for r in (*choices, *letters)]
-    values = loglikelihoods(loaded, flat, batch_size, max_length, cache, progress)
+    values = loglikelihoods(loaded, flat, batch_size, max_length, cache, progress, precision)
     out = []
     k = 0
     for it, (choices, letters) in zip(items, rendered, strict=True):
@@ -260,7 +268,8 @@ def item_metrics(item: Item, scores: runfile.McScores) -> dict[str, float | int 
 
 class LoglikCache:
     """Log-likelihoods in SQLite (`<wb cache>/logliks.sqlite`), keyed by model identity (the generation cache's:
-    SHA-256 of the base and adapter weights) + context + continuation + max_length. Safe across processes."""
+    SHA-256 of the base and adapter weights) + context + continuation + max_length + the precision that ran (`bf16`
+    or `fp32`, never `auto`). Safe across processes."""
 
     def __init__(self, path: Path | None = None, identities: GenerationCache | None = None) -> None:
         self.path = path or cache_dir() / "logliks.sqlite"
@@ -276,7 +285,7 @@ class LoglikCache:
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
             yield db
 
-    def key(self, loaded: Loaded, request: Request, max_length: int) -> str:
+    def key(self, loaded: Loaded, request: Request, max_length: int, precision: str) -> str:
         ident = asdict(self._identities.identity(loaded))
         blob = json.dumps(
             {
@@ -284,6 +293,7 @@ class LoglikCache:
                 "context": request.context,
                 "continuation": request.continuation,
                 "max_length": max_length,
+                "precision": precision,
                 "format": CACHE_FORMAT,
             },
             sort_keys=True,

@@ -19,7 +19,7 @@ from typing import Any
 
 from workbench import io, runfile
 from workbench.errors import WbError
-from workbench.evaluate import compare, degenerate, registry, review
+from workbench.evaluate import compare, degenerate, judge, registry, review
 from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
 from workbench.evaluate.generate import Answer
@@ -58,6 +58,8 @@ class EvalSet:
     mc: dict[str, list[runfile.McScores]] = field(default_factory=dict)  # side -> option log-likelihoods
     fewshot: list[Item] = field(default_factory=list)  # multiple choice: examples, not scored
     settings: dict[str, Any] = field(default_factory=dict)  # how the set was read (its metrics.json settings)
+    judged: list[runfile.JudgeVerdict] = field(default_factory=list)  # the pairwise judge's verdicts (task set)
+    judge_settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -217,6 +219,8 @@ def evaluate(
         for s in sets:
             _run_side(s, side, loaded, config, ll_cache if s.kind == "mc" else cache, on_progress)
     used = for_model(config.generation.precision, tuned.model)
+    if config.judge is not None:
+        _judge_task(sets, config, cache, on_status, on_progress)
     generation = {
         "model": target.base,
         "adapter": str(target.adapter) if target.adapter else None,
@@ -346,7 +350,17 @@ def _run_side(
         from workbench.evaluate.loglik import score_items
 
         batch = config.generation.batch_size
-        s.mc[side] = score_items(loaded, s.items, s.fewshot, config.mc_prompt, batch, config.max_length, cache, report)
+        s.mc[side] = score_items(
+            loaded,
+            s.items,
+            s.fewshot,
+            config.mc_prompt,
+            batch,
+            config.max_length,
+            cache,
+            report,
+            config.generation.precision,
+        )
         return
     if s.kind == "text":
         s.losses[side] = text_losses(
@@ -427,7 +441,51 @@ def evaluate_predictions(path: Path, config: EvalConfig, out_dir: Path) -> EvalR
     for s in sets.values():
         if "base" in s.predictions and len(s.predictions["base"]) != len(s.items):
             raise WbError(f"{path}: set {s.name}: base_prediction is given for some rows only; give it for all or none")
+    if config.judge is not None:
+        from workbench.evaluate.generate import GenerationCache
+
+        _judge_task(list(sets.values()), config, GenerationCache() if config.cache else None, None, None)
     return _finish(list(sets.values()), config, out_dir, started, {"predictions_file": str(path)}, None, [], {})
+
+
+def _judge_task(
+    sets: list[EvalSet],
+    config: EvalConfig,
+    cache: Any,
+    on_status: StatusFn | None,
+    on_progress: ProgressFn | None,
+) -> None:
+    """The pairwise judge on the task set: both answer orders of every item with a base and a tuned answer."""
+    task = next((s for s in sets if s.kind == TASK), None)
+    if task is None or "base" not in task.predictions or "tuned" not in task.predictions:
+        raise WbError("--judge compares base and tuned task answers: give --data (and keep the base model)")
+    prompts = judge.load_prompts(config.judge_prompts)
+    pairs = [
+        judge.Pair(it.prompt, it.reference, tuned, base)
+        for it, tuned, base in zip(task.items, task.predictions["tuned"], task.predictions["base"], strict=True)
+    ]
+    generate, about = judge_generator(str(config.judge), config, cache, on_status, on_progress)
+    task.judged = judge.judge_pairs(pairs, prompts, generate)
+    task.judge_settings = {
+        "model": str(config.judge),
+        **about,
+        "prompts": {lang: p.name for lang, p in prompts.items()},
+        "prompts_folder": str(config.judge_prompts) if config.judge_prompts else "shipped",
+        "max_new_tokens": {lang: p.max_new_tokens for lang, p in prompts.items()},
+        "languages": {lang: sum(v.language == lang for v in task.judged) for lang in prompts},
+    }
+
+
+def judge_generator(
+    spec: str, config: EvalConfig, cache: Any, on_status: StatusFn | None, on_progress: ProgressFn | None
+) -> tuple[judge.GenerateFn, dict[str, Any]]:
+    """The judge model (a local model folder, a run or `embedded`) as a GenerateFn, and what it ran as."""
+    from workbench.train.runs import load, resolve_target
+
+    loaded = load([resolve_target(spec)], on_status=on_status)
+    report = (lambda done, total: on_progress("judge", done, total)) if on_progress is not None else None
+    about = {"template": loaded.template, **for_model(config.generation.precision, loaded.model).record()}
+    return judge.model_generate(loaded, config.generation, cache, report), about
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -476,6 +534,10 @@ def _finish(
         warnings=warnings,
     )
     plain_rows = [r.model_dump(mode="json", exclude_none=True) for r in rows]
+    if metrics.task is not None and metrics.task.judge is not None:
+        reviewed = review.reviewed_items(out_dir / "review.json")
+        if reviewed:
+            metrics.task.judge = with_review(metrics.task.judge, plain_rows, reviewed)
     files = {"scores": out_dir / "scores.jsonl", "metrics": out_dir / "metrics.json"}
     review_csv: bytes | None = None
     if preference_rows:
@@ -511,6 +573,32 @@ def _finish(
         manifest.update(inputs_extra)
         outputs.publish(manifest)
     return EvalResult(out_dir, metrics.model_dump(mode="json", exclude_none=True), warnings)
+
+
+def with_review(
+    summary: runfile.JudgeSummary, rows: list[dict[str, Any]], reviewed: list[dict[str, Any]]
+) -> runfile.JudgeSummary:
+    """The judge summary with its agreement with the human reviewers (Cohen's kappa over the items both judged)."""
+    agreed = judge.agreement(rows, reviewed)
+    return summary.model_copy(
+        update={"kappa": agreed["kappa"], "kappa_n": agreed["n"], "review_agreement": agreed["agreement"]}
+    )
+
+
+def fold_review_into_judge(eval_dir: Path) -> dict[str, Any] | None:
+    """After `--import-review`: the judge's agreement with the reviewers, written into metrics.json's task.judge
+    (None when the eval folder has no judge verdicts)."""
+    metrics_path, scores_path = eval_dir / "metrics.json", eval_dir / "scores.jsonl"
+    if not metrics_path.is_file() or not scores_path.is_file():
+        return None
+    metrics = runfile.EvalMetrics.model_validate(json.loads(metrics_path.read_text(encoding="utf-8")))
+    if metrics.task is None or metrics.task.judge is None:
+        return None
+    rows = [row for _, row in io.json_objects(scores_path)]
+    reviewed = review.reviewed_items(eval_dir / "review.json")
+    metrics.task.judge = with_review(metrics.task.judge, rows, reviewed)
+    io.write_json(metrics_path, metrics.model_dump(mode="json", exclude_none=True))
+    return {"kappa": metrics.task.judge.kappa, "n": metrics.task.judge.kappa_n}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -626,6 +714,7 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
                 scored_reference=refs[i][0] if stripped[i] else None,
                 tuned=per_side["tuned"][i] if "tuned" in per_side else runfile.SideScores(),
                 base=per_side.get("base", [None] * n)[i] if "base" in per_side else None,
+                judge=s.judged[i] if s.judged else None,
             )
         )
 
@@ -652,7 +741,11 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
             if t is not None and b is not None:
                 deltas.append((sign * (t - b), k))
         regressions = [rows[k].id for d, k in sorted(deltas) if d < 0][:REGRESSIONS_KEPT]
+    judge_summary = judge.summarise(s.judged, seed, s.judge_settings) if s.judged else None
+    if judge_summary is not None:
+        warnings.extend(judge.notes(judge_summary))
     summary = runfile.SetMetrics(
+        judge=judge_summary,
         n=n,
         kind=s.kind,
         metrics=metrics,

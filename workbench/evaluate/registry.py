@@ -25,7 +25,9 @@ from typing import Any, Literal
 AnswerType = Literal["text", "number", "choice", "label", "json", "regex", "probe", "lm", "mc"]
 ANSWER_TYPES: tuple[AnswerType, ...] = ("text", "number", "choice", "label", "json", "regex", "probe", "lm", "mc")
 
-RESERVED = frozenset({"n", "kind", "corpus", "regressions", "degenerate", "classification", "settings", "metrics"})
+RESERVED = frozenset(
+    {"n", "kind", "corpus", "regressions", "degenerate", "classification", "settings", "metrics", "judge"}
+)
 """Keys of a set's section that are not metrics (a metric may not take one of these names)."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io as stdio
+import json
 import random
 import re
 from collections import Counter
@@ -116,6 +117,7 @@ def import_review(path: Path) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     per_bucket: dict[str, Counter[str]] = {}
     unreviewed: list[str] = []
+    items: list[dict[str, str]] = []
     for n, row in enumerate(read_sample(path), start=2):
         verdict = (row.get("verdict") or "").strip().lower()
         if not verdict:
@@ -125,6 +127,7 @@ def import_review(path: Path) -> dict[str, Any]:
             raise WbError(f"{path}:line {n}: field verdict: {verdict!r} is not one of {', '.join(VERDICTS)}")
         counts[verdict] += 1
         per_bucket.setdefault(row["bucket"], Counter())[verdict] += 1
+        items.append({"set": row.get("set") or "task", "id": str(row["id"]), "verdict": verdict})
     reviewed = sum(counts.values())
     return {
         "file": str(path),
@@ -133,4 +136,19 @@ def import_review(path: Path) -> dict[str, Any]:
         "verdicts": {v: counts.get(v, 0) for v in VERDICTS},
         "tuned_preferred": round(counts["tuned"] / reviewed, 4) if reviewed else None,
         "by_bucket": {b: dict(c) for b, c in sorted(per_bucket.items())},
+        "items": items,
     }
+
+
+def reviewed_items(path: Path) -> list[dict[str, str]]:
+    """The per-item verdicts of an imported review (`review.json`'s `items`); [] when there is none."""
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise WbError(f"{path}: cannot read the imported review: {e}") from None
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [i for i in items if isinstance(i, dict) and "id" in i and isinstance(i.get("verdict"), str)]

@@ -18,8 +18,9 @@ file and the check. Thresholds must be finite numbers.
 Verdicts: `pass`; `fail` (the threshold is missed); `missing` (a well-formed path this run does not have: no eval, no
 base scores, a probe set that was not run); `inconclusive` (the number cannot carry a decision: both models score
 the same 0 or 1 on every item, the paired interval is wider than a non-inferiority margin (a negative `min` or a
-positive `max` on a delta), or the set has fewer items than the
-check's `min_n`; only a number that would pass becomes inconclusive: a missed threshold stays `fail`).
+positive `max` on a delta), the set has fewer items than the check's `min_n`, or a `task.judge.*` rate comes from a
+judge whose verdicts depend on answer order (position flip rate above 0.5); only a number that would pass becomes
+inconclusive: a missed threshold stays `fail`).
 `missing` and `inconclusive` fail the gate like a missed threshold — a gate never passes on numbers
 it did not see or that cannot decide — unless the check says `allow_inconclusive: true`, which turns an inconclusive
 verdict into a warning.
@@ -311,6 +312,18 @@ def _set_of(summary: dict[str, Any], parts: list[str]) -> tuple[dict[str, Any] |
 def _inconclusive(check: Check, summary: dict[str, Any]) -> str | None:
     """Why the number a check reads cannot carry a decision, or None."""
     parts = check.metric.split(".")
+    judged = (summary.get("task") or {}).get("judge") if parts[:2] == ["task", "judge"] else None
+    if isinstance(judged, dict):
+        if check.min_n is not None and isinstance(judged.get("n"), int) and judged["n"] < check.min_n:
+            return f"the judge saw {judged['n']} items, fewer than this check's min_n {check.min_n}"
+        if not judged.get("informative") and parts[-1] not in ("position_flip_rate", "unparsed"):
+            flip = judged.get("position_flip_rate")
+            return (
+                f"the judge's verdicts depend on answer order (position flip rate {_num(flip)}): not informative"
+                if flip is not None
+                else "no judge verdict could be read in both orders: not informative"
+            )
+        return None
     sec, stat = _set_of(summary, parts)
     if sec is None:
         return None

@@ -297,6 +297,19 @@ def _train_view(run: Run) -> dict[str, Any] | None:
     chart = line_chart(
         [{"label": "train loss", "cls": "s1", "points": loss}, {"label": "eval loss", "cls": "s2", "points": ev}]
     )
+    metric_curves: dict[str, list[tuple[float, float]]] = {}
+    for r in run.log:
+        for key, value in r.items():
+            name = key.removeprefix("eval_")
+            wanted = key.startswith("eval_") and key != "eval_loss" and registry.get(name) is not None
+            if wanted and _is_num(value) and _is_num(r.get("step")):
+                metric_curves.setdefault(name, []).append((float(r["step"]), float(value)))
+    metric_chart = line_chart(
+        [
+            {"label": f"eval {m}", "cls": f"s{k % 2 + 1}", "points": pts}
+            for k, (m, pts) in enumerate(metric_curves.items())
+        ]
+    )
     trainable, total = train.get("trainable_parameters"), train.get("total_parameters")
     examples = train.get("examples") or {}
     facts = [
@@ -320,6 +333,12 @@ def _train_view(run: Run) -> dict[str, Any] | None:
         ("loss: first → last logged", f"{fmt(train.get('first_loss'))} → {fmt(train.get('final_loss'))}"),
         ("train loss (mean)", fmt(train.get("train_loss"))),
         ("best eval loss", fmt(train.get("best_eval_loss"))),
+        (
+            "best checkpoint chosen by",
+            f"{train.get('metric_for_best')} = {fmt(train.get('best_metric'))}"
+            if train.get("metric_for_best") not in (None, "eval_loss")
+            else None,
+        ),
     ]
     final_pref = train.get("final_preference") or {}
     facts += [(f"last logged {_PREF_LABELS.get(k, k)}", fmt(v)) for k, v in final_pref.items()]
@@ -329,6 +348,8 @@ def _train_view(run: Run) -> dict[str, Any] | None:
         "facts": [(k, v) for k, v in facts if v is not None and v != "- / -"],
         "chart": chart,
         **_preference_steps(run.log),
+        "metric_chart": metric_chart,
+        "metric_names": list(metric_curves),
         "recipe": cap(recipe_text, MAX_MANIFEST_CHARS),
         "log_file": str(run.files.get("trainer_log") or ""),
         "steps_logged": len(loss),
@@ -509,6 +530,62 @@ def _task_view(run: Run) -> dict[str, Any] | None:
         "corpus": corpus,
         "overlap": overlap if overlap.get("items") is not None else None,
         "generation": [(k, _plain(v)) for k, v in sorted(generation.items())],
+        "judge": _judge_view(run, task.get("judge")),
+    }
+
+
+JUDGE_EXAMPLES = 8
+
+
+def _judge_view(run: Run, j: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pairwise judge's rates, its order and length checks, and a few verdicts with the judge's own words."""
+    if not j:
+        return None
+    flip = j.get("position_flip_rate")
+    examples = []
+    for row in task_items(run):
+        verdict = row.get("judge")
+        if not isinstance(verdict, dict):
+            continue
+        examples.append(
+            {
+                "id": str(row.get("id")),
+                "verdict": verdict.get("verdict"),
+                "flipped": bool(verdict.get("flipped")),
+                "calls": [
+                    (
+                        f"tuned as {c.get('tuned_position')}",
+                        cap(c.get("raw", ""), 300),
+                        c.get("preferred") or "unparsed",
+                    )
+                    for c in verdict.get("calls") or []
+                ],
+            }
+        )
+        if len(examples) >= JUDGE_EXAMPLES:
+            break
+    settings = j.get("settings") or {}
+    return {
+        "n": fmt(j.get("n")),
+        "win": fmt(j.get("win_rate")),
+        "tie": fmt(j.get("tie_rate")),
+        "loss": fmt(j.get("loss_rate")),
+        "wtl": f"{fmt(j.get('wins'))} / {fmt(j.get('ties'))} / {fmt(j.get('losses'))}",
+        "diff": signed(j.get("win_minus_loss")),
+        "diff_interval": _interval(j.get("win_minus_loss_lower"), j.get("win_minus_loss_upper"), signed_=True),
+        "flip": fmt(flip),
+        "flip_pct": fmt(flip * 100, 0) if _is_num(flip) else "-",
+        "informative": bool(j.get("informative")),
+        "unparsed": fmt(j.get("unparsed")),
+        "replies": fmt(j.get("replies")),
+        "tuned_longer": fmt(j.get("tuned_longer")),
+        "win_longer": fmt(j.get("win_rate_tuned_longer")),
+        "win_not_longer": fmt(j.get("win_rate_tuned_not_longer")),
+        "kappa": fmt(j.get("kappa")) if j.get("kappa_n") else None,
+        "kappa_n": fmt(j.get("kappa_n")),
+        "agreement": fmt(j.get("review_agreement")),
+        "model": _plain(settings.get("model", "")),
+        "examples": examples,
     }
 
 

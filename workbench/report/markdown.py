@@ -122,6 +122,16 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
         ]
         if shown:
             lines += [f"Degenerate answers (tuned / base): {', '.join(shown)}", ""]
+        j = task.get("judge")
+        if j:
+            lines += [
+                f"Pairwise judge ({_f(j.get('n'))} items, both orders): win {_f(j.get('win_rate'))}, tie "
+                f"{_f(j.get('tie_rate'))}, loss {_f(j.get('loss_rate'))}; win − loss {_s(j.get('win_minus_loss'))}"
+                + _ci(j.get("win_minus_loss_lower"), j.get("win_minus_loss_upper"), signed=True)
+                + f"; position flips {_f(j.get('position_flip_rate'))}"
+                + ("" if j.get("informative") else " (the judge's verdicts depend on answer order: not informative)"),
+                "",
+            ]
         notes = [w.removeprefix("eval: task: ") for w in s.get("warnings") or [] if w.startswith("eval: task: ")]
         lines += [*(f"> Note: {esc(n)}" for n in notes), *([""] if notes else [])]
     forgetting = s.get("forgetting")

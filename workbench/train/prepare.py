@@ -38,6 +38,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     val_sets: dict[str, list[tdata.Example]] | None = None
     sources: dict[str, dict[str, Any]] | None = None
+    val_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line, record) of each val example
 
 
 def read_records(
@@ -68,21 +69,23 @@ def _encode_file(
     split: str | None,
     limit: int | None,
     skip_empty: bool = False,
-) -> list[tdata.Example]:
-    """A file's records as training examples; records with nothing left to train are refused, naming their lines
-    (`skip_empty`: left out instead, for the shipped replay set, whose records the user did not write)."""
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tdata.Example]]:
+    """A file's records and their training examples (aligned); records with nothing left to train are refused,
+    naming their lines (`skip_empty`: left out instead, for the shipped replay set, whose records the user did not
+    write)."""
     records = read_records(path, split)[:limit]
     examples = [tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in records]
     empty = [ex.line for ex in examples if ex.trained_tokens == 0]
     if empty and skip_empty:
-        return [ex for ex in examples if ex.trained_tokens]
+        kept = [i for i, ex in enumerate(examples) if ex.trained_tokens]
+        return [records[i] for i in kept], [examples[i] for i in kept]
     if empty:
         shown = ", ".join(str(n) for n in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         raise WbError(
             f"{path}: {len(empty)} record(s) have no trainable tokens after truncation to max_length "
             f"{recipe.max_length} (lines {shown}); raise max_length or drop them"
         )
-    return examples
+    return records, examples
 
 
 def is_mixture(recipe: Recipe) -> bool:
@@ -99,12 +102,12 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
     if is_mixture(recipe):
         return _prepare_mixture(recipe, tokenizer, template)
     assert isinstance(recipe.data, Path)
-    examples = _encode_file(tokenizer, template, recipe, recipe.data, recipe.data_split, recipe.max_samples)
+    records, examples = _encode_file(tokenizer, template, recipe, recipe.data, recipe.data_split, recipe.max_samples)
     if recipe.eval_data is not None:
         assert isinstance(recipe.eval_data, Path)
+        val_records = read_records(recipe.eval_data)
         val = [
-            tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line)
-            for line, r in read_records(recipe.eval_data)
+            tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in val_records
         ]
         train = examples
     else:
@@ -113,9 +116,10 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
         n_val = round(len(examples) * recipe.val_size) if len(examples) >= 10 else 0
         held = set(order[:n_val])
         val = [ex for i, ex in enumerate(examples) if i in held]
+        val_records = [rec for i, rec in enumerate(records) if i in held]
         train = [ex for i, ex in enumerate(examples) if i not in held]
     warnings = check_examples(tokenizer, template, train, recipe)
-    return Prepared(template, train, val, warnings)
+    return Prepared(template, train, val, warnings, val_records=val_records)
 
 
 def sources_of(recipe: Recipe) -> list[DataSource]:
@@ -136,7 +140,7 @@ def sources_of(recipe: Recipe) -> list[DataSource]:
 def _prepare_mixture(recipe: Recipe, tokenizer: Any, template: tdata.Template) -> Prepared:
     """Each source encoded, its validation share held out (when no eval_data), its examples for an epoch drawn."""
     sources = sources_of(recipe)
-    encoded = {
+    read = {
         s.label: _encode_file(
             tokenizer,
             template,
@@ -148,7 +152,9 @@ def _prepare_mixture(recipe: Recipe, tokenizer: Any, template: tdata.Template) -
         )
         for s in sources
     }
+    encoded = {label: examples for label, (_, examples) in read.items()}
     val_sets: dict[str, list[tdata.Example]] = {}
+    val_records: list[tuple[int, dict[str, Any]]] = []
     pools: dict[str, list[tdata.Example]] = {}
     for s in sources:
         examples = encoded[s.label]
@@ -158,12 +164,14 @@ def _prepare_mixture(recipe: Recipe, tokenizer: Any, template: tdata.Template) -
         pools[s.label] = [ex for i, ex in enumerate(examples) if i not in held]
         if held:
             val_sets[s.label] = [ex for i, ex in enumerate(examples) if i in held]
+            val_records += [rec for i, rec in enumerate(read[s.label][0]) if i in held]
     if recipe.eval_data is not None:
         evals = (
             recipe.eval_data if isinstance(recipe.eval_data, list) else [EvalSource(path=recipe.eval_data, name="eval")]
         )
         for e in evals:
-            val_sets[e.label] = _encode_file(tokenizer, template, recipe, e.path, e.split, e.max_samples)
+            recs, val_sets[e.label] = _encode_file(tokenizer, template, recipe, e.path, e.split, e.max_samples)
+            val_records += recs
     shares = [mixing.Share(s.label, len(pools[s.label]), s.weight, s.epochs) for s in sources]
     per_epoch = mixing.counts(shares, recipe.replay, REPLAY)
     train: list[tdata.Example] = []
@@ -193,7 +201,7 @@ def _prepare_mixture(recipe: Recipe, tokenizer: Any, template: tdata.Template) -
         raise WbError("data: the mixture draws no training examples (check the weights and epochs)")
     val = [ex for exs in val_sets.values() for ex in exs]
     warnings = check_examples(tokenizer, template, train, recipe)
-    return Prepared(template, train, val, warnings, val_sets or None, report)
+    return Prepared(template, train, val, warnings, val_sets or None, report, val_records)
 
 
 def check_examples(tokenizer: Any, template: str, examples: list[tdata.Example], recipe: Recipe) -> list[str]:

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from workbench.errors import WbError
 from workbench.train.data import check_template_spec
@@ -376,7 +385,22 @@ class Recipe(Strict):
     eval_steps: int | None = Field(None, ge=1, description="Eval loss every N steps (default: once per epoch).")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: once per epoch).")
     save_total_limit: int = Field(2, ge=1)
-    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after N evals without improvement.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after N evals without improvement of metric_for_best."
+    )
+    eval_metrics: list[str] = Field(
+        default_factory=list,
+        description="Task metrics computed at every eval from greedy answers to validation records (names from the "
+        "metric registry: rouge_l, bleu, chrf, exact_match, f1, numeric_match, json_valid, ...), logged as "
+        "eval_<metric> in trainer_log.jsonl.",
+    )
+    eval_generate_limit: int = Field(32, ge=1, description="Validation records answered at each eval (the first N).")
+    eval_max_new_tokens: int = Field(64, ge=1, le=4096, description="New tokens per answer generated at each eval.")
+    metric_for_best: str = Field(
+        "eval_loss",
+        description="What picks the best checkpoint (and early stopping): eval_loss, or one of eval_metrics "
+        "(direction from the registry's higher_is_better).",
+    )
     gradient_checkpointing: bool = False
     release_freed_memory: bool = Field(
         False,
@@ -443,6 +467,30 @@ class Recipe(Strict):
     @classmethod
     def _once_each(cls, names: list[str]) -> list[str]:
         return sorted(set(names), key=names.index)
+
+    @field_validator("eval_metrics")
+    @classmethod
+    def _generation_metrics(cls, names: list[str]) -> list[str]:
+        from workbench.train.task_eval import metric_problem
+
+        for name in names:
+            problem = metric_problem(name)
+            if problem:
+                raise ValueError(problem)
+        if len(set(names)) != len(names):
+            raise ValueError("a metric is listed twice")
+        return names
+
+    @field_validator("metric_for_best")
+    @classmethod
+    def _one_of_the_eval_metrics(cls, name: str, info: ValidationInfo) -> str:
+        name = name if name in ("eval_loss", "loss") else name.removeprefix("eval_")
+        name = "eval_loss" if name == "loss" else name
+        chosen = info.data.get("eval_metrics") or []
+        if name != "eval_loss" and name not in chosen:
+            known = ", ".join(["eval_loss", *chosen])
+            raise ValueError(f"{name!r} is not eval_loss or one of eval_metrics ({known})")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

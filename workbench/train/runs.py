@@ -110,6 +110,7 @@ class Loaded:
     adapter_dirs: dict[str, Path] = field(default_factory=dict)
     active: str | None = None
     bottleneck: bool = False  # the adapters are wb's bottleneck adapters (switched in workbench.train.adapters)
+    weights_sha256: str | None = None  # weights that are not files (a model in training): their hash, for caches
 
     @property
     def adapters(self) -> list[str]:

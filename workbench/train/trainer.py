@@ -36,6 +36,7 @@ from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
 from workbench.train.plot import loss_svg
 from workbench.train.prepare import ListDataset, prepare, rows
 from workbench.train.recipe import LORA_METHODS, Recipe
+from workbench.train.task_eval import TaskEval, records_for_eval
 
 LORA_INIT_DIR = "lora_init"  # a PiSSA/OLoRA adapter's initial state, removed once the converted adapter is saved
 
@@ -282,7 +283,7 @@ def finish(
             "global_step": output.global_step,
             "train_loss": output.training_loss,
             "best_checkpoint": trainer.state.best_model_checkpoint,
-            "best_eval_loss": trainer.state.best_metric,
+            **_best(recipe, trainer),
             "gpu_peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
             if torch.cuda.is_available()
             else None,
@@ -314,6 +315,44 @@ def last_eval_losses(log: list[dict[str, Any]], names: list[str]) -> dict[str, f
     return out
 
 
+def task_eval(session: Session, prepared: Any, warnings: list[str]) -> TaskEval | None:
+    """The recipe's eval_metrics as a TaskEval over the first eval_generate_limit validation records, or None."""
+    recipe = session.recipe
+    if not recipe.eval_metrics:
+        return None
+    records = records_for_eval(prepared.val_records, recipe.eval_generate_limit) if prepared.val else []
+    if not records:
+        warnings.append(
+            f"eval_metrics {', '.join(recipe.eval_metrics)}: no validation records with an instruction and an answer "
+            "(set eval_data or val_size): the metrics are not computed"
+        )
+        return None
+    from workbench.evaluate.generate import GenerationCache
+
+    return TaskEval(
+        records=records,
+        metrics=list(recipe.eval_metrics),
+        tokenizer=session.tokenizer,
+        template=prepared.template,
+        base=recipe.model,
+        precision=session.choice.name,
+        max_new_tokens=recipe.eval_max_new_tokens,
+        batch_size=max(recipe.batch_size, 8),
+        cache=GenerationCache(),
+    )
+
+
+def _best(recipe: Recipe, trainer: Any) -> dict[str, Any]:
+    """What picked the best checkpoint and its value, and the best eval loss either way (from the log history)."""
+    losses = [float(h["eval_loss"]) for h in trainer.state.log_history if "eval_loss" in h]
+    name, _ = hf.best_metric(recipe)
+    return {
+        "metric_for_best": name,
+        "best_metric": trainer.state.best_metric,
+        "best_eval_loss": min(losses) if losses else None,
+    }
+
+
 def train(
     recipe: Recipe,
     resume: bool = False,
@@ -339,7 +378,7 @@ def train(
     model = session.model
     pad_id = session.pad_id
     collator = tdata.PackedCollator(pad_id) if recipe.packing else tdata.PaddingCollator(pad_id)
-    callbacks = hf.callbacks(session.log_path, on_log)
+    callbacks = hf.callbacks(session.log_path, on_log, recipe.eval_metrics if prepared.val else ())
     if recipe.early_stopping_patience and prepared.val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience))
     train_rows = rows(prepared.train, recipe)
@@ -361,6 +400,7 @@ def train(
     hf.place_dashboards(trainer, run_dir)
     if session.choice.device == "cpu":
         trainer.cpu_autocast = session.choice.autocast
+    trainer.task_eval = task_eval(session, prepared, prepared.warnings)
     quiet(trainer)
     output, train_cpu = run(session, trainer)
 

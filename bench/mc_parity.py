@@ -1,0 +1,249 @@
+"""Multiple-choice parity: wb's log-likelihood scoring against lm-evaluation-harness on the same items and model.
+
+lm-evaluation-harness runs in a SEPARATE virtual environment, so its dependencies never touch wb's. Set it up once:
+
+    python3 -m venv /work/bench-venv
+    /work/bench-venv/bin/pip install torch==2.13.0          # the CPU build wb pins (from the local wheel folder)
+    /work/bench-venv/bin/pip install "lm-eval[hf]==0.4.13"  # brings transformers 5.24.0, datasets 5.2.0, peft
+
+(`--lm-eval-python` points at another interpreter.) Nothing is downloaded at run time: both sides read the embedded
+model's local safetensors folder (`workbench.train.model.embedded_model_dir()`) with HF_HUB_OFFLINE=1 and
+HF_DATASETS_OFFLINE=1, and lm-eval reads the items through a custom task YAML this script writes into a temporary
+folder:
+
+    task: wb_mc_parity            dataset_path: json, data_files: {test: <the probe file>}
+    output_type: multiple_choice  doc_to_text: "Question: {{question}}\\nAnswer:"
+    doc_to_choice: choices        doc_to_target: "{{['A','B','C','D',...].index(answer)}}"
+    target_delimiter: " "         metric_list: acc, acc_norm
+
+That is lm-eval's default zero-shot prompt, and wb's `--mc-prompt plain`: wb renders `Question: ...\\nAnswer:`, scores
+" " + each option's text, moves trailing context whitespace into the continuation and tokenises context +
+continuation once without special tokens (lm-eval's `_encode_pair`), and divides by the option's length in
+characters for `acc_norm`. The wb side is `wb eval --model <embedded folder> --mc FILE --mc-prompt plain --no-probes
+--precision fp32 -o DIR` (lm-eval runs the model in fp32 too: `dtype=float32`).
+
+Reports acc / acc_norm of both, and every item where the two pick differently, with each option's log-likelihood on
+both sides; the largest per-option log-likelihood difference over all items says how close the numbers are.
+Writes `bench/out/mc_parity.json`. Run: `/work/main/.venv/bin/python bench/mc_parity.py` (a few minutes on 2 cores).
+A measurement, not a test: exit status 0 unless a side fails to run (then the error text is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib import ROOT, git_state, table, versions, write_report
+
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_OUT = ROOT / "bench" / "out"
+DEFAULT_FILE = ROOT / "workbench" / "evaluate" / "probes" / "mc_general_en.jsonl"
+DEFAULT_PYTHON = Path("/work/bench-venv/bin/python")
+TASK = "wb_mc_parity"
+
+LM_EVAL_RUNNER = r"""
+import json, sys, time
+import lm_eval
+from lm_eval.tasks import TaskManager
+model_dir, task_dir, out, batch, task = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+def context_of(arguments):
+    if isinstance(arguments, dict):
+        return arguments["gen_args_0"]["arg_0"]
+    return arguments[0][0]
+started = time.time()
+res = lm_eval.simple_evaluate(
+    model="hf",
+    model_args=f"pretrained={model_dir},dtype=float32,device=cpu,trust_remote_code=False",
+    tasks=[task],
+    task_manager=TaskManager(include_path=task_dir),
+    batch_size=batch,
+    log_samples=True,
+    num_fewshot=0,
+)
+samples = []
+for s in res["samples"][task]:
+    samples.append({
+        "doc_id": s["doc_id"],
+        "id": s["doc"].get("id"),
+        "target": s["target"],
+        "logliks": [float(r[0]) for r in s["filtered_resps"]],
+        "acc": s["acc"],
+        "acc_norm": s["acc_norm"],
+        "context": context_of(s["arguments"]),
+    })
+metrics = res["results"][task]
+json.dump({"version": lm_eval.__version__, "seconds": time.time() - started,
+           "acc": metrics.get("acc,none"), "acc_norm": metrics.get("acc_norm,none"), "samples": samples},
+          open(out, "w"), ensure_ascii=False)
+"""
+
+
+def task_yaml(items: Path, n_choices: int) -> str:
+    letters = [chr(ord("A") + i) for i in range(n_choices)]
+    return (
+        f"task: {TASK}\n"
+        "dataset_path: json\n"
+        "dataset_kwargs:\n"
+        "  data_files:\n"
+        f"    test: {json.dumps(str(items))}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        "doc_to_choice: choices\n"
+        f'doc_to_target: "{{{{{letters}.index(answer)}}}}"\n'
+        'target_delimiter: " "\n'
+        "metric_list:\n"
+        "  - metric: acc\n"
+        "    aggregation: mean\n"
+        "    higher_is_better: true\n"
+        "  - metric: acc_norm\n"
+        "    aggregation: mean\n"
+        "    higher_is_better: true\n"
+    )
+
+
+def run_lm_eval(python: Path, model_dir: Path, items: Path, n_choices: int, batch: int, work: Path) -> dict[str, Any]:
+    task_dir = work / "tasks"
+    task_dir.mkdir()
+    (task_dir / f"{TASK}.yaml").write_text(task_yaml(items, n_choices), encoding="utf-8")
+    out = work / "lm_eval.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["HF_DATASETS_CACHE"] = str(work / "hf_datasets")  # a fresh cache: nothing left over from elsewhere
+    done = subprocess.run(
+        [str(python), "-c", LM_EVAL_RUNNER, str(model_dir), str(task_dir), str(out), str(batch), TASK],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not out.is_file():
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-25:])
+        raise SystemExit(f"lm-eval failed (exit {done.returncode}):\n{tail}")
+    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return result
+
+
+def run_wb(model_dir: Path, items: Path, batch: int, work: Path) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from workbench.evaluate import pipeline
+    from workbench.evaluate.config import EvalConfig, GenerationSettings
+
+    config = EvalConfig(
+        probes=[],
+        mc=[str(items)],
+        mc_prompt="plain",
+        base=False,
+        generation=GenerationSettings(batch_size=batch, precision="fp32"),
+        cache=False,
+    )
+    started = time.time()
+    result = pipeline.evaluate(str(model_dir), config, work / "wb")
+    seconds = time.time() - started
+    rows = [json.loads(x) for x in (work / "wb" / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
+    section = result.metrics["forgetting"][items.stem]["metrics"]
+    return {
+        "seconds": seconds,
+        "acc": section["mc_accuracy"]["tuned"],
+        "acc_norm": section["mc_accuracy_norm"]["tuned"],
+        "rows": rows,
+    }
+
+
+def compare(wb: dict[str, Any], lm: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    by_doc = {s["doc_id"]: s for s in lm["samples"]}
+    differing = []
+    max_gap = 0.0
+    context_mismatch = 0
+    for k, (item, row) in enumerate(zip(items, wb["rows"], strict=True)):
+        s = by_doc[k]
+        ours = [c["loglik"] for c in row["tuned"]["mc"]["choices"]]
+        theirs = s["logliks"]
+        gap = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
+        max_gap = max(max_gap, gap)
+        if s.get("context") is not None and s["context"] != row["tuned"]["mc"]["context"]:
+            context_mismatch += 1
+        letters = list(row["options"])
+        wb_pick, wb_norm = row["tuned"]["mc"]["predicted"], row["tuned"]["mc"]["predicted_norm"]
+        texts = list(row["options"].values())
+        lm_pick = letters[max(range(len(theirs)), key=lambda i: theirs[i])]
+        lm_norm = letters[max(range(len(theirs)), key=lambda i: theirs[i] / len(texts[i]))]
+        if (wb_pick, wb_norm) != (lm_pick, lm_norm) or int(row["tuned"]["mc_accuracy"]) != int(s["acc"]):
+            differing.append(
+                {
+                    "id": item.get("id", k),
+                    "answer": row["reference"],
+                    "wb": {"acc_pick": wb_pick, "acc_norm_pick": wb_norm, "logliks": ours},
+                    "lm_eval": {"acc_pick": lm_pick, "acc_norm_pick": lm_norm, "logliks": theirs},
+                    "largest_gap": gap,
+                }
+            )
+    return {"differing": differing, "max_loglik_gap": max_gap, "context_mismatches": context_mismatch}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help="A JSONL MC file (question, choices, answer).")
+    ap.add_argument("--limit", type=int, default=None, help="Only the first N items (a quick check).")
+    ap.add_argument("--lm-eval-python", type=Path, default=DEFAULT_PYTHON)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args()
+
+    from workbench.train.model import embedded_model_dir
+
+    if not args.lm_eval_python.is_file():
+        raise SystemExit(f"{args.lm_eval_python}: no such interpreter; set up the bench venv (top of this file)")
+    model_dir = embedded_model_dir()
+    items = [json.loads(x) for x in args.file.read_text(encoding="utf-8").splitlines() if x.strip()]
+    items = items[: args.limit] if args.limit else items
+    n_choices = max(len(it["choices"]) for it in items)
+    with tempfile.TemporaryDirectory(prefix="wb-mc-parity-") as tmp:
+        work = Path(tmp)
+        subset = work / f"{args.file.stem}.jsonl"
+        subset.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
+        load = os.getloadavg()
+        lm = run_lm_eval(args.lm_eval_python, model_dir, subset, n_choices, args.batch_size, work)
+        wb = run_wb(model_dir, subset, args.batch_size, work)
+    found = compare(wb, lm, items)
+    print(f"{len(items)} items of {args.file.name}, embedded model {model_dir.name}, fp32, zero-shot")
+    rows = [
+        ["wb", f"{wb['acc']:.4f}", f"{wb['acc_norm']:.4f}", f"{wb['seconds']:.0f}"],
+        [f"lm-eval {lm['version']}", f"{lm['acc']:.4f}", f"{lm['acc_norm']:.4f}", f"{lm['seconds']:.0f}"],
+    ]
+    print(table(["scorer", "acc", "acc_norm", "seconds"], rows))
+    print(f"largest per-option log-likelihood difference: {found['max_loglik_gap']:.2e} nats")
+    print(f"items whose rendered context differs: {found['context_mismatches']}")
+    print(f"items where the picks differ: {len(found['differing'])}")
+    for d in found["differing"]:
+        print(
+            f"  {d['id']} (answer {d['answer']}): wb {d['wb']['acc_pick']}/{d['wb']['acc_norm_pick']}, "
+            f"lm-eval {d['lm_eval']['acc_pick']}/{d['lm_eval']['acc_norm_pick']}"
+        )
+        print(f"    wb      {[round(x, 5) for x in d['wb']['logliks']]}")
+        print(f"    lm-eval {[round(x, 5) for x in d['lm_eval']['logliks']]}")
+    report = {
+        "file": str(args.file),
+        "items": len(items),
+        "model": str(model_dir),
+        "load_average_at_start": load,
+        "wb": {k: v for k, v in wb.items() if k != "rows"},
+        "lm_eval": {k: v for k, v in lm.items() if k != "samples"},
+        **found,
+        "git": git_state(),
+        "versions": versions(["torch", "transformers"]),
+    }
+    path = write_report(args.out / "mc_parity.json", report)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
