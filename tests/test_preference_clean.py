@@ -57,6 +57,8 @@ CASES = [
     ("format_mismatch", pair("Code", "```python\nprint(1)\n```", "print(1)"), pair("Code", "```py\nx\n```", "```py\ny\n```")),
     ("format_mismatch", pair("Quote", '"To be or not to be"', "To be or not"), pair("Quote", 'He said "be" twice', "be")),
     ("format_mismatch", pair("讲个笑话", "Assistant: 好的", "好的"), pair("讲个笑话", "助手很好", "好的")),
+    ("format_mismatch", pair("Motto", "**Carpe diem.**", "Carpe diem."), pair("Motto", "**Carpe** diem.", "Seize it.")),
+    ("format_mismatch", pair("Cite", "> To be\n> or not", "To be"), pair("Cite", "> To be\nor not", "To be")),
     ("refusal_chosen", pair("Tell a joke", "I'm sorry, but I cannot help with that.", "Why did the chicken..."),
      pair("Tell a joke", "Why did the chicken...", "I'm sorry, but I cannot help with that.")),
     ("refusal_chosen", pair("介绍你自己", "作为一个AI语言模型，我没有自我。", "我是小助手。"),
@@ -81,6 +83,17 @@ def test_every_preference_rule_is_exercised_and_in_the_preference_profile() -> N
     pref_rules = {n for n, r in RULES.items() if "sft" not in r.kinds}
     assert pref_rules <= {c[0] for c in CASES} | {"contradictory_pair"}
     assert pref_rules <= set(load("preference").rule_order)
+
+
+def test_markdown_structure_is_compared_only_when_asked(tmp_path: Path) -> None:
+    records = [pair("Steps?", "## Steps\n- mix\n- bake", "Mix, then bake."), pair("Why?", "Because.", "Since.")]
+    assert verdicts(tmp_path, records) == [None, None]
+    profile = from_dict({"name": "t", "rules": {"format_mismatch": {"markdown_structure": True}}})
+    src = write_jsonl(tmp_path / "m.jsonl", records)
+    s = cleaning.run(src, tmp_path / "m.out.jsonl", profile).summary
+    assert s["dropped_by_rule"]["format_mismatch"] == 1
+    row = read_jsonl(tmp_path / "m.out.dropped.jsonl")[0]
+    assert row["reason"] == "chosen uses markdown formatting and rejected does not"
 
 
 def test_per_side_reasons_name_the_side(tmp_path: Path) -> None:
