@@ -13,7 +13,7 @@ from tests.conftest import read_jsonl, write_jsonl
 from workbench import clean as cleaning
 from workbench.clean.profile import from_dict, load
 from workbench.clean.rules import RULES
-from workbench.preference import read_preferences
+from workbench.preference import read_preferences, to_canonical
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -239,13 +239,25 @@ def test_chinese_bom_crlf_input_survives_and_reads_back_canonical(tmp_path: Path
             ensure_ascii=False,
         ),
     ]
+    multi_turn = {
+        "messages": [
+            {"role": "system", "content": "简洁回答。"},
+            {"role": "user", "content": "第一问"},
+            {"role": "assistant", "content": "第一答"},
+            {"role": "user", "content": "第二问"},
+        ],
+        "chosen": {"role": "assistant", "content": "第二答"},
+        "rejected": [{"role": "assistant", "content": "不知道"}],
+    }
+    lines.append(json.dumps(multi_turn, ensure_ascii=False))
     src = tmp_path / "p.jsonl"
     src.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
     s = cleaning.run(src, tmp_path / "out.jsonl", load("preference")).summary
-    assert s["kept"] == 2
+    assert s["kept"] == 3
     back = [ex for _, ex in read_preferences(tmp_path / "out.jsonl")]
     assert back[0].chosen == "Hello 👋" and back[1].chosen == "床前明月光，疑是地上霜。"
     assert back[1].prompt_messages[0].content == "你是诗人。"
+    assert back[2] == to_canonical(multi_turn)  # system, earlier turns and the last question all kept
 
 
 def test_personal_data_in_an_answer_is_redacted(tmp_path: Path) -> None:
