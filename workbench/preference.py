@@ -44,6 +44,7 @@ from pydantic import (
     ValidationError,
 )
 
+from workbench import io
 from workbench.errors import WbError
 from workbench.io import RecordReader
 from workbench.records import (  # RecordError is part of this module's API: to_canonical raises it
@@ -79,6 +80,7 @@ __all__ = [
     "from_canonical",
     "prompt_text",
     "read_preferences",
+    "sniff_kind",
     "split_prompt",
     "to_canonical",
     "to_trl",
@@ -612,6 +614,24 @@ def prompt_text(ex: Canonical) -> str:
 
 
 # --- files ------------------------------------------------------------------------------------------------------
+
+
+SNIFF_RECORDS = 64
+
+
+def sniff_kind(path: Path) -> Kind | None:
+    """`pair` or `kto` when the first JSON object of the file is preference data, else None (SFT data, or a file
+    the SFT reader will explain). A stream (stdin, a pipe) is not read ahead: None, so callers ask for `--kind`."""
+    if io.is_stream(Path(path)):
+        return None
+    try:
+        for items, _ in RecordReader(Path(path), batch_size=SNIFF_RECORDS).iter_items():
+            for _, obj, _ in items:
+                if isinstance(obj, dict):
+                    return detect_kind(obj)
+    except WbError:
+        return None
+    return None
 
 
 def read_preferences(path: Path, *, ties: Literal["error", "skip"] = "error") -> list[tuple[int, Canonical]]:

@@ -42,23 +42,9 @@ KindOpt = Literal["auto", "sft", "preference"]
 PAIR_TEXT = ("instruction", "input", "system", "chosen", "rejected")
 KTO_TEXT = ("instruction", "input", "output", "system")
 TIED = "tied_scores"
-SNIFF_RECORDS = 64
 
 
-def sniff_kind(path: Path) -> preference.Kind | None:
-    """`pair` or `kto` when the first JSON object of the file is preference data, else None (SFT, or unreadable:
-    the SFT reader then says what is wrong). A stream (stdin, a pipe) is not read ahead: pass `--kind`."""
-    if io.is_stream(Path(path)):
-        return None
-    try:
-        reader = io.RecordReader(Path(path), batch_size=SNIFF_RECORDS)
-        for items, _ in reader.iter_items():
-            for _, obj, _ in items:
-                if isinstance(obj, dict):
-                    return preference.detect_kind(obj)
-    except WbError:
-        return None
-    return None
+sniff_kind = preference.sniff_kind
 
 
 def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preference"]:
