@@ -7,8 +7,10 @@ What is compared
   answers (normalisation, PII, the answer rules once per side, the pair rules), then the whole-file passes
   (contradictions, decontamination and exact duplicates over staged Arrow files, MinHash near duplicates over the
   prompt and both answers), and canonical JSON writing.
-* **sft baseline**: `workbench.clean.run(sft, out, load("default"))` on `{"instruction": prompt, "output": chosen}`
-  of the same pairs: what cleaning the same data costs when only one answer is judged. The ratio says what the
+* **sft baseline**: `workbench.clean.run(sft, out, profile)` on `{"instruction": prompt, "output": chosen}` of the
+  same pairs, `profile` being `default` with the preference profile's near-duplicate settings (threshold 0.9 over
+  instruction + output), so both do the same dedup work: what cleaning the same data costs when only one answer
+  is judged. The ratio says what the
   second answer and the preference passes cost; records/s of the two are the figures.
 
 Each runs in a fresh child process (peak RSS from `os.wait4`, time measured around the call inside the child).
@@ -109,8 +111,12 @@ def child(kind: str, src: Path, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from workbench import clean
 
+    profile = clean.load("preference" if kind == "preference" else "default")
+    if kind == "sft":  # the preference profile's near-duplicate settings: the same dedup work on both sides
+        near = clean.load("preference").dedup.near
+        profile = profile.model_copy(update={"dedup": profile.dedup.model_copy(update={"near": near})})
     started = time.perf_counter()
-    result = clean.run(src, out, clean.load("preference" if kind == "preference" else "default"))
+    result = clean.run(src, out, profile, kind=kind)
     seconds = time.perf_counter() - started
     s = result.summary
     print(json.dumps({"seconds": seconds, "read": s["read"], "kept": s["kept"], "dropped": s["dropped_by_rule"]}))

@@ -13,7 +13,7 @@ from tests.conftest import read_jsonl, write_jsonl
 from workbench import clean as cleaning
 from workbench.clean.profile import from_dict, load
 from workbench.clean.rules import RULES
-from workbench.preference import read_preferences
+from workbench.preference import read_preferences, to_canonical, to_trl
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,6 +57,8 @@ CASES = [
     ("format_mismatch", pair("Code", "```python\nprint(1)\n```", "print(1)"), pair("Code", "```py\nx\n```", "```py\ny\n```")),
     ("format_mismatch", pair("Quote", '"To be or not to be"', "To be or not"), pair("Quote", 'He said "be" twice', "be")),
     ("format_mismatch", pair("讲个笑话", "Assistant: 好的", "好的"), pair("讲个笑话", "助手很好", "好的")),
+    ("format_mismatch", pair("Motto", "**Carpe diem.**", "Carpe diem."), pair("Motto", "**Carpe** diem.", "Seize it.")),
+    ("format_mismatch", pair("Cite", "> To be\n> or not", "To be"), pair("Cite", "> To be\nor not", "To be")),
     ("refusal_chosen", pair("Tell a joke", "I'm sorry, but I cannot help with that.", "Why did the chicken..."),
      pair("Tell a joke", "Why did the chicken...", "I'm sorry, but I cannot help with that.")),
     ("refusal_chosen", pair("介绍你自己", "作为一个AI语言模型，我没有自我。", "我是小助手。"),
@@ -83,8 +85,20 @@ def test_every_preference_rule_is_exercised_and_in_the_preference_profile() -> N
     assert pref_rules <= set(load("preference").rule_order)
 
 
+def test_markdown_structure_is_compared_only_when_asked(tmp_path: Path) -> None:
+    records = [pair("Steps?", "## Steps\n- mix\n- bake", "Mix, then bake."), pair("Why?", "Because.", "Since.")]
+    assert verdicts(tmp_path, records) == [None, None]
+    profile = from_dict({"name": "t", "rules": {"format_mismatch": {"markdown_structure": True}}})
+    src = write_jsonl(tmp_path / "m.jsonl", records)
+    s = cleaning.run(src, tmp_path / "m.out.jsonl", profile).summary
+    assert s["dropped_by_rule"]["format_mismatch"] == 1
+    row = read_jsonl(tmp_path / "m.out.dropped.jsonl")[0]
+    assert row["reason"] == "chosen uses markdown formatting and rejected does not"
+
+
 def test_per_side_reasons_name_the_side(tmp_path: Path) -> None:
-    clean(tmp_path, [CASES[13][1], pair("Code", "```py\nx = 1\n", "x = 1")])
+    truncated = pair("List fruits", "Apples and pears.", "The fruits are apples, oranges,")
+    clean(tmp_path, [truncated, pair("Code", "```py\nx = 1\n", "x = 1")])
     drops = dropped(tmp_path)
     assert drops[1]["reason"] == "rejected ends on ',', mid-sentence"
     assert drops[2]["rule"] == "truncated_output"
@@ -114,7 +128,7 @@ def test_contradictory_pairs_are_both_dropped_and_name_each_other(tmp_path: Path
     assert drops[5]["contradicts"] == drops[6]["contradicts"] == [4]
     assert 2 not in drops
     assert s["dropped_by_rule"]["contradictory_pair"] == 5
-    assert drops[1]["record"]["chosen"] == "Blue."
+    assert drops[1]["record"]["chosen"] == [{"role": "assistant", "content": "Blue."}]
 
 
 def test_kto_contradiction_is_the_same_completion_labelled_both_ways(tmp_path: Path) -> None:
@@ -171,7 +185,7 @@ def test_tied_scores_are_dropped_with_the_score_and_scored_records_binarised(tmp
     s = clean(tmp_path, records)
     assert s["dropped_by_rule"]["tied_scores"] == 1
     assert dropped(tmp_path)[2]["reason"] == "all 2 completions score 5: no preference"
-    assert read_jsonl(tmp_path / "out.jsonl")[0]["chosen"] == "Apple."
+    assert read_jsonl(tmp_path / "out.jsonl")[0]["chosen"] == [{"role": "assistant", "content": "Apple."}]
     assert s["preference"]["shapes"] == {"scored": 2}
 
 
@@ -226,18 +240,32 @@ def test_chinese_bom_crlf_input_survives_and_reads_back_canonical(tmp_path: Path
             ensure_ascii=False,
         ),
     ]
+    multi_turn = {
+        "messages": [
+            {"role": "system", "content": "简洁回答。"},
+            {"role": "user", "content": "第一问"},
+            {"role": "assistant", "content": "第一答"},
+            {"role": "user", "content": "第二问"},
+        ],
+        "chosen": {"role": "assistant", "content": "第二答"},
+        "rejected": [{"role": "assistant", "content": "不知道"}],
+    }
+    lines.append(json.dumps(multi_turn, ensure_ascii=False))
     src = tmp_path / "p.jsonl"
     src.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
     s = cleaning.run(src, tmp_path / "out.jsonl", load("preference")).summary
-    assert s["kept"] == 2
+    assert s["kept"] == 3
+    kept = read_jsonl(tmp_path / "out.jsonl")
+    assert kept[2]["prompt"][0] == {"role": "system", "content": "简洁回答。"}  # TRL's conversational format
     back = [ex for _, ex in read_preferences(tmp_path / "out.jsonl")]
     assert back[0].chosen == "Hello 👋" and back[1].chosen == "床前明月光，疑是地上霜。"
     assert back[1].prompt_messages[0].content == "你是诗人。"
+    assert back[2] == to_canonical(multi_turn)  # system, earlier turns and the last question all kept
 
 
 def test_personal_data_in_an_answer_is_redacted(tmp_path: Path) -> None:
     s = clean(tmp_path, [pair("Contact?", "Write to jane.doe@gmail.com.", "No idea.")])
-    assert read_jsonl(tmp_path / "out.jsonl")[0]["chosen"] == "Write to <EMAIL>."
+    assert read_jsonl(tmp_path / "out.jsonl")[0]["chosen"][0]["content"] == "Write to <EMAIL>."
     assert s["modified"]["pii_redacted"] == 1
 
 
@@ -313,7 +341,7 @@ def test_cli_kind_preference_reads_stdin(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert read_jsonl(out)[0]["chosen"] == GOOD["chosen"]
+    assert read_jsonl(out)[0] == to_trl(to_canonical(GOOD))
 
 
 def test_stats_describe_pairs_with_length_bias_and_prompts_with_several_pairs(tmp_path: Path, wb: Any) -> None:

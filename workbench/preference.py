@@ -15,7 +15,7 @@ Shapes read (each recognised by its keys, `detect_shape`):
   `binarize`: chosen is the highest-scored completion, rejected the lowest-scored (the first listed of equal
   scores in each case); when every completion scores the same there is no preference and the record is a
   `NoPreference` (wb clean drops it under `tied_scores`, naming the score).
-- `canonical` / `canonical_kto`: the canonical form itself (what `wb clean` writes).
+- `canonical` / `canonical_kto`: the canonical form itself (`model_dump()` of the models below).
 
 The canonical form: `PreferencePair` (`prompt_messages`, `chosen`, `rejected`) or `KtoExample` (`prompt_messages`,
 `completion`, `label`). `prompt_messages` holds the whole prompt: an optional leading system message, then user
@@ -24,7 +24,7 @@ and assistant turns that alternate and end with the user. Responses are single a
 Lossless where defined: `to_canonical(from_canonical(x, shape)) == x` for every canonical `x` and every shape of
 its kind. The way in is lossless too for records already in a shape's canonical field layout; an Alpaca
 `instruction` + `input` pair becomes one user message (instruction, blank line, input), as in `records.py`, so it
-comes back as one `instruction`. `to_trl` gives TRL 1.16's conversational dicts.
+comes back as one `instruction`. `to_trl` gives TRL 1.16's conversational dicts (what `wb clean` writes).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pydantic import (
     ValidationError,
 )
 
+from workbench import io
 from workbench.errors import WbError
 from workbench.io import RecordReader
 from workbench.records import (  # RecordError is part of this module's API: to_canonical raises it
@@ -79,6 +80,7 @@ __all__ = [
     "from_canonical",
     "prompt_text",
     "read_preferences",
+    "sniff_kind",
     "split_prompt",
     "to_canonical",
     "to_trl",
@@ -612,6 +614,24 @@ def prompt_text(ex: Canonical) -> str:
 
 
 # --- files ------------------------------------------------------------------------------------------------------
+
+
+SNIFF_RECORDS = 64
+
+
+def sniff_kind(path: Path) -> Kind | None:
+    """`pair` or `kto` when the first JSON object of the file is preference data, else None (SFT data, or a file
+    the SFT reader will explain). A stream (stdin, a pipe) is not read ahead: None, so callers ask for `--kind`."""
+    if io.is_stream(Path(path)):
+        return None
+    try:
+        for items, _ in RecordReader(Path(path), batch_size=SNIFF_RECORDS).iter_items():
+            for _, obj, _ in items:
+                if isinstance(obj, dict):
+                    return detect_kind(obj)
+    except WbError:
+        return None
+    return None
 
 
 def read_preferences(path: Path, *, ties: Literal["error", "skip"] = "error") -> list[tuple[int, Canonical]]:

@@ -38,7 +38,7 @@ def validate(
 ) -> Validation:
     """Read every record of `path` as a training example; keep the first `keep` rejects in full. Preference data
     (recognised by its first record, unless `--map` maps SFT fields) is checked against the preference shapes."""
-    from workbench.clean.preference import sniff_kind
+    from workbench.preference import sniff_kind
 
     if not overrides and sniff_kind(Path(path)) is not None:
         return _validate_preferences(Path(path), keep, duplicate_keys, split)

@@ -12,8 +12,8 @@ and `rejected` for pairs, or `output` (the completion) and `label` for KTO. Then
 After the last batch, over the records kept so far: `contradictory_pair` (the same prompt preferred both ways,
 across the whole file), then decontamination and exact duplicates, then near duplicates, where for pairs `output`
 holds chosen and rejected together, so dedup keys cover the prompt and both answers. Kept records are written in
-the canonical form, `read = kept + dropped + rejected` holds, and the stats carry `preference` (kind, input
-shapes, label balance for KTO, and the length bias of the kept pairs).
+TRL's conversational format (`preference.to_trl`), `read = kept + dropped + rejected` holds, and the stats carry
+`preference` (kind, input shapes, label balance for KTO, and the length bias of the kept pairs).
 """
 
 from __future__ import annotations
@@ -42,23 +42,9 @@ KindOpt = Literal["auto", "sft", "preference"]
 PAIR_TEXT = ("instruction", "input", "system", "chosen", "rejected")
 KTO_TEXT = ("instruction", "input", "output", "system")
 TIED = "tied_scores"
-SNIFF_RECORDS = 64
 
 
-def sniff_kind(path: Path) -> preference.Kind | None:
-    """`pair` or `kto` when the first JSON object of the file is preference data, else None (SFT, or unreadable:
-    the SFT reader then says what is wrong). A stream (stdin, a pipe) is not read ahead: pass `--kind`."""
-    if io.is_stream(Path(path)):
-        return None
-    try:
-        reader = io.RecordReader(Path(path), batch_size=SNIFF_RECORDS)
-        for items, _ in reader.iter_items():
-            for _, obj, _ in items:
-                if isinstance(obj, dict):
-                    return preference.detect_kind(obj)
-    except WbError:
-        return None
-    return None
+sniff_kind = preference.sniff_kind
 
 
 def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preference"]:
@@ -103,8 +89,9 @@ def examples_frame(lines: list[int], examples: list[Canonical], kind: preference
     return pl.DataFrame(data)
 
 
-def canonical_rows(df: pl.DataFrame, kind: preference.Kind) -> list[dict[str, Any]]:
-    """The canonical JSON objects of a frame's records (what the kept file and the dropped file hold)."""
+def output_rows(df: pl.DataFrame, kind: preference.Kind) -> list[dict[str, Any]]:
+    """The records of a frame as `wb clean` writes them (kept and dropped files): TRL's conversational format,
+    `preference.to_trl` of the canonical example, which TRL's trainers, `wb train` and `read_preferences` read."""
     out: list[dict[str, Any]] = []
     answers = ("chosen", "rejected") if kind == "pair" else ("output", "label")
     for system, history, user, a, b in df.select("system", "history", "instruction", *answers).iter_rows():
@@ -113,9 +100,10 @@ def canonical_rows(df: pl.DataFrame, kind: preference.Kind) -> list[dict[str, An
             msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": asst}]
         msgs.append({"role": "user", "content": user})
         if kind == "pair":
-            out.append({"prompt_messages": msgs, "chosen": a, "rejected": b})
+            chosen, rejected = [{"role": "assistant", "content": a}], [{"role": "assistant", "content": b}]
+            out.append({"prompt": msgs, "chosen": chosen, "rejected": rejected})
         else:
-            out.append({"prompt_messages": msgs, "completion": a, "label": b})
+            out.append({"prompt": msgs, "completion": [{"role": "assistant", "content": a}], "label": b})
     return out
 
 
@@ -339,7 +327,7 @@ def _write_dropped(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
         return
     extra = [c for c in ("duplicate_of", "similarity", "eval_item", "contradicts") if c in df.columns]
     meta = df.select("_line", "_rule", "_reason", *extra).to_dicts()
-    for m, rec in zip(meta, canonical_rows(df, kind), strict=True):
+    for m, rec in zip(meta, output_rows(df, kind), strict=True):
         row = {"line": m["_line"], "rule": m["_rule"], "reason": m["_reason"]}
         row.update({c: m[c] for c in extra if m[c] is not None})
         row["record"] = rec
@@ -347,7 +335,7 @@ def _write_dropped(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
 
 
 def _write_kept(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
-    for rec in canonical_rows(df, kind):
+    for rec in output_rows(df, kind):
         f.write(orjson.dumps(rec) + b"\n")
 
 

@@ -123,6 +123,27 @@ class FormatMismatchParams(Params):
     quotes: bool = Field(
         True, description="Compare whether each answer is wholly wrapped in quotes (\"\", “”, 「」, '')."
     )
+    markdown_wrap: bool = Field(
+        True, description="Compare whether each answer is wholly bold (**...**) or a block quote (every line '> ')."
+    )
+    markdown_structure: bool = Field(
+        False,
+        description="Also compare whether each answer uses markdown structure (headings, bold, lists, tables). Off "
+        "by default: better answers are often better formatted; turn it on when chosen answers come from a model "
+        "that formats and rejected ones from one that does not.",
+    )
+
+
+_MARKDOWN = r"(?m)^#{1,6}\s+\S|\*\*[^*\n]+\*\*|^\s*(?:[-*+]|\d+\.)\s+\S|^\s*\|?\s*:?-{3,}"
+
+
+def _markdown_wrapped(e: pl.Expr) -> pl.Expr:
+    s = e.str.strip_chars()
+    bold = (
+        s.str.starts_with("**") & s.str.ends_with("**") & (s.str.len_chars() >= 5) & (s.str.count_matches(r"\*\*") == 2)
+    )
+    quote = s.str.contains(r"^>") & ~s.str.contains(r"(?m)^[^>\n]")
+    return bold | quote
 
 
 def _fenced(e: pl.Expr) -> pl.Expr:
@@ -178,6 +199,10 @@ def format_mismatch(p: FormatMismatchParams) -> Check:
         compare(_fenced(CHOSEN), _fenced(REJECTED), "is wrapped in a ``` code fence")
     if p.quotes:
         compare(_quoted(CHOSEN), _quoted(REJECTED), "is wrapped in quotes")
+    if p.markdown_wrap:
+        compare(_markdown_wrapped(CHOSEN), _markdown_wrapped(REJECTED), "is wholly bold or a block quote")
+    if p.markdown_structure:
+        compare(CHOSEN.str.contains(_MARKDOWN), REJECTED.str.contains(_MARKDOWN), "uses markdown formatting")
     if not checks:
         return _never()
     drop = pl.any_horizontal([c for c, _ in checks])

@@ -84,20 +84,7 @@ def _eval_frames(reader: io.RecordReader) -> Iterator[tuple[list[int], pl.DataFr
     """The records of an eval file as frames of canonical rows. A preference file (pairs, KTO examples) counts
     its prompt and every answer: a pair's row holds chosen and rejected together as its output."""
     path = reader.path
-    first = (
-        next(
-            (
-                obj
-                for items, _ in io.RecordReader(path, batch_size=64).iter_items()
-                for _, obj, _ in items
-                if isinstance(obj, dict)
-            ),
-            None,
-        )
-        if not io.is_stream(path)
-        else None
-    )
-    if preference.detect_kind(first) is None:
+    if preference.sniff_kind(path) is None:
         for batch in reader:
             if batch.rejects:
                 r = batch.rejects[0]
