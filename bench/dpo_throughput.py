@@ -63,7 +63,7 @@ def worker_wb(a: argparse.Namespace) -> dict[str, Any]:
         f"preference.beta={a.beta}",
         f"output_dir={a.work}",
         "name=wb-dpo",
-        "logging_steps=5",
+        "logging_steps=1",
         f"seed={SEED}",
         "scheduler=cosine",
         "warmup_ratio=0.1",
@@ -125,7 +125,8 @@ def worker_baseline(a: argparse.Namespace) -> dict[str, Any]:
         beta=a.beta,
         max_length=a.max_length,
         seed=SEED,
-        logging_steps=5,
+        logging_steps=1,
+        logging_first_step=True,
         save_strategy="no",
         report_to=[],
         gradient_checkpointing=False,
@@ -143,11 +144,12 @@ def worker_baseline(a: argparse.Namespace) -> dict[str, Any]:
     rss = self_peak_rss_mb()
     trainer.save_model(str(Path(a.work) / "baseline" / "adapter"))
     logs = [r for r in trainer.state.log_history if "loss" in r]
+    counted = [r["num_tokens"] for r in trainer.state.log_history if "num_tokens" in r]
     return {
         "train_seconds": out.metrics["train_runtime"],
         "train_cpu_seconds": cpu,
         "steps": out.global_step,
-        "tokens": int(logs[-1]["num_tokens"]) if logs and "num_tokens" in logs[-1] else None,
+        "tokens": int(counted[-1]) if counted else None,
         "first_loss": logs[0]["loss"] if logs else None,
         "last_loss": logs[-1]["loss"] if logs else None,
         "precision": "fp32",

@@ -69,7 +69,7 @@ def test_a_json_array_file_numbers_its_items(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_a_malformed_pair_names_its_line_and_field(tmp_path: Path, row: dict[str, Any], field: str) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "ok", "chosen": "y", "rejected": "n"}, row])
-    with pytest.raises(WbError, match=rf"p\.jsonl:line 2: {field}:"):
+    with pytest.raises(WbError, match=rf"p\.jsonl:line 2: {field}\b"):
         pdata.load_pairs(path)
 
 
@@ -77,15 +77,13 @@ def test_kto_reads_labels_and_splits_pairs(tmp_path: Path) -> None:
     rows = [
         {"prompt": "天气如何？", "completion": "今天晴朗。", "label": True},
         {"prompt": "天气如何？", "completion": "滚", "kto_tag": False},
-        {"prompt": "Hi", "chosen": "Hello!", "rejected": "No."},
     ]
     ex = pdata.load_unpaired(write_jsonl(tmp_path / "k.jsonl", rows))
-    assert [(e.line, e.completion, e.label) for e in ex] == [
-        (1, "今天晴朗。", True),
-        (2, "滚", False),
-        (3, "Hello!", True),
-        (3, "No.", False),
-    ]
+    assert [(e.line, e.completion, e.label) for e in ex] == [(1, "今天晴朗。", True), (2, "滚", False)]
+    split = pdata.load_unpaired(
+        write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "No."}])
+    )
+    assert [(e.line, e.completion, e.label) for e in split] == [(1, "Hello!", True), (1, "No.", False)]
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "completion": "a", "label": "yes"}])
     with pytest.raises(WbError, match="line 1: label"):
         pdata.load_unpaired(bad)

@@ -165,6 +165,19 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
 
     with pytest.raises(WbError, match="is a reward model: it scores texts and does not generate"):
         load([resolve_target(result.run_dir)])
+    # RL from the trained reward model: GRPO samples answers, the reward model scores them, KL is logged.
+    pref = {"reward_model": result.run_dir, "num_generations": 2, "max_completion_length": 6, "beta": 0.1}
+    rl = train(recipe(tmp_path, tiny, pairs_file, "grpo", name="rl", preference=pref, max_steps=2))
+    rl_rows = log_of(rl.run_dir)
+    assert len(rl_rows) == 2 and all("kl" in r and "reward_std" in r for r in rl_rows)
+    assert any(r["reward_std"] > 0 for r in rl_rows)  # the reward model tells sampled answers apart
+    # Base vs tuned answers to task prompts under the reward model: a paired interval and a win rate.
+    task = write_jsonl(tmp_path / "task.jsonl", [{"instruction": f"Describe {i}.", "output": "ok"} for i in range(6)])
+    config = EvalConfig(data=task, probes=[], reward_model=result.run_dir, cache=False, review_size=0)
+    config = config.model_copy(update={"generation": config.generation.model_copy(update={"max_new_tokens": 6})})
+    won = evaluate(rl.run_dir, config).metrics["preference"]
+    assert won["reward_score"]["wins"] + won["reward_score"]["ties"] + won["reward_score"]["losses"] == 6
+    assert "delta_lower" in won["reward_score"] and 0 <= won["win_rate"] <= 1
 
 
 def test_grpo_samples_scores_with_a_registry_metric_and_logs_kl(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:

@@ -242,7 +242,7 @@ def metric_reward(name: str) -> Callable[..., list[float]]:
     return reward
 
 
-def _grpo_rewards(recipe: Recipe, template: tdata.Template) -> list[Any]:
+def _grpo_rewards(recipe: Recipe) -> list[Any]:
     from workbench.evaluate.preference import RewardScorer
 
     pref = recipe.preference
@@ -251,7 +251,10 @@ def _grpo_rewards(recipe: Recipe, template: tdata.Template) -> list[Any]:
         scorer = RewardScorer.load(pref.reward_model, batch_size=recipe.batch_size)
 
         def reward_model(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
-            return scorer.score_texts([p + c for p, c in zip(prompts, completions, strict=True)])
+            """Each sampled answer closed as in the reward model's training (end-of-turn, EOS), then scored."""
+            close = pprep.completion_text
+            texts = [p + close(scorer.tokenizer, scorer.template, c) for p, c in zip(prompts, completions, strict=True)]
+            return scorer.score_texts(texts)
 
         funcs.append(reward_model)
     if pref.reward_function is not None:
@@ -343,7 +346,7 @@ def _build(
         args = hf.training_args(recipe, run_dir, choice, False, GRPOConfig, **common, **extra)
         trainer = _wb(GRPOTrainer)(
             model=model,
-            reward_funcs=_grpo_rewards(recipe, "chat"),
+            reward_funcs=_grpo_rewards(recipe),
             args=args,
             train_dataset=_dataset(grpo_rows),
             **kw,

@@ -2,13 +2,11 @@
 chosen and a rejected answer), `load_unpaired(path)` (KTO: a prompt, a completion and a desirable/undesirable label)
 and `load_prompts(path)` (the prompts an RL method samples answers for).
 
-Shapes read (JSONL, or a JSON array):
-- TRL's: `prompt` (a string, or a list of messages ending with the user turn), `chosen` and `rejected` (a string, an
-  assistant message, or a list holding one assistant message);
-- Alpaca-style: `instruction` (+ `input`, `system`, `history` as `[[user, assistant], ...]`) with `chosen`/`rejected`;
-- conversational: `messages` or `conversations` (ShareGPT `from`/`value` too) as the shared prompt;
-- unpaired (KTO): the same prompt keys with `completion` and a boolean `label` (or `kto_tag`). A pairwise file given
-  to KTO is unpaired as TRL does: every chosen answer desirable, every rejected one undesirable.
+Preference files are read by `workbench.preference.read_preferences` (the reader `wb clean` uses: pairwise,
+implicit and conversational pairs, KTO examples, scored completions; JSONL, JSON, Parquet, CSV; docs/preference-data.md)
+and mapped to the small records below. A pairs file given to KTO is unpaired as TRL does: every chosen answer
+desirable, every rejected one undesirable. GRPO's prompts may also come from SFT records (instruction / messages +
+output), read here.
 
 Every record keeps its line number (the item number in a JSON array), so a refusal at train time names it.
 """
@@ -112,55 +110,46 @@ def _prompt(path: Path, line: int, rec: dict[str, Any]) -> tuple[Message, ...]:
     return tuple(msgs)
 
 
-def _answer(path: Path, line: int, rec: dict[str, Any], field: str) -> str:
-    value = rec.get(field)
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise _fail(path, line, field, "expected one assistant message, got a list of " + str(len(value)))
-        value = value[0]
-    if isinstance(value, dict):
-        value = _message(path, line, field, value)
-        if value["role"] != "assistant":
-            raise _fail(path, line, field, "the answer must be an assistant message")
-        value = value["content"]
-    if not isinstance(value, str):
-        raise _fail(path, line, field, "missing, or not a string or an assistant message")
-    if not value.strip():
+def _canonical(path: Path) -> list[tuple[int, Any]]:
+    """The preference reader of `wb clean` (workbench.preference.read_preferences): every shape it knows (pairwise,
+    implicit, conversational, KTO, scored completions; JSONL, JSON, Parquet, CSV), one error naming file:line:field."""
+    from workbench.preference import read_preferences
+
+    return read_preferences(Path(path))
+
+
+def _messages_of(ex: Any) -> tuple[Message, ...]:
+    return tuple({"role": m.role, "content": m.content} for m in ex.prompt_messages)
+
+
+def _nonempty(path: Path, line: int, field: str, text: str) -> str:
+    if not text.strip():
         raise _fail(path, line, field, "empty answer (run `wb clean` on the preference file first)")
-    return value
+    return text
 
 
 def load_pairs(path: Path) -> list[Pair]:
     """Every pair of a preference file; a record that is not a pair is a WbError naming its line and field."""
-    rows = _rows(path)
-    pairs = [
-        Pair(line, _prompt(path, line, rec), _answer(path, line, rec, "chosen"), _answer(path, line, rec, "rejected"))
-        for line, rec in rows
-    ]
-    if not pairs:
-        raise WbError(f"{path}: no preference pairs in it")
+    from workbench.preference import PreferencePair
+
+    pairs: list[Pair] = []
+    for line, ex in _canonical(path):
+        if not isinstance(ex, PreferencePair):
+            raise _fail(path, line, "chosen", "a KTO example (completion + label) where a pair is needed")
+        chosen = _nonempty(path, line, "chosen", ex.chosen)
+        pairs.append(Pair(line, _messages_of(ex), chosen, _nonempty(path, line, "rejected", ex.rejected)))
     return pairs
 
 
-def _label(path: Path, line: int, rec: dict[str, Any]) -> bool:
-    value = rec.get("label", rec.get("kto_tag"))
-    if not isinstance(value, bool):
-        raise _fail(path, line, "label", "expected true (desirable) or false (undesirable)")
-    return value
-
-
 def load_unpaired(path: Path) -> list[Unpaired]:
-    """KTO examples: `completion` + `label` records as they are, pairwise records split into two."""
+    """KTO examples: `completion` + `label` records as they are, pairs split into two (`preference.unpair`)."""
+    from workbench.preference import PreferencePair, unpair
+
     out: list[Unpaired] = []
-    for line, rec in _rows(path):
-        prompt = _prompt(path, line, rec)
-        if "completion" in rec:
-            out.append(Unpaired(line, prompt, _answer(path, line, rec, "completion"), _label(path, line, rec)))
-        else:
-            out.append(Unpaired(line, prompt, _answer(path, line, rec, "chosen"), True))
-            out.append(Unpaired(line, prompt, _answer(path, line, rec, "rejected"), False))
-    if not out:
-        raise WbError(f"{path}: no examples in it")
+    for line, ex in _canonical(path):
+        for kto in unpair(ex) if isinstance(ex, PreferencePair) else (ex,):
+            completion = _nonempty(path, line, "completion", kto.completion)
+            out.append(Unpaired(line, _messages_of(kto), completion, kto.label))
     return out
 
 
@@ -175,6 +164,18 @@ def load_prompts(path: Path) -> list[PromptItem]:
     """The distinct prompts of a file of any shape above (or of SFT records: their output is the reference)."""
     seen: set[tuple[tuple[str, str], ...]] = set()
     out: list[PromptItem] = []
+    try:
+        canonical = _canonical(path)
+    except WbError:
+        canonical = []  # not preference data: SFT records (instruction / messages + output) below
+    if canonical:
+        for line, ex in canonical:
+            key = tuple((m.role, m.content) for m in ex.prompt_messages)
+            if key not in seen:
+                seen.add(key)
+                ref = getattr(ex, "chosen", None) or (ex.completion if getattr(ex, "label", False) else "")
+                out.append(PromptItem(line, _messages_of(ex), ref))
+        return out
     for line, rec in _rows(path):
         prompt = _prompt(path, line, rec)
         key = tuple((m["role"], m["content"]) for m in prompt)
