@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT / "ray_clean")
     ap.add_argument("--seed", type=int, default=20261201)
     args = ap.parse_args()
+    args.out = args.out.resolve()  # the children run from the repository root
 
     results: list[dict[str, Any]] = []
     for n in args.sizes:

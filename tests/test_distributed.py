@@ -113,6 +113,11 @@ def test_two_processes_train_like_one_with_the_global_batch_and_resume(
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["processes"] == 2 and manifest["global_step"] == 4
     assert manifest["examples"]["train"] == len(RECORDS)
+    # Per-example losses: each process computed half, rank 0 gathered them; the same as one process's.
+    rows = [{r["line"]: r["loss"] for r in map(json.loads, (d / "sample_losses.jsonl").read_text().splitlines())}
+            for d in (one.run_dir, run_dir)]  # fmt: skip
+    assert rows[0].keys() == rows[1].keys() and len(rows[0]) == len(RECORDS)
+    assert all(abs(rows[0][k] - rows[1][k]) <= 1e-3 for k in rows[0])
     # Token counts cover both processes: the same as the one-process run's.
     assert manifest["tokens"]["trained_seen"] == one.manifest["tokens"]["trained_seen"]
 

@@ -13,6 +13,7 @@ No torch import at module level: a single-process run never touches torch.distri
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def world_size() -> int:
@@ -62,3 +63,16 @@ def sum_counts(values: list[int]) -> list[int]:
     total = torch.tensor(values, dtype=torch.int64, device=device)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return [int(v) for v in total.tolist()]
+
+
+def gather_to_main(values: list[Any]) -> list[list[Any]] | None:
+    """Every process's `values`, in rank order, on the main process (None on the others)."""
+    if world_size() <= 1:
+        return [values]
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [values]
+    out: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(values, out, dst=0)
+    return out

@@ -353,6 +353,22 @@ def _best(recipe: Recipe, trainer: Any) -> dict[str, Any]:
     }
 
 
+def per_example_losses(session: Session, final: Any, examples: list[Any]) -> list[float] | None:
+    """Each training example's loss under the final weights (on the main process; None on the others).
+
+    Across processes each computes every N-th example and the main process gathers them; a sharded model's forward
+    pass is collective, so there every process goes through all examples in step."""
+    recipe, pad_id, choice = session.recipe, session.pad_id, session.choice
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1 or sharded(recipe):
+        losses = sample_losses(final, examples, pad_id, recipe.batch_size, choice)
+        return losses if distributed.is_main() else None
+    parts = distributed.gather_to_main(sample_losses(final, examples[rank::world], pad_id, recipe.batch_size, choice))
+    if parts is None:
+        return None
+    return [parts[i % world][i // world] for i in range(len(examples))]
+
+
 def train(
     recipe: Recipe,
     resume: bool = False,
@@ -410,10 +426,7 @@ def train(
         [trainer.tokens_seen + trainer.window_tokens, trainer.padding_seen, trainer.trained_seen]
     )
     save_weights(session, final, trainer)
-    # A sharded model's forward pass is collective: every process computes the per-example losses, rank 0 writes.
-    losses = None
-    if distributed.is_main() or sharded(recipe):
-        losses = sample_losses(final, prepared.train, pad_id, recipe.batch_size, session.choice)
+    losses = per_example_losses(session, final, prepared.train)
     if not distributed.is_main():  # rank 0 writes the rest of the run folder; wait for it, then read its manifest
         distributed.barrier()
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
