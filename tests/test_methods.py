@@ -329,8 +329,8 @@ def _cpu_fp32() -> Any:
 def test_neftune_noises_the_embeddings_of_the_trained_loss_only_while_training(
     tmp_path: Path, tiny: Path, method: str
 ) -> None:
-    plain = train(recipe(tmp_path / "plain", tiny, method=method, max_steps=3))
-    noisy = train(recipe(tmp_path / "noisy", tiny, method=method, max_steps=3, neftune_noise_alpha=5))
+    plain = train(recipe(tmp_path / "plain", tiny, name="plain", method=method, max_steps=3))
+    noisy = train(recipe(tmp_path / "noisy", tiny, name="noisy", method=method, max_steps=3, neftune_noise_alpha=5))
     # Step 1's loss is taken before any update: only the noise can make it differ.
     assert losses(noisy)[0] != losses(plain)[0]
     assert abs(losses(noisy)[0] - losses(plain)[0]) < 0.5

@@ -404,3 +404,27 @@ def test_a_few_lora_steps_on_the_embedded_model_lower_the_loss_and_the_run_answe
     loaded = load([resolve_target(result.run_dir)])
     [answer] = generate(loaded, [prompt_for(loaded, {"instruction": "12+7="})], GenerationSettings(max_new_tokens=12))
     assert "19" in answer
+
+
+@pytest.mark.slow
+def test_llama_adapter_fits_the_embedded_model_and_starts_at_the_base(
+    embedded: tuple[Path, float], shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from workbench.train import methods
+    from workbench.train.recipe import Recipe
+
+    monkeypatch.setenv("WB_CACHE", str(shared_cache))
+    tokenizer = wbmodel.load_tokenizer()
+    model = wbmodel.load_model(dtype="float32")
+    ids = tokenizer("<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        base = model(input_ids=ids).logits
+    adapted = methods.apply(model, Recipe(method="llama_adapter"))  # SmolLM2 is a Llama: 9 heads, 3 key/value heads
+    trainable, _ = methods.count_parameters(adapted)
+    assert trainable == 30 * (10 * 576 + 1)  # every layer: 10 prompt vectors of width 576 and one gate
+    with torch.inference_mode():
+        assert torch.allclose(adapted(input_ids=ids).logits, base, atol=1e-5)  # the gates start at zero
+    adapted(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for p in adapted.parameters() if p.requires_grad)
