@@ -64,6 +64,9 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   galore) the head's output in fp32 is kept by log-softmax (`4·n·V`) and backward holds two more fp32 copies
   (`12·n·V` in all, plus the compute-dtype cast); when the head is frozen wb fuses head and loss in chunks of
   2**25 logits (`workbench.train.loss.HeadLoss`), keeping only the gradient for the head's input (`n·h`).
+* CPU heap retention: glibc keeps freed activation blocks in the process heap and RSS counts them; what gradients
+  and optimiser states do not reuse stays resident: `0.5 · max(0, activations - gradients - optimiser)`, measured
+  (bench/plan_vs_measured.py; the recipe's `release_freed_memory`, which removes it, notes about 35 % less peak RSS).
 * runtime (counted only in the fit check): a GPU's CUDA context and library workspaces (not in
   `torch.cuda.max_memory_allocated`), or on a CPU the process with torch, transformers and PEFT imported.
 
@@ -114,6 +117,11 @@ HEAD_CHUNK_ELEMENTS = 2**25  # workbench.train.loss.HEAD_CHUNK_ELEMENTS (not imp
 # What the fit check adds: the CUDA context and cuBLAS/cuDNN workspaces (about 0.3-0.8 GiB with current drivers),
 # or the measured RSS of a CPU process with torch, transformers and PEFT imported (bench/plan_vs_measured.py).
 RUNTIME_BYTES = {"cuda": int(0.75 * GIB), "cpu": int(0.45 * GIB)}
+# CPU: glibc malloc keeps freed activation blocks in the heap (per-thread arenas) and RSS counts them; what is not
+# reused by gradients and optimiser states stays resident across steps. Measured: lora at 2 x 512 tokens on the
+# embedded model (bench/plan_vs_measured.py) and the recipe's `release_freed_memory` note (about 35 % less peak
+# RSS for LoRA at 4 x 512 when freed blocks go back to the system) both put it at about half the activations.
+CPU_HEAP_RETENTION = 0.5
 UNITS = {"": None, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -274,6 +282,7 @@ class Options:
     galore_rank: int = 128
     galore_targets: Sequence[str] | str = ("self_attn", "mlp")
     freeze_layers: int = 2
+    release_freed_memory: bool = False  # the recipe's CPU allocator setting (no heap retention then)
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch", "lora_r", "virtual_tokens", "galore_rank", "freeze_layers"):
@@ -386,6 +395,8 @@ class Estimate:
     activations: int
     activations_checkpointed: int
     logits: int
+    heap_retention: int
+    heap_retention_checkpointed: int
     peak: int
     peak_checkpointed: int
     adapter_bytes: int
@@ -515,8 +526,11 @@ def estimate(
         activations += transient
         checkpointed += transient
 
-    peak = weights + optimizer + gradients + activations
-    peak_ckpt = weights + optimizer + gradients + checkpointed
+    retention = CPU_HEAP_RETENTION if cpu and not opts.release_freed_memory else 0.0
+    kept = int(retention * max(0, activations - gradients - optimizer))
+    kept_ckpt = int(retention * max(0, checkpointed - gradients - optimizer))
+    peak = weights + optimizer + gradients + activations + kept
+    peak_ckpt = weights + optimizer + gradients + checkpointed + kept_ckpt
     run = RUNTIME_BYTES[opts.device] if runtime is None else runtime
     est = Estimate(
         method=method,
@@ -528,6 +542,8 @@ def estimate(
         activations=activations,
         activations_checkpointed=checkpointed,
         logits=int(logits),
+        heap_retention=kept,
+        heap_retention_checkpointed=kept_ckpt,
         peak=int(peak),
         peak_checkpointed=int(peak_ckpt),
         adapter_bytes=saved_parameters(shape, method, opts) * (4 if method in ADAPTER_METHODS else weight_bytes),
@@ -793,6 +809,7 @@ def options_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     take("lora_dropout", "lora", "dropout")
     take("lora_targets", "lora", "target_modules")
     take("freeze_layers", "freeze", "trainable_layers")
+    take("release_freed_memory", "release_freed_memory")
     take("galore_rank", "galore", "rank")
     take("galore_targets", "galore", "target_modules")
     take("adapter_reduction_factor", "adapter", "reduction_factor")
