@@ -282,6 +282,7 @@ class Options:
     galore_rank: int = 128
     galore_targets: Sequence[str] | str = ("self_attn", "mlp")
     freeze_layers: int = 2
+    lora_init: str = "default"  # pissa and olora adapters are saved converted to plain LoRA of rank 2r
     release_freed_memory: bool = False  # the recipe's CPU allocator setting (no heap retention then)
 
     def __post_init__(self) -> None:
@@ -373,6 +374,8 @@ def saved_parameters(shape: Shape, method: str, opts: Options) -> int:
         return opts.virtual_tokens * shape.hidden
     if method == "prefix_tuning":
         return opts.virtual_tokens * shape.layers * 2 * shape.kv_heads * shape.head_dim
+    if method in ("lora", "dora") and opts.lora_init in ("pissa", "olora"):
+        return 2 * trainable_parameters(shape, method, opts)  # saved converted against the unchanged base: rank 2r
     if method in ADAPTER_METHODS:
         return trainable_parameters(shape, method, opts)
     return shape.total_params()
@@ -808,6 +811,7 @@ def options_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     take("lora_r", "lora", "r")
     take("lora_dropout", "lora", "dropout")
     take("lora_targets", "lora", "target_modules")
+    take("lora_init", "lora", "init")
     take("freeze_layers", "freeze", "trainable_layers")
     take("release_freed_memory", "release_freed_memory")
     take("galore_rank", "galore", "rank")
@@ -817,6 +821,10 @@ def options_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     take("llama_adapter_len", "llama_adapter", "adapter_len")
     take("llama_adapter_layers", "llama_adapter", "adapter_layers")
     take("prefix_projection", "prefix_tuning", "projection")
+    take("prefix_projection_hidden", "prefix_tuning", "projection_hidden_size")
+    take("p_tuning_encoder", "p_tuning", "encoder")
+    take("p_tuning_hidden", "p_tuning", "encoder_hidden_size")
+    take("p_tuning_layers", "p_tuning", "encoder_layers")
     take("ia3_targets", "ia3", "target_modules")
     take("ia3_feedforward", "ia3", "feedforward_modules")
     method = recipe.get("method")
