@@ -874,6 +874,8 @@ def build_plan(
         frame, rejected = advice.read_frame(data)
         facts = advice.data_facts(frame)
         lengths = _token_lengths(data, found.folder)
+        if lengths is not None:
+            lengths["tokenizer"] = shape.name  # the spec the user gave, not the resolved cache folder
         if lengths and lengths.get("tokens_total") and "trained_share" not in fields:
             fields["trained_share"] = max(1e-6, lengths["trained_tokens_total"] / lengths["tokens_total"])
     try:
