@@ -49,6 +49,8 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   - attention through `sdpa` (no `a·s²` score matrix is kept): q, k and v (k/v repeated to all heads when a mask
     is passed), the output and o_proj's contiguous input: `5·c·a·d` (the `5as/h` term of Korthikanti et al.
     belongs to eager attention, which wb does not use);
+  - the attention mask (wb always passes one): a copy per layer, on a CPU expanded to every head as bools (`a·s`
+    bytes per token, measured with saved-tensor hooks), on a GPU the additive bias (`c·s`);
   - the SwiGLU MLP: gate output, SiLU output, up output, their product (down_proj's input): `4·c·i`;
   - LoRA dropout (p > 0): per adapted projection its dropped input and the mask, `in · (e + 1)`, plus the low-rank
     input `r·c`; DoRA also keeps the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its
@@ -424,10 +426,11 @@ def _grad_layers(shape: Shape, method: str, opts: Options) -> int:
     return shape.layers
 
 
-def _layer_activations(shape: Shape, method: str, opts: Options, compute: int, cpu_autocast: bool) -> float:
+def _layer_activations(shape: Shape, method: str, opts: Options, compute: int, cpu: bool) -> float:
     """Bytes one decoder layer keeps for backward, per token (see the module docstring)."""
     h, i, ad = shape.hidden, shape.intermediate, shape.heads * shape.head_dim
     qlora = method == "qlora"
+    cpu_autocast = cpu and compute != 4
     elem = 4 if qlora else compute  # a 4-bit layer returns its output in its input's dtype: fp32 after prepare
     total: float = 2 * 8 * h  # the two RMSNorms: fp32 input and fp32 normalised output
     if cpu_autocast or qlora:
@@ -435,6 +438,9 @@ def _layer_activations(shape: Shape, method: str, opts: Options, compute: int, c
     elif compute != 4:
         total += 2 * compute * h  # the norms' outputs in the compute dtype, shared by q/k/v and by gate/up
     total += 5 * compute * ad  # sdpa's q, k, v (repeated to all heads), its output, o_proj's input
+    # The attention mask wb always passes (packed or padded batches): sdpa keeps a copy per layer, on a CPU expanded
+    # to every head as bools (measured with saved-tensor hooks), on a GPU as the additive float bias.
+    total += (shape.heads if cpu else compute) * opts.seq_len
     total += 4 * elem * i  # SwiGLU: gate, SiLU(gate), up, their product
     if qlora:
         total += 2 * i  # down_proj's input cast to the compute dtype
@@ -507,7 +513,7 @@ def estimate(
     # Activations
     tokens = opts.batch * (opts.seq_len + (opts.virtual_tokens if method in PROMPT_METHODS else 0))
     layers = _grad_layers(shape, method, opts)
-    per_layer = _layer_activations(shape, method, opts, compute, cpu_autocast)
+    per_layer = _layer_activations(shape, method, opts, compute, cpu)
     residual = 4 if (cpu or method == "qlora") else compute
     layer_input = shape.hidden * residual
     if method == "prefix_tuning":
