@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--records", type=int, default=30, help="records of the demo data to pack (enough for the steps)")
+    ap.add_argument("--records", type=int, default=24, help="records of the demo data to pack (enough for the steps)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "demo" / "raw.jsonl")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "plan_vs_measured.json")
     ap.add_argument("--serial", action="store_true", help="one child at a time (default: side by side)")
