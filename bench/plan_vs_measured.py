@@ -88,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def run_child(method: str, args: argparse.Namespace, data: Path, out_dir: Path) -> dict[str, Any]:
+def start_child(method: str, args: argparse.Namespace, data: Path, out_dir: Path) -> subprocess.Popen[str]:
     cmd = [
         sys.executable,
         __file__,
@@ -109,10 +109,14 @@ def run_child(method: str, args: argparse.Namespace, data: Path, out_dir: Path) 
         str(args.records),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{method}: child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def finish_child(method: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{method}: child failed:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def usable_records(source: Path, target: Path) -> Path:
@@ -153,9 +157,10 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--records", type=int, default=30, help="records of the demo data to pack (enough for the steps)")
+    ap.add_argument("--records", type=int, default=24, help="records of the demo data to pack (enough for the steps)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "demo" / "raw.jsonl")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "plan_vs_measured.json")
+    ap.add_argument("--serial", action="store_true", help="one child at a time (default: side by side)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
@@ -166,8 +171,14 @@ def main() -> None:
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="wb-plan-bench-") as tmp:
         data = usable_records(args.data, Path(tmp) / "train.jsonl")
+        # Each child's peak RSS is its own (ru_maxrss), so the methods run side by side unless --serial.
+        procs: dict[str, subprocess.Popen[str]] = {}
         for method in args.methods:
-            measured = run_child(method, args, data, Path(tmp) / "runs")
+            procs[method] = start_child(method, args, data, Path(tmp) / "runs")
+            if args.serial:
+                procs[method].wait()
+        for method, proc in procs.items():
+            measured = finish_child(method, proc)
             est = estimate_for(method, measured, args)
             if measured["gpu_peak_bytes"]:
                 used = measured["gpu_peak_bytes"]

@@ -338,3 +338,25 @@ def test_cli_table_names_the_model_and_the_recommendation(wb: Any) -> None:
     result = wb("plan", "--params", "7e9", "--seq-len", "2048", "--batch", "1", "--memory", "24GB", "--lora-r", "64")
     assert result.exit_code == 0, result.stderr
     assert "Llama-2-7b" in result.stdout and "qlora" in result.stdout and "recommended:" in result.stdout
+
+
+def test_cpu_estimates_count_heap_retention_unless_freed_memory_is_released() -> None:
+    shape = plan.shape_for_params(1e9)
+    kept = plan.estimate(shape, "lora", plan.Options(device="cpu", precision="fp32", seq_len=512, batch=2))
+    released = plan.estimate(
+        shape, "lora", plan.Options(device="cpu", precision="fp32", seq_len=512, batch=2, release_freed_memory=True)
+    )
+    assert kept.heap_retention > 0 and released.heap_retention == 0
+    assert kept.peak - released.peak == kept.heap_retention
+    assert plan.estimate(shape, "lora", gpu()).heap_retention == 0  # the CUDA caching allocator reuses its blocks
+
+
+def test_cli_unknown_method_is_one_line_exit_2(wb: Any) -> None:
+    result = wb("plan", "--params", "7e9", "--method", "lorax")
+    assert result.exit_code == 2 and "lorax" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_config_without_hidden_size_names_the_file_and_field(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2}), encoding="utf-8")
+    with pytest.raises(WbError, match=r"config\.json: field hidden_size"):
+        plan.shape_from_config(plan.read_config(tmp_path), str(tmp_path / "config.json"))

@@ -49,6 +49,8 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   - attention through `sdpa` (no `a·s²` score matrix is kept): q, k and v (k/v repeated to all heads when a mask
     is passed), the output and o_proj's contiguous input: `5·c·a·d` (the `5as/h` term of Korthikanti et al.
     belongs to eager attention, which wb does not use);
+  - the attention mask (wb always passes one): a copy per layer, on a CPU expanded to every head as bools (`a·s`
+    bytes per token, measured with saved-tensor hooks), on a GPU the additive bias (`c·s`);
   - the SwiGLU MLP: gate output, SiLU output, up output, their product (down_proj's input): `4·c·i`;
   - LoRA dropout (p > 0): per adapted projection its dropped input and the mask, `in · (e + 1)`, plus the low-rank
     input `r·c`; DoRA also keeps the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its
@@ -64,6 +66,9 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   galore) the head's output in fp32 is kept by log-softmax (`4·n·V`) and backward holds two more fp32 copies
   (`12·n·V` in all, plus the compute-dtype cast); when the head is frozen wb fuses head and loss in chunks of
   2**25 logits (`workbench.train.loss.HeadLoss`), keeping only the gradient for the head's input (`n·h`).
+* CPU heap retention: glibc keeps freed activation blocks in the process heap and RSS counts them; what gradients
+  and optimiser states do not reuse stays resident: `0.5 · max(0, activations - gradients - optimiser)`, measured
+  (bench/plan_vs_measured.py; the recipe's `release_freed_memory`, which removes it, notes about 35 % less peak RSS).
 * runtime (counted only in the fit check): a GPU's CUDA context and library workspaces (not in
   `torch.cuda.max_memory_allocated`), or on a CPU the process with torch, transformers and PEFT imported.
 
@@ -114,6 +119,11 @@ HEAD_CHUNK_ELEMENTS = 2**25  # workbench.train.loss.HEAD_CHUNK_ELEMENTS (not imp
 # What the fit check adds: the CUDA context and cuBLAS/cuDNN workspaces (about 0.3-0.8 GiB with current drivers),
 # or the measured RSS of a CPU process with torch, transformers and PEFT imported (bench/plan_vs_measured.py).
 RUNTIME_BYTES = {"cuda": int(0.75 * GIB), "cpu": int(0.45 * GIB)}
+# CPU: glibc malloc keeps freed activation blocks in the heap (per-thread arenas) and RSS counts them; what is not
+# reused by gradients and optimiser states stays resident across steps. Measured: lora at 2 x 512 tokens on the
+# embedded model (bench/plan_vs_measured.py) and the recipe's `release_freed_memory` note (about 35 % less peak
+# RSS for LoRA at 4 x 512 when freed blocks go back to the system) both put it at about half the activations.
+CPU_HEAP_RETENTION = 0.5
 UNITS = {"": None, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -274,6 +284,8 @@ class Options:
     galore_rank: int = 128
     galore_targets: Sequence[str] | str = ("self_attn", "mlp")
     freeze_layers: int = 2
+    lora_init: str = "default"  # pissa and olora adapters are saved converted to plain LoRA of rank 2r
+    release_freed_memory: bool = False  # the recipe's CPU allocator setting (no heap retention then)
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch", "lora_r", "virtual_tokens", "galore_rank", "freeze_layers"):
@@ -364,6 +376,8 @@ def saved_parameters(shape: Shape, method: str, opts: Options) -> int:
         return opts.virtual_tokens * shape.hidden
     if method == "prefix_tuning":
         return opts.virtual_tokens * shape.layers * 2 * shape.kv_heads * shape.head_dim
+    if method in ("lora", "dora") and opts.lora_init in ("pissa", "olora"):
+        return 2 * trainable_parameters(shape, method, opts)  # saved converted against the unchanged base: rank 2r
     if method in ADAPTER_METHODS:
         return trainable_parameters(shape, method, opts)
     return shape.total_params()
@@ -386,6 +400,8 @@ class Estimate:
     activations: int
     activations_checkpointed: int
     logits: int
+    heap_retention: int
+    heap_retention_checkpointed: int
     peak: int
     peak_checkpointed: int
     adapter_bytes: int
@@ -410,10 +426,11 @@ def _grad_layers(shape: Shape, method: str, opts: Options) -> int:
     return shape.layers
 
 
-def _layer_activations(shape: Shape, method: str, opts: Options, compute: int, cpu_autocast: bool) -> float:
+def _layer_activations(shape: Shape, method: str, opts: Options, compute: int, cpu: bool) -> float:
     """Bytes one decoder layer keeps for backward, per token (see the module docstring)."""
     h, i, ad = shape.hidden, shape.intermediate, shape.heads * shape.head_dim
     qlora = method == "qlora"
+    cpu_autocast = cpu and compute != 4
     elem = 4 if qlora else compute  # a 4-bit layer returns its output in its input's dtype: fp32 after prepare
     total: float = 2 * 8 * h  # the two RMSNorms: fp32 input and fp32 normalised output
     if cpu_autocast or qlora:
@@ -421,6 +438,9 @@ def _layer_activations(shape: Shape, method: str, opts: Options, compute: int, c
     elif compute != 4:
         total += 2 * compute * h  # the norms' outputs in the compute dtype, shared by q/k/v and by gate/up
     total += 5 * compute * ad  # sdpa's q, k, v (repeated to all heads), its output, o_proj's input
+    # The attention mask wb always passes (packed or padded batches): sdpa keeps a copy per layer, on a CPU expanded
+    # to every head as bools (measured with saved-tensor hooks), on a GPU as the additive float bias.
+    total += (shape.heads if cpu else compute) * opts.seq_len
     total += 4 * elem * i  # SwiGLU: gate, SiLU(gate), up, their product
     if qlora:
         total += 2 * i  # down_proj's input cast to the compute dtype
@@ -493,7 +513,7 @@ def estimate(
     # Activations
     tokens = opts.batch * (opts.seq_len + (opts.virtual_tokens if method in PROMPT_METHODS else 0))
     layers = _grad_layers(shape, method, opts)
-    per_layer = _layer_activations(shape, method, opts, compute, cpu_autocast)
+    per_layer = _layer_activations(shape, method, opts, compute, cpu)
     residual = 4 if (cpu or method == "qlora") else compute
     layer_input = shape.hidden * residual
     if method == "prefix_tuning":
@@ -515,8 +535,11 @@ def estimate(
         activations += transient
         checkpointed += transient
 
-    peak = weights + optimizer + gradients + activations
-    peak_ckpt = weights + optimizer + gradients + checkpointed
+    retention = CPU_HEAP_RETENTION if cpu and not opts.release_freed_memory else 0.0
+    kept = int(retention * max(0, activations - gradients - optimizer))
+    kept_ckpt = int(retention * max(0, checkpointed - gradients - optimizer))
+    peak = weights + optimizer + gradients + activations + kept
+    peak_ckpt = weights + optimizer + gradients + checkpointed + kept_ckpt
     run = RUNTIME_BYTES[opts.device] if runtime is None else runtime
     est = Estimate(
         method=method,
@@ -528,6 +551,8 @@ def estimate(
         activations=activations,
         activations_checkpointed=checkpointed,
         logits=int(logits),
+        heap_retention=kept,
+        heap_retention_checkpointed=kept_ckpt,
         peak=int(peak),
         peak_checkpointed=int(peak_ckpt),
         adapter_bytes=saved_parameters(shape, method, opts) * (4 if method in ADAPTER_METHODS else weight_bytes),
@@ -792,7 +817,9 @@ def options_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     take("lora_r", "lora", "r")
     take("lora_dropout", "lora", "dropout")
     take("lora_targets", "lora", "target_modules")
+    take("lora_init", "lora", "init")
     take("freeze_layers", "freeze", "trainable_layers")
+    take("release_freed_memory", "release_freed_memory")
     take("galore_rank", "galore", "rank")
     take("galore_targets", "galore", "target_modules")
     take("adapter_reduction_factor", "adapter", "reduction_factor")
@@ -800,6 +827,10 @@ def options_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     take("llama_adapter_len", "llama_adapter", "adapter_len")
     take("llama_adapter_layers", "llama_adapter", "adapter_layers")
     take("prefix_projection", "prefix_tuning", "projection")
+    take("prefix_projection_hidden", "prefix_tuning", "projection_hidden_size")
+    take("p_tuning_encoder", "p_tuning", "encoder")
+    take("p_tuning_hidden", "p_tuning", "encoder_hidden_size")
+    take("p_tuning_layers", "p_tuning", "encoder_layers")
     take("ia3_targets", "ia3", "target_modules")
     take("ia3_feedforward", "ia3", "feedforward_modules")
     method = recipe.get("method")
@@ -849,6 +880,8 @@ def build_plan(
         frame, rejected = advice.read_frame(data)
         facts = advice.data_facts(frame)
         lengths = _token_lengths(data, found.folder)
+        if lengths is not None:
+            lengths["tokenizer"] = shape.name  # the spec the user gave, not the resolved cache folder
         if lengths and lengths.get("tokens_total") and "trained_share" not in fields:
             fields["trained_share"] = max(1e-6, lengths["trained_tokens_total"] / lengths["tokens_total"])
     try:
