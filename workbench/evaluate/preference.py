@@ -40,51 +40,30 @@ class RewardScorer:
 
     @classmethod
     def load(cls, spec: Path, batch_size: int = 8, max_length: int | None = None) -> RewardScorer:
-        from workbench.train.model import load_model, load_tokenizer, quiet_libraries
+        """A reward run's model and tokenizer (`workbench.score.reward.load_reward_model`), with the run's template
+        and max_length, which the texts are rendered and cut with as in training."""
+        from workbench.score.reward import load_reward_model
         from workbench.train.runs import resolve_target
 
-        quiet_libraries()
         target = resolve_target(spec)
         if target.run_dir is None or target.method != "reward":
             raise WbError(f"--reward-model {spec}: not a reward run (a run folder trained with method: reward)")
-        tokenizer = load_tokenizer(target.adapter if target.adapter is not None else target.base)
-        model: Any = load_model(target.base, dtype="auto", head="reward")
-        if target.adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(target.adapter), is_trainable=False)
-        model.config.pad_token_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
-        model.eval()
+        rm = load_reward_model(str(target.run_dir))
+        tokenizer = rm.tokenizer
+        if rm.model.config.pad_token_id is None:
+            rm.model.config.pad_token_id = tokenizer.eos_token_id
         template = tdata.choose_template(tokenizer, target.template)
         limit = max_length or _recipe_max_length(target.run_dir)
-        return cls(model, tokenizer, template, batch_size, limit)
+        return cls(rm.model, tokenizer, template, batch_size, limit)
 
     def score_texts(self, texts: Sequence[str]) -> list[float]:
         """The reward of each full text (prompt + answer), cut to the run's max_length as in training."""
-        import torch
-
         from workbench import precision
+        from workbench.score.reward import score_token_ids
 
-        pad = self.model.config.pad_token_id
         encoded = [list(self.tokenizer(t)["input_ids"])[: self.max_length] for t in texts]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out = [0.0] * len(encoded)
         choice = precision.for_model("auto", self.model)
-        with torch.inference_mode(), choice.autocast():
-            for lo in range(0, len(order), self.batch_size):
-                batch = order[lo : lo + self.batch_size]
-                longest = max(len(encoded[i]) for i in batch)
-                ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), longest), dtype=torch.long)
-                for b, i in enumerate(batch):
-                    ids[b, : len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[b, : len(encoded[i])] = 1
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
-                for b, i in enumerate(batch):
-                    out[i] = float(logits[b])
-        return out
+        return score_token_ids(self.model, encoded, choice, self.batch_size)
 
     def score_pairs(self, pairs: Sequence[pdata.Pair]) -> tuple[list[float], list[float]]:
         chosen, rejected = [], []

@@ -139,6 +139,38 @@ def render(tokenizer: Any, record: dict[str, Any]) -> str:
     return prompt + full["output"] + (tokenizer.eos_token or "")
 
 
+def score_token_ids(
+    model: Any,
+    encoded: Sequence[Sequence[int]],
+    choice: Choice,
+    batch_size: int = 8,
+    progress: ProgressFn | None = None,
+) -> list[float]:
+    """A reward model's score of each token sequence, in order: batches of similar length, right-padded, the logit
+    at the last real token (transformers' rule for sequence-classification heads)."""
+    import torch
+
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    out = [0.0] * len(encoded)
+    device = next(model.parameters()).device
+    with torch.inference_mode(), choice.autocast():
+        for lo in range(0, len(order), batch_size):
+            batch = order[lo : lo + batch_size]
+            longest = max(1, max(len(encoded[i]) for i in batch))
+            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            for b, i in enumerate(batch):
+                ids[b, : len(encoded[i])] = torch.tensor(list(encoded[i]), dtype=torch.long)
+                mask[b, : len(encoded[i])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            for i, value in zip(batch, logits[:, 0].float().tolist(), strict=True):
+                out[i] = float(value)
+            if progress is not None:
+                progress(min(len(encoded), lo + len(batch)), len(encoded))
+    return out
+
+
 def reward_scores(
     rm: RewardModel,
     records: Sequence[dict[str, Any]],
@@ -148,26 +180,6 @@ def reward_scores(
     progress: ProgressFn | None = None,
 ) -> list[float]:
     """The reward of each record, in order (texts longer than max_length keep their first max_length tokens)."""
-    import torch
-
     tok = rm.tokenizer
     encoded = [tok(render(tok, r), add_special_tokens=False)["input_ids"][:max_length] for r in records]
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
-    pad = rm.model.config.pad_token_id if rm.model.config.pad_token_id is not None else 0
-    out = [0.0] * len(records)
-    device = next(rm.model.parameters()).device
-    with torch.inference_mode(), choice.autocast():
-        for lo in range(0, len(order), batch_size):
-            batch = order[lo : lo + batch_size]
-            longest = max(1, max(len(encoded[i]) for i in batch))
-            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
-            for b, i in enumerate(batch):
-                ids[b, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                mask[b, : len(encoded[i])] = 1
-            logits = rm.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            for i, value in zip(batch, logits[:, 0].float().tolist(), strict=True):
-                out[i] = round(float(value), 6)
-            if progress is not None:
-                progress(min(len(records), lo + len(batch)), len(records))
-    return out
+    return [round(v, 6) for v in score_token_ids(rm.model, encoded, choice, batch_size, progress)]
