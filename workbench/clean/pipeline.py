@@ -517,6 +517,19 @@ def run(
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=mapping, source=reader.info)
 
 
+def input_source(reader: io.RecordReader, input_path: Path) -> dict[str, Any]:
+    """The stats' `input` section: what was read (format, compression, unit, encoding, layout) and its hash."""
+    return {
+        "path": str(input_path),
+        "format": reader.info.format,
+        "compression": reader.info.compression,
+        "unit": reader.info.unit,
+        "encoding": reader.info.encoding,
+        **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
+        "sha256": reader.sha256(),
+    }
+
+
 def publish(
     outputs: io.OutputSet,
     paths: OutputPaths,
@@ -540,15 +553,7 @@ def publish(
     if not stats.invariant_holds:  # a bug, not a user error
         raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
     mapping = reader.mapping or {}
-    source = {
-        "path": str(input_path),
-        "format": reader.info.format,
-        "compression": reader.info.compression,
-        "unit": reader.info.unit,
-        "encoding": reader.info.encoding,
-        **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
-        "sha256": reader.sha256(),
-    }
+    source = input_source(reader, input_path)
     summary = {
         "input": source,
         "mapping": mapping,

@@ -517,15 +517,7 @@ def _summary(
     bias: LengthBias,
     labels: Counter[bool],
 ) -> dict[str, Any]:
-    source = {
-        "path": str(input_path),
-        "format": reader.info.format,
-        "compression": reader.info.compression,
-        "unit": reader.info.unit,
-        "encoding": reader.info.encoding,
-        **({"split": reader.dataset.split, "layout": reader.dataset.layout} if reader.dataset is not None else {}),
-        "sha256": reader.sha256(),
-    }
+    source = pipeline.input_source(reader, input_path)
     pref: dict[str, Any] = {
         "kind": kind,
         "shapes": dict(sorted(shapes.items())),
