@@ -142,3 +142,23 @@ def test_the_scored_profile_loads_and_every_score_rule_is_tested() -> None:
     assert {"ifd_max", "ppl_answer_max"} <= set(prof.rule_order)
     score_rules = {n for n, r in RULES.items() if issubclass(r.params, ScoreParams)}
     assert score_rules == {"ifd_max", "ppl_answer_max", "reward_min", "keep_top_fraction", "loss_top_fraction"}
+
+
+def test_the_report_shows_the_scores_the_cleaning_read(tmp_path: Path) -> None:
+    from report_fixtures import make_run
+
+    from workbench.report.html import build_report
+    from workbench.score.summary import summarise_all
+
+    rows = [scored(i, ifd=0.5 + i / 10) for i in range(1, 11)]
+    result = run(tmp_path, rows, {"ifd_max": 1.0})
+    stats = {"scores": summarise_all([r["scores"] for r in rows], ["ifd"]), "ifd_definition": "loss ratio"}
+    (tmp_path / "scored.stats.json").write_text(json.dumps(stats), encoding="utf-8")
+    page = build_report([make_run(tmp_path / "w")], tmp_path / "r.html", clean_stats=result.paths.stats)
+    html = page.html.read_text(encoding="utf-8")
+    assert "Model-based scores the score rules read" in html
+    assert '<td><code>ifd</code></td><td class="num">10</td>' in html
+    assert 'aria-label="ifd histogram"' in html
+    (tmp_path / "scored.stats.json").unlink()  # the scores' stats gone: the section is left out, not an error
+    page = build_report([make_run(tmp_path / "w")], tmp_path / "r.html", clean_stats=result.paths.stats)
+    assert "Model-based scores" not in page.html.read_text(encoding="utf-8")

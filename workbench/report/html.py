@@ -216,6 +216,45 @@ def interval_bar(stat: dict[str, Any], lo_key: str, hi_key: str, mid_key: str, s
 # -- views: what the template shows for one run ------------------------------------------------------------------------
 
 
+SCORE_QUANTILES = ("p10", "p50", "p90", "p99")
+
+
+def _model_scores(run: Run) -> list[dict[str, Any]]:
+    """The model-based scores the cleaning's score rules read (`wb score`'s stats beside the scored file): per score
+    its quantiles and a histogram. Nothing when the cleaning used no scores or the stats file is gone."""
+    from workbench.score.pipeline import ScorePaths
+
+    stats_path = run.files.get("clean_stats")
+    if stats_path is None:
+        return []
+    try:
+        stats = orjson.loads(Path(stats_path).read_bytes())
+        source = Path(str(stats["scores"]["path"]))
+        doc = orjson.loads(ScorePaths.for_output(source).stats.read_bytes())
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for name, d in (doc.get("scores") or {}).items():
+        if not isinstance(d, dict):
+            continue
+        hist = d.get("histogram") or {}
+        edges, counts = hist.get("edges") or [], hist.get("counts") or []
+        bars = [(f"{edges[i]:.3g}", int(c)) for i, c in enumerate(counts)] if len(edges) == len(counts) + 1 else []
+        q = d.get("quantiles") or {}
+        out.append(
+            {
+                "name": name,
+                "scored": d.get("scored"),
+                "missing": d.get("missing"),
+                "quantiles": [q.get(k) for k in SCORE_QUANTILES],
+                "hist": bar_chart(bars, height=140),
+                "log_scale": bool(hist.get("log_scale")),
+                "source": str(source),
+            }
+        )
+    return out
+
+
 def _data_view(run: Run) -> dict[str, Any] | None:
     clean = run.summary.get("clean")
     if not clean:
@@ -274,6 +313,8 @@ def _data_view(run: Run) -> dict[str, Any] | None:
         "pii": [(k, v) for k, v in pii.items() if v],
         "contamination": clean.get("contamination"),
         "source": clean.get("source"),
+        "scores": _model_scores(run),
+        "score_quantiles": SCORE_QUANTILES,
     }
 
 
