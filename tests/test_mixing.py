@@ -152,3 +152,17 @@ def test_a_mixed_run_logs_eval_loss_per_source_and_counts_each_source(tmp_path: 
     assert manifest.eval_losses is not None and set(manifest.eval_losses) == {"en", "chinese", "replay"}
     with pytest.raises(ValueError, match="eval_en_loss: expected a finite number"):
         runfile.LogRow.model_validate({"step": 1, "eval_en_loss": "low"})
+
+
+def test_the_report_of_a_mixture_says_which_cleaning_stats_it_cannot_pick(tmp_path: Path) -> None:
+    from report_fixtures import make_run
+
+    from workbench.report.summary import load_run
+
+    run_dir = make_run(tmp_path / "w")
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    data = manifest["inputs"].pop("data")
+    manifest["inputs"].update({"data[code_en]": data, "data[replay]": data})
+    (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    summary = load_run(run_dir).summary
+    assert "a mixture of 2 sources (code_en, replay): pass --clean-stats" in summary["missing"]["clean"]

@@ -267,8 +267,15 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     stats_path: Path | None = Path(clean_stats) if clean_stats is not None else None
     clean_manifest: dict[str, Any] | None = None
     if stats_path is None and train_manifest is not None:
-        data = ((train_manifest.get("inputs") or {}).get("data") or {}).get("path")
-        if not data:
+        inputs = train_manifest.get("inputs") or {}
+        data = (inputs.get("data") or {}).get("path")
+        sources = [k.removeprefix("data[").removesuffix("]") for k in inputs if k.startswith("data[")]
+        if not data and sources:
+            missing["clean"] = (
+                f"{manifest_path}: the run trained on a mixture of {len(sources)} sources ({', '.join(sources)}): "
+                "pass --clean-stats to describe the cleaning of one of them"
+            )
+        elif not data:
             missing["clean"] = f"{manifest_path}: inputs.data.path not recorded, so the cleaning stats are unknown"
         else:
             found = _find_data_file(str(data), run_dir)
