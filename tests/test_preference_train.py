@@ -226,3 +226,17 @@ def test_dpo_continues_an_sft_adapter_against_a_frozen_copy(
     assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # starts equal to its reference: the SFT adapter
     merged = export(result.run_dir, tmp_path / "merged", merge=True)
     assert (merged.path / "model.safetensors").is_file()
+
+
+def test_dpo_on_a_4bit_base_qlora_lowers_its_loss(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    r = recipe(tmp_path, tiny, pairs_file, "dpo", name="dpo-q", preference={"weights": "qlora"})
+    result = train(r)
+    rows = log_of(tmp_path / "dpo-q")
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # the reference is the 4-bit base, adapter off
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.1
+    assert result.manifest["precision"] == "fp32" or result.manifest["device"] != "cpu"
+    assert result.manifest["precision_reason"].startswith("QLoRA on CPU") or result.manifest["device"] != "cpu"
+    assert (tmp_path / "dpo-q" / "adapter" / "adapter_model.safetensors").is_file()
+    with pytest.raises(Exception, match="weights qlora: the reward head"):
+        recipe(tmp_path, tiny, pairs_file, "reward", preference={"weights": "qlora"})

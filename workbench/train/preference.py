@@ -86,9 +86,14 @@ def _lora_config(recipe: Recipe, task_type: str) -> Any:
 
 
 def _load(recipe: Recipe, dtype: Any, choice: Any) -> Any:
+    """The policy's base: with `weights: qlora` in 4-bit NF4 (methods.quantization_config), else at `dtype`."""
     from workbench.train.model import load_model
 
-    return load_model(recipe.model, dtype=dtype, head="reward" if recipe.method == "reward" else "causal_lm")
+    quant = None
+    if recipe.preference.weights == "qlora":
+        quant = methods.quantization_config(recipe.model_copy(update={"method": "qlora"}), dtype)
+    head = "reward" if recipe.method == "reward" else "causal_lm"
+    return load_model(recipe.model, dtype=dtype, quantization_config=quant, head=head)
 
 
 def _init_adapter(recipe: Recipe) -> Path:
@@ -107,6 +112,10 @@ def _policy(session: Session) -> tuple[Any, Any]:
     pref = recipe.preference
     if recipe.gradient_checkpointing:
         model.config.use_cache = False
+    if pref.weights == "qlora":  # 4-bit base: norms and head in fp32, inputs pass gradients (as wb's qlora method)
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     if pref.init_from is not None:
         from peft import PeftModel
 

@@ -164,8 +164,10 @@ class FreezeConfig(Strict):
 class PreferenceConfig(Strict):
     """Keys of the preference methods (dpo, orpo, simpo, kto, reward, grpo); TRL's names where TRL has one."""
 
-    weights: Literal["lora", "full"] = Field(
-        "lora", description="Train a LoRA adapter (the lora: section) or every weight of the policy."
+    weights: Literal["lora", "qlora", "full"] = Field(
+        "lora",
+        description="Train a LoRA adapter (the lora: section), a LoRA adapter over the base loaded in 4-bit NF4 "
+        "(QLoRA: needs bitsandbytes; fp32 compute on CPU), or every weight of the policy.",
     )
     beta: float = Field(
         0.1,
@@ -519,8 +521,10 @@ class Recipe(Strict):
                 raise ValueError(
                     "method grpo needs preference.reward_model (a reward run) or preference.reward_function"
                 )
-            if pref.init_from is not None and pref.weights != "lora":
-                raise ValueError("preference.init_from continues a LoRA adapter: use preference.weights lora")
+            if pref.init_from is not None and pref.weights == "full":
+                raise ValueError("preference.init_from continues a LoRA adapter: use preference.weights lora or qlora")
+            if pref.weights == "qlora" and self.method == "reward":
+                raise ValueError("preference.weights qlora: the reward head trains in full precision; use lora")
         if self.loraplus_lr_ratio is not None and self.method not in LORA_METHODS:
             raise ValueError(f"loraplus_lr_ratio is for lora, dora and qlora, not method {self.method}")
         if self.method == "qlora" and self.lora.init in ("pissa", "olora"):

@@ -35,7 +35,7 @@ from workbench.train.loss import prompt_learning, sample_losses
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
 from workbench.train.plot import loss_svg
 from workbench.train.prepare import ListDataset, prepare, rows
-from workbench.train.recipe import LORA_METHODS, Recipe
+from workbench.train.recipe import LORA_METHODS, PREFERENCE_METHODS, Recipe
 from workbench.train.task_eval import TaskEval, records_for_eval
 
 LORA_INIT_DIR = "lora_init"  # a PiSSA/OLoRA adapter's initial state, removed once the converted adapter is saved
@@ -115,7 +115,10 @@ def begin(
     if not resume and (run_dir / "manifest.json").exists():
         raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
     tokenizer = load_tokenizer(recipe.model, on_status)
-    choice = precision.for_training(recipe.precision, recipe.method)
+    quantized = recipe.method == "qlora" or (
+        recipe.method in PREFERENCE_METHODS and recipe.preference.weights == "qlora"
+    )
+    choice = precision.for_training(recipe.precision, "qlora" if quantized else recipe.method)
     if on_status is not None:
         on_status(f"precision {choice.name} ({choice.reason})")
     dtype = _load_dtype(choice)
@@ -377,8 +380,6 @@ def train(
 ) -> TrainResult:
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint."""
     from transformers import EarlyStoppingCallback
-
-    from workbench.train.recipe import PREFERENCE_METHODS
 
     if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
         from workbench.train import preference
