@@ -240,3 +240,15 @@ def test_dpo_on_a_4bit_base_qlora_lowers_its_loss(tiny: Path, pairs_file: Path, 
     assert (tmp_path / "dpo-q" / "adapter" / "adapter_model.safetensors").is_file()
     with pytest.raises(Exception, match="weights qlora: the reward head"):
         recipe(tmp_path, tiny, pairs_file, "reward", preference={"weights": "qlora"})
+
+
+def test_dpo_on_full_weights_lowers_its_loss_and_saves_the_whole_model(
+    tiny: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    result = train(recipe(tmp_path, tiny, pairs_file, "dpo", name="dpo-full", lr=5e-4, preference={"weights": "full"}))
+    rows = log_of(tmp_path / "dpo-full")
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # the reference: a second copy of the base
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.1
+    assert result.manifest["trainable_parameters"] == result.manifest["total_parameters"]
+    model = tmp_path / "dpo-full" / "model"
+    assert (model / "model.safetensors").is_file() and not (tmp_path / "dpo-full" / "adapter").exists()
