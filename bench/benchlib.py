@@ -5,11 +5,15 @@ its folder is on the import path); it never imports wb, so baselines stay free o
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -62,3 +66,36 @@ def write_report(path: Path, report: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+@dataclass
+class Child:
+    """A finished child process: its exit code, its own peak RSS and CPU time (`os.wait4`), its wall time and the
+    1-minute load average sampled every 5 s while it ran."""
+
+    exit_code: int
+    peak_rss_mb: float
+    cpu_seconds: float
+    wall_seconds: float
+    loads: list[float]
+
+
+def measure_child(cmd: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> Child:
+    """Run `cmd` to its end, measuring it alone (not this process)."""
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample_load() -> None:
+        while not done.wait(5.0):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env) if env is not None else None)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    rss_kb = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss
+    return Child(os.waitstatus_to_exitcode(status), rss_kb / 1024, usage.ru_utime + usage.ru_stime, wall, loads)

@@ -32,14 +32,12 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT, git_state, self_peak_rss_mb, table, versions, write_report
+from benchlib import ROOT, git_state, measure_child, self_peak_rss_mb, table, versions, write_report
 
 DEFAULT_OUT = ROOT / "bench" / "out"
 DEFAULT_PAIRS = ROOT / "data" / "preference" / "prefs.jsonl"
@@ -166,31 +164,16 @@ def run_child(side: str, a: argparse.Namespace, env: dict[str, str]) -> dict[str
     cmd += ["--pairs", str(a.pairs), "--model-dir", str(a.model_dir), "--max-steps", str(a.max_steps)]
     cmd += ["--max-length", str(a.max_length), "--batch-size", str(a.batch_size), "--lr", str(a.lr)]
     cmd += ["--beta", str(a.beta)]
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(5.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{side} worker failed with exit status {os.waitstatus_to_exitcode(status)}")
+    child = measure_child(cmd, env)
+    if child.exit_code != 0:
+        raise SystemExit(f"{side} worker failed with exit status {child.exit_code}")
     res: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
-    rss_kb = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss
     res |= {
         "side": side,
-        "peak_rss_mb": rss_kb / 1024,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "wall_seconds": wall,
-        "load_mean": sum(loads) / len(loads) if loads else os.getloadavg()[0],
+        "peak_rss_mb": child.peak_rss_mb,
+        "cpu_seconds": child.cpu_seconds,
+        "wall_seconds": child.wall_seconds,
+        "load_mean": sum(child.loads) / len(child.loads) if child.loads else os.getloadavg()[0],
         "tokens_per_s": (res["tokens"] or 0) / res["train_seconds"] if res["train_seconds"] else 0.0,
         "tokens_per_cpu_s": (res["tokens"] or 0) / res["train_cpu_seconds"] if res["train_cpu_seconds"] else 0.0,
     }

@@ -51,16 +51,14 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from random import Random
 from typing import Any
 
-from benchlib import ROOT, git_state, self_peak_rss_mb, table, versions, write_report
+from benchlib import ROOT, git_state, measure_child, self_peak_rss_mb, table, versions, write_report
 
 DEFAULT_OUT = ROOT / "bench" / "out"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -377,26 +375,11 @@ def run_child(side: str, worker: str, a: WorkerArgs, env: dict[str, str]) -> Mea
     cmd += ["--max-steps", str(a.max_steps)] if a.max_steps else []
     cmd += ["--baseline-group-by-length"] if a.group_by_length else []
     load_before = os.getloadavg()[0]
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample_load() -> None:  # the 1-minute load average every 5 s while the child runs
-        while not done.wait(5.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    loads = loads or [load_before]
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise WorkerError(f"{side} worker failed with exit status {os.waitstatus_to_exitcode(status)}")
+    child = measure_child(cmd, env)
+    loads = child.loads or [load_before]
+    if child.exit_code != 0:
+        raise WorkerError(f"{side} worker failed with exit status {child.exit_code}")
     res = json.loads(a.result.read_text(encoding="utf-8"))
-    rss_kb = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss
     return Measurement(
         side=side,
         train_seconds=res["train_seconds"],
@@ -404,10 +387,10 @@ def run_child(side: str, worker: str, a: WorkerArgs, env: dict[str, str]) -> Mea
         real_tokens=res["real_tokens"],
         padding_tokens=res["padding_tokens"],
         trained_tokens=res["trained_tokens"],
-        peak_rss_mb=rss_kb / 1024,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=child.peak_rss_mb,
+        cpu_seconds=child.cpu_seconds,
         train_cpu_seconds=res.get("train_cpu_seconds") or 0.0,
-        wall_seconds=wall,
+        wall_seconds=child.wall_seconds,
         load_before=load_before,
         load_after=os.getloadavg()[0],
         load_mean=sum(loads) / len(loads),
