@@ -546,10 +546,16 @@ def publish(
     semantic_precision: Any = None,
     score_source: dict[str, Any] | None = None,
     scores: Path | None = None,
+    first_drops: list[str] | None = None,
+    sections: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Check the accounting, write the stats, build the manifest and publish the set: the end of every engine's run.
-    Returns the stats summary. `score_source`/`scores`: the model-based scores the score rules read, and their file."""
-    drop_order = [*profile.rule_order, "pii", *stage_names]
+    """Check the accounting, write the stats, build the manifest and publish the set: the end of every engine's run
+    and of the preference cleaner. Returns the stats summary. `score_source`/`scores`: the model-based scores the
+    score rules read, and their file. `first_drops`: drop reasons counted before the profile's rules; `sections`:
+    extra top-level stats sections (the preference cleaner's `kind` and `preference`); `config`: extra manifest
+    config."""
+    drop_order = [*(first_drops or []), *profile.rule_order, "pii", *stage_names]
     if not stats.invariant_holds:  # a bug, not a user error
         raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
     mapping = reader.mapping or {}
@@ -560,6 +566,7 @@ def publish(
         "mapping_notes": mapping_notes(mapping),
         "profile": profile.as_dict(),
         **stats.to_json(drop_order),
+        **(sections or {}),
     }
     if contamination is not None:
         summary["contamination"] = contamination
@@ -584,7 +591,7 @@ def publish(
             "rejects": outputs.entry(paths.rejects),
             "stats": outputs.entry(paths.stats),
         },
-        config={"profile": profile.as_dict(), "mapping": mapping},
+        config={"profile": profile.as_dict(), "mapping": mapping, **(config or {})},
     )
     manifest["inputs"]["data"] = {**manifest["inputs"]["data"], "sha256": source["sha256"]}
     outputs.publish(manifest)

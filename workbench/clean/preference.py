@@ -27,14 +27,13 @@ from typing import Any, Literal
 import orjson
 import polars as pl
 
-from workbench import io, preference, runfile, text
+from workbench import io, preference, text
 from workbench.clean import pipeline
 from workbench.clean.profile import Profile
 from workbench.clean.rules import RULES, Check, features
 from workbench.dedup.stages import DedupStages
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
-from workbench.manifest import build_manifest
 from workbench.preference import Canonical, NoPreference, PreferencePair
 from workbench.records import RecordError
 
@@ -481,66 +480,46 @@ def run(
                 labels.update(df["label"].to_list())
             part.unlink()
         stats.blank_lines = reader.blank_lines
-        drop_order = [TIED, *profile.rule_order, "pii", *stages.names]
-        if not stats.invariant_holds:  # a bug, not a user error
-            raise AssertionError(f"accounting broken: {stats.to_json(drop_order)}")
-        summary = _summary(input_path, reader, profile, stats, drop_order, stages, kind, shapes, skipped, bias, labels)
-        runfile.CleanStats.model_validate(summary)
-        outputs.write(paths.stats, io.dumps_json(summary))
-        manifest = build_manifest(
-            command=command,
-            started=started,
-            inputs={"data": Path(input_path), **{f"against[{i}]": Path(p) for i, p in enumerate(against or [])}},
-            outputs={
-                "kept": outputs.entry(paths.kept),
-                "dropped": outputs.entry(paths.dropped),
-                "rejects": outputs.entry(paths.rejects),
-                "stats": outputs.entry(paths.stats),
-            },
-            config={"profile": profile.as_dict(), "kind": kind},
+        pref, warnings = _preference_section(profile, kind, shapes, skipped, bias, labels)
+        summary = pipeline.publish(
+            outputs,
+            paths,
+            stats,
+            profile,
+            stages.names,
+            reader,
+            input_path,
+            against,
+            started,
+            command,
+            contamination=stages.evals.report() if stages.evals is not None else None,
+            warnings=[*stages.warnings, *warnings],
+            semantic_precision=stages.semantic.precision_used if stages.semantic is not None else None,
+            first_drops=[TIED],
+            sections={"kind": "preference", "preference": pref},
+            config={"kind": kind},
         )
-        manifest["inputs"]["data"] = {**manifest["inputs"]["data"], "sha256": summary["input"]["sha256"]}
-        outputs.publish(manifest)
     return pipeline.CleanResult(stats=stats, summary=summary, paths=paths, mapping={}, source=reader.info)
 
 
-def _summary(
-    input_path: Path,
-    reader: io.RecordReader,
+def _preference_section(
     profile: Profile,
-    stats: pipeline.CleanStats,
-    drop_order: list[str],
-    stages: DedupStages,
     kind: preference.Kind,
     shapes: Counter[str],
     skipped: list[str],
     bias: LengthBias,
     labels: Counter[bool],
-) -> dict[str, Any]:
-    source = pipeline.input_source(reader, input_path)
+) -> tuple[dict[str, Any], list[str]]:
+    """The stats' `preference` section (kind, shapes seen, rules that do not apply, length bias or label balance)
+    and the warnings it raises."""
     pref: dict[str, Any] = {
         "kind": kind,
         "shapes": dict(sorted(shapes.items())),
         "rules_not_applicable": skipped,
     }
-    warnings: list[str] = list(stages.warnings)
+    warnings: list[str] = []
     if kind == "pair":
-        pref["length_bias"], bias_warnings = bias.report(profile.preference.length_bias_max_share)
-        warnings += bias_warnings
+        pref["length_bias"], warnings = bias.report(profile.preference.length_bias_max_share)
     else:
         pref["labels"] = {"desirable": labels.get(True, 0), "undesirable": labels.get(False, 0)}
-    summary: dict[str, Any] = {
-        "input": source,
-        "mapping": {},
-        "mapping_notes": [],
-        "kind": "preference",
-        "profile": profile.as_dict(),
-        **stats.to_json(drop_order),
-        "preference": pref,
-    }
-    if stages.evals is not None:
-        summary["contamination"] = stages.evals.report()
-    if stages.semantic is not None and stages.semantic.precision_used is not None:
-        summary["semantic_precision"] = stages.semantic.precision_used
-    summary["warnings"] = warnings
-    return summary
+    return pref, warnings
