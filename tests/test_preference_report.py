@@ -74,3 +74,28 @@ def test_the_gate_reads_preference_paths(tmp_path: Path) -> None:
     result = run_gate(chance, gate_file)
     assert not result.passed
     assert [r.passed for r in result.results] == [False, True]
+
+
+def test_report_describes_the_cleaned_preference_data_and_its_dropped_pairs(tmp_path: Path) -> None:
+    """The Data section of a DPO run: the cleaner's preference findings (kind, shapes, length bias) and dropped
+    pairs shown with their prompt and both answers, escaped."""
+    from workbench.clean import preference as cleaning
+    from workbench.clean.profile import load
+
+    records = [
+        {"prompt": f"问题 {i}?", "chosen": f"一个很长而且仔细的回答，编号 {i}。", "rejected": f"不 {i}。"}
+        for i in range(8)
+    ]
+    records.append({"prompt": "<b>Q?</b>", "chosen": "I'm sorry, but I cannot help with that.", "rejected": "<i>A</i>"})
+    src = tmp_path / "prefs.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    cleaning.run(src, tmp_path / "prefs.clean.jsonl", load("preference"))
+    run = _preference_run(tmp_path, (0.83, 0.71, 0.92))
+    files = build_report([run], tmp_path / "r.html", clean_stats=tmp_path / "prefs.clean.stats.json")
+    html = files.html.read_text(encoding="utf-8")
+    assert 'data-part="preference-data"' in html and "pairs (chosen / rejected)" in html
+    assert "8 of 8 kept pairs (100.0%" in html and "LENGTH BIAS" in html
+    assert "refusal_chosen" in html and "rejected: &lt;i&gt;A&lt;/i&gt;" in html and "&lt;b&gt;Q?&lt;/b&gt;" in html
+    assert "<i>A</i>" not in html
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "length bias" in md

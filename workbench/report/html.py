@@ -289,14 +289,14 @@ def _data_view(run: Run) -> dict[str, Any] | None:
     examples, left = dropped_examples(run, MAX_DROP_EXAMPLES_PER_RULE, MAX_DROP_EXAMPLES)
     shown = []
     for ex in examples:
-        rec = ex.get("record") or {}
+        prompt, answer = _record_text(ex.get("record") or {})
         shown.append(
             {
                 "line": ex.get("line"),
                 "rule": ex.get("rule"),
                 "reason": cap(ex.get("reason"), 300),
-                "instruction": cap(" ".join(str(rec.get(k) or "") for k in ("instruction", "input")).strip(), 400),
-                "output": cap(rec.get("output"), 600),
+                "instruction": cap(prompt, 400),
+                "output": cap(answer, 600),
             }
         )
     mods = clean.get("modified") or {}
@@ -315,6 +315,48 @@ def _data_view(run: Run) -> dict[str, Any] | None:
         "source": clean.get("source"),
         "scores": _model_scores(run),
         "score_quantiles": SCORE_QUANTILES,
+        "pref": _preference_data(clean.get("preference")),
+    }
+
+
+def _messages_text(value: Any) -> str:
+    """A message list (TRL's conversational format) as text: each turn's content, the role named when it is not
+    the user's or the assistant's last turn."""
+    if not isinstance(value, list):
+        return str(value or "")
+    turns = [m for m in value if isinstance(m, dict)]
+    if len(turns) == 1:
+        return str(turns[0].get("content") or "")
+    return "\n".join(f"{m.get('role', '?')}: {m.get('content') or ''}" for m in turns)
+
+
+def _record_text(rec: dict[str, Any]) -> tuple[str, str]:
+    """(prompt, answer) of a dropped record as the report shows it: an SFT record's instruction + input and output;
+    a preference pair's prompt and both answers; a KTO example's prompt and labelled completion."""
+    if "chosen" in rec or "rejected" in rec:
+        answer = f"chosen: {_messages_text(rec.get('chosen'))}\nrejected: {_messages_text(rec.get('rejected'))}"
+        return _messages_text(rec.get("prompt")), answer
+    if "completion" in rec:
+        label = "desirable" if rec.get("label") is True else "undesirable" if rec.get("label") is False else "?"
+        return _messages_text(rec.get("prompt")), f"{label}: {_messages_text(rec.get('completion'))}"
+    prompt = " ".join(str(rec.get(k) or "") for k in ("instruction", "input")).strip()
+    return prompt, str(rec.get("output") or "")
+
+
+def _preference_data(pref: Any) -> dict[str, Any] | None:
+    """What the cleaning found in preference data: its kind, the input shapes read, the rules that do not apply,
+    and which answer of the kept pairs is longer (or, for KTO, the label balance)."""
+    if not isinstance(pref, dict):
+        return None
+    bias = pref.get("length_bias") or None
+    labels = pref.get("labels") or None
+    return {
+        "kind": "pairs (chosen / rejected)" if pref.get("kind") == "pair" else "KTO examples (labelled completions)",
+        "shapes": [(k, v) for k, v in (pref.get("shapes") or {}).items() if v],
+        "not_applicable": list(pref.get("rules_not_applicable") or []),
+        "bias": bias,
+        "bias_share": pct(bias["chosen_longer"], bias["pairs"]) if bias and bias.get("pairs") else None,
+        "labels": labels,
     }
 
 

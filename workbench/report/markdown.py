@@ -177,6 +177,14 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
             + (f"; top rules: {top}" if top else ""),
             "",
         ]
+        bias = (clean.get("preference") or {}).get("length_bias") or {}
+        if bias.get("pairs"):
+            lines += [
+                f"**Preference data**: chosen is the longer answer in {_f(bias['chosen_longer'])} of"
+                f" {_f(bias['pairs'])} kept pairs"
+                + (" (**length bias**: DPO can learn length instead of the preference)" if bias.get("biased") else ""),
+                "",
+            ]
     train = s.get("train")
     if train:
         bits = [
