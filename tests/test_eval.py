@@ -55,6 +55,20 @@ def test_a_predictions_file_is_scored_without_any_model(tmp_path: Path, wb: Any)
     assert {r["bucket"] for r in sample} == {"regression", "improvement"} and len(sample) == 4
 
 
+def test_a_single_item_prints_its_table_without_intervals_and_the_gate_does_not_pass(tmp_path: Path, wb: Any) -> None:
+    """One item has no bootstrap interval: the table shows `-`, the warning says no verdict, the gate fails."""
+    preds = write_jsonl(tmp_path / "preds.jsonl", [PREDICTIONS[1]])
+    result = wb("eval", "--predictions", preds, "-o", tmp_path / "ev")
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and "task (1 items)" in result.stdout
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "lower" not in metrics["task"]["metrics"]["rouge_l"]
+    assert any("only 1 item: no interval" in w for w in metrics["warnings"])
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("checks:\n  - task.rouge_l.delta_lower >= 0.0\n", encoding="utf-8")
+    assert wb("gate", tmp_path / "ev", "--thresholds", gate).exit_code == 1
+
+
 def test_scoring_predictions_does_not_import_torch(tmp_path: Path) -> None:
     preds = write_jsonl(tmp_path / "preds.jsonl", PREDICTIONS)
     code = (

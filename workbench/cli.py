@@ -1265,6 +1265,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _interval(st: dict[str, Any], lo: str, hi: str) -> str:
+    """A stat's interval as `[lo, hi]`, or `-` where it has none (fewer than two items)."""
+    if st.get(lo) is None or st.get(hi) is None:
+        return "-"
+    return f"[{_fmt(st[lo])}, {_fmt(st[hi])}]"
+
+
 def _print_metrics(metrics: dict[str, Any]) -> None:
     groups = ([("task", metrics["task"])] if "task" in metrics else []) + list(metrics["forgetting"].items())
     for name, summary in groups:
@@ -1275,12 +1282,12 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
             has_base = "base" in st
             table.add_row(
                 key,
-                _fmt(st["tuned"]),
-                f"[{_fmt(st['lower'])}, {_fmt(st['upper'])}]",
+                _fmt(st.get("tuned")),
+                _interval(st, "lower", "upper"),
                 _fmt(st.get("base")) if has_base else "",
-                f"{st['delta']:+.3f}" if has_base and st["delta"] is not None else "",
-                f"[{_fmt(st['delta_lower'])}, {_fmt(st['delta_upper'])}]" if has_base else "",
-                f"{st['wins']}/{st['ties']}/{st['losses']}" if has_base else "",
+                f"{st['delta']:+.3f}" if has_base and st.get("delta") is not None else "",
+                _interval(st, "delta_lower", "delta_upper") if has_base else "",
+                f"{st['wins']}/{st['ties']}/{st['losses']}" if has_base and "wins" in st else "",
             )
         out.print(table)
         j = summary.get("judge")
@@ -1302,8 +1309,8 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
             if st:
                 table.add_row(
                     f"pref.{key}",
-                    _fmt(st["tuned"]),
-                    f"[{_fmt(st['lower'])}, {_fmt(st['upper'])}]",
+                    _fmt(st.get("tuned")),
+                    _interval(st, "lower", "upper"),
                     _fmt(st.get("base")) if "base" in st else "",
                     f"{st['wins']}/{st['ties']}/{st['losses']}" if "wins" in st else "",
                 )

@@ -522,7 +522,9 @@ def _finish(
             f"{overlap_model.items} of the task items share a long n-gram with the run's training data "
             f"({overlap_model.fraction:.1%}): their scores measure memory, not generalisation"
         )
-    if task is not None and task.n < 30:
+    if task is not None and task.n < 2:
+        warnings.append(f"the task set has only {task.n} item: no interval can be computed, and no verdict made")
+    elif task is not None and task.n < 30:
         warnings.append(f"the task set has only {task.n} items: intervals are wide")
     metrics = runfile.EvalMetrics(
         task=task,
