@@ -320,8 +320,8 @@ def _data_view(run: Run) -> dict[str, Any] | None:
 
 
 def _messages_text(value: Any) -> str:
-    """A message list (TRL's conversational format) as text: each turn's content, the role named when it is not
-    the user's or the assistant's last turn."""
+    """A message list (TRL's conversational format) as text: a single turn's content, or each turn as
+    `role: content` on its own line."""
     if not isinstance(value, list):
         return str(value or "")
     turns = [m for m in value if isinstance(m, dict)]
