@@ -527,6 +527,10 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # transformers 5 announces renames for v6 on every run.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    # ... and, from the model's forward, that PEFT's prefix tuning still passes `past_key_values`.
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+    # galore-torch (the galore method, through Trainer) announces that its own AdamW copy is deprecated.
+    warnings.filterwarnings("ignore", message=r"This implementation of AdamW is deprecated", category=FutureWarning)
     # DeepSpeed (the [deepspeed] extra), imported by transformers when a model is built, warns on a machine without
     # a GPU that it falls back to its CPU accelerator: name that accelerator, so it says nothing.
     if "DS_ACCELERATOR" not in os.environ and importlib.util.find_spec("deepspeed") is not None:
