@@ -89,6 +89,24 @@ def _weight_files(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".safetensors"}}
 
 
+def _kill_after_step_2_and_resume(done: Path, killed: Path, curve: list[tuple[int, float]]) -> None:
+    """Copy the finished 2-process launch folder `done` as if killed after its step-2 checkpoint (no checkpoint-4,
+    no manifest, the log cut at step 2), resume it on 2 processes, and check it reaches `curve` again."""
+    shutil.copytree(done, killed, ignore=shutil.ignore_patterns("writes-*"))
+    kd = killed / "runs" / "d"
+    shutil.rmtree(kd / "checkpoints" / "checkpoint-4")
+    (kd / "manifest.json").unlink()
+    log = [x for x in (kd / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 2]
+    (kd / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    saved = json.loads(json.dumps(__import__("yaml").safe_load((kd / "recipe.yaml").read_text())))
+    saved["output_dir"] = str(killed / "runs")
+    (kd / "recipe.yaml").write_text(json.dumps(saved))
+    _launch(killed, "train", "--resume", str(kd))
+    assert [s for s, _ in _curve(kd)] == [1, 2, 3, 4]
+    assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(_curve(kd), curve, strict=True))
+    assert json.loads((kd / "manifest.json").read_text())["global_step"] == 4
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The tiny model and its one-process run at batch 4."""
@@ -139,20 +157,7 @@ def test_two_processes_train_like_one_with_the_global_batch_and_resume(
     }  # fmt: skip
 
     # A run killed after its step-2 checkpoint resumes on two processes to the same curve.
-    killed = tmp_path / "killed"
-    shutil.copytree(two_dir, killed, ignore=shutil.ignore_patterns("writes-*"))
-    kd = killed / "runs" / "d"
-    shutil.rmtree(kd / "checkpoints" / "checkpoint-4")
-    (kd / "manifest.json").unlink()
-    log = [x for x in (kd / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 2]
-    (kd / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
-    saved = json.loads(json.dumps(__import__("yaml").safe_load((kd / "recipe.yaml").read_text())))
-    saved["output_dir"] = str(killed / "runs")
-    (kd / "recipe.yaml").write_text(json.dumps(saved))
-    _launch(killed, "train", "--resume", str(kd))
-    assert [s for s, _ in _curve(kd)] == [1, 2, 3, 4]
-    assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(_curve(kd), b, strict=True))
-    assert json.loads((kd / "manifest.json").read_text())["global_step"] == 4
+    _kill_after_step_2_and_resume(two_dir, tmp_path / "killed", b)
 
 
 @pytest.mark.slow
@@ -229,18 +234,5 @@ def test_deepspeed_zero_on_two_cpu_processes_trains_like_one_process_and_saves_t
     assert all(tensors[0][k].shape == tensors[1][k].shape for k in tensors[0])
     assert max(float((tensors[0][k] - tensors[1][k]).abs().max()) for k in tensors[0]) < 1e-3
 
-    if stage != 3:
-        return
-    killed = tmp_path / "killed"
-    shutil.copytree(tmp_path / "ds", killed, ignore=shutil.ignore_patterns("writes-*"))
-    kd = killed / "runs" / "d"
-    shutil.rmtree(kd / "checkpoints" / "checkpoint-4")
-    (kd / "manifest.json").unlink()
-    log = [x for x in (kd / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 2]
-    (kd / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
-    saved = json.loads(json.dumps(__import__("yaml").safe_load((kd / "recipe.yaml").read_text())))
-    saved["output_dir"] = str(killed / "runs")
-    (kd / "recipe.yaml").write_text(json.dumps(saved))
-    _launch(killed, "train", "--resume", str(kd))
-    assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(_curve(kd), b, strict=True))
-    assert [s for s, _ in _curve(kd)] == [1, 2, 3, 4]
+    if stage == 3:  # ZeRO-3 checkpoints hold every process's partitions: a killed run resumes from them
+        _kill_after_step_2_and_resume(tmp_path / "ds", tmp_path / "killed", b)
