@@ -99,3 +99,22 @@ def test_report_describes_the_cleaned_preference_data_and_its_dropped_pairs(tmp_
     assert "<i>A</i>" not in html
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "length bias" in md
+
+
+def test_report_describes_cleaned_kto_examples_with_their_labels(tmp_path: Path) -> None:
+    from workbench.clean import preference as cleaning
+    from workbench.clean.profile import load
+
+    records = [
+        {"prompt": "Hi", "completion": "Hello!", "label": True},
+        {"prompt": "Hi", "completion": "Go away.", "label": False},
+        {"prompt": "Hi", "completion": "Hello!", "label": False},  # contradicts line 1: both dropped
+        {"prompt": "你好", "completion": "你好！", "label": True},
+    ]
+    src = tmp_path / "kto.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    cleaning.run(src, tmp_path / "kto.clean.jsonl", load("preference"))
+    run = _preference_run(tmp_path, (0.83, 0.71, 0.92))
+    html = build_report([run], tmp_path / "r.html", clean_stats=tmp_path / "kto.clean.stats.json").html.read_text()
+    assert "KTO examples (labelled completions)" in html and "desirable 1, undesirable 1" in html
+    assert "contradictory_pair" in html and "desirable: Hello!" in html and "undesirable: Hello!" in html
