@@ -521,6 +521,10 @@ def _require_gguf() -> None:
         raise WbError("reading the embedded model's GGUF file needs the gguf package: pip install 'wb[train]'")
 
 
+def _not_checkpoint_mtime(record: logging.LogRecord) -> bool:
+    return "mtime may not be reliable" not in record.getMessage()
+
+
 def quiet_libraries() -> None:
     """Silence what libraries announce that is not the user's to act on; call before importing them."""
     # bitsandbytes (QLoRA) logs at import that an optional CPU kernel package is missing.
@@ -529,6 +533,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     # ... and, from the model's forward, that PEFT's prefix tuning still passes `past_key_values`.
     warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+    # Trainer says when two checkpoints were written within a second of each other (fast steps) that it orders
+    # them by step number instead of by time, which is what it should do anyway.
+    logging.getLogger("transformers.trainer_utils").addFilter(_not_checkpoint_mtime)  # once: the same filter
     # galore-torch (the galore method, through Trainer) announces that its own AdamW copy is deprecated.
     warnings.filterwarnings("ignore", message=r"This implementation of AdamW is deprecated", category=FutureWarning)
     # DeepSpeed (the [deepspeed] extra), imported by transformers when a model is built, warns on a machine without
