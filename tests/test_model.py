@@ -45,13 +45,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> 
 
 
 @pytest.fixture(scope="session")
-def embedded(shared_cache: Path) -> Iterator[tuple[Path, float]]:
-    """The real embedded model converted once into the shared cache, with the seconds the conversion took."""
+def embedded(shared_cache: Path) -> Iterator[tuple[Path, float, bool]]:
+    """The real embedded model converted once into the shared cache, with the seconds the conversion took and
+    whether torch's global RNG came out of it as it went in."""
+    import torch
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WB_CACHE", str(shared_cache))
+        rng = torch.random.get_rng_state()
         started = time.perf_counter()
         folder = wbmodel.embedded_model_dir()
-        yield folder, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        yield folder, seconds, torch.equal(rng, torch.random.get_rng_state())
 
 
 def fake_hf_cache(root: Path, repo_id: str, files: dict[str, bytes], commit: str = "0" * 40) -> Path:
@@ -328,9 +333,11 @@ def test_wb_models_json_lists_cached_causal_lms_only(wb: Any, tiny_model: Path, 
 
 @pytest.mark.slow
 def test_the_embedded_model_is_converted_to_safetensors_once(
-    embedded: tuple[Path, float], shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+    embedded: tuple[Path, float, bool], shared_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder, _seconds = embedded
+    folder, _seconds, rng_untouched = embedded
+    # A run seeded before its first use of the embedded model draws what every later run draws.
+    assert rng_untouched
     names = {p.name for p in folder.iterdir()}
     assert set(wbmodel.EMBEDDED_FILES) <= names and "chat_template.jinja" in names
     assert not [n for n in names if n.endswith((*PICKLE_SUFFIXES, ".gguf"))]
@@ -345,7 +352,7 @@ def test_the_embedded_model_is_converted_to_safetensors_once(
 
 @pytest.mark.slow
 def test_the_embedded_model_loads_fast_and_answers_sensibly(
-    embedded: tuple[Path, float], shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+    embedded: tuple[Path, float, bool], shared_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 
@@ -368,7 +375,7 @@ def test_the_embedded_model_loads_fast_and_answers_sensibly(
 
 @pytest.mark.slow
 def test_a_few_lora_steps_on_the_embedded_model_lower_the_loss_and_the_run_answers(
-    embedded: tuple[Path, float], shared_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    embedded: tuple[Path, float, bool], shared_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from conftest import write_jsonl
 
@@ -408,7 +415,7 @@ def test_a_few_lora_steps_on_the_embedded_model_lower_the_loss_and_the_run_answe
 
 @pytest.mark.slow
 def test_llama_adapter_fits_the_embedded_model_and_starts_at_the_base(
-    embedded: tuple[Path, float], shared_cache: Path, monkeypatch: pytest.MonkeyPatch
+    embedded: tuple[Path, float, bool], shared_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 

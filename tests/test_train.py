@@ -349,30 +349,6 @@ def test_wb_train_resume_of_a_finished_run_is_one_line_with_exit_2(tmp_path: Pat
     assert (done.run_dir / "manifest.json").read_bytes() == manifest
 
 
-def test_the_first_run_after_converting_the_embedded_model_is_the_same_run(
-    tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Converting the embedded GGUF model on first use draws random numbers (the model's initial weights). A run
-    that converts first must still start from its seed: the same adapter initialisation and losses as a run that
-    found the model converted."""
-    import torch
-
-    from workbench.train import model as model_module
-
-    plain = train(recipe(tmp_path / "plain", tiny, max_steps=2))
-    real = model_module.load_tokenizer
-
-    def converting(*args: Any, **kwargs: Any) -> Any:
-        torch.rand(1000)  # what the conversion's model construction draws
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(model_module, "load_tokenizer", converting)
-    first = train(recipe(tmp_path / "first", tiny, max_steps=2))
-    assert [r["loss"] for r in first.log if "loss" in r] == [r["loss"] for r in plain.log if "loss" in r]
-    adapter = "adapter/adapter_model.safetensors"
-    assert (first.run_dir / adapter).read_bytes() == (plain.run_dir / adapter).read_bytes()
-
-
 def test_wb_train_prints_only_its_own_lines(tmp_path: Path, tiny: Path) -> None:
     """A run in a fresh process (libraries log to the real stderr): wb's lines and nothing the libraries announce,
     even with checkpoints written within a second of each other (Trainer's mtime note) and DeepSpeed installed."""

@@ -139,41 +139,44 @@ def _check_embedded(folder: Path) -> None:
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantise the GGUF model and write a plain float32 safetensors model + tokenizer into `out`."""
+    """Dequantise the GGUF model and write a plain float32 safetensors model + tokenizer into `out`. The fresh model
+    it copies the weights into draws random initial weights: that happens on a forked RNG, so a run seeded before
+    its first use of the embedded model (which converts it) draws what every later run draws."""
     torch, transformers = _train_stack()
-    _require_gguf()
-    with _quiet_transformers():
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = transformers.AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    with torch.random.fork_rng(devices=[]):
+        _require_gguf()
+        with _quiet_transformers():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            loaded = transformers.AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            )
+        # A GGUF-loaded model refuses save_pretrained while its config names the GGUF quantizer, and keeps quantizer
+        # state on the model: copy the weights into a fresh model built from the cleaned config instead.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        model.generation_config = loaded.generation_config
+        del loaded
+        _ensure_pad_token(tokenizer)
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        with _quiet_transformers():
+            model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        write_json(
+            out / SOURCE_FILE,
+            {
+                "model": EMBEDDED_ORIGIN,
+                "package": EMBEDDED_PACKAGE,
+                "package_version": _version(EMBEDDED_PACKAGE),
+                "gguf_file": gguf.name,
+                "gguf_sha256": sha256_file(gguf),
+                "dtype": "float32",
+                "transformers_version": transformers.__version__,
+            },
         )
-    # A GGUF-loaded model refuses save_pretrained while its config names the GGUF quantizer, and keeps quantizer
-    # state on the model: copy the weights into a fresh model built from the cleaned config instead.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    model.generation_config = loaded.generation_config
-    del loaded
-    _ensure_pad_token(tokenizer)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    with _quiet_transformers():
-        model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_json(
-        out / SOURCE_FILE,
-        {
-            "model": EMBEDDED_ORIGIN,
-            "package": EMBEDDED_PACKAGE,
-            "package_version": _version(EMBEDDED_PACKAGE),
-            "gguf_file": gguf.name,
-            "gguf_sha256": sha256_file(gguf),
-            "dtype": "float32",
-            "transformers_version": transformers.__version__,
-        },
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

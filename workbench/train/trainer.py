@@ -104,6 +104,7 @@ def begin(
     import torch
     from transformers import set_seed
 
+    set_seed(recipe.seed)
     hf.check_dashboards(recipe)
     hf.check_optimizer(recipe)
     distributed.start()  # launched by torchrun / accelerate: join the process group before the run folder is touched
@@ -121,9 +122,6 @@ def begin(
     if on_status is not None:
         on_status(f"precision {choice.name} ({choice.reason})")
     dtype = _load_dtype(choice)
-    # Seeded after the tokenizer: its first use of the embedded model converts it from GGUF, which draws random
-    # numbers (the model's initial weights, overwritten); seeded before, that first run would start elsewhere.
-    set_seed(recipe.seed)
     if load is not None:
         model = load(recipe, dtype, choice)
     else:
