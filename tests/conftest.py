@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from workbench.cli import app
+from workbench.precision import CPU_BF16_ENV
+
+# The suite gives the same numbers on every CPU: `precision: auto` resolves as on a CPU without native bf16 units
+# (fp32), here and in the fresh processes tests start, unless the caller sets WB_CPU_BF16=1 to run the whole suite
+# as an AMX / AVX512-BF16 machine would. Tests of bf16 itself ask for it through the `auto_precision` fixture.
+os.environ.setdefault(CPU_BF16_ENV, "0")
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DATA = REPO / "data" / "demo" / "raw.jsonl"
@@ -36,3 +43,12 @@ def wb() -> Callable[..., Any]:
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(params=["fp32", "bf16"])
+def auto_precision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What `precision: auto` resolves to in this test: fp32 (a CPU without bf16 units, e.g. an AVX2 EPYC) and bf16
+    (an AMX or AVX512-BF16 Xeon; emulated, so slower, where the CPU has no bf16 units). Precision-sensitive tests take
+    it so every machine checks what each kind of machine would compute."""
+    monkeypatch.setenv(CPU_BF16_ENV, "1" if request.param == "bf16" else "0")
+    return str(request.param)

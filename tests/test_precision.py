@@ -36,6 +36,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cpu(monkeypatch: pytest.MonkeyPatch, amx: bool = False, avx512_bf16: bool = False, mkldnn: bool = True) -> None:
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)  # the hardware answers, not the suite's setting
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
@@ -58,6 +59,22 @@ def test_auto_is_bf16_exactly_where_torch_reports_native_bf16_units(monkeypatch:
     forced = precision.resolve("bf16")
     assert forced.name == "bf16" and "emulated" in forced.reason
     assert precision.resolve("fp32").name == "fp32"
+
+
+def test_wb_cpu_bf16_answers_for_the_hardware_and_a_bad_value_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cpu(monkeypatch, amx=True)
+    monkeypatch.setenv("WB_CPU_BF16", "0")
+    plain = precision.resolve("auto")
+    assert plain.name == "fp32" and plain.reason == (
+        "auto: WB_CPU_BF16=0: treated as a CPU without native bf16 units, so bf16 would be emulated"
+    )
+    _cpu(monkeypatch)
+    monkeypatch.setenv("WB_CPU_BF16", "1")
+    assert precision.resolve("auto").name == "bf16"
+    assert precision.resolve("bf16").reason == "precision bf16 was asked for"
+    monkeypatch.setenv("WB_CPU_BF16", "yes")
+    with pytest.raises(WbError, match=r"^WB_CPU_BF16='yes': set it to 1 \(native bf16 units\) or 0 \(none\)"):
+        precision.resolve("auto")
 
 
 def test_autocast_runs_matrix_products_in_bf16_and_fp32_runs_none() -> None:

@@ -1417,8 +1417,10 @@ def gate(
 
 def main() -> None:
     from workbench.output import terminate_like_interrupt
+    from workbench.quiet import quiet_libraries
 
     terminate_like_interrupt()
+    quiet_libraries()  # before any command imports a deep-learning library
     app()
 
 

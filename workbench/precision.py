@@ -16,6 +16,7 @@ torch is imported inside the functions: importing this module costs nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,10 +50,23 @@ class Choice:
         return {"precision": self.name, "precision_reason": self.reason}
 
 
+#: Set to 1 or 0 to answer the native-bf16 question instead of the hardware: `auto` then resolves as it would on a
+#: CPU with (1) or without (0) bf16 units. The test suite sets 0 so it gives the same numbers on every CPU, and sets
+#: 1 where a test checks what an AMX or AVX512-BF16 machine would do; a user can reproduce another machine's `auto`.
+CPU_BF16_ENV = "WB_CPU_BF16"
+
+
 def cpu_bf16_units() -> tuple[bool, str]:
     """Whether this CPU computes bf16 natively, with the capability that says so (or what is missing)."""
     import torch
 
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced == "1":
+        return True, f"{CPU_BF16_ENV}=1: treated as a CPU with native bf16 units"
+    if forced == "0":
+        return False, f"{CPU_BF16_ENV}=0: treated as a CPU without native bf16 units, so bf16 would be emulated"
+    if forced:
+        raise WbError(f"{CPU_BF16_ENV}={forced!r}: set it to 1 (native bf16 units) or 0 (none), or unset it")
     if not torch.backends.mkldnn.is_available():
         return False, "this torch build has no oneDNN (mkldnn) backend for bf16 on CPU"
     if _query(torch.cpu, "_is_amx_tile_supported"):

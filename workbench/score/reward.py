@@ -25,8 +25,9 @@ import yaml
 
 from workbench.errors import WbError
 from workbench.precision import Choice
+from workbench.quiet import quiet_libraries
 from workbench.train import data as tdata
-from workbench.train.model import EMBEDDED, SAFETENSORS_WEIGHTS, load_tokenizer, quiet_libraries, resolve_model
+from workbench.train.model import EMBEDDED, SAFETENSORS_WEIGHTS, load_tokenizer, resolve_model
 
 ProgressFn = Callable[[int, int], None]
 

@@ -19,13 +19,11 @@ import contextlib
 import functools
 import importlib.util
 import json
-import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WbError
 from workbench.io import sha256_file, write_json
+from workbench.quiet import offline, quiet_libraries
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -77,13 +76,6 @@ def hf_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
     return Path(os.path.expandvars(home)).expanduser() / "hub"
-
-
-def _offline() -> None:
-    """wb never downloads: switch the Hugging Face libraries to offline mode before they are imported."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,7 +213,7 @@ def _model_folder(spec: str, path: Path) -> Path:
 
 def hf_snapshot(repo_id: str) -> Path | None:
     """The cached snapshot folder of a hub model (the `main` ref, else the newest snapshot), or None. Offline."""
-    _offline()
+    offline()
     from huggingface_hub import errors, snapshot_download
 
     try:
@@ -524,25 +516,9 @@ def _require_gguf() -> None:
         raise WbError("reading the embedded model's GGUF file needs the gguf package: pip install 'wb[train]'")
 
 
-def _not_checkpoint_mtime(record: logging.LogRecord) -> bool:
-    return "mtime may not be reliable" not in record.getMessage()
-
-
-def quiet_libraries() -> None:
-    """Silence what libraries announce that is not the user's to act on; call before importing them."""
-    # bitsandbytes (QLoRA) logs at import that an optional CPU kernel package is missing.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    # transformers 5 announces renames for v6 on every run.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
-    # ... and, from the model's forward, that PEFT's prefix tuning still passes `past_key_values`.
-    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
-    # Trainer says when two checkpoints were written within a second of each other (fast steps) that it orders
-    # them by step number instead of by time, which is what it should do anyway.
-    logging.getLogger("transformers.trainer_utils").addFilter(_not_checkpoint_mtime)  # once: the same filter
-    # galore-torch (the galore method, through Trainer) announces that its own AdamW copy is deprecated.
-    warnings.filterwarnings("ignore", message=r"This implementation of AdamW is deprecated", category=FutureWarning)
-    # DeepSpeed (the [deepspeed] extra), imported by transformers when a model is built, warns on a machine without
-    # a GPU that it falls back to its CPU accelerator: name that accelerator, so it says nothing.
+def deepspeed_on_cpu() -> None:
+    """DeepSpeed (the [deepspeed] extra), imported by transformers when a model is built, warns on a machine without
+    a GPU that it falls back to its CPU accelerator: name that accelerator, so it says nothing."""
     if "DS_ACCELERATOR" not in os.environ and importlib.util.find_spec("deepspeed") is not None:
         import torch
 
@@ -552,8 +528,8 @@ def quiet_libraries() -> None:
 
 def _train_stack() -> tuple[Any, Any]:
     """torch and transformers, imported now, offline; a clear error when the training extra is missing."""
-    _offline()
     quiet_libraries()
+    deepspeed_on_cpu()
     try:
         import torch
         import transformers

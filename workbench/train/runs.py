@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from workbench.errors import WbError
+from workbench.quiet import quiet_libraries
 from workbench.train import adapters
-from workbench.train.model import EMBEDDED, StatusFn, load_model, load_tokenizer, quiet_libraries, resolve_model
+from workbench.train.model import EMBEDDED, StatusFn, load_model, load_tokenizer, resolve_model
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
 

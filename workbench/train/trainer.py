@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 import warnings
@@ -29,6 +28,7 @@ import yaml
 from workbench import io, precision, runfile
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
+from workbench.quiet import quiet_libraries
 from workbench.train import adapters, distributed, guards, hf, methods
 from workbench.train import data as tdata
 from workbench.train.loss import prompt_learning, sample_losses
@@ -96,10 +96,10 @@ def begin(
 ) -> Session:
     """Checks, seed, precision, tokenizer and model (`load(recipe, dtype, choice)` where a method loads another
     head), the method applied, and the run folder started (its recipe written, a stale log removed)."""
-    from workbench.train.model import load_model, load_tokenizer, quiet_libraries
+    from workbench.train.model import deepspeed_on_cpu, load_model, load_tokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_libraries()
+    deepspeed_on_cpu()
     started = time.time()
     import torch
     from transformers import set_seed
@@ -381,13 +381,13 @@ def train(
     on_status: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint."""
-    from transformers import EarlyStoppingCallback
-
     if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
         from workbench.train import preference
 
         return preference.train(recipe, resume, on_log, on_status)
-    session = begin(recipe, resume, on_status)
+    session = begin(recipe, resume, on_status)  # offline and quiet before transformers is imported
+    from transformers import EarlyStoppingCallback
+
     tokenizer, run_dir = session.tokenizer, session.run_dir
     prepared = prepare(recipe, tokenizer, getattr(session.model.config, "max_position_embeddings", None))
     model = session.model
