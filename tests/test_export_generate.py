@@ -12,6 +12,7 @@ from conftest import write_jsonl
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from workbench import precision  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
 from workbench.evaluate import generate as gen  # noqa: E402
 from workbench.train import runs  # noqa: E402
@@ -75,7 +76,7 @@ def _logits(model: Any, tokenizer: Any, text: str) -> Any:
 
 
 def test_a_merged_model_loads_with_plain_transformers_and_equals_base_plus_adapter(
-    trained: dict[str, Path], tmp_path: Path
+    trained: dict[str, Path], tmp_path: Path, auto_precision: str
 ) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -86,14 +87,18 @@ def test_a_merged_model_loads_with_plain_transformers_and_equals_base_plus_adapt
     loaded = runs.load([runs.resolve_target(trained["fruit"])])
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, use_safetensors=True).eval()
     text = "<|im_start|>user\nName fruit number 2.<|im_end|>\n<|im_start|>assistant\n"
-    with loaded.active_model() as model:
+    autocast = precision.resolve("auto").autocast  # served as the run computes on this kind of CPU
+    with loaded.active_model() as model, autocast():
         tuned = _logits(model, loaded.tokenizer, text)
     loaded.use(None)
-    with loaded.active_model() as model:
+    with loaded.active_model() as model, autocast():
         base = _logits(model, loaded.tokenizer, text)
-    plain = _logits(merged, loaded.tokenizer, text)
-    assert torch.allclose(plain, tuned, atol=1e-4), (plain - tuned).abs().max()
-    assert not torch.allclose(plain, base, atol=1e-3)  # the adapter changed something
+    with autocast():
+        plain = _logits(merged, loaded.tokenizer, text)
+    # bf16: the merged weights round to bf16 once, base and adapter separately (measured 0.11 on emulated bf16)
+    tolerance = {"fp32": 1e-4, "bf16": 0.25}[auto_precision]
+    assert torch.allclose(plain.float(), tuned.float(), atol=tolerance), (plain - tuned).abs().max()
+    assert not torch.allclose(plain.float(), base.float(), atol=max(tolerance, 1e-3))  # the adapter changed something
 
 
 def test_adapter_only_export_generates_like_the_run(trained: dict[str, Path], tmp_path: Path, wb: Any) -> None:
@@ -176,7 +181,7 @@ def test_batched_greedy_generation_equals_one_at_a_time_and_keeps_order(trained:
 
 
 def test_the_cache_answers_repeated_prompts_without_generating(
-    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto_precision: str
 ) -> None:
     loaded = runs.load([runs.resolve_target(trained["fruit"]), runs.resolve_target(trained["colours"])])
     cache = gen.GenerationCache(tmp_path / "gen.sqlite")

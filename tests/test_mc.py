@@ -235,15 +235,18 @@ def test_option_log_likelihoods_equal_plain_transformers_sums_and_pick_the_same_
 
 
 @torch_needed
-def test_batching_and_the_cache_do_not_change_a_log_likelihood(loaded: Any, tmp_path: Path) -> None:
+def test_batching_and_the_cache_do_not_change_a_log_likelihood(
+    loaded: Any, tmp_path: Path, auto_precision: str
+) -> None:
     from workbench.evaluate.generate import GenerationCache
     from workbench.evaluate.loglik import LoglikCache, score_items
 
     items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
-    one = score_items(loaded, items, [], batch_size=1, precision="fp32")
-    many = score_items(loaded, items, [], batch_size=16, precision="fp32")
+    one = score_items(loaded, items, [], batch_size=1, precision="auto")
+    many = score_items(loaded, items, [], batch_size=16, precision="auto")
+    tolerance = {"fp32": 1e-4, "bf16": 5e-2}[auto_precision]  # bf16: padding moves the rounding (measured 0.011)
     for a, b in zip(one, many, strict=True):
-        assert [c.loglik for c in a.choices] == pytest.approx([c.loglik for c in b.choices], abs=1e-4)
+        assert [c.loglik for c in a.choices] == pytest.approx([c.loglik for c in b.choices], abs=tolerance)
     cache = LoglikCache(tmp_path / "ll.sqlite", GenerationCache(tmp_path / "gen.sqlite"))
     first = score_items(loaded, items, [], cache=cache)
     assert cache.misses > 0 and cache.hits == 0

@@ -14,6 +14,7 @@ from conftest import write_jsonl
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from workbench import precision  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
 from workbench.train import data as tdata  # noqa: E402
 from workbench.train.loss import fusable_head, sample_losses, trained_positions_loss  # noqa: E402
@@ -103,14 +104,14 @@ def test_alpaca_template_masks_the_prompt_and_trains_eos(tokenizer: Any) -> None
     assert tdata.prompt_text(tokenizer, "alpaca", record).endswith("### Input:\nto Bob\n\n### Response:\n")
 
 
-def test_packing_keeps_examples_apart(tiny: Path, tokenizer: Any) -> None:
+def test_packing_keeps_examples_apart(tiny: Path, tokenizer: Any, auto_precision: str) -> None:
     model = load_model(str(tiny)).eval()
     a = tdata.encode(tokenizer, MEMORISE[0], "chat", 128, "responses")
     b = tdata.encode(tokenizer, MEMORISE[3], "chat", 128, "responses")
     packed = tdata.pack([a, b], 256)
     assert len(packed) == 1 and packed[0].lengths == sorted([len(a.input_ids), len(b.input_ids)], reverse=True)
     batch = tdata.PackedCollator(tokenizer.pad_token_id)([vars(packed[0])])
-    with torch.no_grad():
+    with torch.no_grad(), precision.resolve("auto").autocast():
         together = model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
         ).logits[0]
@@ -118,8 +119,9 @@ def test_packing_keeps_examples_apart(tiny: Path, tokenizer: Any) -> None:
         alone_1 = model(input_ids=torch.tensor([first.input_ids])).logits[0]
         alone_2 = model(input_ids=torch.tensor([second.input_ids])).logits[0]
     n = len(first.input_ids)
-    assert torch.allclose(together[:n], alone_1, atol=1e-4)
-    assert torch.allclose(together[n:], alone_2, atol=1e-4)
+    tolerance = {"fp32": 1e-4, "bf16": 5e-2}[auto_precision]  # bf16: padding-free rows round alike (measured 0.023)
+    assert torch.allclose(together[:n].float(), alone_1.float(), atol=tolerance)
+    assert torch.allclose(together[n:].float(), alone_2.float(), atol=tolerance)
 
 
 def _sum_loss(model: Any, batch: dict[str, Any]) -> Any:
@@ -145,7 +147,7 @@ def test_packed_loss_is_the_sum_of_the_examples_losses(tiny: Path, tokenizer: An
 
 @pytest.mark.parametrize(("packing", "fused"), [(True, True), (True, False), (False, True)])
 def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
-    tiny: Path, tokenizer: Any, packing: bool, fused: bool, monkeypatch: pytest.MonkeyPatch
+    tiny: Path, tokenizer: Any, packing: bool, fused: bool, monkeypatch: pytest.MonkeyPatch, auto_precision: str
 ) -> None:
     from workbench.train import loss as trainer
 
@@ -165,20 +167,24 @@ def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
             [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
         )
     params = [p for p in model.parameters() if p.requires_grad]
+    autocast = precision.resolve("auto").autocast
     for num_items in (None, torch.tensor(37)):
         kw = {} if num_items is None else {"num_items_in_batch": num_items}
-        full = model(**batch, **kw).loss
+        with autocast():
+            full = model(**batch, **kw).loss
         full_grads = torch.autograd.grad(full, params)
         head = fusable_head(model) if fused else None
         assert (head is not None) == fused
-        fast = trained_positions_loss(model, batch, num_items, model.get_base_model().loss_function, head)
+        with autocast():
+            fast = trained_positions_loss(model, batch, num_items, model.get_base_model().loss_function, head)
         fast_grads = torch.autograd.grad(fast, params)
-        assert torch.allclose(fast, full, rtol=1e-5), (fast, full)
         worst = max(
             float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
             for a, b in zip(fast_grads, full_grads, strict=True)
         )
-        assert worst < 1e-4, worst
+        assert torch.allclose(fast, full, rtol=1e-5), (fast, full)
+        # bf16: the chunked head's gradients round apart from the full logits' (measured up to 1.7e-2 relative)
+        assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst
 
 
 def test_a_zero3_partitioned_output_head_is_not_fused(tiny: Path) -> None:
@@ -192,17 +198,20 @@ def test_a_zero3_partitioned_output_head_is_not_fused(tiny: Path) -> None:
     assert fusable_head(model) is None
 
 
-def test_sample_losses_are_each_examples_own_mean_loss_in_input_order(tiny: Path, tokenizer: Any) -> None:
+def test_sample_losses_are_each_examples_own_mean_loss_in_input_order(
+    tiny: Path, tokenizer: Any, auto_precision: str
+) -> None:
     model = load_model(str(tiny))
     records = [*MEMORISE, {"instruction": "Count", "input": "to ten", "output": "one two three " * 5}]
     examples = [tdata.encode(tokenizer, r, "chat", 128, "responses") for r in reversed(records)]
-    losses = sample_losses(model, examples, tokenizer.pad_token_id, batch_size=3)
-    with torch.no_grad():
+    choice = precision.resolve("auto")
+    losses = sample_losses(model, examples, tokenizer.pad_token_id, batch_size=3, choice=choice)
+    with torch.no_grad(), choice.autocast():
         alone = [
             float(model(input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels])).loss)
             for ex in examples
         ]
-    assert losses == pytest.approx(alone, rel=1e-4)
+    assert losses == pytest.approx(alone, rel=1e-4)  # the same precision on both sides: the same numbers
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"])
