@@ -602,7 +602,7 @@ class RecordReader:
                     if is_tool_conversation(obj):
                         batch.conversations.append((line, to_tool_conversation(obj)))
                         continue
-                    batch.rows.append(to_row(obj, mapping))
+                    batch.rows.append(to_row(obj, mapping, self.overrides))
                     batch.lines.append(line)
                     continue
                 except RecordError as e:
