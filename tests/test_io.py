@@ -571,6 +571,33 @@ def test_parquet_with_int_canonical_output_column_names_output(tmp_path: Path) -
     assert (rej.field, rej.kind) == ("output", "wrong_type")
 
 
+def test_a_csv_whose_columns_map_to_nothing_is_refused_before_any_record_naming_its_columns(
+    tmp_path: Path, wb: Any
+) -> None:
+    src = put(tmp_path, "qa.csv", BOM + "q,a\r\n你好,hi\r\n2+2,4\r\n".encode())
+    with pytest.raises(WbError) as err:
+        read_all(src)
+    assert str(err.value) == (
+        f"{src}: line 1 (the header): no column is read as the instruction or the output (columns: q, a); "
+        "name them with --map FIELD=COLUMN, e.g. --map instruction=q --map output=a"
+    )
+    res = wb("clean", src, "-o", tmp_path / "clean.jsonl")
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [f"error: {err.value}"]
+    assert not (tmp_path / "clean.jsonl").exists()
+    got = read_all(src, parse_overrides(["instruction=q", "output=a"]))  # the suggested --map reads every row
+    assert got.rows == [("你好", "", "hi", "", []), ("2+2", "", "4", "", [])] and got.rejects == []
+
+
+def test_a_table_with_an_instruction_but_no_output_column_is_refused_naming_the_output(tmp_path: Path) -> None:
+    src = put(tmp_path, "q.parquet", parquet_bytes(pl.DataFrame({"question": ["什么是熵？"], "回答": ["无序的度量"]})))
+    with pytest.raises(
+        WbError,
+        match=r"columns: no column is read as the output \(columns: question, 回答\); "
+        r"name them with --map FIELD=COLUMN, e.g. --map output=回答$",
+    ):
+        read_all(src)
+
+
 # --- writing --------------------------------------------------------------------------------------------------
 
 

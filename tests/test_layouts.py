@@ -178,3 +178,62 @@ def test_a_folder_of_unrelated_files_is_not_read_as_a_dataset(tmp_path: Path) ->
         RecordReader(tmp_path)
     (tmp_path / "train.jsonl").write_text('{"instruction": "c", "output": "d"}\n', encoding="utf-8")
     assert [r[1][0] for r in rows(tmp_path)] == ["c"]  # a split-named file makes it a hub-style folder
+
+
+def _with_secret(tmp_path: Path) -> Path:
+    """A file outside the dataset folder whose text must never be read into wb's outputs."""
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"password": "hunter2-秘密"}\n', encoding="utf-8")
+    return secret
+
+
+@pytest.mark.parametrize("shard", ["../secret.jsonl", "ABSOLUTE", "symlink"])
+def test_a_saved_folder_naming_a_shard_outside_itself_is_refused(tmp_path: Path, wb: Any, shard: str) -> None:
+    secret = _with_secret(tmp_path)
+    folder = save_to_disk(tmp_path / "saved", source_records()[:3])
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    if shard == "ABSOLUTE":
+        shard = str(secret)
+    elif shard == "symlink":  # a shard inside the folder, a link pointing out of it
+        shard = "data-00001-of-00002.arrow"
+        (folder / shard).symlink_to(secret)
+    state["_data_files"].append({"filename": shard})
+    (folder / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    res = wb("clean", folder, "-o", tmp_path / "out" / "clean.jsonl")
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: {folder / 'state.json'}: _data_files[1]: {shard!r} resolves outside the dataset folder {folder}; "
+        "refused (a dataset folder reads only its own files)"
+    ]
+    assert not (tmp_path / "out").exists()  # refused before any output (or the secret in a rejects file)
+
+
+def test_a_hub_folder_with_a_file_outside_itself_is_refused(tmp_path: Path, wb: Any) -> None:
+    recs = source_records()[:4]
+    outside = tmp_path / "outside.parquet"
+    pl.DataFrame([{"instruction": "秘密", "output": "hunter2"}]).write_parquet(outside)
+    folder = hub_snapshot(tmp_path / "hub", {"train": recs}, card=False)
+    (folder / "data" / "train-00002-of-00002.parquet").symlink_to(outside)
+    res = wb("stats", folder)
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: {folder}: split train: {folder / 'data' / 'train-00002-of-00002.parquet'} resolves outside the "
+        "dataset folder; refused (a dataset folder reads only its own files)"
+    ]
+    (folder / "data" / "train-00002-of-00002.parquet").unlink()
+    card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: ../outside.parquet\n---\n"
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    with pytest.raises(WbError, match=r"split train: .*outside.parquet resolves outside the dataset folder"):
+        RecordReader(folder)
+
+
+def test_a_saved_folder_with_no_shard_is_a_one_line_error(tmp_path: Path, wb: Any) -> None:
+    folder = save_to_disk(tmp_path / "saved", source_records()[:3])
+    (folder / "state.json").write_text(json.dumps({"_data_files": []}), encoding="utf-8")
+    for command in ("clean", "stats"):
+        args = ("-o", tmp_path / "clean.jsonl") if command == "clean" else ()
+        res = wb(command, folder, *args)
+        assert res.exit_code == 2
+        assert res.stderr.strip().splitlines() == [
+            f"error: {folder / 'state.json'}: _data_files: empty; the folder names no Arrow file to read"
+        ]

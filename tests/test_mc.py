@@ -142,6 +142,64 @@ def test_a_file_that_cannot_be_a_multiple_choice_set_is_one_line(tmp_path: Path)
         mc.load_mc(latin1)
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("Question,A,B,D,Answer", "the header has option columns A, B, D but no C; option columns must run A, B, C"),
+        ("id,question,A,C,D,E,answer", "the header has option columns A, C, D, E but no B; option columns must run"),
+        ("Question,A,B,B,Answer", "the header names column B twice; rename or remove one"),
+    ],
+)
+def test_a_header_with_a_gap_or_a_repeat_in_its_option_columns_is_refused(
+    tmp_path: Path, header: str, message: str
+) -> None:
+    path = tmp_path / "ceval.csv"
+    width = header.count(",") + 1
+    rows = ["7,中秋节在农历的哪一天？,正月初一,五月初五,八月十五,九月初九,C", "0,1+1=?,1,2,3,4,B"]
+    cells = [r.split(",")[-width:] for r in rows]
+    cells[1][-1] = "A"  # an answer every header names
+    path.write_bytes(("\ufeff" + header + "\r\n" + "".join(",".join(c) + "\r\n" for c in cells)).encode("utf-8"))
+    with pytest.raises(WbError) as err:
+        mc.load_mc(path)
+    assert str(err.value).startswith(f"{path}:line 1: {message}")
+
+
+def test_an_unclosed_quote_costs_its_own_line_and_every_other_row_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "ceval_val.csv"
+    rows = [
+        '0,"下列城市中，哪一座是中国的首都？,上海,北京,广州,深圳,B,首都是北京。',  # the quote is never closed
+        "1,水在标准大气压下的沸点是多少摄氏度？,90,100,110,120,B,",
+        '2,"1+1 等于几？",1,2,3,4,B,"""二"" 是答案"',
+        "3,中秋节在农历的哪一天？,正月初一,五月初五,八月十五,九月初九,C,",
+    ]
+    text = "\ufeffid,question,A,B,C,D,answer,explanation\r\n" + "".join(r + "\r\n" for r in rows)
+    path.write_bytes(text.encode("utf-8"))
+    got = mc.load_mc(path)
+    assert [it.id for it in got.items] == [1, 2, 3]
+    assert [it.instruction for it in got.items][1:] == ["1+1 等于几？", "中秋节在农历的哪一天？"]
+    assert [r.describe(path) for r in got.rejects] == [
+        f"{path}:line 2: field (row): not readable as CSV: ',' expected after '\"' (a quote left open?); "
+        "reading goes on at line 3"
+    ]
+    assert len(got.items) + len(got.rejects) == len(rows)  # every physical line is an item or a reject
+
+    mmlu = tmp_path / "mmlu.csv"  # no header; the quote runs to the end of the file
+    mmlu.write_text('Q one?,a,b,c,d,A\n"Q two?,a,b,c,d,B\nQ three?,a,b,c,d,C\nQ four?,a,b,c,d,D\n', encoding="utf-8")
+    got = mc.load_mc(mmlu)
+    assert [(it.id, it.reference) for it in got.items] == [(1, "A"), (3, "C"), (4, "D")]
+    assert [r.describe(mmlu) for r in got.rejects] == [
+        f"{mmlu}:line 2: field (row): a quote opened on this line is never closed; reading goes on at line 3"
+    ]
+
+
+def test_a_row_wider_than_the_header_is_rejected_not_cut(tmp_path: Path) -> None:
+    path = tmp_path / "mc.csv"
+    path.write_text("Question,A,B,C,D,Answer\nWhich, really?,x,y,z,w,B\nok?,1,2,3,4,A\n", encoding="utf-8")
+    got = mc.load_mc(path)
+    assert [it.id for it in got.items] == [3]
+    assert [r.describe(path) for r in got.rejects] == [f"{path}:line 2: field (row): 7 columns, the header has 6"]
+
+
 def test_the_shipped_probes_have_four_options_balanced_letters_and_distinct_choices() -> None:
     from workbench.evaluate.forgetting import probes_dir
 

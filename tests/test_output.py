@@ -197,6 +197,78 @@ def test_a_failing_write_keeps_the_previous_set_whole(tmp_path: Path) -> None:
     io.check_complete(tmp_path / "clean.manifest.json")
 
 
+def _no_room(limit: int) -> None:
+    """In the child, before wb starts: files may grow to `limit` bytes (`ulimit -f`); a longer write fails with
+    EFBIG instead of killing the process by SIGXFSZ, as it does on a full disk with ENOSPC."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_set(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "clean.jsonl"
+    run(raw(tmp_path), out, load("default"))
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    src = tmp_path / "more.jsonl"
+    src.write_bytes(DEMO_DATA.read_bytes() * 10)  # 490 KB of records (Chinese, emoji, duplicates): more than fits
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "clean", str(src), "-o", str(out)],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        preexec_fn=lambda: _no_room(100_000),
+    )
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert proc.stderr.decode().splitlines() == [
+        f"error: {out}: cannot write the output (File too large); the previous files are unchanged; "
+        "free some space and run again"
+    ]
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # no stage, no lock left either
+    io.check_complete(out.parent / "clean.manifest.json")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),  # Python's own writes set errno
+        OSError("No space left on device (os error 28)"),  # polars' (Rust) writes say it in the message only
+        OSError(122, "Disk quota exceeded"),
+    ],
+)
+def test_a_write_that_finds_no_room_inside_an_output_set_is_one_line(tmp_path: Path, error: OSError) -> None:
+    target = tmp_path / "clean.jsonl"
+    old = '{"instruction": "旧", "output": "old"}\n'.encode()
+    target.write_bytes(old)
+    with pytest.raises(WbError) as err, io.OutputSet([target]) as outputs:
+        outputs.open(target).write(b"half a new file")
+        raise error
+    assert str(err.value).startswith(f"{target}: cannot write the output (")
+    assert str(err.value).endswith("); the previous files are unchanged; free some space and run again")
+    assert target.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["clean.jsonl"]
+    with pytest.raises(PermissionError), io.OutputSet([target]):  # any other error stays what it is
+        raise PermissionError(13, "Permission denied")
+
+
+def test_a_write_outside_an_output_set_that_finds_no_room_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from workbench.cli import user_errors
+
+    @user_errors
+    def save_checkpoint(error: OSError) -> None:
+        raise error
+
+    with pytest.raises(typer.Exit) as exit_:
+        save_checkpoint(OSError(28, "No space left on device", "runs/x/checkpoint-2/optimizer.pt"))
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: runs/x/checkpoint-2/optimizer.pt: cannot write (No space left on device); free some space and run again"
+    ]
+    with pytest.raises(FileNotFoundError):  # not a question of room: still raised
+        save_checkpoint(FileNotFoundError(2, "No such file or directory"))
+
+
 # -- real kills ----------------------------------------------------------------------------------------------------
 
 

@@ -86,3 +86,44 @@ def test_an_explicit_input_mapping_is_respected(tmp_path: Path) -> None:
     }
     # `context` is an input alias: a file of context + answer reads the context as the prompt.
     assert resolve_mapping(["context", "answer"]) == {"instruction": "context", "output": "answer"}
+
+
+# One file, three shapes: a prompt in `input` only, an instruction alone, an instruction with its input.
+MIXED = [
+    {"input": "把“我爱你”翻译成英文。", "output": "I love you."},
+    {"instruction": "写一句关于春天的诗。", "output": "春眠不觉晓，处处闻啼鸟。"},
+    {"instruction": "Translate to English", "input": "Bonjour, ça va ? 👋", "output": "Hello, how are you?"},
+]
+MIXED_ROWS = [
+    ("把“我爱你”翻译成英文。", "", "I love you.", "", []),
+    ("写一句关于春天的诗。", "", "春眠不觉晓，处处闻啼鸟。", "", []),
+    ("Translate to English", "Bonjour, ça va ? 👋", "Hello, how are you?", "", []),
+]
+
+
+def test_a_file_mixing_input_output_and_instruction_records_reads_each_by_its_own_shape(
+    tmp_path: Path, wb: Any
+) -> None:
+    for order in ([0, 1, 2], [0, 2, 1], [2, 0, 1], [1, 0, 2]):
+        src = write_jsonl(tmp_path / "mixed.jsonl", [MIXED[i] for i in order])
+        for batch_size in (1, 2, 50_000):  # the file's mapping is fixed from the first batch, whatever it holds
+            got = [
+                (line, row)
+                for b in RecordReader(src, batch_size=batch_size)
+                for line, row in zip(b.lines, b.rows, strict=True)
+            ]
+            assert got == [(n, MIXED_ROWS[i]) for n, i in enumerate(order, start=1)], (order, batch_size)
+        res = wb("clean", src, "-o", tmp_path / "clean.jsonl")
+        assert res.exit_code == 0, res.output
+        kept = read_jsonl(tmp_path / "clean.jsonl")
+        assert [(k["instruction"], k["input"], k["output"]) for k in kept] == [MIXED_ROWS[i][:3] for i in order]
+        stats = json.loads((tmp_path / "clean.stats.json").read_text(encoding="utf-8"))
+        assert stats["read"] == stats["kept"] == 3 and stats["rejected"] == 0
+
+
+def test_an_explicit_input_mapping_reads_every_record_as_it_says(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "mixed.jsonl", MIXED)
+    reader = RecordReader(src, {"input": "input"})
+    batches = list(reader)
+    assert [row for b in batches for row in b.rows] == MIXED_ROWS[1:]
+    assert [(r.line, r.field, r.kind) for b in batches for r in b.rejects] == [(1, "instruction", "missing_field")]

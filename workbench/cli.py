@@ -29,6 +29,7 @@ from rich.text import Text
 from workbench import __version__
 from workbench.errors import WbError
 from workbench.evaluate.config import EvalConfig, GenerationSettings
+from workbench.output import no_room
 from workbench.precision import Precision
 
 app = typer.Typer(
@@ -89,7 +90,7 @@ AgainstOpt = Annotated[
 
 
 def user_errors(fn: F) -> F:
-    """Turn a WbError into one line on stderr and exit code 2."""
+    """Turn a WbError, or a write that found no room, into one line on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -97,6 +98,13 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except WbError as e:
             err.print(f"error: {e}", markup=False)
+            raise typer.Exit(2) from None
+        except OSError as e:  # a write outside an output set that found no room (disk full, quota, ulimit -f)
+            reason = no_room(e)
+            if reason is None:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"error: {where}cannot write ({reason}); free some space and run again", markup=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:
             err.print("interrupted; no partial output was left behind", markup=False)

@@ -570,8 +570,26 @@ class RecordReader:
                 if src not in keys and not any(src in obj for obj in records):
                     shown = ", ".join(sorted(keys)[:12]) + (", ..." if len(keys) > 12 else "")
                     raise WbError(f"{self.path}: --map {canon}={src}: the file has no column {src!r} (it has {shown})")
+            self._check_columns(list(records[0]), mapping)  # a table's rows share its columns, in order
             self.mapping = mapping
         return self.mapping
+
+    def _check_columns(self, columns: list[str], mapping: dict[str, str]) -> None:
+        """A table (CSV, Parquet, Arrow) has the same columns in every row: when none of them is read as the
+        instruction or the output, every record would be rejected, so the file is refused before any is read."""
+        if self.info.format not in ("csv", "parquet", "arrow") or {"messages", "conversations"} & set(columns):
+            return
+        missing = [canon for canon in ("instruction", "output") if canon not in mapping]
+        if not missing:
+            return
+        free = [c for c in columns if c not in mapping.values()] or columns
+        example = " ".join(f"--map {canon}={free[min(i, len(free) - 1)]}" for i, canon in enumerate(missing))
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        where = "line 1 (the header)" if self.info.format == "csv" else "columns"
+        raise WbError(
+            f"{self.path}: {where}: no column is read as the {' or the '.join(missing)} (columns: {shown}); "
+            f"name them with --map FIELD=COLUMN, e.g. {example}"
+        )
 
     def _convert(self, batch: Batch, items: list[Item]) -> Batch:
         mapping = self._map([obj for _, obj, _ in items])
@@ -584,7 +602,7 @@ class RecordReader:
                     if is_tool_conversation(obj):
                         batch.conversations.append((line, to_tool_conversation(obj)))
                         continue
-                    batch.rows.append(to_row(obj, mapping))
+                    batch.rows.append(to_row(obj, mapping, self.overrides))
                     batch.lines.append(line)
                     continue
                 except RecordError as e:

@@ -11,6 +11,9 @@ Two layouts, read without the `datasets` package:
   the hub does; files under `data/` that name no split are the train split, other files are not read.
 
 A split is picked with `split`; without one, the only split, else the first of `prefer` the folder has.
+A folder reads only its own files: a data file that resolves outside it (`../x`, an absolute path in
+`state.json`, a card glob reaching up, a symlink pointing out) is refused, so a downloaded folder cannot make wb
+read, and copy into its outputs, a file elsewhere on the machine.
 """
 
 from __future__ import annotations
@@ -92,13 +95,25 @@ def _saved_dataset(folder: Path) -> tuple[Path, ...]:
         raise WbError(
             f"{folder}: the dataset was saved with an indices mapping; save it again after .flatten_indices()"
         )
+    if not state["_data_files"]:
+        raise WbError(f"{folder / 'state.json'}: _data_files: empty; the folder names no Arrow file to read")
     files = []
     for i, entry in enumerate(state["_data_files"]):
         name = entry.get("filename") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not (folder / name).is_file():
             raise WbError(f"{folder / 'state.json'}: _data_files[{i}]: {name!r} is not a file in the folder")
+        if not _inside(folder, folder / name):
+            raise WbError(
+                f"{folder / 'state.json'}: _data_files[{i}]: {name!r} resolves outside the dataset folder {folder}; "
+                "refused (a dataset folder reads only its own files)"
+            )
         files.append(folder / name)
     return tuple(files)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether `path`, with every symlink and `..` resolved, lies in the folder `root` (also resolved)."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _save_to_disk(root: Path, split: str | None, prefer: tuple[str, ...]) -> DatasetSplit:
@@ -201,5 +216,13 @@ def resolve(root: Path, split: str | None = None, prefer: tuple[str, ...] = ("tr
     """The data files of one split of the dataset folder `root`."""
     root = Path(root)
     if (root / "state.json").is_file() or (root / "dataset_dict.json").is_file():
-        return _save_to_disk(root, split, prefer)
-    return _hub(root, split, prefer)
+        found = _save_to_disk(root, split, prefer)
+    else:
+        found = _hub(root, split, prefer)
+    for path in found.files:  # a split folder, a card's glob or a symlinked shard may point anywhere
+        if not _inside(root, path):
+            raise WbError(
+                f"{root}: split {found.split}: {path} resolves outside the dataset folder; refused "
+                "(a dataset folder reads only its own files)"
+            )
+    return found

@@ -14,6 +14,8 @@ Every file a command writes goes through `OutputSet` (`io.atomic_write` is a set
   (names, sizes and SHA-256 of every file) last. A kill between two renames therefore leaves no manifest, or
   one whose hashes do not match: `check_complete` tells a complete set from a torn one.
 - SIGTERM is turned into KeyboardInterrupt (`terminate_like_interrupt`), so `kill` cleans up as Ctrl-C does.
+- A write that finds no room (disk full, quota, `ulimit -f`: `no_room`) removes the staged set like any error and
+  becomes one line naming the output (a WbError); the CLI turns the same errors from other writes into one line too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import signal
 import stat
@@ -119,6 +122,22 @@ def sha256_file(path: Path) -> str:
 def file_entry(path: Path, name: Path | None = None) -> dict[str, Any]:
     """{"path", "bytes", "sha256"} of the file at `path`, recorded under the name `name` (default: `path`)."""
     return {"path": str(name or path), "bytes": os.stat(path).st_size, "sha256": sha256_file(path)}
+
+
+# A write that found no room: the disk is full, a quota is spent, or a file passed the size limit (`ulimit -f`).
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+
+
+def no_room(err: BaseException | None) -> str | None:
+    """Why a write failed, when it failed for want of room (`_NO_ROOM`); None for any other error. Rust-backed
+    libraries (polars) raise a bare OSError whose message ends in "(os error 28)" instead of setting errno."""
+    if not isinstance(err, OSError):
+        return None
+    code = err.errno
+    if code is None and (found := _OS_ERROR_CODE.search(str(err))):
+        code = int(found.group(1))
+    return os.strerror(code) if code in _NO_ROOM else None
 
 
 def _umask() -> int:
@@ -234,6 +253,13 @@ class OutputSet:
             shutil.rmtree(self.stage, ignore_errors=True)
         finally:
             self._lock.release()
+        reason = no_room(exc)
+        if reason is not None and not self.published:  # a full disk is the user's to fix: one line, not a traceback
+            before = any(p.exists() for p in self.members)
+            kept = "the previous files are unchanged" if before else "nothing was written"
+            raise WbError(
+                f"{self.members[0]}: cannot write the output ({reason}); {kept}; free some space and run again"
+            ) from None
 
     def _remove_leftovers(self) -> None:
         """Under the lock: what a killed run on these targets left (this scheme's and the older `.NAME.*.tmp`)."""

@@ -12,6 +12,7 @@ LLaMA-Factory and the Alpaca template), so a record with a non-empty input does 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -242,6 +243,32 @@ def input_as_instruction(mapping: dict[str, str], overrides: dict[str, str]) -> 
     return {k: out[k] for k in ALIASES if k in out}
 
 
+def own_shape(obj: dict[str, Any], mapping: dict[str, str], placed: Collection[str] = ()) -> dict[str, str]:
+    """The file's `mapping`, as it reads this record: each record by its own shape, in a file that mixes
+    `{"input", "output"}` prompts with Alpaca records (`instruction` [+ `input`] + `output`).
+
+    A record without the instruction column but with an input reads the input as the instruction (as a file of
+    such records does, `input_as_instruction`); in a file read that way, a record that carries its own instruction
+    column reads it as the instruction and the input as its input. `placed`: the fields a `--map` named; where it
+    placed the instruction or the input, every record is read as it says."""
+    if "instruction" in placed or "input" in placed:
+        return mapping
+    ins = mapping.get("instruction", "instruction")
+    if "input" in mapping or ins not in ALIASES["input"]:  # the file has an instruction column, or none yet
+        inp = mapping.get("input", "input")
+        if ins in obj or inp not in obj:
+            return mapping
+        moved = {**mapping, "instruction": inp}
+        moved.pop("input", None)
+        return {k: moved[k] for k in ALIASES if k in moved}
+    claimed = set(mapping.values())  # the file reads its input column as the prompt: has this record its own?
+    own = next((name for name in ALIASES["instruction"] if name in obj and name not in claimed), None)
+    if own is None:
+        return mapping
+    moved = {**mapping, "instruction": own, "input": ins}
+    return {k: moved[k] for k in ALIASES if k in moved}
+
+
 def mapping_notes(mapping: dict[str, str]) -> list[str]:
     """What a reader of the mapping line should know beyond `field←column`."""
     src = mapping.get("instruction")
@@ -260,9 +287,10 @@ Row = tuple[str, str, str, str, list[list[str]]]
 FIELDS = ("instruction", "input", "output", "system", "history")
 
 
-def to_row(obj: Any, mapping: dict[str, str]) -> Row:
+def to_row(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -> Row:
     """Like `to_alpaca`, as a plain tuple; the common all-strings case skips model construction."""
     if type(obj) is dict and "messages" not in obj and "conversations" not in obj:
+        mapping = own_shape(obj, mapping, placed)
         ins = obj.get(mapping.get("instruction", "instruction"))
         out = obj.get(mapping.get("output", "output"))
         inp_key = mapping.get("input", "input")
@@ -276,14 +304,15 @@ def to_row(obj: Any, mapping: dict[str, str]) -> Row:
             and hist_key not in obj
         ):
             return (ins, inp or "", out, "", [])
-    rec = to_alpaca(obj, mapping)
+    rec = to_alpaca(obj, mapping, placed)
     return (rec.instruction, rec.input, rec.output, rec.system, rec.history)
 
 
-def to_alpaca(obj: Any, mapping: dict[str, str]) -> AlpacaRecord:
+def to_alpaca(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -> AlpacaRecord:
     """Read one decoded JSON value as a training example.
 
-    `mapping` maps canonical field names to the source's column names (`{"output": "response"}`).
+    `mapping` maps canonical field names to the source's column names (`{"output": "response"}`); `placed` names
+    the fields a `--map` placed (`own_shape`).
     """
     if not isinstance(obj, dict):
         raise RecordError("", f"expected a JSON object, found {type(obj).__name__}", kind="not_an_object")
@@ -293,6 +322,7 @@ def to_alpaca(obj: Any, mapping: dict[str, str]) -> AlpacaRecord:
         return messages_to_alpaca(validate(MessagesRecord, obj))
     if "conversations" in obj and is_dialogue:
         return sharegpt_to_alpaca(validate(ShareGPTRecord, obj))
+    mapping = own_shape(obj, mapping, placed)
     fields = _source_fields(obj, mapping)
     for canon in ("input", "system"):  # null means absent for optional text fields (common in CSV/Parquet)
         if canon in fields and fields[canon] is None:

@@ -33,7 +33,7 @@ PLANTED: list[str] = [
     '{"instruction": "Print hello in Python", "input": "", "output": "```python\\nprint(\\"hello\\")\\n"}',
     '{"instruction": "broken record", "input": "", "output": "missing brace"',
     '{"instruction": "Count to three", "input": "", "output": 123}',
-    '{"input": "no instruction here", "output": "an answer"}',
+    '{"output": "an answer to no question"}',  # no prompt at all (an input alone is the prompt, so it must lack both)
 ]
 
 

@@ -10,8 +10,10 @@ Shapes, told apart by content (not by extension):
   letters or digits (`1`-`4`), the answer key names one of them.
 
 A UTF-8 BOM and CRLF line ends are fine. A row that cannot be an item (no question, an empty option, an answer that
-is none of the options, bad JSON) is a `Reject` with its line and field; a file with no usable row, or not a
-multiple-choice file at all, is a WbError in one line. Options are relabelled A, B, C, ... in their order.
+is none of the options, bad JSON, more cells than the header) is a `Reject` with its line and field; a file with no
+usable row, or not a multiple-choice file at all, is a WbError in one line, as is a header whose option columns have a
+gap (A, B, D) or a repeat. A quote left open costs its own line (rejected), not the rows after it: every physical
+line is an item, a reject, blank or the header. Options are relabelled A, B, C, ... in their order.
 
 Light on purpose (standard library only): no torch here.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import itertools
 import json
 import string
 from dataclasses import dataclass, field
@@ -209,36 +212,93 @@ def _item(
 # --- CSV ----------------------------------------------------------------------------------------------------------
 
 
-def _csv(path: Path, text: str) -> tuple[str, list[Item], list[Reject]]:
-    reader = csv.reader(_io.StringIO(text, newline=""))
+class _Swallowed(csv.Error):
+    """A row that runs over several lines with another width than the first row's: a quote left open."""
+
+
+def _csv_rows(text: str) -> tuple[list[tuple[int, list[str]]], list[Reject]]:
+    """The rows of a CSV text, each with the physical line it starts on, and the lines that are no row.
+
+    A quote opened and never closed makes a CSV reader read on to the next quote or to the end of the file,
+    swallowing the rows in between. Read strictly, such a row is an error, or (closed by a later quote) a row of
+    another width than the first row's that runs over several lines: its first line is rejected, and reading
+    starts again on the line after it. So every physical line is an item, a reject, blank, or the header.
+    """
+    lines = _io.StringIO(text, newline="").readlines()  # the lines as the csv module counts them
     rows: list[tuple[int, list[str]]] = []
-    start = 1
-    try:
-        for row in reader:
-            rows.append((start, row))
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise WbError(f"{path}:line {reader.line_num}: not readable as CSV: {e}") from None
-    rows = [(n, r) for n, r in rows if any(c.strip() for c in r)]
+    rejects: list[Reject] = []
+    width: int | None = None
+    at = 0  # index of the line to read from
+    while at < len(lines):
+        reader = csv.reader(itertools.islice(lines, at, None), strict=True)
+        start = at + 1
+        try:
+            for row in reader:
+                end = at + reader.line_num
+                if any(c.strip() for c in row):
+                    if width is None:
+                        width = len(row)
+                    elif end > start and len(row) != width:
+                        raise _Swallowed(
+                            f"a quote opened on this line closes on line {end}: lines {start}-{end} read as one row "
+                            f"of {len(row)} columns, the first row has {width}"
+                        )
+                    rows.append((start, row))
+                start = end + 1
+            break
+        except csv.Error as e:
+            if isinstance(e, _Swallowed):
+                why = str(e)
+            elif str(e) == "unexpected end of data":
+                why = "a quote opened on this line is never closed"
+            else:
+                why = f"not readable as CSV: {e} (a quote left open?)"
+            rejects.append(Reject(start, "(row)", f"{why}; reading goes on at line {start + 1}"))
+            at = start
+    return rows, rejects
+
+
+def _letter_columns(path: Path, line: int, header: list[str]) -> list[int]:
+    """The columns of the options A, B, C, ... in a header; a gap (A, B, D) or a repeated name is a WbError."""
+    named = [c for c in header if c in ("question", "answer", "id") or (len(c) == 1 and c.upper() in LETTERS)]
+    repeated = sorted({c for c in named if named.count(c) > 1})
+    if repeated:
+        raise WbError(
+            f"{path}:line {line}: the header names column {', '.join(c.upper() for c in repeated)} twice; "
+            "rename or remove one"
+        )
+    letters = sorted(c.upper() for c in named if len(c) == 1)
+    expected = list(LETTERS[: len(letters)])
+    if letters != expected:
+        missing = [c for c in LETTERS[: LETTERS.index(letters[-1])] if c not in letters]
+        raise WbError(
+            f"{path}:line {line}: the header has option columns {', '.join(letters)} but no {', '.join(missing)}; "
+            "option columns must run A, B, C, ... without a gap (rename or remove a column)"
+        )
+    return [header.index(c.lower()) for c in letters]
+
+
+def _csv(path: Path, text: str) -> tuple[str, list[Item], list[Reject]]:
+    rows, unreadable = _csv_rows(text)
     if not rows:
+        if unreadable:
+            raise WbError(unreadable[0].describe(path))
         raise WbError(f"{path}: the file is empty")
     header = [c.strip().lower() for c in rows[0][1]]
-    if "question" in header and "answer" in header and "a" in header and "b" in header:
+    if "question" in header and "answer" in header and any(len(c) == 1 and c.upper() in LETTERS for c in header):
         q_col, a_col = header.index("question"), header.index("answer")
-        letter_cols = []
-        for letter in LETTERS:
-            if letter.lower() not in header:
-                break
-            letter_cols.append(header.index(letter.lower()))
+        letter_cols = _letter_columns(path, rows[0][0], header)
         id_col = header.index("id") if "id" in header else (0 if header[0] == "" else None)
-        return "header_csv", *_csv_items(rows[1:], q_col, letter_cols, a_col, id_col)
+        items, rejects = _csv_items(rows[1:], q_col, letter_cols, a_col, id_col, len(header), exact=False)
+        return "header_csv", items, sorted([*unreadable, *rejects], key=lambda r: r.line)
     width = len(rows[0][1])
     if width < 4:
         raise WbError(
             f"{path}: not a multiple-choice file: CSV rows need question, options and answer columns "
             "(MMLU: question,A,B,C,D,answer; or a header Question,A,B,C,D,Answer), JSONL needs question + choices"
         )
-    return "mmlu_csv", *_csv_items(rows, 0, list(range(1, width - 1)), width - 1, None, width)
+    items, rejects = _csv_items(rows, 0, list(range(1, width - 1)), width - 1, None, width, exact=True)
+    return "mmlu_csv", items, sorted([*unreadable, *rejects], key=lambda r: r.line)
 
 
 def _csv_items(
@@ -247,16 +307,21 @@ def _csv_items(
     letter_cols: list[int],
     a_col: int,
     id_col: int | None,
-    width: int | None = None,
+    width: int,
+    exact: bool,
 ) -> tuple[list[Item], list[Reject]]:
+    """Items of CSV rows. `exact`: every row has `width` columns (no header: the first row's); otherwise a row has
+    at most `width` (the header's: a cell beyond it would be lost) and at least the columns read."""
     items: list[Item] = []
     rejects: list[Reject] = []
     need = max([q_col, a_col, *letter_cols]) + 1
     letters = list(LETTERS[: len(letter_cols)])
     for n, row in rows:
         try:
-            if width is not None and len(row) != width:
+            if exact and len(row) != width:
                 raise _Bad("(row)", f"{len(row)} columns, the file's first row has {width}")
+            if len(row) > width:
+                raise _Bad("(row)", f"{len(row)} columns, the header has {width}")
             if len(row) < need:
                 raise _Bad("(row)", f"{len(row)} columns, the header has {need}")
             question = _text(row[q_col], "question")
