@@ -1,4 +1,10 @@
-"""Shared fixtures: writing real-shaped data files and running the `wb` CLI in-process."""
+"""Shared fixtures: writing real-shaped data files and running the `wb` CLI in-process; and the switch that makes
+every skip a failure where the whole stack is installed.
+
+`WB_NO_SKIPS=1` (set by `make test`, which installs every extra, the embedding model and Chromium): a skipped test,
+or a module skipped at collection, fails the run with the reason it was skipped, so a missing package or binary
+cannot quietly remove coverage. Without it (a plain `pytest` on a partial install) skips stay skips, listed by -ra.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from workbench.precision import CPU_BF16_ENV
 # (fp32), here and in the fresh processes tests start, unless the caller sets WB_CPU_BF16=1 to run the whole suite
 # as an AMX / AVX512-BF16 machine would. Tests of bf16 itself ask for it through the `auto_precision` fixture.
 os.environ.setdefault(CPU_BF16_ENV, "0")
+
+pytest_plugins = ["pytester"]  # test_no_skips runs pytest on small test files
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DATA = REPO / "data" / "demo" / "raw.jsonl"
@@ -52,3 +60,43 @@ def auto_precision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     it so every machine checks what each kind of machine would compute."""
     monkeypatch.setenv(CPU_BF16_ENV, "1" if request.param == "bf16" else "0")
     return str(request.param)
+
+
+def _skips_fail() -> bool:
+    return os.environ.get("WB_NO_SKIPS") == "1"
+
+
+def _reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if _skips_fail() and report.skipped and not hasattr(report, "wasxfail"):  # an expected failure is no skip
+        report.longrepr = f"skipped under WB_NO_SKIPS=1 (make test installs all a test needs): {_reason(report)}"
+        report.outcome = "failed"
+
+
+# A module skipped at collection stays a skip (a collection error would stop the whole run before any test), is
+# listed at the end, and fails the run.
+_COLLECTION_SKIPS: list[str] = []
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if _skips_fail() and report.skipped:
+        _COLLECTION_SKIPS.append(f"{report.nodeid}: {_reason(report)}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _COLLECTION_SKIPS:
+        terminalreporter.section("modules skipped under WB_NO_SKIPS=1 (make test installs all a test needs)")
+        for line in _COLLECTION_SKIPS:
+            terminalreporter.line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _COLLECTION_SKIPS and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,6 +1,9 @@
 """Fuzzing `wb clean`: real records mutated at random (bytes flipped, fields dropped, types changed, lines cut,
-shapes mixed). Every run exits 0 or 2 with one line, never a traceback, and `read = kept + dropped + rejected`
-holds with every non-blank line of a JSON Lines file read. Seeded: a failure names the seed that reproduces it."""
+shapes mixed). A file of records, however broken, is read to the end with exit 0 and `read = kept + dropped +
+rejected` holds, each count equal to its output file's lines and every non-blank line of a JSON Lines file read; a
+file that cannot be read (no record in it, a first line that opens a broken JSON document, a cut gzip stream) is
+refused with one line naming it and exit 2, and only such a file. Never a traceback. Seeded: a failure names the
+seed that reproduces it."""
 
 from __future__ import annotations
 
@@ -110,30 +113,59 @@ def fuzzed_file(seed: int) -> bytes:
     return data
 
 
+def expected_refusal(data: bytes, cut_stream: bool) -> str | None:
+    """What the one error line of `wb clean` on this file must say, or None where the file must be read to the end
+    (exit 0). Told from the mutations: a cut compressed stream cannot be decompressed; a file without a non-blank
+    line is empty; a first non-blank line that opens a JSON document (`[`, a lone `{`, or ending in `[`) makes the file
+    one JSON document, which a fuzzed file of lines never is. Any other file is JSON Lines, whose bad lines are
+    rejected one by one."""
+    if cut_stream:
+        return r"(cannot decompress|compressed data is truncated or corrupt)"
+    first = next((t for line in data.split(b"\n") if (t := line.removeprefix(b"\xef\xbb\xbf").strip())), None)
+    if first is None:
+        return "file is empty"
+    if first.startswith(b"[") or first == b"{" or first.endswith(b"["):
+        return "not valid JSON"
+    return None
+
+
 ACCOUNTING = re.compile(r"read ([\d,]+) = kept ([\d,]+) \+ dropped ([\d,]+) \+ rejected ([\d,]+)")
 
 
 @pytest.mark.parametrize("seed", range(RUNS))
-def test_mutated_records_end_in_exit_0_or_2_with_exact_accounting(tmp_path: Path, wb: Any, seed: int) -> None:
+def test_mutated_records_end_in_exit_0_with_exact_accounting_unless_the_file_cannot_be_read(
+    tmp_path: Path, wb: Any, seed: int
+) -> None:
     data = fuzzed_file(seed)
     compressed = seed % 5 == 4
+    cut_stream = seed % 10 == 9  # every other compressed file is cut in the middle of its gzip stream
     src = tmp_path / ("raw.jsonl.gz" if compressed else "raw.jsonl")
-    src.write_bytes(gzip.compress(data, mtime=0) if compressed else data)
+    blob = gzip.compress(data, mtime=0) if compressed else data
+    src.write_bytes(blob[: len(blob) // 2] if cut_stream else blob)
     result = wb("clean", src, "-o", tmp_path / "out" / "clean.jsonl")  # a traceback fails the test here
-    assert result.exit_code in (0, 2), f"seed {seed}: exit {result.exit_code}\n{result.output}"
-    if result.exit_code == 2:
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), f"seed {seed}: {result.stderr}"
+    refusal = expected_refusal(data, cut_stream)
+    if refusal is not None:
+        assert result.exit_code == 2, f"seed {seed}: expected a refusal ({refusal}), got\n{result.output}"
+        assert re.fullmatch(rf"error: {re.escape(str(src))}: {refusal}.*", result.stderr.strip()), (
+            f"seed {seed}: {result.stderr}"
+        )
+        assert not (tmp_path / "out").exists(), f"seed {seed}: a refused file leaves no output"
         return
+    assert result.exit_code == 0, f"seed {seed}: exit {result.exit_code}\n{result.output}"
     match = ACCOUNTING.search(result.stdout)
     assert match, f"seed {seed}: no accounting line in\n{result.stdout}"
     read, kept, dropped, rejected = (int(g.replace(",", "")) for g in match.groups())
     assert read == kept + dropped + rejected, f"seed {seed}"
     stats = json.loads((tmp_path / "out" / "clean.stats.json").read_text())
     assert (stats["read"], stats["kept"], stats["dropped"], stats["rejected"]) == (read, kept, dropped, rejected)
-    if stats["input"]["format"] == "jsonl":  # every non-blank line is a record: read, kept, dropped or rejected
-        text = data.removeprefix(b"\xef\xbb\xbf")
-        assert read == sum(1 for line in text.split(b"\n") if line.strip()), f"seed {seed}"
-    kept_lines = (tmp_path / "out" / "clean.jsonl").read_text(encoding="utf-8").splitlines()
-    rejects = (tmp_path / "out" / "clean.rejects.jsonl").read_text(encoding="utf-8").splitlines()
-    assert (len(kept_lines), len(rejects)) == (kept, rejected), f"seed {seed}"
+    assert stats["input"]["format"] == "jsonl", f"seed {seed}"
+    text = data.removeprefix(b"\xef\xbb\xbf")  # every non-blank line is a record: kept, dropped or rejected
+    assert read == sum(1 for line in text.split(b"\n") if line.strip()), f"seed {seed}"
+    out = {
+        name: (tmp_path / "out" / f"clean{suffix}.jsonl").read_text(encoding="utf-8").splitlines()
+        for name, suffix in [("kept", ""), ("dropped", ".dropped"), ("rejected", ".rejects")]
+    }
+    assert {k: len(v) for k, v in out.items()} == {"kept": kept, "dropped": dropped, "rejected": rejected}, (
+        f"seed {seed}"
+    )
+    assert dropped > 0 and rejected > 0, f"seed {seed}: the fuzzed file should have both drops and rejects"

@@ -343,7 +343,10 @@ def test_log_likelihoods_run_under_the_precision_asked_for_and_the_cache_keeps_b
     assert first.loglik == pytest.approx(expected, abs=1e-4)
     got = [c.loglik for s in bf16 for c in s.choices]
     want = [c.loglik for s in fp32 for c in s.choices]
-    assert got != want and got == pytest.approx(want, rel=0.05, abs=0.5)  # bf16 rounding, not another model
+    # bf16 rounding, not another model: on an AVX2 EPYC (bf16 emulated) the sums (-21 to -131) move by at most 0.074,
+    # 6.4e-4 relative; the same tiny model built with seed 1 or 2 differs from these fp32 sums by at least 5.5e-3
+    # relative on every option. 2e-3 sits between the two.
+    assert got != want and got == pytest.approx(want, rel=2e-3, abs=0)
     assert score_items(loaded, items, [], cache=cache, precision="bf16") == bf16 and cache.hits == misses
 
 

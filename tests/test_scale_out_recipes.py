@@ -4,6 +4,7 @@ checked when the recipe loads, so a mistake is one line naming the key before an
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,6 @@ def test_fsdp_settings_become_trainer_fsdp_config() -> None:
 
 def test_training_arguments_carry_fsdp_and_refuse_deepspeed_when_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("transformers")
-    import importlib.util
-
     from workbench import precision
     from workbench.train import hf
 
@@ -50,9 +49,11 @@ def test_training_arguments_carry_fsdp_and_refuse_deepspeed_when_not_installed(m
     assert args.fsdp_config["reshard_after_forward"] is True
     monkeypatch.chdir(REPO)
     ds = recipes.load(Path("pipelines/deepspeed-zero3-7b-full.yaml"))
-    if importlib.util.find_spec("deepspeed") is None:
-        with pytest.raises(WbError, match=r"deepspeed: pipelines/deepspeed-zero3.json: DeepSpeed is not installed"):
-            hf.training_args(ds, Path("/tmp/wb-ds-args"), choice, False)
+    # DeepSpeed absent, whether or not this machine has it (make installs it): None in sys.modules hides a package
+    # from importlib.util.find_spec and import alike.
+    monkeypatch.setitem(sys.modules, "deepspeed", None)
+    with pytest.raises(WbError, match=r"deepspeed: pipelines/deepspeed-zero3.json: DeepSpeed is not installed"):
+        hf.training_args(ds, Path("/tmp/wb-ds-args"), choice, False)
 
 
 def _load(tmp: Path, extra: dict[str, Any]) -> recipes.Recipe:

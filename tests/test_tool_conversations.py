@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,18 @@ def test_clean_keeps_tool_conversations_whole_and_rejects_broken_ones(tmp_path: 
     assert wb("validate", tmp_path / "clean.jsonl").exit_code == 0
 
 
-transformers = pytest.importorskip("transformers")
-from test_chat_templates import TEMPLATES, tiny_tokenizer, trained_spans  # noqa: E402
+# Only the tests that encode with a tokenizer need transformers; the ones above run everywhere.
+needs_transformers = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="needs the training extra (transformers)"
+)
 
-from workbench.train import data as tdata  # noqa: E402
 
-
+@needs_transformers
 def test_tool_turns_are_masked_and_assistant_turns_trained_with_a_tool_template() -> None:
+    from test_chat_templates import TEMPLATES, tiny_tokenizer, trained_spans
+
+    from workbench.train import data as tdata
+
     tokenizer = tiny_tokenizer((TEMPLATES / "qwen2.5-instruct.jinja").read_text(encoding="utf-8"))
     record = to_tool_conversation(OPENAI)
     assert tdata.supports_tools(tokenizer)
@@ -120,8 +126,13 @@ def test_tool_turns_are_masked_and_assistant_turns_trained_with_a_tool_template(
     assert "<tool_response>\n" + '{"temp": 21, "sky": "晴"}' in full  # the tool result is read, not trained
 
 
+@needs_transformers
 @pytest.mark.parametrize("name", ["llama3-instruct.jinja", "mistral-7b-instruct-v0.2.jinja"])
 def test_templates_without_tool_support_are_refused_in_one_line(name: str) -> None:
+    from test_chat_templates import TEMPLATES, tiny_tokenizer
+
+    from workbench.train import data as tdata
+
     tokenizer = tiny_tokenizer((TEMPLATES / name).read_text(encoding="utf-8"))
     with pytest.raises(WbError, match="line 7: a tool-calling conversation needs a chat template that renders tool"):
         tdata.encode(tokenizer, to_tool_conversation(OPENAI), "chat", 4096, "responses", line=7)

@@ -103,16 +103,47 @@ def test_mean_scores_use_the_registry_metrics_on_chinese_and_numbers() -> None:
 # During training
 
 
-def test_every_eval_logs_the_task_metrics_of_generated_answers(tmp_path: Path, tiny: Path) -> None:
-    from workbench import runfile
+def test_every_eval_logs_the_task_metrics_of_generated_answers(
+    tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rouge_score.rouge_scorer import RougeScorer
 
-    result = train(recipe(tmp_path, tiny, eval_metrics=["rouge_l", "exact_match"], metric_for_best="rouge_l"))
+    from workbench import runfile
+    from workbench.evaluate import generate
+    from workbench.evaluate.metrics import UnicodeTokenizer
+
+    answered: list[tuple[list[str], list[str]]] = []  # (prompts, answers) of each eval
+    real = generate.generate_answers
+
+    def recording(loaded: Any, prompts: list[str], *args: Any, **kwargs: Any) -> Any:
+        answers = real(loaded, prompts, *args, **kwargs)
+        answered.append((list(prompts), [a.text for a in answers]))
+        return answers
+
+    monkeypatch.setattr(generate, "generate_answers", recording)
+    # Answers that share a lead with the reference, so ROUGE-L is neither 0 nor 1 and the comparison below says much.
+    records = [{**r, "output": f"The secret word is {r['output']}."} for r in RECORDS]
+    data = write_jsonl(tmp_path / "words.jsonl", records)
+    result = train(
+        recipe(
+            tmp_path, tiny, data=data, eval_data=data, eval_max_new_tokens=8,
+            eval_metrics=["rouge_l", "exact_match"], metric_for_best="rouge_l",
+        )
+    )  # fmt: skip
     rows = read_jsonl(result.run_dir / "trainer_log.jsonl")
     evals = [r for r in rows if "eval_loss" in r]
-    assert [r["step"] for r in evals] == [4, 8, 12]
-    for r in evals:
+    assert [r["step"] for r in evals] == [4, 8, 12] and len(answered) == 3
+    # Recomputed with rouge-score's own scorer (wb's ROUGE-L is its own LCS) over the answers each eval generated
+    # for the first eval_generate_limit validation records.
+    scorer = RougeScorer(["rougeL"], tokenizer=UnicodeTokenizer())
+    refs = [r["output"] for r in records[:3]]
+    for r, (prompts, answers) in zip(evals, answered, strict=True):
         runfile.LogRow.model_validate(r)
-        assert 0.0 <= r["eval_rouge_l"] <= 1.0 and 0.0 <= r["eval_exact_match"] <= 1.0
+        assert all(rec["instruction"] in p for rec, p in zip(records, prompts, strict=False)) and len(prompts) == 3
+        expected = sum(scorer.score(ref, a)["rougeL"].fmeasure for ref, a in zip(refs, answers, strict=True)) / 3
+        assert r["eval_rouge_l"] == pytest.approx(expected, abs=1e-6), answers
+        assert 0.0 <= r["eval_exact_match"] <= 1.0
+    assert any(r["eval_rouge_l"] > 0 for r in evals)  # the model learnt the lead: not a comparison of zeros
     manifest = result.manifest
     assert manifest["metric_for_best"] == "eval_rouge_l"
     # The best checkpoint is the first eval with the highest rouge_l (Trainer keeps the first on ties).
