@@ -319,16 +319,31 @@ def to_alpaca(obj: Any, mapping: dict[str, str]) -> AlpacaRecord:
 _SHAREGPT_TOOL_ROLES = {"function_call": "tool_call", "observation": "tool", "tool": "tool", "function": "tool"}
 
 
+def _has_tools(obj: dict[str, Any]) -> bool:
+    """A `tools` list that is not empty (or one that is not valid JSON: the validation says why)."""
+    tools = obj.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = orjson.loads(tools) if tools.strip() else []
+        except orjson.JSONDecodeError:
+            return True
+    return tools is not None and tools != []
+
+
 def is_tool_conversation(obj: Any) -> bool:
-    """A record whose conversation holds tool calls or tool results."""
+    """A record whose conversation holds tool calls or tool results, or that offers tools (`tools`): a conversation
+    where the assistant declines or answers without a call is still tool data (LLaMA-Factory's glaive_toolcall
+    data teaches "I can only ..." answers this way)."""
     if not isinstance(obj, dict):
         return False
     msgs = obj.get("messages")
     if isinstance(msgs, list):
-        return any(isinstance(m, dict) and (m.get("role") == "tool" or m.get("tool_calls")) for m in msgs)
+        calls = any(isinstance(m, dict) and (m.get("role") == "tool" or m.get("tool_calls")) for m in msgs)
+        return calls or _has_tools(obj)
     conv = obj.get("conversations")
     if isinstance(conv, list):
-        return any(isinstance(t, dict) and str(t.get("from", "")).lower() in _SHAREGPT_TOOL_ROLES for t in conv)
+        calls = any(isinstance(t, dict) and str(t.get("from", "")).lower() in _SHAREGPT_TOOL_ROLES for t in conv)
+        return calls or _has_tools(obj)
     return False
 
 
