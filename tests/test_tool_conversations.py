@@ -166,6 +166,7 @@ def test_a_conversation_offering_tools_stays_a_tool_conversation_without_a_call(
     assert kept[2]["tools"] == [{"type": "function", "function": LOAN_TOOL}]
     [dropped] = read_jsonl(tmp_path / "clean.dropped.jsonl")
     assert (dropped["line"], dropped["rule"]) == (4, "refusal")
+    assert dropped["record"]["tools"] == "[]"  # an empty tool list is the record's own field, kept as written
 
 
 def test_tools_that_are_not_valid_json_are_rejected_naming_the_field(tmp_path: Path) -> None:
