@@ -135,6 +135,34 @@ def test_prompt_files_and_options_are_checked_in_one_line(tmp_path: Path) -> Non
     assert augment.load_prompts().paraphrase.zh.count("{instruction}") == 1
 
 
+def test_new_records_carry_their_originals_own_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = {"id": "zh-3", "license": "CC-BY-SA-4.0", "meta": {"来源": "教科书", "页": 12}, "augmentation": "人工"}
+    data = write_jsonl(tmp_path / "d.jsonl", [{**ORIGINALS[0], "id": "en-1"}, {**ORIGINALS[2], **own}])
+    made = {ORIGINALS[0]["instruction"]: ORIGINALS[0]["instruction"], ORIGINALS[2]["instruction"]: "光合作用是什么？"}
+
+    def fake_generate(loaded: Any, prompts: list[str], settings: Any, cache: Any, progress: Any) -> list[Answer]:
+        return [Answer(next(v for k, v in made.items() if k in p), 9, finished=True) for p in prompts]
+
+    monkeypatch.setattr("workbench.evaluate.generate.generate_answers", fake_generate)
+    monkeypatch.setattr("workbench.train.runs.load", lambda targets, on_status=None: _FakeLoaded())
+    monkeypatch.setattr("workbench.evaluate.generate.prompt_for", lambda loaded, rec: rec["instruction"])
+    settings = GenerationSettings()
+    args = (load_profile("default"), settings)
+    augment.augment_file(data, tmp_path / "a.jsonl", "m", "paraphrase", ("en", "zh"), *args, use_cache=False)
+    [new] = read_jsonl(tmp_path / "a.jsonl")
+    assert new["instruction"] == "光合作用是什么？" and new["augmented_from"] == 2
+    assert new["augmentation"] == {"method": "paraphrase", "model": "m", "lang": "zh"}  # wb's provenance
+    assert {k: new[k] for k in ("id", "license", "meta")} == {k: own[k] for k in ("id", "license", "meta")}
+    assert new["original_augmentation"] == "人工"  # the record's own field of that name, kept beside it
+    [copy] = read_jsonl(tmp_path / "a.dropped.jsonl")
+    assert copy["rule"] == "exact_duplicate" and copy["record"]["id"] == "en-1" and "_extra" not in copy["record"]
+    augment.augment_file(
+        data, tmp_path / "b.jsonl", "m", "paraphrase", ("en", "zh"), *args, use_cache=False, extra_fields=False
+    )
+    [bare] = read_jsonl(tmp_path / "b.jsonl")
+    assert "id" not in bare and "original_augmentation" not in bare
+
+
 # Only the tests below that generate with a tiny model need torch; the ones above run everywhere.
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the training extra (torch)")
 

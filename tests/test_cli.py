@@ -105,10 +105,28 @@ def test_stats_reports_lengths_scripts_and_duplicate_prompts(tmp_path: Path, wb:
     d = json.loads(result.stdout)
     assert d["records"] == 4
     assert d["duplicate_prompts"]["top"] == [{"count": 3, "prompt": "What is 2+2?"}]
-    assert d["output_script"] == {"empty": 2, "latin": 2}
+    assert d["output_script"] == {"latin": 2, "no_letters": 2}  # "4" is an answer, not an empty one
     assert d["lengths"]["instruction.tokens"]["max"] == 11  # the Chinese instruction: 11 characters and a full stop
     text = wb("stats", src)
     assert text.exit_code == 0 and "duplicate prompts: 1 groups, 3 records" in text.stdout
+
+
+def test_stats_counts_numeric_answers_apart_from_empty_ones(tmp_path: Path, wb: Any) -> None:
+    records = [
+        {"instruction": "2+2等于几？", "output": "4"},
+        {"instruction": "圆周率保留两位小数", "output": "3.14"},
+        {"instruction": "一年有几个月？", "output": "１２"},
+        {"instruction": "What year?", "output": "1969."},
+        {"instruction": "说点什么", "output": ""},
+        {"instruction": "Say nothing", "output": " \n "},
+        {"instruction": "你好", "output": "你好！"},
+    ]
+    src = write_jsonl(tmp_path / "numbers.jsonl", records)
+    result = wb("stats", src, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["output_script"] == {"cjk": 1, "empty": 2, "no_letters": 4}
+    text = wb("stats", src)
+    assert "output script: cjk 14.3%, empty 28.6%, no_letters 57.1%" in text.stdout
 
 
 def test_wb_entry_point_starts_without_torch_and_shows_no_traceback(tmp_path: Path) -> None:

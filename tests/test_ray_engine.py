@@ -72,16 +72,37 @@ def _valid(lines: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _own_fields(n: int, name: str = "rec") -> dict[str, Any]:
+    """Fields wb does not use, which every output keeps: an id, Unicode, nesting, a name wb uses in dropped lines."""
+    return {"id": f"{name}-{n}", "meta": {"来源": "测试", "tags": ["a", 1.5, None]}, "rule": n}
+
+
+def _with_own_fields(line: str, n: int) -> str:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return line
+    if not isinstance(rec, dict) or n % 3:
+        return line
+    return json.dumps({**rec, **_own_fields(n)}, ensure_ascii=False)
+
+
 def planted(tmp: Path) -> tuple[Path, Path]:
-    """The 400 generated EN + ZH records (with their malformed lines) plus planted duplicates far from their
-    originals, a blank line, a tool conversation; and an eval file one of the records leaks into."""
-    lines = BASE.read_text(encoding="utf-8").splitlines()
+    """The 400 generated EN + ZH records (with their malformed lines; every third valid one with fields of its own)
+    plus planted duplicates far from their originals, a blank line, a tool conversation; and an eval file one of the
+    records leaks into."""
+    lines = [_with_own_fields(line, n) for n, line in enumerate(BASE.read_text(encoding="utf-8").splitlines())]
     good = _valid(lines)
     en = [r for r in good if r["output"].isascii()][:6]
     zh = [r for r in good if not r["output"].isascii()][:6]
     extra: list[Any] = []
-    for r in en[:3] + zh[:3]:  # exact: same prompt, other case and punctuation
-        extra.append({**r, "instruction": r["instruction"].upper() + "!!", "output": r["output"] + " (copy)"})
+    for n, r in enumerate(en[:3] + zh[:3]):  # exact: same prompt, other case and punctuation
+        copy = {
+            "instruction": r["instruction"].upper() + "!!",
+            "output": r["output"] + " (copy)",
+            **_own_fields(n, "copy"),
+        }
+        extra.append({**r, **copy})
     for r in en[3:]:  # near: another prompt (so not an exact duplicate), one word of a long answer changed
         words = r["output"].split(" ")
         words[len(words) // 2] = "changed"
@@ -95,7 +116,8 @@ def planted(tmp: Path) -> tuple[Path, Path]:
                 "output": out[: len(out) // 2] + "变" + out[len(out) // 2 + 1 :],
             }
         )
-    rows = [*lines[:200], json.dumps(TOOL_CONVERSATION, ensure_ascii=False), "", *lines[200:]]
+    tool = {**TOOL_CONVERSATION, **_own_fields(0)}
+    rows = [*lines[:200], json.dumps(tool, ensure_ascii=False), "", *lines[200:]]
     rows += [json.dumps(r, ensure_ascii=False) for r in extra]
     data = tmp / "raw.jsonl"
     data.write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -138,6 +160,13 @@ def test_ray_engine_writes_the_local_engines_set_across_small_blocks(ray_session
     near = [d for d in dropped if d["rule"] == "near_duplicate"]
     assert any(not d["record"]["output"].isascii() for d in near)  # a Chinese near-duplicate among them
     assert all(d["line"] - d["duplicate_of"] > 200 for d in near)  # planted ones only, far from their originals
+    exact = [d for d in dropped if d["rule"] == "exact_duplicate"]
+    copies = {d["record"]["id"]: d for d in exact if d["record"].get("id", "").startswith("copy-")}
+    assert sorted(copies) == [f"copy-{n}" for n in range(6)]
+    assert all(d["rule"] == "exact_duplicate" and d["record"]["rule"] == int(i[5:]) for i, d in copies.items())
+    kept = read_jsonl(tmp_path / "ray.jsonl")
+    own = [r for r in kept if "id" in r]
+    assert len(own) > 20 and all(r["meta"] == _own_fields(0)["meta"] for r in own)
 
 
 def test_ray_engine_on_a_json_array_keep_longest(ray_session: None, tmp_path: Path) -> None:

@@ -98,6 +98,24 @@ def test_scores_are_summarised_cached_and_the_output_is_reproducible(tmp_path: P
     assert manifest["command"] == "score" and set(manifest["outputs"]) == {"scored", "stats"}
 
 
+def test_scored_records_keep_their_own_fields_after_the_scores(tmp_path: Path, tiny: Path) -> None:
+    own = [
+        {"id": "a-1", "source": "翻译集", "meta": {"难度": 2, "tags": ["zh", "en"]}, "scores": {"human": 5}},
+        {"id": "a-2", "source": "翻译集"},  # the same record under another id: scored once
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", [{**RECORDS[0], **own[0]}, {**RECORDS[0], **own[1]}, RECORDS[1]])
+    result = score_file(data, tmp_path / "s.jsonl", model=str(tiny), precision="fp32")
+    assert result.cache_misses == 2  # ids are not part of what is scored
+    first, second, third = read_jsonl(tmp_path / "s.jsonl")
+    assert list(first) == [*RECORDS[0], "system", "history", "scores", "id", "source", "meta", "original_scores"]
+    assert first["meta"] == own[0]["meta"] and first["original_scores"] == {"human": 5}
+    assert set(first["scores"]) >= {"ifd", "ppl_answer"}
+    assert second["id"] == "a-2" and second["scores"] == first["scores"]
+    assert "id" not in third
+    score_file(data, tmp_path / "bare.jsonl", model=str(tiny), precision="fp32", extra_fields=False)
+    assert all("id" not in r and "original_scores" not in r for r in read_jsonl(tmp_path / "bare.jsonl"))
+
+
 def test_the_cache_key_follows_the_weights(tmp_path: Path, tiny: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", RECORDS)
     other = tiny_model_dir(tmp_path / "other", seed=1)

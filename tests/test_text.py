@@ -29,7 +29,10 @@ def test_python_and_polars_tokenizers_agree_on_mixed_scripts() -> None:
         ("机器学习是人工智能的一个分支", "cjk"),
         ("Machine learning is fun", "latin"),
         ("Машинное обучение", "other"),
-        ("123 !!", "empty"),
+        ("123 !!", "no_letters"),
+        ("４２", "no_letters"),
+        (" \n\t", "empty"),
+        ("", "empty"),
     ],
 )
 def test_script_detection(value: str, script: str) -> None:

@@ -217,7 +217,9 @@ def advise(
         known = model_languages(model_names)
         if known is not None:
             family, description, covered = known
-            foreign = {s: c for s, c in facts["scripts"].items() if s not in covered and s != "empty"}
+            foreign = {
+                s: c for s, c in facts["scripts"].items() if s not in covered and s not in ("empty", "no_letters")
+            }
             count = sum(foreign.values())
             if count / n >= FOREIGN_SCRIPT_SHARE:
                 names = ", ".join(f"{SCRIPT_NAMES.get(s, s)} {c / n:.0%}" for s, c in sorted(foreign.items()))

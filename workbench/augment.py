@@ -42,7 +42,7 @@ from workbench.dedup.stages import DedupConfig, DedupStages
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
 from workbench.manifest import build_manifest
-from workbench.records import FIELDS
+from workbench.records import EXTRA, FIELDS, with_extra
 from workbench.text import script_of
 from workbench.yamlfile import first_error, read_yaml
 
@@ -301,8 +301,10 @@ def augment_file(
     use_cache: bool = True,
     progress: ProgressFn | None = None,
     on_status: Callable[[str], None] | None = None,
+    extra_fields: bool = True,
 ) -> AugmentResult:
-    """Generate, screen and write the new records of `input_path` (see the module docstring)."""
+    """Generate, screen and write the new records of `input_path` (see the module docstring). `extra_fields`: a new
+    record carries its original's fields wb does not use (`id`, `source`, `license`, ...) after its provenance."""
     from workbench.evaluate.generate import GenerationCache
     from workbench.train.prepare import read_records
     from workbench.train.runs import load, resolve_target
@@ -312,7 +314,8 @@ def augment_file(
     if Path(input_path).resolve() in (paths.out.resolve(), paths.dropped.resolve()):
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")
     prompts = load_prompts(prompts_path)
-    rows = [(line, r) for line, r in read_records(Path(input_path)) if "messages" not in r]
+    records = read_records(Path(input_path), extra_fields=extra_fields)
+    rows = [(line, r) for line, r in records if "messages" not in r]
     loaded = load([resolve_target(model)], on_status=on_status)
     cache = GenerationCache() if use_cache else None
     made, skipped = candidates(loaded, rows, method, langs, prompts, settings, cache, progress)
@@ -338,13 +341,13 @@ def augment_file(
     with io.OutputSet([paths.out, paths.dropped, paths.stats], manifest=paths.manifest) as outputs:
         f = outputs.open(paths.out)
         for i, record in kept.items():
-            f.write(io.jsonl_line({**record, **provenance(made[i], method, model)}))
+            new = {**record, **provenance(made[i], method, model)}
+            f.write(io.jsonl_line(with_extra(new, made[i].record.get(EXTRA))))
         d = outputs.open(paths.dropped)
         for line, rule, reason in dropped.iter_rows():
             c = made[line - 1]
-            d.write(
-                io.jsonl_line({"rule": rule, "reason": reason, "record": {**c.record, **provenance(c, method, model)}})
-            )
+            new = {**{k: c.record[k] for k in FIELDS}, **provenance(c, method, model)}
+            d.write(io.jsonl_line({"rule": rule, "reason": reason, "record": with_extra(new, c.record.get(EXTRA))}))
         outputs.write(paths.stats, io.dumps_json(stats))
         manifest = build_manifest(
             command="augment",
@@ -363,6 +366,7 @@ def augment_file(
                 "langs": list(langs),
                 "profile": profile.as_dict(),
                 "generation": settings.model_dump(),
+                "extra_fields": "keep" if extra_fields else "drop",
             },
             seed=settings.seed,
         )

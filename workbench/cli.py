@@ -83,6 +83,13 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option("--ray-address", help="Ray cluster to run on (ray://HOST:10001, auto); default: start a local one."),
 ]
+DropExtraOpt = Annotated[
+    bool,
+    typer.Option(
+        "--drop-extra-fields",
+        help="Leave out each record's fields wb does not use (id, source, meta, ...); kept by default.",
+    ),
+]
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option("--against", "-a", help="Eval file whose passages must not occur in the training data (repeatable)."),
@@ -201,6 +208,7 @@ def clean(
     ] = None,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
+    drop_extra_fields: DropExtraOpt = False,
 ) -> None:
     """Validate, normalise, filter, deduplicate and decontaminate instruction data; every drop is explained."""
     from workbench import clean as cleaning
@@ -209,7 +217,7 @@ def clean(
     prof = cleaning.load(profile or cleaning.default_profile(data_kind)).with_semantic_precision(precision)
     _run_clean(
         "clean", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind, scores,
-        engine, ray_address,
+        engine, ray_address, not drop_extra_fields,
     )  # fmt: skip
 
 
@@ -242,6 +250,7 @@ def dedup(
     kind: KindOpt = "auto",
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
+    drop_extra_fields: DropExtraOpt = False,
 ) -> None:
     """Only the dedup stages (exact, near-duplicate, decontamination) on data that is already clean."""
     from workbench import clean as cleaning
@@ -250,7 +259,7 @@ def dedup(
     prof = cleaning.load(profile or cleaning.default_profile(data_kind)).dedup_only().with_semantic_precision(precision)
     _run_clean(
         "dedup", input, output, prof, map_, against, strict, duplicate_keys, quiet, split, data_kind, None,
-        engine, ray_address,
+        engine, ray_address, not drop_extra_fields,
     )  # fmt: skip
 
 
@@ -269,6 +278,7 @@ def _run_clean(
     scores: Path | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    extra_fields: bool = True,
 ) -> None:
     from workbench import clean as cleaning
     from workbench.io import STDIN, parse_duplicate_keys, parse_overrides
@@ -300,6 +310,7 @@ def _run_clean(
             split=split,
             kind=kind,
             scores=scores,
+            extra_fields=extra_fields,
             **engine_args,
         )
     s = result.summary
@@ -1139,6 +1150,7 @@ def score(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Score everything again.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Also write the score distributions as a page.")] = None,
     quiet: QuietOpt = False,
+    drop_extra_fields: DropExtraOpt = False,
 ) -> None:
     """Model-based quality scores per record: answer perplexity with and without the prompt, IFD, prompt perplexity,
     a reward model's score; clean rules (ifd_max, ppl_answer_max, reward_min, keep_top_fraction) read them."""
@@ -1148,7 +1160,17 @@ def score(
     say = (lambda text: err.print(text, markup=False)) if not quiet else (lambda text: None)
     with count_progress(quiet) as progress:
         result = score_file(
-            input, target, model, reward_model, batch_size, max_length, precision, not no_cache, progress, say
+            input,
+            target,
+            model,
+            reward_model,
+            batch_size,
+            max_length,
+            precision,
+            not no_cache,
+            progress,
+            say,
+            extra_fields=not drop_extra_fields,
         )
     s = result.stats
     if html is not None:
@@ -1200,6 +1222,7 @@ def augment(
     precision: PrecisionOpt = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate everything again.")] = False,
     quiet: QuietOpt = False,
+    drop_extra_fields: DropExtraOpt = False,
 ) -> None:
     """New records written by a local model (paraphrased instructions, back-translated answers), each with its
     provenance, passed through the cleaning rules and near-dedup against the originals: never a copy."""
@@ -1232,6 +1255,7 @@ def augment(
             not no_cache,
             progress,
             say,
+            extra_fields=not drop_extra_fields,
         )
     s = result.stats
     if not quiet:

@@ -42,6 +42,7 @@ from workbench.records import (
     Row,
     input_as_instruction,
     is_tool_conversation,
+    row_extra,
     to_row,
     to_tool_conversation,
 )
@@ -117,8 +118,10 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     bytes_read: int = 0
-    # Tool-calling conversations (no Alpaca form): (position, {"messages", "tools"}), validated.
+    # Tool-calling conversations (no Alpaca form): (position, {"messages", "tools", ...extra fields}), validated.
     conversations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # Beside each row: the record's fields wb does not use, as JSON object text (`records.EXTRA`), or None.
+    extras: list[str | None] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -498,6 +501,7 @@ class RecordReader:
 
     `path` may be `-` (standard input), a pipe or a FIFO: such a stream is opened once and read front to back.
     `duplicate_keys`: `reject` an object that names a key twice (kind `duplicate_key`), or keep the `last` value.
+    `extra_fields`: carry each record's fields wb does not use (`Batch.extras`, and in tool conversations).
     """
 
     def __init__(
@@ -508,8 +512,10 @@ class RecordReader:
         duplicate_keys: DuplicateKeys = "reject",
         split: str | None = None,
         prefer: tuple[str, ...] = ("train",),
+        extra_fields: bool = True,
     ):
         self.path = Path(path)
+        self.extra_fields = extra_fields
         self.dataset = _dataset_split(self.path, split, prefer)
         self.overrides = overrides or {}
         self.batch_size = batch_size
@@ -593,6 +599,7 @@ class RecordReader:
 
     def _convert(self, batch: Batch, items: list[Item]) -> Batch:
         mapping = self._map([obj for _, obj, _ in items])
+        mapped = frozenset(mapping.values())  # a record of mapped columns only has no field of its own
         unit = self.info.unit
         for line, obj, raw in items:
             if isinstance(obj, RecordError):
@@ -600,9 +607,11 @@ class RecordReader:
             else:
                 try:
                     if is_tool_conversation(obj):
-                        batch.conversations.append((line, to_tool_conversation(obj)))
+                        batch.conversations.append((line, to_tool_conversation(obj, self.extra_fields)))
                         continue
                     batch.rows.append(to_row(obj, mapping, self.overrides))
+                    own = self.extra_fields and not obj.keys() <= mapped
+                    batch.extras.append(row_extra(obj, mapping, self.overrides) if own else None)
                     batch.lines.append(line)
                     continue
                 except RecordError as e:
@@ -633,7 +642,9 @@ class RecordReader:
         """The shards of a dataset split one after another, positions counted on across them."""
         offset = 0
         for path in files:
-            part = RecordReader(path, self.overrides, self.batch_size, self.duplicate_keys)
+            part = RecordReader(
+                path, self.overrides, self.batch_size, self.duplicate_keys, extra_fields=self.extra_fields
+            )
             part.mapping = self.mapping
             last = 0
             for batch in part:

@@ -78,6 +78,7 @@ __all__ = [
     "detect_kind",
     "detect_shape",
     "from_canonical",
+    "own_fields",
     "prompt_text",
     "read_preferences",
     "sniff_kind",
@@ -425,6 +426,18 @@ def _prompt(
     raise RecordError(
         "prompt", "missing (give `prompt`, `instruction`, `messages` or `conversations`)", "missing_field"
     )
+
+
+def own_fields(obj: dict[str, Any], shape: Shape) -> dict[str, Any]:
+    """The fields of a record of `shape` that its conversion does not read (`id`, `source`, ...), in order: they
+    travel with the record (`records.with_extra`)."""
+    used: set[str] = set()
+    for name, info in INPUT_MODELS[shape].model_fields.items():
+        alias = info.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [info.alias or name]
+        present = [n for n in names if isinstance(n, str) and n in obj]
+        used.update(present[:1])  # pydantic reads the first alias present
+    return {k: v for k, v in obj.items() if k not in used}
 
 
 # --- to the canonical form --------------------------------------------------------------------------------------

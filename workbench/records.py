@@ -6,12 +6,16 @@ losslessly when they are a plain dialogue: an optional leading system message, t
 alternate and end with the assistant. Anything else (tool calls, two user turns in a row, a dialogue ending on
 the user) has no Alpaca form and is rejected with a `ConversionError` that says why.
 
+A record's other fields, those no canonical field is read from (`id`, `source`, `meta`, ...), travel beside it
+(`EXTRA`, `row_extra`, `with_extra`) so every writer can put them back.
+
 The way back, Alpaca to messages, puts `input` after the instruction in the user turn (the convention of
 LLaMA-Factory and the Alpaca template), so a record with a non-empty input does not round-trip field by field.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
@@ -211,25 +215,31 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
-    """The canonical fields of `obj`: through `mapping` where it names a column, else by alias.
+def _source_names(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, str]:
+    """The column of `obj` each canonical field is read from: through `mapping` where it names a column, else by
+    alias.
 
     The file-level mapping is fixed from the first records; a field first seen later (a `system` column
     that only some records carry) is still found by its own name or alias.
     """
-    fields: dict[str, Any] = {}
+    names: dict[str, str] = {}
     claimed = set(mapping.values())
-    for canon, names in ALIASES.items():
+    for canon, aliases in ALIASES.items():
         src = mapping.get(canon)
         if src is not None:
             if src in obj:
-                fields[canon] = obj[src]
+                names[canon] = src
             continue
-        for name in names:
+        for name in aliases:
             if name in obj and name not in claimed:  # a column mapped to another field is not read twice
-                fields[canon] = obj[name]
+                names[canon] = name
                 break
-    return fields
+    return names
+
+
+def _source_fields(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    """The canonical fields of `obj` (`_source_names`) with their values."""
+    return {canon: obj[src] for canon, src in _source_names(obj, mapping).items()}
 
 
 def input_as_instruction(mapping: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
@@ -287,12 +297,15 @@ Row = tuple[str, str, str, str, list[list[str]]]
 FIELDS = ("instruction", "input", "output", "system", "history")
 
 
+_ALIAS_NAMES = frozenset(name for names in ALIASES.values() for name in names)
+
+
 def to_row(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -> Row:
     """Like `to_alpaca`, as a plain tuple; the common all-strings case skips model construction."""
     if type(obj) is dict and "messages" not in obj and "conversations" not in obj:
         mapping = own_shape(obj, mapping, placed)
-        ins = obj.get(mapping.get("instruction", "instruction"))
-        out = obj.get(mapping.get("output", "output"))
+        ins_key, out_key = mapping.get("instruction", "instruction"), mapping.get("output", "output")
+        ins, out = obj.get(ins_key), obj.get(out_key)
         inp_key = mapping.get("input", "input")
         inp = obj.get(inp_key, "") if inp_key != mapping.get("instruction") else ""
         sys_key, hist_key = mapping.get("system", "system"), mapping.get("history", "history")
@@ -302,10 +315,19 @@ def to_row(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -> R
             and (type(inp) is str or inp is None)
             and sys_key not in obj
             and hist_key not in obj
+            and _ALIAS_NAMES.isdisjoint(obj.keys() - {ins_key, out_key, inp_key})  # no other column to read
         ):
             return (ins, inp or "", out, "", [])
     rec = to_alpaca(obj, mapping, placed)
     return (rec.instruction, rec.input, rec.output, rec.system, rec.history)
+
+
+def _dialogue_key(obj: dict[str, Any], mapping: dict[str, str]) -> str | None:
+    """`messages` or `conversations` when `obj` is read as a conversation, None when as Alpaca columns. Each record
+    by its own shape (a file may mix them): a conversation unless it carries the instruction column."""
+    if mapping.get("instruction", "instruction") in obj:
+        return None
+    return "messages" if "messages" in obj else "conversations" if "conversations" in obj else None
 
 
 def to_alpaca(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -> AlpacaRecord:
@@ -316,11 +338,10 @@ def to_alpaca(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -
     """
     if not isinstance(obj, dict):
         raise RecordError("", f"expected a JSON object, found {type(obj).__name__}", kind="not_an_object")
-    # Each record by its own shape (a file may mix them): a conversation unless it carries the instruction column.
-    is_dialogue = mapping.get("instruction", "instruction") not in obj
-    if "messages" in obj and is_dialogue:
+    dialogue = _dialogue_key(obj, mapping)
+    if dialogue == "messages":
         return messages_to_alpaca(validate(MessagesRecord, obj))
-    if "conversations" in obj and is_dialogue:
+    if dialogue == "conversations":
         return sharegpt_to_alpaca(validate(ShareGPTRecord, obj))
     mapping = own_shape(obj, mapping, placed)
     fields = _source_fields(obj, mapping)
@@ -339,6 +360,69 @@ def to_alpaca(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -
         raise rec_err from None
 
 
+# --- the record's own fields ------------------------------------------------------------------------------
+#
+# Fields that no canonical field is read from (`id`, `source`, `license`, `meta`, ...) travel with their record:
+# the reader carries them beside the canonical fields (`EXTRA`: JSON object text in rows and frames) and every
+# writer puts them after wb's own fields, their values as read. One whose name wb writes itself (an `instruction`
+# column left unused by `--map instruction=q`, a `system` key beside OpenAI `messages`) is kept as
+# `original_<name>`, so it never overwrites wb's field nor is overwritten by it.
+
+EXTRA = "_extra"
+"""The frame column (and record key) holding a record's own extra fields as JSON object text; null when none."""
+RENAMED = "original_"
+
+
+def place_extra(extra: dict[str, Any], taken: Collection[str]) -> dict[str, Any]:
+    """`extra` with each key that is in `taken` (wb's own fields of the output) renamed `original_<key>` (again while
+    the name is taken), in order."""
+    out: dict[str, Any] = {}
+    for key, value in extra.items():
+        name = key
+        while name in taken or name in out or (name != key and name in extra):
+            name = RENAMED + name
+        out[name] = value
+    return out
+
+
+def extra_fields(obj: dict[str, Any], used: Collection[str], taken: Collection[str]) -> dict[str, Any]:
+    """The fields of `obj` not in `used`, placed beside the output fields `taken` (`place_extra`)."""
+    return place_extra({k: v for k, v in obj.items() if k not in used}, taken)
+
+
+def extra_json(extra: dict[str, Any]) -> str | None:
+    """Extra fields as the JSON object text rows and frames carry (`EXTRA`); None when there are none."""
+    if not extra:
+        return None
+    try:
+        return orjson.dumps(extra, default=str).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (Python's json reads them): written as read
+        return json.dumps(extra, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def with_extra(record: dict[str, Any], extra: str | dict[str, Any] | None) -> dict[str, Any]:
+    """`record` (wb's fields) followed by its extra fields (`EXTRA` text or a dict), none of them overwritten."""
+    if not extra:
+        return record
+    fields = orjson.loads(extra) if isinstance(extra, str) else extra
+    return {**record, **place_extra(fields, record.keys())}
+
+
+def row_extra(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -> str | None:
+    """The fields of `obj` that `to_row` does not read, as `EXTRA` text (None when there are none)."""
+    if not isinstance(obj, dict):
+        return None
+    dialogue = _dialogue_key(obj, mapping)
+    used: Collection[str]
+    if dialogue == "messages":
+        used = ("messages",)
+    elif dialogue == "conversations":
+        used = ("conversations", "system")
+    else:
+        used = set(_source_names(obj, own_shape(obj, mapping, placed)).values())
+    return extra_json(extra_fields(obj, used, FIELDS))
+
+
 # --- tool-calling conversations -----------------------------------------------------------------------------
 #
 # Conversations with tool turns have no Alpaca form; they are kept whole, in OpenAI messages form:
@@ -349,16 +433,31 @@ def to_alpaca(obj: Any, mapping: dict[str, str], placed: Collection[str] = ()) -
 _SHAREGPT_TOOL_ROLES = {"function_call": "tool_call", "observation": "tool", "tool": "tool", "function": "tool"}
 
 
+def _has_tools(obj: dict[str, Any]) -> bool:
+    """A `tools` list that is not empty (or one that is not valid JSON: the validation says why)."""
+    tools = obj.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = orjson.loads(tools) if tools.strip() else []
+        except orjson.JSONDecodeError:
+            return True
+    return tools is not None and tools != []
+
+
 def is_tool_conversation(obj: Any) -> bool:
-    """A record whose conversation holds tool calls or tool results."""
+    """A record whose conversation holds tool calls or tool results, or that offers tools (`tools`): a conversation
+    where the assistant declines or answers without a call is still tool data (LLaMA-Factory's glaive_toolcall
+    data teaches "I can only ..." answers this way)."""
     if not isinstance(obj, dict):
         return False
     msgs = obj.get("messages")
     if isinstance(msgs, list):
-        return any(isinstance(m, dict) and (m.get("role") == "tool" or m.get("tool_calls")) for m in msgs)
+        calls = any(isinstance(m, dict) and (m.get("role") == "tool" or m.get("tool_calls")) for m in msgs)
+        return calls or _has_tools(obj)
     conv = obj.get("conversations")
     if isinstance(conv, list):
-        return any(isinstance(t, dict) and str(t.get("from", "")).lower() in _SHAREGPT_TOOL_ROLES for t in conv)
+        calls = any(isinstance(t, dict) and str(t.get("from", "")).lower() in _SHAREGPT_TOOL_ROLES for t in conv)
+        return calls or _has_tools(obj)
     return False
 
 
@@ -471,8 +570,9 @@ def check_tool_conversation(msgs: list[dict[str, Any]], field: str = "messages",
         raise fail(0, "the conversation has no user turn")
 
 
-def to_tool_conversation(obj: dict[str, Any]) -> dict[str, Any]:
-    """A tool-calling record in the canonical `{"messages", "tools"}` form, validated; RecordError naming the turn."""
+def to_tool_conversation(obj: dict[str, Any], extra: bool = True) -> dict[str, Any]:
+    """A tool-calling record in the canonical `{"messages", "tools"}` form, validated; RecordError naming the turn.
+    `extra`: the record's other fields follow (`extra_fields`)."""
     sharegpt = "messages" not in obj
     msgs = _sharegpt_tool_messages(obj) if sharegpt else _openai_tool_messages(obj)
     offset = -1 if sharegpt and isinstance(obj.get("system"), str) and obj["system"] else 0  # the system field
@@ -484,4 +584,8 @@ def to_tool_conversation(obj: dict[str, Any]) -> dict[str, Any]:
             raise RecordError(f"tools[{i}]", "expected an object (a function schema)", kind="invalid_tool_conversation")
     # OpenAI's form {"type": "function", "function": {...}}; LLaMA-Factory lists the function schemas bare.
     tools = [t if "function" in t else {"type": "function", "function": t} for t in tools]
-    return {"messages": msgs, "tools": tools}
+    out = {"messages": msgs, "tools": tools}
+    if not extra:
+        return out
+    used = ("messages", "tools") if not sharegpt else ("conversations", "system", "tools")
+    return {**out, **extra_fields(obj, used, out.keys())}

@@ -89,11 +89,12 @@ def count_latin(text: str) -> int:
 
 
 def script_of(text: str) -> str:
-    """The dominant script of a text: `cjk`, `latin`, `other` or `empty` (letters only are counted)."""
+    """The dominant script of a text: `cjk`, `latin`, `other` (letters only are counted), `no_letters` (digits,
+    punctuation or symbols only: `42`, `3.14`, `✓`) or `empty` (nothing but whitespace)."""
     cjk, latin = count_cjk(text), count_latin(text)
     letters = sum(1 for ch in text if ch.isalpha())
     if letters == 0:
-        return "empty"
+        return "no_letters" if text.strip() else "empty"
     if cjk >= latin and cjk * 2 >= letters:
         return "cjk"
     if latin * 2 >= letters:
@@ -171,7 +172,7 @@ def script_expr(expr: pl.Expr) -> pl.Expr:
     letters = expr.str.count_matches(r"\p{L}").cast(pl.Int64)
     return (
         pl.when(letters == 0)
-        .then(pl.lit("empty"))
+        .then(pl.when(expr.str.contains(r"\S")).then(pl.lit("no_letters")).otherwise(pl.lit("empty")))
         .when((cjk >= latin) & (cjk * 2 >= letters))
         .then(pl.lit("cjk"))
         .when(latin * 2 >= letters)

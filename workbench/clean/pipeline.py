@@ -23,9 +23,9 @@ from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
 from workbench.clean.rules import RULES, features, score_rules
 from workbench.dedup.stages import DedupStages
-from workbench.frames import HISTORY_TYPE, rows_to_frame
+from workbench.frames import HISTORY_TYPE, rows_to_frame, write_dropped, write_records
 from workbench.manifest import build_manifest
-from workbench.records import FIELDS, mapping_notes
+from workbench.records import EXTRA, FIELDS, mapping_notes
 
 STRING_FIELDS = ("instruction", "input", "output", "system")  # the plain-text fields (history is a list)
 INVARIANT = "read = kept + dropped + rejected"
@@ -341,19 +341,14 @@ class CleanResult:
 
 
 def _write_dropped(f: Any, dropped: pl.DataFrame) -> None:
-    if dropped.height == 0:
-        return
-    extra = [c for c in ("duplicate_of", "similarity", "eval_item", "score") if c in dropped.columns]
-    dropped.select(
-        pl.col("_line").alias("line"),
-        pl.col("_rule").alias("rule"),
-        pl.col("_reason").alias("reason"),
-        *extra,
-        pl.struct(list(FIELDS)).alias("record"),
-    ).write_ndjson(f)
+    """`line`, `rule`, `reason` (and what the rule found), then the `record` with its own extra fields: a record's
+    field named `rule` stays inside `record`."""
+    found = [c for c in ("duplicate_of", "similarity", "eval_item", "score") if c in dropped.columns]
+    columns = [pl.col("_line").alias("line"), pl.col("_rule").alias("rule"), pl.col("_reason").alias("reason")]
+    write_dropped(f, dropped, [*columns, *(pl.col(c) for c in found)])
 
 
-STAGE_COLUMNS = ["_line", *FIELDS, "_output_tokens"]
+STAGE_COLUMNS = ["_line", *FIELDS, EXTRA, "_output_tokens"]
 
 
 def _score_table(
@@ -405,6 +400,7 @@ def run(
     split: str | None = None,
     kind: Literal["auto", "sft", "preference"] = "auto",
     scores: Path | None = None,
+    extra_fields: bool = True,
 ) -> CleanResult:
     """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
     progress.
@@ -418,7 +414,9 @@ def run(
     been seen; the output is then written from them.
 
     `kind`: `preference` cleans pairs / KTO examples (`workbench.clean.preference`), `sft` instruction records;
-    `auto` tells them apart by the first record (`--map` means SFT: it maps SFT fields)."""
+    `auto` tells them apart by the first record (`--map` means SFT: it maps SFT fields).
+    `extra_fields`: keep each record's fields wb does not use (`id`, `source`, `meta`, ...) in the kept and dropped
+    files, after wb's own (`records.EXTRA`); False leaves them out (the rejects hold every record as written)."""
     if kind != "sft":
         from workbench.clean import preference
 
@@ -428,7 +426,17 @@ def run(
             if scores is not None:
                 raise io.WbError("--scores: score rules apply to SFT records; this file holds preference records")
             return preference.run(
-                input_path, output, profile, batch_size, on_batch, on_phase, against, command, duplicate_keys, split
+                input_path,
+                output,
+                profile,
+                batch_size,
+                on_batch,
+                on_phase,
+                against,
+                command,
+                duplicate_keys,
+                split,
+                extra_fields,
             )
     for name, _ in profile.enabled_rules():
         if "sft" not in RULES[name].kinds:
@@ -437,7 +445,12 @@ def run(
             )
     started = time.time()
     reader = io.RecordReader(
-        Path(input_path), overrides, batch_size=batch_size, duplicate_keys=duplicate_keys, split=split
+        Path(input_path),
+        overrides,
+        batch_size=batch_size,
+        duplicate_keys=duplicate_keys,
+        split=split,
+        extra_fields=extra_fields,
     )
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
@@ -458,7 +471,7 @@ def run(
         conversations: list[dict[str, Any]] = []  # tool-calling conversations: validated, kept whole
         for i, batch in enumerate(reader):
             conversations.extend(conv for _, conv in batch.conversations)
-            frame = rows_to_frame(batch.lines, batch.rows)
+            frame = rows_to_frame(batch.lines, batch.rows, batch.extras)
             if table is not None:
                 frame = attach_scores(frame, table)
             cleaned = clean_batch(frame, profile)
@@ -474,7 +487,7 @@ def run(
                 stages.collect(kept)
                 kept.select(STAGE_COLUMNS).write_ipc(stage_dir / f"{i:06d}.arrow")
             else:
-                kept.select(FIELDS).write_ndjson(kept_f)
+                write_records(kept_f, kept)
                 stats.add_kept(kept)
             if on_batch is not None:
                 on_batch(batch.bytes_read, batch.size)
@@ -484,7 +497,7 @@ def run(
             resolved = stages.resolve()
             for part in sorted(stage_dir.glob("*.arrow")):
                 kept, dropped = stages.split(pl.read_ipc(part), resolved)
-                kept.select(FIELDS).write_ndjson(kept_f)
+                write_records(kept_f, kept)
                 stats.add_kept(kept)
                 _write_dropped(dropped_f, dropped)
                 stats.add_dropped(dropped)
@@ -512,9 +525,15 @@ def run(
             semantic_precision=semantic,
             score_source=score_source,
             scores=scores,
+            config=extra_config(extra_fields),
         )
         mapping = reader.mapping or {}
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=mapping, source=reader.info)
+
+
+def extra_config(extra_fields: bool) -> dict[str, Any]:
+    """What the manifest records of `--drop-extra-fields`."""
+    return {"extra_fields": "keep" if extra_fields else "drop"}
 
 
 def input_source(reader: io.RecordReader, input_path: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from workbench.dedup.stages import DedupStages
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
 from workbench.preference import Canonical, NoPreference, PreferencePair
-from workbench.records import RecordError
+from workbench.records import EXTRA, RecordError, extra_json, with_extra
 
 KindOpt = Literal["auto", "sft", "preference"]
 PAIR_TEXT = ("instruction", "input", "system", "chosen", "rejected")
@@ -56,8 +56,11 @@ def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preferen
 # --- frames ---------------------------------------------------------------------------------------------------
 
 
-def examples_frame(lines: list[int], examples: list[Canonical], kind: preference.Kind) -> pl.DataFrame:
-    """The frame of a batch of canonical examples (see the module docstring for its columns)."""
+def examples_frame(
+    lines: list[int], examples: list[Canonical], kind: preference.Kind, extras: list[str | None] | None = None
+) -> pl.DataFrame:
+    """The frame of a batch of canonical examples (see the module docstring for its columns); `extras`: each
+    record's own other fields (`records.EXTRA`)."""
     cols: dict[str, list[Any]] = {c: [] for c in ("instruction", "system", "history", "a", "b")}
     for ex in examples:
         system, history, user = preference.split_prompt(ex.prompt_messages)
@@ -85,24 +88,29 @@ def examples_frame(lines: list[int], examples: list[Canonical], kind: preference
     else:
         data["output"] = pl.Series("output", cols["a"], dtype=pl.String)
         data["label"] = pl.Series("label", cols["b"], dtype=pl.Boolean)
+    data[EXTRA] = pl.Series(EXTRA, extras if extras is not None else [None] * n, dtype=pl.String)
     return pl.DataFrame(data)
 
 
 def output_rows(df: pl.DataFrame, kind: preference.Kind) -> list[dict[str, Any]]:
     """The records of a frame as `wb clean` writes them (kept and dropped files): TRL's conversational format,
-    `preference.to_trl` of the canonical example, which TRL's trainers, `wb train` and `read_preferences` read."""
+    `preference.to_trl` of the canonical example, which TRL's trainers, `wb train` and `read_preferences` read,
+    followed by the record's own other fields (`records.with_extra`: one named like a TRL field becomes
+    `original_<name>`)."""
     out: list[dict[str, Any]] = []
     answers = ("chosen", "rejected") if kind == "pair" else ("output", "label")
-    for system, history, user, a, b in df.select("system", "history", "instruction", *answers).iter_rows():
+    extra = pl.col(EXTRA) if EXTRA in df.columns else pl.lit(None, dtype=pl.String)
+    for system, history, user, a, b, own in df.select("system", "history", "instruction", *answers, extra).iter_rows():
         msgs = [{"role": "system", "content": system}] if system else []
         for u, asst in history or []:
             msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": asst}]
         msgs.append({"role": "user", "content": user})
         if kind == "pair":
             chosen, rejected = [{"role": "assistant", "content": a}], [{"role": "assistant", "content": b}]
-            out.append({"prompt": msgs, "chosen": chosen, "rejected": rejected})
+            rec = {"prompt": msgs, "chosen": chosen, "rejected": rejected}
         else:
-            out.append({"prompt": msgs, "completion": [{"role": "assistant", "content": a}], "label": b})
+            rec = {"prompt": msgs, "completion": [{"role": "assistant", "content": a}], "label": b}
+        out.append(with_extra(rec, own))
     return out
 
 
@@ -356,8 +364,10 @@ def run(
     command: str = "clean",
     duplicate_keys: io.DuplicateKeys = "reject",
     split: str | None = None,
+    extra_fields: bool = True,
 ) -> pipeline.CleanResult:
-    """Clean a preference file (pairs or KTO examples) into `output` under `profile` (see the module docstring)."""
+    """Clean a preference file (pairs or KTO examples) into `output` under `profile` (see the module docstring).
+    `extra_fields`: keep each record's fields the conversion does not read (`preference.own_fields`)."""
     started = time.time()
     reader = io.RecordReader(Path(input_path), batch_size=batch_size, duplicate_keys=duplicate_keys, split=split)
     paths = pipeline.OutputPaths.for_output(Path(output))
@@ -383,6 +393,7 @@ def run(
         for i, (items, nbytes) in enumerate(reader.iter_items()):
             lines: list[int] = []
             examples: list[Canonical] = []
+            extras: list[str | None] = []
             rejects: list[io.Reject] = []
             for n, obj, raw in items:
                 shape = preference.detect_shape(obj)
@@ -409,6 +420,8 @@ def run(
                     continue
                 lines.append(n)
                 examples.append(ex)
+                assert shape is not None and isinstance(obj, dict)  # to_canonical read it
+                extras.append(extra_json(preference.own_fields(obj, shape)) if extra_fields else None)
             stats.read += len(items)
             stats.rejected += len(rejects)
             stats.rejected_by_kind.update(r.kind for r in rejects)
@@ -416,7 +429,8 @@ def run(
                 rejects_f.write(io.jsonl_line(rej.to_json()))
             if examples and kind is not None:
                 fields = PAIR_TEXT if kind == "pair" else KTO_TEXT
-                df, counts = pipeline.normalize_frame(examples_frame(lines, examples, kind), profile.normalize, fields)
+                frame = examples_frame(lines, examples, kind, extras)
+                df, counts = pipeline.normalize_frame(frame, profile.normalize, fields)
                 df, pii_counts = pipeline.pii_frame(df, profile.pii, fields)
                 counts.update(pii_counts)
                 counts.pop("placeholder_input", None)
@@ -497,7 +511,7 @@ def run(
             semantic_precision=stages.semantic.precision_used if stages.semantic is not None else None,
             first_drops=[TIED],
             sections={"kind": "preference", "preference": pref},
-            config={"kind": kind},
+            config={"kind": kind, **pipeline.extra_config(extra_fields)},
         )
     return pipeline.CleanResult(stats=stats, summary=summary, paths=paths, mapping={}, source=reader.info)
 

@@ -54,6 +54,7 @@ from workbench.clean.pipeline import (
     OutputPaths,
     _write_dropped,
     clean_batch,
+    extra_config,
     publish,
 )
 from workbench.clean.profile import Profile
@@ -63,8 +64,8 @@ from workbench.dedup.exact import ExactConfig, key_expr
 from workbench.dedup.minhash import NearConfig, NearDuplicates, bucket_pair_codes, exact_jaccard, greedy_drops
 from workbench.dedup.stages import DedupStages, _tag
 from workbench.errors import WbError
-from workbench.frames import HISTORY_TYPE, rows_to_frame
-from workbench.records import FIELDS
+from workbench.frames import HISTORY_TYPE, record_lines, rows_to_frame
+from workbench.records import EXTRA
 
 BLOCK_BYTES = 32 << 20  # most bytes of JSON Lines a read task parses (about 60,000 short records)
 MIN_BLOCK_BYTES = 1 << 20
@@ -78,6 +79,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "output": pl.String(),
     "system": pl.String(),
     "history": HISTORY_TYPE,
+    EXTRA: pl.String(),
     "_output_tokens": pl.Int64(),
     "_exact": pl.UInt64(),
     "_size": pl.Int64(),
@@ -162,12 +164,6 @@ def _frame(kind: str, **cols: Any) -> pl.DataFrame:
     )
 
 
-def _lines_of(write: Callable[[Any], None]) -> list[bytes]:
-    buf = stdio.BytesIO()
-    write(buf)
-    return [line + b"\n" for line in buf.getvalue().split(b"\n") if line]
-
-
 def _dropped_frame(dropped: pl.DataFrame) -> pl.DataFrame:
     """Dropped records as the lines the local engine writes to `.dropped.jsonl`, with their rule."""
     buf = stdio.BytesIO()
@@ -194,6 +190,7 @@ class BlockWork:
     mapping: dict[str, str]
     duplicate_keys: io.DuplicateKeys
     batch_size: int
+    extra_fields: bool = True
 
     def side_rows(self, batch: io.Batch, blank_lines: int, counts: Counter[str]) -> list[pl.DataFrame]:
         """Rejects, tool conversations and the block's counts (what reading found)."""
@@ -255,10 +252,12 @@ class BlockWork:
         """Read, clean and key one byte range (a block of `start`, `end`, `first` rows)."""
         parts: list[pl.DataFrame] = []
         for start, end, first in zip(*(table[c].to_pylist() for c in ("start", "end", "first")), strict=True):
-            reader = io.RecordReader(Path(self.path), self.overrides, self.batch_size, self.duplicate_keys)
+            reader = io.RecordReader(
+                Path(self.path), self.overrides, self.batch_size, self.duplicate_keys, extra_fields=self.extra_fields
+            )
             reader.mapping = self.mapping
             for batch in reader.read_range(start, end, first):
-                frames, counts = self.clean(rows_to_frame(batch.lines, batch.rows))
+                frames, counts = self.clean(rows_to_frame(batch.lines, batch.rows, batch.extras))
                 blank, reader.blank_lines = reader.blank_lines, 0
                 parts.extend([*frames, *self.side_rows(batch, blank, counts)])
         return _concat(parts)
@@ -361,6 +360,7 @@ def run(
     split: str | None = None,
     kind: str = "sft",
     scores: Path | None = None,
+    extra_fields: bool = True,
     address: str | None = None,
     block_bytes: int | None = None,
     num_cpus: int | None = None,
@@ -376,7 +376,12 @@ def run(
     if scores is not None or score_rules(profile.enabled_rules()):
         raise WbError(f"profile {profile.name}: score rules run on the local engine only; drop --engine ray")
     reader = io.RecordReader(
-        Path(input_path), overrides, batch_size=batch_size, duplicate_keys=duplicate_keys, split=split
+        Path(input_path),
+        overrides,
+        batch_size=batch_size,
+        duplicate_keys=duplicate_keys,
+        split=split,
+        extra_fields=extra_fields,
     )
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
@@ -408,6 +413,7 @@ def run(
             mapping=reader.mapping or io.resolve_mapping((), overrides),
             duplicate_keys=duplicate_keys,
             batch_size=batch_size,
+            extra_fields=extra_fields,
         )
         parts = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
         side_tables: list[pl.DataFrame] = []
@@ -430,7 +436,7 @@ def run(
         else:
             refs = []
             for batch in reader:
-                refs.append(ray.put(rows_to_frame(batch.lines, batch.rows).to_arrow()))
+                refs.append(ray.put(rows_to_frame(batch.lines, batch.rows, batch.extras).to_arrow()))
                 side_tables.extend(work.side_rows(batch, 0, Counter()))
             blocks = ray.data.from_arrow_refs(refs).map_batches(
                 work.frame_block, batch_format="pyarrow", batch_size=None
@@ -535,6 +541,7 @@ def run(
                 started,
                 command,
                 contamination=contamination,
+                config=extra_config(extra_fields),
             )
     return CleanResult(stats=stats, summary=summary, paths=paths, mapping=work.mapping, source=reader.info)
 
@@ -615,7 +622,7 @@ def _final_filter(exact_drops: pl.DataFrame, resolved: pl.DataFrame) -> Callable
         kept, near = DedupStages.split(kept, resolved)
         if near.height:
             out.append(_dropped_frame(near))
-        payload = _lines_of(lambda f: kept.select(FIELDS).write_ndjson(f)) if kept.height else []
+        payload = record_lines(kept)
         out.append(_frame("kept", _line=kept["_line"], _output_tokens=kept["_output_tokens"], _payload=payload))
         return _concat(out)
 

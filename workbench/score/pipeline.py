@@ -18,6 +18,7 @@ from typing import Any
 from workbench import io
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
+from workbench.records import EXTRA, with_extra
 from workbench.score.summary import summarise_all
 
 ProgressFn = Callable[[str, int, int], None]
@@ -79,8 +80,10 @@ def score_file(
     use_cache: bool = True,
     progress: ProgressFn | None = None,
     on_status: Callable[[str], None] | None = None,
+    extra_fields: bool = True,
 ) -> ScoreResult:
-    """Score every record of `input_path` into `output` (see the module docstring)."""
+    """Score every record of `input_path` into `output` (see the module docstring). `extra_fields`: each record's
+    fields wb does not use are written after its `scores` (`records.with_extra`)."""
     from workbench.evaluate.generate import GenerationCache
     from workbench.precision import for_model
     from workbench.score.cache import ScoreCache
@@ -92,7 +95,8 @@ def score_file(
     paths = ScorePaths.for_output(Path(output))
     if Path(input_path).resolve() == paths.scored.resolve():
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")
-    rows = read_records(Path(input_path))
+    rows = read_records(Path(input_path), extra_fields=extra_fields)
+    own = [r.pop(EXTRA, None) for _, r in rows]  # written back after the scores; not part of the cache key
     records = [r for _, r in rows if "messages" not in r]
     conversations = sum(1 for _, r in rows if "messages" in r)
     loaded = load([resolve_target(model)], on_status=on_status)
@@ -164,11 +168,13 @@ def score_file(
     by_record = iter(scored_rows)
     with io.OutputSet([paths.scored, paths.stats], manifest=paths.manifest) as outputs:
         f = outputs.open(paths.scored)
-        for _, rec in rows:
-            if "messages" in rec:
-                f.write(io.jsonl_line({**rec, "scores": None}))
+        for (_, rec), extra in zip(rows, own, strict=True):
+            if "messages" in rec:  # a tool conversation: its own fields are its keys after messages and tools
+                conv = {"messages": rec["messages"], "tools": rec["tools"], "scores": None}
+                own_keys = {k: v for k, v in rec.items() if k not in ("messages", "tools")}
+                f.write(io.jsonl_line(with_extra(conv, own_keys)))
             else:
-                f.write(io.jsonl_line({**rec, "scores": next(by_record)}))
+                f.write(io.jsonl_line(with_extra({**rec, "scores": next(by_record)}, extra)))
         outputs.write(paths.stats, io.dumps_json(stats))
         manifest = build_manifest(
             command="score",
@@ -182,6 +188,7 @@ def score_file(
                 "batch_size": batch_size,
                 "template": loaded.template,
                 **choice.record(),
+                "extra_fields": "keep" if extra_fields else "drop",
             },
         )
         outputs.publish(manifest)

@@ -10,7 +10,7 @@ from typing import Any
 
 from workbench import io
 from workbench.errors import WbError
-from workbench.records import FIELDS
+from workbench.records import EXTRA, FIELDS
 from workbench.train import data as tdata
 from workbench.train import mixing
 from workbench.train.recipe import DataSource, EvalSource, Recipe
@@ -42,18 +42,23 @@ class Prepared:
 
 
 def read_records(
-    path: Path, split: str | None = None, prefer: tuple[str, ...] = ("train",)
+    path: Path, split: str | None = None, prefer: tuple[str, ...] = ("train",), extra_fields: bool = False
 ) -> list[tuple[int, dict[str, Any]]]:
-    """Every record of a file or of one split of a dataset folder; a malformed one is a WbError."""
-    reader = io.RecordReader(Path(path), split=split, prefer=prefer)
+    """Every record of a file or of one split of a dataset folder; a malformed one is a WbError. `extra_fields`:
+    each record's fields wb does not use come along (under `records.EXTRA`; in a tool conversation, as its keys),
+    for commands that write the records back."""
+    reader = io.RecordReader(Path(path), split=split, prefer=prefer, extra_fields=extra_fields)
     out: list[tuple[int, dict[str, Any]]] = []
     for batch in reader:
         if batch.rejects:
             r = batch.rejects[0]
             raise WbError(f"{path}:{r.unit} {r.line}: {r.error} (run `wb clean` first)")
-        out.extend(
-            (line, dict(zip(FIELDS, row, strict=True))) for line, row in zip(batch.lines, batch.rows, strict=True)
-        )
+        extras = batch.extras if extra_fields else [None] * len(batch.rows)
+        for line, row, extra in zip(batch.lines, batch.rows, extras, strict=True):
+            rec: dict[str, Any] = dict(zip(FIELDS, row, strict=True))
+            if extra is not None:
+                rec[EXTRA] = extra
+            out.append((line, rec))
         out.extend(batch.conversations)  # tool-calling conversations: {"messages", "tools"}
     out.sort(key=lambda item: item[0])
     if not out:
