@@ -945,7 +945,7 @@ def chat(
     err.print(
         f"adapters: {names}; active: {loaded.active or 'base'}. /adapter NAME, /base, /reset, /quit", markup=False
     )
-    for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+    for line in _input_lines():
         text = line.strip()
         if not text:
             continue
@@ -954,8 +954,12 @@ def chat(
         if text == "/reset":
             history = []
             continue
-        if text == "/base" or text.startswith("/adapter"):
-            loaded.use(None if text == "/base" else text.split(maxsplit=1)[-1].strip())
+        command, _, name = text.partition(" ")
+        if command in ("/base", "/adapter"):
+            try:  # a typo is said, and the session goes on
+                loaded.use(None if command == "/base" else name.strip())
+            except WbError as e:
+                err.print(f"error: {e}", markup=False)
             err.print(f"active: {loaded.active or 'base'}", markup=False)
             continue
         prompt = prompt_for(loaded, {"instruction": text, "system": system, "history": history})
@@ -1335,7 +1339,8 @@ def _input_lines() -> Iterator[str]:
     while True:
         try:
             yield input("you> ")
-        except EOFError:
+        except EOFError:  # Ctrl-D
+            sys.stdout.write("\n")  # the shell's prompt starts on a line of its own
             return
 
 
