@@ -372,8 +372,9 @@ def _print_preference(p: dict[str, Any] | None, pairs: str = "kept pairs") -> No
     bias = p.get("length_bias")
     if bias and bias["pairs"]:
         out.print(
-            f"length bias: chosen longer in {100 * bias['chosen_longer_share']:.0f}% of {bias['pairs']:,} {pairs}, "
-            f"mean chosen/rejected length ratio {bias['mean_length_ratio']:.2f} (UTF-8 bytes)",
+            f"length bias: chosen longer in {100 * bias['chosen_longer_share']:.0f}% of {bias['pairs']:,} {pairs}"
+            + (f", {bias['equal']:,} of equal length" if bias["equal"] else "")
+            + f", mean chosen/rejected length ratio {bias['mean_length_ratio']:.2f} (UTF-8 bytes)",
             markup=False,
         )
     if "labels" in p:
