@@ -676,6 +676,8 @@ def plan(
         f"heads {m['attention_heads']}/{m['kv_heads']}, vocab {m['vocab_size']:,}, context {m['context'] or '-'}",
         markup=False,
     )
+    if m.get("shape_distance"):
+        err.print(f"warn: {m['shape_distance']}", markup=False)
     fit_to = f"{_gib(mach['memory'])} GiB" if mach["memory"] is not None else "unknown"
     out.print(
         f"step: {st['batch']} x {st['seq_len']} tokens on {st['device']} in {st['precision']} "
