@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,39 @@ def test_chat_keeps_history_and_switches_adapters(trained: dict[str, Path]) -> N
     lines = result.stdout.splitlines()
     assert lines[0].startswith("fruit> ") and lines[-1].startswith("colours> ")
     assert "active: colours" in result.stderr
+
+
+def test_chat_says_an_unknown_adapter_and_goes_on(trained: dict[str, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    args = ["chat", "--adapter", str(trained["fruit"]), "--adapter", str(trained["colours"]), "--max-new-tokens", "4"]
+    typed = "/adapter nosuch\n/adapter\n第一种水果？\n/adapter colours\nAnd a colour?\n"
+    result = CliRunner().invoke(app, args, input=typed, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "error: no adapter named 'nosuch'; loaded: fruit, colours" in result.stderr
+    assert "error: no adapter named ''; loaded: fruit, colours" in result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("fruit> ") and lines[1].startswith("colours> ")
+
+
+class Terminal(io.StringIO):
+    """Typed input: a terminal, where `input()` prompts and Ctrl-D (the end of this text) raises EOFError."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_ctrl_d_at_a_terminal_ends_the_chat_quietly(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench import cli
+
+    monkeypatch.setattr("sys.stdin", Terminal("Name fruit number 1.\n"))
+    cli.chat(adapter=[trained["fruit"]], max_new_tokens=4)  # returns: no EOFError, no exit
+    typed = capsys.readouterr()
+    assert typed.out.startswith("you> fruit> ") and typed.out.endswith("you> \n")
 
 
 def test_a_missing_or_unfinished_run_is_one_line(tmp_path: Path, wb: Any) -> None:

@@ -97,3 +97,30 @@ def test_tool_conversations_train_with_a_tool_template_and_are_refused_without(t
     assert manifest["examples"]["train"] == len(RECORDS) + 1 and manifest["template"] == "qwen"
     with pytest.raises(WbError, match=r"line 9: a tool-calling conversation needs a chat template"):
         train(recipes.load(None, [*common, "template=llama3", "name=refused"], **fields))
+
+
+BROKEN_TEMPLATES = {
+    "sandbox.jinja": ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "blocked by Jinja's sandbox: access to"),
+    "syntax.jinja": ("{% for m in messages %}{{ m['content'] }", "syntax error on line 1: unexpected '}'"),
+    "raises.jinja": ("{{ raise_exception('只接受中文对话') }}", "the template failed: 只接受中文对话"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_TEMPLATES))
+def test_a_broken_template_file_is_one_line_naming_it_in_stats_and_train(
+    tmp_path: Path, tiny: Path, name: str, wb: Any
+) -> None:
+    text, error = BROKEN_TEMPLATES[name]
+    jinja = tmp_path / name
+    jinja.write_text(text, encoding="utf-8")
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    runs = tmp_path / "runs"
+    stats = wb("stats", data, "--tokenizer", tiny, "--template", jinja)
+    train_ = wb(
+        "train", "--data", data, f"model={tiny}", f"template={jinja}", f"output_dir={runs}", "max_steps=1", "-q"
+    )
+    for result in (stats, train_):
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: template {jinja}: {error}"), result.stderr
+    assert not runs.exists()  # nothing of a run is written

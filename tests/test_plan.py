@@ -226,6 +226,46 @@ def test_cli_needs_exactly_one_of_model_and_params(wb: Any) -> None:
         assert result.exit_code == 2 and "--params" in result.stderr
 
 
+@pytest.mark.parametrize(("params", "words"), [("1e30", "more than the largest"), ("1e6", "fewer than the smallest")])
+def test_cli_params_beyond_the_shapes_is_refused_in_one_line(wb: Any, params: str, words: str) -> None:
+    result = wb("plan", "--params", params, "--memory", "80GB")
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "--model FOLDER" in lines[0], result.stderr
+
+
+def test_cli_params_between_shapes_says_how_far_the_plan_is_from_it(wb: Any) -> None:
+    result = wb("plan", "--params", "3e10", "--memory", "80GB", "--method", "lora")
+    assert result.exit_code == 0, result.stderr
+    assert "warn: --params 3e+10 asks for 2.3x more than the nearest shape wb plans for, 13B shape" in result.stderr
+    d = json.loads(wb("plan", "--params", "3e10", "--memory", "80GB", "--method", "lora", "--json").stdout)
+    assert d["model"]["params_asked"] == 3e10 and "2.3x more" in d["model"]["shape_distance"]
+    close = wb("plan", "--params", "7e9", "--memory", "80GB", "--method", "lora", "--json")
+    assert json.loads(close.stdout)["model"]["shape_distance"] is None
+
+
+@pytest.mark.parametrize("seq_len", ["100000000000000000000", "4097"])
+def test_cli_seq_len_beyond_the_models_context_is_refused(wb: Any, seq_len: str) -> None:
+    result = wb("plan", "--params", "7e9", "--seq-len", seq_len, "--memory", "80GB")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: --seq-len {int(seq_len):,}: longer than the model's context of 4,096 tokens "
+        "(meta-llama/Llama-2-7b-hf config.json: max_position_embeddings)"
+    ]
+    assert wb("plan", "--params", "7e9", "--seq-len", "4096", "--memory", "80GB").exit_code == 0
+
+
+def test_a_run_whose_max_length_exceeds_the_context_names_its_recipe(wb: Any, tiny: Path, tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "长"
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(f"model: {tiny}\nmethod: lora\nmax_length: 4096\n", encoding="utf-8")
+    result = wb("plan", "--model", run, "--memory", "4GB")
+    assert result.exit_code == 2
+    assert f"error: {run}/recipe.yaml: max_length 4,096: longer than the model's context of 2,048 tokens" in (
+        result.stderr
+    )
+
+
 def test_available_ram_is_read_on_linux() -> None:
     memory, source = plan.ram_available()
     assert memory is not None and memory > 2**27 and source

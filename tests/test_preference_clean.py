@@ -279,6 +279,38 @@ def test_length_bias_is_measured_and_warned_about(tmp_path: Path) -> None:
     assert any("chosen is the longer answer in 80% of the 10 kept pairs" in w for w in s["warnings"])
 
 
+def test_a_record_with_pair_and_kto_fields_is_rejected_with_both_named(tmp_path: Path) -> None:
+    both = pair("把“你好”翻译成英文", "Hello", "Hi there", completion="Hello", label=True)
+    s = clean(tmp_path, [GOOD, both])
+    (reject,) = read_jsonl(tmp_path / "out.rejects.jsonl")
+    assert (reject["line"], reject["field"], reject["kind"]) == (2, "completion", "ambiguous_shape")
+    assert "a pair (chosen/rejected) and a KTO example (completion/label)" in reject["error"]
+    assert (s["read"], s["kept"], s["rejected"]) == (2, 1, 1)
+
+
+def test_equal_length_pairs_are_counted_as_ties_not_as_a_bias(tmp_path: Path, wb: Any) -> None:
+    # Equal UTF-8 lengths, in English and Chinese (a CJK character is 3 bytes either way).
+    records = [pair(f"Q{i}?", "Yes.", "No!!") for i in range(6)] + [pair("问题？", "是的。", "不是。")]
+    records += [pair("Which?", "The longer one.", "Short.")]
+    s = clean(tmp_path, records)
+    bias = s["preference"]["length_bias"]
+    assert (bias["chosen_longer"], bias["rejected_longer"], bias["equal"]) == (1, 0, 7)
+    assert bias["biased"] is False and not any("length bias" in w for w in s["warnings"])
+    src = write_jsonl(tmp_path / "ties.jsonl", records)
+    out = wb("clean", src, "-o", tmp_path / "o.jsonl", "--kind", "preference")
+    assert out.exit_code == 0, out.stderr
+    assert "length bias: chosen longer in 12% of 8 kept pairs, 7 of equal length, mean" in out.stdout
+    assert "warning: length bias" not in out.stderr
+
+
+def test_a_mostly_shorter_chosen_answer_is_warned_about_with_the_ties_named(tmp_path: Path) -> None:
+    records = [pair(f"Q{i}?", "No.", "A much longer answer.") for i in range(8)] + [pair("R?", "Same.", "Same!")]
+    s = clean(tmp_path, records)
+    assert s["preference"]["length_bias"]["biased"] is True
+    warning = next(w for w in s["warnings"] if w.startswith("length bias"))
+    assert warning.startswith("length bias: chosen is the shorter answer in 89% of the 9 kept pairs, 1 of equal length")
+
+
 def test_balanced_lengths_raise_no_warning_and_the_stats_validate(tmp_path: Path) -> None:
     from workbench.runfile import CleanStats
 

@@ -203,6 +203,24 @@ def test_bad_records_name_the_field(rec: dict[str, Any], field: str, words: str)
     assert words in str(e)
 
 
+@pytest.mark.parametrize(
+    "rec",
+    [
+        {"prompt": "你好", "chosen": "您好！", "rejected": "嗯。", "completion": "您好！", "label": True},
+        {"instruction": "Hi", "chosen": "Hello!", "rejected": "", "kto_tag": False},
+        {"prompt_messages": [{"role": "user", "content": "Hi"}], "chosen": "a", "rejected": "b", "completion": "a"},
+    ],
+)
+def test_a_record_that_is_both_a_pair_and_a_kto_example_is_refused_naming_both(rec: dict[str, Any]) -> None:
+    e = err(rec)
+    assert e.kind == "ambiguous_shape" and e.field in ("completion", "kto_tag")
+    assert "a pair (chosen/rejected) and a KTO example (" in str(e)
+
+
+def test_a_non_boolean_label_beside_a_pair_is_data_not_a_kto_example() -> None:
+    assert to_canonical({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go.", "label": "greeting"}).kind == "pair"
+
+
 def test_system_field_and_system_message_together_are_refused() -> None:
     rec = {
         "messages": [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}],

@@ -252,3 +252,17 @@ def test_dpo_on_full_weights_lowers_its_loss_and_saves_the_whole_model(
     assert result.manifest["trainable_parameters"] == result.manifest["total_parameters"]
     model = tmp_path / "dpo-full" / "model"
     assert (model / "model.safetensors").is_file() and not (tmp_path / "dpo-full" / "adapter").exists()
+
+
+def test_an_unknown_loss_type_is_one_line_and_writes_nothing(
+    tiny: Path, pairs_file: Path, tmp_path: Path, wb: Any
+) -> None:
+    out = tmp_path / "runs"
+    args = [f"model={tiny}", "method=dpo", "preference.loss_type=sigmoidd", f"output_dir={out}", "max_steps=1", "-q"]
+    result = wb("train", "--data", pairs_file, *args)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: recipe: preference.loss_type: 'sigmoidd' is not one of method dpo's: sigmoid, hinge, ipo, nca_pair, "
+        "robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft, sigmoid_norm"
+    ]
+    assert not out.exists()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from workbench.errors import WbError
-from workbench.train.recipe import Recipe, load, parse_overrides
+from workbench.train.recipe import LOSS_TYPES, LOSS_TYPES_LEFT_OUT, Recipe, load, parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,3 +68,53 @@ def test_prompt_and_prefix_tuning_do_not_pack() -> None:
 def test_shipped_recipes_are_valid(path: Path) -> None:
     r = load(path)
     assert r.method.replace("_", "-") in path.stem or path.stem == "train-demo"
+
+
+@pytest.mark.parametrize(
+    ("method", "loss_type", "message"),
+    [
+        ("dpo", "sigmoidd", "preference.loss_type: 'sigmoidd' is not one of method dpo's: sigmoid, hinge, ipo,"),
+        ("kto", "sigmoid", "preference.loss_type: 'sigmoid' is not one of method kto's: kto, apo_zero_unpaired"),
+        ("dpo", "exo_pair", "(exo_pair needs TRL's label_smoothing > 0, which wb does not set)"),
+        ("orpo", "sigmoid", "preference.loss_type: method orpo has no loss variants; leave it out"),
+    ],
+)
+def test_an_unknown_preference_loss_type_is_refused_at_load_with_the_accepted_ones(
+    method: str, loss_type: str, message: str
+) -> None:
+    with pytest.raises(WbError) as err:
+        load(None, [f"method={method}", f"preference.loss_type={loss_type}"])
+    assert str(err.value).startswith("recipe: preference.loss_type: ") and message in str(err.value)
+
+
+def test_every_accepted_loss_type_loads() -> None:
+    for method, names in LOSS_TYPES.items():
+        for name in names:
+            extra = ["preference.reward_function=json_valid"] if method == "grpo" else []
+            assert load(None, [f"method={method}", f"preference.loss_type={name}", *extra]).preference.loss_type == name
+
+
+def test_the_accepted_loss_types_are_trls_own() -> None:
+    """wb's pinned list is TRL's (field choices where TRL gives them, else the values its help text lists), less the
+    ones wb names as left out: a TRL that adds, renames or drops a loss fails here."""
+    import dataclasses
+
+    pytest.importorskip("trl")
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl import DPOConfig, GRPOConfig, KTOConfig
+    from trl.experimental.cpo import CPOConfig
+
+    def trls(config: type) -> list[str]:
+        meta = next(f for f in dataclasses.fields(config) if f.name == "loss_type").metadata
+        if "choices" in meta:
+            return list(meta["choices"])
+        listed = re.search(r"(?:Possible|Supported) values are:? (.*?)\. ", meta["help"])
+        assert listed, meta["help"]
+        return re.findall(r"'(\w+)'", listed.group(1))
+
+    configs = {"dpo": DPOConfig, "simpo": CPOConfig, "kto": KTOConfig, "grpo": GRPOConfig}
+    for method, config in configs.items():
+        left_out = [name for name, (of, _) in LOSS_TYPES_LEFT_OUT.items() if of == method]
+        assert sorted(LOSS_TYPES[method] + tuple(left_out)) == sorted(trls(config)), method

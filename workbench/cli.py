@@ -383,8 +383,9 @@ def _print_preference(p: dict[str, Any] | None, pairs: str = "kept pairs") -> No
     bias = p.get("length_bias")
     if bias and bias["pairs"]:
         out.print(
-            f"length bias: chosen longer in {100 * bias['chosen_longer_share']:.0f}% of {bias['pairs']:,} {pairs}, "
-            f"mean chosen/rejected length ratio {bias['mean_length_ratio']:.2f} (UTF-8 bytes)",
+            f"length bias: chosen longer in {100 * bias['chosen_longer_share']:.0f}% of {bias['pairs']:,} {pairs}"
+            + (f", {bias['equal']:,} of equal length" if bias["equal"] else "")
+            + f", mean chosen/rejected length ratio {bias['mean_length_ratio']:.2f} (UTF-8 bytes)",
             markup=False,
         )
     if "labels" in p:
@@ -686,6 +687,8 @@ def plan(
         f"heads {m['attention_heads']}/{m['kv_heads']}, vocab {m['vocab_size']:,}, context {m['context'] or '-'}",
         markup=False,
     )
+    if m.get("shape_distance"):
+        err.print(f"warn: {m['shape_distance']}", markup=False)
     fit_to = f"{_gib(mach['memory'])} GiB" if mach["memory"] is not None else "unknown"
     out.print(
         f"step: {st['batch']} x {st['seq_len']} tokens on {st['device']} in {st['precision']} "
@@ -956,7 +959,7 @@ def chat(
     err.print(
         f"adapters: {names}; active: {loaded.active or 'base'}. /adapter NAME, /base, /reset, /quit", markup=False
     )
-    for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+    for line in _input_lines():
         text = line.strip()
         if not text:
             continue
@@ -965,8 +968,12 @@ def chat(
         if text == "/reset":
             history = []
             continue
-        if text == "/base" or text.startswith("/adapter"):
-            loaded.use(None if text == "/base" else text.split(maxsplit=1)[-1].strip())
+        command, _, name = text.partition(" ")
+        if command in ("/base", "/adapter"):
+            try:  # a typo is said, and the session goes on
+                loaded.use(None if command == "/base" else name.strip())
+            except WbError as e:
+                err.print(f"error: {e}", markup=False)
             err.print(f"active: {loaded.active or 'base'}", markup=False)
             continue
         prompt = prompt_for(loaded, {"instruction": text, "system": system, "history": history})
@@ -1359,7 +1366,8 @@ def _input_lines() -> Iterator[str]:
     while True:
         try:
             yield input("you> ")
-        except EOFError:
+        except EOFError:  # Ctrl-D
+            sys.stdout.write("\n")  # the shell's prompt starts on a line of its own
             return
 
 

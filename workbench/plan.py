@@ -9,7 +9,7 @@ A Llama-style decoder (Llama, Mistral, Qwen, SmolLM): per layer q/k/v/o projecti
 key/value heads of width `d`), a SwiGLU MLP (gate/up `h → i`, down `i → h`), two RMSNorms; an embedding `V × h`
 and an output head (tied or not). Parameters: `V·h·(1 + untied) + h + L·(2h·a·d + 2h·kv·d + 3h·i + 2h)`
 (Llama-2-7B: 6,738,415,616, as its model card says 6.7B). `--params N` picks the shape in SHAPES nearest to N
-(log scale), from the published configs:
+(log scale), from the published configs; the plan says how far N is from it, and N beyond the table is refused:
 
 | shape | params | h | L | heads / kv | i | V | tied | context | config |
 |---|---|---|---|---|---|---|---|---|---|
@@ -197,12 +197,41 @@ SHAPES: dict[str, Shape] = {
 }
 
 
+SHAPE_REACH = 2.0  # --params more than this factor beyond the smallest or largest shape is refused: none describes it
+SHAPE_MATCH = 1.1  # within this factor a shape is the size asked for; further off, the plan says how far
+
+
 def shape_for_params(n: float) -> Shape:
-    """The shape in SHAPES whose parameter count is nearest to `n` on a log scale."""
+    """The shape in SHAPES whose parameter count is nearest to `n` on a log scale; refused beyond SHAPE_REACH of the
+    table's ends (a 1e30 request would otherwise be planned as a 70B model without a word)."""
     if not math.isfinite(n) or n <= 0:
         raise WbError(f"--params: {n!r} is not a positive parameter count (e.g. 7e9)")
     label, shape = min(SHAPES.items(), key=lambda kv: abs(math.log(kv[1].total_params() / n)))
+    have = shape.total_params()
+    sizes = [s.total_params() for s in SHAPES.values()]
+    if n > max(sizes) * SHAPE_REACH or n < min(sizes) / SHAPE_REACH:
+        end = "largest" if n > have else "smallest"
+        raise WbError(
+            f"--params {n:.3g}: {_times(n, have)} the {end} shape wb plans for ({label}, {have / 1e9:.2f}B "
+            "parameters); plan a model of another size from its config.json with --model FOLDER"
+        )
     return replace(shape, name=f"{label} shape ({shape.name})")
+
+
+def _times(n: float, have: int) -> str:
+    """How `n` compares with `have`: `2.31x more than` / `1.6x fewer than`."""
+    return f"{n / have:.3g}x more than" if n > have else f"{have / n:.3g}x fewer than"
+
+
+def shape_distance(n: float, shape: Shape) -> str | None:
+    """What the plan says when the shape planned for `--params n` is not that size (beyond SHAPE_MATCH)."""
+    have = shape.total_params()
+    if max(have / n, n / have) <= SHAPE_MATCH:
+        return None
+    return (
+        f"--params {n:.3g} asks for {_times(n, have)} the nearest shape wb plans for, {shape.name} with "
+        f"{have / 1e9:.2f}B parameters: the figures are that shape's"
+    )
 
 
 def _need(config: dict[str, Any], key: str, source: str, *alts: str) -> int:
@@ -884,11 +913,22 @@ def build_plan(
             lengths["tokenizer"] = shape.name  # the spec the user gave, not the resolved cache folder
         if lengths and lengths.get("tokens_total") and "trained_share" not in fields:
             fields["trained_share"] = max(1e-6, lengths["trained_tokens_total"] / lengths["tokens_total"])
+    if "seq_len" not in fields and shape.context is not None and shape.context < Options.seq_len:
+        fields["seq_len"] = shape.context  # the default length, for a model whose context is shorter
     try:
         opts = Options(device=dev, precision=compute, **fields)
     except TypeError as e:
         raise WbError(f"wb plan: {e}") from None
+    if shape.context is not None and opts.seq_len > shape.context:
+        asked = "--seq-len" if overrides.get("seq_len") is not None else f"{model}/recipe.yaml: max_length"
+        raise WbError(
+            f"{asked} {opts.seq_len:,}: longer than the model's context of {shape.context:,} tokens "
+            f"({shape.source}: max_position_embeddings)"
+        )
     result = plan(shape, opts, chosen, size, source, reason)
+    if params is not None:
+        result.model["params_asked"] = params
+        result.model["shape_distance"] = shape_distance(params, shape)
     if facts is not None:
         items = advice.advise(facts, chosen, opts.seq_len, shape.context, found.names, lengths, rejected)
         result.advice = [a.to_dict() for a in items]

@@ -271,9 +271,14 @@ def detect_shape(obj: Any) -> Shape | None:
         if isinstance(obj.get("chosen"), list) and isinstance(obj.get("rejected"), list):
             return "implicit"
         return "pairwise"  # validation names the missing prompt
-    if "kto_tag" in obj or ("label" in obj and (isinstance(obj["label"], bool) or "completion" in obj)):
+    if "kto_tag" in obj or _kto_label(obj):
         return "kto"
     return None
+
+
+def _kto_label(obj: dict[str, Any]) -> bool:
+    """A `label` that makes a record a KTO example (a boolean, or any label beside a `completion`)."""
+    return "label" in obj and (isinstance(obj["label"], bool) or "completion" in obj)
 
 
 def detect_kind(obj: Any) -> Kind | None:
@@ -510,6 +515,15 @@ def to_canonical(obj: Any) -> Canonical:
             "chosen",
             "not a preference record (no chosen/rejected, label/kto_tag, completions or prompt_messages)",
             "not_preference",
+        )
+    pair_fields = [k for k in ("chosen", "rejected") if k in obj]
+    kto_fields = [k for k in ("completion", "kto_tag") if k in obj] + (["label"] if _kto_label(obj) else [])
+    if pair_fields and kto_fields:  # two shapes in one record: reading it as either would drop the other's fields
+        raise RecordError(
+            kto_fields[0],
+            f"a pair ({'/'.join(pair_fields)}) and a KTO example ({'/'.join(kto_fields)}) in one record; keep the "
+            "fields of one",
+            "ambiguous_shape",
         )
     rec = _validate(INPUT_MODELS[shape], obj)
     if shape == "canonical":

@@ -408,7 +408,10 @@ class LengthBias(_Strict):
     chosen_longer_share: Fraction | None = Field(description="chosen_longer / pairs (null without pairs).")
     mean_length_ratio: Number | None = Field(description="Mean of len(chosen) / len(rejected) over the pairs.")
     max_share: Fraction = Field(description="The profile's threshold: warn above it (or below 1 - it).")
-    biased: bool = Field(description="chosen_longer_share is beyond the threshold either way; a warning was given.")
+    biased: bool = Field(
+        description="chosen_longer or rejected_longer is above max_share of the pairs (equal-length pairs count for "
+        "neither); a warning was given."
+    )
 
 
 class KtoLabels(_Strict):

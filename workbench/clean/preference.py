@@ -300,13 +300,15 @@ class LengthBias:
     def report(self, max_share: float) -> tuple[dict[str, Any], list[str]]:
         share = self.chosen_longer / self.pairs if self.pairs else None
         ratio = self.ratio_sum / self.pairs if self.pairs else None
-        biased = share is not None and (share > max_share or share < 1 - max_share)
+        # Either answer longer in more than max_share of the pairs; equal-length pairs teach no length either way.
+        biased = self.pairs > 0 and max(self.chosen_longer, self.rejected_longer) / self.pairs > max_share
+        equal = self.pairs - self.chosen_longer - self.rejected_longer
         out = {
             "measure": "utf8_bytes",
             "pairs": self.pairs,
             "chosen_longer": self.chosen_longer,
             "rejected_longer": self.rejected_longer,
-            "equal": self.pairs - self.chosen_longer - self.rejected_longer,
+            "equal": equal,
             "chosen_longer_share": round(share, 4) if share is not None else None,
             "mean_length_ratio": round(ratio, 4) if ratio is not None else None,
             "max_share": max_share,
@@ -317,9 +319,10 @@ class LengthBias:
             longer = "longer" if share > max_share else "shorter"
             part = share if share > max_share else self.rejected_longer / self.pairs
             warnings.append(
-                f"length bias: chosen is the {longer} answer in {100 * part:.0f}% of the {self.pairs} kept pairs "
-                f"(mean chosen/rejected length ratio {ratio:.2f}; warning above {100 * max_share:.0f}%): a DPO model "
-                "trained on them can learn length instead of the preference"
+                f"length bias: chosen is the {longer} answer in {100 * part:.0f}% of the {self.pairs} kept pairs"
+                + (f", {equal} of equal length" if equal else "")
+                + f" (mean chosen/rejected length ratio {ratio:.2f}; warning above {100 * max_share:.0f}%): "
+                "a DPO model trained on them can learn length instead of the preference"
             )
         return out, warnings
 

@@ -135,7 +135,7 @@ def render(tokenizer: Any, record: dict[str, Any]) -> str:
     """The conversation as the reward model reads it (chat template, else Alpaca prompt + answer)."""
     full = {"system": "", "history": [], "input": "", **record}
     if getattr(tokenizer, "chat_template", None):
-        return str(tokenizer.apply_chat_template(tdata.messages_of(full), tokenize=False))
+        return tdata._render(tokenizer, tdata.messages_of(full), generation_prompt=False)
     prompt = tdata.prompt_text(tokenizer, "alpaca", full)
     return prompt + full["output"] + (tokenizer.eos_token or "")
 

@@ -36,6 +36,7 @@ NAMED_TEMPLATES = ("chatml", "llama3", "qwen", "glm4")
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 RUN_TEMPLATE_FILE = "chat_template.jinja"  # a template file's copy in the run folder, which generation reads
 TEMPLATE_KEYWORDS = ("auto", "chat", "alpaca")
+_TEMPLATE_SOURCES: dict[str, str] = {}  # template text -> the file or named template it came from (error messages)
 
 
 def check_template_spec(spec: str) -> str:
@@ -89,6 +90,7 @@ def choose_template(tokenizer: Any, wanted: str) -> Template:
     text = template_text(wanted)
     if text is not None:
         tokenizer.chat_template = text
+        _TEMPLATE_SOURCES[text] = wanted
         return "chat"
     has_chat = bool(getattr(tokenizer, "chat_template", None))
     if wanted == "chat" and not has_chat:
@@ -115,11 +117,26 @@ def messages_of(record: dict[str, Any]) -> list[dict[str, Any]]:
 def _render(
     tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool, tools: list[dict[str, Any]] | None = None
 ) -> str:
-    return str(
-        tokenizer.apply_chat_template(
-            messages, tools=tools or None, tokenize=False, add_generation_prompt=generation_prompt
+    """The one place a chat template is compiled and rendered: what the template itself gets wrong (a syntax error,
+    a construct Jinja's sandbox blocks, its own `raise_exception`) is the user's input, so one line naming it."""
+    from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
+
+    try:
+        return str(
+            tokenizer.apply_chat_template(
+                messages, tools=tools or None, tokenize=False, add_generation_prompt=generation_prompt
+            )
         )
-    )
+    except TemplateError as err:
+        source = _TEMPLATE_SOURCES.get(str(getattr(tokenizer, "chat_template", None)))
+        source = source or f"the chat template of {getattr(tokenizer, 'name_or_path', '') or 'the model'}"
+        if isinstance(err, TemplateSyntaxError):
+            what = f"syntax error on line {err.lineno}: {err.message}"
+        elif isinstance(err, SecurityError):
+            what = f"blocked by Jinja's sandbox: {err}"
+        else:
+            what = f"the template failed: {err}"
+        raise WbError(f"template {source}: {what}") from None
 
 
 PROBE_TOOL = "wb_probe_tool"
@@ -145,6 +162,7 @@ def _renders_tools(tokenizer: Any) -> bool:
     try:
         rendered = _render(tokenizer, probe, generation_prompt=False)
     except Exception:  # templates that refuse the tool role raise from inside Jinja
+        end_of_turn(tokenizer)  # a template that fails on a plain conversation too says why
         return False
     return PROBE_TOOL in rendered and "wb_probe_result" in rendered
 

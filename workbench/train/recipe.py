@@ -51,6 +51,34 @@ Method = Literal[
 ]
 PREFERENCE_METHODS = ("dpo", "orpo", "simpo", "kto", "reward", "grpo")
 """Methods trained by a TRL trainer on preference data (`preference:` section; docs/preference-training.md)."""
+# TRL 1.16's loss variants per method (`loss_type` of DPOConfig's and GRPOConfig's help, KTOConfig's and
+# CPOConfig's field choices), checked at recipe load; tests/test_recipe.py checks them against the installed TRL.
+# orpo and reward have none. Left out: the two that need a TRL setting wb does not pass (LOSS_TYPES_LEFT_OUT).
+LOSS_TYPES: dict[str, tuple[str, ...]] = {
+    "dpo": (
+        "sigmoid",
+        "hinge",
+        "ipo",
+        "nca_pair",
+        "robust",
+        "bco_pair",
+        "sppo_hard",
+        "aot",
+        "aot_unpaired",
+        "apo_zero",
+        "apo_down",
+        "discopop",
+        "sft",
+        "sigmoid_norm",
+    ),
+    "simpo": ("sigmoid", "hinge", "ipo", "simpo", "alphapo"),
+    "kto": ("kto", "apo_zero_unpaired"),
+    "grpo": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"),
+}
+LOSS_TYPES_LEFT_OUT: dict[str, tuple[str, str]] = {  # name: (method, what it needs)
+    "exo_pair": ("dpo", "TRL's label_smoothing > 0"),
+    "luspo": ("grpo", "TRL's importance_sampling_level sequence"),
+}
 LORA_METHODS = ("lora", "qlora", "dora")
 # Methods that prepend virtual tokens to every sequence: packed examples would share them.
 VIRTUAL_TOKEN_METHODS = ("prompt_tuning", "prefix_tuning", "p_tuning")
@@ -525,6 +553,16 @@ class Recipe(Strict):
                 raise ValueError("preference.init_from continues a LoRA adapter: use preference.weights lora or qlora")
             if pref.weights == "qlora" and self.method == "reward":
                 raise ValueError("preference.weights qlora: the reward head trains in full precision; use lora")
+            accepted = LOSS_TYPES.get(self.method, ())
+            if pref.loss_type is not None and pref.loss_type not in accepted:
+                if not accepted:
+                    raise ValueError(f"preference.loss_type: method {self.method} has no loss variants; leave it out")
+                method, needs = LOSS_TYPES_LEFT_OUT.get(pref.loss_type, ("", ""))
+                why = f" ({pref.loss_type} needs {needs}, which wb does not set)" if method == self.method else ""
+                raise ValueError(
+                    f"preference.loss_type: {pref.loss_type!r} is not one of method {self.method}'s: "
+                    f"{', '.join(accepted)}{why}"
+                )
         if self.loraplus_lr_ratio is not None and self.method not in LORA_METHODS:
             raise ValueError(f"loraplus_lr_ratio is for lora, dora and qlora, not method {self.method}")
         if self.method == "qlora" and self.lora.init in ("pissa", "olora"):
