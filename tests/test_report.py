@@ -90,13 +90,15 @@ def test_markdown_escapes_names_that_would_break_a_table(run: Path, tmp_path: Pa
 def test_gate_verdict_comes_first_and_report_still_exits_0(run: Path, tmp_path: Path, wb: Any) -> None:
     result = wb("report", run, "-o", tmp_path / "out" / "x.html", "--gate", GATE)
     assert result.exit_code == 0, result.output
-    assert "gate failed (2 of 7): demo" in result.stdout
+    assert "gate failed: 5 of 7 checks pass, 2 fail (demo)" in result.stdout
     page = (tmp_path / "out" / "x.html").read_text(encoding="utf-8")
     assert sections(page)[0] == "gate"
-    assert "Gate failed: 5 of 7 checks pass" in page and "too few to decide" in page
+    assert "Gate failed: 5 of 7 checks pass, 2 fail<" in page and "too few to decide" in page
     doc = json.loads((tmp_path / "out" / "x.json").read_text(encoding="utf-8"))
     assert doc["runs"][0]["gate"]["passed"] is False and doc["runs"][0]["gate"]["counts"]["fail"] == 2
-    assert "**Gate: ❌ failed** (2 of 7 checks" in (tmp_path / "out" / "x.md").read_text(encoding="utf-8")
+    assert "**Gate: ❌ failed**: 5 of 7 checks pass, 2 fail (" in (tmp_path / "out" / "x.md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_a_run_without_eval_renders_data_and_training_and_says_what_is_missing(tmp_path: Path) -> None:
@@ -389,7 +391,9 @@ def test_a_real_clean_train_eval_run_reports_and_gates(
     assert summary["review"]["verdicts"]["tie"] == len(sample)
 
     gated = wb("gate", "runs/real", "-t", GATE, "--junit", "gate.xml")
-    assert gated.exit_code == 1 and gated.stdout.count("missing") == 1  # every path is valid; one arithmetic item:
+    # Every path is valid; one check is missing (one arithmetic item): its table row, and the count line.
+    assert gated.exit_code == 1 and gated.stdout.count("missing") == 2
+    assert ", 1 missing," in gated.stdout.splitlines()[-1]
     assert "missing: task.json_valid.delta_lower: no interval: 1 item has this metric" in gated.stderr
     gated = wb("gate", "runs/real", "-t", thresholds_file(tmp_path, ["review.verdicts.tie >= 1", "task.n <= 3"]))
     assert gated.exit_code == 0, gated.output

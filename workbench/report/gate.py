@@ -237,6 +237,22 @@ class GateResult:
     def warnings(self) -> list[str]:
         return [f"{r.check.metric}: {w}" for r in self.results for w in r.warnings]
 
+    @property
+    def tally(self) -> str:
+        """The one count of a gate, the same on the terminal, the page and in Markdown: `8 of 10 checks pass,
+        2 inconclusive (2 allowed)`."""
+        parts = [f"{self.count('pass')} of {len(self.results)} checks pass"]
+        for verdict in ("fail", "missing", "inconclusive"):
+            n = self.count(verdict)
+            allowed = sum(r.verdict == verdict and r.passed for r in self.results)
+            if n:
+                parts.append(f"{n} {verdict}" + (f" ({allowed} allowed)" if allowed else ""))
+        return ", ".join(parts)
+
+    @property
+    def headline(self) -> str:
+        return f"gate {'passed' if self.passed else 'failed'}: {self.tally}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "thresholds": self.source,
@@ -398,9 +414,7 @@ def evaluate(gate: GateFile, summary: dict[str, Any], source: str = "") -> GateR
         warnings = _warnings(check, summary)
         reason = _inconclusive(check, summary)
         if reason is not None and verdict == "pass":  # a missed threshold stays a failure, whatever the noise
-            verdict, message = "inconclusive", f"{_num(value)}: {reason}"
-            if check.allow_inconclusive:
-                warnings.append(f"inconclusive (allowed by allow_inconclusive): {reason}")
+            verdict, message = "inconclusive", f"{_num(value)}: {reason}"  # the reason is said once, here
         elif reason is not None:
             warnings.append(reason)
         results.append(CheckResult(check, value, verdict, message, warnings))

@@ -843,12 +843,14 @@ def _gate_view(gate: GateResult | None) -> dict[str, Any] | None:
         "passed": gate.passed,
         "source": gate.source,
         "counts": {v: gate.count(v) for v in VERDICTS},
+        "tally": gate.tally,
         "rows": [
             {
                 "metric": r.check.metric,
                 "threshold": r.check.threshold_text,
                 "value": _gate_value(r.value),
                 "verdict": r.verdict,
+                "allowed": r.verdict != "pass" and r.passed,
                 "message": r.message,
                 "warnings": r.warnings,
             }
