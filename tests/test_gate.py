@@ -390,3 +390,103 @@ def test_gate_starts_without_torch(run: Path, tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _edit_metrics(run: Path, edit: Any) -> None:
+    """Edit the fixture's eval/metrics.json by hand (its manifest holds no hashes, as an older wb wrote it)."""
+    metrics = run / "eval" / "metrics.json"
+    doc = json.loads(metrics.read_text(encoding="utf-8"))
+    edit(doc)
+    metrics.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+
+
+def _set(path: str, value: Any) -> Any:
+    def edit(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (
+            "task.metrics.exact_match.tuned",
+            7.0,
+            "task.metrics: exact_match.tuned: 7.0 is outside [0, 1] (exact_match is",
+        ),
+        (
+            "forgetting.general_zh.metrics.accuracy.upper",
+            1.3,
+            "general_zh.metrics: accuracy.upper: 1.3 is outside [0, 1]",
+        ),
+        ("task.metrics.rouge_l.delta_lower", -1.5, "task.metrics: rouge_l.delta_lower: -1.5 is outside [-1, 1]"),
+        ("task.metrics.json_valid.mcnemar_p", 2.0, "task.metrics.json_valid.mcnemar_p"),
+        ("task.corpus.bleu.tuned", 231.0, "task.corpus.bleu.tuned"),
+        ("preference", {"n": 9, "implicit_accuracy": {"tuned": 7.0}}, "preference.implicit_accuracy: tuned: 7.0 is"),
+    ],
+)
+def test_a_hand_edited_rate_outside_its_range_is_refused_naming_the_field(
+    run: Path, tmp_path: Path, wb: Any, path: str, value: Any, field: str
+) -> None:
+    _edit_metrics(run, _set(path, value))
+    result = wb("gate", run, "-t", thresholds(tmp_path, ["task.rouge_l.tuned >= 0.3"]))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and lines[0].startswith(f"error: {run / 'eval' / 'metrics.json'}: field ") and field in lines[0]
+    )
+
+
+def test_a_loss_is_not_a_rate_and_may_exceed_1(run: Path, tmp_path: Path, wb: Any) -> None:
+    _edit_metrics(run, _set("task.metrics.loss.tuned", 7.0))
+    assert wb("gate", run, "-t", thresholds(tmp_path, ["task.loss.tuned <= 8"])).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "check", "why"),
+    [
+        (_set("task.n", 0), "task.rouge_l.tuned >= 0.3", "the task set has 0 items"),
+        (_set("forgetting.general_en.n", 0), "forgetting.general_en.accuracy.tuned >= 0.5", "general_en has 0 items"),
+        (
+            _set("preference", {"n": 0, "implicit_margin": {"tuned": 0.0, "lower": 0.0, "upper": 0.0}}),
+            "pref.implicit_margin.tuned >= 0",
+            "scored 0 items",
+        ),
+    ],
+)
+def test_a_check_on_a_set_of_0_items_is_missing(
+    run: Path, tmp_path: Path, wb: Any, edit: Any, check: str, why: str
+) -> None:
+    _edit_metrics(run, edit)
+    result = wb("gate", run, "-t", thresholds(tmp_path, [check]))
+    assert result.exit_code == 1, result.output
+    assert f"missing: {check.split()[0]}: " in result.stderr and why in result.stderr
+    assert "gate failed: 0 of 1 checks pass, 1 missing" in result.stdout
+
+
+def test_a_preference_margin_that_is_the_same_on_every_pair_is_inconclusive(run: Path, tmp_path: Path, wb: Any) -> None:
+    from workbench.evaluate.preference import _accuracy
+
+    # What `wb eval --prefs` computes when the policy equals its reference: every log-ratio 0, margin 0.000 [0, 0].
+    accuracy, margin = _accuracy([0.0] * 24, [0.0] * 24, seed=0)
+    section = {"n": 24, "implicit_accuracy": accuracy.model_dump(exclude_none=True)}
+    section["implicit_margin"] = margin.model_dump(exclude_none=True)
+    _edit_metrics(run, _set("preference", section))
+    gate = thresholds(tmp_path, ["pref.implicit_margin.tuned >= 0", "pref.implicit_accuracy.tuned <= 0.5"])
+    result = wb("gate", run, "-t", gate)
+    assert result.exit_code == 1, result.output
+    assert "inconclusive: pref.implicit_margin.tuned: 0: every one of the 24 pairs has the same margin" in result.stderr
+    assert "inconclusive: pref.implicit_accuracy.tuned: 0: " in result.stderr
+    assert "gate failed: 0 of 2 checks pass, 2 inconclusive" in result.stdout
+    # Margins that differ between pairs carry information: the same checks decide.
+    accuracy, margin = _accuracy([0.5, 0.2, -0.1] * 8, [0.1, 0.3, -0.4] * 8, seed=0)
+    section = {"n": 24, "implicit_accuracy": accuracy.model_dump(exclude_none=True)}
+    section["implicit_margin"] = margin.model_dump(exclude_none=True)
+    _edit_metrics(run, _set("preference", section))
+    result = wb("gate", run, "-t", thresholds(tmp_path, ["pref.implicit_margin.tuned >= 0"]))
+    assert result.exit_code == 0, result.output
