@@ -25,10 +25,11 @@ demo: $(VENV)/.installed
 	rm -rf runs/demo
 	$(BIN)/wb train pipelines/train-demo.yaml
 	$(BIN)/wb eval runs/demo --data data/demo/eval.jsonl --probe-limit 40 --max-new-tokens 96
-	$(BIN)/wb report runs/demo --gate pipelines/gate.yaml -o reports/demo.html
+	$(BIN)/wb report runs/demo --gate pipelines/gate.yaml -o runs/demo/report.html
 	$(BIN)/wb gate runs/demo --thresholds pipelines/gate.yaml --junit runs/demo/gate.junit.xml
 	@echo "demo: cleaned data in $(DEMO)/clean.jsonl (every drop explained in $(DEMO)/clean.dropped.jsonl);"
-	@echo "      run (adapter, loss curve, manifest, eval/) in runs/demo/; report in reports/demo.html"
+	@echo "      run (adapter, loss curve, manifest, eval/) in runs/demo/; report in runs/demo/report.html"
+	@echo "      (reports/demo.html is the committed sample, from another machine: make demo leaves it as it is)"
 
 # Headless Chromium for the report's browser test: Debian's package, installed once where apt-get can run
 # (as root). Elsewhere make goes on and the browser test is skipped with the reason.

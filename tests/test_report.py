@@ -412,3 +412,25 @@ def test_a_torn_cleaning_set_is_reported_as_incomplete(run: Path, tmp_path: Path
     assert any("clean.jsonl: does not match" in w and "torn" in w for w in load_run(run).summary["warnings"])
     (tmp_path / "w" / "data" / "clean.manifest.json").unlink()  # a kill before the manifest was written
     assert any("an incomplete set" in w for w in load_run(run).summary["warnings"])
+
+
+def test_make_demo_writes_only_where_git_ignores_and_leaves_the_sample_report_alone() -> None:
+    """A fresh clone stays clean after `make demo`: every file the demo target writes lies under an ignored folder,
+    and the committed sample in reports/ is never its output (the README quotes it, with the CPU it came from)."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    variables = dict(re.findall(r"^(\w+) :?= (.+)$", makefile, flags=re.M))
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert recipe is not None
+    commands = [line.strip() for line in recipe.group(1).splitlines() if not line.strip().startswith("@echo")]
+    written = []
+    for command in commands:
+        args = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), command).split()
+        written += [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-o", "--output", "--junit")]
+    assert "runs/demo/report.html" in written and len(written) == 3, written
+    ignored = [line.strip().strip("/") for line in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()]
+    for path in written:
+        assert path.split("/")[0] in ignored, f"make demo writes {path}, which git tracks"
+    assert not any(p.startswith("reports/") for p in written)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "ends with the report at\n`runs/demo/report.html`" in readme
+    assert "Figures of the committed sample report (fp32 on an AVX2-only AMD EPYC" in readme
