@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO
-from report_fixtures import SCRIPT, make_run
+from report_fixtures import CHROMIUM_ARGS, SCRIPT, chromium, make_run
 
 from workbench.report import html as report_html
 from workbench.report.html import build_report, word_diff
@@ -235,16 +234,9 @@ def test_the_template_ships_inside_the_package() -> None:
 # -- in a real browser ----------------------------------------------------------------------------------------------
 
 
-def _chromium() -> str | None:
-    for candidate in ("/usr/lib/chromium/chromium", "/usr/bin/chromium", shutil.which("chromium") or ""):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 @pytest.mark.browser
 def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
-    binary = _chromium()
+    binary = chromium()
     if binary is None:
         pytest.skip("no chromium binary (make test installs Debian's chromium where apt-get runs as root)")
     sync_api = pytest.importorskip(
@@ -256,18 +248,7 @@ def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
     pair = build_report([run, other], tmp_path / "pair.html", GATE).html
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=binary,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-default-apps",
-                "--no-first-run",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
         try:
             for path, ids in (
                 (single, ["gate", *SECTIONS]),
@@ -293,6 +274,64 @@ def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
                 assert requests == [url], requests
                 assert problems == [], problems
                 assert dialogs == [], dialogs
+                page.close()
+        finally:
+            browser.close()
+
+
+def test_corpus_scores_are_shown_on_the_0_to_1_scale_of_the_sentence_scores(run: Path, tmp_path: Path) -> None:
+    page = build_report([run], tmp_path / "r.html").html.read_text(encoding="utf-8")
+    corpus = re.search(r'<table data-part="corpus">.*?</table>', page, flags=re.S)
+    assert corpus is not None
+    assert '<th class="num">tuned (0–1)</th><th class="num">base (0–1)</th>' in corpus.group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', corpus.group(0))
+    # metrics.json holds sacrebleu's 23.1 and 11.0 (BLEU) and 48.2 and 40.1 (chrF): shown as 0.231 ... like bleu's 0.x
+    assert cells[1:3] == ["0.231", "0.110"] and "0.482" in cells and "0.401" in cells
+    assert "23.10" not in corpus.group(0) and "48.20" not in corpus.group(0)
+
+
+_TABLE_FIT = """() => {
+  const problems = [];
+  for (const table of document.querySelectorAll('table')) {
+    const box = table.parentElement, style = getComputedStyle(box);
+    const room = box.getBoundingClientRect().right - parseFloat(style.paddingRight) - parseFloat(style.borderRightWidth);
+    const name = (table.closest('section') || document.body).id + ' ' + (table.dataset.part || 'table');
+    const over = table.getBoundingClientRect().right - room;
+    if (over > 1) problems.push(name + ': ' + Math.round(over) + 'px too wide');
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth) problems.push('the page scrolls sideways');
+  return problems;
+}"""
+
+
+@pytest.mark.browser
+def test_every_table_fits_a_1280_pixel_window(tmp_path: Path) -> None:
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no chromium binary (make test installs Debian's chromium where apt-get runs as root)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
+    )
+    run = make_run(tmp_path / "w")
+    metrics = run / "eval" / "metrics.json"
+    doc = json.loads(metrics.read_text(encoding="utf-8"))
+    # A user's own probe set, named as such sets are: one long word, in a row of eleven cells.
+    doc["forgetting"]["customer_support_regression_probes_zh_2026q3"] = doc["forgetting"]["general_zh"]
+    metrics.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    other = make_run(tmp_path / "v", name="other", seed=5, quality=0.6)
+    pages = [
+        build_report([run], tmp_path / "one.html", GATE).html,
+        build_report([run, other], tmp_path / "ab.html").html,
+    ]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            for path in pages:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(path.resolve().as_uri(), wait_until="load")
+                assert page.locator('table[data-part="forgetting"]').count() >= 1
+                assert page.locator('table[data-part="corpus"]').count() >= 1
+                assert page.evaluate(_TABLE_FIT) == [], path.name
                 page.close()
         finally:
             browser.close()
