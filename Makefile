@@ -25,19 +25,23 @@ demo: $(VENV)/.installed
 	rm -rf runs/demo
 	$(BIN)/wb train pipelines/train-demo.yaml
 	$(BIN)/wb eval runs/demo --data data/demo/eval.jsonl --probe-limit 40 --max-new-tokens 96
-	$(BIN)/wb report runs/demo --gate pipelines/gate.yaml -o reports/demo.html
+	$(BIN)/wb report runs/demo --gate pipelines/gate.yaml -o runs/demo/report.html
 	$(BIN)/wb gate runs/demo --thresholds pipelines/gate.yaml --junit runs/demo/gate.junit.xml
 	@echo "demo: cleaned data in $(DEMO)/clean.jsonl (every drop explained in $(DEMO)/clean.dropped.jsonl);"
-	@echo "      run (adapter, loss curve, manifest, eval/) in runs/demo/; report in reports/demo.html"
+	@echo "      run (adapter, loss curve, manifest, eval/) in runs/demo/; report in runs/demo/report.html"
+	@echo "      (reports/demo.html is the committed sample, from another machine: make demo leaves it as it is)"
 
-# Headless Chromium for the report's browser test: Debian's package, installed once where apt-get can run
-# (as root). Elsewhere make goes on and the browser test is skipped with the reason.
+# Headless Chromium for the report's browser tests, with a CJK font (without one every Chinese character renders
+# as the same empty box): Debian's chromium and fonts-noto-cjk, installed once where apt-get can run (as root).
+# Without chromium the browser tests are skipped with the reason; chromium without a CJK font fails the CJK test.
 chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; \
+	fc-list :lang=zh family 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-				|| echo "chromium could not be installed: the browser test will be skipped"; \
-		else echo "no apt-get as root: chromium not installed, the browser test will be skipped"; fi; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+				|| echo "could not install$$missing: the browser tests will be skipped (no chromium) or fail (no CJK font)"; \
+		else echo "no apt-get as root: not installed:$$missing (no chromium: browser tests skipped; no CJK font: they fail)"; fi; \
 	fi
 
 test: $(VENV)/.installed chromium

@@ -10,11 +10,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--no-first-run",
+]
+"""Headless Chromium for the report's browser tests: no network, nothing started beside the page."""
+
+
+def chromium() -> str | None:
+    """Debian's chromium (the Makefile's `chromium` target installs it with a CJK font), or None."""
+    for candidate in ("/usr/lib/chromium/chromium", "/usr/bin/chromium", shutil.which("chromium") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
 
 SCRIPT = "<script>alert(1)</script>"
 MARKUP = 'Use <b>bold</b> & <a href="https://example.com/x">a link</a> <img src="http://example.com/p.png">'

@@ -277,3 +277,95 @@ def test_an_edited_or_torn_evaluation_is_refused_by_report_and_gate(tmp_path: Pa
     result = wb("gate", tmp_path / "run", "-t", gate)
     assert result.exit_code == 2 and f"{ev / 'manifest.json'}: missing" in result.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A corrupt cache
+
+
+def _caches(folder: Path) -> dict[str, Any]:
+    from workbench.evaluate.generate import GenerationCache
+    from workbench.evaluate.loglik import LoglikCache
+    from workbench.score.cache import ScoreCache
+
+    gen = GenerationCache(folder / "generations.sqlite")
+    return {
+        "generations": gen,
+        "logliks": LoglikCache(folder / "logliks.sqlite", gen),
+        "scores": ScoreCache(folder / "scores.sqlite"),
+    }
+
+
+def _fill(cache: Any, rows: int) -> None:
+    from workbench.evaluate.generate import Answer, GenerationCache, write_json_rows
+
+    if isinstance(cache, GenerationCache):
+        cache.put_many({f"k{i}": Answer("答案" * 40, 80, True) for i in range(rows)})
+    else:
+        table = "logliks" if "logliks" in cache.path.name else "scores"
+        write_json_rows(cache._connect, table, {f"k{i}": {"loglik": -1.5, "tokens": 3} for i in range(rows)})
+
+
+def _foreign_database(path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    path.unlink()
+    with closing(sqlite3.connect(path)) as db, db:  # a valid SQLite file whose tables are not wb's
+        for table in ("answers", "logliks", "scores"):
+            db.execute(f"CREATE TABLE {table} (id INTEGER, key TEXT, payload BLOB)")
+
+
+CORRUPTIONS = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "random": lambda p: p.write_bytes(__import__("random").Random(7).randbytes(40_000)),
+    "replaced_by_text": lambda p: p.write_text("不是数据库 not a database\n" * 200, encoding="utf-8"),
+    "foreign_tables": _foreign_database,
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("name", ["generations", "logliks", "scores"])
+def test_a_corrupt_cache_is_moved_aside_with_one_warning_and_rebuilt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, corruption: str
+) -> None:
+    _fill(_caches(tmp_path)[name], 2_000)
+    path = tmp_path / f"{name}.sqlite"
+    CORRUPTIONS[corruption](path)
+    bad = path.read_bytes()
+    capsys.readouterr()
+
+    cache = _caches(tmp_path)[name]  # opening it neither raises nor reads the bad file
+
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {path}: not a usable cache ("), lines
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(f"{name}.sqlite.corrupt-")]
+    assert len(aside) == 1 and aside[0].name in lines[0] and aside[0].read_bytes() == bad  # kept for a look
+    _fill(cache, 3)  # the rebuilt cache works, and holds nothing of the bad file
+    assert set(cache.get_many(["k0", "k1", "k2", "k3"])) == {"k0", "k1", "k2"}
+    _caches(tmp_path)
+    assert capsys.readouterr().err == ""  # a healthy cache opens silently
+
+
+@torch_needed
+def test_wb_eval_on_a_corrupt_generation_cache_warns_once_and_evaluates(
+    run: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WB_CACHE", str(cache))
+    cache.mkdir()
+    (cache / "generations.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 16)
+    data = write_jsonl(tmp_path / "eval.jsonl", EVAL)
+    args = ["eval", run, "--data", data, "--no-probes", "--max-new-tokens", "4", "-o", tmp_path / "ev", "-q"]
+    result = wb(*args)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    warned = [line for line in result.stderr.splitlines() if "generations.sqlite" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: ") and "moved aside" in warned[0], result.stderr
+    assert len(list(cache.glob("generations.sqlite.corrupt-*"))) == 1
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["generation"]["cache_misses"] > 0
+    again = wb(*args)  # the rebuilt cache serves the second run
+    assert again.exit_code == 0 and "generations.sqlite" not in again.stderr
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["generation"]["cache_misses"] == 0 and metrics["generation"]["cache_hits"] > 0

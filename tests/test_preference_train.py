@@ -126,6 +126,43 @@ def test_implicit_accuracy_is_reported_with_an_interval_and_gated(dpo_run: Path,
     assert "final_preference" in summary["train"] and summary["train"]["final_preference"]["rewards_accuracies"] == 1.0
 
 
+def test_pairs_whose_chosen_equals_rejected_are_warned_about_and_left_out(
+    dpo_run: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    from workbench.evaluate.config import EvalConfig
+    from workbench.evaluate.pipeline import evaluate
+    from workbench.report.gate import GateFile
+    from workbench.report.gate import evaluate as check_gate
+    from workbench.report.summary import load_run
+
+    same = [
+        {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Hi!"},
+        {"prompt": [{"role": "user", "content": "你好吗？"}], "chosen": "我很好。", "rejected": " 我很好。\n"},
+    ]
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [same[0], *PAIRS[:8], same[1], *PAIRS[8:]])
+    config = EvalConfig(probes=[], prefs=mixed, base=False, cache=False)
+    result = evaluate(dpo_run, config, out_dir=tmp_path / "mixed")
+    pref = result.metrics["preference"]
+    assert pref["n"] == 16 and pref["excluded_identical"] == 2
+    warned = [w for w in result.warnings if "same chosen and rejected" in w]
+    assert len(warned) == 1 and "2 of 18 pairs" in warned[0] and "(lines 1, 10)" in warned[0]
+    clean = evaluate(dpo_run, config.model_copy(update={"prefs": pairs_file}), out_dir=tmp_path / "clean")
+    for key in ("implicit_accuracy", "implicit_margin"):  # the numbers are those of the 16 informative pairs
+        assert pref[key] == clean.metrics["preference"][key]
+    rows = [json.loads(x) for x in (tmp_path / "mixed" / "preference_scores.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rows] == [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18]
+
+    # Only identical pairs: nothing is measured, and a gate on the margin is missing, not a pass at 0.000 [0, 0].
+    only = write_jsonl(tmp_path / "same.jsonl", same)
+    run = tmp_path / "copy"
+    shutil.copytree(dpo_run, run, ignore=shutil.ignore_patterns("eval"))
+    result = evaluate(run, config.model_copy(update={"prefs": only}))
+    assert result.metrics["preference"]["n"] == 0 and "implicit_margin" not in result.metrics["preference"]
+    gate = GateFile.model_validate({"checks": ["pref.implicit_margin.tuned >= 0"]})
+    verdict = check_gate(gate, load_run(run).summary).results[0]
+    assert verdict.verdict == "missing", verdict
+
+
 @pytest.mark.parametrize("method", ["orpo", "simpo", "kto"])
 def test_method_lowers_its_loss(method: str, tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
     extra = {"preference": {"beta": 2.0}} if method == "simpo" else {}

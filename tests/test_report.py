@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO
-from report_fixtures import SCRIPT, make_run
+from report_fixtures import CHROMIUM_ARGS, SCRIPT, chromium, make_run
 
 from workbench.report import html as report_html
 from workbench.report.html import build_report, word_diff
@@ -90,13 +89,15 @@ def test_markdown_escapes_names_that_would_break_a_table(run: Path, tmp_path: Pa
 def test_gate_verdict_comes_first_and_report_still_exits_0(run: Path, tmp_path: Path, wb: Any) -> None:
     result = wb("report", run, "-o", tmp_path / "out" / "x.html", "--gate", GATE)
     assert result.exit_code == 0, result.output
-    assert "gate failed (2 of 7): demo" in result.stdout
+    assert "gate failed: 5 of 7 checks pass, 2 fail (demo)" in result.stdout
     page = (tmp_path / "out" / "x.html").read_text(encoding="utf-8")
     assert sections(page)[0] == "gate"
-    assert "Gate failed: 5 of 7 checks pass" in page and "too few to decide" in page
+    assert "Gate failed: 5 of 7 checks pass, 2 fail<" in page and "too few to decide" in page
     doc = json.loads((tmp_path / "out" / "x.json").read_text(encoding="utf-8"))
     assert doc["runs"][0]["gate"]["passed"] is False and doc["runs"][0]["gate"]["counts"]["fail"] == 2
-    assert "**Gate: ❌ failed** (2 of 7 checks" in (tmp_path / "out" / "x.md").read_text(encoding="utf-8")
+    assert "**Gate: ❌ failed**: 5 of 7 checks pass, 2 fail (" in (tmp_path / "out" / "x.md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_a_run_without_eval_renders_data_and_training_and_says_what_is_missing(tmp_path: Path) -> None:
@@ -233,16 +234,9 @@ def test_the_template_ships_inside_the_package() -> None:
 # -- in a real browser ----------------------------------------------------------------------------------------------
 
 
-def _chromium() -> str | None:
-    for candidate in ("/usr/lib/chromium/chromium", "/usr/bin/chromium", shutil.which("chromium") or ""):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 @pytest.mark.browser
 def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
-    binary = _chromium()
+    binary = chromium()
     if binary is None:
         pytest.skip("no chromium binary (make test installs Debian's chromium where apt-get runs as root)")
     sync_api = pytest.importorskip(
@@ -254,18 +248,7 @@ def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
     pair = build_report([run, other], tmp_path / "pair.html", GATE).html
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=binary,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-default-apps",
-                "--no-first-run",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
         try:
             for path, ids in (
                 (single, ["gate", *SECTIONS]),
@@ -291,6 +274,64 @@ def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
                 assert requests == [url], requests
                 assert problems == [], problems
                 assert dialogs == [], dialogs
+                page.close()
+        finally:
+            browser.close()
+
+
+def test_corpus_scores_are_shown_on_the_0_to_1_scale_of_the_sentence_scores(run: Path, tmp_path: Path) -> None:
+    page = build_report([run], tmp_path / "r.html").html.read_text(encoding="utf-8")
+    corpus = re.search(r'<table data-part="corpus">.*?</table>', page, flags=re.S)
+    assert corpus is not None
+    assert '<th class="num">tuned (0–1)</th><th class="num">base (0–1)</th>' in corpus.group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', corpus.group(0))
+    # metrics.json holds sacrebleu's 23.1 and 11.0 (BLEU) and 48.2 and 40.1 (chrF): shown as 0.231 ... like bleu's 0.x
+    assert cells[1:3] == ["0.231", "0.110"] and "0.482" in cells and "0.401" in cells
+    assert "23.10" not in corpus.group(0) and "48.20" not in corpus.group(0)
+
+
+_TABLE_FIT = """() => {
+  const problems = [];
+  for (const table of document.querySelectorAll('table')) {
+    const box = table.parentElement, style = getComputedStyle(box);
+    const room = box.getBoundingClientRect().right - parseFloat(style.paddingRight) - parseFloat(style.borderRightWidth);
+    const name = (table.closest('section') || document.body).id + ' ' + (table.dataset.part || 'table');
+    const over = table.getBoundingClientRect().right - room;
+    if (over > 1) problems.push(name + ': ' + Math.round(over) + 'px too wide');
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth) problems.push('the page scrolls sideways');
+  return problems;
+}"""
+
+
+@pytest.mark.browser
+def test_every_table_fits_a_1280_pixel_window(tmp_path: Path) -> None:
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no chromium binary (make test installs Debian's chromium where apt-get runs as root)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
+    )
+    run = make_run(tmp_path / "w")
+    metrics = run / "eval" / "metrics.json"
+    doc = json.loads(metrics.read_text(encoding="utf-8"))
+    # A user's own probe set, named as such sets are: one long word, in a row of eleven cells.
+    doc["forgetting"]["customer_support_regression_probes_zh_2026q3"] = doc["forgetting"]["general_zh"]
+    metrics.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    other = make_run(tmp_path / "v", name="other", seed=5, quality=0.6)
+    pages = [
+        build_report([run], tmp_path / "one.html", GATE).html,
+        build_report([run, other], tmp_path / "ab.html").html,
+    ]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            for path in pages:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(path.resolve().as_uri(), wait_until="load")
+                assert page.locator('table[data-part="forgetting"]').count() >= 1
+                assert page.locator('table[data-part="corpus"]').count() >= 1
+                assert page.evaluate(_TABLE_FIT) == [], path.name
                 page.close()
         finally:
             browser.close()
@@ -389,7 +430,9 @@ def test_a_real_clean_train_eval_run_reports_and_gates(
     assert summary["review"]["verdicts"]["tie"] == len(sample)
 
     gated = wb("gate", "runs/real", "-t", GATE, "--junit", "gate.xml")
-    assert gated.exit_code == 1 and gated.stdout.count("missing") == 1  # every path is valid; one arithmetic item:
+    # Every path is valid; one check is missing (one arithmetic item): its table row, and the count line.
+    assert gated.exit_code == 1 and gated.stdout.count("missing") == 2
+    assert ", 1 missing," in gated.stdout.splitlines()[-1]
     assert "missing: task.json_valid.delta_lower: no interval: 1 item has this metric" in gated.stderr
     gated = wb("gate", "runs/real", "-t", thresholds_file(tmp_path, ["review.verdicts.tie >= 1", "task.n <= 3"]))
     assert gated.exit_code == 0, gated.output
@@ -408,3 +451,25 @@ def test_a_torn_cleaning_set_is_reported_as_incomplete(run: Path, tmp_path: Path
     assert any("clean.jsonl: does not match" in w and "torn" in w for w in load_run(run).summary["warnings"])
     (tmp_path / "w" / "data" / "clean.manifest.json").unlink()  # a kill before the manifest was written
     assert any("an incomplete set" in w for w in load_run(run).summary["warnings"])
+
+
+def test_make_demo_writes_only_where_git_ignores_and_leaves_the_sample_report_alone() -> None:
+    """A fresh clone stays clean after `make demo`: every file the demo target writes lies under an ignored folder,
+    and the committed sample in reports/ is never its output (the README quotes it, with the CPU it came from)."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    variables = dict(re.findall(r"^(\w+) :?= (.+)$", makefile, flags=re.M))
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert recipe is not None
+    commands = [line.strip() for line in recipe.group(1).splitlines() if not line.strip().startswith("@echo")]
+    written = []
+    for command in commands:
+        args = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), command).split()
+        written += [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-o", "--output", "--junit")]
+    assert "runs/demo/report.html" in written and len(written) == 3, written
+    ignored = [line.strip().strip("/") for line in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()]
+    for path in written:
+        assert path.split("/")[0] in ignored, f"make demo writes {path}, which git tracks"
+    assert not any(p.startswith("reports/") for p in written)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "ends with the report at\n`runs/demo/report.html`" in readme
+    assert "Figures of the committed sample report (fp32 on an AVX2-only AMD EPYC" in readme

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from report_fixtures import make_run
+import pytest
+from report_fixtures import CHROMIUM_ARGS, chromium, make_run
 
 from workbench.report.html import build_report, word_diff
 
@@ -28,3 +29,50 @@ def test_word_diff_splits_chinese_per_character_next_to_latin_words() -> None:
     segments = word_diff("用Python写代码。", "用Java写代码！")
     assert [t for c, t in segments if c == "diff"] == ["Java", "！"]
     assert "".join(t for _, t in segments) == "用Java写代码！"
+
+
+_GLYPHS = """() => {
+  const font = getComputedStyle(document.body).font;  // the page's own stack, CJK faces included
+  const draw = (text) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 48;
+    canvas.height = 32;
+    const ctx = canvas.getContext('2d');
+    ctx.font = font;
+    ctx.textBaseline = 'top';
+    ctx.fillText(text, 4, 4);
+    return Array.from(ctx.getImageData(0, 0, canvas.width, canvas.height).data).join(',');
+  };
+  return {'中': draw('中'), '国': draw('国'), '城': draw('城'), 'missing': draw('\\u{10FFFD}'), 'blank': draw('')};
+}"""
+
+
+@pytest.mark.browser
+def test_chinese_in_the_page_renders_as_glyphs_not_empty_boxes(tmp_path: Path) -> None:
+    """Without a CJK font Chromium draws every Chinese character as the same empty box (the glyph of a code point no
+    font has), and a page full of boxes still passes every other browser check. Here each character must draw
+    something of its own: different from the others, from the missing-glyph box, and from nothing."""
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no chromium binary (make test installs Debian's chromium and fonts-noto-cjk where apt-get runs)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
+    )
+    page_path = build_report([make_run(tmp_path / "w")], tmp_path / "r.html").html
+    assert "长城" in page_path.read_text(encoding="utf-8")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(page_path.resolve().as_uri(), wait_until="load")
+            drawn = page.evaluate(_GLYPHS)
+        finally:
+            browser.close()
+    chars = ["中", "国", "城"]
+    for ch in chars:
+        draws_nothing = drawn[ch] == drawn["blank"]
+        assert not draws_nothing, f"{ch} draws nothing"
+        is_the_box = drawn[ch] == drawn["missing"]
+        assert not is_the_box, f"{ch} draws the missing-glyph box: no CJK font (apt-get install fonts-noto-cjk)"
+    distinct = len({drawn[ch] for ch in chars})
+    assert distinct == len(chars), "different characters draw the same box: no CJK font"

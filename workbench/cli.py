@@ -1398,8 +1398,7 @@ def report(
     written = build_report(runs, output, gate_file, clean_stats)
     for g in written.gates:
         if g is not None:
-            verdict = "passed" if g.passed else f"failed ({len(g.results) - g.count('pass')} of {len(g.results)})"
-            out.print(f"gate {verdict}: {g.run}", markup=False)
+            out.print(f"{g.headline} ({g.run})", markup=False)
     out.print(f"wrote {written.html}, {written.markdown}, {written.json}", markup=False)
 
 
@@ -1444,13 +1443,7 @@ def gate(
             err.print(f"warning: {w}", markup=False)
     if junit is not None and not quiet:
         out.print(f"wrote {junit}", markup=False)
-    n_bad = result.failed
-    out.print(
-        f"gate passed: {len(result.results)} checks"
-        if result.passed
-        else f"gate failed: {n_bad} of {len(result.results)} checks",
-        markup=False,
-    )
+    out.print(result.headline, markup=False)
     if not result.passed:
         raise typer.Exit(1)
 

@@ -23,7 +23,8 @@ import typing
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from workbench.evaluate import registry
 
@@ -31,6 +32,8 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite number: ints are accepted, bools and strings are not."""
 Count = Annotated[int, Field(strict=True, ge=0)]
 Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
+Percent = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=100)]
+NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
 ItemId = Annotated[int, Field(strict=True)] | str
 
 
@@ -61,11 +64,26 @@ class Stat(_Strict):
     wins: Count | None = Field(None, description="Items where tuned beat base (lower wins for lower-is-better).")
     ties: Count | None = Field(None, description="Items where they are equal.")
     losses: Count | None = Field(None, description="Items where base beat tuned.")
-    mcnemar_p: Number | None = Field(None, description="Exact McNemar p-value (0/1 metrics).")
+    mcnemar_p: Fraction | None = Field(None, description="Exact McNemar p-value (0/1 metrics).")
     n: Count | None = Field(None, description="Items that have this metric (when fewer than the set's n).")
     constant: bool | None = Field(
-        None, description="Every item scores the same value on both sides (0 or 1): the number carries no decision."
+        None,
+        description="Every item scores the same value on both sides (0 or 1), or every preference pair has the same "
+        "margin (the scorer does not tell chosen from rejected): the number carries no decision.",
     )
+
+    def check_rate(self, metric: str, prefix: str = "") -> Stat:
+        """For a metric whose values lie in [0, 1]: its means and interval ends in [0, 1], differences in [-1, 1]."""
+        for name in ("tuned", "lower", "upper", "base", *DELTA_FIELDS):
+            value = getattr(self, name)
+            low = -1 if name in DELTA_FIELDS else 0
+            if value is not None and not low <= value <= 1:
+                raise PydanticCustomError(
+                    "rate_range",
+                    "{field}: {value} is outside [{low}, 1] ({metric} is a rate)",
+                    {"field": prefix + name, "value": value, "low": low, "metric": metric},
+                )
+        return self
 
 
 DELTA_FIELDS = ("delta", "delta_lower", "delta_upper")
@@ -75,15 +93,15 @@ BASE_FIELDS = ("base", *DELTA_FIELDS, "wins", "ties", "losses", "mcnemar_p")
 class CorpusScore(_Strict):
     """A corpus-level sacrebleu score (0-100) of one language group, with what explains it."""
 
-    tuned: Number | None = None
-    base: Number | None = None
+    tuned: Percent | None = None
+    base: Percent | None = None
     signature: str = ""
     n: Count | None = Field(None, description="Items in this language group.")
     language: str | None = Field(None, description="zh (tokenizer zh) or latin (13a); absent for one-language sets.")
-    brevity_penalty: Number | None = Field(None, description="BLEU's brevity penalty of the tuned answers.")
-    base_brevity_penalty: Number | None = None
-    length_ratio: Number | None = Field(None, description="Answer length / reference length (BLEU tokens), tuned.")
-    base_length_ratio: Number | None = None
+    brevity_penalty: Fraction | None = Field(None, description="BLEU's brevity penalty of the tuned answers.")
+    base_brevity_penalty: Fraction | None = None
+    length_ratio: NonNegative | None = Field(None, description="Answer length / reference length (BLEU tokens), tuned.")
+    base_length_ratio: NonNegative | None = None
 
 
 class DegenerateStat(_Strict):
@@ -96,9 +114,9 @@ class DegenerateStat(_Strict):
 
 
 class ClassScores(_Strict):
-    precision: Number
-    recall: Number
-    f1: Number
+    precision: Fraction
+    recall: Fraction
+    f1: Fraction
     support: Count
 
 
@@ -113,8 +131,8 @@ class ClassReport(_Strict):
 
     labels: list[str]
     n: Count
-    accuracy: Number
-    macro_f1: Number
+    accuracy: Fraction
+    macro_f1: Fraction
     unparsed: Count = Field(description="Answers that name no label (or several).")
     per_class: dict[str, ClassScores]
     confusion: Confusion
@@ -165,6 +183,14 @@ class SetMetrics(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict, description="How this set was scored.")
     judge: JudgeSummary | None = Field(None, description="The pairwise judge's verdicts (task set, --judge).")
 
+    @field_validator("metrics", mode="after")
+    @classmethod
+    def _rates_in_range(cls, metrics: dict[str, Stat]) -> dict[str, Stat]:
+        for name, stat in metrics.items():
+            if registry.is_rate(name):
+                stat.check_rate(name, f"{name}.")
+        return metrics
+
 
 class Overlap(_Strict):
     training_data: str | None = None
@@ -180,6 +206,9 @@ class PreferenceMetrics(_Strict):
 
     n: Count = Field(description="Held-out pairs scored.")
     source: str | None = Field(None, description="The pairs file.")
+    excluded_identical: Count = Field(
+        0, description="Pairs left out because chosen and rejected are the same text: they carry no preference."
+    )
     implicit_accuracy: Stat | None = Field(
         None, description="Share of pairs whose chosen gains more log-probability over the reference than rejected."
     )
@@ -191,6 +220,11 @@ class PreferenceMetrics(_Strict):
     )
     win_rate: Fraction | None = Field(None, description="(wins + ties / 2) / prompts of reward_score.")
     settings: dict[str, Any] = Field(default_factory=dict, description="Reference, reward model, max_length.")
+
+    @field_validator("implicit_accuracy", "reward_accuracy", mode="after")
+    @classmethod
+    def _rates_in_range(cls, stat: Stat | None, info: ValidationInfo) -> Stat | None:
+        return stat.check_rate(str(info.field_name)) if stat is not None else None
 
 
 class EvalMetrics(_Strict):

@@ -16,6 +16,10 @@ The cache (`<wb cache>/generations.sqlite`) is keyed by the model's identity (SH
 active adapter's weights), the exact prompt text and the generation settings, batch size included (padding can
 change greedy outputs in the last bits, so outputs made at another batch size are not reused), and the precision
 used (`auto` resolved to bf16 or fp32: bf16 answers are not fp32 answers).
+
+Every SQLite cache of wb (generations, log-likelihoods, scores) is created through `open_cache`: a file SQLite cannot
+read (truncated, overwritten, not a database at all) or whose tables are not wb's is moved aside with one warning on
+stderr and rebuilt empty; a cache only saves work, so losing one never stops an evaluation.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -221,19 +227,62 @@ class ModelIdentity:
     adapter_sha256: str | None
 
 
+def open_cache(path: Path, tables: dict[str, str]) -> None:
+    """Create a cache's tables (name -> column definitions) in the SQLite file at `path`. A file that is not a
+    readable SQLite database, fails SQLite's quick check, or holds one of these tables with other columns is moved
+    aside (`<name>.corrupt-<time>`, with its journal) with one warning line on stderr, and an empty cache replaces
+    it. A locked or unwritable file is not corrupt: its `sqlite3.OperationalError` goes on as before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    problem = _cache_problem(path, tables)
+    if problem is None:
+        return
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = aside.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with suppress(FileNotFoundError):  # no such sidecar, or another process moved the file first
+            path.with_name(path.name + suffix).rename(aside.with_name(aside.name + suffix))
+    sys.stderr.write(f"warning: {path}: not a usable cache ({problem}); moved aside to {aside.name}, rebuilding it\n")
+    problem = _cache_problem(path, tables)
+    if problem is not None:  # the rebuilt file is wb's own: failing again is a bug, not bad input
+        raise sqlite3.DatabaseError(f"{path}: {problem}")
+
+
+def _cache_problem(path: Path, tables: dict[str, str]) -> str | None:
+    """Why the cache file at `path` cannot be used (after creating any missing table), or None."""
+    try:
+        with closing(sqlite3.connect(path, timeout=30)) as db, db:
+            for name, columns in tables.items():
+                db.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+                found = [row[1] for row in db.execute(f"PRAGMA table_info({name})")]
+                wanted = [part.split()[0] for part in columns.split(",")]
+                if found != wanted:
+                    return f"table {name} has columns {', '.join(found)}, not {', '.join(wanted)}"
+            check = db.execute("PRAGMA quick_check(1)").fetchone()
+            if check is None or check[0] != "ok":
+                return f"SQLite's quick check: {check[0] if check else 'no answer'}".splitlines()[0]
+    except sqlite3.OperationalError:
+        raise  # locked, busy, a folder that cannot be written: not the file's content
+    except sqlite3.DatabaseError as e:  # SQLITE_NOTADB, SQLITE_CORRUPT
+        return str(e)
+    return None
+
+
 class GenerationCache:
     """Generated answers in SQLite, keyed by model identity + prompt + settings. Safe across processes."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_dir() / "generations.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._identities: dict[tuple[str | None, str | None], ModelIdentity] = {}
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS file_hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-                "sha256 TEXT)"
-            )
+        open_cache(
+            self.path,
+            {
+                "answers": "key TEXT PRIMARY KEY, text TEXT NOT NULL",
+                "file_hashes": "path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT",
+            },
+        )
         self.hits = 0
         self.misses = 0
 

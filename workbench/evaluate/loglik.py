@@ -35,7 +35,7 @@ from typing import Any
 
 from workbench import runfile
 from workbench.evaluate.forgetting import Item
-from workbench.evaluate.generate import GenerationCache, prompt_for, read_json_rows, write_json_rows
+from workbench.evaluate.generate import GenerationCache, open_cache, prompt_for, read_json_rows, write_json_rows
 from workbench.precision import Choice, for_model
 from workbench.train.model import cache_dir
 from workbench.train.runs import Loaded
@@ -273,10 +273,8 @@ class LoglikCache:
 
     def __init__(self, path: Path | None = None, identities: GenerationCache | None = None) -> None:
         self.path = path or cache_dir() / "logliks.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._identities = identities or GenerationCache()
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS logliks (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        open_cache(self.path, {"logliks": "key TEXT PRIMARY KEY, value TEXT NOT NULL"})
         self.hits = 0
         self.misses = 0
 

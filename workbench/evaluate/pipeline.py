@@ -290,6 +290,7 @@ def _preference(
             config.generation.batch_size,
             config.max_length,
             with_policy,
+            warnings,
         )
     task = next((s for s in sets if s.kind == TASK), None)
     if scorer is not None and task is not None and {"tuned", "base"} <= set(task.predictions):
@@ -315,7 +316,7 @@ def _evaluate_reward_run(
     assert target.run_dir is not None
     scorer = pref_eval.RewardScorer.load(target.run_dir, batch_size=config.generation.batch_size)
     section, rows = pref_eval.evaluate_pairs(
-        None, config.prefs, None, scorer, config.seed, config.generation.batch_size, config.max_length, False
+        None, config.prefs, None, scorer, config.seed, config.generation.batch_size, config.max_length, False, warnings
     )
     pref = runfile.PreferenceMetrics.model_validate({**section, "settings": {"reward_model": str(target.run_dir)}})
     empty = config.model_copy(update={"probes": [], "data": None, "mc": []})

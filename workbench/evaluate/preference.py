@@ -126,10 +126,14 @@ def implicit_rewards(
 
 
 def _accuracy(chosen: Sequence[float], rejected: Sequence[float], seed: int) -> tuple[runfile.Stat, runfile.Stat]:
+    """Accuracy and mean margin with their intervals. When every pair has the same margin (a policy equal to its
+    reference gives 0 on every pair) the scorer tells no pair's answers apart: both are marked `constant`, and a gate
+    on them is inconclusive, as for a task metric on which both models score the same on every item."""
     correct = [1 if c > r else 0 for c, r in zip(chosen, rejected, strict=True)]
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
-    acc = runfile.Stat.model_validate(compare.stat(correct, None, seed, binary=True))
-    margin = runfile.Stat.model_validate(compare.stat(margins, None, seed, binary=False))
+    constant = {"constant": True} if len(set(margins)) == 1 else {}
+    acc = runfile.Stat.model_validate(compare.stat(correct, None, seed, binary=True) | constant)
+    margin = runfile.Stat.model_validate(compare.stat(margins, None, seed, binary=False) | constant)
     return acc, margin
 
 
@@ -142,11 +146,25 @@ def evaluate_pairs(
     batch_size: int,
     max_length: int,
     with_policy: bool,
+    warnings: list[str],
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The preference section of metrics.json (as a dict of Stats) and one row per pair."""
+    """The preference section of metrics.json (as a dict of Stats) and one row per scored pair. A pair whose chosen
+    and rejected answers are the same text (surrounding whitespace aside) carries no preference: it is left out of
+    every number, counted in `excluded_identical` and named in a warning."""
     pairs = pdata.load_pairs(prefs)
-    section: dict[str, Any] = {"n": len(pairs), "source": str(prefs)}
+    same = [p.line for p in pairs if p.chosen.strip() == p.rejected.strip()]
+    if same:
+        left_out = set(same)
+        shown = ", ".join(map(str, same[:10])) + (", ..." if len(same) > 10 else "")
+        warnings.append(
+            f"{prefs}: {len(same)} of {len(pairs)} pairs have the same chosen and rejected answer (lines {shown}): "
+            "left out of the preference numbers, they carry no preference"
+        )
+        pairs = [p for p in pairs if p.line not in left_out]
+    section: dict[str, Any] = {"n": len(pairs), "source": str(prefs), "excluded_identical": len(same)}
     rows: list[dict[str, Any]] = [{"line": p.line} for p in pairs]
+    if not pairs:
+        return section, rows  # nothing to score: every gate on these numbers is `missing`
     if with_policy:
         chosen, rejected = implicit_rewards(loaded, pairs, reference, batch_size, max_length)
         section["implicit_accuracy"], section["implicit_margin"] = _accuracy(chosen, rejected, seed)

@@ -56,6 +56,9 @@ class Metric:
     length_sensitive: bool = False  # its value falls when an answer is cut short (BLEU, ROUGE, chrF)
     score: ItemScorer | None = field(default=None, compare=False)
     """Per-item scorer; None for metrics computed in bulk (overlap metrics, losses) or per set (macro F1)."""
+    rate: bool = False
+    """Its values lie in [0, 1] (every 0/1 metric, F-measures, BLEU and chrF divided by 100); the run schema refuses
+    a value outside (a hand-edited accuracy of 7.0)."""
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -71,15 +74,18 @@ def register_metric(
     scope: Literal["item", "set"] = "item",
     length_sensitive: bool = False,
     score: ItemScorer | None = None,
+    rate: bool | None = None,
 ) -> Metric:
-    """Add a metric (or replace one of the same name). Its name becomes a gate path segment and a report row."""
+    """Add a metric (or replace one of the same name). Its name becomes a gate path segment and a report row.
+    `rate`: its values lie in [0, 1] (default: when it is 0/1 per item)."""
     if not name.isidentifier() or name in RESERVED:
         raise ValueError(f"metric name {name!r}: use an identifier that is not one of {', '.join(sorted(RESERVED))}")
     types = frozenset(answer_types)
     unknown = types - set(ANSWER_TYPES)
     if unknown:
         raise ValueError(f"metric {name!r}: unknown answer types {sorted(unknown)} (known: {', '.join(ANSWER_TYPES)})")
-    metric = Metric(name, description, types, higher_is_better, binary, scope, length_sensitive, score)
+    rate = binary if rate is None else rate
+    metric = Metric(name, description, types, higher_is_better, binary, scope, length_sensitive, score, rate)
     _REGISTRY[name] = metric
     return metric
 
@@ -99,6 +105,12 @@ def names() -> tuple[str, ...]:
 
 def metrics() -> tuple[Metric, ...]:
     return tuple(_REGISTRY.values())
+
+
+def is_rate(name: str) -> bool:
+    """Does the metric's value lie in [0, 1]? (False for an unregistered name: nothing is known of its scale.)"""
+    metric = _REGISTRY.get(name)
+    return metric is not None and metric.rate
 
 
 def higher_is_better(name: str) -> bool:
@@ -209,6 +221,7 @@ register_metric(
     "mean over the suite's labels of per-class F1 (unparseable answers count as wrong); interval by resampling items",
     ["label"],
     scope="set",
+    rate=True,
 )
 register_metric(
     "json_valid", "the answer (or its fenced block) parses as JSON", ["json"], binary=True, score=_json_valid
@@ -225,6 +238,7 @@ register_metric(
     "F1 of (field path, value) pairs of the answer's JSON against the reference object",
     ["json"],
     score=_json_fields,
+    rate=True,
 )
 register_metric("regex_match", "the suite's pattern is found in the answer", ["regex"], binary=True, score=_regex)
 register_metric(
@@ -238,17 +252,27 @@ register_metric(
     "ROUGE-L F-measure (longest common subsequence) on CJK-aware tokens",
     ["text", "probe"],
     length_sensitive=True,
+    rate=True,
 )
-register_metric("rouge1", "ROUGE-1 F-measure (unigram overlap) on CJK-aware tokens", ["text"], length_sensitive=True)
-register_metric("rouge2", "ROUGE-2 F-measure (bigram overlap) on CJK-aware tokens", ["text"], length_sensitive=True)
+register_metric(
+    "rouge1", "ROUGE-1 F-measure (unigram overlap) on CJK-aware tokens", ["text"], length_sensitive=True, rate=True
+)
+register_metric(
+    "rouge2", "ROUGE-2 F-measure (bigram overlap) on CJK-aware tokens", ["text"], length_sensitive=True, rate=True
+)
 register_metric(
     "bleu",
     "sentence BLEU (sacrebleu, exp smoothing, effective order; tokenizer by language), divided by 100",
     ["text"],
     length_sensitive=True,
+    rate=True,
 )
 register_metric(
-    "chrf", "sentence chrF (sacrebleu, character 6-grams, beta 2), divided by 100", ["text"], length_sensitive=True
+    "chrf",
+    "sentence chrF (sacrebleu, character 6-grams, beta 2), divided by 100",
+    ["text"],
+    length_sensitive=True,
+    rate=True,
 )
 register_metric(
     "exact_match",
@@ -256,7 +280,9 @@ register_metric(
     ["text", "probe"],
     binary=True,
 )
-register_metric("f1", "SQuAD token F1 of the normalised answer (each CJK character a token)", ["text", "probe"])
+register_metric(
+    "f1", "SQuAD token F1 of the normalised answer (each CJK character a token)", ["text", "probe"], rate=True
+)
 register_metric(
     "loss",
     "mean token loss of the reference answer under the model (teacher forcing)",

@@ -16,11 +16,11 @@ section, an unregistered metric, a field that is not a number) is an error in th
 file and the check. Thresholds must be finite numbers.
 
 Verdicts: `pass`; `fail` (the threshold is missed); `missing` (a well-formed path this run does not have: no eval, no
-base scores, a probe set that was not run); `inconclusive` (the number cannot carry a decision: both models score
-the same 0 or 1 on every item, the paired interval is wider than a non-inferiority margin (a negative `min` or a
-positive `max` on a delta), the set has fewer items than the check's `min_n`, or a `task.judge.*` rate comes from a
-judge whose verdicts depend on answer order (position flip rate above 0.5); only a number that would pass becomes
-inconclusive: a missed threshold stays `fail`).
+base scores, a probe set that was not run, a set of 0 items); `inconclusive` (the number cannot carry a decision: both
+models score the same 0 or 1 on every item, every preference pair has the same margin, the paired interval is wider
+than a non-inferiority margin (a negative `min` or a positive `max` on a delta), the set has fewer items than the
+check's `min_n`, or a `task.judge.*` rate comes from a judge whose verdicts depend on answer order (position flip rate
+above 0.5); only a number that would pass becomes inconclusive: a missed threshold stays `fail`).
 `missing` and `inconclusive` fail the gate like a missed threshold — a gate never passes on numbers
 it did not see or that cannot decide — unless the check says `allow_inconclusive: true`, which turns an inconclusive
 verdict into a warning.
@@ -237,6 +237,22 @@ class GateResult:
     def warnings(self) -> list[str]:
         return [f"{r.check.metric}: {w}" for r in self.results for w in r.warnings]
 
+    @property
+    def tally(self) -> str:
+        """The one count of a gate, the same on the terminal, the page and in Markdown: `8 of 10 checks pass,
+        2 inconclusive (2 allowed)`."""
+        parts = [f"{self.count('pass')} of {len(self.results)} checks pass"]
+        for verdict in ("fail", "missing", "inconclusive"):
+            n = self.count(verdict)
+            allowed = sum(r.verdict == verdict and r.passed for r in self.results)
+            if n:
+                parts.append(f"{n} {verdict}" + (f" ({allowed} allowed)" if allowed else ""))
+        return ", ".join(parts)
+
+    @property
+    def headline(self) -> str:
+        return f"gate {'passed' if self.passed else 'failed'}: {self.tally}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "thresholds": self.source,
@@ -309,9 +325,34 @@ def _set_of(summary: dict[str, Any], parts: list[str]) -> tuple[dict[str, Any] |
     return sec, stat if isinstance(stat, dict) else None
 
 
+def _empty_set(summary: dict[str, Any], path: str) -> str | None:
+    """Why a check reads a set of 0 items (a task or probe set, the preference pairs, the judged items), or None:
+    a number over nothing measured nothing, whatever it says."""
+    parts = path.split(".")
+    if parts[0] == "task" and parts[1:2] == ["judge"]:
+        sec, what = (summary.get("task") or {}).get("judge"), "the judge saw"
+    elif parts[0] == "task":
+        sec, what = summary.get("task"), "the task set has"
+    elif parts[0] == "forgetting" and len(parts) > 2:
+        sec, what = (summary.get("forgetting") or {}).get(parts[1]), f"probe set {parts[1]} has"
+    elif parts[0] == "pref":
+        sec, what = summary.get("pref"), "the preference section scored"
+    else:
+        return None
+    if isinstance(sec, dict) and sec.get("n") == 0:
+        return f"{what} 0 items: there is no number to check"
+    return None
+
+
 def _inconclusive(check: Check, summary: dict[str, Any]) -> str | None:
     """Why the number a check reads cannot carry a decision, or None."""
     parts = check.metric.split(".")
+    pref_stat = (summary.get("pref") or {}).get(parts[1]) if parts[0] == "pref" and len(parts) == 3 else None
+    if isinstance(pref_stat, dict) and pref_stat.get("constant"):
+        return (
+            f"every one of the {summary['pref'].get('n')} pairs has the same margin: the model does not tell chosen "
+            "from rejected on these pairs, so the number carries no information"
+        )
     judged = (summary.get("task") or {}).get("judge") if parts[:2] == ["task", "judge"] else None
     if isinstance(judged, dict):
         if check.min_n is not None and isinstance(judged.get("n"), int) and judged["n"] < check.min_n:
@@ -383,6 +424,9 @@ def evaluate(gate: GateFile, summary: dict[str, Any], source: str = "") -> GateR
     results: list[CheckResult] = []
     for check in gate.resolved():
         value, why = resolve(summary, check.metric)
+        empty = _empty_set(summary, check.metric)
+        if empty is not None:
+            value, why = None, empty
         if value is None:
             results.append(CheckResult(check, None, "missing", why))
             continue
@@ -398,9 +442,7 @@ def evaluate(gate: GateFile, summary: dict[str, Any], source: str = "") -> GateR
         warnings = _warnings(check, summary)
         reason = _inconclusive(check, summary)
         if reason is not None and verdict == "pass":  # a missed threshold stays a failure, whatever the noise
-            verdict, message = "inconclusive", f"{_num(value)}: {reason}"
-            if check.allow_inconclusive:
-                warnings.append(f"inconclusive (allowed by allow_inconclusive): {reason}")
+            verdict, message = "inconclusive", f"{_num(value)}: {reason}"  # the reason is said once, here
         elif reason is not None:
             warnings.append(reason)
         results.append(CheckResult(check, value, verdict, message, warnings))

@@ -579,6 +579,12 @@ def primary_metric(section: dict[str, Any]) -> str | None:
     return next(iter(item_metrics), None)
 
 
+def _unit(score: Any) -> Any:
+    """A corpus score on sacrebleu's 0-100 scale, shown on 0-1 beside the sentence metrics (BLEU and chrF divided by
+    100, as the registry scores them); metrics.json and the gate's `corpus` paths keep sacrebleu's scale."""
+    return score / 100 if isinstance(score, int | float) and not isinstance(score, bool) else score
+
+
 def _task_view(run: Run) -> dict[str, Any] | None:
     task = run.summary.get("task")
     if not task:
@@ -592,8 +598,8 @@ def _task_view(run: Run) -> dict[str, Any] | None:
                 {
                     "metric": name,
                     "n": fmt(c.get("n")),
-                    "tuned": fmt(c.get("tuned"), 2),
-                    "base": fmt(c.get("base"), 2),
+                    "tuned": fmt(_unit(c.get("tuned"))),
+                    "base": fmt(_unit(c.get("base"))),
                     "bp": f"{fmt(c.get('brevity_penalty'), 2)} / {fmt(c.get('base_brevity_penalty'), 2)}",
                     "ratio": f"{fmt(c.get('length_ratio'), 2)} / {fmt(c.get('base_length_ratio'), 2)}",
                     "signature": c.get("signature", ""),
@@ -843,12 +849,14 @@ def _gate_view(gate: GateResult | None) -> dict[str, Any] | None:
         "passed": gate.passed,
         "source": gate.source,
         "counts": {v: gate.count(v) for v in VERDICTS},
+        "tally": gate.tally,
         "rows": [
             {
                 "metric": r.check.metric,
                 "threshold": r.check.threshold_text,
                 "value": _gate_value(r.value),
                 "verdict": r.verdict,
+                "allowed": r.verdict != "pass" and r.passed,
                 "message": r.message,
                 "warnings": r.warnings,
             }

@@ -69,13 +69,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def gate_lines(gate: GateResult) -> list[str]:
-    total = len(gate.results)
-    failed = gate.failed
-    head = (
-        f"**Gate: ✅ passed** ({total} checks, {esc(gate.source)})"
-        if gate.passed
-        else f"**Gate: ❌ failed** ({failed} of {total} checks, {esc(gate.source)})"
-    )
+    mark = "✅ passed" if gate.passed else "❌ failed"
+    head = f"**Gate: {mark}**: {esc(gate.tally)} ({esc(gate.source)})"
     icon = {"pass": "✅ pass", "fail": "❌ fail", "missing": "❌ missing", "inconclusive": "❔ inconclusive"}
     rows = [
         [

@@ -1,7 +1,8 @@
 """Scores in SQLite (`<wb cache>/scores.sqlite`), keyed by the model's identity (the generation cache's: SHA-256 of
 the base and adapter weights, or of a reward model's weight files) + the record's SHA-256 (its canonical JSON) +
 the settings that change a score (template, max_length, precision, what is scored). Safe across processes, the
-same pattern as the generation and log-likelihood caches (`workbench.evaluate.generate`)."""
+same pattern as the generation and log-likelihood caches (`workbench.evaluate.generate`), and opened by the same
+`open_cache` (a corrupt file is moved aside and rebuilt)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.evaluate.generate import read_json_rows, write_json_rows
+from workbench.evaluate.generate import open_cache, read_json_rows, write_json_rows
 from workbench.train.model import cache_dir
 
 CACHE_FORMAT = 1
@@ -28,9 +29,7 @@ def record_hash(record: dict[str, Any]) -> str:
 class ScoreCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_dir() / "scores.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        open_cache(self.path, {"scores": "key TEXT PRIMARY KEY, value TEXT NOT NULL"})
         self.hits = 0
         self.misses = 0
 
