@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,48 @@ def test_a_missing_or_unfinished_run_is_one_line(tmp_path: Path, wb: Any) -> Non
     (run / "recipe.yaml").write_text("name: half\nmethod: lora\n")
     result = wb("generate", run, "hello")
     assert result.exit_code == 2 and "not finished" in result.stderr and "--resume" in result.stderr
+
+
+def _pickled_copy(run: Path, dest: Path) -> Path:
+    """A copy of `run` whose adapter weights are a torch.save pickle (`adapter_model.bin`), its safetensors gone."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(run, dest)
+    adapter = dest / "adapter"
+    torch.save(load_file(str(adapter / "adapter_model.safetensors")), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    return dest
+
+
+COMMANDS = ["generate", "generate-adapter", "chat", "export-merge", "export-adapter", "eval", "score"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_pickled_adapter_is_refused_by_every_command_that_loads_it(
+    trained: dict[str, Path], tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
+    run = _pickled_copy(trained["fruit"], tmp_path / "runs" / "pickled")
+    data = write_jsonl(tmp_path / "eval.jsonl", [{"instruction": "说出水果 1。", "output": "香蕉"}, *FRUIT])
+    out = tmp_path / "out"
+    args = {
+        "generate": ["generate", run, "Name fruit number 1.", "--max-new-tokens", "4"],
+        "generate-adapter": ["generate", "--adapter", trained["colours"], "--adapter", run / "adapter", "Hi"],
+        "chat": ["chat", run, "--max-new-tokens", "4"],
+        "export-merge": ["export", run, "--merge", "-o", out],
+        "export-adapter": ["export", run, "--adapter-only", "-o", out],
+        "eval": ["eval", run, "--data", data, "--no-probes", "--max-new-tokens", "4", "--no-cache", "-o", out],
+        "score": ["score", data, "--model", run, "--no-cache", "-o", out],
+    }[command]
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], input="Name fruit number 1.\n/quit\n")
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: adapter {run / 'adapter'}: only pickle weights (adapter_model.bin), no adapter_model.safetensors; "
+        "wb loads safetensors only — save it with safe_serialization=True, or convert it with a tool you trust"
+    ]
+    assert result.stdout == "" and not out.exists()

@@ -5,6 +5,7 @@ trains a few steps and improves; DPO resumes exactly; a reward model is saved in
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,20 @@ def test_dpo_lowers_its_loss_and_logs_the_implicit_rewards(dpo_run: Path) -> Non
     adapter = dpo_run / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and not list(adapter.rglob("*.bin"))
     assert not (adapter / "ref").exists()  # only the trained adapter is saved
+
+
+def test_dpo_refuses_to_start_from_a_pickled_adapter(
+    dpo_run: Path, tiny: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    shutil.copytree(dpo_run, tmp_path / "sft")
+    adapter = tmp_path / "sft" / "adapter"
+    torch.save(load_file(str(adapter / "adapter_model.safetensors")), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(WbError) as refused:
+        train(recipe(tmp_path, tiny, pairs_file, "dpo", name="more", preference={"init_from": tmp_path / "sft"}))
+    assert str(refused.value).startswith(f"adapter {adapter}: only pickle weights (adapter_model.bin), no ")
 
 
 def test_dpo_resume_equals_the_uninterrupted_run(dpo_run: Path, tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
@@ -254,6 +269,10 @@ def test_training_refuses_pairs_identical_after_truncation(tiny: Path, tmp_path:
 def test_dpo_continues_an_sft_adapter_against_a_frozen_copy(
     dpo_run: Path, tiny: Path, pairs_file: Path, tmp_path: Path
 ) -> None:
+    from safetensors.torch import load_file
+
+    from workbench.evaluate.config import EvalConfig
+    from workbench.evaluate.pipeline import evaluate
     from workbench.train.export import export
 
     shutil.copytree(dpo_run, tmp_path / "sft")  # any finished LoRA run: its adapter is the starting point
@@ -263,6 +282,15 @@ def test_dpo_continues_an_sft_adapter_against_a_frozen_copy(
     assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # starts equal to its reference: the SFT adapter
     merged = export(result.run_dir, tmp_path / "merged", merge=True)
     assert (merged.path / "model.safetensors").is_file()
+    # `wb eval --prefs` loads the starting adapter as the reference; a pickle in its place is refused.
+    config = EvalConfig(probes=[], prefs=pairs_file, base=False, cache=False)
+    pref = evaluate(result.run_dir, config).metrics["preference"]
+    assert pref["settings"]["reference"] == str(tmp_path / "sft" / "adapter") and pref["n"] == 16
+    adapter = tmp_path / "sft" / "adapter"
+    torch.save(load_file(str(adapter / "adapter_model.safetensors")), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(WbError, match=f"^adapter {re.escape(str(adapter))}: only pickle weights"):
+        evaluate(result.run_dir, config)
 
 
 def test_dpo_on_a_4bit_base_qlora_lowers_its_loss(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:

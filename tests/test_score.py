@@ -220,3 +220,23 @@ def test_a_reward_run_with_a_sequence_classification_lora_adapter(tmp_path: Path
     data = write_jsonl(tmp_path / "d.jsonl", [rec])
     score_file(data, tmp_path / "s.jsonl", model=str(tiny), reward_model=str(run), precision="fp32")
     assert read_jsonl(tmp_path / "s.jsonl")[0]["scores"]["reward"] == pytest.approx(want, abs=1e-4)
+
+
+def test_a_reward_adapter_saved_as_a_pickle_is_refused(tmp_path: Path, tiny: Path, wb: Callable[..., Any]) -> None:
+    """A reward run whose adapter PEFT wrote with torch.save (`safe_serialization=False`): one line, nothing scored."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    base = transformers.AutoModelForSequenceClassification.from_pretrained(str(tiny), num_labels=1)
+    peft_model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["q_proj", "v_proj"]))
+    run = tmp_path / "runs" / "rm"
+    peft_model.save_pretrained(run / "adapter", safe_serialization=False)
+    assert (run / "adapter" / "adapter_model.bin").is_file()
+    (run / "recipe.yaml").write_text(f"model: {tiny}\nmethod: reward\n", encoding="utf-8")
+    data = write_jsonl(tmp_path / "d.jsonl", RECORDS)
+    res = wb("score", data, "--model", tiny, "--reward-model", run, "--no-cache", "-o", tmp_path / "s.jsonl", "-q")
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: adapter {run / 'adapter'}: only pickle weights (adapter_model.bin), no adapter_model.safetensors; "
+        "wb loads safetensors only — save it with safe_serialization=True, or convert it with a tool you trust"
+    ]
+    assert not (tmp_path / "s.jsonl").exists()

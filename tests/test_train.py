@@ -370,3 +370,22 @@ def test_output_dir_that_is_a_file_is_one_line(tmp_path: Path, tiny: Path) -> No
     (tmp_path / "runs").write_text("not a folder\n")
     with pytest.raises(WbError, match=r"runs/t: cannot create the folder: .*runs is a file"):
         train(recipe(tmp_path, tiny, max_steps=1))
+
+
+def test_a_checkpoint_with_pickled_weights_is_not_resumed(tmp_path: Path, tiny: Path, wb: Any) -> None:
+    from safetensors.torch import load_file
+
+    run = train(recipe(tmp_path, tiny, max_steps=2, save_steps=2)).run_dir
+    (run / "manifest.json").unlink()  # killed before it finished
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    torch.save(load_file(str(checkpoint / "adapter_model.safetensors")), checkpoint / "adapter_model.bin")
+    (checkpoint / "adapter_model.safetensors").unlink()
+    log = (run / "trainer_log.jsonl").read_bytes()
+    result = wb("train", "--resume", run, "max_steps=4", "-q")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: checkpoint {checkpoint}: only pickle weights (adapter_model.bin), no adapter_model.safetensors or "
+        "model.safetensors; wb loads safetensors only — save it with safe_serialization=True, or convert it with a "
+        "tool you trust"
+    ]
+    assert (run / "trainer_log.jsonl").read_bytes() == log and not (run / "manifest.json").exists()

@@ -256,6 +256,7 @@ def _preference(
     if config.prefs is None and config.reward_model is None:
         return None, []
     from workbench.evaluate import preference as pref_eval
+    from workbench.train.model import load_adapter
 
     scorer = None
     if config.reward_model is not None:
@@ -269,7 +270,7 @@ def _preference(
         reference: str | None = None
         ref_folder = pref_eval.reference_adapter(target.run_dir)
         if ref_folder is not None and tuned.adapters:
-            tuned.model.load_adapter(str(ref_folder), adapter_name="wb_reference", is_trainable=False)
+            tuned.model = load_adapter(tuned.model, ref_folder, "wb_reference")
             tuned.adapter_dirs["wb_reference"] = ref_folder
             reference = "wb_reference"
         with_policy = bool(tuned.adapters)

@@ -27,7 +27,14 @@ from workbench.errors import WbError
 from workbench.precision import Choice
 from workbench.quiet import quiet_libraries
 from workbench.train import data as tdata
-from workbench.train.model import EMBEDDED, SAFETENSORS_WEIGHTS, load_tokenizer, resolve_model
+from workbench.train.model import (
+    EMBEDDED,
+    SAFETENSORS_WEIGHTS,
+    check_adapter_weights,
+    load_adapter,
+    load_tokenizer,
+    resolve_model,
+)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -97,6 +104,8 @@ def _check_head(folder: Path, spec: str) -> None:
 def load_reward_model(spec: str) -> RewardModel:
     quiet_libraries()
     whole, adapter, base = _locate(spec)
+    if adapter is not None:
+        check_adapter_weights(adapter)  # before the base loads
     from transformers import AutoModelForSequenceClassification
 
     def from_folder(folder: Path, **kwargs: Any) -> Any:
@@ -116,12 +125,10 @@ def load_reward_model(spec: str) -> RewardModel:
         files = _weights(whole)
     else:
         assert adapter is not None and base is not None
-        from peft import PeftModel
-
         base_dir = resolve_model(base)
         tokenizer = load_tokenizer(adapter if (adapter / "tokenizer_config.json").is_file() else base_dir)
         model = from_folder(base_dir, num_labels=1)
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        model = load_adapter(model, adapter)
         files = [*_weights(base_dir), adapter / "adapter_model.safetensors"]
     if int(getattr(model.config, "num_labels", 1)) != 1:
         raise WbError(f"--reward-model {spec}: the model has {model.config.num_labels} labels; a reward model has 1")

@@ -21,6 +21,7 @@ from workbench.train.model import (
     _publish,
     _quiet_transformers,
     _temp_dir_beside,
+    load_adapter,
     load_model,
     load_tokenizer,
 )
@@ -115,13 +116,12 @@ def _copy_adapter(target: Target, dest: Path) -> None:
 
 
 def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -> None:
-    from peft import PeftModel
-
     if on_status is not None:
         on_status(f"merging {target.adapter} into {target.base}")
     head = "reward" if target.method == "reward" else "causal_lm"  # a reward run: its scoring head is merged too
     base = load_model(target.base, dtype=dtype, on_status=on_status, head=head)
-    model: Any = PeftModel.from_pretrained(base, str(target.adapter), is_trainable=False)
+    assert target.adapter is not None
+    model: Any = load_adapter(base, target.adapter)
     merged = model.merge_and_unload()
     with _quiet_transformers():
         merged.save_pretrained(dest, safe_serialization=True)

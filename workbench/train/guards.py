@@ -1,4 +1,5 @@
-"""What a training run refuses: resuming a run that is finished, and going on after a non-finite loss.
+"""What a training run refuses: resuming a run that is finished or whose checkpoint holds pickled weights, and going
+on after a non-finite loss.
 
 No torch import here: the checks run on the recipe and the run folder, and on plain floats.
 """
@@ -13,6 +14,7 @@ import orjson
 import yaml
 
 from workbench.errors import WbError
+from workbench.train.model import check_adapter_weights
 from workbench.train.recipe import Recipe
 
 
@@ -54,12 +56,13 @@ def _saved_recipe(run_dir: Path) -> dict[str, Any]:
 
 
 def check_resume(recipe: Recipe) -> Path:
-    """The checkpoint to resume `recipe.run_dir` from; refuses (WbError) a run without one, and a finished run
-    unless `max_steps` (past the step it ended at) or `epochs` were raised."""
+    """The checkpoint to resume `recipe.run_dir` from; refuses (WbError) a run without one, one whose weights are
+    pickles, and a finished run unless `max_steps` (past the step it ended at) or `epochs` were raised."""
     run_dir = recipe.run_dir
     checkpoint = last_checkpoint(run_dir)
     if checkpoint is None:
         raise WbError(f"{run_dir}: no checkpoint to resume from")
+    check_adapter_weights(checkpoint, "checkpoint")
     step = _finished_step(run_dir)
     if step is None:
         return checkpoint

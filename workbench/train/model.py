@@ -44,6 +44,7 @@ SOURCE_FILE = "wb_source.json"
 # What a converted embedded model folder must hold; wb_source.json is written last, before the rename.
 EMBEDDED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", SOURCE_FILE)
 SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # A temp folder of a conversion killed this long ago (no Ctrl-C cleanup, e.g. SIGKILL) is removed.
@@ -253,6 +254,40 @@ def check_weights(spec: str | Path, folder: Path) -> None:
         )
     if kind == "none":
         raise WbError(f"model '{spec}': {folder} has no model.safetensors; pass a complete model folder")
+
+
+def check_adapter_weights(folder: Path, what: str = "adapter") -> None:
+    """Refuse an adapter folder (`what` "adapter") without `adapter_model.safetensors`, or a Trainer checkpoint
+    (`what` "checkpoint") whose weights are pickles, before PEFT or the Trainer reads it: both fall back to
+    `torch.load` of `adapter_model.bin` / `pytorch_model.bin` when no safetensors file is there. A checkpoint holding
+    no weights file at all (FSDP's or DeepSpeed's sharded state) is the Trainer's to read."""
+    folder = Path(folder)
+    wanted = (ADAPTER_WEIGHTS,) if what == "adapter" else (ADAPTER_WEIGHTS, *SAFETENSORS_WEIGHTS)
+    if any((folder / name).is_file() for name in wanted):
+        return
+    pickles = sorted(p.name for p in folder.glob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    if what != "adapter":  # a checkpoint's optimizer.pt, scheduler.pt and rng_state.pth are not its weights
+        pickles = [name for name in pickles if name.startswith(("adapter_model", "pytorch_model"))]
+    if pickles:
+        raise WbError(
+            f"{what} {folder}: only pickle weights ({', '.join(pickles[:3])}), no {' or '.join(wanted[:2])}; "
+            "wb loads safetensors only — save it with safe_serialization=True, or convert it with a tool you trust"
+        )
+    if what == "adapter":
+        raise WbError(f"{what} {folder}: no {ADAPTER_WEIGHTS}; pass a complete adapter folder or run folder")
+
+
+def load_adapter(model: Any, folder: Path, name: str = "default", trainable: bool = False) -> Any:
+    """The PEFT adapter in `folder` on `model` under `name`: a base model becomes a PeftModel, a PeftModel gets one
+    more adapter. Every PEFT adapter wb loads comes through here, after the one safetensors check (PEFT itself has
+    no switch to refuse a pickle)."""
+    check_adapter_weights(folder)
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
+        return model
+    return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=trainable)
 
 
 def load_model(

@@ -117,11 +117,9 @@ def _policy(session: Session) -> tuple[Any, Any]:
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     if pref.init_from is not None:
-        from peft import PeftModel
+        from workbench.train.model import load_adapter
 
-        folder = _init_adapter(recipe)
-        model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
-        return model, None
+        return load_adapter(model, _init_adapter(recipe), trainable=True), None
     if pref.weights == "full":
         return methods.apply(model, recipe.model_copy(update={"method": "full"})), None
     return model, _lora_config(recipe, "SEQ_CLS" if recipe.method == "reward" else "CAUSAL_LM")

@@ -21,7 +21,15 @@ import yaml
 from workbench.errors import WbError
 from workbench.quiet import quiet_libraries
 from workbench.train import adapters
-from workbench.train.model import EMBEDDED, StatusFn, load_model, load_tokenizer, resolve_model
+from workbench.train.model import (
+    EMBEDDED,
+    StatusFn,
+    check_adapter_weights,
+    load_adapter,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+)
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
 
@@ -48,13 +56,18 @@ class Target:
 
 
 def resolve_target(spec: str | Path) -> Target:
-    """A run folder, an adapter folder or a model spec, as a Target (no model is loaded)."""
+    """A run folder, an adapter folder or a model spec, as a Target (no model is loaded); an adapter without
+    safetensors weights is refused here, before any command reads or copies it."""
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "recipe.yaml").is_file():
-        return _run_target(path)
-    if path.is_dir() and ((path / "adapter_config.json").is_file() or adapters.is_adapter_folder(path)):
-        return _adapter_target(path)
-    return Target(name=str(spec), base=str(spec))
+        target = _run_target(path)
+    elif path.is_dir() and ((path / "adapter_config.json").is_file() or adapters.is_adapter_folder(path)):
+        target = _adapter_target(path)
+    else:
+        return Target(name=str(spec), base=str(spec))
+    if target.adapter is not None:
+        check_adapter_weights(target.adapter)
+    return target
 
 
 def _run_target(run: Path) -> Target:
@@ -184,13 +197,10 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
             adapters.load(model, t.adapter, name)
         adapters.set_active(model, names[0])
     elif with_adapter:
-        from peft import PeftModel
-
         names = _unique_names([t.name for t in with_adapter])
-        assert first.adapter is not None
-        model = PeftModel.from_pretrained(model, str(first.adapter), adapter_name=names[0], is_trainable=False)
-        for t, name in zip(with_adapter[1:], names[1:], strict=True):
-            model.load_adapter(str(t.adapter), adapter_name=name, is_trainable=False)
+        for t, name in zip(with_adapter, names, strict=True):
+            assert t.adapter is not None
+            model = load_adapter(model, t.adapter, name)
         model.set_adapter(names[0])
     model.eval()
     templates = {t.template for t in targets}
