@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -307,3 +308,22 @@ def test_a_pickled_adapter_is_refused_by_every_command_that_loads_it(
         "wb loads safetensors only — save it with safe_serialization=True, or convert it with a tool you trust"
     ]
     assert result.stdout == "" and not out.exists()
+
+
+def test_exported_and_trained_weights_follow_the_umask(trained: dict[str, Path], tmp_path: Path, wb: Any) -> None:
+    old = os.umask(0o027)
+    try:
+        merged = wb("export", trained["fruit"], "--merge", "-o", tmp_path / "merged", "-q")
+        adapter = wb("export", trained["fruit"], "--adapter-only", "-o", tmp_path / "adapter", "-q")
+    finally:
+        os.umask(old)
+    assert merged.exit_code == 0 and adapter.exit_code == 0
+    for folder in (tmp_path / "merged", tmp_path / "adapter"):
+        assert folder.stat().st_mode & 0o777 == 0o750
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+        assert set(modes.values()) == {oct(0o640)}, modes  # model.safetensors too, not safetensors' private 0600
+    assert {"model.safetensors", "config.json"} <= set(os.listdir(tmp_path / "merged"))
+    # The run's own folders were written under the umask the tests run with.
+    run_files = [p for p in trained["fruit"].rglob("*") if p.is_file()]
+    assert any(p.name == "adapter_model.safetensors" for p in run_files)
+    assert {oct(p.stat().st_mode & 0o777) for p in run_files} == {oct(0o666 & ~old)}

@@ -5,6 +5,7 @@ trains a few steps and improves; DPO resumes exactly; a reward model is saved in
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -94,6 +95,17 @@ def test_dpo_lowers_its_loss_and_logs_the_implicit_rewards(dpo_run: Path) -> Non
     adapter = dpo_run / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and not list(adapter.rglob("*.bin"))
     assert not (adapter / "ref").exists()  # only the trained adapter is saved
+
+
+def test_dpo_checkpoints_hold_no_pickled_arguments_and_follow_the_umask(dpo_run: Path) -> None:
+    checkpoints = sorted(p.name for p in (dpo_run / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"]
+    assert not list(dpo_run.rglob("training_args.bin"))  # TRL's Trainer pickles its DPOConfig there
+    weights = [dpo_run / "adapter" / "adapter_model.safetensors"]
+    weights += [dpo_run / "checkpoints" / name / "adapter_model.safetensors" for name in checkpoints]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {oct(p.stat().st_mode & 0o777) for p in weights} == {oct(0o666 & ~mask)}  # not safetensors' 0600
 
 
 def test_dpo_refuses_to_start_from_a_pickled_adapter(

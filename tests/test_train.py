@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -370,6 +371,20 @@ def test_output_dir_that_is_a_file_is_one_line(tmp_path: Path, tiny: Path) -> No
     (tmp_path / "runs").write_text("not a folder\n")
     with pytest.raises(WbError, match=r"runs/t: cannot create the folder: .*runs is a file"):
         train(recipe(tmp_path, tiny, max_steps=1))
+
+
+def test_checkpoints_and_the_adapter_hold_no_pickled_arguments_and_follow_the_umask(tmp_path: Path, tiny: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        result = train(recipe(tmp_path, tiny, max_steps=2, save_steps=1))
+    finally:
+        os.umask(old)
+    checkpoints = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-1", "checkpoint-2"]
+    assert not list(result.run_dir.rglob("training_args.bin"))  # Trainer's pickled TrainingArguments
+    files = [p for p in result.run_dir.rglob("*") if p.is_file()]
+    assert sum(p.name == "adapter_model.safetensors" for p in files) == 3
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o640)}  # safetensors' own files are 0600
 
 
 def test_a_checkpoint_with_pickled_weights_is_not_resumed(tmp_path: Path, tiny: Path, wb: Any) -> None:

@@ -146,6 +146,17 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(folder: Path) -> None:
+    """Give every file under `folder` the mode a file created there gets from the umask (0666 & ~umask), as the
+    files of an `OutputSet` get. For folders a library writes: safetensors saves each file through a private
+    temporary file (mode 0600) renamed into place, so model and adapter weights would be the one output that the
+    group and others cannot read."""
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

@@ -1,6 +1,7 @@
 """wb's wiring of `transformers.Trainer`: the Trainer subclass (real-token counting, the trained-positions loss,
-a NaN guard, length-grouped batches, the LoRA+ optimiser, checkpoints of wb's bottleneck adapters), the JSONL log
-callback, the dashboards (`report_to`) and the TrainingArguments a recipe maps to."""
+a NaN guard, length-grouped batches, the LoRA+ optimiser, checkpoints of wb's bottleneck adapters), the save hook
+it shares with the TRL trainers (safetensors only, umask modes), the JSONL log callback, the dashboards (`report_to`)
+and the TrainingArguments a recipe maps to."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from workbench import precision
 from workbench.errors import WbError
+from workbench.output import follow_umask
 from workbench.train import adapters, guards
 from workbench.train import data as tdata
 from workbench.train.loss import fusable_head, trained_positions_loss, unwrap
@@ -40,6 +42,7 @@ _ALL_KEYS = LOG_KEYS + PREFERENCE_LOG_KEYS + tuple(f"eval_{k}" for k in PREFEREN
 # GaLore's optimisers by `galore.optimizer` (transformers' OptimizerNames; they need the galore-torch package).
 GALORE_OPTIMIZERS = {"adamw": "galore_adamw", "adamw_8bit": "galore_adamw_8bit", "adafactor": "galore_adafactor"}
 TENSORBOARD_DIR = "tensorboard"
+TRAINING_ARGS_FILE = "training_args.bin"  # transformers' TRAINING_ARGS_NAME: the arguments, pickled by torch.save
 
 
 def check_dashboards(recipe: Recipe) -> None:
@@ -129,10 +132,26 @@ class LengthGroupedEpochSampler:
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
+class SafetensorsSaves:
+    """Mixed in before the Trainer by wb's SFT trainer and its TRL trainers: whatever `Trainer._save` writes (each
+    checkpoint's weights, a sharded model's final save) holds no pickle and follows the umask. Trainer adds its
+    arguments there as a pickle (`training_args.bin`) that nothing in wb reads: it goes as soon as it is written."""
+
+    args: Any
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
+        parent: Any = super()
+        parent._save(output_dir, state_dict)
+        if self.args.should_save:
+            folder = Path(str(output_dir if output_dir is not None else self.args.output_dir))
+            (folder / TRAINING_ARGS_FILE).unlink(missing_ok=True)
+            follow_umask(folder)
+
+
 def trainer_class() -> Any:
     from transformers import Trainer
 
-    class WbTrainer(Trainer):
+    class WbTrainer(SafetensorsSaves, Trainer):
         """Counts the real (non-padding) tokens trained on, for tokens/s in the log, and the padding and trained
         (labelled) tokens, for the manifest; computes the training loss on trained positions only."""
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WbError
 from workbench.io import sha256_file, write_json
+from workbench.output import follow_umask
 from workbench.quiet import offline, quiet_libraries
 
 if TYPE_CHECKING:
@@ -610,10 +611,12 @@ def _temp_dir_beside(target: Path) -> Iterator[Path]:
 
 
 def _publish(tmp: Path, target: Path) -> None:
-    """Rename a finished folder into place; if another process got there first, keep theirs (ours is discarded)."""
+    """Rename a finished folder into place; if another process got there first, keep theirs (ours is discarded).
+    The folder and its files get the umask's modes (mkdtemp and safetensors make them private)."""
     mask = os.umask(0)
     os.umask(mask)
-    tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; the model folder gets the usual permissions
+    tmp.chmod(0o777 & ~mask)
+    follow_umask(tmp)
     try:
         os.rename(tmp, target)
     except OSError:

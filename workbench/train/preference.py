@@ -33,6 +33,7 @@ from typing import Any
 from workbench import io
 from workbench.errors import WbError
 from workbench.evaluate import registry
+from workbench.output import follow_umask
 from workbench.train import data as tdata
 from workbench.train import guards, hf, methods
 from workbench.train import preference_data as pdata
@@ -55,7 +56,7 @@ PAIRWISE = ("dpo", "orpo", "simpo", "reward")
 def _wb(base: Any) -> Any:
     """A TRL trainer class with wb's CPU bf16 autocast around every loss and the non-finite-loss stop."""
 
-    class Wb(base):
+    class Wb(hf.SafetensorsSaves, base):
         cpu_autocast: Callable[[], Any] = contextlib.nullcontext
 
         def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
@@ -374,6 +375,7 @@ def _save(session: Session, final: Any) -> Path:
         folder = session.run_dir / "model"
         final.save_pretrained(folder, safe_serialization=True)
     session.tokenizer.save_pretrained(folder)
+    follow_umask(folder)
     return folder
 
 
@@ -427,7 +429,7 @@ def train(
         "tokens": {"all_per_epoch": per_epoch, "seen": seen},
         "tokens_per_second": round(seen / runtime, 1) if seen is not None else None,
         "preference": {
-            "trainer": type(trainer).__mro__[1].__name__,
+            "trainer": type(trainer).__bases__[-1].__name__,  # the TRL trainer wb's class is built on
             "reference": _reference(recipe, trainer),
             "dropped": {reason: len(lines) for reason, lines in sorted(dropped.items())},
             "dropped_lines": {reason: lines for reason, lines in sorted(dropped.items())},

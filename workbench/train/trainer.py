@@ -28,6 +28,7 @@ import yaml
 from workbench import io, precision, runfile
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
+from workbench.output import follow_umask
 from workbench.quiet import quiet_libraries
 from workbench.train import adapters, distributed, guards, hf, methods
 from workbench.train import data as tdata
@@ -205,9 +206,7 @@ def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
     method = session.recipe.method
     folder = session.run_dir / ("adapter" if method in methods.ADAPTER_METHODS else "model")
     if trainer is not None and sharded(session.recipe):
-        trainer.save_model(str(folder))  # collective: each process hands its shards, rank 0 writes
-        if distributed.is_main():  # Trainer adds its arguments as a pickle: the run folder holds safetensors only
-            (folder / "training_args.bin").unlink(missing_ok=True)
+        trainer.save_model(str(folder))  # collective: each process hands its shards, rank 0 writes (no pickle)
     elif not distributed.is_main():
         pass
     elif method == "adapter":
@@ -222,6 +221,7 @@ def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
         final.save_pretrained(folder, safe_serialization=True)
     if distributed.is_main():
         session.tokenizer.save_pretrained(folder)
+        follow_umask(folder)
 
 
 def read_log(session: Session) -> list[dict[str, Any]]:
