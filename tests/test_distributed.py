@@ -89,6 +89,22 @@ def _weight_files(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".safetensors"}}
 
 
+def _same_weights(one: Path, launched: Path, folder: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tensors of `folder/name` in the one-process run and in the launched run, after checking that the launched
+    run holds every tensor of the one-process run at its full shape and nearly its value (a tied output head may be
+    written once more, as the same tensor as the embeddings)."""
+    from safetensors import safe_open
+
+    tensors = []
+    for d in (one, launched):
+        with safe_open(str(d / folder / name), "pt") as f:
+            tensors.append({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
+    assert tensors[0] and tensors[0].keys() <= tensors[1].keys()
+    assert all(tensors[0][k].shape == tensors[1][k].shape for k in tensors[0])
+    assert max(float((tensors[0][k] - tensors[1][k]).abs().max()) for k in tensors[0]) < 1e-3
+    return tensors[0], tensors[1]
+
+
 def _kill_after_step_2_and_resume(done: Path, killed: Path, curve: list[tuple[int, float]]) -> None:
     """Copy the finished 2-process launch folder `done` as if killed after its step-2 checkpoint (no checkpoint-4,
     no manifest, the log cut at step 2), resume it on 2 processes, and check it reaches `curve` again."""
@@ -164,8 +180,6 @@ def test_two_processes_train_like_one_with_the_global_batch_and_resume(
 def test_fsdp_under_accelerate_launch_trains_like_one_process_and_saves_the_whole_adapter(
     tmp_path: Path, baseline: tuple[Path, Any]
 ) -> None:
-    from safetensors import safe_open
-
     tiny, one = baseline
     fields = _fields(
         tmp_path, tiny, batch_size=2, fsdp={"config": {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}}
@@ -177,12 +191,10 @@ def test_fsdp_under_accelerate_launch_trains_like_one_process_and_saves_the_whol
     a, b = _curve(one.run_dir), _curve(run_dir)
     assert [s for s, _ in b] == [1, 2, 3, 4]
     assert all(abs(x - y) <= TOLERANCE for (_, x), (_, y) in zip(a, b, strict=True)), (a, b)
-    # The adapter is gathered from both shards: every tensor at its full shape, as the one-process run saved it.
-    shapes = []
-    for d in (one.run_dir, run_dir):
-        with safe_open(str(d / "adapter" / "adapter_model.safetensors"), "pt") as f:
-            shapes.append({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
-    assert shapes[0] == shapes[1] and shapes[0]
+    # The adapter is gathered from both shards: every tensor at its full shape and nearly the value the one-process
+    # run saved, and no other.
+    alone, gathered = _same_weights(one.run_dir, run_dir, "adapter", "adapter_model.safetensors")
+    assert alone.keys() == gathered.keys()
     assert _weight_files(run_dir / "adapter") == {"adapter_model.safetensors"}  # no pickles beside the weights
     assert json.loads((run_dir / "manifest.json").read_text())["processes"] == 2
     assert launched.stdout.count("done: 4 steps") == 1
@@ -203,8 +215,6 @@ def test_deepspeed_zero_on_two_cpu_processes_trains_like_one_process_and_saves_t
     accelerator over gloo, its 'auto' values filled by Trainer. The losses equal one process's with the global batch;
     the adapter or model is gathered whole, in safetensors only; a ZeRO-3 run killed after step 2 resumes."""
     pytest.importorskip("deepspeed")
-    from safetensors import safe_open
-
     tiny, one = baseline
     if method != "lora":
         one = train(Recipe.model_validate(_fields(tmp_path / "one", tiny, batch_size=4, method=method)))
@@ -224,15 +234,7 @@ def test_deepspeed_zero_on_two_cpu_processes_trains_like_one_process_and_saves_t
 
     folder, name = ("adapter", "adapter_model.safetensors") if method == "lora" else ("model", "model.safetensors")
     assert _weight_files(run_dir / folder) == {name}  # no pickled training arguments beside the weights
-    tensors = []
-    for d in (one.run_dir, run_dir):
-        with safe_open(str(d / folder / name), "pt") as f:
-            tensors.append({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
-    # Every tensor of the one-process run at its full shape and nearly its value (a tied output head may be
-    # written once more, as the same tensor as the embeddings).
-    assert tensors[0].keys() <= tensors[1].keys()
-    assert all(tensors[0][k].shape == tensors[1][k].shape for k in tensors[0])
-    assert max(float((tensors[0][k] - tensors[1][k]).abs().max()) for k in tensors[0]) < 1e-3
+    _same_weights(one.run_dir, run_dir, folder, name)
 
     if stage == 3:  # ZeRO-3 checkpoints hold every process's partitions: a killed run resumes from them
         _kill_after_step_2_and_resume(tmp_path / "ds", tmp_path / "killed", b)
