@@ -8,15 +8,18 @@ intervals, paired deltas), so they are consistent the way wb eval's are.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -36,6 +39,24 @@ def chromium() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[Any]:
+    """A launched headless Chromium (playwright) for a browser test, closed after; the test is skipped with the
+    reason where there is no chromium binary or no playwright (a failure under `make test`'s WB_NO_SKIPS=1)."""
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no chromium binary (make test installs Debian's chromium and fonts-noto-cjk where apt-get runs)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
+    )
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 SCRIPT = "<script>alert(1)</script>"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO
-from report_fixtures import CHROMIUM_ARGS, SCRIPT, chromium, make_run
+from report_fixtures import SCRIPT, headless_chromium, make_run
 
 from workbench.report import html as report_html
 from workbench.report.html import build_report, word_diff
@@ -236,47 +236,37 @@ def test_the_template_ships_inside_the_package() -> None:
 
 @pytest.mark.browser
 def test_the_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
-    binary = chromium()
-    if binary is None:
-        pytest.skip("no chromium binary (make test installs Debian's chromium where apt-get runs as root)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
-    )
     run = make_run(tmp_path / "w")
     other = make_run(tmp_path / "v", name="other", seed=5, quality=0.6)
     single = build_report([run], tmp_path / "single.html", GATE).html
     pair = build_report([run, other], tmp_path / "pair.html", GATE).html
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
-        try:
-            for path, ids in (
-                (single, ["gate", *SECTIONS]),
-                (pair, ["comparison", *(f"{x}{s}" for x in ("a-", "b-") for s in ("gate", *SECTIONS))]),
-            ):
-                page = browser.new_page()
-                requests: list[str] = []
-                problems: list[str] = []
-                dialogs: list[str] = []
-                page.on("request", lambda r, requests=requests: requests.append(r.url))
-                page.on("console", lambda m, p=problems: p.append(m.text) if m.type in ("error", "warning") else None)
-                page.on("pageerror", lambda e, p=problems: p.append(str(e)))
-                page.on("dialog", lambda d, seen=dialogs: (seen.append(d.message), d.dismiss()))
-                url = path.resolve().as_uri()
-                page.goto(url, wait_until="load")
-                page.wait_for_timeout(200)
-                for section_id in ids:
-                    box = page.locator(f"#{section_id}").bounding_box()
-                    assert box is not None and box["height"] > 20, section_id
-                assert page.locator("script").count() == 0
-                assert page.get_by_text(SCRIPT, exact=False).count() >= 1  # shown as text
-                assert page.locator("svg polyline").count() >= 1
-                assert requests == [url], requests
-                assert problems == [], problems
-                assert dialogs == [], dialogs
-                page.close()
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        for path, ids in (
+            (single, ["gate", *SECTIONS]),
+            (pair, ["comparison", *(f"{x}{s}" for x in ("a-", "b-") for s in ("gate", *SECTIONS))]),
+        ):
+            page = browser.new_page()
+            requests: list[str] = []
+            problems: list[str] = []
+            dialogs: list[str] = []
+            page.on("request", lambda r, requests=requests: requests.append(r.url))
+            page.on("console", lambda m, p=problems: p.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e, p=problems: p.append(str(e)))
+            page.on("dialog", lambda d, seen=dialogs: (seen.append(d.message), d.dismiss()))
+            url = path.resolve().as_uri()
+            page.goto(url, wait_until="load")
+            page.wait_for_timeout(200)
+            for section_id in ids:
+                box = page.locator(f"#{section_id}").bounding_box()
+                assert box is not None and box["height"] > 20, section_id
+            assert page.locator("script").count() == 0
+            assert page.get_by_text(SCRIPT, exact=False).count() >= 1  # shown as text
+            assert page.locator("svg polyline").count() >= 1
+            assert requests == [url], requests
+            assert problems == [], problems
+            assert dialogs == [], dialogs
+            page.close()
 
 
 def test_corpus_scores_are_shown_on_the_0_to_1_scale_of_the_sentence_scores(run: Path, tmp_path: Path) -> None:
@@ -306,12 +296,6 @@ _TABLE_FIT = """() => {
 
 @pytest.mark.browser
 def test_every_table_fits_a_1280_pixel_window(tmp_path: Path) -> None:
-    binary = chromium()
-    if binary is None:
-        pytest.skip("no chromium binary (make test installs Debian's chromium where apt-get runs as root)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
-    )
     run = make_run(tmp_path / "w")
     metrics = run / "eval" / "metrics.json"
     doc = json.loads(metrics.read_text(encoding="utf-8"))
@@ -323,18 +307,14 @@ def test_every_table_fits_a_1280_pixel_window(tmp_path: Path) -> None:
         build_report([run], tmp_path / "one.html", GATE).html,
         build_report([run, other], tmp_path / "ab.html").html,
     ]
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
-        try:
-            for path in pages:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.goto(path.resolve().as_uri(), wait_until="load")
-                assert page.locator('table[data-part="forgetting"]').count() >= 1
-                assert page.locator('table[data-part="corpus"]').count() >= 1
-                assert page.evaluate(_TABLE_FIT) == [], path.name
-                page.close()
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        for path in pages:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(path.resolve().as_uri(), wait_until="load")
+            assert page.locator('table[data-part="forgetting"]').count() >= 1
+            assert page.locator('table[data-part="corpus"]').count() >= 1
+            assert page.evaluate(_TABLE_FIT) == [], path.name
+            page.close()
 
 
 def test_the_github_actions_example_uses_options_wb_has() -> None:

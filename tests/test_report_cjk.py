@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from report_fixtures import CHROMIUM_ARGS, chromium, make_run
+from report_fixtures import headless_chromium, make_run
 
 from workbench.report.html import build_report, word_diff
 
@@ -52,22 +52,12 @@ def test_chinese_in_the_page_renders_as_glyphs_not_empty_boxes(tmp_path: Path) -
     """Without a CJK font Chromium draws every Chinese character as the same empty box (the glyph of a code point no
     font has), and a page full of boxes still passes every other browser check. Here each character must draw
     something of its own: different from the others, from the missing-glyph box, and from nothing."""
-    binary = chromium()
-    if binary is None:
-        pytest.skip("no chromium binary (make test installs Debian's chromium and fonts-noto-cjk where apt-get runs)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'"
-    )
     page_path = build_report([make_run(tmp_path / "w")], tmp_path / "r.html").html
     assert "长城" in page_path.read_text(encoding="utf-8")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(page_path.resolve().as_uri(), wait_until="load")
-            drawn = page.evaluate(_GLYPHS)
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page()
+        page.goto(page_path.resolve().as_uri(), wait_until="load")
+        drawn = page.evaluate(_GLYPHS)
     chars = ["中", "国", "城"]
     for ch in chars:
         draws_nothing = drawn[ch] == drawn["blank"]
