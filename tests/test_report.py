@@ -435,7 +435,7 @@ def test_a_torn_cleaning_set_is_reported_as_incomplete(run: Path, tmp_path: Path
 
 def test_make_demo_writes_only_where_git_ignores_and_leaves_the_sample_report_alone() -> None:
     """A fresh clone stays clean after `make demo`: every file the demo target writes lies under an ignored folder,
-    and the committed sample in reports/ is never its output (the README quotes it, with the CPU it came from)."""
+    and the committed sample in reports/ is never its output (docs/demo.md quotes it, with the CPU it came from)."""
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     variables = dict(re.findall(r"^(\w+) :?= (.+)$", makefile, flags=re.M))
     recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
@@ -452,4 +452,6 @@ def test_make_demo_writes_only_where_git_ignores_and_leaves_the_sample_report_al
     assert not any(p.startswith("reports/") for p in written)
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "ends with the report at\n`runs/demo/report.html`" in readme
-    assert "Figures of the committed sample report (fp32 on an AVX2-only AMD EPYC" in readme
+    demo = (REPO / "docs" / "demo.md").read_text(encoding="utf-8")
+    assert "ends with the report at\n`runs/demo/report.html`" in demo
+    assert "Figures of the committed sample report (fp32 on an AVX2-only AMD EPYC" in demo

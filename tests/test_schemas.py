@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from workbench import schemas
@@ -21,15 +22,48 @@ def test_generated_doc_blocks_match_the_registry_and_the_run_schema() -> None:
         assert schemas.render_doc(text) == text, f"{name} is stale: run `make schemas`"
 
 
-def test_every_registered_metric_is_in_the_readme_and_every_shipped_gate_path_is_valid() -> None:
+def test_every_registered_metric_is_in_the_evaluation_docs_and_every_shipped_gate_path_is_valid() -> None:
     from workbench.evaluate import registry
     from workbench.report import gate
 
-    readme = (schemas.ROOT / "README.md").read_text(encoding="utf-8")
+    page = (schemas.ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
     for name in registry.names():
-        assert f"| `{name}` |" in readme
+        assert f"| `{name}` |" in page
     for check in gate.load(schemas.ROOT / "pipelines" / "gate.yaml").resolved():
         assert gate.path_problem(check.metric) is None
+
+
+def test_every_registered_rule_is_in_the_cleaning_docs_with_its_defaults() -> None:
+    from workbench.clean.rules import RULES
+
+    page = (schemas.ROOT / "docs" / "cleaning.md").read_text(encoding="utf-8")
+    assert len(RULES) >= 23  # the SFT, score and preference rules
+    for name in RULES:
+        assert f"| `{name}` |" in page
+    assert "| `repeated_ngrams` | SFT, pairs, KTO |" in page and "`n: 4`, `max_fraction: 0.6`" in page
+    assert "| `contradictory_pair` | pairs, KTO (across the file) |" in page
+    assert "\\<\\|im_end\\|>" in page  # a description's `|` and `<` cannot break the table
+
+
+def test_a_newly_registered_rule_makes_the_cleaning_docs_stale_until_regenerated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import polars as pl
+
+    from workbench.clean import rules
+
+    class ToyParams(rules.Params):
+        max_exclamations: int = 3
+
+    def build(p: ToyParams) -> rules.Check:
+        return rules.Check(rules.OUTPUT.str.count_matches("!") > p.max_exclamations, pl.lit("shouts"))
+
+    toy = rules.Rule("toy_shouting", "Output shouts: too many '!'.", ToyParams, build)
+    monkeypatch.setitem(rules.RULES, "toy_shouting", toy)
+    page = (schemas.ROOT / "docs" / "cleaning.md").read_text(encoding="utf-8")
+    regenerated = schemas.render_doc(page)
+    assert regenerated != page
+    assert "| `toy_shouting` | SFT, pairs, KTO | Output shouts: too many '!'. | `max_exclamations: 3` |" in regenerated
 
 
 def test_builtin_profiles_validate_against_the_published_schema() -> None:

@@ -645,7 +645,7 @@ def gate_path_problem(path: str) -> str | None:
 
 
 def gate_paths_help() -> str:
-    """The gate's paths in words, generated from the schema (README, `pipelines/gate.yaml`, docs)."""
+    """The gate's paths in words, generated from the schema (docs/gate.md, docs/run-folder.md, pipelines/gate.yaml)."""
     lines: list[str] = []
     for section in GATE_SECTIONS:
         lines.extend(_paths(RunSummary.model_fields[section].annotation, section, 0))

@@ -1,5 +1,6 @@
 """Files generated from the models: JSON Schemas in `schemas/` (so editors and other tools can validate inputs), and
-the blocks of the README, docs/run-folder.md and pipelines/gate.yaml that list the metrics (from the registry) and
+the blocks of the docs pages (`DOCS`: docs/cleaning.md, docs/evaluation.md, docs/gate.md, docs/run-folder.md) and
+pipelines/gate.yaml that list the clean rules (from the rule registry), the metrics (from the metric registry) and
 the gate's paths (from the run schema). `python -m workbench.schemas` rewrites them; a test fails when they drift.
 
 A generated block sits between a line holding `generated: NAME` and a line holding `end generated` (in Markdown as
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from workbench import preference, runfile
+from workbench.clean import rules
 from workbench.clean.profile import Profile
 from workbench.evaluate import registry
 from workbench.evaluate.suite import EvalSuite
@@ -63,11 +65,12 @@ def _gate_paths_yaml() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
+    "rules": rules.markdown_table,
     "metrics": registry.markdown_table,
     "gate-paths": _gate_paths_markdown,
     "gate-paths-yaml": _gate_paths_yaml,
 }
-DOCS = ("README.md", "docs/run-folder.md", "pipelines/gate.yaml")
+DOCS = ("docs/cleaning.md", "docs/evaluation.md", "docs/gate.md", "docs/run-folder.md", "pipelines/gate.yaml")
 _BLOCK = re.compile(
     r"(?m)^(?P<open>.*generated: (?P<name>[\w-]+).*\n)(?P<body>(?:.*\n)*?)(?P<close>.*end generated.*\n)"
 )

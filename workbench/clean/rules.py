@@ -2,7 +2,8 @@
 parameters into two polars expressions over a batch of records: `drop` (true where the rule drops the record)
 and `reason` (a sentence for each dropped record, stored in `<out>.dropped.jsonl`).
 
-Adding a rule is adding one function decorated with `@rule` here and one line in a profile under `pipelines/`.
+Adding a rule is adding one function decorated with `@rule` here and one line in a profile under `pipelines/`;
+`make schemas` lists it in the rule table of docs/cleaning.md.
 
 Thresholds follow common practice in public cleaning pipelines (Gopher/RefinedWeb-style repetition and
 symbol filters as in datatrove, Alpaca-cleaned's checks for empty, echoing and context-dependent records);
@@ -83,6 +84,32 @@ def rule(
         return build
 
     return register
+
+
+_KIND_NAMES = {"sft": "SFT", "pair": "pairs", "kto": "KTO"}
+_LEVEL_NOTES = {"answer": "", "pair": " (both answers together)", "file": " (across the file)"}
+
+
+def _param_doc(name: str, field: Any) -> str:
+    if field.is_required():
+        return f"`{name}` (required)"
+    default = field.default
+    if field.default_factory is not None or default is None:
+        return f"`{name}`"
+    shown = ("true" if default else "false") if isinstance(default, bool) else str(default)
+    return f"`{name}: {shown}`"
+
+
+def markdown_table() -> str:
+    """The rule table of docs/cleaning.md, from the rules registered when called (importing `workbench.clean.profile`
+    registers every shipped rule): what data each applies to, when it drops a record, its parameters and defaults."""
+    lines = ["| rule | applies to | drops a record when | parameters |", "|---|---|---|---|"]
+    for r in RULES.values():
+        kinds = ", ".join(_KIND_NAMES[k] for k in r.kinds) + _LEVEL_NOTES[r.level]
+        params = ", ".join(_param_doc(n, f) for n, f in r.params.model_fields.items())
+        description = r.description.replace("|", "\\|").replace("<", "\\<")  # a table cell, not a tag
+        lines.append(f"| `{r.name}` | {kinds} | {description} | {params} |")
+    return "\n".join(lines)
 
 
 # --- shared expressions ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 In the manner of lm-evaluation-harness's `register_metric`: each metric declares its name, whether higher is better,
 whether it is 0/1 per item (then McNemar's test is reported beside the paired interval), the answer types it applies
 to and a one-line description. The report's order, the gate's path validation (`task.<metric>.<field>`), "lower is
-better" and the README's metric table all come from here, so a new metric needs no change anywhere else.
+better" and the metric table of docs/evaluation.md all come from here, so a new metric needs no change anywhere else.
 
 Light on purpose (standard library only): `wb report` and `wb gate` import it.
 
@@ -135,7 +135,7 @@ def order(keys: Iterable[str]) -> list[str]:
 
 
 def markdown_table() -> str:
-    """The README's metric table."""
+    """The metric table of docs/evaluation.md (and docs/run-folder.md)."""
     lines = ["| metric | applies to | better | 0/1 | what it checks |", "|---|---|---|---|---|"]
     for m in _REGISTRY.values():
         types = ", ".join(t for t in ANSWER_TYPES if t in m.answer_types)
