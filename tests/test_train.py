@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -404,3 +405,62 @@ def test_a_checkpoint_with_pickled_weights_is_not_resumed(tmp_path: Path, tiny: 
         "tool you trust"
     ]
     assert (run / "trainer_log.jsonl").read_bytes() == log and not (run / "manifest.json").exists()
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from workbench.train.guards import locked_run
+with locked_run(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_in_one_line_and_a_killed_writer_blocks_nothing(
+    tmp_path: Path, tiny: Path, wb: Any
+) -> None:
+    """`wb train name=t` while another process writes runs/t (it holds the run's lock): exit 2, one line, and the
+    first run's recipe.yaml and log untouched. Once that process is killed (kill -9), the next run goes ahead."""
+    from conftest import REPO
+
+    data = write_jsonl(tmp_path / "其他.jsonl", MEMORISE[:4])
+    run = tmp_path / "runs" / "t"
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text("name: t\nlr: 0.005\n", encoding="utf-8")
+    (run / "trainer_log.jsonl").write_text('{"loss": 2.174, "step": 1}\n', encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        args = ("train", "--data", data, f"model={tiny}", "name=t", f"output_dir={tmp_path / 'runs'}", "lr=0.001")
+        second = wb(*args, "max_steps=1", "max_length=128", "-q")
+        assert second.exit_code == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: {run}: another wb process is writing this run folder now (pid {holder.pid}); wait for it to finish"
+        ]
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".wb-lock"} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run / ".wb-lock").exists()  # left by the killed holder; the OS dropped its flock
+    third = wb(*args, "max_steps=1", "max_length=128", "-q")
+    assert third.exit_code == 0, third.stderr
+    assert (run / "manifest.json").is_file() and not (run / ".wb-lock").exists()
+
+
+def test_wb_eval_into_a_run_folder_being_written_is_refused(tmp_path: Path, tiny: Path, wb: Any) -> None:
+    from workbench.train.guards import locked_run
+
+    done = train(recipe(tmp_path, tiny, max_steps=1))
+    with locked_run(done.run_dir):  # another process training or evaluating into it
+        result = wb("eval", done.run_dir, "--no-probes", "--no-base", "--no-cache", "-q")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {done.run_dir}: another wb process is writing this run folder now (pid {os.getpid()}); "
+        "wait for it to finish"
+    ]
+    assert not (done.run_dir / "eval").exists()

@@ -5,7 +5,9 @@ Every file a command writes goes through `OutputSet` (`io.atomic_write` is a set
 - Targets are checked before anything is written: an existing directory or non-regular file (a device node, a
   FIFO, a socket) is refused with one line, as is a parent that is a file or a folder that cannot be written.
   Missing parent folders are created.
-- A lock file `.<first target>.wb-lock` beside the first target keeps two runs from writing the same output.
+- A lock file `.<first target>.wb-lock` beside the first target keeps two runs from writing the same output;
+  `locked_folder` holds `<folder>/.wb-lock` for a whole folder (a run folder while `wb train` or `wb eval` writes
+  into it). The lock is an flock, which the OS drops when its holder dies, so a killed run never blocks the next.
 - All files of the result are written into one staging folder `.<first target>.wb-stage/` beside the targets.
   Holding the lock, a run knows that a staging folder or temporary file of that name is left over from a run
   that was killed, and removes it before it starts; staging folders of the older scheme (`.wb-stage-XXXXXXXX`,
@@ -169,8 +171,14 @@ def _fsync_dir(folder: Path) -> None:
 class _Lock:
     """An exclusive flock on `.<name>.wb-lock`; the file is removed on release (re-checked on acquire)."""
 
-    def __init__(self, path: Path, target: Path) -> None:
-        self.path, self.target = path, target
+    def __init__(
+        self,
+        path: Path,
+        target: Path,
+        busy: str = "another wb run is writing this output now",
+        hint: str = "wait for it or choose another -o",
+    ) -> None:
+        self.path, self.target, self.busy, self.hint = path, target, busy, hint
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -184,9 +192,7 @@ class _Lock:
             except OSError as err:
                 os.close(fd)
                 if err.errno in (errno.EAGAIN, errno.EACCES):
-                    raise WbError(
-                        f"{self.target}: another wb run is writing this output now; wait for it or choose another -o"
-                    ) from None
+                    raise WbError(f"{self.target}: {self.busy}{self._holder()}; {self.hint}") from None
                 raise
             try:  # the holder before us may have removed the file after we opened it: lock the current one
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
@@ -198,6 +204,14 @@ class _Lock:
                 self.fd = fd
                 return
             os.close(fd)
+
+    def _holder(self) -> str:
+        """` (pid N)` of the process holding the lock, as it wrote into the file; '' when unreadable."""
+        try:
+            pid = self.path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+        return f" (pid {pid})" if pid.isdigit() else ""
 
     def release(self) -> None:
         if self.fd is None:
@@ -351,6 +365,25 @@ class OutputSet:
             os.replace(self.staged(self.manifest), self.manifest)
         _fsync_dir(self.folder)
         self.published = True
+
+
+@contextlib.contextmanager
+def locked_folder(folder: Path, busy: str, hint: str) -> Iterator[None]:
+    """Hold the lock `<folder>/.wb-lock` while writing into `folder`; a second writer is refused with one line
+    (`<folder>: <busy> (pid N); <hint>`). Released on exit (a folder made here and left empty goes with it);
+    dropped by the OS if the holder dies."""
+    folder = Path(folder)
+    made = not folder.exists()
+    ensure_dir(folder)
+    lock = _Lock(folder / LOCK_SUFFIX, folder, busy, hint)
+    try:
+        lock.acquire()
+        yield
+    finally:
+        lock.release()
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if nothing was written into it
 
 
 def remove_old_stages(folder: Path, now: float | None = None) -> list[Path]:

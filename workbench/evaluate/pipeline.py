@@ -9,13 +9,14 @@ overlap, generation settings, warnings), `review_sample.csv` and `manifest.json`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench import io, runfile
 from workbench.errors import WbError
@@ -29,6 +30,9 @@ from workbench.io import sha256_file
 from workbench.manifest import build_manifest
 from workbench.precision import for_model
 from workbench.text import count_cjk
+
+if TYPE_CHECKING:
+    from workbench.train.runs import Target
 
 ProgressFn = Callable[[str, int, int], None]
 StatusFn = Callable[[str], None]
@@ -189,14 +193,33 @@ def evaluate(
     on_status: StatusFn | None = None,
     on_progress: ProgressFn | None = None,
 ) -> EvalResult:
-    """Evaluate a run (or adapter, or model) and, unless `config.base` is off, its base model."""
-    from workbench.evaluate.generate import GenerationCache
-    from workbench.evaluate.loglik import LoglikCache
-    from workbench.train.runs import Target, load, resolve_target
+    """Evaluate a run (or adapter, or model) and, unless `config.base` is off, its base model. A run folder written
+    into (its `eval/`, the default) is locked meanwhile: a run still training, or another eval into it, refuses."""
+    from workbench.train.guards import locked_run
+    from workbench.train.runs import resolve_target
 
     started = time.time()
     target = resolve_target(target_spec)
     out_dir = _out_dir(target.run_dir, out_dir)
+    run_dir = target.run_dir
+    into_run = run_dir is not None and out_dir.resolve().is_relative_to(run_dir.resolve())
+    with locked_run(run_dir) if run_dir is not None and into_run else contextlib.nullcontext():
+        return _evaluate(target_spec, target, config, out_dir, started, on_status, on_progress)
+
+
+def _evaluate(
+    target_spec: str | Path,
+    target: Target,
+    config: EvalConfig,
+    out_dir: Path,
+    started: float,
+    on_status: StatusFn | None,
+    on_progress: ProgressFn | None,
+) -> EvalResult:
+    from workbench.evaluate.generate import GenerationCache
+    from workbench.evaluate.loglik import LoglikCache
+    from workbench.train.runs import Target, load
+
     warnings: list[str] = []
     if target.method == "reward":  # a reward model answers nothing: it is evaluated on preference pairs alone
         return _evaluate_reward_run(target, config, out_dir, started, warnings)

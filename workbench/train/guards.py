@@ -1,21 +1,32 @@
-"""What a training run refuses: resuming a run that is finished or whose checkpoint holds pickled weights, and going
-on after a non-finite loss.
+"""What a training run refuses: a second process writing into its run folder, resuming a run that is finished or
+whose checkpoint holds pickled weights, and going on after a non-finite loss.
 
 No torch import here: the checks run on the recipe and the run folder, and on plain floats.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
+from workbench import output
 from workbench.errors import WbError
 from workbench.train.model import check_adapter_weights
 from workbench.train.recipe import Recipe
+
+
+@contextlib.contextmanager
+def locked_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock (`<run>/.wb-lock`) while `wb train`, `--resume` or `wb eval` writes into it; a
+    second writer is refused with one line. The OS drops the lock of a process that dies."""
+    with output.locked_folder(run_dir, "another wb process is writing this run folder now", "wait for it to finish"):
+        yield
 
 
 class NonFiniteLoss(Exception):

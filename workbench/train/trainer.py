@@ -13,6 +13,7 @@ losses wb computes itself `loss.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -380,11 +381,22 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint."""
-    if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
-        from workbench.train import preference
+    """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint. The run folder
+    is locked while the run writes it (by the main process of a launched run)."""
+    with guards.locked_run(recipe.run_dir) if distributed.is_main() else contextlib.nullcontext():
+        if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
+            from workbench.train import preference
 
-        return preference.train(recipe, resume, on_log, on_status)
+            return preference.train(recipe, resume, on_log, on_status)
+        return _train_sft(recipe, resume, on_log, on_status)
+
+
+def _train_sft(
+    recipe: Recipe,
+    resume: bool,
+    on_log: Callable[[dict[str, Any]], None] | None,
+    on_status: Callable[[str], None] | None,
+) -> TrainResult:
     session = begin(recipe, resume, on_status)  # offline and quiet before transformers is imported
     from transformers import EarlyStoppingCallback
 
