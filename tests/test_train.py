@@ -464,3 +464,26 @@ def test_wb_eval_into_a_run_folder_being_written_is_refused(tmp_path: Path, tiny
         "wait for it to finish"
     ]
     assert not (done.run_dir / "eval").exists()
+
+
+def test_a_short_run_logs_every_step_so_its_curve_has_every_point(tmp_path: Path, tiny: Path) -> None:
+    fields = recipe(tmp_path, tiny, max_steps=4).model_dump(exclude={"logging_steps"})  # the default interval
+    result = train(Recipe.model_validate(fields))
+    losses = [(row["step"], row["loss"]) for row in result.log if "loss" in row]
+    assert [step for step, _ in losses] == [1, 2, 3, 4]  # was step 1 alone ("loss 2.174 -> 2.174")
+    assert len({loss for _, loss in losses}) == 4
+
+
+@pytest.mark.parametrize(("steps", "every"), [(4, 1), (50, 1), (51, 2), (200, 4), (10_000, 200)])
+def test_the_default_log_interval_gives_about_50_points_over_a_run(
+    tmp_path: Path, tiny: Path, steps: int, every: int
+) -> None:
+    from transformers import TrainerState
+
+    from workbench import precision
+    from workbench.train import hf
+
+    r = Recipe.model_validate(recipe(tmp_path, tiny, max_steps=steps).model_dump(exclude={"logging_steps"}))
+    state = TrainerState()  # Trainer turns the interval into steps for the run's length
+    state.compute_steps(hf.training_args(r, r.run_dir, precision.for_training("fp32", "lora"), False), steps)
+    assert state.logging_steps == every

@@ -43,6 +43,9 @@ _ALL_KEYS = LOG_KEYS + PREFERENCE_LOG_KEYS + tuple(f"eval_{k}" for k in PREFEREN
 GALORE_OPTIMIZERS = {"adamw": "galore_adamw", "adamw_8bit": "galore_adamw_8bit", "adafactor": "galore_adafactor"}
 TENSORBOARD_DIR = "tensorboard"
 TRAINING_ARGS_FILE = "training_args.bin"  # transformers' TRAINING_ARGS_NAME: the arguments, pickled by torch.save
+# The log's interval when the recipe sets none: a fraction of the run's steps (Trainer rounds it up to whole steps),
+# so every run has a curve of about 50 points, and one of every step when it has 50 steps or fewer.
+AUTO_LOGGING_FRACTION = 0.02
 
 
 def check_dashboards(recipe: Recipe) -> None:
@@ -390,7 +393,7 @@ def training_args(
         warmup_steps=recipe.warmup_ratio,
         weight_decay=recipe.weight_decay,
         max_grad_norm=recipe.max_grad_norm,
-        logging_steps=recipe.logging_steps,
+        logging_steps=recipe.logging_steps or AUTO_LOGGING_FRACTION,
         logging_first_step=True,
         eval_strategy=interval if evaluate else "no",
         eval_steps=eval_steps,

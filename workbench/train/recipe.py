@@ -411,7 +411,12 @@ class Recipe(Strict):
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 42
-    logging_steps: int = Field(5, ge=1)
+    logging_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Log the training loss every N steps (default: about 50 points over the run, every step in a run "
+        "of 50 steps or fewer, so a short run still has a curve).",
+    )
     eval_steps: int | None = Field(None, ge=1, description="Eval loss every N steps (default: once per epoch).")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: once per epoch).")
     save_total_limit: int = Field(2, ge=1)
