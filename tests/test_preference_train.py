@@ -135,6 +135,37 @@ def test_dpo_resume_equals_the_uninterrupted_run(dpo_run: Path, tiny: Path, pair
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6)
 
 
+def test_a_dpo_run_stopped_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
+    tiny: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRL's trainers save checkpoints as SFT's Trainer does: visible only once complete."""
+    from transformers import Trainer
+
+    save_rng = Trainer._save_rng_state
+
+    def stopped(self: Any, output_dir: str) -> None:  # weights and optimizer.pt written, trainer_state.json not yet
+        if self.state.global_step == 2:
+            raise KeyboardInterrupt
+        save_rng(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", stopped)
+    r = recipe(tmp_path, tiny, pairs_file, "dpo", save_steps=1, max_steps=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(r)
+    checkpoints = r.run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1"]
+    half = checkpoints / ".wb-stage" / "checkpoint-2"  # stopped half-written, out of sight
+    assert (half / "adapter_model.safetensors").is_file() and not (half / "trainer_state.json").exists()
+    monkeypatch.setattr(Trainer, "_save_rng_state", save_rng)
+    said: list[str] = []
+    ran: list[dict[str, Any]] = []
+    train(r, resume=True, on_log=ran.append, on_status=said.append)
+    assert f"resuming from {checkpoints / 'checkpoint-1'}" in said
+    assert [row["step"] for row in ran if "loss" in row] == [2, 3]
+    assert sorted(p.name for p in checkpoints.glob("*checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert not (checkpoints / ".wb-stage").exists()
+
+
 def test_implicit_accuracy_is_reported_with_an_interval_and_gated(dpo_run: Path, pairs_file: Path) -> None:
     from workbench.evaluate.config import EvalConfig
     from workbench.evaluate.pipeline import evaluate

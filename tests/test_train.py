@@ -19,6 +19,7 @@ pytest.importorskip("peft")
 from workbench import precision  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
 from workbench.train import data as tdata  # noqa: E402
+from workbench.train.guards import checkpoint_problem  # noqa: E402
 from workbench.train.loss import fusable_head, sample_losses, trained_positions_loss  # noqa: E402
 from workbench.train.model import load_model, load_tokenizer, tiny_model_dir  # noqa: E402
 from workbench.train.prepare import prepare  # noqa: E402
@@ -266,6 +267,84 @@ def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path: Path
     )
     curve = lambda res: [(r["step"], round(r["loss"], 5)) for r in res.log if "loss" in r]  # noqa: E731
     assert curve(resumed) == curve(full)
+
+
+def _visible(checkpoints: Path) -> list[str]:
+    return sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("."))
+
+
+def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tmp_path: Path, tiny: Path) -> None:
+    """kill -9 in the middle of checkpoint-2 (its weights and optimizer.pt written, trainer_state.json not yet)."""
+    from conftest import REPO
+
+    r = recipe(tmp_path, tiny, max_steps=4, save_steps=1, batch_size=2, packing=False)
+    (tmp_path / "recipe.json").write_text(r.model_dump_json(), encoding="utf-8")
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from transformers import Trainer\n"
+        "from workbench.train.recipe import Recipe\n"
+        "from workbench.train.trainer import train\n"
+        "save_rng = Trainer._save_rng_state\n"
+        "def killed(self, output_dir):\n"
+        "    if self.state.global_step == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    save_rng(self, output_dir)\n"
+        "Trainer._save_rng_state = killed\n"
+        "train(Recipe.model_validate_json(Path(sys.argv[1]).read_text(encoding='utf-8')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "recipe.json")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    checkpoints = r.run_dir / "checkpoints"
+    assert _visible(checkpoints) == ["checkpoint-1"]  # the half-written checkpoint-2 is not one
+    half = {p.name for p in (checkpoints / ".wb-stage" / "checkpoint-2").iterdir()}
+    assert {"adapter_model.safetensors", "optimizer.pt"} <= half and "trainer_state.json" not in half
+    assert (r.run_dir / ".wb-lock").exists()  # the killed run's lock file stays; its flock went with the process
+    said: list[str] = []
+    ran: list[dict[str, Any]] = []
+    resumed = train(r, resume=True, on_log=ran.append, on_status=said.append)
+    assert f"resuming from {checkpoints / 'checkpoint-1'}" in said
+    assert [row["step"] for row in ran if "loss" in row] == [2, 3, 4]
+    assert resumed.manifest["global_step"] == 4
+    assert _visible(checkpoints) == ["checkpoint-3", "checkpoint-4"] and not (checkpoints / ".wb-stage").exists()
+
+
+@pytest.mark.parametrize("damage", ["no trainer_state.json", "optimizer.pt is truncated"])
+def test_an_incomplete_checkpoint_an_older_wb_left_is_skipped_with_a_line(
+    tmp_path: Path, tiny: Path, damage: str
+) -> None:
+    r = recipe(tmp_path, tiny, max_steps=2, save_steps=1, batch_size=2, packing=False)
+    done = train(r)
+    (done.run_dir / "manifest.json").unlink()  # killed while saving checkpoint-2, by a wb that saved in place
+    second = done.run_dir / "checkpoints" / "checkpoint-2"
+    if damage == "no trainer_state.json":
+        (second / "trainer_state.json").unlink()
+    else:
+        optimizer = (second / "optimizer.pt").read_bytes()
+        (second / "optimizer.pt").write_bytes(optimizer[: len(optimizer) // 2])
+    said: list[str] = []
+    ran: list[dict[str, Any]] = []
+    more = recipe(tmp_path, tiny, max_steps=3, save_steps=1, batch_size=2, packing=False)
+    resumed = train(more, resume=True, on_log=ran.append, on_status=said.append)
+    first = done.run_dir / "checkpoints" / "checkpoint-1"
+    assert said[:2] == [
+        f"skipping {second}: incomplete ({damage}; the run was stopped while saving it)",
+        f"resuming from {first}",
+    ]
+    assert [row["step"] for row in ran if "loss" in row] == [2, 3] and resumed.manifest["global_step"] == 3
+    assert checkpoint_problem(second) is None  # saved again, whole
+
+
+def test_resume_without_a_complete_checkpoint_is_one_line(tmp_path: Path, tiny: Path) -> None:
+    r = recipe(tmp_path, tiny, max_steps=1, save_steps=1)
+    done = train(r)
+    (done.run_dir / "manifest.json").unlink()
+    (done.run_dir / "checkpoints" / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1, "log')
+    with pytest.raises(WbError, match=r"runs/t: no complete checkpoint to resume from$"):
+        train(r, resume=True)
 
 
 def test_records_without_trainable_tokens_stop_the_run(tmp_path: Path, tiny: Path, tokenizer: Any) -> None:

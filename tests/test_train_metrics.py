@@ -185,6 +185,10 @@ def test_the_best_checkpoint_is_the_one_the_metric_selects_not_the_lowest_eval_l
     assert [r["eval_rouge_l"] for r in evals] == [0.2, 0.9, 0.5]
     assert evals[-1]["eval_loss"] < evals[1]["eval_loss"]  # the loss would have picked step 12
     assert result.manifest["best_checkpoint"].endswith("checkpoint-8") and result.manifest["best_metric"] == 0.9
+    # the published path, not the staging folder Trainer saved it in; so in what a resume reads, too
+    best_path = str(result.run_dir / "checkpoints" / "checkpoint-8")
+    state = json.loads((result.run_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
+    assert result.manifest["best_checkpoint"] == best_path and state["best_model_checkpoint"] == best_path
     # load_best_model_at_end: the saved adapter is checkpoint-8's
     final = load_file(result.run_dir / "adapter" / "adapter_model.safetensors")
     best = load_file(result.run_dir / "checkpoints" / "checkpoint-8" / "adapter_model.safetensors")

@@ -737,7 +737,7 @@ def train(
     model: Annotated[str | None, typer.Option("--model", help="Base model (overrides model:).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (overrides name:).")] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue runs/NAME from its last checkpoint.")
+        Path | None, typer.Option("--resume", help="Continue runs/NAME from its last complete checkpoint.")
     ] = None,
     inspect: Annotated[
         int | None, typer.Option("--inspect", help="Show N formatted examples (trained vs masked tokens) and exit.")

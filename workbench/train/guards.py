@@ -1,5 +1,5 @@
-"""What a training run refuses: a second process writing into its run folder, resuming a run that is finished or
-whose checkpoint holds pickled weights, and going on after a non-finite loss.
+"""What a training run refuses: a second process writing into its run folder, resuming a run that is finished, from
+a checkpoint a kill left incomplete or whose checkpoint holds pickled weights, and going on after a non-finite loss.
 
 No torch import here: the checks run on the recipe and the run folder, and on plain floats.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+import re
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from workbench import output
 from workbench.errors import WbError
 from workbench.train.model import check_adapter_weights
 from workbench.train.recipe import Recipe
+
+CHECKPOINT = re.compile(r"^checkpoint-[0-9]+$")  # Trainer's checkpoint folders, by step
 
 
 @contextlib.contextmanager
@@ -37,9 +41,47 @@ class NonFiniteLoss(Exception):
         self.step, self.loss = step, loss
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return ckpts[-1] if ckpts else None
+def _whole_safetensors(path: Path) -> bool:
+    """Whether a safetensors file holds every byte its header promises (a kill mid-write leaves it short)."""
+    try:
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = orjson.loads(f.read(size))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        return bool(path.stat().st_size == 8 + size + end)
+    except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return False
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it is complete. wb publishes a checkpoint only once it
+    is whole (hf.StagedCheckpoints); an older wb killed while saving left one without trainer_state.json (written
+    last) or with a truncated file (torch's files are zip archives: a cut one has no central directory)."""
+    try:
+        orjson.loads((folder / "trainer_state.json").read_bytes())
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, orjson.JSONDecodeError):
+        return "trainer_state.json is truncated"
+    for path in sorted(folder.iterdir()):
+        cut = (path.suffix in (".pt", ".pth") and not zipfile.is_zipfile(path)) or (
+            path.suffix == ".safetensors" and not _whole_safetensors(path)
+        )
+        if cut:
+            return f"{path.name} is truncated"
+    return None
+
+
+def last_checkpoint(run_dir: Path, on_skip: Callable[[str], None] | None = None) -> Path | None:
+    """The newest complete checkpoint of the run; each newer incomplete one is passed over (`on_skip` says why)."""
+    found = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if CHECKPOINT.match(p.name) and p.is_dir()]
+    for ckpt in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        if on_skip is not None:
+            on_skip(f"skipping {ckpt}: incomplete ({problem}; the run was stopped while saving it)")
+    return None
 
 
 def _finished_step(run_dir: Path) -> int | None:
@@ -66,25 +108,30 @@ def _saved_recipe(run_dir: Path) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else {}
 
 
-def check_resume(recipe: Recipe) -> Path:
-    """The checkpoint to resume `recipe.run_dir` from; refuses (WbError) a run without one, one whose weights are
-    pickles, and a finished run unless `max_steps` (past the step it ended at) or `epochs` were raised."""
+def check_resume(recipe: Recipe, on_status: Callable[[str], None] | None = None) -> Path:
+    """The last complete checkpoint to resume `recipe.run_dir` from (`on_status` hears which, and each incomplete
+    one passed over); refuses (WbError) a run without one, one whose weights are pickles, and a finished run unless
+    `max_steps` (past the step it ended at) or `epochs` were raised."""
     run_dir = recipe.run_dir
-    checkpoint = last_checkpoint(run_dir)
+    skipped: list[str] = []
+    checkpoint = last_checkpoint(run_dir, skipped.append)
+    say = on_status or (lambda line: None)
+    for line in skipped:
+        say(line)
     if checkpoint is None:
-        raise WbError(f"{run_dir}: no checkpoint to resume from")
+        raise WbError(f"{run_dir}: no {'complete ' if skipped else ''}checkpoint to resume from")
     check_adapter_weights(checkpoint, "checkpoint")
     step = _finished_step(run_dir)
-    if step is None:
-        return checkpoint
-    saved = _saved_recipe(run_dir)
-    more_steps = recipe.max_steps is not None and recipe.max_steps > step
-    more_epochs = recipe.max_steps is None and recipe.epochs > float(saved.get("epochs") or 0)
-    if not (more_steps or more_epochs):
-        raise WbError(
-            f"{run_dir}: the run is finished (step {step}); to train further raise max_steps or epochs, "
-            f"e.g. wb train --resume {run_dir} max_steps={step * 2}"
-        )
+    if step is not None:
+        saved = _saved_recipe(run_dir)
+        more_steps = recipe.max_steps is not None and recipe.max_steps > step
+        more_epochs = recipe.max_steps is None and recipe.epochs > float(saved.get("epochs") or 0)
+        if not (more_steps or more_epochs):
+            raise WbError(
+                f"{run_dir}: the run is finished (step {step}); to train further raise max_steps or epochs, "
+                f"e.g. wb train --resume {run_dir} max_steps={step * 2}"
+            )
+    say(f"resuming from {checkpoint}")
     return checkpoint
 
 

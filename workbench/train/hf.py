@@ -1,7 +1,7 @@
 """wb's wiring of `transformers.Trainer`: the Trainer subclass (real-token counting, the trained-positions loss,
-a NaN guard, length-grouped batches, the LoRA+ optimiser, checkpoints of wb's bottleneck adapters), the save hook
-it shares with the TRL trainers (safetensors only, umask modes), the JSONL log callback, the dashboards (`report_to`)
-and the TrainingArguments a recipe maps to."""
+a NaN guard, length-grouped batches, the LoRA+ optimiser, checkpoints of wb's bottleneck adapters), the save hooks
+it shares with the TRL trainers (safetensors only, umask modes; checkpoints that appear only when complete), the
+JSONL log callback, the dashboards (`report_to`) and the TrainingArguments a recipe maps to."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import contextlib
 import importlib.util
 import json
 import math
+import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,6 +45,7 @@ _ALL_KEYS = LOG_KEYS + PREFERENCE_LOG_KEYS + tuple(f"eval_{k}" for k in PREFEREN
 GALORE_OPTIMIZERS = {"adamw": "galore_adamw", "adamw_8bit": "galore_adamw_8bit", "adafactor": "galore_adafactor"}
 TENSORBOARD_DIR = "tensorboard"
 TRAINING_ARGS_FILE = "training_args.bin"  # transformers' TRAINING_ARGS_NAME: the arguments, pickled by torch.save
+CHECKPOINT_STAGE = ".wb-stage"  # checkpoints/.wb-stage/checkpoint-N while Trainer writes it
 # The log's interval when the recipe sets none: a fraction of the run's steps (Trainer rounds it up to whole steps),
 # so every run has a curve of about 50 points, and one of every step when it has 50 steps or fewer.
 AUTO_LOGGING_FRACTION = 0.02
@@ -151,10 +154,77 @@ class SafetensorsSaves:
             follow_umask(folder)
 
 
+class StagedCheckpoints:
+    """A Trainer mixin (first among the bases): a checkpoint becomes visible only when it is complete.
+
+    `Trainer._save_checkpoint` (transformers 5.25) writes `checkpoint-N` into `_get_output_dir()` file by file (the
+    weights, optimizer.pt, scheduler.pt, the RNG states, trainer_state.json last), so a kill in between used to leave
+    a `checkpoint-N` that `--resume` took and failed on. Here `_get_output_dir()` answers `checkpoints/.wb-stage`
+    while it saves; once every process has written its part, the main process fsyncs the files and renames the
+    folder into `checkpoints/`, then removes the checkpoints beyond `save_total_limit` (Trainer's own rotation saw
+    the staging folder only). The best checkpoint's path, recorded while staged, is corrected first.
+    """
+
+    _staging = False
+
+    def _get_output_dir(self, trial: Any) -> str:
+        root: str = super()._get_output_dir(trial)  # type: ignore[misc]
+        return os.path.join(root, CHECKPOINT_STAGE) if self._staging else root
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        from transformers.trainer_utils import rotate_checkpoints
+
+        trainer: Any = self
+        root = Path(self._get_output_dir(trial))
+        name = f"checkpoint-{trainer.state.global_step}"
+        staged, final = root / CHECKPOINT_STAGE / name, root / name
+        if trainer.args.should_save:
+            shutil.rmtree(staged.parent, ignore_errors=True)  # what a save killed before left
+            staged.mkdir(parents=True)
+        trainer.accelerator.wait_for_everyone()
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        finally:
+            self._staging = False
+        if trainer.state.best_model_checkpoint == str(staged):
+            trainer.state.best_model_checkpoint = str(final)
+        trainer.accelerator.wait_for_everyone()  # every process has written its part (RNG state, shards)
+        if trainer.args.should_save:
+            trainer.state.save_to_json(str(staged / "trainer_state.json"))  # with the corrected best path
+            _publish(staged, final)
+            rotate_checkpoints(
+                output_dir=str(root),
+                save_total_limit=trainer.args.save_total_limit,
+                best_model_checkpoint=trainer.state.best_model_checkpoint,
+            )
+        trainer.accelerator.wait_for_everyone()
+
+
+def _publish(staged: Path, final: Path) -> None:
+    """The staged checkpoint, its files on disk, renamed to `final` (replacing an incomplete one left there)."""
+    for path in staged.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+    if final.exists():  # an older wb's checkpoint a kill left incomplete: resume passed it over
+        old = final.with_name(f".{final.name}.wb-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(staged, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    shutil.rmtree(staged.parent, ignore_errors=True)
+
+
 def trainer_class() -> Any:
     from transformers import Trainer
 
-    class WbTrainer(SafetensorsSaves, Trainer):
+    class WbTrainer(StagedCheckpoints, SafetensorsSaves, Trainer):
         """Counts the real (non-padding) tokens trained on, for tokens/s in the log, and the padding and trained
         (labelled) tokens, for the manifest; computes the training loss on trained positions only."""
 

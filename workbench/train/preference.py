@@ -54,9 +54,10 @@ PAIRWISE = ("dpo", "orpo", "simpo", "reward")
 
 
 def _wb(base: Any) -> Any:
-    """A TRL trainer class with wb's CPU bf16 autocast around every loss and the non-finite-loss stop."""
+    """A TRL trainer class with wb's CPU bf16 autocast around every loss, the non-finite-loss stop and SFT's save
+    hooks (safetensors only; checkpoints that appear only when complete)."""
 
-    class Wb(hf.SafetensorsSaves, base):
+    class Wb(hf.StagedCheckpoints, hf.SafetensorsSaves, base):
         cpu_autocast: Callable[[], Any] = contextlib.nullcontext
 
         def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
@@ -385,7 +386,7 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train a preference method per the recipe into `recipe.run_dir` (resume: from its last checkpoint)."""
+    """Train a preference method per the recipe into `recipe.run_dir` (resume: from its last complete checkpoint)."""
     if recipe.preference.reward_function is not None:
         metric_reward(recipe.preference.reward_function)  # an unknown metric fails before the model loads
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO and CPO live in trl.experimental (pinned TRL)

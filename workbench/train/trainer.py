@@ -113,7 +113,7 @@ def begin(
     # On CPU the activations live in the process heap; release_freed_memory keeps it from fragmenting (slower steps).
     released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
     run_dir = recipe.run_dir
-    checkpoint = str(guards.check_resume(recipe)) if resume else None
+    checkpoint = str(guards.check_resume(recipe, on_status)) if resume else None
     if not resume and (run_dir / "manifest.json").exists():
         raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
     tokenizer = load_tokenizer(recipe.model, on_status)
@@ -381,8 +381,8 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last checkpoint. The run folder
-    is locked while the run writes it (by the main process of a launched run)."""
+    """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last complete checkpoint. The
+    run folder is locked while the run writes it (by the main process of a launched run)."""
     with guards.locked_run(recipe.run_dir) if distributed.is_main() else contextlib.nullcontext():
         if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
             from workbench.train import preference
