@@ -122,17 +122,32 @@ def test_dpo_refuses_to_start_from_a_pickled_adapter(
     assert str(refused.value).startswith(f"adapter {adapter}: only pickle weights (adapter_model.bin), no ")
 
 
-def test_dpo_resume_equals_the_uninterrupted_run(dpo_run: Path, tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
+def test_dpo_resume_equals_the_uninterrupted_run(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    cut = recipe(tmp_path, tiny, pairs_file, "dpo", save_steps=2, max_steps=2)
-    train(cut)
-    train(recipe(tmp_path, tiny, pairs_file, "dpo", save_steps=2, max_steps=4), resume=True)
-    whole = load_file(str(dpo_run / "adapter" / "adapter_model.safetensors"))
-    resumed = load_file(str(tmp_path / "dpo" / "adapter" / "adapter_model.safetensors"))
-    assert whole.keys() == resumed.keys()
-    for key in whole:
-        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6)
+    # A cosine schedule after a warmup step: a scheduler not restored from the checkpoint restarts its warmup.
+    kw = {"save_steps": 2, "max_steps": 4, "scheduler": "cosine", "warmup_ratio": 0.25}
+    whole = train(recipe(tmp_path / "a", tiny, pairs_file, "dpo", **kw))
+    # The same run killed after its step-2 checkpoint: that checkpoint and its log only.
+    killed = tmp_path / "b" / "dpo"
+    shutil.copytree(whole.run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(killed / "adapter")
+    (killed / "manifest.json").unlink()
+    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 2]
+    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    ran: list[dict[str, Any]] = []  # the rows the resumed process itself logged
+    train(recipe(tmp_path / "b", tiny, pairs_file, "dpo", **kw), resume=True, on_log=ran.append)
+    # Only the remaining steps ran, at the uninterrupted run's learning rates (the scheduler's state restored).
+    rates = lambda rows: [(r["step"], r["learning_rate"]) for r in rows if "loss" in r]  # noqa: E731
+    assert rates(ran) == rates(whole.log)[2:] and [step for step, _ in rates(ran)] == [3, 4]
+    lrs = [lr for _, lr in rates(whole.log)]
+    assert lrs[0] < lrs[1] > lrs[2] > lrs[3]  # the warmup step from 0, then the cosine decay
+    adapter = load_file(str(whole.run_dir / "adapter" / "adapter_model.safetensors"))
+    resumed = load_file(str(killed / "adapter" / "adapter_model.safetensors"))
+    assert adapter.keys() == resumed.keys()
+    for key in adapter:
+        torch.testing.assert_close(resumed[key], adapter[key], rtol=1e-4, atol=1e-6)
 
 
 def test_a_dpo_run_stopped_while_saving_a_checkpoint_resumes_from_the_last_complete_one(

@@ -254,7 +254,10 @@ def test_a_run_writes_its_log_losses_curve_and_manifest(tmp_path: Path, tiny: Pa
 @pytest.mark.parametrize("packing", [True, False])
 def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path: Path, tiny: Path, packing: bool) -> None:
     batch = 1 if packing else 2  # packed: 2 sequences an epoch; padded: 4 batches an epoch
-    full = train(recipe(tmp_path / "a", tiny, max_steps=6, save_steps=3, packing=packing, batch_size=batch))
+    # A cosine schedule with 2 warmup steps: a scheduler not restored from the checkpoint restarts its warmup.
+    kw = {"max_steps": 6, "save_steps": 3, "packing": packing, "batch_size": batch}
+    kw |= {"scheduler": "cosine", "warmup_ratio": 0.3}
+    full = train(recipe(tmp_path / "a", tiny, **kw))
     # A run killed after its step-3 checkpoint: the same folder with only that checkpoint and log.
     killed = tmp_path / "b" / "runs" / "t"
     shutil.copytree(full.run_dir, killed)
@@ -262,11 +265,15 @@ def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path: Path
     (killed / "manifest.json").unlink()
     log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 3]
     (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
-    resumed = train(
-        recipe(tmp_path / "b", tiny, max_steps=6, save_steps=3, packing=packing, batch_size=batch), resume=True
-    )
+    ran: list[dict[str, Any]] = []  # the rows the resumed process itself logged
+    resumed = train(recipe(tmp_path / "b", tiny, **kw), resume=True, on_log=ran.append)
     curve = lambda res: [(r["step"], round(r["loss"], 5)) for r in res.log if "loss" in r]  # noqa: E731
     assert curve(resumed) == curve(full)
+    # It ran the remaining steps only, at the uninterrupted run's learning rates (the scheduler's state restored).
+    rates = lambda rows: [(r["step"], r["learning_rate"]) for r in rows if "loss" in r]  # noqa: E731
+    assert rates(ran) == rates(full.log)[3:] and [step for step, _ in rates(ran)] == [4, 5, 6]
+    lrs = [lr for _, lr in rates(full.log)]
+    assert lrs[0] < lrs[1] < lrs[2] > lrs[3] > lrs[4] > lrs[5]  # 2 warmup steps from 0, then the cosine decay
 
 
 def _visible(checkpoints: Path) -> list[str]:
