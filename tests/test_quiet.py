@@ -89,10 +89,10 @@ def test_wb_eval_prints_only_its_own_lines(tmp_path: Path, run: Path) -> None:
 
 def test_wb_generate_and_chat_print_only_answers_and_their_own_lines(tmp_path: Path, run: Path) -> None:
     stdout, stderr = _wb(tmp_path, "generate", str(run), "What is the secret word number 1?", "--max-new-tokens", "4")
-    assert stderr == [] and len(stdout) <= 1  # the answer (the tiny model may answer blank)
+    assert stderr == []  # stdout holds the answer alone (a random tiny model's: any text, even blank or two lines)
     stdout, stderr = _wb(tmp_path, "chat", str(run), "--max-new-tokens", "4", stdin="hello\n/quit\n")
     assert stderr == ["adapters: t; active: t. /adapter NAME, /base, /reset, /quit"]
-    assert len(stdout) == 1 and stdout[0].startswith("t> ")
+    assert stdout[0].startswith("t> ")
 
 
 def test_wb_export_and_score_print_only_their_own_lines(tmp_path: Path, run: Path, tiny: Path) -> None:
