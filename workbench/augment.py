@@ -291,7 +291,7 @@ def provenance(c: Candidate, method: Method, model: str) -> dict[str, Any]:
 
 def augment_file(
     input_path: Path,
-    output: Path,
+    output: Path | None,
     model: str,
     method: Method,
     langs: tuple[Lang, ...],
@@ -303,13 +303,15 @@ def augment_file(
     on_status: Callable[[str], None] | None = None,
     extra_fields: bool = True,
 ) -> AugmentResult:
-    """Generate, screen and write the new records of `input_path` (see the module docstring). `extra_fields`: a new
+    """Generate, screen and write the new records of `input_path` into `output` (default
+    `./<name>.augmented.jsonl`; see the module docstring). `extra_fields`: a new
     record carries its original's fields wb does not use (`id`, `source`, `license`, ...) after its provenance."""
     from workbench.evaluate.generate import GenerationCache
     from workbench.train.prepare import read_records
     from workbench.train.runs import load, resolve_target
 
     started = time.time()
+    output = output if output is not None else io.default_output(input_path, "augmented")
     paths = AugmentPaths.for_output(Path(output))
     if Path(input_path).resolve() in (paths.out.resolve(), paths.dropped.resolve()):
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")

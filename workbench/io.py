@@ -423,6 +423,13 @@ def parse_duplicate_keys(value: str) -> DuplicateKeys:
     raise WbError(f"--duplicate-keys {value!r}: expected reject or last")
 
 
+def default_output(input_path: Path | str, command: str) -> Path:
+    """Where a command writes when no `--output` is given: `./<name>.<command>.jsonl`, `<name>` the input's file name
+    up to its first dot (`stdin` for standard input, `data` for a name that starts with a dot)."""
+    stem = "stdin" if str(input_path) == STDIN else Path(input_path).name.split(".")[0] or "data"
+    return Path(f"{stem}.{command}.jsonl")
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     """Parse `--map output=response` options."""
     out: dict[str, str] = {}

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from workbench import io, text
+from workbench.errors import WbError
 from workbench.frames import rows_to_frame
 from workbench.records import PROMPT_FIELDS, mapping_notes
 
@@ -257,3 +258,46 @@ def describe_preferences(path: Path, top: int = 10, split: str | None = None, ma
         "top": groups.head(top).select("count", "prompt").to_dicts(),
     }
     return out
+
+
+def describe_file(
+    path: Path,
+    overrides: dict[str, str] | None = None,
+    *,
+    mapped: bool = False,
+    top: int = 10,
+    split: str | None = None,
+    tokenizer: str | None = None,
+    template: str = "auto",
+    max_lengths: list[int] | None = None,
+    scores: Path | None = None,
+    html: Path | None = None,
+) -> dict[str, Any]:
+    """`wb stats`: `describe` SFT records, or `describe_preferences` preference data (told by the first record unless
+    `mapped`); with `tokenizer`, lengths in its tokens after `template`; with `scores`, a `wb score` stats file shown
+    beside them; with `html`, the page written there. The result says which (`preference_kind` for preferences)."""
+    from workbench import clean, stats_page
+
+    if clean.resolve_kind(path, "auto", mapped) == "preference":
+        if tokenizer is not None:
+            raise WbError("--tokenizer measures SFT records; for preference data wb train reports the lengths it sees")
+        d = describe_preferences(path, top=top, split=split)
+    else:
+        d = describe(path, overrides, top=top, split=split)
+        if tokenizer is not None:
+            from workbench import token_lengths
+            from workbench.train.data import check_template_spec
+
+            try:
+                check_template_spec(template)
+            except ValueError as e:
+                raise WbError(f"--template: {e}") from None
+            limits = tuple(sorted(set(max_lengths))) if max_lengths else token_lengths.MAX_LENGTHS
+            d["token_lengths"] = token_lengths.token_lengths(path, tokenizer, overrides, split, template, limits)
+        if scores is not None:
+            from workbench.score.summary import read_stats
+
+            d["model_scores"] = read_stats(scores)
+    if html is not None:
+        stats_page.write(html, d)
+    return d

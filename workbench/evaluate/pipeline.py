@@ -628,6 +628,53 @@ def fold_review_into_judge(eval_dir: Path) -> dict[str, Any] | None:
     return {"kappa": metrics.task.judge.kappa, "n": metrics.task.judge.kappa_n}
 
 
+@dataclass
+class ReviewImport:
+    folder: Path  # the eval folder the review was written into
+    summary: dict[str, Any]  # review.json: verdict counts, reviewed and unreviewed rows
+    agreement: dict[str, Any] | None  # the judge's Cohen's kappa with the reviewers (None without a judge)
+
+
+def import_review_into(filled: Path, target: str | Path | None, out_dir: Path | None = None) -> ReviewImport:
+    """`wb eval --import-review`: read a filled review_sample.csv, write it as review.json into the eval folder
+    (`out_dir`, else `target`/eval), and fold the reviewers' verdicts into the judge's agreement in metrics.json."""
+    folder = out_dir or (Path(target) / "eval" if target else None)
+    if folder is None or not folder.is_dir():
+        raise WbError("--import-review: give the run folder (or -o its eval folder) the review belongs to")
+    summary = review.import_review(filled)
+    io.write_json(folder / "review.json", summary)
+    return ReviewImport(folder, summary, fold_review_into_judge(folder))
+
+
+def run(
+    target: str | Path | None,
+    config: EvalConfig,
+    out_dir: Path | None = None,
+    *,
+    model: str | None = None,
+    predictions: Path | None = None,
+    on_status: StatusFn | None = None,
+    on_progress: ProgressFn | None = None,
+) -> EvalResult:
+    """`wb eval` with its options checked together: a run (`target`), a model alone (`model`, written to `out_dir`),
+    or a predictions file scored without a model (`predictions`, written to `out_dir`, no probes)."""
+    if model is not None:
+        if target is not None:
+            raise WbError("give a run folder or --model MODEL, not both")
+        if out_dir is None:
+            raise WbError("--model evaluates a model without a run: say where to write with -o DIR")
+        target = model
+    if predictions is not None:
+        if target is not None or out_dir is None:
+            raise WbError("--predictions scores a file without a model: give -o DIR and no run")
+        if config.mc:
+            raise WbError("--mc scores options with a model; it cannot be combined with --predictions")
+        return evaluate_predictions(predictions, config.model_copy(update={"probes": []}), out_dir)
+    if target is None:
+        raise WbError("give a run folder to evaluate (or --predictions FILE -o DIR)")
+    return evaluate(target, config, out_dir, on_status=on_status, on_progress=on_progress)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Scoring one set
 

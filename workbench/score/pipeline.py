@@ -71,7 +71,7 @@ def _cached(
 
 def score_file(
     input_path: Path,
-    output: Path,
+    output: Path | None,
     model: str = "embedded",
     reward_model: str | None = None,
     batch_size: int = 8,
@@ -82,8 +82,8 @@ def score_file(
     on_status: Callable[[str], None] | None = None,
     extra_fields: bool = True,
 ) -> ScoreResult:
-    """Score every record of `input_path` into `output` (see the module docstring). `extra_fields`: each record's
-    fields wb does not use are written after its `scores` (`records.with_extra`)."""
+    """Score every record of `input_path` into `output` (default `./<name>.scored.jsonl`; see the module docstring).
+    `extra_fields`: each record's fields wb does not use are written after its `scores` (`records.with_extra`)."""
     from workbench.evaluate.generate import GenerationCache
     from workbench.precision import for_model
     from workbench.score.cache import ScoreCache
@@ -92,6 +92,7 @@ def score_file(
     from workbench.train.runs import load, resolve_target
 
     started = time.time()
+    output = output if output is not None else io.default_output(input_path, "scored")
     paths = ScorePaths.for_output(Path(output))
     if Path(input_path).resolve() == paths.scored.resolve():
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")

@@ -641,6 +641,29 @@ def load(path: Path | None, overrides: list[str] | None = None, **fields: Any) -
         raise WbError(f"{source}: {_first_error(err)}") from None
 
 
+def from_arguments(
+    args: list[str],
+    *,
+    data: Path | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    split: str | None = None,
+    resume: Path | None = None,
+) -> Recipe:
+    """The recipe of `wb train ARGS`: at most one recipe file and `key=value` overrides, then the named fields. With
+    `resume` (a run folder) the run's own recipe.yaml is read, overrides applied, and the run keeps its name and
+    place."""
+    files = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if len(files) > 1:
+        raise WbError(f"one recipe file at most, got {', '.join(files)}")
+    if resume is not None:
+        if files:
+            raise WbError("--resume reads the run's own recipe.yaml; give overrides only")
+        return load(resume / "recipe.yaml", overrides, name=resume.name, output_dir=resume.parent)
+    return load(Path(files[0]) if files else None, overrides, data=data, model=model, name=name, data_split=split)
+
+
 def _first_error(err: ValidationError) -> str:
     """`loc: msg` of the error to show. For a union (`data: FILE | [sources]`) pydantic reports one error per branch
     under a tag naming the branch: the branch the value was written for (a list: the sources) is shown, tags left
