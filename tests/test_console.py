@@ -131,3 +131,29 @@ def test_every_command_module_and_the_app_module_is_thin() -> None:
     sizes = {m.name: len(m.read_text(encoding="utf-8").splitlines()) for m in modules}
     assert len(sizes) > 10
     assert {name: n for name, n in sizes.items() if n > 200} == {}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workbench.train.model import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def test_inspect_in_a_pipe_marks_trained_tokens_in_plain_text(tmp_path: Path, tiny: Path, wb: Any) -> None:
+    records = [{"instruction": "把这句话翻译成英文：你好", "input": "", "output": "Hello there"}]
+    data = write_jsonl(tmp_path / "train.jsonl", records)
+    result = wb("train", "--data", data, f"model={tiny}", "--inspect", "1", "-q")
+    assert result.exit_code == 0, result.stderr
+    legend, body = result.stdout.split("\n", 1)
+    assert "trained [+ +]" in legend
+    marked = body.split("[+", 1)
+    assert "你好" in marked[0] and "Hello there" in marked[1].split("+]", 1)[0]  # the prompt masked, the answer trained
+
+
+def test_inspect_in_a_pipe_marks_chosen_and_rejected_answers(tmp_path: Path, tiny: Path, wb: Any) -> None:
+    pairs = [{"prompt": "最好的水果？", "chosen": "Mango, sweet", "rejected": "Rocks"}]
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    result = wb("train", "--data", data, f"model={tiny}", "method=dpo", "--inspect", "1", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert "[+Mango, sweet" in result.stdout and "[-Rocks" in result.stdout
