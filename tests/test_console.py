@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,18 @@ def test_inspect_in_a_pipe_marks_chosen_and_rejected_answers(tmp_path: Path, tin
     result = wb("train", "--data", data, f"model={tiny}", "method=dpo", "--inspect", "1", "-q")
     assert result.exit_code == 0, result.stderr
     assert "[+Mango, sweet" in result.stdout and "[-Rocks" in result.stdout
+
+
+def test_in_a_pipe_a_silent_phase_says_it_is_still_working(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    monkeypatch.setattr(console, "PLAIN_EVERY", 0.05)
+    with console.heartbeat("train", quiet=False):
+        time.sleep(0.3)  # saving the adapter, loading a model: no callback to print from
+    beats = capsys.readouterr().err.splitlines()
+    assert beats and all(re.fullmatch(r"train: still working \(\d+ s\)", b) for b in beats)
+    with console.heartbeat("train", quiet=True):
+        time.sleep(0.3)
+    assert capsys.readouterr().err == ""

@@ -6,14 +6,16 @@ Every `wb` command prints through here, so one set of rules holds for all of the
   (`mc_accuracy` and `mc_accuracy_norm` stay apart); on a terminal a long cell folds onto a second line rather
   than ending in `…`;
 - warnings are printed once each with their count (`warning: X (12 times)`); `-v` prints every one as it came;
-- progress: on a terminal a rich bar; in a pipe a plain line at most every `PLAIN_EVERY` seconds, so a long phase
-  is never silent in a CI log; nothing with `--quiet`;
+- progress: on a terminal a rich bar; in a pipe a plain line at most every `PLAIN_EVERY` seconds, and a
+  `still working` line after as long a silence (`heartbeat`), so a long phase is never silent in a CI log; nothing
+  with `--quiet`;
 - user errors (`WbError`, a write that found no room, Ctrl-C) are one line on stderr and an exit code.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -65,13 +67,18 @@ out = _Console(highlight=False, soft_wrap=True)
 err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+_last_printed = [time.monotonic()]  # when a command last printed a line: a heartbeat waits for a silence
+
+
 def line(text: str) -> None:
     """One plain line on stdout (no markup)."""
+    _last_printed[0] = time.monotonic()
     out.print(text, markup=False)
 
 
 def note(text: str) -> None:
     """One plain line on stderr (no markup)."""
+    _last_printed[0] = time.monotonic()
     err.print(text, markup=False)
 
 
@@ -153,6 +160,32 @@ class _Plain:
         if self.enabled and self.clock() - self.last >= self.every:
             self.last = self.clock()
             note(text)
+
+
+@contextmanager
+def heartbeat(label: str, quiet: bool) -> Iterator[None]:
+    """Around a long library call: in a pipe, `label: still working (N s)` after every `PLAIN_EVERY` seconds in which
+    nothing was printed (saving, loading, a final evaluation), so a CI log never looks hung. Nothing on a terminal
+    (the bars and step lines show life there) or when quiet."""
+    if quiet or err.is_terminal:
+        yield
+        return
+    stop = threading.Event()
+    started = _last_printed[0] = time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(min(1.0, PLAIN_EVERY / 5)):
+            now = time.monotonic()
+            if now - _last_printed[0] >= PLAIN_EVERY:
+                note(f"{label}: still working ({now - started:.0f} s)")
+
+    thread = threading.Thread(target=beat, name="wb-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextmanager

@@ -92,7 +92,7 @@ def eval_(
         seed=seed, review_size=review_size, cache=not no_cache, prefs=prefs, reward_model=reward_model, judge=judge,
         judge_prompts=judge_prompts,
     )  # fmt: skip
-    with console.count_progress(quiet) as progress:
+    with console.count_progress(quiet) as progress, console.heartbeat("eval", quiet):
         result = pipeline.run(
             target, config, output, model=model, predictions=predictions, on_status=console.say(quiet),
             on_progress=progress,

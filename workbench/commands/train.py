@@ -63,7 +63,8 @@ def train(
 
     sources = ", ".join(s.label for s in rec.data) if isinstance(rec.data, list) else str(rec.data)
     say(f"training {rec.run_dir} ({rec.method} on {rec.model}, data {sources}{', replay' if rec.replay else ''})")
-    result = run_training(rec, resume=resume is not None, on_log=show, on_status=say)
+    with console.heartbeat("train", quiet):
+        result = run_training(rec, resume=resume is not None, on_log=show, on_status=say)
     if not distributed.is_main():
         return
     console.warnings(result.warnings, verbose)
