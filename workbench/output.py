@@ -370,10 +370,10 @@ class OutputSet:
 @contextlib.contextmanager
 def locked_folder(folder: Path, busy: str, hint: str) -> Iterator[None]:
     """Hold the lock `<folder>/.wb-lock` while writing into `folder`; a second writer is refused with one line
-    (`<folder>: <busy> (pid N); <hint>`). Released on exit (a folder made here and left empty goes with it);
+    (`<folder>: <busy> (pid N); <hint>`). Released on exit (the folder and parents made here go with it while empty);
     dropped by the OS if the holder dies."""
     folder = Path(folder)
-    made = not folder.exists()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # the folder and the parents made for it
     ensure_dir(folder)
     lock = _Lock(folder / LOCK_SUFFIX, folder, busy, hint)
     try:
@@ -381,9 +381,11 @@ def locked_folder(folder: Path, busy: str, hint: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
-        if made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if nothing was written into it
+        for path in made:  # innermost first, each only if nothing was written into it
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 def remove_old_stages(folder: Path, now: float | None = None) -> list[Path]:
