@@ -5,6 +5,7 @@ a second run without computing."""
 from __future__ import annotations
 
 import json
+import warnings
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -226,8 +227,11 @@ def test_a_reward_adapter_saved_as_a_pickle_is_refused(tmp_path: Path, tiny: Pat
     """A reward run whose adapter PEFT wrote with torch.save (`safe_serialization=False`): one line, nothing scored."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    base = transformers.AutoModelForSequenceClassification.from_pretrained(str(tiny), num_labels=1)
-    peft_model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["q_proj", "v_proj"]))
+    with warnings.catch_warnings():  # PEFT, called here as a user would, uses a transformers name deprecated for v6
+        warnings.simplefilter("ignore", FutureWarning)
+        base = transformers.AutoModelForSequenceClassification.from_pretrained(str(tiny), num_labels=1)
+        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=4, target_modules=["q_proj", "v_proj"])
+        peft_model = get_peft_model(base, config)
     run = tmp_path / "runs" / "rm"
     peft_model.save_pretrained(run / "adapter", safe_serialization=False)
     assert (run / "adapter" / "adapter_model.bin").is_file()
