@@ -5,8 +5,8 @@ a second run without computing."""
 from __future__ import annotations
 
 import json
-import warnings
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
