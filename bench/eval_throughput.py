@@ -249,8 +249,8 @@ def make_runners(
     loaded: Any, settings_for: Callable[[int, str], Any], batch_sizes: list[int], precisions: list[str]
 ) -> dict[str, Runner]:
     import torch
-
     from workbench.evaluate.generate import generate, prompt_for, stop_token_ids
+
     from workbench.records import user_text
 
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -294,6 +294,7 @@ def make_runners(
 def check_same_prompts(loaded: Any, records: list[Record]) -> int:
     """How many prompts tokenize to the same ids in wb (prompt_for) and the plain loop (apply_chat_template)."""
     from workbench.evaluate.generate import prompt_for
+
     from workbench.records import user_text
 
     tok = loaded.tokenizer

@@ -44,12 +44,12 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from peft import LoraConfig, get_peft_model
+    from workbench.train.model import load_model, load_tokenizer
 
     from workbench.train import data as tdata
     from workbench.train import hf as whf
     from workbench.train import loss as wloss
     from workbench.train import prepare as wprepare
-    from workbench.train.model import load_model, load_tokenizer
     from workbench.train.prepare import read_records
 
     tok = load_tokenizer("embedded")

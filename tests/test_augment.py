@@ -15,8 +15,7 @@ from conftest import read_jsonl, write_jsonl
 from workbench import augment
 from workbench.clean.profile import load as load_profile
 from workbench.errors import WbError
-from workbench.evaluate.config import GenerationSettings
-from workbench.evaluate.generate import Answer
+from workbench.models.generate import Answer, GenerationSettings
 
 ORIGINALS = [
     {
@@ -60,9 +59,9 @@ def test_a_copy_of_an_original_is_dropped_and_new_records_carry_provenance(
             out.append(Answer(made[source], 9, finished=source != ORIGINALS[3]["instruction"]))
         return out
 
-    monkeypatch.setattr("workbench.evaluate.generate.generate_answers", fake_generate)
-    monkeypatch.setattr("workbench.train.runs.load", lambda targets, on_status=None: _FakeLoaded())
-    monkeypatch.setattr("workbench.evaluate.generate.prompt_for", lambda loaded, rec: rec["instruction"])
+    monkeypatch.setattr("workbench.models.generate.generate_answers", fake_generate)
+    monkeypatch.setattr("workbench.models.targets.load", lambda targets, on_status=None: _FakeLoaded())
+    monkeypatch.setattr("workbench.models.generate.prompt_for", lambda loaded, rec: rec["instruction"])
     result = augment.augment_file(
         data,
         tmp_path / "more.jsonl",
@@ -143,9 +142,9 @@ def test_new_records_carry_their_originals_own_fields(tmp_path: Path, monkeypatc
     def fake_generate(loaded: Any, prompts: list[str], settings: Any, cache: Any, progress: Any) -> list[Answer]:
         return [Answer(next(v for k, v in made.items() if k in p), 9, finished=True) for p in prompts]
 
-    monkeypatch.setattr("workbench.evaluate.generate.generate_answers", fake_generate)
-    monkeypatch.setattr("workbench.train.runs.load", lambda targets, on_status=None: _FakeLoaded())
-    monkeypatch.setattr("workbench.evaluate.generate.prompt_for", lambda loaded, rec: rec["instruction"])
+    monkeypatch.setattr("workbench.models.generate.generate_answers", fake_generate)
+    monkeypatch.setattr("workbench.models.targets.load", lambda targets, on_status=None: _FakeLoaded())
+    monkeypatch.setattr("workbench.models.generate.prompt_for", lambda loaded, rec: rec["instruction"])
     settings = GenerationSettings()
     args = (load_profile("default"), settings)
     augment.augment_file(data, tmp_path / "a.jsonl", "m", "paraphrase", ("en", "zh"), *args, use_cache=False)
@@ -169,7 +168,7 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reas
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from workbench.train import data as tdata
+from workbench.models import templates as tdata
 
 TEMPLATES = Path(__file__).resolve().parent / "data" / "templates"
 SPECIAL = [

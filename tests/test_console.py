@@ -136,7 +136,7 @@ def test_every_command_module_and_the_app_module_is_thin() -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
 

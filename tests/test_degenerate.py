@@ -20,10 +20,10 @@ from workbench.evaluate.degenerate import (
     empty,
     flags,
     repetition,
-    safe_decode_tail,
     strip_shared_prefix,
     wrong_language,
 )
+from workbench.text import safe_decode_tail
 
 # --- echo ---------------------------------------------------------------------------------------------------------
 

@@ -138,7 +138,7 @@ EVAL = [
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("peft")
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
     from workbench.train.recipe import Recipe
     from workbench.train.trainer import train
 
@@ -284,8 +284,8 @@ def test_an_edited_or_torn_evaluation_is_refused_by_report_and_gate(tmp_path: Pa
 
 
 def _caches(folder: Path) -> dict[str, Any]:
-    from workbench.evaluate.generate import GenerationCache
-    from workbench.evaluate.loglik import LoglikCache
+    from workbench.models.generate import GenerationCache
+    from workbench.models.loglik import LoglikCache
     from workbench.score.cache import ScoreCache
 
     gen = GenerationCache(folder / "generations.sqlite")
@@ -297,7 +297,8 @@ def _caches(folder: Path) -> dict[str, Any]:
 
 
 def _fill(cache: Any, rows: int) -> None:
-    from workbench.evaluate.generate import Answer, GenerationCache, write_json_rows
+    from workbench.models.cache import write_json_rows
+    from workbench.models.generate import Answer, GenerationCache
 
     if isinstance(cache, GenerationCache):
         cache.put_many({f"k{i}": Answer("答案" * 40, 80, True) for i in range(rows)})

@@ -18,9 +18,9 @@ from workbench import runfile
 from workbench.evaluate import registry
 from workbench.evaluate.config import EvalConfig
 from workbench.evaluate.forgetting import Item
-from workbench.evaluate.generate import Answer
 from workbench.evaluate.pipeline import EvalSet, score_set
 from workbench.evaluate.suite import DEFAULT, load_suite
+from workbench.models.generate import Answer
 from workbench.report import gate as gating
 from workbench.report.html import build_report
 from workbench.report.summary import load_run

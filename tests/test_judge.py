@@ -341,7 +341,7 @@ def test_judging_needs_base_answers(tmp_path: Path, wb: Any, monkeypatch: pytest
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("tiny"))
 
@@ -349,7 +349,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_local_judge_model_generates_greedily_through_the_generation_cache(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workbench.evaluate.generate import GenerationCache
+    from workbench.models.generate import GenerationCache
 
     monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
     config = EvalConfig(judge=str(tiny), probes=[])

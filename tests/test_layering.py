@@ -60,52 +60,9 @@ FILES_ONLY = ("workbench.report",)
 MODEL_CODE = ("workbench.train", "workbench.models")
 DEEP_LEARNING = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "deepspeed")
 
-KNOWN_CIRCLES: set[str] = {
-    "workbench.clean.pipeline ↔ workbench.clean.preference",
-    "workbench.evaluate.generate ↔ workbench.train.adapters ↔ workbench.train.recipe ↔ workbench.train.runs"
-    " ↔ workbench.train.task_eval",
-    "workbench.train.preference ↔ workbench.train.trainer",
-}
-KNOWN_TRAIN_IMPORTS: set[str] = {
-    "workbench.augment → workbench.train.prepare",
-    "workbench.augment → workbench.train.runs",
-    "workbench.evaluate.generate → workbench.train.data",
-    "workbench.evaluate.generate → workbench.train.loss",
-    "workbench.evaluate.generate → workbench.train.model",
-    "workbench.evaluate.generate → workbench.train.runs",
-    "workbench.evaluate.loglik → workbench.train.loss",
-    "workbench.evaluate.loglik → workbench.train.model",
-    "workbench.evaluate.loglik → workbench.train.runs",
-    "workbench.evaluate.pipeline → workbench.train.model",
-    "workbench.evaluate.pipeline → workbench.train.prepare",
-    "workbench.evaluate.pipeline → workbench.train.runs",
-    "workbench.evaluate.preference → workbench.train.data",
-    "workbench.evaluate.preference → workbench.train.preference_data",
-    "workbench.evaluate.preference → workbench.train.preference_prepare",
-    "workbench.evaluate.preference → workbench.train.runs",
-    "workbench.score.cache → workbench.train.model",
-    "workbench.score.lm → workbench.train.data",
-    "workbench.score.lm → workbench.train.loss",
-    "workbench.score.lm → workbench.train.runs",
-    "workbench.score.pipeline → workbench.train.prepare",
-    "workbench.score.pipeline → workbench.train.runs",
-    "workbench.score.reward → workbench.train.data",
-    "workbench.score.reward → workbench.train.model",
-}
-KNOWN_REPORT_REACH: set[str] = {
-    "workbench.report.html ⇝ peft",
-    "workbench.report.html ⇝ torch",
-    "workbench.report.html ⇝ transformers",
-    "workbench.report.html ⇝ workbench.train.adapters",
-    "workbench.report.html ⇝ workbench.train.data",
-    "workbench.report.html ⇝ workbench.train.loss",
-    "workbench.report.html ⇝ workbench.train.mixing",
-    "workbench.report.html ⇝ workbench.train.model",
-    "workbench.report.html ⇝ workbench.train.prepare",
-    "workbench.report.html ⇝ workbench.train.recipe",
-    "workbench.report.html ⇝ workbench.train.runs",
-    "workbench.report.html ⇝ workbench.train.task_eval",
-}
+KNOWN_CIRCLES: set[str] = {"workbench.clean.pipeline ↔ workbench.clean.preference"}
+KNOWN_TRAIN_IMPORTS: set[str] = set()
+KNOWN_REPORT_REACH: set[str] = set()
 KNOWN_FLOOR_BREACHES: set[str] = {
     "workbench.clean.pipeline (floor 2) → workbench.score.table (floor 3)",
     "workbench.runfile (floor 1) → workbench.evaluate.degenerate (floor 3)",

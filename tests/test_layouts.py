@@ -11,9 +11,8 @@ import pytest
 
 from workbench.clean import load, run
 from workbench.errors import WbError
-from workbench.io import RecordReader
+from workbench.io import RecordReader, read_records
 from workbench.stats import describe, validate
-from workbench.train.prepare import read_records
 
 ZH_TERMS = Path(__file__).resolve().parent / "data" / "zh_term_explanations.json"
 

@@ -226,14 +226,14 @@ torch_needed = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("mc") / "tiny")
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny: Path) -> Any:
-    from workbench.train.runs import Target, load
+    from workbench.models.targets import Target, load
 
     return load([Target(str(tiny), str(tiny))])
 
@@ -296,8 +296,9 @@ def test_option_log_likelihoods_equal_plain_transformers_sums_and_pick_the_same_
 def test_batching_and_the_cache_do_not_change_a_log_likelihood(
     loaded: Any, tmp_path: Path, auto_precision: str
 ) -> None:
-    from workbench.evaluate.generate import GenerationCache
-    from workbench.evaluate.loglik import LoglikCache, score_items
+    from workbench.evaluate.loglik import score_items
+    from workbench.models.generate import GenerationCache
+    from workbench.models.loglik import LoglikCache
 
     items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
     one = score_items(loaded, items, [], batch_size=1, precision="auto")
@@ -318,8 +319,9 @@ def test_log_likelihoods_run_under_the_precision_asked_for_and_the_cache_keeps_b
 ) -> None:
     import torch
 
-    from workbench.evaluate.generate import GenerationCache
-    from workbench.evaluate.loglik import LoglikCache, score_items
+    from workbench.evaluate.loglik import score_items
+    from workbench.models.generate import GenerationCache
+    from workbench.models.loglik import LoglikCache
 
     items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
     seen: list[bool] = []
@@ -354,7 +356,7 @@ def test_log_likelihoods_run_under_the_precision_asked_for_and_the_cache_keeps_b
 def test_wb_eval_on_a_model_alone_scores_mc_sets_with_fewshot_items_left_out(
     tiny: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
     other = tiny_model_dir(tmp_path / "other", seed=1)

@@ -70,13 +70,13 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reas
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def _prepare(tiny: Path, **fields: Any) -> Any:
-    from workbench.train.model import load_tokenizer
+    from workbench.models.base import load_tokenizer
     from workbench.train.prepare import prepare
 
     return prepare(load(None, model=str(tiny), max_length=64, **fields), load_tokenizer(tiny), None)

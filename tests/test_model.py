@@ -17,7 +17,7 @@ import pytest
 
 from workbench.errors import WbError
 from workbench.io import sha256_file
-from workbench.train import model as wbmodel
+from workbench.models import base as wbmodel
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -181,7 +181,7 @@ def test_an_unknown_dtype_is_refused(tiny_model: Path) -> None:
 
 def test_resolving_and_listing_models_does_not_import_torch(tmp_path: Path) -> None:
     code = (
-        "import sys; from workbench.train import model as m; m.list_models(); "
+        "import sys; from workbench.models import base as m; m.list_models(); "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
     )
     env = {**os.environ, "WB_CACHE": str(tmp_path / "c")}
@@ -379,9 +379,9 @@ def test_a_few_lora_steps_on_the_embedded_model_lower_the_loss_and_the_run_answe
 ) -> None:
     from conftest import write_jsonl
 
-    from workbench.evaluate.generate import GenerationSettings, generate, prompt_for
+    from workbench.models.generate import GenerationSettings, generate, prompt_for
+    from workbench.models.targets import load, resolve_target
     from workbench.train.recipe import Recipe
-    from workbench.train.runs import load, resolve_target
     from workbench.train.trainer import train
 
     monkeypatch.setenv("WB_CACHE", str(shared_cache))

@@ -13,10 +13,10 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from workbench.errors import WbError
-from workbench.train import data as tdata
+from workbench.models import templates as tdata
+from workbench.models.base import load_tokenizer, tiny_model_dir
+from workbench.models.targets import load, resolve_target
 from workbench.train import recipe as recipes
-from workbench.train.model import load_tokenizer, tiny_model_dir
-from workbench.train.runs import load, resolve_target
 from workbench.train.trainer import train
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "templates"

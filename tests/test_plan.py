@@ -75,7 +75,7 @@ def test_galore_keeps_full_gradients_but_far_smaller_optimiser_states() -> None:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("peft")
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny")
 
@@ -83,7 +83,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _peft_count(tiny: Path, config: Any) -> int:
     from peft import get_peft_model
 
-    from workbench.train.model import load_model
+    from workbench.models.base import load_model
 
     model = get_peft_model(load_model(str(tiny)), config)
     return int(model.get_nb_trainable_parameters()[0])
@@ -164,8 +164,8 @@ def test_llama_adapter_count_equals_peft(tiny: Path) -> None:
 
 @pytest.mark.parametrize("method", ["freeze", "full"])
 def test_freeze_and_full_counts_equal_wb_train(tiny: Path, method: str) -> None:
+    from workbench.models.base import load_model
     from workbench.train import methods
-    from workbench.train.model import load_model
     from workbench.train.recipe import Recipe
 
     recipe = Recipe.model_validate({"method": method, "freeze": {"trainable_layers": 1}})
@@ -176,9 +176,9 @@ def test_freeze_and_full_counts_equal_wb_train(tiny: Path, method: str) -> None:
 
 
 def test_bottleneck_adapter_count_equals_the_module(tiny: Path) -> None:
-    adapters = pytest.importorskip("workbench.train.adapters")  # issue 18's bottleneck adapters (merged separately)
+    adapters = pytest.importorskip("workbench.models.adapters")  # issue 18's bottleneck adapters (merged separately)
+    from workbench.models.base import load_model
     from workbench.train import methods
-    from workbench.train.model import load_model
     from workbench.train.recipe import Recipe
 
     recipe = Recipe.model_validate({"method": "adapter", "adapter": {"reduction_factor": 8, "placement": "houlsby"}})

@@ -12,10 +12,10 @@ from conftest import write_jsonl
 
 pytest.importorskip("transformers")
 
+from workbench import pairs as pdata
 from workbench.errors import WbError
-from workbench.train import preference_data as pdata
+from workbench.models.base import load_tokenizer, tiny_model_dir
 from workbench.train import preference_prepare as pprep
-from workbench.train.model import load_tokenizer, tiny_model_dir
 
 
 @pytest.fixture(scope="module")

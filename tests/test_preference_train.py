@@ -20,7 +20,7 @@ pytest.importorskip("trl")
 from workbench import runfile  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
 from workbench.evaluate import registry  # noqa: E402
-from workbench.train.model import tiny_model_dir  # noqa: E402
+from workbench.models.base import tiny_model_dir  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
 from workbench.train.trainer import train  # noqa: E402
 
@@ -253,10 +253,10 @@ def test_method_lowers_its_loss(method: str, tiny: Path, pairs_file: Path, tmp_p
 def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
     tiny: Path, pairs_file: Path, tmp_path: Path
 ) -> None:
+    from workbench import pairs as pdata
     from workbench.evaluate.config import EvalConfig
     from workbench.evaluate.pipeline import evaluate
     from workbench.evaluate.preference import RewardScorer
-    from workbench.train import preference_data as pdata
 
     result = train(recipe(tmp_path, tiny, pairs_file, "reward"))
     rows = log_of(result.run_dir)
@@ -271,7 +271,7 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
     metrics = evaluate(result.run_dir, EvalConfig(probes=[], prefs=pairs_file)).metrics["preference"]
     assert metrics["reward_accuracy"]["tuned"] == 1.0 and metrics["reward_margin"]["lower"] > 0
     runfile.EvalMetrics.model_validate(json.loads((result.run_dir / "eval" / "metrics.json").read_text()))
-    from workbench.train.runs import load, resolve_target
+    from workbench.models.targets import load, resolve_target
 
     with pytest.raises(WbError, match="is a reward model: it scores texts and does not generate"):
         load([resolve_target(result.run_dir)])

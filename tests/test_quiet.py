@@ -17,7 +17,7 @@ from conftest import REPO, write_jsonl
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from workbench.train.model import tiny_model_dir
+from workbench.models.base import tiny_model_dir
 from workbench.train.recipe import Recipe
 from workbench.train.trainer import train
 

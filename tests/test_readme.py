@@ -187,7 +187,7 @@ def test_the_readme_chain_runs_on_a_users_file(tmp_path: Path, wb: Any, monkeypa
     gate file; only the model is the tiny test model, and training and evaluation are cut short by options appended
     to the README's lines."""
     pytest.importorskip("peft", reason="needs the training extra")
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))

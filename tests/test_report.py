@@ -366,7 +366,7 @@ def test_a_real_clean_train_eval_run_reports_and_gates(
 
     from conftest import write_jsonl
 
-    from workbench.train.model import tiny_model_dir
+    from workbench.models.base import tiny_model_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))

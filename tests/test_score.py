@@ -17,8 +17,8 @@ from conftest import read_jsonl, write_jsonl
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from workbench.models.base import load_tokenizer, tiny_model_dir  # noqa: E402
 from workbench.score.pipeline import score_file  # noqa: E402
-from workbench.train.model import load_tokenizer, tiny_model_dir  # noqa: E402
 
 RECORDS = [
     {"instruction": "把这句话翻译成英文：我爱你", "input": "", "output": "I love you."},

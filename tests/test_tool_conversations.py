@@ -188,7 +188,7 @@ needs_transformers = pytest.mark.skipif(
 def test_tool_turns_are_masked_and_assistant_turns_trained_with_a_tool_template() -> None:
     from test_chat_templates import TEMPLATES, tiny_tokenizer, trained_spans
 
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     tokenizer = tiny_tokenizer((TEMPLATES / "qwen2.5-instruct.jinja").read_text(encoding="utf-8"))
     record = to_tool_conversation(OPENAI)
@@ -207,7 +207,7 @@ def test_tool_turns_are_masked_and_assistant_turns_trained_with_a_tool_template(
 def test_a_declined_tool_request_trains_the_answer_with_the_tools_in_the_prompt() -> None:
     from test_chat_templates import TEMPLATES, tiny_tokenizer, trained_spans
 
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     tokenizer = tiny_tokenizer((TEMPLATES / "qwen2.5-instruct.jinja").read_text(encoding="utf-8"))
     ex = tdata.encode(tokenizer, to_tool_conversation(GLAIVE_ZH[1]), "chat", 4096, "responses")
@@ -221,7 +221,7 @@ def test_a_declined_tool_request_trains_the_answer_with_the_tools_in_the_prompt(
 def test_templates_without_tool_support_are_refused_in_one_line(name: str) -> None:
     from test_chat_templates import TEMPLATES, tiny_tokenizer
 
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     tokenizer = tiny_tokenizer((TEMPLATES / name).read_text(encoding="utf-8"))
     with pytest.raises(WbError, match="line 7: a tool-calling conversation needs a chat template that renders tool"):

@@ -17,7 +17,7 @@ from workbench.train import recipe as recipes
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from workbench.train.model import tiny_model_dir  # noqa: E402
+from workbench.models.base import tiny_model_dir  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
 from workbench.train.trainer import train  # noqa: E402
 
@@ -109,8 +109,8 @@ def test_every_eval_logs_the_task_metrics_of_generated_answers(
     from rouge_score.rouge_scorer import RougeScorer
 
     from workbench import runfile
-    from workbench.evaluate import generate
     from workbench.evaluate.metrics import UnicodeTokenizer
+    from workbench.models import generate
 
     answered: list[tuple[list[str], list[str]]] = []  # (prompts, answers) of each eval
     real = generate.generate_answers
@@ -224,8 +224,8 @@ def test_eval_metrics_without_validation_records_warn_instead_of_failing(tmp_pat
 
 
 def test_generation_during_training_is_cached_by_the_current_weights(tmp_path: Path, tiny: Path) -> None:
-    from workbench.evaluate.generate import GenerationCache
-    from workbench.train.model import load_model, load_tokenizer
+    from workbench.models.base import load_model, load_tokenizer
+    from workbench.models.generate import GenerationCache
     from workbench.train.task_eval import TaskEval, trainable_sha256
 
     model = load_model(str(tiny))

@@ -9,7 +9,7 @@ Methods (prompts in `pipelines/augment-prompts.yaml`, editable with `--prompts F
 `--lang en,zh` picks which records take part by the language of the text that is rewritten (the instruction for
 paraphrase, the answer for back-translation; a text's language is its dominant script, `workbench.text.script_of`).
 
-Generation is `workbench.evaluate.generate.generate_answers` (batched, cached, bf16 autocast where the precision
+Generation is `workbench.models.generate.generate_answers` (batched, cached, bf16 autocast where the precision
 module says so). Each new record then goes through the cleaning profile's rules (normalisation, PII, filters;
 `unfinished_generation` drops a text cut at max_new_tokens) and through exact and near-duplicate detection over the
 whole record (instruction + input + output) with the originals first, so a generated record that copies or nearly
@@ -163,7 +163,7 @@ class Candidate:
 def _generate(
     loaded: Any, texts: list[str], settings: Any, cache: Any, progress: ProgressFn | None, label: str
 ) -> list[Any]:
-    from workbench.evaluate.generate import generate_answers, prompt_for
+    from workbench.models.generate import generate_answers, prompt_for
 
     prompts = [prompt_for(loaded, {"instruction": t}) for t in texts]
 
@@ -306,9 +306,9 @@ def augment_file(
     """Generate, screen and write the new records of `input_path` into `output` (default
     `./<name>.augmented.jsonl`; see the module docstring). `extra_fields`: a new
     record carries its original's fields wb does not use (`id`, `source`, `license`, ...) after its provenance."""
-    from workbench.evaluate.generate import GenerationCache
-    from workbench.train.prepare import read_records
-    from workbench.train.runs import load, resolve_target
+    from workbench.io import read_records
+    from workbench.models.generate import GenerationCache
+    from workbench.models.targets import load, resolve_target
 
     started = time.time()
     output = output if output is not None else io.default_output(input_path, "augmented")

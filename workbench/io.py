@@ -37,6 +37,7 @@ from workbench.output import remove_old_stages as remove_old_stages
 from workbench.output import sha256_file as sha256_file
 from workbench.records import (
     ALIASES,
+    EXTRA,
     FIELDS,
     RecordError,
     Row,
@@ -768,6 +769,31 @@ class RecordReader:
             end = start + len(chunk)
             nbytes = total if end >= len(docs) else 0
             yield items, nbytes
+
+
+def read_records(
+    path: Path, split: str | None = None, prefer: tuple[str, ...] = ("train",), extra_fields: bool = False
+) -> list[tuple[int, dict[str, Any]]]:
+    """Every record of a file or of one split of a dataset folder; a malformed one is a WbError. `extra_fields`:
+    each record's fields wb does not use come along (under `records.EXTRA`; in a tool conversation, as its keys),
+    for commands that write the records back."""
+    reader = RecordReader(Path(path), split=split, prefer=prefer, extra_fields=extra_fields)
+    out: list[tuple[int, dict[str, Any]]] = []
+    for batch in reader:
+        if batch.rejects:
+            r = batch.rejects[0]
+            raise WbError(f"{path}:{r.unit} {r.line}: {r.error} (run `wb clean` first)")
+        extras = batch.extras if extra_fields else [None] * len(batch.rows)
+        for line, row, extra in zip(batch.lines, batch.rows, extras, strict=True):
+            rec: dict[str, Any] = dict(zip(FIELDS, row, strict=True))
+            if extra is not None:
+                rec[EXTRA] = extra
+            out.append((line, rec))
+        out.extend(batch.conversations)  # tool-calling conversations: {"messages", "tools"}
+    out.sort(key=lambda item: item[0])
+    if not out:
+        raise WbError(f"{path}: no records to train on")
+    return out
 
 
 class _Bounded(io.RawIOBase):

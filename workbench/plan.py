@@ -811,7 +811,7 @@ def load_model_shape(spec: str | None, params: float | None) -> Model:
     if params is not None:
         shape = shape_for_params(params)
         return Model(shape, None, [shape.name], {})
-    from workbench.train.model import SOURCE_FILE, resolve_model
+    from workbench.models.base import SOURCE_FILE, resolve_model
 
     recipe: dict[str, Any] = {}
     path = Path(str(spec)).expanduser()

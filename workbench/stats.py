@@ -286,7 +286,7 @@ def describe_file(
         d = describe(path, overrides, top=top, split=split)
         if tokenizer is not None:
             from workbench import token_lengths
-            from workbench.train.data import check_template_spec
+            from workbench.models.templates import check_template_spec
 
             try:
                 check_template_spec(template)

@@ -420,3 +420,15 @@ def normalize(
         )
         expr = pl.when(has_code(expr)).then(expr).otherwise(prose)
     return expr
+
+
+_MAX_TAIL_REPLACEMENTS = 3  # an incomplete UTF-8 sequence is at most 3 bytes
+
+
+def safe_decode_tail(text: str) -> str:
+    """`text` without the U+FFFD characters (at most 3) at its very end that a decode leaves when generation stopped
+    inside a multi-byte character; U+FFFD elsewhere is left for `broken_text` to find."""
+    end = len(text)
+    while end > 0 and len(text) - end < _MAX_TAIL_REPLACEMENTS and text[end - 1] == "\ufffd":
+        end -= 1
+    return text[:end]

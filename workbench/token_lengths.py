@@ -1,10 +1,10 @@
 """Record lengths in a model's own tokens, after its chat template: what `max_length` a fine-tune needs.
 
-Each record is rendered and tokenised exactly as `wb train` does (`workbench.train.data.encode`, no truncation), so
-the lengths are the sequence lengths training will see. The summary holds percentiles, the share of records longer
-than each candidate `max_length`, the smallest length covering 99 % of the records (nearest rank) and a suggested
-`max_length` (that length rounded up to a multiple of 64), plus the points of the cumulative distribution for a
-chart. transformers is imported only here, when `wb stats --tokenizer` asks for it.
+Each record is rendered and tokenised exactly as `wb train` does (`workbench.models.templates.encode`, no
+truncation), so the lengths are the sequence lengths training will see. The summary holds percentiles, the share of
+records longer than each candidate `max_length`, the smallest length covering 99 % of the records (nearest rank) and
+a suggested `max_length` (that length rounded up to a multiple of 64), plus the points of the cumulative
+distribution for a chart. transformers is imported only here, when `wb stats --tokenizer` asks for it.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def token_lengths(
     max_lengths: tuple[int, ...] = MAX_LENGTHS,
 ) -> dict[str, Any]:
     """Lengths of every valid record of `path` in the tokens of `tokenizer_spec` (a model spec as for `wb train`)."""
-    from workbench.train import data as tdata
-    from workbench.train.model import load_tokenizer
+    from workbench.models import templates as tdata
+    from workbench.models.base import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_spec)
     used = tdata.choose_template(tokenizer, template)

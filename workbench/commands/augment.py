@@ -10,7 +10,7 @@ import typer
 from workbench import console
 from workbench.commands.options import DropExtraOpt, PrecisionOpt, QuietOpt, fields
 from workbench.console import line
-from workbench.evaluate.config import GenerationSettings
+from workbench.models.generate import GenerationSettings
 
 _G, _GH = fields(GenerationSettings)
 

@@ -13,7 +13,8 @@ from workbench import console
 from workbench.commands.options import QuietOpt, SplitOpt, VerboseOpt, fields
 from workbench.console import fmt, line
 from workbench.errors import WbError
-from workbench.evaluate.config import EvalConfig, GenerationSettings
+from workbench.evaluate.config import EvalConfig
+from workbench.models.generate import GenerationSettings
 from workbench.precision import Precision
 
 _E, _EH = fields(EvalConfig)

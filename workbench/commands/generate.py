@@ -16,7 +16,7 @@ from workbench.errors import WbError
 
 
 def _load_targets(target: str | None, adapters: list[Path] | None, say: Callable[[str], None]) -> Any:
-    from workbench.train.runs import load, resolve_target
+    from workbench.models.targets import load, resolve_target
 
     specs: list[str | Path] = ([target] if target else []) + list(adapters or [])
     if not specs:
@@ -25,7 +25,7 @@ def _load_targets(target: str | None, adapters: list[Path] | None, say: Callable
 
 
 def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int, precision: str) -> Any:
-    from workbench.evaluate.config import GenerationSettings
+    from workbench.models.generate import GenerationSettings
 
     return GenerationSettings(
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, seed=seed, batch_size=1,
@@ -47,8 +47,8 @@ def generate(
     quiet: QuietOpt = False,
 ) -> None:
     """Answer prompts with a tuned model; with several --adapter, answer with each (and --base) for comparison."""
-    from workbench.evaluate.generate import generate as run_generate
-    from workbench.evaluate.generate import prompt_for
+    from workbench.models.generate import generate as run_generate
+    from workbench.models.generate import prompt_for
 
     target, prompts = (None, args) if adapter and len(args) == 1 else (args[0], args[1:])
     if not prompts:
@@ -80,8 +80,8 @@ def chat(
     precision: PrecisionOpt = "auto",
 ) -> None:
     """Talk to a tuned model. Commands: /adapter NAME, /base, /reset, /quit."""
-    from workbench.evaluate.generate import generate as run_generate
-    from workbench.evaluate.generate import prompt_for
+    from workbench.models.generate import generate as run_generate
+    from workbench.models.generate import prompt_for
 
     loaded = _load_targets(target, adapter, console.note)
     settings = _settings(max_new_tokens, sample, temperature, seed, precision)

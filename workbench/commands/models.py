@@ -18,7 +18,7 @@ def models(
 ) -> None:
     """Base models usable without a network: the embedded SmolLM2-135M-Instruct, wb's cache, the Hugging Face cache."""
     from workbench.io import dumps_json
-    from workbench.train.model import cache_dir, list_models
+    from workbench.models.base import cache_dir, list_models
 
     rows = list_models()
     if as_json:

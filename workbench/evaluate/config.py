@@ -1,39 +1,21 @@
 """What `wb eval` evaluates and how answers are generated: the settings every command-line option comes from.
 
-Light on purpose (pydantic only): the CLI reads the fields' defaults and descriptions to build its options, so a
-setting is defined once.
+Light on purpose (pydantic and `workbench.models.generate`'s settings, no torch): the CLI reads the fields'
+defaults and descriptions to build its options, so a setting is defined once.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.precision import PRECISION_HELP, Precision
+from workbench.models.generate import GenerationSettings
 
 SHIPPED_PROBES = ("general_en", "general_zh", "general_text_en", "general_text_zh", "mc_general_en", "mc_general_zh")
 """Shipped forgetting sets (`probes/<name>.jsonl`); the `mc_` ones are multiple choice, scored by log-likelihood."""
 SHIPPED_MC = tuple(name for name in SHIPPED_PROBES if name.startswith("mc_"))
-
-
-class GenerationSettings(BaseModel):
-    """How answers are generated; every field is part of the cache key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_new_tokens: int = Field(128, ge=1, le=8192, description="Stop after this many new tokens.")
-    batch_size: int = Field(16, ge=1, description="Prompts generated together (16: ~5x one-at-a-time on 2 CPU cores).")
-    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
-    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
-    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: the smallest token set of this probability.")
-    seed: int = Field(0, description="Seed of sampling.")
-    precision: Precision = Field("auto", description=PRECISION_HELP)
-
-    def key(self) -> str:
-        return json.dumps(self.model_dump(), sort_keys=True)
 
 
 class EvalConfig(BaseModel):

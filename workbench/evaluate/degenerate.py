@@ -22,9 +22,9 @@ one answer (and its prompt); `flags` runs them all. Every check runs in time lin
 - `broken_text`: U+FFFD (a character lost in decoding), a lone surrogate, or a control character (category Cc: C0,
   DEL, C1) other than tab, line feed and carriage return.
 
-`strip_shared_prefix` scores completion-style items ("68+11=" → "68+11=79") on what follows the prompt, and
-`safe_decode_tail` drops the replacement characters a decode leaves where generation stopped inside a multi-byte
-character.
+`strip_shared_prefix` scores completion-style items ("68+11=" → "68+11=79") on what follows the prompt
+(`workbench.text.safe_decode_tail` drops the replacement characters a decode leaves where generation stopped inside a
+multi-byte character, before an answer gets here).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ DEGENERATE_KINDS: dict[str, str] = {
 ECHO_MIN_SHARE = 0.5
 ECHO_MIN_CHARS = 32
 WRONG_LANGUAGE_MIN_LETTERS = 3
-_MAX_TAIL_REPLACEMENTS = 3  # an incomplete UTF-8 sequence is at most 3 bytes
 
 _BROKEN_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ud800-\udfff]")
 _WHITESPACE_RE = re.compile(r"\s+")
@@ -164,15 +163,6 @@ def wrong_language(prediction: str, prompt: str) -> bool:
 def broken_text(prediction: str) -> bool:
     """True when the answer holds U+FFFD, a lone surrogate, or a control character other than tab, LF and CR."""
     return _BROKEN_RE.search(prediction) is not None
-
-
-def safe_decode_tail(text: str) -> str:
-    """`text` without the U+FFFD characters (at most 3) at its very end that a decode leaves when generation stopped
-    inside a multi-byte character; U+FFFD elsewhere is left for `broken_text` to find."""
-    end = len(text)
-    while end > 0 and len(text) - end < _MAX_TAIL_REPLACEMENTS and text[end - 1] == "\ufffd":
-        end -= 1
-    return text[:end]
 
 
 def flags(

@@ -238,7 +238,7 @@ def judge_pairs(
 
 def model_generate(loaded: Any, settings: Any, cache: Any, progress: Any) -> GenerateFn:
     """A GenerateFn over a loaded judge model: its own template, greedy, the generation cache (`generate.py`)."""
-    from workbench.evaluate.generate import generate_answers, prompt_for
+    from workbench.models.generate import generate_answers, prompt_for
 
     def run(texts: list[str], prompt: JudgePrompt) -> list[str]:
         rendered = [prompt_for(loaded, {"system": prompt.system, "instruction": t}) for t in texts]

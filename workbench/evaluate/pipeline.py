@@ -23,16 +23,16 @@ from workbench.errors import WbError
 from workbench.evaluate import compare, degenerate, judge, registry, review
 from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
-from workbench.evaluate.generate import Answer
 from workbench.evaluate.metrics import METRIC_KEYS, score_items
 from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
 from workbench.io import sha256_file
 from workbench.manifest import build_manifest
+from workbench.models.generate import Answer
 from workbench.precision import for_model
 from workbench.text import count_cjk
 
 if TYPE_CHECKING:
-    from workbench.train.runs import Target
+    from workbench.models.targets import Target
 
 ProgressFn = Callable[[str, int, int], None]
 StatusFn = Callable[[str], None]
@@ -80,7 +80,7 @@ class EvalResult:
 def task_items(path: Path, limit: int | None, split: str | None = None) -> list[Item]:
     """The task records as eval items. In a JSONL file a record may also carry `answer_type` (overriding the
     suite's) and `options` ({"A": "...", ...} for multiple choice)."""
-    from workbench.train.prepare import read_records
+    from workbench.io import read_records
 
     records = read_records(path, split, prefer=("test", "validation"))[:limit]
     extras = _record_extras(path) if path.suffix == ".jsonl" else {}
@@ -195,8 +195,8 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate a run (or adapter, or model) and, unless `config.base` is off, its base model. A run folder written
     into (its `eval/`, the default) is locked meanwhile: a run still training, or another eval into it, refuses."""
+    from workbench.models.targets import resolve_target
     from workbench.train.guards import locked_run
-    from workbench.train.runs import resolve_target
 
     started = time.time()
     target = resolve_target(target_spec)
@@ -216,9 +216,9 @@ def _evaluate(
     on_status: StatusFn | None,
     on_progress: ProgressFn | None,
 ) -> EvalResult:
-    from workbench.evaluate.generate import GenerationCache
-    from workbench.evaluate.loglik import LoglikCache
-    from workbench.train.runs import Target, load
+    from workbench.models.generate import GenerationCache
+    from workbench.models.loglik import LoglikCache
+    from workbench.models.targets import Target, load
 
     warnings: list[str] = []
     if target.method == "reward":  # a reward model answers nothing: it is evaluated on preference pairs alone
@@ -279,7 +279,7 @@ def _preference(
     if config.prefs is None and config.reward_model is None:
         return None, []
     from workbench.evaluate import preference as pref_eval
-    from workbench.train.model import load_adapter
+    from workbench.models.base import load_adapter
 
     scorer = None
     if config.reward_model is not None:
@@ -367,7 +367,7 @@ def _recipe_model(run_dir: Path) -> str:
 def _run_side(
     s: EvalSet, side: str, loaded: Any, config: EvalConfig, cache: Any, on_progress: ProgressFn | None
 ) -> None:
-    from workbench.evaluate.generate import generate_answers, prompt_for, reference_losses, text_losses
+    from workbench.models.generate import generate_answers, prompt_for, reference_losses, text_losses
 
     label = f"{side} · {s.name}"
     report = (lambda done, total: on_progress(label, done, total)) if on_progress is not None else None
@@ -467,7 +467,7 @@ def evaluate_predictions(path: Path, config: EvalConfig, out_dir: Path) -> EvalR
         if "base" in s.predictions and len(s.predictions["base"]) != len(s.items):
             raise WbError(f"{path}: set {s.name}: base_prediction is given for some rows only; give it for all or none")
     if config.judge is not None:
-        from workbench.evaluate.generate import GenerationCache
+        from workbench.models.generate import GenerationCache
 
         _judge_task(list(sets.values()), config, GenerationCache() if config.cache else None, None, None)
     return _finish(list(sets.values()), config, out_dir, started, {"predictions_file": str(path)}, None, [], {})
@@ -505,7 +505,7 @@ def judge_generator(
     spec: str, config: EvalConfig, cache: Any, on_status: StatusFn | None, on_progress: ProgressFn | None
 ) -> tuple[judge.GenerateFn, dict[str, Any]]:
     """The judge model (a local model folder, a run or `embedded`) as a GenerateFn, and what it ran as."""
-    from workbench.train.runs import load, resolve_target
+    from workbench.models.targets import load, resolve_target
 
     loaded = load([resolve_target(spec)], on_status=on_status)
     report = (lambda done, total: on_progress("judge", done, total)) if on_progress is not None else None

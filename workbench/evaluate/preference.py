@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench import pairs as pdata
 from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare
-from workbench.train import data as tdata
-from workbench.train import preference_data as pdata
-from workbench.train import preference_prepare as pprep
+from workbench.models import templates as tdata
 
 
 @dataclass
@@ -42,8 +41,8 @@ class RewardScorer:
     def load(cls, spec: Path, batch_size: int = 8, max_length: int | None = None) -> RewardScorer:
         """A reward run's model and tokenizer (`workbench.score.reward.load_reward_model`), with the run's template
         and max_length, which the texts are rendered and cut with as in training."""
+        from workbench.models.targets import resolve_target
         from workbench.score.reward import load_reward_model
-        from workbench.train.runs import resolve_target
 
         target = resolve_target(spec)
         if target.run_dir is None or target.method != "reward":
@@ -68,9 +67,9 @@ class RewardScorer:
     def score_pairs(self, pairs: Sequence[pdata.Pair]) -> tuple[list[float], list[float]]:
         chosen, rejected = [], []
         for p in pairs:
-            prompt = pprep.render_prompt(self.tokenizer, self.template, p.prompt)
-            chosen.append(prompt + pprep.completion_text(self.tokenizer, self.template, p.chosen))
-            rejected.append(prompt + pprep.completion_text(self.tokenizer, self.template, p.rejected))
+            prompt = tdata.render_prompt(self.tokenizer, self.template, p.prompt)
+            chosen.append(prompt + tdata.completion_text(self.tokenizer, self.template, p.chosen))
+            rejected.append(prompt + tdata.completion_text(self.tokenizer, self.template, p.rejected))
         return self.score_texts(chosen), self.score_texts(rejected)
 
 
@@ -104,14 +103,14 @@ def implicit_rewards(
     """Per pair, (log pi(c) - log ref(c)) and (log pi(r) - log ref(r)); `loaded`'s active adapter is the policy,
     `reference` the adapter name of the reference (None: all adapters disabled)."""
     from workbench import precision
-    from workbench.evaluate.loglik import Request, loglikelihoods
+    from workbench.models.loglik import Request, loglikelihoods
 
     tok, template = loaded.tokenizer, loaded.template
     requests: list[Request] = []
     for p in pairs:
-        prompt = pprep.render_prompt(tok, template, p.prompt)
-        requests.append(Request(prompt, pprep.completion_text(tok, template, p.chosen)))
-        requests.append(Request(prompt, pprep.completion_text(tok, template, p.rejected)))
+        prompt = tdata.render_prompt(tok, template, p.prompt)
+        requests.append(Request(prompt, tdata.completion_text(tok, template, p.chosen)))
+        requests.append(Request(prompt, tdata.completion_text(tok, template, p.rejected)))
     policy_name = loaded.active
     choice = precision.for_model("auto", loaded.model)
     with choice.autocast():
@@ -199,7 +198,7 @@ def win_rate(
 
     def texts(answers: Sequence[str]) -> list[str]:
         return [
-            p + pprep.completion_text(scorer.tokenizer, scorer.template, a)
+            p + tdata.completion_text(scorer.tokenizer, scorer.template, a)
             for p, a in zip(prompts, answers, strict=True)
         ]
 

@@ -222,7 +222,7 @@ SCORE_QUANTILES = ("p10", "p50", "p90", "p99")
 def _model_scores(run: Run) -> list[dict[str, Any]]:
     """The model-based scores the cleaning's score rules read (`wb score`'s stats beside the scored file): per score
     its quantiles and a histogram. Nothing when the cleaning used no scores or the stats file is gone."""
-    from workbench.score.pipeline import ScorePaths
+    from workbench.score.summary import ScorePaths
 
     stats_path = run.files.get("clean_stats")
     if stats_path is None:

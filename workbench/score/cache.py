@@ -1,7 +1,7 @@
 """Scores in SQLite (`<wb cache>/scores.sqlite`), keyed by the model's identity (the generation cache's: SHA-256 of
 the base and adapter weights, or of a reward model's weight files) + the record's SHA-256 (its canonical JSON) +
 the settings that change a score (template, max_length, precision, what is scored). Safe across processes, the
-same pattern as the generation and log-likelihood caches (`workbench.evaluate.generate`), and opened by the same
+same pattern as the generation and log-likelihood caches (`workbench.models.generate`), and opened by the same
 `open_cache` (a corrupt file is moved aside and rebuilt)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.evaluate.generate import open_cache, read_json_rows, write_json_rows
-from workbench.train.model import cache_dir
+from workbench.models.base import cache_dir
+from workbench.models.cache import open_cache, read_json_rows, write_json_rows
 
 CACHE_FORMAT = 1
 

@@ -1,9 +1,9 @@
 """Scores from the causal LM itself, computed with the same templating and the same per-example loss as training.
 
 For each record (Alpaca shape, system and history included) three token sequences are scored in one batched pass
-(`workbench.train.loss.sample_losses`, examples sorted by length):
+(`workbench.models.losses.sample_losses`, examples sorted by length):
 
-- the conversation as training renders it (`workbench.train.data.encode`, responses only): the mean loss of the
+- the conversation as training renders it (`workbench.models.templates.encode`, responses only): the mean loss of the
   answer tokens given the prompt, `loss_answer`, and `ppl_answer = exp(loss_answer)`;
 - the same answer after an empty prompt (instruction, input, system and history removed; the template's own
   scaffolding, e.g. a default system prompt, stays so that both losses see the same framing): `loss_answer_alone`
@@ -21,10 +21,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from workbench.models import templates as tdata
+from workbench.models.targets import Loaded
 from workbench.precision import Choice
 from workbench.records import user_text
-from workbench.train import data as tdata
-from workbench.train.runs import Loaded
 
 ProgressFn = Callable[[int, int], None]
 LM_SCORES = ("loss_answer", "ppl_answer", "loss_answer_alone", "ppl_answer_alone", "ifd", "ppl_prompt")
@@ -73,7 +73,7 @@ def lm_scores(
     progress: ProgressFn | None = None,
 ) -> list[dict[str, Any]]:
     """The scores of `LM_SCORES` (plus `answer_tokens` and `truncated`) for each record, in order."""
-    from workbench.train.loss import sample_losses
+    from workbench.models.losses import sample_losses
 
     triples = [examples_for(loaded, r, max_length) for r in records]
     flat = [ex for triple in triples for ex in triple]

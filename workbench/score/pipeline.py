@@ -19,24 +19,11 @@ from workbench import io
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
 from workbench.records import EXTRA, with_extra
-from workbench.score.summary import summarise_all
+from workbench.score.summary import ScorePaths, summarise_all
 
 ProgressFn = Callable[[str, int, int], None]
 SCORE_NAMES = ("ppl_answer", "ppl_answer_alone", "ifd", "ppl_prompt", "loss_answer", "loss_answer_alone")
 REWARD = "reward"
-
-
-@dataclass(frozen=True)
-class ScorePaths:
-    scored: Path
-    stats: Path
-    manifest: Path
-
-    @classmethod
-    def for_output(cls, out: Path) -> ScorePaths:
-        out = Path(out)
-        stem = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
-        return cls(out, out.with_name(f"{stem}.stats.json"), out.with_name(f"{stem}.manifest.json"))
 
 
 @dataclass
@@ -84,12 +71,12 @@ def score_file(
 ) -> ScoreResult:
     """Score every record of `input_path` into `output` (default `./<name>.scored.jsonl`; see the module docstring).
     `extra_fields`: each record's fields wb does not use are written after its `scores` (`records.with_extra`)."""
-    from workbench.evaluate.generate import GenerationCache
+    from workbench.io import read_records
+    from workbench.models.generate import GenerationCache
+    from workbench.models.targets import load, resolve_target
     from workbench.precision import for_model
     from workbench.score.cache import ScoreCache
     from workbench.score.lm import lm_scores
-    from workbench.train.prepare import read_records
-    from workbench.train.runs import load, resolve_target
 
     started = time.time()
     output = output if output is not None else io.default_output(input_path, "scored")

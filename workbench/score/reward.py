@@ -24,10 +24,8 @@ from typing import Any
 import yaml
 
 from workbench.errors import WbError
-from workbench.precision import Choice
-from workbench.quiet import quiet_libraries
-from workbench.train import data as tdata
-from workbench.train.model import (
+from workbench.models import templates as tdata
+from workbench.models.base import (
     EMBEDDED,
     SAFETENSORS_WEIGHTS,
     check_adapter_weights,
@@ -35,6 +33,8 @@ from workbench.train.model import (
     load_tokenizer,
     resolve_model,
 )
+from workbench.precision import Choice
+from workbench.quiet import quiet_libraries
 
 ProgressFn = Callable[[int, int], None]
 

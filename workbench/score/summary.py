@@ -1,7 +1,8 @@
 """Distributions of scores for the stats file and the pages: count, quantiles and a histogram per score.
 
 Perplexities span orders of magnitude, so their histogram bins are equal in log10; IFD, losses and rewards get
-equal-width bins between their minimum and maximum. Pure Python (no numpy or torch): the stats page imports it.
+equal-width bins between their minimum and maximum. Pure Python (no numpy or torch): the stats page and the report
+import it, as they do `ScorePaths` (where the scored file's stats and manifest lie beside it).
 """
 
 from __future__ import annotations
@@ -9,10 +10,25 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
+
+
+@dataclass(frozen=True)
+class ScorePaths:
+    scored: Path
+    stats: Path
+    manifest: Path
+
+    @classmethod
+    def for_output(cls, out: Path) -> ScorePaths:
+        out = Path(out)
+        stem = out.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+        return cls(out, out.with_name(f"{stem}.stats.json"), out.with_name(f"{stem}.manifest.json"))
+
 
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 BINS = 20

@@ -1,4 +1,5 @@
-"""Training: recipes, base models, data templating, the trainer and adapter export.
+"""Training: recipes, method setup, data preparation and packing, the trainer, TRL objectives and export. Model
+loading, templates and generation are `workbench.models`'s.
 
 Importing this package is light; torch and transformers are imported inside the functions that need them.
 """

@@ -16,7 +16,7 @@ from typing import Any
 from workbench import io
 from workbench.errors import WbError
 from workbench.manifest import build_manifest
-from workbench.train.model import (
+from workbench.models.base import (
     StatusFn,
     _publish,
     _quiet_transformers,
@@ -25,7 +25,7 @@ from workbench.train.model import (
     load_model,
     load_tokenizer,
 )
-from workbench.train.runs import ADAPTER_INFO, Target, resolve_target
+from workbench.models.targets import ADAPTER_INFO, Target, resolve_target
 
 MERGEABLE = ("lora", "qlora", "dora", "ia3")
 # Why the other adapters cannot be folded into the base weights.

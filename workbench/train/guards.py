@@ -19,7 +19,7 @@ import yaml
 
 from workbench import output
 from workbench.errors import WbError
-from workbench.train.model import check_adapter_weights
+from workbench.models.base import check_adapter_weights
 from workbench.train.recipe import Recipe
 
 CHECKPOINT = re.compile(r"^checkpoint-[0-9]+$")  # Trainer's checkpoint folders, by step

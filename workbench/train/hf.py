@@ -19,10 +19,12 @@ from typing import Any
 
 from workbench import precision
 from workbench.errors import WbError
+from workbench.models import adapters
+from workbench.models import templates as tdata
+from workbench.models.losses import unwrap
 from workbench.output import follow_umask
-from workbench.train import adapters, guards
-from workbench.train import data as tdata
-from workbench.train.loss import fusable_head, trained_positions_loss, unwrap
+from workbench.train import guards
+from workbench.train.loss import fusable_head, trained_positions_loss
 from workbench.train.recipe import Recipe
 
 LOG_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch")

@@ -29,7 +29,7 @@ class Inspection:
 
 def inspect(recipe: Recipe, n: int, on_status: Callable[[str], None] | None = None) -> Inspection:
     """The first `n` examples of `recipe`'s training data, rendered and tokenised as training would."""
-    from workbench.train.model import load_tokenizer
+    from workbench.models.base import load_tokenizer
     from workbench.train.recipe import PREFERENCE_METHODS
 
     tokenizer = load_tokenizer(recipe.model, on_status)

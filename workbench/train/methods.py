@@ -2,7 +2,7 @@
 
 LoRA, DoRA, QLoRA, IA3, prompt tuning, prefix tuning (P-Tuning v2 with `prefix_tuning.projection`), P-Tuning and
 LLaMA-Adapter (adaption prompts) go through PEFT; `adapter` inserts wb's own bottleneck adapters
-(`workbench.train.adapters`); `freeze` trains only the last N transformer layers; `full` and `galore` train every
+(`workbench.models.adapters`); `freeze` trains only the last N transformer layers; `full` and `galore` train every
 weight (GaLore differs in its optimiser, set in `hf.training_args`).
 """
 
@@ -133,11 +133,15 @@ def apply(model: Any, recipe: Recipe) -> Any:
             ),
         )
     if method == "adapter":
-        from workbench.train import adapters
+        from workbench.models import adapters
 
         for p in model.parameters():
             p.requires_grad = False
-        adapters.add(model, adapters.config_from(recipe.adapter), adapters.DEFAULT)
+        adapters.add(
+            model,
+            adapters.Spec(recipe.adapter.reduction_factor, recipe.adapter.non_linearity, recipe.adapter.placement),
+            adapters.DEFAULT,
+        )
         return model
     if method == "freeze":
         layers = _decoder_layers(model, method)

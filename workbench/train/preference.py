@@ -1,5 +1,5 @@
 """`wb train` for the preference methods, each a TRL trainer (no hand-written DPO or RL loop), driven by the same run
-driver as SFT (`trainer.begin` / `run` / `read_log` / `finish`): same run folder, recipe.yaml, checkpoints, resume,
+driver as SFT (`session.begin` / `run` / `read_log` / `finish`): same run folder, recipe.yaml, checkpoints, resume,
 trainer_log.jsonl, manifest.
 
 | method | TRL (1.16.0)                                  | data                      | reference                     |
@@ -31,15 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from workbench import io
+from workbench import pairs as pdata
 from workbench.errors import WbError
 from workbench.evaluate import registry
+from workbench.models import templates as tdata
 from workbench.output import follow_umask
-from workbench.train import data as tdata
 from workbench.train import guards, hf, methods
-from workbench.train import preference_data as pdata
 from workbench.train import preference_prepare as pprep
 from workbench.train.recipe import Recipe
-from workbench.train.trainer import (
+from workbench.train.session import (
     Session,
     TrainResult,
     begin,
@@ -89,7 +89,7 @@ def _lora_config(recipe: Recipe, task_type: str) -> Any:
 
 def _load(recipe: Recipe, dtype: Any, choice: Any) -> Any:
     """The policy's base: with `weights: qlora` in 4-bit NF4 (methods.quantization_config), else at `dtype`."""
-    from workbench.train.model import load_model
+    from workbench.models.base import load_model
 
     quant = None
     if recipe.preference.weights == "qlora":
@@ -119,7 +119,7 @@ def _policy(session: Session) -> tuple[Any, Any]:
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     if pref.init_from is not None:
-        from workbench.train.model import load_adapter
+        from workbench.models.base import load_adapter
 
         return load_adapter(model, _init_adapter(recipe), trainable=True), None
     if pref.weights == "full":
@@ -208,7 +208,7 @@ def _prompt_rows(recipe: Recipe, tokenizer: Any) -> tuple[list[dict[str, Any]], 
     prompts = one_file(recipe.data)
     assert prompts is not None
     for item in pdata.load_prompts(prompts)[: recipe.max_samples]:
-        text = pprep.render_prompt(tokenizer, template, item.prompt)
+        text = tdata.render_prompt(tokenizer, template, item.prompt)
         if len(tokenizer(text)["input_ids"]) > limit:
             dropped.setdefault(pprep.NO_ROOM, []).append(item.line)
             continue
@@ -261,7 +261,7 @@ def _grpo_rewards(recipe: Recipe) -> list[Any]:
 
         def reward_model(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
             """Each sampled answer closed as in the reward model's training (end-of-turn, EOS), then scored."""
-            close = pprep.completion_text
+            close = tdata.completion_text
             texts = [p + close(scorer.tokenizer, scorer.template, c) for p, c in zip(prompts, completions, strict=True)]
             return scorer.score_texts(texts)
 

@@ -17,34 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.errors import WbError
-from workbench.train import data as tdata
-from workbench.train.preference_data import Message, Pair, Unpaired
+from workbench.models import templates as tdata
+from workbench.models.templates import completion_text, render_prompt
+from workbench.pairs import Pair, Unpaired
 
 NO_ROOM = "prompt_leaves_no_room"
 IDENTICAL = "identical_after_truncation"
-
-
-def render_prompt(tokenizer: Any, template: tdata.Template, prompt: Sequence[Message]) -> str:
-    """The prompt text up to where the answer starts, as generation renders it."""
-    msgs = [dict(m) for m in prompt]
-    if template == "chat":
-        return tdata._render(tokenizer, msgs, generation_prompt=True)
-    record: dict[str, Any] = {"instruction": msgs[-1]["content"], "input": "", "output": "", "history": []}
-    body = msgs[:-1]
-    if body and body[0]["role"] == "system":
-        record["system"] = body[0]["content"]
-        body = body[1:]
-    for i in range(0, len(body) - 1, 2):
-        record["history"].append([body[i]["content"], body[i + 1]["content"]])
-    return tdata.prompt_text(tokenizer, "alpaca", record)
-
-
-def completion_text(tokenizer: Any, template: tdata.Template, answer: str) -> str:
-    """An answer closed as a trained turn is: the template's end-of-turn text, then EOS unless that already was it
-    (TRL appends EOS to any completion that lacks it; adding it here keeps wb's token count equal to TRL's)."""
-    text = answer + (tdata.end_of_turn(tokenizer) if template == "chat" else "")
-    eos = tokenizer.eos_token or ""
-    return text if not eos or text.endswith(eos) else text + eos
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:

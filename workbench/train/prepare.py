@@ -10,9 +10,8 @@ from typing import Any
 
 from workbench import io
 from workbench.errors import WbError
-from workbench.records import EXTRA, FIELDS
-from workbench.train import data as tdata
-from workbench.train import mixing
+from workbench.models import templates as tdata
+from workbench.train import mixing, packing
 from workbench.train.recipe import DataSource, EvalSource, Recipe
 
 REPLAY = "replay"  # the replay source's name in a mixture (and in eval_replay_loss)
@@ -41,31 +40,6 @@ class Prepared:
     val_records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line, record) of each val example
 
 
-def read_records(
-    path: Path, split: str | None = None, prefer: tuple[str, ...] = ("train",), extra_fields: bool = False
-) -> list[tuple[int, dict[str, Any]]]:
-    """Every record of a file or of one split of a dataset folder; a malformed one is a WbError. `extra_fields`:
-    each record's fields wb does not use come along (under `records.EXTRA`; in a tool conversation, as its keys),
-    for commands that write the records back."""
-    reader = io.RecordReader(Path(path), split=split, prefer=prefer, extra_fields=extra_fields)
-    out: list[tuple[int, dict[str, Any]]] = []
-    for batch in reader:
-        if batch.rejects:
-            r = batch.rejects[0]
-            raise WbError(f"{path}:{r.unit} {r.line}: {r.error} (run `wb clean` first)")
-        extras = batch.extras if extra_fields else [None] * len(batch.rows)
-        for line, row, extra in zip(batch.lines, batch.rows, extras, strict=True):
-            rec: dict[str, Any] = dict(zip(FIELDS, row, strict=True))
-            if extra is not None:
-                rec[EXTRA] = extra
-            out.append((line, rec))
-        out.extend(batch.conversations)  # tool-calling conversations: {"messages", "tools"}
-    out.sort(key=lambda item: item[0])
-    if not out:
-        raise WbError(f"{path}: no records to train on")
-    return out
-
-
 def _encode_file(
     tokenizer: Any,
     template: tdata.Template,
@@ -78,7 +52,7 @@ def _encode_file(
     """A file's records and their training examples (aligned); records with nothing left to train are refused,
     naming their lines (`skip_empty`: left out instead, for the shipped replay set, whose records the user did not
     write)."""
-    records = read_records(path, split)[:limit]
+    records = io.read_records(path, split)[:limit]
     examples = [tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in records]
     empty = [ex.line for ex in examples if ex.trained_tokens == 0]
     if empty and skip_empty:
@@ -110,7 +84,7 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
     records, examples = _encode_file(tokenizer, template, recipe, recipe.data, recipe.data_split, recipe.max_samples)
     if recipe.eval_data is not None:
         assert isinstance(recipe.eval_data, Path)
-        val_records = read_records(recipe.eval_data)
+        val_records = io.read_records(recipe.eval_data)
         val = [
             tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in val_records
         ]
@@ -256,7 +230,7 @@ def rows(examples: list[tdata.Example], recipe: Recipe) -> list[dict[str, Any]]:
     if recipe.packing:
         return [
             {"input_ids": p.input_ids, "labels": p.labels, "lengths": p.lengths}
-            for p in tdata.pack(examples, recipe.max_length)
+            for p in packing.pack(examples, recipe.max_length)
         ]
     return [{"input_ids": ex.input_ids, "labels": ex.labels, "length": len(ex.input_ids)} for ex in examples]
 

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from workbench.errors import WbError
-from workbench.train.data import check_template_spec
+from workbench.models.templates import check_template_spec
 from workbench.yamlfile import read_yaml
 
 Method = Literal[

@@ -2,7 +2,7 @@
 recipe's `eval_metrics` and logged as `eval_<metric>` beside `eval_loss`, so `metric_for_best` can pick the
 checkpoint (and early stopping can watch) the metric the task is judged by, not the loss.
 
-Answers come from `workbench.evaluate.generate` (the code `wb eval` uses: the run's template, left-padded batches,
+Answers come from `workbench.models.generate` (the code `wb eval` uses: the run's template, left-padded batches,
 the end-of-turn stop tokens) under the run's precision, through the generation cache. The weights of a model in
 training are not files, so the cache key's model identity is the SHA-256 of the base model's weight files and of
 every trainable parameter's current values: an eval at the same weights (a resumed run re-evaluating a checkpoint)
@@ -111,9 +111,8 @@ class TaskEval:
     calls: int = field(default=0)
 
     def __call__(self, model: Any) -> dict[str, float]:
-        from workbench.evaluate.config import GenerationSettings
-        from workbench.evaluate.generate import generate_answers, prompt_for
-        from workbench.train.runs import Loaded
+        from workbench.models.generate import GenerationSettings, generate_answers, prompt_for
+        from workbench.models.targets import Loaded
 
         loaded = Loaded(model, self.tokenizer, self.template, self.base, weights_sha256=trainable_sha256(model))
         settings = GenerationSettings(

@@ -19,9 +19,8 @@ from typing import Any
 import yaml
 
 from workbench.errors import WbError
-from workbench.quiet import quiet_libraries
-from workbench.train import adapters
-from workbench.train.model import (
+from workbench.models import adapters
+from workbench.models.base import (
     EMBEDDED,
     StatusFn,
     check_adapter_weights,
@@ -30,6 +29,7 @@ from workbench.train.model import (
     load_tokenizer,
     resolve_model,
 )
+from workbench.quiet import quiet_libraries
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
 
@@ -76,7 +76,7 @@ def _run_target(run: Path) -> Target:
     except (OSError, yaml.YAMLError) as e:
         raise WbError(f"{run / 'recipe.yaml'}: cannot read the run's recipe: {e}") from None
     template = _json(run / "manifest.json").get("template") or recipe.get("template", "auto")
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     if template == tdata.RUN_TEMPLATE_FILE:  # the run's own copy of a template file
         template = str(run / tdata.RUN_TEMPLATE_FILE)
@@ -123,7 +123,7 @@ class Loaded:
     base: str
     adapter_dirs: dict[str, Path] = field(default_factory=dict)
     active: str | None = None
-    bottleneck: bool = False  # the adapters are wb's bottleneck adapters (switched in workbench.train.adapters)
+    bottleneck: bool = False  # the adapters are wb's bottleneck adapters (switched in workbench.models.adapters)
     weights_sha256: str | None = None  # weights that are not files (a model in training): their hash, for caches
 
     @property
@@ -157,7 +157,7 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
 
     A target without an adapter (a base model, or a freeze/full run's model) must come alone.
     """
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     quiet_libraries()
     if not targets:

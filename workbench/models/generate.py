@@ -17,9 +17,7 @@ active adapter's weights), the exact prompt text and the generation settings, ba
 change greedy outputs in the last bits, so outputs made at another batch size are not reused), and the precision
 used (`auto` resolved to bf16 or fp32: bf16 answers are not fp32 answers).
 
-Every SQLite cache of wb (generations, log-likelihoods, scores) is created through `open_cache`: a file SQLite cannot
-read (truncated, overwritten, not a database at all) or whose tables are not wb's is moved aside with one warning on
-stderr and rebuilt empty; a cache only saves work, so losing one never stops an evaluation.
+The cache is built on `workbench.models.cache`, the scaffold every SQLite cache of wb shares.
 """
 
 from __future__ import annotations
@@ -27,35 +25,52 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, contextmanager, suppress
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.evaluate.config import GenerationSettings
-from workbench.evaluate.degenerate import safe_decode_tail
+from pydantic import BaseModel, ConfigDict, Field
+
 from workbench.io import sha256_file
-from workbench.precision import Choice, for_model
-from workbench.train.model import SAFETENSORS_WEIGHTS, cache_dir, resolve_model
-from workbench.train.runs import Loaded
+from workbench.models.base import SAFETENSORS_WEIGHTS, cache_dir, resolve_model
+from workbench.models.cache import ModelIdentity, open_cache, read_json_rows, write_json_rows
+from workbench.models.targets import Loaded
+from workbench.precision import PRECISION_HELP, Choice, Precision, for_model
+from workbench.text import safe_decode_tail
 
 ProgressFn = Callable[[int, int], None]
 CACHE_FORMAT = 2  # entries hold {"text", "tokens", "finished"}; format 1 held the text alone
 
 
+class GenerationSettings(BaseModel):
+    """How answers are generated; every field is part of the cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(128, ge=1, le=8192, description="Stop after this many new tokens.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together (16: ~5x one-at-a-time on 2 CPU cores).")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling: the smallest token set of this probability.")
+    seed: int = Field(0, description="Seed of sampling.")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+
+    def key(self) -> str:
+        return json.dumps(self.model_dump(), sort_keys=True)
+
+
 def prompt_for(loaded: Loaded, record: dict[str, Any]) -> str:
     """The text the model continues for a record: its template, up to where the answer starts."""
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     full = {"system": "", "history": [], "input": "", **record, "output": ""}
     return tdata.prompt_text(loaded.tokenizer, loaded.template, full)  # type: ignore[arg-type]
 
 
 def stop_token_ids(loaded: Loaded) -> list[int]:
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     ids: set[int] = set()
     config_eos = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
@@ -176,7 +191,7 @@ def reference_losses(
     precision: str = "auto",
 ) -> list[float | None]:
     """Mean token loss of each record's `output` given its prompt (the template of the run); None if nothing fits."""
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     examples = []
     for r in records:
@@ -193,7 +208,7 @@ def text_losses(
     precision: str = "auto",
 ) -> list[float | None]:
     """Mean token loss of plain texts (no template): the language-modelling side of the forgetting check."""
-    from workbench.train import data as tdata
+    from workbench.models import templates as tdata
 
     examples = []
     for text in texts:
@@ -203,7 +218,7 @@ def text_losses(
 
 
 def _losses(loaded: Loaded, examples: list[Any], batch_size: int, precision: str) -> list[float | None]:
-    from workbench.train.loss import sample_losses
+    from workbench.models.losses import sample_losses
 
     usable = [i for i, ex in enumerate(examples) if ex.trained_tokens > 1 or (ex.trained_tokens and ex.labels[0] < 0)]
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
@@ -219,55 +234,6 @@ def _losses(loaded: Loaded, examples: list[Any], batch_size: int, precision: str
 
 # ---------------------------------------------------------------------------------------------------------------
 # The cache
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    base_sha256: str
-    adapter_sha256: str | None
-
-
-def open_cache(path: Path, tables: dict[str, str]) -> None:
-    """Create a cache's tables (name -> column definitions) in the SQLite file at `path`. A file that is not a
-    readable SQLite database, fails SQLite's quick check, or holds one of these tables with other columns is moved
-    aside (`<name>.corrupt-<time>`, with its journal) with one warning line on stderr, and an empty cache replaces
-    it. A locked or unwritable file is not corrupt: its `sqlite3.OperationalError` goes on as before."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    problem = _cache_problem(path, tables)
-    if problem is None:
-        return
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = aside.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        with suppress(FileNotFoundError):  # no such sidecar, or another process moved the file first
-            path.with_name(path.name + suffix).rename(aside.with_name(aside.name + suffix))
-    sys.stderr.write(f"warning: {path}: not a usable cache ({problem}); moved aside to {aside.name}, rebuilding it\n")
-    problem = _cache_problem(path, tables)
-    if problem is not None:  # the rebuilt file is wb's own: failing again is a bug, not bad input
-        raise sqlite3.DatabaseError(f"{path}: {problem}")
-
-
-def _cache_problem(path: Path, tables: dict[str, str]) -> str | None:
-    """Why the cache file at `path` cannot be used (after creating any missing table), or None."""
-    try:
-        with closing(sqlite3.connect(path, timeout=30)) as db, db:
-            for name, columns in tables.items():
-                db.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
-                found = [row[1] for row in db.execute(f"PRAGMA table_info({name})")]
-                wanted = [part.split()[0] for part in columns.split(",")]
-                if found != wanted:
-                    return f"table {name} has columns {', '.join(found)}, not {', '.join(wanted)}"
-            check = db.execute("PRAGMA quick_check(1)").fetchone()
-            if check is None or check[0] != "ok":
-                return f"SQLite's quick check: {check[0] if check else 'no answer'}".splitlines()[0]
-    except sqlite3.OperationalError:
-        raise  # locked, busy, a folder that cannot be written: not the file's content
-    except sqlite3.DatabaseError as e:  # SQLITE_NOTADB, SQLITE_CORRUPT
-        return str(e)
-    return None
 
 
 class GenerationCache:
@@ -351,28 +317,6 @@ class GenerationCache:
     def put_many(self, items: dict[str, Answer]) -> None:
         rows = {k: {"text": a.text, "tokens": a.generated_tokens, "finished": a.finished} for k, a in items.items()}
         write_json_rows(self._connect, "answers", rows)
-
-
-def read_json_rows(
-    connect: Callable[[], AbstractContextManager[sqlite3.Connection]], table: str, keys: Sequence[str]
-) -> Iterator[tuple[str, Any]]:
-    """(key, decoded JSON value) of the keys a cache table holds, looked up 500 at a time."""
-    with connect() as db:
-        for lo in range(0, len(keys), 500):
-            chunk = list(keys[lo : lo + 500])
-            marks = ",".join("?" * len(chunk))
-            for key, value in db.execute(f"SELECT * FROM {table} WHERE key IN ({marks})", chunk).fetchall():
-                yield key, json.loads(value)
-
-
-def write_json_rows(
-    connect: Callable[[], AbstractContextManager[sqlite3.Connection]], table: str, rows: dict[str, Any]
-) -> None:
-    with connect() as db:
-        db.executemany(
-            f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
-            [(k, json.dumps(v, ensure_ascii=False)) for k, v in rows.items()],
-        )
 
 
 def _active_adapter_dir(loaded: Loaded) -> str | None:

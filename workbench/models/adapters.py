@@ -24,13 +24,10 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from workbench import io
 from workbench.errors import WbError
-
-if TYPE_CHECKING:
-    from workbench.train.recipe import BottleneckConfig
 
 DEFAULT = "default"
 CONFIG_FILE = "bottleneck_config.json"
@@ -63,10 +60,6 @@ class Registry:
     specs: dict[str, Spec] = field(default_factory=dict)
     active: str | None = None
     handles: list[Any] = field(default_factory=list)
-
-
-def config_from(cfg: BottleneckConfig) -> Spec:
-    return Spec(cfg.reduction_factor, cfg.non_linearity, cfg.placement)
 
 
 def _activation(name: str) -> Any:

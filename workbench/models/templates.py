@@ -1,4 +1,5 @@
-"""Training examples: records → token ids with labels (prompt tokens masked), then packing.
+"""Chat templates and tokenised examples: records → the text a model reads (prompts for generation) and → token ids
+with labels (prompt tokens masked), shared by training, generation, evaluation and scoring.
 
 Templating goes through the model's chat template when it has one (the same rendering `wb generate` uses with
 `add_generation_prompt=True`), else the Alpaca template for base models. Each conversation is rendered in full and
@@ -6,21 +7,18 @@ cut into segments: text the model must learn to produce (assistant turns as the 
 their end-of-turn token) and text it only reads (system, user turns, template scaffolding, the whitespace after an
 end-of-turn token). Segments are tokenised separately, so the boundary between prompt and answer is exact.
 
-Packing concatenates examples into sequences of at most `max_length` tokens (first-fit, longest first,
-deterministic). Examples are kept apart by position ids that restart per example and a block-diagonal causal
-attention mask built by `PackedCollator`: with sdpa/eager attention, position ids alone do not isolate them. The
-first label of each example is masked, so no example's last token learns to predict the next example's first one:
-the loss of a packed sequence is exactly the sum of its examples' losses.
+Packing the examples for training is `workbench.train.packing`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from workbench.errors import WbError
+from workbench.pairs import Message
 from workbench.records import user_text
 
 IGNORE = -100
@@ -30,10 +28,10 @@ ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\
 
 Template = Literal["chat", "alpaca"]
 
-# Chat templates wb ships for base models without one (`template: qwen`), in workbench/train/templates/: chatml
+# Chat templates wb ships for base models without one (`template: qwen`), in workbench/models/chat_templates/: chatml
 # (ChatML), llama3 (Meta-Llama-3-8B-Instruct's), qwen (Qwen2.5-Instruct's), glm4 (glm-4-9b-chat's).
 NAMED_TEMPLATES = ("chatml", "llama3", "qwen", "glm4")
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "chat_templates"
 RUN_TEMPLATE_FILE = "chat_template.jinja"  # a template file's copy in the run folder, which generation reads
 TEMPLATE_KEYWORDS = ("auto", "chat", "alpaca")
 _TEMPLATE_SOURCES: dict[str, str] = {}  # template text -> the file or named template it came from (error messages)
@@ -241,6 +239,29 @@ def prompt_text(tokenizer: Any, template: Template, record: dict[str, Any]) -> s
     return "".join(text for text, _ in alpaca_segments(tokenizer, record)[:-1])
 
 
+def render_prompt(tokenizer: Any, template: Template, prompt: Sequence[Message]) -> str:
+    """The prompt text up to where the answer starts, as generation renders it."""
+    msgs = [dict(m) for m in prompt]
+    if template == "chat":
+        return _render(tokenizer, msgs, generation_prompt=True)
+    record: dict[str, Any] = {"instruction": msgs[-1]["content"], "input": "", "output": "", "history": []}
+    body = msgs[:-1]
+    if body and body[0]["role"] == "system":
+        record["system"] = body[0]["content"]
+        body = body[1:]
+    for i in range(0, len(body) - 1, 2):
+        record["history"].append([body[i]["content"], body[i + 1]["content"]])
+    return prompt_text(tokenizer, "alpaca", record)
+
+
+def completion_text(tokenizer: Any, template: Template, answer: str) -> str:
+    """An answer closed as a trained turn is: the template's end-of-turn text, then EOS unless that already was it
+    (TRL appends EOS to any completion that lacks it; adding it here keeps wb's token count equal to TRL's)."""
+    text = answer + (end_of_turn(tokenizer) if template == "chat" else "")
+    eos = tokenizer.eos_token or ""
+    return text if not eos or text.endswith(eos) else text + eos
+
+
 def encode(
     tokenizer: Any, record: dict[str, Any], template: Template, max_length: int, train_on: str, line: int = 0
 ) -> Example:
@@ -258,66 +279,6 @@ def encode(
         labels.extend(seg if (trained or train_on == "all") else [IGNORE] * len(seg))
     truncated = len(ids) > max_length
     return Example(line, ids[:max_length], labels[:max_length], truncated)
-
-
-@dataclass
-class Packed:
-    input_ids: list[int]
-    labels: list[int]
-    lengths: list[int] = field(default_factory=list)  # the examples in this sequence, in order
-
-
-def pack(examples: Sequence[Example], max_length: int) -> list[Packed]:
-    """First-fit decreasing: longest examples first, each into the first sequence with room."""
-    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i].input_ids), i))
-    bins: list[Packed] = []
-    room: list[int] = []
-    for i in order:
-        ex = examples[i]
-        n = len(ex.input_ids)
-        for b, free in enumerate(room):
-            if free >= n:
-                bins[b].input_ids.extend(ex.input_ids)
-                bins[b].labels.extend(ex.labels)
-                bins[b].lengths.append(n)
-                room[b] -= n
-                break
-        else:
-            bins.append(Packed(list(ex.input_ids), list(ex.labels), [n]))
-            room.append(max_length - n)
-    return bins
-
-
-class PackedCollator:
-    """Pads a batch and builds, per sequence, position ids restarting at each example and a 4D block-diagonal
-    causal mask (batch, 1, L, L) — True where a token may attend — so packed examples never see each other."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        longest = max(len(f["input_ids"]) for f in features)
-        batch = len(features)
-        ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)
-        labels = torch.full((batch, longest), IGNORE, dtype=torch.long)
-        positions = torch.zeros((batch, longest), dtype=torch.long)
-        mask = torch.zeros((batch, 1, longest, longest), dtype=torch.bool)
-        for b, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[b, :n] = torch.tensor(f["input_ids"])
-            labels[b, :n] = torch.tensor(f["labels"])
-            start = 0
-            for length in f.get("lengths") or [n]:
-                # An example's first token is never a target: not of the previous example's last token either.
-                labels[b, start] = IGNORE
-                positions[b, start : start + length] = torch.arange(length)
-                mask[b, 0, start : start + length, start : start + length] = torch.tril(
-                    torch.ones(length, length, dtype=torch.bool)
-                )
-                start += length
-        return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
 
 
 class PaddingCollator:

@@ -1,0 +1,371 @@
+"""The run driver every training method shares (SFT here and in `trainer.py`, TRL's objectives in
+`preference.py`), in three parts: `begin` (checks, precision, model and tokenizer loaded, the method applied, the
+run folder started), the method's own Trainer run (`run`), and `finish` (the weights saved, the loss plot, the
+manifest).
+
+A run folder `runs/<name>/` gets: `recipe.yaml` (the resolved recipe, so `--resume` needs nothing else),
+`checkpoints/` (Trainer checkpoints, safetensors), `adapter/` (a PEFT adapter, or wb's bottleneck adapter for
+method `adapter`) or `model/` (freeze/full/galore), `tensorboard/` (with `report_to: [tensorboard]`),
+`trainer_log.jsonl`, `loss.svg`, `sample_losses.jsonl` and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench import io, precision, runfile
+from workbench.errors import WbError
+from workbench.manifest import build_manifest
+from workbench.models import adapters
+from workbench.models.losses import sample_losses
+from workbench.output import follow_umask
+from workbench.quiet import quiet_libraries
+from workbench.train import distributed, guards, hf, methods
+from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
+from workbench.train.plot import loss_svg
+from workbench.train.recipe import LORA_METHODS, PREFERENCE_METHODS, Recipe
+from workbench.train.task_eval import TaskEval, records_for_eval
+
+LORA_INIT_DIR = "lora_init"  # a PiSSA/OLoRA adapter's initial state, removed once the converted adapter is saved
+
+
+def _load_dtype(choice: precision.Choice) -> Any:
+    """The dtype the base weights load in: on a GPU the training precision (Trainer's own mixed precision); on a
+    CPU always fp32, with bf16 as autocast around the forward pass (master weights stay fp32)."""
+    import torch
+
+    if choice.device == "cpu":
+        return torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice.name]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    manifest: dict[str, Any]
+    log: list[dict[str, Any]]
+    warnings: list[str]
+
+
+@dataclass
+class Session:
+    """What `begin` set up for one run: the model with its method applied, the tokenizer, the precision."""
+
+    recipe: Recipe
+    run_dir: Path
+    tokenizer: Any
+    model: Any
+    choice: precision.Choice
+    checkpoint: str | None
+    started: float
+    log_path: Path
+    trainable: int
+    total: int
+    mmap_threshold: int | None
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
+def save_recipe(recipe: Recipe, run_dir: Path) -> None:
+    with io.atomic_write(run_dir / "recipe.yaml") as f:
+        f.write(yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False, allow_unicode=True).encode())
+
+
+def begin(
+    recipe: Recipe,
+    resume: bool = False,
+    on_status: Callable[[str], None] | None = None,
+    load: Callable[[Recipe, Any, precision.Choice], Any] | None = None,
+) -> Session:
+    """Checks, seed, precision, tokenizer and model (`load(recipe, dtype, choice)` where a method loads another
+    head), the method applied, and the run folder started (its recipe written, a stale log removed)."""
+    from workbench.models.base import deepspeed_on_cpu, load_model, load_tokenizer
+
+    quiet_libraries()
+    deepspeed_on_cpu()
+    started = time.time()
+    import torch
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
+    hf.check_dashboards(recipe)
+    hf.check_optimizer(recipe)
+    distributed.start()  # launched by torchrun / accelerate: join the process group before the run folder is touched
+    # On CPU the activations live in the process heap; release_freed_memory keeps it from fragmenting (slower steps).
+    released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
+    run_dir = recipe.run_dir
+    checkpoint = str(guards.check_resume(recipe, on_status)) if resume else None
+    if not resume and (run_dir / "manifest.json").exists():
+        raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
+    tokenizer = load_tokenizer(recipe.model, on_status)
+    quantized = recipe.method == "qlora" or (
+        recipe.method in PREFERENCE_METHODS and recipe.preference.weights == "qlora"
+    )
+    choice = precision.for_training(recipe.precision, "qlora" if quantized else recipe.method)
+    if on_status is not None:
+        on_status(f"precision {choice.name} ({choice.reason})")
+    dtype = _load_dtype(choice)
+    if load is not None:
+        model = load(recipe, dtype, choice)
+    else:
+        quant = methods.quantization_config(recipe, dtype)
+        model = load_model(recipe.model, dtype=dtype, quantization_config=quant)
+    return Session(
+        recipe=recipe,
+        run_dir=run_dir,
+        tokenizer=tokenizer,
+        model=model,
+        choice=choice,
+        checkpoint=checkpoint,
+        started=started,
+        log_path=run_dir / "trainer_log.jsonl",
+        trainable=0,
+        total=0,
+        mmap_threshold=MMAP_THRESHOLD_BYTES if released else None,
+        resume=resume,
+    )
+
+
+def apply_method(session: Session) -> None:
+    """Gradient checkpointing and the recipe's method on the loaded model; the run folder started."""
+    recipe, model = session.recipe, session.model
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()  # frozen embeddings (adapters) must still pass gradients back
+        model.config.use_cache = False
+    session.model = methods.apply(model, recipe)
+    session.trainable, session.total = methods.count_parameters(session.model)
+    if distributed.is_main():  # one writer; the other processes wait until the folder is there
+        io.ensure_dir(session.run_dir)
+        save_recipe(recipe, session.run_dir)
+        if not session.resume and session.log_path.exists():
+            session.log_path.unlink()
+    if recipe.method in LORA_METHODS and recipe.lora.init in methods.MUTATING_LORA_INITS:
+        # PiSSA / OLoRA moved part of each base weight into the adapter: its initial state is kept, so the final
+        # adapter can be saved as the difference, a plain LoRA over the unchanged base (PEFT's conversion).
+        init = session.run_dir / LORA_INIT_DIR
+        if distributed.is_main():
+            if init.exists():
+                shutil.rmtree(init)
+            session.model.peft_config["default"].init_lora_weights = True
+            session.model.save_pretrained(init, safe_serialization=True)
+            session.model.peft_config["default"].init_lora_weights = recipe.lora.init
+        session.extra["lora_init"] = init
+    distributed.barrier()
+
+
+def quiet(trainer: Any) -> None:
+    """wb prints its own log lines (on_log): Trainer's printer and progress callbacks go."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+
+
+def run(session: Session, trainer: Any) -> tuple[Any, float]:
+    """`trainer.train()` from the session's checkpoint; a non-finite loss is one line naming the step."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    cpu_started = time.process_time()
+    try:
+        output = trainer.train(resume_from_checkpoint=session.checkpoint)
+    except guards.NonFiniteLoss as nan:
+        raise WbError(guards.non_finite_message(session.run_dir, nan)) from None
+    return output, time.process_time() - cpu_started
+
+
+def sharded(recipe: Recipe) -> bool:
+    """FSDP or DeepSpeed: no process holds the whole model, so saving and forward passes take every process."""
+    return recipe.fsdp is not None or recipe.deepspeed is not None
+
+
+def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
+    """The adapter (PEFT methods, bottleneck adapters) or the whole model, with the tokenizer, in safetensors,
+    written by the main process. A sharded model (`trainer` given) is gathered by every process through
+    `Trainer.save_model`."""
+    method = session.recipe.method
+    folder = session.run_dir / ("adapter" if method in methods.ADAPTER_METHODS else "model")
+    if trainer is not None and sharded(session.recipe):
+        trainer.save_model(str(folder))  # collective: each process hands its shards, rank 0 writes (no pickle)
+    elif not distributed.is_main():
+        pass
+    elif method == "adapter":
+        adapters.save(final, folder)
+    elif "lora_init" in session.extra:
+        init = session.extra["lora_init"]
+        with warnings.catch_warnings():  # PEFT warns that PiSSA changed the base: the conversion undoes that
+            warnings.simplefilter("ignore", UserWarning)
+            final.save_pretrained(folder, safe_serialization=True, path_initial_model_for_weight_conversion=str(init))
+        shutil.rmtree(init, ignore_errors=True)
+    else:
+        final.save_pretrained(folder, safe_serialization=True)
+    if distributed.is_main():
+        session.tokenizer.save_pretrained(folder)
+        follow_umask(folder)
+
+
+def read_log(session: Session) -> list[dict[str, Any]]:
+    """trainer_log.jsonl's rows; `loss.svg` drawn from them (by the main process)."""
+    path = session.log_path
+    log = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
+    if not distributed.is_main():
+        return log
+    with io.atomic_write(session.run_dir / "loss.svg") as f:
+        f.write(loss_svg(log).encode())
+    return log
+
+
+def input_files(recipe: Recipe) -> dict[str, Path]:
+    """The recipe's data files for the manifest: `data` and `eval_data`, or `data[<name>]` per source of a mixture."""
+    from workbench.train.prepare import sources_of
+
+    out: dict[str, Path] = {}
+    if isinstance(recipe.data, Path) and not recipe.replay:
+        out["data"] = recipe.data
+    elif recipe.data is not None:
+        out.update({f"data[{s.label}]": s.path for s in sources_of(recipe)})
+    if isinstance(recipe.eval_data, Path):
+        out["eval_data"] = recipe.eval_data
+    elif recipe.eval_data is not None:
+        out.update({f"eval_data[{e.label}]": e.path for e in recipe.eval_data})
+    return out
+
+
+def finish(
+    session: Session,
+    trainer: Any,
+    output: Any,
+    train_cpu: float,
+    fields: dict[str, Any],
+    outputs: dict[str, Path],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The manifest: what every method records (inputs, config, precision, parameters, steps, losses, memory,
+    time), plus the method's own `fields`; validated against the run schema and written last."""
+    import torch
+
+    recipe = session.recipe
+    runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
+    manifest = build_manifest(
+        command="train",
+        started=session.started,
+        inputs=input_files(recipe),
+        outputs={"trainer_log": session.log_path, **outputs},
+        config=json.loads(recipe.model_dump_json()),
+        seed=recipe.seed,
+    )
+    manifest.update(
+        {
+            "model": recipe.model,
+            "method": recipe.method,
+            **session.choice.record(),
+            "malloc_mmap_threshold": session.mmap_threshold,
+            "trainable_parameters": session.trainable,
+            "total_parameters": session.total,
+            **fields,
+            "train_runtime_seconds": round(runtime, 2),
+            "train_cpu_seconds": round(train_cpu, 1),
+            "global_step": output.global_step,
+            "train_loss": output.training_loss,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            **_best(recipe, trainer),
+            "gpu_peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            if torch.cuda.is_available()
+            else None,
+            "warnings": warnings,
+        }
+    )
+    if not math.isfinite(output.training_loss):
+        manifest["warnings"].append("training loss is not finite: lower lr or check the data")
+    runfile.TrainManifest.model_validate(manifest)  # the run schema's numbers: typed and finite, or a bug here
+    io.write_json(session.run_dir / "manifest.json", manifest)
+    return manifest
+
+
+def source_counts(sources: dict[str, dict[str, Any]], epochs_run: float) -> dict[str, dict[str, Any]]:
+    """Each source's part of the mixture, with the examples of it seen over the epochs the run trained."""
+    return {
+        name: {**s, "epochs_run": round(epochs_run, 4), "seen": round(s["per_epoch"] * epochs_run)}
+        for name, s in sources.items()
+    }
+
+
+def last_eval_losses(log: list[dict[str, Any]], names: list[str]) -> dict[str, float]:
+    """The last logged eval loss of each source (`eval_<name>_loss` rows of trainer_log.jsonl)."""
+    out: dict[str, float] = {}
+    for row in log:
+        for name in names:
+            if f"eval_{name}_loss" in row:
+                out[name] = row[f"eval_{name}_loss"]
+    return out
+
+
+def task_eval(session: Session, prepared: Any, warnings: list[str]) -> TaskEval | None:
+    """The recipe's eval_metrics as a TaskEval over the first eval_generate_limit validation records, or None."""
+    recipe = session.recipe
+    if not recipe.eval_metrics:
+        return None
+    records = records_for_eval(prepared.val_records, recipe.eval_generate_limit) if prepared.val else []
+    if not records:
+        warnings.append(
+            f"eval_metrics {', '.join(recipe.eval_metrics)}: no validation records with an instruction and an answer "
+            "(set eval_data or val_size): the metrics are not computed"
+        )
+        return None
+    from workbench.models.generate import GenerationCache
+
+    return TaskEval(
+        records=records,
+        metrics=list(recipe.eval_metrics),
+        tokenizer=session.tokenizer,
+        template=prepared.template,
+        base=recipe.model,
+        precision=session.choice.name,
+        max_new_tokens=recipe.eval_max_new_tokens,
+        batch_size=max(recipe.batch_size, 8),
+        cache=GenerationCache(),
+    )
+
+
+def _best(recipe: Recipe, trainer: Any) -> dict[str, Any]:
+    """What picked the best checkpoint and its value, and the best eval loss either way (from the log history)."""
+    losses = [float(h["eval_loss"]) for h in trainer.state.log_history if "eval_loss" in h]
+    name, _ = hf.best_metric(recipe)
+    return {
+        "metric_for_best": name,
+        "best_metric": trainer.state.best_metric,
+        "best_eval_loss": min(losses) if losses else None,
+    }
+
+
+def per_example_losses(session: Session, final: Any, examples: list[Any]) -> list[float] | None:
+    """Each training example's loss under the final weights (on the main process; None on the others).
+
+    Across processes each computes every N-th example and the main process gathers them; a sharded model's forward
+    pass is collective, so there every process goes through all examples in step."""
+    recipe, pad_id, choice = session.recipe, session.pad_id, session.choice
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1 or sharded(recipe):
+        losses = sample_losses(final, examples, pad_id, recipe.batch_size, choice)
+        return losses if distributed.is_main() else None
+    parts = distributed.gather_to_main(sample_losses(final, examples[rank::world], pad_id, recipe.batch_size, choice))
+    if parts is None:
+        return None
+    return [parts[i % world][i // world] for i in range(len(examples))]
