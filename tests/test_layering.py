@@ -60,11 +60,10 @@ FILES_ONLY = ("workbench.report",)
 MODEL_CODE = ("workbench.train", "workbench.models")
 DEEP_LEARNING = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "deepspeed")
 
-KNOWN_CIRCLES: set[str] = {"workbench.clean.pipeline ↔ workbench.clean.preference"}
+KNOWN_CIRCLES: set[str] = set()
 KNOWN_TRAIN_IMPORTS: set[str] = set()
 KNOWN_REPORT_REACH: set[str] = set()
 KNOWN_FLOOR_BREACHES: set[str] = {
-    "workbench.clean.pipeline (floor 2) → workbench.score.table (floor 3)",
     "workbench.runfile (floor 1) → workbench.evaluate.degenerate (floor 3)",
     "workbench.runfile (floor 1) → workbench.evaluate.registry (floor 3)",
 }

@@ -1,12 +1,72 @@
 """Cleaning: rules, PII handling, profiles and the `wb clean` pipeline (SFT records and preference data)."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from workbench.clean.pipeline import CleanResult, clean_frame, run
+from workbench import io
+from workbench.clean import pipeline, preference
+from workbench.clean.pipeline import CleanResult, clean_frame
 from workbench.clean.preference import resolve_kind as _resolve_kind
 from workbench.clean.profile import Profile, load
 from workbench.errors import WbError
+
+
+def run(
+    input_path: Path,
+    output: Path,
+    profile: Profile,
+    overrides: dict[str, str] | None = None,
+    batch_size: int = 25_000,
+    on_batch: Callable[[int, int], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    against: list[Path] | None = None,
+    command: str = "clean",
+    duplicate_keys: io.DuplicateKeys = "reject",
+    split: str | None = None,
+    kind: Literal["auto", "sft", "preference"] = "auto",
+    scores: Path | None = None,
+    extra_fields: bool = True,
+) -> CleanResult:
+    """Clean `input_path` into `output` under `profile` (`workbench.clean.pipeline.run` has every argument).
+
+    `kind`: `preference` cleans pairs / KTO examples (`workbench.clean.preference`), `sft` instruction records;
+    `auto` tells them apart by the first record (`--map` means SFT: it maps SFT fields)."""
+    if kind != "sft" and (
+        kind == "preference" or (not overrides and preference.sniff_kind(Path(input_path)) is not None)
+    ):
+        if overrides:
+            raise io.WbError("--map maps SFT fields; preference records are recognised by their own keys")
+        if scores is not None:
+            raise io.WbError("--scores: score rules apply to SFT records; this file holds preference records")
+        return preference.run(
+            input_path,
+            output,
+            profile,
+            batch_size,
+            on_batch,
+            on_phase,
+            against,
+            command,
+            duplicate_keys,
+            split,
+            extra_fields,
+        )
+    return pipeline.run(
+        input_path,
+        output,
+        profile,
+        overrides=overrides,
+        batch_size=batch_size,
+        on_batch=on_batch,
+        on_phase=on_phase,
+        against=against,
+        command=command,
+        duplicate_keys=duplicate_keys,
+        split=split,
+        scores=scores,
+        extra_fields=extra_fields,
+    )
 
 
 def resolve_kind(path: Path, kind: str = "auto", mapped: bool = False) -> Literal["sft", "preference"]:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
@@ -355,7 +355,7 @@ def _score_table(
     input_path: Path, profile: Profile, scores: Path | None
 ) -> tuple[pl.DataFrame | None, dict[str, Any] | None]:
     """The score columns the profile's score rules read (None when it has none), and where they came from."""
-    from workbench.score.table import from_scored_file
+    from workbench.clean.scores import from_scored_file
 
     needed = score_rules(profile.enabled_rules())
     if not needed:
@@ -381,7 +381,7 @@ def _score_table(
 
 def attach_scores(frame: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
     """A batch with its records' score columns, joined on the line."""
-    from workbench.score.table import attach
+    from workbench.clean.scores import attach
 
     return attach(frame, table)
 
@@ -398,12 +398,11 @@ def run(
     command: str = "clean",
     duplicate_keys: io.DuplicateKeys = "reject",
     split: str | None = None,
-    kind: Literal["auto", "sft", "preference"] = "auto",
     scores: Path | None = None,
     extra_fields: bool = True,
 ) -> CleanResult:
-    """Clean `input_path` into `output` under `profile`; `on_batch(bytes, records)` and `on_phase(text)` report
-    progress.
+    """Clean the SFT records of `input_path` into `output` under `profile`; `on_batch(bytes, records)` and
+    `on_phase(text)` report progress. (`workbench.clean.run` sends preference data to `workbench.clean.preference`.)
 
     `against`: evaluation files whose passages must not appear in the training data (decontamination).
     `input_path` may be `-` (standard input) or a pipe/FIFO, read once as a stream. `duplicate_keys`: reject an
@@ -413,31 +412,8 @@ def run(
     With near-duplicate detection on, kept records wait in Arrow files beside the output until every batch has
     been seen; the output is then written from them.
 
-    `kind`: `preference` cleans pairs / KTO examples (`workbench.clean.preference`), `sft` instruction records;
-    `auto` tells them apart by the first record (`--map` means SFT: it maps SFT fields).
     `extra_fields`: keep each record's fields wb does not use (`id`, `source`, `meta`, ...) in the kept and dropped
     files, after wb's own (`records.EXTRA`); False leaves them out (the rejects hold every record as written)."""
-    if kind != "sft":
-        from workbench.clean import preference
-
-        if kind == "preference" or (not overrides and preference.sniff_kind(Path(input_path)) is not None):
-            if overrides:
-                raise io.WbError("--map maps SFT fields; preference records are recognised by their own keys")
-            if scores is not None:
-                raise io.WbError("--scores: score rules apply to SFT records; this file holds preference records")
-            return preference.run(
-                input_path,
-                output,
-                profile,
-                batch_size,
-                on_batch,
-                on_phase,
-                against,
-                command,
-                duplicate_keys,
-                split,
-                extra_fields,
-            )
     for name, _ in profile.enabled_rules():
         if "sft" not in RULES[name].kinds:
             raise io.WbError(

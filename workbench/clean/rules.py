@@ -601,7 +601,7 @@ def unfilled_placeholder(p: PlaceholderParams) -> Check:
 
 
 # --- rules over model-based scores (`wb score`, a run's sample_losses.jsonl) ---------------------------------------
-# These read score columns the pipeline joins on each record's line (`workbench.score.table`): `_score_<name>` (the
+# These read score columns the pipeline joins on each record's line (`workbench.clean.scores`): `_score_<name>` (the
 # value), `_rank_<name>` (position in descending order over every scored line) and `_count_<name>`. A record without
 # the score is kept (the comparison is null). Each takes its main parameter as a scalar too (`ifd_max: 1.0`).
 
