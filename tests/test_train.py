@@ -498,7 +498,7 @@ def test_a_checkpoint_with_pickled_weights_is_not_resumed(tmp_path: Path, tiny: 
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from workbench.train.guards import locked_run
+from workbench.output import locked_run
 with locked_run(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()
@@ -541,7 +541,7 @@ def test_a_second_writer_of_a_run_folder_is_refused_in_one_line_and_a_killed_wri
 
 
 def test_wb_eval_into_a_run_folder_being_written_is_refused(tmp_path: Path, tiny: Path, wb: Any) -> None:
-    from workbench.train.guards import locked_run
+    from workbench.output import locked_run
 
     done = train(recipe(tmp_path, tiny, max_steps=1))
     with locked_run(done.run_dir):  # another process training or evaluating into it

@@ -388,6 +388,14 @@ def locked_folder(folder: Path, busy: str, hint: str) -> Iterator[None]:
                 break
 
 
+@contextlib.contextmanager
+def locked_run(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock (`<run>/.wb-lock`) while `wb train`, `--resume` or `wb eval` writes into it; a
+    second writer is refused with one line. The OS drops the lock of a process that dies."""
+    with locked_folder(run_dir, "another wb process is writing this run folder now", "wait for it to finish"):
+        yield
+
+
 def remove_old_stages(folder: Path, now: float | None = None) -> list[Path]:
     """Staging folders of the older scheme (`.wb-stage-XXXXXXXX`) in `folder` untouched for an hour: removed."""
     now = time.time() if now is None else now

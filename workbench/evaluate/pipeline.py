@@ -196,7 +196,7 @@ def evaluate(
     """Evaluate a run (or adapter, or model) and, unless `config.base` is off, its base model. A run folder written
     into (its `eval/`, the default) is locked meanwhile: a run still training, or another eval into it, refuses."""
     from workbench.models.targets import resolve_target
-    from workbench.train.guards import locked_run
+    from workbench.output import locked_run
 
     started = time.time()
     target = resolve_target(target_spec)

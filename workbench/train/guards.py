@@ -1,36 +1,27 @@
-"""What a training run refuses: a second process writing into its run folder, resuming a run that is finished, from
-a checkpoint a kill left incomplete or whose checkpoint holds pickled weights, and going on after a non-finite loss.
+"""What a training run refuses: resuming a run that is finished, from a checkpoint a kill left incomplete or whose
+checkpoint holds pickled weights, and going on after a non-finite loss. (A second process writing into the run
+folder is refused by `workbench.output.locked_run`.)
 
 No torch import here: the checks run on the recipe and the run folder, and on plain floats.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
-from workbench import output
 from workbench.errors import WbError
 from workbench.models.base import check_adapter_weights
 from workbench.train.recipe import Recipe
 
 CHECKPOINT = re.compile(r"^checkpoint-[0-9]+$")  # Trainer's checkpoint folders, by step
-
-
-@contextlib.contextmanager
-def locked_run(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder's lock (`<run>/.wb-lock`) while `wb train`, `--resume` or `wb eval` writes into it; a
-    second writer is refused with one line. The OS drops the lock of a process that dies."""
-    with output.locked_folder(run_dir, "another wb process is writing this run folder now", "wait for it to finish"):
-        yield
 
 
 class NonFiniteLoss(Exception):

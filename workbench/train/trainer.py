@@ -12,10 +12,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from workbench import io
+from workbench import io, output
 from workbench.models import templates as tdata
 from workbench.models.losses import prompt_learning
-from workbench.train import distributed, guards, hf, packing
+from workbench.train import distributed, hf, packing
 from workbench.train.prepare import ListDataset, prepare, rows
 from workbench.train.recipe import PREFERENCE_METHODS, Recipe
 from workbench.train.session import (
@@ -42,7 +42,7 @@ def train(
 ) -> TrainResult:
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last complete checkpoint. The
     run folder is locked while the run writes it (by the main process of a launched run)."""
-    with guards.locked_run(recipe.run_dir) if distributed.is_main() else contextlib.nullcontext():
+    with output.locked_run(recipe.run_dir) if distributed.is_main() else contextlib.nullcontext():
         if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
             from workbench.train import preference
 
