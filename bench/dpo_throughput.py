@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         res = WORKERS[a.worker](a)
         (Path(a.work) / f"{a.worker}.result.json").write_text(json.dumps(res), encoding="utf-8")
         return 0
-    from workbench.train.model import resolve_model
+    from workbench.models.base import resolve_model
 
     a.model_dir = resolve_model("embedded")
     a.work = a.out_dir / f"dpo-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"

@@ -6,7 +6,7 @@ What is compared
    every side, no cache:
    * **plain loop** (the baseline): per prompt, `tokenizer.apply_chat_template(messages, add_generation_prompt=True)`
      then `model.generate(**inputs, max_new_tokens=N, do_sample=False)`, as a user would write it;
-   * **wb batch 1**: `workbench.evaluate.generate.generate(loaded, [prompt], GenerationSettings(batch_size=1,
+   * **wb batch 1**: `workbench.models.generate.generate(loaded, [prompt], GenerationSettings(batch_size=1,
      precision="fp32"))`, a call per prompt: one at a time through wb's own path (it should be as fast as the plain
      loop);
    * **wb batch B fp32**, **wb batch B bf16** (default B = 16; `--batch-sizes`, `--precisions`): the same function
@@ -249,8 +249,8 @@ def make_runners(
     loaded: Any, settings_for: Callable[[int, str], Any], batch_sizes: list[int], precisions: list[str]
 ) -> dict[str, Runner]:
     import torch
-    from workbench.evaluate.generate import generate, prompt_for, stop_token_ids
 
+    from workbench.models.generate import generate, prompt_for, stop_token_ids
     from workbench.records import user_text
 
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -293,8 +293,7 @@ def make_runners(
 
 def check_same_prompts(loaded: Any, records: list[Record]) -> int:
     """How many prompts tokenize to the same ids in wb (prompt_for) and the plain loop (apply_chat_template)."""
-    from workbench.evaluate.generate import prompt_for
-
+    from workbench.models.generate import prompt_for
     from workbench.records import user_text
 
     tok = loaded.tokenizer
@@ -323,8 +322,8 @@ def run_generation(opts: argparse.Namespace) -> dict[str, Any]:
     else:
         why = "torch's own choice"
     print(f"torch threads: {torch.get_num_threads()} ({why})")
-    from workbench.evaluate.generate import GenerationSettings, generate
-    from workbench.train.runs import load, resolve_target
+    from workbench.models.generate import GenerationSettings, generate
+    from workbench.models.targets import load, resolve_target
 
     started = time.perf_counter()
     loaded = load([resolve_target("embedded")])
@@ -461,7 +460,7 @@ def run_generation(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prompt(loaded: Any, r: Record) -> str:
-    from workbench.evaluate.generate import prompt_for
+    from workbench.models.generate import prompt_for
 
     return prompt_for(loaded, {"instruction": r.instruction, "input": r.input})
 

@@ -136,9 +136,8 @@ def usable_records(source: Path, target: Path) -> Path:
 
 def estimate_for(method: str, measured: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from workbench.train.model import resolve_model
-
     from workbench import plan
+    from workbench.models.base import resolve_model
 
     folder = resolve_model("embedded")
     shape = plan.shape_from_config(plan.read_config(folder), str(folder / "config.json"))

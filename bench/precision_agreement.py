@@ -74,8 +74,8 @@ def train_both(data: Path, out: Path, steps: int) -> dict[str, Any]:
 
 
 def answers(target: str | None, base_only: bool, items: list[dict[str, Any]], precision: str) -> dict[str, Any]:
-    from workbench.evaluate.generate import GenerationSettings, generate, prompt_for, reference_losses
-    from workbench.train.runs import load, resolve_target
+    from workbench.models.generate import GenerationSettings, generate, prompt_for, reference_losses
+    from workbench.models.targets import load, resolve_target
 
     loaded = load([resolve_target(target or "embedded")])
     if base_only and loaded.adapters:

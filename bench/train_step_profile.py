@@ -44,13 +44,14 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from peft import LoraConfig, get_peft_model
-    from workbench.train.model import load_model, load_tokenizer
 
-    from workbench.train import data as tdata
+    from workbench.io import read_records
+    from workbench.models import templates as tdata
+    from workbench.models.base import load_model, load_tokenizer
     from workbench.train import hf as whf
     from workbench.train import loss as wloss
+    from workbench.train import packing
     from workbench.train import prepare as wprepare
-    from workbench.train.prepare import read_records
 
     tok = load_tokenizer("embedded")
     model = load_model("embedded", dtype=torch.float32)
@@ -60,10 +61,10 @@ def main() -> int:
     )
     records = read_records(ROOT / "data" / "demo" / "eval.jsonl")
     examples = [tdata.encode(tok, r, "chat", args.length, "responses") for _, r in records[:400]]
-    packed = tdata.pack(examples, args.length)
+    packed = packing.pack(examples, args.length)
     packed.sort(key=lambda pk: -len(pk.input_ids))
     rows = [{"input_ids": pk.input_ids, "labels": pk.labels, "lengths": pk.lengths} for pk in packed[: args.batch]]
-    collate = tdata.PackedCollator(tok.pad_token_id)
+    collate = packing.PackedCollator(tok.pad_token_id)
     t = time.perf_counter()
     for _ in range(20):
         batch = collate(rows)

@@ -472,7 +472,7 @@ class Options:
 
 
 def main_bench(o: Options) -> int:
-    from workbench.train.model import resolve_model
+    from workbench.models.base import resolve_model
 
     drift = check_recipe()
     if drift:
