@@ -21,9 +21,9 @@ from workbench.errors import WbError  # noqa: E402
 from workbench.models import templates as tdata  # noqa: E402
 from workbench.models.base import load_model, load_tokenizer, tiny_model_dir  # noqa: E402
 from workbench.models.losses import sample_losses  # noqa: E402
-from workbench.train import packing  # noqa: E402
 from workbench.train.guards import checkpoint_problem  # noqa: E402
 from workbench.train.loss import fusable_head, trained_positions_loss  # noqa: E402
+from workbench.train.packing import PackedCollator, pack  # noqa: E402
 from workbench.train.prepare import prepare  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
 from workbench.train.trainer import train  # noqa: E402
@@ -113,9 +113,9 @@ def test_packing_keeps_examples_apart(tiny: Path, tokenizer: Any, auto_precision
     model = load_model(str(tiny)).eval()
     a = tdata.encode(tokenizer, MEMORISE[0], "chat", 128, "responses")
     b = tdata.encode(tokenizer, MEMORISE[3], "chat", 128, "responses")
-    packed = packing.pack([a, b], 256)
+    packed = pack([a, b], 256)
     assert len(packed) == 1 and packed[0].lengths == sorted([len(a.input_ids), len(b.input_ids)], reverse=True)
-    batch = packing.PackedCollator(tokenizer.pad_token_id)([vars(packed[0])])
+    batch = PackedCollator(tokenizer.pad_token_id)([vars(packed[0])])
     with torch.no_grad(), precision.resolve("auto").autocast():
         together = model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
@@ -139,9 +139,9 @@ def _sum_loss(model: Any, batch: dict[str, Any]) -> Any:
 def test_packed_loss_is_the_sum_of_the_examples_losses(tiny: Path, tokenizer: Any, train_on: str) -> None:
     model = load_model(str(tiny)).eval()
     examples = [tdata.encode(tokenizer, r, "chat", 128, train_on) for r in MEMORISE[:3]]
-    packed = packing.pack(examples, 512)
+    packed = pack(examples, 512)
     assert len(packed) == 1
-    batch = packing.PackedCollator(tokenizer.pad_token_id)([vars(packed[0])])
+    batch = PackedCollator(tokenizer.pad_token_id)([vars(packed[0])])
     collate = tdata.PaddingCollator(tokenizer.pad_token_id)
     with torch.no_grad():
         together, n_together = _sum_loss(model, batch)
@@ -165,8 +165,8 @@ def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
     )
     examples = [tdata.encode(tokenizer, r, "chat", 128, "responses") for r in MEMORISE]
     if packing:
-        rows = [vars(p) for p in packing.pack(examples, 160)]
-        batch = packing.PackedCollator(tokenizer.pad_token_id)(rows)
+        rows = [vars(p) for p in pack(examples, 160)]
+        batch = PackedCollator(tokenizer.pad_token_id)(rows)
     else:
         batch = tdata.PaddingCollator(tokenizer.pad_token_id)(
             [{"input_ids": ex.input_ids, "labels": ex.labels} for ex in examples]
