@@ -209,6 +209,12 @@ def test_a_run_is_evaluated_against_its_base_with_probes_and_a_review_sample(
         writer = csv.DictWriter(f, fieldnames=list(sample[0]))
         writer.writeheader()
         writer.writerows(sample)
+    from workbench.output import locked_run
+
+    with locked_run(run):  # another wb process writing into the run: the import is refused, nothing written
+        busy = wb("eval", run, "--import-review", filled)
+    assert busy.exit_code == 2 and "another wb process is writing this run folder now" in busy.stderr
+    assert not (folder / "review.json").exists()
     imported = wb("eval", run, "--import-review", filled)
     assert imported.exit_code == 0, imported.stderr
     review = json.loads((folder / "review.json").read_text())

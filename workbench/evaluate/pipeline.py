@@ -638,12 +638,15 @@ class ReviewImport:
 def import_review_into(filled: Path, target: str | Path | None, out_dir: Path | None = None) -> ReviewImport:
     """`wb eval --import-review`: read a filled review_sample.csv, write it as review.json into the eval folder
     (`out_dir`, else `target`/eval), and fold the reviewers' verdicts into the judge's agreement in metrics.json."""
+    from workbench.output import locked_run
+
     folder = out_dir or (Path(target) / "eval" if target else None)
     if folder is None or not folder.is_dir():
         raise WbError("--import-review: give the run folder (or -o its eval folder) the review belongs to")
     summary = review.import_review(filled)
-    io.write_json(folder / "review.json", summary)
-    return ReviewImport(folder, summary, fold_review_into_judge(folder))
+    with locked_run(Path(target)) if out_dir is None and target else contextlib.nullcontext():  # writes into the run
+        io.write_json(folder / "review.json", summary)
+        return ReviewImport(folder, summary, fold_review_into_judge(folder))
 
 
 def run(
