@@ -240,3 +240,114 @@ def test_cleaning_a_batch_in_chunks_gives_the_same_outputs(tmp_path: Path, monke
     assert chunked.stats.dropped and chunked.stats.kept
     for name in ("clean.jsonl", "clean.dropped.jsonl", "clean.rejects.jsonl", "clean.stats.json"):
         assert (tmp_path / "chunks" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_each_step_holds_one_chunk_of_a_batch_and_the_dropped_file_keeps_a_batchs_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch goes through every step (rules, decontamination, exact and near duplicates, staging) a chunk at a
+    time, so only one chunk's frames exist at once; the files are byte for byte those of whole batches, and in the
+    dropped file each batch still lists the rules' drops, then decontamination's, then exact duplicates'."""
+    import random
+
+    import workbench.clean.pipeline as pipeline
+    from workbench.dedup.contamination import EvalIndex
+    from workbench.dedup.exact import ExactDuplicates
+    from workbench.dedup.minhash import NearDuplicates
+
+    rng = random.Random(12)
+    words = ["model", "naïve", "café", "token", "layer", "batch", "Ünïcödé", "weight", "loss", "rate", "data", "step"]
+
+    def prose(i: int) -> str:
+        if i % 2:
+            return (
+                "".join(rng.choice("的一是在不了有和人这中大为上个国我以要他时来用们生到作地") for _ in range(160))
+                + "。"
+            )
+        return " ".join(rng.choice(words) for _ in range(150)) + "."
+
+    records: list[Any] = []
+    for i in range(120):
+        if i % 10 == 3:
+            records.append({"instruction": f"Task {i}", "input": "", "output": "As an AI language model, I cannot."})
+        elif i % 10 == 5 and i > 10:
+            records.append(dict(records[i - 5]))  # exact duplicate
+        elif i % 10 == 7 and i > 10:
+            near = dict(records[i - 7], instruction=f"Task {i - 7} 第{i - 7}题 again")
+            near["output"] = near["output"].replace(near["output"][40:44], "四五六七" if i % 2 else "zzzz", 1)
+            records.append(near)  # near duplicate (another prompt: not an exact duplicate)
+        else:
+            records.append({"instruction": f"Task {i} 第{i}题", "input": "", "output": prose(i)})
+    records[50] = '{"instruction": "broken'  # a reject in the first batch
+    evals = write_jsonl(tmp_path / "eval.jsonl", [records[i] for i in (9, 29, 69, 89)])
+    src = write_jsonl(tmp_path / "raw.jsonl", records)
+    heights: list[int] = []
+
+    def spy(cls: Any, name: str) -> None:
+        original = getattr(cls, name)
+
+        def wrapped(self: Any, frame: Any, *a: Any, **kw: Any) -> Any:
+            heights.append(frame.height)
+            return original(self, frame, *a, **kw)
+
+        monkeypatch.setattr(cls, name, wrapped)
+
+    for cls, name in ((EvalIndex, "check"), (ExactDuplicates, "check"), (NearDuplicates, "add")):
+        spy(cls, name)
+    run(src, tmp_path / "whole" / "c.jsonl", load("default"), batch_size=60, against=[evals])
+    assert max(heights) > 16
+    heights.clear()
+    monkeypatch.setattr(pipeline, "CLEAN_CHUNK", 16)
+    chunked = run(src, tmp_path / "chunks" / "c.jsonl", load("default"), batch_size=60, against=[evals])
+    assert heights and max(heights) <= 16
+    by_rule = chunked.summary["dropped_by_rule"]
+    assert by_rule["refusal"] == 12 and by_rule["contamination"] == 4
+    assert by_rule["exact_duplicate"] >= 10 and by_rule["near_duplicate"] >= 10, by_rule
+    for name in ("c.jsonl", "c.dropped.jsonl", "c.rejects.jsonl", "c.stats.json"):
+        assert (tmp_path / "chunks" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    dropped = read_jsonl(tmp_path / "chunks" / "c.dropped.jsonl")
+    kinds = {"refusal": 0, "contamination": 1, "exact_duplicate": 2}
+    for first in (1, 61):
+        in_batch = [
+            (kinds[d["rule"]], d["line"]) for d in dropped if first <= d["line"] < first + 60 and d["rule"] in kinds
+        ]
+        assert in_batch == sorted(in_batch) and {k for k, _ in in_batch} == {0, 1, 2}
+
+
+def test_writing_records_holds_a_chunk_of_json_text_not_the_whole_frame(tmp_path: Path) -> None:
+    """Kept and dropped records are encoded `WRITE_CHUNK` at a time: the JSON text exists three times while it is
+    written (polars, Python str, bytes; a str of Chinese text or emoji takes 2-4 bytes a character), so encoding a
+    whole batch at once held several times the file's size."""
+    import tracemalloc
+
+    import polars as pl
+
+    from workbench.frames import rows_to_frame, write_dropped, write_records
+
+    n = 40_000
+    rows = [
+        (f"第{i}题：解释“模型”🙂", "", f"答案 {i}：模型把输入映射到输出。Ünïcödé naïve café", "", []) for i in range(n)
+    ]
+    frame = rows_to_frame(list(range(1, n + 1)), rows).with_columns(pl.lit("near_duplicate").alias("_rule"))
+    columns = [pl.col("_line").alias("line"), pl.col("_rule").alias("rule")]
+    peaks = []
+    for name, write in (
+        ("kept", lambda f: write_records(f, frame)),
+        ("dropped", lambda f: write_dropped(f, frame, columns)),
+    ):
+        tracemalloc.start()
+        try:
+            with (tmp_path / name).open("wb") as f:
+                write(f)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    kept, dropped = (tmp_path / "kept").read_bytes(), (tmp_path / "dropped").read_bytes()
+    assert kept.count(b"\n") == dropped.count(b"\n") == n
+    assert json.loads(kept.splitlines()[-1])["instruction"] == f"第{n - 1}题：解释“模型”🙂"
+    assert json.loads(dropped.splitlines()[0]) == {
+        "line": 1,
+        "rule": "near_duplicate",
+        "record": json.loads(kept.splitlines()[0]),
+    }
+    assert peaks[0] < len(kept) and peaks[1] < len(dropped), (peaks, len(kept), len(dropped))  # whole: 6x

@@ -379,3 +379,118 @@ def test_candidate_pairs_are_all_pairs_of_small_buckets_and_a_star_of_large_ones
     got = NearDuplicates(NearConfig()).pairs_of_band_keys(keys)
     assert [tuple(p) for p in got.tolist()] == sorted(expected)
     assert (0, 99) in {tuple(p) for p in got.tolist()}  # the large bucket's star
+
+
+# --- memory of near-duplicate detection: same results, less held at once ---------------------------------------
+
+
+def test_near_duplicate_run_imports_neither_datasketch_nor_scipy(tmp_path: Path) -> None:
+    """datasketch's import pulls in scipy (30 MB of a dedup run's 230); wb draws the same permutations and bands
+    itself."""
+    import subprocess
+    import sys
+
+    rng = random.Random(2)
+    base = english(rng, 80)
+    src = write_jsonl(
+        tmp_path / "d.jsonl", [rec("t", base), rec("t", edit_words(rng, base, 1)), rec("问", chinese(rng))]
+    )
+    code = (
+        "import sys; from pathlib import Path; from workbench.clean import run; "
+        "from workbench.clean.profile import from_dict\n"
+        f"r = run(Path({str(src)!r}), Path({str(tmp_path / 'o.jsonl')!r}), "
+        "from_dict({'name': 't', 'dedup': {'near': None}}))\n"
+        "print(r.summary['dropped_by_rule'].get('near_duplicate'), "
+        "sorted({m.split('.')[0] for m in sys.modules} & {'datasketch', 'scipy'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip().splitlines()[-1] == "1 []"
+
+
+def test_permutations_and_bands_equal_datasketchs() -> None:
+    from datasketch import MinHash
+    from datasketch.lsh import _optimal_param
+
+    from workbench.dedup.minhash import bands, permutations
+
+    for num_perm, seed in [(128, 1), (16, 7), (256, 12345)]:
+        a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+        ours = permutations(num_perm, seed)
+        assert ours[0].dtype == a.dtype and np.array_equal(ours[0], a) and np.array_equal(ours[1], b)
+    for threshold, num_perm, weight in [(0.8, 128, 0.95), (0.7, 128, 0.95), (0.5, 64, 0.5), (0.9, 100, 0.99)]:
+        assert bands(threshold, num_perm, weight) == _optimal_param(threshold, num_perm, 1 - weight, weight)
+    assert bands(0.8, 128, 0.95) == (16, 8)
+
+
+def _ngrams_exploding_token_text(texts: Any, n_latin: int, n_cjk: int) -> Any:
+    """The n-grams as wb computed them before (the token text exploded, one pass per n): the reference."""
+    import polars as pl
+
+    from workbench import text
+    from workbench.dedup.shingles import ngram_hash
+
+    frame = (
+        pl.DataFrame({"t": texts})
+        .with_row_index("rec")
+        .with_columns(
+            pl.when(text.script_expr(pl.col("t")) == "cjk").then(pl.lit(n_cjk)).otherwise(pl.lit(n_latin)).alias("n"),
+            pl.col("t").str.extract_all(text.TOKEN_PATTERN).alias("tok"),
+        )
+    )
+    exploded = frame.select("rec", "n", "tok").explode("tok").with_columns(pl.col("tok").hash(0).alias("th"))
+    parts = []
+    for n in sorted({n_latin, n_cjk}):
+        same_n = exploded.filter(pl.col("n") == n) if n_latin != n_cjk else exploded
+        parts.append(same_n.select("rec", ngram_hash(pl.col("th"), pl.col("rec"), n).alias("h")).drop_nulls("h"))
+    grams = pl.concat(parts)
+    short = frame.join(grams.select(pl.col("rec").unique()), on="rec", how="anti").select(
+        "rec",
+        pl.when(pl.col("tok").list.len() > 0)
+        .then(pl.col("tok").list.join("\x1f").hash(1))
+        .otherwise(pl.col("t").hash(2))
+        .alias("h"),
+    )
+    return pl.concat([grams, short]).sort("rec", maintain_order=True)
+
+
+def test_ngrams_hashed_in_their_lists_in_one_pass_equal_the_exploded_token_texts() -> None:
+    """Hashing tokens inside their lists and both n-gram lengths in one pass (no token text exploded, no copy per
+    n) gives the same shingles, short, empty and null texts included."""
+    import polars as pl
+
+    rng = random.Random(8)
+    texts = [english(rng, rng.randint(0, 12)) for _ in range(20)] + [chinese(rng, rng.randint(0, 9)) for _ in range(20)]
+    texts += ["", " ", "!!!", "a", "a b", "机", "机器学习", "hello 世界 naïve café", "Ω ω", None]
+    series = pl.Series(texts * 2, dtype=pl.String)
+    for n_latin, n_cjk in [(3, 5), (1, 5), (2, 2), (5, 3), (1, 1)]:
+        got = record_ngrams(series, n_latin, n_cjk)
+        assert got.equals(_ngrams_exploding_token_text(series, n_latin, n_cjk)), (n_latin, n_cjk)
+
+
+def test_shingle_sets_are_each_records_distinct_hashes_in_order() -> None:
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 40, size=200)
+    hashes = rng.integers(0, 60, size=int(counts.sum()), dtype=np.uint64).astype(np.uint32)  # many repeats
+    hashes[:5] = [2**32 - 1, 0, 2**32 - 1, 7, 0]
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    sets, offsets = shingle_sets(hashes, starts)
+    bounds = [*starts.tolist(), len(hashes)]
+    for i in range(len(starts)):
+        expected = sorted(set(hashes[bounds[i] : bounds[i + 1]].tolist()))
+        assert sets[offsets[i] : offsets[i + 1]].tolist() == expected
+    assert sets.dtype == np.uint32 and offsets[-1] == len(sets)
+
+
+def test_spilled_sets_verified_a_few_pairs_per_mapping_resolve_as_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.dedup import minhash
+
+    monkeypatch.setattr(minhash, "VERIFY_CHUNK", 3)
+    batches = _planted_batches(random.Random(23))
+    in_memory, spilled = NearDuplicates(NearConfig()), NearDuplicates(NearConfig(), spill_dir=tmp_path)
+    for frame in batches:
+        in_memory.add(frame)
+        spilled.add(frame)
+    expected = in_memory.resolve()
+    assert expected.height > 50 and spilled.resolve().equals(expected)

@@ -36,10 +36,14 @@ def record_json(df: pl.DataFrame) -> pl.Expr:
     return pl.when(extra.is_null()).then(fields).otherwise(joined)
 
 
+WRITE_CHUNK = 4096  # records encoded to JSON at once: the text exists three times (polars, str, bytes) while written
+
+
 def write_records(f: IO[bytes], df: pl.DataFrame) -> None:
-    """The records of `df` as JSON Lines (`record_json`)."""
-    if df.height:
-        f.write((df.select(record_json(df).str.join("\n")).item() + "\n").encode())
+    """The records of `df` as JSON Lines (`record_json`), `WRITE_CHUNK` records at a time."""
+    for start in range(0, df.height, WRITE_CHUNK):
+        part = df.slice(start, WRITE_CHUNK)
+        f.write((part.select(record_json(part).str.join("\n")).item() + "\n").encode())
 
 
 def record_lines(df: pl.DataFrame) -> list[bytes]:
@@ -49,8 +53,8 @@ def record_lines(df: pl.DataFrame) -> list[bytes]:
 
 def write_dropped(f: IO[bytes], df: pl.DataFrame, columns: list[pl.Expr]) -> None:
     """Dropped records as JSON Lines: `columns` (line, rule, reason, ...), then the record (`record_json`)."""
-    if df.height == 0:
-        return
     head = pl.struct(columns).struct.json_encode()
-    line = pl.concat_str([head.str.head(-1), pl.lit(',"record":'), record_json(df), pl.lit("}")])
-    f.write((df.select(line.str.join("\n")).item() + "\n").encode())
+    for start in range(0, df.height, WRITE_CHUNK):
+        part = df.slice(start, WRITE_CHUNK)
+        line = pl.concat_str([head.str.head(-1), pl.lit(',"record":'), record_json(part), pl.lit("}")])
+        f.write((part.select(line.str.join("\n")).item() + "\n").encode())

@@ -664,6 +664,7 @@ class RecordReader:
                 for r in batch.rejects:
                     r.line += offset
                 yield batch
+                del batch
             self.blank_lines += part.blank_lines
             offset += last
 
@@ -671,9 +672,16 @@ class RecordReader:
         if self.dataset is not None:
             yield from self._iter_dataset(self.dataset.files)
             return
-        items_of = self._jsonl_items() if self.info.format == "jsonl" else self._document_items()
+        yield from self._batches(self._jsonl_items() if self.info.format == "jsonl" else self._document_items())
+
+    def _batches(self, items_of: Iterator[tuple[list[Item], int]]) -> Iterator[Batch]:
+        """Each batch of items converted; the items (decoded objects and raw lines) are let go as soon as their batch
+        is made, and a batch before the next one is read, so that one batch at a time is in memory, not two."""
         for items, nbytes in items_of:
-            yield self._convert(Batch(bytes_read=nbytes), items)
+            batch = self._convert(Batch(bytes_read=nbytes), items)
+            items.clear()  # the generator that made the list holds it until it resumes
+            yield batch
+            del batch
 
     def read_range(self, start: int, end: int, first_line: int) -> Iterator[Batch]:
         """The lines of an uncompressed JSON Lines file from byte `start` (a line start) up to byte `end`, numbered
@@ -683,8 +691,7 @@ class RecordReader:
         f = _open_raw(self.path)
         f.seek(start)
         bounded = io.BufferedReader(_Bounded(f, end - start), buffer_size=1 << 20)
-        for items, nbytes in self._jsonl_items(bounded, first_line):
-            yield self._convert(Batch(bytes_read=nbytes), items)
+        yield from self._batches(self._jsonl_items(bounded, first_line))
 
     def _jsonl_items(self, stream: IO[bytes] | None = None, first_line: int = 1) -> Iterator[tuple[list[Item], int]]:
         stream = self._open() if stream is None else stream

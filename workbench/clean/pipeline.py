@@ -22,7 +22,7 @@ from workbench import io, runfile, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
 from workbench.clean.rules import RULES, features, score_rules
-from workbench.dedup.stages import DedupStages
+from workbench.dedup.stages import STAGES, DedupStages
 from workbench.frames import HISTORY_TYPE, rows_to_frame, write_dropped, write_records
 from workbench.manifest import build_manifest
 from workbench.records import EXTRA, FIELDS, mapping_notes
@@ -447,26 +447,42 @@ def run(
         conversations: list[dict[str, Any]] = []  # tool-calling conversations: validated, kept whole
         for i, batch in enumerate(reader):
             conversations.extend(conv for _, conv in batch.conversations)
-            frame = rows_to_frame(batch.lines, batch.rows, batch.extras)
-            if table is not None:
-                frame = attach_scores(frame, table)
-            cleaned = clean_batch(frame, profile)
-            kept, dedup_dropped = stages.stream(cleaned.kept)
-            for dropped in (cleaned.dropped, *dedup_dropped):
+            # A batch goes through every step `CLEAN_CHUNK` records at a time, so only one chunk's frames exist at
+            # once (a batch without rows still passes once: its counts); the dropped file stays as a whole batch
+            # writes it: the rules' drops, then each stage's.
+            counts: Counter[str] = Counter()
+            stage_drops: dict[str, list[pl.DataFrame]] = {name: [] for name in STAGES}
+            for c, start in enumerate(range(0, max(len(batch.rows), 1), CLEAN_CHUNK)):
+                end = start + CLEAN_CHUNK
+                frame = rows_to_frame(batch.lines[start:end], batch.rows[start:end], batch.extras[start:end])
+                if table is not None:
+                    frame = attach_scores(frame, table)
+                cleaned = clean_frame(frame, profile)
+                del frame
+                counts.update(cleaned.counts)
+                _write_dropped(dropped_f, cleaned.dropped)
+                stats.add_dropped(cleaned.dropped)
+                stats.add_reported(cleaned.reported)
+                kept, dedup_dropped = stages.stream(cleaned.kept)
+                del cleaned
+                for dropped in dedup_dropped:
+                    stage_drops[dropped["_rule"][0]].append(dropped)
+                if stage_dir is not None:
+                    stages.collect(kept)
+                    kept.select(STAGE_COLUMNS).write_ipc(stage_dir / f"{i:06d}.{c:04d}.arrow")
+                else:
+                    write_records(kept_f, kept)
+                    stats.add_kept(kept)
+                del kept
+            for dropped in (d for name in STAGES for d in stage_drops[name]):
                 _write_dropped(dropped_f, dropped)
                 stats.add_dropped(dropped)
             for rej in batch.rejects:
                 rejects_f.write(io.jsonl_line(rej.to_json()))
-            stats.add_batch(batch, cleaned.counts)
-            stats.add_reported(cleaned.reported)
-            if stage_dir is not None:
-                stages.collect(kept)
-                kept.select(STAGE_COLUMNS).write_ipc(stage_dir / f"{i:06d}.arrow")
-            else:
-                write_records(kept_f, kept)
-                stats.add_kept(kept)
+            stats.add_batch(batch, counts)
             if on_batch is not None:
                 on_batch(batch.bytes_read, batch.size)
+            del batch  # before the next one is read
         if stage_dir is not None:
             if on_phase is not None:
                 on_phase("resolving duplicates, writing kept records")

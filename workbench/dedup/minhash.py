@@ -57,19 +57,36 @@ _MAX_BUCKET_PAIRS = 64  # buckets larger than this are joined to their first mem
 
 @cache
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
-    return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
+    """datasketch's `affine32` permutations (`MinHash(num_perm, seed).permutations`), drawn the same way from
+    `RandomState(seed)` without importing datasketch: its import pulls in scipy, 30 MB of a dedup run's memory."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 @cache
 def bands(threshold: float, num_perm: int, false_negative_weight: float) -> tuple[int, int]:
-    from datasketch import MinHashLSH
+    """datasketch's optimal LSH bands and rows (`MinHashLSH(threshold, num_perm, weights).b/.r`): the (b, r), b*r <=
+    num_perm, that minimise the weighted areas of false positives (integral of 1-(1-s^r)^b over [0, threshold]) and
+    false negatives ((1-s^r)^b over [threshold, 1]), first minimum in datasketch's loop order. The integrands are
+    polynomials of degree b*r, integrated exactly by Gauss-Legendre quadrature (datasketch uses scipy's `quad`; a
+    test checks that both choose the same)."""
+    x, w = np.polynomial.legendre.leggauss(num_perm // 2 + 1)  # exact up to degree num_perm + 1
 
-    weights = (1 - false_negative_weight, false_negative_weight)
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
-    return int(lsh.b), int(lsh.r)
+    def nodes(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        return (hi - lo) / 2 * x + (hi + lo) / 2, (hi - lo) / 2 * w
+
+    (s_fp, w_fp), (s_fn, w_fn) = nodes(0.0, threshold), nodes(threshold, 1.0)
+    best, opt = float("inf"), (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = float(np.dot(w_fp, 1 - (1 - s_fp ** float(r)) ** float(b)))
+            fn = float(np.dot(w_fn, (1 - s_fn ** float(r)) ** float(b)))
+            error = fp * (1 - false_negative_weight) + fn * false_negative_weight
+            if error < best:
+                best, opt = error, (b, r)
+    return opt
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -116,14 +133,21 @@ def batch_signatures(frame: pl.DataFrame, cfg: NearConfig) -> np.ndarray:
 
 
 def shingle_sets(hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per record, its distinct shingle hashes in sorted order (concatenated) and where each record begins."""
+    """Per record, its distinct shingle hashes in sorted order (concatenated) and where each record begins (every
+    record has at least one hash)."""
     counts = np.diff(np.r_[starts, len(hashes)])
-    rec = np.repeat(np.arange(len(starts), dtype=np.uint64), counts)
-    keys = np.sort((rec << np.uint64(32)) | hashes.astype(np.uint64))
+    keys = np.repeat(np.arange(len(starts), dtype=np.uint64), counts)  # record << 32 | hash, built in place
+    keys <<= np.uint64(32)
+    keys |= hashes
     # Sort + mask rather than np.unique: numpy 2.4's unique took 100x longer on 10M keys here.
-    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
-    recs = (keys >> np.uint64(32)).astype(np.int64)
-    return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), np.searchsorted(recs, np.arange(len(starts) + 1))
+    keys.sort()
+    distinct = np.empty(len(keys), dtype=bool)
+    distinct[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=distinct[1:])
+    # Sorting by record keeps each record's keys where they were: record i still spans starts[i]:starts[i + 1].
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(np.add.reduceat(distinct, starts) if len(starts) else [], out=offsets[1:])
+    return keys[distinct].astype(np.uint32), offsets
 
 
 def exact_jaccard(sets: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -142,6 +166,7 @@ def keep_order(lines: np.ndarray, sizes: np.ndarray, keep: str) -> np.ndarray:
 
 
 SHINGLE_SPILL = "shingles.u32"
+VERIFY_CHUNK = 256  # candidate pairs verified per mapping of the spilled shingle sets: a page fault maps up to 64 KB
 ADD_CHUNK = 4096  # records shingled at once: 25,000 Chinese records of 1,000 characters took 700 MB, 4,096 ~115 MB
 
 
@@ -266,7 +291,14 @@ class NearDuplicates:
         # Candidates are verified on their exact shingle sets: near the threshold the signature estimate errs
         # by a few hundredths either way (about 0.035 at 128 permutations), which would miss true duplicates.
         offsets = np.r_[0, np.cumsum(np.concatenate(self.set_sizes))]
-        sims = exact_jaccard(self._all_sets(), offsets, pairs)
+        sims = np.empty(len(pairs), dtype=np.float64)
+        sets = self._all_sets() if self.spill_dir is None else None
+        for lo in range(0, len(pairs), VERIFY_CHUNK):
+            # The spilled sets are mapped afresh for each chunk of pairs: the pages a chunk touched count in the
+            # process's memory until they are unmapped.
+            chunk_sets = sets if sets is not None else self._all_sets()
+            sims[lo : lo + VERIFY_CHUNK] = exact_jaccard(chunk_sets, offsets, pairs[lo : lo + VERIFY_CHUNK])
+            del chunk_sets
         keep_pairs = sims >= self.cfg.threshold
         pairs, sims = pairs[keep_pairs], sims[keep_pairs]
         if len(pairs) == 0:

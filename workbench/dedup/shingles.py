@@ -43,10 +43,28 @@ def ngram_hash(token_hash: pl.Expr, group: pl.Expr, n: int) -> pl.Expr:
     return pl.when(group.shift(-(n - 1)) == group).then(combined)
 
 
+def ngrams_hash(token_hash: pl.Expr, group: pl.Expr, n: pl.Expr, n_min: int, n_max: int) -> pl.Expr:
+    """`ngram_hash` with each row's own n (`n`, between `n_min` and `n_max`), in one pass over all the rows."""
+    combined = token_hash
+    for k in range(1, n_max):
+        term = token_hash.shift(-k) * pl.lit(_multiplier(k), dtype=pl.UInt64)
+        combined = combined ^ (term if k < n_min else pl.when(n > k).then(term).otherwise(pl.lit(0, dtype=pl.UInt64)))
+    valid = group.shift(-(n_min - 1)) == group
+    for m in range(n_min + 1, n_max + 1):
+        valid = pl.when(n == m).then(group.shift(-(m - 1)) == group).otherwise(valid)
+    return pl.when(valid).then(combined)
+
+
+# The token hash of a null text (no list of tokens: it explodes to one null token; an empty list to no row).
+_NULL_TOKEN_HASH: int = pl.Series([None], dtype=pl.String).hash(0).item()
+
+
 def record_ngrams(texts: pl.Series, n_latin: int, n_cjk: int) -> pl.DataFrame:
     """One row per (record, shingle): columns `rec` (u32 position in `texts`) and `h` (u64 hash).
 
-    Rows are sorted by `rec`, and every record has at least one row.
+    Rows are sorted by `rec`, and every record has at least one row. Tokens are hashed inside their lists and only
+    the hashes exploded (8 bytes a token, not the token text), and both n-gram lengths are computed in one pass: the
+    n-grams of long Chinese text (a token a character) are the largest transient of near-duplicate detection.
     """
     frame = pl.DataFrame({"t": texts}).with_row_index("rec")
     frame = (
@@ -57,23 +75,20 @@ def record_ngrams(texts: pl.Series, n_latin: int, n_cjk: int) -> pl.DataFrame:
         )
         .collect()
     )
-    exploded = frame.select("rec", "n", "tok").explode("tok").with_columns(pl.col("tok").hash(0).alias("th"))
-    rec, th = pl.col("rec"), pl.col("th")
-    parts = []
-    for n in sorted({n_latin, n_cjk}):
-        same_n = exploded.filter(pl.col("n") == n) if n_latin != n_cjk else exploded
-        parts.append(same_n.select("rec", ngram_hash(th, rec, n).alias("h")).drop_nulls("h"))
-    grams = pl.concat(parts)
+    tokens = pl.col("tok").list.len()
     # Records too short for one n-gram: the hash of their whole token sequence, or of their raw text.
-    covered = grams.select(pl.col("rec").unique())
-    short = frame.join(covered, on="rec", how="anti").select(
+    short = frame.filter(tokens.fill_null(1) < pl.col("n")).select(
         "rec",
-        pl.when(pl.col("tok").list.len() > 0)
-        .then(pl.col("tok").list.join("\x1f").hash(1))
-        .otherwise(pl.col("t").hash(2))
-        .alias("h"),
+        pl.when(tokens > 0).then(pl.col("tok").list.join("\x1f").hash(1)).otherwise(pl.col("t").hash(2)).alias("h"),
     )
-    return pl.concat([grams, short]).sort("rec", maintain_order=True)
+    hashes = frame.select("rec", "n", pl.col("tok").list.eval(pl.element().hash(0)).alias("th"))
+    del frame
+    exploded = hashes.explode("th").with_columns(pl.col("th").fill_null(_NULL_TOKEN_HASH))
+    del hashes
+    lo, hi = sorted((n_latin, n_cjk))
+    grams = exploded.select("rec", ngrams_hash(pl.col("th"), pl.col("rec"), pl.col("n"), lo, hi).alias("h"))
+    del exploded
+    return pl.concat([grams.drop_nulls("h"), short]).sort("rec", maintain_order=True)
 
 
 def to_u32(hashes: np.ndarray) -> np.ndarray:
