@@ -882,7 +882,8 @@ def exact_jaccard(corpus: Path, pairs: set[tuple[int, int]]) -> dict[tuple[int, 
     import polars as pl
 
     from workbench.dedup.minhash import NearConfig
-    from workbench.dedup.shingles import joined_text, record_ngrams
+    from workbench.dedup.shingles import record_ngrams
+    from workbench.text import joined_text
 
     cfg = NearConfig()
     needed = sorted({x for p in pairs for x in p})
