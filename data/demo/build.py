@@ -56,7 +56,7 @@ MAX_TOKENS = 300  # of instruction + input + output; the chat template adds ~40,
 def _token_counter() -> Any:
     from transformers import AutoTokenizer
 
-    from workbench.train.model import resolve_model
+    from workbench.models.base import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("embedded")))
     return lambda r: len(tokenizer(r["instruction"] + "\n" + r["input"] + "\n" + r["output"])["input_ids"])

@@ -185,7 +185,7 @@ def embedded_tokens() -> Length:
     sum over. Chinese costs it about two tokens a character, so balancing characters would not do."""
     from transformers import AutoTokenizer
 
-    from workbench.train.model import resolve_model
+    from workbench.models.base import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("embedded")))
     return lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
