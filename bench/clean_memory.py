@@ -2,7 +2,7 @@
 
 What is compared
 ----------------
-* **wb**: `workbench.clean.run(input, output, workbench.clean.load("default"))` of this working tree.
+* **wb**: `workbench.clean.dispatch.run(input, output, workbench.clean.profile.load("default"))` of this working tree.
 * **baseline**: the same call on the `workbench/` package of an earlier commit (`--baseline-ref`, default the commit
   this work started from), extracted with `git archive` into a temporary folder and imported from there.
 
@@ -129,7 +129,7 @@ import json, sys, time
 from pathlib import Path
 import workbench, workbench.clean
 started = time.perf_counter()
-result = workbench.clean.run(Path(sys.argv[1]), Path(sys.argv[2]), workbench.clean.load("default"))
+result = workbench.clean.dispatch.run(Path(sys.argv[1]), Path(sys.argv[2]), workbench.clean.profile.load("default"))
 s = result.summary
 print(json.dumps({"seconds": time.perf_counter() - started, "package": workbench.__file__,
                   **{k: s[k] for k in ("read", "kept", "dropped", "rejected", "dropped_by_rule")}}))

@@ -2,8 +2,8 @@
 
 What is compared
 ----------------
-* **wb**: `workbench.clean.run(input, output, workbench.clean.load("default"))`: orjson reading, then polars
-  expressions over batches of 50,000 records (normalisation, PII candidates, every rule), then NDJSON writing.
+* **wb**: `workbench.clean.dispatch.run(input, output, workbench.clean.profile.load("default"))`: orjson reading, then
+  polars expressions over batches of 50,000 records (normalisation, PII candidates, every rule), then NDJSON writing.
 * **baseline**: what one would write without polars: read the file line by line with `json.loads`, and per record
   apply the same steps with `re`, `unicodedata` and loops: NFKC, control/zero-width removal, CRLF→LF, whitespace
   trimming for prose, placeholder inputs → "", PII candidates (a `re` version of `pii.CANDIDATE_PATTERN`) then
@@ -939,8 +939,8 @@ def check_baseline_in_sync() -> list[str]:
     """Where the baseline's copied patterns or thresholds differ from wb's (empty when in sync)."""
     sys.path.insert(0, str(ROOT))
     from workbench import text
-    from workbench.clean import load, pii, rules
-    from workbench.clean.profile import DEFAULT_PLACEHOLDER_INPUTS
+    from workbench.clean import pii, rules
+    from workbench.clean.profile import DEFAULT_PLACEHOLDER_INPUTS, load
 
     pairs = {
         "TOKEN_PATTERN": (TOKEN_PATTERN, text.TOKEN_PATTERN),
@@ -1000,19 +1000,21 @@ def like_for_like(profile: Any) -> tuple[Any, list[str]]:
 
 def load_wb_profile(full_profile: bool) -> tuple[Any, list[str]]:
     sys.path.insert(0, str(ROOT))
-    import workbench.clean
+    import workbench.clean.dispatch
+    import workbench.clean.profile
 
-    profile = workbench.clean.load("default")
+    profile = workbench.clean.profile.load("default")
     return (profile, []) if full_profile else like_for_like(profile)
 
 
 def worker_wb(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
     started = time.perf_counter()
     profile, switched_off = load_wb_profile(full_profile)
-    import workbench.clean
+    import workbench.clean.dispatch
+    import workbench.clean.profile
 
     imported = time.perf_counter()
-    result = workbench.clean.run(src, dst, profile)
+    result = workbench.clean.dispatch.run(src, dst, profile)
     seconds = time.perf_counter() - imported
     s = result.summary
     return {
@@ -1056,7 +1058,7 @@ class Laps:
 
 
 def worker_wb_steps(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
-    """`workbench.clean.run`'s loop with a timer on each step; then, per batch, `apply_rules` with a profile of
+    """`workbench.clean.dispatch.run`'s loop with a timer on each step; then, per batch, `apply_rules` with a profile of
     one rule at a time (less the time it takes with no rule: features and bookkeeping)."""
     sys.path.insert(0, str(ROOT))
     import polars as pl

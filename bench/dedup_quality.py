@@ -2,7 +2,7 @@
 
 What is compared
 ----------------
-* **wb**: `workbench.clean.run(corpus, out, profile)` with a profile that has only the near-duplicate stage, at
+* **wb**: `workbench.clean.dispatch.run(corpus, out, profile)` with a profile that has only the near-duplicate stage, at
   its defaults (MinHash over word 3-grams / CJK character 5-grams, 128 permutations, estimated Jaccard >= 0.8,
   every LSH candidate verified, keep the first). Run with wb's own venv (`.venv/bin/python`).
 * **datatrove**: its four-stage MinHash pipeline with the default `MinhashConfig` (word 5-grams of simplified
@@ -438,20 +438,22 @@ def write_shards(corpus: Corpus, folder: Path, shards: int) -> list[str]:
 
 def _wb_profile(mode: str) -> Any:
     sys.path.insert(0, str(ROOT))
-    import workbench.clean
+    import workbench.clean.dispatch
+    import workbench.clean.profile
     from workbench.clean.profile import from_dict
 
-    return workbench.clean.load("default") if mode == "default" else from_dict(NEAR_ONLY_PROFILE, "bench")
+    return workbench.clean.profile.load("default") if mode == "default" else from_dict(NEAR_ONLY_PROFILE, "bench")
 
 
 def worker_wb(args: argparse.Namespace) -> dict[str, Any]:
-    """`workbench.clean.run` on the corpus, timed around the call."""
+    """`workbench.clean.dispatch.run` on the corpus, timed around the call."""
     started = time.perf_counter()
     profile = _wb_profile(args.mode)
-    import workbench.clean
+    import workbench.clean.dispatch
+    import workbench.clean.profile
 
     imported = time.perf_counter()
-    result = workbench.clean.run(args.input, args.output, profile)
+    result = workbench.clean.dispatch.run(args.input, args.output, profile)
     seconds = time.perf_counter() - imported
     s = result.summary
     return {
@@ -490,15 +492,17 @@ def _timed(laps: Laps, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
-    """`workbench.clean.run`'s loop with a timer on each step (a copy of the loop: it reaches into wb's internals,
-    so it may need updating when `run` changes). Not a measured run: the timers and the copy cost a little."""
+    """`workbench.clean.dispatch.run`'s loop with a timer on each step (a copy of the loop: it reaches into wb's
+    internals, so it may need updating when `run` changes). Not a measured run: the timers and the copy cost a
+    little."""
     import inspect
     import tempfile
 
     profile = _wb_profile(args.mode)
     import polars as pl
 
-    import workbench.clean
+    import workbench.clean.dispatch
+    import workbench.clean.profile
     from workbench import io
     from workbench.clean.pipeline import STAGE_COLUMNS, apply_rules, normalize_frame, pii_frame, rows_to_frame
     from workbench.dedup import minhash
@@ -531,7 +535,7 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
     collect = getattr(stages, "collect", None) or (lambda kept: stages.near.add(kept))  # type: ignore[union-attr]
     resolve = getattr(stages, "resolve", None) or (lambda: stages.near.resolve())  # type: ignore[union-attr]
     split = getattr(stages, "split", None) or stages.near_duplicates  # type: ignore[attr-defined]
-    batch_size = inspect.signature(workbench.clean.run).parameters["batch_size"].default
+    batch_size = inspect.signature(workbench.clean.dispatch.run).parameters["batch_size"].default
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     batches = iter(io.RecordReader(Path(args.input), batch_size=batch_size))

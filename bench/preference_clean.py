@@ -3,12 +3,12 @@ records as SFT data (profile `default`, the chosen answer as the output).
 
 What is compared
 ----------------
-* **preference**: `workbench.clean.run(pairs, out, load("preference"))`: every step runs over the prompt and both
-  answers (normalisation, PII, the answer rules once per side, the pair rules), then the whole-file passes
+* **preference**: `workbench.clean.dispatch.run(pairs, out, load("preference"))`: every step runs over the prompt and
+  both answers (normalisation, PII, the answer rules once per side, the pair rules), then the whole-file passes
   (contradictions, decontamination and exact duplicates over staged Arrow files, MinHash near duplicates over the
   prompt and both answers), and canonical JSON writing.
-* **sft baseline**: `workbench.clean.run(sft, out, profile)` on `{"instruction": prompt, "output": chosen}` of the
-  same pairs, `profile` being `default` with the preference profile's near-duplicate settings (threshold 0.9 over
+* **sft baseline**: `workbench.clean.dispatch.run(sft, out, profile)` on `{"instruction": prompt, "output": chosen}` of
+  the same pairs, `profile` being `default` with the preference profile's near-duplicate settings (threshold 0.9 over
   instruction + output), so both do the same dedup work: what cleaning the same data costs when only one answer
   is judged. The ratio says what the
   second answer and the preference passes cost; records/s of the two are the figures.
@@ -109,11 +109,12 @@ def generate(n: int, seed: int) -> list[dict[str, Any]]:
 
 def child(kind: str, src: Path, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from workbench import clean
+    from workbench.clean import dispatch as clean
+    from workbench.clean.profile import load
 
-    profile = clean.load("preference" if kind == "preference" else "default")
+    profile = load("preference" if kind == "preference" else "default")
     if kind == "sft":  # the preference profile's near-duplicate settings: the same dedup work on both sides
-        near = clean.load("preference").dedup.near
+        near = load("preference").dedup.near
         profile = profile.model_copy(update={"dedup": profile.dedup.model_copy(update={"near": near})})
     started = time.perf_counter()
     result = clean.run(src, out, profile, kind=kind)

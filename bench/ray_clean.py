@@ -2,7 +2,7 @@
 
 What is compared
 ----------------
-* **local**: `workbench.clean.run(input, output, workbench.clean.load("default"))`, one process.
+* **local**: `workbench.clean.dispatch.run(input, output, workbench.clean.profile.load("default"))`, one process.
 * **ray**: `workbench.clean.ray_engine.run(...)` on the same input and profile, on a local Ray cluster started in
   the child with this machine's cores (`ray.init(num_cpus=os.cpu_count())`), blocks of 32 MiB of JSON Lines.
 
@@ -41,13 +41,14 @@ from clean_memory import DEFAULT_DATA, DEFAULT_OUT, generate, load_average
 WORKER = """
 import json, os, sys, threading, time
 from pathlib import Path
-import workbench.clean
+import workbench.clean.dispatch
+import workbench.clean.profile
 engine, src, dst = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-profile = workbench.clean.load("default")
+profile = workbench.clean.profile.load("default")
 info = {}
 if engine == "local":
     started = time.perf_counter()
-    result = workbench.clean.run(src, dst, profile)
+    result = workbench.clean.dispatch.run(src, dst, profile)
     seconds = time.perf_counter() - started
 else:
     import psutil, ray

@@ -3,9 +3,9 @@ memory and how far the two agree.
 
 What is compared
 ----------------
-* **wb**: `workbench.clean.run(corpus, out, profile)` with the profile of `dedup_quality.py`'s quality runs: only the
-  near-duplicate stage, at its defaults (MinHash over word 3-grams / CJK character 5-grams, 128 permutations, every
-  LSH candidate verified at Jaccard >= 0.8, keep the first). wb's venv.
+* **wb**: `workbench.clean.dispatch.run(corpus, out, profile)` with the profile of `dedup_quality.py`'s quality runs:
+  only the near-duplicate stage, at its defaults (MinHash over word 3-grams / CJK character 5-grams, 128 permutations,
+  every LSH candidate verified at Jaccard >= 0.8, keep the first). wb's venv.
 * **datatrove** 0.10.1: its four MinHash stages with the default `MinhashConfig` (word 5-grams of simplified text,
   14 buckets x 8 hashes, 64-bit xxhash, no verification), `JsonlReader -> MinhashDedupSignature`,
   `MinhashDedupBuckets`, `MinhashDedupCluster`, `JsonlReader -> MinhashDedupFilter (+ exclusion writer) ->

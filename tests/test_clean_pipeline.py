@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from conftest import DEMO_DATA, read_jsonl, write_jsonl
 
-from workbench.clean import load, run
+from workbench.clean.dispatch import run
+from workbench.clean.profile import load
 
 RAW = [
     {"instruction": "把下面的句子翻译成英文。", "input": "我爱机器学习。", "output": "I love machine learning."},

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import read_jsonl, write_jsonl
 
-from workbench.clean import load, run
-from workbench.clean.profile import from_dict
+from workbench.clean.dispatch import run
+from workbench.clean.profile import from_dict, load
 from workbench.dedup.minhash import NearConfig, NearDuplicates, batch_shingles, shingle_sets, signatures
 from workbench.dedup.shingles import record_ngrams
 from workbench.frames import rows_to_frame
@@ -396,7 +396,7 @@ def test_near_duplicate_run_imports_neither_datasketch_nor_scipy(tmp_path: Path)
         tmp_path / "d.jsonl", [rec("t", base), rec("t", edit_words(rng, base, 1)), rec("问", chinese(rng))]
     )
     code = (
-        "import sys; from pathlib import Path; from workbench.clean import run; "
+        "import sys; from pathlib import Path; from workbench.clean.dispatch import run; "
         "from workbench.clean.profile import from_dict\n"
         f"r = run(Path({str(src)!r}), Path({str(tmp_path / 'o.jsonl')!r}), "
         "from_dict({'name': 't', 'dedup': {'near': None}}))\n"

@@ -11,7 +11,8 @@ from typing import Any
 
 from conftest import read_jsonl, write_jsonl
 
-from workbench.clean import load, run
+from workbench.clean.dispatch import run
+from workbench.clean.profile import load
 
 META = {"来源": "百科 🌏", "tags": ["事实", "地理"], "score": 0.75, "nested": {"deep": [1, None, True]}, "n": 10**12}
 RECORDS: list[Any] = [

@@ -17,7 +17,8 @@ import pytest
 from conftest import read_jsonl, write_jsonl
 from test_io import PLAIN, RECORDS, ROWS, jsonl, put, read_all
 
-from workbench.clean import load, run
+from workbench.clean.dispatch import run
+from workbench.clean.profile import load
 from workbench.errors import WbError
 from workbench.io import RecordReader, sniff
 

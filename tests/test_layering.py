@@ -103,6 +103,13 @@ def graph(package: Path = PACKAGE) -> dict[str, Module]:
                 mod.third_party.add(top)
             elif target in modules and target != mod.name:
                 mod.wb_imports.add(target)
+        # Python runs a module's parent packages' `__init__` before the module itself: an `__init__` that imports its
+        # own submodules is a circle with each of them.
+        parents = mod.name.split(".")[1:-1]
+        for depth in range(1, len(parents) + 1):
+            parent = ".".join([top_name, *parents[:depth]])
+            if parent in modules and parent != mod.name:
+                mod.wb_imports.add(parent)
     return modules
 
 
@@ -208,12 +215,22 @@ def test_a_lazy_import_of_a_submodule_closes_a_circle(tmp_path: Path) -> None:
     (pkg / "low" / "reader.py").write_text("import json\n\ndef read():\n    from toy.high import view\n")
     (pkg / "high.py").write_text("from .low import reader\nimport torch\n\n\ndef view():\n    pass\n")
     g = graph(pkg)
-    assert g["toy.low.reader"].wb_imports == {"toy.high"}  # `from toy.high import view`: view is a name
+    # `from toy.high import view`: view is a name; toy.low's `__init__` runs before the reader
+    assert g["toy.low.reader"].wb_imports == {"toy.high", "toy.low"}
     assert g["toy.high"].wb_imports == {"toy.low.reader"}  # `from .low import reader`: the module itself
     assert g["toy.high"].third_party == {"torch"}
     assert circles(g) == {"toy.high ↔ toy.low.reader"}
     assert cycle_path(g, {"toy.high", "toy.low.reader"}) == "toy.high → toy.low.reader → toy.high"
-    assert reach(g, "toy.low.reader") == {"toy.high", "toy.low.reader"}
+    assert reach(g, "toy.low.reader") == {"toy.high", "toy.low.reader", "toy.low"}
+
+
+def test_a_package_init_that_imports_its_submodules_is_a_circle(tmp_path: Path) -> None:
+    pkg = tmp_path / "toy"
+    (pkg / "low").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low" / "__init__.py").write_text("from toy.low.reader import read\n")
+    (pkg / "low" / "reader.py").write_text("def read():\n    pass\n")
+    assert circles(graph(pkg)) == {"toy.low ↔ toy.low.reader"}  # reader runs toy/low/__init__ first
 
 
 def test_no_import_circles_in_the_package() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from workbench.clean import load, run
+from workbench.clean.dispatch import run
+from workbench.clean.profile import load
 from workbench.errors import WbError
 from workbench.io import RecordReader, read_records
 from workbench.stats import describe, validate

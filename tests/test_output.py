@@ -16,7 +16,8 @@ import pytest
 from conftest import DEMO_DATA, read_jsonl, write_jsonl
 
 from workbench import io
-from workbench.clean import load, run
+from workbench.clean.dispatch import run
+from workbench.clean.profile import load
 from workbench.errors import WbError
 
 GOOD = [

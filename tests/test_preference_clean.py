@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import read_jsonl, write_jsonl
-from workbench import clean as cleaning
+from workbench.clean import dispatch as cleaning
 from workbench.clean.profile import from_dict, load
 from workbench.clean.rules import RULES
 from workbench.preference import read_preferences, to_canonical, to_trl

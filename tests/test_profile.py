@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.clean import load
-from workbench.clean.profile import BUILTIN
+from workbench.clean.profile import BUILTIN, load
 from workbench.clean.rules import RULES
 from workbench.errors import WbError
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, read_jsonl, write_jsonl
-from workbench import clean as cleaning
+from workbench.clean import dispatch as cleaning
+from workbench.clean.profile import load
 
 ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'wb[ray]')")
 
@@ -147,7 +148,7 @@ def _same_set(local: Path, other: Path) -> None:
 
 def test_ray_engine_writes_the_local_engines_set_across_small_blocks(ray_session: None, tmp_path: Path) -> None:
     data, evals = planted(tmp_path)
-    profile = cleaning.load("default")
+    profile = load("default")
     local = cleaning.run(data, tmp_path / "local.jsonl", profile, against=[evals], batch_size=64)
     # 32 KiB blocks: about a dozen, so most planted duplicates sit in another block than their original.
     dist = ray_engine.run(data, tmp_path / "ray.jsonl", profile, against=[evals], block_bytes=32768, batch_size=64)
@@ -185,7 +186,7 @@ def test_ray_engine_on_a_json_array_keep_longest(ray_session: None, tmp_path: Pa
         "  near:\n    threshold: 0.7\n    keep: longest\n",
         encoding="utf-8",
     )
-    profile = cleaning.load(str(yaml))
+    profile = load(str(yaml))
     local = cleaning.run(array, tmp_path / "local.jsonl", profile, batch_size=50)
     dist = ray_engine.run(array, tmp_path / "ray.jsonl", profile, batch_size=50)
     assert local.summary["dropped_by_rule"]["near_duplicate"] >= 6

@@ -9,9 +9,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from workbench.clean import load
 from workbench.clean.pipeline import clean_frame
-from workbench.clean.profile import from_dict
+from workbench.clean.profile import from_dict, load
 from workbench.clean.rules import RULES, ScoreParams
 from workbench.frames import rows_to_frame
 

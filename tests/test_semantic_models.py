@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import write_jsonl
 
-from workbench.clean import run
+from workbench.clean.dispatch import run
 from workbench.clean.profile import from_dict
 from workbench.dedup.semantic import Embedder, SemanticConfig
 from workbench.errors import WbError

@@ -136,7 +136,8 @@ def test_diff_tokens_split_cjk_from_adjacent_latin_words() -> None:
 
 
 def test_stats_duplicate_prompts_are_what_exact_dedup_drops(tmp_path: Path) -> None:
-    from workbench.clean import load, run
+    from workbench.clean.dispatch import run
+    from workbench.clean.profile import load
     from workbench.stats import describe
 
     records = [

@@ -276,9 +276,10 @@ def describe_file(
     """`wb stats`: `describe` SFT records, or `describe_preferences` preference data (told by the first record unless
     `mapped`); with `tokenizer`, lengths in its tokens after `template`; with `scores`, a `wb score` stats file shown
     beside them; with `html`, the page written there. The result says which (`preference_kind` for preferences)."""
-    from workbench import clean, stats_page
+    from workbench import stats_page
+    from workbench.clean import dispatch
 
-    if clean.resolve_kind(path, "auto", mapped) == "preference":
+    if dispatch.resolve_kind(path, "auto", mapped) == "preference":
         if tokenizer is not None:
             raise WbError("--tokenizer measures SFT records; for preference data wb train reports the lengths it sees")
         d = describe_preferences(path, top=top, split=split)

@@ -402,7 +402,8 @@ def run(
     extra_fields: bool = True,
 ) -> CleanResult:
     """Clean the SFT records of `input_path` into `output` under `profile`; `on_batch(bytes, records)` and
-    `on_phase(text)` report progress. (`workbench.clean.run` sends preference data to `workbench.clean.preference`.)
+    `on_phase(text)` report progress. (`workbench.clean.dispatch.run` sends preference data to
+    `workbench.clean.preference`.)
 
     `against`: evaluation files whose passages must not appear in the training data (decontamination).
     `input_path` may be `-` (standard input) or a pipe/FIFO, read once as a stream. `duplicate_keys`: reject an

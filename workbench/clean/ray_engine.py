@@ -365,7 +365,7 @@ def run(
     block_bytes: int | None = None,
     num_cpus: int | None = None,
 ) -> CleanResult:
-    """`workbench.clean.run` on Ray Data: the same arguments and output set, plus where the cluster is
+    """`workbench.clean.dispatch.run` on Ray Data: the same arguments and output set, plus where the cluster is
     (`address`; None starts a local one with `num_cpus` cores) and how many bytes of JSON Lines a task reads
     (default: enough blocks for two tasks a core, 1 to 32 MiB each)."""
     started = time.time()

@@ -45,9 +45,9 @@ def augment(
     """New records written by a local model (paraphrased instructions, back-translated answers), each with its
     provenance, passed through the cleaning rules and near-dedup against the originals: never a copy."""
     from workbench import augment as aug
-    from workbench import clean as cleaning
+    from workbench.clean.profile import load
 
-    chosen, langs, prof = aug.parse_method(method), aug.parse_langs(lang), cleaning.load(profile)
+    chosen, langs, prof = aug.parse_method(method), aug.parse_langs(lang), load(profile)
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample, temperature=temperature, seed=seed,
         precision=precision,

@@ -114,12 +114,11 @@ def run(
     drop_extra_fields: bool,
     verbose: bool,
 ) -> None:
-    from workbench import clean as cleaning
+    from workbench.clean import dispatch as cleaning
     from workbench.io import parse_duplicate_keys, parse_overrides
 
     data_kind = cleaning.resolve_kind(input, kind, bool(map_))
-    prof = cleaning.load(profile or cleaning.default_profile(data_kind))
-    prof = (prof.dedup_only() if command == "dedup" else prof).with_semantic_precision(precision)
+    prof = cleaning.profile_for(profile, data_kind, command, precision)
     total = input.stat().st_size if input.is_file() else 0
     with console.progress_bar(f"{command} {input.name}", total, quiet) as (advance, phase):
         result = cleaning.run_file(
