@@ -173,3 +173,16 @@ def test_in_a_pipe_a_silent_phase_says_it_is_still_working(
     with console.heartbeat("train", quiet=True):
         time.sleep(0.3)
     assert capsys.readouterr().err == ""
+
+
+def test_a_long_silent_phase_backs_off_instead_of_flooding_the_log(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    # Silences allowed: 0.05, 0.1, 0.2, 0.3, 0.3 ... s, so about 5 lines in 1 s; a fixed 0.05 s would print ~20.
+    monkeypatch.setattr(console, "PLAIN_EVERY", 0.05)
+    with console.heartbeat("eval", quiet=False):
+        time.sleep(1.0)
+    beats = capsys.readouterr().err.splitlines()
+    assert 1 <= len(beats) <= 7, beats

@@ -44,6 +44,7 @@ from workbench.output import no_room
 WIDE = 100_000  # columns of a console that is not a terminal: wide enough that no cell is ever cut
 RULE_WIDTH = 80  # a rule between answers, not as wide as the console
 PLAIN_EVERY = 5.0  # seconds between plain progress lines in a pipe
+HEARTBEAT_MAX = 6  # the longest silence a heartbeat allows, in PLAIN_EVERY units
 
 F = TypeVar("F", bound=Callable[..., Any])
 Justify = Literal["left", "right"]
@@ -164,9 +165,11 @@ class _Plain:
 
 @contextmanager
 def heartbeat(label: str, quiet: bool) -> Iterator[None]:
-    """Around a long library call: in a pipe, `label: still working (N s)` after every `PLAIN_EVERY` seconds in which
-    nothing was printed (saving, loading, a final evaluation), so a CI log never looks hung. Nothing on a terminal
-    (the bars and step lines show life there) or when quiet."""
+    """Around a long library call: in a pipe, `label: still working (N s)` once nothing was printed for a while
+    (saving, loading, a final evaluation), so a CI log never looks hung. The silence allowed doubles after each such
+    line, from `PLAIN_EVERY` up to `HEARTBEAT_MAX` times it (5, 10, 20, 30, 30 ... s), and starts over when anything
+    else prints: a two-minute phase gives six lines, not twenty-four. Nothing on a terminal (the bars and step lines
+    show life there) or when quiet."""
     if quiet or err.is_terminal:
         yield
         return
@@ -174,10 +177,14 @@ def heartbeat(label: str, quiet: bool) -> Iterator[None]:
     started = _last_printed[0] = time.monotonic()
 
     def beat() -> None:
+        silence, printed = PLAIN_EVERY, _last_printed[0]
         while not stop.wait(min(1.0, PLAIN_EVERY / 5)):
             now = time.monotonic()
-            if now - _last_printed[0] >= PLAIN_EVERY:
+            if _last_printed[0] != printed:  # something else printed: start the back-off over
+                silence, printed = PLAIN_EVERY, _last_printed[0]
+            if now - _last_printed[0] >= silence:
                 note(f"{label}: still working ({now - started:.0f} s)")
+                silence, printed = min(2 * silence, HEARTBEAT_MAX * PLAIN_EVERY), _last_printed[0]
 
     thread = threading.Thread(target=beat, name="wb-heartbeat", daemon=True)
     thread.start()
