@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from report_fixtures import headless_chromium, make_run
 
-from workbench.report.html import build_report, word_diff
+from workbench.report.formatting import word_diff
+from workbench.report.html import build_report
 
 CJK_FACES = ("PingFang SC", "Microsoft YaHei", "Noto Sans CJK SC", "Source Han Sans SC")
 
