@@ -237,6 +237,22 @@ def bar_chart(
     return Svg("".join(parts), height)
 
 
+def histogram(
+    edges: Sequence[float], counts: Sequence[int], name: str, *, log_scale: bool = False, height: int = 140
+) -> Svg | None:
+    """The histogram of a score from its bin edges (one more than the counts): a bar per bin, every fourth labelled
+    by its lower edge; None when the edges and counts do not fit together."""
+    if not counts or len(edges) != len(counts) + 1:
+        return None
+
+    def title(lo: str, n: float) -> str:
+        return f"{name} from {lo}: {fmt(n)} records"
+
+    bars = [(f"{edges[i]:.3g}", int(c)) for i, c in enumerate(counts)]
+    heading = name + (" (log scale)" if log_scale else "")
+    return bar_chart(bars, f"{name} histogram", height=height, title=title, heading=heading, label_every=4)
+
+
 def interval_bar(lo: float, hi: float, mid: float, scale: float, width: int = 160) -> Svg | None:
     """A forest-plot row: the interval [lo, hi] as a line and the point `mid` as a dot, around a dashed zero line,
     on ±`scale` (values beyond it are drawn at the edge). None without a scale."""

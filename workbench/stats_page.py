@@ -1,4 +1,5 @@
-"""`wb stats --html`: the statistics as one self-contained page (inline CSS and SVG, no script, nothing fetched)."""
+"""`wb stats --html`: the statistics as one self-contained page (inline CSS and SVG, no script, nothing fetched);
+`wb score --html`: the score distributions the same way. Charts are drawn by `workbench.charts`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from workbench import io
-from workbench.token_lengths import cdf_svg
+from workbench import charts, io
 
 FONTS = (
     'system-ui, -apple-system, "Segoe UI", "Noto Sans", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", '
@@ -45,7 +45,7 @@ def token_section(t: dict[str, Any]) -> str:
         f"<h2>Length in model tokens</h2><p>Tokenizer {escape(str(t['tokenizer']))}, template "
         f"{escape(str(t['template']))} ({escape(str(t['rendered_with']))}), after the chat template.</p>{stats}{over}"
         f"<p>99 % of the records fit in {t['covering_99']} tokens: suggested <code>max_length: "
-        f"{t['suggested_max_length']}</code>.</p>{cdf_svg(t)}"
+        f"{t['suggested_max_length']}</code>.</p>{cdf_chart(t)}"
     )
 
 
@@ -105,36 +105,41 @@ def preference_parts(d: dict[str, Any]) -> list[str]:
     return parts
 
 
-def histogram_svg(hist: dict[str, Any], width: int = 360, height: int = 90) -> str:
-    """A score's histogram as inline SVG bars (the counts of `workbench.score.summary.histogram`)."""
-    counts = hist["counts"]
-    top = max(counts) or 1
-    bar = width / len(counts)
-    rects = "".join(
-        f'<rect x="{i * bar:.1f}" y="{height - 14 - (height - 14) * c / top:.1f}" width="{bar - 1:.1f}" '
-        f'height="{(height - 14) * c / top:.1f}" fill="#4a78b5"><title>{escape(str(c))}</title></rect>'
-        for i, c in enumerate(counts)
+def cdf_chart(t: dict[str, Any]) -> str:
+    """The cumulative share of records by length in tokens (`token_lengths.summarize`'s points), the suggested
+    max_length marked; empty without points."""
+    points = [(float(x), float(y)) for x, y in t.get("cdf") or []]
+    if not points:
+        return ""
+    suggested = t.get("suggested_max_length")
+    marks = [(float(suggested), str(suggested))] if suggested is not None and suggested <= points[-1][0] else []
+    chart = charts.line_chart(
+        [charts.Series("records", points)],
+        "cumulative share of records by length in tokens",
+        x_label="tokens",
+        width=360,
+        height=180,
+        x_from=0,
+        y_range=(0.0, 1.0),
+        y_text=lambda v: f"{100 * v:.0f}%",
+        marks=marks,
+        legend=False,
     )
-    edges = hist["edges"]
-    scale = " (log scale)" if hist.get("log_scale") else ""
-    labels = (
-        f'<text x="0" y="{height - 2}" font-size="10">{escape(f"{edges[0]:.3g}")}</text>'
-        f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{escape(f"{edges[-1]:.3g}")}'
-        f"{escape(scale)}</text>"
-    )
-    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{rects}{labels}</svg>'
+    return chart or ""
 
 
 def scores_section(s: dict[str, Any]) -> str:
     """Model-based scores (`wb score`'s stats file): quantiles and a histogram per score."""
     cols = ["p1", "p10", "p25", "p50", "p75", "p90", "p99"]
     rows = []
-    charts = []
+    shown = []
     for name, d in s["scores"].items():
         q = d.get("quantiles", {})
         rows.append([name, d["scored"], d["missing"], *(q.get(c, "-") for c in cols), d.get("mean", "-")])
-        if "histogram" in d:
-            charts.append(f"<h3>{escape(name)}</h3>{histogram_svg(d['histogram'])}")
+        hist = d.get("histogram")
+        if hist:
+            chart = charts.histogram(hist["edges"], hist["counts"], name, log_scale=bool(hist.get("log_scale")))
+            shown.append(f"<h3>{escape(name)}</h3>{chart or ''}")
     above = s["scores"].get("ifd", {}).get("at_or_above_1")
     note = f"<p>{above:,} records have IFD ≥ 1: the prompt does not help predict the answer.</p>" if above else ""
     return (
@@ -143,7 +148,7 @@ def scores_section(s: dict[str, Any]) -> str:
         + f"; {s['scored']:,} of {s['records']:,} records scored.</p>"
         + _table(["score", "scored", "missing", *cols, "mean"], rows)
         + note
-        + "".join(charts)
+        + "".join(shown)
     )
 
 

@@ -4,7 +4,8 @@ Each record is rendered and tokenised exactly as `wb train` does (`workbench.mod
 truncation), so the lengths are the sequence lengths training will see. The summary holds percentiles, the share of
 records longer than each candidate `max_length`, the smallest length covering 99 % of the records (nearest rank) and
 a suggested `max_length` (that length rounded up to a multiple of 64), plus the points of the cumulative
-distribution for a chart. transformers is imported only here, when `wb stats --tokenizer` asks for it.
+distribution for a chart (`stats_page.cdf_chart`). transformers is imported only here, when `wb stats --tokenizer`
+asks for it.
 """
 
 from __future__ import annotations
@@ -88,39 +89,3 @@ def token_lengths(
         "trained_tokens_total": trained,
         **summarize(lengths, max_lengths),
     }
-
-
-def cdf_svg(summary: dict[str, Any], width: int = 360, height: int = 180) -> str:
-    """A small inline SVG of the cumulative distribution, with the suggested max_length marked."""
-    points = summary.get("cdf") or []
-    if not points:
-        return ""
-    left, bottom, top, right = 44, 28, 10, 12
-    top_x = max(p[0] for p in points) or 1
-    sx = (width - left - right) / top_x
-    sy = height - top - bottom
-
-    def xy(x: float, y: float) -> str:
-        return f"{left + x * sx:.1f},{top + (1 - y) * sy:.1f}"
-
-    line = " ".join(xy(x, y) for x, y in points)
-    suggested = summary.get("suggested_max_length")
-    mark = ""
-    if suggested is not None and suggested <= top_x:
-        x = left + suggested * sx
-        mark = (
-            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" '
-            'stroke="#c0392b" stroke-dasharray="4 3"/>'
-            f'<text x="{x + 3:.1f}" y="{top + 12}" font-size="11" fill="#c0392b">{suggested}</text>'
-        )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="cumulative share of records by length in tokens">'
-        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{sy}" fill="none" stroke="#999"/>'
-        f'<polyline points="{line}" fill="none" stroke="#2c6fbb" stroke-width="1.5"/>{mark}'
-        f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">100%</text>'
-        f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end">0</text>'
-        f'<text x="{left}" y="{height - 8}" font-size="10">0</text>'
-        f'<text x="{width - right}" y="{height - 8}" font-size="10" text-anchor="end">{top_x} tokens</text>'
-        "</svg>"
-    )

@@ -8,7 +8,6 @@ come drawn (`workbench.charts`), cells formatted (`workbench.report.formatting`)
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,6 @@ def _model_scores(run: Run) -> list[dict[str, Any]]:
             continue
         hist = d.get("histogram") or {}
         edges, counts = hist.get("edges") or [], hist.get("counts") or []
-        bars = [(f"{edges[i]:.3g}", int(c)) for i, c in enumerate(counts)] if len(edges) == len(counts) + 1 else []
         q = d.get("quantiles") or {}
         out.append(
             {
@@ -60,23 +58,12 @@ def _model_scores(run: Run) -> list[dict[str, Any]]:
                 "scored": d.get("scored"),
                 "missing": d.get("missing"),
                 "quantiles": [q.get(k) for k in SCORE_QUANTILES],
-                "hist": charts.bar_chart(
-                    bars,
-                    f"{name} histogram",
-                    height=140,
-                    title=functools.partial(_score_bar_title, name),
-                    heading=name + (" (log scale)" if hist.get("log_scale") else ""),
-                    label_every=4,
-                ),
+                "hist": charts.histogram(edges, counts, name, log_scale=bool(hist.get("log_scale"))),
                 "log_scale": bool(hist.get("log_scale")),
                 "source": str(source),
             }
         )
     return out
-
-
-def _score_bar_title(name: str, lo: str, n: float) -> str:
-    return f"{name} from {lo}: {fmt(n)} records"
 
 
 def _data_view(run: Run) -> dict[str, Any] | None:
