@@ -35,6 +35,7 @@ FLOORS: dict[str, int] = {
     "workbench.manifest": 1,
     "workbench.yamlfile": 1,
     "workbench.quiet": 1,
+    "workbench.charts": 1,
     "workbench.precision": 1,
     "workbench.console": 1,
     "workbench.preference": 1,
