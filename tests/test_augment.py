@@ -127,11 +127,11 @@ def test_prompt_files_and_options_are_checked_in_one_line(tmp_path: Path) -> Non
         encoding="utf-8",
     )
     with pytest.raises(WbError, match=r"p.yaml: paraphrase.en: the prompt must contain \{instruction\}"):
-        augment.load_prompts(bad)
+        augment.load_augment_prompts(bad)
     with pytest.raises(WbError, match="--lang: 'fr': give en, zh or en,zh"):
         augment.parse_langs("fr")
     assert augment.fill("Say {text} {x}", text="{instruction}") == "Say {instruction} {x}"
-    assert augment.load_prompts().paraphrase.zh.count("{instruction}") == 1
+    assert augment.load_augment_prompts().paraphrase.zh.count("{instruction}") == 1
 
 
 def test_new_records_carry_their_originals_own_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

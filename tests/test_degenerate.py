@@ -16,14 +16,13 @@ from workbench.evaluate.degenerate import (
     broken_text,
     cut_off,
     echo,
-    echo_key,
     empty,
     flags,
     repetition,
     strip_shared_prefix,
     wrong_language,
 )
-from workbench.text import safe_decode_tail
+from workbench.text import echo_key, safe_decode_tail
 
 # --- echo ---------------------------------------------------------------------------------------------------------
 

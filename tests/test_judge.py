@@ -68,7 +68,7 @@ def test_the_first_stated_verdict_wins_over_later_mentions() -> None:
 
 
 def test_shipped_prompts_render_each_language_with_and_without_a_reference_and_keep_braces() -> None:
-    prompts = judge.load_prompts()
+    prompts = judge.load_judge_prompts()
     en = judge.render_pair(prompts, judge.Pair("What is {x}?", "", 'json: {"a": 1}', "{answer_b}"))
     assert [lang for lang, _, _ in en] == ["en", "en"] and [p for _, p, _ in en] == ["A", "B"]
     first, second = en[0][2], en[1][2]
@@ -84,10 +84,10 @@ def test_a_judge_prompt_without_its_answer_placeholders_is_refused_in_one_line(t
     (tmp_path / "judge-en.yaml").write_text("name: mine\nprompt: 'Which is better? {question}'\n", encoding="utf-8")
     (tmp_path / "judge-zh.yaml").write_text("name: zh\nprompt: '{question} {answer_a} {answer_b}'\n", encoding="utf-8")
     with pytest.raises(WbError, match=r"judge-en.yaml: field prompt: must contain \{answer_a\}"):
-        judge.load_prompts(tmp_path)
+        judge.load_judge_prompts(tmp_path)
     (tmp_path / "judge-en.yaml").write_text("name: x\nprompt: '{question}{answer_a}{answer_b}'\nmax_new_tokens: 0\n")
     with pytest.raises(WbError, match=r"judge-en\.yaml: field max_new_tokens"):
-        judge.load_prompts(tmp_path)
+        judge.load_judge_prompts(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def _tuned_first_judge(side: str) -> judge.GenerateFn:
 
 
 def test_a_judge_that_always_names_position_a_ends_with_all_ties_and_a_flip_rate_of_one() -> None:
-    verdicts = judge.judge_pairs(PAIRS, judge.load_prompts(), always("A"))
+    verdicts = judge.judge_pairs(PAIRS, judge.load_judge_prompts(), always("A"))
     assert [v.verdict for v in verdicts] == ["tie"] * len(PAIRS)
     assert all(v.flipped for v in verdicts)
     summary = judge.summarise(verdicts, seed=0)
@@ -135,7 +135,7 @@ def test_a_judge_that_always_names_position_a_ends_with_all_ties_and_a_flip_rate
 
 
 def test_a_judge_that_always_prefers_the_tuned_answer_gives_a_win_rate_of_one_in_both_orders() -> None:
-    verdicts = judge.judge_pairs(PAIRS, judge.load_prompts(), _tuned_first_judge("tuned"))
+    verdicts = judge.judge_pairs(PAIRS, judge.load_judge_prompts(), _tuned_first_judge("tuned"))
     assert [v.verdict for v in verdicts] == ["tuned"] * len(PAIRS)
     assert [[c.parsed for c in v.calls] for v in verdicts] == [["A", "B"]] * len(PAIRS)  # it named both positions
     assert [v.language for v in verdicts] == ["en", "en", "zh", "en", "zh"]
@@ -149,7 +149,7 @@ def test_a_judge_that_always_prefers_the_tuned_answer_gives_a_win_rate_of_one_in
 
 
 def test_a_judge_preferring_base_loses_every_item_and_the_interval_of_win_minus_loss_is_paired() -> None:
-    verdicts = judge.judge_pairs(PAIRS, judge.load_prompts(), _tuned_first_judge("base"))
+    verdicts = judge.judge_pairs(PAIRS, judge.load_judge_prompts(), _tuned_first_judge("base"))
     summary = judge.summarise(verdicts, seed=0)
     assert summary.loss_rate == 1.0 and summary.win_minus_loss == -1.0
     assert summary.win_minus_loss_lower == -1.0 and summary.win_minus_loss_upper == -1.0
@@ -166,7 +166,7 @@ def test_unparseable_replies_count_as_ties_and_are_counted_never_dropped() -> No
             for i, (t, r) in enumerate(zip(texts, replies, strict=True))
         ]
 
-    verdicts = judge.judge_pairs(PAIRS, judge.load_prompts(), sometimes_rambles)
+    verdicts = judge.judge_pairs(PAIRS, judge.load_judge_prompts(), sometimes_rambles)
     summary = judge.summarise(verdicts, seed=0)
     assert verdicts[0].verdict == "tie" and verdicts[0].unparsed == 1 and not verdicts[0].flipped
     assert verdicts[0].calls[1].raw == "I think both have merits." and verdicts[0].calls[1].parsed is None
@@ -355,10 +355,10 @@ def test_a_local_judge_model_generates_greedily_through_the_generation_cache(
     config = EvalConfig(judge=str(tiny), probes=[])
     cache = GenerationCache(tmp_path / "gen.sqlite")
     generate, about = pipeline.judge_generator(str(tiny), config, cache, None, None)
-    verdicts = judge.judge_pairs(PAIRS[:3], judge.load_prompts(), generate)
+    verdicts = judge.judge_pairs(PAIRS[:3], judge.load_judge_prompts(), generate)
     assert cache.misses == 6 and cache.hits == 0 and about["precision"] in ("bf16", "fp32")
     replies = [c.raw for v in verdicts for c in v.calls]
-    again = judge.judge_pairs(PAIRS[:3], judge.load_prompts(), generate)
+    again = judge.judge_pairs(PAIRS[:3], judge.load_judge_prompts(), generate)
     assert cache.hits == 6 and [c.raw for v in again for c in v.calls] == replies
     summary = judge.summarise(verdicts, 0)
     assert summary.unparsed + sum(c.parsed is not None for v in verdicts for c in v.calls) == 6

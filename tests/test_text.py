@@ -157,3 +157,30 @@ def test_stats_duplicate_prompts_are_what_exact_dedup_drops(tmp_path: Path) -> N
     summary = run(src, tmp_path / "out.jsonl", profile).summary
     assert dups["groups"] == 2 and dups["records_in_groups"] == 5
     assert summary["dropped_by_rule"]["exact_duplicate"] == dups["records_in_groups"] - dups["groups"] == 3
+
+
+ECHO_TEXTS = [
+    " Ｗhat  IS\t2+2? ",
+    "「床前明月光」",
+    "<Hello world>",
+    "...x = 1;\nprint(x);",
+    "ﬁne — ok!!",
+    "《政治》（Politics）。",
+    "`code`~",
+    "68+11=",
+    "",
+    "?!",
+    "ΣΊΣΥΦΟΣ",
+]
+
+
+@pytest.mark.parametrize("value", ECHO_TEXTS)
+def test_the_echo_key_is_one_normalisation_for_python_and_polars(value: str) -> None:
+    # the clean rule output_echoes_prompt (polars) and the degenerate kind echo (Python) compare the same key
+    assert pl.select(text.echo_key_expr(pl.lit(value))).item() == text.echo_key(value)
+
+
+def test_the_echo_key_folds_width_and_case_and_strips_end_punctuation_only() -> None:
+    assert text.echo_key(" Ｗhat  IS\t2+2? ") == "whatis2+2"
+    assert text.echo_key("「床前明月光」") == "床前明月光"
+    assert text.echo_key("<x = 1; y = 2;>") == "x=1;y=2"

@@ -66,7 +66,7 @@ class BackTranslatePrompts(BaseModel):
     zh_to_en: str
 
 
-class Prompts(BaseModel):
+class AugmentPrompts(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paraphrase: ParaphrasePrompts
     back_translate: BackTranslatePrompts
@@ -78,11 +78,11 @@ def default_prompts_path() -> Path:
     return _pipelines_dir() / "augment-prompts.yaml"
 
 
-def load_prompts(path: Path | None = None) -> Prompts:
+def load_augment_prompts(path: Path | None = None) -> AugmentPrompts:
     path = Path(path) if path is not None else default_prompts_path()
     raw = read_yaml(path, "prompt file")
     try:
-        prompts = Prompts.model_validate(raw)
+        prompts = AugmentPrompts.model_validate(raw)
     except ValidationError as err:
         loc, msg = first_error(err)
         raise WbError(f"{path}: {loc}: {msg}") from None
@@ -179,7 +179,7 @@ def candidates(
     rows: list[tuple[int, dict[str, Any]]],
     method: Method,
     langs: tuple[Lang, ...],
-    prompts: Prompts,
+    prompts: AugmentPrompts,
     settings: Any,
     cache: Any = None,
     progress: ProgressFn | None = None,
@@ -315,7 +315,7 @@ def augment_file(
     paths = AugmentPaths.for_output(Path(output))
     if Path(input_path).resolve() in (paths.out.resolve(), paths.dropped.resolve()):
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")
-    prompts = load_prompts(prompts_path)
+    prompts = load_augment_prompts(prompts_path)
     records = read_records(Path(input_path), extra_fields=extra_fields)
     rows = [(line, r) for line, r in records if "messages" not in r]
     loaded = load([resolve_target(model)], on_status=on_status)

@@ -181,7 +181,7 @@ def describe_preferences(path: Path, top: int = 10, split: str | None = None, ma
     pairs (or the label balance of KTO examples), prompts that carry several pairs. A record that is not valid
     preference data counts as malformed (`wb clean` lists each with its line); tied scored records are counted."""
     from workbench import preference
-    from workbench.clean.preference import LengthBias, examples_frame
+    from workbench.clean.preference import LengthBiasTally, examples_frame
 
     reader = io.RecordReader(Path(path), split=split)
     shapes: Counter[str] = Counter()
@@ -239,7 +239,7 @@ def describe_preferences(path: Path, top: int = 10, split: str | None = None, ma
         "with_history": int((df["history"].list.len() > 0).sum()),
     }
     if kind == "pair":
-        bias = LengthBias()
+        bias = LengthBiasTally()
         bias.add(df)
         out["length_bias"], out["warnings"] = bias.report(max_share)
     else:

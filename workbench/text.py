@@ -191,14 +191,38 @@ def joined_text(fields: Sequence[str]) -> pl.Expr:
     return pl.concat_str([history_text(f) if f == "history" else pl.col(f) for f in fields], separator="\n")
 
 
-# Punctuation stripped from both ends by `echo_key`.
-END_PUNCTUATION = ".,;:!?'\"()[]{}<>-_*#`~…。，；：！？、（）【】《》「」『』“”‘’"
+# What `echo_key` strips from both ends: Unicode punctuation (general category P: ASCII and CJK marks, brackets,
+# quotes, dashes) and the ASCII symbols that wrap text the same way.
+END_SYMBOLS = "<>`~"
+_END_CHARS = r"[\p{P}" + re.escape(END_SYMBOLS) + "]"
 
 
-def echo_key(expr: pl.Expr) -> pl.Expr:
-    """Case- and space-insensitive form of a text without punctuation at its ends, for "is this output the prompt
-    again". Punctuation inside is kept: a fixed line of code often differs from the broken one by a `;` alone."""
-    return expr.str.to_lowercase().str.replace_all(r"\s+", "").str.strip_chars(END_PUNCTUATION)
+def is_end_punctuation(ch: str) -> bool:
+    """A character `echo_key` strips from the ends of a text."""
+    return unicodedata.category(ch).startswith("P") or ch in END_SYMBOLS
+
+
+def echo_key(text: str) -> str:
+    """The one normalised form for "is this answer the prompt again" (the clean rule `output_echoes_prompt` and the
+    degenerate kind `echo`): NFKC, lowercase, no whitespace, no punctuation at either end (`is_end_punctuation`).
+    Punctuation inside is kept: a fixed line of code often differs from the broken one by a `;` alone."""
+    key = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).lower())
+    start, end = 0, len(key)
+    while start < end and is_end_punctuation(key[start]):
+        start += 1
+    while end > start and is_end_punctuation(key[end - 1]):
+        end -= 1
+    return key[start:end]
+
+
+def echo_key_expr(expr: pl.Expr) -> pl.Expr:
+    """`echo_key` of every text of a column, vectorised (the same key: tests/test_text.py compares them)."""
+    return (
+        expr.str.normalize("NFKC")
+        .str.to_lowercase()
+        .str.replace_all(r"\s+", "")
+        .str.replace_all(f"^{_END_CHARS}+|{_END_CHARS}+$", "")
+    )
 
 
 def duplicate_text(

@@ -232,7 +232,10 @@ def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
 
 
 @dataclass
-class CleanStats:
+class CleanTally:
+    """The running counts of one cleaning run, batch by batch; the `.stats.json` is written from them
+    (`runfile.CleanStats` types that file)."""
+
     read: int = 0
     kept: int = 0
     rejected: int = 0
@@ -333,7 +336,7 @@ class OutputPaths:
 
 @dataclass
 class CleanResult:
-    stats: CleanStats
+    stats: CleanTally
     summary: dict[str, Any]
     paths: OutputPaths
     mapping: dict[str, str]
@@ -435,7 +438,7 @@ def run(
     if profile.normalize.chinese is not None:
         text.chinese_converter(profile.normalize.chinese)  # a missing OpenCC is one line before any file is written
     table, score_source = _score_table(Path(input_path), profile, scores)
-    stats = CleanStats()
+    stats = CleanTally()
     files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
     with io.OutputSet(files, manifest=paths.manifest) as outputs:
         stages = DedupStages.build(
@@ -545,7 +548,7 @@ def input_source(reader: io.RecordReader, input_path: Path) -> dict[str, Any]:
 def publish(
     outputs: io.OutputSet,
     paths: OutputPaths,
-    stats: CleanStats,
+    stats: CleanTally,
     profile: Profile,
     stage_names: list[str],
     reader: io.RecordReader,

@@ -279,8 +279,8 @@ def contradictions(keys: pl.DataFrame, kind: preference.Kind, listed: int = 5) -
 # --- length bias ----------------------------------------------------------------------------------------------
 
 
-class LengthBias:
-    """Counts over kept pairs of which answer is longer, in UTF-8 bytes (a tokenizer-free stand-in for tokens of
+class LengthBiasTally:
+    """Running counts over kept pairs of which answer is longer, in UTF-8 bytes (a tokenizer-free stand-in for tokens of
     byte-level BPE vocabularies: a CJK character is 3 bytes and 1-3 tokens, an ASCII character 1 byte)."""
 
     def __init__(self) -> None:
@@ -378,7 +378,7 @@ def run(
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")
     if profile.normalize.chinese is not None:
         text.chinese_converter(profile.normalize.chinese)
-    stats = pipeline.CleanStats()
+    stats = pipeline.CleanTally()
     shapes: Counter[str] = Counter()
     kind: preference.Kind | None = None
     first_line = 0
@@ -461,7 +461,7 @@ def run(
             if keys and any(name == "contradictory_pair" for name, _ in rules)
             else None
         )
-        bias = LengthBias()
+        bias = LengthBiasTally()
         labels: Counter[bool] = Counter()
         token_col = "chosen" if kind == "pair" else "output"
         parts = sorted(stage_dir.glob("*.arrow"))
@@ -524,7 +524,7 @@ def _preference_section(
     kind: preference.Kind,
     shapes: Counter[str],
     skipped: list[str],
-    bias: LengthBias,
+    bias: LengthBiasTally,
     labels: Counter[bool],
 ) -> tuple[dict[str, Any], list[str]]:
     """The stats' `preference` section (kind, shapes seen, rules that do not apply, length bias or label balance)

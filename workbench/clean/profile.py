@@ -76,7 +76,7 @@ class PiiConfig(BaseModel):
     kinds: list[PiiKind] = Field(default_factory=lambda: list(ALL_KINDS))
 
 
-class PreferenceConfig(BaseModel):
+class PreferenceDataConfig(BaseModel):
     """Settings for preference data (pairs, KTO examples) beyond its rules."""
 
     model_config = ConfigDict(extra="forbid")
@@ -111,8 +111,8 @@ class Profile(BaseModel):
     decontaminate: DecontaminateConfig = Field(
         default_factory=DecontaminateConfig, description="n-gram lengths for `--against` eval files."
     )
-    preference: PreferenceConfig = Field(
-        default_factory=PreferenceConfig, description="Preference data only: the length-bias warning."
+    preference: PreferenceDataConfig = Field(
+        default_factory=PreferenceDataConfig, description="Preference data only: the length-bias warning."
     )
     rule_order: list[str] = Field(default_factory=list, exclude=True)
 

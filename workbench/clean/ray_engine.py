@@ -50,7 +50,7 @@ from workbench import io, text
 from workbench.clean.pipeline import (
     STAGE_COLUMNS,
     CleanResult,
-    CleanStats,
+    CleanTally,
     OutputPaths,
     _write_dropped,
     clean_batch,
@@ -396,7 +396,7 @@ def run(
         and reader.info.compression == "none"
         and reader.info.encoding == "utf-8"
     )
-    stats = CleanStats()
+    stats = CleanTally()
     phase = on_phase or (lambda _: None)
     with session(address, num_cpus) as ray:
         if by_range:

@@ -218,9 +218,9 @@ def output_echoes_prompt(p: NoParams) -> Check:
         exact = stripped == other.str.strip_chars()
         # Loose comparison for prose only: in code, case and spacing are the fix ("ForEach" → "forEach").
         # Keys cover the first ECHO_PREFIX characters; `close` has already matched the lengths.
-        out_key = text.echo_key(OUTPUT.str.slice(0, ECHO_PREFIX))
+        out_key = text.echo_key_expr(OUTPUT.str.slice(0, ECHO_PREFIX))
         loose = ~text.looks_like_code(OUTPUT) & ~text.looks_like_code(other)
-        loose = loose & (out_key == text.echo_key(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
+        loose = loose & (out_key == text.echo_key_expr(other.str.slice(0, ECHO_PREFIX))) & (out_key != "")
         return close(other) & (exact | loose) & (stripped != "")
 
     same_ins, same_inp = same(INSTRUCTION), same(INPUT)

@@ -4,11 +4,12 @@ Light on purpose: the standard library and `workbench.text`; no torch, no transf
 one answer (and its prompt); `flags` runs them all. Every check runs in time linear in the answer's length.
 
 - `echo`: the answer is the prompt again (once or more, the last copy possibly cut short), or a prefix or suffix of
-  the prompt, after normalisation: NFKC, casefolded, all whitespace removed, punctuation (Unicode category P) stripped
-  at both ends, so the prompt followed by only spaces or punctuation is an echo too. Symbols stay: "68+11=" keeps its
-  `=`, so "68+11=" echoes the prompt "68+11=" while "68+11=79" does not. A prefix or suffix counts when it holds at
-  least half of the prompt's normalised characters or at least 32 of them (shorter pieces, such as "11" of
-  "68+11=", are often the answer itself). An empty answer is not an echo: it is `empty`.
+  the prompt, after `workbench.text.echo_key`'s normalisation (the clean rule `output_echoes_prompt` uses the same):
+  NFKC, lowercase, all whitespace removed, punctuation (Unicode category P, and the wrapping symbols < > ` ~)
+  stripped at both ends, so the prompt followed by only spaces or punctuation is an echo too. Other symbols stay:
+  "68+11=" keeps its `=`, so "68+11=" echoes the prompt "68+11=" while "68+11=79" does not. A prefix or suffix
+  counts when it holds at least half of the prompt's normalised characters or at least 32 of them (shorter pieces,
+  such as "11" of "68+11=", are often the answer itself). An empty answer is not an echo: it is `empty`.
 - `cut_off`: generation stopped because it reached `max_new_tokens` without an end token: `generated_tokens >=
   max_new_tokens` and `finished` is not True. `finished=None` (unknown) leaves the token count to decide; unknown
   token counts give False.
@@ -32,7 +33,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from workbench.text import count_cjk, is_generation_loop, script_of
+from workbench.text import count_cjk, echo_key, is_end_punctuation, is_generation_loop, script_of
 
 DEGENERATE_KINDS: dict[str, str] = {
     "echo": "The answer repeats the prompt (or a prefix or suffix of it) instead of answering.",
@@ -49,28 +50,16 @@ ECHO_MIN_CHARS = 32
 WRONG_LANGUAGE_MIN_LETTERS = 3
 
 _BROKEN_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ud800-\udfff]")
-_WHITESPACE_RE = re.compile(r"\s+")
-
-
-def _is_punctuation(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("P")
 
 
 def _strip_punctuation(key: str) -> tuple[int, int]:
-    """(start, end) of `key` without punctuation at its ends."""
+    """(start, end) of `key` without punctuation at its ends (what `echo_key` strips)."""
     start, end = 0, len(key)
-    while start < end and _is_punctuation(key[start]):
+    while start < end and is_end_punctuation(key[start]):
         start += 1
-    while end > start and _is_punctuation(key[end - 1]):
+    while end > start and is_end_punctuation(key[end - 1]):
         end -= 1
     return start, end
-
-
-def echo_key(text: str) -> str:
-    """The normalised form `echo` compares: NFKC, casefolded, no whitespace, no punctuation at either end."""
-    key = _WHITESPACE_RE.sub("", unicodedata.normalize("NFKC", text).casefold())
-    start, end = _strip_punctuation(key)
-    return key[start:end]
 
 
 def echo(prediction: str, prompt: str) -> bool:
@@ -87,7 +76,7 @@ def echo(prediction: str, prompt: str) -> bool:
 
 
 def _char_key(ch: str) -> str:
-    return "" if ch.isspace() else unicodedata.normalize("NFKC", ch).casefold()
+    return "" if ch.isspace() else unicodedata.normalize("NFKC", ch).lower()
 
 
 def _after_prompt(text: str, core: str, tail: str) -> int | None:
@@ -95,7 +84,7 @@ def _after_prompt(text: str, core: str, tail: str) -> int | None:
     without end punctuation, `tail` the end punctuation; leading whitespace and punctuation of `text` are skipped,
     as the key skips them, then `core` must follow exactly, then as much of `tail` as is there, then whitespace."""
     i, n = 0, len(text)
-    while i < n and (text[i].isspace() or _is_punctuation(text[i])):
+    while i < n and (text[i].isspace() or is_end_punctuation(text[i])):
         i += 1
     pos = 0
     while pos < len(core):

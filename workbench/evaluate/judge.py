@@ -84,7 +84,7 @@ def load_prompt(path: Path) -> JudgePrompt:
     return prompt
 
 
-def load_prompts(folder: Path | None = None) -> dict[str, JudgePrompt]:
+def load_judge_prompts(folder: Path | None = None) -> dict[str, JudgePrompt]:
     """The English and Chinese judge prompts: `judge-en.yaml` and `judge-zh.yaml` of `folder` (default: shipped)."""
     from workbench.evaluate.suite import pipelines_dir
 

@@ -244,8 +244,9 @@ def bleu_tokenize_for(references: Iterable[References]) -> str:
 
 
 @dataclass(frozen=True)
-class CorpusScore:
-    """A corpus-level sacrebleu score (0-100, sacrebleu's scale) and its signature; for BLEU also the brevity
+class SacrebleuScore:
+    """One model's corpus-level sacrebleu score (0-100, sacrebleu's scale) and its signature (`runfile.CorpusScore`
+    is what metrics.json keeps of it, tuned and base side by side); for BLEU also the brevity
     penalty and the length ratio (answer tokens / reference tokens), which explain a low corpus BLEU when answers
     are short or cut at the token limit."""
 
@@ -259,7 +260,7 @@ class CorpusScore:
 class _SacreScores:
     bleu: list[float]
     chrf: list[float]
-    corpus: dict[str, CorpusScore]
+    corpus: dict[str, SacrebleuScore]
     sentence_bleu_signature: str
 
 
@@ -282,13 +283,13 @@ def _sacre_scores(predictions: Sequence[str], references: list[list[str]], token
 
     whole = corpus_bleu._aggregate_and_compute(stats)
     corpus = {
-        "bleu": CorpusScore(
+        "bleu": SacrebleuScore(
             round(float(whole.score), _DECIMALS),
             corpus_bleu.get_signature().format(),
             round(float(whole.bp), _DECIMALS),
             round(float(whole.ratio), _DECIMALS),
         ),
-        "chrf": CorpusScore(
+        "chrf": SacrebleuScore(
             round(float(chrf_metric._aggregate_and_compute(chrf_stats).score), _DECIMALS),
             chrf_metric.get_signature().format(),
         ),
@@ -309,7 +310,7 @@ class ScoreResult:
     """
 
     items: list[dict[str, float | int]]
-    corpus: dict[str, CorpusScore]
+    corpus: dict[str, SacrebleuScore]
     bleu_tokenize: str
     sentence_bleu_signature: str
     empty_references: list[int] = field(default_factory=list)

@@ -484,7 +484,7 @@ def _judge_task(
     task = next((s for s in sets if s.kind == TASK), None)
     if task is None or "base" not in task.predictions or "tuned" not in task.predictions:
         raise WbError("--judge compares base and tuned task answers: give --data (and keep the base model)")
-    prompts = judge.load_prompts(config.judge_prompts)
+    prompts = judge.load_judge_prompts(config.judge_prompts)
     pairs = [
         judge.Pair(it.prompt, it.reference, tuned, base)
         for it, tuned, base in zip(task.items, task.predictions["tuned"], task.predictions["base"], strict=True)

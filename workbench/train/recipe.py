@@ -189,7 +189,7 @@ class FreezeConfig(Strict):
     trainable_layers: int = Field(2, ge=1, description="Train only the last N transformer layers (and the norm).")
 
 
-class PreferenceConfig(Strict):
+class PreferenceMethodConfig(Strict):
     """Keys of the preference methods (dpo, orpo, simpo, kto, reward, grpo); TRL's names where TRL has one."""
 
     weights: Literal["lora", "qlora", "full"] = Field(
@@ -474,7 +474,7 @@ class Recipe(Strict):
     adapter: BottleneckConfig = Field(default_factory=BottleneckConfig)
     galore: GaloreConfig = Field(default_factory=GaloreConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
-    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    preference: PreferenceMethodConfig = Field(default_factory=PreferenceMethodConfig)
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod
