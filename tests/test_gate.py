@@ -470,7 +470,7 @@ def test_a_check_on_a_set_of_0_items_is_missing(
 
 
 def test_a_preference_margin_that_is_the_same_on_every_pair_is_inconclusive(run: Path, tmp_path: Path, wb: Any) -> None:
-    from workbench.evaluate.preference import _accuracy
+    from workbench.evaluate.preference_metrics import _accuracy
 
     # What `wb eval --prefs` computes when the policy equals its reference: every log-ratio 0, margin 0.000 [0, 0].
     accuracy, margin = _accuracy([0.0] * 24, [0.0] * 24, seed=0)

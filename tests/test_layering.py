@@ -38,7 +38,7 @@ FLOORS: dict[str, int] = {
     "workbench.charts": 1,
     "workbench.precision": 1,
     "workbench.console": 1,
-    "workbench.preference": 1,
+    "workbench.preference_records": 1,
     "workbench.runfile": 1,
     "workbench.pairs": 1,
     "workbench.clean": 2,

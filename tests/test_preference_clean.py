@@ -13,7 +13,7 @@ from tests.conftest import read_jsonl, write_jsonl
 from workbench.clean import dispatch as cleaning
 from workbench.clean.profile import from_dict, load
 from workbench.clean.rules import RULES
-from workbench.preference import read_preferences, to_canonical, to_trl
+from workbench.preference_records import read_preferences, to_canonical, to_trl
 
 REPO = Path(__file__).resolve().parent.parent
 

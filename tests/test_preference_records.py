@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from workbench.errors import WbError
-from workbench.preference import (
+from workbench.preference_records import (
     ChatMessage,
     KtoExample,
     NoPreference,

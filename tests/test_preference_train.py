@@ -256,7 +256,7 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
     from workbench import pairs as pdata
     from workbench.evaluate.config import EvalConfig
     from workbench.evaluate.pipeline import evaluate
-    from workbench.evaluate.preference import RewardScorer
+    from workbench.evaluate.preference_metrics import RewardScorer
 
     result = train(recipe(tmp_path, tiny, pairs_file, "reward"))
     rows = log_of(result.run_dir)

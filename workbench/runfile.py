@@ -200,9 +200,9 @@ class Overlap(_Strict):
 
 
 class PreferenceMetrics(_Strict):
-    """Preference evaluation on held-out pairs (`wb eval --prefs`, workbench/evaluate/preference.py): the policy's
-    implicit-reward accuracy, a reward model's accuracy (`--reward-model`), and the tuned-vs-base win rate of the task
-    answers under that reward model."""
+    """Preference evaluation on held-out pairs (`wb eval --prefs`, workbench/evaluate/preference_metrics.py): the
+    policy's implicit-reward accuracy, a reward model's accuracy (`--reward-model`), and the tuned-vs-base win rate of
+    the task answers under that reward model."""
 
     n: Count = Field(description="Held-out pairs scored.")
     source: str | None = Field(None, description="The pairs file.")

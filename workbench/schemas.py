@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench import preference, runfile
+from workbench import preference_records, runfile
 from workbench.clean import rules
 from workbench.clean.profile import Profile
 from workbench.evaluate import registry
@@ -32,14 +32,14 @@ MODELS: dict[str, type[BaseModel]] = {
     "record.schema.json": AlpacaRecord,
     "sharegpt-record.schema.json": ShareGPTRecord,
     "messages-record.schema.json": MessagesRecord,
-    # Preference data (workbench/preference.py): the shapes read, and the canonical form wb clean writes.
-    "preference-pair.schema.json": preference.PreferencePair,
-    "kto-example.schema.json": preference.KtoExample,
-    "pairwise-preference-record.schema.json": preference.PairwiseRecord,
-    "implicit-preference-record.schema.json": preference.ImplicitPairRecord,
-    "conversation-preference-record.schema.json": preference.ConversationPairRecord,
-    "kto-record.schema.json": preference.KtoRecord,
-    "scored-completions-record.schema.json": preference.ScoredRecord,
+    # Preference data (workbench/preference_records.py): the shapes read, and the canonical form wb clean writes.
+    "preference-pair.schema.json": preference_records.PreferencePair,
+    "kto-example.schema.json": preference_records.KtoExample,
+    "pairwise-preference-record.schema.json": preference_records.PairwiseRecord,
+    "implicit-preference-record.schema.json": preference_records.ImplicitPairRecord,
+    "conversation-preference-record.schema.json": preference_records.ConversationPairRecord,
+    "kto-record.schema.json": preference_records.KtoRecord,
+    "scored-completions-record.schema.json": preference_records.ScoredRecord,
     "clean-profile.schema.json": Profile,
     "train-recipe.schema.json": Recipe,
     "gate.schema.json": GateFile,

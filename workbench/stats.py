@@ -39,7 +39,7 @@ def validate(
 ) -> Validation:
     """Read every record of `path` as a training example; keep the first `keep` rejects in full. Preference data
     (recognised by its first record, unless `--map` maps SFT fields) is checked against the preference shapes."""
-    from workbench.preference import sniff_kind
+    from workbench.preference_records import sniff_kind
 
     if not overrides and sniff_kind(Path(path)) is not None:
         return _validate_preferences(Path(path), keep, duplicate_keys, split)
@@ -57,7 +57,7 @@ def validate(
 
 
 def _validate_preferences(path: Path, keep: int, duplicate_keys: io.DuplicateKeys, split: str | None) -> Validation:
-    from workbench import preference
+    from workbench import preference_records
 
     reader = io.RecordReader(path, duplicate_keys=duplicate_keys, split=split)
     result = Validation(reader.info, {})
@@ -66,12 +66,12 @@ def _validate_preferences(path: Path, keep: int, duplicate_keys: io.DuplicateKey
         for n, obj, raw in items:
             result.records += 1
             try:
-                if isinstance(obj, preference.RecordError):
+                if isinstance(obj, preference_records.RecordError):
                     raise obj
-                ex = preference.to_canonical(obj)
-            except preference.NoPreference:
+                ex = preference_records.to_canonical(obj)
+            except preference_records.NoPreference:
                 continue  # well-formed; wb clean drops it under tied_scores
-            except preference.RecordError as e:
+            except preference_records.RecordError as e:
                 reject = io.Reject(n, reader.info.unit, e.field, e.kind, str(e), io.raw_text(obj, raw))
             else:
                 kind = kind or ex.kind
@@ -180,33 +180,33 @@ def describe_preferences(path: Path, top: int = 10, split: str | None = None, ma
     """`describe` for preference data: input shapes, lengths of the prompt and each answer, the length bias of the
     pairs (or the label balance of KTO examples), prompts that carry several pairs. A record that is not valid
     preference data counts as malformed (`wb clean` lists each with its line); tied scored records are counted."""
-    from workbench import preference
+    from workbench import preference_records
     from workbench.clean.preference import LengthBiasTally, examples_frame
 
     reader = io.RecordReader(Path(path), split=split)
     shapes: Counter[str] = Counter()
     rejected = tied = 0
-    kind: preference.Kind | None = None
+    kind: preference_records.Kind | None = None
     frames: list[pl.DataFrame] = []
     for items, _ in reader.iter_items():
         lines: list[int] = []
-        examples: list[preference.Canonical] = []
+        examples: list[preference_records.Canonical] = []
         for n, obj, _ in items:
             try:
-                if isinstance(obj, preference.RecordError):
+                if isinstance(obj, preference_records.RecordError):
                     raise obj
-                ex = preference.to_canonical(obj)
-            except preference.NoPreference:
+                ex = preference_records.to_canonical(obj)
+            except preference_records.NoPreference:
                 tied += 1
                 continue
-            except preference.RecordError:
+            except preference_records.RecordError:
                 rejected += 1
                 continue
             kind = kind or ex.kind
             if ex.kind != kind:
                 rejected += 1
                 continue
-            shapes[preference.detect_shape(obj) or "?"] += 1
+            shapes[preference_records.detect_shape(obj) or "?"] += 1
             lines.append(n)
             examples.append(ex)
         if examples and kind is not None:

@@ -1,7 +1,7 @@
 """`wb clean` on preference data: the SFT pipeline's steps (validation, normalisation, PII, rules, dedup,
 decontamination, accounting, output set, manifest) over pairs and KTO examples.
 
-A batch of canonical examples (`workbench.preference`) becomes a polars frame: the prompt in the SFT columns
+A batch of canonical examples (`workbench.preference_records`) becomes a polars frame: the prompt in the SFT columns
 (`instruction` is the last user message, `system`, `history` the turns before it, `input` empty), plus `chosen`
 and `rejected` for pairs, or `output` (the completion) and `label` for KTO. Then, per batch:
 
@@ -12,7 +12,7 @@ and `rejected` for pairs, or `output` (the completion) and `label` for KTO. Then
 After the last batch, over the records kept so far: `contradictory_pair` (the same prompt preferred both ways,
 across the whole file), then decontamination and exact duplicates, then near duplicates, where for pairs `output`
 holds chosen and rejected together, so dedup keys cover the prompt and both answers. Kept records are written in
-TRL's conversational format (`preference.to_trl`), `read = kept + dropped + rejected` holds, and the stats carry
+TRL's conversational format (`preference_records.to_trl`), `read = kept + dropped + rejected` holds, and the stats carry
 `preference` (kind, input shapes, label balance for KTO, and the length bias of the kept pairs).
 """
 
@@ -27,14 +27,14 @@ from typing import Any, Literal
 import orjson
 import polars as pl
 
-from workbench import io, preference, text
+from workbench import io, preference_records, text
 from workbench.clean import pipeline
 from workbench.clean.profile import Profile
 from workbench.clean.rules import RULES, Check, features
 from workbench.dedup.stages import DedupStages
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
-from workbench.preference import Canonical, NoPreference, PreferencePair
+from workbench.preference_records import Canonical, NoPreference, PreferencePair
 from workbench.records import EXTRA, RecordError, extra_json, with_extra
 
 KindOpt = Literal["auto", "sft", "preference"]
@@ -43,7 +43,7 @@ KTO_TEXT = ("instruction", "input", "output", "system")
 TIED = "tied_scores"
 
 
-sniff_kind = preference.sniff_kind
+sniff_kind = preference_records.sniff_kind
 
 
 def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preference"]:
@@ -57,13 +57,13 @@ def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preferen
 
 
 def examples_frame(
-    lines: list[int], examples: list[Canonical], kind: preference.Kind, extras: list[str | None] | None = None
+    lines: list[int], examples: list[Canonical], kind: preference_records.Kind, extras: list[str | None] | None = None
 ) -> pl.DataFrame:
     """The frame of a batch of canonical examples (see the module docstring for its columns); `extras`: each
     record's own other fields (`records.EXTRA`)."""
     cols: dict[str, list[Any]] = {c: [] for c in ("instruction", "system", "history", "a", "b")}
     for ex in examples:
-        system, history, user = preference.split_prompt(ex.prompt_messages)
+        system, history, user = preference_records.split_prompt(ex.prompt_messages)
         cols["instruction"].append(user)
         cols["system"].append(system)
         cols["history"].append(history)
@@ -92,9 +92,9 @@ def examples_frame(
     return pl.DataFrame(data)
 
 
-def output_rows(df: pl.DataFrame, kind: preference.Kind) -> list[dict[str, Any]]:
+def output_rows(df: pl.DataFrame, kind: preference_records.Kind) -> list[dict[str, Any]]:
     """The records of a frame as `wb clean` writes them (kept and dropped files): TRL's conversational format,
-    `preference.to_trl` of the canonical example, which TRL's trainers, `wb train` and `read_preferences` read,
+    `preference_records.to_trl` of the canonical example, which TRL's trainers, `wb train` and `read_preferences` read,
     followed by the record's own other fields (`records.with_extra`: one named like a TRL field becomes
     `original_<name>`)."""
     out: list[dict[str, Any]] = []
@@ -117,7 +117,7 @@ def output_rows(df: pl.DataFrame, kind: preference.Kind) -> list[dict[str, Any]]
 # --- rules ----------------------------------------------------------------------------------------------------
 
 
-def applicable_rules(profile: Profile, kind: preference.Kind) -> tuple[list[tuple[str, Any]], list[str]]:
+def applicable_rules(profile: Profile, kind: preference_records.Kind) -> tuple[list[tuple[str, Any]], list[str]]:
     """The profile's rules that apply to `kind` (in order), and those that do not (noted in the stats). An SFT-only
     rule (`refusal`) in a profile used on preference data is a WbError: it would judge rejected answers too."""
     use, skip = [], []
@@ -135,7 +135,7 @@ def applicable_rules(profile: Profile, kind: preference.Kind) -> tuple[list[tupl
     return use, skip
 
 
-def _side_view(df: pl.DataFrame, kind: preference.Kind, side: str) -> tuple[pl.DataFrame, str]:
+def _side_view(df: pl.DataFrame, kind: preference_records.Kind, side: str) -> tuple[pl.DataFrame, str]:
     """`df` (its unflagged remaining records) with `output` set to one answer, and the name reasons give it."""
     if kind == "pair":
         return df.with_columns(pl.col(side).alias("output")), side
@@ -167,7 +167,7 @@ def _hits(frame: pl.DataFrame, check: Check) -> pl.DataFrame:
     return hits.select("_i", check.reason.cast(pl.String).alias("_why"))
 
 
-def side_views(df: pl.DataFrame, kind: preference.Kind) -> dict[str, tuple[pl.DataFrame, str]]:
+def side_views(df: pl.DataFrame, kind: preference_records.Kind) -> dict[str, tuple[pl.DataFrame, str]]:
     """For each side, `df` with `output` set to that answer and the rule features computed, once per batch."""
     views = {}
     for side in ("chosen", "rejected"):
@@ -180,7 +180,7 @@ def rule_hits(
     df: pl.DataFrame,
     name: str,
     params: Any,
-    kind: preference.Kind,
+    kind: preference_records.Kind,
     views: dict[str, tuple[pl.DataFrame, str]] | None = None,
 ) -> pl.DataFrame:
     """`_i` and `_why` of the records of `df` (with `_i`) that rule `name` matches, on every side it judges.
@@ -202,7 +202,9 @@ def rule_hits(
     return pl.concat(parts)
 
 
-def apply_preference_rules(df: pl.DataFrame, rules: list[tuple[str, Any]], kind: preference.Kind) -> pl.DataFrame:
+def apply_preference_rules(
+    df: pl.DataFrame, rules: list[tuple[str, Any]], kind: preference_records.Kind
+) -> pl.DataFrame:
     """`pipeline.apply_rules` for preference frames: `_rule`/`_reason` (the first rule that drops a record),
     `_flag`/`_flag_reason` (the first `action: report` rule that matches), PII drops last."""
     df = df.with_row_index("_i")
@@ -239,7 +241,7 @@ def apply_preference_rules(df: pl.DataFrame, rules: list[tuple[str, Any]], kind:
 _PROMPT = ["system", "history", "instruction", "input"]
 
 
-def contradiction_keys(df: pl.DataFrame, kind: preference.Kind) -> pl.DataFrame:
+def contradiction_keys(df: pl.DataFrame, kind: preference_records.Kind) -> pl.DataFrame:
     """`_line`, `fwd`, `rev`: for a pair, hashes of (prompt, chosen, rejected) and of (prompt, rejected, chosen),
     so a record whose `fwd` is another's `rev` states the opposite preference; for KTO, of (prompt, completion)
     with the label, and with the opposite label. "The same text" is `text.duplicate_text`'s."""
@@ -253,7 +255,7 @@ def contradiction_keys(df: pl.DataFrame, kind: preference.Kind) -> pl.DataFrame:
     return df.select("_line", fwd.alias("fwd"), rev.alias("rev"))
 
 
-def contradictions(keys: pl.DataFrame, kind: preference.Kind, listed: int = 5) -> pl.DataFrame:
+def contradictions(keys: pl.DataFrame, kind: preference_records.Kind, listed: int = 5) -> pl.DataFrame:
     """`_line`, `_reason` of every record that some other record contradicts; the reason names those lines."""
     pairs = keys.join(keys.select(pl.col("_line").alias("other"), pl.col("fwd").alias("rev")), on="rev", how="inner")
     pairs = pairs.filter(pl.col("other") != pl.col("_line"))  # answers the same as dedup compares them: not itself
@@ -332,7 +334,7 @@ class LengthBiasTally:
 STAGE = "stage"
 
 
-def _write_dropped(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
+def _write_dropped(f: Any, df: pl.DataFrame, kind: preference_records.Kind) -> None:
     if df.height == 0:
         return
     extra = [c for c in ("duplicate_of", "similarity", "eval_item", "contradicts") if c in df.columns]
@@ -344,12 +346,12 @@ def _write_dropped(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
         f.write(orjson.dumps(row) + b"\n")
 
 
-def _write_kept(f: Any, df: pl.DataFrame, kind: preference.Kind) -> None:
+def _write_kept(f: Any, df: pl.DataFrame, kind: preference_records.Kind) -> None:
     for rec in output_rows(df, kind):
         f.write(orjson.dumps(rec) + b"\n")
 
 
-def _with_pair_text(df: pl.DataFrame, kind: preference.Kind) -> pl.DataFrame:
+def _with_pair_text(df: pl.DataFrame, kind: preference_records.Kind) -> pl.DataFrame:
     """For pairs, `output` is chosen and rejected together: what dedup and decontamination compare."""
     if kind != "pair":
         return df
@@ -370,7 +372,7 @@ def run(
     extra_fields: bool = True,
 ) -> pipeline.CleanResult:
     """Clean a preference file (pairs or KTO examples) into `output` under `profile` (see the module docstring).
-    `extra_fields`: keep each record's fields the conversion does not read (`preference.own_fields`)."""
+    `extra_fields`: keep each record's fields the conversion does not read (`preference_records.own_fields`)."""
     started = time.time()
     reader = io.RecordReader(Path(input_path), batch_size=batch_size, duplicate_keys=duplicate_keys, split=split)
     paths = pipeline.OutputPaths.for_output(Path(output))
@@ -380,7 +382,7 @@ def run(
         text.chinese_converter(profile.normalize.chinese)
     stats = pipeline.CleanTally()
     shapes: Counter[str] = Counter()
-    kind: preference.Kind | None = None
+    kind: preference_records.Kind | None = None
     first_line = 0
     rules: list[tuple[str, Any]] = []
     skipped: list[str] = []
@@ -399,13 +401,13 @@ def run(
             extras: list[str | None] = []
             rejects: list[io.Reject] = []
             for n, obj, raw in items:
-                shape = preference.detect_shape(obj)
+                shape = preference_records.detect_shape(obj)
                 if shape is not None:
                     shapes[shape] += 1
                 try:
                     if isinstance(obj, RecordError):
                         raise obj
-                    ex = preference.to_canonical(obj)
+                    ex = preference_records.to_canonical(obj)
                 except NoPreference as e:
                     row = {"line": n, "rule": TIED, "reason": e.message, "record": obj}
                     dropped_f.write(orjson.dumps(row, default=str) + b"\n")
@@ -424,7 +426,7 @@ def run(
                 lines.append(n)
                 examples.append(ex)
                 assert shape is not None and isinstance(obj, dict)  # to_canonical read it
-                extras.append(extra_json(preference.own_fields(obj, shape)) if extra_fields else None)
+                extras.append(extra_json(preference_records.own_fields(obj, shape)) if extra_fields else None)
             stats.read += len(items)
             stats.rejected += len(rejects)
             stats.rejected_by_kind.update(r.kind for r in rejects)
@@ -521,7 +523,7 @@ def run(
 
 def _preference_section(
     profile: Profile,
-    kind: preference.Kind,
+    kind: preference_records.Kind,
     shapes: Counter[str],
     skipped: list[str],
     bias: LengthBiasTally,

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench import io, preference
+from workbench import io, preference_records
 from workbench.dedup.shingles import record_ngrams
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
@@ -84,7 +84,7 @@ def _eval_frames(reader: io.RecordReader) -> Iterator[tuple[list[int], pl.DataFr
     """The records of an eval file as frames of canonical rows. A preference file (pairs, KTO examples) counts
     its prompt and every answer: a pair's row holds chosen and rejected together as its output."""
     path = reader.path
-    if preference.sniff_kind(path) is None:
+    if preference_records.sniff_kind(path) is None:
         for batch in reader:
             if batch.rejects:
                 r = batch.rejects[0]
@@ -98,15 +98,17 @@ def _eval_frames(reader: io.RecordReader) -> Iterator[tuple[list[int], pl.DataFr
             try:
                 if isinstance(obj, RecordError):
                     raise obj
-                ex = preference.to_canonical(obj)
-            except preference.NoPreference:
+                ex = preference_records.to_canonical(obj)
+            except preference_records.NoPreference:
                 continue
             except RecordError as e:
                 raise WbError(
                     f"{path}:{reader.info.unit} {n}: {e} (an eval file for --against must be valid)"
                 ) from None
-            system, history, user = preference.split_prompt(ex.prompt_messages)
-            answer = f"{ex.chosen}\n{ex.rejected}" if isinstance(ex, preference.PreferencePair) else ex.completion
+            system, history, user = preference_records.split_prompt(ex.prompt_messages)
+            answer = (
+                f"{ex.chosen}\n{ex.rejected}" if isinstance(ex, preference_records.PreferencePair) else ex.completion
+            )
             lines.append(n)
             rows.append((user, "", answer, system, history))
         yield lines, rows_to_frame(lines, rows)

@@ -274,11 +274,11 @@ def _preference(
     warnings: list[str],
     on_status: StatusFn | None,
 ) -> tuple[runfile.PreferenceMetrics | None, list[dict[str, Any]]]:
-    """`--prefs` / `--reward-model`: the preference section of metrics.json (workbench/evaluate/preference.py) and
-    the per-pair rows of `preference_scores.jsonl`."""
+    """`--prefs` / `--reward-model`: the preference section of metrics.json
+    (workbench/evaluate/preference_metrics.py) and the per-pair rows of `preference_scores.jsonl`."""
     if config.prefs is None and config.reward_model is None:
         return None, []
-    from workbench.evaluate import preference as pref_eval
+    from workbench.evaluate import preference_metrics as pref_eval
     from workbench.models.base import load_adapter
 
     scorer = None
@@ -331,7 +331,7 @@ def _preference(
 def _evaluate_reward_run(
     target: Any, config: EvalConfig, out_dir: Path, started: float, warnings: list[str]
 ) -> EvalResult:
-    from workbench.evaluate import preference as pref_eval
+    from workbench.evaluate import preference_metrics as pref_eval
 
     if config.prefs is None:
         raise WbError(f"{target.name} is a reward model: evaluate it on held-out pairs with --prefs FILE")

@@ -252,7 +252,7 @@ def metric_reward(name: str) -> Callable[..., list[float]]:
 
 
 def _grpo_rewards(recipe: Recipe) -> list[Any]:
-    from workbench.evaluate.preference import RewardScorer
+    from workbench.evaluate.preference_metrics import RewardScorer
 
     pref = recipe.preference
     funcs: list[Any] = []
