@@ -457,3 +457,19 @@ def test_make_demo_writes_only_where_git_ignores_and_leaves_the_sample_report_al
     demo = (REPO / "docs" / "demo.md").read_text(encoding="utf-8")
     assert "ends with the report at\n`runs/demo/report.html`" in demo
     assert "Figures of the committed sample report (fp32 on an AVX2-only AMD EPYC" in demo
+
+
+def test_the_comparison_of_two_runs_takes_its_intervals_from_the_eval_statistics(tmp_path: Path) -> None:
+    # The report has no bootstrap of its own: B − A over the common items is evaluate/compare's paired bootstrap.
+    from workbench.evaluate import compare
+    from workbench.report.comparison import compare_runs
+    from workbench.report.summary import scored_items
+
+    a = load_run(make_run(tmp_path / "a", name="a"))
+    b = load_run(make_run(tmp_path / "b", name="b", seed=3, quality=0.65))
+    row = next(r for r in compare_runs(a, b) if r["metric"] == "task.rouge_l.tuned")
+    per_item = [{str(x["id"]): x["tuned"]["rouge_l"] for x in scored_items(run)["task"]} for run in (a, b)]
+    ids = sorted(set(per_item[0]) & set(per_item[1]))
+    delta, lower, upper = compare.paired_bootstrap([per_item[1][i] for i in ids], [per_item[0][i] for i in ids], 0)
+    assert (row["lower"], row["upper"], row["paired_n"]) == (lower, upper, len(ids))
+    assert row["diff"] == pytest.approx(delta)
