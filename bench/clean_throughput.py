@@ -1063,8 +1063,8 @@ def worker_wb_steps(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import polars as pl
 
-    from workbench import io
     from workbench.clean.pipeline import apply_rules, normalize_frame, pii_frame, rows_to_frame
+    from workbench.io.reader import RecordReader
     from workbench.records import FIELDS
 
     profile, _ = load_wb_profile(full_profile=False)  # the cleaning steps; dedup stages are not timed here
@@ -1073,13 +1073,13 @@ def worker_wb_steps(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
         return profile.model_copy(update={"rule_order": names})
 
     steps, per_rule = Laps(), Laps()
-    batches = iter(io.RecordReader(src, batch_size=50_000))
+    batches = iter(RecordReader(src, batch_size=50_000))
     dst.parent.mkdir(parents=True, exist_ok=True)
     with dst.open("wb") as sink:
         while True:
             steps.start()
             batch = next(batches, None)
-            steps.lap("read + parse (io.RecordReader)")
+            steps.lap("read + parse (RecordReader)")
             if batch is None:
                 break
             df = rows_to_frame(batch.lines, batch.rows)

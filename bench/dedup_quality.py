@@ -503,10 +503,10 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
 
     import workbench.clean.dispatch
     import workbench.clean.profile
-    from workbench import io
     from workbench.clean.pipeline import STAGE_COLUMNS, apply_rules, normalize_frame, pii_frame, rows_to_frame
     from workbench.dedup import minhash
     from workbench.dedup.stages import DedupStages
+    from workbench.io.reader import RecordReader
     from workbench.records import FIELDS as WB_FIELDS
 
     steps, inner = Laps(), Laps()
@@ -538,12 +538,12 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
     batch_size = inspect.signature(workbench.clean.dispatch.run).parameters["batch_size"].default
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    batches = iter(io.RecordReader(Path(args.input), batch_size=batch_size))
+    batches = iter(RecordReader(Path(args.input), batch_size=batch_size))
     with tempfile.TemporaryDirectory(dir=out.parent) as stage_dir, out.open("wb") as sink:
         while True:
             steps.start()
             batch = next(batches, None)
-            steps.lap("read + parse (io.RecordReader)")
+            steps.lap("read + parse (RecordReader)")
             if batch is None:
                 break
             df = rows_to_frame(batch.lines, batch.rows)

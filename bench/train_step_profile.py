@@ -45,7 +45,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     from peft import LoraConfig, get_peft_model
 
-    from workbench.io import read_records
+    from workbench.io.reader import read_records
     from workbench.models import templates as tdata
     from workbench.models.base import load_model, load_tokenizer
     from workbench.train import hf as whf

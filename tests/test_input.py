@@ -20,7 +20,8 @@ from test_io import PLAIN, RECORDS, ROWS, jsonl, put, read_all
 from workbench.clean.dispatch import run
 from workbench.clean.profile import load
 from workbench.errors import WbError
-from workbench.io import RecordReader, sniff
+from workbench.io.reader import RecordReader
+from workbench.io.sniff import sniff
 
 SHAREGPT = {"conversations": [{"from": "human", "value": "Capital of France?"}, {"from": "gpt", "value": "Paris."}]}
 

@@ -18,17 +18,11 @@ import pytest
 import zstandard
 
 from workbench.errors import WbError
-from workbench.io import (
-    RecordReader,
-    Reject,
-    atomic_write,
-    dumps_json,
-    jsonl_line,
-    parse_overrides,
-    resolve_mapping,
-    sha256_file,
-    sniff,
-)
+from workbench.io.jsontext import dumps_json, jsonl_line
+from workbench.io.options import parse_overrides, resolve_mapping
+from workbench.io.reader import RecordReader, Reject
+from workbench.io.sniff import sniff
+from workbench.output import atomic_write, sha256_file
 
 BOM = b"\xef\xbb\xbf"
 

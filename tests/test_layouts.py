@@ -12,7 +12,7 @@ import pytest
 from workbench.clean.dispatch import run
 from workbench.clean.profile import load
 from workbench.errors import WbError
-from workbench.io import RecordReader, read_records
+from workbench.io.reader import RecordReader, read_records
 from workbench.stats import describe, validate
 
 ZH_TERMS = Path(__file__).resolve().parent / "data" / "zh_term_explanations.json"

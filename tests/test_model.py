@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from workbench.errors import WbError
-from workbench.io import sha256_file
 from workbench.models import base as wbmodel
+from workbench.output import sha256_file
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from conftest import DEMO_DATA, read_jsonl, write_jsonl
 
-from workbench import io
 from workbench.clean.dispatch import run
 from workbench.clean.profile import load
 from workbench.errors import WbError
+from workbench.output import IncompleteOutput, OutputSet, check_complete, remove_old_stages, sha256_file
 
 GOOD = [
     {"instruction": "把下面的句子翻译成英文。", "input": "我爱机器学习。", "output": "I love machine learning."},
@@ -104,7 +104,7 @@ def test_eval_predictions_with_a_file_as_output_folder_is_one_line(tmp_path: Pat
 
 def test_a_second_writer_of_the_same_output_is_refused_while_the_first_holds_it(tmp_path: Path) -> None:
     out = tmp_path / "clean.jsonl"
-    with io.OutputSet([out]) as first:
+    with OutputSet([out]) as first:
         first.write(out, b"first\n")
         with pytest.raises(WbError, match="another wb run is writing"):
             run(raw(tmp_path), out, load("default"))
@@ -146,7 +146,7 @@ def test_an_old_stage_folder_with_a_recent_file_inside_is_kept(tmp_path: Path) -
     os.utime(folder, (hour_ago, hour_ago))
     (folder / "part.arrow").write_bytes(b"x")  # written just now
     os.utime(folder, (hour_ago, hour_ago))
-    assert io.remove_old_stages(tmp_path) == []
+    assert remove_old_stages(tmp_path) == []
     assert folder.exists()
 
 
@@ -156,12 +156,12 @@ def test_an_old_stage_folder_with_a_recent_file_inside_is_kept(tmp_path: Path) -
 def test_clean_outputs_are_a_complete_set_named_by_their_manifest(tmp_path: Path) -> None:
     out = tmp_path / "clean.jsonl"
     run(raw(tmp_path), out, load("default"))
-    manifest = io.check_complete(tmp_path / "clean.manifest.json")
+    manifest = check_complete(tmp_path / "clean.manifest.json")
     assert set(manifest["outputs"]) == {"kept", "dropped", "rejects", "stats"}
-    assert manifest["outputs"]["kept"]["sha256"] == io.sha256_file(out)
+    assert manifest["outputs"]["kept"]["sha256"] == sha256_file(out)
     (tmp_path / "clean.stats.json").write_text('{"kept": 999}\n')
-    with pytest.raises(io.IncompleteOutput, match=r"clean\.stats\.json: does not match"):
-        io.check_complete(tmp_path / "clean.manifest.json")
+    with pytest.raises(IncompleteOutput, match=r"clean\.stats\.json: does not match"):
+        check_complete(tmp_path / "clean.manifest.json")
 
 
 def test_a_kill_between_two_renames_leaves_a_set_recognised_as_torn(
@@ -183,8 +183,8 @@ def test_a_kill_between_two_renames_leaves_a_set_recognised_as_torn(
         run(write_jsonl(tmp_path / "raw2.jsonl", GOOD[:1]), out, load("default"))
     monkeypatch.undo()
     assert len(read_jsonl(out)) == 1 and (tmp_path / "clean.stats.json").read_bytes() == old_stats
-    with pytest.raises(io.IncompleteOutput, match=r"clean\.manifest\.json: missing"):
-        io.check_complete(tmp_path / "clean.manifest.json")
+    with pytest.raises(IncompleteOutput, match=r"clean\.manifest\.json: missing"):
+        check_complete(tmp_path / "clean.manifest.json")
     assert not list(tmp_path.glob(".clean.jsonl.wb-*"))
 
 
@@ -195,7 +195,7 @@ def test_a_failing_write_keeps_the_previous_set_whole(tmp_path: Path) -> None:
     with pytest.raises(WbError):
         run(tmp_path / "missing.jsonl", out, load("default"))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    io.check_complete(tmp_path / "clean.manifest.json")
+    check_complete(tmp_path / "clean.manifest.json")
 
 
 def _no_room(limit: int) -> None:
@@ -225,7 +225,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_set(tmp_path: Path) -> N
         "free some space and run again"
     ]
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # no stage, no lock left either
-    io.check_complete(out.parent / "clean.manifest.json")
+    check_complete(out.parent / "clean.manifest.json")
 
 
 @pytest.mark.parametrize(
@@ -240,14 +240,14 @@ def test_a_write_that_finds_no_room_inside_an_output_set_is_one_line(tmp_path: P
     target = tmp_path / "clean.jsonl"
     old = '{"instruction": "旧", "output": "old"}\n'.encode()
     target.write_bytes(old)
-    with pytest.raises(WbError) as err, io.OutputSet([target]) as outputs:
+    with pytest.raises(WbError) as err, OutputSet([target]) as outputs:
         outputs.open(target).write(b"half a new file")
         raise error
     assert str(err.value).startswith(f"{target}: cannot write the output (")
     assert str(err.value).endswith("); the previous files are unchanged; free some space and run again")
     assert target.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["clean.jsonl"]
-    with pytest.raises(PermissionError), io.OutputSet([target]):  # any other error stays what it is
+    with pytest.raises(PermissionError), OutputSet([target]):  # any other error stays what it is
         raise PermissionError(13, "Permission denied")
 
 
@@ -315,7 +315,7 @@ def test_a_killed_clean_keeps_the_old_set_and_the_next_run_leaves_nothing_behind
     proc.send_signal(sig)
     _, stderr = proc.communicate()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.startswith(".")} == before
-    io.check_complete(tmp_path / "clean.manifest.json")
+    check_complete(tmp_path / "clean.manifest.json")
     if sig == signal.SIGTERM:  # handled like Ctrl-C: the run cleans up after itself
         assert proc.returncode == 128 + signal.SIGTERM
         assert b"interrupted" in stderr and b"Traceback" not in stderr

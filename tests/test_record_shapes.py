@@ -8,7 +8,8 @@ from typing import Any
 
 from conftest import read_jsonl, write_jsonl
 
-from workbench.io import RecordReader, resolve_mapping
+from workbench.io.options import resolve_mapping
+from workbench.io.reader import RecordReader
 
 # The two seed shapes: a prompt in `input` only, and an instruction without an input.
 INPUT_OUTPUT = [

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workbench.io import resolve_mapping
+from workbench.io.options import resolve_mapping
 from workbench.records import (
     AlpacaRecord,
     ConversionError,

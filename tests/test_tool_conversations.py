@@ -11,7 +11,7 @@ import pytest
 from conftest import read_jsonl, write_jsonl
 
 from workbench.errors import WbError
-from workbench.io import RecordReader
+from workbench.io.reader import RecordReader
 from workbench.records import RecordError, to_tool_conversation
 
 WEATHER_TOOL = {

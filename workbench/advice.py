@@ -24,8 +24,9 @@ from typing import Any
 
 import polars as pl
 
-from workbench import io, text
+from workbench import text
 from workbench.frames import rows_to_frame
+from workbench.io.reader import RecordReader
 
 LORA_MIN_RECORDS = 500
 LORA_GOOD_RECORDS = 5_000
@@ -89,7 +90,7 @@ def read_frame(
     """The records of `path` as a frame (its `_line` kept) and the number of malformed ones."""
     parts: list[pl.DataFrame] = []
     rejected = 0
-    for batch in io.RecordReader(Path(path), overrides, split=split):
+    for batch in RecordReader(Path(path), overrides, split=split):
         rejected += len(batch.rejects)
         parts.append(rows_to_frame(batch.lines, batch.rows))
     return (pl.concat(parts) if parts else rows_to_frame([], [])), rejected

@@ -32,7 +32,6 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from workbench import io
 from workbench.clean.pipeline import clean_batch
 from workbench.clean.profile import Profile
 from workbench.dedup.contamination import DecontaminateConfig
@@ -41,7 +40,10 @@ from workbench.dedup.minhash import NearConfig
 from workbench.dedup.stages import DedupConfig, DedupStages
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
+from workbench.io.jsontext import dumps_json, jsonl_line
+from workbench.io.options import default_output
 from workbench.manifest import build_manifest
+from workbench.output import OutputSet, sha256_file
 from workbench.records import EXTRA, FIELDS, with_extra
 from workbench.text import script_of
 from workbench.yamlfile import first_error, read_yaml
@@ -306,12 +308,12 @@ def augment_file(
     """Generate, screen and write the new records of `input_path` into `output` (default
     `./<name>.augmented.jsonl`; see the module docstring). `extra_fields`: a new
     record carries its original's fields wb does not use (`id`, `source`, `license`, ...) after its provenance."""
-    from workbench.io import read_records
+    from workbench.io.reader import read_records
     from workbench.models.generate import GenerationCache
     from workbench.models.targets import load, resolve_target
 
     started = time.time()
-    output = output if output is not None else io.default_output(input_path, "augmented")
+    output = output if output is not None else default_output(input_path, "augmented")
     paths = AugmentPaths.for_output(Path(output))
     if Path(input_path).resolve() in (paths.out.resolve(), paths.dropped.resolve()):
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")
@@ -324,7 +326,7 @@ def augment_file(
     kept, dropped = screen(rows, made, profile)
     by_rule = Counter(dropped["_rule"].to_list())
     stats: dict[str, Any] = {
-        "input": {"path": str(input_path), "sha256": io.sha256_file(Path(input_path))},
+        "input": {"path": str(input_path), "sha256": sha256_file(Path(input_path))},
         "model": model,
         "method": method,
         "langs": list(langs),
@@ -340,17 +342,17 @@ def augment_file(
     }
     if not stats["invariant_holds"]:
         raise AssertionError(f"augment accounting broken: {stats}")
-    with io.OutputSet([paths.out, paths.dropped, paths.stats], manifest=paths.manifest) as outputs:
+    with OutputSet([paths.out, paths.dropped, paths.stats], manifest=paths.manifest) as outputs:
         f = outputs.open(paths.out)
         for i, record in kept.items():
             new = {**record, **provenance(made[i], method, model)}
-            f.write(io.jsonl_line(with_extra(new, made[i].record.get(EXTRA))))
+            f.write(jsonl_line(with_extra(new, made[i].record.get(EXTRA))))
         d = outputs.open(paths.dropped)
         for line, rule, reason in dropped.iter_rows():
             c = made[line - 1]
             new = {**{k: c.record[k] for k in FIELDS}, **provenance(c, method, model)}
-            d.write(io.jsonl_line({"rule": rule, "reason": reason, "record": with_extra(new, c.record.get(EXTRA))}))
-        outputs.write(paths.stats, io.dumps_json(stats))
+            d.write(jsonl_line({"rule": rule, "reason": reason, "record": with_extra(new, c.record.get(EXTRA))}))
+        outputs.write(paths.stats, dumps_json(stats))
         manifest = build_manifest(
             command="augment",
             started=started,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import __version__
-from workbench.io import sha256_path
+from workbench.io.streams import sha256_path
 
 PACKAGES = ("polars", "pydantic", "orjson", "torch", "transformers", "peft", "datasketch")
 

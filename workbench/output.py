@@ -1,6 +1,6 @@
 """The one way wb writes results: checked targets, a lock, a staging folder, publication as a set.
 
-Every file a command writes goes through `OutputSet` (`io.atomic_write` is a set of one file):
+Every file a command writes goes through `OutputSet` (`atomic_write` is a set of one file):
 
 - Targets are checked before anything is written: an existing directory or non-regular file (a device node, a
   FIFO, a socket) is refused with one line, as is a parent that is a file or a folder that cannot be written.

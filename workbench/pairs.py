@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from workbench import io
 from workbench.errors import WbError
+from workbench.io.jsontext import json_objects
 from workbench.records import user_text
 
 Message = dict[str, str]
@@ -59,7 +59,7 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise WbError(f"{path}: a .json preference file must be an array of objects")
         return list(enumerate(data, start=1))
-    return list(io.json_objects(path))
+    return list(json_objects(path))
 
 
 def _fail(path: Path, line: int, field: str, why: str) -> WbError:

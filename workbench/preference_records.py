@@ -44,9 +44,9 @@ from pydantic import (
     ValidationError,
 )
 
-from workbench import io
 from workbench.errors import WbError
-from workbench.io import RecordReader
+from workbench.io.reader import RecordReader
+from workbench.io.streams import is_stream
 from workbench.records import (  # RecordError is part of this module's API: to_canonical raises it
     _OPENAI_ROLES,
     _SHAREGPT_ROLES,
@@ -649,7 +649,7 @@ SNIFF_RECORDS = 64
 def sniff_kind(path: Path) -> Kind | None:
     """`pair` or `kto` when the first JSON object of the file is preference data, else None (SFT data, or a file
     the SFT reader will explain). A stream (stdin, a pipe) is not read ahead: None, so callers ask for `--kind`."""
-    if io.is_stream(Path(path)):
+    if is_stream(Path(path)):
         return None
     try:
         for items, _ in RecordReader(Path(path), batch_size=SNIFF_RECORDS).iter_items():
@@ -662,7 +662,7 @@ def sniff_kind(path: Path) -> Kind | None:
 
 
 def read_preferences(path: Path, *, ties: Literal["error", "skip"] = "error") -> list[tuple[int, Canonical]]:
-    """Every record of a preference file (JSON Lines, JSON, Parquet, CSV: `io.RecordReader`) in canonical form,
+    """Every record of a preference file (JSON Lines, JSON, Parquet, CSV: `RecordReader`) in canonical form,
     with its line (or item/row) number. A record that is not valid preference data is a WbError naming
     `file:line N: field: what is wrong`; so is a file that mixes pairs and KTO examples. `ties="skip"` leaves out
     scored records whose completions all tie instead of failing on them."""

@@ -22,7 +22,7 @@ from workbench.clean import rules
 from workbench.clean.profile import Profile
 from workbench.evaluate import registry
 from workbench.evaluate.suite import EvalSuite
-from workbench.io import dumps_json
+from workbench.io.jsontext import dumps_json
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
 from workbench.report.gate import GateFile
 from workbench.runfile import CleanStats, EvalMetrics, RunSummary, ScoreRow, TrainManifest

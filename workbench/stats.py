@@ -9,9 +9,12 @@ from typing import Any
 
 import polars as pl
 
-from workbench import io, text
+from workbench import text
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
+from workbench.io.options import DuplicateKeys
+from workbench.io.reader import RecordReader, Reject, raw_text
+from workbench.io.sniff import SourceInfo
 from workbench.records import PROMPT_FIELDS, mapping_notes
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -19,10 +22,10 @@ QUANTILES = (0.5, 0.9, 0.99)
 
 @dataclass
 class Validation:
-    source: io.SourceInfo
+    source: SourceInfo
     mapping: dict[str, str]
     records: int = 0
-    rejects: list[io.Reject] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
     rejected_by_kind: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -34,7 +37,7 @@ def validate(
     path: Path,
     overrides: dict[str, str] | None = None,
     keep: int = 50,
-    duplicate_keys: io.DuplicateKeys = "reject",
+    duplicate_keys: DuplicateKeys = "reject",
     split: str | None = None,
 ) -> Validation:
     """Read every record of `path` as a training example; keep the first `keep` rejects in full. Preference data
@@ -43,11 +46,11 @@ def validate(
 
     if not overrides and sniff_kind(Path(path)) is not None:
         return _validate_preferences(Path(path), keep, duplicate_keys, split)
-    reader = io.RecordReader(Path(path), overrides, duplicate_keys=duplicate_keys, split=split)
+    reader = RecordReader(Path(path), overrides, duplicate_keys=duplicate_keys, split=split)
     result: Validation | None = None
     records = 0
     kinds: Counter[str] = Counter()
-    rejects: list[io.Reject] = []
+    rejects: list[Reject] = []
     for batch in reader:
         records += batch.size
         kinds.update(r.kind for r in batch.rejects)
@@ -56,10 +59,10 @@ def validate(
     return result
 
 
-def _validate_preferences(path: Path, keep: int, duplicate_keys: io.DuplicateKeys, split: str | None) -> Validation:
+def _validate_preferences(path: Path, keep: int, duplicate_keys: DuplicateKeys, split: str | None) -> Validation:
     from workbench import preference_records
 
-    reader = io.RecordReader(path, duplicate_keys=duplicate_keys, split=split)
+    reader = RecordReader(path, duplicate_keys=duplicate_keys, split=split)
     result = Validation(reader.info, {})
     kind: str | None = None
     for items, _ in reader.iter_items():
@@ -72,13 +75,13 @@ def _validate_preferences(path: Path, keep: int, duplicate_keys: io.DuplicateKey
             except preference_records.NoPreference:
                 continue  # well-formed; wb clean drops it under tied_scores
             except preference_records.RecordError as e:
-                reject = io.Reject(n, reader.info.unit, e.field, e.kind, str(e), io.raw_text(obj, raw))
+                reject = Reject(n, reader.info.unit, e.field, e.kind, str(e), raw_text(obj, raw))
             else:
                 kind = kind or ex.kind
                 if ex.kind == kind:
                     continue
                 msg = f"a {ex.kind} record in a file of {kind} records"
-                reject = io.Reject(n, reader.info.unit, "", "mixed_kinds", msg, io.raw_text(obj, raw))
+                reject = Reject(n, reader.info.unit, "", "mixed_kinds", msg, raw_text(obj, raw))
             result.rejected_by_kind[reject.kind] += 1
             if len(result.rejects) < keep:
                 result.rejects.append(reject)
@@ -113,7 +116,7 @@ def describe(
     path: Path, overrides: dict[str, str] | None = None, top: int = 10, split: str | None = None
 ) -> dict[str, Any]:
     """Length distributions per field (characters and tokens), script mix, field usage, duplicate prompts."""
-    reader = io.RecordReader(Path(path), overrides, split=split)
+    reader = RecordReader(Path(path), overrides, split=split)
     parts: list[pl.DataFrame] = []
     rejected = 0
     for batch in reader:
@@ -183,7 +186,7 @@ def describe_preferences(path: Path, top: int = 10, split: str | None = None, ma
     from workbench import preference_records
     from workbench.clean.preference import LengthBiasTally, examples_frame
 
-    reader = io.RecordReader(Path(path), split=split)
+    reader = RecordReader(Path(path), split=split)
     shapes: Counter[str] = Counter()
     rejected = tied = 0
     kind: preference_records.Kind | None = None

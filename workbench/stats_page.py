@@ -7,7 +7,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from workbench import charts, io
+from workbench import charts
+from workbench.output import atomic_write
 
 FONTS = (
     'system-ui, -apple-system, "Segoe UI", "Noto Sans", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", '
@@ -200,10 +201,10 @@ def _page(d: dict[str, Any], parts: list[str]) -> str:
 
 
 def write(path: Path, d: dict[str, Any]) -> None:
-    with io.atomic_write(Path(path)) as f:
+    with atomic_write(Path(path)) as f:
         f.write(render(d).encode("utf-8"))
 
 
 def write_scores(path: Path, s: dict[str, Any]) -> None:
-    with io.atomic_write(Path(path)) as f:
+    with atomic_write(Path(path)) as f:
         f.write(render_scores(s).encode("utf-8"))

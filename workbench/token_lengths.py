@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from workbench import io
+from workbench.io.reader import RecordReader
 from workbench.records import FIELDS
 
 MAX_LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
@@ -72,7 +72,7 @@ def token_lengths(
     trained = 0  # tokens with a trained label (the response, unless train_on all)
     tools = used == "chat" and tdata.supports_tools(tokenizer)
     skipped = 0  # tool-calling conversations the template cannot render
-    for batch in io.RecordReader(Path(path), overrides, split=split):
+    for batch in RecordReader(Path(path), overrides, split=split):
         records = [dict(zip(FIELDS, row, strict=True)) for row in batch.rows]
         skipped += 0 if tools else len(batch.conversations)
         records += [conv for _, conv in batch.conversations] if tools else []

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from workbench import io
 from workbench.clean import pipeline, preference
 from workbench.clean.pipeline import CleanResult
 from workbench.clean.preference import resolve_kind as _resolve_kind
 from workbench.clean.profile import Profile, load
 from workbench.errors import WbError
+from workbench.io.options import DuplicateKeys
 
 
 def run(
@@ -25,7 +25,7 @@ def run(
     on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
-    duplicate_keys: io.DuplicateKeys = "reject",
+    duplicate_keys: DuplicateKeys = "reject",
     split: str | None = None,
     kind: Literal["auto", "sft", "preference"] = "auto",
     scores: Path | None = None,
@@ -39,9 +39,9 @@ def run(
         kind == "preference" or (not overrides and preference.sniff_kind(Path(input_path)) is not None)
     ):
         if overrides:
-            raise io.WbError("--map maps SFT fields; preference records are recognised by their own keys")
+            raise WbError("--map maps SFT fields; preference records are recognised by their own keys")
         if scores is not None:
-            raise io.WbError("--scores: score rules apply to SFT records; this file holds preference records")
+            raise WbError("--scores: score rules apply to SFT records; this file holds preference records")
         return preference.run(
             input_path,
             output,
@@ -105,7 +105,7 @@ def run_file(
 ) -> CleanResult:
     """`wb clean` / `wb dedup` on one input: `output` defaults to `./<name>.<command>.jsonl`; `engine` is local (this
     process) or ray (`ray_address`: the cluster, default a local one); `options` as `run` takes them."""
-    from workbench.io import default_output
+    from workbench.io.options import default_output
 
     if ray_address is not None and engine != "ray":
         raise WbError("--ray-address needs --engine ray")

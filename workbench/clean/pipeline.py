@@ -2,9 +2,9 @@
 
 Each batch is a polars frame; the steps are frame-in, frame-out functions (`normalize_frame`, `pii_frame`,
 `apply_rules`), so they run unchanged on any engine that hands out Arrow batches. Outputs are one set
-(`io.OutputSet`), staged beside the target and published together: `<out>` (kept records),
+(`OutputSet`), staged beside the target and published together: `<out>` (kept records),
 `<out stem>.dropped.jsonl`, `<out stem>.rejects.jsonl`, `<out stem>.stats.json`, and last
-`<out stem>.manifest.json`, which names every file with its SHA-256 (`io.check_complete` verifies it).
+`<out stem>.manifest.json`, which names every file with its SHA-256 (`check_complete` verifies it).
 """
 
 from __future__ import annotations
@@ -18,13 +18,20 @@ from typing import Any
 
 import polars as pl
 
-from workbench import io, runfile, text
+from workbench import runfile, text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
 from workbench.clean.rules import RULES, features, score_rules
 from workbench.dedup.stages import STAGES, DedupStages
+from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE, rows_to_frame, write_dropped, write_records
+from workbench.io.jsontext import dumps_json, jsonl_line
+from workbench.io.options import DuplicateKeys
+from workbench.io.reader import Batch, RecordReader
+from workbench.io.sniff import SourceInfo, sniff
+from workbench.io.streams import is_stream
 from workbench.manifest import build_manifest
+from workbench.output import OutputSet
 from workbench.records import EXTRA, FIELDS, mapping_notes
 
 STRING_FIELDS = ("instruction", "input", "output", "system")  # the plain-text fields (history is a list)
@@ -256,7 +263,7 @@ class CleanTally:
     def invariant_holds(self) -> bool:
         return self.read == self.kept + self.dropped + self.rejected
 
-    def add_batch(self, batch: io.Batch, counts: Counter[str]) -> None:
+    def add_batch(self, batch: Batch, counts: Counter[str]) -> None:
         self.read += batch.size
         self.rejected += len(batch.rejects)
         self.rejected_by_kind.update(r.kind for r in batch.rejects)
@@ -340,7 +347,7 @@ class CleanResult:
     summary: dict[str, Any]
     paths: OutputPaths
     mapping: dict[str, str]
-    source: io.SourceInfo
+    source: SourceInfo
 
 
 def _write_dropped(f: Any, dropped: pl.DataFrame) -> None:
@@ -363,13 +370,11 @@ def _score_table(
     needed = score_rules(profile.enabled_rules())
     if not needed:
         if scores is not None:
-            raise io.WbError(f"--scores {scores}: profile {profile.name} has no rule over scores (e.g. ifd_max)")
+            raise WbError(f"--scores {scores}: profile {profile.name} has no rule over scores (e.g. ifd_max)")
         return None, None
     source = Path(scores) if scores is not None else Path(input_path)
-    if scores is None and (
-        io.is_stream(source) or io.sniff(source).format != "jsonl" or io.sniff(source).compression != "none"
-    ):
-        raise io.WbError(
+    if scores is None and (is_stream(source) or sniff(source).format != "jsonl" or sniff(source).compression != "none"):
+        raise WbError(
             f"{input_path}: the profile's score rules need scores: clean the JSONL that `wb score` wrote, or pass "
             "--scores FILE"
         )
@@ -399,7 +404,7 @@ def run(
     on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
-    duplicate_keys: io.DuplicateKeys = "reject",
+    duplicate_keys: DuplicateKeys = "reject",
     split: str | None = None,
     scores: Path | None = None,
     extra_fields: bool = True,
@@ -420,11 +425,11 @@ def run(
     files, after wb's own (`records.EXTRA`); False leaves them out (the rejects hold every record as written)."""
     for name, _ in profile.enabled_rules():
         if "sft" not in RULES[name].kinds:
-            raise io.WbError(
+            raise WbError(
                 f"profile {profile.name}: rule {name} is for preference data, and {input_path} holds SFT records"
             )
     started = time.time()
-    reader = io.RecordReader(
+    reader = RecordReader(
         Path(input_path),
         overrides,
         batch_size=batch_size,
@@ -434,13 +439,13 @@ def run(
     )
     paths = OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
-        raise io.WbError(f"{output}: output would overwrite the input file; choose another -o")
+        raise WbError(f"{output}: output would overwrite the input file; choose another -o")
     if profile.normalize.chinese is not None:
         text.chinese_converter(profile.normalize.chinese)  # a missing OpenCC is one line before any file is written
     table, score_source = _score_table(Path(input_path), profile, scores)
     stats = CleanTally()
     files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
-    with io.OutputSet(files, manifest=paths.manifest) as outputs:
+    with OutputSet(files, manifest=paths.manifest) as outputs:
         stages = DedupStages.build(
             profile.dedup, profile.decontaminate, list(against or []), spill_dir=outputs.scratch("dedup")
         )
@@ -482,7 +487,7 @@ def run(
                 _write_dropped(dropped_f, dropped)
                 stats.add_dropped(dropped)
             for rej in batch.rejects:
-                rejects_f.write(io.jsonl_line(rej.to_json()))
+                rejects_f.write(jsonl_line(rej.to_json()))
             stats.add_batch(batch, counts)
             if on_batch is not None:
                 on_batch(batch.bytes_read, batch.size)
@@ -499,7 +504,7 @@ def run(
                 stats.add_dropped(dropped)
                 part.unlink()
         for conv in conversations:  # after the Alpaca-shaped records, in input order
-            kept_f.write(io.jsonl_line(conv))
+            kept_f.write(jsonl_line(conv))
         stats.kept += len(conversations)
         stats.tool_conversations = len(conversations)
         stats.blank_lines = reader.blank_lines
@@ -532,7 +537,7 @@ def extra_config(extra_fields: bool) -> dict[str, Any]:
     return {"extra_fields": "keep" if extra_fields else "drop"}
 
 
-def input_source(reader: io.RecordReader, input_path: Path) -> dict[str, Any]:
+def input_source(reader: RecordReader, input_path: Path) -> dict[str, Any]:
     """The stats' `input` section: what was read (format, compression, unit, encoding, layout) and its hash."""
     return {
         "path": str(input_path),
@@ -546,12 +551,12 @@ def input_source(reader: io.RecordReader, input_path: Path) -> dict[str, Any]:
 
 
 def publish(
-    outputs: io.OutputSet,
+    outputs: OutputSet,
     paths: OutputPaths,
     stats: CleanTally,
     profile: Profile,
     stage_names: list[str],
-    reader: io.RecordReader,
+    reader: RecordReader,
     input_path: Path,
     against: list[Path] | None,
     started: float,
@@ -591,7 +596,7 @@ def publish(
         summary["scores"] = score_source
     summary["warnings"] = list(warnings or [])
     runfile.CleanStats.model_validate(summary)  # the accounting as the run schema types it
-    outputs.write(paths.stats, io.dumps_json(summary))
+    outputs.write(paths.stats, dumps_json(summary))
     manifest = build_manifest(
         command=command,
         started=started,

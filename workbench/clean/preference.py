@@ -27,13 +27,17 @@ from typing import Any, Literal
 import orjson
 import polars as pl
 
-from workbench import io, preference_records, text
+from workbench import preference_records, text
 from workbench.clean import pipeline
 from workbench.clean.profile import Profile
 from workbench.clean.rules import RULES, Check, features
 from workbench.dedup.stages import DedupStages
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
+from workbench.io.jsontext import jsonl_line
+from workbench.io.options import DuplicateKeys
+from workbench.io.reader import RecordReader, Reject, raw_text
+from workbench.output import OutputSet
 from workbench.preference_records import Canonical, NoPreference, PreferencePair
 from workbench.records import EXTRA, RecordError, extra_json, with_extra
 
@@ -367,14 +371,14 @@ def run(
     on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
-    duplicate_keys: io.DuplicateKeys = "reject",
+    duplicate_keys: DuplicateKeys = "reject",
     split: str | None = None,
     extra_fields: bool = True,
 ) -> pipeline.CleanResult:
     """Clean a preference file (pairs or KTO examples) into `output` under `profile` (see the module docstring).
     `extra_fields`: keep each record's fields the conversion does not read (`preference_records.own_fields`)."""
     started = time.time()
-    reader = io.RecordReader(Path(input_path), batch_size=batch_size, duplicate_keys=duplicate_keys, split=split)
+    reader = RecordReader(Path(input_path), batch_size=batch_size, duplicate_keys=duplicate_keys, split=split)
     paths = pipeline.OutputPaths.for_output(Path(output))
     if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")
@@ -388,7 +392,7 @@ def run(
     skipped: list[str] = []
     unit = reader.info.unit
     files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
-    with io.OutputSet(files, manifest=paths.manifest) as outputs:
+    with OutputSet(files, manifest=paths.manifest) as outputs:
         stages = DedupStages.build(
             profile.dedup, profile.decontaminate, list(against or []), spill_dir=outputs.scratch("dedup")
         )
@@ -399,7 +403,7 @@ def run(
             lines: list[int] = []
             examples: list[Canonical] = []
             extras: list[str | None] = []
-            rejects: list[io.Reject] = []
+            rejects: list[Reject] = []
             for n, obj, raw in items:
                 shape = preference_records.detect_shape(obj)
                 if shape is not None:
@@ -414,14 +418,14 @@ def run(
                     stats.dropped_by_rule[TIED] += 1
                     continue
                 except RecordError as e:
-                    rejects.append(io.Reject(n, unit, e.field, e.kind, str(e), io.raw_text(obj, raw)))
+                    rejects.append(Reject(n, unit, e.field, e.kind, str(e), raw_text(obj, raw)))
                     continue
                 if kind is None:
                     kind, first_line = ex.kind, n
                     rules, skipped = applicable_rules(profile, kind)
                 if ex.kind != kind:
                     msg = f"a {ex.kind} record in a file of {kind} records (from {unit} {first_line})"
-                    rejects.append(io.Reject(n, unit, "", "mixed_kinds", msg, io.raw_text(obj, raw)))
+                    rejects.append(Reject(n, unit, "", "mixed_kinds", msg, raw_text(obj, raw)))
                     continue
                 lines.append(n)
                 examples.append(ex)
@@ -431,7 +435,7 @@ def run(
             stats.rejected += len(rejects)
             stats.rejected_by_kind.update(r.kind for r in rejects)
             for rej in rejects:
-                rejects_f.write(io.jsonl_line(rej.to_json()))
+                rejects_f.write(jsonl_line(rej.to_json()))
             if examples and kind is not None:
                 fields = PAIR_TEXT if kind == "pair" else KTO_TEXT
                 frame = examples_frame(lines, examples, kind, extras)

@@ -4,8 +4,8 @@ The per-record work runs in Ray tasks on blocks of the input; the few decisions 
 shuffles (group-bys on key partitions); the driver keeps only what is small and writes the output set:
 
 1. **read + clean** (`map_batches`, one block a task): an uncompressed JSON Lines file is split into byte ranges
-   on line boundaries (`io.byte_ranges`; the line numbers of each range come from a first `map` that counts line
-   ends), and each task parses its range with the same reader (`io.RecordReader.read_range`) and mapping as the
+   on line boundaries (`byte_ranges`; the line numbers of each range come from a first `map` that counts line
+   ends), and each task parses its range with the same reader (`RecordReader.read_range`) and mapping as the
    local engine. Other formats (JSON arrays, Parquet, CSV, compressed files, standard input) are parsed on the
    driver and handed to the tasks as Arrow blocks. Each task runs `clean_batch` (normalise, PII, rules) and
    the decontamination check, and computes each kept record's exact-duplicate key, LSH band keys and shingle set
@@ -20,7 +20,7 @@ shuffles (group-bys on key partitions); the driver keeps only what is small and 
    (a second shuffle) and each group verifies its pairs on exact Jaccard similarity (`minhash.exact_jaccard`).
 4. **resolution** on the driver: the keep-order greedy pass (`minhash.greedy_drops`) over the verified pairs only.
 5. **final filter** (`map_batches`): exact and near drops are tagged with the local engine's reasons; the driver
-   streams the kept and dropped lines into the output set (`io.OutputSet`), then writes stats and the manifest
+   streams the kept and dropped lines into the output set (`OutputSet`), then writes stats and the manifest
    with the local engine's code (`pipeline.publish`).
 
 Kept records come out in input order and every file holds what the local engine writes (the dropped file in
@@ -46,7 +46,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from workbench import io, text
+from workbench import text
 from workbench.clean.pipeline import (
     STAGE_COLUMNS,
     CleanResult,
@@ -65,6 +65,11 @@ from workbench.dedup.minhash import NearConfig, NearDuplicates, bucket_pair_code
 from workbench.dedup.stages import DedupStages, _tag
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE, record_lines, rows_to_frame
+from workbench.io.jsontext import jsonl_line
+from workbench.io.options import DuplicateKeys, resolve_mapping
+from workbench.io.reader import Batch, RecordReader
+from workbench.io.streams import byte_ranges, count_lines, is_stream
+from workbench.output import OutputSet
 from workbench.records import EXTRA
 
 BLOCK_BYTES = 32 << 20  # most bytes of JSON Lines a read task parses (about 60,000 short records)
@@ -188,11 +193,11 @@ class BlockWork:
     path: str
     overrides: dict[str, str]
     mapping: dict[str, str]
-    duplicate_keys: io.DuplicateKeys
+    duplicate_keys: DuplicateKeys
     batch_size: int
     extra_fields: bool = True
 
-    def side_rows(self, batch: io.Batch, blank_lines: int, counts: Counter[str]) -> list[pl.DataFrame]:
+    def side_rows(self, batch: Batch, blank_lines: int, counts: Counter[str]) -> list[pl.DataFrame]:
         """Rejects, tool conversations and the block's counts (what reading found)."""
         parts = []
         if batch.rejects:
@@ -200,7 +205,7 @@ class BlockWork:
                 _frame(
                     "reject",
                     _line=[r.line for r in batch.rejects],
-                    _payload=[io.jsonl_line(r.to_json()) for r in batch.rejects],
+                    _payload=[jsonl_line(r.to_json()) for r in batch.rejects],
                     _rule=[r.kind for r in batch.rejects],
                 )
             )
@@ -209,7 +214,7 @@ class BlockWork:
                 _frame(
                     "conv",
                     _line=[n for n, _ in batch.conversations],
-                    _payload=[io.jsonl_line(c) for _, c in batch.conversations],
+                    _payload=[jsonl_line(c) for _, c in batch.conversations],
                 )
             )
         meta = {"read": batch.size, "bytes": batch.bytes_read, "blank_lines": blank_lines, "counts": dict(counts)}
@@ -252,7 +257,7 @@ class BlockWork:
         """Read, clean and key one byte range (a block of `start`, `end`, `first` rows)."""
         parts: list[pl.DataFrame] = []
         for start, end, first in zip(*(table[c].to_pylist() for c in ("start", "end", "first")), strict=True):
-            reader = io.RecordReader(
+            reader = RecordReader(
                 Path(self.path), self.overrides, self.batch_size, self.duplicate_keys, extra_fields=self.extra_fields
             )
             reader.mapping = self.mapping
@@ -356,7 +361,7 @@ def run(
     on_phase: Callable[[str], None] | None = None,
     against: list[Path] | None = None,
     command: str = "clean",
-    duplicate_keys: io.DuplicateKeys = "reject",
+    duplicate_keys: DuplicateKeys = "reject",
     split: str | None = None,
     kind: str = "sft",
     scores: Path | None = None,
@@ -375,7 +380,7 @@ def run(
         raise WbError(f"{input_path}: preference data is cleaned by the local engine only; drop --engine ray")
     if scores is not None or score_rules(profile.enabled_rules()):
         raise WbError(f"profile {profile.name}: score rules run on the local engine only; drop --engine ray")
-    reader = io.RecordReader(
+    reader = RecordReader(
         Path(input_path),
         overrides,
         batch_size=batch_size,
@@ -391,7 +396,7 @@ def run(
     stages = DedupStages.build(profile.dedup, profile.decontaminate, list(against or []))
     by_range = (
         reader.dataset is None
-        and not io.is_stream(Path(input_path))
+        and not is_stream(Path(input_path))
         and reader.info.format == "jsonl"
         and reader.info.compression == "none"
         and reader.info.encoding == "utf-8"
@@ -410,7 +415,7 @@ def run(
             near=profile.dedup.near,
             path=str(input_path),
             overrides=dict(overrides or {}),
-            mapping=reader.mapping or io.resolve_mapping((), overrides),
+            mapping=reader.mapping or resolve_mapping((), overrides),
             duplicate_keys=duplicate_keys,
             batch_size=batch_size,
             extra_fields=extra_fields,
@@ -421,11 +426,11 @@ def run(
             size = Path(input_path).stat().st_size
             # At most BLOCK_BYTES a task, and two tasks a core where the input allows (1 MiB at least).
             block = block_bytes or max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, -(-size // parts)))
-            ranges = io.byte_ranges(Path(input_path), block)
+            ranges = byte_ranges(Path(input_path), block)
             path = str(input_path)
             items = [{"i": i, "start": a, "end": b} for i, (a, b) in enumerate(ranges)]
             counted = ray.data.from_items(items, override_num_blocks=len(items)).map(
-                lambda r: {**r, "n": io.count_lines(Path(path), r["start"], r["end"])}
+                lambda r: {**r, "n": count_lines(Path(path), r["start"], r["end"])}
             )
             ends = np.cumsum([r["n"] for r in sorted(counted.take_all(), key=lambda r: r["i"])])
             firsts = np.r_[1, ends[:-1] + 1].tolist()
@@ -445,7 +450,7 @@ def run(
         blocks = blocks.materialize()
 
         files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
-        with io.OutputSet(files, manifest=paths.manifest) as outputs:
+        with OutputSet(files, manifest=paths.manifest) as outputs:
             kept_f, dropped_f, rejects_f = (outputs.open(p) for p in (paths.kept, paths.dropped, paths.rejects))
             side_cols = ["_kind", "_line", "_payload", "_rule"]
             sides = blocks.map_batches(

@@ -115,7 +115,7 @@ def run(
     verbose: bool,
 ) -> None:
     from workbench.clean import dispatch as cleaning
-    from workbench.io import parse_duplicate_keys, parse_overrides
+    from workbench.io.options import parse_duplicate_keys, parse_overrides
 
     data_kind = cleaning.resolve_kind(input, kind, bool(map_))
     prof = cleaning.profile_for(profile, data_kind, command, precision)

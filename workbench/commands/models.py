@@ -17,7 +17,7 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
     """Base models usable without a network: the embedded SmolLM2-135M-Instruct, wb's cache, the Hugging Face cache."""
-    from workbench.io import dumps_json
+    from workbench.io.jsontext import dumps_json
     from workbench.models.base import cache_dir, list_models
 
     rows = list_models()

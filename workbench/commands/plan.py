@@ -67,7 +67,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Which training method fits this model, this data and this machine: peak memory, trainable parameters, advice."""
-    from workbench.io import dumps_json
+    from workbench.io.jsontext import dumps_json
     from workbench.plan import build_plan
 
     p = build_plan(model, params, data, memory, device, precision, method, seq_len=seq_len, batch=batch, lora_r=lora_r)

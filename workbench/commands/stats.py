@@ -27,7 +27,7 @@ def validate(
     split: SplitOpt = None,
 ) -> None:
     """Check every record of each FILE without cleaning it: exit 0 if all are valid, 2 otherwise."""
-    from workbench.io import parse_duplicate_keys, parse_overrides
+    from workbench.io.options import parse_duplicate_keys, parse_overrides
     from workbench.stats import validate as run_validate
 
     overrides = parse_overrides(map_ or [])
@@ -81,7 +81,8 @@ def stats(
 ) -> None:
     """Length distributions (characters and tokens per field and script), field usage, duplicate prompts; for
     preference data the lengths of the prompt and each answer, and the length bias of the pairs."""
-    from workbench.io import dumps_json, parse_overrides
+    from workbench.io.jsontext import dumps_json
+    from workbench.io.options import parse_overrides
     from workbench.stats import describe_file
 
     d = describe_file(

@@ -15,10 +15,11 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench import io, preference_records
+from workbench import preference_records
 from workbench.dedup.shingles import record_ngrams
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
+from workbench.io.reader import RecordReader
 from workbench.records import RecordError, Row
 from workbench.text import joined_text
 
@@ -46,7 +47,7 @@ class EvalIndex:
         parts: list[pl.DataFrame] = []
         items: dict[str, int] = {}
         for path in paths:
-            reader = io.RecordReader(Path(path))
+            reader = RecordReader(Path(path))
             count = 0
             for lines, frame in _eval_frames(reader):
                 grams = record_ngrams(frame.select(joined_text(FIELDS))[:, 0], cfg.ngram_latin, cfg.ngram_cjk)
@@ -80,7 +81,7 @@ class EvalIndex:
         return out
 
 
-def _eval_frames(reader: io.RecordReader) -> Iterator[tuple[list[int], pl.DataFrame]]:
+def _eval_frames(reader: RecordReader) -> Iterator[tuple[list[int], pl.DataFrame]]:
     """The records of an eval file as frames of canonical rows. A preference file (pairs, KTO examples) counts
     its prompt and every answer: a pair's row holds chosen and rejected together as its output."""
     path = reader.path

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench import io, runfile
+from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare, degenerate, judge, registry, review
 from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
 from workbench.evaluate.metrics import METRIC_KEYS, score_items
 from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
-from workbench.io import sha256_file
+from workbench.io.jsontext import dumps_json, json_objects, jsonl_line, write_json
+from workbench.io.reader import RecordReader
 from workbench.manifest import build_manifest
 from workbench.models.generate import Answer
+from workbench.output import OutputSet, sha256_file
 from workbench.precision import for_model
 from workbench.text import count_cjk
 
@@ -80,7 +82,7 @@ class EvalResult:
 def task_items(path: Path, limit: int | None, split: str | None = None) -> list[Item]:
     """The task records as eval items. In a JSONL file a record may also carry `answer_type` (overriding the
     suite's) and `options` ({"A": "...", ...} for multiple choice)."""
-    from workbench.io import read_records
+    from workbench.io.reader import read_records
 
     records = read_records(path, split, prefer=("test", "validation"))[:limit]
     extras = _record_extras(path) if path.suffix == ".jsonl" else {}
@@ -103,7 +105,7 @@ def task_items(path: Path, limit: int | None, split: str | None = None) -> list[
 
 
 def _record_extras(path: Path) -> dict[int, dict[str, Any]]:
-    return {n: extra for n, row in io.json_objects(path) if (extra := _extras(row, path, n))}
+    return {n: extra for n, row in json_objects(path) if (extra := _extras(row, path, n))}
 
 
 def _extras(row: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
@@ -420,7 +422,7 @@ def _train_overlap(run_dir: Path | None, eval_data: Path) -> dict[str, Any] | No
     if not data or not Path(data).exists():  # a file or a dataset folder
         return None
     index = EvalIndex.from_files([eval_data], DecontaminateConfig())
-    for batch in io.RecordReader(Path(data)):
+    for batch in RecordReader(Path(data)):
         index.check(rows_to_frame(batch.lines, batch.rows))
     report = index.report(limit=10**9)[str(eval_data)]
     ids = sorted(int(str(item).rsplit(" ", 1)[-1]) for item in report["leaked"])  # type: ignore[attr-defined]
@@ -437,7 +439,7 @@ def evaluate_predictions(path: Path, config: EvalConfig, out_dir: Path) -> EvalR
     `instruction`, `input`, `id`, `set`) without any model."""
     started = time.time()
     sets: dict[str, EvalSet] = {}
-    for n, row in io.json_objects(path):
+    for n, row in json_objects(path):
         for key in ("prediction", "reference"):
             if not isinstance(row.get(key), str):
                 raise WbError(f"{path}:line {n}: field {key}: missing or not a string")
@@ -578,17 +580,17 @@ def _finish(
         inputs["prefs"] = config.prefs
     # One set: the scores, the metrics and the review sample staged together, the manifest (their sizes and hashes)
     # published last, so `wb report` and `wb gate` can tell a complete evaluation from a torn one.
-    with io.OutputSet(list(files.values()), manifest=out_dir / "manifest.json") as outputs:
+    with OutputSet(list(files.values()), manifest=out_dir / "manifest.json") as outputs:
         with outputs.open(files["scores"]) as f:
             for row in plain_rows:
-                f.write(io.jsonl_line(row))
-        outputs.write(files["metrics"], io.dumps_json(metrics.model_dump(mode="json", exclude_none=True)))
+                f.write(jsonl_line(row))
+        outputs.write(files["metrics"], dumps_json(metrics.model_dump(mode="json", exclude_none=True)))
         if review_csv is not None:
             outputs.write(files["review_sample"], review_csv)
         if preference_rows:
             with outputs.open(files["preference_scores"]) as f:
                 for row in preference_rows:
-                    f.write(io.jsonl_line(row))
+                    f.write(jsonl_line(row))
         manifest = build_manifest(
             command="eval",
             started=started,
@@ -621,10 +623,10 @@ def fold_review_into_judge(eval_dir: Path) -> dict[str, Any] | None:
     metrics = runfile.EvalMetrics.model_validate(json.loads(metrics_path.read_text(encoding="utf-8")))
     if metrics.task is None or metrics.task.judge is None:
         return None
-    rows = [row for _, row in io.json_objects(scores_path)]
+    rows = [row for _, row in json_objects(scores_path)]
     reviewed = review.reviewed_items(eval_dir / "review.json")
     metrics.task.judge = with_review(metrics.task.judge, rows, reviewed)
-    io.write_json(metrics_path, metrics.model_dump(mode="json", exclude_none=True))
+    write_json(metrics_path, metrics.model_dump(mode="json", exclude_none=True))
     return {"kappa": metrics.task.judge.kappa, "n": metrics.task.judge.kappa_n}
 
 
@@ -645,7 +647,7 @@ def import_review_into(filled: Path, target: str | Path | None, out_dir: Path | 
         raise WbError("--import-review: give the run folder (or -o its eval folder) the review belongs to")
     summary = review.import_review(filled)
     with locked_run(Path(target)) if out_dir is None and target else contextlib.nullcontext():  # writes into the run
-        io.write_json(folder / "review.json", summary)
+        write_json(folder / "review.json", summary)
         return ReviewImport(folder, summary, fold_review_into_judge(folder))
 
 

@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from workbench import io
 from workbench.errors import WbError
+from workbench.output import atomic_write
 
 COLUMNS = ("set", "id", "bucket", "instruction", "input", "reference", "base", "tuned", "verdict", "notes")
 VERDICTS = ("tuned", "base", "tie", "both_bad")
@@ -94,7 +94,7 @@ def render_sample(rows: list[dict[str, Any]], size: int, seed: int, metric: str 
 
 def write_sample(path: Path, rows: list[dict[str, Any]], size: int, seed: int, metric: str = "rouge_l") -> None:
     """The review CSV written on its own (`render_sample`)."""
-    with io.atomic_write(path) as f:
+    with atomic_write(path) as f:
         f.write(render_sample(rows, size, seed, metric))
 
 

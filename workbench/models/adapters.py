@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench import io
 from workbench.errors import WbError
+from workbench.io.jsontext import write_json
+from workbench.output import atomic_write, ensure_dir
 
 DEFAULT = "default"
 CONFIG_FILE = "bottleneck_config.json"
@@ -201,10 +202,10 @@ def save(model: Any, folder: Path, name: str = DEFAULT) -> Path:
     if reg is None or name not in reg.specs:
         raise WbError(f"no adapter named {name!r} to save")
     folder = Path(folder)
-    io.ensure_dir(folder)
-    with io.atomic_write(folder / WEIGHTS_FILE) as f:
+    ensure_dir(folder)
+    with atomic_write(folder / WEIGHTS_FILE) as f:
         f.write(save(state_dict(model, name), metadata={"format": "pt", "wb_adapter": KIND}))
-    io.write_json(folder / CONFIG_FILE, {**asdict(reg.specs[name]), "bottleneck_size": reg.specs[name].bottleneck_size})
+    write_json(folder / CONFIG_FILE, {**asdict(reg.specs[name]), "bottleneck_size": reg.specs[name].bottleneck_size})
     return folder
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WbError
-from workbench.io import sha256_file, write_json
-from workbench.output import follow_umask
+from workbench.io.jsontext import write_json
+from workbench.output import follow_umask, sha256_file
 from workbench.quiet import offline, quiet_libraries
 
 if TYPE_CHECKING:

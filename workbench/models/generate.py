@@ -33,10 +33,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.io import sha256_file
 from workbench.models.base import SAFETENSORS_WEIGHTS, cache_dir, resolve_model
 from workbench.models.cache import ModelIdentity, open_cache, read_json_rows, write_json_rows
 from workbench.models.targets import Loaded
+from workbench.output import sha256_file
 from workbench.precision import PRECISION_HELP, Choice, Precision, for_model
 from workbench.text import safe_decode_tail
 

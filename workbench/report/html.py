@@ -19,7 +19,8 @@ from typing import Any
 
 from workbench import __version__
 from workbench.charts import fmt
-from workbench.io import OutputSet, dumps_json
+from workbench.io.jsontext import dumps_json
+from workbench.output import OutputSet
 from workbench.report import markdown
 from workbench.report.comparison import compare_runs, comparison_view
 from workbench.report.gate import GateResult, run_gate

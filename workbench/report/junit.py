@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from workbench.io import atomic_write
+from workbench.output import atomic_write
 from workbench.report.gate import GateResult
 
 # XML 1.0 cannot hold these code points even escaped; they are replaced so the file always parses.

@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from workbench import __version__, io, runfile
+from workbench import __version__, runfile
 from workbench.errors import WbError
 from workbench.evaluate import registry
+from workbench.output import IncompleteOutput, check_complete
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -302,8 +303,8 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             loaded = read_json(cm, "cleaning manifest")
             clean_manifest = loaded if isinstance(loaded, dict) else None
         try:  # wb clean publishes its files as one set, the manifest last: a torn or edited set is said so
-            io.check_complete(cm)
-        except io.IncompleteOutput as e:
+            check_complete(cm)
+        except IncompleteOutput as e:
             warnings.append(f"clean: {e}")
 
     # evaluation
@@ -348,7 +349,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             # wb eval publishes scores, metrics and review sample as one set, its manifest (with their hashes) last:
             # numbers from a torn or edited set are not trusted. A metrics.json made by hand, with no scores file
             # or a manifest naming no outputs beside it, is read as given.
-            io.check_complete(em)
+            check_complete(em)
 
     if train_manifest is None and eval_dir is None:
         raise WbError(f"{path}: neither manifest.json from `wb train` nor eval/metrics.json from `wb eval` found")

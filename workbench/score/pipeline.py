@@ -1,7 +1,7 @@
 """`wb score` as a library function: read records, score them with a causal LM (and a reward model), write the
 records with a `scores` object beside each, a stats file (distributions per score) and a manifest.
 
-Outputs are one set (`io.OutputSet`): `<out>` (every record, in input order, with `scores`), `<out stem>.stats.json`
+Outputs are one set (`OutputSet`): `<out>` (every record, in input order, with `scores`), `<out stem>.stats.json`
 and last `<out stem>.manifest.json`. Scores are cached (`ScoreCache`): re-scoring a file, or a file that shares
 records with one scored before, computes only the new records.
 """
@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench import io
 from workbench.errors import WbError
+from workbench.io.jsontext import dumps_json, jsonl_line
+from workbench.io.options import default_output
 from workbench.manifest import build_manifest
+from workbench.output import OutputSet, sha256_file
 from workbench.records import EXTRA, with_extra
 from workbench.score.summary import ScorePaths, summarise_all
 
@@ -71,7 +73,7 @@ def score_file(
 ) -> ScoreResult:
     """Score every record of `input_path` into `output` (default `./<name>.scored.jsonl`; see the module docstring).
     `extra_fields`: each record's fields wb does not use are written after its `scores` (`records.with_extra`)."""
-    from workbench.io import read_records
+    from workbench.io.reader import read_records
     from workbench.models.generate import GenerationCache
     from workbench.models.targets import load, resolve_target
     from workbench.precision import for_model
@@ -79,7 +81,7 @@ def score_file(
     from workbench.score.lm import lm_scores
 
     started = time.time()
-    output = output if output is not None else io.default_output(input_path, "scored")
+    output = output if output is not None else default_output(input_path, "scored")
     paths = ScorePaths.for_output(Path(output))
     if Path(input_path).resolve() == paths.scored.resolve():
         raise WbError(f"{output}: output would overwrite the input file; choose another -o")
@@ -140,7 +142,7 @@ def score_file(
             row[REWARD] = reward
         scored_rows.append(row)
     stats = {
-        "input": {"path": str(input_path), "sha256": io.sha256_file(Path(input_path))},
+        "input": {"path": str(input_path), "sha256": sha256_file(Path(input_path))},
         "model": model,
         "reward_model": reward_model,
         "records": len(rows),
@@ -154,16 +156,16 @@ def score_file(
         "cache": {"hits": cache.hits, "misses": cache.misses} if cache is not None else None,
     }
     by_record = iter(scored_rows)
-    with io.OutputSet([paths.scored, paths.stats], manifest=paths.manifest) as outputs:
+    with OutputSet([paths.scored, paths.stats], manifest=paths.manifest) as outputs:
         f = outputs.open(paths.scored)
         for (_, rec), extra in zip(rows, own, strict=True):
             if "messages" in rec:  # a tool conversation: its own fields are its keys after messages and tools
                 conv = {"messages": rec["messages"], "tools": rec["tools"], "scores": None}
                 own_keys = {k: v for k, v in rec.items() if k not in ("messages", "tools")}
-                f.write(io.jsonl_line(with_extra(conv, own_keys)))
+                f.write(jsonl_line(with_extra(conv, own_keys)))
             else:
-                f.write(io.jsonl_line(with_extra({**rec, "scores": next(by_record)}, extra)))
-        outputs.write(paths.stats, io.dumps_json(stats))
+                f.write(jsonl_line(with_extra({**rec, "scores": next(by_record)}, extra)))
+        outputs.write(paths.stats, dumps_json(stats))
         manifest = build_manifest(
             command="score",
             started=started,

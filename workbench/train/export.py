@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench import io
 from workbench.errors import WbError
+from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.models.base import (
     StatusFn,
@@ -81,7 +81,7 @@ def export(
             config={"run": str(run), "merge": merge, "dtype": dtype, "kind": kind},
         )
         manifest.update({"base_model": target.base, "method": target.method, "template": target.template})
-        io.write_json(tmp / "wb_export.json", manifest)
+        write_json(tmp / "wb_export.json", manifest)
         files = sorted(p.name for p in tmp.iterdir())
         if force and out.exists():
             shutil.rmtree(out)
@@ -112,7 +112,7 @@ def _copy_adapter(target: Target, dest: Path) -> None:
         if p.is_file() and not p.name.endswith((".bin", ".pt", ".pth", ".pkl")):
             shutil.copy2(p, dest / p.name)
     info = {"base_model": target.base, "template": target.template, "method": target.method}
-    io.write_json(dest / ADAPTER_INFO, info)
+    write_json(dest / ADAPTER_INFO, info)
 
 
 def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -> None:
@@ -130,4 +130,4 @@ def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -
     config_path = dest / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config.pop("quantization_config", None)  # a QLoRA base is merged in full precision
-    io.write_json(config_path, config)
+    write_json(config_path, config)

@@ -30,12 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workbench import io
 from workbench import pairs as pdata
 from workbench.errors import WbError
 from workbench.evaluate import registry
 from workbench.models import templates as tdata
-from workbench.output import follow_umask
+from workbench.output import ensure_dir, follow_umask
 from workbench.train import guards, hf, methods
 from workbench.train import preference_prepare as pprep
 from workbench.train.recipe import Recipe
@@ -402,7 +401,7 @@ def train(
     else:
         prep = prepare(recipe, tok)
         template, dropped = prep.template, prep.train.dropped
-    io.ensure_dir(session.run_dir)
+    ensure_dir(session.run_dir)
     save_recipe(recipe, session.run_dir)
     if not resume and session.log_path.exists():
         session.log_path.unlink()

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench import io
 from workbench.errors import WbError
+from workbench.io.reader import read_records
 from workbench.models import templates as tdata
 from workbench.train import mixing, packing
 from workbench.train.recipe import DataSource, EvalSource, Recipe
@@ -52,7 +52,7 @@ def _encode_file(
     """A file's records and their training examples (aligned); records with nothing left to train are refused,
     naming their lines (`skip_empty`: left out instead, for the shipped replay set, whose records the user did not
     write)."""
-    records = io.read_records(path, split)[:limit]
+    records = read_records(path, split)[:limit]
     examples = [tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in records]
     empty = [ex.line for ex in examples if ex.trained_tokens == 0]
     if empty and skip_empty:
@@ -84,7 +84,7 @@ def prepare(recipe: Recipe, tokenizer: Any, max_positions: int | None) -> Prepar
     records, examples = _encode_file(tokenizer, template, recipe, recipe.data, recipe.data_split, recipe.max_samples)
     if recipe.eval_data is not None:
         assert isinstance(recipe.eval_data, Path)
-        val_records = io.read_records(recipe.eval_data)
+        val_records = read_records(recipe.eval_data)
         val = [
             tdata.encode(tokenizer, r, template, recipe.max_length, recipe.train_on, line) for line, r in val_records
         ]

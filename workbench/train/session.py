@@ -23,12 +23,13 @@ from typing import Any
 
 import yaml
 
-from workbench import io, precision, runfile
+from workbench import precision, runfile
 from workbench.errors import WbError
+from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.models import adapters
 from workbench.models.losses import sample_losses
-from workbench.output import follow_umask
+from workbench.output import atomic_write, ensure_dir, follow_umask
 from workbench.quiet import quiet_libraries
 from workbench.train import distributed, guards, hf, methods
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
@@ -82,7 +83,7 @@ class Session:
 
 
 def save_recipe(recipe: Recipe, run_dir: Path) -> None:
-    with io.atomic_write(run_dir / "recipe.yaml") as f:
+    with atomic_write(run_dir / "recipe.yaml") as f:
         f.write(yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False, allow_unicode=True).encode())
 
 
@@ -151,7 +152,7 @@ def apply_method(session: Session) -> None:
     session.model = methods.apply(model, recipe)
     session.trainable, session.total = methods.count_parameters(session.model)
     if distributed.is_main():  # one writer; the other processes wait until the folder is there
-        io.ensure_dir(session.run_dir)
+        ensure_dir(session.run_dir)
         save_recipe(recipe, session.run_dir)
         if not session.resume and session.log_path.exists():
             session.log_path.unlink()
@@ -227,7 +228,7 @@ def read_log(session: Session) -> list[dict[str, Any]]:
     log = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
     if not distributed.is_main():
         return log
-    with io.atomic_write(session.run_dir / "loss.svg") as f:
+    with atomic_write(session.run_dir / "loss.svg") as f:
         f.write(loss_svg(log).encode())
     return log
 
@@ -295,7 +296,7 @@ def finish(
     if not math.isfinite(output.training_loss):
         manifest["warnings"].append("training loss is not finite: lower lr or check the data")
     runfile.TrainManifest.model_validate(manifest)  # the run schema's numbers: typed and finite, or a bug here
-    io.write_json(session.run_dir / "manifest.json", manifest)
+    write_json(session.run_dir / "manifest.json", manifest)
     return manifest
 
 

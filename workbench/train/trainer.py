@@ -12,9 +12,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from workbench import io, output
+from workbench import output
+from workbench.io.jsontext import jsonl_line
 from workbench.models import templates as tdata
 from workbench.models.losses import prompt_learning
+from workbench.output import atomic_write
 from workbench.train import distributed, hf, packing
 from workbench.train.prepare import ListDataset, prepare, rows
 from workbench.train.recipe import PREFERENCE_METHODS, Recipe
@@ -106,9 +108,9 @@ def _train_sft(
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
         return TrainResult(run_dir, manifest, read_log(session), prepared.warnings)
     assert losses is not None
-    with io.atomic_write(run_dir / "sample_losses.jsonl") as f:
+    with atomic_write(run_dir / "sample_losses.jsonl") as f:
         for ex, loss in sorted(zip(prepared.train, losses, strict=True), key=lambda p: -p[1]):
-            f.write(io.jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
+            f.write(jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
     log = read_log(session)
     runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
     fields = {
