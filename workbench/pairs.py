@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from workbench.errors import WbError
-from workbench.io.jsontext import json_objects
-from workbench.records import user_text
+from workbench.io.reader import read_objects
+from workbench.records import message_role, user_text
 
 Message = dict[str, str]
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 @dataclass(frozen=True)
@@ -47,21 +44,6 @@ class Unpaired:
     label: bool
 
 
-def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    path = Path(path)
-    if not path.is_file():
-        raise WbError(f"{path}: no such file")
-    if path.suffix.lower() == ".json":
-        try:
-            data = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as e:
-            raise WbError(f"{path}: not valid JSON: {e}") from None
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise WbError(f"{path}: a .json preference file must be an array of objects")
-        return list(enumerate(data, start=1))
-    return list(json_objects(path))
-
-
 def _fail(path: Path, line: int, field: str, why: str) -> WbError:
     return WbError(f"{path}:line {line}: {field}: {why}")
 
@@ -69,11 +51,11 @@ def _fail(path: Path, line: int, field: str, why: str) -> WbError:
 def _message(path: Path, line: int, field: str, m: Any) -> Message:
     if not isinstance(m, dict):
         raise _fail(path, line, field, "a message must be an object with role and content")
-    role = m.get("role", m.get("from"))
+    role = message_role(m)
     content = m.get("content", m.get("value"))
-    if role not in ROLES or not isinstance(content, str):
+    if role is None or not isinstance(content, str):
         raise _fail(path, line, field, "a message needs a role (system, user, assistant) and a string content")
-    return {"role": ROLES[role], "content": content}
+    return {"role": role, "content": content}
 
 
 def _prompt(path: Path, line: int, rec: dict[str, Any]) -> tuple[Message, ...]:
@@ -177,7 +159,7 @@ def load_prompts(path: Path) -> list[PromptItem]:
                 ref = getattr(ex, "chosen", None) or (ex.completion if getattr(ex, "label", False) else "")
                 out.append(PromptItem(line, _messages_of(ex), ref))
         return out
-    for line, rec in _rows(path):
+    for line, rec in read_objects(path):
         prompt = _prompt(path, line, rec)
         key = tuple((m["role"], m["content"]) for m in prompt)
         if key in seen:

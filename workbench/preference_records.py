@@ -48,8 +48,8 @@ from workbench.errors import WbError
 from workbench.io.reader import RecordReader
 from workbench.io.streams import is_stream
 from workbench.records import (  # RecordError is part of this module's API: to_canonical raises it
-    _OPENAI_ROLES,
-    _SHAREGPT_ROLES,
+    OPENAI_ROLES,
+    SHAREGPT_ROLES,
     Message,
     RecordError,
     ShareGPTTurn,
@@ -330,11 +330,11 @@ def _validate(model: type[BaseModel], obj: dict[str, Any]) -> Any:
 
 def _message(m: AnyMessage, field: str) -> ChatMessage:
     if isinstance(m, Message):
-        role = _OPENAI_ROLES.get(m.role)
+        role = OPENAI_ROLES.get(m.role)
         if role is None:
             raise RecordError(f"{field}.role", f"role {m.role!r} has no place in a preference prompt", "bad_role")
         return ChatMessage(role=role, content=m.content)
-    role = _SHAREGPT_ROLES.get(m.from_.lower())
+    role = SHAREGPT_ROLES.get(m.from_.lower())
     if role is None:
         raise RecordError(f"{field}.from", f"role {m.from_!r} has no place in a preference prompt", "bad_role")
     return ChatMessage(role=role, content=m.value)

@@ -86,7 +86,9 @@ class ConversionError(RecordError):
         super().__init__(field, message, kind="not_convertible")
 
 
-_SHAREGPT_ROLES: dict[str, Role] = {
+# The one role map: the speaker names of ShareGPT's `from` (compared in any case) and of OpenAI's `role`, and the
+# canonical role each stands for. Every reader of conversations (SFT records, preference data, prompts) uses it.
+SHAREGPT_ROLES: dict[str, Role] = {
     "human": "user",
     "user": "user",
     "gpt": "assistant",
@@ -96,12 +98,20 @@ _SHAREGPT_ROLES: dict[str, Role] = {
     "bing": "assistant",
     "system": "system",
 }
-_OPENAI_ROLES: dict[str, Role] = {
+OPENAI_ROLES: dict[str, Role] = {
     "user": "user",
     "assistant": "assistant",
     "system": "system",
     "developer": "system",
 }
+
+
+def message_role(message: dict[str, Any]) -> Role | None:
+    """The canonical role of a raw message, OpenAI (`role`) or ShareGPT (`from`) form; None when it has none."""
+    if "role" in message:
+        return OPENAI_ROLES.get(message["role"]) if isinstance(message["role"], str) else None
+    name = message.get("from")
+    return SHAREGPT_ROLES.get(name.lower()) if isinstance(name, str) else None
 
 
 def turns_to_alpaca(turns: list[tuple[str, str]], field: str, system: str = "") -> AlpacaRecord:
@@ -143,7 +153,7 @@ def turns_to_alpaca(turns: list[tuple[str, str]], field: str, system: str = "") 
 def sharegpt_to_alpaca(rec: ShareGPTRecord) -> AlpacaRecord:
     turns: list[tuple[str, str]] = []
     for i, t in enumerate(rec.conversations):
-        role = _SHAREGPT_ROLES.get(t.from_.lower())
+        role = SHAREGPT_ROLES.get(t.from_.lower())
         if role is None:
             raise ConversionError(
                 f"conversations[{i}].from", f"role {t.from_!r} (tool or function turns) has no Alpaca form"
@@ -155,7 +165,7 @@ def sharegpt_to_alpaca(rec: ShareGPTRecord) -> AlpacaRecord:
 def messages_to_alpaca(rec: MessagesRecord) -> AlpacaRecord:
     turns: list[tuple[str, str]] = []
     for i, m in enumerate(rec.messages):
-        role = _OPENAI_ROLES.get(m.role)
+        role = OPENAI_ROLES.get(m.role)
         if role is None:
             raise ConversionError(f"messages[{i}].role", f"role {m.role!r} has no Alpaca form")
         turns.append((role, m.content))
@@ -495,7 +505,7 @@ def _sharegpt_tool_messages(obj: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
             raise RecordError(f"{field}.value", "expected a string", kind="invalid_tool_conversation")
         name = str(turn.get("from", "")).lower()
-        role = _SHAREGPT_TOOL_ROLES.get(name) or _SHAREGPT_ROLES.get(name)
+        role = _SHAREGPT_TOOL_ROLES.get(name) or SHAREGPT_ROLES.get(name)
         if role is None:
             raise RecordError(f"{field}.from", f"unknown role {turn.get('from')!r}", kind="invalid_tool_conversation")
         if role == "tool_call":
@@ -515,7 +525,7 @@ def _openai_tool_messages(obj: dict[str, Any]) -> list[dict[str, Any]]:
         field = f"messages[{i}]"
         if not isinstance(m, dict):
             raise RecordError(field, "expected an object", kind="invalid_tool_conversation")
-        role = _OPENAI_ROLES.get(str(m.get("role"))) or ("tool" if m.get("role") == "tool" else None)
+        role = OPENAI_ROLES.get(str(m.get("role"))) or ("tool" if m.get("role") == "tool" else None)
         if role is None:
             raise RecordError(f"{field}.role", f"unknown role {m.get('role')!r}", kind="invalid_tool_conversation")
         content = m.get("content")

@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from workbench.errors import WbError
-from workbench.io.jsontext import json_objects
+from workbench.io.reader import read_objects
 
 NOT_SCORES = frozenset({"line", "tokens", "answer_tokens", "truncated"})
 
@@ -91,7 +91,7 @@ def from_scored_file(path: Path, inline: bool = False) -> ScoreTable:
     """The `scores` objects of a `wb score` output, by line; or rows with `line` + numbers (sample_losses.jsonl).
     `inline`: `path` is the file being cleaned, whose records without `scores` simply have none."""
     table = ScoreTable(str(path))
-    for n, row in json_objects(Path(path)):
+    for n, row in read_objects(Path(path)):
         scores = row.get("scores")
         if isinstance(scores, dict):
             table.add(n, scores, f"{path}:line {n}")

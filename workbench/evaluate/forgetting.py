@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from workbench.errors import WbError
 from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES
-from workbench.io.jsontext import json_objects
+from workbench.io.reader import read_objects
 
 SHIPPED = SHIPPED_PROBES
 
@@ -81,7 +81,7 @@ def load_probe_set(spec: str | Path, limit: int | None = None) -> ProbeSet:
         raise WbError(f"probes: {text}: no such file, and not a shipped set ({', '.join(SHIPPED)})")
     items: list[Item] = []
     kind: Kind | None = None
-    for n, row in json_objects(path):
+    for n, row in read_objects(path):
         row_kind: Kind = "text" if "text" in row else "qa"
         if kind is not None and row_kind != kind:
             raise WbError(f"{path}:line {n}: mixes `text` probes with question probes; keep one kind per file")

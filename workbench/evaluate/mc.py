@@ -1,29 +1,28 @@
 """Multiple-choice files: read the shapes people have into one list of items, with every bad row named.
 
-Shapes, told apart by content (not by extension):
+Files are read by `workbench.io` (the one reader: gzip/zstd, UTF-8 with or without BOM or UTF-16/32, and the
+format told by content, not by extension): CSV with or without a header, JSON Lines, a JSON array, Parquet, Arrow.
+Row shapes:
 - MMLU CSV, no header: `question,A,B,C,D,answer` (the answer a letter); quoted fields may hold commas and newlines.
-- C-Eval / CMMLU CSV with a header: `Question,A,B,C,D,Answer` (any case), optionally an index or `id` column first
-  and other columns (C-Eval's `explanation`) after; any number of letter columns (A, B, C, ...).
-- JSONL: `question` + `choices` (a list, or a {"A": ...} map; `options` is read the same) + `answer` (a letter, or
-  a 0-based index into the list).
-- ARC JSONL: `{"question": {"stem": ..., "choices": [{"label", "text"}, ...]}, "answerKey": ...}`; labels may be
+- C-Eval / CMMLU with a header (CSV) or columns (Parquet, JSON): `Question,A,B,C,D,Answer` (any case), optionally
+  an index or `id` column first and other columns (C-Eval's `explanation`) after; any number of letter columns.
+- `question` + `choices` (a list, a {"A": ...} map, or Hugging Face's {"label": [...], "text": [...]}; `options` is
+  read the same) + `answer` (a letter, or a 0-based index into the list) or `answerKey`.
+- ARC: `{"question": {"stem": ..., "choices": [{"label", "text"}, ...]}, "answerKey": ...}`; labels may be
   letters or digits (`1`-`4`), the answer key names one of them.
 
-A UTF-8 BOM and CRLF line ends are fine. A row that cannot be an item (no question, an empty option, an answer that
-is none of the options, bad JSON, more cells than the header) is a `Reject` with its line and field; a file with no
-usable row, or not a multiple-choice file at all, is a WbError in one line, as is a header whose option columns have a
-gap (A, B, D) or a repeat. A quote left open costs its own line (rejected), not the rows after it: every physical
-line is an item, a reject, blank or the header. Options are relabelled A, B, C, ... in their order.
+A row that cannot be an item (no question, an empty option, an answer that is none of the options, bad JSON, more
+cells than the header) is a `Reject` with its line (or item, or row) and field; a file with no usable row, or not a
+multiple-choice file at all, is a WbError in one line, as is a header whose option columns have a gap (A, B, D) or a
+repeat, or a CSV header column with no name. A quote left open costs its own line (rejected), not the rows after it:
+every physical line of a CSV file is an item, a reject, blank or the header. Options are relabelled A, B, C, ... in
+their order.
 
-Light on purpose (standard library only): no torch here.
+Light on purpose: no torch here.
 """
 
 from __future__ import annotations
 
-import csv
-import io as _io
-import itertools
-import json
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,11 @@ from typing import Any
 
 from workbench.errors import WbError
 from workbench.evaluate.forgetting import Item
+from workbench.io.csvrows import check_header, csv_rows
+from workbench.io.reader import RecordReader
+from workbench.io.sniff import sniff
+from workbench.io.streams import decompression_errors, open_decompressed
+from workbench.records import RecordError
 
 LETTERS = string.ascii_uppercase
 
@@ -40,9 +44,10 @@ class Reject:
     line: int
     field: str
     error: str
+    unit: str = "line"  # what `line` counts: lines (CSV, JSON Lines), items (a JSON array) or rows (Parquet)
 
     def describe(self, path: Path | str) -> str:
-        return f"{path}:line {self.line}: field {self.field}: {self.error}"
+        return f"{path}:{self.unit} {self.line}: field {self.field}: {self.error}"
 
 
 @dataclass
@@ -52,7 +57,7 @@ class McFile:
 
     name: str
     path: Path
-    shape: str  # mmlu_csv | header_csv | jsonl | arc_jsonl
+    shape: str  # mmlu_csv | header_csv, else row shape + format: jsonl, arc_jsonl, parquet, header_parquet ...
     items: list[Item]
     rejects: list[Reject] = field(default_factory=list)
 
@@ -65,27 +70,24 @@ class _Bad(Exception):
 
 
 def _read_text(path: Path) -> str:
+    """The file's text, decompressed and decoded (a CSV file is parsed from it row by row)."""
+    stream = open_decompressed(path)[0]
+    with stream, decompression_errors(path):
+        data = stream.read()
     try:
-        return path.read_bytes().decode("utf-8-sig")
-    except OSError as e:
-        raise WbError(f"{path}: cannot read: {e}") from None
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise WbError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
 
 
 def looks_like_mc(path: Path) -> bool:
-    """Whether a JSONL file's first record is a multiple-choice item (probe files are told apart by this)."""
+    """Whether a file's first record is a multiple-choice item (probe files are told apart by this)."""
     try:
-        text = _read_text(path)
+        for items, _ in RecordReader(Path(path), batch_size=1, duplicate_keys="last").iter_items():
+            for _, row, _ in items:
+                return isinstance(row, dict) and _row_shape(row) is not None
     except WbError:
         return False
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                return False
-            return isinstance(row, dict) and _row_shape(row) is not None
     return False
 
 
@@ -94,59 +96,61 @@ def load_mc(path: Path | str, name: str | None = None) -> McFile:
     path = Path(path)
     if not path.is_file():
         raise WbError(f"{path}: no such file")
-    text = _read_text(path)
-    stripped = text.lstrip()
-    if not stripped:
-        raise WbError(f"{path}: the file is empty")
-    if stripped[0] == "{":
-        shape, items, rejects = _jsonl(text)
+    if sniff(path).format == "csv":
+        shape, items, rejects = _csv(path, _read_text(path))
     else:
-        shape, items, rejects = _csv(path, text)
+        shape, items, rejects = _records(path)
     if not items:
         first = f" (first: {rejects[0].describe(path)})" if rejects else ""
         raise WbError(f"{path}: no usable multiple-choice item in {len(rejects)} rows{first}")
-    return McFile(name or path.name.rsplit(".", 1)[0], path, shape, items, rejects)
+    stem = path.name.removesuffix(".gz").removesuffix(".zst").rsplit(".", 1)[0]
+    return McFile(name or stem, path, shape, items, rejects)
 
 
-# --- JSONL --------------------------------------------------------------------------------------------------------
+# --- JSON Lines, JSON, Parquet, Arrow ----------------------------------------------------------------------------
 
 
 def _row_shape(row: dict[str, Any]) -> str | None:
     q = row.get("question")
     if isinstance(q, dict) and "stem" in q:
-        return "arc_jsonl"
+        return "arc_"
     if "question" in row and ("choices" in row or "options" in row):
-        return "jsonl"
+        return ""
+    keys = {str(k).strip().lower() for k in row}
+    if {"question", "answer"} <= keys and any(len(k) == 1 and k.upper() in LETTERS for k in keys):
+        return "header_"
     return None
 
 
-def _jsonl(text: str) -> tuple[str, list[Item], list[Reject]]:
+def _records(path: Path) -> tuple[str, list[Item], list[Reject]]:
+    """The items of a file of records (`workbench.io.reader`), each row in any shape above."""
     items: list[Item] = []
     rejects: list[Reject] = []
     shapes: set[str] = set()
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            rejects.append(Reject(n, "(line)", f"not valid JSON: {e}"))
-            continue
-        if not isinstance(row, dict):
-            rejects.append(Reject(n, "(line)", f"expected a JSON object, got {type(row).__name__}"))
-            continue
-        shape = _row_shape(row)
-        try:
-            if shape == "arc_jsonl":
-                items.append(_arc_item(n, row))
-            elif shape == "jsonl":
-                items.append(_json_item(n, row))
-            else:
-                raise _Bad("question", "needs `question` with `choices` (or ARC's question.stem)")
-            shapes.add(str(shape))
-        except _Bad as e:
-            rejects.append(Reject(n, e.field, e.error))
-    return (shapes.pop() if len(shapes) == 1 else "jsonl"), items, rejects
+    reader = RecordReader(path, duplicate_keys="last")
+    unit, fmt = reader.info.unit, reader.info.format
+    for batch, _ in reader.iter_items():
+        for n, row, _raw in batch:
+            if isinstance(row, RecordError):
+                rejects.append(Reject(n, "(line)", f"not valid JSON: {row.message.removeprefix('bad JSON: ')}", unit))
+                continue
+            if not isinstance(row, dict):
+                rejects.append(Reject(n, "(line)", f"expected a JSON object, got {type(row).__name__}", unit))
+                continue
+            shape = _row_shape(row)
+            try:
+                if shape == "arc_":
+                    items.append(_arc_item(n, row))
+                elif shape == "":
+                    items.append(_json_item(n, row))
+                elif shape == "header_":
+                    items.append(_table_item(n, row))
+                else:
+                    raise _Bad("question", "needs `question` with `choices` (or ARC's question.stem)")
+                shapes.add(str(shape))
+            except _Bad as e:
+                rejects.append(Reject(n, e.field, e.error, unit))
+    return (shapes.pop() if len(shapes) == 1 else "") + fmt, items, rejects
 
 
 def _text(value: Any, field_name: str) -> str:
@@ -165,6 +169,11 @@ def _json_item(n: int, row: dict[str, Any]) -> Item:
     if isinstance(raw, list):
         texts = [_text(v, f"{key}[{i}]") for i, v in enumerate(raw)]
         labels = list(LETTERS[: len(texts)])
+    elif isinstance(raw, dict) and set(raw) == {"label", "text"} and isinstance(raw["text"], list):
+        if not isinstance(raw["label"], list) or len(raw["label"]) != len(raw["text"]):
+            raise _Bad(f"{key}.label", "expected one label per choice text")
+        labels = [_text(v, f"{key}.label[{i}]").upper() for i, v in enumerate(raw["label"])]
+        texts = [_text(v, f"{key}.text[{i}]") for i, v in enumerate(raw["text"])]
     elif isinstance(raw, dict):
         labels = [str(k).strip().upper() for k in raw]
         texts = [_text(v, f"{key}.{k}") for k, v in raw.items()]
@@ -187,6 +196,20 @@ def _arc_item(n: int, row: dict[str, Any]) -> Item:
     labels = [_text(c.get("label"), f"question.choices[{i}].label") for i, c in enumerate(choices)]
     texts = [_text(c.get("text"), f"question.choices[{i}].text") for i, c in enumerate(choices)]
     return _item(n, row.get("id", n), question, labels, texts, row.get("answerKey"), "answerKey")
+
+
+def _table_item(n: int, row: dict[str, Any]) -> Item:
+    """A row of a table with columns question, A, B, ..., answer (any case) and optionally id."""
+    cells = {str(k).strip().lower(): v for k, v in row.items()}
+    letters = sorted(k.upper() for k in cells if len(k) == 1 and k.upper() in LETTERS)
+    if letters != list(LETTERS[: len(letters)]):
+        missing = [c for c in LETTERS[: LETTERS.index(letters[-1])] if c not in letters]
+        gap = f"option columns {', '.join(letters)} but no {', '.join(missing)}"
+        raise _Bad("(row)", f"{gap}; they must run A, B, C, ...")
+    question = _text(cells["question"], "question")
+    texts = [_text(cells[c.lower()], c) for c in letters]
+    answer = None if cells["answer"] is None else str(cells["answer"]).strip() or None
+    return _item(n, n if cells.get("id") is None else cells["id"], question, letters, texts, answer)
 
 
 def _item(
@@ -212,52 +235,6 @@ def _item(
 # --- CSV ----------------------------------------------------------------------------------------------------------
 
 
-class _Swallowed(csv.Error):
-    """A row that runs over several lines with another width than the first row's: a quote left open."""
-
-
-def _csv_rows(text: str) -> tuple[list[tuple[int, list[str]]], list[Reject]]:
-    """The rows of a CSV text, each with the physical line it starts on, and the lines that are no row.
-
-    A quote opened and never closed makes a CSV reader read on to the next quote or to the end of the file,
-    swallowing the rows in between. Read strictly, such a row is an error, or (closed by a later quote) a row of
-    another width than the first row's that runs over several lines: its first line is rejected, and reading
-    starts again on the line after it. So every physical line is an item, a reject, blank, or the header.
-    """
-    lines = _io.StringIO(text, newline="").readlines()  # the lines as the csv module counts them
-    rows: list[tuple[int, list[str]]] = []
-    rejects: list[Reject] = []
-    width: int | None = None
-    at = 0  # index of the line to read from
-    while at < len(lines):
-        reader = csv.reader(itertools.islice(lines, at, None), strict=True)
-        start = at + 1
-        try:
-            for row in reader:
-                end = at + reader.line_num
-                if any(c.strip() for c in row):
-                    if width is None:
-                        width = len(row)
-                    elif end > start and len(row) != width:
-                        raise _Swallowed(
-                            f"a quote opened on this line closes on line {end}: lines {start}-{end} read as one row "
-                            f"of {len(row)} columns, the first row has {width}"
-                        )
-                    rows.append((start, row))
-                start = end + 1
-            break
-        except csv.Error as e:
-            if isinstance(e, _Swallowed):
-                why = str(e)
-            elif str(e) == "unexpected end of data":
-                why = "a quote opened on this line is never closed"
-            else:
-                why = f"not readable as CSV: {e} (a quote left open?)"
-            rejects.append(Reject(start, "(row)", f"{why}; reading goes on at line {start + 1}"))
-            at = start
-    return rows, rejects
-
-
 def _letter_columns(path: Path, line: int, header: list[str]) -> list[int]:
     """The columns of the options A, B, C, ... in a header; a gap (A, B, D) or a repeated name is a WbError."""
     named = [c for c in header if c in ("question", "answer", "id") or (len(c) == 1 and c.upper() in LETTERS)]
@@ -279,13 +256,15 @@ def _letter_columns(path: Path, line: int, header: list[str]) -> list[int]:
 
 
 def _csv(path: Path, text: str) -> tuple[str, list[Item], list[Reject]]:
-    rows, unreadable = _csv_rows(text)
+    rows, lines = csv_rows(text)
+    unreadable = [Reject(n, "(row)", why) for n, why in lines]
     if not rows:
         if unreadable:
             raise WbError(unreadable[0].describe(path))
         raise WbError(f"{path}: the file is empty")
     header = [c.strip().lower() for c in rows[0][1]]
     if "question" in header and "answer" in header and any(len(c) == 1 and c.upper() in LETTERS for c in header):
+        check_header(path, header, rows[0][0])  # a column with no name would be left out quietly
         q_col, a_col = header.index("question"), header.index("answer")
         letter_cols = _letter_columns(path, rows[0][0], header)
         id_col = header.index("id") if "id" in header else (0 if header[0] == "" else None)

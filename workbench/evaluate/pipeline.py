@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare, degenerate, judge, registry, review
@@ -25,12 +27,13 @@ from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
 from workbench.evaluate.metrics import METRIC_KEYS, score_items
 from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
-from workbench.io.jsontext import dumps_json, json_objects, jsonl_line, write_json
-from workbench.io.reader import RecordReader
+from workbench.io.jsontext import dumps_json, jsonl_line, write_json
+from workbench.io.reader import RecordReader, read_objects
 from workbench.manifest import build_manifest
 from workbench.models.generate import Answer
 from workbench.output import OutputSet, sha256_file
 from workbench.precision import for_model
+from workbench.records import EXTRA
 from workbench.text import count_cjk
 
 if TYPE_CHECKING:
@@ -80,15 +83,14 @@ class EvalResult:
 
 
 def task_items(path: Path, limit: int | None, split: str | None = None) -> list[Item]:
-    """The task records as eval items. In a JSONL file a record may also carry `answer_type` (overriding the
-    suite's) and `options` ({"A": "...", ...} for multiple choice)."""
+    """The task records as eval items. A record may also carry `answer_type` (overriding the suite's) and `options`
+    ({"A": "...", ...} for multiple choice), in any file format."""
     from workbench.io.reader import read_records
 
-    records = read_records(path, split, prefer=("test", "validation"))[:limit]
-    extras = _record_extras(path) if path.suffix == ".jsonl" else {}
+    records = read_records(path, split, prefer=("test", "validation"), extra_fields=True)[:limit]
     items = []
     for line, r in records:
-        extra = extras.get(line, {})
+        extra = _extras(orjson.loads(r[EXTRA]), path, line) if r.get(EXTRA) else {}
         items.append(
             Item(
                 id=line,
@@ -102,10 +104,6 @@ def task_items(path: Path, limit: int | None, split: str | None = None) -> list[
             )
         )
     return items
-
-
-def _record_extras(path: Path) -> dict[int, dict[str, Any]]:
-    return {n: extra for n, row in json_objects(path) if (extra := _extras(row, path, n))}
 
 
 def _extras(row: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
@@ -439,7 +437,7 @@ def evaluate_predictions(path: Path, config: EvalConfig, out_dir: Path) -> EvalR
     `instruction`, `input`, `id`, `set`) without any model."""
     started = time.time()
     sets: dict[str, EvalSet] = {}
-    for n, row in json_objects(path):
+    for n, row in read_objects(path):
         for key in ("prediction", "reference"):
             if not isinstance(row.get(key), str):
                 raise WbError(f"{path}:line {n}: field {key}: missing or not a string")
@@ -623,7 +621,7 @@ def fold_review_into_judge(eval_dir: Path) -> dict[str, Any] | None:
     metrics = runfile.EvalMetrics.model_validate(json.loads(metrics_path.read_text(encoding="utf-8")))
     if metrics.task is None or metrics.task.judge is None:
         return None
-    rows = [row for _, row in json_objects(scores_path)]
+    rows = [row for _, row in read_objects(scores_path)]
     reviewed = review.reviewed_items(eval_dir / "review.json")
     metrics.task.judge = with_review(metrics.task.judge, rows, reviewed)
     write_json(metrics_path, metrics.model_dump(mode="json", exclude_none=True))

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from workbench.errors import WbError
 from workbench.output import atomic_write
 from workbench.records import RecordError
 
@@ -72,22 +70,3 @@ def write_json(path: Path, obj: Any) -> None:
 
 def jsonl_line(obj: Any) -> bytes:
     return orjson.dumps(obj) + b"\n"
-
-
-def json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a small JSONL file (BOM and CRLF allowed); a line that is
-    not a JSON object is a WbError naming the file and line."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise WbError(f"{path}: cannot read: {e}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise WbError(f"{path}:line {n}: not valid JSON: {e}") from None
-        if not isinstance(row, dict):
-            raise WbError(f"{path}:line {n}: expected a JSON object, got {type(row).__name__}")
-        yield n, row

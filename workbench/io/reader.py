@@ -17,9 +17,10 @@ from typing import IO, Any
 import orjson
 
 from workbench.errors import WbError
+from workbench.io.csvrows import check_header, first_row
 from workbench.io.jsontext import KEY_TOKEN, count_keys, duplicate_error, duplicate_in, duplicate_key, json_pairs
 from workbench.io.options import DuplicateKeys, resolve_mapping
-from workbench.io.sniff import SourceInfo, first_line, sniff, sniff_format
+from workbench.io.sniff import EmptyInput, SourceInfo, first_line, sniff, sniff_format
 from workbench.io.streams import (
     BOM,
     Bounded,
@@ -352,6 +353,8 @@ class RecordReader:
             return doc
         import polars as pl
 
+        if fmt == "csv":  # a column with no name: polars would read it as "" or "_duplicated_N", quietly
+            check_header(self.path, first_row(data[: 1 << 16].removeprefix(BOM).decode("utf-8", "replace")))
         try:
             if fmt == "parquet":
                 frame = pl.read_parquet(io.BytesIO(data))
@@ -402,3 +405,23 @@ def read_records(
     if not out:
         raise WbError(f"{path}: no records to train on")
     return out
+
+
+def read_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(position, object) for each record of a file whose records are not SFT records (probes, predictions,
+    multiple-choice items, preference rows, score files), in any format `RecordReader` reads: JSON Lines, JSON,
+    Parquet, Arrow or CSV, compressed or not, told apart by content. A record that is not valid JSON or not an object
+    is a WbError naming the file and its line (item, row); an empty file has none. A key named twice keeps its last
+    value, as JSON parsers do."""
+    try:
+        reader = RecordReader(Path(path), duplicate_keys="last")
+    except EmptyInput:
+        return
+    unit = reader.info.unit
+    for items, _ in reader.iter_items():
+        for n, obj, _raw in items:
+            if isinstance(obj, RecordError):
+                raise WbError(f"{path}:{unit} {n}: not valid JSON: {obj.message.removeprefix('bad JSON: ')}")
+            if not isinstance(obj, dict):
+                raise WbError(f"{path}:{unit} {n}: expected a JSON object, got {type(obj).__name__}")
+            yield n, obj

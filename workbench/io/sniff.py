@@ -18,6 +18,10 @@ from workbench.records import ALIASES
 Format = Literal["jsonl", "json", "parquet", "csv", "arrow"]
 
 
+class EmptyInput(WbError):
+    """A file with nothing in it but blank lines (a reader of a few optional objects may take it as none)."""
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     path: Path
@@ -42,7 +46,7 @@ def sniff_format(line: bytes, path: Path) -> Format:
         return "arrow"
     text = line.removeprefix(BOM).strip()
     if not text:
-        raise WbError(f"{path}: file is empty")
+        raise EmptyInput(f"{path}: file is empty")
     if text.startswith(b"["):
         return "json"
     if text.startswith(b"{"):
