@@ -35,6 +35,7 @@ FLOORS: dict[str, int] = {
     "workbench.io.options": 1,
     "workbench.io.jsontext": 1,
     "workbench.io.csvrows": 1,
+    "workbench.io.formats": 1,
     "workbench.layouts": 1,
     "workbench.output": 1,
     "workbench.frames": 1,

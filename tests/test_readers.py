@@ -238,7 +238,7 @@ def test_eval_set_records_carry_their_answer_type_and_options_in_every_format(tm
 def test_a_bad_answer_type_in_a_json_eval_set_names_the_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "eval.json"
     path.write_text(json.dumps([{**EVAL_ROWS[1], "answer_type": "vibes"}]), encoding="utf-8")
-    with pytest.raises(WbError, match=r"eval\.json:line 1: field answer_type: 'vibes' is not one of"):
+    with pytest.raises(WbError, match=r"eval\.json:\w+ 1: field answer_type: 'vibes' is not one of"):
         pipeline.task_items(path, None)
 
 
@@ -261,3 +261,26 @@ def test_read_objects_names_the_item_that_is_not_an_object(tmp_path: Path) -> No
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n", encoding="utf-8")
     assert list(read_objects(empty)) == []
+
+
+# --- a new format is one entry ------------------------------------------------------------------------------------
+
+
+def test_a_format_registered_in_one_entry_is_read_by_every_reader(tmp_path: Path, monkeypatch: Any) -> None:
+    from workbench.io import formats
+
+    def tsv(data: bytes, path: Path) -> pl.DataFrame:
+        return pl.read_csv(data.split(b"\n", 1)[1], separator="\t", infer_schema=False)
+
+    toy = formats.TableFormat("tsv", (b"#TSV\n",), (".tsv",), "columns", tsv)  # type: ignore[arg-type]
+    monkeypatch.setitem(formats.TABLES, "tsv", toy)
+    records = tmp_path / "records.data"
+    records.write_text("#TSV\ninstruction\toutput\nSay hi\tHi\n", encoding="utf-8")
+    (batch,) = list(RecordReader(records))
+    assert RecordReader(records).info.format == "tsv" and batch.rows[0][0] == "Say hi" and batch.rows[0][2] == "Hi"
+    prefs = tmp_path / "prefs.data"
+    prefs.write_text("#TSV\nprompt\tchosen\trejected\n2+2?\t4\t5\n", encoding="utf-8")
+    assert _pair_tuples(pdata.load_pairs(prefs)) == [(1, ({"role": "user", "content": "2+2?"},), "4", "5")]
+    items = tmp_path / "mc.data"
+    items.write_text("#TSV\nquestion\tA\tB\tanswer\n1+1=?\t1\t2\tB\n", encoding="utf-8")
+    assert _items(mc.load_mc(items)) == [(1, "1+1=?", {"A": "1", "B": "2"}, "B")]

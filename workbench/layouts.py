@@ -27,10 +27,11 @@ from typing import Any, Literal
 import yaml
 
 from workbench.errors import WbError
+from workbench.io.formats import SHARD_SUFFIXES
 
 Layout = Literal["save_to_disk", "hub"]
 
-DATA_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv", ".arrow")
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", *SHARD_SUFFIXES)
 COMPRESSED = ("", ".gz", ".zst")
 # Split names the hub recognises in file and folder names, and the canonical split they stand for.
 SPLIT_WORDS = {

@@ -17,7 +17,7 @@ from typing import IO, Any
 import orjson
 
 from workbench.errors import WbError
-from workbench.io.csvrows import check_header, first_row
+from workbench.io.formats import TABLES
 from workbench.io.jsontext import KEY_TOKEN, count_keys, duplicate_error, duplicate_in, duplicate_key, json_pairs
 from workbench.io.options import DuplicateKeys, resolve_mapping
 from workbench.io.sniff import EmptyInput, SourceInfo, first_line, sniff, sniff_format
@@ -193,7 +193,7 @@ class RecordReader:
     def _check_columns(self, columns: list[str], mapping: dict[str, str]) -> None:
         """A table (CSV, Parquet, Arrow) has the same columns in every row: when none of them is read as the
         instruction or the output, every record would be rejected, so the file is refused before any is read."""
-        if self.info.format not in ("csv", "parquet", "arrow") or {"messages", "conversations"} & set(columns):
+        if self.info.format not in TABLES or {"messages", "conversations"} & set(columns):
             return
         missing = [canon for canon in ("instruction", "output") if canon not in mapping]
         if not missing:
@@ -201,7 +201,7 @@ class RecordReader:
         free = [c for c in columns if c not in mapping.values()] or columns
         example = " ".join(f"--map {canon}={free[min(i, len(free) - 1)]}" for i, canon in enumerate(missing))
         shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
-        where = "line 1 (the header)" if self.info.format == "csv" else "columns"
+        where = TABLES[self.info.format].columns_at
         raise WbError(
             f"{self.path}: {where}: no column is read as the {' or the '.join(missing)} (columns: {shown}); "
             f"name them with --map FIELD=COLUMN, e.g. {example}"
@@ -351,18 +351,10 @@ class RecordReader:
             if not isinstance(doc, list):
                 raise WbError(f"{self.path}: expected a JSON array of records, found {type(doc).__name__}")
             return doc
-        import polars as pl
-
-        if fmt == "csv":  # a column with no name: polars would read it as "" or "_duplicated_N", quietly
-            check_header(self.path, first_row(data[: 1 << 16].removeprefix(BOM).decode("utf-8", "replace")))
         try:
-            if fmt == "parquet":
-                frame = pl.read_parquet(io.BytesIO(data))
-            elif fmt == "arrow":
-                buf = io.BytesIO(data)
-                frame = pl.read_ipc(buf) if data.startswith(b"ARROW1") else pl.read_ipc_stream(buf)
-            else:
-                frame = pl.read_csv(io.BytesIO(data.removeprefix(BOM)), infer_schema=False)
+            frame = TABLES[fmt].load(data, self.path)
+        except WbError:
+            raise
         except Exception as err:  # polars raises many error types for malformed files
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise WbError(f"{self.path}: cannot read as {fmt}: {first}") from None

@@ -1,5 +1,6 @@
 """Telling an input's format from its content, not its name: JSON Lines, a JSON array (or an object holding one),
-Parquet, Arrow and CSV, each possibly compressed (`workbench.io.streams` opens the bytes).
+or a table format of `workbench.io.formats` (Parquet, Arrow, CSV), each possibly compressed (`workbench.io.streams`
+opens the bytes).
 """
 
 from __future__ import annotations
@@ -7,15 +8,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import orjson
 
 from workbench.errors import WbError
+from workbench.io.formats import Format, by_magic
 from workbench.io.streams import BOM, Compression, open_decompressed, open_raw, sniff_errors
 from workbench.records import ALIASES
-
-Format = Literal["jsonl", "json", "parquet", "csv", "arrow"]
 
 
 class EmptyInput(WbError):
@@ -32,7 +32,7 @@ class SourceInfo:
     @property
     def unit(self) -> str:
         """What a record's position is counted in: lines for JSON Lines, items or rows otherwise."""
-        return {"jsonl": "line", "json": "item", "parquet": "row", "csv": "row", "arrow": "row"}[self.format]
+        return {"jsonl": "line", "json": "item"}.get(self.format, "row")
 
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst")
@@ -40,10 +40,9 @@ _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst",
 
 def sniff_format(line: bytes, path: Path) -> Format:
     """Tell the format from the first line of the (decompressed) file."""
-    if line.startswith(b"PAR1"):
-        return "parquet"
-    if line.startswith((b"ARROW1", b"\xff\xff\xff\xff")):  # Arrow IPC file / stream (datasets' .arrow)
-        return "arrow"
+    table = by_magic(line)
+    if table is not None:
+        return table
     text = line.removeprefix(BOM).strip()
     if not text:
         raise EmptyInput(f"{path}: file is empty")
@@ -87,7 +86,7 @@ def first_line(stream: IO[bytes]) -> tuple[bytes, bytes]:
     while True:
         line = stream.readline()
         seen.append(line)
-        if not line or line.removeprefix(BOM).strip() or line.startswith((b"PAR1", b"ARROW1", b"\xff\xff\xff\xff")):
+        if not line or line.removeprefix(BOM).strip() or by_magic(line) is not None:
             return line, b"".join(seen)
 
 
