@@ -1063,7 +1063,8 @@ def worker_wb_steps(src: Path, dst: Path, full_profile: bool) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import polars as pl
 
-    from workbench.clean.pipeline import apply_rules, normalize_frame, pii_frame, rows_to_frame
+    from workbench.clean.pipeline import apply_rules, normalize_frame, pii_frame
+    from workbench.frames import rows_to_frame
     from workbench.io.reader import RecordReader
     from workbench.records import FIELDS
 

@@ -503,9 +503,11 @@ def worker_wb_steps(args: argparse.Namespace) -> dict[str, Any]:
 
     import workbench.clean.dispatch
     import workbench.clean.profile
-    from workbench.clean.pipeline import STAGE_COLUMNS, apply_rules, normalize_frame, pii_frame, rows_to_frame
+    from workbench.clean.pipeline import apply_rules, normalize_frame, pii_frame
+    from workbench.clean.sft import STAGE_COLUMNS
     from workbench.dedup import minhash
     from workbench.dedup.stages import DedupStages
+    from workbench.frames import rows_to_frame
     from workbench.io.reader import RecordReader
     from workbench.records import FIELDS as WB_FIELDS
 

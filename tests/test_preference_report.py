@@ -79,7 +79,7 @@ def test_the_gate_reads_preference_paths(tmp_path: Path) -> None:
 def test_report_describes_the_cleaned_preference_data_and_its_dropped_pairs(tmp_path: Path) -> None:
     """The Data section of a DPO run: the cleaner's preference findings (kind, shapes, length bias) and dropped
     pairs shown with their prompt and both answers, escaped."""
-    from workbench.clean import preference as cleaning
+    from workbench.clean import dispatch as cleaning
     from workbench.clean.profile import load
 
     records = [
@@ -102,7 +102,7 @@ def test_report_describes_the_cleaned_preference_data_and_its_dropped_pairs(tmp_
 
 
 def test_report_describes_cleaned_kto_examples_with_their_labels(tmp_path: Path) -> None:
-    from workbench.clean import preference as cleaning
+    from workbench.clean import dispatch as cleaning
     from workbench.clean.profile import load
 
     records = [

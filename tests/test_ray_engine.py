@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO, read_jsonl, write_jsonl
 from workbench.clean import dispatch as cleaning
+from workbench.clean.output import OutputPaths
 from workbench.clean.profile import load
 
 ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'wb[ray]')")
@@ -134,7 +135,7 @@ def _sorted_lines(path: Path) -> list[str]:
 
 
 def _same_set(local: Path, other: Path) -> None:
-    lp, rp = cleaning.pipeline.OutputPaths.for_output(local), cleaning.pipeline.OutputPaths.for_output(other)
+    lp, rp = OutputPaths.for_output(local), OutputPaths.for_output(other)
     assert local.read_bytes() == other.read_bytes()  # kept records in input order, byte for byte
     assert lp.rejects.read_bytes() == rp.rejects.read_bytes()
     assert _sorted_lines(lp.dropped) == _sorted_lines(rp.dropped)
@@ -204,10 +205,142 @@ def test_cli_engine_ray(ray_session: None, tmp_path: Path, wb: Any) -> None:
     dedup = wb("dedup", data, "-o", tmp_path / "d-ray.jsonl", "--engine", "ray", "--quiet")
     assert dedup.exit_code == 0 and dedup.stdout == wb("dedup", data, "-o", tmp_path / "d.jsonl", "--quiet").stdout
     _same_set(tmp_path / "d.jsonl", tmp_path / "d-ray.jsonl")
+    pairs, _ = planted_pairs(tmp_path)  # preference data: recognised, cleaned on Ray, the same accounting line
+    result = wb("clean", pairs, "-o", tmp_path / "p-ray.jsonl", "--engine", "ray", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == wb("clean", pairs, "-o", tmp_path / "p.jsonl", "--quiet").stdout
+    _same_set(tmp_path / "p.jsonl", tmp_path / "p-ray.jsonl")
     semantic = tmp_path / "semantic.yaml"
     semantic.write_text("name: s\ndedup:\n  semantic:\n", encoding="utf-8")
     bad = wb("clean", data, "-o", tmp_path / "s.jsonl", "--engine", "ray", "-p", semantic)
     assert bad.exit_code == 2 and "local engine only" in bad.stderr
+
+
+PREFS = REPO / "data" / "preference" / "prefs.jsonl"
+
+
+def _pair(prompt: str, chosen: str, rejected: str, **extra: Any) -> dict[str, Any]:
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **extra}
+
+
+def planted_pairs(tmp: Path) -> tuple[Path, Path]:
+    """The shipped pairs (with an own field on every third) plus every way a pair leaves: a rule (identical answers,
+    refusal), contradictions across the file (two of them far apart), an exact and a near duplicate of shipped
+    pairs, tied scores, a broken line, a KTO record among pairs (rejected), Chinese; and an eval file one pair leaks
+    into."""
+    shipped = [json.loads(line) for line in PREFS.read_text(encoding="utf-8").splitlines()]
+    rows: list[Any] = [{**r, **_own_fields(n)} if n % 3 == 0 else r for n, r in enumerate(shipped)]
+    long_prompt = "Explain in two sentences why the sky looks blue on a clear day and red at sunset, for a child."
+    chosen = "Sunlight scatters off air molecules, and blue light scatters the most, so the sky looks blue."
+    rows[5:5] = [
+        _pair("Pick a colour", "Blue.", "Red."),
+        _pair("选一个颜色", "蓝色", "红色", id="zh-1"),
+        _pair("Say hi", "Hello there!", "Hello there!"),
+        _pair(long_prompt, chosen + " At sunset light travels further, so reds remain.", "Because it is."),
+    ]
+    rows[60:60] = [
+        '{"prompt": "broken", "chosen": ',
+        {"prompt": "Hi", "completion": "Hello", "label": True},
+        {"prompt": "Name a tree", "completions": [{"text": "Oak.", "score": 5}, {"text": "Pine.", "score": 5}]},
+    ]
+    rows += [
+        _pair("pick a colour ", "red", "blue"),
+        _pair("选一个颜色", "红色", "蓝色"),
+        _pair(long_prompt, chosen + " At sunset light travels further, so reds remain.", "Because it is so."),
+        {**shipped[10], "id": "copy"},
+        _pair("Joke?", "I'm sorry, but I cannot help with that.", "Why did the chicken cross the road?"),
+        _pair("泄露", "复述这一段评测文本：天空之所以是蓝色的，是因为瑞利散射使蓝光散射得最多。", "不知道"),
+    ]
+    data = write_jsonl(tmp / "prefs.jsonl", rows)
+    evals = write_jsonl(
+        tmp / "eval.jsonl", [{"instruction": "复述", "output": "天空之所以是蓝色的，是因为瑞利散射使蓝光散射得最多。"}]
+    )
+    return data, evals
+
+
+def test_ray_engine_cleans_preference_pairs_as_the_local_engine_does(ray_session: None, tmp_path: Path) -> None:
+    data, evals = planted_pairs(tmp_path)
+    profile = load("preference")
+    local = cleaning.run(data, tmp_path / "local.jsonl", profile, against=[evals], batch_size=40)
+    dist = ray_engine.run(data, tmp_path / "ray.jsonl", profile, against=[evals], batch_size=40)
+    s = local.summary
+    by_rule = s["dropped_by_rule"]
+    assert by_rule["contradictory_pair"] == 4 and by_rule["identical_pair"] == 1 and by_rule["tied_scores"] == 1
+    assert by_rule["exact_duplicate"] == 1 and by_rule["near_duplicate"] == 1 and by_rule["contamination"] == 1
+    assert by_rule["refusal_chosen"] == 1 and s["rejected"] == 2 and s["preference"]["length_bias"]["pairs"] > 100
+    assert dist.summary == s and dist.mapping == local.mapping == {}
+    _same_set(tmp_path / "local.jsonl", tmp_path / "ray.jsonl")
+    drops = {d["line"]: d for d in read_jsonl(tmp_path / "ray.dropped.jsonl")}
+    assert drops[6]["rule"] == "contradictory_pair" and drops[6]["contradicts"] == [
+        len(data.read_text().splitlines()) - 5
+    ]
+
+
+def test_ray_engine_cleans_kto_examples_as_the_local_engine_does(ray_session: None, tmp_path: Path) -> None:
+    refusal = "I'm sorry, but I cannot help with that."
+    rows: list[Any] = []
+    for i in range(90):
+        rows.append(
+            {"prompt": f"Question {i}: name a prime above {i}", "completion": f"{i * 7 + 3} maybe", "label": i % 3 > 0}
+        )
+    rows[10:10] = [
+        {"prompt": "Hi", "completion": "Hello!", "label": True, "id": "a"},
+        {"messages": [{"role": "user", "content": "Joke?"}, {"role": "assistant", "content": refusal}], "label": True},
+        {"prompt": "问好", "completion": "你好！", "label": True},
+        _pair("Pick one", "A", "B"),  # a pair among KTO examples: rejected
+    ]
+    rows += [
+        {"prompt": "Hi", "completion": "Hello!", "label": False},
+        {"prompt": "问好", "completion": "你好！", "label": True, "id": "copy"},
+        '{"prompt": ',
+    ]
+    data = write_jsonl(tmp_path / "kto.jsonl", rows)
+    profile = load("preference")
+    local = cleaning.run(data, tmp_path / "local.jsonl", profile, batch_size=25)
+    dist = ray_engine.run(data, tmp_path / "ray.jsonl", profile, batch_size=25)
+    s = local.summary
+    by_rule = s["dropped_by_rule"]
+    assert by_rule["contradictory_pair"] == 2 and by_rule["refusal_chosen"] == 1 and by_rule["exact_duplicate"] == 1
+    assert s["rejected"] == 2 and s["preference"]["kind"] == "kto" and s["preference"]["labels"]["undesirable"] > 20
+    assert dist.summary == s
+    _same_set(tmp_path / "local.jsonl", tmp_path / "ray.jsonl")
+
+
+def test_ray_engine_applies_score_rules_as_the_local_engine_does(ray_session: None, tmp_path: Path) -> None:
+    rows = []
+    for i in range(120):
+        rec = {
+            "instruction": f"问题 {i % 50}: explain item {i % 50}",
+            "input": "",
+            "output": f"答案 {i % 50}: item is fine.",
+        }
+        rows.append({**rec, "scores": {"ifd": 0.5 + (i % 11) / 10, "reward": float(i % 17)}, **_own_fields(i)})
+    data = write_jsonl(tmp_path / "scored.jsonl", rows)
+    yaml = tmp_path / "scored.yaml"
+    yaml.write_text(
+        "name: scored\nrules:\n  empty_output:\n  ifd_max: 1.2\n  keep_top_fraction:\n    score: reward\n"
+        "    fraction: 0.8\n"
+        "dedup:\n  exact:\n    fields: [instruction, input, output]\n",
+        encoding="utf-8",
+    )
+    profile = load(str(yaml))
+    local = cleaning.run(data, tmp_path / "local.jsonl", profile, batch_size=32)
+    dist = ray_engine.run(data, tmp_path / "ray.jsonl", profile, batch_size=32, block_bytes=4096)
+    s = local.summary
+    assert s["dropped_by_rule"]["ifd_max"] > 0 and s["dropped_by_rule"]["exact_duplicate"] > 0
+    assert s["scores"]["scores"]["ifd"] == 120
+    assert dist.summary == s
+    _same_set(tmp_path / "local.jsonl", tmp_path / "ray.jsonl")
+    scores = tmp_path / "scores.jsonl"  # `--scores FILE` too
+    scores.write_bytes(data.read_bytes())
+    plain = write_jsonl(
+        tmp_path / "plain.jsonl",
+        [{k: v for k, v in r.items() if k != "scores"} if isinstance(r, dict) else r for r in rows],
+    )
+    local = cleaning.run(plain, tmp_path / "local2.jsonl", profile, scores=scores)
+    dist = ray_engine.run(plain, tmp_path / "ray2.jsonl", profile, scores=scores)
+    assert dist.summary == local.summary and local.summary["dropped_by_rule"]["ifd_max"] > 0
+    _same_set(tmp_path / "local2.jsonl", tmp_path / "ray2.jsonl")
 
 
 def test_local_engine_never_imports_ray(tmp_path: Path) -> None:

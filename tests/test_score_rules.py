@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import read_jsonl, write_jsonl
 
-from workbench.clean import pipeline
+from workbench.clean import dispatch
 from workbench.clean.profile import from_dict, load
 from workbench.clean.rules import RULES, ScoreParams
 from workbench.errors import WbError
@@ -31,7 +31,7 @@ def profile(rules: dict[str, Any]) -> Any:
 
 def run(tmp_path: Path, rows: list[dict[str, Any]], rules: dict[str, Any], scores: Path | None = None) -> Any:
     data = write_jsonl(tmp_path / "scored.jsonl", rows)
-    return pipeline.run(data, tmp_path / "clean.jsonl", profile(rules), scores=scores)
+    return dispatch.run(data, tmp_path / "clean.jsonl", profile(rules), scores=scores)
 
 
 def dropped(tmp_path: Path) -> list[dict[str, Any]]:
@@ -73,7 +73,7 @@ def test_keep_top_fraction_keeps_an_exact_share_by_reward_across_batches(tmp_pat
     rows = [scored(i, reward=r) for i, r in enumerate(rewards)]
     data = write_jsonl(tmp_path / "scored.jsonl", rows)
     prof = profile({"keep_top_fraction": {"score": "reward", "fraction": 0.4}})
-    result = pipeline.run(data, tmp_path / "clean.jsonl", prof, batch_size=3)  # ranks span batches
+    result = dispatch.run(data, tmp_path / "clean.jsonl", prof, batch_size=3)  # ranks span batches
     kept = [r["instruction"] for r in read_jsonl(tmp_path / "clean.jsonl")]
     # 2.5, 1.7, 0.9 and the first of three 0.3 (ties: the earlier line), in input order
     assert kept == [rows[i]["instruction"] for i in (0, 2, 4, 6)]
@@ -95,7 +95,7 @@ def test_sample_losses_of_a_run_feed_back_with_loss_top_fraction(tmp_path: Path)
     # As wb train writes it: sorted by loss, `line` is the line of the training data.
     losses = [{"line": n, "loss": round(0.1 * n, 5), "tokens": 7} for n in range(20, 0, -1)]
     write_jsonl(tmp_path / "sample_losses.jsonl", losses)
-    result = pipeline.run(
+    result = dispatch.run(
         data, tmp_path / "clean.jsonl", profile({"loss_top_fraction": 0.1}), scores=tmp_path / "sample_losses.jsonl"
     )
     drops = dropped(tmp_path)
@@ -112,9 +112,9 @@ def test_a_rule_whose_score_is_missing_is_one_clear_error(tmp_path: Path) -> Non
         run(tmp_path, [scored(1, ifd=0.5)], {"reward_min": 0.0})
     plain = write_jsonl(tmp_path / "plain.jsonl", [{"instruction": "a", "output": "b"}])
     with pytest.raises(WbError, match="needs the score 'ifd'"):
-        pipeline.run(plain, tmp_path / "c.jsonl", profile({"ifd_max": 1.0}))
+        dispatch.run(plain, tmp_path / "c.jsonl", profile({"ifd_max": 1.0}))
     with pytest.raises(WbError, match="has no rule over scores"):
-        pipeline.run(plain, tmp_path / "c.jsonl", profile({"empty_output": None}), scores=tmp_path / "scored.jsonl")
+        dispatch.run(plain, tmp_path / "c.jsonl", profile({"empty_output": None}), scores=tmp_path / "scored.jsonl")
 
 
 def test_a_non_numeric_score_names_file_line_and_score(tmp_path: Path) -> None:

@@ -1,16 +1,17 @@
-"""Which cleaner runs a file: SFT records (`pipeline`) or preference pairs and KTO examples (`preference`), on the
-local engine or on Ray (`ray_engine`), and the output name when none is given. `wb clean`, `wb dedup`, `wb stats` and
-the Python API start here; the package's `__init__` imports nothing, so importing a cleaning module never runs the
-others first."""
+"""Which record shape a file holds (SFT records or preference pairs and KTO examples: `shapes.shape_for`),
+which engine drives it (this process: `driver`; Ray: `ray_engine`), and the output name when none is given.
+`wb clean`, `wb dedup`, `wb stats` and the Python API start here; the package's `__init__` imports nothing, so
+importing a cleaning module never runs the others first."""
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from workbench.clean import pipeline, preference
-from workbench.clean.pipeline import CleanResult
+from workbench.clean import driver
+from workbench.clean.output import CleanResult
 from workbench.clean.preference import resolve_kind as _resolve_kind
 from workbench.clean.profile import Profile, load
+from workbench.clean.shapes import shape_for
 from workbench.errors import WbError
 from workbench.io.options import DuplicateKeys
 
@@ -31,44 +32,17 @@ def run(
     scores: Path | None = None,
     extra_fields: bool = True,
 ) -> CleanResult:
-    """Clean `input_path` into `output` under `profile` (`workbench.clean.pipeline.run` has every argument).
+    """Clean `input_path` into `output` under `profile` on this process (`driver.run`).
 
-    `kind`: `preference` cleans pairs / KTO examples (`workbench.clean.preference`), `sft` instruction records;
-    `auto` tells them apart by the first record (`--map` means SFT: it maps SFT fields)."""
-    if kind != "sft" and (
-        kind == "preference" or (not overrides and preference.sniff_kind(Path(input_path)) is not None)
-    ):
-        if overrides:
-            raise WbError("--map maps SFT fields; preference records are recognised by their own keys")
-        if scores is not None:
-            raise WbError("--scores: score rules apply to SFT records; this file holds preference records")
-        return preference.run(
-            input_path,
-            output,
-            profile,
-            batch_size,
-            on_batch,
-            on_phase,
-            against,
-            command,
-            duplicate_keys,
-            split,
-            extra_fields,
-        )
-    return pipeline.run(
-        input_path,
-        output,
-        profile,
-        overrides=overrides,
-        batch_size=batch_size,
-        on_batch=on_batch,
-        on_phase=on_phase,
-        against=against,
-        command=command,
-        duplicate_keys=duplicate_keys,
-        split=split,
-        scores=scores,
-        extra_fields=extra_fields,
+    `overrides`: `--map` field names; `against`: evaluation files whose passages must not appear in the training
+    data (decontamination); `input_path` may be `-` (standard input) or a pipe/FIFO, read once as a stream;
+    `duplicate_keys`: reject an object naming a key twice (`duplicate_key`), or keep the `last` value; `kind`: as
+    `shape_for`; `scores`: a score file for the score rules (`wb score` output or a run's sample_losses.jsonl),
+    without which they read the input's own `scores` objects; `extra_fields`: keep each record's fields wb does not
+    use (`id`, `source`, `meta`, ...) in the kept and dropped files, after wb's own (`records.EXTRA`)."""
+    shape = shape_for(input_path, profile, overrides, kind, scores, extra_fields)
+    return driver.run(
+        shape, input_path, output, profile, batch_size, on_batch, on_phase, against, command, duplicate_keys, split
     )
 
 

@@ -1,5 +1,6 @@
-"""`wb clean` on preference data: the SFT pipeline's steps (validation, normalisation, PII, rules, dedup,
-decontamination, accounting, output set, manifest) over pairs and KTO examples.
+"""Preference pairs and KTO examples as a record shape of the cleaning driver (`clean.driver.Shape`): the driver's
+steps (validation, normalisation, PII, rules, dedup, decontamination, accounting, output set, manifest) over them,
+on the local engine and on Ray.
 
 A batch of canonical examples (`workbench.preference_records`) becomes a polars frame: the prompt in the SFT columns
 (`instruction` is the last user message, `system`, `history` the turns before it, `input` empty), plus `chosen`
@@ -18,26 +19,26 @@ TRL's conversational format (`preference_records.to_trl`), `read = kept + droppe
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import orjson
 import polars as pl
 
 from workbench import preference_records, text
 from workbench.clean import pipeline
+from workbench.clean.driver import Finish, Shape, ShapeBatch
+from workbench.clean.output import extra_config
+from workbench.clean.pipeline import CleanedBatch
 from workbench.clean.profile import Profile
 from workbench.clean.rules import RULES, Check, features
-from workbench.dedup.stages import DedupStages
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
-from workbench.io.jsontext import jsonl_line
 from workbench.io.options import DuplicateKeys
 from workbench.io.reader import RecordReader, Reject, raw_text
-from workbench.output import OutputSet
 from workbench.preference_records import Canonical, NoPreference, PreferencePair
 from workbench.records import EXTRA, RecordError, extra_json, with_extra
 
@@ -333,196 +334,153 @@ class LengthBiasTally:
         return out, warnings
 
 
-# --- the run --------------------------------------------------------------------------------------------------
-
-STAGE = "stage"
+# --- the shape ------------------------------------------------------------------------------------------------
 
 
-def _write_dropped(f: Any, df: pl.DataFrame, kind: preference_records.Kind) -> None:
-    if df.height == 0:
-        return
-    extra = [c for c in ("duplicate_of", "similarity", "eval_item", "contradicts") if c in df.columns]
-    meta = df.select("_line", "_rule", "_reason", *extra).to_dicts()
-    for m, rec in zip(meta, output_rows(df, kind), strict=True):
-        row = {"line": m["_line"], "rule": m["_rule"], "reason": m["_reason"]}
-        row.update({c: m[c] for c in extra if m[c] is not None})
-        row["record"] = rec
-        f.write(orjson.dumps(row) + b"\n")
+class PreferenceShape(Shape):
+    """Preference pairs or KTO examples as a record shape of the cleaning driver (see the module docstring); the
+    kind is the first record's, a record of the other kind is rejected (`mixed_kinds`). `extra_fields`: keep each
+    record's fields the conversion does not read (`preference_records.own_fields`)."""
 
+    kind = "preference"
+    stage_all = True  # `contradictory_pair` compares every pair of the file before the dedup stages
 
-def _write_kept(f: Any, df: pl.DataFrame, kind: preference_records.Kind) -> None:
-    for rec in output_rows(df, kind):
-        f.write(orjson.dumps(rec) + b"\n")
+    def __init__(self, profile: Profile, extra_fields: bool = True) -> None:
+        self.profile = profile
+        self.extra_fields = extra_fields
+        self.first_kind: preference_records.Kind | None = None  # pairs or KTO examples: the first record's kind
+        self.first_line = 0
+        self.rules: list[tuple[str, Any]] = []
+        self.skipped: list[str] = []
+        self.shapes: Counter[str] = Counter()
+        self.bias = LengthBiasTally()
+        self.labels: Counter[bool] = Counter()
 
+    @property
+    def example_kind(self) -> preference_records.Kind:
+        """The kind of records cleaned (pairs when no record was valid)."""
+        return self.first_kind or "pair"
 
-def _with_pair_text(df: pl.DataFrame, kind: preference_records.Kind) -> pl.DataFrame:
-    """For pairs, `output` is chosen and rejected together: what dedup and decontamination compare."""
-    if kind != "pair":
-        return df
-    return df.with_columns(pl.concat_str([pl.col("chosen"), pl.col("rejected")], separator="\n").alias("output"))
+    def open(self, path: Path, batch_size: int, duplicate_keys: DuplicateKeys, split: str | None) -> RecordReader:
+        return RecordReader(path, batch_size=batch_size, duplicate_keys=duplicate_keys, split=split)
 
-
-def run(
-    input_path: Path,
-    output: Path,
-    profile: Profile,
-    batch_size: int = 25_000,
-    on_batch: Callable[[int, int], None] | None = None,
-    on_phase: Callable[[str], None] | None = None,
-    against: list[Path] | None = None,
-    command: str = "clean",
-    duplicate_keys: DuplicateKeys = "reject",
-    split: str | None = None,
-    extra_fields: bool = True,
-) -> pipeline.CleanResult:
-    """Clean a preference file (pairs or KTO examples) into `output` under `profile` (see the module docstring).
-    `extra_fields`: keep each record's fields the conversion does not read (`preference_records.own_fields`)."""
-    started = time.time()
-    reader = RecordReader(Path(input_path), batch_size=batch_size, duplicate_keys=duplicate_keys, split=split)
-    paths = pipeline.OutputPaths.for_output(Path(output))
-    if Path(input_path).resolve() in {Path(p).resolve() for p in (paths.kept, paths.dropped, paths.rejects)}:
-        raise WbError(f"{output}: output would overwrite the input file; choose another -o")
-    if profile.normalize.chinese is not None:
-        text.chinese_converter(profile.normalize.chinese)
-    stats = pipeline.CleanTally()
-    shapes: Counter[str] = Counter()
-    kind: preference_records.Kind | None = None
-    first_line = 0
-    rules: list[tuple[str, Any]] = []
-    skipped: list[str] = []
-    unit = reader.info.unit
-    files = [paths.kept, paths.dropped, paths.rejects, paths.stats]
-    with OutputSet(files, manifest=paths.manifest) as outputs:
-        stages = DedupStages.build(
-            profile.dedup, profile.decontaminate, list(against or []), spill_dir=outputs.scratch("dedup")
-        )
-        kept_f, dropped_f, rejects_f = (outputs.open(p) for p in (paths.kept, paths.dropped, paths.rejects))
-        stage_dir = outputs.scratch(STAGE)
-        keys: list[pl.DataFrame] = []
-        for i, (items, nbytes) in enumerate(reader.iter_items()):
+    def batches(self, reader: RecordReader) -> Iterator[ShapeBatch]:
+        unit = reader.info.unit
+        for items, nbytes in reader.iter_items():
             lines: list[int] = []
             examples: list[Canonical] = []
             extras: list[str | None] = []
             rejects: list[Reject] = []
+            tied: list[tuple[bytes, str]] = []
             for n, obj, raw in items:
                 shape = preference_records.detect_shape(obj)
                 if shape is not None:
-                    shapes[shape] += 1
+                    self.shapes[shape] += 1
                 try:
                     if isinstance(obj, RecordError):
                         raise obj
                     ex = preference_records.to_canonical(obj)
                 except NoPreference as e:
                     row = {"line": n, "rule": TIED, "reason": e.message, "record": obj}
-                    dropped_f.write(orjson.dumps(row, default=str) + b"\n")
-                    stats.dropped_by_rule[TIED] += 1
+                    tied.append((orjson.dumps(row, default=str) + b"\n", TIED))
                     continue
                 except RecordError as e:
                     rejects.append(Reject(n, unit, e.field, e.kind, str(e), raw_text(obj, raw)))
                     continue
-                if kind is None:
-                    kind, first_line = ex.kind, n
-                    rules, skipped = applicable_rules(profile, kind)
-                if ex.kind != kind:
-                    msg = f"a {ex.kind} record in a file of {kind} records (from {unit} {first_line})"
+                if self.first_kind is None:
+                    self.first_kind, self.first_line = ex.kind, n
+                    self.rules, self.skipped = applicable_rules(self.profile, ex.kind)
+                if ex.kind != self.first_kind:
+                    msg = f"a {ex.kind} record in a file of {self.first_kind} records (from {unit} {self.first_line})"
                     rejects.append(Reject(n, unit, "", "mixed_kinds", msg, raw_text(obj, raw)))
                     continue
                 lines.append(n)
                 examples.append(ex)
                 assert shape is not None and isinstance(obj, dict)  # to_canonical read it
-                extras.append(extra_json(preference_records.own_fields(obj, shape)) if extra_fields else None)
-            stats.read += len(items)
-            stats.rejected += len(rejects)
-            stats.rejected_by_kind.update(r.kind for r in rejects)
-            for rej in rejects:
-                rejects_f.write(jsonl_line(rej.to_json()))
-            if examples and kind is not None:
-                fields = PAIR_TEXT if kind == "pair" else KTO_TEXT
-                frame = examples_frame(lines, examples, kind, extras)
-                df, counts = pipeline.normalize_frame(frame, profile.normalize, fields)
-                df, pii_counts = pipeline.pii_frame(df, profile.pii, fields)
-                counts.update(pii_counts)
-                counts.pop("placeholder_input", None)
-                stats.counts.update(counts)
-                df = apply_preference_rules(df, rules, kind)
-                dropped = df.filter(pl.col("_rule").is_not_null())
-                _write_dropped(dropped_f, dropped, kind)
-                stats.add_dropped(dropped)
-                stats.add_reported(
-                    df.filter(pl.col("_flag").is_not_null()).select(
-                        "_line", "_flag", "_flag_reason", pl.col("_rule").is_not_null()
-                    )
-                )
-                kept = df.filter(pl.col("_rule").is_null()).drop("_rule", "_reason", "_flag", "_flag_reason", "_pii")
-                keys.append(contradiction_keys(kept, kind))
-                kept.write_ipc(stage_dir / f"{i:06d}.arrow")
-            if on_batch is not None:
-                on_batch(nbytes, len(items))
-        if kind is None:
-            kind = "pair"
-        if on_phase is not None:
-            on_phase("contradictions and duplicates")
-        contradicted = (
-            contradictions(pl.concat(keys), kind)
-            if keys and any(name == "contradictory_pair" for name, _ in rules)
-            else None
-        )
-        bias = LengthBiasTally()
-        labels: Counter[bool] = Counter()
+                extras.append(extra_json(preference_records.own_fields(obj, shape)) if self.extra_fields else None)
+            frame = examples_frame(lines, examples, self.example_kind, extras)
+            yield ShapeBatch(
+                size=len(items),
+                nbytes=nbytes,
+                records=len(examples),
+                frame=partial(_slice, frame),
+                rejects=rejects,
+                dropped=tied,
+            )
+            del items, frame
+
+    def clean(self, frame: pl.DataFrame) -> CleanedBatch:
+        kind = self.example_kind
+        fields = PAIR_TEXT if kind == "pair" else KTO_TEXT
+        df, counts = pipeline.normalize_frame(frame, self.profile.normalize, fields)
+        df, pii_counts = pipeline.pii_frame(df, self.profile.pii, fields)
+        counts.update(pii_counts)
+        counts.pop("placeholder_input", None)
+        df = apply_preference_rules(df, self.rules, kind)
+        is_dropped = pl.col("_rule").is_not_null()
+        reported = df.filter(pl.col("_flag").is_not_null()).select("_line", "_flag", "_flag_reason", is_dropped)
+        kept = df.filter(~is_dropped).drop("_rule", "_reason", "_flag", "_flag_reason", "_pii")
+        return CleanedBatch(kept=kept, dropped=df.filter(is_dropped), counts=counts, reported=reported)
+
+    def write_dropped(self, f: IO[bytes], dropped: pl.DataFrame) -> None:
+        if dropped.height == 0:
+            return
+        extra = [c for c in ("duplicate_of", "similarity", "eval_item", "contradicts") if c in dropped.columns]
+        meta = dropped.select("_line", "_rule", "_reason", *extra).to_dicts()
+        for m, rec in zip(meta, output_rows(dropped, self.example_kind), strict=True):
+            row = {"line": m["_line"], "rule": m["_rule"], "reason": m["_reason"]}
+            row.update({c: m[c] for c in extra if m[c] is not None})
+            row["record"] = rec
+            f.write(orjson.dumps(row) + b"\n")
+
+    def kept_lines(self, kept: pl.DataFrame) -> list[bytes]:
+        return [orjson.dumps(rec) + b"\n" for rec in output_rows(kept, self.example_kind)]
+
+    @property
+    def stage_columns(self) -> list[str]:
+        answers = ["chosen", "rejected", "output"] if self.example_kind == "pair" else ["output", "label"]
+        return ["_line", "instruction", "input", "system", "history", *answers, EXTRA]
+
+    def file_keys(self, kept: pl.DataFrame) -> pl.DataFrame | None:
+        return contradiction_keys(kept, self.example_kind)
+
+    def file_drops(self, keys: list[pl.DataFrame]) -> pl.DataFrame | None:
+        if keys and any(name == "contradictory_pair" for name, _ in self.rules):
+            return contradictions(pl.concat(keys), self.example_kind)
+        return None
+
+    def before_dedup(self, df: pl.DataFrame, drops: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """For pairs, `output` becomes chosen and rejected together (what dedup and decontamination compare);
+        contradicted records leave; `_output_tokens` counts the chosen answer's (or the completion's) tokens."""
+        kind = self.example_kind
+        if kind == "pair":
+            df = df.with_columns(pl.concat_str([pl.col("chosen"), pl.col("rejected")], separator="\n").alias("output"))
+        dropped = df.clear()
+        if drops is not None and drops.height:
+            marked = df.join(drops, on="_line", how="left", maintain_order="left")
+            dropped = marked.filter(pl.col("_reason").is_not_null()).with_columns(
+                pl.lit("contradictory_pair").alias("_rule")
+            )
+            df = marked.filter(pl.col("_reason").is_null()).drop("_reason", "contradicts")
         token_col = "chosen" if kind == "pair" else "output"
-        parts = sorted(stage_dir.glob("*.arrow"))
-        for part in parts:
-            df = _with_pair_text(pl.read_ipc(part), kind)
-            if contradicted is not None and contradicted.height:
-                marked = df.join(contradicted, on="_line", how="left", maintain_order="left")
-                hit = marked.filter(pl.col("_reason").is_not_null()).with_columns(
-                    pl.lit("contradictory_pair").alias("_rule")
-                )
-                _write_dropped(dropped_f, hit, kind)
-                stats.add_dropped(hit)
-                df = marked.filter(pl.col("_reason").is_null()).drop("_reason", "contradicts")
-            df = df.with_columns(text.token_count(pl.col(token_col)).alias("_output_tokens"))
-            df, dedup_dropped = stages.stream(df)
-            for d in dedup_dropped:
-                _write_dropped(dropped_f, d, kind)
-                stats.add_dropped(d)
-            stages.collect(df)
-            df.write_ipc(part)
-        resolved = stages.resolve() if stages.needs_all_records else None
-        for part in parts:
-            df = pl.read_ipc(part)
-            if resolved is not None:
-                df, d = stages.split(df, resolved)
-                _write_dropped(dropped_f, d, kind)
-                stats.add_dropped(d)
-            _write_kept(kept_f, df, kind)
-            stats.add_kept(df)
-            if kind == "pair":
-                bias.add(df)
-            else:
-                labels.update(df["label"].to_list())
-            part.unlink()
-        stats.blank_lines = reader.blank_lines
-        pref, warnings = _preference_section(profile, kind, shapes, skipped, bias, labels)
-        summary = pipeline.publish(
-            outputs,
-            paths,
-            stats,
-            profile,
-            stages.names,
-            reader,
-            input_path,
-            against,
-            started,
-            command,
-            contamination=stages.evals.report() if stages.evals is not None else None,
-            warnings=[*stages.warnings, *warnings],
-            semantic_precision=stages.semantic.precision_used if stages.semantic is not None else None,
+        return df.with_columns(text.token_count(pl.col(token_col)).alias("_output_tokens")), dropped
+
+    def add_kept(self, kept: pl.DataFrame) -> None:
+        if self.example_kind == "pair":
+            self.bias.add(kept)
+        else:
+            self.labels.update(kept["label"].to_list())
+
+    def finish(self, profile: Profile) -> Finish:
+        pref, warnings = _preference_section(
+            profile, self.example_kind, self.shapes, self.skipped, self.bias, self.labels
+        )
+        return Finish(
             first_drops=[TIED],
             sections={"kind": "preference", "preference": pref},
-            config={"kind": kind, **pipeline.extra_config(extra_fields)},
+            warnings=warnings,
+            config={"kind": self.example_kind, **extra_config(self.extra_fields)},
         )
-    return pipeline.CleanResult(stats=stats, summary=summary, paths=paths, mapping={}, source=reader.info)
 
 
 def _preference_section(
@@ -546,3 +504,7 @@ def _preference_section(
     else:
         pref["labels"] = {"desirable": labels.get(True, 0), "undesirable": labels.get(False, 0)}
     return pref, warnings
+
+
+def _slice(frame: pl.DataFrame, start: int, end: int) -> pl.DataFrame:
+    return frame.slice(start, end - start)

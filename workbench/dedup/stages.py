@@ -1,5 +1,5 @@
-"""The dedup stages as one unit the clean pipeline drives: decontamination and exact duplicates stream batch by
-batch; near-duplicates collect signatures and are resolved once every batch has been seen.
+"""The dedup stages as one unit the cleaning driver (`clean.driver`) drives: decontamination and exact duplicates
+stream batch by batch; near-duplicates collect signatures and are resolved once every batch has been seen.
 
 All steps take and return polars frames of canonical records (`_line` + fields), so the same code can run as
 map steps on a distributed engine (see `workbench/dedup/README.md`).
