@@ -9,8 +9,8 @@ resident memory (`ru_maxrss`, the figure the run's manifest records as `peak_rss
 (`torch.cuda.is_available()`) the measured figure is the manifest's `gpu_peak_memory_mb`
 (`torch.cuda.max_memory_allocated`, which counts no process baseline) instead.
 
-The estimate is `workbench.plan.estimate` for the same model config, method, sequence length, batch, device and the
-precision the run used (from its manifest), with the trained share of positions taken from the run's manifest
+The estimate is `workbench.plan.memory.estimate` for the same model config, method, sequence length, batch, device
+and the precision the run used (from its manifest), with the trained share of positions taken from the run's manifest
 (`tokens.trained_per_epoch / tokens.all_per_epoch`), as `wb plan --data` computes it with the model's tokenizer. The
 target (issue 18): every estimate within 30 % of the measurement. The ratio estimate / measured is reported.
 
@@ -136,18 +136,20 @@ def usable_records(source: Path, target: Path) -> Path:
 
 def estimate_for(method: str, measured: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from workbench import plan
+    from workbench.methods.sizing import Options
     from workbench.models.base import resolve_model
+    from workbench.plan.memory import estimate
+    from workbench.plan.shapes import read_config, shape_from_config
 
     folder = resolve_model("embedded")
-    shape = plan.shape_from_config(plan.read_config(folder), str(folder / "config.json"))
+    shape = shape_from_config(read_config(folder), str(folder / "config.json"))
     tokens = measured["tokens"]
     share = tokens["trained_per_epoch"] / max(1, tokens["all_per_epoch"])
     device = "cuda" if measured["gpu_peak_bytes"] else "cpu"
-    opts = plan.Options(
+    opts = Options(
         seq_len=args.seq_len, batch=args.batch, device=device, precision=measured["precision"], trained_share=share
     )
-    est = plan.estimate(shape, method, opts)
+    est = estimate(shape, method, opts)
     return {**est.to_dict(), "trained_share": round(share, 4)}
 
 

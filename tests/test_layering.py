@@ -48,6 +48,7 @@ FLOORS: dict[str, int] = {
     "workbench.preference_records": 1,
     "workbench.runfile": 1,
     "workbench.pairs": 1,
+    "workbench.methods": 1,
     "workbench.clean": 2,
     "workbench.dedup": 2,
     "workbench.models": 2,

@@ -9,16 +9,18 @@ from typing import Any
 import pytest
 from conftest import write_jsonl
 
-from workbench import advice, plan
+from workbench import advice
 from workbench.errors import WbError
+from workbench.methods import registry, sizing
+from workbench.plan import build, counts, machine, memory, shapes
 
 GB = 10**9
 GIB = 2**30
-SEVEN_B = plan.shape_for_params(7e9)
+SEVEN_B = shapes.shape_for_params(7e9)
 
 
-def gpu(**kw: Any) -> plan.Options:
-    return plan.Options(**{"device": "cuda", "precision": "bf16", **kw})
+def gpu(**kw: Any) -> sizing.Options:
+    return sizing.Options(**{"device": "cuda", "precision": "bf16", **kw})
 
 
 # --- the seeds' figures ---------------------------------------------------------------------------------------
@@ -26,44 +28,44 @@ def gpu(**kw: Any) -> plan.Options:
 
 def test_the_7b_shape_is_llama_2_7b_with_its_published_parameter_count() -> None:
     assert SEVEN_B.total_params() == 6_738_415_616  # Llama-2-7b-hf's safetensors hold exactly this many
-    assert plan.shape_for_params(8e9).name.startswith("7B")
-    assert plan.shape_for_params(1.2e9).total_params() == 1_235_814_400  # Llama-3.2-1B
-    assert plan.shape_for_params(6.5e10).name.startswith("70B")
+    assert shapes.shape_for_params(8e9).name.startswith("7B")
+    assert shapes.shape_for_params(1.2e9).total_params() == 1_235_814_400  # Llama-3.2-1B
+    assert shapes.shape_for_params(6.5e10).name.startswith("70B")
 
 
 def test_full_fine_tuning_of_7b_in_bf16_with_adamw_needs_80_gb_or_more() -> None:
     for ckpt_seq in (512, 2048):
-        e = plan.estimate(SEVEN_B, "full", gpu(seq_len=ckpt_seq, batch=1))
+        e = memory.estimate(SEVEN_B, "full", gpu(seq_len=ckpt_seq, batch=1))
         assert e.peak >= 80 * GB
         assert e.peak_checkpointed >= 80 * GB  # weights, gradients and AdamW alone are 12 B x 6.74B
-    e = plan.estimate(SEVEN_B, "full", gpu(seq_len=2048, batch=1), memory=plan.parse_memory("24GB"))
+    e = memory.estimate(SEVEN_B, "full", gpu(seq_len=2048, batch=1), memory=machine.parse_memory("24GB"))
     assert e.fits is False and e.fits_checkpointed is False
     assert e.optimizer == 8 * SEVEN_B.total_params()
 
 
 def test_qlora_r64_at_2048_tokens_fits_one_24_gb_card_with_gradient_checkpointing() -> None:
-    card = plan.parse_memory("24GB")
-    q = plan.estimate(SEVEN_B, "qlora", gpu(seq_len=2048, batch=1, lora_r=64), memory=card)
+    card = machine.parse_memory("24GB")
+    q = memory.estimate(SEVEN_B, "qlora", gpu(seq_len=2048, batch=1, lora_r=64), memory=card)
     assert q.peak_checkpointed + q.runtime < 24 * GIB and q.fits_checkpointed is True
     # 4-bit linear weights plus fp32 embeddings and head: well under the bf16 model's 12.6 GiB
     assert q.weights < 6 * GIB
-    lora = plan.estimate(SEVEN_B, "lora", gpu(seq_len=2048, batch=1, lora_r=64), memory=card)
+    lora = memory.estimate(SEVEN_B, "lora", gpu(seq_len=2048, batch=1, lora_r=64), memory=card)
     assert lora.weights > 12 * GIB and q.peak_checkpointed < lora.peak_checkpointed
 
 
 def test_activations_grow_with_tokens_and_checkpointing_and_freezing_cut_them() -> None:
-    short = plan.estimate(SEVEN_B, "lora", gpu(seq_len=512, batch=1))
-    long = plan.estimate(SEVEN_B, "lora", gpu(seq_len=2048, batch=1))
+    short = memory.estimate(SEVEN_B, "lora", gpu(seq_len=512, batch=1))
+    long = memory.estimate(SEVEN_B, "lora", gpu(seq_len=2048, batch=1))
     assert long.activations > 3.5 * short.activations
     assert long.activations_checkpointed < long.activations / 5
-    full = plan.estimate(SEVEN_B, "full", gpu(seq_len=2048, batch=1))
-    freeze = plan.estimate(SEVEN_B, "freeze", gpu(seq_len=2048, batch=1, freeze_layers=2))
+    full = memory.estimate(SEVEN_B, "full", gpu(seq_len=2048, batch=1))
+    freeze = memory.estimate(SEVEN_B, "freeze", gpu(seq_len=2048, batch=1, freeze_layers=2))
     assert freeze.activations < full.activations / 5  # backward stops below the last two layers
 
 
 def test_galore_keeps_full_gradients_but_far_smaller_optimiser_states() -> None:
-    full = plan.estimate(SEVEN_B, "full", gpu())
-    galore = plan.estimate(SEVEN_B, "galore", gpu(galore_rank=128))
+    full = memory.estimate(SEVEN_B, "full", gpu())
+    galore = memory.estimate(SEVEN_B, "galore", gpu(galore_rank=128))
     assert galore.gradients == full.gradients
     assert galore.optimizer < full.optimizer / 8
 
@@ -89,8 +91,8 @@ def _peft_count(tiny: Path, config: Any) -> int:
     return int(model.get_nb_trainable_parameters()[0])
 
 
-def _shape(tiny: Path) -> plan.Shape:
-    return plan.shape_from_config(plan.read_config(tiny), str(tiny / "config.json"))
+def _shape(tiny: Path) -> sizing.Shape:
+    return shapes.shape_from_config(shapes.read_config(tiny), str(tiny / "config.json"))
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,7 @@ def test_lora_and_dora_counts_equal_peft(tiny: Path, method: str, targets: Any) 
 
     cfg = LoraConfig(r=8, target_modules=targets, use_dora=method == "dora", task_type="CAUSAL_LM")
     expected = _peft_count(tiny, cfg)
-    assert plan.trainable_parameters(_shape(tiny), method, plan.Options(lora_r=8, lora_targets=targets)) == expected
+    assert counts.trainable_parameters(_shape(tiny), method, sizing.Options(lora_r=8, lora_targets=targets)) == expected
 
 
 @pytest.mark.parametrize("projection", [False, True])
@@ -115,15 +117,15 @@ def test_prefix_tuning_count_equals_peft_with_grouped_query_attention(tiny: Path
     cfg = PrefixTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=7, prefix_projection=projection, encoder_hidden_size=shape.hidden
     )
-    opts = plan.Options(virtual_tokens=7, prefix_projection=projection)
-    assert plan.trainable_parameters(shape, "prefix_tuning", opts) == _peft_count(tiny, cfg)
+    opts = sizing.Options(virtual_tokens=7, prefix_projection=projection)
+    assert counts.trainable_parameters(shape, "prefix_tuning", opts) == _peft_count(tiny, cfg)
 
 
 def test_prompt_tuning_count_equals_peft(tiny: Path) -> None:
     from peft import PromptTuningConfig
 
     cfg = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=13)
-    assert plan.trainable_parameters(_shape(tiny), "prompt_tuning", plan.Options(virtual_tokens=13)) == _peft_count(
+    assert counts.trainable_parameters(_shape(tiny), "prompt_tuning", sizing.Options(virtual_tokens=13)) == _peft_count(
         tiny, cfg
     )
 
@@ -140,8 +142,8 @@ def test_p_tuning_count_equals_peft(tiny: Path, encoder: str) -> None:
         encoder_hidden_size=48,
         **({"encoder_num_layers": 2} if encoder == "lstm" else {}),
     )
-    opts = plan.Options(virtual_tokens=5, p_tuning_encoder=encoder, p_tuning_hidden=48)  # type: ignore[arg-type]
-    assert plan.trainable_parameters(shape, "p_tuning", opts) == _peft_count(tiny, cfg)
+    opts = sizing.Options(virtual_tokens=5, p_tuning_encoder=encoder, p_tuning_hidden=48)  # type: ignore[arg-type]
+    assert counts.trainable_parameters(shape, "p_tuning", opts) == _peft_count(tiny, cfg)
 
 
 def test_ia3_count_equals_peft(tiny: Path) -> None:
@@ -150,7 +152,7 @@ def test_ia3_count_equals_peft(tiny: Path) -> None:
     cfg = IA3Config(
         task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]
     )
-    assert plan.trainable_parameters(_shape(tiny), "ia3", plan.Options()) == _peft_count(tiny, cfg)
+    assert counts.trainable_parameters(_shape(tiny), "ia3", sizing.Options()) == _peft_count(tiny, cfg)
 
 
 def test_llama_adapter_count_equals_peft(tiny: Path) -> None:
@@ -158,8 +160,8 @@ def test_llama_adapter_count_equals_peft(tiny: Path) -> None:
 
     shape = _shape(tiny)
     cfg = AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=6, adapter_layers=shape.layers)
-    opts = plan.Options(llama_adapter_len=6)
-    assert plan.trainable_parameters(shape, "llama_adapter", opts) == _peft_count(tiny, cfg)
+    opts = sizing.Options(llama_adapter_len=6)
+    assert counts.trainable_parameters(shape, "llama_adapter", opts) == _peft_count(tiny, cfg)
 
 
 @pytest.mark.parametrize("method", ["freeze", "full"])
@@ -171,7 +173,7 @@ def test_freeze_and_full_counts_equal_wb_train(tiny: Path, method: str) -> None:
     recipe = Recipe.model_validate({"method": method, "freeze": {"trainable_layers": 1}})
     trained, total = methods.count_parameters(methods.apply(load_model(str(tiny)), recipe))
     shape = _shape(tiny)
-    assert plan.trainable_parameters(shape, method, plan.Options(freeze_layers=1)) == trained
+    assert counts.trainable_parameters(shape, method, sizing.Options(freeze_layers=1)) == trained
     assert shape.total_params() == total
 
 
@@ -184,15 +186,15 @@ def test_bottleneck_adapter_count_equals_the_module(tiny: Path) -> None:
     recipe = Recipe.model_validate({"method": "adapter", "adapter": {"reduction_factor": 8, "placement": "houlsby"}})
     del adapters
     trained, _ = methods.count_parameters(methods.apply(load_model(str(tiny)), recipe))
-    opts = plan.Options(adapter_reduction_factor=8, adapter_placement="houlsby")
-    assert plan.trainable_parameters(_shape(tiny), "adapter", opts) == trained
+    opts = sizing.Options(adapter_reduction_factor=8, adapter_placement="houlsby")
+    assert counts.trainable_parameters(_shape(tiny), "adapter", opts) == trained
 
 
 def test_a_prompt_methods_disk_size_is_its_computed_prompt_not_its_encoder() -> None:
-    opts = plan.Options(virtual_tokens=20)
-    p = plan.estimate(SEVEN_B, "p_tuning", opts)
+    opts = sizing.Options(virtual_tokens=20)
+    p = memory.estimate(SEVEN_B, "p_tuning", opts)
     assert p.adapter_bytes == 20 * SEVEN_B.hidden * 4 < p.trainable * 4
-    full = plan.estimate(SEVEN_B, "full", gpu())
+    full = memory.estimate(SEVEN_B, "full", gpu())
     assert full.adapter_bytes == SEVEN_B.total_params() * 2  # the whole model in bf16
 
 
@@ -204,13 +206,13 @@ def test_a_prompt_methods_disk_size_is_its_computed_prompt_not_its_encoder() -> 
     [("24GB", 24 * GIB), ("24 GiB", 24 * GIB), ("80g", 80 * GIB), ("512MB", 512 * 2**20), ("1.5TB", int(1.5 * 2**40))],
 )
 def test_memory_sizes_parse_in_binary_units(text: str, expected: int) -> None:
-    assert plan.parse_memory(text) == expected
+    assert machine.parse_memory(text) == expected
 
 
 @pytest.mark.parametrize("text", ["24", "lots", "-3GB", "", "24 GBs", "12XB", "0.5KB"])
 def test_a_bad_memory_size_is_one_clear_error(text: str) -> None:
     with pytest.raises(WbError, match="--memory"):
-        plan.parse_memory(text)
+        machine.parse_memory(text)
 
 
 def test_cli_bad_memory_exits_2_with_one_line(wb: Any) -> None:
@@ -267,7 +269,7 @@ def test_a_run_whose_max_length_exceeds_the_context_names_its_recipe(wb: Any, ti
 
 
 def test_available_ram_is_read_on_linux() -> None:
-    memory, source = plan.ram_available()
+    memory, source = machine.ram_available()
     assert memory is not None and memory > 2**27 and source
 
 
@@ -292,7 +294,7 @@ def _records(pairs: list[tuple[str, str]], repeat: int) -> list[dict[str, str]]:
 
 def test_advice_triggers_on_few_changing_chinese_records_with_the_figures(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "clean.jsonl", _records(CHANGING, 8) + _records(STABLE_ZH, 10))  # 60 records
-    p = plan.build_plan(params=7e9, data=data, memory="24GB", seq_len=512, batch=1)
+    p = build.build_plan(params=7e9, data=data, memory="24GB", seq_len=512, batch=1)
     kinds = {a["kind"]: a for a in p.advice}
     assert {"too_few_records", "too_few_for_full", "changing_facts", "language_mix"} <= set(kinds)
     assert kinds["too_few_records"]["figure"] == 60 and "60 records" in kinds["too_few_records"]["message"]
@@ -315,7 +317,7 @@ def test_advice_is_quiet_on_clean_english_data_of_the_right_size(tmp_path: Path)
         for i in range(300)
     ]
     data = write_jsonl(tmp_path / "clean.jsonl", stable)
-    p = plan.build_plan(params=7e9, data=data, memory="24GB", methods=["lora", "qlora"], seq_len=512, batch=1)
+    p = build.build_plan(params=7e9, data=data, memory="24GB", methods=["lora", "qlora"], seq_len=512, batch=1)
     assert p.advice == []
     assert p.settings["data"]["records"] == 600 and p.settings["data"]["changing_facts"] == 0
 
@@ -325,7 +327,7 @@ def test_long_records_are_flagged_against_seq_len_and_the_models_context(tmp_pat
     records = [{"instruction": f"Summarise part {i}.", "input": "", "output": long_answer} for i in range(20)]
     records += [{"instruction": f"Say hi {i}.", "input": "", "output": "Hi."} for i in range(580)]
     data = write_jsonl(tmp_path / "clean.jsonl", records)
-    p = plan.build_plan(params=7e9, data=data, memory="80GB", methods=["lora"], seq_len=1024)
+    p = build.build_plan(params=7e9, data=data, memory="80GB", methods=["lora"], seq_len=1024)
     kinds = {a["kind"]: a for a in p.advice}
     assert kinds["beyond_context"]["figure"] == pytest.approx(20 / 600, abs=1e-4)
     assert (
@@ -355,7 +357,7 @@ def test_cli_json_lists_every_method_for_a_model_folder(wb: Any, tiny: Path) -> 
     result = wb("plan", "--model", tiny, "--json", "--memory", "8GB", "--seq-len", "256", "--batch", "2")
     assert result.exit_code == 0, result.stderr
     d = json.loads(result.stdout)
-    assert [m["method"] for m in d["methods"]] == list(plan.METHODS)
+    assert [m["method"] for m in d["methods"]] == registry.planned()
     assert d["model"]["hidden_size"] == 64 and d["settings"]["seq_len"] == 256
     assert all(m["fits"] is True for m in d["methods"])  # a tiny model fits 8 GiB
 
@@ -381,14 +383,14 @@ def test_cli_table_names_the_model_and_the_recommendation(wb: Any) -> None:
 
 
 def test_cpu_estimates_count_heap_retention_unless_freed_memory_is_released() -> None:
-    shape = plan.shape_for_params(1e9)
-    kept = plan.estimate(shape, "lora", plan.Options(device="cpu", precision="fp32", seq_len=512, batch=2))
-    released = plan.estimate(
-        shape, "lora", plan.Options(device="cpu", precision="fp32", seq_len=512, batch=2, release_freed_memory=True)
+    shape = shapes.shape_for_params(1e9)
+    kept = memory.estimate(shape, "lora", sizing.Options(device="cpu", precision="fp32", seq_len=512, batch=2))
+    released = memory.estimate(
+        shape, "lora", sizing.Options(device="cpu", precision="fp32", seq_len=512, batch=2, release_freed_memory=True)
     )
     assert kept.heap_retention > 0 and released.heap_retention == 0
     assert kept.peak - released.peak == kept.heap_retention
-    assert plan.estimate(shape, "lora", gpu()).heap_retention == 0  # the CUDA caching allocator reuses its blocks
+    assert memory.estimate(shape, "lora", gpu()).heap_retention == 0  # the CUDA caching allocator reuses its blocks
 
 
 def test_cli_unknown_method_is_one_line_exit_2(wb: Any) -> None:
@@ -399,4 +401,4 @@ def test_cli_unknown_method_is_one_line_exit_2(wb: Any) -> None:
 def test_a_config_without_hidden_size_names_the_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2}), encoding="utf-8")
     with pytest.raises(WbError, match=r"config\.json: field hidden_size"):
-        plan.shape_from_config(plan.read_config(tmp_path), str(tmp_path / "config.json"))
+        shapes.shape_from_config(shapes.read_config(tmp_path), str(tmp_path / "config.json"))

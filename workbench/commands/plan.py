@@ -68,7 +68,7 @@ def plan(
 ) -> None:
     """Which training method fits this model, this data and this machine: peak memory, trainable parameters, advice."""
     from workbench.io.jsontext import dumps_json
-    from workbench.plan import build_plan
+    from workbench.plan.build import build_plan
 
     p = build_plan(model, params, data, memory, device, precision, method, seq_len=seq_len, batch=batch, lora_r=lora_r)
     if as_json:
