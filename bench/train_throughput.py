@@ -631,7 +631,7 @@ def _auto_precision(device: str) -> tuple[str, str]:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from workbench.precision import for_training
 
-    choice = for_training("auto", "lora")
+    choice = for_training("auto")
     return choice.name, choice.reason
 
 

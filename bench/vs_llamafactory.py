@@ -672,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.precision import for_training
 
     model_dir = embedded_model_dir(on_status=print)
-    choice = for_training(args.precision, "lora")
+    choice = for_training(args.precision)
     cpu = cpu_info()
     print(f"CPU: {cpu['model_name']} ({cpu['cpus']} CPUs; AVX512-BF16 {cpu['avx512_bf16']}, AMX {cpu['amx_bf16']})")
     print(f"precision on both sides: {choice.name} ({choice.reason})")

@@ -88,12 +88,12 @@ def test_autocast_runs_matrix_products_in_bf16_and_fp32_runs_none() -> None:
 def test_fp16_on_cpu_and_bf16_qlora_on_cpu_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     _cpu(monkeypatch, avx512_bf16=True)
     with pytest.raises(WbError, match="fp16 needs a GPU"):
-        precision.for_training("fp16", "lora")
+        precision.for_training("fp16")
     with pytest.raises(WbError, match="QLoRA on CPU computes in fp32"):
-        precision.for_training("bf16", "qlora")
-    qlora = precision.for_training("auto", "qlora")
+        precision.for_training("bf16", quantized=True)
+    qlora = precision.for_training("auto", quantized=True)
     assert qlora.name == "fp32" and "bitsandbytes" in qlora.reason
-    assert precision.for_training("auto", "lora").name == "bf16"
+    assert precision.for_training("auto").name == "bf16"
 
 
 def _recipe(tmp_path: Path, tiny: Path, prec: str, **kw: Any) -> Recipe:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import WbError
-from workbench.train.recipe import LOSS_TYPES, LOSS_TYPES_LEFT_OUT, Recipe, load, parse_overrides
+from workbench.methods import registry
+from workbench.train.recipe import Recipe, load, parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,8 +89,8 @@ def test_an_unknown_preference_loss_type_is_refused_at_load_with_the_accepted_on
 
 
 def test_every_accepted_loss_type_loads() -> None:
-    for method, names in LOSS_TYPES.items():
-        for name in names:
+    for method in registry.names():
+        for name in registry.get(method).loss_types:
             extra = ["preference.reward_function=json_valid"] if method == "grpo" else []
             assert load(None, [f"method={method}", f"preference.loss_type={name}", *extra]).preference.loss_type == name
 
@@ -116,5 +117,5 @@ def test_the_accepted_loss_types_are_trls_own() -> None:
 
     configs = {"dpo": DPOConfig, "simpo": CPOConfig, "kto": KTOConfig, "grpo": GRPOConfig}
     for method, config in configs.items():
-        left_out = [name for name, (of, _) in LOSS_TYPES_LEFT_OUT.items() if of == method]
-        assert sorted(LOSS_TYPES[method] + tuple(left_out)) == sorted(trls(config)), method
+        spec = registry.get(method)
+        assert sorted(spec.loss_types + tuple(spec.loss_types_left_out)) == sorted(trls(config)), method

@@ -42,7 +42,7 @@ def test_training_arguments_carry_fsdp_and_refuse_deepspeed_when_not_installed(m
     from workbench import precision
     from workbench.train import hf
 
-    choice = precision.for_training("fp32", "lora")
+    choice = precision.for_training("fp32")
     rec = recipes.load(REPO / "pipelines" / "fsdp-7b-lora.yaml")
     args = hf.training_args(rec, Path("/tmp/wb-fsdp-args"), choice, False)
     assert args.fsdp_config["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]

@@ -573,5 +573,5 @@ def test_the_default_log_interval_gives_about_50_points_over_a_run(
 
     r = Recipe.model_validate(recipe(tmp_path, tiny, max_steps=steps).model_dump(exclude={"logging_steps"}))
     state = TrainerState()  # Trainer turns the interval into steps for the run's length
-    state.compute_steps(hf.training_args(r, r.run_dir, precision.for_training("fp32", "lora"), False), steps)
+    state.compute_steps(hf.training_args(r, r.run_dir, precision.for_training("fp32"), False), steps)
     assert state.logging_steps == every

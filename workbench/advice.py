@@ -27,6 +27,7 @@ import polars as pl
 from workbench import text
 from workbench.frames import rows_to_frame
 from workbench.io.reader import RecordReader
+from workbench.methods import registry
 
 LORA_MIN_RECORDS = 500
 LORA_GOOD_RECORDS = 5_000
@@ -35,7 +36,6 @@ CHANGING_FACTS_SHARE = 0.2
 FOREIGN_SCRIPT_SHARE = 0.1
 TRUNCATED_SHARE = 0.01
 TOKENS_PER_WORD = 1.3
-FULL_METHODS = ("full", "galore")
 
 # Prompts asking about facts that change. English words on word boundaries; Chinese terms as they are; a year from
 # 2000 on (a historical year is a fact that stays); dates; amounts of money.
@@ -141,7 +141,7 @@ def advise(
         out.append(
             Advice("malformed", "warn", f"{rejected:,} malformed records were skipped: run wb clean first", rejected)
         )
-    adapters = [m for m in methods if m not in FULL_METHODS]
+    adapters = [m for m in methods if not _full(m)]
     if adapters and n < LORA_MIN_RECORDS:
         out.append(
             Advice(
@@ -153,7 +153,7 @@ def advise(
                 n,
             )
         )
-    if any(m in FULL_METHODS for m in methods) and n < FULL_MIN_RECORDS:
+    if any(_full(m) for m in methods) and n < FULL_MIN_RECORDS:
         out.append(
             Advice(
                 "too_few_for_full",
@@ -248,6 +248,11 @@ def _share_over(
         return float(summary["over"][str(limit)])
     below = [share for value, share in summary.get("cdf", []) if value <= limit]
     return 1.0 - (below[-1] if below else 0.0)
+
+
+def _full(method: str) -> bool:
+    """Full fine-tuning: every weight trains (its spec's trainable parameters; full, galore)."""
+    return registry.get(method).params == "full"
 
 
 def recommend(estimates: list[Any], records: int | None, memory_known: bool) -> dict[str, Any]:

@@ -110,16 +110,16 @@ def for_model(wanted: str, model: Any) -> Choice:
     return resolve(wanted, next(model.parameters()).device.type)
 
 
-def for_training(wanted: str, method: str) -> Choice:
+def for_training(wanted: str, quantized: bool = False) -> Choice:
     """The precision a training run uses: on a GPU if there is one, else on the CPU.
 
-    QLoRA on CPU stays fp32: bitsandbytes' 4-bit layers there dequantise to their compute dtype, measured and
-    tested in fp32 only (ARCHITECTURE.md), so `auto` picks fp32 and `bf16` is refused.
+    A base in 4-bit (QLoRA, `quantized`) on CPU stays fp32: bitsandbytes' 4-bit layers there dequantise to their
+    compute dtype, measured and tested in fp32 only (ARCHITECTURE.md), so `auto` picks fp32 and `bf16` is refused.
     """
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and method == "qlora":
+    if device == "cpu" and quantized:
         if wanted == "bf16":
             raise WbError("precision: bf16: QLoRA on CPU computes in fp32 (bitsandbytes); use auto or fp32")
         if wanted == "fp16":

@@ -30,6 +30,7 @@ from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
 from workbench.io.jsontext import dumps_json, jsonl_line, write_json
 from workbench.io.reader import RecordReader, read_objects
 from workbench.manifest import build_manifest
+from workbench.methods.registry import scores_only
 from workbench.models.generate import Answer
 from workbench.output import OutputSet, sha256_file
 from workbench.precision import for_model
@@ -221,7 +222,7 @@ def _evaluate(
     from workbench.models.targets import Target, load
 
     warnings: list[str] = []
-    if target.method == "reward":  # a reward model answers nothing: it is evaluated on preference pairs alone
+    if scores_only(target.method):  # a reward model answers nothing: it is evaluated on preference pairs alone
         return _evaluate_reward_run(target, config, out_dir, started, warnings)
     sets = _sets(config)
     cache = GenerationCache() if config.cache else None

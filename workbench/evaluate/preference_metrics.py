@@ -24,6 +24,7 @@ from workbench import pairs as pdata
 from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare
+from workbench.methods.registry import scores_only
 from workbench.models import templates as tdata
 
 
@@ -45,7 +46,7 @@ class RewardScorer:
         from workbench.score.reward import load_reward_model
 
         target = resolve_target(spec)
-        if target.run_dir is None or target.method != "reward":
+        if target.run_dir is None or not scores_only(target.method):
             raise WbError(f"--reward-model {spec}: not a reward run (a run folder trained with method: reward)")
         rm = load_reward_model(str(target.run_dir))
         tokenizer = rm.tokenizer

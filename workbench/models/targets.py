@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from workbench.errors import WbError
+from workbench.methods.registry import scores_only
 from workbench.models import adapters
 from workbench.models.base import (
     EMBEDDED,
@@ -162,7 +163,7 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
     quiet_libraries()
     if not targets:
         raise WbError("nothing to load: give a run folder, an adapter folder or a model")
-    scorer = next((t for t in targets if t.method == "reward"), None)
+    scorer = next((t for t in targets if scores_only(t.method)), None)
     if scorer is not None:
         raise WbError(
             f"{scorer.name} is a reward model: it scores texts and does not generate; use it with "

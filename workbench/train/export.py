@@ -16,6 +16,7 @@ from typing import Any
 from workbench.errors import WbError
 from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
+from workbench.methods import registry
 from workbench.models.base import (
     StatusFn,
     _publish,
@@ -27,15 +28,6 @@ from workbench.models.base import (
 )
 from workbench.models.targets import ADAPTER_INFO, Target, resolve_target
 
-MERGEABLE = ("lora", "qlora", "dora", "ia3")
-# Why the other adapters cannot be folded into the base weights.
-NOT_MERGEABLE = {
-    "prompt_tuning": "adapters add virtual tokens",
-    "prefix_tuning": "adapters add virtual tokens",
-    "p_tuning": "adapters add virtual tokens",
-    "llama_adapter": "adapters add gated adaption prompts to the attention",
-    "adapter": "(bottleneck) adapters add layers with a non-linearity between two projections",
-}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -61,8 +53,9 @@ def export(
         kind = "model"
     else:
         kind = "merged" if merge else "adapter"
-        if merge and (target.method or "lora") not in MERGEABLE and not _is_lora(target.adapter):
-            why = NOT_MERGEABLE.get(str(target.method), "adapters")
+        spec = registry.find(target.method or "lora")  # which adapters merge, and why not: the method's spec
+        if merge and not (spec is not None and spec.merges) and not _is_lora(target.adapter):
+            why = spec.merge_note if spec is not None else "adapters"
             raise WbError(f"{run}: {target.method} {why} and cannot be merged into the weights; use --adapter-only")
     out.parent.mkdir(parents=True, exist_ok=True)
     with _temp_dir_beside(out) as tmp:
@@ -118,7 +111,7 @@ def _copy_adapter(target: Target, dest: Path) -> None:
 def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -> None:
     if on_status is not None:
         on_status(f"merging {target.adapter} into {target.base}")
-    head = "reward" if target.method == "reward" else "causal_lm"  # a reward run: its scoring head is merged too
+    head = "reward" if registry.scores_only(target.method) else "causal_lm"  # a reward run: its head is merged too
     base = load_model(target.base, dtype=dtype, on_status=on_status, head=head)
     assert target.adapter is not None
     model: Any = load_adapter(base, target.adapter)

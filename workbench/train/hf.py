@@ -19,6 +19,7 @@ from typing import Any
 
 from workbench import precision
 from workbench.errors import WbError
+from workbench.methods import registry as method_specs
 from workbench.models import adapters
 from workbench.models import templates as tdata
 from workbench.models.losses import unwrap
@@ -66,7 +67,7 @@ def check_dashboards(recipe: Recipe) -> None:
 
 def check_optimizer(recipe: Recipe) -> None:
     """GaLore needs galore-torch (and bitsandbytes for its 8-bit AdamW): one line saying what to install."""
-    if recipe.method != "galore":
+    if method_specs.get(recipe.method).optimizer != "galore":
         return
     try:
         import galore_torch  # noqa: F401
@@ -442,7 +443,7 @@ def training_args(
     if recipe.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
         raise WbError(f"deepspeed: {recipe.deepspeed}: DeepSpeed is not installed: pip install 'wb[deepspeed]' (GPUs)")
     galore: dict[str, Any] = {}
-    if recipe.method == "galore":
+    if method_specs.get(recipe.method).optimizer == "galore":
         g = recipe.galore
         galore = {
             "optim": GALORE_OPTIMIZERS[g.optimizer],

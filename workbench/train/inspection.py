@@ -29,11 +29,11 @@ class Inspection:
 
 def inspect(recipe: Recipe, n: int, on_status: Callable[[str], None] | None = None) -> Inspection:
     """The first `n` examples of `recipe`'s training data, rendered and tokenised as training would."""
+    from workbench.methods import registry
     from workbench.models.base import load_tokenizer
-    from workbench.train.recipe import PREFERENCE_METHODS
 
     tokenizer = load_tokenizer(recipe.model, on_status)
-    if recipe.method in PREFERENCE_METHODS and recipe.method != "grpo":
+    if registry.get(recipe.method).data in ("pairs", "unpaired"):
         return _preference(recipe, tokenizer, n)
     from workbench.train.prepare import inspect as spans_of
     from workbench.train.prepare import prepare

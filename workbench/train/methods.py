@@ -1,30 +1,31 @@
-"""Training methods: how the base model is wrapped or frozen for each `method` of a recipe.
+"""How a training method's trainable parameters are put on the model: one applier per trainable-parameter axis of
+the method specs (`workbench.methods`: `MethodSpec.params`), or a spec's own `apply`.
 
 LoRA, DoRA, QLoRA, IA3, prompt tuning, prefix tuning (P-Tuning v2 with `prefix_tuning.projection`), P-Tuning and
-LLaMA-Adapter (adaption prompts) go through PEFT; `adapter` inserts wb's own bottleneck adapters
-(`workbench.models.adapters`); `freeze` trains only the last N transformer layers; `full` and `galore` train every
-weight (GaLore differs in its optimiser, set in `hf.training_args`).
+LLaMA-Adapter (adaption prompts) go through PEFT; `bottleneck` inserts wb's own bottleneck adapters
+(`workbench.models.adapters`); `freeze` trains only the last N transformer layers; `full` trains every weight
+(GaLore differs in its optimiser, set in `hf.training_args`). What each method is (its family, what it saves,
+whether it merges) is its spec's; nothing here names a method.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from workbench.errors import WbError
-from workbench.train.recipe import LORA_METHODS, Recipe
+from workbench.methods import registry
+from workbench.methods.spec import MethodSpec
+from workbench.train.recipe import Recipe
 
-PEFT_METHODS = ("lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning", "llama_adapter")
-# Methods whose run folder holds an adapter (adapter/) rather than a whole model (model/).
-ADAPTER_METHODS = (*PEFT_METHODS, "adapter")
 # PEFT's adaption prompts know these architectures (peft.tuners.adaption_prompt.config.TRANSFORMERS_MODEL_CONFIG).
 ADAPTION_PROMPT_MODELS = ("llama", "mistral")
-# LoRA initialisations that change the base weights (the adapter is saved converted against the unchanged base).
-MUTATING_LORA_INITS = ("pissa", "olora")
 
 
-def quantization_config(recipe: Recipe, compute_dtype: Any) -> Any:
-    """4-bit NF4 with double quantisation (QLoRA), or None for other methods."""
-    if recipe.method != "qlora":
+def quantization_config(recipe: Recipe, compute_dtype: Any, quantized: bool | None = None) -> Any:
+    """4-bit NF4 with double quantisation (QLoRA) when the method loads its base in 4-bit (or `quantized`), else
+    None."""
+    if not (registry.get(recipe.method).quantized if quantized is None else quantized):
         return None
     try:
         import bitsandbytes  # noqa: F401
@@ -39,130 +40,169 @@ def quantization_config(recipe: Recipe, compute_dtype: Any) -> Any:
     )
 
 
-def apply(model: Any, recipe: Recipe) -> Any:
-    """Return the model to train (a PeftModel for PEFT methods), with exactly the intended weights trainable."""
-    method = recipe.method
-    if method in LORA_METHODS:
-        from peft import LoraConfig, prepare_model_for_kbit_training
+def apply(model: Any, recipe: Recipe, method: str | None = None) -> Any:
+    """Return the model to train (a PeftModel for PEFT methods), with exactly the intended weights trainable: the
+    recipe's method, or `method` (a preference run training every weight applies `full`)."""
+    spec = registry.get(method or recipe.method)
+    if spec.apply is not None:
+        return spec.apply(model, recipe)
+    applier = APPLIERS.get(spec.params)
+    if applier is None:
+        raise WbError(f"method {spec.name}: its trainable parameters ({spec.params}) are applied by its trainer")
+    return applier(model, recipe, spec)
 
-        if method == "qlora":
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
-        lora = recipe.lora
-        cfg = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            use_dora=method == "dora",
-            use_rslora=lora.use_rslora,
-            init_lora_weights=True if lora.init == "default" else lora.init,
+
+def _lora(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    from peft import LoraConfig, prepare_model_for_kbit_training
+
+    if spec.quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+    lora = recipe.lora
+    cfg = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        use_rslora=lora.use_rslora,
+        init_lora_weights=True if lora.init == "default" else lora.init,
+        task_type="CAUSAL_LM",
+        **{"use_dora": False, **spec.peft_options},
+    )
+    return _peft(model, cfg, "lora.target_modules")
+
+
+def _ia3(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    from peft import IA3Config
+
+    ia3 = recipe.ia3
+    return _peft(
+        model,
+        IA3Config(
             task_type="CAUSAL_LM",
-        )
-        return _peft(model, cfg, "lora.target_modules")
-    if method == "ia3":
-        from peft import IA3Config
+            target_modules=ia3.target_modules,
+            feedforward_modules=ia3.feedforward_modules,
+        ),
+        "ia3.target_modules",
+    )
 
-        ia3 = recipe.ia3
-        return _peft(
-            model,
-            IA3Config(
-                task_type="CAUSAL_LM",
-                target_modules=ia3.target_modules,
-                feedforward_modules=ia3.feedforward_modules,
-            ),
-            "ia3.target_modules",
-        )
-    if method == "prompt_tuning":
-        from peft import PromptTuningConfig, PromptTuningInit
 
-        return _peft(
-            model,
-            PromptTuningConfig(
-                task_type="CAUSAL_LM",
-                num_virtual_tokens=recipe.prompt_tuning.num_virtual_tokens,
-                prompt_tuning_init=PromptTuningInit.RANDOM,
-            ),
-        )
-    if method == "prefix_tuning":
-        from peft import PrefixTuningConfig
+def _prompt(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    from peft import PromptTuningConfig, PromptTuningInit
 
-        prefix = recipe.prefix_tuning
-        hidden = prefix.projection_hidden_size or model.config.hidden_size
-        return _peft(
-            model,
-            PrefixTuningConfig(
-                task_type="CAUSAL_LM",
-                num_virtual_tokens=prefix.num_virtual_tokens,
-                prefix_projection=prefix.projection,
-                encoder_hidden_size=hidden,
-            ),
-        )
-    if method == "p_tuning":
-        from peft import PromptEncoderConfig
+    return _peft(
+        model,
+        PromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=recipe.prompt_tuning.num_virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.RANDOM,
+        ),
+    )
 
-        pt = recipe.p_tuning
-        extra: dict[str, Any] = {"encoder_num_layers": pt.encoder_layers} if pt.encoder == "lstm" else {}
-        return _peft(
-            model,
-            PromptEncoderConfig(
-                task_type="CAUSAL_LM",
-                num_virtual_tokens=pt.num_virtual_tokens,
-                encoder_reparameterization_type=pt.encoder.upper(),
-                encoder_hidden_size=pt.encoder_hidden_size or model.config.hidden_size,
-                encoder_dropout=pt.encoder_dropout,
-                **extra,
-            ),
-        )
-    if method == "llama_adapter":
-        from peft import AdaptionPromptConfig
 
-        kind = getattr(model.config, "model_type", None)
-        if kind not in ADAPTION_PROMPT_MODELS:
-            raise WbError(
-                f"method llama_adapter: PEFT's adaption prompts support {', '.join(ADAPTION_PROMPT_MODELS)} models, "
-                f"not {kind}; choose another method (lora, adapter)"
-            )
-        n_layers = len(_decoder_layers(model, method))
-        layers = recipe.llama_adapter.adapter_layers or n_layers
-        if layers > n_layers:
-            raise WbError(f"llama_adapter.adapter_layers: {layers} is more than the model's {n_layers} layers")
-        return _peft(
-            model,
-            AdaptionPromptConfig(
-                task_type="CAUSAL_LM", adapter_len=recipe.llama_adapter.adapter_len, adapter_layers=layers
-            ),
-        )
-    if method == "adapter":
-        from workbench.models import adapters
+def _prefix(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    from peft import PrefixTuningConfig
 
-        for p in model.parameters():
-            p.requires_grad = False
-        adapters.add(
-            model,
-            adapters.Spec(recipe.adapter.reduction_factor, recipe.adapter.non_linearity, recipe.adapter.placement),
-            adapters.DEFAULT,
+    prefix = recipe.prefix_tuning
+    hidden = prefix.projection_hidden_size or model.config.hidden_size
+    return _peft(
+        model,
+        PrefixTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=prefix.num_virtual_tokens,
+            prefix_projection=prefix.projection,
+            encoder_hidden_size=hidden,
+        ),
+    )
+
+
+def _p_tuning(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    from peft import PromptEncoderConfig
+
+    pt = recipe.p_tuning
+    extra: dict[str, Any] = {"encoder_num_layers": pt.encoder_layers} if pt.encoder == "lstm" else {}
+    return _peft(
+        model,
+        PromptEncoderConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=pt.num_virtual_tokens,
+            encoder_reparameterization_type=pt.encoder.upper(),
+            encoder_hidden_size=pt.encoder_hidden_size or model.config.hidden_size,
+            encoder_dropout=pt.encoder_dropout,
+            **extra,
+        ),
+    )
+
+
+def _llama_adapter(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    from peft import AdaptionPromptConfig
+
+    kind = getattr(model.config, "model_type", None)
+    if kind not in ADAPTION_PROMPT_MODELS:
+        raise WbError(
+            f"method {spec.name}: PEFT's adaption prompts support {', '.join(ADAPTION_PROMPT_MODELS)} models, "
+            f"not {kind}; choose another method (lora, adapter)"
         )
-        return model
-    if method == "freeze":
-        layers = _decoder_layers(model, method)
-        n = recipe.freeze.trainable_layers
-        if n > len(layers):
-            raise WbError(f"freeze.trainable_layers: {n} is more than the model's {len(layers)} layers")
-        for p in model.parameters():
-            p.requires_grad = False
-        for layer in layers[-n:]:
-            for p in layer.parameters():
-                p.requires_grad = True
-        norm = getattr(getattr(model, "model", model), "norm", None)
-        if norm is not None:
-            for p in norm.parameters():
-                p.requires_grad = True
-        return model
-    if method == "galore":
+    n_layers = len(_decoder_layers(model, spec.name))
+    layers = recipe.llama_adapter.adapter_layers or n_layers
+    if layers > n_layers:
+        raise WbError(f"llama_adapter.adapter_layers: {layers} is more than the model's {n_layers} layers")
+    return _peft(
+        model,
+        AdaptionPromptConfig(
+            task_type="CAUSAL_LM", adapter_len=recipe.llama_adapter.adapter_len, adapter_layers=layers
+        ),
+    )
+
+
+def _bottleneck(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    from workbench.models import adapters
+
+    for p in model.parameters():
+        p.requires_grad = False
+    adapters.add(
+        model,
+        adapters.Spec(recipe.adapter.reduction_factor, recipe.adapter.non_linearity, recipe.adapter.placement),
+        adapters.DEFAULT,
+    )
+    return model
+
+
+def _freeze(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    layers = _decoder_layers(model, spec.name)
+    n = recipe.freeze.trainable_layers
+    if n > len(layers):
+        raise WbError(f"freeze.trainable_layers: {n} is more than the model's {len(layers)} layers")
+    for p in model.parameters():
+        p.requires_grad = False
+    for layer in layers[-n:]:
+        for p in layer.parameters():
+            p.requires_grad = True
+    norm = getattr(getattr(model, "model", model), "norm", None)
+    if norm is not None:
+        for p in norm.parameters():
+            p.requires_grad = True
+    return model
+
+
+def _full(model: Any, recipe: Recipe, spec: MethodSpec) -> Any:
+    if spec.optimizer == "galore":
         _check_galore_targets(model, recipe.galore.target_modules)
-    for p in model.parameters():  # full, galore
+    for p in model.parameters():
         p.requires_grad = True
     return model
+
+
+APPLIERS: dict[str, Callable[[Any, Recipe, MethodSpec], Any]] = {
+    "lora": _lora,
+    "ia3": _ia3,
+    "prompt": _prompt,
+    "prefix": _prefix,
+    "p_tuning": _p_tuning,
+    "llama_adapter": _llama_adapter,
+    "bottleneck": _bottleneck,
+    "freeze": _freeze,
+    "full": _full,
+}
 
 
 def galore_targets(model: Any, targets: list[str] | str) -> list[str]:

@@ -27,12 +27,15 @@ import math
 import os
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workbench import pairs as pdata
 from workbench.errors import WbError
 from workbench.evaluate import registry
+from workbench.methods import registry as method_specs
+from workbench.methods.spec import MethodSpec
 from workbench.models import templates as tdata
 from workbench.output import ensure_dir, follow_umask
 from workbench.train import guards, hf, methods
@@ -48,8 +51,6 @@ from workbench.train.session import (
     run,
     save_recipe,
 )
-
-PAIRWISE = ("dpo", "orpo", "simpo", "reward")
 
 
 def _wb(base: Any) -> Any:
@@ -92,8 +93,8 @@ def _load(recipe: Recipe, dtype: Any, choice: Any) -> Any:
 
     quant = None
     if recipe.preference.weights == "qlora":
-        quant = methods.quantization_config(recipe.model_copy(update={"method": "qlora"}), dtype)
-    head = "reward" if recipe.method == "reward" else "causal_lm"
+        quant = methods.quantization_config(recipe, dtype, quantized=True)
+    head = method_specs.get(recipe.method).head
     return load_model(recipe.model, dtype=dtype, quantization_config=quant, head=head)
 
 
@@ -122,8 +123,8 @@ def _policy(session: Session) -> tuple[Any, Any]:
 
         return load_adapter(model, _init_adapter(recipe), trainable=True), None
     if pref.weights == "full":
-        return methods.apply(model, recipe.model_copy(update={"method": "full"})), None
-    return model, _lora_config(recipe, "SEQ_CLS" if recipe.method == "reward" else "CAUSAL_LM")
+        return methods.apply(model, recipe, "full"), None
+    return model, _lora_config(recipe, "SEQ_CLS" if method_specs.get(recipe.method).head == "reward" else "CAUSAL_LM")
 
 
 def _split(items: list[Any], recipe: Recipe) -> tuple[list[Any], list[Any]]:
@@ -142,13 +143,13 @@ class Prepared:
     def __init__(self, train: pprep.Checked, val: pprep.Checked | None, template: tdata.Template) -> None:
         self.train, self.val, self.template = train, val, template
 
-    def rows(self, checked: pprep.Checked, method: str) -> list[dict[str, Any]]:
-        if method == "reward":  # token ids (RewardTrainer would silently drop sequences longer than max_length)
+    def rows(self, checked: pprep.Checked, spec: MethodSpec) -> list[dict[str, Any]]:
+        if spec.head == "reward":  # token ids (RewardTrainer would silently drop sequences longer than max_length)
             return [
                 {"chosen_ids": ex.prompt_ids + ex.chosen_ids, "rejected_ids": ex.prompt_ids + ex.rejected_ids}
                 for ex in checked.pairs
             ]
-        if method == "kto":
+        if spec.data == "unpaired":
             return [{"prompt": ex.prompt, "completion": ex.completion, "label": ex.label} for ex in checked.unpaired]
         return [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in checked.pairs]
 
@@ -160,9 +161,10 @@ def prepare(recipe: Recipe, tokenizer: Any) -> Prepared:
     template = tdata.choose_template(tokenizer, recipe.template)
     pref = recipe.preference
     max_len = recipe.max_length
+    unpaired = method_specs.get(recipe.method).data == "unpaired"
 
     def check(path: Path, items: list[Any]) -> pprep.Checked:
-        if recipe.method == "kto":
+        if unpaired:
             return pprep.check_unpaired(
                 str(path), tokenizer, template, items, max_len, pref.max_prompt_length, pref.truncation
             )
@@ -171,7 +173,7 @@ def prepare(recipe: Recipe, tokenizer: Any) -> Prepared:
         )
 
     def read(path: Path) -> list[Any]:
-        items: list[Any] = pdata.load_unpaired(path) if recipe.method == "kto" else pdata.load_pairs(path)
+        items: list[Any] = pdata.load_unpaired(path) if unpaired else pdata.load_pairs(path)
         return items[: recipe.max_samples] if path == recipe.data and recipe.max_samples else items
 
     data, eval_data = one_file(recipe.data), one_file(recipe.eval_data)
@@ -276,89 +278,144 @@ def _dataset(rows: list[dict[str, Any]]) -> Any:
     return Dataset.from_list(rows)
 
 
+@dataclass
+class _Parts:
+    """What every TRL trainer is built from: the run, the policy, the datasets and the common arguments."""
+
+    session: Session
+    model: Any
+    train_ds: Any
+    eval_ds: Any
+    grpo_rows: list[dict[str, Any]] | None
+    has_val: bool
+    common: dict[str, Any]
+    kw: dict[str, Any]
+
+    def args(self, config: Any, has_val: bool | None = None, **extra: Any) -> Any:
+        s = self.session
+        val = self.has_val if has_val is None else has_val
+        return hf.training_args(s.recipe, s.run_dir, s.choice, val, config, **{**self.common, **extra})
+
+    def data(self) -> dict[str, Any]:
+        return {"train_dataset": self.train_ds, "eval_dataset": self.eval_ds}
+
+
+def _dpo(p: _Parts) -> Any:
+    from trl import DPOConfig, DPOTrainer
+
+    recipe = p.session.recipe
+    pref = recipe.preference
+    extra: dict[str, Any] = {
+        "beta": pref.beta,
+        "max_length": recipe.max_length,
+        "loss_type": [pref.loss_type or "sigmoid"],
+    }
+    args = p.args(DPOConfig, **extra)
+    return _wb(DPOTrainer)(model=p.model, ref_model=None, args=args, **p.data(), **p.kw)
+
+
+def _orpo(p: _Parts) -> Any:
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    recipe = p.session.recipe
+    args = p.args(ORPOConfig, beta=recipe.preference.beta, max_length=recipe.max_length)
+    return _wb(ORPOTrainer)(model=p.model, args=args, **p.data(), **p.kw)
+
+
+def _simpo(p: _Parts) -> Any:
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    recipe = p.session.recipe
+    pref = recipe.preference
+    extra: dict[str, Any] = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": pref.loss_type or "simpo"}
+    extra |= {"simpo_gamma": pref.simpo_gamma, "cpo_alpha": 0.0}
+    args = p.args(CPOConfig, **extra)
+    return _wb(CPOTrainer)(model=p.model, args=args, **p.data(), **p.kw)
+
+
+def _kto(p: _Parts) -> Any:
+    from trl import KTOConfig, KTOTrainer
+
+    recipe = p.session.recipe
+    pref = recipe.preference
+    if recipe.batch_size < 2:
+        raise WbError("batch_size: KTO estimates its KL term within a batch and needs batch_size 2 or more")
+    extra: dict[str, Any] = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": pref.loss_type or "kto"}
+    extra |= {"desirable_weight": pref.desirable_weight, "undesirable_weight": pref.undesirable_weight}
+    extra |= {"train_sampling_strategy": "sequential"}  # TRL: the KL completions pair each batch's neighbours
+    args = p.args(KTOConfig, **extra)
+    return _wb(KTOTrainer)(model=p.model, ref_model=None, args=args, **p.data(), **p.kw)
+
+
+def _reward(p: _Parts) -> Any:
+    from trl import RewardConfig, RewardTrainer
+
+    p.model.config.pad_token_id = p.session.pad_id
+    args = p.args(RewardConfig, max_length=p.session.recipe.max_length)
+    return _wb(RewardTrainer)(model=p.model, args=args, **p.data(), **p.kw)
+
+
+def _grpo(p: _Parts) -> Any:
+    from trl import GRPOConfig, GRPOTrainer
+
+    recipe = p.session.recipe
+    pref = recipe.preference
+    assert p.grpo_rows is not None
+    if (recipe.batch_size * recipe.grad_accum) % pref.num_generations:
+        raise WbError(
+            f"batch_size x grad_accum ({recipe.batch_size} x {recipe.grad_accum}) must be a multiple of "
+            f"preference.num_generations {pref.num_generations} (GRPO batches whole groups of answers)"
+        )
+    extra: dict[str, Any] = {
+        "beta": pref.beta,
+        "num_generations": pref.num_generations,
+        "max_completion_length": pref.max_completion_length,
+        "temperature": pref.temperature,
+        "loss_type": pref.loss_type or "dapo",
+        "log_completions": False,
+    }
+    args = p.args(GRPOConfig, has_val=False, **extra)
+    return _wb(GRPOTrainer)(
+        model=p.model,
+        reward_funcs=_grpo_rewards(recipe),
+        args=args,
+        train_dataset=_dataset(p.grpo_rows),
+        **p.kw,
+    )
+
+
+# How each TRL trainer a method spec names (`MethodSpec.trainer`, workbench/methods/preference.py) is built.
+TRAINERS: dict[str, Callable[[_Parts], Any]] = {
+    "DPOTrainer": _dpo,
+    "ORPOTrainer": _orpo,
+    "CPOTrainer": _simpo,
+    "KTOTrainer": _kto,
+    "RewardTrainer": _reward,
+    "GRPOTrainer": _grpo,
+}
+
+
 def _build(
     session: Session, prep: Prepared | None, grpo_rows: list[dict[str, Any]] | None, callbacks: list[Any]
 ) -> Any:
     """The method's TRL trainer over the checked data."""
     recipe, tok = session.recipe, session.tokenizer
-    pref, method = recipe.preference, recipe.method
+    spec = method_specs.get(recipe.method)
     model, peft_config = _policy(session)
-    run_dir, choice = session.run_dir, session.choice
-    has_val = prep is not None and prep.val is not None
+    choice = session.choice
     common: dict[str, Any] = {
         "gradient_checkpointing": recipe.gradient_checkpointing,
         "train_sampling_strategy": "random",
     }
     train_ds = eval_ds = None
     if prep is not None:
-        train_ds = _dataset(prep.rows(prep.train, method))
-        eval_ds = _dataset(prep.rows(prep.val, method)) if prep.val is not None else None
+        train_ds = _dataset(prep.rows(prep.train, spec))
+        eval_ds = _dataset(prep.rows(prep.val, spec)) if prep.val is not None else None
     kw: dict[str, Any] = {"processing_class": tok, "callbacks": callbacks, "peft_config": peft_config}
-    if method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        extra = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": [pref.loss_type or "sigmoid"]}
-        args = hf.training_args(recipe, run_dir, choice, has_val, DPOConfig, **common, **extra)
-        trainer = _wb(DPOTrainer)(
-            model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw
-        )
-    elif method == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-        args = hf.training_args(
-            recipe, run_dir, choice, has_val, ORPOConfig, **common, beta=pref.beta, max_length=recipe.max_length
-        )
-        trainer = _wb(ORPOTrainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw)
-    elif method == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-
-        extra = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": pref.loss_type or "simpo"}
-        extra |= {"simpo_gamma": pref.simpo_gamma, "cpo_alpha": 0.0}
-        args = hf.training_args(recipe, run_dir, choice, has_val, CPOConfig, **common, **extra)
-        trainer = _wb(CPOTrainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw)
-    elif method == "kto":
-        from trl import KTOConfig, KTOTrainer
-
-        if recipe.batch_size < 2:
-            raise WbError("batch_size: KTO estimates its KL term within a batch and needs batch_size 2 or more")
-        extra = {"beta": pref.beta, "max_length": recipe.max_length, "loss_type": pref.loss_type or "kto"}
-        extra |= {"desirable_weight": pref.desirable_weight, "undesirable_weight": pref.undesirable_weight}
-        extra |= {"train_sampling_strategy": "sequential"}  # TRL: the KL completions pair each batch's neighbours
-        args = hf.training_args(recipe, run_dir, choice, has_val, KTOConfig, **{**common, **extra})
-        trainer = _wb(KTOTrainer)(
-            model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw
-        )
-    elif method == "reward":
-        from trl import RewardConfig, RewardTrainer
-
-        model.config.pad_token_id = session.pad_id
-        args = hf.training_args(recipe, run_dir, choice, has_val, RewardConfig, **common, max_length=recipe.max_length)
-        trainer = _wb(RewardTrainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, **kw)
-    else:
-        from trl import GRPOConfig, GRPOTrainer
-
-        assert grpo_rows is not None
-        if (recipe.batch_size * recipe.grad_accum) % pref.num_generations:
-            raise WbError(
-                f"batch_size x grad_accum ({recipe.batch_size} x {recipe.grad_accum}) must be a multiple of "
-                f"preference.num_generations {pref.num_generations} (GRPO batches whole groups of answers)"
-            )
-        extra = {
-            "beta": pref.beta,
-            "num_generations": pref.num_generations,
-            "max_completion_length": pref.max_completion_length,
-            "temperature": pref.temperature,
-            "loss_type": pref.loss_type or "dapo",
-            "log_completions": False,
-        }
-        args = hf.training_args(recipe, run_dir, choice, False, GRPOConfig, **common, **extra)
-        trainer = _wb(GRPOTrainer)(
-            model=model,
-            reward_funcs=_grpo_rewards(recipe),
-            args=args,
-            train_dataset=_dataset(grpo_rows),
-            **kw,
-        )
+    has_val = prep is not None and prep.val is not None
+    parts = _Parts(session, model, train_ds, eval_ds, grpo_rows, has_val, common, kw)
+    assert spec.trainer is not None
+    trainer = TRAINERS[spec.trainer](parts)
     if choice.device == "cpu":
         trainer.cpu_autocast = choice.autocast
     if recipe.preference.reference == "base" and "ref" in getattr(trainer.model, "peft_config", {}):
@@ -396,7 +453,7 @@ def train(
     tok = session.tokenizer
     prep: Prepared | None = None
     grpo_rows: list[dict[str, Any]] | None = None
-    if recipe.method == "grpo":
+    if method_specs.get(recipe.method).data == "prompts":
         grpo_rows, template, dropped = _prompt_rows(recipe, tok)
     else:
         prep = prepare(recipe, tok)
@@ -444,8 +501,8 @@ def train(
 
 
 def _reference(recipe: Recipe, trainer: Any) -> str:
-    method = recipe.method
-    if method in ("orpo", "simpo", "reward") or (method == "grpo" and recipe.preference.beta == 0):
+    reference = method_specs.get(recipe.method).reference
+    if reference == "none" or (reference == "unless beta 0" and recipe.preference.beta == 0):
         return "none"
     if getattr(trainer, "ref_model", None) is not None:
         return "copy of the base model"

@@ -17,71 +17,44 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError
 
 from workbench.errors import WbError
+from workbench.methods import registry
+from workbench.methods.lora import MUTATING_INITS
 from workbench.models.templates import check_template_spec
 from workbench.yamlfile import read_yaml
 
-Method = Literal[
-    "lora",
-    "qlora",
-    "dora",
-    "prompt_tuning",
-    "prefix_tuning",
-    "p_tuning",
-    "ia3",
-    "llama_adapter",
-    "adapter",
-    "freeze",
-    "full",
-    "galore",
-    "dpo",
-    "orpo",
-    "simpo",
-    "kto",
-    "reward",
-    "grpo",
-]
-PREFERENCE_METHODS = ("dpo", "orpo", "simpo", "kto", "reward", "grpo")
-"""Methods trained by a TRL trainer on preference data (`preference:` section; docs/preference-training.md)."""
-# TRL 1.16's loss variants per method (`loss_type` of DPOConfig's and GRPOConfig's help, KTOConfig's and
-# CPOConfig's field choices), checked at recipe load; tests/test_recipe.py checks them against the installed TRL.
-# orpo and reward have none. Left out: the two that need a TRL setting wb does not pass (LOSS_TYPES_LEFT_OUT).
-LOSS_TYPES: dict[str, tuple[str, ...]] = {
-    "dpo": (
-        "sigmoid",
-        "hinge",
-        "ipo",
-        "nca_pair",
-        "robust",
-        "bco_pair",
-        "sppo_hard",
-        "aot",
-        "aot_unpaired",
-        "apo_zero",
-        "apo_down",
-        "discopop",
-        "sft",
-        "sigmoid_norm",
-    ),
-    "simpo": ("sigmoid", "hinge", "ipo", "simpo", "alphapo"),
-    "kto": ("kto", "apo_zero_unpaired"),
-    "grpo": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"),
-}
-LOSS_TYPES_LEFT_OUT: dict[str, tuple[str, str]] = {  # name: (method, what it needs)
-    "exo_pair": ("dpo", "TRL's label_smoothing > 0"),
-    "luspo": ("grpo", "TRL's importance_sampling_level sequence"),
-}
-LORA_METHODS = ("lora", "qlora", "dora")
-# Methods that prepend virtual tokens to every sequence: packed examples would share them.
-VIRTUAL_TOKEN_METHODS = ("prompt_tuning", "prefix_tuning", "p_tuning")
+
+def _known_method(value: Any) -> Any:
+    """A method of the registry (`workbench.methods`), refused as pydantic refuses a value outside a Literal (the
+    same message, listing every method in recipe order); read when validated, so a method registered after this
+    module was imported is accepted too."""
+    names = registry.names()
+    if not isinstance(value, str) or value not in names:
+        expected = ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}"
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return value
+
+
+class _MethodEnum:
+    """The recipe schema's `method` enum, from the registry when the schema is written."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"enum": registry.names(), "type": "string"}
+
+
+Method = Annotated[str, BeforeValidator(_known_method), _MethodEnum()]
 # Dashboards the Trainer reports to (`report_to`); each is an optional package (wb[dashboards] holds tensorboard).
 Dashboard = Literal["tensorboard", "wandb", "mlflow"]
 
@@ -539,10 +512,11 @@ class Recipe(Strict):
             if not self.eval_data:
                 raise ValueError("eval_data: an empty list of sets")
             _unique_labels(self.eval_data, "eval_data")
-        if self.method in VIRTUAL_TOKEN_METHODS and self.packing:
+        spec = registry.get(self.method)
+        if spec.virtual_tokens is not None and self.packing:
             # Virtual tokens are prepended per sequence; packed examples would share them.
             object.__setattr__(self, "packing", False)
-        if self.method in PREFERENCE_METHODS:
+        if spec.family == "preference":
             if isinstance(self.data, list) or isinstance(self.eval_data, list) or self.replay:
                 raise ValueError(
                     f"method {self.method} reads one preference file: data/eval_data as lists of sources and replay "
@@ -550,27 +524,28 @@ class Recipe(Strict):
                 )
             object.__setattr__(self, "packing", False)  # pairs are batched by TRL's own collators
             pref = self.preference
-            if self.method == "grpo" and pref.reward_model is None and pref.reward_function is None:
+            if spec.data == "prompts" and pref.reward_model is None and pref.reward_function is None:
                 raise ValueError(
-                    "method grpo needs preference.reward_model (a reward run) or preference.reward_function"
+                    f"method {self.method} needs preference.reward_model (a reward run) or preference.reward_function"
                 )
             if pref.init_from is not None and pref.weights == "full":
                 raise ValueError("preference.init_from continues a LoRA adapter: use preference.weights lora or qlora")
-            if pref.weights == "qlora" and self.method == "reward":
+            if pref.weights == "qlora" and spec.head == "reward":
                 raise ValueError("preference.weights qlora: the reward head trains in full precision; use lora")
-            accepted = LOSS_TYPES.get(self.method, ())
+            accepted = spec.loss_types
             if pref.loss_type is not None and pref.loss_type not in accepted:
                 if not accepted:
                     raise ValueError(f"preference.loss_type: method {self.method} has no loss variants; leave it out")
-                method, needs = LOSS_TYPES_LEFT_OUT.get(pref.loss_type, ("", ""))
-                why = f" ({pref.loss_type} needs {needs}, which wb does not set)" if method == self.method else ""
+                needs = spec.loss_types_left_out.get(pref.loss_type)
+                why = f" ({pref.loss_type} needs {needs}, which wb does not set)" if needs else ""
                 raise ValueError(
                     f"preference.loss_type: {pref.loss_type!r} is not one of method {self.method}'s: "
                     f"{', '.join(accepted)}{why}"
                 )
-        if self.loraplus_lr_ratio is not None and self.method not in LORA_METHODS:
-            raise ValueError(f"loraplus_lr_ratio is for lora, dora and qlora, not method {self.method}")
-        if self.method == "qlora" and self.lora.init in ("pissa", "olora"):
+        if self.loraplus_lr_ratio is not None and not spec.takes_lora:
+            *others, last = [n for n in registry.planned() if registry.get(n).takes_lora]
+            raise ValueError(f"loraplus_lr_ratio is for {', '.join(others)} and {last}, not method {self.method}")
+        if spec.quantized and self.lora.init in MUTATING_INITS:
             raise ValueError(
                 f"lora.init {self.lora.init} rewrites the base weights, which a 4-bit base cannot take; use method lora"
             )

@@ -27,6 +27,8 @@ from workbench import precision, runfile
 from workbench.errors import WbError
 from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
+from workbench.methods import registry
+from workbench.methods.lora import MUTATING_INITS
 from workbench.models import adapters
 from workbench.models.losses import sample_losses
 from workbench.output import atomic_write, ensure_dir, follow_umask
@@ -34,7 +36,7 @@ from workbench.quiet import quiet_libraries
 from workbench.train import distributed, guards, hf, methods
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
 from workbench.train.plot import loss_svg
-from workbench.train.recipe import LORA_METHODS, PREFERENCE_METHODS, Recipe
+from workbench.train.recipe import Recipe
 from workbench.train.task_eval import TaskEval, records_for_eval
 
 LORA_INIT_DIR = "lora_init"  # a PiSSA/OLoRA adapter's initial state, removed once the converted adapter is saved
@@ -114,10 +116,9 @@ def begin(
     if not resume and (run_dir / "manifest.json").exists():
         raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
     tokenizer = load_tokenizer(recipe.model, on_status)
-    quantized = recipe.method == "qlora" or (
-        recipe.method in PREFERENCE_METHODS and recipe.preference.weights == "qlora"
-    )
-    choice = precision.for_training(recipe.precision, "qlora" if quantized else recipe.method)
+    spec = registry.get(recipe.method)
+    quantized = spec.quantized or (spec.family == "preference" and recipe.preference.weights == "qlora")
+    choice = precision.for_training(recipe.precision, quantized)
     if on_status is not None:
         on_status(f"precision {choice.name} ({choice.reason})")
     dtype = _load_dtype(choice)
@@ -156,7 +157,7 @@ def apply_method(session: Session) -> None:
         save_recipe(recipe, session.run_dir)
         if not session.resume and session.log_path.exists():
             session.log_path.unlink()
-    if recipe.method in LORA_METHODS and recipe.lora.init in methods.MUTATING_LORA_INITS:
+    if registry.get(recipe.method).takes_lora and recipe.lora.init in MUTATING_INITS:
         # PiSSA / OLoRA moved part of each base weight into the adapter: its initial state is kept, so the final
         # adapter can be saved as the difference, a plain LoRA over the unchanged base (PEFT's conversion).
         init = session.run_dir / LORA_INIT_DIR
@@ -201,13 +202,13 @@ def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
     """The adapter (PEFT methods, bottleneck adapters) or the whole model, with the tokenizer, in safetensors,
     written by the main process. A sharded model (`trainer` given) is gathered by every process through
     `Trainer.save_model`."""
-    method = session.recipe.method
-    folder = session.run_dir / ("adapter" if method in methods.ADAPTER_METHODS else "model")
+    spec = registry.get(session.recipe.method)
+    folder = session.run_dir / spec.saves
     if trainer is not None and sharded(session.recipe):
         trainer.save_model(str(folder))  # collective: each process hands its shards, rank 0 writes (no pickle)
     elif not distributed.is_main():
         pass
-    elif method == "adapter":
+    elif spec.params == "bottleneck":
         adapters.save(final, folder)
     elif "lora_init" in session.extra:
         init = session.extra["lora_init"]

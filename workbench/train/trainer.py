@@ -14,12 +14,13 @@ from typing import Any
 
 from workbench import output
 from workbench.io.jsontext import jsonl_line
+from workbench.methods import registry
 from workbench.models import templates as tdata
 from workbench.models.losses import prompt_learning
 from workbench.output import atomic_write
 from workbench.train import distributed, hf, packing
 from workbench.train.prepare import ListDataset, prepare, rows
-from workbench.train.recipe import PREFERENCE_METHODS, Recipe
+from workbench.train.recipe import Recipe
 from workbench.train.session import (
     TrainResult,
     apply_method,
@@ -45,7 +46,7 @@ def train(
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last complete checkpoint. The
     run folder is locked while the run writes it (by the main process of a launched run)."""
     with output.locked_run(recipe.run_dir) if distributed.is_main() else contextlib.nullcontext():
-        if recipe.method in PREFERENCE_METHODS:  # TRL's trainers: workbench/train/preference.py
+        if registry.get(recipe.method).family == "preference":  # TRL's trainers: workbench/train/preference.py
             from workbench.train import preference
 
             return preference.train(recipe, resume, on_log, on_status)
