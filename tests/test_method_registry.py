@@ -6,6 +6,7 @@ name (`method == "qlora"`, `method in ("full", "galore")`) or lists method names
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_a_method_registered_in_a_test_module_is_accepted_by_a_recipe_and_named_
     assert schemas.render()["train-recipe.schema.json"] != on_disk  # the published schema is stale until regenerated
     registry.unregister(TOY)
     assert schemas.render()["train-recipe.schema.json"] == on_disk
-    with pytest.raises(Exception, match="method: Input should be 'lora', .* or 'grpo'$"):
+    with pytest.raises(Exception, match=r"method: Input should be 'lora', .* or 'grpo'$"):
         load(None, [f"method={TOY}"])
 
 
@@ -142,7 +143,7 @@ def method_name_tests(source: str, names: set[str]) -> list[tuple[int, str]]:
             continue
         if isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
-            for op, (a, b) in zip(node.ops, zip(sides, sides[1:], strict=False), strict=False):
+            for op, (a, b) in zip(node.ops, itertools.pairwise(sides), strict=True):
                 if not isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn):
                     continue
                 for subject, other in ((a, b), (b, a)):
