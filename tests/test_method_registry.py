@@ -1,7 +1,7 @@
 """Training methods live in one registry (`workbench.methods`): a method registered from here (a spec with its own
-apply function and parameter count) is accepted by a recipe, listed in the recipe schema, planned by `wb plan` with
-its parameter count and trained by `wb train`, with no other change; and no module of the package tests a method's
-name (`method == "qlora"`, `method in ("full", "galore")`) or lists method names side by side: the spec answers."""
+apply function and parameter count) is accepted by a recipe, listed in the recipe schema and the methods table of
+docs/methods.md, planned by `wb plan` with its parameter count and trained by `wb train`, with no other change; and
+no module of the package tests a method's name (`method == "qlora"`, `method in ("full", "galore")`) or lists method names side by side: the spec answers."""
 
 from __future__ import annotations
 
@@ -61,13 +61,24 @@ def toy() -> Iterator[MethodSpec]:
         registry.unregister(TOY)
 
 
-def test_a_method_registered_in_a_test_module_is_accepted_by_a_recipe_and_named_in_its_schema(toy: MethodSpec) -> None:
+def test_a_method_registered_in_a_test_module_is_accepted_by_a_recipe_and_named_in_its_schema_and_docs(
+    toy: MethodSpec,
+) -> None:
     assert load(None, [f"method={TOY}"]).method == TOY
     assert Recipe.model_json_schema()["properties"]["method"]["enum"][-1] == TOY
     on_disk = (schemas.SCHEMA_DIR / "train-recipe.schema.json").read_bytes()
     assert schemas.render()["train-recipe.schema.json"] != on_disk  # the published schema is stale until regenerated
+    page = (schemas.ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+    regenerated = schemas.render_doc(page)
+    assert regenerated != page  # so is the methods table of docs/methods.md
+    assert (
+        f"| `{TOY}` | SFT | custom | the final norm alone (a test's toy) | `model/` | no | wb's Trainer |"
+        in regenerated
+    )
     registry.unregister(TOY)
     assert schemas.render()["train-recipe.schema.json"] == on_disk
+    assert schemas.render_doc(page) == page
+    assert all(f"| `{name}` |" in page for name in registry.names())
     with pytest.raises(Exception, match=r"method: Input should be 'lora', .* or 'grpo'$"):
         load(None, [f"method={TOY}"])
 

@@ -1,7 +1,8 @@
 """Files generated from the models: JSON Schemas in `schemas/` (so editors and other tools can validate inputs), and
-the blocks of the docs pages (`DOCS`: docs/cleaning.md, docs/evaluation.md, docs/gate.md, docs/run-folder.md) and
-pipelines/gate.yaml that list the clean rules (from the rule registry), the metrics (from the metric registry) and
-the gate's paths (from the run schema). `python -m workbench.schemas` rewrites them; a test fails when they drift.
+the blocks of the docs pages (`DOCS`: docs/cleaning.md, docs/evaluation.md, docs/gate.md, docs/run-folder.md,
+docs/methods.md) and pipelines/gate.yaml that list the clean rules (from the rule registry), the metrics (from the
+metric registry), the training methods (from the method registry) and the gate's paths (from the run schema).
+`python -m workbench.schemas` rewrites them; a test fails when they drift.
 
 A generated block sits between a line holding `generated: NAME` and a line holding `end generated` (in Markdown as
 HTML comments, in YAML as comments); everything outside the markers is left as it is.
@@ -23,6 +24,7 @@ from workbench.clean.profile import Profile
 from workbench.evaluate import registry
 from workbench.evaluate.suite import EvalSuite
 from workbench.io.jsontext import dumps_json
+from workbench.methods import registry as method_registry
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
 from workbench.report.gate import GateFile
 from workbench.runfile import CleanStats, EvalMetrics, RunSummary, ScoreRow, TrainManifest
@@ -67,10 +69,18 @@ def _gate_paths_yaml() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "rules": rules.markdown_table,
     "metrics": registry.markdown_table,
+    "methods": method_registry.markdown_table,
     "gate-paths": _gate_paths_markdown,
     "gate-paths-yaml": _gate_paths_yaml,
 }
-DOCS = ("docs/cleaning.md", "docs/evaluation.md", "docs/gate.md", "docs/run-folder.md", "pipelines/gate.yaml")
+DOCS = (
+    "docs/cleaning.md",
+    "docs/evaluation.md",
+    "docs/gate.md",
+    "docs/run-folder.md",
+    "docs/methods.md",
+    "pipelines/gate.yaml",
+)
 _BLOCK = re.compile(
     r"(?m)^(?P<open>.*generated: (?P<name>[\w-]+).*\n)(?P<body>(?:.*\n)*?)(?P<close>.*end generated.*\n)"
 )

@@ -66,3 +66,20 @@ def scores_only(name: str | None) -> bool:
     """A run of a method whose model scores texts (a reward head) and generates nothing."""
     spec = find(name)
     return spec is not None and spec.head == "reward"
+
+
+def markdown_table() -> str:
+    """The table of every method in docs/methods.md (a generated block: a test fails when it drifts)."""
+    lines = [
+        "| method | family | trainable parameters | what it trains | run folder holds | merges | trainer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in names():
+        s = get(name)
+        family = "SFT" if s.family == "sft" else "preference"
+        trainer = f"TRL `{s.trainer}`" if s.trainer else "wb's Trainer"
+        holds, merges = f"`{s.saves}/`", "yes" if s.merges else "no"
+        if s.params == "preference.weights":  # what preference.weights trains: a LoRA adapter, or every weight
+            holds, merges = "`adapter/` (`model/` with weights full)", "a LoRA adapter: yes"
+        lines.append(f"| `{s.name}` | {family} | {s.params} | {s.summary} | {holds} | {merges} | {trainer} |")
+    return "\n".join(lines)
