@@ -3,7 +3,6 @@ activations, each method's part read from its spec (`workbench.methods`): its tr
 base trains or loads in 4-bit, its optimiser, its virtual tokens and what its modules keep for backward. Every
 figure is in bytes; the CLI prints GiB.
 
-
 Peak memory of one training step
 --------------------------------
 `peak = weights + gradients + optimiser states + activations`, the sum "Transformer Math 101" (EleutherAI 2023)

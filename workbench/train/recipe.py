@@ -2,6 +2,9 @@
 pydantic model; every key can be overridden on the command line with dotted `key=value` pairs
 (`wb train pipelines/train-lora.yaml lora.r=64 epochs=1`).
 
+`method` is any method of the registry (`workbench.methods`); what it implies (preference data, virtual tokens,
+LoRA options, loss variants) is read from its spec.
+
 Defaults follow common practice for small instruction sets: lr 2e-4, effective batch 4, 3 epochs, LoRA r 16 /
 alpha 32 / dropout 0.05 on all linear layers, cosine schedule with 3 % warmup, weight decay 0.01.
 """
