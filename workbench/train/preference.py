@@ -384,7 +384,7 @@ def _grpo(p: _Parts) -> Any:
     )
 
 
-# How each TRL trainer a method spec names (`MethodSpec.trainer`, workbench/methods/preference.py) is built.
+# How each TRL trainer a method spec names (`MethodSpec.trainer`, workbench/methods/objectives.py) is built.
 TRAINERS: dict[str, Callable[[_Parts], Any]] = {
     "DPOTrainer": _dpo,
     "ORPOTrainer": _orpo,
