@@ -47,6 +47,7 @@ FLOORS: dict[str, int] = {
     "workbench.console": 1,
     "workbench.preference_records": 1,
     "workbench.runfile": 1,
+    "workbench.runfolder": 1,
     "workbench.pairs": 1,
     "workbench.methods": 1,
     "workbench.clean": 2,

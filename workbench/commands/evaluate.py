@@ -16,6 +16,7 @@ from workbench.errors import WbError
 from workbench.evaluate.config import EvalConfig
 from workbench.models.generate import GenerationSettings
 from workbench.precision import Precision
+from workbench.runfolder import EvalFolder
 
 _E, _EH = fields(EvalConfig)
 _G, _GH = fields(GenerationSettings)
@@ -109,10 +110,10 @@ def _print_review(imported: Any) -> None:
     if agreed is not None:
         kappa = "undefined" if agreed["kappa"] is None else f"{agreed['kappa']:.3f}"
         line(f"judge vs reviewers: Cohen's kappa {kappa} on {agreed['n']} items")
-    v = summary["verdicts"]
+    v, written = summary["verdicts"], EvalFolder(imported.folder).review_path
     line(
         f"review: {summary['reviewed']} verdicts ({summary['unreviewed']} rows left empty): tuned better {v['tuned']}, "
-        f"base better {v['base']}, tie {v['tie']}, both bad {v['both_bad']}; wrote {imported.folder / 'review.json'}"
+        f"base better {v['base']}, tie {v['tie']}, both bad {v['both_bad']}; wrote {written}"
     )
 
 

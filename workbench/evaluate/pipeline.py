@@ -3,14 +3,14 @@
 Writes into the output folder (default `runs/<name>/eval/`): `scores.jsonl` (every item, both models, every
 metric, degenerate-answer flags), `metrics.json` (aggregates with intervals, degenerate shares, forgetting,
 overlap, generation settings, warnings), `review_sample.csv` and `manifest.json` — the models of
-`workbench.runfile` (docs/run-folder.md describes them). How the task's answers are judged comes from an eval suite
-(`workbench.evaluate.suite`); which metrics exist, from the registry (`workbench.evaluate.registry`).
+`workbench.runfile` (docs/run-folder.md describes them), at the paths `workbench.runfolder.EvalFolder` names. How
+the task's answers are judged comes from an eval suite (`workbench.evaluate.suite`); which metrics exist, from the
+registry (`workbench.evaluate.registry`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +27,7 @@ from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
 from workbench.evaluate.metrics import METRIC_KEYS, score_items
 from workbench.evaluate.suite import DEFAULT, EvalSuite, load_suite
-from workbench.io.jsontext import dumps_json, jsonl_line, write_json
+from workbench.io.jsontext import dumps_json, jsonl_line
 from workbench.io.reader import RecordReader, read_objects
 from workbench.manifest import build_manifest
 from workbench.methods.registry import scores_only
@@ -35,6 +35,7 @@ from workbench.models.generate import Answer
 from workbench.output import OutputSet, sha256_file
 from workbench.precision import for_model
 from workbench.records import EXTRA
+from workbench.runfolder import EvalFolder, RunFolder
 from workbench.text import count_cjk
 
 if TYPE_CHECKING:
@@ -355,14 +356,11 @@ def _out_dir(run_dir: Path | None, out_dir: Path | None) -> Path:
         return out_dir
     if run_dir is None:
         raise WbError("not a run folder: say where to write with -o DIR")
-    return run_dir / "eval"
+    return RunFolder(run_dir).eval_folder.path
 
 
 def _recipe_model(run_dir: Path) -> str:
-    import yaml
-
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
-    return str(recipe.get("model") or "embedded")
+    return str(RunFolder(run_dir).recipe().get("model") or "embedded")
 
 
 def _run_side(
@@ -411,12 +409,12 @@ def _run_side(
 
 def _train_overlap(run_dir: Path | None, eval_data: Path) -> dict[str, Any] | None:
     """Task items sharing a long n-gram with the run's training data (13 tokens / 20 CJK characters)."""
-    if run_dir is None or not (run_dir / "manifest.json").is_file():
+    manifest = RunFolder(run_dir).manifest() if run_dir is not None else None
+    if manifest is None:
         return None
     from workbench.dedup.contamination import DecontaminateConfig, EvalIndex
     from workbench.frames import rows_to_frame
 
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     data = (manifest.get("inputs", {}).get("data") or {}).get("path")
     if not data or not Path(data).exists():  # a file or a dataset folder
         return None
@@ -563,23 +561,24 @@ def _finish(
     )
     plain_rows = [r.model_dump(mode="json", exclude_none=True) for r in rows]
     if metrics.task is not None and metrics.task.judge is not None:
-        reviewed = review.reviewed_items(out_dir / "review.json")
+        reviewed = EvalFolder(out_dir).reviewed_items()
         if reviewed:
             metrics.task.judge = with_review(metrics.task.judge, plain_rows, reviewed)
-    files = {"scores": out_dir / "scores.jsonl", "metrics": out_dir / "metrics.json"}
+    folder = EvalFolder(out_dir)
+    files = {"scores": folder.scores_path, "metrics": folder.metrics_path}
     review_csv: bytes | None = None
     if preference_rows:
-        files["preference_scores"] = out_dir / "preference_scores.jsonl"
+        files["preference_scores"] = folder.preference_scores_path
     if task is not None and any(r["set"] == TASK and "base" in r for r in plain_rows) and config.review_size:
         primary = task.settings.get("primary") or "rouge_l"
         review_csv = review.render_sample(plain_rows, config.review_size, config.seed, primary)
-        files["review_sample"] = out_dir / "review_sample.csv"
+        files["review_sample"] = folder.review_sample_path
     inputs = {"data": config.data} if config.data is not None else {}
     if config.prefs is not None:
         inputs["prefs"] = config.prefs
     # One set: the scores, the metrics and the review sample staged together, the manifest (their sizes and hashes)
     # published last, so `wb report` and `wb gate` can tell a complete evaluation from a torn one.
-    with OutputSet(list(files.values()), manifest=out_dir / "manifest.json") as outputs:
+    with OutputSet(list(files.values()), manifest=folder.manifest_path) as outputs:
         with outputs.open(files["scores"]) as f:
             for row in plain_rows:
                 f.write(jsonl_line(row))
@@ -616,16 +615,15 @@ def with_review(
 def fold_review_into_judge(eval_dir: Path) -> dict[str, Any] | None:
     """After `--import-review`: the judge's agreement with the reviewers, written into metrics.json's task.judge
     (None when the eval folder has no judge verdicts)."""
-    metrics_path, scores_path = eval_dir / "metrics.json", eval_dir / "scores.jsonl"
-    if not metrics_path.is_file() or not scores_path.is_file():
+    folder = EvalFolder(eval_dir)
+    if not folder.metrics_path.is_file() or not folder.scores_path.is_file():
         return None
-    metrics = runfile.EvalMetrics.model_validate(json.loads(metrics_path.read_text(encoding="utf-8")))
+    metrics = folder.metrics()
     if metrics.task is None or metrics.task.judge is None:
         return None
-    rows = [row for _, row in read_objects(scores_path)]
-    reviewed = review.reviewed_items(eval_dir / "review.json")
-    metrics.task.judge = with_review(metrics.task.judge, rows, reviewed)
-    write_json(metrics_path, metrics.model_dump(mode="json", exclude_none=True))
+    rows = list(folder.scores())
+    metrics.task.judge = with_review(metrics.task.judge, rows, folder.reviewed_items())
+    folder.write_metrics(metrics)
     return {"kappa": metrics.task.judge.kappa, "n": metrics.task.judge.kappa_n}
 
 
@@ -641,12 +639,12 @@ def import_review_into(filled: Path, target: str | Path | None, out_dir: Path | 
     (`out_dir`, else `target`/eval), and fold the reviewers' verdicts into the judge's agreement in metrics.json."""
     from workbench.output import locked_run
 
-    folder = out_dir or (Path(target) / "eval" if target else None)
+    folder = out_dir or (RunFolder(Path(target)).eval_folder.path if target else None)
     if folder is None or not folder.is_dir():
         raise WbError("--import-review: give the run folder (or -o its eval folder) the review belongs to")
     summary = review.import_review(filled)
     with locked_run(Path(target)) if out_dir is None and target else contextlib.nullcontext():  # writes into the run
-        write_json(folder / "review.json", summary)
+        EvalFolder(folder).write_review(summary)
         return ReviewImport(folder, summary, fold_review_into_judge(folder))
 
 

@@ -26,6 +26,7 @@ from workbench.errors import WbError
 from workbench.evaluate import compare
 from workbench.methods.registry import scores_only
 from workbench.models import templates as tdata
+from workbench.runfolder import RunFolder
 
 
 @dataclass
@@ -75,20 +76,14 @@ class RewardScorer:
 
 
 def _recipe_max_length(run_dir: Path) -> int:
-    import yaml
-
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
-    return int(recipe.get("max_length") or 1024)
+    return int(RunFolder(run_dir).recipe().get("max_length") or 1024)
 
 
 def reference_adapter(run_dir: Path | None) -> Path | None:
     """The adapter a DPO-family run started from (its `preference.init_from`), which is its reference; else None."""
-    if run_dir is None or not (run_dir / "recipe.yaml").is_file():
+    if run_dir is None or not RunFolder(run_dir).recipe_path.is_file():
         return None
-    import yaml
-
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
-    pref = recipe.get("preference") or {}
+    pref = RunFolder(run_dir).recipe().get("preference") or {}
     init = pref.get("init_from")
     if not init or pref.get("reference") == "base":
         return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io as stdio
-import json
 import random
 import re
 from collections import Counter
@@ -138,17 +137,3 @@ def import_review(path: Path) -> dict[str, Any]:
         "by_bucket": {b: dict(c) for b, c in sorted(per_bucket.items())},
         "items": items,
     }
-
-
-def reviewed_items(path: Path) -> list[dict[str, str]]:
-    """The per-item verdicts of an imported review (`review.json`'s `items`); [] when there is none."""
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise WbError(f"{path}: cannot read the imported review: {e}") from None
-    items = data.get("items") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        return []
-    return [i for i in items if isinstance(i, dict) and "id" in i and isinstance(i.get("verdict"), str)]

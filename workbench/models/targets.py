@@ -1,10 +1,10 @@
 """What a tuned model is made of, and loading it for generation.
 
 A *target* is what `wb generate`, `wb chat`, `wb eval` and `wb export` are pointed at: a run folder
-(`runs/<name>`, holding `recipe.yaml` and `adapter/` or `model/`), an adapter folder (PEFT, or wb's bottleneck
-adapter, e.g. from `wb export --adapter-only`), or a base model spec (`embedded`, a folder, a cached hub id). Several
-adapters over one base load into one model (PEFT adapters into a PEFT model, bottleneck adapters into the base's
-layers) and are switched by name at generation time.
+(`runs/<name>`, holding `recipe.yaml` and `adapter/` or `model/`; its files are read through `workbench.runfolder`),
+an adapter folder (PEFT, or wb's bottleneck adapter, e.g. from `wb export --adapter-only`), or a base model spec
+(`embedded`, a folder, a cached hub id). Several adapters over one base load into one model (PEFT adapters into a
+PEFT model, bottleneck adapters into the base's layers) and are switched by name at generation time.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from workbench.errors import WbError
 from workbench.methods.registry import scores_only
@@ -31,6 +29,7 @@ from workbench.models.base import (
     resolve_model,
 )
 from workbench.quiet import quiet_libraries
+from workbench.runfolder import RunFolder
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
 
@@ -60,8 +59,8 @@ def resolve_target(spec: str | Path) -> Target:
     """A run folder, an adapter folder or a model spec, as a Target (no model is loaded); an adapter without
     safetensors weights is refused here, before any command reads or copies it."""
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / "recipe.yaml").is_file():
-        target = _run_target(path)
+    if RunFolder(path).is_run():
+        target = _run_target(RunFolder(path))
     elif path.is_dir() and ((path / "adapter_config.json").is_file() or adapters.is_adapter_folder(path)):
         target = _adapter_target(path)
     else:
@@ -71,12 +70,10 @@ def resolve_target(spec: str | Path) -> Target:
     return target
 
 
-def _run_target(run: Path) -> Target:
-    try:
-        recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise WbError(f"{run / 'recipe.yaml'}: cannot read the run's recipe: {e}") from None
-    template = _json(run / "manifest.json").get("template") or recipe.get("template", "auto")
+def _run_target(folder: RunFolder) -> Target:
+    run = folder.path
+    recipe = folder.recipe()
+    template = (folder.manifest() or {}).get("template") or recipe.get("template", "auto")
     from workbench.models import templates as tdata
 
     if template == tdata.RUN_TEMPLATE_FILE:  # the run's own copy of a template file

@@ -20,6 +20,7 @@ from workbench.methods.sizing import Device, Options, Shape
 from workbench.plan.machine import detect_machine, parse_memory, resolve_precision
 from workbench.plan.memory import Estimate, estimate
 from workbench.plan.shapes import model_summary, read_config, shape_distance, shape_for_params, shape_from_config
+from workbench.runfolder import RECIPE, RunFolder
 
 
 @dataclass
@@ -85,19 +86,6 @@ class Model:
     recipe: dict[str, Any]
 
 
-def _run_recipe(folder: Path) -> dict[str, Any]:
-    import yaml
-
-    path = folder / "recipe.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise WbError(f"{path}: cannot read the run's recipe: {e}") from None
-    if not isinstance(data, dict):
-        raise WbError(f"{path}: a recipe must be a YAML mapping")
-    return data
-
-
 def load_model_shape(spec: str | None, params: float | None) -> Model:
     """The shape to plan for: `--params N` (a Llama shape), a run folder (its recipe's model and settings), or a
     model spec as `wb train` takes it (`embedded`, a folder, a cached hub id)."""
@@ -109,9 +97,9 @@ def load_model_shape(spec: str | None, params: float | None) -> Model:
     from workbench.models.base import SOURCE_FILE, resolve_model
 
     recipe: dict[str, Any] = {}
-    path = Path(str(spec)).expanduser()
-    if path.is_dir() and (path / "recipe.yaml").is_file():
-        recipe = _run_recipe(path)
+    run = RunFolder(Path(str(spec)).expanduser())
+    if run.is_run():
+        recipe = run.recipe()
         spec = str(recipe.get("model") or "embedded")
     folder = resolve_model(str(spec))
     config = read_config(folder)
@@ -217,7 +205,7 @@ def build_plan(
     except TypeError as e:
         raise WbError(f"wb plan: {e}") from None
     if shape.context is not None and opts.seq_len > shape.context:
-        asked = "--seq-len" if overrides.get("seq_len") is not None else f"{model}/recipe.yaml: max_length"
+        asked = "--seq-len" if overrides.get("seq_len") is not None else f"{model}/{RECIPE}: max_length"
         raise WbError(
             f"{asked} {opts.seq_len:,}: longer than the model's context of {shape.context:,} tokens "
             f"({shape.source}: max_position_embeddings)"

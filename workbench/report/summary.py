@@ -13,20 +13,17 @@ A set's metrics are addressed without the `metrics` level in gate paths (`task.r
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
 
 from workbench import __version__, runfile
 from workbench.errors import WbError
 from workbench.evaluate import registry
 from workbench.output import IncompleteOutput, check_complete
-
-M = TypeVar("M", bound=BaseModel)
+from workbench.runfolder import EvalFolder, locate, read_json, read_jsonl, validated
 
 
 def higher_is_better(metric: str) -> bool:
@@ -37,67 +34,6 @@ def stats_of(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """The STAT entries of a task or probe-set section, in the registry's reading order."""
     found = (section or {}).get("metrics") or {}
     return {k: found[k] for k in registry.order(found)}
-
-
-def validated(model: type[M], data: Any, path: Path, line: int | None = None) -> M:
-    """`data` as `model`, or a WbError naming the file, the line and the field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise WbError(_validation_line(path, err, line)) from None
-
-
-# -- reading files -------------------------------------------------------------------------------------------------
-
-
-def read_json(path: Path, what: str) -> Any:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise WbError(f"{path}: {what} not found") from None
-    except OSError as e:
-        raise WbError(f"{path}: cannot read {what} ({e.strerror})") from None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise WbError(f"{path}: {what} is not valid JSON ({e}); re-run the stage that wrote it") from None
-
-
-def read_jsonl(path: Path, what: str, lenient_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line. With `lenient_tail`, a broken last line (a run killed while
-    appending) does not fail: it comes out as `(-line number, {})` so the caller can warn about it."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        raise WbError(f"{path}: {what} not found") from None
-    with f:
-        pending: tuple[int, bytes, str] | None = None
-        for number, line in enumerate(f, 1):
-            if pending is not None:
-                raise WbError(f"{path}:{pending[0]}: {what} line is not valid JSON ({pending[2]})")
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                if lenient_tail:
-                    pending = (number, line, str(e))
-                    continue
-                raise WbError(f"{path}:{number}: {what} line is not valid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise WbError(f"{path}:{number}: {what} line must be a JSON object, found {type(obj).__name__}")
-            yield number, obj
-        if pending is not None:
-            yield -pending[0], {}
-
-
-def _validation_line(path: Path, err: ValidationError, line: int | None = None) -> str:
-    e = err.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    where = f"{path}:{line}" if line is not None else str(path)
-    got = e.get("input")
-    shown = f" (found {got!r})" if isinstance(got, str | int | float | bool) and len(repr(got)) < 60 else ""
-    return f"{where}: field {loc}: {e['msg']}{shown}"
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -204,24 +140,12 @@ def _has_base(metrics: runfile.EvalMetrics) -> bool:
     return any(st.base is not None for sec in sections if sec is not None for st in sec.metrics.values())
 
 
-def _locate(path: Path) -> tuple[Path, Path | None]:
-    """(run folder, eval folder or None). RUN may be the run folder or its `eval/` folder itself."""
-    if not path.exists():
-        raise WbError(f"{path}: no such run folder")
-    if not path.is_dir():
-        raise WbError(f"{path}: not a folder; pass a run folder (runs/<name>) holding manifest.json and/or eval/")
-    if (path / "eval" / "metrics.json").is_file():
-        return path, path / "eval"
-    if (path / "metrics.json").is_file():
-        return (path.parent if path.name == "eval" else path), path
-    return path, None
-
-
 def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     """Read everything a report needs from a run folder. `clean_stats` overrides the stats file that the train
     manifest points to (for runs whose data lives elsewhere now)."""
     path = Path(path)
-    run_dir, eval_dir = _locate(path)
+    run, evaluation = locate(path)
+    run_dir = run.path
     missing: dict[str, str] = {}
     warnings: list[str] = []
     files: dict[str, Path | None] = dict.fromkeys(
@@ -239,30 +163,19 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     )
 
     # training
-    train_manifest: dict[str, Any] | None = None
-    manifest_path = run_dir / "manifest.json"
-    if manifest_path.is_file():
-        m = read_json(manifest_path, "run manifest")
-        if not isinstance(m, dict):
-            raise WbError(f"{manifest_path}: a manifest must be a JSON object")
-        if m.get("command", "train") == "train":
-            train_manifest = m
-            files["train_manifest"] = manifest_path
-    log: list[dict[str, Any]] = []
-    log_rows: list[runfile.LogRow] = []
-    log_path = run_dir / "trainer_log.jsonl"
-    if train_manifest is not None and log_path.is_file():
-        files["trainer_log"] = log_path
-        for number, row in read_jsonl(log_path, "trainer log", lenient_tail=True):
-            if number < 0:
-                warnings.append(f"{log_path}:{-number}: last line is incomplete (run interrupted?); ignored")
-                continue
-            log_rows.append(validated(runfile.LogRow, row, log_path, number))
-            log.append(row)
+    train_manifest = run.manifest()
+    manifest_path = run.manifest_path
+    if train_manifest is not None and train_manifest.get("command", "train") != "train":
+        train_manifest = None
+    if train_manifest is not None:
+        files["train_manifest"] = manifest_path
+    log = run.log(warnings) if train_manifest is not None else None
+    if log is not None and run.log_path.is_file():
+        files["trainer_log"] = run.log_path
     if train_manifest is None:
         missing["train"] = f"no train manifest ({manifest_path} not found): evaluation of predictions made elsewhere?"
-    elif not log:
-        warnings.append(f"{log_path}: no training log; the loss curve is not shown")
+    elif not (log and log.rows):
+        warnings.append(f"{run.log_path}: no training log; the loss curve is not shown")
 
     # cleaning stats
     stats_path: Path | None = Path(clean_stats) if clean_stats is not None else None
@@ -313,15 +226,12 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     has_base = False
     eval_warnings: list[str] = []
     review: runfile.ReviewSummary | None = None
-    if eval_dir is None:
-        missing["eval"] = f"no evaluation ({run_dir / 'eval' / 'metrics.json'} not found): run `wb eval {run_dir}`"
+    if evaluation is None:
+        missing["eval"] = f"no evaluation ({run.eval_folder.metrics_path} not found): run `wb eval {run_dir}`"
     else:
-        metrics_path = eval_dir / "metrics.json"
+        metrics_path = evaluation.metrics_path
         files["metrics"] = metrics_path
-        raw = read_json(metrics_path, "eval metrics")
-        if not isinstance(raw, dict):
-            raise WbError(f"{metrics_path}: eval metrics must be a JSON object")
-        metrics = validated(runfile.EvalMetrics, raw, metrics_path)
+        metrics = evaluation.metrics()
         has_base = _has_base(metrics)
         eval_warnings = list(metrics.warnings)
         if metrics.task is None:
@@ -330,28 +240,22 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             missing["forgetting"] = f"{metrics_path}: no forgetting probes were run"
         if not has_base:
             missing["base"] = "no base-model scores (predictions without base answers): no deltas, A/B or forgetting"
-        scores = eval_dir / "scores.jsonl"
+        scores = evaluation.scores_path
         files["scores"] = scores if scores.is_file() else None
-        review_path = eval_dir / "review.json"
-        if review_path.is_file():
-            loaded = read_json(review_path, "review verdicts")
-            if not isinstance(loaded, dict):
-                raise WbError(f"{review_path}: review verdicts must be a JSON object")
-            fields = runfile.ReviewSummary.model_fields
-            review = validated(runfile.ReviewSummary, {k: v for k, v in loaded.items() if k in fields}, review_path)
-            files["review"] = review_path
-        em = eval_dir / "manifest.json"
-        loaded = read_json(em, "eval manifest") if em.is_file() else None
-        if isinstance(loaded, dict):
-            eval_manifest = loaded
-            files["eval_manifest"] = em
-        if (loaded is None and scores.is_file()) or (isinstance(loaded, dict) and "outputs" in loaded):
+        review = evaluation.review()
+        if review is not None:
+            files["review"] = evaluation.review_path
+        eval_manifest = evaluation.manifest()
+        if eval_manifest is not None:
+            files["eval_manifest"] = evaluation.manifest_path
+        written = evaluation.manifest_path.is_file()
+        if (not written and scores.is_file()) or (eval_manifest is not None and "outputs" in eval_manifest):
             # wb eval publishes scores, metrics and review sample as one set, its manifest (with their hashes) last:
             # numbers from a torn or edited set are not trusted. A metrics.json made by hand, with no scores file
             # or a manifest naming no outputs beside it, is read as given.
-            check_complete(em)
+            evaluation.check_complete()
 
-    if train_manifest is None and eval_dir is None:
+    if train_manifest is None and evaluation is None:
         raise WbError(f"{path}: neither manifest.json from `wb train` nor eval/metrics.json from `wb eval` found")
 
     name = run_dir.name
@@ -360,10 +264,10 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
     train = None
     if train_manifest is not None:
         typed = validated(runfile.TrainManifest, train_manifest, manifest_path)
-        train = _train_section(typed, log_rows)
+        train = _train_section(typed, log.typed if log is not None else [])
         warnings.extend(f"train: {w}" for w in typed.warnings)
     warnings.extend(f"eval: {w}" for w in eval_warnings)
-    kind = "+".join(k for k, present in (("train", train is not None), ("eval", eval_dir is not None)) if present)
+    kind = "+".join(k for k, present in (("train", train is not None), ("eval", evaluation is not None)) if present)
     summary = runfile.RunSummary(
         wb_version=__version__,
         run=runfile.RunInfo(name=name, path=str(run_dir), kind=kind),
@@ -381,7 +285,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
         warnings=warnings,
         files={k: str(v) for k, v in files.items() if v is not None},
     ).model_dump(mode="json", exclude_none=True)
-    return Run(run_dir, name, summary, files, train_manifest, eval_manifest, clean_manifest, log)
+    return Run(run_dir, name, summary, files, train_manifest, eval_manifest, clean_manifest, log.rows if log else [])
 
 
 def _check_data_hash(manifest: dict[str, Any], data: Path, warnings: list[str]) -> None:
@@ -407,9 +311,8 @@ def scored_items(run: Run) -> dict[str, list[dict[str, Any]]]:
     if run._items is None:
         path = run.files.get("scores")
         run._items = {}
-        if path is not None:
-            for number, row in read_jsonl(path, "scores"):
-                validated(runfile.ScoreRow, row, path, number)  # numbers are numbers: the page computes with them
+        if path is not None:  # each row checked as a ScoreRow: numbers are numbers, the page computes with them
+            for row in EvalFolder(path.parent).scores():
                 run._items.setdefault(str(row.get("set", "task")), []).append(row)
     return run._items
 

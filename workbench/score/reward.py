@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from workbench.errors import WbError
 from workbench.models import templates as tdata
 from workbench.models.base import (
@@ -35,6 +33,7 @@ from workbench.models.base import (
 )
 from workbench.precision import Choice
 from workbench.quiet import quiet_libraries
+from workbench.runfolder import RunFolder
 
 ProgressFn = Callable[[int, int], None]
 
@@ -71,11 +70,8 @@ def _locate(spec: str) -> tuple[Path | None, Path | None, str | None]:
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise WbError(f"--reward-model {spec}: no such folder (give a reward run, an adapter or a model folder)")
-    if (path / "recipe.yaml").is_file():
-        try:
-            recipe = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise WbError(f"{path / 'recipe.yaml'}: cannot read the run's recipe: {e}") from None
+    if RunFolder(path).is_run():
+        recipe = RunFolder(path).recipe()
         if (path / "adapter" / "adapter_config.json").is_file():
             return None, path / "adapter", str(recipe.get("model") or EMBEDDED)
         if (path / "model" / "config.json").is_file():

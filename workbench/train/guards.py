@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from workbench.errors import WbError
 from workbench.models.base import check_adapter_weights
+from workbench.runfolder import RunFolder
 from workbench.train.recipe import Recipe
 
 CHECKPOINT = re.compile(r"^checkpoint-[0-9]+$")  # Trainer's checkpoint folders, by step
@@ -77,26 +77,14 @@ def last_checkpoint(run_dir: Path, on_skip: Callable[[str], None] | None = None)
 
 def _finished_step(run_dir: Path) -> int | None:
     """The step a finished run ended at (its manifest exists), or None for a run that did not finish."""
-    path = run_dir / "manifest.json"
-    try:
-        manifest = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
+    folder = RunFolder(run_dir)
+    manifest = folder.manifest()
+    if manifest is None:
         return None
-    except (OSError, orjson.JSONDecodeError) as err:
-        raise WbError(f"{path}: cannot read the run's manifest ({err})") from None
-    step = manifest.get("global_step") if isinstance(manifest, dict) else None
+    step = manifest.get("global_step")
     if not isinstance(step, int) or isinstance(step, bool):
-        raise WbError(f"{path}: global_step: missing or not an integer")
+        raise WbError(f"{folder.manifest_path}: global_step: missing or not an integer")
     return step
-
-
-def _saved_recipe(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "recipe.yaml"
-    try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise WbError(f"{path}: cannot read the run's recipe ({err})") from None
-    return saved if isinstance(saved, dict) else {}
 
 
 def check_resume(recipe: Recipe, on_status: Callable[[str], None] | None = None) -> Path:
@@ -114,7 +102,7 @@ def check_resume(recipe: Recipe, on_status: Callable[[str], None] | None = None)
     check_adapter_weights(checkpoint, "checkpoint")
     step = _finished_step(run_dir)
     if step is not None:
-        saved = _saved_recipe(run_dir)
+        saved = RunFolder(run_dir).recipe()
         more_steps = recipe.max_steps is not None and recipe.max_steps > step
         more_epochs = recipe.max_steps is None and recipe.epochs > float(saved.get("epochs") or 0)
         if not (more_steps or more_epochs):

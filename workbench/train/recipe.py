@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
+from workbench import runfolder
 from workbench.errors import WbError
 from workbench.methods import registry
 from workbench.methods.lora import MUTATING_INITS
@@ -605,12 +606,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def load(path: Path | None, overrides: list[str] | None = None, **fields: Any) -> Recipe:
     """Read a recipe file (or start from defaults), apply `key=value` overrides and keyword fields, validate."""
     raw: dict[str, Any] = {}
-    source = str(path) if path is not None else "recipe"
     if path is not None:
         loaded = read_yaml(Path(path), "recipe")
         if loaded is not None and not isinstance(loaded, dict):
             raise WbError(f"{path}: a recipe must be a YAML mapping")
         raw = loaded or {}
+    return build(raw, str(path) if path is not None else "recipe", overrides, **fields)
+
+
+def build(raw: dict[str, Any], source: str, overrides: list[str] | None = None, **fields: Any) -> Recipe:
+    """A recipe mapping (from a file, or a run folder's saved recipe) with `key=value` overrides and keyword fields
+    applied, validated; errors name `source`."""
     raw = _merge(raw, parse_overrides(overrides or []))
     raw = _merge(raw, {k: v for k, v in fields.items() if v is not None})
     try:
@@ -637,8 +643,9 @@ def from_arguments(
         raise WbError(f"one recipe file at most, got {', '.join(files)}")
     if resume is not None:
         if files:
-            raise WbError("--resume reads the run's own recipe.yaml; give overrides only")
-        return load(resume / "recipe.yaml", overrides, name=resume.name, output_dir=resume.parent)
+            raise WbError(f"--resume reads the run's own {runfolder.RECIPE}; give overrides only")
+        run = runfolder.RunFolder(resume)
+        return build(run.recipe(), str(run.recipe_path), overrides, name=resume.name, output_dir=resume.parent)
     return load(Path(files[0]) if files else None, overrides, data=data, model=model, name=name, data_split=split)
 
 

@@ -6,7 +6,8 @@ manifest).
 A run folder `runs/<name>/` gets: `recipe.yaml` (the resolved recipe, so `--resume` needs nothing else),
 `checkpoints/` (Trainer checkpoints, safetensors), `adapter/` (a PEFT adapter, or wb's bottleneck adapter for
 method `adapter`) or `model/` (freeze/full/galore), `tensorboard/` (with `report_to: [tensorboard]`),
-`trainer_log.jsonl`, `loss.svg`, `sample_losses.jsonl` and `manifest.json`.
+`trainer_log.jsonl`, `loss.svg`, `sample_losses.jsonl` and `manifest.json` (written and read through
+`workbench.runfolder.RunFolder`, the one owner of these files).
 """
 
 from __future__ import annotations
@@ -21,11 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from workbench import precision, runfile
+from workbench import precision
 from workbench.errors import WbError
-from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
 from workbench.methods.lora import MUTATING_INITS
@@ -33,6 +31,7 @@ from workbench.models import adapters
 from workbench.models.losses import sample_losses
 from workbench.output import atomic_write, ensure_dir, follow_umask
 from workbench.quiet import quiet_libraries
+from workbench.runfolder import RunFolder
 from workbench.train import distributed, guards, hf, methods
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
 from workbench.train.plot import loss_svg
@@ -85,8 +84,7 @@ class Session:
 
 
 def save_recipe(recipe: Recipe, run_dir: Path) -> None:
-    with atomic_write(run_dir / "recipe.yaml") as f:
-        f.write(yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False, allow_unicode=True).encode())
+    RunFolder(run_dir).write_recipe(json.loads(recipe.model_dump_json()))
 
 
 def begin(
@@ -113,7 +111,7 @@ def begin(
     released = recipe.release_freed_memory and not torch.cuda.is_available() and return_freed_memory()
     run_dir = recipe.run_dir
     checkpoint = str(guards.check_resume(recipe, on_status)) if resume else None
-    if not resume and (run_dir / "manifest.json").exists():
+    if not resume and RunFolder(run_dir).finished():
         raise WbError(f"{run_dir}: a finished run is already there; choose another name or remove it")
     tokenizer = load_tokenizer(recipe.model, on_status)
     spec = registry.get(recipe.method)
@@ -135,7 +133,7 @@ def begin(
         choice=choice,
         checkpoint=checkpoint,
         started=started,
-        log_path=run_dir / "trainer_log.jsonl",
+        log_path=RunFolder(run_dir).log_path,
         trainable=0,
         total=0,
         mmap_threshold=MMAP_THRESHOLD_BYTES if released else None,
@@ -225,11 +223,11 @@ def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
 
 def read_log(session: Session) -> list[dict[str, Any]]:
     """trainer_log.jsonl's rows; `loss.svg` drawn from them (by the main process)."""
-    path = session.log_path
-    log = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
+    folder = RunFolder(session.run_dir)
+    log = folder.log_rows()
     if not distributed.is_main():
         return log
-    with atomic_write(session.run_dir / "loss.svg") as f:
+    with atomic_write(folder.loss_curve_path) as f:
         f.write(loss_svg(log).encode())
     return log
 
@@ -296,8 +294,7 @@ def finish(
     )
     if not math.isfinite(output.training_loss):
         manifest["warnings"].append("training loss is not finite: lower lr or check the data")
-    runfile.TrainManifest.model_validate(manifest)  # the run schema's numbers: typed and finite, or a bug here
-    write_json(session.run_dir / "manifest.json", manifest)
+    RunFolder(session.run_dir).write_manifest(manifest)  # checked against the run schema: typed, finite numbers
     return manifest
 
 

@@ -8,7 +8,6 @@ Both go through the run driver of `session.py` (`begin`, the method's Trainer, `
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from workbench.methods import registry
 from workbench.models import templates as tdata
 from workbench.models.losses import prompt_learning
 from workbench.output import atomic_write
+from workbench.runfolder import RunFolder
 from workbench.train import distributed, hf, packing
 from workbench.train.prepare import ListDataset, prepare, rows
 from workbench.train.recipe import Recipe
@@ -106,10 +106,10 @@ def _train_sft(
     losses = per_example_losses(session, final, prepared.train)
     if not distributed.is_main():  # rank 0 writes the rest of the run folder; wait for it, then read its manifest
         distributed.barrier()
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = RunFolder(run_dir).manifest() or {}
         return TrainResult(run_dir, manifest, read_log(session), prepared.warnings)
     assert losses is not None
-    with atomic_write(run_dir / "sample_losses.jsonl") as f:
+    with atomic_write(RunFolder(run_dir).sample_losses_path) as f:
         for ex, loss in sorted(zip(prepared.train, losses, strict=True), key=lambda p: -p[1]):
             f.write(jsonl_line({"line": ex.line, "loss": round(loss, 5), "tokens": ex.trained_tokens}))
     log = read_log(session)
@@ -131,7 +131,7 @@ def _train_sft(
     if prepared.sources is not None:
         fields["sources"] = source_counts(prepared.sources, float(trainer.state.epoch or 0.0))
         fields["eval_losses"] = last_eval_losses(log, list(prepared.val_sets or {}))
-    outputs = {"sample_losses": run_dir / "sample_losses.jsonl"}
+    outputs = {"sample_losses": RunFolder(run_dir).sample_losses_path}
     manifest = finish(session, trainer, output, train_cpu, fields, outputs, prepared.warnings)
     distributed.barrier()
     return TrainResult(run_dir, manifest, log, prepared.warnings)
