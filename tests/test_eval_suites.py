@@ -14,7 +14,6 @@ import yaml
 from conftest import read_jsonl, write_jsonl
 from report_fixtures import make_run
 
-from workbench import runfile
 from workbench.evaluate import registry
 from workbench.evaluate.config import EvalConfig
 from workbench.evaluate.forgetting import Item
@@ -24,6 +23,8 @@ from workbench.models.generate import Answer
 from workbench.report import gate as gating
 from workbench.report.html import build_report
 from workbench.report.summary import load_run
+from workbench.runfile.evals import EvalMetrics, ScoreRow
+from workbench.runfile.summary import RunSummary
 
 
 def _eval(wb: Any, tmp_path: Path, rows: list[dict[str, Any]], *args: str) -> tuple[dict[str, Any], list[Any]]:
@@ -270,8 +271,8 @@ def test_every_shipped_suite_loads_and_matches_its_schema() -> None:
 
 def test_run_files_written_by_eval_validate_against_the_run_schema(tmp_path: Path, wb: Any) -> None:
     metrics, rows = _eval(wb, tmp_path, _arith_rows(), "--suite", "math")
-    runfile.EvalMetrics.model_validate(metrics)
+    EvalMetrics.model_validate(metrics)
     for row in rows:
-        runfile.ScoreRow.model_validate(row)
+        ScoreRow.model_validate(row)
     run = make_run(tmp_path / "w")
-    runfile.RunSummary.model_validate(load_run(run).summary)
+    RunSummary.model_validate(load_run(run).summary)

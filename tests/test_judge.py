@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import read_jsonl, write_jsonl
-from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import judge, pipeline
 from workbench.evaluate.config import EvalConfig
+from workbench.runfile.evals import ScoreRow
+from workbench.runfile.gate_paths import gate_path_problem, gate_paths_help
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reading a reply
@@ -248,7 +249,7 @@ def test_wb_eval_with_a_judge_writes_verdicts_with_raw_text_and_the_judge_summar
     assert j["settings"]["model"] == "embedded" and j["settings"]["languages"] == {"en": 3, "zh": 2}
     rows = read_jsonl(tmp_path / "ev" / "scores.jsonl")
     for row in rows:
-        runfile.ScoreRow.model_validate(row)
+        ScoreRow.model_validate(row)
         assert row["judge"]["verdict"] == "tie" and [c["raw"] for c in row["judge"]["calls"]] == ["A", "A"]
         assert [c["tuned_position"] for c in row["judge"]["calls"]] == ["A", "B"]
 
@@ -258,10 +259,10 @@ def test_judge_verdicts_are_gate_paths_and_an_order_dependent_judge_is_inconclus
 ) -> None:
     from workbench.report.gate import load
 
-    assert runfile.gate_path_problem("task.judge.win_rate") is None
-    assert runfile.gate_path_problem("task.judge.position_flip_rate") is None
-    assert "judge has no 'winrate'" in (runfile.gate_path_problem("task.judge.winrate") or "")
-    assert "task.judge.<" in runfile.gate_paths_help()
+    assert gate_path_problem("task.judge.win_rate") is None
+    assert gate_path_problem("task.judge.position_flip_rate") is None
+    assert "judge has no 'winrate'" in (gate_path_problem("task.judge.winrate") or "")
+    assert "task.judge.<" in gate_paths_help()
     gate_file = tmp_path / "gate.yaml"
     gate_file.write_text("checks:\n  - task.judge.win_rate >= 0.0\n  - task.judge.unparsed <= 0\n", encoding="utf-8")
     load(gate_file)

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import read_jsonl, write_jsonl
-from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import mc
+from workbench.runfile.evals import Continuation, EvalMetrics, McScores, ScoreRow
+from workbench.runfile.gate_paths import gate_path_problem
 
 DATA = Path(__file__).resolve().parent / "data"
 NUTRITION = DATA / "mmlu" / "nutrition_test_head.csv"
@@ -365,7 +366,7 @@ def test_wb_eval_on_a_model_alone_scores_mc_sets_with_fewshot_items_left_out(
     args = ["eval", "--model", tiny, "--base-model", other, "--no-probes", "--mc", jsonl, "--mc", NUTRITION]
     result = wb(*args, "--fewshot", "2", "-o", out, "-q")
     assert result.exit_code == 0, result.stderr
-    metrics = runfile.EvalMetrics.model_validate(json.loads((out / "metrics.json").read_text()))
+    metrics = EvalMetrics.model_validate(json.loads((out / "metrics.json").read_text()))
     small, nutrition = metrics.forgetting["mc_small"], metrics.forgetting["nutrition_test_head"]
     assert small.kind == "mc" and small.n == 7 and nutrition.n == 6
     assert small.settings["fewshot_ids"] == ["q0", "q1"] and nutrition.settings["shape"] == "mmlu_csv"
@@ -374,7 +375,7 @@ def test_wb_eval_on_a_model_alone_scores_mc_sets_with_fewshot_items_left_out(
         assert stat.tuned is not None and 0 <= stat.tuned <= 1 and stat.mcnemar_p is not None
         assert stat.wins is not None and stat.ties is not None and stat.losses is not None
         assert stat.wins + stat.ties + stat.losses == 7
-    rows = [runfile.ScoreRow.model_validate(r) for r in read_jsonl(out / "scores.jsonl")]
+    rows = [ScoreRow.model_validate(r) for r in read_jsonl(out / "scores.jsonl")]
     small_rows = [r for r in rows if r.set == "mc_small"]
     assert [r.id for r in small_rows] == [f"q{i}" for i in range(2, 9)]  # the two examples are not scored
     first = small_rows[0]
@@ -399,8 +400,8 @@ def test_wb_eval_on_a_model_alone_scores_mc_sets_with_fewshot_items_left_out(
     )
     passed = wb("gate", out, "-t", gate)
     assert passed.exit_code == 0, passed.stdout + passed.stderr
-    assert runfile.gate_path_problem("forgetting.mc_general_zh.mc_accuracy.delta_lower") is None
-    assert "unknown metric" in (runfile.gate_path_problem("forgetting.mc_general_zh.mc_acc.tuned") or "")
+    assert gate_path_problem("forgetting.mc_general_zh.mc_accuracy.delta_lower") is None
+    assert "unknown metric" in (gate_path_problem("forgetting.mc_general_zh.mc_acc.tuned") or "")
 
     # The report shows the MC sets as forgetting rows.
     report = wb("report", out, "-o", tmp_path / "report.html")
@@ -439,13 +440,11 @@ def test_rejected_rows_are_counted_named_and_warned_about(tmp_path: Path) -> Non
         f"{path}:line 2: field choices: needs at least 2 choices, got 1"
     ]
     s.mc["tuned"] = [
-        runfile.McScores(
+        McScores(
             context="c",
-            choices=[
-                runfile.Continuation(continuation=f" {t}", loglik=-float(i), tokens=1) for i, t in enumerate("wxyz")
-            ],
+            choices=[Continuation(continuation=f" {t}", loglik=-float(i), tokens=1) for i, t in enumerate("wxyz")],
             letter_context="l",
-            letters=[runfile.Continuation(continuation=f" {t}", loglik=-1.0, tokens=1) for t in "ABCD"],
+            letters=[Continuation(continuation=f" {t}", loglik=-1.0, tokens=1) for t in "ABCD"],
             predicted="A",
             predicted_norm="A",
             predicted_letter="A",

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from conftest import read_jsonl, write_jsonl
 
-from workbench import runfile
 from workbench.errors import WbError
+from workbench.runfile.training import LogRow, TrainManifest
 from workbench.text import script_of
 from workbench.train import mixing
 from workbench.train.recipe import load
@@ -141,22 +141,21 @@ def test_a_mixed_run_logs_eval_loss_per_source_and_counts_each_source(tmp_path: 
         output_dir=tmp_path / "runs",
     )
     result = train(recipe)
-    manifest = runfile.TrainManifest.model_validate(result.manifest)
+    manifest = TrainManifest.model_validate(result.manifest)
     assert manifest.sources is not None and set(manifest.sources) == {"en", "chinese", "replay"}
     en, zh, rp = (manifest.sources[n] for n in ("en", "chinese", "replay"))
     assert (en.per_epoch, zh.per_epoch) == (24, 8)  # 3:1 of the 32 records left after the hold-out
     assert rp.per_epoch == 8 and en.seen == 24 and rp.epochs_run == pytest.approx(1.0)
     assert set(result.manifest["inputs"]) == {"data[en]", "data[chinese]", "data[replay]"}
     rows = [
-        runfile.LogRow.model_validate(json.loads(x))
-        for x in (recipe.run_dir / "trainer_log.jsonl").read_text().splitlines()
+        LogRow.model_validate(json.loads(x)) for x in (recipe.run_dir / "trainer_log.jsonl").read_text().splitlines()
     ]
     per_source = [r.source_eval_losses() for r in rows if r.source_eval_losses()]
     assert {k for d in per_source for k in d} == {"en", "chinese", "replay"}
     assert any(r.eval_loss is not None for r in rows)  # the pooled eval loss, which picks the best checkpoint
     assert manifest.eval_losses is not None and set(manifest.eval_losses) == {"en", "chinese", "replay"}
     with pytest.raises(ValueError, match="eval_en_loss: expected a finite number"):
-        runfile.LogRow.model_validate({"step": 1, "eval_en_loss": "low"})
+        LogRow.model_validate({"step": 1, "eval_en_loss": "low"})
 
 
 def test_the_report_of_a_mixture_says_which_cleaning_stats_it_cannot_pick(tmp_path: Path) -> None:

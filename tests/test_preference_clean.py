@@ -312,7 +312,7 @@ def test_a_mostly_shorter_chosen_answer_is_warned_about_with_the_ties_named(tmp_
 
 
 def test_balanced_lengths_raise_no_warning_and_the_stats_validate(tmp_path: Path) -> None:
-    from workbench.runfile import CleanStats
+    from workbench.runfile.cleaning import CleanStats
 
     records = [
         pair(f"Q{i}?", "Yes, it is." if i % 2 else "Yes.", "No." if i % 2 else "No, it is not.") for i in range(6)

@@ -9,10 +9,10 @@ from typing import Any
 
 from report_fixtures import make_run
 
-from workbench import runfile
 from workbench.report.gate import run_gate
 from workbench.report.html import build_report
 from workbench.report.summary import load_run
+from workbench.runfile.evals import EvalMetrics
 
 
 def _stat(tuned: float, lower: float, upper: float) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _preference_run(tmp_path: Path, accuracy: tuple[float, float, float]) -> Pat
         "win_rate": 0.775,
         "settings": {"reference": "base (adapter disabled)"},
     }  # fmt: skip
-    runfile.EvalMetrics.model_validate(metrics)
+    EvalMetrics.model_validate(metrics)
     metrics_path.write_text(json.dumps(metrics), encoding="utf-8")
     return run
 

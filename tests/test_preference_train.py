@@ -17,10 +17,12 @@ from conftest import write_jsonl
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from workbench import runfile  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
 from workbench.evaluate import registry  # noqa: E402
 from workbench.models.base import tiny_model_dir  # noqa: E402
+from workbench.runfile.evals import EvalMetrics  # noqa: E402
+from workbench.runfile.gate_paths import gate_path_problem, resolve  # noqa: E402
+from workbench.runfile.training import LogRow  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
 from workbench.train.trainer import train  # noqa: E402
 
@@ -71,7 +73,7 @@ def recipe(out: Path, tiny: Path, data: Path, method: str, **kw: Any) -> Recipe:
 def log_of(run: Path) -> list[dict[str, Any]]:
     rows = [json.loads(x) for x in (run / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines()]
     for row in rows:
-        runfile.LogRow.model_validate(row)  # the run schema reads every row
+        LogRow.model_validate(row)  # the run schema reads every row
     return [r for r in rows if "loss" in r]
 
 
@@ -193,9 +195,9 @@ def test_implicit_accuracy_is_reported_with_an_interval_and_gated(dpo_run: Path,
     rows = [json.loads(x) for x in (dpo_run / "eval" / "preference_scores.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and all(r["implicit"]["chosen"] > r["implicit"]["rejected"] for r in rows)
     summary = load_run(dpo_run).summary
-    assert runfile.resolve(summary, "pref.implicit_accuracy.lower") == 1.0
-    assert runfile.gate_path_problem("pref.implicit_accuracy.lower") is None
-    assert runfile.gate_path_problem("pref.nope.lower") is not None
+    assert resolve(summary, "pref.implicit_accuracy.lower") == 1.0
+    assert gate_path_problem("pref.implicit_accuracy.lower") is None
+    assert gate_path_problem("pref.nope.lower") is not None
     assert "final_preference" in summary["train"] and summary["train"]["final_preference"]["rewards_accuracies"] == 1.0
 
 
@@ -270,7 +272,7 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) == 16
     metrics = evaluate(result.run_dir, EvalConfig(probes=[], prefs=pairs_file)).metrics["preference"]
     assert metrics["reward_accuracy"]["tuned"] == 1.0 and metrics["reward_margin"]["lower"] > 0
-    runfile.EvalMetrics.model_validate(json.loads((result.run_dir / "eval" / "metrics.json").read_text()))
+    EvalMetrics.model_validate(json.loads((result.run_dir / "eval" / "metrics.json").read_text()))
     from workbench.models.targets import load, resolve_target
 
     with pytest.raises(WbError, match="is a reward model: it scores texts and does not generate"):

@@ -1,4 +1,4 @@
-"""The run folder has one owner: `workbench/runfolder.py` is the only module of the package that names a run folder's
+"""The run folder has one owner: `workbench/runfile/folder.py` is the only module of the package that names a run folder's
 files (`recipe.yaml`, `manifest.json`, `trainer_log.jsonl`, `sample_losses.jsonl`, `loss.svg`) or an evaluation's
 (`metrics.json`, `scores.jsonl`, `review.json`, ...), so every read and write of them goes through `RunFolder` /
 `EvalFolder` and their `runfile` models. The names are found in the source with `ast`: a string that is the name, or
@@ -17,13 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from workbench import runfile, runfolder
 from workbench.errors import WbError
-from workbench.runfolder import EvalFolder, RunFolder, locate
+from workbench.runfile import folder
+from workbench.runfile.evals import EvalMetrics
+from workbench.runfile.folder import EvalFolder, RunFolder, locate
+from workbench.runfile.summary import ReviewSummary
+from workbench.runfile.training import TrainManifest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
-OWNER = PACKAGE / "runfolder.py"
-NAMES = tuple(dict.fromkeys(runfolder.RUN_FILES + runfolder.EVAL_FILES))
+OWNER = PACKAGE / "runfile" / "folder.py"
+NAMES = tuple(dict.fromkeys(folder.RUN_FILES + folder.EVAL_FILES))
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -59,7 +62,7 @@ def test_only_the_run_folder_module_names_run_folder_files() -> None:
         if path != OWNER
         for line, name in run_file_names(path.read_text(encoding="utf-8"))
     ]
-    assert offenders == [], "read and write run folder files through workbench.runfolder:\n" + "\n".join(offenders)
+    assert offenders == [], "read and write run folder files through workbench.runfile.folder:\n" + "\n".join(offenders)
 
 
 def test_the_scan_finds_a_run_file_opened_outside_the_owner() -> None:
@@ -87,7 +90,7 @@ def test_a_run_folder_reads_its_recipe_manifest_and_log_typed(tmp_path: Path) ->
     assert run.is_run() and run.recipe() == {"name": "r", "method": "lora", "note": "中文"}
     run.write_manifest({"command": "train", "global_step": 4, "train_loss": 1.5})
     manifest = run.train_manifest()
-    assert isinstance(manifest, runfile.TrainManifest) and manifest.global_step == 4 and run.finished()
+    assert isinstance(manifest, TrainManifest) and manifest.global_step == 4 and run.finished()
     run.log_path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n{"step": 3, "lo', encoding="utf-8")
     warnings: list[str] = []
     log = run.log(warnings)
@@ -118,12 +121,12 @@ def test_an_eval_folder_is_found_from_the_run_or_itself(tmp_path: Path) -> None:
     evaluation = RunFolder(tmp_path).eval_folder
     evaluation.path.mkdir()
     assert locate(tmp_path) == (RunFolder(tmp_path), None)
-    evaluation.write_metrics(runfile.EvalMetrics(warnings=["w"]))
+    evaluation.write_metrics(EvalMetrics(warnings=["w"]))
     evaluation.write_review({"reviewed": 1, "items": [{"id": 3, "verdict": "tuned"}, {"verdict": "x"}]})
     assert locate(tmp_path) == (RunFolder(tmp_path), evaluation)
     assert locate(evaluation.path) == (RunFolder(tmp_path), evaluation)
     assert evaluation.metrics().warnings == ["w"]
-    assert evaluation.review() == runfile.ReviewSummary(reviewed=1)
+    assert evaluation.review() == ReviewSummary(reviewed=1)
     assert evaluation.reviewed_items() == [{"id": 3, "verdict": "tuned"}]
     evaluation.scores_path.write_text(json.dumps({"set": "task", "id": 1, "tuned": {"rouge_l": "high"}}) + "\n")
     with pytest.raises(WbError, match=re.escape("scores.jsonl:1: field tuned.rouge_l: ")):

@@ -108,9 +108,9 @@ def test_every_eval_logs_the_task_metrics_of_generated_answers(
 ) -> None:
     from rouge_score.rouge_scorer import RougeScorer
 
-    from workbench import runfile
     from workbench.evaluate.metrics import UnicodeTokenizer
     from workbench.models import generate
+    from workbench.runfile.training import LogRow
 
     answered: list[tuple[list[str], list[str]]] = []  # (prompts, answers) of each eval
     real = generate.generate_answers
@@ -138,7 +138,7 @@ def test_every_eval_logs_the_task_metrics_of_generated_answers(
     scorer = RougeScorer(["rougeL"], tokenizer=UnicodeTokenizer())
     refs = [r["output"] for r in records[:3]]
     for r, (prompts, answers) in zip(evals, answered, strict=True):
-        runfile.LogRow.model_validate(r)
+        LogRow.model_validate(r)
         assert all(rec["instruction"] in p for rec, p in zip(records, prompts, strict=False)) and len(prompts) == 3
         expected = sum(scorer.score(ref, a)["rougeL"].fmeasure for ref, a in zip(refs, answers, strict=True)) / 3
         assert r["eval_rouge_l"] == pytest.approx(expected, abs=1e-6), answers

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench import preference_records, runfile
+from workbench import preference_records
 from workbench.clean import rules
 from workbench.clean.profile import Profile
 from workbench.evaluate import registry
@@ -27,7 +27,11 @@ from workbench.io.jsontext import dumps_json
 from workbench.methods import registry as method_registry
 from workbench.records import AlpacaRecord, MessagesRecord, ShareGPTRecord
 from workbench.report.gate import GateFile
-from workbench.runfile import CleanStats, EvalMetrics, RunSummary, ScoreRow, TrainManifest
+from workbench.runfile.cleaning import CleanStats
+from workbench.runfile.evals import EvalMetrics, ScoreRow
+from workbench.runfile.gate_paths import gate_paths_help
+from workbench.runfile.summary import RunSummary
+from workbench.runfile.training import TrainManifest
 from workbench.train.recipe import Recipe
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -46,7 +50,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "train-recipe.schema.json": Recipe,
     "gate.schema.json": GateFile,
     "eval-suite.schema.json": EvalSuite,
-    # The run folder (workbench/runfile.py): what the stages write and wb report / wb gate read.
+    # The run folder (workbench/runfile/): what the stages write and wb report / wb gate read.
     "eval-metrics.schema.json": EvalMetrics,
     "scores-row.schema.json": ScoreRow,
     "train-manifest.schema.json": TrainManifest,
@@ -59,11 +63,11 @@ ROOT = SCHEMA_DIR.parent
 
 
 def _gate_paths_markdown() -> str:
-    return "\n".join(["```", runfile.gate_paths_help(), "```"])
+    return "\n".join(["```", gate_paths_help(), "```"])
 
 
 def _gate_paths_yaml() -> str:
-    return "\n".join(f"#   {line}" for line in runfile.gate_paths_help().splitlines())
+    return "\n".join(f"#   {line}" for line in gate_paths_help().splitlines())
 
 
 BLOCKS: dict[str, Callable[[], str]] = {

@@ -12,7 +12,6 @@ from typing import Any
 
 import polars as pl
 
-from workbench import runfile
 from workbench.clean import pii
 from workbench.clean.profile import Profile
 from workbench.io.jsontext import dumps_json
@@ -21,6 +20,7 @@ from workbench.io.sniff import SourceInfo
 from workbench.manifest import build_manifest
 from workbench.output import OutputSet
 from workbench.records import mapping_notes
+from workbench.runfile import cleaning
 
 INVARIANT = "read = kept + dropped + rejected"
 
@@ -33,7 +33,7 @@ TOKEN_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8
 @dataclass
 class CleanTally:
     """The running counts of one cleaning run, batch by batch; the `.stats.json` is written from them
-    (`runfile.CleanStats` types that file)."""
+    (`runfile.cleaning.CleanStats` types that file)."""
 
     read: int = 0
     kept: int = 0
@@ -206,7 +206,7 @@ def publish(
     if score_source is not None:
         summary["scores"] = score_source
     summary["warnings"] = list(warnings or [])
-    runfile.CleanStats.model_validate(summary)  # the accounting as the run schema types it
+    cleaning.CleanStats.model_validate(summary)  # the accounting as the run schema types it
     outputs.write(paths.stats, dumps_json(summary))
     manifest = build_manifest(
         command=command,

@@ -16,7 +16,7 @@ from workbench.errors import WbError
 from workbench.evaluate.config import EvalConfig
 from workbench.models.generate import GenerationSettings
 from workbench.precision import Precision
-from workbench.runfolder import EvalFolder
+from workbench.runfile.folder import EvalFolder
 
 _E, _EH = fields(EvalConfig)
 _G, _GH = fields(GenerationSettings)

@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare
+from workbench.runfile.evals import JudgeCall, JudgeSummary, JudgeVerdict
 from workbench.text import script_of, tokenize
 from workbench.yamlfile import first_error, read_yaml
 
@@ -188,13 +188,13 @@ def _preferred(parsed: Letter | None, tuned_position: str) -> Side | None:
     return "tuned" if parsed == tuned_position else "base"
 
 
-def verdict_of(pair: Pair, language_: str, replies: Sequence[tuple[str, str]]) -> runfile.JudgeVerdict:
+def verdict_of(pair: Pair, language_: str, replies: Sequence[tuple[str, str]]) -> JudgeVerdict:
     """The item's verdict from its two replies ((tuned position, raw text) of each order)."""
     calls = []
     for position, raw in replies:
         parsed = parse_verdict(raw)
         calls.append(
-            runfile.JudgeCall(
+            JudgeCall(
                 tuned_position=position,
                 raw=raw,
                 parsed=parsed,
@@ -205,7 +205,7 @@ def verdict_of(pair: Pair, language_: str, replies: Sequence[tuple[str, str]]) -
     both = all(p is not None for p in prefs)
     agreed = both and len(set(prefs)) == 1
     verdict: Side = prefs[0] if agreed and prefs[0] is not None else "tie"
-    return runfile.JudgeVerdict(
+    return JudgeVerdict(
         verdict=verdict,
         language=language_,
         flipped=both and not agreed,
@@ -219,9 +219,7 @@ GenerateFn = Callable[[list[str], JudgePrompt], list[str]]
 """(judge instruction texts, the prompt they were rendered from) -> the judge's replies, in order."""
 
 
-def judge_pairs(
-    pairs: Sequence[Pair], prompts: dict[str, JudgePrompt], generate: GenerateFn
-) -> list[runfile.JudgeVerdict]:
+def judge_pairs(pairs: Sequence[Pair], prompts: dict[str, JudgePrompt], generate: GenerateFn) -> list[JudgeVerdict]:
     """Both orders of every pair judged (one generate call per language, so each prompt keeps its token limit)."""
     rendered = [render_pair(prompts, p) for p in pairs]
     replies: dict[tuple[int, int], str] = {}
@@ -255,9 +253,7 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 6) if whole else None
 
 
-def summarise(
-    verdicts: Sequence[runfile.JudgeVerdict], seed: int, settings: dict[str, Any] | None = None
-) -> runfile.JudgeSummary:
+def summarise(verdicts: Sequence[JudgeVerdict], seed: int, settings: dict[str, Any] | None = None) -> JudgeSummary:
     """Win / tie / loss rates, the paired bootstrap interval of win - loss, flips, unparsed replies, length split."""
     n = len(verdicts)
     wins = [int(v.verdict == "tuned") for v in verdicts]
@@ -267,7 +263,7 @@ def summarise(
     longer = [v for v in verdicts if v.tuned_longer]
     shorter = [v for v in verdicts if not v.tuned_longer]
     flip = _rate(sum(v.flipped for v in both_parsed), len(both_parsed))
-    return runfile.JudgeSummary(
+    return JudgeSummary(
         n=n,
         win_rate=_rate(sum(wins), n),
         tie_rate=_rate(n - sum(wins) - sum(losses), n),
@@ -290,7 +286,7 @@ def summarise(
     )
 
 
-def notes(summary: runfile.JudgeSummary) -> list[str]:
+def notes(summary: JudgeSummary) -> list[str]:
     """What a reader must know before trusting the judge's numbers."""
     out = []
     if summary.position_flip_rate is not None and summary.position_flip_rate > UNINFORMATIVE_FLIP_RATE:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workbench import runfile
 from workbench.evaluate.forgetting import Item
 from workbench.models.generate import prompt_for
 from workbench.models.loglik import LoglikCache, ProgressFn, Request, loglikelihoods, split_pair
 from workbench.models.targets import Loaded
+from workbench.runfile.evals import Continuation, McScores
 
 PLAIN_DELIMITER = " "  # lm-evaluation-harness's target_delimiter
 FEWSHOT_DELIMITER = "\n\n"  # and its fewshot_delimiter
@@ -81,7 +81,7 @@ def score_items(
     cache: LoglikCache | None = None,
     progress: ProgressFn | None = None,
     precision: str = "auto",
-) -> list[runfile.McScores]:
+) -> list[McScores]:
     """Every option's and letter's log-likelihood for each item, and the letters each rule picks."""
     rendered = [render(loaded, it, fewshot, mode) for it in items]
     flat = [r for choices, letters in rendered for r in (*choices, *letters)]
@@ -95,15 +95,15 @@ def score_items(
         k += len(choices) + len(letters)
         sums = [v for v, _ in c_vals]
         out.append(
-            runfile.McScores(
+            McScores(
                 context=choices[0].context,
                 choices=[
-                    runfile.Continuation(continuation=r.continuation, loglik=round(v, 6), tokens=n)
+                    Continuation(continuation=r.continuation, loglik=round(v, 6), tokens=n)
                     for r, (v, n) in zip(choices, c_vals, strict=True)
                 ],
                 letter_context=letters[0].context,
                 letters=[
-                    runfile.Continuation(continuation=r.continuation, loglik=round(v, 6), tokens=n)
+                    Continuation(continuation=r.continuation, loglik=round(v, 6), tokens=n)
                     for r, (v, n) in zip(letters, l_vals, strict=True)
                 ],
                 predicted=labels[_argmax(sums)],
@@ -114,7 +114,7 @@ def score_items(
     return out
 
 
-def item_metrics(item: Item, scores: runfile.McScores) -> dict[str, float | int | None]:
+def item_metrics(item: Item, scores: McScores) -> dict[str, float | int | None]:
     """The item's 0/1 scores, by registry name."""
     return {
         "mc_accuracy": int(scores.predicted == item.reference),

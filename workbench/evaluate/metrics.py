@@ -245,10 +245,10 @@ def bleu_tokenize_for(references: Iterable[References]) -> str:
 
 @dataclass(frozen=True)
 class SacrebleuScore:
-    """One model's corpus-level sacrebleu score (0-100, sacrebleu's scale) and its signature (`runfile.CorpusScore`
-    is what metrics.json keeps of it, tuned and base side by side); for BLEU also the brevity
-    penalty and the length ratio (answer tokens / reference tokens), which explain a low corpus BLEU when answers
-    are short or cut at the token limit."""
+    """One model's corpus-level sacrebleu score (0-100, sacrebleu's scale) and its signature
+    (`runfile.evals.CorpusScore` is what metrics.json keeps of it, tuned and base side by side); for BLEU also the
+    brevity penalty and the length ratio (answer tokens / reference tokens), which explain a low corpus BLEU when
+    answers are short or cut at the token limit."""
 
     score: float
     signature: str

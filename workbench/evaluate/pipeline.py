@@ -3,7 +3,7 @@
 Writes into the output folder (default `runs/<name>/eval/`): `scores.jsonl` (every item, both models, every
 metric, degenerate-answer flags), `metrics.json` (aggregates with intervals, degenerate shares, forgetting,
 overlap, generation settings, warnings), `review_sample.csv` and `manifest.json` — the models of
-`workbench.runfile` (docs/run-folder.md describes them), at the paths `workbench.runfolder.EvalFolder` names. How
+`workbench.runfile` (docs/run-folder.md describes them), at the paths `workbench.runfile.folder.EvalFolder` names. How
 the task's answers are judged comes from an eval suite (`workbench.evaluate.suite`); which metrics exist, from the
 registry (`workbench.evaluate.registry`).
 """
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare, degenerate, judge, registry, review
 from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
@@ -35,7 +34,22 @@ from workbench.models.generate import Answer
 from workbench.output import OutputSet, sha256_file
 from workbench.precision import for_model
 from workbench.records import EXTRA
-from workbench.runfolder import EvalFolder, RunFolder
+from workbench.runfile.evals import (
+    ClassReport,
+    CorpusScore,
+    DegenerateStat,
+    EvalMetrics,
+    JudgeSummary,
+    JudgeVerdict,
+    McScores,
+    Overlap,
+    PreferenceMetrics,
+    ScoreRow,
+    SetMetrics,
+    SideScores,
+    Stat,
+)
+from workbench.runfile.folder import EvalFolder, RunFolder
 from workbench.text import count_cjk
 
 if TYPE_CHECKING:
@@ -66,10 +80,10 @@ class EvalSet:
     losses: dict[str, list[float | None]] = field(default_factory=dict)  # side -> reference losses
     generated: dict[str, list[Answer]] = field(default_factory=dict)  # side -> token counts, finished
     max_new_tokens: int | None = None
-    mc: dict[str, list[runfile.McScores]] = field(default_factory=dict)  # side -> option log-likelihoods
+    mc: dict[str, list[McScores]] = field(default_factory=dict)  # side -> option log-likelihoods
     fewshot: list[Item] = field(default_factory=list)  # multiple choice: examples, not scored
     settings: dict[str, Any] = field(default_factory=dict)  # how the set was read (its metrics.json settings)
-    judged: list[runfile.JudgeVerdict] = field(default_factory=list)  # the pairwise judge's verdicts (task set)
+    judged: list[JudgeVerdict] = field(default_factory=list)  # the pairwise judge's verdicts (task set)
     judge_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -275,7 +289,7 @@ def _preference(
     out_dir: Path,
     warnings: list[str],
     on_status: StatusFn | None,
-) -> tuple[runfile.PreferenceMetrics | None, list[dict[str, Any]]]:
+) -> tuple[PreferenceMetrics | None, list[dict[str, Any]]]:
     """`--prefs` / `--reward-model`: the preference section of metrics.json
     (workbench/evaluate/preference_metrics.py) and the per-pair rows of `preference_scores.jsonl`."""
     if config.prefs is None and config.reward_model is None:
@@ -327,7 +341,7 @@ def _preference(
             section["n"] = len(task.items)
     elif scorer is not None and task is not None:
         warnings.append("--reward-model: no base answers to the task prompts, so no win rate (drop --no-base)")
-    return runfile.PreferenceMetrics.model_validate({**section, "settings": settings}), rows
+    return PreferenceMetrics.model_validate({**section, "settings": settings}), rows
 
 
 def _evaluate_reward_run(
@@ -344,7 +358,7 @@ def _evaluate_reward_run(
     section, rows = pref_eval.evaluate_pairs(
         None, config.prefs, None, scorer, config.seed, config.generation.batch_size, config.max_length, False, warnings
     )
-    pref = runfile.PreferenceMetrics.model_validate({**section, "settings": {"reward_model": str(target.run_dir)}})
+    pref = PreferenceMetrics.model_validate({**section, "settings": {"reward_model": str(target.run_dir)}})
     empty = config.model_copy(update={"probes": [], "data": None, "mc": []})
     return _finish(
         [], empty, out_dir, started, {"model": target.base}, None, warnings, {"target": str(target.run_dir)}, pref, rows
@@ -525,13 +539,13 @@ def _finish(
     overlap: dict[str, Any] | None,
     warnings: list[str],
     inputs_extra: dict[str, str],
-    preference: runfile.PreferenceMetrics | None = None,
+    preference: PreferenceMetrics | None = None,
     preference_rows: list[dict[str, Any]] | None = None,
 ) -> EvalResult:
     suite = load_suite(config.suite)
-    rows: list[runfile.ScoreRow] = []
-    task: runfile.SetMetrics | None = None
-    forgetting: dict[str, runfile.SetMetrics] = {}
+    rows: list[ScoreRow] = []
+    task: SetMetrics | None = None
+    forgetting: dict[str, SetMetrics] = {}
     for s in sets:
         set_rows, summary, set_warnings = score_set(s, suite if s.kind == TASK else DEFAULT, config.seed)
         rows.extend(set_rows)
@@ -540,7 +554,7 @@ def _finish(
             task = summary
         else:
             forgetting[s.name] = summary
-    overlap_model = runfile.Overlap.model_validate(overlap) if overlap is not None else None
+    overlap_model = Overlap.model_validate(overlap) if overlap is not None else None
     if overlap_model is not None and overlap_model.items:
         warnings.append(
             f"{overlap_model.items} of the task items share a long n-gram with the run's training data "
@@ -550,7 +564,7 @@ def _finish(
         warnings.append(f"the task set has only {task.n} item: no interval can be computed, and no verdict made")
     elif task is not None and task.n < 30:
         warnings.append(f"the task set has only {task.n} items: intervals are wide")
-    metrics = runfile.EvalMetrics(
+    metrics = EvalMetrics(
         task=task,
         forgetting=forgetting,
         overlap=overlap_model,
@@ -602,9 +616,7 @@ def _finish(
     return EvalResult(out_dir, metrics.model_dump(mode="json", exclude_none=True), warnings)
 
 
-def with_review(
-    summary: runfile.JudgeSummary, rows: list[dict[str, Any]], reviewed: list[dict[str, Any]]
-) -> runfile.JudgeSummary:
+def with_review(summary: JudgeSummary, rows: list[dict[str, Any]], reviewed: list[dict[str, Any]]) -> JudgeSummary:
     """The judge summary with its agreement with the human reviewers (Cohen's kappa over the items both judged)."""
     agreed = judge.agreement(rows, reviewed)
     return summary.model_copy(
@@ -695,7 +707,7 @@ def _language(text: str) -> str:
     return "zh" if count_cjk(text) else "latin"
 
 
-def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.ScoreRow], runfile.SetMetrics, list[str]]:
+def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[ScoreRow], SetMetrics, list[str]]:
     """Per-item scores of every side and their aggregate: metrics with intervals, corpus scores per language,
     degenerate-answer shares, classification reports; plus warnings in words."""
     sides = [side for side in SIDES if side in s.predictions or side in s.losses or side in s.mc]
@@ -727,8 +739,8 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
                 "after that shared prefix, so repeating the question earns nothing"
             )
 
-    per_side: dict[str, list[runfile.SideScores]] = {}
-    corpus: dict[str, runfile.CorpusScore] = {}
+    per_side: dict[str, list[SideScores]] = {}
+    corpus: dict[str, CorpusScore] = {}
     flagged: dict[str, list[list[str]]] = {}
     for side in sides:
         values: list[dict[str, float | int | None]] = [{} for _ in range(n)]
@@ -763,7 +775,7 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
             prediction = s.predictions[side][i] if side in s.predictions else None
             scored = scored_preds[side][i] if side in scored_preds else None
             scores.append(
-                runfile.SideScores(
+                SideScores(
                     prediction=prediction,
                     scored=scored if scored != prediction else None,
                     generated_tokens=answer.generated_tokens if answer is not None else None,
@@ -778,7 +790,7 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
     rows = []
     for i, it in enumerate(s.items):
         rows.append(
-            runfile.ScoreRow(
+            ScoreRow(
                 set=s.name,
                 id=it.id,
                 instruction=it.instruction,
@@ -788,14 +800,14 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
                 answer_type=types[i] if s.kind == TASK else None,
                 options=it.options if s.kind == "mc" else None,
                 scored_reference=refs[i][0] if stripped[i] else None,
-                tuned=per_side["tuned"][i] if "tuned" in per_side else runfile.SideScores(),
+                tuned=per_side["tuned"][i] if "tuned" in per_side else SideScores(),
                 base=per_side.get("base", [None] * n)[i] if "base" in per_side else None,
                 judge=s.judged[i] if s.judged else None,
             )
         )
 
     metrics = _aggregate(rows, sides, seed)
-    classification: dict[str, runfile.ClassReport] = {}
+    classification: dict[str, ClassReport] = {}
     if any(t == "label" for t in types) and "macro_f1" in (suite.metrics or registry.for_answer_type("label")):
         stat, classification = _macro_f1(s, types, suite, sides, seed)
         if stat is not None:
@@ -820,7 +832,7 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[runfile.Sco
     judge_summary = judge.summarise(s.judged, seed, s.judge_settings) if s.judged else None
     if judge_summary is not None:
         warnings.extend(judge.notes(judge_summary))
-    summary = runfile.SetMetrics(
+    summary = SetMetrics(
         judge=judge_summary,
         n=n,
         kind=s.kind,
@@ -840,7 +852,7 @@ def _overlap_scores(
     refs: list[list[str]],
     wanted: list[list[str]],
     values: list[dict[str, float | int | None]],
-    corpus: dict[str, runfile.CorpusScore],
+    corpus: dict[str, CorpusScore],
     side: str,
     warnings: list[str],
 ) -> None:
@@ -862,7 +874,7 @@ def _overlap_scores(
             continue
         for name, score in result.corpus.items():
             key = name if len(groups) == 1 else f"{name}_{language}"
-            entry = corpus.get(key) or runfile.CorpusScore(signature=score.signature, n=len(idx), language=language)
+            entry = corpus.get(key) or CorpusScore(signature=score.signature, n=len(idx), language=language)
             update: dict[str, Any] = {side: score.score}
             if score.brevity_penalty is not None:
                 prefix = "" if side == "tuned" else "base_"
@@ -887,18 +899,18 @@ def _flags(s: EvalSet, side: str) -> list[list[str]]:
     return out
 
 
-def _side_value(scores: runfile.SideScores | None, metric: str) -> float | None:
+def _side_value(scores: SideScores | None, metric: str) -> float | None:
     if scores is None:
         return None
     value = (scores.model_extra or {}).get(metric)
     return float(value) if isinstance(value, int | float) else None
 
 
-def _aggregate(rows: list[runfile.ScoreRow], sides: list[str], seed: int) -> dict[str, runfile.Stat]:
+def _aggregate(rows: list[ScoreRow], sides: list[str], seed: int) -> dict[str, Stat]:
     present: set[str] = set()
     for row in rows:
         present.update(k for k, v in (row.tuned.model_extra or {}).items() if v is not None)
-    out: dict[str, runfile.Stat] = {}
+    out: dict[str, Stat] = {}
     for name in present:
         tuned = [_side_value(r.tuned, name) for r in rows]
         base = [_side_value(r.base, name) for r in rows] if "base" in sides else None
@@ -908,41 +920,41 @@ def _aggregate(rows: list[runfile.ScoreRow], sides: list[str], seed: int) -> dic
         have = sum(v is not None for v in tuned)
         if have < len(rows):
             stat["n"] = have
-        out[name] = runfile.Stat.model_validate(stat)
+        out[name] = Stat.model_validate(stat)
     return out
 
 
 def _macro_f1(
     s: EvalSet, types: list[str], suite: EvalSuite, sides: list[str], seed: int
-) -> tuple[runfile.Stat | None, dict[str, runfile.ClassReport]]:
+) -> tuple[Stat | None, dict[str, ClassReport]]:
     from workbench.evaluate import answers
 
     idx = [i for i, t in enumerate(types) if t == "label"]
     refs = [s.items[i].reference for i in idx]
-    reports: dict[str, runfile.ClassReport] = {}
+    reports: dict[str, ClassReport] = {}
     preds: dict[str, list[str]] = {}
     for side in sides:
         if side not in s.predictions:
             continue
         preds[side] = [s.predictions[side][i] for i in idx]
         report = answers.classification_report(preds[side], refs, suite.labels)
-        reports[side] = runfile.ClassReport.model_validate(report)
+        reports[side] = ClassReport.model_validate(report)
     if "tuned" not in preds:
         return None, reports
 
     base = answers.macro_f1_of(preds["base"], refs, suite.labels) if "base" in preds else None
     stat = compare.set_stat(answers.macro_f1_of(preds["tuned"], refs, suite.labels), base, len(idx), seed)
-    return runfile.Stat.model_validate(stat), reports
+    return Stat.model_validate(stat), reports
 
 
-def _degenerate(flagged: dict[str, list[list[str]]], n: int) -> dict[str, runfile.DegenerateStat]:
+def _degenerate(flagged: dict[str, list[list[str]]], n: int) -> dict[str, DegenerateStat]:
     if "tuned" not in flagged or n == 0:
         return {}
     out = {}
     for kind in degenerate.DEGENERATE_KINDS:
         tuned = sum(kind in f for f in flagged["tuned"])
         base = sum(kind in f for f in flagged["base"]) if "base" in flagged else None
-        out[kind] = runfile.DegenerateStat(
+        out[kind] = DegenerateStat(
             tuned=round(tuned / n, 6),
             base=round(base / n, 6) if base is not None else None,
             tuned_items=tuned,
@@ -951,7 +963,7 @@ def _degenerate(flagged: dict[str, list[list[str]]], n: int) -> dict[str, runfil
     return out
 
 
-def _mc_notes(s: EvalSet, metrics: dict[str, runfile.Stat], rows: list[runfile.ScoreRow]) -> list[str]:
+def _mc_notes(s: EvalSet, metrics: dict[str, Stat], rows: list[ScoreRow]) -> list[str]:
     """Rejected rows, and sides whose accuracy cannot be told from guessing (then the set cannot show forgetting)."""
     out = []
     rejected = int(s.settings.get("rejected") or 0)
@@ -977,9 +989,9 @@ def _mc_notes(s: EvalSet, metrics: dict[str, runfile.Stat], rows: list[runfile.S
 
 def _notes(
     s: EvalSet,
-    metrics: dict[str, runfile.Stat],
-    flags: dict[str, runfile.DegenerateStat],
-    corpus: dict[str, runfile.CorpusScore],
+    metrics: dict[str, Stat],
+    flags: dict[str, DegenerateStat],
+    corpus: dict[str, CorpusScore],
     suite: EvalSuite,
     sides: list[str],
 ) -> list[str]:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from workbench import pairs as pdata
-from workbench import runfile
 from workbench.errors import WbError
 from workbench.evaluate import compare
 from workbench.methods.registry import scores_only
 from workbench.models import templates as tdata
-from workbench.runfolder import RunFolder
+from workbench.runfile.evals import Stat
+from workbench.runfile.folder import RunFolder
 
 
 @dataclass
@@ -120,15 +120,15 @@ def implicit_rewards(
     return ratios[0::2], ratios[1::2]
 
 
-def _accuracy(chosen: Sequence[float], rejected: Sequence[float], seed: int) -> tuple[runfile.Stat, runfile.Stat]:
+def _accuracy(chosen: Sequence[float], rejected: Sequence[float], seed: int) -> tuple[Stat, Stat]:
     """Accuracy and mean margin with their intervals. When every pair has the same margin (a policy equal to its
     reference gives 0 on every pair) the scorer tells no pair's answers apart: both are marked `constant`, and a gate
     on them is inconclusive, as for a task metric on which both models score the same on every item."""
     correct = [1 if c > r else 0 for c, r in zip(chosen, rejected, strict=True)]
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
     constant = {"constant": True} if len(set(margins)) == 1 else {}
-    acc = runfile.Stat.model_validate(compare.stat(correct, None, seed, binary=True) | constant)
-    margin = runfile.Stat.model_validate(compare.stat(margins, None, seed, binary=False) | constant)
+    acc = Stat.model_validate(compare.stat(correct, None, seed, binary=True) | constant)
+    margin = Stat.model_validate(compare.stat(margins, None, seed, binary=False) | constant)
     return acc, margin
 
 
@@ -199,7 +199,7 @@ def win_rate(
         ]
 
     tuned_scores, base_scores = scorer.score_texts(texts(tuned)), scorer.score_texts(texts(base))
-    stat = runfile.Stat.model_validate(compare.stat(tuned_scores, base_scores, seed, binary=False))
+    stat = Stat.model_validate(compare.stat(tuned_scores, base_scores, seed, binary=False))
     n = len(tuned_scores)
     rate = ((stat.wins or 0) + (stat.ties or 0) / 2) / n if n else None
     return {"reward_score": stat, "win_rate": round(rate, 6) if rate is not None else None}

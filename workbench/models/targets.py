@@ -1,10 +1,11 @@
 """What a tuned model is made of, and loading it for generation.
 
 A *target* is what `wb generate`, `wb chat`, `wb eval` and `wb export` are pointed at: a run folder
-(`runs/<name>`, holding `recipe.yaml` and `adapter/` or `model/`; its files are read through `workbench.runfolder`),
-an adapter folder (PEFT, or wb's bottleneck adapter, e.g. from `wb export --adapter-only`), or a base model spec
-(`embedded`, a folder, a cached hub id). Several adapters over one base load into one model (PEFT adapters into a
-PEFT model, bottleneck adapters into the base's layers) and are switched by name at generation time.
+(`runs/<name>`, holding `recipe.yaml` and `adapter/` or `model/`; its files are read through
+`workbench.runfile.folder`), an adapter folder (PEFT, or wb's bottleneck adapter, e.g. from `wb export
+--adapter-only`), or a base model spec (`embedded`, a folder, a cached hub id). Several adapters over one base load
+into one model (PEFT adapters into a PEFT model, bottleneck adapters into the base's layers) and are switched by name
+at generation time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from workbench.models.base import (
     resolve_model,
 )
 from workbench.quiet import quiet_libraries
-from workbench.runfolder import RunFolder
+from workbench.runfile.folder import RunFolder
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
 

@@ -20,7 +20,7 @@ from workbench.methods.sizing import Device, Options, Shape
 from workbench.plan.machine import detect_machine, parse_memory, resolve_precision
 from workbench.plan.memory import Estimate, estimate
 from workbench.plan.shapes import model_summary, read_config, shape_distance, shape_for_params, shape_from_config
-from workbench.runfolder import RECIPE, RunFolder
+from workbench.runfile.folder import RECIPE, RunFolder
 
 
 @dataclass

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from workbench import charts, runfile
+from workbench import charts
 from workbench.charts import fmt
 from workbench.evaluate import compare
 from workbench.report.formatting import interval_text, is_num, signed
 from workbench.report.summary import Run, higher_is_better, scored_items
+from workbench.runfile.gate_paths import summary_numbers
 
 MAX_COMPARISON_ROWS = 200
 
@@ -25,7 +26,7 @@ def _comparable(summary: dict[str, Any]) -> dict[str, float]:
     """The numbers two runs are compared on, by gate path: each metric's tuned value and delta, and every clean,
     train and overlap number (intervals, counts of wins and the like are left to each run's own section)."""
     out = {}
-    for path, value in runfile.summary_numbers(summary).items():
+    for path, value in summary_numbers(summary).items():
         parts = path.split(".")
         if parts[0] in ("task", "forgetting"):
             is_stat = len(parts) == (3 if parts[0] == "task" else 4)

@@ -1,4 +1,4 @@
-"""Quality gates: a YAML file of thresholds checked against a run's summary (`workbench.runfile.RunSummary`).
+"""Quality gates: a YAML file of thresholds checked against a run's summary (`runfile.summary.RunSummary`).
 
 ```yaml
 checks:
@@ -11,9 +11,9 @@ checks:
   - "clean.dropped_fraction <= 0.2"         # the same as {metric: ..., max: 0.2}
 ```
 
-Valid paths are derived from the run schema (`runfile.gate_path_problem`): a path that cannot exist (unknown
-section, an unregistered metric, a field that is not a number) is an error in the gate file: exit 2, naming the
-file and the check. Thresholds must be finite numbers.
+Valid paths are derived from the run schema (`runfile.gate_paths.gate_path_problem`): a path that cannot exist
+(unknown section, an unregistered metric, a field that is not a number) is an error in the gate file: exit 2, naming
+the file and the check. Thresholds must be finite numbers.
 
 Verdicts: `pass`; `fail` (the threshold is missed); `missing` (a well-formed path this run does not have: no eval, no
 base scores, a probe set that was not run, a set of 0 items); `inconclusive` (the number cannot carry a decision: both
@@ -46,8 +46,9 @@ from pydantic import (
     model_validator,
 )
 
-from workbench import runfile
 from workbench.errors import WbError
+from workbench.runfile import gate_paths
+from workbench.runfile.evals import BASE_FIELDS, DELTA_FIELDS
 from workbench.yamlfile import first_error, read_yaml
 
 Verdict = Literal["pass", "fail", "missing", "inconclusive"]
@@ -61,7 +62,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 def path_problem(path: str) -> str | None:
     """Why `path` can never name a number in a summary, or None if it is well-formed."""
-    return runfile.gate_path_problem(path)
+    return gate_paths.gate_path_problem(path)
 
 
 def _valid_path(path: str) -> str:
@@ -276,7 +277,7 @@ def resolve(summary: dict[str, Any], path: str) -> tuple[float | None, str]:
     if not section:
         return None, missing.get(head) or f"this run has no {head} section"
     try:
-        node = runfile.resolve(summary, path)
+        node = gate_paths.resolve(summary, path)
     except KeyError as e:
         return None, _why_absent(summary, parts, len(str(e.args[0]).split(".")) - 1)
     if isinstance(node, bool) or not isinstance(node, int | float) or not math.isfinite(node):
@@ -288,15 +289,15 @@ def _why_absent(summary: dict[str, Any], parts: list[str], depth: int) -> str:
     where = ".".join(parts[:depth]) or parts[0]
     key = parts[depth]
     try:
-        node = runfile.resolve(summary, where)
+        node = gate_paths.resolve(summary, where)
     except KeyError:
         node = None
     if parts[0] == "forgetting" and depth == 1:
         sets = ", ".join(sorted(node or {})) or "none"
         return f"no probe set {key!r} in this run's forgetting results (sets: {sets})"
-    if key in runfile.BASE_FIELDS and not summary.get("has_base"):
+    if key in BASE_FIELDS and not summary.get("has_base"):
         return f"{'.'.join(parts)}: {summary['missing'].get('base', 'no base-model scores in this run')}"
-    if key in runfile.STAT_FIELDS and isinstance(node, dict) and "tuned" in node:
+    if key in gate_paths.STAT_FIELDS and isinstance(node, dict) and "tuned" in node:
         n = node.get("n", _section_n(summary, parts))
         return f"no interval: {n} item{'s' if n != 1 else ''} {'has' if n == 1 else 'have'} this metric (2 needed)"
     if isinstance(node, dict):
@@ -374,13 +375,13 @@ def _inconclusive(check: Check, summary: dict[str, Any]) -> str | None:
     if stat is None:
         return None
     field_ = parts[-1]
-    if field_ in runfile.BASE_FIELDS and stat.get("constant"):
+    if field_ in BASE_FIELDS and stat.get("constant"):
         value = stat.get("tuned")
         return (
             f"both models score {_num(value)} on every one of the {n} items: the comparison carries no information "
             "(a harder or more suitable set, or a likelihood metric such as loss, can tell them apart)"
         )
-    if field_ in runfile.DELTA_FIELDS:
+    if field_ in DELTA_FIELDS:
         lo, hi = stat.get("delta_lower"), stat.get("delta_upper")
         if isinstance(lo, int | float) and isinstance(hi, int | float):
             width = hi - lo

@@ -4,7 +4,7 @@ A run folder may hold any part of the pipeline's output: training only (no `eval
 predictions file scored elsewhere: no train manifest, perhaps no base scores), or both. What is absent is listed
 in `summary["missing"]` with the reason; what is present but unreadable is a `WbError` naming the file.
 
-The summary is `workbench.runfile.RunSummary` as JSON (its model, and the gate's paths, live there): `clean`
+The summary is `workbench.runfile.summary.RunSummary` as JSON (its model, and the gate's paths, live there): `clean`
 (accounting and fractions), `train` (the manifest's numbers plus first/final losses), `task` and `forgetting.<set>`
 (`SetMetrics`: metrics with intervals, corpus scores, degenerate shares, classification), `overlap`, `review`.
 A set's metrics are addressed without the `metrics` level in gate paths (`task.rouge_l.tuned`).
@@ -19,11 +19,15 @@ from typing import Any
 
 import orjson
 
-from workbench import __version__, runfile
+from workbench import __version__
 from workbench.errors import WbError
 from workbench.evaluate import registry
 from workbench.output import IncompleteOutput, check_complete
-from workbench.runfolder import EvalFolder, locate, read_json, read_jsonl, validated
+from workbench.runfile.cleaning import CleanStats
+from workbench.runfile.evals import EvalMetrics
+from workbench.runfile.folder import EvalFolder, locate, read_json, read_jsonl, validated
+from workbench.runfile.summary import CleanSummary, ReviewSummary, RunInfo, RunSummary, TrainSummary
+from workbench.runfile.training import PREFERENCE_LOG_FIELDS, LogRow, TrainManifest
 
 
 def higher_is_better(metric: str) -> bool:
@@ -84,11 +88,11 @@ def _clean_section(stats_path: Path) -> dict[str, Any]:
     raw = read_json(stats_path, "cleaning stats")
     if not isinstance(raw, dict):
         raise WbError(f"{stats_path}: cleaning stats must be a JSON object")
-    stats = validated(runfile.CleanStats, raw, stats_path)
+    stats = validated(CleanStats, raw, stats_path)
     read, dropped, rejected = stats.read, stats.dropped, stats.rejected
     extra = stats.model_extra or {}
     source = extra.get("input")
-    out = runfile.CleanSummary(
+    out = CleanSummary(
         read=read,
         kept=stats.kept,
         dropped=dropped,
@@ -112,8 +116,8 @@ def _clean_section(stats_path: Path) -> dict[str, Any]:
     return out.model_dump(mode="json", exclude_none=True)
 
 
-def _train_section(manifest: runfile.TrainManifest, log: list[runfile.LogRow]) -> dict[str, Any]:
-    keys = runfile.TrainSummary.model_fields.keys() & runfile.TrainManifest.model_fields.keys()
+def _train_section(manifest: TrainManifest, log: list[LogRow]) -> dict[str, Any]:
+    keys = TrainSummary.model_fields.keys() & TrainManifest.model_fields.keys()
     out: dict[str, Any] = {k: getattr(manifest, k) for k in keys}
     out["trainable_fraction"] = _fraction(manifest.trainable_parameters, manifest.total_parameters)
     losses = [r.loss for r in log if r.loss is not None]
@@ -124,7 +128,7 @@ def _train_section(manifest: runfile.TrainManifest, log: list[runfile.LogRow]) -
     out["logged_steps"] = len(losses)
     final: dict[str, float] = {}
     for row in log:
-        for name in runfile.PREFERENCE_LOG_FIELDS.values():
+        for name in PREFERENCE_LOG_FIELDS.values():
             value = getattr(row, name)
             if value is not None:
                 final[name] = value
@@ -132,10 +136,10 @@ def _train_section(manifest: runfile.TrainManifest, log: list[runfile.LogRow]) -
     config = (manifest.model_extra or {}).get("config")
     if isinstance(config, dict):
         out["recipe"] = config
-    return runfile.TrainSummary(**out).model_dump(mode="json", exclude_none=True)
+    return TrainSummary(**out).model_dump(mode="json", exclude_none=True)
 
 
-def _has_base(metrics: runfile.EvalMetrics) -> bool:
+def _has_base(metrics: EvalMetrics) -> bool:
     sections = [metrics.task, *metrics.forgetting.values()]
     return any(st.base is not None for sec in sections if sec is not None for st in sec.metrics.values())
 
@@ -222,10 +226,10 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
 
     # evaluation
     eval_manifest: dict[str, Any] | None = None
-    metrics = runfile.EvalMetrics()
+    metrics = EvalMetrics()
     has_base = False
     eval_warnings: list[str] = []
-    review: runfile.ReviewSummary | None = None
+    review: ReviewSummary | None = None
     if evaluation is None:
         missing["eval"] = f"no evaluation ({run.eval_folder.metrics_path} not found): run `wb eval {run_dir}`"
     else:
@@ -263,14 +267,14 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
         name = str(train_manifest["config"].get("name") or name)
     train = None
     if train_manifest is not None:
-        typed = validated(runfile.TrainManifest, train_manifest, manifest_path)
+        typed = validated(TrainManifest, train_manifest, manifest_path)
         train = _train_section(typed, log.typed if log is not None else [])
         warnings.extend(f"train: {w}" for w in typed.warnings)
     warnings.extend(f"eval: {w}" for w in eval_warnings)
     kind = "+".join(k for k, present in (("train", train is not None), ("eval", evaluation is not None)) if present)
-    summary = runfile.RunSummary(
+    summary = RunSummary(
         wb_version=__version__,
-        run=runfile.RunInfo(name=name, path=str(run_dir), kind=kind),
+        run=RunInfo(name=name, path=str(run_dir), kind=kind),
         clean=clean,
         train=train,
         task=metrics.task,

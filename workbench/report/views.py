@@ -15,13 +15,14 @@ from typing import Any
 import orjson
 import yaml
 
-from workbench import charts, runfile
+from workbench import charts
 from workbench.charts import fmt
 from workbench.evaluate import registry
 from workbench.report.eval_views import ab_view, forgetting_view, preference_view, task_view
 from workbench.report.formatting import cap, duration, is_num, pct
 from workbench.report.gate import VERDICTS, GateResult
 from workbench.report.summary import Run, dropped_examples
+from workbench.runfile.training import PREFERENCE_LOG_FIELDS
 
 MAX_DROP_EXAMPLES_PER_RULE = 3
 MAX_DROP_EXAMPLES = 30
@@ -238,14 +239,14 @@ def _train_view(run: Run) -> dict[str, Any] | None:
     }
 
 
-_PREF_LABELS = {field: name for name, field in runfile.PREFERENCE_LOG_FIELDS.items()}
+_PREF_LABELS = {field: name for name, field in PREFERENCE_LOG_FIELDS.items()}
 MAX_PREF_ROWS = 20
 
 
 def _preference_steps(log: list[dict[str, Any]]) -> dict[str, Any]:
     """Preference methods' per-step numbers: a chart (implicit rewards of chosen and rejected for the DPO family and
     KTO, the sampled answers' reward and KL for GRPO, the margin for a reward model) and a table of every number."""
-    names = [n for n in runfile.PREFERENCE_LOG_FIELDS if any(is_num(r.get(n)) for r in log)]
+    names = [n for n in PREFERENCE_LOG_FIELDS if any(is_num(r.get(n)) for r in log)]
     if not names:
         return {"pref_chart": None, "pref_columns": [], "pref_rows": []}
 

@@ -33,7 +33,7 @@ from workbench.models.base import (
 )
 from workbench.precision import Choice
 from workbench.quiet import quiet_libraries
-from workbench.runfolder import RunFolder
+from workbench.runfile.folder import RunFolder
 
 ProgressFn = Callable[[int, int], None]
 

@@ -18,7 +18,7 @@ import orjson
 
 from workbench.errors import WbError
 from workbench.models.base import check_adapter_weights
-from workbench.runfolder import RunFolder
+from workbench.runfile.folder import RunFolder
 from workbench.train.recipe import Recipe
 
 CHECKPOINT = re.compile(r"^checkpoint-[0-9]+$")  # Trainer's checkpoint folders, by step

@@ -32,11 +32,11 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
-from workbench import runfolder
 from workbench.errors import WbError
 from workbench.methods import registry
 from workbench.methods.lora import MUTATING_INITS
 from workbench.models.templates import check_template_spec
+from workbench.runfile.folder import RECIPE, RunFolder
 from workbench.yamlfile import read_yaml
 
 
@@ -643,8 +643,8 @@ def from_arguments(
         raise WbError(f"one recipe file at most, got {', '.join(files)}")
     if resume is not None:
         if files:
-            raise WbError(f"--resume reads the run's own {runfolder.RECIPE}; give overrides only")
-        run = runfolder.RunFolder(resume)
+            raise WbError(f"--resume reads the run's own {RECIPE}; give overrides only")
+        run = RunFolder(resume)
         return build(run.recipe(), str(run.recipe_path), overrides, name=resume.name, output_dir=resume.parent)
     return load(Path(files[0]) if files else None, overrides, data=data, model=model, name=name, data_split=split)
 

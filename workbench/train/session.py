@@ -7,7 +7,7 @@ A run folder `runs/<name>/` gets: `recipe.yaml` (the resolved recipe, so `--resu
 `checkpoints/` (Trainer checkpoints, safetensors), `adapter/` (a PEFT adapter, or wb's bottleneck adapter for
 method `adapter`) or `model/` (freeze/full/galore), `tensorboard/` (with `report_to: [tensorboard]`),
 `trainer_log.jsonl`, `loss.svg`, `sample_losses.jsonl` and `manifest.json` (written and read through
-`workbench.runfolder.RunFolder`, the one owner of these files).
+`workbench.runfile.folder.RunFolder`, the one owner of these files).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from workbench.models import adapters
 from workbench.models.losses import sample_losses
 from workbench.output import atomic_write, ensure_dir, follow_umask
 from workbench.quiet import quiet_libraries
-from workbench.runfolder import RunFolder
+from workbench.runfile.folder import RunFolder
 from workbench.train import distributed, guards, hf, methods
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
 from workbench.train.plot import loss_svg

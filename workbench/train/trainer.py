@@ -17,7 +17,7 @@ from workbench.methods import registry
 from workbench.models import templates as tdata
 from workbench.models.losses import prompt_learning
 from workbench.output import atomic_write
-from workbench.runfolder import RunFolder
+from workbench.runfile.folder import RunFolder
 from workbench.train import distributed, hf, packing
 from workbench.train.prepare import ListDataset, prepare, rows
 from workbench.train.recipe import Recipe

@@ -30,10 +30,12 @@ import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from workbench import runfile
 from workbench.errors import WbError
 from workbench.io.jsontext import write_json
 from workbench.output import atomic_write, check_complete
+from workbench.runfile.evals import EvalMetrics, ScoreRow
+from workbench.runfile.summary import ReviewSummary
+from workbench.runfile.training import LogRow, TrainManifest
 from workbench.yamlfile import read_yaml
 
 RECIPE = "recipe.yaml"
@@ -132,7 +134,7 @@ class TrainLog:
     """trainer_log.jsonl: the rows as written (the report draws them) and each checked as a `LogRow`."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    typed: list[runfile.LogRow] = field(default_factory=list)
+    typed: list[LogRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -198,16 +200,16 @@ class RunFolder:
             raise WbError(f"{self.manifest_path}: a manifest must be a JSON object")
         return loaded
 
-    def train_manifest(self) -> runfile.TrainManifest | None:
+    def train_manifest(self) -> TrainManifest | None:
         """The manifest of a finished training run, typed (None when absent or written by another command)."""
         raw = self.manifest()
         if raw is None or raw.get("command", "train") != "train":
             return None
-        return validated(runfile.TrainManifest, raw, self.manifest_path)
+        return validated(TrainManifest, raw, self.manifest_path)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """The run's manifest, checked against the run schema (typed, finite numbers; else a bug), written last."""
-        runfile.TrainManifest.model_validate(manifest)
+        TrainManifest.model_validate(manifest)
         write_json(self.manifest_path, manifest)
 
     # trainer_log.jsonl
@@ -223,7 +225,7 @@ class RunFolder:
                 if warnings is not None:
                     warnings.append(f"{self.log_path}:{-number}: last line is incomplete (run interrupted?); ignored")
                 continue
-            out.typed.append(validated(runfile.LogRow, row, self.log_path, number))
+            out.typed.append(validated(LogRow, row, self.log_path, number))
             out.rows.append(row)
         return out
 
@@ -267,27 +269,27 @@ class EvalFolder:
     def has_metrics(self) -> bool:
         return self.metrics_path.is_file()
 
-    def metrics(self) -> runfile.EvalMetrics:
+    def metrics(self) -> EvalMetrics:
         """metrics.json, typed."""
         raw = read_json_object(self.metrics_path, "eval metrics")
-        return validated(runfile.EvalMetrics, raw, self.metrics_path)
+        return validated(EvalMetrics, raw, self.metrics_path)
 
-    def write_metrics(self, metrics: runfile.EvalMetrics) -> None:
+    def write_metrics(self, metrics: EvalMetrics) -> None:
         write_json(self.metrics_path, metrics.model_dump(mode="json", exclude_none=True))
 
     def scores(self) -> Iterator[dict[str, Any]]:
         """scores.jsonl's rows as written, each checked as a `ScoreRow` (numbers are numbers: readers compute)."""
         for number, row in read_jsonl(self.scores_path, "scores"):
-            validated(runfile.ScoreRow, row, self.scores_path, number)
+            validated(ScoreRow, row, self.scores_path, number)
             yield row
 
-    def review(self) -> runfile.ReviewSummary | None:
+    def review(self) -> ReviewSummary | None:
         """review.json's verdict counts (None before a review was imported)."""
         if not self.review_path.is_file():
             return None
         loaded = read_json_object(self.review_path, "review verdicts")
-        fields = runfile.ReviewSummary.model_fields
-        return validated(runfile.ReviewSummary, {k: v for k, v in loaded.items() if k in fields}, self.review_path)
+        fields = ReviewSummary.model_fields
+        return validated(ReviewSummary, {k: v for k, v in loaded.items() if k in fields}, self.review_path)
 
     def reviewed_items(self) -> list[dict[str, str]]:
         """The per-item verdicts of an imported review (`review.json`'s `items`); [] when there is none."""

@@ -1,0 +1,98 @@
+"""The summary of a run (`RunSummary`): everything `wb report` shows and `wb gate` checks, by dotted path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from workbench.runfile.cleaning import PreferenceCleanStats
+from workbench.runfile.evals import Overlap, PreferenceMetrics, SetMetrics
+from workbench.runfile.values import Count, Fraction, Number, Strict
+
+
+class CleanSummary(Strict):
+    read: Count
+    kept: Count
+    dropped: Count
+    rejected: Count
+    dropped_fraction: Fraction | None = None
+    rejected_fraction: Fraction | None = None
+    removed_fraction: Fraction | None = None
+    kept_fraction: Fraction | None = None
+    dropped_by_rule: dict[str, Count] = Field(default_factory=dict)
+    rejected_by_kind: dict[str, Count] = Field(default_factory=dict)
+    invariant_holds: bool = True
+    modified: dict[str, Any] | None = None
+    pii_found: dict[str, Any] | None = None
+    kept_output_tokens_histogram: dict[str, Any] | None = None
+    contamination: dict[str, Any] | None = None
+    source: str | None = None
+    preference: PreferenceCleanStats | None = None
+
+
+class TrainSummary(Strict):
+    method: str | None = None
+    model: str | None = None
+    template: str | None = None
+    precision: str | None = None
+    trainable_parameters: Count | None = None
+    total_parameters: Count | None = None
+    trainable_fraction: Fraction | None = None
+    train_runtime_seconds: Number | None = None
+    tokens_per_second: Number | None = None
+    peak_rss_mb: Number | None = None
+    gpu_peak_memory_mb: Number | None = None
+    train_loss: Number | None = None
+    best_eval_loss: Number | None = None
+    metric_for_best: str | None = None
+    best_metric: Number | None = None
+    final_loss: Number | None = None
+    final_eval_loss: Number | None = None
+    first_loss: Number | None = None
+    final_preference: dict[str, Number] | None = Field(
+        None,
+        description="Preference methods: the last logged value of each per-step number (rewards_accuracies, kl...).",
+    )
+    global_step: Count | None = None
+    logged_steps: Count | None = None
+    examples: dict[str, Count] | None = None
+    tokens: dict[str, Count | None] | None = None
+    wall_seconds: Number | None = None
+    seed: int | None = None
+    recipe: dict[str, Any] | None = None
+
+
+class ReviewSummary(Strict):
+    reviewed: Count
+    unreviewed: Count = 0
+    tuned_preferred: Fraction | None = None
+    verdicts: dict[str, Count] = Field(default_factory=dict)
+
+
+class RunInfo(Strict):
+    name: str
+    path: str
+    kind: str
+
+
+class RunSummary(Strict):
+    """Everything `wb report` shows and `wb gate` checks, by dotted path (`task.rouge_l.tuned`)."""
+
+    model_config = ConfigDict(extra="forbid", title="RunSummary")
+
+    wb_version: str
+    run: RunInfo
+    clean: CleanSummary | None = None
+    train: TrainSummary | None = None
+    task: SetMetrics | None = None
+    forgetting: dict[str, SetMetrics] = Field(default_factory=dict)
+    overlap: Overlap | None = None
+    pref: PreferenceMetrics | None = None
+    generation: dict[str, Any] = Field(default_factory=dict)
+    suite: dict[str, Any] | None = None
+    review: ReviewSummary | None = None
+    has_base: bool = False
+    missing: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    files: dict[str, str] = Field(default_factory=dict)
