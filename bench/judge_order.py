@@ -73,7 +73,8 @@ def run(items: list[dict[str, Any]], judge: str, scripted: Any, work: Path) -> d
         pipeline.judge_generator = real  # type: ignore[assignment]
     rows = [json.loads(x) for x in (work / judge / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
     right = sum(r["judge"]["verdict"] == it["right"] for r, it in zip(rows, items, strict=True))
-    summary = result.metrics["task"]["judge"]
+    assert result.metrics.task is not None and result.metrics.task.judge is not None
+    summary = result.metrics.task.judge.model_dump(mode="json", exclude_none=True)
     return {
         "summary": summary,
         "right": right,

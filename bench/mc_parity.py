@@ -150,7 +150,7 @@ def run_wb(model_dir: Path, items: Path, batch: int, work: Path) -> dict[str, An
     result = pipeline.evaluate(str(model_dir), config, work / "wb")
     seconds = time.time() - started
     rows = [json.loads(x) for x in (work / "wb" / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
-    section = result.metrics["forgetting"][items.stem]["metrics"]
+    section = result.metrics.model_dump(mode="json", exclude_none=True)["forgetting"][items.stem]["metrics"]
     return {
         "seconds": seconds,
         "acc": section["mc_accuracy"]["tuned"],

@@ -17,6 +17,7 @@ from conftest import write_jsonl
 
 from workbench import console
 from workbench.commands.evaluate import print_metrics
+from workbench.runfile.evals import EvalMetrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +40,7 @@ def _metric(tuned: float, base: float) -> dict[str, Any]:
 def test_in_a_pipe_the_eval_table_keeps_similar_metric_names_apart(capsys: pytest.CaptureFixture[str]) -> None:
     names = ["mc_accuracy", "mc_accuracy_norm", "rouge_l", "正确率_accuracy_字符级"]
     metrics = {"forgetting": {"mmlu_中文": {"n": 20, "metrics": {n: _metric(0.5, 0.4) for n in names}}}}
-    print_metrics(metrics)
+    print_metrics(EvalMetrics.model_validate(metrics))
     printed = capsys.readouterr().out
     assert "…" not in printed
     rows = [line.split()[1] for line in printed.splitlines() if line.startswith("│")]

@@ -189,9 +189,11 @@ def test_implicit_accuracy_is_reported_with_an_interval_and_gated(dpo_run: Path,
     from workbench.report.summary import load_run
 
     result = evaluate(dpo_run, EvalConfig(probes=[], prefs=pairs_file, base=False, cache=False))
-    pref = result.metrics["preference"]
-    assert pref["n"] == 16 and pref["implicit_accuracy"]["tuned"] == 1.0
-    assert pref["implicit_accuracy"]["lower"] == 1.0 and pref["implicit_margin"]["tuned"] > 0
+    pref = result.metrics.preference
+    assert pref is not None and pref.implicit_accuracy is not None and pref.implicit_margin is not None
+    assert pref.n == 16 and pref.implicit_accuracy.tuned == 1.0
+    assert pref.implicit_accuracy.lower == 1.0 and pref.implicit_margin.tuned is not None
+    assert pref.implicit_margin.tuned > 0
     rows = [json.loads(x) for x in (dpo_run / "eval" / "preference_scores.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and all(r["implicit"]["chosen"] > r["implicit"]["rejected"] for r in rows)
     summary = load_run(dpo_run).summary
@@ -217,13 +219,13 @@ def test_pairs_whose_chosen_equals_rejected_are_warned_about_and_left_out(
     mixed = write_jsonl(tmp_path / "mixed.jsonl", [same[0], *PAIRS[:8], same[1], *PAIRS[8:]])
     config = EvalConfig(probes=[], prefs=mixed, base=False, cache=False)
     result = evaluate(dpo_run, config, out_dir=tmp_path / "mixed")
-    pref = result.metrics["preference"]
-    assert pref["n"] == 16 and pref["excluded_identical"] == 2
+    pref = result.metrics.preference
+    assert pref is not None and pref.n == 16 and pref.excluded_identical == 2
     warned = [w for w in result.warnings if "same chosen and rejected" in w]
     assert len(warned) == 1 and "2 of 18 pairs" in warned[0] and "(lines 1, 10)" in warned[0]
     clean = evaluate(dpo_run, config.model_copy(update={"prefs": pairs_file}), out_dir=tmp_path / "clean")
     for key in ("implicit_accuracy", "implicit_margin"):  # the numbers are those of the 16 informative pairs
-        assert pref[key] == clean.metrics["preference"][key]
+        assert getattr(pref, key) == getattr(clean.metrics.preference, key)
     rows = [json.loads(x) for x in (tmp_path / "mixed" / "preference_scores.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rows] == [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18]
 
@@ -232,7 +234,8 @@ def test_pairs_whose_chosen_equals_rejected_are_warned_about_and_left_out(
     run = tmp_path / "copy"
     shutil.copytree(dpo_run, run, ignore=shutil.ignore_patterns("eval"))
     result = evaluate(run, config.model_copy(update={"prefs": only}))
-    assert result.metrics["preference"]["n"] == 0 and "implicit_margin" not in result.metrics["preference"]
+    only_pref = result.metrics.preference
+    assert only_pref is not None and only_pref.n == 0 and only_pref.implicit_margin is None
     gate = GateFile.model_validate({"checks": ["pref.implicit_margin.tuned >= 0"]})
     verdict = check_gate(gate, load_run(run).summary).results[0]
     assert verdict.verdict == "missing", verdict
@@ -270,8 +273,10 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
     scorer = RewardScorer.load(result.run_dir)
     chosen, rejected = scorer.score_pairs(pdata.load_pairs(pairs_file))
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) == 16
-    metrics = evaluate(result.run_dir, EvalConfig(probes=[], prefs=pairs_file)).metrics["preference"]
-    assert metrics["reward_accuracy"]["tuned"] == 1.0 and metrics["reward_margin"]["lower"] > 0
+    metrics = evaluate(result.run_dir, EvalConfig(probes=[], prefs=pairs_file)).metrics.preference
+    assert metrics is not None and metrics.reward_accuracy is not None and metrics.reward_margin is not None
+    assert metrics.reward_accuracy.tuned == 1.0 and metrics.reward_margin.lower is not None
+    assert metrics.reward_margin.lower > 0
     EvalMetrics.model_validate(json.loads((result.run_dir / "eval" / "metrics.json").read_text()))
     from workbench.models.targets import load, resolve_target
 
@@ -287,9 +292,12 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
     task = write_jsonl(tmp_path / "task.jsonl", [{"instruction": f"Describe {i}.", "output": "ok"} for i in range(6)])
     config = EvalConfig(data=task, probes=[], reward_model=result.run_dir, cache=False, review_size=0)
     config = config.model_copy(update={"generation": config.generation.model_copy(update={"max_new_tokens": 6})})
-    won = evaluate(rl.run_dir, config).metrics["preference"]
-    assert won["reward_score"]["wins"] + won["reward_score"]["ties"] + won["reward_score"]["losses"] == 6
-    assert "delta_lower" in won["reward_score"] and 0 <= won["win_rate"] <= 1
+    won = evaluate(rl.run_dir, config).metrics.preference
+    assert won is not None and won.reward_score is not None and won.win_rate is not None
+    score = won.reward_score
+    assert score.wins is not None and score.ties is not None and score.losses is not None
+    assert score.wins + score.ties + score.losses == 6
+    assert score.delta_lower is not None and 0 <= won.win_rate <= 1
 
 
 def test_grpo_samples_scores_with_a_registry_metric_and_logs_kl(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
@@ -344,8 +352,8 @@ def test_dpo_continues_an_sft_adapter_against_a_frozen_copy(
     assert (merged.path / "model.safetensors").is_file()
     # `wb eval --prefs` loads the starting adapter as the reference; a pickle in its place is refused.
     config = EvalConfig(probes=[], prefs=pairs_file, base=False, cache=False)
-    pref = evaluate(result.run_dir, config).metrics["preference"]
-    assert pref["settings"]["reference"] == str(tmp_path / "sft" / "adapter") and pref["n"] == 16
+    pref = evaluate(result.run_dir, config).metrics.preference
+    assert pref is not None and pref.settings["reference"] == str(tmp_path / "sft" / "adapter") and pref.n == 16
     adapter = tmp_path / "sft" / "adapter"
     torch.save(load_file(str(adapter / "adapter_model.safetensors")), adapter / "adapter_model.bin")
     (adapter / "adapter_model.safetensors").unlink()

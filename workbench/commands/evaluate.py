@@ -16,6 +16,7 @@ from workbench.errors import WbError
 from workbench.evaluate.config import EvalConfig
 from workbench.models.generate import GenerationSettings
 from workbench.precision import Precision
+from workbench.runfile.evals import EvalMetrics, Stat
 from workbench.runfile.folder import EvalFolder
 
 _E, _EH = fields(EvalConfig)
@@ -117,55 +118,55 @@ def _print_review(imported: Any) -> None:
     )
 
 
-def _interval(st: dict[str, Any], lo: str, hi: str) -> str:
+def _interval(lo: float | None, hi: float | None) -> str:
     """A stat's interval as `[lo, hi]`, or `-` where it has none (fewer than two items)."""
-    if st.get(lo) is None or st.get(hi) is None:
+    if lo is None or hi is None:
         return "-"
-    return f"[{fmt(st[lo])}, {fmt(st[hi])}]"
+    return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
-def print_metrics(metrics: dict[str, Any]) -> None:
+def print_metrics(metrics: EvalMetrics) -> None:
     """The metric tables of an eval: task and each probe set, the judge, preference pairs."""
-    groups = ([("task", metrics["task"])] if "task" in metrics else []) + list(metrics["forgetting"].items())
+    groups = ([("task", metrics.task)] if metrics.task is not None else []) + list(metrics.forgetting.items())
     for name, summary in groups:
         columns = ("metric", "tuned", "95% CI", "base", "delta", "delta 95% CI", "win/tie/loss")
         table = console.table(
-            f"{name} ({summary['n']} items)", *((c, "left" if c == "metric" else "right") for c in columns)
+            f"{name} ({summary.n} items)", *((c, "left" if c == "metric" else "right") for c in columns)
         )
-        for key, st in summary["metrics"].items():
-            has_base = "base" in st
+        for key, st in summary.metrics.items():
+            has_base = st.base is not None
             table.add_row(
                 key,
-                fmt(st.get("tuned")),
-                _interval(st, "lower", "upper"),
-                fmt(st.get("base")) if has_base else "",
-                f"{st['delta']:+.3f}" if has_base and st.get("delta") is not None else "",
-                _interval(st, "delta_lower", "delta_upper") if has_base else "",
-                f"{st['wins']}/{st['ties']}/{st['losses']}" if has_base and "wins" in st else "",
+                fmt(st.tuned),
+                _interval(st.lower, st.upper),
+                fmt(st.base) if has_base else "",
+                f"{st.delta:+.3f}" if has_base and st.delta is not None else "",
+                _interval(st.delta_lower, st.delta_upper) if has_base else "",
+                f"{st.wins}/{st.ties}/{st.losses}" if has_base and st.wins is not None else "",
             )
         console.show(table)
-        j = summary.get("judge")
+        j = summary.judge
         if j:
             line(
-                f"judge ({j['n']} items, both orders): win {fmt(j.get('win_rate'))}, tie {fmt(j.get('tie_rate'))}, "
-                f"loss {fmt(j.get('loss_rate'))}; win - loss {fmt(j.get('win_minus_loss'))} "
-                f"[{fmt(j.get('win_minus_loss_lower'))}, {fmt(j.get('win_minus_loss_upper'))}]; "
-                f"position flips {fmt(j.get('position_flip_rate'))}; unparsed {j['unparsed']} of {j['replies']}"
+                f"judge ({j.n} items, both orders): win {fmt(j.win_rate)}, tie {fmt(j.tie_rate)}, "
+                f"loss {fmt(j.loss_rate)}; win - loss {fmt(j.win_minus_loss)} "
+                f"[{fmt(j.win_minus_loss_lower)}, {fmt(j.win_minus_loss_upper)}]; "
+                f"position flips {fmt(j.position_flip_rate)}; unparsed {j.unparsed} of {j.replies}"
             )
-    pref = metrics.get("preference")
+    pref = metrics.preference
     if pref:
-        title = f"preference ({pref['n']} pairs)"
+        title = f"preference ({pref.n} pairs)"
         table = console.table(title, *((c, "left" if c == "metric" else "right") for c in PREF_COLUMNS))
         for key in PREFERENCE_KEYS:
-            st = pref.get(key)
-            if st:
+            stat: Stat | None = getattr(pref, key)
+            if stat:
                 table.add_row(
                     f"pref.{key}",
-                    fmt(st.get("tuned")),
-                    _interval(st, "lower", "upper"),
-                    fmt(st.get("base")) if "base" in st else "",
-                    f"{st['wins']}/{st['ties']}/{st['losses']}" if "wins" in st else "",
+                    fmt(stat.tuned),
+                    _interval(stat.lower, stat.upper),
+                    fmt(stat.base) if stat.base is not None else "",
+                    f"{stat.wins}/{stat.ties}/{stat.losses}" if stat.wins is not None else "",
                 )
-        if pref.get("win_rate") is not None:
-            table.add_row("pref.win_rate", fmt(pref["win_rate"]), "", "", "")
+        if pref.win_rate is not None:
+            table.add_row("pref.win_rate", fmt(pref.win_rate), "", "", "")
         console.show(table)

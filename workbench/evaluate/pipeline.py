@@ -90,7 +90,7 @@ class EvalSet:
 @dataclass
 class EvalResult:
     out_dir: Path
-    metrics: dict[str, Any]
+    metrics: EvalMetrics  # what metrics.json holds, typed
     warnings: list[str]
 
 
@@ -613,7 +613,7 @@ def _finish(
         )
         manifest.update(inputs_extra)
         outputs.publish(manifest)
-    return EvalResult(out_dir, metrics.model_dump(mode="json", exclude_none=True), warnings)
+    return EvalResult(out_dir, metrics, warnings)
 
 
 def with_review(summary: JudgeSummary, rows: list[dict[str, Any]], reviewed: list[dict[str, Any]]) -> JudgeSummary:
