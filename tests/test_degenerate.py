@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from workbench import text
-from workbench.clean.rules import RULES, RepeatedLinesParams, RepeatedNgramsParams, features
+from workbench.clean.rule_registry import RULES, features
+from workbench.clean.rules import RepeatedLinesParams, RepeatedNgramsParams
 from workbench.evaluate.degenerate import (
     DEGENERATE_KINDS,
     broken_text,

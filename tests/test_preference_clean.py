@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import read_jsonl, write_jsonl
 from workbench.clean import dispatch as cleaning
 from workbench.clean.profile import from_dict, load
-from workbench.clean.rules import RULES
+from workbench.clean.rule_registry import RULES
 from workbench.preference_records import read_preferences, to_canonical, to_trl
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from workbench.clean.profile import BUILTIN, load
-from workbench.clean.rules import RULES
+from workbench.clean.rule_registry import RULES
 from workbench.errors import WbError
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from workbench.clean.pipeline import clean_frame
 from workbench.clean.profile import from_dict, load
-from workbench.clean.rules import RULES, ScoreParams
+from workbench.clean.rule_registry import RULES
+from workbench.clean.score_rules import ScoreParams
 from workbench.frames import rows_to_frame
 
 

@@ -34,7 +34,7 @@ def test_every_registered_metric_is_in_the_evaluation_docs_and_every_shipped_gat
 
 
 def test_every_registered_rule_is_in_the_cleaning_docs_with_its_defaults() -> None:
-    from workbench.clean.rules import RULES
+    from workbench.clean.rule_registry import RULES
 
     page = (schemas.ROOT / "docs" / "cleaning.md").read_text(encoding="utf-8")
     assert len(RULES) >= 23  # the SFT, score and preference rules
@@ -50,16 +50,16 @@ def test_a_newly_registered_rule_makes_the_cleaning_docs_stale_until_regenerated
 ) -> None:
     import polars as pl
 
-    from workbench.clean import rules
+    from workbench.clean import rule_registry
 
-    class ToyParams(rules.Params):
+    class ToyParams(rule_registry.Params):
         max_exclamations: int = 3
 
-    def build(p: ToyParams) -> rules.Check:
-        return rules.Check(rules.OUTPUT.str.count_matches("!") > p.max_exclamations, pl.lit("shouts"))
+    def build(p: ToyParams) -> rule_registry.Check:
+        return rule_registry.Check(rule_registry.OUTPUT.str.count_matches("!") > p.max_exclamations, pl.lit("shouts"))
 
-    toy = rules.Rule("toy_shouting", "Output shouts: too many '!'.", ToyParams, build)
-    monkeypatch.setitem(rules.RULES, "toy_shouting", toy)
+    toy = rule_registry.Rule("toy_shouting", "Output shouts: too many '!'.", ToyParams, build)
+    monkeypatch.setitem(rule_registry.RULES, "toy_shouting", toy)
     page = (schemas.ROOT / "docs" / "cleaning.md").read_text(encoding="utf-8")
     regenerated = schemas.render_doc(page)
     assert regenerated != page

@@ -14,7 +14,8 @@ from conftest import read_jsonl, write_jsonl
 
 from workbench.clean import dispatch
 from workbench.clean.profile import from_dict, load
-from workbench.clean.rules import RULES, ScoreParams
+from workbench.clean.rule_registry import RULES
+from workbench.clean.score_rules import ScoreParams
 from workbench.errors import WbError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from workbench import preference_records
-from workbench.clean import rules
+from workbench.clean import rule_registry
 from workbench.clean.profile import Profile
 from workbench.evaluate import registry
 from workbench.evaluate.suite import EvalSuite
@@ -71,7 +71,7 @@ def _gate_paths_yaml() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
-    "rules": rules.markdown_table,
+    "rules": rule_registry.markdown_table,
     "metrics": registry.markdown_table,
     "methods": method_registry.markdown_table,
     "gate-paths": _gate_paths_markdown,

@@ -18,7 +18,8 @@ import polars as pl
 from workbench import text
 from workbench.clean import pii
 from workbench.clean.profile import NormalizeConfig, PiiConfig, Profile
-from workbench.clean.rules import RULES, features, score_rules
+from workbench.clean.rule_registry import RULES, features
+from workbench.clean.score_rules import scores_read
 from workbench.frames import HISTORY_TYPE
 
 STRING_FIELDS = ("instruction", "input", "output", "system")  # the plain-text fields (history is a list)
@@ -206,7 +207,7 @@ def clean_frame(df: pl.DataFrame, profile: Profile) -> CleanedBatch:
     counts.update(pii_counts)
     df = apply_rules(df, profile)
     is_dropped = pl.col("_rule").is_not_null()
-    deciding = score_rules(profile.enabled_rules())
+    deciding = scores_read(profile.enabled_rules())
     if deciding:  # the score that decided a score rule's drop, beside its reason
         name = pl.lit(None, dtype=pl.String)
         value = pl.lit(None, dtype=pl.Float64)

@@ -34,7 +34,7 @@ from workbench.clean.driver import Finish, Shape, ShapeBatch
 from workbench.clean.output import extra_config
 from workbench.clean.pipeline import CleanedBatch
 from workbench.clean.profile import Profile
-from workbench.clean.rules import RULES, Check, features
+from workbench.clean.rule_registry import RULES, Check, features
 from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
 from workbench.io.options import DuplicateKeys

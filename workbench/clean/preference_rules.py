@@ -1,4 +1,5 @@
-"""Rules for preference data (pairs and KTO examples), in the same registry as the SFT rules (`rules.RULES`).
+"""Rules for preference data (pairs and KTO examples), in the same registry as the SFT rules
+(`rule_registry.RULES`).
 
 Columns they read, besides the prompt's `instruction`, `input`, `system` and `history`: `chosen` and `rejected`
 (the two answers of a pair) for `pair`-level rules; `output` (one answer: a side of a pair, or a KTO completion)
@@ -22,17 +23,9 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from workbench.clean.rules import (
-    Check,
-    EmptyOutputParams,
-    NoParams,
-    Params,
-    RefusalParams,
-    _never,
-    empty_output,
-    refusal,
-    rule,
-)
+from workbench.clean import score_rules  # noqa: F401  (the score rules register before these: the docs table's order)
+from workbench.clean.rule_registry import Check, Params, never, rule
+from workbench.clean.rules import EmptyOutputParams, NoParams, RefusalParams, empty_output, refusal
 
 CHOSEN, REJECTED = pl.col("chosen"), pl.col("rejected")
 
@@ -204,7 +197,7 @@ def format_mismatch(p: FormatMismatchParams) -> Check:
     if p.markdown_structure:
         compare(CHOSEN.str.contains(_MARKDOWN), REJECTED.str.contains(_MARKDOWN), "uses markdown formatting")
     if not checks:
-        return _never()
+        return never()
     drop = pl.any_horizontal([c for c, _ in checks])
     reason = pl.coalesce([pl.when(c).then(r) for c, r in checks])
     return Check(drop, reason)
@@ -219,4 +212,4 @@ def format_mismatch(p: FormatMismatchParams) -> Check:
     level="file",
 )
 def contradictory_pair(p: NoParams) -> Check:
-    return _never()  # decided across the whole file: workbench.clean.preference.contradictions
+    return never()  # decided across the whole file: workbench.clean.preference.contradictions

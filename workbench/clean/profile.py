@@ -9,9 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from workbench.clean import preference_rules  # noqa: F401  (registers the preference rules in RULES)
+from workbench.clean import preference_rules  # noqa: F401  (registers every shipped rule: record, score, preference)
 from workbench.clean.pii import ALL_KINDS, PiiKind
-from workbench.clean.rules import RULES, Params
+from workbench.clean.rule_registry import RULES, Params
 from workbench.dedup.contamination import DecontaminateConfig
 from workbench.dedup.exact import ExactConfig
 from workbench.dedup.minhash import NearConfig

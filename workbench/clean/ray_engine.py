@@ -44,7 +44,7 @@ from workbench.clean.driver import finish, start
 from workbench.clean.output import REPORTED_LISTED, CleanResult, CleanTally
 from workbench.clean.profile import Profile
 from workbench.clean.ray_blocks import SIDE_KINDS, BlockWork, concat, dropped_frame, frame, of_kind, side_rows
-from workbench.clean.rules import score_rules
+from workbench.clean.score_rules import scores_read
 from workbench.clean.shapes import shape_for
 from workbench.dedup.ray_shuffles import exact_drops, near_drops
 from workbench.dedup.stages import DedupStages, _tag
@@ -183,7 +183,7 @@ def run(
             duplicate_keys=duplicate_keys,
             batch_size=batch_size,
             extra_fields=extra_fields,
-            scored=bool(score_rules(profile.enabled_rules())),
+            scored=bool(scores_read(profile.enabled_rules())),
         )
         parts = max(2, int(ray.cluster_resources().get("CPU", 1)) * 2)
         if by_range:

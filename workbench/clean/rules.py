@@ -2,131 +2,32 @@
 parameters into two polars expressions over a batch of records: `drop` (true where the rule drops the record)
 and `reason` (a sentence for each dropped record, stored in `<out>.dropped.jsonl`).
 
-Adding a rule is adding one function decorated with `@rule` here and one line in a profile under `pipelines/`;
-`make schemas` lists it in the rule table of docs/cleaning.md.
+This module holds the rules over a record's own text (the SFT rules, which preference data runs per answer) and the
+expressions they share; the registry they join is `workbench.clean.rule_registry`, the rules over model-based scores
+are `workbench.clean.score_rules`, those over preference pairs `workbench.clean.preference_rules`. Adding a rule is
+adding one function decorated with `@rule` here and one line in a profile under `pipelines/`; `make schemas` lists
+it in the rule table of docs/cleaning.md.
 
 Thresholds follow common practice in public cleaning pipelines (Gopher/RefinedWeb-style repetition and
 symbol filters as in datatrove, Alpaca-cleaned's checks for empty, echoing and context-dependent records);
 where they differ, it is because instruction answers are short and often code (see each rule's comment).
 
 Columns a rule can read: instruction, input, output, system, history (list of [user, assistant]) and the
-features computed by `features()`: `_output_chars`, `_total_chars`, `_output_tokens`, `_total_tokens`.
+features computed by `rule_registry.features()`: `_output_chars`, `_total_chars`, `_output_tokens`, `_total_tokens`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from workbench import text
+from workbench.clean.rule_registry import INPUT, INSTRUCTION, OUTPUT, Check, Params, never, rule
 from workbench.dedup.shingles import ngram_hash
 
-# --- registry -------------------------------------------------------------------------------------------
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True)
-class Check:
-    """`drop` is true where the rule drops a record; `reason` says why (evaluated on dropped records only).
-
-    `applies`, when given, is a cheap necessary condition for `drop`: the expensive `drop` expression then runs
-    on the records that pass it only. `prepare`, when given, adds the columns `drop` and `reason` read to those
-    records with frame operations (explode / group-by), which beat per-list expressions by an order of magnitude.
-    """
-
-    drop: pl.Expr
-    reason: pl.Expr
-    applies: pl.Expr | None = None
-    prepare: Callable[[pl.DataFrame], pl.DataFrame] | None = None
-    report_only: bool = False  # matches are counted and listed in the stats, the record is kept
-
-
-DataKind = Literal["sft", "pair", "kto"]
-ALL_KINDS: tuple[DataKind, ...] = ("sft", "pair", "kto")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """`kinds`: the data a rule applies to: `sft` records, preference `pair`s, `kto` examples. On preference data a
-    rule over `output` (level `answer`) runs once per answer in `sides` (a pair's chosen and rejected; a KTO
-    example's completion, `chosen` meaning a desirable one); a `pair` rule reads `chosen` and `rejected` together;
-    a `file` rule compares records across the whole file (workbench/clean/preference.py resolves it)."""
-
-    name: str
-    description: str
-    params: type[Params]
-    build: Callable[[Any], Check]
-    kinds: tuple[DataKind, ...] = ALL_KINDS
-    level: Literal["answer", "pair", "file"] = "answer"
-    sides: tuple[Literal["chosen", "rejected"], ...] = ("chosen", "rejected")
-
-
-RULES: dict[str, Rule] = {}
-
-
-def rule(
-    name: str,
-    description: str,
-    params: type[Params],
-    kinds: tuple[DataKind, ...] = ALL_KINDS,
-    level: Literal["answer", "pair", "file"] = "answer",
-    sides: tuple[Literal["chosen", "rejected"], ...] = ("chosen", "rejected"),
-) -> Callable[[Callable[[Any], Check]], Any]:
-    def register(build: Callable[[Any], Check]) -> Callable[[Any], Check]:
-        RULES[name] = Rule(name, description, params, build, kinds, level, sides)
-        return build
-
-    return register
-
-
-_KIND_NAMES = {"sft": "SFT", "pair": "pairs", "kto": "KTO"}
-_LEVEL_NOTES = {"answer": "", "pair": " (both answers together)", "file": " (across the file)"}
-
-
-def _param_doc(name: str, field: Any) -> str:
-    if field.is_required():
-        return f"`{name}` (required)"
-    default = field.default
-    if field.default_factory is not None or default is None:
-        return f"`{name}`"
-    shown = ("true" if default else "false") if isinstance(default, bool) else str(default)
-    return f"`{name}: {shown}`"
-
-
-def markdown_table() -> str:
-    """The rule table of docs/cleaning.md, from the rules registered when called (importing `workbench.clean.profile`
-    registers every shipped rule): what data each applies to, when it drops a record, its parameters and defaults."""
-    lines = ["| rule | applies to | drops a record when | parameters |", "|---|---|---|---|"]
-    for r in RULES.values():
-        kinds = ", ".join(_KIND_NAMES[k] for k in r.kinds) + _LEVEL_NOTES[r.level]
-        params = ", ".join(_param_doc(n, f) for n, f in r.params.model_fields.items())
-        description = r.description.replace("|", "\\|").replace("<", "\\<")  # a table cell, not a tag
-        lines.append(f"| `{r.name}` | {kinds} | {description} | {params} |")
-    return "\n".join(lines)
-
-
 # --- shared expressions ---------------------------------------------------------------------------------
-
-INSTRUCTION, INPUT, OUTPUT = pl.col("instruction"), pl.col("input"), pl.col("output")
-
-
-def features() -> list[pl.Expr]:
-    """Per-record measures that several rules and the stats share."""
-    texts = [INSTRUCTION, INPUT, OUTPUT, pl.col("system"), text.history_text()]
-    return [
-        OUTPUT.str.len_chars().cast(pl.Int64).alias("_output_chars"),
-        pl.sum_horizontal([t.str.len_chars().cast(pl.Int64) for t in texts]).alias("_total_chars"),
-        text.token_count(OUTPUT).alias("_output_tokens"),
-        pl.sum_horizontal([text.token_count(t) for t in texts]).alias("_total_tokens"),
-    ]
-
 
 ECHO_PREFIX = 2048
 
@@ -143,10 +44,6 @@ def percent(share: pl.Expr) -> pl.Expr:
 def quoted(expr: pl.Expr, limit: int = 60) -> pl.Expr:
     """A short quotation of a field for reasons."""
     return pl.when(expr.str.len_chars() > limit).then(expr.str.slice(0, limit) + "…").otherwise(expr)
-
-
-def _never() -> Check:
-    return Check(pl.lit(False), pl.lit(None, dtype=pl.String))
 
 
 # --- rules ----------------------------------------------------------------------------------------------
@@ -250,7 +147,7 @@ def _bounds(value: pl.Expr, what: str, lo: int | None, hi: int | None) -> list[t
 
 def _first_of(checks: list[tuple[pl.Expr, pl.Expr]]) -> Check:
     if not checks:
-        return _never()
+        return never()
     drop = pl.any_horizontal([c for c, _ in checks])
     reason = pl.coalesce([pl.when(c).then(r) for c, r in checks])
     return Check(drop, reason)
@@ -411,7 +308,7 @@ class RefusalParams(Params):
 )
 def refusal(p: RefusalParams) -> Check:
     if not p.patterns:
-        return _never()
+        return never()
     pattern = "(?i)" + "|".join(f"(?:{x})" for x in p.patterns)
     return Check(
         OUTPUT.str.contains(pattern),
@@ -582,7 +479,7 @@ class PlaceholderParams(Params):
 )
 def unfilled_placeholder(p: PlaceholderParams) -> Check:
     if not p.patterns:
-        return _never()
+        return never()
     pattern = "|".join(f"(?:{x})" for x in p.patterns)
     fields = [(INSTRUCTION, "instruction"), (INPUT, "input"), (OUTPUT, "output"), (pl.col("system"), "system")]
     fields.append((text.history_text(), "history"))
@@ -598,154 +495,3 @@ def unfilled_placeholder(p: PlaceholderParams) -> Check:
     # A record about code (`f'Hello, {name}!'`, `${TOKEN}`, a URL template) uses braces and `$` as code does.
     code = pl.any_horizontal([text.looks_like_code(expr) for expr, _ in fields])
     return Check(first.drop & ~code, first.reason, report_only=p.action == "report")
-
-
-# --- rules over model-based scores (`wb score`, a run's sample_losses.jsonl) ---------------------------------------
-# These read score columns the pipeline joins on each record's line (`workbench.clean.scores`): `_score_<name>` (the
-# value), `_rank_<name>` (position in descending order over every scored line) and `_count_<name>`. A record without
-# the score is kept (the comparison is null). Each takes its main parameter as a scalar too (`ifd_max: 1.0`).
-
-
-class ScoreParams(Params):
-    """Parameters of a rule over a score; `scores()` names the scores it reads, `scalar` the field a bare value sets."""
-
-    scalar: ClassVar[str] = ""
-
-    def scores(self) -> list[str]:
-        return []  # each rule's parameters name theirs
-
-
-def _value(name: str) -> pl.Expr:
-    return pl.col(f"_score_{name}")
-
-
-def _num(expr: pl.Expr) -> pl.Expr:
-    return expr.round(4).cast(pl.String)
-
-
-class IfdMaxParams(ScoreParams):
-    scalar: ClassVar[str] = "max"
-    # Cherry-LLM: IFD >= 1 means the answer is no more likely after the prompt than without it (a mismatched pair).
-    max: float = Field(1.0, gt=0, description="Drop records whose IFD (loss with prompt / loss without) exceeds this.")
-
-    def scores(self) -> list[str]:
-        return ["ifd"]
-
-
-@rule(
-    "ifd_max",
-    "Instruction-following difficulty above the limit: the prompt does not help predict the answer (mismatched pair).",
-    IfdMaxParams,
-    kinds=("sft",),  # scores are joined on SFT records
-)
-def ifd_max(p: IfdMaxParams) -> Check:
-    v = _value("ifd")
-    return Check(
-        v > p.max,
-        pl.format(f"ifd {{}} > ifd_max {p.max}: the prompt does not help the model predict the answer", _num(v)),
-    )
-
-
-class PplAnswerMaxParams(ScoreParams):
-    scalar: ClassVar[str] = "max"
-    max: float = Field(gt=1, description="Drop records whose answer perplexity (given the prompt) exceeds this.")
-
-    def scores(self) -> list[str]:
-        return ["ppl_answer"]
-
-
-@rule(
-    "ppl_answer_max",
-    "Answer perplexity given the prompt above the limit (noisy or garbled answers).",
-    PplAnswerMaxParams,
-    kinds=("sft",),  # scores are joined on SFT records
-)
-def ppl_answer_max(p: PplAnswerMaxParams) -> Check:
-    v = _value("ppl_answer")
-    return Check(v > p.max, pl.format(f"ppl_answer {{}} > ppl_answer_max {p.max}", _num(v)))
-
-
-class RewardMinParams(ScoreParams):
-    scalar: ClassVar[str] = "min"
-    min: float = Field(description="Drop records whose reward model score is below this.")
-
-    def scores(self) -> list[str]:
-        return ["reward"]
-
-
-@rule("reward_min", "Reward model score below the limit.", RewardMinParams, kinds=("sft",))
-def reward_min(p: RewardMinParams) -> Check:
-    v = _value("reward")
-    return Check(v < p.min, pl.format(f"reward {{}} < reward_min {p.min}", _num(v)))
-
-
-# Scores where a lower value is better; keep_top_fraction keeps the lowest of these and the highest of the others.
-LOWER_IS_BETTER = ("ppl_answer", "ppl_answer_alone", "ppl_prompt", "loss_answer", "loss_answer_alone", "loss")
-
-
-def _keep_count(fraction: float, n: pl.Expr) -> pl.Expr:
-    return (n.cast(pl.Float64) * fraction).round(0).cast(pl.Int64)
-
-
-class KeepTopFractionParams(ScoreParams):
-    score: str = Field(description="The score to rank by: reward, ifd, ppl_answer, loss (sample_losses), ...")
-    fraction: float = Field(gt=0, le=1, description="Share of the scored records to keep, the best first.")
-    higher_is_better: bool | None = Field(
-        None,
-        description="Which end is best; default: lower for perplexities and losses, higher otherwise (reward, ifd: "
-        "Cherry-LLM keeps the records of highest IFD below 1; pair it with ifd_max).",
-    )
-
-    def scores(self) -> list[str]:
-        return [self.score]
-
-
-@rule("keep_top_fraction", "Keep only the best share of the records by a score.", KeepTopFractionParams, kinds=("sft",))
-def keep_top_fraction(p: KeepTopFractionParams) -> Check:
-    higher = p.higher_is_better if p.higher_is_better is not None else p.score not in LOWER_IS_BETTER
-    rank, n = pl.col(f"_rank_{p.score}"), pl.col(f"_count_{p.score}")
-    keep = _keep_count(p.fraction, n)
-    position = rank if higher else n - 1 - rank  # 0 = best
-    which = "highest" if higher else "lowest"
-    return Check(
-        position >= keep,
-        pl.format(
-            f"{p.score} {{}} ranks {{}} of {{}}: outside the {which} {p.fraction:g} kept by keep_top_fraction",
-            _num(_value(p.score)),
-            (position + 1).cast(pl.String),
-            n.cast(pl.String),
-        ),
-    )
-
-
-class LossTopFractionParams(ScoreParams):
-    scalar: ClassVar[str] = "fraction"
-    fraction: float = Field(gt=0, lt=1, description="Share of the records with the highest training loss to drop.")
-    score: str = Field("loss", description="The per-example loss column (sample_losses.jsonl writes `loss`).")
-
-    def scores(self) -> list[str]:
-        return [self.score]
-
-
-@rule(
-    "loss_top_fraction",
-    "The share of records the trained model fit worst (highest per-example training loss): often mislabelled or noise.",
-    LossTopFractionParams,
-    kinds=("sft",),  # scores are joined on SFT records
-)
-def loss_top_fraction(p: LossTopFractionParams) -> Check:
-    rank, n = pl.col(f"_rank_{p.score}"), pl.col(f"_count_{p.score}")
-    return Check(
-        rank < _keep_count(p.fraction, n),
-        pl.format(
-            f"{p.score} {{}} is the {{}}th highest of {{}}: in the top {p.fraction:g} dropped by loss_top_fraction",
-            _num(_value(p.score)),
-            (rank + 1).cast(pl.String),
-            n.cast(pl.String),
-        ),
-    )
-
-
-def score_rules(enabled: list[tuple[str, Params]]) -> dict[str, list[str]]:
-    """Rule name → the scores it reads, for the enabled rules that read scores."""
-    return {name: p.scores() for name, p in enabled if isinstance(p, ScoreParams)}

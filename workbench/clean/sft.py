@@ -16,7 +16,8 @@ from workbench.clean.driver import Finish, Shape, ShapeBatch
 from workbench.clean.output import extra_config
 from workbench.clean.pipeline import CleanedBatch, clean_frame
 from workbench.clean.profile import Profile
-from workbench.clean.rules import RULES, score_rules
+from workbench.clean.rule_registry import RULES
+from workbench.clean.score_rules import scores_read
 from workbench.errors import WbError
 from workbench.frames import record_lines, rows_to_frame, write_dropped, write_records
 from workbench.io.options import DuplicateKeys
@@ -126,7 +127,7 @@ def score_table(
     """The score columns the profile's score rules read (None when it has none), and where they came from."""
     from workbench.clean.scores import from_scored_file
 
-    needed = score_rules(profile.enabled_rules())
+    needed = scores_read(profile.enabled_rules())
     if not needed:
         if scores is not None:
             raise WbError(f"--scores {scores}: profile {profile.name} has no rule over scores (e.g. ifd_max)")
