@@ -46,6 +46,8 @@ FLOORS: dict[str, int] = {
     "workbench.precision": 1,
     "workbench.console": 1,
     "workbench.preference_records": 1,
+    "workbench.preference_shapes": 1,
+    "workbench.preference_files": 1,
     "workbench.runfile": 1,
     "workbench.pairs": 1,
     "workbench.methods": 1,

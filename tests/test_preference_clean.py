@@ -13,7 +13,8 @@ from tests.conftest import read_jsonl, write_jsonl
 from workbench.clean import dispatch as cleaning
 from workbench.clean.profile import from_dict, load
 from workbench.clean.rule_registry import RULES
-from workbench.preference_records import read_preferences, to_canonical, to_trl
+from workbench.preference_files import read_preferences
+from workbench.preference_records import to_canonical, to_trl
 
 REPO = Path(__file__).resolve().parent.parent
 

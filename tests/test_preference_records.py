@@ -10,21 +10,9 @@ from typing import Any
 import pytest
 
 from workbench.errors import WbError
-from workbench.preference_records import (
-    ChatMessage,
-    KtoExample,
-    NoPreference,
-    PreferencePair,
-    binarize,
-    convert,
-    detect_kind,
-    detect_shape,
-    from_canonical,
-    read_preferences,
-    to_canonical,
-    to_trl,
-    unpair,
-)
+from workbench.preference_files import read_preferences
+from workbench.preference_records import NoPreference, binarize, convert, from_canonical, to_canonical, to_trl, unpair
+from workbench.preference_shapes import ChatMessage, KtoExample, PreferencePair, detect_kind, detect_shape
 from workbench.records import RecordError
 
 U = ChatMessage(role="user", content="把这句话翻译成英文：你好")

@@ -20,7 +20,7 @@ from workbench.errors import WbError
 from workbench.evaluate import mc, pipeline
 from workbench.evaluate.forgetting import load_probe_set
 from workbench.io.reader import RecordReader, read_objects
-from workbench.preference_records import read_preferences
+from workbench.preference_files import read_preferences
 
 DATA = Path(__file__).resolve().parent / "data"
 NUTRITION = DATA / "mmlu" / "nutrition_test_head.csv"

@@ -2,7 +2,7 @@
 chosen and a rejected answer), `load_unpaired(path)` (KTO: a prompt, a completion and a desirable/undesirable label)
 and `load_prompts(path)` (the prompts an RL method samples answers for).
 
-Preference files are read by `workbench.preference_records.read_preferences` (the reader `wb clean` uses: pairwise,
+Preference files are read by `workbench.preference_files.read_preferences` (the reader `wb clean` uses: pairwise,
 implicit and conversational pairs, KTO examples, scored completions; JSONL, JSON, Parquet, CSV; docs/preference-data.md)
 and mapped to the small records below. A pairs file given to KTO is unpaired as TRL does: every chosen answer
 desirable, every rejected one undesirable. GRPO's prompts may also come from SFT records (instruction / messages +
@@ -93,10 +93,10 @@ def _prompt(path: Path, line: int, rec: dict[str, Any]) -> tuple[Message, ...]:
 
 
 def _canonical(path: Path) -> list[tuple[int, Any]]:
-    """The preference reader of `wb clean` (workbench.preference_records.read_preferences): every shape it knows
+    """The preference reader of `wb clean` (workbench.preference_files.read_preferences): every shape it knows
     (pairwise, implicit, conversational, KTO, scored completions; JSONL, JSON, Parquet, CSV), one error naming
     file:line:field."""
-    from workbench.preference_records import read_preferences
+    from workbench.preference_files import read_preferences
 
     return read_preferences(Path(path))
 
@@ -113,7 +113,7 @@ def _nonempty(path: Path, line: int, field: str, text: str) -> str:
 
 def load_pairs(path: Path) -> list[Pair]:
     """Every pair of a preference file; a record that is not a pair is a WbError naming its line and field."""
-    from workbench.preference_records import PreferencePair
+    from workbench.preference_shapes import PreferencePair
 
     pairs: list[Pair] = []
     for line, ex in _canonical(path):
@@ -126,7 +126,8 @@ def load_pairs(path: Path) -> list[Pair]:
 
 def load_unpaired(path: Path) -> list[Unpaired]:
     """KTO examples: `completion` + `label` records as they are, pairs split into two (`preference_records.unpair`)."""
-    from workbench.preference_records import PreferencePair, unpair
+    from workbench.preference_records import unpair
+    from workbench.preference_shapes import PreferencePair
 
     out: list[Unpaired] = []
     for line, ex in _canonical(path):

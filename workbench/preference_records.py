@@ -1,25 +1,8 @@
-"""Preference records: the shapes preference data comes in, one canonical form, and conversions between them.
-
-Shapes read (each recognised by its keys, `detect_shape`):
-
-- `pairwise`: `prompt` (a string, or a list of messages: TRL's conversational form) or `instruction` (+ `input`),
-  with `chosen` and `rejected`; optional `system` and `history` (LLaMA-Factory's Alpaca "ranking" shape, TRL's
-  standard and conversational explicit-prompt shapes).
-- `implicit`: TRL's implicit prompt: `chosen` and `rejected` are whole conversations that share the prompt.
-- `conversation`: `messages` (OpenAI `role`/`content`) or `conversations` (ShareGPT `from`/`value`) as the shared
-  prompt, `chosen` and `rejected` each a message, a list of messages or a string (LLaMA-Factory's ShareGPT
-  ranking shape, xtuner/TRL message shape); optional `system`.
-- `kto`: one unpaired completion with a boolean `label` (TRL) or `kto_tag` (LLaMA-Factory): `messages` /
-  `conversations` ending with the answer, or `prompt`/`instruction` + `completion` (or `output`/`response`).
-- `scored`: a prompt and `completions: [{"text", "score"}]` (`response` is read as `text`), binarised by
-  `binarize`: chosen is the highest-scored completion, rejected the lowest-scored (the first listed of equal
-  scores in each case); when every completion scores the same there is no preference and the record is a
-  `NoPreference` (wb clean drops it under `tied_scores`, naming the score).
-- `canonical` / `canonical_kto`: the canonical form itself (`model_dump()` of the models below).
-
-The canonical form: `PreferencePair` (`prompt_messages`, `chosen`, `rejected`) or `KtoExample` (`prompt_messages`,
-`completion`, `label`). `prompt_messages` holds the whole prompt: an optional leading system message, then user
-and assistant turns that alternate and end with the user. Responses are single assistant answers (strings).
+"""Preference records: conversions between the shapes preference data comes in and the one canonical form
+(`workbench.preference_shapes` defines both): `to_canonical` validates a decoded record and converts it, naming the
+field that is wrong (a `RecordError`, or `NoPreference` when every scored completion ties); `from_canonical` /
+`convert` write any shape of a record's kind, `to_trl` TRL 1.16's conversational dicts (what `wb clean` writes);
+`unpair` splits a pair into two KTO examples, `split_prompt` gives a prompt's Alpaca system/history/user.
 
 Lossless where defined: `to_canonical(from_canonical(x, shape)) == x` for every canonical `x` and every shape of
 its kind. The way in is lossless too for records already in a shape's canonical field layout; an Alpaca
@@ -29,220 +12,47 @@ comes back as one `instruction`. `to_trl` gives TRL 1.16's conversational dicts 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Any, cast
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    ValidationError,
+from pydantic import AliasChoices, BaseModel, ValidationError
+
+from workbench.preference_shapes import (
+    INPUT_MODELS,
+    AnyMessage,
+    Canonical,
+    ChatMessage,
+    ImplicitPairRecord,
+    KtoExample,
+    KtoRecord,
+    OutShape,
+    PreferencePair,
+    Response,
+    Shape,
+    detect_shape,
+    has_kto_label,
 )
-
-from workbench.errors import WbError
-from workbench.io.reader import RecordReader
-from workbench.io.streams import is_stream
 from workbench.records import (  # RecordError is part of this module's API: to_canonical raises it
     OPENAI_ROLES,
     SHAREGPT_ROLES,
     Message,
     RecordError,
-    ShareGPTTurn,
-    Turn,
     user_text,
 )
 
 __all__ = [
-    "Canonical",
-    "ChatMessage",
-    "ConversationPairRecord",
-    "ImplicitPairRecord",
-    "Kind",
-    "KtoExample",
-    "KtoRecord",
     "NoPreference",
-    "OutShape",
-    "PairwiseRecord",
-    "PreferencePair",
     "RecordError",
-    "ScoredRecord",
-    "Shape",
     "binarize",
     "check_prompt",
     "convert",
-    "detect_kind",
-    "detect_shape",
     "from_canonical",
     "own_fields",
     "prompt_text",
-    "read_preferences",
-    "sniff_kind",
     "split_prompt",
     "to_canonical",
     "to_trl",
     "unpair",
 ]
-
-Role = Literal["system", "user", "assistant"]
-Shape = Literal["pairwise", "implicit", "conversation", "kto", "scored", "canonical", "canonical_kto"]
-Kind = Literal["pair", "kto"]
-OutShape = Literal["alpaca", "sharegpt", "messages", "trl", "canonical"]
-"""Shapes `from_canonical` writes: LLaMA-Factory Alpaca / ShareGPT, OpenAI messages, TRL conversational, canonical."""
-
-PAIR_SHAPES: tuple[Shape, ...] = ("pairwise", "implicit", "conversation", "scored", "canonical")
-KTO_SHAPES: tuple[Shape, ...] = ("kto", "canonical_kto")
-
-
-# --- canonical form -------------------------------------------------------------------------------------------
-
-
-class ChatMessage(BaseModel):
-    """One turn of a canonical prompt."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    role: Role
-    content: StrictStr
-
-
-class PreferencePair(BaseModel):
-    """A prompt with a preferred and a dispreferred answer: what DPO, ORPO, SimPO and reward models train on."""
-
-    model_config = ConfigDict(extra="ignore", title="PreferencePair")
-
-    prompt_messages: list[ChatMessage] = Field(
-        min_length=1,
-        description="The prompt: optional system message, then alternating user/assistant turns ending on user.",
-    )
-    chosen: StrictStr = Field(description="The preferred assistant answer.")
-    rejected: StrictStr = Field(description="The dispreferred assistant answer.")
-
-    @property
-    def kind(self) -> Kind:
-        return "pair"
-
-
-class KtoExample(BaseModel):
-    """A prompt with one answer labelled desirable (`true`) or undesirable (`false`): what KTO trains on."""
-
-    model_config = ConfigDict(extra="ignore", title="KtoExample")
-
-    prompt_messages: list[ChatMessage] = Field(min_length=1, description="The prompt, as in PreferencePair.")
-    completion: StrictStr = Field(description="The assistant answer being judged.")
-    label: StrictBool = Field(description="true: a desirable answer; false: an undesirable one.")
-
-    @property
-    def kind(self) -> Kind:
-        return "kto"
-
-
-Canonical = PreferencePair | KtoExample
-
-
-# --- input shapes (validation and JSON Schemas) ----------------------------------------------------------------
-
-AnyMessage = Message | ShareGPTTurn
-Response = StrictStr | AnyMessage | list[AnyMessage]
-_RESPONSE_HELP = "expected a string, a message ({role, content} or {from, value}) or a list of messages"
-_PROMPT_HELP = "expected a string or a list of messages"
-
-
-class PairwiseRecord(BaseModel):
-    """`{"prompt" | "instruction" (+ "input"), "chosen", "rejected", "system"?, "history"?}`."""
-
-    model_config = ConfigDict(extra="ignore", title="PairwisePreferenceRecord")
-
-    prompt: StrictStr | list[AnyMessage] | None = Field(
-        None, description="The user's message, or the prompt as a list of messages (TRL conversational)."
-    )
-    instruction: StrictStr | None = Field(None, description="LLaMA-Factory's name for the prompt.")
-    input: StrictStr = Field("", description="Optional context after the instruction.")
-    chosen: Response = Field(description="The preferred answer.")
-    rejected: Response = Field(description="The dispreferred answer.")
-    system: StrictStr = Field("", description="Optional system prompt.")
-    history: list[Turn] = Field(default_factory=list, description="Earlier (user, assistant) turns, oldest first.")
-
-
-class ImplicitPairRecord(BaseModel):
-    """TRL's implicit prompt: `chosen` and `rejected` are whole conversations whose shared beginning is the prompt."""
-
-    model_config = ConfigDict(extra="ignore", title="ImplicitPreferenceRecord")
-
-    chosen: list[AnyMessage] = Field(min_length=2)
-    rejected: list[AnyMessage] = Field(min_length=2)
-
-
-class ConversationPairRecord(BaseModel):
-    """`{"messages" | "conversations": [prompt turns], "chosen", "rejected", "system"?}`."""
-
-    model_config = ConfigDict(extra="ignore", title="ConversationPreferenceRecord")
-
-    messages: list[AnyMessage] | None = Field(None, description="The shared prompt, OpenAI messages.")
-    conversations: list[AnyMessage] | None = Field(None, description="The shared prompt, ShareGPT turns.")
-    chosen: Response
-    rejected: Response
-    system: StrictStr = ""
-
-
-class KtoRecord(BaseModel):
-    """One answer with a boolean `label` / `kto_tag`; the prompt as messages (ending with the answer unless a
-    `completion` is given) or as `prompt` / `instruction`."""
-
-    model_config = ConfigDict(extra="ignore", title="KtoRecord")
-
-    messages: list[AnyMessage] | None = None
-    conversations: list[AnyMessage] | None = None
-    prompt: StrictStr | list[AnyMessage] | None = None
-    instruction: StrictStr | None = None
-    input: StrictStr = ""
-    completion: Response | None = Field(
-        None, validation_alias=AliasChoices("completion", "output", "response"), description="The answer judged."
-    )
-    label: StrictBool | None = Field(None, description="TRL's name: true = desirable.")
-    kto_tag: StrictBool | None = Field(None, description="LLaMA-Factory's name: true = desirable.")
-    system: StrictStr = ""
-    history: list[Turn] = Field(default_factory=list)
-
-
-Score = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
-
-
-class ScoredCompletion(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    text: StrictStr = Field(validation_alias=AliasChoices("text", "response"))
-    score: Score
-
-
-class ScoredRecord(BaseModel):
-    """A prompt with several scored completions (UltraFeedback-style), binarised into one pair by `binarize`."""
-
-    model_config = ConfigDict(extra="ignore", title="ScoredCompletionsRecord")
-
-    messages: list[AnyMessage] | None = None
-    conversations: list[AnyMessage] | None = None
-    prompt: StrictStr | list[AnyMessage] | None = None
-    instruction: StrictStr | None = None
-    input: StrictStr = ""
-    system: StrictStr = ""
-    history: list[Turn] = Field(default_factory=list)
-    completions: list[ScoredCompletion] = Field(min_length=2)
-
-
-INPUT_MODELS: dict[Shape, type[BaseModel]] = {
-    "pairwise": PairwiseRecord,
-    "implicit": ImplicitPairRecord,
-    "conversation": ConversationPairRecord,
-    "kto": KtoRecord,
-    "scored": ScoredRecord,
-    "canonical": PreferencePair,
-    "canonical_kto": KtoExample,
-}
 
 
 class NoPreference(RecordError):
@@ -252,45 +62,10 @@ class NoPreference(RecordError):
         super().__init__(field, message, kind="tied_scores")
 
 
-# --- detection --------------------------------------------------------------------------------------------------
-
-
-def detect_shape(obj: Any) -> Shape | None:
-    """The preference shape of one decoded JSON value, by its keys; None for anything else (SFT records)."""
-    if not isinstance(obj, dict):
-        return None
-    if "prompt_messages" in obj:
-        return "canonical_kto" if "label" in obj or "completion" in obj else "canonical"
-    if "completions" in obj and isinstance(obj["completions"], list):
-        return "scored"
-    if "chosen" in obj or "rejected" in obj:
-        if "messages" in obj or "conversations" in obj:
-            return "conversation"
-        if "prompt" in obj or "instruction" in obj:
-            return "pairwise"
-        if isinstance(obj.get("chosen"), list) and isinstance(obj.get("rejected"), list):
-            return "implicit"
-        return "pairwise"  # validation names the missing prompt
-    if "kto_tag" in obj or _kto_label(obj):
-        return "kto"
-    return None
-
-
-def _kto_label(obj: dict[str, Any]) -> bool:
-    """A `label` that makes a record a KTO example (a boolean, or any label beside a `completion`)."""
-    return "label" in obj and (isinstance(obj["label"], bool) or "completion" in obj)
-
-
-def detect_kind(obj: Any) -> Kind | None:
-    """`pair` (it makes a PreferencePair), `kto` (a KtoExample), or None (not preference data)."""
-    shape = detect_shape(obj)
-    if shape is None:
-        return None
-    return "kto" if shape in KTO_SHAPES else "pair"
-
-
 # --- validation helpers ---------------------------------------------------------------------------------------
 
+_RESPONSE_HELP = "expected a string, a message ({role, content} or {from, value}) or a list of messages"
+_PROMPT_HELP = "expected a string or a list of messages"
 _UNION_HELP = {
     "chosen": _RESPONSE_HELP,
     "rejected": _RESPONSE_HELP,
@@ -517,7 +292,7 @@ def to_canonical(obj: Any) -> Canonical:
             "not_preference",
         )
     pair_fields = [k for k in ("chosen", "rejected") if k in obj]
-    kto_fields = [k for k in ("completion", "kto_tag") if k in obj] + (["label"] if _kto_label(obj) else [])
+    kto_fields = [k for k in ("completion", "kto_tag") if k in obj] + (["label"] if has_kto_label(obj) else [])
     if pair_fields and kto_fields:  # two shapes in one record: reading it as either would drop the other's fields
         raise RecordError(
             kto_fields[0],
@@ -638,58 +413,3 @@ def unpair(pair: PreferencePair) -> tuple[KtoExample, KtoExample]:
 def prompt_text(ex: Canonical) -> str:
     """The prompt as one string (roles marked), for dedup keys, contradiction checks and decontamination."""
     return "\n".join(f"<{m.role}>\n{m.content}" for m in ex.prompt_messages)
-
-
-# --- files ------------------------------------------------------------------------------------------------------
-
-
-SNIFF_RECORDS = 64
-
-
-def sniff_kind(path: Path) -> Kind | None:
-    """`pair` or `kto` when the first JSON object of the file is preference data, else None (SFT data, or a file
-    the SFT reader will explain). A stream (stdin, a pipe) is not read ahead: None, so callers ask for `--kind`."""
-    if is_stream(Path(path)):
-        return None
-    try:
-        for items, _ in RecordReader(Path(path), batch_size=SNIFF_RECORDS).iter_items():
-            for _, obj, _ in items:
-                if isinstance(obj, dict):
-                    return detect_kind(obj)
-    except WbError:
-        return None
-    return None
-
-
-def read_preferences(path: Path, *, ties: Literal["error", "skip"] = "error") -> list[tuple[int, Canonical]]:
-    """Every record of a preference file (JSON Lines, JSON, Parquet, CSV: `RecordReader`) in canonical form,
-    with its line (or item/row) number. A record that is not valid preference data is a WbError naming
-    `file:line N: field: what is wrong`; so is a file that mixes pairs and KTO examples. `ties="skip"` leaves out
-    scored records whose completions all tie instead of failing on them."""
-    reader = RecordReader(Path(path))
-    unit = reader.info.unit
-    out: list[tuple[int, Canonical]] = []
-    first_kind: tuple[int, Kind] | None = None
-    for items, _ in reader.iter_items():
-        for n, obj, _raw in items:
-            try:
-                if isinstance(obj, RecordError):
-                    raise obj
-                ex = to_canonical(obj)
-            except NoPreference as err:
-                if ties == "skip":
-                    continue
-                raise WbError(f"{path}:{unit} {n}: {err}; run `wb clean` to drop such records") from None
-            except RecordError as err:
-                raise WbError(f"{path}:{unit} {n}: {err}") from None
-            if first_kind is None:
-                first_kind = (n, ex.kind)
-            elif ex.kind != first_kind[1]:
-                raise WbError(
-                    f"{path}:{unit} {n}: a {ex.kind} record in a file of {first_kind[1]} records "
-                    f"(from {unit} {first_kind[0]}); keep pairs and KTO examples in separate files"
-                )
-            out.append((n, ex))
-    if not out:
-        raise WbError(f"{path}: no preference records")
-    return out

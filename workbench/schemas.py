@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench import preference_records
+from workbench import preference_shapes
 from workbench.clean import rule_registry
 from workbench.clean.profile import Profile
 from workbench.evaluate import registry
@@ -38,14 +38,14 @@ MODELS: dict[str, type[BaseModel]] = {
     "record.schema.json": AlpacaRecord,
     "sharegpt-record.schema.json": ShareGPTRecord,
     "messages-record.schema.json": MessagesRecord,
-    # Preference data (workbench/preference_records.py): the shapes read, and the canonical form wb clean writes.
-    "preference-pair.schema.json": preference_records.PreferencePair,
-    "kto-example.schema.json": preference_records.KtoExample,
-    "pairwise-preference-record.schema.json": preference_records.PairwiseRecord,
-    "implicit-preference-record.schema.json": preference_records.ImplicitPairRecord,
-    "conversation-preference-record.schema.json": preference_records.ConversationPairRecord,
-    "kto-record.schema.json": preference_records.KtoRecord,
-    "scored-completions-record.schema.json": preference_records.ScoredRecord,
+    # Preference data (workbench/preference_shapes.py): the shapes read, and the canonical form wb clean writes.
+    "preference-pair.schema.json": preference_shapes.PreferencePair,
+    "kto-example.schema.json": preference_shapes.KtoExample,
+    "pairwise-preference-record.schema.json": preference_shapes.PairwiseRecord,
+    "implicit-preference-record.schema.json": preference_shapes.ImplicitPairRecord,
+    "conversation-preference-record.schema.json": preference_shapes.ConversationPairRecord,
+    "kto-record.schema.json": preference_shapes.KtoRecord,
+    "scored-completions-record.schema.json": preference_shapes.ScoredRecord,
     "clean-profile.schema.json": Profile,
     "train-recipe.schema.json": Recipe,
     "gate.schema.json": GateFile,

@@ -42,7 +42,7 @@ def validate(
 ) -> Validation:
     """Read every record of `path` as a training example; keep the first `keep` rejects in full. Preference data
     (recognised by its first record, unless `--map` maps SFT fields) is checked against the preference shapes."""
-    from workbench.preference_records import sniff_kind
+    from workbench.preference_files import sniff_kind
 
     if not overrides and sniff_kind(Path(path)) is not None:
         return _validate_preferences(Path(path), keep, duplicate_keys, split)
@@ -183,17 +183,17 @@ def describe_preferences(path: Path, top: int = 10, split: str | None = None, ma
     """`describe` for preference data: input shapes, lengths of the prompt and each answer, the length bias of the
     pairs (or the label balance of KTO examples), prompts that carry several pairs. A record that is not valid
     preference data counts as malformed (`wb clean` lists each with its line); tied scored records are counted."""
-    from workbench import preference_records
+    from workbench import preference_records, preference_shapes
     from workbench.clean.preference import LengthBiasTally, examples_frame
 
     reader = RecordReader(Path(path), split=split)
     shapes: Counter[str] = Counter()
     rejected = tied = 0
-    kind: preference_records.Kind | None = None
+    kind: preference_shapes.Kind | None = None
     frames: list[pl.DataFrame] = []
     for items, _ in reader.iter_items():
         lines: list[int] = []
-        examples: list[preference_records.Canonical] = []
+        examples: list[preference_shapes.Canonical] = []
         for n, obj, _ in items:
             try:
                 if isinstance(obj, preference_records.RecordError):
@@ -209,7 +209,7 @@ def describe_preferences(path: Path, top: int = 10, split: str | None = None, ma
             if ex.kind != kind:
                 rejected += 1
                 continue
-            shapes[preference_records.detect_shape(obj) or "?"] += 1
+            shapes[preference_shapes.detect_shape(obj) or "?"] += 1
             lines.append(n)
             examples.append(ex)
         if examples and kind is not None:

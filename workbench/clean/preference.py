@@ -2,7 +2,7 @@
 steps (validation, normalisation, PII, rules, dedup, decontamination, accounting, output set, manifest) over them,
 on the local engine and on Ray.
 
-A batch of canonical examples (`workbench.preference_records`) becomes a polars frame: the prompt in the SFT columns
+A batch of canonical examples (`workbench.preference_shapes`) becomes a polars frame: the prompt in the SFT columns
 (`instruction` is the last user message, `system`, `history` the turns before it, `input` empty), plus `chosen`
 and `rejected` for pairs, or `output` (the completion) and `label` for KTO. Then, per batch:
 
@@ -28,7 +28,7 @@ from typing import IO, Any, Literal
 import orjson
 import polars as pl
 
-from workbench import preference_records, text
+from workbench import preference_files, preference_records, preference_shapes, text
 from workbench.clean import pipeline
 from workbench.clean.driver import Finish, Shape, ShapeBatch
 from workbench.clean.output import extra_config
@@ -39,7 +39,8 @@ from workbench.errors import WbError
 from workbench.frames import HISTORY_TYPE
 from workbench.io.options import DuplicateKeys
 from workbench.io.reader import RecordReader, Reject, raw_text
-from workbench.preference_records import Canonical, NoPreference, PreferencePair
+from workbench.preference_records import NoPreference
+from workbench.preference_shapes import Canonical, PreferencePair
 from workbench.records import EXTRA, RecordError, extra_json, with_extra
 
 KindOpt = Literal["auto", "sft", "preference"]
@@ -48,21 +49,18 @@ KTO_TEXT = ("instruction", "input", "output", "system")
 TIED = "tied_scores"
 
 
-sniff_kind = preference_records.sniff_kind
-
-
 def resolve_kind(path: Path, kind: KindOpt = "auto") -> Literal["sft", "preference"]:
     """What `wb clean` treats `path` as: `--kind` if given, else by content."""
     if kind != "auto":
         return kind
-    return "preference" if sniff_kind(path) is not None else "sft"
+    return "preference" if preference_files.sniff_kind(path) is not None else "sft"
 
 
 # --- frames ---------------------------------------------------------------------------------------------------
 
 
 def examples_frame(
-    lines: list[int], examples: list[Canonical], kind: preference_records.Kind, extras: list[str | None] | None = None
+    lines: list[int], examples: list[Canonical], kind: preference_shapes.Kind, extras: list[str | None] | None = None
 ) -> pl.DataFrame:
     """The frame of a batch of canonical examples (see the module docstring for its columns); `extras`: each
     record's own other fields (`records.EXTRA`)."""
@@ -97,11 +95,11 @@ def examples_frame(
     return pl.DataFrame(data)
 
 
-def output_rows(df: pl.DataFrame, kind: preference_records.Kind) -> list[dict[str, Any]]:
+def output_rows(df: pl.DataFrame, kind: preference_shapes.Kind) -> list[dict[str, Any]]:
     """The records of a frame as `wb clean` writes them (kept and dropped files): TRL's conversational format,
-    `preference_records.to_trl` of the canonical example, which TRL's trainers, `wb train` and `read_preferences` read,
-    followed by the record's own other fields (`records.with_extra`: one named like a TRL field becomes
-    `original_<name>`)."""
+    `preference_records.to_trl` of the canonical example, which TRL's trainers, `wb train` and
+    `preference_files.read_preferences` read, followed by the record's own other fields (`records.with_extra`: one
+    named like a TRL field becomes `original_<name>`)."""
     out: list[dict[str, Any]] = []
     answers = ("chosen", "rejected") if kind == "pair" else ("output", "label")
     extra = pl.col(EXTRA) if EXTRA in df.columns else pl.lit(None, dtype=pl.String)
@@ -122,7 +120,7 @@ def output_rows(df: pl.DataFrame, kind: preference_records.Kind) -> list[dict[st
 # --- rules ----------------------------------------------------------------------------------------------------
 
 
-def applicable_rules(profile: Profile, kind: preference_records.Kind) -> tuple[list[tuple[str, Any]], list[str]]:
+def applicable_rules(profile: Profile, kind: preference_shapes.Kind) -> tuple[list[tuple[str, Any]], list[str]]:
     """The profile's rules that apply to `kind` (in order), and those that do not (noted in the stats). An SFT-only
     rule (`refusal`) in a profile used on preference data is a WbError: it would judge rejected answers too."""
     use, skip = [], []
@@ -140,7 +138,7 @@ def applicable_rules(profile: Profile, kind: preference_records.Kind) -> tuple[l
     return use, skip
 
 
-def _side_view(df: pl.DataFrame, kind: preference_records.Kind, side: str) -> tuple[pl.DataFrame, str]:
+def _side_view(df: pl.DataFrame, kind: preference_shapes.Kind, side: str) -> tuple[pl.DataFrame, str]:
     """`df` (its unflagged remaining records) with `output` set to one answer, and the name reasons give it."""
     if kind == "pair":
         return df.with_columns(pl.col(side).alias("output")), side
@@ -172,7 +170,7 @@ def _hits(frame: pl.DataFrame, check: Check) -> pl.DataFrame:
     return hits.select("_i", check.reason.cast(pl.String).alias("_why"))
 
 
-def side_views(df: pl.DataFrame, kind: preference_records.Kind) -> dict[str, tuple[pl.DataFrame, str]]:
+def side_views(df: pl.DataFrame, kind: preference_shapes.Kind) -> dict[str, tuple[pl.DataFrame, str]]:
     """For each side, `df` with `output` set to that answer and the rule features computed, once per batch."""
     views = {}
     for side in ("chosen", "rejected"):
@@ -185,7 +183,7 @@ def rule_hits(
     df: pl.DataFrame,
     name: str,
     params: Any,
-    kind: preference_records.Kind,
+    kind: preference_shapes.Kind,
     views: dict[str, tuple[pl.DataFrame, str]] | None = None,
 ) -> pl.DataFrame:
     """`_i` and `_why` of the records of `df` (with `_i`) that rule `name` matches, on every side it judges.
@@ -208,7 +206,7 @@ def rule_hits(
 
 
 def apply_preference_rules(
-    df: pl.DataFrame, rules: list[tuple[str, Any]], kind: preference_records.Kind
+    df: pl.DataFrame, rules: list[tuple[str, Any]], kind: preference_shapes.Kind
 ) -> pl.DataFrame:
     """`pipeline.apply_rules` for preference frames: `_rule`/`_reason` (the first rule that drops a record),
     `_flag`/`_flag_reason` (the first `action: report` rule that matches), PII drops last."""
@@ -246,7 +244,7 @@ def apply_preference_rules(
 _PROMPT = ["system", "history", "instruction", "input"]
 
 
-def contradiction_keys(df: pl.DataFrame, kind: preference_records.Kind) -> pl.DataFrame:
+def contradiction_keys(df: pl.DataFrame, kind: preference_shapes.Kind) -> pl.DataFrame:
     """`_line`, `fwd`, `rev`: for a pair, hashes of (prompt, chosen, rejected) and of (prompt, rejected, chosen),
     so a record whose `fwd` is another's `rev` states the opposite preference; for KTO, of (prompt, completion)
     with the label, and with the opposite label. "The same text" is `text.duplicate_text`'s."""
@@ -260,7 +258,7 @@ def contradiction_keys(df: pl.DataFrame, kind: preference_records.Kind) -> pl.Da
     return df.select("_line", fwd.alias("fwd"), rev.alias("rev"))
 
 
-def contradictions(keys: pl.DataFrame, kind: preference_records.Kind, listed: int = 5) -> pl.DataFrame:
+def contradictions(keys: pl.DataFrame, kind: preference_shapes.Kind, listed: int = 5) -> pl.DataFrame:
     """`_line`, `_reason` of every record that some other record contradicts; the reason names those lines."""
     pairs = keys.join(keys.select(pl.col("_line").alias("other"), pl.col("fwd").alias("rev")), on="rev", how="inner")
     pairs = pairs.filter(pl.col("other") != pl.col("_line"))  # answers the same as dedup compares them: not itself
@@ -348,7 +346,7 @@ class PreferenceShape(Shape):
     def __init__(self, profile: Profile, extra_fields: bool = True) -> None:
         self.profile = profile
         self.extra_fields = extra_fields
-        self.first_kind: preference_records.Kind | None = None  # pairs or KTO examples: the first record's kind
+        self.first_kind: preference_shapes.Kind | None = None  # pairs or KTO examples: the first record's kind
         self.first_line = 0
         self.rules: list[tuple[str, Any]] = []
         self.skipped: list[str] = []
@@ -357,7 +355,7 @@ class PreferenceShape(Shape):
         self.labels: Counter[bool] = Counter()
 
     @property
-    def example_kind(self) -> preference_records.Kind:
+    def example_kind(self) -> preference_shapes.Kind:
         """The kind of records cleaned (pairs when no record was valid)."""
         return self.first_kind or "pair"
 
@@ -373,7 +371,7 @@ class PreferenceShape(Shape):
             rejects: list[Reject] = []
             tied: list[tuple[bytes, str]] = []
             for n, obj, raw in items:
-                shape = preference_records.detect_shape(obj)
+                shape = preference_shapes.detect_shape(obj)
                 if shape is not None:
                     self.shapes[shape] += 1
                 try:
@@ -485,7 +483,7 @@ class PreferenceShape(Shape):
 
 def _preference_section(
     profile: Profile,
-    kind: preference_records.Kind,
+    kind: preference_shapes.Kind,
     shapes: Counter[str],
     skipped: list[str],
     bias: LengthBiasTally,

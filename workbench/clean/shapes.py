@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.clean.driver import Shape
-from workbench.clean.preference import PreferenceShape, sniff_kind
+from workbench.clean.preference import PreferenceShape
 from workbench.clean.profile import Profile
 from workbench.clean.sft import SftShape
 from workbench.errors import WbError
+from workbench.preference_files import sniff_kind
 
 
 def shape_for(

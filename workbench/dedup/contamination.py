@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench import preference_records
+from workbench import preference_files, preference_records, preference_shapes
 from workbench.dedup.shingles import record_ngrams
 from workbench.errors import WbError
 from workbench.frames import rows_to_frame
@@ -85,7 +85,7 @@ def _eval_frames(reader: RecordReader) -> Iterator[tuple[list[int], pl.DataFrame
     """The records of an eval file as frames of canonical rows. A preference file (pairs, KTO examples) counts
     its prompt and every answer: a pair's row holds chosen and rejected together as its output."""
     path = reader.path
-    if preference_records.sniff_kind(path) is None:
+    if preference_files.sniff_kind(path) is None:
         for batch in reader:
             if batch.rejects:
                 r = batch.rejects[0]
@@ -108,7 +108,7 @@ def _eval_frames(reader: RecordReader) -> Iterator[tuple[list[int], pl.DataFrame
                 ) from None
             system, history, user = preference_records.split_prompt(ex.prompt_messages)
             answer = (
-                f"{ex.chosen}\n{ex.rejected}" if isinstance(ex, preference_records.PreferencePair) else ex.completion
+                f"{ex.chosen}\n{ex.rejected}" if isinstance(ex, preference_shapes.PreferencePair) else ex.completion
             )
             lines.append(n)
             rows.append((user, "", answer, system, history))
