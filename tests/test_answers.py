@@ -12,25 +12,19 @@ from fractions import Fraction
 
 import pytest
 
-from workbench.evaluate.answers import (
-    NONE_COLUMN,
+from workbench.evaluate.answer_format import (
     check_schema,
-    choice_accuracy,
-    classification_report,
-    extract_choice,
     extract_json,
-    extract_number,
     flatten_json,
     json_field_f1,
     json_schema_valid,
     json_valid,
-    label_accuracy,
-    macro_f1_of,
-    normalize_label,
-    numeric_match,
     regex_flags,
     regex_match,
 )
+from workbench.evaluate.answers import NONE_COLUMN, classification_report, label_accuracy, macro_f1_of, normalize_label
+from workbench.evaluate.choices import choice_accuracy, extract_choice
+from workbench.evaluate.numbers import extract_number, numeric_match
 
 # --- numbers ------------------------------------------------------------------------------------------------------
 
@@ -521,7 +515,8 @@ def test_a_long_answer_is_still_read_correctly() -> None:
 
 def test_the_answer_and_degenerate_modules_stay_light() -> None:
     code = (
-        "import sys, workbench.evaluate.answers, workbench.evaluate.degenerate; "
+        "import sys, workbench.evaluate.answers, workbench.evaluate.numbers, workbench.evaluate.choices, "
+        "workbench.evaluate.answer_format, workbench.evaluate.degenerate; "
         "print(sorted(m for m in ('torch', 'transformers', 'jsonschema') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

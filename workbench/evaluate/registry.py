@@ -149,13 +149,13 @@ def markdown_table() -> str:
 
 
 def _numeric(prediction: str, ctx: ItemContext) -> int:
-    from workbench.evaluate.answers import numeric_match
+    from workbench.evaluate.numbers import numeric_match
 
     return numeric_match(prediction, ctx.reference, ctx.suite.numeric.rel_tol)
 
 
 def _choice(prediction: str, ctx: ItemContext) -> int:
-    from workbench.evaluate.answers import choice_accuracy
+    from workbench.evaluate.choices import choice_accuracy
 
     return choice_accuracy(prediction, ctx.reference, ctx.options, ctx.suite.choices.letters)
 
@@ -167,26 +167,26 @@ def _label(prediction: str, ctx: ItemContext) -> int:
 
 
 def _json_valid(prediction: str, ctx: ItemContext) -> int:
-    from workbench.evaluate.answers import json_valid
+    from workbench.evaluate.answer_format import json_valid
 
     return json_valid(prediction)
 
 
 def _json_schema(prediction: str, ctx: ItemContext) -> int | None:
-    from workbench.evaluate.answers import json_schema_valid
+    from workbench.evaluate.answer_format import json_schema_valid
 
     schema = ctx.suite.json_schema
     return None if schema is None else json_schema_valid(prediction, schema)
 
 
 def _json_fields(prediction: str, ctx: ItemContext) -> float:
-    from workbench.evaluate.answers import json_field_f1
+    from workbench.evaluate.answer_format import json_field_f1
 
     return json_field_f1(prediction, ctx.reference)
 
 
 def _regex(prediction: str, ctx: ItemContext) -> int | None:
-    from workbench.evaluate.answers import regex_match
+    from workbench.evaluate.answer_format import regex_match
 
     rx = ctx.suite.regex
     if rx is None:
