@@ -7,7 +7,7 @@ lm-evaluation-harness runs in a SEPARATE virtual environment, so its dependencie
     /work/bench-venv/bin/pip install "lm-eval[hf]==0.4.13"  # brings transformers 5.24.0, datasets 5.2.0, peft
 
 (`--lm-eval-python` points at another interpreter.) Nothing is downloaded at run time: both sides read the embedded
-model's local safetensors folder (`workbench.models.base.embedded_model_dir()`) with HF_HUB_OFFLINE=1 and
+model's local safetensors folder (`workbench.models.embedded.embedded_model_dir()`) with HF_HUB_OFFLINE=1 and
 HF_DATASETS_OFFLINE=1, and lm-eval reads the items through a custom task YAML this script writes into a temporary
 folder:
 
@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
 
-    from workbench.models.base import embedded_model_dir
+    from workbench.models.embedded import embedded_model_dir
 
     if not args.lm_eval_python.is_file():
         raise SystemExit(f"{args.lm_eval_python}: no such interpreter; set up the bench venv (top of this file)")

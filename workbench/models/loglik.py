@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.models.base import cache_dir
 from workbench.models.cache import open_cache, read_json_rows, write_json_rows
+from workbench.models.folders import cache_dir
 from workbench.models.generate import GenerationCache
 from workbench.models.losses import prompt_learning
 from workbench.models.targets import Loaded

@@ -20,15 +20,10 @@ from typing import Any
 from workbench.errors import WbError
 from workbench.methods.registry import scores_only
 from workbench.models import adapters
-from workbench.models.base import (
-    EMBEDDED,
-    StatusFn,
-    check_adapter_weights,
-    load_adapter,
-    load_model,
-    load_tokenizer,
-    resolve_model,
-)
+from workbench.models.base import load_adapter, load_model, load_tokenizer, resolve_model
+from workbench.models.embedded import EMBEDDED
+from workbench.models.folders import StatusFn
+from workbench.models.weights import check_adapter_weights
 from workbench.quiet import quiet_libraries
 from workbench.runfile.folder import RunFolder
 

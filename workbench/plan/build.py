@@ -94,7 +94,8 @@ def load_model_shape(spec: str | None, params: float | None) -> Model:
     if params is not None:
         shape = shape_for_params(params)
         return Model(shape, None, [shape.name], {})
-    from workbench.models.base import SOURCE_FILE, resolve_model
+    from workbench.models.base import resolve_model
+    from workbench.models.embedded import SOURCE_FILE
 
     recipe: dict[str, Any] = {}
     run = RunFolder(Path(str(spec)).expanduser())

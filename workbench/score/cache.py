@@ -14,8 +14,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.models.base import cache_dir
 from workbench.models.cache import open_cache, read_json_rows, write_json_rows
+from workbench.models.folders import cache_dir
 
 CACHE_FORMAT = 1
 

@@ -23,14 +23,9 @@ from typing import Any
 
 from workbench.errors import WbError
 from workbench.models import templates as tdata
-from workbench.models.base import (
-    EMBEDDED,
-    SAFETENSORS_WEIGHTS,
-    check_adapter_weights,
-    load_adapter,
-    load_tokenizer,
-    resolve_model,
-)
+from workbench.models.base import load_adapter, load_tokenizer, resolve_model
+from workbench.models.embedded import EMBEDDED
+from workbench.models.weights import SAFETENSORS_WEIGHTS, check_adapter_weights
 from workbench.precision import Choice
 from workbench.quiet import quiet_libraries
 from workbench.runfile.folder import RunFolder

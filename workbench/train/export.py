@@ -17,15 +17,9 @@ from workbench.errors import WbError
 from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
-from workbench.models.base import (
-    StatusFn,
-    _publish,
-    _quiet_transformers,
-    _temp_dir_beside,
-    load_adapter,
-    load_model,
-    load_tokenizer,
-)
+from workbench.models.base import load_adapter, load_model, load_tokenizer
+from workbench.models.folders import StatusFn, publish_folder, temp_dir_beside
+from workbench.models.stack import quiet_transformers
 from workbench.models.targets import ADAPTER_INFO, Target, resolve_target
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -58,7 +52,7 @@ def export(
             why = spec.merge_note if spec is not None else "adapters"
             raise WbError(f"{run}: {target.method} {why} and cannot be merged into the weights; use --adapter-only")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_dir_beside(out) as tmp:
+    with temp_dir_beside(out) as tmp:
         if kind == "adapter":
             assert target.adapter is not None
             _copy_adapter(target, tmp)
@@ -78,7 +72,7 @@ def export(
         files = sorted(p.name for p in tmp.iterdir())
         if force and out.exists():
             shutil.rmtree(out)
-        _publish(tmp, out)
+        publish_folder(tmp, out)
     return Exported(out, kind, files)
 
 
@@ -116,7 +110,7 @@ def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -
     assert target.adapter is not None
     model: Any = load_adapter(base, target.adapter)
     merged = model.merge_and_unload()
-    with _quiet_transformers():
+    with quiet_transformers():
         merged.save_pretrained(dest, safe_serialization=True)
     tokenizer = load_tokenizer(target.adapter if target.adapter is not None else target.base, on_status)
     tokenizer.save_pretrained(dest)

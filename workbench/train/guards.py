@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from workbench.errors import WbError
-from workbench.models.base import check_adapter_weights
+from workbench.models.weights import check_adapter_weights
 from workbench.runfile.folder import RunFolder
 from workbench.train.recipe import Recipe
 

@@ -95,7 +95,8 @@ def begin(
 ) -> Session:
     """Checks, seed, precision, tokenizer and model (`load(recipe, dtype, choice)` where a method loads another
     head), the method applied, and the run folder started (its recipe written, a stale log removed)."""
-    from workbench.models.base import deepspeed_on_cpu, load_model, load_tokenizer
+    from workbench.models.base import load_model, load_tokenizer
+    from workbench.models.stack import deepspeed_on_cpu
 
     quiet_libraries()
     deepspeed_on_cpu()
