@@ -1,5 +1,5 @@
 """Preference files: reading a whole file of preference records (JSON Lines, JSON, Parquet, CSV: `RecordReader`)
-into canonical form (`read_preferences`, used by `wb train`, `wb eval`'s preference metrics and `workbench.pairs`),
+into canonical form (`read_preferences`, through `workbench.pairs`, which `wb train` and `wb eval` read),
 and telling from its first record whether a file holds pairs, KTO examples or neither (`sniff_kind`, how `wb clean`
 and `wb stats` pick the preference driver). Errors name `file:line N: field: what is wrong`.
 """
