@@ -85,3 +85,10 @@ def test_record_schema_accepts_a_record_and_rejects_a_wrong_type() -> None:
         pass
     else:
         raise AssertionError("output=5 must not validate")
+
+
+def test_the_architecture_page_maps_every_module_of_the_package() -> None:
+    page = (schemas.ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    package = schemas.ROOT / "workbench"
+    missing = [p for p in package.rglob("*.py") if f"| `{p.relative_to(schemas.ROOT).as_posix()}` |" not in page]
+    assert not missing, f"docs/architecture.md does not map {missing}: run `make schemas`"

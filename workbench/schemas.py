@@ -1,7 +1,8 @@
 """Files generated from the models: JSON Schemas in `schemas/` (so editors and other tools can validate inputs), and
 the blocks of the docs pages (`DOCS`: docs/cleaning.md, docs/evaluation.md, docs/gate.md, docs/run-folder.md,
-docs/methods.md) and pipelines/gate.yaml that list the clean rules (from the rule registry), the metrics (from the
-metric registry), the training methods (from the method registry) and the gate's paths (from the run schema).
+docs/methods.md, docs/architecture.md) and pipelines/gate.yaml that list the clean rules (from the rule registry), the
+metrics (from the metric registry), the training methods (from the method registry), the gate's paths (from the run
+schema) and every module of the package with the first sentence of its docstring (read from the source).
 `python -m workbench.schemas` rewrites them; a test fails when they drift.
 
 A generated block sits between a line holding `generated: NAME` and a line holding `end generated` (in Markdown as
@@ -10,6 +11,7 @@ HTML comments, in YAML as comments); everything outside the markers is left as i
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from collections.abc import Callable
@@ -70,12 +72,43 @@ def _gate_paths_yaml() -> str:
     return "\n".join(f"#   {line}" for line in gate_paths_help().splitlines())
 
 
+_ABBREVIATIONS = re.compile(r"\b(e\.g|i\.e|et al|vs|etc)\.$")
+
+
+def _first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph (up to a full stop that ends a sentence)."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    for m in re.finditer(r"\.(?=\s|$)", paragraph):
+        head = paragraph[: m.end()]
+        if not _ABBREVIATIONS.search(head) and head.count("(") == head.count(")") and head.count("`") % 2 == 0:
+            return head
+    return paragraph
+
+
+def module_map(package: Path = ROOT / "workbench") -> str:
+    """Every module of the package, by package, with the first sentence of its docstring (docs/architecture.md)."""
+    rows: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent)
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        if not doc:
+            raise ValueError(f"{rel}: a module of the package needs a docstring saying what it holds and why")
+        group = "/".join(rel.parts[:-1]) if len(rel.parts) > 2 else "workbench (top level)"
+        cell = _first_sentence(doc).replace("|", "\\|")
+        rows.setdefault(group, []).append(f"| `{rel.as_posix()}` | {cell} |")
+    blocks = []
+    for group in sorted(rows, key=lambda g: (g != "workbench (top level)", g)):
+        blocks.append("\n".join([f"#### {group}", "", "| module | what it holds |", "|---|---|", *rows[group]]))
+    return "\n\n".join(blocks)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "rules": rule_registry.markdown_table,
     "metrics": registry.markdown_table,
     "methods": method_registry.markdown_table,
     "gate-paths": _gate_paths_markdown,
     "gate-paths-yaml": _gate_paths_yaml,
+    "modules": module_map,
 }
 DOCS = (
     "docs/cleaning.md",
@@ -83,6 +116,7 @@ DOCS = (
     "docs/gate.md",
     "docs/run-folder.md",
     "docs/methods.md",
+    "docs/architecture.md",
     "pipelines/gate.yaml",
 )
 _BLOCK = re.compile(
