@@ -1,13 +1,25 @@
 """Cleaning profiles: a YAML file (see `pipelines/clean-*.yaml`) turned into normalisation settings, a PII
-policy and an ordered list of rules with validated parameters."""
+policy and an ordered list of rules with validated parameters. The `rules` mapping is checked against the rule
+registry (`workbench.clean.rule_registry.RULES`) as it is when a profile is read or its schema written, so a rule
+registered after this module was imported (an extension, a test) is accepted like a shipped one."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    create_model,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from workbench.clean import preference_rules  # noqa: F401  (registers every shipped rule: record, score, preference)
 from workbench.clean.pii import ALL_KINDS, PiiKind
@@ -90,11 +102,41 @@ class PreferenceDataConfig(BaseModel):
     )
 
 
-RulesConfig = create_model(  # type: ignore[call-overload]
-    "Rules",
-    __config__=ConfigDict(extra="forbid"),
-    **{name: (r.params | None, None) for name, r in RULES.items()},
-)
+_RULES_MODELS: dict[tuple[tuple[str, type[Params]], ...], type[BaseModel]] = {}
+
+
+def rules_model() -> type[BaseModel]:
+    """The `rules` mapping as a model of the rules registered now: one optional field per rule, its parameter model.
+    Built when a profile is validated or its schema written (not when this module is imported), so a rule
+    registered later (an extension module, a test) is accepted and in the schema like a shipped one."""
+    key = tuple((name, r.params) for name, r in RULES.items())
+    if key not in _RULES_MODELS:
+        _RULES_MODELS[key] = create_model(  # type: ignore[call-overload]
+            "Rules", __config__=ConfigDict(extra="forbid"), **{name: (params | None, None) for name, params in key}
+        )
+    return _RULES_MODELS[key]
+
+
+def _registered_rules(value: Any) -> BaseModel:
+    model = rules_model()
+    return value if isinstance(value, model) else model.model_validate(value)
+
+
+class _RegisteredRules:
+    """The profile's `rules` field: validated, and its JSON Schema written, from the registry at that moment."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(_registered_rules)
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # As a definitions schema, so `Rules` and the parameter models land in `$defs` as the Profile's own would.
+        rules = rules_model().__pydantic_core_schema__
+        if rules["type"] != "definitions":
+            rules = core_schema.definitions_schema(rules, [])
+        return handler(rules)
+
+
+RulesConfig = Annotated[BaseModel, _RegisteredRules()]
 
 
 class Profile(BaseModel):
@@ -106,7 +148,7 @@ class Profile(BaseModel):
     description: str = ""
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
-    rules: RulesConfig = Field(default_factory=RulesConfig)
+    rules: RulesConfig = Field(default_factory=lambda: rules_model()())
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     decontaminate: DecontaminateConfig = Field(
         default_factory=DecontaminateConfig, description="n-gram lengths for `--against` eval files."
@@ -157,7 +199,7 @@ class Profile(BaseModel):
             update={
                 "normalize": off,
                 "pii": PiiConfig(action="keep"),
-                "rules": RulesConfig(),
+                "rules": rules_model()(),
                 "rule_order": [],
                 "dedup": dedup,
             }
