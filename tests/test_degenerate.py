@@ -9,11 +9,10 @@ import time
 import polars as pl
 import pytest
 
-from workbench import text
+from workbench import degenerate_kinds, text
 from workbench.clean.rule_registry import RULES, features
 from workbench.clean.rules import RepeatedLinesParams, RepeatedNgramsParams
 from workbench.evaluate.degenerate import (
-    DEGENERATE_KINDS,
     broken_text,
     cut_off,
     echo,
@@ -303,9 +302,10 @@ def test_safe_decode_tail_touches_only_the_very_end() -> None:
 
 
 def test_flags_have_exactly_the_documented_kinds_in_order() -> None:
-    assert list(DEGENERATE_KINDS) == ["echo", "cut_off", "repetition", "empty", "wrong_language", "broken_text"]
-    assert all(isinstance(d, str) and d for d in DEGENERATE_KINDS.values())
-    assert list(flags("x", "y")) == list(DEGENERATE_KINDS)
+    names = list(degenerate_kinds.names())
+    assert names == ["echo", "cut_off", "repetition", "empty", "wrong_language", "broken_text"]
+    assert all(isinstance(k.description, str) and k.description for k in degenerate_kinds.kinds())
+    assert list(flags("x", "y")) == names
 
 
 def test_the_demo_items_flags() -> None:

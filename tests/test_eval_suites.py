@@ -14,7 +14,8 @@ import yaml
 from conftest import read_jsonl, write_jsonl
 from report_fixtures import make_run
 
-from workbench.evaluate import registry
+from workbench import metric_specs
+from workbench.evaluate import scorers
 from workbench.evaluate.config import EvalConfig
 from workbench.evaluate.forgetting import Item
 from workbench.evaluate.pipeline import EvalSet, score_set
@@ -225,12 +226,12 @@ def test_answers_cut_at_the_limit_warn_beside_length_sensitive_metrics() -> None
 
 @pytest.fixture
 def extra_metric() -> Iterator[str]:
-    def shouts(prediction: str, ctx: registry.ItemContext) -> int:
+    def shouts(prediction: str, ctx: scorers.ItemContext) -> int:
         return int(prediction.isupper())
 
-    registry.register_metric("all_caps", "the answer is written in capitals", ["text"], binary=True, score=shouts)
+    metric_specs.register_metric("all_caps", "the answer is written in capitals", ["text"], binary=True, score=shouts)
     yield "all_caps"
-    registry.unregister_metric("all_caps")
+    metric_specs.unregister_metric("all_caps")
 
 
 def test_a_metric_added_to_the_registry_is_scored_reported_and_gated(
@@ -250,7 +251,7 @@ def test_a_metric_added_to_the_registry_is_scored_reported_and_gated(
         load_run(tmp_path / "ev").summary,
     )
     assert result.passed
-    registry.unregister_metric(extra_metric)
+    metric_specs.unregister_metric(extra_metric)
     assert "unknown metric 'all_caps'" in str(gating.path_problem(f"task.{extra_metric}.tuned"))
 
 

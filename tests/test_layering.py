@@ -49,6 +49,8 @@ FLOORS: dict[str, int] = {
     "workbench.preference_shapes": 1,
     "workbench.preference_files": 1,
     "workbench.runfile": 1,
+    "workbench.metric_specs": 1,
+    "workbench.degenerate_kinds": 1,
     "workbench.pairs": 1,
     "workbench.methods": 1,
     "workbench.clean": 2,
@@ -77,12 +79,7 @@ DEEP_LEARNING = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandb
 KNOWN_CIRCLES: set[str] = set()
 KNOWN_TRAIN_IMPORTS: set[str] = set()
 KNOWN_REPORT_REACH: set[str] = set()
-KNOWN_FLOOR_BREACHES: set[str] = {  # runfile.py's two breaches, in the modules it was split into
-    "workbench.runfile.evals (floor 1) → workbench.evaluate.registry (floor 3)",
-    "workbench.runfile.gate_paths (floor 1) → workbench.evaluate.degenerate (floor 3)",
-    "workbench.runfile.gate_paths (floor 1) → workbench.evaluate.registry (floor 3)",
-    "workbench.runfile.training (floor 1) → workbench.evaluate.registry (floor 3)",
-}
+KNOWN_FLOOR_BREACHES: set[str] = set()
 
 
 @dataclass

@@ -17,8 +17,9 @@ from conftest import write_jsonl
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from workbench import metric_specs  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
-from workbench.evaluate import registry  # noqa: E402
+from workbench.evaluate import scorers  # noqa: E402
 from workbench.models.base import tiny_model_dir  # noqa: E402
 from workbench.runfile.evals import EvalMetrics  # noqa: E402
 from workbench.runfile.gate_paths import gate_path_problem, resolve  # noqa: E402
@@ -301,15 +302,15 @@ def test_reward_model_is_saved_in_safetensors_and_scores_chosen_higher(
 
 
 def test_grpo_samples_scores_with_a_registry_metric_and_logs_kl(tiny: Path, pairs_file: Path, tmp_path: Path) -> None:
-    def short(prediction: str, ctx: registry.ItemContext) -> int:
+    def short(prediction: str, ctx: scorers.ItemContext) -> int:
         return int(len(prediction) < 12)
 
-    registry.register_metric("short_answer_test", "answer under 12 characters", ["text"], binary=True, score=short)
+    metric_specs.register_metric("short_answer_test", "answer under 12 characters", ["text"], binary=True, score=short)
     try:
         pref = {"reward_function": "short_answer_test", "num_generations": 2, "max_completion_length": 8, "beta": 0.1}
         result = train(recipe(tmp_path, tiny, pairs_file, "grpo", preference=pref, max_steps=3))
     finally:
-        registry.unregister_metric("short_answer_test")
+        metric_specs.unregister_metric("short_answer_test")
     rows = log_of(result.run_dir)
     assert len(rows) == 3 and all("reward" in r and "kl" in r for r in rows)
     assert all(0 <= r["reward"] <= 1 for r in rows)

@@ -20,10 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench import preference_shapes
+from workbench import metric_specs, preference_shapes
 from workbench.clean import rule_registry
 from workbench.clean.profile import Profile
-from workbench.evaluate import registry
 from workbench.evaluate.suite import EvalSuite
 from workbench.io.jsontext import dumps_json
 from workbench.methods import registry as method_registry
@@ -104,7 +103,7 @@ def module_map(package: Path = ROOT / "workbench") -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "rules": rule_registry.markdown_table,
-    "metrics": registry.markdown_table,
+    "metrics": metric_specs.markdown_table,
     "methods": method_registry.markdown_table,
     "gate-paths": _gate_paths_markdown,
     "gate-paths-yaml": _gate_paths_yaml,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from workbench import console
+from workbench import console, metric_specs
 from workbench.commands.options import QuietOpt, SplitOpt, VerboseOpt, fields
 from workbench.console import fmt, line
 from workbench.errors import WbError
@@ -22,7 +22,6 @@ from workbench.runfile.folder import EvalFolder
 _E, _EH = fields(EvalConfig)
 _G, _GH = fields(GenerationSettings)
 PREF_COLUMNS = ("metric", "value", "95% CI", "base", "win/tie/loss")
-PREFERENCE_KEYS = ("implicit_accuracy", "implicit_margin", "reward_accuracy", "reward_margin", "reward_score")
 
 
 @console.user_errors
@@ -157,7 +156,7 @@ def print_metrics(metrics: EvalMetrics) -> None:
     if pref:
         title = f"preference ({pref.n} pairs)"
         table = console.table(title, *((c, "left" if c == "metric" else "right") for c in PREF_COLUMNS))
-        for key in PREFERENCE_KEYS:
+        for key in (m.name for m in metric_specs.pref_metrics()):
             stat: Stat | None = getattr(pref, key)
             if stat:
                 table.add_row(

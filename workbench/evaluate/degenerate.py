@@ -1,7 +1,8 @@
 """Degenerate answers: per-item flags for answers that say nothing about what the model knows, however they score.
 
 Light on purpose: the standard library and `workbench.text`; no torch, no transformers. Each check is a function of
-one answer (and its prompt); `flags` runs them all. Every check runs in time linear in the answer's length.
+one answer (and its prompt); `flags` runs them all, one per kind of `workbench.degenerate_kinds` (the kinds' names,
+descriptions and warnings live there). Every check runs in time linear in the answer's length.
 
 - `echo`: the answer is the prompt again (once or more, the last copy possibly cut short), or a prefix or suffix of
   the prompt, after `workbench.text.echo_key`'s normalisation (the clean rule `output_echoes_prompt` uses the same):
@@ -33,17 +34,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from workbench import degenerate_kinds
 from workbench.text import count_cjk, echo_key, is_end_punctuation, is_generation_loop, script_of
-
-DEGENERATE_KINDS: dict[str, str] = {
-    "echo": "The answer repeats the prompt (or a prefix or suffix of it) instead of answering.",
-    "cut_off": "Generation stopped at max_new_tokens without an end token.",
-    "repetition": "The answer loops: repeated lines or n-grams (the clean rules' detector).",
-    "empty": "The answer has no letter, digit or CJK character.",
-    "wrong_language": "A Chinese question answered without Chinese, or a Latin-script question answered in Chinese.",
-    "broken_text": "The answer holds U+FFFD, a lone surrogate or a control character.",
-}
-"""The flag names, in report order, with one-line descriptions."""
 
 ECHO_MIN_SHARE = 0.5
 ECHO_MIN_CHARS = 32
@@ -161,12 +153,22 @@ def flags(
     max_new_tokens: int | None = None,
     finished: bool | None = None,
 ) -> dict[str, bool]:
-    """Every flag of `DEGENERATE_KINDS`, in that order (`cut_off` is False when the token counts are unknown)."""
-    return {
-        "echo": echo(prediction, prompt),
-        "cut_off": cut_off(generated_tokens, max_new_tokens, finished),
-        "repetition": repetition(prediction),
-        "empty": empty(prediction),
-        "wrong_language": wrong_language(prediction, prompt),
-        "broken_text": broken_text(prediction),
-    }
+    """Every kind of `workbench.degenerate_kinds`, in its order (`cut_off` is False when the token counts are
+    unknown)."""
+    out = {}
+    for kind in degenerate_kinds.kinds():
+        check = kind.check or _BUILT_IN[kind.name]
+        out[kind.name] = check(prediction, prompt, generated_tokens, max_new_tokens, finished)
+    return out
+
+
+_BUILT_IN: dict[str, degenerate_kinds.Check] = {
+    "echo": lambda prediction, prompt, *_: echo(prediction, prompt),
+    "cut_off": lambda _p, _q, generated_tokens, max_new_tokens, finished: cut_off(
+        generated_tokens, max_new_tokens, finished
+    ),
+    "repetition": lambda prediction, *_: repetition(prediction),
+    "empty": lambda prediction, *_: empty(prediction),
+    "wrong_language": lambda prediction, prompt, *_: wrong_language(prediction, prompt),
+    "broken_text": lambda prediction, *_: broken_text(prediction),
+}

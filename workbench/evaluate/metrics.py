@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 METRIC_KEYS = ("rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "f1", "accuracy")
 """The registered metrics `score_items` computes together (one pass of sacrebleu statistics); their metadata
-(0/1, higher is better, answer types) lives in `workbench.evaluate.registry`."""
+(0/1, higher is better, answer types) lives in `workbench.metric_specs`."""
 
 References = str | Sequence[str]
 """One reference, or a list of acceptable references (any may match)."""

@@ -5,7 +5,7 @@ metric, degenerate-answer flags), `metrics.json` (aggregates with intervals, deg
 overlap, generation settings, warnings), `review_sample.csv` and `manifest.json` — the models of
 `workbench.runfile` (docs/run-folder.md describes them), at the paths `workbench.runfile.folder.EvalFolder` names. How
 the task's answers are judged comes from an eval suite (`workbench.evaluate.suite`); which metrics exist, from the
-registry (`workbench.evaluate.registry`).
+registry (`workbench.metric_specs`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from workbench import degenerate_kinds, metric_specs
 from workbench.errors import WbError
-from workbench.evaluate import compare, degenerate, judge, registry, review
+from workbench.evaluate import compare, degenerate, judge, review, scorers
 from workbench.evaluate.config import SHIPPED_MC, SHIPPED_PROBES, EvalConfig
 from workbench.evaluate.forgetting import Item, ProbeSet, load_probe_set, probes_dir
 from workbench.evaluate.metrics import METRIC_KEYS, score_items
@@ -62,13 +63,6 @@ TASK = "task"
 SIDES = ("tuned", "base")
 REGRESSIONS_KEPT = 50
 MC_REJECTS_KEPT = 50  # rejected multiple-choice rows named in metrics.json (all are counted)
-DEGENERATE_WORDS = {
-    "echo": "repeat the prompt instead of answering",
-    "empty": "are empty",
-    "repetition": "loop (repeated lines or n-grams)",
-    "broken_text": "hold broken text (U+FFFD or control characters)",
-    "wrong_language": "are in another language than the question",
-}
 
 
 @dataclass
@@ -127,8 +121,8 @@ def _extras(row: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     answer_type = row.get("answer_type")
     if answer_type is not None:
-        if answer_type not in registry.ANSWER_TYPES:
-            known = ", ".join(registry.ANSWER_TYPES)
+        if answer_type not in metric_specs.ANSWER_TYPES:
+            known = ", ".join(metric_specs.ANSWER_TYPES)
             raise WbError(f"{path}:line {n}: field answer_type: {answer_type!r} is not one of {known}")
         extra["answer_type"] = answer_type
     options = row.get("options")
@@ -748,13 +742,13 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[ScoreRow], 
             preds = scored_preds[side]
             _overlap_scores(s, preds, refs, wanted, values, corpus, side, warnings)
             for i, it in enumerate(s.items):
-                ctx = registry.ItemContext(it.reference if not stripped[i] else refs[i][0], refs[i], it.options, suite)
+                ctx = scorers.ItemContext(it.reference if not stripped[i] else refs[i][0], refs[i], it.options, suite)
                 for name in wanted[i]:
-                    metric = registry.get(name)
-                    if metric is None or metric.score is None:
+                    score = scorers.scorer(name)
+                    if score is None:
                         continue
                     try:
-                        values[i][name] = metric.score(preds[i], ctx)
+                        values[i][name] = score(preds[i], ctx)
                     except ValueError as e:
                         raise WbError(f"{s.name} item {it.id}: {name}: {e}") from None
             flagged[side] = _flags(s, side)
@@ -808,11 +802,11 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[ScoreRow], 
 
     metrics = _aggregate(rows, sides, seed)
     classification: dict[str, ClassReport] = {}
-    if any(t == "label" for t in types) and "macro_f1" in (suite.metrics or registry.for_answer_type("label")):
+    if any(t == "label" for t in types) and "macro_f1" in (suite.metrics or metric_specs.for_answer_type("label")):
         stat, classification = _macro_f1(s, types, suite, sides, seed)
         if stat is not None:
             metrics["macro_f1"] = stat
-    metrics = {k: metrics[k] for k in registry.order(metrics)}
+    metrics = {k: metrics[k] for k in metric_specs.order(metrics)}
     degenerate_stats = _degenerate(flagged, n)
     warnings.extend(_notes(s, metrics, degenerate_stats, corpus, suite, sides))
     if s.kind == "mc":
@@ -822,7 +816,7 @@ def score_set(s: EvalSet, suite: EvalSuite, seed: int) -> tuple[list[ScoreRow], 
         settings["primary"] = primary
     regressions: list[int | str] = []
     if s.kind == TASK and "base" in sides and primary is not None:
-        sign = 1 if registry.higher_is_better(primary) else -1
+        sign = 1 if metric_specs.higher_is_better(primary) else -1
         deltas = []
         for k, row in enumerate(rows):
             t, b = _side_value(row.tuned, primary), _side_value(row.base, primary)
@@ -895,7 +889,7 @@ def _flags(s: EvalSet, side: str) -> list[list[str]]:
             s.max_new_tokens if answer is not None else None,
             answer.finished if answer is not None else None,
         )
-        out.append([kind for kind in degenerate.DEGENERATE_KINDS if found.get(kind)])
+        out.append([kind for kind in degenerate_kinds.names() if found.get(kind)])
     return out
 
 
@@ -915,7 +909,7 @@ def _aggregate(rows: list[ScoreRow], sides: list[str], seed: int) -> dict[str, S
         tuned = [_side_value(r.tuned, name) for r in rows]
         base = [_side_value(r.base, name) for r in rows] if "base" in sides else None
         stat = compare.stat(
-            tuned, base, seed, binary=registry.is_binary(name), higher_is_better=registry.higher_is_better(name)
+            tuned, base, seed, binary=metric_specs.is_binary(name), higher_is_better=metric_specs.higher_is_better(name)
         )
         have = sum(v is not None for v in tuned)
         if have < len(rows):
@@ -951,7 +945,7 @@ def _degenerate(flagged: dict[str, list[list[str]]], n: int) -> dict[str, Degene
     if "tuned" not in flagged or n == 0:
         return {}
     out = {}
-    for kind in degenerate.DEGENERATE_KINDS:
+    for kind in degenerate_kinds.names():
         tuned = sum(kind in f for f in flagged["tuned"])
         base = sum(kind in f for f in flagged["base"]) if "base" in flagged else None
         out[kind] = DegenerateStat(
@@ -1005,11 +999,10 @@ def _notes(
     for kind, st in flags.items():
         for side in ("tuned", "base"):
             share, count = (st.tuned, st.tuned_items) if side == "tuned" else (st.base, st.base_items)
-            if count and kind in ("echo", "empty", "repetition", "broken_text", "wrong_language"):
-                what = DEGENERATE_WORDS.get(kind, kind)
+            if count and (what := (k.warning if (k := degenerate_kinds.get(kind)) else None)):
                 out.append(f"{count} of {len(s.items)} {side} answers {what} ({share:.0%})")
     cut = flags.get("cut_off")
-    length_sensitive = [m for m in metrics if (spec := registry.get(m)) is not None and spec.length_sensitive]
+    length_sensitive = [m for m in metrics if (spec := metric_specs.get(m)) is not None and spec.length_sensitive]
     if cut is not None and length_sensitive:
         for side in ("tuned", "base"):
             share = cut.tuned if side == "tuned" else cut.base

@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workbench import metric_specs
 from workbench.clean.profile import _pipelines_dir as pipelines_dir
 from workbench.errors import WbError
-from workbench.evaluate import registry
-from workbench.evaluate.registry import AnswerType
+from workbench.metric_specs import AnswerType
 from workbench.yamlfile import first_error, read_yaml
 
 
@@ -81,14 +81,14 @@ class EvalSuite(_Section):
     @classmethod
     def _registered(cls, value: list[str] | None) -> list[str] | None:
         for name in value or []:
-            if registry.get(name) is None:
-                raise ValueError(f"unknown metric {name!r} (metrics: {', '.join(registry.names())})")
+            if metric_specs.get(name) is None:
+                raise ValueError(f"unknown metric {name!r} (metrics: {', '.join(metric_specs.names())})")
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> EvalSuite:
-        if self.primary is not None and registry.get(self.primary) is None:
-            raise ValueError(f"primary: unknown metric {self.primary!r} (metrics: {', '.join(registry.names())})")
+        if self.primary is not None and metric_specs.get(self.primary) is None:
+            raise ValueError(f"primary: unknown metric {self.primary!r} (metrics: {', '.join(metric_specs.names())})")
         if self.primary is not None and self.metrics is not None and self.primary not in self.metrics:
             raise ValueError(f"primary: {self.primary!r} is not one of this suite's metrics")
         if self.answer_type == "label" and len(self.labels) < 2:
@@ -108,7 +108,7 @@ class EvalSuite(_Section):
 
     def metrics_for(self, answer_type: str) -> list[str]:
         """The item metrics and set metrics an item of this answer type gets, in registry order."""
-        applicable = registry.for_answer_type(answer_type)
+        applicable = metric_specs.for_answer_type(answer_type)
         chosen = self.metrics if self.metrics is not None else applicable
         names = [m for m in applicable if m in chosen]
         if answer_type == "json" and self.json_schema is None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench import charts
+from workbench import charts, degenerate_kinds, metric_specs
 from workbench.charts import fmt
-from workbench.evaluate import compare, registry
+from workbench.evaluate import compare
 from workbench.report.formatting import MAX_TEXT, cap, interval_text, is_num, plain, signed, word_diff
 from workbench.report.gate import GateResult
 from workbench.report.summary import Run, higher_is_better, stats_of, task_items, worst
@@ -27,14 +27,8 @@ def preference_view(run: Run) -> dict[str, Any] | None:
     if not pref:
         return None
     rows = []
-    labels = {
-        "implicit_accuracy": "share of pairs whose chosen gains more log-probability over the reference than rejected",
-        "implicit_margin": "mean of that log-ratio difference (nats)",
-        "reward_accuracy": "share of pairs the reward model scores chosen above rejected",
-        "reward_margin": "mean reward(chosen) - reward(rejected)",
-        "reward_score": "reward of the tuned model's task answers (base: the base model's answers to the same prompts)",
-    }
-    for key, what in labels.items():
+    for metric in metric_specs.pref_metrics():
+        key, what = metric.name, metric.description
         stat = pref.get(key)
         if not stat:
             continue
@@ -72,7 +66,7 @@ def _stat_row(metric: str, stat: dict[str, Any], scale: float | None) -> dict[st
     row_scale = scale if scale and better else _row_scale(stat)
     return {
         "metric": metric,
-        "description": (m.description if (m := registry.get(metric)) else ""),
+        "description": (m.description if (m := metric_specs.get(metric)) else ""),
         "direction": "higher is better" if better else "lower is better",
         "tuned": fmt(stat.get("tuned")),
         "interval": interval_text(stat.get("lower"), stat.get("upper")),
@@ -122,7 +116,7 @@ def primary_metric(section: dict[str, Any]) -> str | None:
     chosen = (section.get("settings") or {}).get("primary")
     if chosen in found:
         return str(chosen)
-    item_metrics = [m for m in found if (spec := registry.get(m)) is None or spec.scope == "item"]
+    item_metrics = [m for m in found if (spec := metric_specs.get(m)) is None or spec.scope == "item"]
     return next(iter(item_metrics), None)
 
 
@@ -229,8 +223,6 @@ MAX_FLAGGED_IDS = 12
 
 
 def _degenerate_view(run: Run, task: dict[str, Any]) -> list[dict[str, Any]]:
-    from workbench.evaluate.degenerate import DEGENERATE_KINDS
-
     flagged: dict[str, list[str]] = {}
     for row in task_items(run):
         for kind in (row.get("tuned") or {}).get("flags") or []:
@@ -246,7 +238,7 @@ def _degenerate_view(run: Run, task: dict[str, Any]) -> list[dict[str, Any]]:
                 "tuned_items": d.get("tuned_items", 0),
                 "base": f"{100 * d['base']:.1f}%" if d.get("base") is not None else "-",
                 "base_items": d.get("base_items"),
-                "description": DEGENERATE_KINDS.get(kind, ""),
+                "description": (k.description if (k := degenerate_kinds.get(kind)) else ""),
                 "ids": ", ".join(ids[:MAX_FLAGGED_IDS]) + more,
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from workbench import metric_specs
 from workbench.evaluate.compare import change
 from workbench.report.summary import higher_is_better, stats_of
 
@@ -151,7 +152,7 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
     if pref:
         rows = [
             [f"pref.{esc(k)}", _f(st.get("tuned")) + _ci(st.get("lower"), st.get("upper"))]
-            for k in ("implicit_accuracy", "reward_accuracy", "reward_score")
+            for k in (m.name for m in metric_specs.pref_metrics() if m.headline)
             if (st := pref.get(k))
         ]
         if pref.get("win_rate") is not None:

@@ -19,9 +19,8 @@ from typing import Any
 
 import orjson
 
-from workbench import __version__
+from workbench import __version__, metric_specs
 from workbench.errors import WbError
-from workbench.evaluate import registry
 from workbench.output import IncompleteOutput, check_complete
 from workbench.runfile.cleaning import CleanStats
 from workbench.runfile.evals import EvalMetrics
@@ -31,13 +30,13 @@ from workbench.runfile.training import PREFERENCE_LOG_FIELDS, LogRow, TrainManif
 
 
 def higher_is_better(metric: str) -> bool:
-    return registry.higher_is_better(metric)
+    return metric_specs.higher_is_better(metric)
 
 
 def stats_of(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """The STAT entries of a task or probe-set section, in the registry's reading order."""
     found = (section or {}).get("metrics") or {}
-    return {k: found[k] for k in registry.order(found)}
+    return {k: found[k] for k in metric_specs.order(found)}
 
 
 # -- the run ------------------------------------------------------------------------------------------------------

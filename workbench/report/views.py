@@ -15,9 +15,8 @@ from typing import Any
 import orjson
 import yaml
 
-from workbench import charts
+from workbench import charts, metric_specs
 from workbench.charts import fmt
-from workbench.evaluate import registry
 from workbench.report.eval_views import ab_view, forgetting_view, preference_view, task_view
 from workbench.report.formatting import cap, duration, is_num, pct
 from workbench.report.gate import VERDICTS, GateResult
@@ -187,7 +186,7 @@ def _train_view(run: Run) -> dict[str, Any] | None:
     for r in run.log:
         for key, value in r.items():
             name = key.removeprefix("eval_")
-            wanted = key.startswith("eval_") and key != "eval_loss" and registry.get(name) is not None
+            wanted = key.startswith("eval_") and key != "eval_loss" and metric_specs.get(name) is not None
             if wanted and is_num(value) and is_num(r.get("step")):
                 metric_curves.setdefault(name, []).append((float(r["step"]), float(value)))
     metric_chart = charts.line_chart(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from workbench.evaluate import registry
+from workbench import metric_specs
 from workbench.runfile.values import Count, Fraction, ItemId, NonNegative, Number, Percent, Strict
 
 
@@ -149,7 +149,7 @@ class SetMetrics(Strict):
     @classmethod
     def _rates_in_range(cls, metrics: dict[str, Stat]) -> dict[str, Stat]:
         for name, stat in metrics.items():
-            if registry.is_rate(name):
+            if metric_specs.is_rate(name):
                 stat.check_rate(name, f"{name}.")
         return metrics
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel
 
-from workbench.evaluate import registry
+from workbench import degenerate_kinds, metric_specs
 from workbench.runfile.evals import CorpusScore, DegenerateStat, JudgeSummary, SetMetrics, Stat
 from workbench.runfile.summary import RunSummary
 
@@ -77,8 +77,8 @@ def gate_path_problem(path: str) -> str | None:
         if key in named and not (_unwrap(node) is SetMetrics and key == "metrics"):
             node = named[key]
         elif other is not None and key not in named:
-            if _unwrap(node) is SetMetrics and registry.get(key) is None:
-                return f"{path!r}: unknown metric {key!r} (metrics: {', '.join(registry.names())})"
+            if _unwrap(node) is SetMetrics and metric_specs.get(key) is None:
+                return f"{path!r}: unknown metric {key!r} (metrics: {', '.join(metric_specs.names())})"
             node = other
         else:
             fields = ", ".join(_fields_of(node)) or "none"
@@ -103,9 +103,7 @@ def _paths(tp: Any, prefix: str, depth: int) -> Iterator[str]:
         yield f"{prefix}.n"
         yield f"{prefix}.<metric>.<{'|'.join(STAT_FIELDS)}>"
         yield f"{prefix}.corpus.<bleu|chrf[_zh|_latin]>.<{'|'.join(_numbers_of(CorpusScore))}>"
-        from workbench.evaluate.degenerate import DEGENERATE_KINDS
-
-        kinds = "|".join(DEGENERATE_KINDS)
+        kinds = "|".join(degenerate_kinds.names())
         yield f"{prefix}.degenerate.<{kinds}>.<{'|'.join(_numbers_of(DegenerateStat))}>"
         yield f"{prefix}.classification.<tuned|base>.macro_f1"
         if prefix == "task":

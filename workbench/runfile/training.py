@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from workbench.evaluate import registry
+from workbench import metric_specs
 from workbench.runfile.values import Count, Fraction, Number, Open
 
 
@@ -94,7 +94,7 @@ class LogRow(Open):
         out = {}
         for key, value in (self.model_extra or {}).items():
             name = key.removeprefix("eval_")
-            if key.startswith("eval_") and registry.get(name) is not None and isinstance(value, int | float):
+            if key.startswith("eval_") and metric_specs.get(name) is not None and isinstance(value, int | float):
                 out[name] = float(value)
         return out
 

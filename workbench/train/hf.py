@@ -406,11 +406,11 @@ def trainer_class() -> Any:
 
 def best_metric(recipe: Recipe) -> tuple[str, bool]:
     """(Trainer's metric_for_best_model, greater_is_better) of a recipe's metric_for_best."""
-    from workbench.evaluate import registry
+    from workbench import metric_specs
 
     if recipe.metric_for_best == "eval_loss":
         return "eval_loss", False
-    return f"eval_{recipe.metric_for_best}", registry.higher_is_better(recipe.metric_for_best)
+    return f"eval_{recipe.metric_for_best}", metric_specs.higher_is_better(recipe.metric_for_best)
 
 
 def has_cuda() -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 
 from workbench import pairs as pdata
 from workbench.errors import WbError
-from workbench.evaluate import registry
+from workbench.evaluate import scorers
 from workbench.methods import registry as method_specs
 from workbench.methods.spec import MethodSpec
 from workbench.models import templates as tdata
@@ -229,22 +229,21 @@ def _prompt_rows(recipe: Recipe, tokenizer: Any) -> tuple[list[dict[str, Any]], 
 
 def metric_reward(name: str) -> Callable[..., list[float]]:
     """A GRPO reward function from a registry metric's per-item scorer (an answer it cannot score gets 0)."""
-    metric = registry.get(name)
-    if metric is None or metric.score is None:
-        scorable = [m.name for m in registry.metrics() if m.score is not None]
+    score = scorers.scorer(name)
+    if score is None:
         raise WbError(
-            f"preference.reward_function: {name!r} is not a per-item metric (choose one of: {', '.join(scorable)})"
+            f"preference.reward_function: {name!r} is not a per-item metric "
+            f"(choose one of: {', '.join(scorers.scorable())})"
         )
     from workbench.evaluate.suite import EvalSuite
 
     suite = EvalSuite(name="reward")
-    score = metric.score
 
     def reward(prompts: list[str], completions: list[str], reference: list[str] | None = None, **_: Any) -> list[float]:
         refs = reference or [""] * len(completions)
         out = []
         for answer, ref in zip(completions, refs, strict=True):
-            value = score(answer, registry.ItemContext(reference=ref, references=[ref] if ref else [], suite=suite))
+            value = score(answer, scorers.ItemContext(reference=ref, references=[ref] if ref else [], suite=suite))
             out.append(float(value) if value is not None else 0.0)
         return out
 

@@ -8,10 +8,10 @@ training are not files, so the cache key's model identity is the SHA-256 of the 
 every trainable parameter's current values: an eval at the same weights (a resumed run re-evaluating a checkpoint)
 is answered from the cache, any weight update is not.
 
-Scores are the registry's (`workbench.evaluate.registry`): overlap metrics (`rouge_l`, `bleu`, `chrf`,
-`exact_match`, `f1`, ...) from `workbench.evaluate.metrics.score_items`, the others from their per-item scorers with
-the default suite's settings; a metric that needs a suite's settings (labels, a pattern, a schema, options) or is
-not computed from an answer (losses) is refused when the recipe is read.
+Scores are the registry's (`workbench.metric_specs`): overlap metrics (`rouge_l`, `bleu`, `chrf`, `exact_match`,
+`f1`, ...) from `workbench.evaluate.metrics.score_items`, the others from their per-item scorers
+(`workbench.evaluate.scorers`) with the default suite's settings; a metric that needs a suite's settings (labels, a
+pattern, a schema, options) or is not computed from an answer (losses) is refused when the recipe is read.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.evaluate import registry
+from workbench import metric_specs
+from workbench.evaluate import scorers
 
 NEEDS_SUITE = {
     "choice_accuracy": "the options of each item",
@@ -38,8 +39,9 @@ def generation_metrics() -> list[str]:
 
     return [
         m.name
-        for m in registry.metrics()
-        if m.name not in NEEDS_SUITE and (m.name in METRIC_KEYS or (m.score is not None and m.scope == "item"))
+        for m in metric_specs.metrics()
+        if m.name not in NEEDS_SUITE
+        and (m.name in METRIC_KEYS or (scorers.scorer(m.name) is not None and m.scope == "item"))
     ]
 
 
@@ -48,7 +50,7 @@ def metric_problem(name: str) -> str | None:
     allowed = generation_metrics()
     if name in allowed:
         return None
-    if registry.get(name) is None:
+    if metric_specs.get(name) is None:
         return f"unknown metric {name!r} (metrics computed from answers: {', '.join(allowed)})"
     if name in NEEDS_SUITE:
         return (
@@ -72,12 +74,12 @@ def mean_scores(predictions: Sequence[str], references: Sequence[str], names: Se
                 if item.get(n) is not None:
                     values[n].append(float(item[n]))
     for n in names:
-        metric = registry.get(n)
-        if n in METRIC_KEYS or metric is None or metric.score is None:
+        score = scorers.scorer(n)
+        if n in METRIC_KEYS or score is None:
             continue
         for pred, ref in zip(predictions, references, strict=True):
             try:
-                v = metric.score(pred, registry.ItemContext(ref, [ref], None, DEFAULT))
+                v = score(pred, scorers.ItemContext(ref, [ref], None, DEFAULT))
             except ValueError:  # the reference does not fit the metric (no number in it): no value for this item
                 continue
             if v is not None:

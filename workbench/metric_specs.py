@@ -1,15 +1,24 @@
 """The metric registry: every score `wb eval` can write, with what a reader needs to interpret it.
 
 In the manner of lm-evaluation-harness's `register_metric`: each metric declares its name, whether higher is better,
-whether it is 0/1 per item (then McNemar's test is reported beside the paired interval), the answer types it applies
-to and a one-line description. The report's order, the gate's path validation (`task.<metric>.<field>`), "lower is
-better" and the metric table of docs/evaluation.md all come from here, so a new metric needs no change anywhere else.
+whether it is 0/1 per item (then McNemar's test is reported beside the paired interval), whether its values are a
+rate in [0, 1], the answer types it applies to and a one-line description. Two sections:
 
-Light on purpose (standard library only): `wb report` and `wb gate` import it.
+- `set` metrics score the items of a set (the task set, a forgetting probe set, a multiple-choice set): gate paths
+  `task.<metric>.<field>` and `forgetting.<set>.<metric>.<field>`;
+- `pref` metrics score held-out preference pairs (`wb eval --prefs`, `workbench.evaluate.preference_metrics`): gate
+  paths `pref.<metric>.<field>`, fields of `runfile.PreferenceMetrics`.
+
+The run schema's rate checks and unknown-metric errors (`workbench.runfile`), the report's order and descriptions,
+the gate's path validation, "lower is better", `wb eval`'s tables and the metric tables of docs/evaluation.md all
+read this registry, so a new metric is one `register_metric` call (with its per-item scorer, or computed in bulk by
+`workbench.evaluate.metrics`). The built-in per-item scorers are in `workbench.evaluate.scorers`.
+
+Light on purpose (standard library only, floor 1): the run schema, `wb report` and `wb gate` import it.
 
 Answer types: `text` (free text judged by overlap with the reference), `number` (a final numeric answer), `choice`
 (an option letter), `label` (one of a closed label set), `json` (a JSON object), `regex` (a pattern from the suite),
-`probe` (the short-answer forgetting probes), `lm` (the likelihood of a text: losses) and `mc` (multiple-choice items
+`probe` (the short-answer forgetting probes), `lm` (the likelihood of a text: losses), `mc` (multiple-choice items
 scored by the log-likelihood of each option, `workbench.evaluate.loglik`).
 
 `scope`: `item` metrics have one value per item (averaged, bootstrapped, paired); `set` metrics exist only for a
@@ -18,31 +27,21 @@ whole set (macro F1: its interval is a bootstrap over items of the set-level num
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 AnswerType = Literal["text", "number", "choice", "label", "json", "regex", "probe", "lm", "mc"]
 ANSWER_TYPES: tuple[AnswerType, ...] = ("text", "number", "choice", "label", "json", "regex", "probe", "lm", "mc")
+Section = Literal["set", "pref"]
 
 RESERVED = frozenset(
     {"n", "kind", "corpus", "regressions", "degenerate", "classification", "settings", "metrics", "judge"}
 )
 """Keys of a set's section that are not metrics (a metric may not take one of these names)."""
 
-
-@dataclass(frozen=True)
-class ItemContext:
-    """What a per-item scorer may look at besides the answer: the item's reference(s) and options, and the suite's
-    settings (`workbench.evaluate.suite.EvalSuite`: numeric tolerance, letters, labels, JSON Schema, pattern)."""
-
-    reference: str
-    references: Sequence[str] = ()
-    options: Mapping[str, str] | None = None
-    suite: Any = None
-
-
-ItemScorer = Callable[[str, ItemContext], float | int | None]
+ItemScorer = Callable[[str, Any], float | int | None]
+"""A per-item scorer: the answer and a `workbench.evaluate.scorers.ItemContext` to its value (None: no value)."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +54,17 @@ class Metric:
     scope: Literal["item", "set"] = "item"
     length_sensitive: bool = False  # its value falls when an answer is cut short (BLEU, ROUGE, chrF)
     score: ItemScorer | None = field(default=None, compare=False)
-    """Per-item scorer; None for metrics computed in bulk (overlap metrics, losses) or per set (macro F1)."""
+    """A per-item scorer given with the metric; the built-in ones are `workbench.evaluate.scorers.scorer`'s."""
     rate: bool = False
     """Its values lie in [0, 1] (every 0/1 metric, F-measures, BLEU and chrF divided by 100); the run schema refuses
     a value outside (a hand-edited accuracy of 7.0)."""
+    section: Section = "set"
+    headline: bool = True
+    """A preference metric shown in the report's short Markdown summary (the margins are on the page only)."""
 
 
 _REGISTRY: dict[str, Metric] = {}
+_PREF: dict[str, Metric] = {}
 
 
 def register_metric(
@@ -76,7 +79,7 @@ def register_metric(
     score: ItemScorer | None = None,
     rate: bool | None = None,
 ) -> Metric:
-    """Add a metric (or replace one of the same name). Its name becomes a gate path segment and a report row.
+    """Add a set metric (or replace one of the same name). Its name becomes a gate path segment and a report row.
     `rate`: its values lie in [0, 1] (default: when it is 0/1 per item)."""
     if not name.isidentifier() or name in RESERVED:
         raise ValueError(f"metric name {name!r}: use an identifier that is not one of {', '.join(sorted(RESERVED))}")
@@ -90,21 +93,37 @@ def register_metric(
     return metric
 
 
+def register_pref_metric(name: str, description: str, *, rate: bool = False, headline: bool = True) -> Metric:
+    """Add a preference metric (`pref.<name>`): a `runfile.Stat` of `runfile.PreferenceMetrics` of that name.
+    `headline`: also a row of the report's short Markdown summary."""
+    if not name.isidentifier():
+        raise ValueError(f"preference metric name {name!r}: use an identifier")
+    metric = Metric(name, description, frozenset(), rate=rate, section="pref", headline=headline)
+    _PREF[name] = metric
+    return metric
+
+
 def unregister_metric(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
 def get(name: str) -> Metric | None:
+    """The set metric of that name (None when there is none)."""
     return _REGISTRY.get(name)
 
 
 def names() -> tuple[str, ...]:
-    """Registered metric names in registration order (the report's reading order)."""
+    """Registered set metric names in registration order (the report's reading order)."""
     return tuple(_REGISTRY)
 
 
 def metrics() -> tuple[Metric, ...]:
     return tuple(_REGISTRY.values())
+
+
+def pref_metrics() -> tuple[Metric, ...]:
+    """The preference metrics, in reading order (`pref.<name>` rows of `wb eval`, the report and the gate)."""
+    return tuple(_PREF.values())
 
 
 def is_rate(name: str) -> bool:
@@ -145,54 +164,7 @@ def markdown_table() -> str:
 
 
 # --- the built-in metrics, in reading order ---------------------------------------------------------------------
-# Scorers import `answers` when first called, so that reading the registry (wb report, wb gate) stays light.
-
-
-def _numeric(prediction: str, ctx: ItemContext) -> int:
-    from workbench.evaluate.numbers import numeric_match
-
-    return numeric_match(prediction, ctx.reference, ctx.suite.numeric.rel_tol)
-
-
-def _choice(prediction: str, ctx: ItemContext) -> int:
-    from workbench.evaluate.choices import choice_accuracy
-
-    return choice_accuracy(prediction, ctx.reference, ctx.options, ctx.suite.choices.letters)
-
-
-def _label(prediction: str, ctx: ItemContext) -> int:
-    from workbench.evaluate.answers import label_accuracy
-
-    return label_accuracy(prediction, ctx.reference, ctx.suite.labels)
-
-
-def _json_valid(prediction: str, ctx: ItemContext) -> int:
-    from workbench.evaluate.answer_format import json_valid
-
-    return json_valid(prediction)
-
-
-def _json_schema(prediction: str, ctx: ItemContext) -> int | None:
-    from workbench.evaluate.answer_format import json_schema_valid
-
-    schema = ctx.suite.json_schema
-    return None if schema is None else json_schema_valid(prediction, schema)
-
-
-def _json_fields(prediction: str, ctx: ItemContext) -> float:
-    from workbench.evaluate.answer_format import json_field_f1
-
-    return json_field_f1(prediction, ctx.reference)
-
-
-def _regex(prediction: str, ctx: ItemContext) -> int | None:
-    from workbench.evaluate.answer_format import regex_match
-
-    rx = ctx.suite.regex
-    if rx is None:
-        return None
-    return regex_match(prediction, rx.pattern, "i" if rx.ignore_case else 0, full=rx.full_match)
-
+# Their per-item scorers (where they have one) are `workbench.evaluate.scorers`'s.
 
 register_metric(
     "numeric_match",
@@ -200,21 +172,18 @@ register_metric(
     "within a relative tolerance",
     ["number"],
     binary=True,
-    score=_numeric,
 )
 register_metric(
     "choice_accuracy",
     "the chosen option letter (`B`, `(B)`, `答案是B`, or the option's text) equals the reference letter",
     ["choice"],
     binary=True,
-    score=_choice,
 )
 register_metric(
     "label_accuracy",
     "the answer, normalised against the suite's label set, is the reference label",
     ["label"],
     binary=True,
-    score=_label,
 )
 register_metric(
     "macro_f1",
@@ -223,24 +192,20 @@ register_metric(
     scope="set",
     rate=True,
 )
-register_metric(
-    "json_valid", "the answer (or its fenced block) parses as JSON", ["json"], binary=True, score=_json_valid
-)
+register_metric("json_valid", "the answer (or its fenced block) parses as JSON", ["json"], binary=True)
 register_metric(
     "json_schema_valid",
     "the answer's JSON conforms to the suite's JSON Schema",
     ["json"],
     binary=True,
-    score=_json_schema,
 )
 register_metric(
     "json_field_f1",
     "F1 of (field path, value) pairs of the answer's JSON against the reference object",
     ["json"],
-    score=_json_fields,
     rate=True,
 )
-register_metric("regex_match", "the suite's pattern is found in the answer", ["regex"], binary=True, score=_regex)
+register_metric("regex_match", "the suite's pattern is found in the answer", ["regex"], binary=True)
 register_metric(
     "accuracy",
     "the normalised reference occurs, as whole tokens, in the normalised answer (short-answer probes)",
@@ -310,4 +275,19 @@ register_metric(
     "listed (MMLU style)",
     ["mc"],
     binary=True,
+)
+
+# --- preference metrics (`wb eval --prefs`, `--reward-model`) ---------------------------------------------------
+
+register_pref_metric(
+    "implicit_accuracy",
+    "share of pairs whose chosen gains more log-probability over the reference than rejected",
+    rate=True,
+)
+register_pref_metric("implicit_margin", "mean of that log-ratio difference (nats)", headline=False)
+register_pref_metric("reward_accuracy", "share of pairs the reward model scores chosen above rejected", rate=True)
+register_pref_metric("reward_margin", "mean reward(chosen) - reward(rejected)", headline=False)
+register_pref_metric(
+    "reward_score",
+    "reward of the tuned model's task answers (base: the base model's answers to the same prompts)",
 )
