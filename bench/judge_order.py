@@ -57,20 +57,20 @@ def pairs(n: int) -> list[dict[str, Any]]:
 
 
 def run(items: list[dict[str, Any]], judge: str, scripted: Any, work: Path) -> dict[str, Any]:
-    from workbench.evaluate import pipeline
+    from workbench.evaluate import judging, pipeline
     from workbench.evaluate.config import EvalConfig
 
     preds = work / "preds.jsonl"
     preds.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
-    real = pipeline.judge_generator
+    real = judging.judge_generator
     if scripted is not None:
-        pipeline.judge_generator = lambda *a, **k: (scripted, {"scripted": True})  # type: ignore[assignment]
+        judging.judge_generator = lambda *a, **k: (scripted, {"scripted": True})  # type: ignore[assignment]
     try:
         started = time.time()
         result = pipeline.evaluate_predictions(preds, EvalConfig(probes=[], judge=judge, cache=False), work / judge)
         seconds = time.time() - started
     finally:
-        pipeline.judge_generator = real  # type: ignore[assignment]
+        judging.judge_generator = real  # type: ignore[assignment]
     rows = [json.loads(x) for x in (work / judge / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
     right = sum(r["judge"]["verdict"] == it["right"] for r, it in zip(rows, items, strict=True))
     assert result.metrics.task is not None and result.metrics.task.judge is not None

@@ -18,7 +18,8 @@ from workbench import metric_specs
 from workbench.evaluate import scorers
 from workbench.evaluate.config import EvalConfig
 from workbench.evaluate.forgetting import Item
-from workbench.evaluate.pipeline import EvalSet, score_set
+from workbench.evaluate.scoring import score_set
+from workbench.evaluate.sets import EvalSet
 from workbench.evaluate.suite import DEFAULT, load_suite
 from workbench.models.generate import Answer
 from workbench.report import gate as gating

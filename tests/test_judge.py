@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import read_jsonl, write_jsonl
 from workbench.errors import WbError
-from workbench.evaluate import judge, pipeline
+from workbench.evaluate import judge, judging
 from workbench.evaluate.config import EvalConfig
 from workbench.runfile.evals import ScoreRow
 from workbench.runfile.gate_paths import gate_path_problem, gate_paths_help
@@ -230,7 +230,7 @@ def _fake_judge(monkeypatch: pytest.MonkeyPatch, generate: judge.GenerateFn) -> 
         seen.append(spec)
         return generate, {"template": "chat", "precision": "fp32"}
 
-    monkeypatch.setattr(pipeline, "judge_generator", fake)
+    monkeypatch.setattr(judging, "judge_generator", fake)
     return seen
 
 
@@ -355,7 +355,7 @@ def test_a_local_judge_model_generates_greedily_through_the_generation_cache(
     monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
     config = EvalConfig(judge=str(tiny), probes=[])
     cache = GenerationCache(tmp_path / "gen.sqlite")
-    generate, about = pipeline.judge_generator(str(tiny), config, cache, None, None)
+    generate, about = judging.judge_generator(str(tiny), config, cache, None, None)
     verdicts = judge.judge_pairs(PAIRS[:3], judge.load_judge_prompts(), generate)
     assert cache.misses == 6 and cache.hits == 0 and about["precision"] in ("bf16", "fp32")
     replies = [c.raw for v in verdicts for c in v.calls]

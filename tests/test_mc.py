@@ -431,11 +431,11 @@ def test_mc_input_errors_are_one_line_with_exit_2(tiny: Path, tmp_path: Path, wb
 
 
 def test_rejected_rows_are_counted_named_and_warned_about(tmp_path: Path) -> None:
-    from workbench.evaluate import pipeline
+    from workbench.evaluate import scoring, sets
     from workbench.evaluate.suite import DEFAULT
 
     path = write_jsonl(tmp_path / "some_bad.jsonl", [ITEMS[0], {"question": "Q?", "choices": ["x"], "answer": "A"}])
-    s = pipeline.mc_set(path, 0, None)
+    s = sets.mc_set(path, 0, None)
     assert s.settings["rejected"] == 1 and s.settings["rejects"] == [
         f"{path}:line 2: field choices: needs at least 2 choices, got 1"
     ]
@@ -450,7 +450,7 @@ def test_rejected_rows_are_counted_named_and_warned_about(tmp_path: Path) -> Non
             predicted_letter="A",
         )
     ]
-    _, summary, warnings = pipeline.score_set(s, DEFAULT, 0)
+    _, summary, warnings = scoring.score_set(s, DEFAULT, 0)
     assert summary.kind == "mc" and summary.metrics["mc_accuracy"].tuned == 1
     assert summary.settings["rejected"] == 1
     assert any("1 rows of" in w and "line 2: field choices" in w for w in warnings)

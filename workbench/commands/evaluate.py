@@ -76,10 +76,10 @@ def eval_(
     verbose: VerboseOpt = False,
 ) -> None:
     """Score a tuned model against its base: task metrics, forgetting probes, A/B with confidence intervals."""
-    from workbench.evaluate import pipeline
+    from workbench.evaluate import judging, pipeline
 
     if import_review is not None:
-        _print_review(pipeline.import_review_into(import_review, target, output))
+        _print_review(judging.import_review_into(import_review, target, output))
         return
     if mc_prompt not in ("template", "plain"):
         raise WbError(f"--mc-prompt: {mc_prompt!r} is not one of template, plain")

@@ -6,6 +6,7 @@ defaults and descriptions to build its options, so a setting is defined once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,11 @@ from workbench.models.generate import GenerationSettings
 SHIPPED_PROBES = ("general_en", "general_zh", "general_text_en", "general_text_zh", "mc_general_en", "mc_general_zh")
 """Shipped forgetting sets (`probes/<name>.jsonl`); the `mc_` ones are multiple choice, scored by log-likelihood."""
 SHIPPED_MC = tuple(name for name in SHIPPED_PROBES if name.startswith("mc_"))
+
+ProgressFn = Callable[[str, int, int], None]
+"""Told (what, done, total) as a long phase advances (generation of a set by one model, the judge)."""
+StatusFn = Callable[[str], None]
+"""Told a line of what is happening (loading a model)."""
 
 
 class EvalConfig(BaseModel):
