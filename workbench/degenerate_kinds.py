@@ -58,6 +58,13 @@ def get(name: str) -> DegenerateKind | None:
     return _KINDS.get(name)
 
 
+def markdown_table() -> str:
+    """The degenerate-answer table of docs/evaluation.md."""
+    lines = ["| kind | what it flags |", "|---|---|"]
+    lines += [f"| `{k.name}` | {k.description} |" for k in _KINDS.values()]
+    return "\n".join(lines)
+
+
 register_degenerate_kind(
     "echo",
     "The answer repeats the prompt (or a prefix or suffix of it) instead of answering.",

@@ -163,6 +163,13 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
+def pref_markdown_table() -> str:
+    """The preference metric table of docs/evaluation.md."""
+    lines = ["| metric | in [0, 1] | what it measures |", "|---|---|---|"]
+    lines += [f"| `pref.{m.name}` | {'yes' if m.rate else ''} | {m.description} |" for m in _PREF.values()]
+    return "\n".join(lines)
+
+
 # --- the built-in metrics, in reading order ---------------------------------------------------------------------
 # Their per-item scorers (where they have one) are `workbench.evaluate.scorers`'s.
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench import metric_specs, preference_shapes
+from workbench import degenerate_kinds, metric_specs, preference_shapes
 from workbench.clean import rule_registry
 from workbench.clean.profile import Profile
 from workbench.evaluate.suite import EvalSuite
@@ -105,6 +105,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "rules": rule_registry.markdown_table,
     "metrics": metric_specs.markdown_table,
     "methods": method_registry.markdown_table,
+    "pref-metrics": metric_specs.pref_markdown_table,
+    "degenerate-kinds": degenerate_kinds.markdown_table,
     "gate-paths": _gate_paths_markdown,
     "gate-paths-yaml": _gate_paths_yaml,
     "modules": module_map,
