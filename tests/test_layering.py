@@ -51,6 +51,7 @@ FLOORS: dict[str, int] = {
     "workbench.runfile": 1,
     "workbench.metric_specs": 1,
     "workbench.degenerate_kinds": 1,
+    "workbench.score_specs": 1,
     "workbench.pairs": 1,
     "workbench.methods": 1,
     "workbench.clean": 2,

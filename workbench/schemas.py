@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench import degenerate_kinds, metric_specs, preference_shapes
+from workbench import degenerate_kinds, metric_specs, preference_shapes, score_specs
 from workbench.clean import rule_registry
 from workbench.clean.profile import Profile
 from workbench.evaluate.suite import EvalSuite
@@ -107,6 +107,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "methods": method_registry.markdown_table,
     "pref-metrics": metric_specs.pref_markdown_table,
     "degenerate-kinds": degenerate_kinds.markdown_table,
+    "scores": score_specs.markdown_table,
     "gate-paths": _gate_paths_markdown,
     "gate-paths-yaml": _gate_paths_yaml,
     "modules": module_map,
@@ -118,6 +119,7 @@ DOCS = (
     "docs/run-folder.md",
     "docs/methods.md",
     "docs/architecture.md",
+    "docs/scoring.md",
     "pipelines/gate.yaml",
 )
 _BLOCK = re.compile(

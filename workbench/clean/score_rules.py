@@ -14,6 +14,7 @@ from typing import ClassVar
 import polars as pl
 from pydantic import Field
 
+from workbench import score_specs
 from workbench.clean import rules  # noqa: F401  (the record rules register first: the docs table's order)
 from workbench.clean.rule_registry import Check, Params, rule
 
@@ -91,10 +92,6 @@ def reward_min(p: RewardMinParams) -> Check:
     return Check(v < p.min, pl.format(f"reward {{}} < reward_min {p.min}", _num(v)))
 
 
-# Scores where a lower value is better; keep_top_fraction keeps the lowest of these and the highest of the others.
-LOWER_IS_BETTER = ("ppl_answer", "ppl_answer_alone", "ppl_prompt", "loss_answer", "loss_answer_alone", "loss")
-
-
 def _keep_count(fraction: float, n: pl.Expr) -> pl.Expr:
     return (n.cast(pl.Float64) * fraction).round(0).cast(pl.Int64)
 
@@ -114,7 +111,7 @@ class KeepTopFractionParams(ScoreParams):
 
 @rule("keep_top_fraction", "Keep only the best share of the records by a score.", KeepTopFractionParams, kinds=("sft",))
 def keep_top_fraction(p: KeepTopFractionParams) -> Check:
-    higher = p.higher_is_better if p.higher_is_better is not None else p.score not in LOWER_IS_BETTER
+    higher = p.higher_is_better if p.higher_is_better is not None else score_specs.higher_is_better(p.score)
     rank, n = pl.col(f"_rank_{p.score}"), pl.col(f"_count_{p.score}")
     keep = _keep_count(p.fraction, n)
     position = rank if higher else n - 1 - rank  # 0 = best

@@ -27,7 +27,6 @@ from workbench.precision import Choice
 from workbench.records import user_text
 
 ProgressFn = Callable[[int, int], None]
-LM_SCORES = ("loss_answer", "ppl_answer", "loss_answer_alone", "ppl_answer_alone", "ifd", "ppl_prompt")
 CHUNK = 64  # examples per call of sample_losses (progress is reported between chunks)
 
 
@@ -72,7 +71,7 @@ def lm_scores(
     batch_size: int = 8,
     progress: ProgressFn | None = None,
 ) -> list[dict[str, Any]]:
-    """The scores of `LM_SCORES` (plus `answer_tokens` and `truncated`) for each record, in order."""
+    """The `lm` scores of `workbench.score_specs` (plus `answer_tokens` and `truncated`) for each record, in order."""
     from workbench.models.losses import sample_losses
 
     triples = [examples_for(loaded, r, max_length) for r in records]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench import score_specs
 from workbench.errors import WbError
 from workbench.io.jsontext import dumps_json, jsonl_line
 from workbench.io.options import default_output
@@ -24,7 +25,6 @@ from workbench.records import EXTRA, with_extra
 from workbench.score.summary import ScorePaths, summarise_all
 
 ProgressFn = Callable[[str, int, int], None]
-SCORE_NAMES = ("ppl_answer", "ppl_answer_alone", "ifd", "ppl_prompt", "loss_answer", "loss_answer_alone")
 REWARD = "reward"
 
 
@@ -134,7 +134,7 @@ def score_file(
             return [{REWARD: v} for v in values]
 
         rewards = [row[REWARD] for row in _cached(cache, rm_id, rm_settings, records, rm_compute)]
-    names = [*SCORE_NAMES, *((REWARD,) if reward_model is not None else ())]
+    names = [*score_specs.names("lm"), *((REWARD,) if reward_model is not None else ())]
     scored_rows = []
     for scores, reward in zip(lm, rewards, strict=True):
         row = dict(scores)

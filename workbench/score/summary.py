@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench import score_specs
 from workbench.errors import WbError
 
 
@@ -32,7 +33,6 @@ class ScorePaths:
 
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 BINS = 20
-LOG_SCALE = ("ppl_answer", "ppl_answer_alone", "ppl_prompt")
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -67,7 +67,7 @@ def summarise(name: str, values: Sequence[float | None]) -> dict[str, Any]:
     out: dict[str, Any] = {"records": len(values), "scored": len(present), "missing": len(values) - len(present)}
     if not present:
         return out
-    log = name in LOG_SCALE and present[0] > 0
+    log = score_specs.is_log_scale(name) and present[0] > 0
     out.update(
         {
             "min": round(present[0], 6),
