@@ -1,7 +1,8 @@
 """Every named thing of an evaluation is registered once, and a new one is one registration: a metric or a kind of
 degenerate answer registered from this test module is scored (or flagged) by `wb eval`, printed in its table and
-warnings, accepted and checked by `wb gate`, shown in the report and listed in the generated docs; the preference
-metrics the registry lists are exactly those the run schema holds."""
+warnings, accepted and checked by `wb gate`, shown in the report and listed in the generated docs; a score registered
+here is ranked the way it says by `keep_top_fraction` and listed in the docs; the preference metrics the registry
+lists are exactly those the run schema holds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 from conftest import read_jsonl, write_jsonl
 
-from workbench import degenerate_kinds, metric_specs, schemas
+from workbench import degenerate_kinds, metric_specs, schemas, score_specs
+from workbench.clean import pipeline as cleaning
+from workbench.clean.profile import from_dict
 from workbench.evaluate import scorers
 from workbench.report import gate as gating
 from workbench.report.html import build_report
@@ -121,3 +124,26 @@ def test_the_registered_preference_metrics_are_the_run_schemas_and_its_rates_are
                 PreferenceMetrics.model_validate(over)
         else:
             PreferenceMetrics.model_validate(over)
+
+
+def test_a_score_registered_in_a_test_module_sets_keep_top_fractions_direction_and_is_documented(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        {"instruction": f"q{i}", "input": "", "output": f"a{i}", "scores": {"hedging": v}}
+        for i, v in enumerate([0.9, 0.1, 0.5, 0.3])
+    ]
+    data = write_jsonl(tmp_path / "scored.jsonl", rows)
+    profile = from_dict({"name": "t", "rules": {"keep_top_fraction": {"score": "hedging", "fraction": 0.5}}})
+
+    def kept() -> list[str]:
+        cleaning.run(data, tmp_path / "clean.jsonl", profile)
+        return [r["instruction"] for r in read_jsonl(tmp_path / "clean.jsonl")]
+
+    assert kept() == ["q0", "q2"]  # an unregistered score: the highest are best
+    score_specs.register_score("hedging", "share of the answer's sentences that hedge", "lm", higher_is_better=False)
+    try:
+        assert kept() == ["q1", "q3"]
+        assert "| `hedging` | lowest | share of the answer's sentences that hedge |" in _docs("scoring.md")
+    finally:
+        score_specs.unregister_score("hedging")

@@ -41,6 +41,10 @@ def register_score(
     return spec
 
 
+def unregister_score(name: str) -> None:
+    _SCORES.pop(name, None)
+
+
 def get(name: str) -> ScoreSpec | None:
     return _SCORES.get(name)
 

@@ -157,7 +157,9 @@ def flags(
     unknown)."""
     out = {}
     for kind in degenerate_kinds.kinds():
-        check = kind.check or _BUILT_IN[kind.name]
+        check = kind.check or _BUILT_IN.get(kind.name)
+        if check is None:
+            raise ValueError(f"degenerate kind {kind.name!r} was registered without a check")
         out[kind.name] = check(prediction, prompt, generated_tokens, max_new_tokens, finished)
     return out
 
