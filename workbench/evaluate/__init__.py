@@ -8,5 +8,5 @@ overlap) → `judging` (the pairwise judge, human review) → `scoring` (per-ite
 What they use: `suite` and `config` (how answers are judged; the options), `scorers`, `answers`, `metrics`, `loglik`
 and `mc` (per-item scores; the metrics themselves are registered in `workbench.metric_specs`), `degenerate` (the
 checks of `workbench.degenerate_kinds`), `compare` (bootstrap, paired intervals, McNemar), `forgetting` (probe sets),
-`judge` and `review` (verdicts), `preference` (held-out pairs).
+`judge` and `review` (verdicts), `preference_metrics` (held-out pairs).
 """
