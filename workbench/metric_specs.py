@@ -9,6 +9,10 @@ rate in [0, 1], the answer types it applies to and a one-line description. Two s
 - `pref` metrics score held-out preference pairs (`wb eval --prefs`, `workbench.evaluate.preference_metrics`): gate
   paths `pref.<metric>.<field>`, fields of `runfile.PreferenceMetrics`.
 
+The pairwise judge's numbers (`task.judge.<field>`: win, tie and loss rates, position flips, agreement with human
+review) are not metrics of items but fields of one summary, `runfile.JudgeSummary`, whose descriptions are their one
+home (the gate paths and docs are generated from it).
+
 The run schema's rate checks and unknown-metric errors (`workbench.runfile`), the report's order and descriptions,
 the gate's path validation, "lower is better", `wb eval`'s tables and the metric tables of docs/evaluation.md all
 read this registry, so a new metric is one `register_metric` call (with its per-item scorer, or computed in bulk by
