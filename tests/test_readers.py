@@ -17,7 +17,7 @@ from conftest import write_jsonl
 
 from workbench import pairs as pdata
 from workbench.errors import WbError
-from workbench.evaluate import mc, pipeline
+from workbench.evaluate import mc, sets
 from workbench.evaluate.forgetting import load_probe_set
 from workbench.io.reader import RecordReader, read_objects
 from workbench.preference_files import read_preferences
@@ -231,7 +231,7 @@ def test_eval_set_records_carry_their_answer_type_and_options_in_every_format(tm
         pl.DataFrame([EVAL_ROWS[0], {**EVAL_ROWS[1], "options": None}]).write_parquet(path)
     else:
         path = _compressed(write_jsonl(tmp_path / "eval.jsonl", EVAL_ROWS), "gzip")
-    items = pipeline.task_items(path, None)
+    items = sets.task_items(path, None)
     assert [(it.answer_type, it.options) for it in items] == [("choice", {"A": "3", "B": "4"}), ("number", None)]
 
 
@@ -239,7 +239,7 @@ def test_a_bad_answer_type_in_a_json_eval_set_names_the_file_and_field(tmp_path:
     path = tmp_path / "eval.json"
     path.write_text(json.dumps([{**EVAL_ROWS[1], "answer_type": "vibes"}]), encoding="utf-8")
     with pytest.raises(WbError, match=r"eval\.json:\w+ 1: field answer_type: 'vibes' is not one of"):
-        pipeline.task_items(path, None)
+        sets.task_items(path, None)
 
 
 def test_predictions_and_probes_are_read_compressed_or_as_json(tmp_path: Path, wb: Any) -> None:
