@@ -15,7 +15,7 @@ import pytest
 from conftest import read_jsonl, write_jsonl
 
 from workbench import degenerate_kinds, metric_specs, schemas, score_specs
-from workbench.clean import pipeline as cleaning
+from workbench.clean import dispatch
 from workbench.clean.profile import from_dict
 from workbench.evaluate import scorers
 from workbench.report import gate as gating
@@ -137,7 +137,7 @@ def test_a_score_registered_in_a_test_module_sets_keep_top_fractions_direction_a
     profile = from_dict({"name": "t", "rules": {"keep_top_fraction": {"score": "hedging", "fraction": 0.5}}})
 
     def kept() -> list[str]:
-        cleaning.run(data, tmp_path / "clean.jsonl", profile)
+        dispatch.run(data, tmp_path / "clean.jsonl", profile)
         return [r["instruction"] for r in read_jsonl(tmp_path / "clean.jsonl")]
 
     assert kept() == ["q0", "q2"]  # an unregistered score: the highest are best
