@@ -7,11 +7,11 @@ rate in [0, 1], the answer types it applies to and a one-line description. Two s
 - `set` metrics score the items of a set (the task set, a forgetting probe set, a multiple-choice set): gate paths
   `task.<metric>.<field>` and `forgetting.<set>.<metric>.<field>`;
 - `pref` metrics score held-out preference pairs (`wb eval --prefs`, `workbench.evaluate.preference_metrics`): gate
-  paths `pref.<metric>.<field>`, fields of `runfile.PreferenceMetrics`.
+  paths `pref.<metric>.<field>`, fields of `runfile.evals.PreferenceMetrics`.
 
 The pairwise judge's numbers (`task.judge.<field>`: win, tie and loss rates, position flips, agreement with human
-review) are not metrics of items but fields of one summary, `runfile.JudgeSummary`, whose descriptions are their one
-home (the gate paths and docs are generated from it).
+review) are not metrics of items but fields of one summary, `runfile.evals.JudgeSummary`, whose descriptions are
+their one home (the gate paths and docs are generated from it).
 
 The run schema's rate checks and unknown-metric errors (`workbench.runfile`), the report's order and descriptions,
 the gate's path validation, "lower is better", `wb eval`'s tables and the metric tables of docs/evaluation.md all
@@ -98,7 +98,7 @@ def register_metric(
 
 
 def register_pref_metric(name: str, description: str, *, rate: bool = False, headline: bool = True) -> Metric:
-    """Add a preference metric (`pref.<name>`): a `runfile.Stat` of `runfile.PreferenceMetrics` of that name.
+    """Add a preference metric (`pref.<name>`): a `runfile.Stat` of `runfile.evals.PreferenceMetrics` of that name.
     `headline`: also a row of the report's short Markdown summary."""
     if not name.isidentifier():
         raise ValueError(f"preference metric name {name!r}: use an identifier")
