@@ -132,3 +132,14 @@ def test_an_eval_folder_is_found_from_the_run_or_itself(tmp_path: Path) -> None:
     with pytest.raises(WbError, match=re.escape("scores.jsonl:1: field tuned.rouge_l: ")):
         list(evaluation.scores())
     assert EvalFolder(tmp_path / "elsewhere").manifest() is None
+
+
+def test_the_log_keys_the_report_charts_are_typed_fields_of_a_log_row_and_training_keeps_them() -> None:
+    from workbench.runfile.training import LOG_KEYS, PREFERENCE_LOG_FIELDS, LogRow, kept_log_keys, shown_log_keys
+
+    row = LogRow.model_validate({k.name: 0.5 for k in LOG_KEYS if k.reported})
+    for name, field in PREFERENCE_LOG_FIELDS.items():
+        assert getattr(row, field) == 0.5, name  # the name TRL logs reads into its typed field
+    kept = kept_log_keys()
+    assert all(name in kept and f"eval_{name}" in kept for name in PREFERENCE_LOG_FIELDS)
+    assert all(key in kept for key, _ in shown_log_keys() if not key.startswith("eval_"))

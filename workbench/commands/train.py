@@ -11,15 +11,7 @@ import typer
 from workbench import console
 from workbench.commands.options import QuietOpt, SplitOpt, VerboseOpt
 from workbench.console import line
-
-SHOWN: tuple[tuple[str, str], ...] = (
-    ("loss", "loss"),
-    ("eval_loss", "eval_loss"),
-    ("learning_rate", "lr"),
-    *((k, k) for k in ("rewards/accuracies", "rewards/margins", "accuracy", "reward", "kl")),
-    ("eval_rewards/accuracies", "eval_rewards/accuracies"),
-    ("eval_accuracy", "eval_accuracy"),
-)
+from workbench.runfile.training import shown_log_keys
 
 
 @console.user_errors
@@ -56,7 +48,7 @@ def train(
         if quiet or ("loss" not in row and "eval_loss" not in row):
             return
         parts = [f"step {row['step']}"]
-        parts += [f"{label} {row[key]:.4g}" for key, label in SHOWN if isinstance(row.get(key), int | float)]
+        parts += [f"{label} {row[key]:.4g}" for key, label in shown_log_keys() if isinstance(row.get(key), int | float)]
         if "tokens_per_second" in row:
             parts.append(f"{row['tokens_per_second']:,.0f} tok/s")
         line("  ".join(parts))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -107,14 +108,55 @@ class LogRow(Open):
         }
 
 
-PREFERENCE_LOG_FIELDS = {
-    "rewards/chosen": "rewards_chosen",
-    "rewards/rejected": "rewards_rejected",
-    "rewards/margins": "rewards_margins",
-    "rewards/accuracies": "rewards_accuracies",
-    "kl": "kl",
-    "reward": "reward",
-    "accuracy": "accuracy",
-    "margin": "margin",
-}
+@dataclass(frozen=True)
+class LogKey:
+    """A number the Trainer (or a TRL trainer, under TRL's own name) logs, as wb keeps, prints and shows it."""
+
+    name: str
+    preference: bool = False  # a preference method's number: kept with `eval_` too
+    reported: bool = False  # a typed `LogRow` field (`/` read as `_`), charted and tabled by the report
+    shown: str | None = None  # its label on `wb train`'s step lines; None: not printed there
+    eval_shown: bool = False  # `eval_<name>` is printed there too
+
+    @property
+    def field(self) -> str:
+        return self.name.replace("/", "_")
+
+
+LOG_KEYS: tuple[LogKey, ...] = (
+    LogKey("loss", shown="loss"),
+    LogKey("eval_loss", shown="eval_loss"),
+    LogKey("learning_rate", shown="lr"),
+    LogKey("grad_norm"),
+    LogKey("tokens_per_second"),
+    LogKey("epoch"),
+    # TRL's preference trainers: DPO family and KTO the implicit rewards; RewardTrainer accuracy and margin; GRPO
+    # the sampled answers' reward and KL to the reference.
+    LogKey("rewards/chosen", preference=True, reported=True),
+    LogKey("rewards/rejected", preference=True, reported=True),
+    LogKey("rewards/margins", preference=True, reported=True, shown="rewards/margins"),
+    LogKey("rewards/accuracies", preference=True, reported=True, shown="rewards/accuracies", eval_shown=True),
+    LogKey("kl", preference=True, reported=True, shown="kl"),
+    LogKey("reward", preference=True, reported=True, shown="reward"),
+    LogKey("reward_std", preference=True),
+    LogKey("accuracy", preference=True, reported=True, shown="accuracy", eval_shown=True),
+    LogKey("margin", preference=True, reported=True),
+    LogKey("num_tokens", preference=True),
+)
+"""The one list of trainer_log.jsonl's logged numbers: what training keeps (`kept_log_keys`), what `wb train` prints
+on its step lines (`shown_log_keys`) and the preference numbers the report charts (`PREFERENCE_LOG_FIELDS`)."""
+
+PREFERENCE_LOG_FIELDS = {k.name: k.field for k in LOG_KEYS if k.reported}
 """Per-step preference numbers of trainer_log.jsonl (log name -> LogRow field), in the report's order."""
+
+
+def kept_log_keys() -> tuple[str, ...]:
+    """The logged numbers a run keeps in trainer_log.jsonl (besides the recipe's `eval_<metric>`s)."""
+    preference = [k.name for k in LOG_KEYS if k.preference]
+    return (*(k.name for k in LOG_KEYS), *(f"eval_{n}" for n in preference))
+
+
+def shown_log_keys() -> tuple[tuple[str, str], ...]:
+    """(key, label) of the numbers `wb train` prints on a step line, in this order."""
+    shown = [(k.name, k.shown) for k in LOG_KEYS if k.shown]
+    return (*shown, *((f"eval_{k.name}", f"eval_{k.name}") for k in LOG_KEYS if k.eval_shown))

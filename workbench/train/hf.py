@@ -24,26 +24,11 @@ from workbench.models import adapters
 from workbench.models import templates as tdata
 from workbench.models.losses import unwrap
 from workbench.output import follow_umask
+from workbench.runfile.training import kept_log_keys
 from workbench.train import guards
 from workbench.train.loss import fusable_head, trained_positions_loss
 from workbench.train.recipe import Recipe
 
-LOG_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch")
-PREFERENCE_LOG_KEYS = (
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "rewards/accuracies",
-    "kl",
-    "reward",
-    "reward_std",
-    "accuracy",
-    "margin",
-    "num_tokens",
-)
-"""What TRL's preference trainers log (DPO family and KTO: implicit rewards; RewardTrainer: accuracy and margin;
-GRPO: reward and KL to the reference), kept in trainer_log.jsonl under the same names, eval ones with `eval_`."""
-_ALL_KEYS = LOG_KEYS + PREFERENCE_LOG_KEYS + tuple(f"eval_{k}" for k in PREFERENCE_LOG_KEYS)
 # GaLore's optimisers by `galore.optimizer` (transformers' OptimizerNames; they need the galore-torch package).
 GALORE_OPTIMIZERS = {"adamw": "galore_adamw", "adamw_8bit": "galore_adamw_8bit", "adafactor": "galore_adafactor"}
 TENSORBOARD_DIR = "tensorboard"
@@ -97,7 +82,7 @@ def callbacks(
 ) -> list[Any]:
     from transformers import TrainerCallback
 
-    keys = (*_ALL_KEYS, *(f"eval_{m}" for m in eval_metrics))
+    keys = (*kept_log_keys(), *(f"eval_{m}" for m in eval_metrics))
 
     class JsonlLog(TrainerCallback):
         """Appends every log event (step, loss, eval_loss, eval_<metric>, lr, grad_norm, tokens/s) to
