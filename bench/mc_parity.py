@@ -24,6 +24,15 @@ characters for `acc_norm`. The wb side is `wb eval --model <embedded folder> --m
 
 Reports acc / acc_norm of both, and every item where the two pick differently, with each option's log-likelihood on
 both sides; the largest per-option log-likelihood difference over all items says how close the numbers are.
+
+Speed: each side runs as its own process, one after the other (lm-eval first), pinned to the same core (`taskset -c
+CORE`, default 1) with OMP_NUM_THREADS=MKL_NUM_THREADS=1 (`--threads`), and is timed from outside: items per second
+of wall time and items per CPU-second (user + system time of the process and its children, from `getrusage`), both
+for the whole process (imports, model load, dataset build and scoring: what a user waits for). wb does more work per
+item than lm-eval here: it also scores the letters (`mc_letter_accuracy`, MMLU's `A. ... Answer:` prompt), one more
+row per item. The 1-minute load average at the start and end of each side is stored: on a shared machine it moves
+both sides, so the ratio is the figure to read.
+
 Writes `bench/out/mc_parity.json`. Run: `/work/main/.venv/bin/python bench/mc_parity.py` (a few minutes on 2 cores).
 A measurement, not a test: exit status 0 unless a side fails to run (then the error text is printed).
 """
@@ -33,6 +42,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,6 +97,48 @@ json.dump({"version": lm_eval.__version__, "seconds": time.time() - started,
 """
 
 
+WB_RUNNER = r"""
+import json, sys, time
+from pathlib import Path
+from workbench.evaluate import pipeline
+from workbench.evaluate.config import EvalConfig
+from workbench.models.generate import GenerationSettings
+model_dir, items, out, batch = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+config = EvalConfig(
+    probes=[], mc=[items], mc_prompt="plain", base=False,
+    generation=GenerationSettings(batch_size=batch, precision="fp32"), cache=False,
+)
+started = time.time()
+result = pipeline.evaluate(model_dir, config, out / "wb")
+seconds = time.time() - started
+rows = [json.loads(x) for x in (out / "wb" / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
+section = result.metrics.model_dump(mode="json", exclude_none=True)["forgetting"][Path(items).stem]["metrics"]
+json.dump({"seconds": seconds, "acc": section["mc_accuracy"]["tuned"], "acc_norm": section["mc_accuracy_norm"]["tuned"],
+           "rows": rows}, open(out / "wb.json", "w"), ensure_ascii=False)
+"""
+
+
+def run_pinned(name: str, argv: list[str], env: dict[str, str], core: int | None, threads: int) -> dict[str, Any]:
+    """Runs one side as its own process (pinned to `core` when given, `threads` threads) and times it from outside:
+    wall seconds, CPU seconds (user + system of the process and its children) and the load around it."""
+    env = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if core is not None:
+        if shutil.which("taskset") is None:
+            raise SystemExit("taskset not found: install util-linux or pass --core -1 (no pinning)")
+        argv = ["taskset", "-c", str(core), *argv]
+    load_before = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-25:])
+        raise SystemExit(f"{name} failed (exit {done.returncode}):\n{tail}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "load_1min": [load_before, os.getloadavg()[0]], "core": core}
+
+
 def task_yaml(items: Path, n_choices: int) -> str:
     letters = [chr(ord("A") + i) for i in range(n_choices)]
     return (
@@ -110,53 +163,28 @@ def task_yaml(items: Path, n_choices: int) -> str:
     )
 
 
-def run_lm_eval(python: Path, model_dir: Path, items: Path, n_choices: int, batch: int, work: Path) -> dict[str, Any]:
+def run_lm_eval(
+    python: Path, model_dir: Path, items: Path, n_choices: int, batch: int, work: Path, core: int | None, threads: int
+) -> dict[str, Any]:
     task_dir = work / "tasks"
     task_dir.mkdir()
     (task_dir / f"{TASK}.yaml").write_text(task_yaml(items, n_choices), encoding="utf-8")
     out = work / "lm_eval.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["HF_DATASETS_CACHE"] = str(work / "hf_datasets")  # a fresh cache: nothing left over from elsewhere
-    done = subprocess.run(
-        [str(python), "-c", LM_EVAL_RUNNER, str(model_dir), str(task_dir), str(out), str(batch), TASK],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0 or not out.is_file():
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-25:])
-        raise SystemExit(f"lm-eval failed (exit {done.returncode}):\n{tail}")
+    argv = [str(python), "-c", LM_EVAL_RUNNER, str(model_dir), str(task_dir), str(out), str(batch), TASK]
+    process = run_pinned("lm-eval", argv, env, core, threads)
     result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    return result
+    return {**result, "process": process}
 
 
-def run_wb(model_dir: Path, items: Path, batch: int, work: Path) -> dict[str, Any]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from workbench.evaluate import pipeline
-    from workbench.evaluate.config import EvalConfig
-    from workbench.models.generate import GenerationSettings
-
-    config = EvalConfig(
-        probes=[],
-        mc=[str(items)],
-        mc_prompt="plain",
-        base=False,
-        generation=GenerationSettings(batch_size=batch, precision="fp32"),
-        cache=False,
-    )
-    started = time.time()
-    result = pipeline.evaluate(str(model_dir), config, work / "wb")
-    seconds = time.time() - started
-    rows = [json.loads(x) for x in (work / "wb" / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
-    section = result.metrics.model_dump(mode="json", exclude_none=True)["forgetting"][items.stem]["metrics"]
-    return {
-        "seconds": seconds,
-        "acc": section["mc_accuracy"]["tuned"],
-        "acc_norm": section["mc_accuracy_norm"]["tuned"],
-        "rows": rows,
-    }
+def run_wb(model_dir: Path, items: Path, batch: int, work: Path, core: int | None, threads: int) -> dict[str, Any]:
+    """`wb eval --mc ITEMS --mc-prompt plain --no-probes --precision fp32` as a library call, in its own process."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", WB_RUNNER, str(model_dir), str(items), str(work), str(batch)]
+    process = run_pinned("wb", argv, env, core, threads)
+    result: dict[str, Any] = json.loads((work / "wb.json").read_text(encoding="utf-8"))
+    return {**result, "process": process}
 
 
 def compare(wb: dict[str, Any], lm: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -196,6 +224,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="Only the first N items (a quick check).")
     ap.add_argument("--lm-eval-python", type=Path, default=DEFAULT_PYTHON)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--core", type=int, default=1, help="The core both sides are pinned to (taskset); -1: none.")
+    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / MKL_NUM_THREADS of both sides.")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
 
@@ -212,15 +242,37 @@ def main() -> None:
         subset = work / f"{args.file.stem}.jsonl"
         subset.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
         load = os.getloadavg()
-        lm = run_lm_eval(args.lm_eval_python, model_dir, subset, n_choices, args.batch_size, work)
-        wb = run_wb(model_dir, subset, args.batch_size, work)
+        core = None if args.core < 0 else args.core
+        lm = run_lm_eval(args.lm_eval_python, model_dir, subset, n_choices, args.batch_size, work, core, args.threads)
+        wb = run_wb(model_dir, subset, args.batch_size, work, core, args.threads)
     found = compare(wb, lm, items)
-    print(f"{len(items)} items of {args.file.name}, embedded model {model_dir.name}, fp32, zero-shot")
-    rows = [
-        ["wb", f"{wb['acc']:.4f}", f"{wb['acc_norm']:.4f}", f"{wb['seconds']:.0f}"],
-        [f"lm-eval {lm['version']}", f"{lm['acc']:.4f}", f"{lm['acc_norm']:.4f}", f"{lm['seconds']:.0f}"],
-    ]
-    print(table(["scorer", "acc", "acc_norm", "seconds"], rows))
+    n = len(items)
+    pinned = f"core {core}" if core is not None else "not pinned"
+    print(
+        f"{n} items of {args.file.name}, embedded model {model_dir.name}, fp32, zero-shot, {pinned}, {args.threads} thr"
+    )
+    rows = []
+    for name, side in (("wb", wb), (f"lm-eval {lm['version']}", lm)):
+        p = side["process"]
+        rows.append(
+            [
+                name,
+                f"{side['acc']:.4f}",
+                f"{side['acc_norm']:.4f}",
+                f"{p['wall_s']:.1f}",
+                f"{p['cpu_s']:.1f}",
+                f"{n / p['wall_s']:.3f}",
+                f"{n / p['cpu_s']:.3f}",
+                f"{p['load_1min'][0]:.1f}-{p['load_1min'][1]:.1f}",
+            ]
+        )
+    head = ["scorer", "acc", "acc_norm", "wall s", "CPU s", "items/s", "items/CPU-s", "load"]
+    print(table(head, rows))
+    speed = {
+        "items_per_s": lm["process"]["wall_s"] / wb["process"]["wall_s"],
+        "items_per_cpu_s": lm["process"]["cpu_s"] / wb["process"]["cpu_s"],
+    }
+    print(f"wb / lm-eval: {speed['items_per_s']:.2f}x items/s, {speed['items_per_cpu_s']:.2f}x items per CPU-second")
     print(f"largest per-option log-likelihood difference: {found['max_loglik_gap']:.2e} nats")
     print(f"items whose rendered context differs: {found['context_mismatches']}")
     print(f"items where the picks differ: {len(found['differing'])}")
@@ -236,6 +288,8 @@ def main() -> None:
         "items": len(items),
         "model": str(model_dir),
         "load_average_at_start": load,
+        "threads": args.threads,
+        "speed_ratio_wb_over_lm_eval": speed,
         "wb": {k: v for k, v in wb.items() if k != "rows"},
         "lm_eval": {k: v for k, v in lm.items() if k != "samples"},
         **found,
