@@ -59,12 +59,13 @@ DEFAULT_OUT = ROOT / "bench" / "out"
 DEFAULT_FILE = ROOT / "workbench" / "evaluate" / "probes" / "mc_general_en.jsonl"
 DEFAULT_PYTHON = Path("/work/bench-venv/bin/python")
 TASK = "wb_mc_parity"
+LETTERS_TASK = "wb_mc_parity_letters"
 
 LM_EVAL_RUNNER = r"""
 import json, sys, time
 import lm_eval
 from lm_eval.tasks import TaskManager
-model_dir, task_dir, out, batch, task = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+model_dir, task_dir, out, batch, tasks = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(",")
 def context_of(arguments):
     if isinstance(arguments, dict):
         return arguments["gen_args_0"]["arg_0"]
@@ -73,27 +74,28 @@ started = time.time()
 res = lm_eval.simple_evaluate(
     model="hf",
     model_args=f"pretrained={model_dir},dtype=float32,device=cpu,trust_remote_code=False",
-    tasks=[task],
+    tasks=tasks,
     task_manager=TaskManager(include_path=task_dir),
     batch_size=batch,
     log_samples=True,
     num_fewshot=0,
 )
-samples = []
-for s in res["samples"][task]:
-    samples.append({
-        "doc_id": s["doc_id"],
-        "id": s["doc"].get("id"),
-        "target": s["target"],
-        "logliks": [float(r[0]) for r in s["filtered_resps"]],
-        "acc": s["acc"],
-        "acc_norm": s["acc_norm"],
-        "context": context_of(s["arguments"]),
-    })
-metrics = res["results"][task]
-json.dump({"version": lm_eval.__version__, "seconds": time.time() - started,
-           "acc": metrics.get("acc,none"), "acc_norm": metrics.get("acc_norm,none"), "samples": samples},
-          open(out, "w"), ensure_ascii=False)
+report = {"version": lm_eval.__version__, "seconds": time.time() - started}
+for task in tasks:
+    samples = []
+    for s in res["samples"][task]:
+        samples.append({
+            "doc_id": s["doc_id"],
+            "id": s["doc"].get("id"),
+            "target": s["target"],
+            "logliks": [float(r[0]) for r in s["filtered_resps"]],
+            "acc": s["acc"],
+            "acc_norm": s["acc_norm"],
+            "context": context_of(s["arguments"]),
+        })
+    metrics = res["results"][task]
+    report[task] = {"acc": metrics.get("acc,none"), "acc_norm": metrics.get("acc_norm,none"), "samples": samples}
+json.dump(report, open(out, "w"), ensure_ascii=False)
 """
 
 
@@ -114,7 +116,8 @@ seconds = time.time() - started
 rows = [json.loads(x) for x in (out / "wb" / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
 section = result.metrics.model_dump(mode="json", exclude_none=True)["forgetting"][Path(items).stem]["metrics"]
 json.dump({"seconds": seconds, "acc": section["mc_accuracy"]["tuned"], "acc_norm": section["mc_accuracy_norm"]["tuned"],
-           "rows": rows}, open(out / "wb.json", "w"), ensure_ascii=False)
+           "letter_acc": section["mc_letter_accuracy"]["tuned"], "rows": rows}, open(out / "wb.json", "w"),
+          ensure_ascii=False)
 """
 
 
@@ -139,18 +142,26 @@ def run_pinned(name: str, argv: list[str], env: dict[str, str], core: int | None
     return {"wall_s": wall, "cpu_s": cpu, "load_1min": [load_before, os.getloadavg()[0]], "core": core}
 
 
-def task_yaml(items: Path, n_choices: int) -> str:
+def task_yaml(items: Path, n_choices: int, letters_task: bool = False) -> str:
+    """lm-eval's default zero-shot prompt over the options, or (letters_task) MMLU's: the question, `A. ...` lines
+    and `Answer:`, each letter a continuation, which is what wb's `mc_letter_accuracy` scores."""
     letters = [chr(ord("A") + i) for i in range(n_choices)]
+    if letters_task:
+        text = (
+            "{{question}}{% for c in choices %}\n{{'"
+            + "".join(letters)
+            + "'[loop.index0]}}. {{c}}{% endfor %}\nAnswer:"
+        )
+        head = f"task: {LETTERS_TASK}\ndoc_to_text: {json.dumps(text)}\ndoc_to_choice: {json.dumps(letters)}\n"
+    else:
+        head = f'task: {TASK}\ndoc_to_text: "Question: {{{{question}}}}\\nAnswer:"\ndoc_to_choice: choices\n'
     return (
-        f"task: {TASK}\n"
-        "dataset_path: json\n"
+        head + "dataset_path: json\n"
         "dataset_kwargs:\n"
         "  data_files:\n"
         f"    test: {json.dumps(str(items))}\n"
         "test_split: test\n"
         "output_type: multiple_choice\n"
-        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
-        "doc_to_choice: choices\n"
         f'doc_to_target: "{{{{{letters}.index(answer)}}}}"\n'
         'target_delimiter: " "\n'
         "metric_list:\n"
@@ -164,18 +175,30 @@ def task_yaml(items: Path, n_choices: int) -> str:
 
 
 def run_lm_eval(
-    python: Path, model_dir: Path, items: Path, n_choices: int, batch: int, work: Path, core: int | None, threads: int
+    python: Path,
+    model_dir: Path,
+    items: Path,
+    n_choices: int,
+    batch: int,
+    work: Path,
+    core: int | None,
+    threads: int,
+    letters: bool,
 ) -> dict[str, Any]:
     task_dir = work / "tasks"
     task_dir.mkdir()
-    (task_dir / f"{TASK}.yaml").write_text(task_yaml(items, n_choices), encoding="utf-8")
+    tasks = [TASK, LETTERS_TASK] if letters else [TASK]
+    for task in tasks:
+        yaml = task_yaml(items, n_choices, letters_task=task == LETTERS_TASK)
+        (task_dir / f"{task}.yaml").write_text(yaml, encoding="utf-8")
     out = work / "lm_eval.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["HF_DATASETS_CACHE"] = str(work / "hf_datasets")  # a fresh cache: nothing left over from elsewhere
-    argv = [str(python), "-c", LM_EVAL_RUNNER, str(model_dir), str(task_dir), str(out), str(batch), TASK]
+    argv = [str(python), "-c", LM_EVAL_RUNNER, str(model_dir), str(task_dir), str(out), str(batch), ",".join(tasks)]
     process = run_pinned("lm-eval", argv, env, core, threads)
     result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    return {**result, "process": process}
+    main = result.pop(TASK)
+    return {**result, **main, "letters": result.pop(LETTERS_TASK, None), "process": process}
 
 
 def run_wb(model_dir: Path, items: Path, batch: int, work: Path, core: int | None, threads: int) -> dict[str, Any]:
@@ -218,6 +241,19 @@ def compare(wb: dict[str, Any], lm: dict[str, Any], items: list[dict[str, Any]])
     return {"differing": differing, "max_loglik_gap": max_gap, "context_mismatches": context_mismatch}
 
 
+def compare_letters(wb: dict[str, Any], letters: dict[str, Any]) -> dict[str, Any]:
+    """wb's letter scores (`mc_letter_accuracy`) against lm-eval's MMLU-prompt task on the same items."""
+    by_doc = {s["doc_id"]: s for s in letters["samples"]}
+    max_gap, differ, mismatch = 0.0, 0, 0
+    for k, row in enumerate(wb["rows"]):
+        s = by_doc[k]
+        ours = [c["loglik"] for c in row["tuned"]["mc"]["letters"]]
+        max_gap = max(max_gap, *(abs(a - b) for a, b in zip(ours, s["logliks"], strict=True)))
+        mismatch += int(s["context"] != row["tuned"]["mc"]["letter_context"])
+        differ += int(int(row["tuned"]["mc_letter_accuracy"]) != int(s["acc"]))
+    return {"max_loglik_gap": max_gap, "context_mismatches": mismatch, "items_scored_differently": differ}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help="A JSONL MC file (question, choices, answer).")
@@ -226,6 +262,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--core", type=int, default=1, help="The core both sides are pinned to (taskset); -1: none.")
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / MKL_NUM_THREADS of both sides.")
+    ap.add_argument(
+        "--letters",
+        action="store_true",
+        help="lm-eval also runs MMLU's letter prompt, the work wb's mc_letter_accuracy does: the same work both sides.",
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
 
@@ -243,14 +284,19 @@ def main() -> None:
         subset.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
         load = os.getloadavg()
         core = None if args.core < 0 else args.core
-        lm = run_lm_eval(args.lm_eval_python, model_dir, subset, n_choices, args.batch_size, work, core, args.threads)
+        lm = run_lm_eval(
+            args.lm_eval_python, model_dir, subset, n_choices, args.batch_size, work, core, args.threads, args.letters
+        )
         wb = run_wb(model_dir, subset, args.batch_size, work, core, args.threads)
     found = compare(wb, lm, items)
+    letters = compare_letters(wb, lm["letters"]) if lm["letters"] is not None else None
     n = len(items)
     pinned = f"core {core}" if core is not None else "not pinned"
     print(
         f"{n} items of {args.file.name}, embedded model {model_dir.name}, fp32, zero-shot, {pinned}, {args.threads} thr"
     )
+    work_done = "options and letters" if letters is not None else "options; wb also scores the letters"
+    print(f"lm-eval's tasks: {work_done}")
     rows = []
     for name, side in (("wb", wb), (f"lm-eval {lm['version']}", lm)):
         p = side["process"]
@@ -283,15 +329,24 @@ def main() -> None:
         )
         print(f"    wb      {[round(x, 5) for x in d['wb']['logliks']]}")
         print(f"    lm-eval {[round(x, 5) for x in d['lm_eval']['logliks']]}")
+    if letters is not None:
+        lm_letter_acc = lm["letters"]["acc"]
+        print(
+            f"letters: wb mc_letter_accuracy {wb['letter_acc']:.4f}, lm-eval (MMLU prompt) acc {lm_letter_acc:.4f}; "
+            f"largest difference {letters['max_loglik_gap']:.2e} nats; contexts differing "
+            f"{letters['context_mismatches']}; items scored differently {letters['items_scored_differently']}"
+        )
     report = {
         "file": str(args.file),
+        "lm_eval_letters_task": args.letters,
+        "letters": letters,
         "items": len(items),
         "model": str(model_dir),
         "load_average_at_start": load,
         "threads": args.threads,
         "speed_ratio_wb_over_lm_eval": speed,
         "wb": {k: v for k, v in wb.items() if k != "rows"},
-        "lm_eval": {k: v for k, v in lm.items() if k != "samples"},
+        "lm_eval": {k: v for k, v in lm.items() if k not in ("samples", "letters")},
         **found,
         "git": git_state(),
         "versions": versions(["torch", "transformers"]),
