@@ -4,7 +4,7 @@ lm-evaluation-harness runs in a SEPARATE virtual environment, so its dependencie
 
     python3 -m venv /work/bench-venv
     /work/bench-venv/bin/pip install torch==2.13.0          # the CPU build wb pins (from the local wheel folder)
-    /work/bench-venv/bin/pip install "lm-eval[hf]==0.4.13"  # brings transformers 5.24.0, datasets 5.2.0, peft
+    /work/bench-venv/bin/pip install "lm-eval[hf]==0.4.13"  # brings transformers 5.25.0, datasets 5.2.0, peft
 
 (`--lm-eval-python` points at another interpreter.) Nothing is downloaded at run time: both sides read the embedded
 model's local safetensors folder (`workbench.models.embedded.embedded_model_dir()`) with HF_HUB_OFFLINE=1 and
