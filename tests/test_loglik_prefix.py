@@ -1,7 +1,8 @@
 """Prefix reuse in `workbench.models.loglik`: the continuations after one context run as one row (the context once,
 each continuation as a tree after it) and every log-likelihood is still that of its full row scored alone — options
 of different token lengths, an option that is a prefix of another, Chinese text, a context whose last token merges
-with the continuation (lm-eval's `_encode_pair` split, then its own full row), bf16, and prefix tuning (full rows)."""
+with the continuation (lm-eval's `_encode_pair` split, then its own full row), bf16, prefix tuning and rows longer than a
+sliding window (full rows)."""
 
 from __future__ import annotations
 
@@ -165,3 +166,18 @@ def test_a_prefix_tuning_adapter_scores_full_rows_with_its_virtual_tokens(
     assert all(c["attention_mask"].dim() == 2 for c in calls)  # virtual tokens need the 2D mask: full rows
     without, _ = _full_row(base, tok, requests[0].context, requests[0].continuation)
     assert got[0][0] != pytest.approx(without, abs=1e-3)  # the virtual tokens did count
+
+
+@torch_needed
+def test_rows_longer_than_a_sliding_window_run_whole_since_a_4d_mask_would_replace_the_window(
+    loaded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.models.loglik import loglikelihoods
+
+    requests = _requests(REQUESTS[:3])
+    expected = [_full_row(loaded.model, loaded.tokenizer, r.context, r.continuation) for r in requests]
+    monkeypatch.setattr(loaded.model.config, "sliding_window", 8, raising=False)  # Llama ignores it: same sums
+    calls = _count_rows(loaded.model, monkeypatch)
+    got = loglikelihoods(loaded, requests, precision="fp32")
+    assert all(c["attention_mask"].dim() == 2 for c in calls)  # the model builds its own (windowed) mask
+    assert [v for v, _ in got] == pytest.approx([v for v, _ in expected], abs=1e-4)

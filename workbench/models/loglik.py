@@ -10,7 +10,8 @@ token attending the context and its own earlier tokens only, at the position it 
 mask and position ids; a continuation that is a prefix of another shares its tokens). The scores are those of each
 full row alone, up to float rounding, while the context runs once per item instead of once per option: lm-eval runs
 each option's full row. Where the joined ids do not start with the context's own ids (the boundary tokenised
-differently), under prompt learning (virtual tokens need a 2D mask) and under eager attention, each distinct full row
+differently), under prompt learning (virtual tokens need a 2D mask), under eager attention and where a row is longer
+than the model's sliding window (the 4D mask would replace it), each distinct full row
 (context + continuation, less its last token) runs once instead. Rows are sorted by length and right-padded, and the
 output head runs only on the scored positions where the model allows it. The forward passes run in the precision
 `workbench.precision` picks (`auto`: bf16 autocast on a CPU with native bf16 units, else fp32; the weights are never
@@ -174,6 +175,9 @@ def _compute(
         # A tree row needs a 4D boolean mask and position ids: sdpa takes them as given. Prompt learning prepends
         # virtual tokens to a 2D mask, and eager attention would add a boolean mask: those run full rows.
         shared = masked_head and getattr(model.config, "_attn_implementation", None) == "sdpa"
+        window = getattr(model.config, "sliding_window", None)
+        if isinstance(window, int) and max(len(whole) for whole, _, _ in encoded) > window:
+            shared = False  # the 4D mask would replace the model's sliding window: full rows, exact as before
         rows, places = _plan(encoded, shared)
         needed: list[dict[int, set[int]]] = [{} for _ in rows]  # row -> position -> tokens scored there
         per_row = [0] * len(rows)
