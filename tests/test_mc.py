@@ -477,5 +477,8 @@ def test_letters_of_one_item_share_one_forward_pass(
     ]
     tok = loaded.tokenizer
     distinct = {tuple(tok(a + b, add_special_tokens=False)["input_ids"][:-1]) for a, b in requests}
-    # Each distinct token row runs once: the letters of an item (one token each after the same context) share one.
-    assert sum(rows) == len(distinct) <= 11 + len(items) < len(requests)
+    contexts = {a for a, _ in requests}
+    # Each context runs once, as one row with its continuations after it: the letters of an item (one token each
+    # after the same context) share one row, and so do its options (prefix reuse), so the rows are fewer than the
+    # distinct full rows (what ran before prefix reuse), which are fewer than the requests.
+    assert sum(rows) == len(contexts) == 2 * len(items) < len(distinct) <= 11 + len(items) < len(requests)

@@ -4,8 +4,15 @@ scoring and preference accuracy use.
 As in lm-evaluation-harness's `_encode_pair`, trailing whitespace of the context moves into the continuation, the
 whole text is tokenised once and the continuation's tokens are those after the context's.
 
-Batched across requests: each distinct token row (context + continuation, less its last token) runs once, so
-continuations that are one token each share one forward pass; rows are sorted by length, right-padded, and the
+Prefix reuse: the requests whose token ids agree up to the continuation (the options of one item, the letters of
+one item) run as ONE row: the shared context once, then every continuation's tokens as a tree after it, each tree
+token attending the context and its own earlier tokens only, at the position it holds in its full row (a 4D boolean
+mask and position ids; a continuation that is a prefix of another shares its tokens). The scores are those of each
+full row alone, up to float rounding, while the context runs once per item instead of once per option: lm-eval runs
+each option's full row. Where the joined ids do not start with the context's own ids (the boundary tokenised
+differently), under prompt learning (virtual tokens need a 2D mask), under eager attention and where a row is longer
+than the model's sliding window (the 4D mask would replace it), each distinct full row
+(context + continuation, less its last token) runs once instead. Rows are sorted by length and right-padded, and the
 output head runs only on the scored positions where the model allows it. The forward passes run in the precision
 `workbench.precision` picks (`auto`: bf16 autocast on a CPU with native bf16 units, else fp32; the weights are never
 cast, the log-softmax is taken in fp32), as generation does. Results are cached by model identity + context +
@@ -19,7 +26,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +85,73 @@ def loglikelihoods(
     return [v if v is not None else (0.0, 0) for v in out]
 
 
-def _encode(tokenizer: Any, r: Request, max_length: int) -> tuple[list[int], int]:
-    """Token ids of context + continuation (left-truncated to max_length + 1) and where the continuation starts."""
+def _encode(tokenizer: Any, r: Request, max_length: int) -> tuple[list[int], int, bool]:
+    """Token ids of context + continuation (left-truncated to max_length + 1), where the continuation starts, and
+    whether the joined ids start with the context's own ids (False where the boundary tokenised differently)."""
     whole = tokenizer(r.context + r.continuation, add_special_tokens=False)["input_ids"]
-    n_ctx = len(tokenizer(r.context, add_special_tokens=False)["input_ids"]) if r.context else 0
-    n_ctx = min(n_ctx, len(whole) - 1)  # a continuation always keeps at least one token
+    context = tokenizer(r.context, add_special_tokens=False)["input_ids"] if r.context else []
+    n_ctx = min(len(context), len(whole) - 1)  # a continuation always keeps at least one token
     if n_ctx < 1:
         raise ValueError("a multiple-choice context must have at least one token")
+    clean = whole[: len(context)] == context and n_ctx == len(context)
     cut = max(0, len(whole) - (max_length + 1))
-    return whole[cut:], n_ctx - cut if n_ctx > cut else 1
+    return whole[cut:], n_ctx - cut if n_ctx > cut else 1, clean
+
+
+@dataclass
+class _Row:
+    """One input row of a forward pass: a shared prefix (causal), then a tree of continuation tokens after it. Each
+    tree token attends the whole prefix and its own ancestors only, at the position it would hold in its full row, so
+    its hidden states are those of the full row (`context + continuation`, less the last token) it stands for."""
+
+    prefix: int  # how many leading positions are the shared prefix
+    ids: list[int]
+    parents: list[int]  # per position: the position it continues (-1 at the first); the prefix is a chain
+    depth: list[int]  # per position: its position id in the full row
+    nodes: dict[tuple[int, int], int] = field(default_factory=dict)  # (parent position, token) -> position
+
+
+def _prefix_row(prefix: list[int]) -> _Row:
+    return _Row(len(prefix), list(prefix), list(range(-1, len(prefix) - 1)), list(range(len(prefix))))
+
+
+def _plan(
+    encoded: list[tuple[list[int], int, bool]], shared: bool
+) -> tuple[list[_Row], list[list[tuple[int, int, int]]]]:
+    """Input rows and, per request, the (row, position, token) of each continuation token it scores.
+
+    shared: the requests whose token ids agree up to their continuation's start (lm-eval's split: the whole text
+    tokenised once, the continuation is what follows the context's token count) share one row: that prefix once,
+    then each continuation's tokens as a tree after it. A request whose joined ids do not start with its context's
+    own ids (the boundary merged differently) runs its full row instead, as do all requests when not shared: each
+    distinct full row (less its last token) once."""
+    rows: list[_Row] = []
+    by_prefix: dict[tuple[int, ...], int] = {}
+    places: list[list[tuple[int, int, int]]] = []
+    for whole, start, clean in encoded:
+        split = start if shared and clean else len(whole) - 1
+        key = tuple(whole[:split])
+        r = by_prefix.get(key)
+        if r is None:
+            r = by_prefix[key] = len(rows)
+            rows.append(_prefix_row(list(key)))
+        row = rows[r]
+        here = split - 1  # the position holding whole[split - 1]
+        mine: list[tuple[int, int, int]] = []
+        for t in range(start, len(whole)):  # token t is predicted by the position holding token t - 1
+            if t - 1 >= split:  # a tree token: find or add the node holding whole[t - 1] after `here`
+                node = row.nodes.get((here, whole[t - 1]))
+                if node is None:
+                    node = row.nodes[(here, whole[t - 1])] = len(row.ids)
+                    row.ids.append(whole[t - 1])
+                    row.parents.append(here)
+                    row.depth.append(row.depth[here] + 1)
+                here = node
+                mine.append((r, here, whole[t]))
+            else:
+                mine.append((r, t - 1, whole[t]))
+        places.append(mine)
+    return rows, places
 
 
 def _compute(
@@ -102,47 +167,56 @@ def _compute(
 
     tokenizer = loaded.tokenizer
     encoded = [_encode(tokenizer, r, max_length) for r in requests]
-    rows: dict[tuple[int, ...], int] = {}  # distinct input rows (each sequence less its last token)
-    targets: list[tuple[int, int, list[int]]] = []  # per request: row, first scored position, tokens
-    for whole, start in encoded:
-        key = tuple(whole[:-1])
-        row = rows.setdefault(key, len(rows))
-        targets.append((row, start - 1, whole[start:]))
-    row_ids = list(rows)
-    needed: list[dict[int, set[int]]] = [{} for _ in row_ids]  # row -> position -> tokens scored there
-    for row, first, tokens in targets:
-        for j, t in enumerate(tokens):
-            needed[row].setdefault(first + j, set()).add(t)
-    logprobs: list[dict[tuple[int, int], float]] = [{} for _ in row_ids]  # row -> (position, token) -> log-prob
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(row_ids)), key=lambda i: (len(row_ids[i]), i))
     done = total - len(requests)
-    per_row = [0] * len(row_ids)
-    for row, _, _ in targets:
-        per_row[row] += 1
     with loaded.active_model() as model, torch.inference_mode(), choice.autocast():
         device = next(model.parameters()).device
         masked_head = not prompt_learning(model)
+        # A tree row needs a 4D boolean mask and position ids: sdpa takes them as given. Prompt learning prepends
+        # virtual tokens to a 2D mask, and eager attention would add a boolean mask: those run full rows.
+        shared = masked_head and getattr(model.config, "_attn_implementation", None) == "sdpa"
+        window = getattr(model.config, "sliding_window", None)
+        if isinstance(window, int) and max(len(whole) for whole, _, _ in encoded) > window:
+            shared = False  # the 4D mask would replace the model's sliding window: full rows, exact as before
+        rows, places = _plan(encoded, shared)
+        needed: list[dict[int, set[int]]] = [{} for _ in rows]  # row -> position -> tokens scored there
+        per_row = [0] * len(rows)
+        for mine in places:
+            for r, pos, t in mine:
+                needed[r].setdefault(pos, set()).add(t)
+            per_row[mine[0][0]] += 1
+        logprobs: list[dict[tuple[int, int], float]] = [{} for _ in rows]  # row -> (position, token) -> log-prob
+        order = sorted(range(len(rows)), key=lambda i: (len(rows[i].ids), i))
         for lo in range(0, len(order), batch_size):
             batch = order[lo : lo + batch_size]
-            longest = max(len(row_ids[i]) for i in batch)
+            longest = max(len(rows[i].ids) for i in batch)
             ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
             keep = torch.zeros((len(batch), longest), dtype=torch.bool)
+            inputs: dict[str, Any] = {}
+            if shared:
+                mask = torch.zeros((len(batch), 1, longest, longest), dtype=torch.bool)
+                positions = torch.arange(longest, dtype=torch.long).repeat(len(batch), 1)
+                for b, i in enumerate(batch):
+                    _tree_mask(rows[i], mask[b, 0], positions[b])
+                inputs["position_ids"] = positions.to(device)
+            else:
+                mask = torch.zeros((len(batch), longest), dtype=torch.long)
+                for b, i in enumerate(batch):
+                    mask[b, : len(rows[i].ids)] = 1
             for b, i in enumerate(batch):
-                ids[b, : len(row_ids[i])] = torch.tensor(row_ids[i], dtype=torch.long)
-                mask[b, : len(row_ids[i])] = 1
+                ids[b, : len(rows[i].ids)] = torch.tensor(rows[i].ids, dtype=torch.long)
                 keep[b, sorted(needed[i])] = True
-            ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
+            ids, keep = ids.to(device), keep.to(device)
+            inputs["attention_mask"] = mask.to(device)
             picked = None
             if masked_head:
-                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+                logits = model(input_ids=ids, logits_to_keep=keep, **inputs).logits
                 if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
                     picked = logits
                 else:
                     masked_head = False  # the model's logits_to_keep takes no mask
             if picked is None:
-                logits = model(input_ids=ids, attention_mask=mask).logits[:, -longest:]
+                logits = model(input_ids=ids, **inputs).logits[:, -longest:]
                 picked = logits[keep]
             scores = torch.log_softmax(picked.float(), dim=-1).cpu().double()
             for k, (b, pos) in enumerate(keep.nonzero().tolist()):  # row by row, as the kept positions come
@@ -151,11 +225,22 @@ def _compute(
             done += sum(per_row[i] for i in batch)
             if progress is not None:
                 progress(done, total)
-    out = []
-    for row, first, tokens in targets:
-        total_lp = sum(logprobs[row][(first + j, t)] for j, t in enumerate(tokens))
-        out.append((total_lp, len(tokens)))
-    return out
+    return [(sum(logprobs[r][(pos, t)] for r, pos, t in mine), len(mine)) for mine in places]
+
+
+def _tree_mask(row: _Row, mask: Any, positions: Any) -> None:
+    """Fills one row's (L, L) attention mask (True: may attend) and position ids: the prefix causal, each tree token
+    its ancestors and itself; padding attends only itself (a query with nothing to attend would give NaN)."""
+    import torch
+
+    n, longest, prefix = len(row.ids), mask.shape[0], row.prefix
+    mask[:prefix, :prefix] = torch.tril(torch.ones(prefix, prefix, dtype=torch.bool))
+    for k in range(prefix, n):
+        mask[k] = mask[row.parents[k]]
+        mask[k, k] = True
+    positions[:n] = torch.tensor(row.depth, dtype=torch.long)
+    idx = torch.arange(n, longest)
+    mask[idx, idx] = True
 
 
 # --- the cache --------------------------------------------------------------------------------------------------
