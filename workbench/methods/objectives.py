@@ -1,4 +1,4 @@
-"""The preference objectives, each a TRL trainer (`workbench.train.preference` builds them): what data each reads,
+"""The preference objectives, each a TRL trainer (`workbench.train.trl_trainers` builds them): what data each reads,
 its reference model, and TRL 1.16's loss variants per method (`loss_type` of DPOConfig's and GRPOConfig's help,
 KTOConfig's and CPOConfig's field choices), checked at recipe load; tests/test_recipe.py checks them against the
 installed TRL. orpo and reward have none. Left out (`loss_types_left_out`): those that need a TRL setting wb does

@@ -22,7 +22,7 @@ from workbench.methods.sizing import Options, Shape
 
 Family = Literal["sft", "preference"]
 # How the trainable parameters are put on the model: one applier each in workbench.train.methods ("custom": the
-# spec's own `apply`; "preference.weights": the recipe's preference.weights, applied by TRL or train/preference.py).
+# spec's own `apply`; "preference.weights": the recipe's preference.weights, applied by TRL or train/trl_trainers.py).
 Params = Literal[
     "lora",
     "ia3",

@@ -49,7 +49,7 @@ def inspect(recipe: Recipe, n: int, on_status: Callable[[str], None] | None = No
 
 def _preference(recipe: Recipe, tokenizer: object, n: int) -> Inspection:
     """Preference examples: the prompt masked, the chosen answer trained towards, the rejected one away from."""
-    from workbench.train.preference import prepare as prepare_pairs
+    from workbench.train.trl_trainers import prepare as prepare_pairs
 
     prepared = prepare_pairs(recipe, tokenizer)
     checked = prepared.train

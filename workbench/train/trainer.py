@@ -1,5 +1,5 @@
 """`wb train` as a library function, built on `transformers.Trainer` and PEFT (no hand-written training loop):
-`train` runs the SFT methods here and sends the preference methods to TRL's trainers (`preference.py`).
+`train` runs the SFT methods here and sends the preference methods to TRL's trainers (`trl_trainers.py`).
 
 Both go through the run driver of `session.py` (`begin`, the method's Trainer, `finish`). Data preparation is
 `prepare.py` (packing `packing.py`), the Trainer wiring `hf.py`, the training loss wb computes itself `loss.py`.
@@ -46,10 +46,10 @@ def train(
     """Train per the recipe into `recipe.run_dir`; with `resume`, continue from its last complete checkpoint. The
     run folder is locked while the run writes it (by the main process of a launched run)."""
     with output.locked_run(recipe.run_dir) if distributed.is_main() else contextlib.nullcontext():
-        if registry.get(recipe.method).family == "preference":  # TRL's trainers: workbench/train/preference.py
-            from workbench.train import preference
+        if registry.get(recipe.method).family == "preference":  # TRL's trainers: workbench/train/trl_trainers.py
+            from workbench.train import trl_trainers
 
-            return preference.train(recipe, resume, on_log, on_status)
+            return trl_trainers.train(recipe, resume, on_log, on_status)
         return _train_sft(recipe, resume, on_log, on_status)
 
 
