@@ -285,3 +285,11 @@ def test_every_module_imports_only_its_floor_or_below() -> None:
         if floor_of(target) > floor_of(mod.name)
     }
     _check(found, KNOWN_FLOOR_BREACHES, "imports from a higher floor")
+
+
+def test_no_module_of_the_package_outgrows_one_concern() -> None:
+    """A module over ~600 lines holds several concerns (issue 26 split the seven that had grown past it)."""
+    sizes = {
+        p.relative_to(ROOT).as_posix(): len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.rglob("*.py")
+    }
+    assert {path: n for path, n in sizes.items() if n > 620} == {}
