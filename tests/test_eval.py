@@ -14,6 +14,7 @@ from conftest import read_jsonl, write_jsonl
 
 from workbench.evaluate.config import SHIPPED_MC
 from workbench.evaluate.forgetting import SHIPPED, load_probe_set
+from workbench.runfile.folder import EvalFolder
 
 PREDICTIONS = [
     {"id": "a", "instruction": "2+2=", "reference": "4", "prediction": "4", "base_prediction": "5"},
@@ -214,11 +215,12 @@ def test_a_run_is_evaluated_against_its_base_with_probes_and_a_review_sample(
     with locked_run(run):  # another wb process writing into the run: the import is refused, nothing written
         busy = wb("eval", run, "--import-review", filled)
     assert busy.exit_code == 2 and "another wb process is writing this run folder now" in busy.stderr
-    assert not (folder / "review.json").exists()
+    assert not EvalFolder(folder).review_path.exists()
     imported = wb("eval", run, "--import-review", filled)
     assert imported.exit_code == 0, imported.stderr
-    review = json.loads((folder / "review.json").read_text())
-    assert review["reviewed"] == 3 and review["unreviewed"] == 1 and review["verdicts"]["tuned"] == 1
+    review = json.loads(EvalFolder(folder).reviewer_path("csv").read_text())
+    assert len(review["verdicts"]) == 3 and review["unreviewed"] == 1
+    assert [v["verdict"] for v in review["verdicts"]].count("tuned") == 1
     sample[3]["verdict"] = "maybe"
     with filled.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(sample[0]))

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import read_jsonl, write_jsonl
 from workbench.errors import WbError
-from workbench.evaluate import judge, judging
+from workbench.evaluate import judge, judging, verdicts
 from workbench.evaluate.config import EvalConfig
 from workbench.runfile.evals import ScoreRow
 from workbench.runfile.gate_paths import gate_path_problem, gate_paths_help
@@ -186,10 +186,10 @@ def test_cohen_kappa_matches_the_hand_computed_value() -> None:
     # expected (3*1 + 2*3 + 1*2) / 36 = 11/36; kappa = (24/36 - 11/36) / (25/36) = 13/25
     a = ["tuned", "tuned", "base", "tie", "tuned", "base"]
     b = ["tuned", "base", "base", "tie", "tie", "base"]
-    assert judge.cohen_kappa(a, b) == pytest.approx(13 / 25)
-    assert judge.cohen_kappa(a, a) == 1.0
-    assert judge.cohen_kappa(["tie"] * 3, ["tie"] * 3) is None  # chance agreement 1: undefined
-    assert judge.cohen_kappa([], []) is None
+    assert verdicts.cohen_kappa(a, b) == pytest.approx(13 / 25)
+    assert verdicts.cohen_kappa(a, a) == 1.0
+    assert verdicts.cohen_kappa(["tie"] * 3, ["tie"] * 3) is None  # chance agreement 1: undefined
+    assert verdicts.cohen_kappa([], []) is None
 
 
 def test_agreement_matches_items_by_set_and_id_and_reads_both_bad_as_a_tie() -> None:
@@ -205,7 +205,7 @@ def test_agreement_matches_items_by_set_and_id_and_reads_both_bad_as_a_tie() -> 
         {"set": "task", "id": "3", "verdict": "tuned"},
         {"set": "task", "id": "4", "verdict": "tuned"},
     ]
-    got = judge.agreement(rows, reviewed)
+    got = verdicts.judge_agreement(rows, reviewed)
     assert got["n"] == 3 and got["agreement"] == pytest.approx(2 / 3)
     # judge T, tie, B; reviewers T, tie, T: po 2/3, pe (1*2 + 1*1 + 1*0)/9 = 1/3, kappa (2/3-1/3)/(2/3) = 0.5
     assert got["kappa"] == pytest.approx(0.5)

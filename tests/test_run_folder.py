@@ -1,6 +1,6 @@
 """The run folder has one owner: `workbench/runfile/folder.py` is the only module of the package that names a run folder's
 files (`recipe.yaml`, `manifest.json`, `trainer_log.jsonl`, `sample_losses.jsonl`, `loss.svg`) or an evaluation's
-(`metrics.json`, `scores.jsonl`, `review.json`, ...), so every read and write of them goes through `RunFolder` /
+(`metrics.json`, `scores.jsonl`, `reviews/`, ...), so every read and write of them goes through `RunFolder` /
 `EvalFolder` and their `runfile` models. The names are found in the source with `ast`: a string that is the name, or
 a path piece ending or starting with `/name` (`"eval/metrics.json"`, `f"{run}/recipe.yaml"`); docstrings and error
 texts that merely mention a file are not reads.
@@ -21,7 +21,6 @@ from workbench.errors import WbError
 from workbench.runfile import folder
 from workbench.runfile.evals import EvalMetrics
 from workbench.runfile.folder import EvalFolder, RunFolder, locate
-from workbench.runfile.summary import ReviewSummary
 from workbench.runfile.training import TrainManifest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
@@ -122,12 +121,16 @@ def test_an_eval_folder_is_found_from_the_run_or_itself(tmp_path: Path) -> None:
     evaluation.path.mkdir()
     assert locate(tmp_path) == (RunFolder(tmp_path), None)
     evaluation.write_metrics(EvalMetrics(warnings=["w"]))
-    evaluation.write_review({"reviewed": 1, "items": [{"id": 3, "verdict": "tuned"}, {"verdict": "x"}]})
+    evaluation.write_reviewer("ann", {"verdicts": [{"id": 3, "verdict": "tuned"}, {"verdict": "x"}]})
+    evaluation.write_reviewer("bo", {"verdicts": [{"id": 4, "verdict": "tie"}]})
     assert locate(tmp_path) == (RunFolder(tmp_path), evaluation)
     assert locate(evaluation.path) == (RunFolder(tmp_path), evaluation)
     assert evaluation.metrics().warnings == ["w"]
-    assert evaluation.review() == ReviewSummary(reviewed=1)
-    assert evaluation.reviewed_items() == [{"id": 3, "verdict": "tuned"}]
+    assert evaluation.reviewed_items() == [
+        {"id": 3, "verdict": "tuned", "reviewer": "ann"},
+        {"id": 4, "verdict": "tie", "reviewer": "bo"},
+    ]
+    assert evaluation.reviewer_path("ann").parent == evaluation.review_path
     evaluation.scores_path.write_text(json.dumps({"set": "task", "id": 1, "tuned": {"rouge_l": "high"}}) + "\n")
     with pytest.raises(WbError, match=re.escape("scores.jsonl:1: field tuned.rouge_l: ")):
         list(evaluation.scores())

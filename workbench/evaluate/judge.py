@@ -16,8 +16,8 @@ A reply is parsed by `parse_verdict`: `[[A]]` / `[[B]]` / `[[tie]]` (`[[C]]` is 
 better", "Verdict: B", a bare "A", Chinese "A更好" / "选B" / "平局". A reply that names neither is unparsed: it
 counts as a tie for its item and is counted (`unparsed`), never dropped.
 
-Cohen's kappa between the judge and human reviewers is computed over the items both judged, on the classes
-tuned / base / tie (a reviewer's `both_bad` is a tie: neither answer is preferred).
+Cohen's kappa between the judge and human reviewers is computed by `verdicts.judge_agreement`, over the items both
+judged, on the classes tuned / base / tie (a reviewer's `both_bad` is a tie: neither answer is preferred).
 
 Light on purpose: rendering, parsing and statistics import no torch; `judge_pairs` takes a loaded model.
 """
@@ -306,46 +306,3 @@ def notes(summary: JudgeSummary) -> list[str]:
             "not: the judge may be rewarding length"
         )
     return out
-
-
-# --- agreement with reviewers -----------------------------------------------------------------------------------
-
-REVIEW_CLASSES: dict[str, Side] = {"tuned": "tuned", "base": "base", "tie": "tie", "both_bad": "tie"}
-
-
-def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
-    """Cohen's kappa of two raters' labels of the same items; None when undefined (no items, or both raters give
-    one and the same label to every item: chance agreement is then 1)."""
-    if len(a) != len(b):
-        raise ValueError(f"kappa needs the same items: {len(a)} and {len(b)} labels")
-    n = len(a)
-    if n == 0:
-        return None
-    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
-    labels = set(a) | set(b)
-    expected = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in labels)
-    if expected >= 1:
-        return None
-    return round((observed - expected) / (1 - expected), 6)
-
-
-def agreement(rows: Sequence[dict[str, Any]], reviewed: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Judge vs reviewers on the task items both judged: {"kappa", "n", "agreement"} (share of equal verdicts).
-
-    `rows`: scores.jsonl rows (their `judge.verdict`); `reviewed`: the review's items ({"set", "id", "verdict"})."""
-    judged = {
-        (str(r.get("set", "task")), str(r["id"])): r["judge"]["verdict"]
-        for r in rows
-        if isinstance(r.get("judge"), dict)
-    }
-    pairs = [
-        (judged[key], REVIEW_CLASSES[v["verdict"]])
-        for v in reviewed
-        if (key := (str(v.get("set") or "task"), str(v["id"]))) in judged and v.get("verdict") in REVIEW_CLASSES
-    ]
-    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
-    return {
-        "kappa": cohen_kappa(a, b),
-        "n": len(pairs),
-        "agreement": _rate(sum(x == y for x, y in pairs), len(pairs)),
-    }

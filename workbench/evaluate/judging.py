@@ -1,5 +1,6 @@
 """The pairwise judge on the task set (`wb eval --judge`: both answer orders of every item, by a judge model), and the
-human review folded into it (`--import-review`: review.json, and the judge's agreement with the reviewers).
+human review folded into it (`--import-review`: the CSV's verdicts saved through `verdicts.VerdictStore`, and the
+judge's agreement with the reviewers).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
-from workbench.evaluate import judge, review
+from workbench.evaluate import judge, review, verdicts
 from workbench.evaluate.config import EvalConfig, ProgressFn, StatusFn
 from workbench.evaluate.sets import TASK, EvalSet
 from workbench.precision import for_model
@@ -62,7 +63,7 @@ def judge_generator(
 
 def with_review(summary: JudgeSummary, rows: list[dict[str, Any]], reviewed: list[dict[str, Any]]) -> JudgeSummary:
     """The judge summary with its agreement with the human reviewers (Cohen's kappa over the items both judged)."""
-    agreed = judge.agreement(rows, reviewed)
+    agreed = verdicts.judge_agreement(rows, reviewed)
     return summary.model_copy(
         update={"kappa": agreed["kappa"], "kappa_n": agreed["n"], "review_agreement": agreed["agreement"]}
     )
@@ -86,7 +87,7 @@ def fold_review_into_judge(eval_dir: Path) -> dict[str, Any] | None:
 @dataclass
 class ReviewImport:
     folder: Path  # the eval folder the review was written into
-    summary: dict[str, Any]  # review.json: verdict counts, reviewed and unreviewed rows
+    summary: dict[str, Any]  # the CSV's verdict counts, reviewed and unreviewed rows
     agreement: dict[str, Any] | None  # the judge's Cohen's kappa with the reviewers (None without a judge)
 
 
@@ -99,6 +100,14 @@ def import_review_into(filled: Path, target: str | Path | None, out_dir: Path | 
     if folder is None or not folder.is_dir():
         raise WbError("--import-review: give the run folder (or -o its eval folder) the review belongs to")
     summary = review.import_review(filled)
+    by_reviewer: dict[str, list[verdicts.Verdict]] = {}
+    for item in summary["items"]:
+        name = verdicts.check_reviewer(item.get("reviewer") or verdicts.CSV_REVIEWER)
+        by_reviewer.setdefault(name, []).append(
+            verdicts.Verdict(item["set"], item["id"], item["verdict"], name, item["time"], note=item.get("note", ""))
+        )
     with locked_run(Path(target)) if out_dir is None and target else contextlib.nullcontext():  # writes into the run
-        EvalFolder(folder).write_review(summary)
+        store = verdicts.VerdictStore(EvalFolder(folder))
+        for i, name in enumerate(list(by_reviewer) or [verdicts.CSV_REVIEWER]):  # the CSV's empty rows: first name
+            store.save(name, by_reviewer.get(name, []), unreviewed=summary["unreviewed"] if i == 0 else None)
         return ReviewImport(folder, summary, fold_review_into_judge(folder))

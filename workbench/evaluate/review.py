@@ -1,7 +1,9 @@
 """Human review of base-vs-tuned answers: a CSV sample for reviewers, and folding their verdicts back in.
 
 The sample is drawn (seeded) across regressions, improvements and ties of the task set, so a reviewer sees where the
-tuned model got worse as well as where it got better. Reviewers fill `verdict` with one of VERDICTS.
+tuned model got worse as well as where it got better. Reviewers fill `verdict` with one of VERDICTS (and may add a
+`reviewer` column); `wb eval --import-review` saves the verdicts through `verdicts.VerdictStore`, the same store the
+blind review writes, so both routes feed the same statistics.
 
 Spreadsheets run a cell that begins with `=`, `+`, `-`, `@`, tab or CR as a formula, and model answers can begin so:
 such a cell is written with a leading `'` (OWASP's CSV-injection advice), and `read_sample` strips it again. A cell
@@ -15,14 +17,15 @@ import io as stdio
 import random
 import re
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
+from workbench.evaluate.verdicts import VERDICTS
 from workbench.output import atomic_write
 
 COLUMNS = ("set", "id", "bucket", "instruction", "input", "reference", "base", "tuned", "verdict", "notes")
-VERDICTS = ("tuned", "base", "tie", "both_bad")
 BUCKETS = ("regression", "improvement", "tie")
 
 _FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
@@ -117,6 +120,7 @@ def import_review(path: Path) -> dict[str, Any]:
     per_bucket: dict[str, Counter[str]] = {}
     unreviewed: list[str] = []
     items: list[dict[str, str]] = []
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     for n, row in enumerate(read_sample(path), start=2):
         verdict = (row.get("verdict") or "").strip().lower()
         if not verdict:
@@ -126,7 +130,11 @@ def import_review(path: Path) -> dict[str, Any]:
             raise WbError(f"{path}:line {n}: field verdict: {verdict!r} is not one of {', '.join(VERDICTS)}")
         counts[verdict] += 1
         per_bucket.setdefault(row["bucket"], Counter())[verdict] += 1
-        items.append({"set": row.get("set") or "task", "id": str(row["id"]), "verdict": verdict})
+        item = {"set": row.get("set") or "task", "id": str(row["id"]), "verdict": verdict, "time": now}
+        item |= {k: row[k].strip() for k in ("reviewer", "note") if (row.get(k) or "").strip()}
+        if (row.get("notes") or "").strip():
+            item["note"] = row["notes"].strip()
+        items.append(item)
     reviewed = sum(counts.values())
     return {
         "file": str(path),

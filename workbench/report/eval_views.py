@@ -351,6 +351,45 @@ def ab_view(run: Run) -> dict[str, Any] | None:
         "regressions_left": max(0, (losses or 0) - len(regressions)),
         "improvements": [_item_view(r, metric) for r in improvements],
         "has_items": bool(items),
-        "review": run.summary.get("review"),
+        "review": review_view(run.summary.get("review")),
         "scores_file": str(run.files.get("scores") or ""),
+    }
+
+
+def review_view(review: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The human review (`review` of the run summary): preference rate with its interval, per reviewer, agreement
+    (kappa or why there is none) and every note. Texts are passed as text: the template escapes them."""
+    if not review:
+        return None
+
+    def rate(r: dict[str, Any] | None) -> str:
+        r = r or {}
+        if r.get("value") is None:
+            return "-"
+        return f"{fmt(r['value'])} {interval_text(r.get('lower'), r.get('upper'))} on {fmt(r.get('n'))} items"
+
+    def agreed(a: dict[str, Any]) -> dict[str, Any]:
+        kappa = fmt(a["kappa"]) if a.get("kappa") is not None else "none"
+        return {"raters": " vs ".join(a["raters"]), "n": a["n"], "kappa": kappa, "note": a.get("note") or ""}
+
+    verdicts = review.get("verdicts") or {}
+    total = sum(verdicts.values())
+    split = [
+        (cls, verdicts.get(v, 0), round(100 * verdicts.get(v, 0) / total, 2) if total else 0, v)
+        for cls, v in (("good", "tuned"), ("neutral", "tie"), ("bad", "base"), ("bad", "both_bad"))
+    ]
+    return {
+        "reviewed": review.get("reviewed"),
+        "unreviewed": review.get("unreviewed"),
+        "verdicts": verdicts,
+        "split": split,
+        "tuned_preferred": rate(review.get("tuned_preferred")),
+        "both_bad": review.get("both_bad"),
+        "reviewers": [
+            {"name": name, "reviewed": r.get("reviewed"), "tuned_preferred": rate(r.get("tuned_preferred"))}
+            for name, r in (review.get("reviewers") or {}).items()
+        ],
+        "kappa": [agreed(a) for a in review.get("kappa") or []],
+        "judge": [agreed(a) for a in review.get("judge") or []],
+        "notes": [{**n, "note": cap(n["note"])} for n in review.get("notes") or []],
     }

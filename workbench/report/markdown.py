@@ -162,7 +162,13 @@ def run_lines(run: Run, gate: GateResult | None, level: str = "##") -> list[str]
     review = s.get("review")
     if review:
         verdicts = ", ".join(f"{esc(v)} {_f(n)}" for v, n in (review.get("verdicts") or {}).items())
-        lines += [f"**Human review**: {_f(review.get('reviewed'))} items reviewed ({verdicts})", ""]
+        rate = review.get("tuned_preferred") or {}
+        preferred = (
+            f"; tuned preferred {_f(rate['value'])} [{_f(rate.get('lower'))}, {_f(rate.get('upper'))}]"
+            if isinstance(rate, dict) and rate.get("value") is not None
+            else ""
+        )
+        lines += [f"**Human review**: {_f(review.get('reviewed'))} items reviewed ({verdicts}){preferred}", ""]
     clean = s.get("clean")
     if clean:
         rules = sorted(((n, r) for r, n in (clean.get("dropped_by_rule") or {}).items() if n), reverse=True)[:5]

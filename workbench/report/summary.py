@@ -21,6 +21,7 @@ import orjson
 
 from workbench import __version__, metric_specs
 from workbench.errors import WbError
+from workbench.evaluate import verdicts
 from workbench.output import IncompleteOutput, check_complete
 from workbench.runfile.cleaning import CleanStats
 from workbench.runfile.evals import EvalMetrics
@@ -245,7 +246,7 @@ def load_run(path: Path, clean_stats: Path | None = None) -> Run:
             missing["base"] = "no base-model scores (predictions without base answers): no deltas, A/B or forgetting"
         scores = evaluation.scores_path
         files["scores"] = scores if scores.is_file() else None
-        review = evaluation.review()
+        review = verdicts.review_summary(evaluation)
         if review is not None:
             files["review"] = evaluation.review_path
         eval_manifest = evaluation.manifest()

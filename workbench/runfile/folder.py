@@ -2,13 +2,14 @@
 
 `wb train` fills a run folder (`recipe.yaml`, `trainer_log.jsonl`, `sample_losses.jsonl`, `loss.svg`, then
 `manifest.json` last); `wb eval` publishes an evaluation into its `eval/` folder (`metrics.json`, `scores.jsonl`,
-`review_sample.csv`, `preference_scores.jsonl`, then `manifest.json` last), and `wb eval --import-review` adds
-`review.json`. An evaluation written elsewhere (`wb eval -o DIR`) is the same `EvalFolder` without a run around it.
+`review_sample.csv`, `preference_scores.jsonl`, then `manifest.json` last); human verdicts go into its `reviews/`
+folder, one `<reviewer>.json` per reviewer (`wb eval --import-review` writes one, `evaluate/verdicts.py` owns the
+content). An evaluation written elsewhere (`wb eval -o DIR`) is the same `EvalFolder` without a run around it.
 
 Every other module asks `RunFolder` / `EvalFolder` for these files instead of naming them (tests/test_run_folder.py
 fails on a module that does), so a new run file, or a new way to read one, changes this module and the `runfile`
-models only. Readers get the `runfile` models (`TrainManifest`, `LogRow`, `EvalMetrics`, `ScoreRow`,
-`ReviewSummary`), or plain data where a file has no model here: the recipe is a mapping, which `train.recipe`
+models only. Readers get the `runfile` models (`TrainManifest`, `LogRow`, `EvalMetrics`, `ScoreRow`),
+or plain data where a file has no model here: the recipe is a mapping, which `train.recipe`
 validates as its `Recipe` (this module sits on the bottom floor, beside `runfile`, so report and gate can read runs
 without importing training code). Unreadable files end in one `WbError` naming the file, the line and the field.
 
@@ -34,7 +35,6 @@ from workbench.errors import WbError
 from workbench.io.jsontext import write_json
 from workbench.output import atomic_write, check_complete
 from workbench.runfile.evals import EvalMetrics, ScoreRow
-from workbench.runfile.summary import ReviewSummary
 from workbench.runfile.training import LogRow, TrainManifest
 from workbench.yamlfile import read_yaml
 
@@ -47,7 +47,8 @@ EVAL = "eval"
 METRICS = "metrics.json"
 SCORES = "scores.jsonl"
 PREFERENCE_SCORES = "preference_scores.jsonl"
-REVIEW = "review.json"
+REVIEW = "reviews"
+REVIEWER_SUFFIX = ".json"
 REVIEW_SAMPLE = "review_sample.csv"
 
 RUN_FILES = (RECIPE, MANIFEST, TRAINER_LOG, SAMPLE_LOSSES, LOSS_CURVE)
@@ -256,7 +257,12 @@ class EvalFolder:
 
     @property
     def review_path(self) -> Path:
+        """The folder of the human verdicts, one `<reviewer>.json` per reviewer."""
         return self.path / REVIEW
+
+    def reviewer_path(self, reviewer: str) -> Path:
+        """One reviewer's verdict file (the name is checked by `evaluate.verdicts.check_reviewer` first)."""
+        return self.review_path / f"{reviewer}{REVIEWER_SUFFIX}"
 
     @property
     def review_sample_path(self) -> Path:
@@ -283,29 +289,33 @@ class EvalFolder:
             validated(ScoreRow, row, self.scores_path, number)
             yield row
 
-    def review(self) -> ReviewSummary | None:
-        """review.json's verdict counts (None before a review was imported)."""
-        if not self.review_path.is_file():
-            return None
-        loaded = read_json_object(self.review_path, "review verdicts")
-        fields = ReviewSummary.model_fields
-        return validated(ReviewSummary, {k: v for k, v in loaded.items() if k in fields}, self.review_path)
+    def reviewer_files(self) -> dict[str, dict[str, Any]]:
+        """Every reviewer's verdict file as written, by reviewer name (sorted); {} before any review."""
+        if not self.review_path.is_dir():
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.review_path.glob(f"*{REVIEWER_SUFFIX}")):
+            out[path.name[: -len(REVIEWER_SUFFIX)]] = read_json_object(path, "review verdicts")
+        return out
 
-    def reviewed_items(self) -> list[dict[str, str]]:
-        """The per-item verdicts of an imported review (`review.json`'s `items`); [] when there is none."""
-        if not self.review_path.is_file():
-            return []
-        try:
-            data = orjson.loads(self.review_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as e:
-            raise WbError(f"{self.review_path}: cannot read the imported review: {e}") from None
-        items = data.get("items") if isinstance(data, dict) else None
-        if not isinstance(items, list):
-            return []
-        return [i for i in items if isinstance(i, dict) and "id" in i and isinstance(i.get("verdict"), str)]
+    def reviewed_items(self) -> list[dict[str, Any]]:
+        """Every reviewer's per-item verdicts, merged ({"set", "id", "verdict", "reviewer", ...}); [] without any."""
+        items: list[dict[str, Any]] = []
+        for name, data in self.reviewer_files().items():
+            listed = data.get("verdicts")
+            if not isinstance(listed, list):
+                continue
+            items.extend(
+                {**i, "reviewer": name}
+                for i in listed
+                if isinstance(i, dict) and "id" in i and isinstance(i.get("verdict"), str)
+            )
+        return items
 
-    def write_review(self, summary: dict[str, Any]) -> None:
-        write_json(self.review_path, summary)
+    def write_reviewer(self, reviewer: str, data: dict[str, Any]) -> None:
+        """One reviewer's verdict file, replaced atomically (a failure leaves the previous file whole)."""
+        self.review_path.mkdir(parents=True, exist_ok=True)
+        write_json(self.reviewer_path(reviewer), data)
 
     def manifest(self) -> dict[str, Any] | None:
         """The evaluation's manifest as written; None when absent or not a JSON object (a metrics.json made by

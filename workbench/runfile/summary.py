@@ -63,11 +63,52 @@ class TrainSummary(Strict):
     recipe: dict[str, Any] | None = None
 
 
-class ReviewSummary(Strict):
+class PreferenceRate(Strict):
+    """Tuned preferred over base: tuned = 1, base = 0, tie = 1/2 per item, both_bad left out (counted apart)."""
+
+    value: Fraction | None = None
+    lower: Fraction | None = Field(None, description="The 95% percentile-bootstrap interval's lower end.")
+    upper: Fraction | None = None
+    n: Count = Field(0, description="Items in the rate (both_bad left out).")
+
+
+class ReviewerSummary(Strict):
     reviewed: Count
-    unreviewed: Count = 0
-    tuned_preferred: Fraction | None = None
     verdicts: dict[str, Count] = Field(default_factory=dict)
+    tuned_preferred: PreferenceRate = Field(default_factory=PreferenceRate)
+    both_bad: Fraction | None = Field(None, description="Share of this reviewer's verdicts that are both_bad.")
+
+
+class ReviewAgreement(Strict):
+    """Cohen's kappa of two raters (two reviewers, or a reviewer and the local judge) on the items both judged."""
+
+    raters: list[str]
+    n: Count
+    kappa: Number | None = Field(None, description="None when it carries no information: see note.")
+    agreement: Fraction | None = Field(None, description="Share of the shared items given the same verdict.")
+    note: str | None = None
+
+
+class ReviewNote(Strict):
+    reviewer: str
+    set: str
+    id: str
+    verdict: str
+    note: str
+
+
+class ReviewSummary(Strict):
+    """The human verdicts (eval/review/<reviewer>.json, merged): counts, preference rate, agreement, notes."""
+
+    reviewed: Count = Field(description="Items with at least one verdict.")
+    unreviewed: Count = Field(0, description="Rows of an imported review CSV left without a verdict.")
+    tuned_preferred: PreferenceRate = Field(default_factory=PreferenceRate)
+    both_bad: Fraction | None = Field(None, description="Share of all verdicts that are both_bad.")
+    verdicts: dict[str, Count] = Field(default_factory=dict)
+    reviewers: dict[str, ReviewerSummary] = Field(default_factory=dict)
+    kappa: list[ReviewAgreement] = Field(default_factory=list, description="Each pair of reviewers.")
+    judge: list[ReviewAgreement] = Field(default_factory=list, description="Each reviewer, and all, vs the judge.")
+    notes: list[ReviewNote] = Field(default_factory=list)
 
 
 class RunInfo(Strict):
