@@ -92,7 +92,7 @@ class ReviewImport:
 
 
 def import_review_into(filled: Path, target: str | Path | None, out_dir: Path | None = None) -> ReviewImport:
-    """`wb eval --import-review`: read a filled review_sample.csv, write it as review.json into the eval folder
+    """`wb eval --import-review`: read a filled review_sample.csv, save its verdicts into the eval folder's store
     (`out_dir`, else `target`/eval), and fold the reviewers' verdicts into the judge's agreement in metrics.json."""
     from workbench.output import locked_run
 
