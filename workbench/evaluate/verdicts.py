@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +55,7 @@ SCORE = {"tuned": 1.0, "base": 0.0, "tie": 0.5}
 JUDGE_CLASSES: dict[str, str] = {"tuned": "tuned", "base": "base", "tie": "tie", "both_bad": "tie"}
 """A reviewer's verdict as one of the judge's classes (the judge has no "both bad")."""
 BOOTSTRAP_SEED = 0
+_SAVING = threading.Lock()  # a save reads the reviewer's file, then replaces it: one at a time in this process
 
 _REVIEWER = re.compile(r"[\w][\w.@+-]{0,63}")
 
@@ -148,8 +150,14 @@ class VerdictStore:
         return verdict
 
     def save(self, reviewer: str, new: Iterable[Verdict], unreviewed: int | None = None) -> None:
-        """Add or replace (by set and id) this reviewer's verdicts, and write the reviewer's file atomically."""
+        """Add or replace (by set and id) this reviewer's verdicts, and write the reviewer's file atomically. Saves
+        in one process are serialised (a web app's threads); another process writing the same reviewer's file at
+        once is not guarded here: commands hold the run folder's lock (`output.locked_run`)."""
         check_reviewer(reviewer)
+        with _SAVING:
+            self._save(reviewer, list(new), unreviewed)
+
+    def _save(self, reviewer: str, new: list[Verdict], unreviewed: int | None) -> None:
         by_item = {(v.set, v.id): v for v in self.verdicts(reviewer)}
         for v in new:
             if v.verdict not in VERDICTS:
