@@ -1,5 +1,6 @@
-"""The one scaffold of wb's SQLite caches (generations, log-likelihoods, scores): creating a cache file and its
-tables, reading and writing JSON rows by key, and the model identity the model-keyed caches share.
+"""The one scaffold of wb's SQLite caches (generations, log-likelihoods, scores): `SqliteCache`, the base class each
+builds on (creating the file and its tables, a connection, reading and writing JSON rows by key, hit and miss
+counts), and the model identity the model-keyed caches share.
 
 A file SQLite cannot read (truncated, overwritten, not a database at all) or whose tables are not wb's is moved aside
 with one warning on stderr and rebuilt empty; a cache only saves work, so losing one never stops an evaluation.
@@ -12,7 +13,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,29 @@ def write_json_rows(
             f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
             [(k, json.dumps(v, ensure_ascii=False)) for k, v in rows.items()],
         )
+
+
+class SqliteCache:
+    """A cache file with its tables (`open_cache`), connections safe across processes, JSON rows by key, and the hits
+    and misses of this object's lookups. A subclass names its file and tables and says what a key and a row are."""
+
+    def __init__(self, path: Path, tables: dict[str, str]) -> None:
+        self.path = path
+        open_cache(self.path, tables)
+        self.hits = 0
+        self.misses = 0
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            yield db
+
+    def _read(self, table: str, keys: Sequence[str]) -> dict[str, Any]:
+        """The decoded rows of `table` for the keys it holds, counted as hits and misses."""
+        found = dict(read_json_rows(self._connect, table, keys))
+        self.hits += sum(1 for k in keys if k in found)
+        self.misses += sum(1 for k in keys if k not in found)
+        return found
+
+    def _write(self, table: str, rows: dict[str, Any]) -> None:
+        write_json_rows(self._connect, table, rows)

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.models.base import resolve_model
-from workbench.models.cache import ModelIdentity, open_cache, read_json_rows, write_json_rows
+from workbench.models.cache import ModelIdentity, SqliteCache
 from workbench.models.folders import cache_dir
 from workbench.models.targets import Loaded
 from workbench.models.weights import SAFETENSORS_WEIGHTS
@@ -238,26 +236,18 @@ def _losses(loaded: Loaded, examples: list[Any], batch_size: int, precision: str
 # The cache
 
 
-class GenerationCache:
+class GenerationCache(SqliteCache):
     """Generated answers in SQLite, keyed by model identity + prompt + settings. Safe across processes."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_dir() / "generations.sqlite"
-        self._identities: dict[tuple[str | None, str | None], ModelIdentity] = {}
-        open_cache(
-            self.path,
+        super().__init__(
+            path or cache_dir() / "generations.sqlite",
             {
                 "answers": "key TEXT PRIMARY KEY, text TEXT NOT NULL",
                 "file_hashes": "path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT",
             },
         )
-        self.hits = 0
-        self.misses = 0
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            yield db
+        self._identities: dict[tuple[str | None, str | None], ModelIdentity] = {}
 
     def identity(self, loaded: Loaded) -> ModelIdentity:
         """SHA-256 of the base weight files and of the active adapter's (or, for weights in training, the hash the
@@ -309,16 +299,11 @@ class GenerationCache:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Answer]:
-        found = {
-            k: Answer(e["text"], e["tokens"], e["finished"]) for k, e in read_json_rows(self._connect, "answers", keys)
-        }
-        self.hits += sum(1 for k in keys if k in found)
-        self.misses += sum(1 for k in keys if k not in found)
-        return found
+        return {k: Answer(e["text"], e["tokens"], e["finished"]) for k, e in self._read("answers", keys).items()}
 
     def put_many(self, items: dict[str, Answer]) -> None:
         rows = {k: {"text": a.text, "tokens": a.generated_tokens, "finished": a.finished} for k, a in items.items()}
-        write_json_rows(self._connect, "answers", rows)
+        self._write("answers", rows)
 
 
 def _active_adapter_dir(loaded: Loaded) -> str | None:

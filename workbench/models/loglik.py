@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.models.cache import open_cache, read_json_rows, write_json_rows
+from workbench.models.cache import SqliteCache
 from workbench.models.folders import cache_dir
 from workbench.models.generate import GenerationCache
 from workbench.models.losses import prompt_learning
@@ -246,22 +244,15 @@ def _tree_mask(row: _Row, mask: Any, positions: Any) -> None:
 # --- the cache --------------------------------------------------------------------------------------------------
 
 
-class LoglikCache:
+class LoglikCache(SqliteCache):
     """Log-likelihoods in SQLite (`<wb cache>/logliks.sqlite`), keyed by model identity (the generation cache's:
     SHA-256 of the base and adapter weights) + context + continuation + max_length + the precision that ran (`bf16`
     or `fp32`, never `auto`). Safe across processes."""
 
     def __init__(self, path: Path | None = None, identities: GenerationCache | None = None) -> None:
-        self.path = path or cache_dir() / "logliks.sqlite"
+        tables = {"logliks": "key TEXT PRIMARY KEY, value TEXT NOT NULL"}
+        super().__init__(path or cache_dir() / "logliks.sqlite", tables)
         self._identities = identities or GenerationCache()
-        open_cache(self.path, {"logliks": "key TEXT PRIMARY KEY, value TEXT NOT NULL"})
-        self.hits = 0
-        self.misses = 0
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            yield db
 
     def key(self, loaded: Loaded, request: Request, max_length: int, precision: str) -> str:
         ident = asdict(self._identities.identity(loaded))
@@ -279,10 +270,7 @@ class LoglikCache:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, int]]:
-        found = {k: (float(e["loglik"]), int(e["tokens"])) for k, e in read_json_rows(self._connect, "logliks", keys)}
-        self.hits += sum(1 for k in keys if k in found)
-        self.misses += sum(1 for k in keys if k not in found)
-        return found
+        return {k: (float(e["loglik"]), int(e["tokens"])) for k, e in self._read("logliks", keys).items()}
 
     def put_many(self, items: dict[str, tuple[float, int]]) -> None:
-        write_json_rows(self._connect, "logliks", {k: {"loglik": v, "tokens": n} for k, (v, n) in items.items()})
+        self._write("logliks", {k: {"loglik": v, "tokens": n} for k, (v, n) in items.items()})
