@@ -17,10 +17,10 @@ pytest.importorskip("peft")
 
 from workbench import precision  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
+from workbench.export.pipeline import export  # noqa: E402
 from workbench.models import generate as gen  # noqa: E402
 from workbench.models import targets as runs  # noqa: E402
 from workbench.models.base import tiny_model_dir  # noqa: E402
-from workbench.train.export import export  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
 from workbench.train.trainer import train  # noqa: E402
 

@@ -64,6 +64,7 @@ FLOORS: dict[str, int] = {
     "workbench.token_lengths": 3,
     "workbench.report": 4,
     "workbench.plan": 4,
+    "workbench.export": 4,
     "workbench.advice": 4,
     "workbench.stats": 4,
     "workbench.stats_page": 4,

@@ -16,6 +16,7 @@ pytest.importorskip("peft")
 
 from workbench import precision  # noqa: E402
 from workbench.errors import WbError  # noqa: E402
+from workbench.export.pipeline import export  # noqa: E402
 from workbench.models import adapters  # noqa: E402
 from workbench.models import generate as gen  # noqa: E402
 from workbench.models import targets as runs  # noqa: E402
@@ -23,7 +24,6 @@ from workbench.models.base import load_model, load_tokenizer, tiny_model_dir  # 
 from workbench.models.losses import sample_losses  # noqa: E402
 from workbench.train import hf, methods  # noqa: E402
 from workbench.train import recipe as recipes  # noqa: E402
-from workbench.train.export import export  # noqa: E402
 from workbench.train.prepare import prepare  # noqa: E402
 from workbench.train.recipe import Recipe  # noqa: E402
 from workbench.train.trainer import train  # noqa: E402

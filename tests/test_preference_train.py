@@ -342,7 +342,7 @@ def test_dpo_continues_an_sft_adapter_against_a_frozen_copy(
 
     from workbench.evaluate.config import EvalConfig
     from workbench.evaluate.pipeline import evaluate
-    from workbench.train.export import export
+    from workbench.export.pipeline import export
 
     shutil.copytree(dpo_run, tmp_path / "sft")  # any finished LoRA run: its adapter is the starting point
     result = train(recipe(tmp_path, tiny, pairs_file, "dpo", name="more", preference={"init_from": tmp_path / "sft"}))

@@ -23,7 +23,7 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a run's adapter merged into its base model (--merge), or the adapter alone (--adapter-only)."""
-    from workbench.train.export import export as run_export
+    from workbench.export.pipeline import export as run_export
 
     if merge == adapter_only:
         raise WbError("choose one of --merge or --adapter-only")

@@ -1,0 +1,1 @@
+"""`wb export`: from a run folder to what serves it: merged or adapter-only safetensors folders (`pipeline`)."""
