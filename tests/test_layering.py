@@ -65,6 +65,7 @@ FLOORS: dict[str, int] = {
     "workbench.report": 4,
     "workbench.plan": 4,
     "workbench.export": 4,
+    "workbench.review": 4,
     "workbench.advice": 4,
     "workbench.stats": 4,
     "workbench.stats_page": 4,
@@ -74,7 +75,7 @@ FLOORS: dict[str, int] = {
 }
 
 NO_TRAIN = ("workbench.evaluate", "workbench.score", "workbench.report", "workbench.augment")
-FILES_ONLY = ("workbench.report",)
+FILES_ONLY = ("workbench.report", "workbench.review")
 MODEL_CODE = ("workbench.train", "workbench.models")
 DEEP_LEARNING = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "deepspeed")
 

@@ -11,7 +11,20 @@ from typing import Annotated
 import typer
 
 from workbench import __version__
-from workbench.commands import augment, clean, evaluate, export, generate, models, plan, report, score, stats, train
+from workbench.commands import (
+    augment,
+    clean,
+    evaluate,
+    export,
+    generate,
+    models,
+    plan,
+    report,
+    review,
+    score,
+    stats,
+    train,
+)
 from workbench.console import out, user_errors
 
 app = typer.Typer(
@@ -37,6 +50,7 @@ app.command()(score.score)
 app.command()(augment.augment)
 app.command()(report.report)
 app.command()(report.gate)
+app.command()(review.review)
 
 chat = generate.chat  # tests and callers that drive one command as a function
 __all__ = ["app", "chat", "main", "user_errors"]
