@@ -8,6 +8,7 @@ itself.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import ipaddress
 import logging
@@ -108,8 +109,10 @@ class ReviewServer:
         return uvicorn.Server(config)
 
     def run(self) -> None:
-        """Serve until interrupted (Ctrl-C)."""
-        self._server().run(sockets=[self.sock])
+        """Serve until interrupted: Ctrl-C (or SIGTERM) is how a review session ends, so it ends normally here
+        (uvicorn raises the signal again once it has closed the connections)."""
+        with contextlib.suppress(KeyboardInterrupt):
+            self._server().run(sockets=[self.sock])
 
     def start_thread(self) -> tuple[threading.Thread, Any]:
         """Serve from a thread (tests, notebooks); stop with `server.should_exit = True`, then join the thread."""
