@@ -21,6 +21,7 @@ CHAIN = ["clean", "stats", "train", "eval", "report", "gate"]
 
 _FENCE = re.compile(r"(?ms)^```.*?^```[^\n]*$")
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def readme() -> str:
@@ -142,7 +143,12 @@ def test_every_docs_page_is_reached_from_the_readme_by_links() -> None:
                 reached.add(linked)
                 todo.append(linked)
     direct = {(README.parent / t.partition("#")[0]).resolve() for t in relative_links(README)}
+    shown = {(page.parent / t).resolve() for page in reached for t in _IMAGE.findall(page.read_text(encoding="utf-8"))}
     for page in sorted((REPO / "docs").iterdir()):
+        if page.is_dir():  # a folder of images: each one shown by a page the README reaches
+            for image in sorted(p for p in page.rglob("*") if p.is_file()):
+                assert image in shown, f"{image.relative_to(REPO)} is not shown by a page the README reaches"
+            continue
         assert page in reached | direct, f"docs/{page.name} is not linked from the README or a page it links"
 
 
