@@ -1,6 +1,6 @@
 """An evaluated run for `wb review`'s tests: eval/scores.jsonl and metrics.json as `wb eval` writes them, with
-English and Chinese items, hostile answers (script tags, an `onerror` image, markup), degenerate flags, and a known
-pattern of regressions, gains and ties on rouge_l (item i: i % 3 == 0 a regression, 1 a gain, 2 a tie)."""
+English and Chinese items, hostile answers (script tags, an `onerror` image, markup), degenerate flags, the
+judge's verdicts on even items, and a known pattern of regressions, gains and ties on rouge_l (item i: i % 3 == 0 a regression, 1 a gain, 2 a tie)."""
 
 from __future__ import annotations
 
@@ -43,10 +43,11 @@ def rows(n_task: int, n_probe: int = 6) -> list[dict[str, Any]]:
             tuned["flags"] = ["echo"]
         if i % 11 == 0:
             base["flags"] = ["cut_off"]
-        out.append(
-            {"set": "task", "id": i, "instruction": question, "input": "", "reference": reference}
-            | {"tuned": tuned, "base": base}
-        )
+        row = {"set": "task", "id": i, "instruction": question, "input": "", "reference": reference}
+        if i % 2 == 0:  # the local judge (wb eval --judge) prefers the better-scored side, a tie on ties
+            verdict = ("base", "tuned", "tie")[i % 3]
+            row["judge"] = {"verdict": verdict, "language": "en", "flipped": False, "tuned_longer": False, "calls": []}
+        out.append(row | {"tuned": tuned, "base": base})
     for j in range(n_probe):
         ok_t, ok_b = int(j % 2 == 0), int(j % 3 != 0)
         out.append(

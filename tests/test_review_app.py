@@ -159,7 +159,7 @@ def test_blind_review_hides_names_and_scores_and_saves_each_verdict_resolved(run
     page = c.get("/review").text
     assert "0 of 30 reviewed" in page  # the stratified sample: all 30 task items (fewer than 50)
     section = page[page.index("<h1>") :]
-    for hidden in ("tuned", "base", "rouge", "bleu", "Δ", "echo", "cut_off"):
+    for hidden in ("tuned", "base", "rouge", "bleu", "Δ", "echo", "cut_off", "judge"):
         assert hidden not in section, hidden
     form = form_of(page)
     assert (form["set"], form["id"]) == ("task", "0")
@@ -190,20 +190,25 @@ def test_a_filter_can_be_reviewed_blind_and_the_queue_resumes(run: Path) -> None
         page = c.post("/verdict", data=form | {"choice": "tie"}).text
     assert "3 of 10 reviewed" in page and 'name="id" value="9"' in page
     assert "delta=regressions" in c.get("/review?queue=filter&delta=regressions&set=task").text
+    assert 'id="empty-queue"' in c.get("/review?queue=filter&q=no-such-text").text
+    assert c.get("/review?queue=everything").status_code == 400
 
 
-def test_the_statistics_page_shows_the_preference_rate_and_a_kappa_for_two_reviewers(run: Path) -> None:
+def test_the_statistics_page_shows_the_preference_rate_a_kappa_for_two_reviewers_and_the_judge(run: Path) -> None:
     c, _ = client(run)
     assert "No verdict yet" in c.get("/stats").text
     store = VerdictStore(EvalFolder(run / "eval"))
     for i in range(12):
         store.record_blind("ann", "task", str(i), ["A", "B", "tie"][i % 3])
         store.record_blind("bob", "task", str(i), ["A", "B", "tie", "both_bad"][i % 4])
-    expected = summarize(store.verdicts())
+    expected = summarize(store.verdicts(), list(EvalFolder(run / "eval").scores()))
     assert expected.kappa[0].kappa is not None
     html = c.get("/stats").text
     assert re.search(r'id="stat-reviewed">12<', html)
     assert f"{expected.kappa[0].kappa:.3f}" in html and "ann vs bob" in html
+    judged = next(a for a in expected.judge if a.raters == ["judge", "ann"])
+    assert judged.n == 6 and re.search(rf"judge vs ann</td><td class=\"num\">{judged.n}<", html)
+    assert "judge: tuned" in c.get("/browse?set=task&delta=gains").text  # shown when browsing, never when blind
 
 
 def test_a_non_loopback_host_warns_and_a_port_in_use_is_one_line() -> None:

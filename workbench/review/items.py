@@ -56,6 +56,7 @@ class Item:
     delta: float | None
     bucket: str
     language: str
+    judge: str | None = None  # the local judge's verdict (`wb eval --judge`): tuned, base or tie
     extra: list[str | None] = field(default_factory=list)  # one answer per further column (None: no match)
     haystack: str = ""  # every text of the item, lower case, for the search
 
@@ -149,6 +150,7 @@ def _item(index: int, row: dict[str, Any], metric: str | None) -> Item:
         delta=delta,
         bucket=bucket_of(delta),
         language=language_of(question or str(row.get("reference") or "")),
+        judge=str(row["judge"]["verdict"]) if isinstance(row.get("judge"), dict) else None,
     )
 
 

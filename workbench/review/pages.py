@@ -94,6 +94,7 @@ def item_view(it: Item, data: ReviewData, verdicts: list[Verdict], limit: int = 
         "columns": [(name, _marked(it.reference, answer, limit)) for name, answer in columns],
         "metrics": _metric_rows(it),
         "flags": [("tuned", f) for f in it.tuned_flags] + [("base", f) for f in it.base_flags],
+        "judge": it.judge,
         "verdicts": [{"reviewer": v.reviewer, "verdict": v.verdict, "note": cap(v.note, limit)} for v in verdicts],
     }
 
