@@ -41,6 +41,7 @@ VIEWS = [
     ("last page", "/browse?page=200"),
     ("500 items on one page", "/browse?per=500"),
     ("blind review, next item", "/review"),
+    ("statistics", "/stats"),
 ]
 TIMING = "JSON.stringify(performance.getEntriesByType('navigation')[0])"
 

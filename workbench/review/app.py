@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from workbench.errors import WbError
-from workbench.evaluate.verdicts import CHOICES, Verdict, VerdictStore, check_reviewer, review_summary
+from workbench.evaluate.verdicts import CHOICES, Verdict, VerdictStore, check_reviewer, summarize
 from workbench.review import pages, queries
 from workbench.review.items import Key, ReviewData
 
@@ -67,26 +67,37 @@ def _refused(status: int, message: str) -> HTMLResponse:
     return _page("message.html.j2", status, title="refused" if status == 403 else "error", message=message)
 
 
+@dataclass
+class Seen:
+    """The verdicts as one request sees them (the reviewers' files read once): everyone's, and the current
+    reviewer's by item."""
+
+    reviewer: str
+    everyone: list[Verdict]
+    own: dict[Key, Verdict]
+
+    @property
+    def reviewed(self) -> set[Key]:
+        return set(self.own)
+
+
 def create_app(session: Session) -> Starlette:
     """The app for one session (one run, one token)."""
 
-    def reviewer_of(request: Request) -> str:
+    def seen(request: Request) -> Seen:
         name = request.query_params.get("reviewer") or request.cookies.get(REVIEWER_COOKIE) or session.reviewer
-        return check_reviewer(name)
-
-    def mine(reviewer: str) -> tuple[list[Verdict], set[Key]]:
-        own = session.store.verdicts(reviewer)
-        return own, {(v.set, v.id) for v in own}
-
-    def common(request: Request, reviewer: str) -> dict[str, Any]:
+        reviewer = check_reviewer(name)
         everyone = session.store.verdicts()
+        return Seen(reviewer, everyone, {(v.set, v.id): v for v in everyone if v.reviewer == reviewer})
+
+    def common(request: Request, now: Seen) -> dict[str, Any]:
         data = session.data
         return {
             "run": data.run,
-            "reviewer": reviewer,
+            "reviewer": now.reviewer,
             "total": len(data.items),
-            "reviewed_by_you": len({(v.set, v.id) for v in everyone if v.reviewer == reviewer}),
-            "reviewed_by_all": len({(v.set, v.id) for v in everyone}),
+            "reviewed_by_you": len(now.own),
+            "reviewed_by_all": len({(v.set, v.id) for v in now.everyone}),
             "matches": data.matches,
             "path": request.url.path,
         }
@@ -117,18 +128,16 @@ def create_app(session: Session) -> Starlette:
         return RedirectResponse("/browse", 303)
 
     async def browse(request: Request) -> Response:
-        reviewer = reviewer_of(request)
+        now = seen(request)
         f = queries.parse(request.query_params, session.data)
-        _, reviewed = mine(reviewer)
-        everyone = session.store.verdicts()
-        shown = queries.page(queries.select(session.data, f, reviewed), f)
+        shown = queries.page(queries.select(session.data, f, now.reviewed), f)
         by_item: dict[Key, list[Verdict]] = {}
-        for v in everyone:
+        for v in now.everyone:
             by_item.setdefault((v.set, v.id), []).append(v)
         views = [pages.item_view(it, session.data, by_item.get(it.key, [])) for it in shown.items]
         return _page(
             "browse.html.j2",
-            **common(request, reviewer),
+            **common(request, now),
             f=f,
             page=shown,
             items=views,
@@ -140,17 +149,16 @@ def create_app(session: Session) -> Starlette:
         )
 
     async def item(request: Request) -> Response:
-        reviewer = reviewer_of(request)
+        now = seen(request)
         key = (request.query_params.get("set", ""), request.query_params.get("id", ""))
         found = session.data.by_key.get(key)
         if found is None:
             raise WbError(f"no item with set {key[0]!r} and id {key[1]!r} in this run")
-        verdicts = [v for v in session.store.verdicts() if (v.set, v.id) == key]
+        verdicts = [v for v in now.everyone if (v.set, v.id) == key]
         view = pages.item_view(found, session.data, verdicts, pages.FULL_TEXT)
-        return _page("item.html.j2", **common(request, reviewer), item=view)
+        return _page("item.html.j2", **common(request, now), item=view)
 
-    def review_queue(params: dict[str, str], reviewer: str) -> tuple[str, queries.Filters | None, list[Any]]:
-        _, reviewed = mine(reviewer)
+    def review_queue(params: dict[str, str], reviewed: set[Key]) -> tuple[str, queries.Filters | None, list[Any]]:
         mode = params.get("queue", SAMPLE)
         if mode not in (SAMPLE, "filter"):
             raise WbError(f"query queue={mode!r}: not one of {SAMPLE}, filter")
@@ -158,31 +166,30 @@ def create_app(session: Session) -> Starlette:
         return mode, f, queries.queue(session.data, f, reviewed)
 
     async def review(request: Request) -> Response:
-        reviewer = reviewer_of(request)
+        now = seen(request)
         params = dict(request.query_params)
-        mode, f, items = review_queue(params, reviewer)
-        own, reviewed = mine(reviewer)
+        mode, f, items = review_queue(params, now.reviewed)
         at = params.get("at")
         current = next((it for it in items if f"{it.set}/{it.id}" == at), None) if at else None
-        current = current or queries.next_unreviewed(items, reviewed)
+        current = current or queries.next_unreviewed(items, now.reviewed)
         back_params = [("queue", mode), *(parse_qsl(f.query(page=1)) if f else [])]
         back = urlencode(back_params)
         context: dict[str, Any] = {
-            **common(request, reviewer),
+            **common(request, now),
             "queue": mode,
             "filters": f,
             "back": back,
             "back_params": back_params,
             "queue_total": len(items),
-            "queue_done": sum(it.key in reviewed for it in items),
+            "queue_done": sum(it.key in now.own for it in items),
             "item": None,
             "token": session.token,
             "choices": CHOICES,
             "previous": None,
         }
         if current is not None:
-            order = session.store.order(reviewer, current.set, current.id)
-            saved = next((v for v in own if (v.set, v.id) == current.key), None)
+            order = session.store.order(now.reviewer, current.set, current.id)
+            saved = now.own.get(current.key)
             position = items.index(current)
             context |= {
                 "item": pages.blind_view(current, order),
@@ -215,7 +222,7 @@ def create_app(session: Session) -> Starlette:
             if len(note) > MAX_NOTE:
                 raise WbError(f"a note holds at most {MAX_NOTE} characters")
             back = dict(parse_qsl(form.get("back", "")))
-            mode, f, _ = review_queue(back, reviewer)  # checks the queue before anything is written
+            mode, f, _ = review_queue(back, set())  # checks the queue before anything is written
             session.store.record_blind(reviewer, found.set, found.id, choice, note)
         except WbError as e:
             return _refused(400, str(e))
@@ -223,9 +230,10 @@ def create_app(session: Session) -> Starlette:
         return RedirectResponse(f"/review?{query}", 303)
 
     async def stats(request: Request) -> Response:
-        reviewer = reviewer_of(request)
-        summary = review_summary(session.data.folder)
-        return _page("stats.html.j2", **common(request, reviewer), review=pages.stats_view(summary))
+        now = seen(request)
+        unreviewed = session.store.unreviewed()  # CSV rows left empty
+        summary = summarize(now.everyone, session.data.judged, unreviewed) if now.everyone or unreviewed else None
+        return _page("stats.html.j2", **common(request, now), review=pages.stats_view(summary))
 
     async def no_icon(request: Request) -> Response:
         return Response(status_code=204)

@@ -89,6 +89,12 @@ class ReviewData:
     def __post_init__(self) -> None:
         self.by_key = {it.key: it for it in self.items}
 
+    @property
+    def judged(self) -> list[dict[str, Any]]:
+        """The judge's verdicts as scores.jsonl rows hold them (what `verdicts.summarize` compares reviewers with),
+        kept in memory so the statistics need not read scores.jsonl again."""
+        return [{"set": it.set, "id": it.id, "judge": {"verdict": it.judge}} for it in self.items if it.judge]
+
     def sets(self) -> list[tuple[str, int]]:
         return list(Counter(it.set for it in self.items).items())
 
