@@ -2,7 +2,7 @@
 Chromium through playwright), and the screenshots of docs/images/ (`--screenshots`).
 
 The run is the tests' fixture (tests/review_fixtures.py) at 10,000 task items: English and Chinese questions,
-hostile answers, degenerate flags. The real server (uvicorn, in a thread) serves it; each view is opened `--repeat`
+hostile answers, degenerate flags, judge verdicts, and two reviewers' verdicts on the first `--verdicts` items. The real server (uvicorn, in a thread) serves it; each view is opened `--repeat`
 times and the median of the browser's own navigation timing is reported: `server` (request start to response end:
 filter, sort, page and render on the server) and `load` (navigation start to the load event: the page shown).
 Not asserted anywhere: a figure for docs/review.md. Writes bench/out/review_browse.json.
@@ -93,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--verdicts", type=int, default=300, help="items both reviewers have judged already")
     parser.add_argument("--screenshots", action="store_true")
     args = parser.parse_args()
     binary = chromium()
@@ -103,6 +104,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         work = Path(tmp)
         run = make_eval_run(work, n_task=args.items, n_probe=0)
+        store = VerdictStore(EvalFolder(run / "eval"))
+        for i in range(min(args.verdicts, args.items)):  # two reviewers part-way through
+            store.record_blind("bench", "task", str(i), ("A", "B", "tie")[i % 3])
+            store.record_blind("other", "task", str(i), ("A", "B", "both_bad", "tie")[i % 4])
         started = time.perf_counter()
         server = serve.prepare([run], None, "bench")
         load_s = time.perf_counter() - started
@@ -118,12 +123,14 @@ def main() -> None:
             browser.close()
             uv.should_exit = True
             thread.join(timeout=30)
+    print(f"{args.verdicts:,} items with verdicts from 2 reviewers")
     print(f"{args.items:,} items loaded (scores.jsonl read and checked, items built) in {load_s:.2f} s")
     cells = [[r["view"], f"{r['server_ms']:.0f}", f"{r['load_ms']:.0f}"] for r in rows]
     print(table(["view", "server ms", "page loaded ms"], cells))
     result = {
         "items": args.items,
         "repeat": args.repeat,
+        "verdicts": args.verdicts,
         "load_seconds": round(load_s, 3),
         "views": rows,
         "cpu": cpu(),
