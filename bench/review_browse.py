@@ -2,10 +2,11 @@
 Chromium through playwright), and the screenshots of docs/images/ (`--screenshots`).
 
 The run is the tests' fixture (tests/review_fixtures.py) at 10,000 task items: English and Chinese questions,
-hostile answers, degenerate flags, judge verdicts, and two reviewers' verdicts on the first `--verdicts` items. The real server (uvicorn, in a thread) serves it; each view is opened `--repeat`
-times and the median of the browser's own navigation timing is reported: `server` (request start to response end:
-filter, sort, page and render on the server) and `load` (navigation start to the load event: the page shown).
-Not asserted anywhere: a figure for docs/review.md. Writes bench/out/review_browse.json.
+hostile answers, degenerate flags, judge verdicts, and two reviewers' verdicts on the first `--verdicts` items. The
+real server (uvicorn, in a thread) serves it; each view is opened `--repeat` times and the median of the browser's
+own navigation timing is reported: `server` (request start to response end: filter, sort, page and render on the
+server) and `load` (navigation start to the load event: the page shown). Not asserted anywhere: a figure for
+docs/review.md. Writes bench/out/review_browse.json.
 
     .venv/bin/python bench/review_browse.py                 # 10,000 items, 5 repeats
     .venv/bin/python bench/review_browse.py --screenshots   # also docs/images/review-browse.png, review-blind.png

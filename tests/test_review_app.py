@@ -255,3 +255,19 @@ def test_wb_review_serves_on_loopback_prints_the_address_and_no_server_log(run: 
         env=env,
     )
     assert bad.returncode == 2 and "reviewer '../etc'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_wb_review_with_a_non_loopback_host_warns_and_columns_say_what_matched(
+    run: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[str] = []
+    monkeypatch.setattr(serve.ReviewServer, "run", lambda self: (served.append(self.url), self.sock.close()))
+    predictions = write_predictions(tmp_path / "third.jsonl", N_TASK)
+    result = wb("review", run, "--predictions", predictions, "--host", "0.0.0.0", "--reviewer", "ann")
+    assert result.exit_code == 0, result.output
+    assert "warning: serving on 0.0.0.0, not only this machine" in result.stderr
+    assert "listening on" not in result.stdout
+    assert "third.jsonl: 27 of 36 items matched by set and id" in result.stdout
+    assert re.search(r"open http://0\.0\.0\.0:\d+/\?token=[\w-]{43}", result.stdout) and len(served) == 1
+    bad = wb("review", run, "--predictions", tmp_path / "missing.jsonl")
+    assert bad.exit_code == 2 and "missing.jsonl" in bad.stderr
