@@ -83,7 +83,12 @@ def test_review_in_chromium_filter_judge_blind_by_keyboard_reload_and_gate(tmp_p
         assert page.locator("#mine").inner_text() == "3"
         assert [(v.id, v.verdict) for v in store.verdicts("ann")] == [("0", "tuned"), ("3", "tuned"), ("6", "tuned")]
 
-        for k in range(REGRESSIONS - 3):  # ann finishes the queue: tuned, with a tie every third item
+        page.keyboard.press("n")  # a note by keyboard: n, type, Esc, then the verdict key
+        page.keyboard.type("B 更好 <b>x</b>")
+        page.keyboard.press("Escape")
+        judge(page, store, "ann", "tie")
+        assert store.verdicts("ann")[-1].note == "B 更好 <b>x</b>"
+        for k in range(1, REGRESSIONS - 3):  # ann finishes the queue: tuned, with a tie every third item
             judge(page, store, "ann", "tie" if k % 3 == 0 else "tuned")
         assert page.locator("#done").count() == 1
 
@@ -91,7 +96,9 @@ def test_review_in_chromium_filter_judge_blind_by_keyboard_reload_and_gate(tmp_p
         with page.expect_navigation():
             page.keyboard.press("Enter")
         assert page.locator("#reviewer").inner_text() == "bob"
-        for k in range(REGRESSIONS):
+        with page.expect_navigation():
+            page.click('button[value="tie"]')  # a verdict by click
+        for k in range(1, REGRESSIONS):
             judge(page, store, "bob", "tie" if k % 3 == 0 else "base")
 
         refused = page.request.post(
@@ -107,6 +114,7 @@ def test_review_in_chromium_filter_judge_blind_by_keyboard_reload_and_gate(tmp_p
         row = page.locator("#agreement tr", has_text="ann vs bob").inner_text()
         assert f"{kappa.kappa:.3f}" in row
         assert re.search(rf"\b{REGRESSIONS}\b", page.locator("#stat-reviewed").inner_text())
+        assert "B 更好 <b>x</b>" in page.locator("#notes").inner_text()  # the note, as text
 
         assert dialogs == []  # no payload ran
         assert all(url.startswith(origin) for url in requests), [u for u in requests if not u.startswith(origin)]
