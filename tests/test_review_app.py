@@ -65,11 +65,13 @@ def test_every_request_needs_the_session_token_and_a_post_without_it_is_refused(
     c = TestClient(review_app.create_app(session))
     assert c.get("/browse").status_code == 403
     assert c.get("/browse?token=wrong").status_code == 403
+    assert c.get("/browse?token=令牌").status_code == 403  # any text is compared, not only ASCII
     assert c.get("/review").status_code == 403
     before = files_under(run.parent.parent)
     form = {"reviewer": "ann", "set": "task", "id": "0", "choice": "A", "note": "", "back": "queue=sample"}
     assert c.post("/verdict", data=form).status_code == 403
     assert c.post("/verdict", data=form | {"token": "x" * 43}).status_code == 403
+    assert c.post("/verdict", data=form | {"token": "令牌"}).status_code == 403
     c.get(f"/browse?token={session.token}")  # a browser holding the cookie still needs the token in the form
     assert c.post("/verdict", data=form).status_code == 403
     assert files_under(run.parent.parent) == before  # nothing written

@@ -63,6 +63,11 @@ def _headers(n: str) -> dict[str, str]:
     }
 
 
+def _same(given: str, token: str) -> bool:
+    """A constant-time comparison that any text can be given to (compare_digest refuses non-ASCII str)."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode("utf-8"))
+
+
 def _refused(status: int, message: str) -> HTMLResponse:
     return _page("message.html.j2", status, title="refused" if status == 403 else "error", message=message)
 
@@ -106,13 +111,13 @@ def create_app(session: Session) -> Starlette:
         """Token and errors around every page: a valid ?token= becomes a cookie; a missing one is refused."""
         given = request.query_params.get("token")
         if given is not None:
-            if not secrets.compare_digest(given, session.token):
+            if not _same(given, session.token):
                 return _refused(403, "wrong session token: open the address `wb review` printed")
             rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
             redirect = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), 303)
             redirect.set_cookie(COOKIE, session.token, httponly=True, samesite="strict")
             return redirect
-        if not secrets.compare_digest(request.cookies.get(COOKIE, ""), session.token):
+        if not _same(request.cookies.get(COOKIE, ""), session.token):
             return _refused(403, "no session token: open the address `wb review` printed (it holds the token)")
         handler = ROUTES[request.url.path]
         try:
@@ -207,7 +212,7 @@ def create_app(session: Session) -> Starlette:
         if len(body) > MAX_FORM:
             return _refused(413, f"the form is over {MAX_FORM} bytes")
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        if not secrets.compare_digest(form.get("token", ""), session.token):
+        if not _same(form.get("token", ""), session.token):
             return _refused(403, "missing or wrong session token: verdicts are taken from the review page only")
         try:
             reviewer = check_reviewer(form.get("reviewer", ""))
