@@ -29,4 +29,5 @@ def export(
         raise WbError("choose one of --merge or --adapter-only")
     result = run_export(run, output, merge=merge, dtype=dtype, force=force, on_status=console.say(quiet))
     what = {"merged": "merged model", "adapter": "adapter", "model": "model"}[result.kind]
+    console.warnings(result.warnings)
     console.line(f"wrote {what} to {result.path} ({', '.join(result.files)})")

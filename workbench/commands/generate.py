@@ -21,7 +21,9 @@ def _load_targets(target: str | None, adapters: list[Path] | None, say: Callable
     specs: list[str | Path] = ([target] if target else []) + list(adapters or [])
     if not specs:
         raise WbError("give a run folder, an adapter folder or a model")
-    return load([resolve_target(s) for s in specs], on_status=say)
+    loaded = load([resolve_target(s) for s in specs], on_status=say)
+    console.warnings(loaded.warnings)  # a template unlike the one the run or export recorded
+    return loaded
 
 
 def _settings(max_new_tokens: int, sample: bool, temperature: float, seed: int, precision: str) -> Any:

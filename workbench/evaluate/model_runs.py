@@ -46,6 +46,7 @@ def evaluate_with_model(
     cache = GenerationCache() if config.cache else None
     ll_cache = LoglikCache(identities=cache) if config.cache and any(s.kind == "mc" for s in sets) else None
     tuned = load([target], on_status=on_status)
+    warnings.extend(tuned.warnings)  # a template unlike the one the run or export recorded
     adapter_sha256 = sha256_file(target.adapter / "adapter_model.safetensors") if target.adapter else None
     sides: list[tuple[str, Any, str | None]] = [("tuned", tuned, tuned.active)]
     if config.base:

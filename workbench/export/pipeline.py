@@ -1,7 +1,9 @@
 """`wb export`: a run's adapter merged into its base model, or the adapter alone, as safetensors folders.
 
-The merged folder loads with plain `transformers.AutoModelForCausalLM.from_pretrained` (no PEFT, no wb). Both kinds
-of output are built in a temporary folder beside the target and renamed into place when complete.
+The merged folder loads with plain `transformers.AutoModelForCausalLM.from_pretrained` (no PEFT, no wb). Every kind
+carries the run's chat template, its stop tokens and the template's fingerprint (`bundle`) and records what it is
+in `wb_export.json`. Each output is built in a temporary folder beside the target and renamed into place when
+complete.
 """
 
 from __future__ import annotations
@@ -9,18 +11,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
+from workbench.export.bundle import write_bundle
 from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
-from workbench.models.base import load_adapter, load_model, load_tokenizer
+from workbench.models.base import load_adapter, load_model
 from workbench.models.folders import StatusFn, publish_folder, temp_dir_beside
 from workbench.models.stack import quiet_transformers
-from workbench.models.targets import ADAPTER_INFO, Target, resolve_target
+from workbench.models.targets import ADAPTER_INFO, EXPORT_INFO, Target, resolve_target
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -30,6 +33,7 @@ class Exported:
     path: Path
     kind: str
     files: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def export(
@@ -60,6 +64,10 @@ def export(
             _merge(target, tmp, dtype, on_status)
         else:
             shutil.copytree(Path(target.base), tmp, dirs_exist_ok=True)
+        bundle = write_bundle(target, tmp, on_status)
+        if kind == "adapter":  # loads alone: the template it carries, and what the run trained with
+            info = {"base_model": target.base, "template": bundle.kind, "method": target.method, **bundle.record()}
+            write_json(tmp / ADAPTER_INFO, info)
         manifest = build_manifest(
             command="export",
             started=started,
@@ -67,13 +75,14 @@ def export(
             outputs={},
             config={"run": str(run), "merge": merge, "dtype": dtype, "kind": kind},
         )
-        manifest.update({"base_model": target.base, "method": target.method, "template": target.template})
-        write_json(tmp / "wb_export.json", manifest)
+        manifest.update({"base_model": target.base, "method": target.method, "template": bundle.source})
+        manifest.update(bundle.record())
+        write_json(tmp / EXPORT_INFO, manifest)
         files = sorted(p.name for p in tmp.iterdir())
         if force and out.exists():
             shutil.rmtree(out)
         publish_folder(tmp, out)
-    return Exported(out, kind, files)
+    return Exported(out, kind, files, bundle.warnings)
 
 
 def _is_lora(adapter: Path) -> bool:
@@ -98,8 +107,6 @@ def _copy_adapter(target: Target, dest: Path) -> None:
     for p in target.adapter.iterdir():
         if p.is_file() and not p.name.endswith((".bin", ".pt", ".pth", ".pkl")):
             shutil.copy2(p, dest / p.name)
-    info = {"base_model": target.base, "template": target.template, "method": target.method}
-    write_json(dest / ADAPTER_INFO, info)
 
 
 def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -> None:
@@ -112,8 +119,6 @@ def _merge(target: Target, dest: Path, dtype: str, on_status: StatusFn | None) -
     merged = model.merge_and_unload()
     with quiet_transformers():
         merged.save_pretrained(dest, safe_serialization=True)
-    tokenizer = load_tokenizer(target.adapter if target.adapter is not None else target.base, on_status)
-    tokenizer.save_pretrained(dest)
     config_path = dest / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config.pop("quantization_config", None)  # a QLoRA base is merged in full precision

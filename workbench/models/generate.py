@@ -80,10 +80,9 @@ def stop_token_ids(loaded: Loaded) -> list[int]:
         elif isinstance(value, list | tuple):
             ids.update(int(v) for v in value)
     if loaded.template == "chat":  # the template's own end of turn (<|im_end|> of a named template on a base model)
-        eot = tdata.end_of_turn(loaded.tokenizer)
-        eot_ids = loaded.tokenizer(eot, add_special_tokens=False)["input_ids"] if eot else []
-        if len(eot_ids) == 1:
-            ids.add(int(eot_ids[0]))
+        eot_id = tdata.end_of_turn_id(loaded.tokenizer)
+        if eot_id is not None:
+            ids.add(eot_id)
     return sorted(ids)
 
 

@@ -28,6 +28,16 @@ from workbench.quiet import quiet_libraries
 from workbench.runfile.folder import RunFolder
 
 ADAPTER_INFO = "wb_adapter.json"  # written beside an exported adapter: its base model spec and template
+EXPORT_INFO = "wb_export.json"  # written into every `wb export` folder: what was exported, its template fingerprint
+
+
+@dataclass(frozen=True)
+class RecordedTemplate:
+    """The template fingerprint a run or an export recorded (`template_sha256`), and where."""
+
+    sha256: str
+    template: str
+    where: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class Target:
     template: str = "auto"
     method: str | None = None
     run_dir: Path | None = None
+    recorded: RecordedTemplate | None = None
 
     @property
     def label(self) -> str:
@@ -60,7 +71,7 @@ def resolve_target(spec: str | Path) -> Target:
     elif path.is_dir() and ((path / "adapter_config.json").is_file() or adapters.is_adapter_folder(path)):
         target = _adapter_target(path)
     else:
-        return Target(name=str(spec), base=str(spec))
+        return Target(name=str(spec), base=str(spec), recorded=_recorded(_json(path / EXPORT_INFO), path / EXPORT_INFO))
     if target.adapter is not None:
         check_adapter_weights(target.adapter)
     return target
@@ -75,11 +86,12 @@ def _run_target(folder: RunFolder) -> Target:
     if template == tdata.RUN_TEMPLATE_FILE:  # the run's own copy of a template file
         template = str(run / tdata.RUN_TEMPLATE_FILE)
     method = recipe.get("method")
+    recorded = _recorded(folder.manifest() or {}, folder.manifest_path)
     if (run / "adapter" / "adapter_config.json").is_file() or adapters.is_adapter_folder(run / "adapter"):
         base = str(recipe.get("model") or EMBEDDED)
-        return Target(run.name, base, run / "adapter", template, method, run)
+        return Target(run.name, base, run / "adapter", template, method, run, recorded)
     if (run / "model" / "config.json").is_file():
-        return Target(run.name, str(run / "model"), None, template, method, run)
+        return Target(run.name, str(run / "model"), None, template, method, run, recorded)
     raise WbError(
         f"{run}: the run has no adapter/ or model/ yet (not finished?); finish it with `wb train --resume {run}`"
     )
@@ -87,6 +99,7 @@ def _run_target(folder: RunFolder) -> Target:
 
 def _adapter_target(folder: Path) -> Target:
     info = _json(folder / ADAPTER_INFO)
+    recorded = _recorded(info, folder / ADAPTER_INFO) or _recorded(_json(folder / EXPORT_INFO), folder / EXPORT_INFO)
     config = _json(folder / "adapter_config.json")
     base = info.get("base_model") or config.get("base_model_name_or_path")
     if not base:
@@ -94,7 +107,14 @@ def _adapter_target(folder: Path) -> Target:
     method = info.get("method") or str(config.get("peft_type", "")).lower() or None
     if adapters.is_adapter_folder(folder):
         method = "adapter"
-    return Target(folder.name, str(base), folder, str(info.get("template", "auto")), method, None)
+    return Target(folder.name, str(base), folder, str(info.get("template", "auto")), method, None, recorded)
+
+
+def _recorded(info: dict[str, Any], where: Path) -> RecordedTemplate | None:
+    sha = info.get("template_sha256")
+    if not isinstance(sha, str) or not sha:
+        return None
+    return RecordedTemplate(sha, str(info.get("template_source") or info.get("template") or "?"), str(where))
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -119,6 +139,8 @@ class Loaded:
     active: str | None = None
     bottleneck: bool = False  # the adapters are wb's bottleneck adapters (switched in workbench.models.adapters)
     weights_sha256: str | None = None  # weights that are not files (a model in training): their hash, for caches
+    template_sha256: str | None = None  # the fingerprint of the template prompts are rendered with (when checked)
+    warnings: list[str] = field(default_factory=list)  # a template unlike the one a target recorded: one line each
 
     @property
     def adapters(self) -> list[str]:
@@ -198,9 +220,27 @@ def load(targets: list[Target], dtype: Any = "auto", on_status: StatusFn | None 
         model.set_adapter(names[0])
     model.eval()
     templates = {t.template for t in targets}
-    template = tdata.choose_template(tokenizer, first.template if len(templates) == 1 else "auto")
+    spec = first.template if len(templates) == 1 else "auto"
+    template = tdata.choose_template(tokenizer, spec)
     dirs = {name: t.adapter for name, t in zip(names, with_adapter, strict=True) if t.adapter is not None}
-    return Loaded(model, tokenizer, template, first.base, dirs, names[0] if names else None, bottleneck)
+    loaded = Loaded(model, tokenizer, template, first.base, dirs, names[0] if names else None, bottleneck)
+    _check_template(loaded, targets, spec)
+    return loaded
+
+
+def _check_template(loaded: Loaded, targets: list[Target], spec: str) -> None:
+    """Compare the template prompts will be rendered with against the fingerprint each target recorded."""
+    from workbench.models import templates as tdata
+
+    recorded = [t.recorded for t in targets if t.recorded is not None]
+    if not recorded:
+        return
+    sha = tdata.template_fingerprint(loaded.tokenizer, loaded.template)  # type: ignore[arg-type]
+    loaded.template_sha256 = sha
+    label = tdata.template_label(loaded.tokenizer, loaded.template, spec)  # type: ignore[arg-type]
+    for r in recorded:
+        if r.sha256 != sha:
+            loaded.warnings.append(tdata.fingerprint_mismatch(sha, label, r.sha256, r.template, r.where))
 
 
 def _unique_names(names: list[str]) -> list[str]:

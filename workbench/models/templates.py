@@ -12,6 +12,7 @@ Packing the examples for training is `workbench.train.packing`'s.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,14 @@ def end_of_turn(tokenizer: Any) -> str:
     return rendered[at + 2 :].rstrip() if at >= 0 else ""
 
 
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The token id of the template's end-of-turn text when it is one token (`<|im_end|>`), which generation stops
+    at and an export lists among generation_config.json's eos_token_id; None otherwise."""
+    eot = end_of_turn(tokenizer)
+    ids = tokenizer(eot, add_special_tokens=False)["input_ids"] if eot else []
+    return int(ids[0]) if len(ids) == 1 else None
+
+
 def chat_segments(tokenizer: Any, record: dict[str, Any]) -> list[tuple[str, bool]]:
     """(text, trained) segments whose concatenation is the whole conversation as the template renders it.
 
@@ -252,6 +261,45 @@ def render_prompt(tokenizer: Any, template: Template, prompt: Sequence[Message])
     for i in range(0, len(body) - 1, 2):
         record["history"].append([body[i]["content"], body[i + 1]["content"]])
     return prompt_text(tokenizer, "alpaca", record)
+
+
+FINGERPRINT_CONVERSATION: tuple[Message, ...] = (
+    {"role": "system", "content": "You answer in one line. 请用一句话回答。"},
+    {"role": "user", "content": 'What is "machine learning"? 什么是机器学习？'},
+    {"role": "assistant", "content": "Learning from data: 让计算机从数据中学习。"},
+    {"role": "user", "content": "And 深度学习?"},
+)
+"""The fixed conversation a template is fingerprinted on: a system turn, Chinese text, quotes, a finished assistant
+turn (its end-of-turn text) and the generation prompt after the last user turn."""
+
+
+def template_fingerprint(tokenizer: Any, template: Template) -> str:
+    """The sha256 of the prompt `template` renders for FINGERPRINT_CONVERSATION (without its system turn where the
+    template refuses one), as generation renders it: equal fingerprints render prompts alike. The one definition:
+    training records it in the run's manifest, `wb export` in its folder, and `wb generate` / `wb eval` compare the
+    template they render with against it."""
+    try:
+        text = render_prompt(tokenizer, template, FINGERPRINT_CONVERSATION)
+    except WbError:  # a template that refuses system turns (Gemma's): the conversation without it
+        text = render_prompt(tokenizer, template, FINGERPRINT_CONVERSATION[1:])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint_mismatch(current: str, current_template: str, recorded: str, recorded_template: str, where: str) -> str:
+    """The one warning line when the template about to render prompts is not the one `where` recorded."""
+    return (
+        f"template fingerprint {current[:12]} ({current_template}) differs from {recorded[:12]} recorded in {where} "
+        f"({recorded_template}): prompts will not be rendered as in training"
+    )
+
+
+def template_label(tokenizer: Any, template: Template, spec: str) -> str:
+    """Which template renders prompts, in words: alpaca, a named template or file, or the tokenizer's own."""
+    if template == "alpaca":
+        return "alpaca"
+    if spec not in TEMPLATE_KEYWORDS:
+        return spec
+    return f"the chat template of {getattr(tokenizer, 'name_or_path', '') or 'the model'}"
 
 
 def completion_text(tokenizer: Any, template: Template, answer: str) -> str:

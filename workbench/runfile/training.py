@@ -36,6 +36,9 @@ class TrainManifest(Open):
     method: str | None = None
     model: str | None = None
     template: str | None = None
+    template_sha256: str | None = Field(
+        None, description="Fingerprint of the template: sha256 of its rendering of a fixed conversation."
+    )
     precision: str | None = None
     trainable_parameters: Count | None = None
     total_parameters: Count | None = None

@@ -116,6 +116,7 @@ def _train_sft(
     runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
     fields = {
         "template": tdata.template_for_run(recipe.template, prepared.template, run_dir),
+        "template_sha256": tdata.template_fingerprint(tokenizer, prepared.template),
         "examples": {"train": len(prepared.train), "val": len(prepared.val)},
         "tokens": {
             "trained_per_epoch": sum(ex.trained_tokens for ex in prepared.train),

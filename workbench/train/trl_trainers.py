@@ -481,6 +481,7 @@ def train(
         n_train, n_val, per_epoch = len(grpo_rows), 0, 0
     fields: dict[str, Any] = {
         "template": tdata.template_for_run(recipe.template, template, session.run_dir),
+        "template_sha256": tdata.template_fingerprint(session.tokenizer, template),
         "examples": {"train": n_train, "val": n_val},
         "tokens": {"all_per_epoch": per_epoch, "seen": seen},
         "tokens_per_second": round(seen / runtime, 1) if seen is not None else None,
