@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import write_jsonl
+from test_export_card import pairs, split_card, tables
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -129,6 +130,12 @@ def test_a_merged_export_renders_prompts_as_the_run_with_plain_transformers(
     sha = tdata.template_fingerprint(loaded.tokenizer, loaded.template)  # type: ignore[arg-type]
     assert info["template_sha256"] == _run_sha(trained["lora"]) == sha
     assert info["template_source"] == "chatml" and info["end_of_turn"] == "<|im_end|>"
+    front, sections = split_card((merged / "README.md").read_text(encoding="utf-8"))
+    assert front["library_name"] == "transformers" and front["datasets"] == ["lora.jsonl"] and "base_model" not in front
+    assert pairs(sections["Chat template"])["fingerprint (sha256)"] == sha
+    assert "Not evaluated yet" in sections["Evaluation"] and not tables(sections["Evaluation"])
+    steps = json.loads((trained["lora"] / "manifest.json").read_text())["global_step"]
+    assert int(pairs(sections["Method and recipe"])["global_step"]) == steps
 
 
 def test_a_whole_model_export_stops_at_the_end_of_turn_token_with_plain_transformers(
@@ -160,12 +167,20 @@ def test_an_adapter_only_export_carries_the_template_and_its_fingerprint(
 ) -> None:
     from transformers import AutoTokenizer
 
-    result = wb("export", trained["lora"], "--adapter-only", "-o", tmp_path / "adapter")
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("checks:\n  - task.rouge_l.tuned >= 0.1\n", encoding="utf-8")
+    result = wb("export", trained["lora"], "--adapter-only", "-o", tmp_path / "adapter", "--gate", gate)
     assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
+    assert "gate failed: 0 of 1 checks pass, 1 missing (in the model card)" in result.stdout
     folder = tmp_path / "adapter"
     _assert_carries_chatml(folder)
     info = json.loads((folder / "wb_adapter.json").read_text(encoding="utf-8"))
     assert info["template_sha256"] == _run_sha(trained["lora"]) and info["template_source"] == "chatml"
+    front, sections = split_card((folder / "README.md").read_text(encoding="utf-8"))
+    assert front["library_name"] == "peft" and "--enable-lora --lora-modules adapter=adapter" in sections["How to use"]
+    assert "Not evaluated yet" in sections["Evaluation"] and tables(sections["Evaluation"]) == [
+        [["task.rouge_l.tuned", ">= 0.1", "-", "missing"]]
+    ]
     plain = AutoTokenizer.from_pretrained(folder)
     loaded = runs.load([runs.resolve_target(trained["lora"])])
     for conversation in CONVERSATIONS:

@@ -20,6 +20,7 @@ def export(
     adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Copy the adapter alone (PEFT).")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="Merged weights dtype: auto, float32, bfloat16.")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    gate: Annotated[Path | None, typer.Option("--gate", help="Threshold file: its verdict goes into the card.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a run's adapter merged into its base model (--merge), or the adapter alone (--adapter-only)."""
@@ -27,7 +28,9 @@ def export(
 
     if merge == adapter_only:
         raise WbError("choose one of --merge or --adapter-only")
-    result = run_export(run, output, merge=merge, dtype=dtype, force=force, on_status=console.say(quiet))
+    result = run_export(run, output, merge=merge, dtype=dtype, force=force, on_status=console.say(quiet), gate=gate)
     what = {"merged": "merged model", "adapter": "adapter", "model": "model"}[result.kind]
     console.warnings(result.warnings)
+    if result.gate is not None:
+        console.line(f"{result.gate.headline} (in the model card)")
     console.line(f"wrote {what} to {result.path} ({', '.join(result.files)})")

@@ -1,9 +1,9 @@
 """`wb export`: a run's adapter merged into its base model, or the adapter alone, as safetensors folders.
 
 The merged folder loads with plain `transformers.AutoModelForCausalLM.from_pretrained` (no PEFT, no wb). Every kind
-carries the run's chat template, its stop tokens and the template's fingerprint (`bundle`) and records what it is
-in `wb_export.json`. Each output is built in a temporary folder beside the target and renamed into place when
-complete.
+carries the run's chat template, its stop tokens and the template's fingerprint (`bundle`), a model card
+(`README.md`, `card`) and records what it is in `wb_export.json`. Each output is built in a temporary folder beside
+the target and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
 from workbench.export.bundle import write_bundle
+from workbench.export.card import CardInput, ServeSection, write_card
 from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
@@ -34,12 +36,21 @@ class Exported:
     kind: str
     files: list[str]
     warnings: list[str] = field(default_factory=list)
+    gate: Any = None  # the gate's verdict (report.gate.GateResult) when a threshold file was given
 
 
 def export(
-    run: Path, out: Path, merge: bool, dtype: str = "auto", force: bool = False, on_status: StatusFn | None = None
+    run: Path,
+    out: Path,
+    merge: bool,
+    dtype: str = "auto",
+    force: bool = False,
+    on_status: StatusFn | None = None,
+    gate: Path | None = None,
+    serving: Sequence[ServeSection] = (),
 ) -> Exported:
-    """Write the run's adapter (merge=False) or base+adapter merged (merge=True) to `out`."""
+    """Write the run's adapter (merge=False) or base+adapter merged (merge=True) to `out`, with its model card: the
+    gate's verdict in it when `gate` (a threshold file) is given, and `serving` as extra "how to serve" sections."""
     started = time.time()
     target = resolve_target(run)
     if target.run_dir is None and target.adapter is None:
@@ -68,6 +79,9 @@ def export(
         if kind == "adapter":  # loads alone: the template it carries, and what the run trained with
             info = {"base_model": target.base, "template": bundle.kind, "method": target.method, **bundle.record()}
             write_json(tmp / ADAPTER_INFO, info)
+        lora = target.adapter is not None and _is_lora(target.adapter)
+        card = CardInput(out.name, kind, target.base, target.method, bundle.record(), target.run_dir, lora)
+        verdict = write_card(tmp, card, gate, serving)
         manifest = build_manifest(
             command="export",
             started=started,
@@ -82,7 +96,7 @@ def export(
         if force and out.exists():
             shutil.rmtree(out)
         publish_folder(tmp, out)
-    return Exported(out, kind, files, bundle.warnings)
+    return Exported(out, kind, files, bundle.warnings, verdict)
 
 
 def _is_lora(adapter: Path) -> bool:

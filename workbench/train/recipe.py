@@ -132,6 +132,12 @@ class Recipe(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name: the folder under output_dir.")
     model: str = Field("embedded", description="embedded (SmolLM2-135M-Instruct), a local folder, or a cached hub id.")
     method: Method = "lora"
+    license: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$",
+        description="License of the trained weights (a Hugging Face license id: apache-2.0, mit, llama3.1, other): "
+        "the `license` of the model card `wb export` writes.",
+    )
     data: Path | list[DataSource] | None = Field(
         None,
         description="Training records (output of wb clean), or a list of sources to mix, each with path and optional "
