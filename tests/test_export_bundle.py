@@ -217,6 +217,8 @@ def test_a_changed_template_is_one_warning_line_naming_both_fingerprints(merged:
     evaluated = wb("eval", tampered, *args)
     assert evaluated.exit_code == 0, evaluated.stderr
     assert len(warned(evaluated.stderr)) == 1 and now[:12] in warned(evaluated.stderr)[0]
+    kept = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))["warnings"]
+    assert [w for w in kept if w.startswith("template fingerprint")] == [line.removeprefix("warning: ")]
 
 
 def test_an_alpaca_run_exports_no_chat_template(tmp_path: Path, wb: Any) -> None:
