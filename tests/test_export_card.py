@@ -68,7 +68,12 @@ def _interval(lo: Any, hi: Any) -> str:
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_run(tmp_path_factory.mktemp("card"), name="demo")
+    run = make_run(tmp_path_factory.mktemp("card"), name="demo")
+    clean_manifest = run.parent.parent / "data" / "clean.manifest.json"  # the raw file wb clean read, as it records it
+    written = json.loads(clean_manifest.read_text(encoding="utf-8"))
+    written["inputs"] = {"data": {"path": "data/原始 raw.jsonl", "bytes": 10, "sha256": "c" * 64}}
+    clean_manifest.write_text(json.dumps(written, ensure_ascii=False), encoding="utf-8")
+    return run
 
 
 def test_every_number_in_the_card_equals_the_run_files(evaluated: Path) -> None:
@@ -89,7 +94,11 @@ def test_every_number_in_the_card_equals_the_run_files(evaluated: Path) -> None:
         stats[k] for k in ("read", "kept", "dropped", "rejected")
     ]
     files, _, rules = tables(data)
-    assert files == [["clean.jsonl", manifest["inputs"]["data"]["sha256"]]]
+    raw = json.loads((evaluated.parent.parent / "data" / "clean.manifest.json").read_text(encoding="utf-8"))
+    assert files == [
+        ["clean.jsonl", "trained on", manifest["inputs"]["data"]["sha256"]],
+        ["原始 raw.jsonl", "cleaned from", raw["inputs"]["data"]["sha256"]],
+    ]
     top = sorted(((r, n) for r, n in stats["dropped_by_rule"].items() if n), key=lambda p: -p[1])[:5]
     assert [(r, int(n)) for r, n in rules] == top and len(top) == 4
     assert front["datasets"] == ["clean.jsonl"]

@@ -184,9 +184,12 @@ def _method(info: CardInput, run: Run | None) -> list[str]:
 
 def _data(run: Run | None) -> list[str]:
     lines = ["## Data", ""]
-    files = _data_files(run)
-    if files:
-        lines += [*_table(["file", "sha256"], [[esc(name), esc(sha or "-")] for name, sha in files]), ""]
+    rows = [[esc(name), "trained on", esc(sha or "-")] for name, sha in _data_files(run)]
+    raw = (((run.clean_manifest or {}).get("inputs") if run is not None else None) or {}).get("data")
+    if isinstance(raw, dict) and raw.get("path"):  # the file `wb clean` read, as its manifest records it
+        rows.append([esc(Path(str(raw["path"])).name), "cleaned from", esc(raw.get("sha256") or "-")])
+    if rows:
+        lines += [*_table(["file", "role", "sha256"], rows), ""]
     clean = run.summary.get("clean") if run is not None else None
     if clean:
         lines += ["Cleaning (`wb clean`): every record read was kept, dropped by a rule or rejected as malformed.", ""]
