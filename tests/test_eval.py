@@ -378,3 +378,54 @@ def test_wb_eval_on_a_corrupt_generation_cache_warns_once_and_evaluates(
     assert again.exit_code == 0 and "generations.sqlite" not in again.stderr
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["generation"]["cache_misses"] == 0 and metrics["generation"]["cache_hits"] > 0
+
+
+SYSTEM = "你是一个助手。Answer briefly; never run <script>alert('sys')</script>"
+TURNS = [
+    ["我们用中文和英文聊天吧。", "好的，we can mix both languages."],
+    ["What did I ask first? <img src=x onerror=\"alert('turn')\">", "你先问我们能不能用中文和英文聊天。"],
+]
+
+
+@torch_needed
+def test_a_conversations_earlier_turns_reach_scores_jsonl_and_the_review_page(
+    run: Path, tmp_path: Path, wb: Any
+) -> None:
+    """A multi-turn eval set (OpenAI messages, Chinese and English, a system prompt): scores.jsonl keeps the system
+    prompt and the earlier turns, a one-turn record gets neither field (its row is as before), and `wb review` and
+    the report's item line show them, as text."""
+    from starlette.testclient import TestClient
+
+    from workbench.report.eval_views import _item_view
+    from workbench.review import app as review_app
+    from workbench.review import items
+
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        *(
+            {"role": role, "content": text}
+            for turn in TURNS
+            for role, text in zip(("user", "assistant"), turn, strict=True)
+        ),
+        {"role": "user", "content": "那最后一个问题：2+2=?"},
+        {"role": "assistant", "content": "4"},
+    ]
+    one_turn = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    data = write_jsonl(tmp_path / "conversations.jsonl", [{"messages": messages}, {"messages": one_turn}])
+    out = tmp_path / "ev"
+    opts = ["--data", data, "--no-probes", "--max-new-tokens", "3", "--no-cache", "-q", "-o", out]
+    result = wb("eval", run, *opts)
+    assert result.exit_code == 0, result.stderr
+    rows = read_jsonl(out / "scores.jsonl")
+    assert rows[0]["system"] == SYSTEM and rows[0]["history"] == TURNS
+    assert rows[0]["instruction"] == "那最后一个问题：2+2=?" and rows[0]["reference"] == "4"
+    assert "history" not in rows[1] and "system" not in rows[1]
+    assert _item_view(rows[0], "rouge_l")["instruction"] == "(after 2 earlier turns) 那最后一个问题：2+2=?"
+
+    session = review_app.Session(items.load([out]), "ann")
+    c = TestClient(review_app.create_app(session))
+    item = c.get(f"/item?set=task&id={rows[0]['id']}&token={session.token}").text
+    assert "好的，we can mix both languages." in item and "你先问我们能不能用中文和英文聊天。" in item
+    assert "alert(&#39;turn&#39;)" in item and "<img" not in item and item.count("<script") == 1
+    blind = c.get("/review?queue=filter&q=2%2B2").text  # base and tuned answers: the blind view shows the turns too
+    assert "我们用中文和英文聊天吧。" in blind and "never run &lt;script&gt;" in blind

@@ -4,6 +4,7 @@ filters, the blind review and its verdicts on disk, the statistics, and the comm
 from __future__ import annotations
 
 import html as htmllib
+import json
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from review_fixtures import make_eval_run, write_predictions
 from starlette.testclient import TestClient
 
 from workbench.errors import WbError
-from workbench.evaluate.verdicts import VerdictStore, summarize
+from workbench.evaluate.verdicts import VerdictStore, review_summary, summarize
 from workbench.review import app as review_app
 from workbench.review import items, serve
 from workbench.runfile.folder import EvalFolder
@@ -273,3 +274,98 @@ def test_wb_review_with_a_non_loopback_host_warns_and_columns_say_what_matched(
     assert re.search(r"open http://0\.0\.0\.0:\d+/\?token=[\w-]{43}", result.stdout) and len(served) == 1
     bad = wb("review", run, "--predictions", tmp_path / "missing.jsonl")
     assert bad.exit_code == 2 and "missing.jsonl" in bad.stderr
+
+
+# --- conversations: earlier turns and the system prompt ----------------------------------------------------------
+
+SYSTEM = "你是一个助手。Answer briefly; never run <script>alert('sys')</script>"
+TURNS = [
+    ["我们用中文和英文聊天吧。", "好的，we can mix both languages."],
+    ["What did I ask first? <img src=x onerror=\"alert('turn')\">", "你先问我们能不能用中文和英文聊天。"],
+]
+
+
+def with_conversations(run: Path) -> Path:
+    """Item 0 gets the short conversation above (shown open), item 1 a long one (collapsed); the rest stay one-turn
+    rows without the fields, as older scores.jsonl files are."""
+    path = EvalFolder(run / "eval").scores_path
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows[0] |= {"system": SYSTEM, "history": TURNS}
+    rows[1] |= {"history": [[f"第{i}轮 question {i} " * 30, f"answer {i} 回答 " * 30] for i in range(5)]}
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return run
+
+
+def test_earlier_turns_and_the_system_prompt_show_as_text_collapsed_when_long(run: Path) -> None:
+    c, session = client(with_conversations(run))
+    assert session.data.by_key[("task", "0")].history == [tuple(t) for t in TURNS]
+    assert session.data.by_key[("task", "2")].history == [] and session.data.by_key[("task", "2")].system == ""
+    item0 = c.get("/item?set=task&id=0").text
+    assert '<details class="conversation" open><summary>conversation before the instruction: 2 earlier turns' in item0
+    assert "我们用中文和英文聊天吧。" in item0 and "好的，we can mix both languages." in item0
+    assert "What did I ask first? &lt;img src=x onerror=&#34;alert(&#39;turn&#39;)&#34;&gt;" in item0
+    assert "你是一个助手。Answer briefly; never run &lt;script&gt;" in item0 and "<img" not in item0
+    assert item0.count("<script") == 1  # the app's own
+    assert item0.index("好的，we can mix") < item0.index("<h4>instruction</h4>")  # the turns come first
+    item1 = c.get("/item?set=task&id=1").text  # 5 long turns: collapsed, the summary says how much
+    assert re.search(r'<details class="conversation"><summary>[^<]*5 earlier turns \([\d,]+ characters\)', item1)
+    assert "<details" not in c.get("/item?set=task&id=2").text  # a one-turn item has none
+    assert shown(c.get("/browse?q=what did i ask first").text) == [("task", "0")]  # the turns are searched
+    browse = c.get("/browse?set=task&per=10").text
+    assert browse.count('<details class="conversation"') == 2
+    blind = c.get("/review?queue=filter&set=task&q=what did i ask first").text  # the blind view shows them too
+    assert 'name="id" value="0"' in blind and "我们用中文和英文聊天吧。" in blind and "alert(&#39;turn&#39;)" in blind
+    assert "<img" not in blind and blind.count("<script") == 1
+
+
+# --- wb eval rewriting the run while wb review serves it ---------------------------------------------------------
+
+
+def test_items_are_read_again_when_wb_eval_rewrites_the_run_and_verdicts_on_gone_items_count_apart(
+    run: Path, tmp_path: Path
+) -> None:
+    c, _session = client(run)
+    folder = EvalFolder(run / "eval")
+    store = VerdictStore(folder)
+    for i in (3, 25, 28):
+        store.record_blind("ann", "task", str(i), "tie")
+    store.record_blind("bob", "task", "29", "A")
+    first = c.get("/browse").text
+    assert "36 items" in first and re.search(r'id="mine">3<', first) and 'id="reloaded"' not in first
+
+    make_eval_run(tmp_path, n_task=20)  # `wb eval` again, on 20 task items: 25, 28 and 29 are gone
+    page = c.get("/browse?set=task&per=500").text
+    assert shown(page) == [("task", str(i)) for i in range(20)] and "20 of 26 items" in page
+    notice = re.search(r'<p class="notice small" id="reloaded">([^<]*)</p>', page)
+    assert notice and "`wb eval` rewrote the evaluation; the items were read again (26 now)" in htmllib.unescape(
+        notice[1]
+    )
+    assert re.search(r'id="mine">1<', page) and re.search(r'id="anyone">1<', page)  # only item 3 is still there
+    assert re.search(r'id="stale">3 verdicts on items no longer in this run', page)
+    assert c.get("/item?set=task&id=25").status_code == 400
+    stats = c.get("/stats").text
+    assert re.search(r'id="stat-reviewed">1<', stats) and re.search(r'id="stat-stale">3<', stats)
+    # The verdicts stay in the reviewers' files; the run summary counts them apart too.
+    assert sorted(v.id for v in store.verdicts()) == ["25", "28", "29", "3"]
+    summary = review_summary(folder)
+    assert summary is not None and summary.reviewed == 1 and summary.stale == 3
+    assert summary.verdicts["tie"] == 1 and summary.verdicts["tuned"] + summary.verdicts["base"] == 0
+    # A verdict on a gone item is refused; on a present one it is taken.
+    form = form_of(c.get("/review?queue=filter&set=task").text)
+    assert c.post("/verdict", data=form | {"id": "28", "choice": "A"}).status_code == 400
+    assert c.post("/verdict", data=form | {"choice": "A"}).status_code == 200
+
+    # Caught half written: the items read before stay, the page says so; once whole again, they are read again.
+    folder.scores_path.write_text('{"set": "task", "id": 0, "tuned": {"prediction": "x"}}\n{"set": ', "utf-8")
+    broken = c.get("/browse?set=task&per=500").text
+    assert len(shown(broken)) == 20 and "the evaluation changed on disk but cannot be read" in htmllib.unescape(broken)
+    make_eval_run(tmp_path, n_task=12)
+    assert len(shown(c.get("/browse?set=task&per=500").text)) == 12
+
+
+def test_an_old_scores_file_without_conversation_fields_loads_as_before(run: Path) -> None:
+    rows = [json.loads(line) for line in EvalFolder(run / "eval").scores_path.read_text("utf-8").splitlines()]
+    assert not any("history" in r or "system" in r for r in rows)  # the fixture writes rows as older wb did
+    data = items.load([run])
+    assert len(data.items) == N_TASK + 6 and all(it.history == [] and it.system == "" for it in data.items)
+    assert "<details" not in client(run)[0].get("/browse?per=500").text

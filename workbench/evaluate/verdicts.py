@@ -263,8 +263,18 @@ def _by_item(verdicts: Iterable[Verdict]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def summarize(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]] = (), unreviewed: int = 0) -> ReviewSummary:
-    """The run summary's `review` section from the merged verdicts (and scores.jsonl's rows, for the judge)."""
+def summarize(
+    verdicts: Sequence[Verdict],
+    rows: Sequence[dict[str, Any]] = (),
+    unreviewed: int = 0,
+    present: set[tuple[str, str]] | None = None,
+) -> ReviewSummary:
+    """The run summary's `review` section from the merged verdicts (and scores.jsonl's rows, for the judge).
+    `present`: the (set, id) of the evaluation's items; verdicts on other items (the evaluation was rerun on other
+    items since) are counted apart as `stale` and left out of every other figure."""
+    kept = [v for v in verdicts if present is None or (v.set, v.id) in present]
+    stale = len(verdicts) - len(kept)
+    verdicts = kept
     counts = Counter(v.verdict for v in verdicts)
     reviewers: dict[str, list[Verdict]] = defaultdict(list)
     for v in verdicts:
@@ -295,6 +305,7 @@ def summarize(verdicts: Sequence[Verdict], rows: Sequence[dict[str, Any]] = (), 
     return ReviewSummary(
         reviewed=len(_by_item(verdicts)),
         unreviewed=unreviewed,
+        stale=stale,
         tuned_preferred=preference_rate(_by_item(verdicts).values()),
         both_bad=_rate(counts["both_bad"], len(verdicts)),
         verdicts={k: counts.get(k, 0) for k in VERDICTS},
@@ -315,5 +326,8 @@ def review_summary(folder: EvalFolder) -> ReviewSummary | None:
     verdicts = store.verdicts()
     if not verdicts and not store.unreviewed():
         return None
-    rows = list(folder.scores()) if folder.scores_path.is_file() else []
-    return summarize(verdicts, rows, store.unreviewed())
+    if not folder.scores_path.is_file():
+        return summarize(verdicts, [], store.unreviewed())
+    rows = list(folder.scores())
+    present = {(str(r.get("set") or "task"), str(r["id"])) for r in rows}
+    return summarize(verdicts, rows, store.unreviewed(), present)

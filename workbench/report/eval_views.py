@@ -306,9 +306,14 @@ def _item_view(row: dict[str, Any], metric: str) -> dict[str, Any]:
     base = cap((row.get("base") or {}).get("prediction"), MAX_TEXT)
     tuned = cap((row.get("tuned") or {}).get("prediction"), MAX_TEXT)
     b, t = (row.get("base") or {}).get(metric), (row.get("tuned") or {}).get(metric)
+    earlier = len(row.get("history") or [])  # a conversation's earlier turns are named, not shown, in this one line
     return {
         "id": row.get("id"),
-        "instruction": cap(" ".join(str(row.get(k) or "") for k in ("instruction", "input")).strip(), 600),
+        "instruction": cap(
+            f"(after {earlier} earlier turns) " * bool(earlier)
+            + " ".join(str(row.get(k) or "") for k in ("instruction", "input")).strip(),
+            600,
+        ),
         "reference": ref,
         "base": word_diff(ref, base),
         "tuned": word_diff(ref, tuned),
@@ -381,6 +386,7 @@ def review_view(review: dict[str, Any] | None) -> dict[str, Any] | None:
     return {
         "reviewed": review.get("reviewed"),
         "unreviewed": review.get("unreviewed"),
+        "stale": review.get("stale"),
         "verdicts": verdicts,
         "split": split,
         "tuned_preferred": rate(review.get("tuned_preferred")),

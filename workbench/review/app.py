@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -28,6 +29,7 @@ from workbench.errors import WbError
 from workbench.evaluate.verdicts import CHOICES, Verdict, VerdictStore, check_reviewer, summarize
 from workbench.review import pages, queries
 from workbench.review.items import Key, ReviewData
+from workbench.runfile.folder import Stamp
 
 COOKIE = "wb_review"
 REVIEWER_COOKIE = "wb_reviewer"
@@ -41,10 +43,33 @@ class Session:
     data: ReviewData
     reviewer: str
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    notice: str | None = None  # one line on every page once the items were read again (or could not be)
 
     def __post_init__(self) -> None:
         check_reviewer(self.reviewer)
         self.store = VerdictStore(self.data.folder)
+        self._failed: Stamp | None = None
+
+    def refresh(self) -> None:
+        """Read the items again when `wb eval` rewrote the evaluation since they were read (checked on every request
+        by two stats). A set caught half written (or broken) keeps the items shown so far, says so, and is tried
+        again once its files change again (the manifest is published last)."""
+        if not self.data.changed():
+            return
+        stamp = self.data.folder.stamp()
+        if stamp == self._failed:
+            return
+        at = datetime.now(UTC).strftime("%H:%M:%S UTC")
+        try:
+            self.data = self.data.reload()
+        except WbError as e:
+            self._failed = stamp
+            self.notice = f"{at}: the evaluation changed on disk but cannot be read ({e}); the items read before stay"
+            return
+        self._failed = None
+        self.notice = (
+            f"{at}: `wb eval` rewrote the evaluation; the items were read again ({len(self.data.items):,} now)"
+        )
 
 
 def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -78,8 +103,13 @@ class Seen:
     reviewer's by item."""
 
     reviewer: str
-    everyone: list[Verdict]
+    stored: list[Verdict]  # every verdict in the reviewers' files
+    everyone: list[Verdict]  # those on items of this run (scores.jsonl rewritten: the others are kept, not counted)
     own: dict[Key, Verdict]
+
+    @property
+    def stale(self) -> int:
+        return len(self.stored) - len(self.everyone)
 
     @property
     def reviewed(self) -> set[Key]:
@@ -92,8 +122,10 @@ def create_app(session: Session) -> Starlette:
     def seen(request: Request) -> Seen:
         name = request.query_params.get("reviewer") or request.cookies.get(REVIEWER_COOKIE) or session.reviewer
         reviewer = check_reviewer(name)
-        everyone = session.store.verdicts()
-        return Seen(reviewer, everyone, {(v.set, v.id): v for v in everyone if v.reviewer == reviewer})
+        stored = session.store.verdicts()
+        everyone = [v for v in stored if (v.set, v.id) in session.data.by_key]
+        own = {(v.set, v.id): v for v in everyone if v.reviewer == reviewer}
+        return Seen(reviewer, stored, everyone, own)
 
     def common(request: Request, now: Seen) -> dict[str, Any]:
         data = session.data
@@ -105,6 +137,8 @@ def create_app(session: Session) -> Starlette:
             "reviewed_by_all": len({(v.set, v.id) for v in now.everyone}),
             "matches": data.matches,
             "path": request.url.path,
+            "stale": now.stale,
+            "notice": session.notice,
         }
 
     async def guarded(request: Request) -> Response:
@@ -121,6 +155,7 @@ def create_app(session: Session) -> Starlette:
             return _refused(403, "no session token: open the address `wb review` printed (it holds the token)")
         handler = ROUTES[request.url.path]
         try:
+            session.refresh()
             response = await handler(request)
         except WbError as e:
             return _refused(400, str(e))
@@ -215,6 +250,7 @@ def create_app(session: Session) -> Starlette:
         if not _same(form.get("token", ""), session.token):
             return _refused(403, "missing or wrong session token: verdicts are taken from the review page only")
         try:
+            session.refresh()
             reviewer = check_reviewer(form.get("reviewer", ""))
             key = (form.get("set", ""), form.get("id", ""))
             found = session.data.by_key.get(key)
@@ -237,7 +273,8 @@ def create_app(session: Session) -> Starlette:
     async def stats(request: Request) -> Response:
         now = seen(request)
         unreviewed = session.store.unreviewed()  # CSV rows left empty
-        summary = summarize(now.everyone, session.data.judged, unreviewed) if now.everyone or unreviewed else None
+        present = set(session.data.by_key)
+        summary = summarize(now.stored, session.data.judged, unreviewed, present) if now.stored or unreviewed else None
         return _page("stats.html.j2", **common(request, now), review=pages.stats_view(summary))
 
     async def no_icon(request: Request) -> Response:

@@ -24,7 +24,7 @@ from workbench.io.reader import read_objects
 from workbench.report.eval_views import primary_metric
 from workbench.report.formatting import is_num
 from workbench.report.summary import higher_is_better, load_run, scored_items
-from workbench.runfile.folder import EvalFolder, locate
+from workbench.runfile.folder import EvalFolder, Stamp, locate
 from workbench.text import script_of
 
 BUCKETS = ("regression", "gain", "tie", "none")
@@ -57,6 +57,8 @@ class Item:
     bucket: str
     language: str
     judge: str | None = None  # the local judge's verdict (`wb eval --judge`): tuned, base or tie
+    system: str = ""  # the conversation's system prompt (scores.jsonl `system`; absent in older files)
+    history: list[tuple[str, str]] = field(default_factory=list)  # earlier (user, assistant) turns, oldest first
     extra: list[str | None] = field(default_factory=list)  # one answer per further column (None: no match)
     haystack: str = ""  # every text of the item, lower case, for the search
 
@@ -76,7 +78,8 @@ class Item:
 
 @dataclass
 class ReviewData:
-    """A run's items, loaded once when the app starts (verdicts are read from the store on every request)."""
+    """A run's items as read when the app started, or when `wb eval` last rewrote the evaluation (`changed`); the
+    verdicts are read from the store on every request."""
 
     run: str
     folder: EvalFolder
@@ -84,6 +87,8 @@ class ReviewData:
     columns: list[str]  # names of the further answer columns
     matches: list[str]  # one line per further column: how many items matched by set and id
     sample: list[Key]  # the default review queue (the stratified sample of review_sample.csv)
+    stamp: Stamp = ()  # the evaluation's files as they were when read (`EvalFolder.stamp`)
+    sources: tuple[list[Path], Path | None] = ([], None)  # what `load` was given, to load again
     by_key: dict[Key, Item] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,6 +99,14 @@ class ReviewData:
         """The judge's verdicts as scores.jsonl rows hold them (what `verdicts.summarize` compares reviewers with),
         kept in memory so the statistics need not read scores.jsonl again."""
         return [{"set": it.set, "id": it.id, "judge": {"verdict": it.judge}} for it in self.items if it.judge]
+
+    def changed(self) -> bool:
+        """The evaluation's files differ from those these items were read from (a cheap stat of two files)."""
+        return self.folder.stamp() != self.stamp
+
+    def reload(self) -> ReviewData:
+        """The items read again from the same runs and predictions file."""
+        return load(*self.sources)
 
     def sets(self) -> list[tuple[str, int]]:
         return list(Counter(it.set for it in self.items).items())
@@ -157,6 +170,8 @@ def _item(index: int, row: dict[str, Any], metric: str | None) -> Item:
         bucket=bucket_of(delta),
         language=language_of(question or str(row.get("reference") or "")),
         judge=str(row["judge"]["verdict"]) if isinstance(row.get("judge"), dict) else None,
+        system=str(row.get("system") or ""),
+        history=[(str(user), str(assistant)) for user, assistant in row.get("history") or []],
     )
 
 
@@ -207,6 +222,7 @@ def load(runs: list[Path], predictions: Path | None = None) -> ReviewData:
         raise WbError("wb review takes a run folder (runs/NAME) evaluated by `wb eval`")
     run = load_run(Path(runs[0]))
     _, folder = locate(Path(runs[0]))
+    stamp = folder.stamp() if folder is not None else ()
     by_set = scored_items(run)
     if folder is None or not by_set:
         raise WbError(f"{runs[0]}: no per-item scores to review: run `wb eval {runs[0]}` first")
@@ -235,7 +251,9 @@ def load(runs: list[Path], predictions: Path | None = None) -> ReviewData:
         for it in items:
             it.extra.append(answers.get(it.key))
     for it in items:
-        texts = [it.set, it.id, it.instruction, it.input, it.reference, it.tuned, it.base, *it.extra]
+        turns = [text for turn in it.history for text in turn]
+        texts = [it.set, it.id, it.system, *turns, it.instruction, it.input, it.reference, it.tuned, it.base, *it.extra]
         it.haystack = "\n".join(t for t in texts if t).lower()
     sample = [k for k in _sample(folder, rows, run.summary) if k in seen]
-    return ReviewData(run.name, folder, items, [name for name, _ in others], matches, sample)
+    names = [name for name, _ in others]
+    return ReviewData(run.name, folder, items, names, matches, sample, stamp, (list(runs), predictions))

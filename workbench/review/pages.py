@@ -25,6 +25,8 @@ from workbench.runfile.summary import ReviewSummary
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LIST_TEXT = 4000  # characters of one field on the browse list (the item page shows all)
 FULL_TEXT = 1_000_000
+OPEN_CONVERSATION = 600  # characters of system prompt and earlier turns up to which they are shown open
+OPEN_TURNS = 2  # earlier turns up to which they are shown open (longer conversations start collapsed)
 
 
 def nonce() -> str:
@@ -66,6 +68,22 @@ def _marked(reference: str, answer: str | None, limit: int) -> list[tuple[str, s
     return word_diff(reference, text) if reference else [("same", text)]
 
 
+def conversation(it: Item, limit: int) -> dict[str, Any] | None:
+    """The system prompt and the earlier turns before the instruction, each text capped at `limit`; `open` when the
+    whole is short (else the page shows it collapsed, its summary saying how much it holds). None: a one-turn item."""
+    if not it.system and not it.history:
+        return None
+    size = len(it.system) + sum(len(u) + len(a) for u, a in it.history)
+    parts = [f"{len(it.history)} earlier turn{'s' * (len(it.history) != 1)}"] if it.history else []
+    parts += ["system prompt"] if it.system else []
+    return {
+        "system": cap(it.system, limit),
+        "turns": [(cap(u, limit), cap(a, limit)) for u, a in it.history],
+        "open": size <= OPEN_CONVERSATION and len(it.history) <= OPEN_TURNS,
+        "summary": f"{' and '.join(parts)} ({size:,} characters)",
+    }
+
+
 def _metric_rows(it: Item) -> list[tuple[str, str, str, str]]:
     """(metric, base, tuned, tuned - base) of each per-item value, as the report writes them."""
     rows = []
@@ -87,6 +105,7 @@ def item_view(it: Item, data: ReviewData, verdicts: list[Verdict], limit: int = 
         "bucket": it.bucket,
         "metric": it.metric or "-",
         "delta": signed(it.delta) if it.delta is not None else "-",
+        "conversation": conversation(it, limit),
         "instruction": cap(it.instruction, limit),
         "input": cap(it.input, limit),
         "options": sorted((it.options or {}).items()),
@@ -105,6 +124,7 @@ def blind_view(it: Item, order: tuple[str, str]) -> dict[str, Any]:
     return {
         "set": it.set,
         "id": it.id,
+        "conversation": conversation(it, FULL_TEXT),
         "instruction": cap(it.instruction, FULL_TEXT),
         "input": cap(it.input, FULL_TEXT),
         "options": sorted((it.options or {}).items()),

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from workbench import metric_specs
+from workbench.records import Turn
 from workbench.runfile.values import Count, Fraction, ItemId, NonNegative, Number, Percent, Strict
 
 
@@ -270,6 +271,10 @@ class ScoreRow(Strict):
     id: ItemId
     instruction: str = ""
     input: str = ""
+    system: str | None = Field(None, description="The item's system prompt, when it has one.")
+    history: list[Turn] | None = Field(
+        None, description="The conversation before the instruction: (user, assistant) turns, oldest first."
+    )
     reference: str = ""
     answers: list[str] | None = None
     answer_type: str | None = None

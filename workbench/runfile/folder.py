@@ -56,6 +56,8 @@ EVAL_FILES = (METRICS, SCORES, PREFERENCE_SCORES, REVIEW, REVIEW_SAMPLE, MANIFES
 """The file names this module owns (no other module of the package spells them)."""
 
 M = TypeVar("M", bound=BaseModel)
+Stamp = tuple[tuple[int, int] | None, ...]
+"""Files as (mtime in ns, size) each, None for one that is absent: tells cheaply that a file was replaced."""
 
 
 # -- reading JSON files with file/line/field errors ----------------------------------------------------------------
@@ -288,6 +290,19 @@ class EvalFolder:
         for number, row in read_jsonl(self.scores_path, "scores"):
             validated(ScoreRow, row, self.scores_path, number)
             yield row
+
+    def stamp(self) -> Stamp:
+        """(mtime, size) of scores.jsonl and the manifest, without reading them: when `wb eval` rewrites the
+        evaluation both change, the manifest last (a reader that sees only the first has a torn set)."""
+        out: list[tuple[int, int] | None] = []
+        for path in (self.scores_path, self.manifest_path):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            out.append((st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     def reviewer_files(self) -> dict[str, dict[str, Any]]:
         """Every reviewer's verdict file as written, by reviewer name (sorted); {} before any review."""

@@ -102,6 +102,11 @@ class ReviewSummary(Strict):
 
     reviewed: Count = Field(description="Items with at least one verdict.")
     unreviewed: Count = Field(0, description="Rows of an imported review CSV left without a verdict.")
+    stale: Count = Field(
+        0,
+        description="Verdicts on items no longer in scores.jsonl (the evaluation was rerun on other items since): "
+        "kept in the reviewers' files, left out of every other figure here.",
+    )
     tuned_preferred: PreferenceRate = Field(default_factory=PreferenceRate)
     both_bad: Fraction | None = Field(None, description="Share of all verdicts that are both_bad.")
     verdicts: dict[str, Count] = Field(default_factory=dict)
