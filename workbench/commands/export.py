@@ -14,18 +14,36 @@ from workbench.errors import WbError
 
 @console.user_errors
 def export(
-    run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME) or adapter folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (must not exist).")],
+    run: Annotated[Path | None, typer.Argument(help="Run folder (runs/NAME) or adapter folder.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into the base: a plain model.")] = False,
     adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Copy the adapter alone (PEFT).")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="Merged weights dtype: auto, float32, bfloat16.")] = "auto",
+    adapters: Annotated[
+        list[str] | None,
+        typer.Option("--adapter", help="A run's LoRA adapter for vLLM/PEFT serving, repeatable: RUN or NAME=RUN."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
     gate: Annotated[Path | None, typer.Option("--gate", help="Threshold file: its verdict goes into the card.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a run's adapter merged into its base model (--merge), or the adapter alone (--adapter-only)."""
+    """Write a run's adapter merged into its base model (--merge), or the adapter alone (--adapter-only); or several
+    runs' adapters over their one base for vLLM's LoRA serving (--adapter RUN --adapter RUN)."""
     from workbench.export.pipeline import export as run_export
 
+    if adapters:
+        if run is not None or merge or adapter_only:
+            raise WbError("--adapter exports the named runs' adapters: give no RUN, --merge or --adapter-only with it")
+        from workbench.export.serving import export_adapters
+
+        served = export_adapters(adapters, output, force=force, on_status=console.say(quiet))
+        console.warnings(served.warnings)
+        names = ", ".join(a.name for a in served.adapters)
+        console.line(f"wrote {len(served.adapters)} adapters ({names}) over {served.base} to {served.folder}")
+        console.line(f"serve: {served.vllm_command()}")
+        return
+    if run is None:
+        raise WbError("give a run folder, or --adapter RUN (repeatable) to export adapters for serving")
     if merge == adapter_only:
         raise WbError("choose one of --merge or --adapter-only")
     result = run_export(run, output, merge=merge, dtype=dtype, force=force, on_status=console.say(quiet), gate=gate)

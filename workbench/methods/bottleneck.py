@@ -5,7 +5,7 @@ after the MLP (pfeiffer) or after attention and the MLP (houlsby)."""
 from __future__ import annotations
 
 from workbench.methods.sizing import Options, Shape
-from workbench.methods.spec import MethodSpec
+from workbench.methods.spec import LORA_ONLY, MethodSpec
 
 
 def _sites(opts: Options) -> int:
@@ -31,6 +31,7 @@ SPECS = (
         "bottleneck adapters after attention and/or the MLP",
         order=8,
         merge_note="(bottleneck) adapters add layers with a non-linearity between two projections",
+        serving_note=f"(bottleneck) adapters add layers of their own; {LORA_ONLY}",
         plan_rank=6,
         count=count,
         activations=activations,

@@ -4,7 +4,7 @@ and head stay frozen. The run folder holds the whole model."""
 from __future__ import annotations
 
 from workbench.methods.sizing import Options, Shape
-from workbench.methods.spec import MethodSpec
+from workbench.methods.spec import WHOLE_MODEL, MethodSpec
 
 
 def layers(shape: Shape, opts: Options) -> int:
@@ -23,6 +23,7 @@ SPECS = (
         "the last N layers train",
         order=9,
         saves="model",
+        serving_note=WHOLE_MODEL,
         plan_rank=2,
         count=count,
         grad_layers=layers,

@@ -5,7 +5,7 @@ set in `workbench.train.hf.training_args`). The run folder holds the whole model
 from __future__ import annotations
 
 from workbench.methods.sizing import Options, Shape, trainer_targets
-from workbench.methods.spec import MethodSpec
+from workbench.methods.spec import WHOLE_MODEL, MethodSpec
 
 ADAMW_BYTES = 8  # two fp32 moments per trainable parameter
 
@@ -28,7 +28,16 @@ def galore_optimizer(shape: Shape, opts: Options, trainable: int) -> tuple[int, 
 
 SPECS = (
     MethodSpec(
-        "full", "sft", "full", "every weight", order=10, saves="model", trains_head=True, plan_rank=0, count=count
+        "full",
+        "sft",
+        "full",
+        "every weight",
+        order=10,
+        saves="model",
+        trains_head=True,
+        serving_note=WHOLE_MODEL,
+        plan_rank=0,
+        count=count,
     ),
     MethodSpec(
         "galore",
@@ -39,6 +48,7 @@ SPECS = (
         saves="model",
         trains_head=True,
         optimizer="galore",
+        serving_note=WHOLE_MODEL,
         plan_rank=1,
         count=count,
         optimizer_bytes=galore_optimizer,

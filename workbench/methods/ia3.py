@@ -5,7 +5,7 @@ output width."""
 from __future__ import annotations
 
 from workbench.methods.sizing import Options, Shape, peft_targets
-from workbench.methods.spec import MethodSpec
+from workbench.methods.spec import LORA_ONLY, MethodSpec
 
 
 def count(shape: Shape, opts: Options) -> int:
@@ -29,6 +29,7 @@ SPECS = (
         "learned rescaling vectors",
         order=6,
         merges=True,
+        serving_note=f"vectors rescale activations; {LORA_ONLY}; merge them into the base instead (--merge)",
         plan_rank=7,
         count=count,
         activations=activations,

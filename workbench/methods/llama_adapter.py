@@ -4,7 +4,7 @@ AdaptionPromptConfig (the recipe's `llama_adapter:` section; Llama and Mistral m
 from __future__ import annotations
 
 from workbench.methods.sizing import Options, Shape
-from workbench.methods.spec import MethodSpec
+from workbench.methods.spec import LORA_ONLY, MethodSpec
 
 
 def layers(shape: Shape, opts: Options) -> int:
@@ -24,6 +24,7 @@ SPECS = (
         "gated adaption prompts in the top layers' attention",
         order=7,
         merge_note="adapters add gated adaption prompts to the attention",
+        serving_note=f"adapters add gated adaption prompts to the attention; {LORA_ONLY}",
         plan_rank=8,
         count=count,
         grad_layers=layers,

@@ -57,6 +57,7 @@ SPECS = (
         "low-rank adapters on the linear layers",
         order=0,
         merges=True,
+        serves_as_lora=True,
         plan_rank=3,
         count=_LORA,
         saved=_saved(_LORA),
@@ -70,6 +71,7 @@ SPECS = (
         order=1,
         merges=True,
         quantized=True,
+        serves_as_lora=True,
         plan_rank=5,
         count=_LORA,
         activations=_activations(False),
@@ -82,6 +84,9 @@ SPECS = (
         order=2,
         merges=True,
         peft_options={"use_dora": True},
+        # vllm/lora/peft_helper.py (PEFTHelper._validate_features): "vLLM does not yet support DoRA."
+        serving_note="adapters carry a magnitude vector per module, which vLLM's LoRA serving does not load (its "
+        "peft_helper: 'vLLM does not yet support DoRA'); merge it into the base instead (--merge)",
         plan_rank=4,
         count=_DORA,
         saved=_saved(_DORA),

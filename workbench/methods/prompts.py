@@ -7,9 +7,10 @@ is switched off for them (packed examples would share the virtual tokens)."""
 from __future__ import annotations
 
 from workbench.methods.sizing import Options, Shape
-from workbench.methods.spec import MethodSpec
+from workbench.methods.spec import LORA_ONLY, MethodSpec
 
 NOT_MERGEABLE = "adapters add virtual tokens"
+NOT_SERVED = f"adapters add virtual tokens; {LORA_ONLY}"
 
 
 def prompt_count(shape: Shape, opts: Options) -> int:
@@ -56,6 +57,7 @@ SPECS = (
         "virtual token embeddings prepended to the input",
         order=3,
         merge_note=NOT_MERGEABLE,
+        serving_note=NOT_SERVED,
         virtual_tokens="input",
         plan_rank=9,
         count=prompt_count,
@@ -67,6 +69,7 @@ SPECS = (
         "per-layer key/value prefixes",
         order=4,
         merge_note=NOT_MERGEABLE,
+        serving_note=NOT_SERVED,
         virtual_tokens="prefix",
         plan_rank=10,
         count=prefix_count,
@@ -80,6 +83,7 @@ SPECS = (
         "prompt embeddings from an encoder",
         order=5,
         merge_note=NOT_MERGEABLE,
+        serving_note=NOT_SERVED,
         virtual_tokens="input",
         plan_rank=11,
         count=p_tuning_count,

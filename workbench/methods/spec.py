@@ -2,9 +2,10 @@
 *family* (SFT on records, or a preference objective on TRL) and the *trainable parameters* (`params`: a LoRA-like
 adapter, IA3 vectors, prompts, bottleneck adapters, the last layers, every weight, or for a preference method the
 `preference.weights` its recipe names). Every question the code asks about a method (what does its run folder
-hold, can it merge, does it need a 4-bit base, does it add virtual tokens, which TRL trainer and loss variants,
-how many parameters it trains, what its step keeps for backward) is an attribute or a function of its spec, so a
-new method is one spec (in a module of this package, or registered by a caller) and no `method ==` test elsewhere.
+hold, can it merge, can vLLM serve its adapter, does it need a 4-bit base, does it add virtual tokens, which TRL
+trainer and loss variants, how many parameters it trains, what its step keeps for backward) is an attribute or a
+function of its spec, so a new method is one spec (in a module of this package, or registered by a caller) and no
+`method ==` test elsewhere.
 
 The functions `wb plan` calls (`count`, `saved`, `grad_layers`, `activations`, `optimizer_bytes`) compute over
 `sizing.Shape` and `sizing.Options`; their formulas and sources are in `workbench.plan.memory`'s docstring. How a
@@ -37,6 +38,11 @@ Params = Literal[
     "custom",
 ]
 
+# Why an adapter that is not LoRA cannot be served by vLLM next to others: its LoRA serving reads only lora_A/lora_B
+# weights (vllm/lora/utils.py parse_fine_tuned_lora_name; "In vLLM, all linear layers support LoRA").
+LORA_ONLY = "vLLM's LoRA serving loads low-rank weight updates (lora_A, lora_B) only"
+WHOLE_MODEL = "runs hold a whole model, not an adapter; export it with --merge and serve that folder"
+
 Count = Callable[[Shape, Options], int]
 # Bytes one decoder layer keeps for backward per token beyond the base layer's: (shape, options, compute dtype's
 # bytes, whether the adapted modules' input arrives in fp32 (CPU autocast or a 4-bit base)).
@@ -55,6 +61,10 @@ class MethodSpec:
     saves: Literal["adapter", "model"] = "adapter"  # the run folder's adapter/ or model/
     merges: bool = False  # `wb export --merge` folds it into the base weights
     merge_note: str = "adapters"  # why it cannot be merged, as `wb export` says it
+    # Its adapter is a plain LoRA adapter that vLLM's LoRA serving loads (`wb export --adapter`; the adapter's own
+    # config is still checked against vLLM's rules in workbench.export.serving); else `serving_note` says why not.
+    serves_as_lora: bool = False
+    serving_note: str = "its adapter is not a LoRA adapter"
     quantized: bool = False  # the base loads in 4-bit NF4 (bitsandbytes; fp32 compute on a CPU)
     trains_head: bool = False  # the output head trains (full-size logits in memory)
     optimizer: Literal["adamw", "galore"] = "adamw"
