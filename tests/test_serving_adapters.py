@@ -308,3 +308,16 @@ def test_every_adapter_config_names_the_base_wb_trained_on_and_a_named_template_
     )
     assert "<|start_header_id|>user<|end_header_id|>\n\n你好<|eot_id|>" in rendered  # llama3's, not the base's
     assert "<|start_header_id|>" in (tmp_path / "out" / "chat_template.jinja").read_text(encoding="utf-8")
+
+
+def test_hostile_paths_stay_inside_their_table_cell_and_are_quoted_in_the_serve_line() -> None:
+    a = serving.ServedAdapter("sql", "runs/a|b`c", "lora", 16, 32.0, False, ("q_proj",), "0" * 64)
+    b = serving.ServedAdapter("chat", "runs/聊天", "dpo", 64, 16.0, True, ("q_proj",), "1" * 64)
+    served = serving.Serving(Path("served adapters"), "/models/base; rm -rf ~", (a, b), "chat")
+    row = next(line for line in served.markdown().splitlines() if line.startswith("| `sql`"))
+    assert row == "| `sql` | `runs/a\\|b'c` | lora | 16 | 32 | q_proj |"
+    assert served.vllm_command() == (
+        "vllm serve '/models/base; rm -rf ~' --enable-lora --lora-modules 'sql=served adapters/sql' "
+        "'chat=served adapters/chat' --max-lora-rank 64 --max-loras 2 --chat-template "
+        "'served adapters/chat_template.jinja'"
+    )

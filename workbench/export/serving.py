@@ -184,7 +184,7 @@ class Serving:
     def markdown(self) -> str:
         """ "How to serve" sections (Markdown) for the model card, or SERVING.md on their own."""
         rows = "\n".join(
-            f"| `{a.name}` | `{a.source}` | {a.method or 'lora'} | {a.rank} | {a.alpha:g}"
+            f"| `{a.name}` | `{_cell(a.source)}` | {a.method or 'lora'} | {a.rank} | {a.alpha:g}"
             f"{' (rsLoRA)' if a.rslora else ''} | {', '.join(a.modules)} |"
             for a in self.adapters
         )
@@ -211,7 +211,7 @@ class Serving:
             [
                 "## Adapters",
                 "",
-                f"Base model: `{self.base}` (every adapter's `base_model_name_or_path`).",
+                f"Base model: `{_cell(self.base)}` (every adapter's `base_model_name_or_path`).",
                 "",
                 "| adapter | from | method | rank | alpha | modules |",
                 "|---|---|---|---|---|---|",
@@ -239,6 +239,11 @@ class Serving:
                 "",
             ]
         )
+
+
+def _cell(text: str) -> str:
+    """A path inside a Markdown code span in a table cell: no backtick can end the span, no bar split the cell."""
+    return text.replace("`", "'").replace("|", "\\|")
 
 
 def parse_adapter(spec: str) -> tuple[str, Path]:
