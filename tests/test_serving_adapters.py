@@ -321,3 +321,16 @@ def test_hostile_paths_stay_inside_their_table_cell_and_are_quoted_in_the_serve_
         "'chat=served adapters/chat' --max-lora-rank 64 --max-loras 2 --chat-template "
         "'served adapters/chat_template.jinja'"
     )
+
+
+def test_a_qlora_adapter_is_served_with_a_warning_that_the_base_is_not_4_bit(
+    trained: dict[str, Path], tmp_path: Path, wb: Any
+) -> None:
+    folder = export(trained["fruit"], tmp_path / "q", merge=False).path
+    info = json.loads((folder / runs.ADAPTER_INFO).read_text(encoding="utf-8"))
+    (folder / runs.ADAPTER_INFO).write_text(json.dumps({**info, "method": "qlora"}), encoding="utf-8")
+    result = wb("export", "--adapter", folder, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: q: trained over the base in 4-bit NF4; vLLM serves it over the base as the folder holds it"
+    ]
