@@ -184,7 +184,9 @@ def test_an_adapter_vllm_would_refuse_is_refused_before_anything_is_written(
     with pytest.raises(WbError, match=r"rank r=1024 is above vLLM's largest --max-lora-rank \(512\)"):
         serving.export_adapters([str(big)], tmp_path / "out")
     saved = _adapter_copy(trained, tmp_path, "saved", modules_to_save=["lm_head"])
-    with pytest.raises(WbError, match=r"modules_to_save \['lm_head'\]: vLLM only supports modules_to_save being None"):
+    with pytest.raises(
+        WbError, match=r"modules_to_save \['lm_head'\]: vLLM takes modules_to_save only for a classification head"
+    ):
         serving.export_adapters([f"a={trained['fruit']}", f"b={saved}"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -242,13 +244,17 @@ WEIGHTS = [
             "peft_type PROMPT_TUNING: vLLM's LoRA serving loads LORA adapters only",
         ),
         ({"r": 600}, WEIGHTS, "rank r=600 is above vLLM's largest --max-lora-rank (512)"),
-        ({"r": 0}, WEIGHTS, "rank r=0 is not a positive integer"),
+        ({"r": 0}, WEIGHTS, "rank 0 is not a positive integer"),
         ({"lora_alpha": None}, WEIGHTS, "adapter_config.json has no lora_alpha"),
-        ({"modules_to_save": ["score"]}, WEIGHTS, "modules_to_save ['score']: vLLM only supports modules_to_save"),
+        ({"modules_to_save": ["score"]}, WEIGHTS, "modules_to_save ['score']: vLLM takes modules_to_save only"),
         ({"use_dora": True}, WEIGHTS, "use_dora: vLLM does not yet support DoRA"),
+        ({"lora_bias": True}, WEIGHTS, "lora_bias: vLLM does not support LoRA bias"),
+        ({"init_lora_weights": "pissa"}, WEIGHTS, "init_lora_weights 'pissa': vLLM refuses inits that change the base"),
+        ({"use_qalora": True}, WEIGHTS, "use_qalora: vLLM does not support QALoRA"),
+        ({"layer_replication": [[0, 2]]}, WEIGHTS, "layer_replication: vLLM does not support layer_replication"),
         ({"bias": "lora_only"}, WEIGHTS, "bias 'lora_only': vLLM does not support adapter biases"),
-        ({"rank_pattern": {"q_proj": 4}}, WEIGHTS, "rank_pattern is set: vLLM scales every module by one"),
-        ({"alpha_pattern": {"q_proj": 8}}, WEIGHTS, "alpha_pattern is set"),
+        ({"rank_pattern": {"q_proj": 1024}}, WEIGHTS, "rank r=1024 is above vLLM's largest --max-lora-rank (512)"),
+        ({"rank_pattern": {"q_proj": 0}}, WEIGHTS, "rank 0 is not a positive integer"),
         ({}, [*WEIGHTS, "base_model.model.lm_head.weight"], "weights vLLM cannot read as LoRA A/B matrices: base_"),
         ({}, ["base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"], "weights vLLM cannot"),
         (
@@ -271,6 +277,10 @@ def test_rslora_embeddings_and_the_base_embedding_copy_pass_and_other_architectu
         "base_model.model.model.embed_tokens.base_layer.weight",
     ]
     assert serving.vllm_problems({**GOOD, "use_rslora": True}, [*WEIGHTS, *embed], LLAMA) == []
+    # per-module ranks and alphas: vLLM 0.34 scales each module as PEFT does (PEFTHelper.get_rank_and_scaling)
+    patterns = {**GOOD, "rank_pattern": {"q_proj": 64}, "alpha_pattern": {"q_proj": 8}, "init_lora_weights": "gaussian"}
+    assert serving.vllm_problems(patterns, WEIGHTS, LLAMA) == []
+    assert serving.adapter_rank(patterns) == 64 and serving.max_lora_rank([serving.adapter_rank(patterns)]) == 64
     odd = ["base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"]
     assert serving.vllm_problems(GOOD, odd, {"GPT2LMHeadModel"}) == []
     assert serving.vllm_problems(GOOD, odd, LLAMA) != []
@@ -334,3 +344,14 @@ def test_a_qlora_adapter_is_served_with_a_warning_that_the_base_is_not_4_bit(
     assert result.stderr.splitlines() == [
         "warning: q: trained over the base in 4-bit NF4; vLLM serves it over the base as the folder holds it"
     ]
+
+
+def test_a_peft_folder_without_a_tokenizer_takes_the_bases_template(trained: dict[str, Path], tmp_path: Path) -> None:
+    folder = export(trained["fruit"], tmp_path / "bare", merge=False).path
+    for p in list(folder.iterdir()):
+        if p.name not in ("adapter_config.json", "adapter_model.safetensors", runs.ADAPTER_INFO):
+            p.unlink()
+    served = serving.export_adapters([str(folder)], tmp_path / "out")
+    base_template = runs.load([runs.resolve_target(str(trained["tiny"]))]).tokenizer.chat_template
+    assert served.template == "chat"
+    assert (tmp_path / "out" / "chat_template.jinja").read_text(encoding="utf-8") == base_template

@@ -9,9 +9,9 @@ built beside DIR and renamed into place when complete.
 Refused, in one line: a method whose adapter is not LoRA (its spec's `serves_as_lora` and `serving_note`), a run that
 holds a whole model, adapters of different base models (compared by folder, else by the SHA-256 of their weights),
 adapters trained with different chat templates (one server renders every request with one template, so one adapter
-would answer in a format it was not trained on), and an adapter that vLLM would refuse or serve differently from
-PEFT: `vllm_problems` checks its adapter_config.json and weight names against vLLM's LoRA loader, rule by rule, each
-with its source in vLLM's code.
+would answer in a format it was not trained on), and an adapter that vLLM would refuse: `vllm_problems` checks its
+adapter_config.json and weight names against vLLM's LoRA loader, rule by rule, each with its source in vLLM's code
+(bench/vllm_lora_parity.py runs vLLM's own checks beside it).
 """
 
 from __future__ import annotations
@@ -33,19 +33,18 @@ from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
 from workbench.methods.spec import WHOLE_MODEL
-from workbench.models.base import HUB_ID, load_tokenizer, resolve_model
+from workbench.models.base import HUB_ID, TOKENIZER_FILES, load_tokenizer, resolve_model
 from workbench.models.embedded import EMBEDDED
 from workbench.models.folders import StatusFn, publish_folder, temp_dir_beside
 from workbench.models.targets import ADAPTER_INFO, Target, resolve_target
 from workbench.models.weights import ADAPTER_WEIGHTS, PICKLE_SUFFIXES, SAFETENSORS_WEIGHTS
 from workbench.output import sha256_file
 
-# vLLM's rules for a LoRA adapter (vllm-project/vllm, main of 2026: vllm/lora/peft_helper.py, vllm/lora/lora_model.py,
-# vllm/lora/utils.py, vllm/config/lora.py, vllm/model_executor/models/llama.py).
-# `--max-lora-rank` takes one of these (vllm/config/lora.py: MaxLoRARanks); an adapter's r must not exceed it
-# (PEFTHelper.validate_legal: "LoRA rank {r} is greater than max_lora_rank").
+# vLLM's rules for a LoRA adapter, read in the source of vLLM 0.34.0 (its wheel on PyPI, 2026-12-06):
+# vllm/lora/peft_helper.py, vllm/lora/lora_model.py, vllm/lora/utils.py, vllm/config/lora.py,
+# vllm/model_executor/models/llama.py. `--max-lora-rank` takes one of these (config/lora.py: MaxLoRARanks); no
+# module's rank may exceed it (PEFTHelper.validate_legal: "LoRA rank {r} is greater than max_lora_rank").
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-VLLM_DEFAULT_MAX_LORA_RANK = 16  # LoRAConfig.max_lora_rank's default
 # LlamaForCausalLM (MistralForCausalLM subclasses it): every linear layer takes LoRA (utils.get_supported_lora_modules:
 # "In vLLM, all linear layers support LoRA", q/k/v packed as qkv_proj, gate/up as gate_up_proj) and so do its
 # `embedding_modules`, embed_tokens and lm_head. LoRAModel.from_local_checkpoint refuses a weight of any other module
@@ -69,33 +68,48 @@ def vllm_problems(config: Mapping[str, Any], weight_names: Iterable[str], archit
     """What would make vLLM refuse this adapter, or serve it otherwise than PEFT computes it: each problem as a
     phrase, empty when none. `config` is its adapter_config.json, `weight_names` the tensors of its
     adapter_model.safetensors, `architectures` those of the base's config.json."""
-    problems: list[str] = []
     peft_type = config.get("peft_type")
     if peft_type != "LORA":
         return [f"peft_type {peft_type}: vLLM's LoRA serving loads LORA adapters only"]
-    for key in ("r", "lora_alpha", "target_modules"):  # PEFTHelper.from_dict: "Missing required configuration fields"
-        if config.get(key) is None:
-            problems.append(f"adapter_config.json has no {key}")
-    r = config.get("r")
-    if isinstance(r, int) and not isinstance(r, bool):
-        if r <= 0:  # PEFTHelper.__post_init__
-            problems.append(f"rank r={r} is not a positive integer")
+    problems = [  # PEFTHelper.from_dict: "Missing required configuration fields"
+        f"adapter_config.json has no {key}" for key in ("r", "lora_alpha", "target_modules") if config.get(key) is None
+    ]
+    ranks = [config.get("r"), *(config.get("rank_pattern") or {}).values()]
+    for r in ranks:  # PEFTHelper.__post_init__ ("must be a positive integer") and validate_legal
+        if r is None:
+            continue
+        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+            problems.append(f"rank {r!r} is not a positive integer")
         elif r > VLLM_MAX_LORA_RANKS[-1]:
             problems.append(f"rank r={r} is above vLLM's largest --max-lora-rank ({VLLM_MAX_LORA_RANKS[-1]})")
-    elif r is not None:
-        problems.append(f"rank r={r!r} is not an integer")
-    if config.get("modules_to_save"):  # PEFTHelper._validate_features
-        problems.append(f"modules_to_save {config['modules_to_save']}: vLLM only supports modules_to_save being None")
-    if config.get("use_dora"):  # PEFTHelper._validate_features
+    # PEFTHelper._validate_features, in its order
+    if config.get("modules_to_save"):
+        problems.append(
+            f"modules_to_save {config['modules_to_save']}: vLLM takes modules_to_save only for a classification "
+            "head (classifier, score), not in a model that generates"
+        )
+    if config.get("use_dora"):
         problems.append("use_dora: vLLM does not yet support DoRA")
+    if config.get("lora_bias"):
+        problems.append("lora_bias: vLLM does not support LoRA bias")
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in ("gaussian", "eva", "orthogonal", "mica", "lora_ga"):
+        problems.append(
+            f"init_lora_weights {init!r}: vLLM refuses inits that change the base weights (save the adapter "
+            "converted to plain LoRA, as wb's pissa and olora runs are)"
+        )
+    for key, what in (
+        ("alora_invocation_tokens", "Activated LoRA"),
+        ("layer_replication", "layer_replication"),
+        ("use_bdlora", "block-diagonal LoRA"),
+        ("use_qalora", "QALoRA"),
+    ):
+        if config.get(key):
+            problems.append(f"{key}: vLLM does not support {what}")
     if config.get("bias", "none") != "none":  # PEFTHelper.validate_legal: "Adapter bias is not supported."
         problems.append(f"bias {config['bias']!r}: vLLM does not support adapter biases")
-    for key in ("rank_pattern", "alpha_pattern"):
-        # PEFTHelper.from_dict drops fields it does not know, and LoRALayerWeights.from_config gives every module
-        # the one scaling lora_alpha / r (or / sqrt(r) with use_rslora): per-module ranks or alphas would be scaled
-        # otherwise than PEFT trained them.
-        if config.get(key):
-            problems.append(f"{key} is set: vLLM scales every module by one lora_alpha / r")
+    # LoRAModel.from_local_checkpoint/from_lora_tensors: each weight is parsed by utils.parse_fine_tuned_lora_name
+    # ("... is unsupported LoRA weight") and its module must be one the model adapts ("expected target modules in").
     llama = bool(set(architectures) & LLAMA_ARCHITECTURES)
     unreadable, unexpected = [], set()
     for name in weight_names:
@@ -115,6 +129,11 @@ def vllm_problems(config: Mapping[str, Any], weight_names: Iterable[str], archit
             f"(it takes {', '.join(sorted(LLAMA_LORA_MODULES))})"
         )
     return problems
+
+
+def adapter_rank(config: Mapping[str, Any]) -> int:
+    """The largest rank of any module (`r`, or a larger one in `rank_pattern`): what `--max-lora-rank` must hold."""
+    return max([int(config["r"]), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
 
 
 def _module(weight: str) -> str | None:
@@ -363,8 +382,7 @@ def _one_template(targets: list[Target], on_status: StatusFn | None) -> tuple[st
 
     seen: list[tuple[Target, str, str | None]] = []
     for target in targets:
-        assert target.adapter is not None
-        tokenizer = load_tokenizer(target.adapter, on_status)
+        tokenizer = _tokenizer(target, on_status)
         kind = tdata.choose_template(tokenizer, target.template)
         text = str(tokenizer.chat_template) if kind == "chat" else None
         for other, other_kind, other_text in seen:
@@ -376,6 +394,14 @@ def _one_template(targets: list[Target], on_status: StatusFn | None) -> tuple[st
                 )
         seen.append((target, kind, text))
     return seen[0][1], seen[0][2]
+
+
+def _tokenizer(target: Target, on_status: StatusFn | None) -> Any:
+    """The adapter's own tokenizer (wb saves it with the run's template), else the base's (a PEFT folder from
+    elsewhere)."""
+    assert target.adapter is not None
+    own = any((target.adapter / name).is_file() for name in TOKENIZER_FILES)
+    return load_tokenizer(target.adapter if own else target.base, on_status)
 
 
 def _template_label(target: Target) -> str:
@@ -409,7 +435,7 @@ def _checked(name: str, target: Target, architectures: set[str]) -> ServedAdapte
         name=name,
         source=str(target.run_dir or target.adapter),
         method=target.method,
-        rank=int(config["r"]),
+        rank=adapter_rank(config),
         alpha=float(config["lora_alpha"]),
         rslora=bool(config.get("use_rslora")),
         modules=tuple(modules),
@@ -449,7 +475,7 @@ def _write_adapter(target: Target, dest: Path, base_ref: str, template: str, on_
     config = json.loads((dest / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_ref
     write_json(dest / "adapter_config.json", config)
-    tokenizer = load_tokenizer(target.adapter, on_status)
+    tokenizer = _tokenizer(target, on_status)
     tdata.choose_template(tokenizer, target.template)  # a named template or a template file, installed
     tokenizer.save_pretrained(dest)
     write_json(dest / ADAPTER_INFO, {"base_model": base_ref, "template": template, "method": target.method})
