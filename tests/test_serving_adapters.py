@@ -116,6 +116,7 @@ def test_each_adapter_folder_is_a_peft_folder_with_the_runs_chat_template_and_th
         files = {p.name for p in (out / name).iterdir()}
         assert {"adapter_config.json", "adapter_model.safetensors", "wb_adapter.json"} <= files
         assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
+        assert "README.md" not in files  # PEFT's blank card would name the base as the run's folder did
         messages = [{"role": "user", "content": "Name fruit number 1."}]
         rendered = AutoTokenizer.from_pretrained(out / name).apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True

@@ -464,13 +464,14 @@ def _reference(spec: str, folder: Path) -> str:
 
 
 def _write_adapter(target: Target, dest: Path, base_ref: str, template: str, on_status: StatusFn | None) -> None:
-    """The adapter's files (no pickles), its config naming the common base, the tokenizer with the run's template."""
+    """The adapter's files (no pickles, not PEFT's blank model card), its config naming the common base, the
+    tokenizer with the run's template."""
     from workbench.models import templates as tdata
 
     assert target.adapter is not None
     dest.mkdir()
     for p in target.adapter.iterdir():
-        if p.is_file() and p.suffix not in PICKLE_SUFFIXES and p.name != ADAPTER_INFO:
+        if p.is_file() and p.suffix not in PICKLE_SUFFIXES and p.name not in (ADAPTER_INFO, "README.md"):
             shutil.copy2(p, dest / p.name)
     config = json.loads((dest / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_ref
