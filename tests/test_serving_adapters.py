@@ -133,6 +133,7 @@ def test_each_adapter_folder_is_a_peft_folder_with_the_runs_chat_template_and_th
     )
     page = (out / serving.SERVING_FILE).read_text(encoding="utf-8")
     assert command in page and exported.peft_snippet() in page and "| `c` |" in page
+    assert "It is a local folder: copy it with these adapters" in page  # the tiny base is no hub model
     manifest = json.loads((out / "wb_export.json").read_text(encoding="utf-8"))
     assert manifest["max_lora_rank"] == 16 and manifest["vllm_command"] == command
     assert [a["name"] for a in manifest["adapters"]] == ["fruit", "c"]
@@ -356,3 +357,13 @@ def test_a_peft_folder_without_a_tokenizer_takes_the_bases_template(trained: dic
     base_template = runs.load([runs.resolve_target(str(trained["tiny"]))]).tokenizer.chat_template
     assert served.template == "chat"
     assert (tmp_path / "out" / "chat_template.jinja").read_text(encoding="utf-8") == base_template
+
+
+def test_the_embedded_base_is_named_as_wbs_conversion_of_its_gguf(tmp_path: Path) -> None:
+    folder = tmp_path / "smollm2"
+    folder.mkdir()
+    source = {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    (folder / "wb_source.json").write_text(json.dumps(source), encoding="utf-8")
+    note = serving._base_note(str(folder.resolve()), folder)
+    assert "wb's conversion of `SmolLM2-135M-Instruct.Q4_1.gguf` (HuggingFaceTB/SmolLM2-135M-Instruct)" in note
+    assert serving._base_note("HuggingFaceTB/SmolLM2-135M-Instruct", folder) == ""  # a hub id travels by itself

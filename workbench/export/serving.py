@@ -34,7 +34,7 @@ from workbench.manifest import build_manifest
 from workbench.methods import registry
 from workbench.methods.spec import WHOLE_MODEL
 from workbench.models.base import HUB_ID, TOKENIZER_FILES, load_tokenizer, resolve_model
-from workbench.models.embedded import EMBEDDED
+from workbench.models.embedded import EMBEDDED, SOURCE_FILE
 from workbench.models.folders import StatusFn, publish_folder, temp_dir_beside
 from workbench.models.targets import ADAPTER_INFO, Target, resolve_target
 from workbench.models.weights import ADAPTER_WEIGHTS, PICKLE_SUFFIXES, SAFETENSORS_WEIGHTS
@@ -169,6 +169,7 @@ class Serving:
     adapters: tuple[ServedAdapter, ...]
     template: str  # "chat" (DIR/chat_template.jinja holds it) or "alpaca"
     warnings: tuple[str, ...] = ()
+    base_note: str = ""  # where a local base folder came from, and that it travels with the adapters
     files: tuple[str, ...] = field(default=())
 
     @property
@@ -230,7 +231,7 @@ class Serving:
             [
                 "## Adapters",
                 "",
-                f"Base model: `{_cell(self.base)}` (every adapter's `base_model_name_or_path`).",
+                f"Base model: `{_cell(self.base)}` (every adapter's `base_model_name_or_path`).{self.base_note}",
                 "",
                 "| adapter | from | method | rank | alpha | modules |",
                 "|---|---|---|---|---|---|",
@@ -303,9 +304,10 @@ def export_adapters(specs: list[str], out: Path, force: bool = False, on_status:
         shown = ", ".join(sorted(architectures)) or "an unnamed architecture"
         warnings.append(f"the base is {shown}: its adapted modules were not checked against vLLM (Llama family only)")
     base_ref = _reference(targets[0].base, bases[0])
+    note = _base_note(base_ref, bases[0])
     _check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = Serving(out, base_ref, tuple(served), template, tuple(warnings))
+    result = Serving(out, base_ref, tuple(served), template, tuple(warnings), base_note=note)
     with temp_dir_beside(out) as tmp:
         for adapter, target in zip(served, targets, strict=True):
             _write_adapter(target, tmp / adapter.name, base_ref, template, on_status)
@@ -335,7 +337,7 @@ def export_adapters(specs: list[str], out: Path, force: bool = False, on_status:
         if force and out.exists():
             shutil.rmtree(out)
         publish_folder(tmp, out)
-    return Serving(out, base_ref, tuple(served), template, tuple(warnings), files)
+    return Serving(out, base_ref, tuple(served), template, tuple(warnings), note, files)
 
 
 def _servable(name: str, path: Path) -> Target:
@@ -461,6 +463,24 @@ def _reference(spec: str, folder: Path) -> str:
     if text not in ("", EMBEDDED) and HUB_ID.match(text) and not Path(text).expanduser().exists():
         return text
     return str(Path(folder).resolve())
+
+
+def _base_note(base_ref: str, folder: Path) -> str:
+    """For a local base folder: that it must travel with the adapters, and what it was converted from (wb's
+    embedded model: a dequantised GGUF, whose weights are not the hub model's)."""
+    if base_ref != str(Path(folder).resolve()):
+        return ""
+    note = " It is a local folder: copy it with these adapters and give its new path to `vllm serve`."
+    try:
+        source = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return note
+    if isinstance(source, dict) and source.get("gguf_file"):
+        note += (
+            f" It is wb's conversion of `{_cell(str(source['gguf_file']))}` ({_cell(str(source.get('model')))}), "
+            "whose weights differ from the hub model's: serve the adapters over this folder."
+        )
+    return note
 
 
 def _write_adapter(target: Target, dest: Path, base_ref: str, template: str, on_status: StatusFn | None) -> None:
