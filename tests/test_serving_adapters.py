@@ -112,11 +112,18 @@ def test_each_adapter_folder_is_a_peft_folder_with_the_runs_chat_template_and_th
     from transformers import AutoTokenizer
 
     out = exported.folder
-    for name in ("fruit", "c"):
+    for name, data in (("fruit", "fruit.jsonl"), ("c", "colours.jsonl")):
         files = {p.name for p in (out / name).iterdir()}
-        assert {"adapter_config.json", "adapter_model.safetensors", "wb_adapter.json"} <= files
+        assert {
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "wb_adapter.json",
+            "generation_config.json",
+        } <= files
         assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
-        assert "README.md" not in files  # PEFT's blank card would name the base as the run's folder did
+        card = (out / name / "README.md").read_text(encoding="utf-8")  # the run's model card, not PEFT's blank one
+        assert card.startswith("---\n") and f"datasets:\n- {data}\n" in card  # this run's own data
+        assert "#### Serve with vLLM" in card and exported.vllm_command() in card
         messages = [{"role": "user", "content": "Name fruit number 1."}]
         rendered = AutoTokenizer.from_pretrained(out / name).apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
@@ -131,14 +138,16 @@ def test_each_adapter_folder_is_a_peft_folder_with_the_runs_chat_template_and_th
         f"vllm serve {exported.base} --enable-lora --lora-modules fruit={out / 'fruit'} c={out / 'c'} "
         f"--max-lora-rank 16 --max-loras 2 --chat-template {out / 'chat_template.jinja'}"
     )
-    page = (out / serving.SERVING_FILE).read_text(encoding="utf-8")
+    page = (out / "README.md").read_text(encoding="utf-8")
     assert command in page and exported.peft_snippet() in page and "| `c` |" in page
     assert "It is a local folder: copy it with these adapters" in page  # the tiny base is no hub model
     manifest = json.loads((out / "wb_export.json").read_text(encoding="utf-8"))
     assert manifest["max_lora_rank"] == 16 and manifest["vllm_command"] == command
     assert [a["name"] for a in manifest["adapters"]] == ["fruit", "c"]
     info = json.loads((out / "c" / "wb_adapter.json").read_text(encoding="utf-8"))
-    assert info == {"base_model": exported.base, "template": "chat", "method": "lora"}
+    assert (info["base_model"], info["template"], info["method"]) == (exported.base, "chat", "lora")
+    run_sha = json.loads((trained["colours"] / "manifest.json").read_text(encoding="utf-8"))["template_sha256"]
+    assert info["template_sha256"] == run_sha  # the fingerprint the run trained with
     # wb itself reads the exported folder as the run: the same answer
     copy = runs.load([runs.resolve_target(out / "c")])
     alone = runs.load([runs.resolve_target(trained["colours"])])

@@ -1,9 +1,11 @@
 """`wb export --adapter runs/a --adapter runs/b -o DIR`: several runs' LoRA adapters over one base, each as vLLM's
 LoRA serving and PEFT load it ("one model, several adapters, switched per task"), with the `vllm serve` line.
 
-DIR/<name>/ is a PEFT adapter folder (adapter_config.json naming the common base, adapter_model.safetensors, the
-tokenizer with the run's chat template); DIR/chat_template.jinja is that template once more, for the server's
-`--chat-template`; DIR/SERVING.md says how to serve and load them; DIR/wb_export.json is the manifest. The folder is
+DIR/<name>/ is a PEFT adapter folder (adapter_config.json naming the common base, adapter_model.safetensors) with
+the run's template bundle (`export.bundle`: the tokenizer with its chat template, generation_config.json with its
+end-of-turn stop) and its model card (`export.card`, README.md) holding how the adapters are served together;
+DIR/chat_template.jinja is that template once more, for the server's
+`--chat-template`; DIR/README.md says how to serve and load them; DIR/wb_export.json is the manifest. The folder is
 built beside DIR and renamed into place when complete.
 
 Refused, in one line: a method whose adapter is not LoRA (its spec's `serves_as_lora` and `serving_note`), a run that
@@ -28,15 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
+from workbench.export.bundle import _tokenizer_source, write_bundle
+from workbench.export.card import CARD, CardInput, ServeSection, write_card
 from workbench.export.pipeline import _check_out
 from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
 from workbench.methods.spec import WHOLE_MODEL
-from workbench.models.base import HUB_ID, TOKENIZER_FILES, load_tokenizer, resolve_model
+from workbench.models.base import HUB_ID, load_tokenizer, resolve_model
 from workbench.models.embedded import EMBEDDED, SOURCE_FILE
 from workbench.models.folders import StatusFn, publish_folder, temp_dir_beside
-from workbench.models.targets import ADAPTER_INFO, Target, resolve_target
+from workbench.models.targets import ADAPTER_INFO, EXPORT_INFO, Target, resolve_target
 from workbench.models.weights import ADAPTER_WEIGHTS, PICKLE_SUFFIXES, SAFETENSORS_WEIGHTS
 from workbench.output import sha256_file
 
@@ -60,7 +64,6 @@ _BASE_EMBEDDINGS = (".embed_tokens.base_layer.weight", ".lm_head.base_layer.weig
 _LORA_WEIGHT = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?:lora_A|lora_B)\.weight$")
 _LORA_EMBEDDING = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_embedding_[AB]$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an adapter's name: `--lora-modules NAME=PATH`, a folder name
-SERVING_FILE = "SERVING.md"
 TEMPLATE_FILE = "chat_template.jinja"
 
 
@@ -162,7 +165,7 @@ class ServedAdapter:
 
 @dataclass(frozen=True)
 class Serving:
-    """Adapters written for serving over one base: what the model card and SERVING.md say about serving them."""
+    """Adapters written for serving over one base: what their model cards and README.md say about serving them."""
 
     folder: Path
     base: str  # the base reference every adapter_config.json names (a hub id, or a local folder)
@@ -201,8 +204,10 @@ class Serving:
         lines.append(f"model.set_adapter({self.adapters[-1].name!r})  # switch per request or task")
         return "\n".join(lines)
 
-    def markdown(self) -> str:
-        """ "How to serve" sections (Markdown) for the model card, or SERVING.md on their own."""
+    def markdown(self, level: int = 2) -> str:
+        """How to serve and load the adapters (Markdown, headings at `level`), for each adapter's model card and the
+        folder's README.md."""
+        h = "#" * level
         rows = "\n".join(
             f"| `{a.name}` | `{_cell(a.source)}` | {a.method or 'lora'} | {a.rank} | {a.alpha:g}"
             f"{' (rsLoRA)' if a.rslora else ''} | {', '.join(a.modules)} |"
@@ -229,7 +234,7 @@ class Serving:
         ranks = ", ".join(str(r) for r in VLLM_MAX_LORA_RANKS)
         return "\n".join(
             [
-                "## Adapters",
+                f"{h} Adapters",
                 "",
                 f"Base model: `{_cell(self.base)}` (every adapter's `base_model_name_or_path`).{self.base_note}",
                 "",
@@ -237,7 +242,7 @@ class Serving:
                 "|---|---|---|---|---|---|",
                 rows,
                 "",
-                "## Serve with vLLM",
+                f"{h} Serve with vLLM",
                 "",
                 "```",
                 self.vllm_command(),
@@ -251,7 +256,7 @@ class Serving:
                 request,
                 "```",
                 "",
-                "## Load with PEFT",
+                f"{h} Load with PEFT",
                 "",
                 "```python",
                 self.peft_snippet(),
@@ -310,11 +315,11 @@ def export_adapters(specs: list[str], out: Path, force: bool = False, on_status:
     result = Serving(out, base_ref, tuple(served), template, tuple(warnings), base_note=note)
     with temp_dir_beside(out) as tmp:
         for adapter, target in zip(served, targets, strict=True):
-            _write_adapter(target, tmp / adapter.name, base_ref, template, on_status)
+            warnings += _write_adapter(target, tmp / adapter.name, base_ref, result.markdown(level=4), on_status)
         if template_text is not None:
             (tmp / TEMPLATE_FILE).write_text(template_text, encoding="utf-8")
         title = f"# {len(served)} adapter{'s' if len(served) > 1 else ''} over one base, for serving\n\n"
-        (tmp / SERVING_FILE).write_text(title + result.markdown(), encoding="utf-8")
+        (tmp / CARD).write_text(title + result.markdown(), encoding="utf-8")
         manifest = build_manifest(
             command="export",
             started=started,
@@ -332,7 +337,7 @@ def export_adapters(specs: list[str], out: Path, force: bool = False, on_status:
                 "warnings": warnings,
             }
         )
-        write_json(tmp / "wb_export.json", manifest)
+        write_json(tmp / EXPORT_INFO, manifest)
         files = tuple(sorted(p.name for p in tmp.iterdir()))
         if force and out.exists():
             shutil.rmtree(out)
@@ -384,7 +389,7 @@ def _one_template(targets: list[Target], on_status: StatusFn | None) -> tuple[st
 
     seen: list[tuple[Target, str, str | None]] = []
     for target in targets:
-        tokenizer = _tokenizer(target, on_status)
+        tokenizer = load_tokenizer(_tokenizer_source(target), on_status)
         kind = tdata.choose_template(tokenizer, target.template)
         text = str(tokenizer.chat_template) if kind == "chat" else None
         for other, other_kind, other_text in seen:
@@ -396,14 +401,6 @@ def _one_template(targets: list[Target], on_status: StatusFn | None) -> tuple[st
                 )
         seen.append((target, kind, text))
     return seen[0][1], seen[0][2]
-
-
-def _tokenizer(target: Target, on_status: StatusFn | None) -> Any:
-    """The adapter's own tokenizer (wb saves it with the run's template), else the base's (a PEFT folder from
-    elsewhere)."""
-    assert target.adapter is not None
-    own = any((target.adapter / name).is_file() for name in TOKENIZER_FILES)
-    return load_tokenizer(target.adapter if own else target.base, on_status)
 
 
 def _template_label(target: Target) -> str:
@@ -483,20 +480,21 @@ def _base_note(base_ref: str, folder: Path) -> str:
     return note
 
 
-def _write_adapter(target: Target, dest: Path, base_ref: str, template: str, on_status: StatusFn | None) -> None:
-    """The adapter's files (no pickles, not PEFT's blank model card), its config naming the common base, the
-    tokenizer with the run's template."""
-    from workbench.models import templates as tdata
-
+def _write_adapter(target: Target, dest: Path, base_ref: str, serving: str, on_status: StatusFn | None) -> list[str]:
+    """The adapter's files (no pickles, no card or record of an earlier export), its config naming the common base,
+    the run's template bundle (`export.bundle`), and its model card (`export.card`) with `serving`, how the adapters
+    of this export are served together; the bundle's warnings."""
     assert target.adapter is not None
     dest.mkdir()
     for p in target.adapter.iterdir():
-        if p.is_file() and p.suffix not in PICKLE_SUFFIXES and p.name not in (ADAPTER_INFO, "README.md"):
+        if p.is_file() and p.suffix not in PICKLE_SUFFIXES and p.name not in (ADAPTER_INFO, EXPORT_INFO, CARD):
             shutil.copy2(p, dest / p.name)
     config = json.loads((dest / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_ref
     write_json(dest / "adapter_config.json", config)
-    tokenizer = _tokenizer(target, on_status)
-    tdata.choose_template(tokenizer, target.template)  # a named template or a template file, installed
-    tokenizer.save_pretrained(dest)
-    write_json(dest / ADAPTER_INFO, {"base_model": base_ref, "template": template, "method": target.method})
+    bundle = write_bundle(target, dest, on_status)
+    info = {"base_model": base_ref, "template": bundle.kind, "method": target.method, **bundle.record()}
+    write_json(dest / ADAPTER_INFO, info)
+    card = CardInput(dest.name, "adapter", base_ref, target.method, bundle.record(), target.run_dir, lora=True)
+    write_card(dest, card, serving=[ServeSection("Served with the other adapters of this export", serving)])
+    return bundle.warnings
