@@ -226,6 +226,8 @@ def test_the_cli_writes_the_adapters_and_prints_the_serve_line(
     assert twice.exit_code == 2 and "two adapters are named fruit" in twice.stderr
     mixed = wb("export", trained["fruit"], "--adapter", trained["colours"], "-o", tmp_path / "y")
     assert mixed.exit_code == 2 and "give no RUN" in mixed.stderr
+    gated = wb("export", "--adapter", trained["fruit"], "--gate", "pipelines/gate.yaml", "-o", tmp_path / "z")
+    assert gated.exit_code == 2 and "--gate" in gated.stderr and not (tmp_path / "z").exists()
 
 
 def test_different_chat_templates_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:

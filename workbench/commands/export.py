@@ -32,8 +32,8 @@ def export(
     from workbench.export.pipeline import export as run_export
 
     if adapters:
-        if run is not None or merge or adapter_only:
-            raise WbError("--adapter exports the named runs' adapters: give no RUN, --merge or --adapter-only with it")
+        if run is not None or merge or adapter_only or gate is not None:
+            raise WbError("--adapter exports the named runs' adapters: give no RUN, --merge, --adapter-only or --gate")
         from workbench.export.serving import export_adapters
 
         served = export_adapters(adapters, output, force=force, on_status=console.say(quiet))
