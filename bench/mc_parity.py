@@ -28,12 +28,14 @@ both sides; the largest per-option log-likelihood difference over all items says
 Speed: each side runs as its own process, one after the other (lm-eval first), pinned to the same core (`taskset -c
 CORE`, default 1) with OMP_NUM_THREADS=MKL_NUM_THREADS=1 (`--threads`), and is timed from outside: items per second
 of wall time and items per CPU-second (user + system time of the process and its children, from `getrusage`), both
-for the whole process (imports, model load, dataset build and scoring: what a user waits for). wb does more work per
-item than lm-eval here: it also scores the letters (`mc_letter_accuracy`, MMLU's `A. ... Answer:` prompt), one more
-row per item. The 1-minute load average at the start and end of each side is stored: on a shared machine it moves
+for the whole process (imports, model load, dataset build and scoring: what a user waits for). Both sides do the same
+work: the options of each item (lm-eval's default task; wb's default `--mc` scoring), and with `--letters` also
+MMLU's `A. ... Answer:` letter prompt (a second lm-eval task; wb `--mc-letters`, `mc_letter_accuracy`). The 1-minute
+load average at the start and end of each side is stored: on a shared machine it moves
 both sides, so the ratio is the figure to read.
 
-Writes `bench/out/mc_parity.json`. Run: `/work/main/.venv/bin/python bench/mc_parity.py` (a few minutes on 2 cores).
+Writes `bench/out/mc_parity_<file stem>[_letters].json`. Run: `/work/main/.venv/bin/python bench/mc_parity.py` (a few
+minutes on 2 cores).
 A measurement, not a test: exit status 0 unless a side fails to run (then the error text is printed).
 """
 
@@ -106,8 +108,9 @@ from workbench.evaluate import pipeline
 from workbench.evaluate.config import EvalConfig
 from workbench.models.generate import GenerationSettings
 model_dir, items, out, batch = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+letters = sys.argv[5] == "1"
 config = EvalConfig(
-    probes=[], mc=[items], mc_prompt="plain", base=False,
+    probes=[], mc=[items], mc_prompt="plain", mc_letters=letters, base=False,
     generation=GenerationSettings(batch_size=batch, precision="fp32"), cache=False,
 )
 started = time.time()
@@ -115,9 +118,9 @@ result = pipeline.evaluate(model_dir, config, out / "wb")
 seconds = time.time() - started
 rows = [json.loads(x) for x in (out / "wb" / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
 section = result.metrics.model_dump(mode="json", exclude_none=True)["forgetting"][Path(items).stem]["metrics"]
+letter_acc = section["mc_letter_accuracy"]["tuned"] if letters else None
 json.dump({"seconds": seconds, "acc": section["mc_accuracy"]["tuned"], "acc_norm": section["mc_accuracy_norm"]["tuned"],
-           "letter_acc": section["mc_letter_accuracy"]["tuned"], "rows": rows}, open(out / "wb.json", "w"),
-          ensure_ascii=False)
+           "letter_acc": letter_acc, "rows": rows}, open(out / "wb.json", "w"), ensure_ascii=False)
 """
 
 
@@ -201,10 +204,13 @@ def run_lm_eval(
     return {**result, **main, "letters": result.pop(LETTERS_TASK, None), "process": process}
 
 
-def run_wb(model_dir: Path, items: Path, batch: int, work: Path, core: int | None, threads: int) -> dict[str, Any]:
-    """`wb eval --mc ITEMS --mc-prompt plain --no-probes --precision fp32` as a library call, in its own process."""
+def run_wb(
+    model_dir: Path, items: Path, batch: int, work: Path, core: int | None, threads: int, letters: bool
+) -> dict[str, Any]:
+    """`wb eval --mc ITEMS --mc-prompt plain --no-probes --precision fp32` (`--mc-letters` with `letters`) as a
+    library call, in its own process."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", WB_RUNNER, str(model_dir), str(items), str(work), str(batch)]
+    argv = [sys.executable, "-c", WB_RUNNER, str(model_dir), str(items), str(work), str(batch), str(int(letters))]
     process = run_pinned("wb", argv, env, core, threads)
     result: dict[str, Any] = json.loads((work / "wb.json").read_text(encoding="utf-8"))
     return {**result, "process": process}
@@ -265,7 +271,7 @@ def main() -> None:
     ap.add_argument(
         "--letters",
         action="store_true",
-        help="lm-eval also runs MMLU's letter prompt, the work wb's mc_letter_accuracy does: the same work both sides.",
+        help="Both sides also score MMLU's letter prompt (lm-eval a second task, wb --mc-letters: mc_letter_accuracy).",
     )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
@@ -287,7 +293,7 @@ def main() -> None:
         lm = run_lm_eval(
             args.lm_eval_python, model_dir, subset, n_choices, args.batch_size, work, core, args.threads, args.letters
         )
-        wb = run_wb(model_dir, subset, args.batch_size, work, core, args.threads)
+        wb = run_wb(model_dir, subset, args.batch_size, work, core, args.threads, args.letters)
     found = compare(wb, lm, items)
     letters = compare_letters(wb, lm["letters"]) if lm["letters"] is not None else None
     n = len(items)
@@ -295,8 +301,8 @@ def main() -> None:
     print(
         f"{n} items of {args.file.name}, embedded model {model_dir.name}, fp32, zero-shot, {pinned}, {args.threads} thr"
     )
-    work_done = "options and letters" if letters is not None else "options; wb also scores the letters"
-    print(f"lm-eval's tasks: {work_done}")
+    work_done = "options and letters (wb --mc-letters)" if letters is not None else "options"
+    print(f"both sides score: {work_done}")
     rows = []
     for name, side in (("wb", wb), (f"lm-eval {lm['version']}", lm)):
         p = side["process"]
@@ -351,7 +357,8 @@ def main() -> None:
         "git": git_state(),
         "versions": versions(["torch", "transformers"]),
     }
-    path = write_report(args.out / "mc_parity.json", report)
+    name = f"mc_parity_{args.file.stem}{'_letters' if args.letters else ''}.json"
+    path = write_report(args.out / name, report)
     print(f"wrote {path}")
 
 

@@ -270,7 +270,7 @@ def test_option_log_likelihoods_equal_plain_transformers_sums_and_pick_the_same_
     from workbench.evaluate.loglik import score_items
 
     items = mc.load_mc(write_jsonl(tmp_path / "items.jsonl", ITEMS)).items
-    scored = score_items(loaded, items[1:], items[:1], mode=mode, batch_size=3, precision="fp32")
+    scored = score_items(loaded, items[1:], items[:1], mode=mode, batch_size=3, precision="fp32", letters=True)
     for item, s in zip(items[1:], scored, strict=True):
         assert items[0].instruction in s.context  # the few-shot example is in the context
         sums = []
@@ -284,6 +284,7 @@ def test_option_log_likelihoods_equal_plain_transformers_sums_and_pick_the_same_
         assert s.predicted == letters[max(range(len(sums)), key=lambda i: sums[i])]
         norm = [v / len(t) for v, t in zip(sums, texts, strict=True)]
         assert s.predicted_norm == letters[max(range(len(norm)), key=lambda i: norm[i])]
+        assert s.letter_context is not None and s.letters is not None
         letter_sums = [_plain_sum(tiny, s.letter_context, c.continuation)[0] for c in s.letters]
         assert [c.loglik for c in s.letters] == pytest.approx(letter_sums, abs=1e-4)
         assert s.predicted_letter == letters[max(range(len(letter_sums)), key=lambda i: letter_sums[i])]
@@ -357,19 +358,33 @@ def test_log_likelihoods_run_under_the_precision_asked_for_and_the_cache_keeps_b
 def test_wb_eval_on_a_model_alone_scores_mc_sets_with_fewshot_items_left_out(
     tiny: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from workbench.evaluate.loglik import SCORING
     from workbench.models.base import tiny_model_dir
 
     monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
     other = tiny_model_dir(tmp_path / "other", seed=1)
     jsonl = write_jsonl(tmp_path / "mc_small.jsonl", [{**row, "id": f"q{i}"} for i, row in enumerate(ITEMS * 3)])
     out = tmp_path / "eval"
-    args = ["eval", "--model", tiny, "--base-model", other, "--no-probes", "--mc", jsonl, "--mc", NUTRITION]
+    args = [
+        "eval",
+        "--model",
+        tiny,
+        "--base-model",
+        other,
+        "--no-probes",
+        "--mc",
+        jsonl,
+        "--mc",
+        NUTRITION,
+        "--mc-letters",
+    ]
     result = wb(*args, "--fewshot", "2", "-o", out, "-q")
     assert result.exit_code == 0, result.stderr
     metrics = EvalMetrics.model_validate(json.loads((out / "metrics.json").read_text()))
     small, nutrition = metrics.forgetting["mc_small"], metrics.forgetting["nutrition_test_head"]
     assert small.kind == "mc" and small.n == 7 and nutrition.n == 6
     assert small.settings["fewshot_ids"] == ["q0", "q1"] and nutrition.settings["shape"] == "mmlu_csv"
+    assert small.settings["scoring"] == SCORING[True] and metrics.generation["mc_letters"] is True
     for name in ("mc_accuracy", "mc_accuracy_norm", "mc_letter_accuracy"):
         stat = small.metrics[name]
         assert stat.tuned is not None and 0 <= stat.tuned <= 1 and stat.mcnemar_p is not None
@@ -457,6 +472,32 @@ def test_rejected_rows_are_counted_named_and_warned_about(tmp_path: Path) -> Non
 
 
 @torch_needed
+def test_without_mc_letters_only_the_options_are_scored_and_the_output_says_so(
+    tiny: Path, tmp_path: Path, wb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.evaluate.loglik import SCORING
+
+    monkeypatch.setenv("WB_CACHE", str(tmp_path / "cache"))
+    jsonl = write_jsonl(tmp_path / "mc_small.jsonl", [{**row, "id": f"q{i}"} for i, row in enumerate(ITEMS)])
+    out = tmp_path / "eval"
+    result = wb("eval", "--model", tiny, "--no-base", "--no-probes", "--mc", jsonl, "--mc-prompt", "plain", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert "mc_small: scored options (mc_accuracy, mc_accuracy_norm); letters not scored (--mc-letters" in " ".join(
+        result.stdout.split()
+    )
+    metrics = EvalMetrics.model_validate(json.loads((out / "metrics.json").read_text()))
+    small = metrics.forgetting["mc_small"]
+    assert set(small.metrics) == {"mc_accuracy", "mc_accuracy_norm"} and small.settings["scoring"] == SCORING[False]
+    assert metrics.generation["mc_letters"] is False
+    # Only the options' log-likelihoods were computed: one per option, none for a letter prompt.
+    assert metrics.generation["loglik_cache_misses"] == sum(len(row["choices"]) for row in ITEMS)
+    for row in read_jsonl(out / "scores.jsonl"):
+        mc_scores = row["tuned"]["mc"]
+        assert "letters" not in mc_scores and "letter_context" not in mc_scores and "predicted_letter" not in mc_scores
+        assert "mc_letter_accuracy" not in row["tuned"] and len(mc_scores["choices"]) == len(row["options"])
+
+
+@torch_needed
 def test_letters_of_one_item_share_one_forward_pass(
     loaded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -471,9 +512,9 @@ def test_letters_of_one_item_share_one_forward_pass(
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(loaded.model, "forward", counting)
-    scored = score_items(loaded, items, [], batch_size=1)
+    scored = score_items(loaded, items, [], batch_size=1, letters=True)
     requests = [(s.context, c.continuation) for s in scored for c in s.choices] + [
-        (s.letter_context, c.continuation) for s in scored for c in s.letters
+        (s.letter_context or "", c.continuation) for s in scored for c in s.letters or []
     ]
     tok = loaded.tokenizer
     distinct = {tuple(tok(a + b, add_special_tokens=False)["input_ids"][:-1]) for a, b in requests}

@@ -283,7 +283,7 @@ register_metric(
 register_metric(
     "mc_letter_accuracy",
     "the answer letter is the most likely of the option letters (A, B, ...) after the question with its options "
-    "listed (MMLU style)",
+    "listed (MMLU style; only with --mc-letters)",
     ["mc"],
     binary=True,
 )

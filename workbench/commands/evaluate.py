@@ -39,6 +39,7 @@ def eval_(
     mc_limit: Annotated[int | None, typer.Option("--mc-limit", help=_EH["mc_limit"])] = _E["mc_limit"],
     fewshot: Annotated[int, typer.Option("--fewshot", help=_EH["fewshot"])] = _E["fewshot"],
     mc_prompt: Annotated[str, typer.Option("--mc-prompt", help=_EH["mc_prompt"])] = _E["mc_prompt"],
+    mc_letters: Annotated[bool, typer.Option("--mc-letters", help=_EH["mc_letters"])] = _E["mc_letters"],
     model: Annotated[
         str | None, typer.Option("--model", help="Evaluate a model alone (a model spec, no run); give -o DIR.")
     ] = None,
@@ -90,6 +91,7 @@ def eval_(
     config = EvalConfig(
         data=data, suite=suite, split=split, limit=limit, probes=[] if no_probes else (probes or list(_E["probes"])),
         probe_limit=probe_limit, mc=mc or [], mc_limit=mc_limit, fewshot=fewshot, mc_prompt=mc_prompt,
+        mc_letters=mc_letters,
         base=not no_base, base_model=base_model, generation=generation, probe_max_new_tokens=probe_max_new_tokens,
         seed=seed, review_size=review_size, cache=not no_cache, prefs=prefs, reward_model=reward_model, judge=judge,
         judge_prompts=judge_prompts,
@@ -144,6 +146,8 @@ def print_metrics(metrics: EvalMetrics) -> None:
                 f"{st.wins}/{st.ties}/{st.losses}" if has_base and st.wins is not None else "",
             )
         console.show(table)
+        if summary.kind == "mc" and "scoring" in summary.settings:
+            line(f"{name}: scored {summary.settings['scoring']}")
         j = summary.judge
         if j:
             line(

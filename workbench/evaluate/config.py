@@ -50,6 +50,11 @@ class EvalConfig(BaseModel):
         description="Multiple choice: render the question with the run's template (continuation starts the answer), "
         "or plain `Question: ...\nAnswer:` text with a space before each option (lm-evaluation-harness's default).",
     )
+    mc_letters: bool = Field(
+        False,
+        description="Multiple choice: also score each option's letter after the question with its options listed "
+        "(MMLU's format, mc_letter_accuracy); about three times the tokens of the options alone.",
+    )
     base: bool = Field(True, description="Also evaluate the base model for the A/B and forgetting comparisons.")
     base_model: str | None = Field(None, description="Base to compare a merged model with (default: the run's).")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)

@@ -79,6 +79,7 @@ def evaluate_with_model(
         generation["loglik_cache_hits"], generation["loglik_cache_misses"] = ll_cache.hits, ll_cache.misses
     if any(s.kind == "mc" for s in sets):
         generation["mc_prompt"] = config.mc_prompt
+        generation["mc_letters"] = config.mc_letters
     overlap = _train_overlap(target.run_dir, config.data) if config.data is not None else None
     pref, pref_rows = _preference(config, target, tuned, sets, out_dir, warnings, on_status)
     extra = {"target": str(target_spec)}
@@ -181,7 +182,7 @@ def _run_side(
     label = f"{side} · {s.name}"
     report = (lambda done, total: on_progress(label, done, total)) if on_progress is not None else None
     if s.kind == "mc":
-        from workbench.evaluate.loglik import score_items
+        from workbench.evaluate.loglik import SCORING, score_items
 
         batch = config.generation.batch_size
         s.mc[side] = score_items(
@@ -194,7 +195,9 @@ def _run_side(
             cache,
             report,
             config.generation.precision,
+            config.mc_letters,
         )
+        s.settings["scoring"] = SCORING[config.mc_letters]
         return
     if s.kind == "text":
         s.losses[side] = text_losses(

@@ -223,11 +223,15 @@ class McScores(Strict):
 
     context: str = Field(description="The rendered question (few-shot examples included) the options continue.")
     choices: list[Continuation] = Field(description="Each option's text, in letter order (A, B, ...).")
-    letter_context: str = Field(description="The question with its options listed, for letter scoring.")
-    letters: list[Continuation] = Field(description="Each option's letter, in order.")
+    letter_context: str | None = Field(
+        None, description="The question with its options listed, for letter scoring (only with --mc-letters)."
+    )
+    letters: list[Continuation] | None = Field(None, description="Each option's letter, in order (--mc-letters).")
     predicted: str = Field(description="The letter of the most likely option (mc_accuracy's choice).")
     predicted_norm: str = Field(description="The letter chosen after dividing by option length (mc_accuracy_norm).")
-    predicted_letter: str = Field(description="The most likely letter (mc_letter_accuracy's choice).")
+    predicted_letter: str | None = Field(
+        None, description="The most likely letter (mc_letter_accuracy's choice; --mc-letters)."
+    )
 
 
 class JudgeCall(Strict):
