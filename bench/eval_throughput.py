@@ -126,7 +126,8 @@ def read_records(data_dir: Path) -> dict[str, list[Record]]:
             kind = "code"
         lang = "en" if kind == "code" else "zh"
         out.setdefault(kind, []).append(Record(lang, kind, r["instruction"], r.get("input", ""), r["output"]))
-    out.setdefault("poetry", list(out.get("term", [])))
+    for kind in ("poetry", "arithmetic"):  # the demo set may hold none of these: draw terms instead
+        out.setdefault(kind, list(out.get("term", [])))
     return out
 
 
