@@ -200,3 +200,40 @@ def test_semantic_dedup_embeddings_under_bf16_stay_within_a_hundredth_of_fp32_co
     result = run(write_jsonl(tmp_path / "raw.jsonl", records), tmp_path / "c.jsonl", profile)
     used = result.summary["semantic_precision"]
     assert used["precision"] == "bf16" and used["precision_reason"].startswith("precision bf16 was asked for")
+
+
+def test_bf16_inference_casts_each_weight_once_per_block_with_the_same_numbers() -> None:
+    """Generation runs many forward passes (one per new token) in one `Choice.inference()` block: under bf16 each
+    weight is cast to bf16 once for the block (autocast's cast cache, which inference mode bypasses), not at every
+    pass, and the products are the ones autocast computes under inference mode."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountBf16Casts(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.casts = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16:
+                self.casts += 1
+            return func(*args, **kwargs)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
+    inputs = [torch.randn(3, 8) for _ in range(3)]
+    choice = precision.resolve("bf16")
+    counts, outputs = [], []
+    with choice.inference():
+        assert not torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+        for x in inputs:
+            with CountBf16Casts() as seen:
+                outputs.append(model(x))
+            counts.append(seen.casts)
+    assert counts == [5, 1, 1]  # the input and the four weights and biases, then each later pass its input alone
+    with torch.inference_mode(), choice.autocast():
+        expected = [model(x) for x in inputs]
+    assert all(torch.equal(a, b) for a, b in zip(outputs, expected, strict=True))
+    with precision.resolve("fp32").inference():
+        assert torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")

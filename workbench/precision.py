@@ -45,6 +45,23 @@ class Choice:
 
         return torch.autocast(self.device, dtype=torch.bfloat16)
 
+    def inference(self) -> contextlib.AbstractContextManager[Any]:
+        """No gradients, under `autocast()`: what a forward pass that trains nothing runs in. fp32 (and fp16) is
+        `torch.inference_mode()`. bf16 is `torch.no_grad()` instead: autocast keeps the bf16 copy of each weight it
+        casts until the block ends only outside inference mode (its cast cache holds leaf tensors that require
+        grad, and inference mode bypasses it), so under inference mode every forward pass casts every weight
+        again, each decoding step of generation included. On one AVX2 core an output-head product (16 x 576 by
+        576 x 49,152) took 163 ms under inference mode, 102 ms under no_grad, 100 ms with the weight cast once.
+        The copies (half the fp32 weights' size) live until the block ends."""
+        import torch
+
+        if self.name != "bf16":
+            return torch.inference_mode()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(self.autocast())
+        return stack
+
     def record(self) -> dict[str, str]:
         """What a manifest stores: the precision used and why."""
         return {"precision": self.name, "precision_reason": self.reason}

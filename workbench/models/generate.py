@@ -162,7 +162,7 @@ def _generate_batches(
                 if settings.do_sample
                 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             )
-            with torch.inference_mode(), choice.autocast():
+            with choice.inference():
                 out = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
