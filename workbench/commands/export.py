@@ -25,10 +25,14 @@ def export(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
     gate: Annotated[Path | None, typer.Option("--gate", help="Threshold file: its verdict goes into the card.")] = None,
+    gguf: Annotated[bool, typer.Option("--gguf", help="Also model.gguf (llama.cpp) and an Ollama Modelfile.")] = False,
+    quant: Annotated[str | None, typer.Option("--quant", help="GGUF weights: f16 (default) or q8_0.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a run's adapter merged into its base model (--merge), or the adapter alone (--adapter-only); or several
-    runs' adapters over their one base for vLLM's LoRA serving (--adapter RUN --adapter RUN)."""
+    """Write a run's adapter merged into its base model (--merge), also as GGUF for llama.cpp and Ollama (--gguf), or
+    the adapter alone (--adapter-only); or several runs' adapters over their one base for vLLM's LoRA serving
+    (--adapter RUN --adapter RUN)."""
+    from workbench.export.modelfile import ollama_command
     from workbench.export.pipeline import export as run_export
 
     if adapters:
@@ -44,11 +48,19 @@ def export(
         return
     if run is None:
         raise WbError("give a run folder, or --adapter RUN (repeatable) to export adapters for serving")
-    if merge == adapter_only:
-        raise WbError("choose one of --merge or --adapter-only")
-    result = run_export(run, output, merge=merge, dtype=dtype, force=force, on_status=console.say(quiet), gate=gate)
+    if quant is not None and not gguf:
+        raise WbError("--quant goes with --gguf")
+    if gguf and adapter_only:
+        raise WbError("--gguf writes a whole model (the adapter merged): it does not go with --adapter-only")
+    if merge == adapter_only and not gguf:
+        raise WbError("choose one of --merge or --adapter-only (or --gguf)")
+    quant = (quant or "f16") if gguf else None
+    say = console.say(quiet)
+    result = run_export(run, output, merge=merge, dtype=dtype, force=force, on_status=say, gate=gate, gguf_quant=quant)
     what = {"merged": "merged model", "adapter": "adapter", "model": "model"}[result.kind]
     console.warnings(result.warnings)
     if result.gate is not None:
         console.line(f"{result.gate.headline} (in the model card)")
     console.line(f"wrote {what} to {result.path} ({', '.join(result.files)})")
+    if gguf:
+        console.line(f"create it in Ollama: {ollama_command(run.name, result.path)}")

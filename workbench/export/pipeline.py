@@ -19,10 +19,12 @@ from typing import Any
 from workbench.errors import WbError
 from workbench.export.bundle import write_bundle
 from workbench.export.card import CardInput, ServeSection, write_card
+from workbench.export.gguf import QUANTS, llama_config, write_folder
+from workbench.export.modelfile import gguf_section
 from workbench.io.jsontext import write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
-from workbench.models.base import load_adapter, load_model
+from workbench.models.base import load_adapter, load_model, resolve_model
 from workbench.models.folders import StatusFn, publish_folder, temp_dir_beside
 from workbench.models.stack import quiet_transformers
 from workbench.models.targets import ADAPTER_INFO, EXPORT_INFO, Target, resolve_target
@@ -48,14 +50,19 @@ def export(
     on_status: StatusFn | None = None,
     gate: Path | None = None,
     serving: Sequence[ServeSection] = (),
+    gguf_quant: str | None = None,
 ) -> Exported:
     """Write the run's adapter (merge=False) or base+adapter merged (merge=True) to `out`, with its model card: the
-    gate's verdict in it when `gate` (a threshold file) is given, and `serving` as extra "how to serve" sections."""
+    gate's verdict in it when `gate` (a threshold file) is given, and `serving` as extra "how to serve" sections.
+    With `gguf_quant` (f16, q8_0) the merged or whole model is also written as `model.gguf` with an Ollama
+    `Modelfile` (`gguf`, `modelfile`)."""
     started = time.time()
     target = resolve_target(run)
     if target.run_dir is None and target.adapter is None:
         raise WbError(f"{run}: not a run folder (recipe.yaml) or an adapter folder (adapter_config.json)")
     _check_out(out, force)
+    if gguf_quant is not None:
+        merge = _check_gguf(target, gguf_quant)
     if target.adapter is None:  # freeze/full runs already hold a whole model
         if not merge:
             raise WbError(f"{run}: a {target.method} run has no adapter, only a whole model; use --merge to copy it")
@@ -76,6 +83,9 @@ def export(
         else:
             shutil.copytree(Path(target.base), tmp, dirs_exist_ok=True)
         bundle = write_bundle(target, tmp, on_status)
+        if gguf_quant is not None:  # from the folder just written: its weights, and its tokenizer with the template
+            bundle.warnings += write_folder(tmp, tmp, gguf_quant, bundle.kind, target.name)
+            serving = [*serving, gguf_section(out, target.name)]
         if kind == "adapter":  # loads alone: the template it carries, and what the run trained with
             info = {"base_model": target.base, "template": bundle.kind, "method": target.method, **bundle.record()}
             write_json(tmp / ADAPTER_INFO, info)
@@ -87,7 +97,7 @@ def export(
             started=started,
             inputs={},
             outputs={},
-            config={"run": str(run), "merge": merge, "dtype": dtype, "kind": kind},
+            config={"run": str(run), "merge": merge, "dtype": dtype, "kind": kind, "gguf": gguf_quant},
         )
         manifest.update({"base_model": target.base, "method": target.method, "template": bundle.source})
         manifest.update(bundle.record())
@@ -97,6 +107,15 @@ def export(
             shutil.rmtree(out)
         publish_folder(tmp, out)
     return Exported(out, kind, files, bundle.warnings, verdict)
+
+
+def _check_gguf(target: Target, quant: str) -> bool:
+    """A GGUF export merges; the quantisation and the architecture are checked before anything is merged."""
+    if quant not in QUANTS:
+        raise WbError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
+    base = Path(target.base)
+    llama_config(base if (base / "config.json").is_file() else resolve_model(target.base))
+    return True
 
 
 def _is_lora(adapter: Path) -> bool:
