@@ -419,9 +419,8 @@ def run_lf(c: Config, lf_python: Path, model_dir: Path, data_dir: Path, work: Pa
     return run
 
 
-def run_wb(c: Config, model_dir: Path, data: Path, work: Path) -> Run:
-    out = work / f"{c.label}-wb"
-    out.mkdir(parents=True)
+def wb_overrides(c: Config, model_dir: Path, data: Path, out: Path) -> list[str]:
+    """`wb train` overrides for configuration c (the run folder is `out/run`)."""
     overrides = [
         f"data={data}",
         f"model={model_dir}",
@@ -452,6 +451,13 @@ def run_wb(c: Config, model_dir: Path, data: Path, work: Path) -> Run:
         overrides.append("packing=true")
     if c.steps:
         overrides.append(f"max_steps={c.steps}")
+    return overrides
+
+
+def run_wb(c: Config, model_dir: Path, data: Path, work: Path) -> Run:
+    out = work / f"{c.label}-wb"
+    out.mkdir(parents=True)
+    overrides = wb_overrides(c, model_dir, data, out)
     recipe = RECIPES["dpo" if c.dpo else c.method]
     env = {**child_env(c.threads, out), "PYTHONPATH": str(ROOT)}
     log = out / "output.log"

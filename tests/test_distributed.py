@@ -60,6 +60,7 @@ def _fields(tmp: Path, tiny: Path, **kw: Any) -> dict[str, Any]:
         "warmup_ratio": 0,
         "scheduler": "constant",
         "precision": "fp32",
+        "sample_losses": True,
         "lora": {"dropout": 0.0},  # dropout masks are drawn per process: off, so the runs can be compared
         **kw,
     }

@@ -112,6 +112,7 @@ def _recipe(tmp_path: Path, tiny: Path, prec: str, **kw: Any) -> Recipe:
         "warmup_ratio": 0,
         "scheduler": "constant",
         "save_steps": 1000,
+        "sample_losses": True,
         "precision": prec,
         **kw,
     }

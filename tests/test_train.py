@@ -228,6 +228,8 @@ def test_each_method_lowers_the_loss_on_a_memorisable_set(tmp_path: Path, tiny: 
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
     m = result.manifest
     assert 0 < m["trainable_parameters"] <= m["total_parameters"]
+    # The per-example loss pass (a forward over the epoch) is opt-in: by default no sample_losses.jsonl.
+    assert not (result.run_dir / "sample_losses.jsonl").exists() and "sample_losses" not in m["outputs"]
     if method in ("lora", "dora", "prompt_tuning", "prefix_tuning"):
         files = {p.name for p in (result.run_dir / "adapter").iterdir()}
         assert "adapter_model.safetensors" in files and not any(f.endswith(".bin") for f in files)
@@ -237,7 +239,17 @@ def test_each_method_lowers_the_loss_on_a_memorisable_set(tmp_path: Path, tiny: 
 
 
 def test_a_run_writes_its_log_losses_curve_and_manifest(tmp_path: Path, tiny: Path) -> None:
-    result = train(recipe(tmp_path, tiny, max_steps=4, val_size=0.25, records=MEMORISE * 2, release_freed_memory=True))
+    result = train(
+        recipe(
+            tmp_path,
+            tiny,
+            max_steps=4,
+            val_size=0.25,
+            records=MEMORISE * 2,
+            release_freed_memory=True,
+            sample_losses=True,
+        )
+    )
     run = result.run_dir
     log = [json.loads(x) for x in (run / "trainer_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
@@ -575,3 +587,55 @@ def test_the_default_log_interval_gives_about_50_points_over_a_run(
     state = TrainerState()  # Trainer turns the interval into steps for the run's length
     state.compute_steps(hf.training_args(r, r.run_dir, precision.for_training("fp32"), False), steps)
     assert state.logging_steps == every
+
+
+def _lora_step(tiny: Path, fused: bool, autocast: bool) -> tuple[Any, dict[str, Any], int, Any]:
+    """One LoRA step (dropout 0.3, a packed batch of a Chinese and an English example): the loss, the adapter's
+    gradients, the bytes autograd kept for the backward pass, and the model."""
+    from peft import LoraConfig, get_peft_model
+
+    from workbench.train import lora_dropout
+
+    torch.manual_seed(3)
+    base = load_model(str(tiny), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules="all-linear", init_lora_weights="gaussian")
+    model = get_peft_model(base, config)
+    if fused:
+        assert lora_dropout.fuse(model) > 0
+    model.train()
+    ids = [[(i * 37 + 11) % 900 + 5 for i in range(n)] for n in (40, 23)]
+    batch = PackedCollator(0)([{"input_ids": ids[0] + ids[1], "labels": ids[0] + ids[1], "lengths": [40, 23]}])
+    kept: dict[int, int] = {}
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack_hook(t: Any) -> Any:
+        if t.untyped_storage().data_ptr() not in weights and t.shape[-1:] != (base.config.vocab_size,):  # nor logits
+            kept.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    torch.manual_seed(7)  # the same dropout masks on both sides
+    saving = torch.autograd.graph.saved_tensors_hooks(pack_hook, lambda t: t)
+    with saving, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(**batch).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads, sum(kept.values()), model
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_lora_dropout_gives_peft_numbers_and_keeps_less_for_the_backward_pass(tiny: Path, autocast: bool) -> None:
+    loss, grads, kept, plain = _lora_step(tiny, fused=False, autocast=autocast)
+    loss_f, grads_f, kept_f, fused = _lora_step(tiny, fused=True, autocast=autocast)
+    # The same dropout masks, the same loss and adapter gradients, bit for bit (fp32 and bf16 autocast).
+    assert torch.equal(loss, loss_f)
+    assert grads.keys() == grads_f.keys() and len(grads) == 2 * 7 * 2  # A and B of 7 modules in 2 layers
+    assert all(torch.equal(grads[k], grads_f[k]) for k in grads)
+    # No copy of each dropped-out input is kept: a boolean mask is (the rest of the activations is the same).
+    assert kept_f < kept * 0.85, (kept_f, kept)
+    # The saved adapter is the same file: same keys; in eval mode no dropout either way.
+    assert plain.state_dict().keys() == fused.state_dict().keys()
+    plain.eval()
+    fused.eval()
+    ids = torch.tensor([[5, 17, 230, 41, 8]])
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids).logits, fused(input_ids=ids).logits)

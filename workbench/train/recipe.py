@@ -208,6 +208,12 @@ class Recipe(Strict):
         "(direction from the registry's higher_is_better).",
     )
     gradient_checkpointing: bool = False
+    sample_losses: bool = Field(
+        False,
+        description="After training, each training example's loss under the final weights, written to "
+        "sample_losses.jsonl (for `wb clean --scores`): one more forward pass over the epoch's data, about 40 % of "
+        "the train loop's time with LoRA.",
+    )
     release_freed_memory: bool = Field(
         False,
         description="CPU on Linux: memory blocks of 1 MiB or more go back to the system as soon as they are freed "

@@ -33,7 +33,7 @@ from workbench.output import atomic_write, ensure_dir, follow_umask
 from workbench.quiet import quiet_libraries
 from workbench.runfile.folder import RunFolder
 from workbench.train import distributed, guards, hf, methods
-from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory
+from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory, trim_heap
 from workbench.train.plot import loss_svg
 from workbench.train.recipe import Recipe
 from workbench.train.task_eval import TaskEval, records_for_eval
@@ -220,6 +220,21 @@ def save_weights(session: Session, final: Any, trainer: Any = None) -> None:
     if distributed.is_main():
         session.tokenizer.save_pretrained(folder)
         follow_umask(folder)
+
+
+def release_training_state(session: Session, trainer: Any) -> None:
+    """After the steps and the save: the optimiser, its schedule, the gradients and the data loaders go, and the
+    freed heap goes back to the system (`trim_heap`), so the per-example loss pass does not stack its memory on the
+    steps' leftovers. A sharded model keeps its accelerator state (its forward passes stay collective)."""
+    import gc
+
+    if sharded(session.recipe):
+        return
+    trainer.accelerator.free_memory()
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.model.zero_grad(set_to_none=True)
+    gc.collect()
+    trim_heap()
 
 
 def read_log(session: Session) -> list[dict[str, Any]]:
