@@ -163,3 +163,10 @@ def test_the_report_shows_the_scores_the_cleaning_read(tmp_path: Path) -> None:
     (tmp_path / "scored.stats.json").unlink()  # the scores' stats gone: the section is left out, not an error
     page = build_report([make_run(tmp_path / "w")], tmp_path / "r.html", clean_stats=result.paths.stats)
     assert "Model-based scores" not in page.html.read_text(encoding="utf-8")
+
+
+def test_a_run_without_sample_losses_says_which_recipe_key_writes_them(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", [{k: v for k, v in scored(1).items() if k != "scores"}])
+    missing = tmp_path / "runs" / "t" / "sample_losses.jsonl"  # a run trained with the default sample_losses: false
+    with pytest.raises(WbError, match=r"sample_losses.jsonl: not found: .*sample_losses: true"):
+        dispatch.run(data, tmp_path / "clean.jsonl", profile({"loss_top_fraction": 0.1}), scores=missing)

@@ -24,6 +24,7 @@ import polars as pl
 
 from workbench.errors import WbError
 from workbench.io.reader import read_objects
+from workbench.runfile.folder import SAMPLE_LOSSES
 
 NOT_SCORES = frozenset({"line", "tokens", "answer_tokens", "truncated"})
 
@@ -91,6 +92,8 @@ def from_scored_file(path: Path, inline: bool = False) -> ScoreTable:
     """The `scores` objects of a `wb score` output, by line; or rows with `line` + numbers (sample_losses.jsonl).
     `inline`: `path` is the file being cleaned, whose records without `scores` simply have none."""
     table = ScoreTable(str(path))
+    if Path(path).name == SAMPLE_LOSSES and not Path(path).exists():
+        raise WbError(f"{path}: not found: wb train writes it when the recipe sets sample_losses: true")
     for n, row in read_objects(Path(path)):
         scores = row.get("scores")
         if isinstance(scores, dict):
