@@ -657,6 +657,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dpo-pairs", type=Path, help="a dpo_en_demo.json to read (its first N pairs) instead of ours")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: what wb picks here")
     p.add_argument("--no-pin", action="store_true", help="do not pin the sides to cores with taskset")
+    p.add_argument("--cpus", help="taskset cores for both sides (default: the last N cores for N threads)")
     p.add_argument("--lf-python", type=Path, default=DEFAULT_LF_PYTHON, help="LLaMA-Factory's venv interpreter")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="the real records (../shared/data)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
@@ -707,7 +708,9 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = args.method or (["lora"] if args.dpo else ["lora", "full"])
     configs = [
-        Config(t, m, args.dpo, args.steps, choice.name, pin(t, not args.no_pin)) for t in args.threads for m in methods
+        Config(t, m, args.dpo, args.steps, choice.name, args.cpus or pin(t, not args.no_pin))
+        for t in args.threads
+        for m in methods
     ]
     runs: list[Run] = []
     comparisons: dict[str, Any] = {}
