@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import orjson
@@ -78,3 +79,20 @@ def duration(seconds: Any) -> str:
     if s < 5400:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.2f} h"
+
+
+def html_templates(folder: Path, keep_trailing_newline: bool = False) -> Any:
+    """The Jinja environment of wb's HTML pages (the report, `wb review`): every value escaped unless marked safe
+    (nothing is), an undefined name an error, and the `fmt` filter the charts use."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=keep_trailing_newline,
+    )
+    env.filters["fmt"] = fmt
+    return env

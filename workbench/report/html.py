@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench import __version__
-from workbench.charts import fmt
 from workbench.io.jsontext import dumps_json
 from workbench.output import OutputSet
 from workbench.report import markdown
 from workbench.report.comparison import compare_runs, comparison_view
+from workbench.report.formatting import html_templates
 from workbench.report.gate import GateResult, run_gate
 from workbench.report.summary import Run, load_run
 from workbench.report.views import run_view
@@ -31,18 +31,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def _env() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        autoescape=True,  # every value is escaped unless marked safe; nothing here is marked safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["fmt"] = fmt
-    return env
+    return html_templates(TEMPLATES, keep_trailing_newline=True)
 
 
 def render_html(views: list[dict[str, Any]], comparison: dict[str, Any] | None, title: str) -> str:

@@ -18,7 +18,7 @@ from workbench import __version__
 from workbench.charts import fmt
 from workbench.evaluate.verdicts import Verdict
 from workbench.report.eval_views import review_view
-from workbench.report.formatting import cap, signed, word_diff
+from workbench.report.formatting import cap, html_templates, signed, word_diff
 from workbench.review.items import Item, ReviewData
 from workbench.runfile.summary import ReviewSummary
 
@@ -43,17 +43,7 @@ def csp(n: str) -> str:
 
 @cache
 def _env() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        autoescape=True,  # every value is escaped unless marked safe; nothing here is marked safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["fmt"] = fmt
-    return env
+    return html_templates(TEMPLATES)
 
 
 def render(template: str, **context: Any) -> str:
