@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
+from workbench.io.jsontext import read_json_object
 
 GGUF_FILE = "model.gguf"
 QUANTS = ("f16", "q8_0")
@@ -41,11 +42,7 @@ _PRE_TOKENIZERS = {
 
 def llama_config(model_dir: Path) -> dict[str, Any]:
     """The model's config.json, refused in one line unless it is a Llama-family model GGUF export can write."""
-    path = model_dir / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise WbError(f"{path}: cannot read the model's config ({err})") from None
+    config = read_json_object(model_dir / "config.json", "the model's config")
     archs = config.get("architectures") or []
     if config.get("model_type") != "llama" or not set(archs) <= set(LLAMA_ARCHITECTURES):
         what = ", ".join(archs) or config.get("model_type") or "unknown"

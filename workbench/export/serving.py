@@ -33,7 +33,7 @@ from workbench.errors import WbError
 from workbench.export.bundle import _tokenizer_source, write_bundle
 from workbench.export.card import CARD, CardInput, ServeSection, write_card
 from workbench.export.pipeline import _check_out
-from workbench.io.jsontext import write_json
+from workbench.io.jsontext import read_json_object, write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
 from workbench.methods.spec import WHOLE_MODEL
@@ -408,10 +408,7 @@ def _template_label(target: Target) -> str:
 
 
 def _architectures(base: Path) -> set[str]:
-    try:
-        config = json.loads((base / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise WbError(f"{base / 'config.json'}: cannot read the base's config ({err})") from None
+    config = read_json_object(base / "config.json", "the base's config")
     return {str(a) for a in config.get("architectures") or []}
 
 
@@ -419,12 +416,7 @@ def _checked(name: str, target: Target, architectures: set[str]) -> ServedAdapte
     """The adapter's facts for serving, refused in one line with every problem vLLM would have with it."""
     assert target.adapter is not None
     config_path = target.adapter / "adapter_config.json"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise WbError(f"{config_path}: not a readable adapter config ({err})") from None
-    if not isinstance(config, dict):
-        raise WbError(f"{config_path}: not a JSON object")
+    config = read_json_object(config_path, "the adapter config")
     weights = _weight_names(target.adapter / ADAPTER_WEIGHTS)
     problems = vllm_problems(config, weights, architectures)
     if problems:

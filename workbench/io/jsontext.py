@@ -1,4 +1,5 @@
-"""JSON text: duplicate keys (which JSON parsers keep silently), deterministic dumping, and small JSON Lines files."""
+"""JSON text: duplicate keys (which JSON parsers keep silently), deterministic dumping, small JSON Lines files, and
+JSON files read with one error line naming the file (`read_json`, `read_json_object`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from workbench.errors import WbError
 from workbench.output import atomic_write
 from workbench.records import RecordError
 
@@ -70,3 +72,24 @@ def write_json(path: Path, obj: Any) -> None:
 
 def jsonl_line(obj: Any) -> bytes:
     return orjson.dumps(obj) + b"\n"
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WbError(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise WbError(f"{path}: cannot read {what} ({e.strerror})") from None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise WbError(f"{path}: {what} is not valid JSON ({e}); re-run the stage that wrote it") from None
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold one object (`{path}: {what} must be a JSON object` otherwise)."""
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise WbError(f"{path}: {what} must be a JSON object")
+    return data

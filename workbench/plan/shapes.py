@@ -15,13 +15,13 @@ N is from it, and N beyond the table is refused:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
+from workbench.io.jsontext import read_json_object
 from workbench.methods.sizing import Shape
 
 
@@ -112,14 +112,7 @@ def shape_from_config(config: dict[str, Any], source: str, name: str | None = No
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise WbError(f"{path}: cannot read the model config: {e}") from None
-    if not isinstance(data, dict):
-        raise WbError(f"{path}: a model config must be a JSON object")
-    return data
+    return read_json_object(Path(folder) / "config.json", "the model config")
 
 
 def model_summary(shape: Shape) -> dict[str, Any]:

@@ -22,10 +22,11 @@ import orjson
 from workbench import __version__, metric_specs
 from workbench.errors import WbError
 from workbench.evaluate import verdicts
+from workbench.io.jsontext import read_json
 from workbench.output import IncompleteOutput, check_complete
 from workbench.runfile.cleaning import CleanStats
 from workbench.runfile.evals import EvalMetrics
-from workbench.runfile.folder import EvalFolder, locate, read_json, read_jsonl, validated
+from workbench.runfile.folder import EvalFolder, locate, read_jsonl, validated
 from workbench.runfile.summary import CleanSummary, ReviewSummary, RunInfo, RunSummary, TrainSummary
 from workbench.runfile.training import PREFERENCE_LOG_FIELDS, LogRow, TrainManifest
 

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workbench.errors import WbError
-from workbench.io.jsontext import write_json
+from workbench.io.jsontext import read_json, read_json_object, write_json
 from workbench.output import atomic_write, check_complete
 from workbench.runfile.evals import EvalMetrics, ScoreRow
 from workbench.runfile.training import LogRow, TrainManifest
@@ -71,19 +71,6 @@ def validated(model: type[M], data: Any, path: Path, line: int | None = None) ->
         raise WbError(_validation_line(path, err, line)) from None
 
 
-def read_json(path: Path, what: str) -> Any:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise WbError(f"{path}: {what} not found") from None
-    except OSError as e:
-        raise WbError(f"{path}: cannot read {what} ({e.strerror})") from None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise WbError(f"{path}: {what} is not valid JSON ({e}); re-run the stage that wrote it") from None
-
-
 def read_jsonl(path: Path, what: str, lenient_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line. With `lenient_tail`, a broken last line (a run killed while
     appending) does not fail: it comes out as `(-line number, {})` so the caller can warn about it."""
@@ -110,14 +97,6 @@ def read_jsonl(path: Path, what: str, lenient_tail: bool = False) -> Iterator[tu
             yield number, obj
         if pending is not None:
             yield -pending[0], {}
-
-
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
-    """A JSON file that must hold one object (`{path}: {what} must be a JSON object` otherwise)."""
-    data = read_json(path, what)
-    if not isinstance(data, dict):
-        raise WbError(f"{path}: {what} must be a JSON object")
-    return data
 
 
 def _validation_line(path: Path, err: ValidationError, line: int | None = None) -> str:
