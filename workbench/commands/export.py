@@ -1,4 +1,4 @@
-"""`wb export`: a run's adapter merged into its base model, or the adapter alone, written to a new folder."""
+"""`wb export`: a run as a merged model, an adapter, GGUF for llama.cpp and Ollama, or several adapters for vLLM."""
 
 from __future__ import annotations
 
