@@ -3,6 +3,7 @@ plain transformers, few-shot examples never scored, MC sets in metrics.json and 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -239,13 +240,22 @@ def loaded(tiny: Path) -> Any:
     return load([Target(str(tiny), str(tiny))])
 
 
-def _plain_sum(tiny: Path, context: str, continuation: str) -> tuple[float, int]:
-    """The recipe McScores documents, with plain transformers: no wb code involved."""
+@functools.cache
+def _plain_model(tiny: Path) -> tuple[Any, Any]:
+    """The tiny model and its tokenizer loaded by plain transformers, once per folder (loading them for each of the
+    dozens of sums below was most of these tests' time; the model is only read, in eval mode)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny)
-    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    return tok, AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+
+
+def _plain_sum(tiny: Path, context: str, continuation: str) -> tuple[float, int]:
+    """The recipe McScores documents, with plain transformers: no wb code involved."""
+    import torch
+
+    tok, model = _plain_model(tiny)
     whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
     n_ctx = len(tok(context, add_special_tokens=False)["input_ids"])
     with torch.no_grad():
