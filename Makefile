@@ -46,12 +46,13 @@ chromium:
 
 # pytest on two workers (pytest-xdist), each test file whole on one worker (--dist loadfile: module fixtures still
 # train once; the ray file and the 2-process launches stay in one worker): on the 2-core dev machine 1594 passed in
-# 460 s wall for 860 CPU-s; one process had needed 750 s on its own.
+# 460 s wall for 860 CPU-s; one process had needed 750 s on its own. One torch thread per worker: two workers of two
+# threads each would fight over two cores.
 test: $(VENV)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workbench
-	WB_NO_SKIPS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	WB_NO_SKIPS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
