@@ -55,7 +55,7 @@ class Bundle:
 
 def write_bundle(target: Target, dest: Path, on_status: StatusFn | None = None) -> Bundle:
     """Save the tokenizer with the run's template and a generation_config.json with its stop tokens into `dest`."""
-    tokenizer = load_tokenizer(_tokenizer_source(target), on_status)
+    tokenizer = load_tokenizer(tokenizer_source(target), on_status)
     kind = tdata.choose_template(tokenizer, target.template)
     if kind == "alpaca":
         tokenizer.chat_template = None
@@ -74,7 +74,7 @@ def write_bundle(target: Target, dest: Path, on_status: StatusFn | None = None) 
     return bundle
 
 
-def _tokenizer_source(target: Target) -> str | Path:
+def tokenizer_source(target: Target) -> str | Path:
     """The adapter folder when it holds the run's tokenizer (wb saves it there), else the base model."""
     if target.adapter is not None and any((target.adapter / n).is_file() for n in TOKENIZER_FILES):
         return target.adapter

@@ -60,7 +60,7 @@ def export(
     target = resolve_target(run)
     if target.run_dir is None and target.adapter is None:
         raise WbError(f"{run}: not a run folder (recipe.yaml) or an adapter folder (adapter_config.json)")
-    _check_out(out, force)
+    check_out(out, force)
     if gguf_quant is not None:
         merge = _check_gguf(target, gguf_quant)
     if target.adapter is None:  # freeze/full runs already hold a whole model
@@ -127,7 +127,8 @@ def _is_lora(adapter: Path) -> bool:
     return isinstance(config, dict) and config.get("peft_type") == "LORA"
 
 
-def _check_out(out: Path, force: bool) -> None:
+def check_out(out: Path, force: bool) -> None:
+    """An export's folder must not exist (an empty one is taken) unless `force` replaces it when the export is done."""
     if out.exists() and not force:
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WbError
-from workbench.export.bundle import _tokenizer_source, write_bundle
+from workbench.export.bundle import tokenizer_source, write_bundle
 from workbench.export.card import CARD, CardInput, ServeSection, write_card
-from workbench.export.pipeline import _check_out
+from workbench.export.pipeline import check_out
 from workbench.io.jsontext import read_json_object, write_json
 from workbench.manifest import build_manifest
 from workbench.methods import registry
@@ -310,7 +310,7 @@ def export_adapters(specs: list[str], out: Path, force: bool = False, on_status:
         warnings.append(f"the base is {shown}: its adapted modules were not checked against vLLM (Llama family only)")
     base_ref = _reference(targets[0].base, bases[0])
     note = _base_note(base_ref, bases[0])
-    _check_out(out, force)
+    check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = Serving(out, base_ref, tuple(served), template, tuple(warnings), base_note=note)
     with temp_dir_beside(out) as tmp:
@@ -389,7 +389,7 @@ def _one_template(targets: list[Target], on_status: StatusFn | None) -> tuple[st
 
     seen: list[tuple[Target, str, str | None]] = []
     for target in targets:
-        tokenizer = load_tokenizer(_tokenizer_source(target), on_status)
+        tokenizer = load_tokenizer(tokenizer_source(target), on_status)
         kind = tdata.choose_template(tokenizer, target.template)
         text = str(tokenizer.chat_template) if kind == "chat" else None
         for other, other_kind, other_text in seen:
