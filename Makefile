@@ -27,8 +27,11 @@ demo: $(VENV)/.installed
 	$(BIN)/wb eval runs/demo --data data/demo/eval.jsonl --probe-limit 40 --max-new-tokens 96
 	$(BIN)/wb report runs/demo --gate pipelines/gate.yaml -o runs/demo/report.html
 	$(BIN)/wb gate runs/demo --thresholds pipelines/gate.yaml --junit runs/demo/gate.junit.xml
+	rm -rf $(DEMO)/export
+	$(BIN)/wb export runs/demo --gguf --gate pipelines/gate.yaml -o $(DEMO)/export
 	@echo "demo: cleaned data in $(DEMO)/clean.jsonl (every drop explained in $(DEMO)/clean.dropped.jsonl);"
-	@echo "      run (adapter, loss curve, manifest, eval/) in runs/demo/; report in runs/demo/report.html"
+	@echo "      run (adapter, loss curve, manifest, eval/) in runs/demo/; report in runs/demo/report.html;"
+	@echo "      the tuned model merged, as GGUF with an Ollama Modelfile, and its model card in $(DEMO)/export/"
 	@echo "      (reports/demo.html is the committed sample, from another machine: make demo leaves it as it is)"
 
 # Headless Chromium for the report's browser tests, with a CJK font (without one every Chinese character renders

@@ -447,7 +447,7 @@ def test_make_demo_writes_only_where_git_ignores_and_leaves_the_sample_report_al
     for command in commands:
         args = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), command).split()
         written += [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-o", "--output", "--junit")]
-    assert "runs/demo/report.html" in written and len(written) == 3, written
+    assert "runs/demo/report.html" in written and "out/demo/export" in written and len(written) == 4, written
     ignored = [line.strip().strip("/") for line in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()]
     for path in written:
         assert path.split("/")[0] in ignored, f"make demo writes {path}, which git tracks"
