@@ -24,6 +24,7 @@ from workbench.io.reader import read_objects
 from workbench.report.eval_views import primary_metric
 from workbench.report.formatting import is_num
 from workbench.report.summary import higher_is_better, load_run, scored_items
+from workbench.runfile.evals import SideScores
 from workbench.runfile.folder import EvalFolder, Stamp, locate
 from workbench.text import script_of
 
@@ -119,10 +120,10 @@ class ReviewData:
 
 
 def _scores(side: dict[str, Any] | None) -> dict[str, float | None]:
+    """The side's metric values: the keys `SideScores` does not declare, in registry order."""
     if not side:
         return {}
-    known = {"prediction", "scored", "generated_tokens", "finished", "flags", "mc"}
-    values = {k: v for k, v in side.items() if k not in known and (v is None or is_num(v))}
+    values = {k: v for k, v in side.items() if k not in SideScores.model_fields and (v is None or is_num(v))}
     return {k: values[k] for k in metric_specs.order(values)}
 
 
