@@ -51,7 +51,7 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   single activation): for trained positions `n = batch · seq · trained_share`, when the output head trains (full,
   galore) the head's output in fp32 is kept by log-softmax (`4·n·V`) and backward holds two more fp32 copies
   (`12·n·V` in all, plus the compute-dtype cast); when the head is frozen wb fuses head and loss in chunks of
-  2**25 logits (`workbench.train.loss.HeadLoss`), keeping only the gradient for the head's input (`n·h`).
+  2**23 logits (`workbench.train.loss.HeadLoss`), keeping only the gradient for the head's input (`n·h`).
 * CPU heap retention: glibc keeps freed activation blocks in the process heap and RSS counts them; what gradients
   and optimiser states do not reuse stays resident: `0.5 · max(0, activations - gradients - optimiser)`, measured
   (bench/plan_vs_measured.py; the recipe's `release_freed_memory`, which removes it, notes about 35 % less peak RSS).
@@ -76,7 +76,7 @@ GIB = 1 << 30
 # QLoRA NF4 with double quantisation: 4 bits + 8/64 + 32/(64*256) bits per weight (QLoRA paper, section 3).
 NF4_BYTES_PER_PARAM = (4 + 8 / 64 + 32 / (64 * 256)) / 8
 ADAMW_BYTES = 8  # two fp32 moments per trainable parameter
-HEAD_CHUNK_ELEMENTS = 2**25  # workbench.train.loss.HEAD_CHUNK_ELEMENTS (not imported: that module needs torch)
+HEAD_CHUNK_ELEMENTS = 2**23  # workbench.train.loss.HEAD_CHUNK_ELEMENTS (not imported: that module needs torch)
 # What the fit check adds: the CUDA context and cuBLAS/cuDNN workspaces (about 0.3-0.8 GiB with current drivers),
 # or the measured RSS of a CPU process with torch, transformers and PEFT imported (bench/plan_vs_measured.py).
 RUNTIME_BYTES = {"cuda": int(0.75 * GIB), "cpu": int(0.45 * GIB)}

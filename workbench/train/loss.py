@@ -13,8 +13,9 @@ from workbench.models.losses import unwrap
 # logit scaling, no auxiliary loss; read in transformers 5.24's modeling files): for them wb fuses the output head
 # with the loss (`HeadLoss`). Other models get the loss from their own logits, on the trained positions only.
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2", "gemma"})
-# Logits computed at once by `HeadLoss`: positions per chunk × vocabulary ≤ 2**25 (128 MB in fp32).
-HEAD_CHUNK_ELEMENTS = 2**25
+# Logits computed at once by `HeadLoss`: positions per chunk × vocabulary ≤ 2**23 (32 MB in fp32; two such
+# buffers are live at once, while every activation of the step is kept).
+HEAD_CHUNK_ELEMENTS = 2**23
 
 
 def _head_loss_class() -> Any:

@@ -1,13 +1,48 @@
-"""The process allocator on CPU: glibc's mmap threshold, so freed activations go back to the system."""
+"""The process allocator on CPU: glibc's malloc settings `wb train` starts with, its mmap threshold (freed activations
+go back to the system) and heap trimming between phases."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 # glibc's mallopt parameter and the size from which allocations get a memory mapping of their own.
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+# glibc malloc without its per-thread cache and fastbins (see `restart_with_malloc_settings`).
+GLIBC_TUNABLES = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"
+
+
+def restart_with_malloc_settings() -> None:
+    """Re-execute this process (same PID, arguments, descriptors) with `GLIBC_TUNABLES` set to `GLIBC_TUNABLES`, on
+    Linux with glibc, unless the variable is set already (by the user, or by this call before the exec). Call it
+    before anything else happens in the process: it does not return when it restarts.
+
+    torch allocates every CPU tensor with `posix_memalign(64, n)`. glibc serves that from a block a little larger
+    than n and hands the spare bytes back as a small chunk, which lands in its per-thread cache (or a fastbin) and
+    stays allocated as far as the heap is concerned. When the tensor is freed its block is a hole of exactly its
+    own size, fenced by that small chunk, so the next tensor of the same size (asking again for a little more) does
+    not fit in it: a training step's activations, freed and allocated again at every step in the same sizes, are
+    carved from fresh heap while the holes pile up, and the peak RSS lies far above the memory in use. Without the
+    cache and fastbins the spare chunk merges with the freed block and the hole is reused. Measured (glibc 2.36,
+    SmolLM2-135M LoRA, 2 x 512 packed tokens, fp32, one core): peak RSS 3,988 → 2,906 MB, steps as fast (9.5 vs
+    9.6-9.8 CPU-s). The tunables can only be set before the process starts, hence the restart.
+    """
+    if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ:
+        return
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        return
+    if not libc.startswith("glibc") or not sys.orig_argv:
+        return
+    env = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def return_freed_memory() -> bool:

@@ -1,0 +1,211 @@
+"""Training attention on CPU (`workbench.train.attention`): each sequence of a packed or padded batch attended on its
+own gives the numbers of transformers' masked SDPA; masks of any other shape go to that SDPA unchanged; the switch is
+not saved with the model. And `wb train`'s restart with glibc malloc settings (`workbench.train.memory`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from workbench.models.base import load_model, tiny_model_dir
+from workbench.models.templates import IGNORE, PaddingCollator
+from workbench.train import attention
+from workbench.train.packing import PackedCollator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("attn") / "tiny")
+
+
+def _ids(n: int, salt: int) -> list[int]:
+    return [(i * 37 + salt * 11) % 900 + 5 for i in range(n)]
+
+
+def _loss_and_grads(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out.loss.backward()
+    return out.loss.detach(), out.logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def _batches() -> dict[str, dict[str, Any]]:
+    a, b, c, d = _ids(40, 1), _ids(23, 2), _ids(9, 3), _ids(31, 4)
+    packed = PackedCollator(0)(
+        [
+            {"input_ids": a + b + c, "labels": a + b + c, "lengths": [40, 23, 9]},
+            {"input_ids": d + c, "labels": d + c, "lengths": [31, 9]},  # shorter: padding rows see nothing
+        ]
+    )
+    right = PaddingCollator(0)([{"input_ids": x, "labels": x} for x in (a, b, d)])
+    left = {
+        "input_ids": torch.tensor([[0] * 17 + b, a]),
+        "attention_mask": torch.tensor([[0] * 17 + [1] * 23, [1] * 40]),
+        "labels": torch.tensor([[IGNORE] * 17 + b, a]),
+    }
+    return {"packed": packed, "right-padded": right, "left-padded": left}
+
+
+@pytest.mark.parametrize("kind", ["packed", "right-padded", "left-padded"])
+def test_attention_by_sequence_gives_the_masked_sdpa_numbers(tiny: Path, kind: str) -> None:
+    model = load_model(str(tiny), dtype=torch.float32)
+    model.config._attn_implementation = "sdpa"
+    model.train()
+    batch = _batches()[kind]
+    loss, logits, grads = _loss_and_grads(model, batch)
+    assert attention.use(model)
+    assert model.config._attn_implementation == attention.ATTENTION
+    loss_s, logits_s, grads_s = _loss_and_grads(model, batch)
+    # It ran by sequence, not through the fallback.
+    assert attention._LAST and attention._LAST[0].runs is not None
+    runs = attention._LAST[0].runs
+    if kind == "packed":
+        assert [r[0] for r in runs[0]] == ["causal"] * 3 and runs[1][-1][0] == "none"
+    real = batch.get("attention_mask")
+    # Padding positions carry no loss; their outputs may differ.
+    keep = real.bool() if real is not None and real.dim() == 2 else batch["labels"] != IGNORE
+    logits, logits_s = logits[keep], logits_s[keep]
+    assert torch.allclose(logits, logits_s, atol=1e-5)
+    assert torch.allclose(loss, loss_s, atol=1e-6)
+    assert len(grads) == len(grads_s) > 0
+    assert all(torch.allclose(g, h, atol=1e-5, rtol=1e-4) for g, h in zip(grads, grads_s, strict=True))
+    # Also under inference mode (evaluation during training), where tensors keep no version counter.
+    with torch.inference_mode():
+        inferred = model(**batch).logits
+    assert torch.allclose(inferred[keep], logits_s, atol=1e-5)
+
+
+def test_masks_that_are_not_runs_of_keys_go_to_sdpa_unchanged() -> None:
+    # A sliding window of 3 keys: each query sees a run, but it does not start at its sequence's start.
+    n = 8
+    i = torch.arange(n)
+    window = ((i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - 3))[None, None]
+    assert attention._layout(window) is None
+    # Bidirectional over a prefix of 3 tokens (a prefix-LM mask): queries see keys after themselves.
+    prefix = (i[None, :] <= i[:, None]) | ((i[None, :] < 3) & (i[:, None] < 3))
+    assert attention._layout(prefix[None, None]) is None
+    # A query that sees two separate runs.
+    holes = torch.tril(torch.ones(n, n, dtype=torch.bool))
+    holes[5, 2] = False
+    assert attention._layout(holes[None, None]) is None
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 2
+        is_causal = True
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, n, 8), torch.randn(1, 2, n, 8), torch.randn(1, 2, n, 8)
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    for mask in (window[:, :], holes[None, None]):
+        out, _ = attention.sdpa_by_sequence(Module(), q, k, v, mask, scaling=0.3)
+        ref, _ = sdpa_attention_forward(Module(), q, k, v, mask, scaling=0.3)
+        assert torch.equal(out, ref)
+
+
+def test_the_attention_switch_is_not_saved_with_the_model(tiny: Path, tmp_path: Path) -> None:
+    model = load_model(str(tiny), dtype=torch.float32)
+    model.config._attn_implementation = "sdpa"
+    assert attention.use(model)
+    model.save_pretrained(tmp_path / "saved")
+    assert attention.ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
+    reloaded = load_model(str(tmp_path / "saved"), dtype=torch.float32)
+    assert reloaded.config._attn_implementation != attention.ATTENTION
+
+
+def test_only_sdpa_on_cpu_is_switched(tiny: Path) -> None:
+    model = load_model(str(tiny), dtype=torch.float32)
+    model.config._attn_implementation = "eager"
+    assert not attention.use(model)
+    assert model.config._attn_implementation == "eager"
+
+
+SHOW = (
+    "import os, sys\n"
+    "print('start', os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True)\n"
+    "sys.argv = ['wb', *sys.argv[1:]]\n"
+    "from workbench.cli import main\n"
+    "main()\n"
+)
+GLIBC = sys.platform.startswith("linux") and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+
+
+def _run(args: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHOW, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out, _ = proc.communicate(timeout=120)
+    return proc.pid, [line for line in out.splitlines() if line.startswith("start")]
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc malloc settings: Linux with glibc only")
+def test_wb_train_restarts_itself_once_with_glibc_malloc_settings_and_keeps_the_users_own() -> None:
+    from workbench.train.memory import GLIBC_TUNABLES
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    pid, starts = _run(["train", "--help"], env)
+    # The same process (exec keeps the PID: locks, signals and a parent's wait are unaffected), started twice.
+    assert starts == [f"start {pid} None", f"start {pid} {GLIBC_TUNABLES}"]
+    # Another command does not restart.
+    pid, starts = _run(["clean", "--help"], env)
+    assert starts == [f"start {pid} None"]
+    # The user's own setting is left as it is.
+    pid, starts = _run(["train", "--help"], {**env, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert starts == [f"start {pid} glibc.malloc.arena_max=2"]
+
+
+def _lora_model(tiny: Path) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(5)
+    base = load_model(str(tiny), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights="gaussian")
+    return get_peft_model(base, config)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_gated_mlp_keeps_one_activation_fewer_with_the_same_numbers(tiny: Path, autocast: bool) -> None:
+    from workbench.train import glu
+
+    batch = _batches()["packed"]
+    results = []
+    for fused in (False, True):
+        model = _lora_model(tiny)
+        if fused:
+            assert glu.fuse(model) == 2  # both layers' MLPs
+            assert glu.fuse(model) == 0  # once
+        model.train()
+        kept: dict[int, int] = {}
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+        def pack(t: Any, kept: dict[int, int] = kept, weights: set[int] = weights) -> Any:
+            if t.untyped_storage().data_ptr() not in weights:
+                kept.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            return t
+
+        saving = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        with saving, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(**batch).loss
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        results.append((loss.detach(), grads, sum(kept.values())))
+    (loss, grads, kept), (loss_f, grads_f, kept_f) = results
+    assert torch.equal(loss, loss_f)
+    assert len(grads) == len(grads_f) == 2 * 7 * 2
+    assert all(torch.equal(g, h) for g, h in zip(grads, grads_f, strict=True))
+    # One (tokens x intermediate) tensor a layer less.
+    itemsize = 2 if autocast else 4
+    assert kept - kept_f == 2 * batch["input_ids"].numel() * 128 * itemsize, (kept, kept_f)
