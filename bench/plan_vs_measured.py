@@ -5,7 +5,8 @@ transformers, PEFT, `workbench.train.trainer`), reads its own resident memory (t
 imported libraries, before any model is loaded), then runs `workbench.train.trainer.train` for a few optimiser
 steps at a fixed sequence length and batch (packing on, so every sequence is `--seq-len` tokens) and reports its peak
 resident memory (`ru_maxrss`, the figure the run's manifest records as `peak_rss_mb`). What training needed is
-`peak - baseline`: the model, its gradients and optimiser states, the activations, the data. On a GPU
+`peak - baseline`: the model, its gradients and optimiser states, the activations, the data. On Linux the child runs
+with the glibc malloc settings `wb train` restarts with (`GLIBC_TUNABLES`, `workbench.train.memory`). On a GPU
 (`torch.cuda.is_available()`) the measured figure is the manifest's `gpu_peak_memory_mb`
 (`torch.cuda.max_memory_allocated`, which counts no process baseline) instead.
 
@@ -36,6 +37,9 @@ import benchlib
 
 ROOT = benchlib.ROOT
 TARGET = 0.30
+sys.path.insert(0, str(ROOT))
+
+from workbench.train.memory import GLIBC_TUNABLES  # noqa: E402 (the repository root is on the path from here)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -109,6 +113,8 @@ def start_child(method: str, args: argparse.Namespace, data: Path, out_dir: Path
         str(args.records),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    if sys.platform.startswith("linux"):  # the glibc malloc settings `wb train` restarts with (train/memory.py)
+        env.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 

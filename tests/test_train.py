@@ -599,7 +599,7 @@ class _MaskDropout(torch.nn.Module):
     def forward(self, x: Any) -> Any:
         from workbench.train.lora_dropout import keep_mask
 
-        return x * keep_mask(x, self.p).to(x.dtype).div_(1 - self.p)
+        return x * keep_mask(x, self.p).to(x.dtype).div_(1 - self.p)  # two passes, as torch's dropout
 
 
 def test_lora_dropout_masks_keep_each_element_with_probability_one_minus_p_and_follow_the_seed() -> None:

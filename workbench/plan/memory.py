@@ -30,14 +30,14 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   - two RMSNorms: the fp32 input and the fp32 normalised output, `2 · 8h`;
   - the projections' inputs in the compute dtype: `2·c·h` (q/k/v share one input, gate/up another); under CPU
     autocast every projection casts its own copy (`5·2h`), in fp32 they share the norm's output (0);
-  - attention through `sdpa` (no `a·s²` score matrix is kept): q, k and v (k/v repeated to all heads when a mask
-    is passed), the output and o_proj's contiguous input: `5·c·a·d` (the `5as/h` term of Korthikanti et al.
-    belongs to eager attention, which wb does not use);
-  - the attention mask (wb always passes one): a copy per layer, on a CPU expanded to every head as bools (`a·s`
-    bytes per token, measured with saved-tensor hooks), on a GPU the additive bias (`c·s`);
-  - the SwiGLU MLP: gate output, SiLU output, up output, their product (down_proj's input): `4·c·i`;
-  - LoRA dropout (p > 0): per adapted projection its dropped input and the mask, `in · (e + 1)`, plus the low-rank
-    input `r·c`; DoRA also keeps the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its
+  - attention (no `a·s²` score matrix is kept; the `5as/h` term of Korthikanti et al. belongs to eager attention,
+    which wb does not use): on a CPU by sequence (`workbench.train.attention`), q at every head, k and v at the
+    key/value heads, the output and o_proj's contiguous input, `c·(3·a·d + 2·kv·d)`, no mask; on a GPU through
+    `sdpa` with the padding/packing mask, k/v repeated to all heads, `5·c·a·d`, plus the mask's additive bias `c·s`;
+  - the gated MLP (`workbench.train.glu`): gate output, up output, their product (down_proj's input): `3·c·i`;
+  - LoRA dropout (p > 0, fused with lora_A: `workbench.train.lora_dropout`): per adapted projection the mask, one
+    bit per input element on a CPU (a byte elsewhere), plus the low-rank input `r·c`; DoRA (PEFT's own path) keeps
+    the dropped input, its mask and the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its
     input, hidden and activation.
   - CPU autocast keeps the bf16 copy of every projection weight that backward needs: 2 B per linear parameter of
     the layers gradients flow through.
@@ -53,8 +53,8 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   (`12·n·V` in all, plus the compute-dtype cast); when the head is frozen wb fuses head and loss in chunks of
   2**23 logits (`workbench.train.loss.HeadLoss`), keeping only the gradient for the head's input (`n·h`).
 * CPU heap retention: glibc keeps freed activation blocks in the process heap and RSS counts them; what gradients
-  and optimiser states do not reuse stays resident: `0.5 · max(0, activations - gradients - optimiser)`, measured
-  (bench/plan_vs_measured.py; the recipe's `release_freed_memory`, which removes it, notes about 35 % less peak RSS).
+  and optimiser states do not reuse stays resident: `0.2 · max(0, activations - gradients - optimiser)` with the
+  malloc settings `wb train` runs with, measured (bench/plan_vs_measured.py; `release_freed_memory` removes it).
 * runtime (counted only in the fit check): a GPU's CUDA context and library workspaces (not in
   `torch.cuda.max_memory_allocated`), or on a CPU the process with torch, transformers and PEFT imported.
 
@@ -80,11 +80,11 @@ HEAD_CHUNK_ELEMENTS = 2**23  # workbench.train.loss.HEAD_CHUNK_ELEMENTS (not imp
 # What the fit check adds: the CUDA context and cuBLAS/cuDNN workspaces (about 0.3-0.8 GiB with current drivers),
 # or the measured RSS of a CPU process with torch, transformers and PEFT imported (bench/plan_vs_measured.py).
 RUNTIME_BYTES = {"cuda": int(0.75 * GIB), "cpu": int(0.45 * GIB)}
-# CPU: glibc malloc keeps freed activation blocks in the heap (per-thread arenas) and RSS counts them; what is not
-# reused by gradients and optimiser states stays resident across steps. Measured: lora at 2 x 512 tokens on the
-# embedded model (bench/plan_vs_measured.py) and the recipe's `release_freed_memory` note (about 35 % less peak
-# RSS for LoRA at 4 x 512 when freed blocks go back to the system) both put it at about half the activations.
-CPU_HEAP_RETENTION = 0.5
+# CPU: glibc malloc keeps freed activation blocks in the heap and RSS counts them; what is not reused by gradients
+# and optimiser states stays resident across steps. `wb train` runs with glibc's tcache and fastbins off
+# (workbench.train.memory), which lets the heap reuse most freed blocks: measured, lora at 2 x 512 tokens on the
+# embedded model (bench/plan_vs_measured.py, 2026-12-06) keeps 0.2 of those activations (it was 0.5 before).
+CPU_HEAP_RETENTION = 0.2
 
 
 @dataclass
@@ -129,11 +129,11 @@ def _layer_activations(shape: Shape, spec: MethodSpec, opts: Options, compute: i
         total += 5 * 2 * h  # q, k, v, gate and up each cast their fp32 input to the compute dtype
     elif compute != 4:
         total += 2 * compute * h  # the norms' outputs in the compute dtype, shared by q/k/v and by gate/up
-    total += 5 * compute * ad  # sdpa's q, k, v (repeated to all heads), its output, o_proj's input
-    # The attention mask wb always passes (packed or padded batches): sdpa keeps a copy per layer, on a CPU expanded
-    # to every head as bools (measured with saved-tensor hooks), on a GPU as the additive float bias.
-    total += (shape.heads if cpu else compute) * opts.seq_len
-    total += 4 * elem * i  # SwiGLU: gate, SiLU(gate), up, their product
+    if cpu:  # attention by sequence (workbench.train.attention): q, k and v at their own heads, output, o_proj's input
+        total += compute * (3 * ad + 2 * shape.kv_heads * shape.head_dim)
+    else:  # sdpa's q, k, v (repeated to all heads), its output, o_proj's input; the mask as an additive float bias
+        total += 5 * compute * ad + compute * opts.seq_len
+    total += 3 * elem * i  # the gated MLP (workbench.train.glu): gate, up, their product
     if qlora:
         total += 2 * i  # down_proj's input cast to the compute dtype
     if spec.activations is not None:  # what the method's own modules keep (the adapted input arrives in fp32?)

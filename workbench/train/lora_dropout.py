@@ -38,6 +38,14 @@ def keep_mask(like: Any, p: float) -> Any:
     return torch.from_numpy(keep).view(like.shape)
 
 
+def noise(keep: Any, p: float, dtype: Any) -> Any:
+    """torch's dropout noise for a keep mask: 1 / (1 - p) where kept, 0 elsewhere, in `dtype` (one pass)."""
+    import torch
+
+    scale = torch.ones((), dtype=dtype, device=keep.device).div_(1 - p)
+    return torch.where(keep, scale, torch.zeros((), dtype=dtype, device=keep.device))
+
+
 def _pack(keep: Any) -> Any:
     """A CPU mask as bits (8 to a byte); a mask on another device as it is."""
     import numpy as np
@@ -72,21 +80,21 @@ def _function(device_type: str) -> Any:
             keep = keep_mask(x, p)
             ctx.p = p
             ctx.save_for_backward(x, _pack(keep), weight)
-            return torch.nn.functional.linear(x * keep.to(x.dtype).div_(1 - p), weight)
+            return torch.nn.functional.linear(x * noise(keep, p, x.dtype), weight)
 
         @staticmethod
         @torch.amp.custom_bwd(device_type=device_type)
         def backward(ctx: Any, grad: Any) -> Any:
             x, packed, weight = ctx.saved_tensors
-            keep = _unpack(packed, x)
+            scaled = noise(_unpack(packed, x), ctx.p, x.dtype)
             with torch.enable_grad():  # the same ops as PEFT's path, replayed for their own backward kernels
-                dropped = (x * keep.to(x.dtype).div_(1 - ctx.p)).detach().requires_grad_(ctx.needs_input_grad[0])
+                dropped = (x * scaled).detach().requires_grad_(ctx.needs_input_grad[0])
                 w = weight.detach().requires_grad_(ctx.needs_input_grad[1])
                 out = torch.nn.functional.linear(dropped, w)
                 wanted = [t for t, need in ((dropped, ctx.needs_input_grad[0]), (w, ctx.needs_input_grad[1])) if need]
                 grads = iter(torch.autograd.grad(out, wanted, grad))
             # As torch's mul backward: the input's gradient is the dropped input's times the scaled mask.
-            grad_x = next(grads) * keep.to(x.dtype).div_(1 - ctx.p) if ctx.needs_input_grad[0] else None
+            grad_x = next(grads) * scaled if ctx.needs_input_grad[0] else None
             grad_w = next(grads) if ctx.needs_input_grad[1] else None
             return grad_x, grad_w, None
 
@@ -106,7 +114,7 @@ def _linear_class() -> Any:
             if not self.training or self.dropout_p == 0.0:
                 return super().forward(x)
             if not torch.is_grad_enabled() or not (x.requires_grad or self.weight.requires_grad):
-                return super().forward(x * keep_mask(x, self.dropout_p).to(x.dtype).div_(1 - self.dropout_p))
+                return super().forward(x * noise(keep_mask(x, self.dropout_p), self.dropout_p, x.dtype))
             return _function(x.device.type).apply(x, self.weight, self.dropout_p)
 
     return DropoutLinear
