@@ -400,3 +400,80 @@ def test_an_unknown_loss_type_is_one_line_and_writes_nothing(
         "robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft, sigmoid_norm"
     ]
     assert not out.exists()
+
+
+def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto_precision: str
+) -> None:
+    """wb's fused head for DPO (`completion_head`) gives TRL's loss, gradients and logged metrics on a padded batch
+    of chosen and rejected answers, running the output head at the completion positions only (TRL's own runs it
+    at every position on a CPU)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from workbench import precision
+    from workbench.models.base import load_model, load_tokenizer
+    from workbench.train import loss as wloss
+    from workbench.train.trl_trainers import completion_head
+
+    monkeypatch.setattr(wloss, "HEAD_CHUNK_ELEMENTS", 5 * len(load_tokenizer(str(tiny))))  # chunks of 5 positions
+    # prompts of several lengths, answers shorter than them: a padded batch mostly of prompt and padding
+    rows = [
+        {
+            "prompt": "Describe the number. " * (3 + 4 * i),
+            "chosen": f"The number {i} is an integer.",
+            "rejected": f"{i}",
+        }
+        for i in range(4)
+    ]
+    torch.manual_seed(0)
+    args = DPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=128, beta=0.1, report_to=[], use_cpu=True
+    )
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False)
+    trainer = DPOTrainer(
+        model=load_model(str(tiny)),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=load_tokenizer(str(tiny)),
+        peft_config=lora,
+    )
+    model = trainer.model
+    model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    params = [p for p in model.parameters() if p.requires_grad]
+    autocast = precision.resolve("auto").autocast
+    names = ["loss", "entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy", "logps/chosen"]
+
+    def step() -> tuple[Any, list[Any], dict[str, float]]:
+        trainer._metrics["train"].clear()
+        with autocast():
+            value = trainer.compute_loss(model, batch)
+        metrics = {k: trainer._metrics["train"][k][-1] for k in names[1:]}
+        return value, list(torch.autograd.grad(value, params)), metrics
+
+    stock_loss, stock_grads, stock_metrics = step()
+    scored: list[int] = []
+    head_log_probs = wloss.head_log_probs
+
+    def spy(hidden: Any, *a: Any, **kw: Any) -> Any:
+        scored.append(hidden.shape[0])
+        return head_log_probs(hidden, *a, **kw)
+
+    monkeypatch.setattr(wloss, "head_log_probs", spy)
+    assert completion_head(trainer)
+    loss, grads, metrics = step()
+
+    completion = int(batch["completion_mask"][:, 1:].sum())
+    assert scored == [completion, completion]  # the policy, then the reference
+    assert completion < batch["completion_mask"][:, 1:].numel() / 2  # prompts and padding are most of the batch
+    tol = {"fp32": 1e-5, "bf16": 2e-2}[auto_precision]
+    assert float(stock_loss.detach()) != pytest.approx(
+        0.6931, abs=1e-3
+    )  # the policy is not its reference: real gradients
+    assert float(loss.detach()) == pytest.approx(float(stock_loss.detach()), rel=tol)
+    for k in names[1:]:
+        assert metrics[k] == pytest.approx(stock_metrics[k], rel=tol, abs=tol), k
+    worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads, stock_grads, strict=True))
+    assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst

@@ -51,7 +51,7 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   single activation): for trained positions `n = batch · seq · trained_share`, when the output head trains (full,
   galore) the head's output in fp32 is kept by log-softmax (`4·n·V`) and backward holds two more fp32 copies
   (`12·n·V` in all, plus the compute-dtype cast); when the head is frozen wb fuses head and loss in chunks of
-  2**23 logits (`workbench.train.loss.HeadLoss`), keeping only the gradient for the head's input (`n·h`).
+  2**23 logits (`workbench.train.loss.HeadLogProbs`), keeping only the gradient for the head's input (`n·h`).
 * CPU heap retention: glibc keeps freed activation blocks in the process heap and RSS counts them; what gradients
   and optimiser states do not reuse stays resident: `0.2 · max(0, activations - gradients - optimiser)` with the
   malloc settings `wb train` runs with, measured (bench/plan_vs_measured.py; `release_freed_memory` removes it).

@@ -4,6 +4,7 @@ cross-entropy for plain-head models. (The per-example losses written to `sample_
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from workbench.models import templates as tdata
@@ -11,48 +12,78 @@ from workbench.models.losses import unwrap
 
 # Causal LMs whose logits are exactly `lm_head(hidden)`, with nothing applied after the head (no soft-capping, no
 # logit scaling, no auxiliary loss; read in transformers 5.24's modeling files): for them wb fuses the output head
-# with the loss (`HeadLoss`). Other models get the loss from their own logits, on the trained positions only.
+# with the loss (`HeadLogProbs`). Other models get the loss from their own logits, on the trained positions only.
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2", "gemma"})
-# Logits computed at once by `HeadLoss`: positions per chunk × vocabulary ≤ 2**23 (32 MB in fp32; two such
-# buffers are live at once, while every activation of the step is kept).
+# Logits computed at once by `HeadLogProbs`: positions per chunk × vocabulary ≤ 2**23 (32 MB in fp32; two such
+# buffers are live at once, three while DPO's statistics are taken, while every activation of the step is kept).
 HEAD_CHUNK_ELEMENTS = 2**23
 
 
-def _head_loss_class() -> Any:
+@functools.cache
+def _head_log_probs_class() -> Any:
     import torch
 
-    class HeadLoss(torch.autograd.Function):
-        """Output head and cross-entropy in one step, chunked over positions: sum of the losses / divisor.
+    class HeadLogProbs(torch.autograd.Function):
+        """Log-probabilities of target tokens under the output head, chunked over positions: `log_softmax(hidden @
+        weight.T)[i, targets[i]]` for each row i of `hidden` (positions × hidden).
 
-        The gradient for the hidden states is computed in the forward pass, chunk by chunk, and kept (positions ×
-        hidden, small); the (positions × vocabulary) logits, log-probabilities and their gradients are never held
-        in memory all at once, as they are when the model returns logits and a loss is taken from them. Same
-        values: logits in fp32, log-sum-exp minus the target logit; gradient softmax − one-hot. The head's weight
-        must be frozen (it gets no gradient).
+        The (positions × vocabulary) logits are never held in memory all at once: each chunk of HEAD_CHUNK_ELEMENTS
+        logits is made, used and dropped. A position's log-probability depends on its own hidden state only, so its
+        gradient is that row's vector `(one-hot − softmax) @ weight` times the incoming gradient: computed in the
+        forward pass while the chunk's probabilities are at hand, kept (positions × hidden, small), and scaled in the
+        backward pass. The head is not run again in the backward pass, as a recomputing kernel must (TRL's
+        `ChunkedLogProbFunction`). Logits in fp32 (after the head's product in the autocast dtype), as the model's
+        own loss takes them. The head's weight must be frozen (it gets no gradient).
+
+        With `stats`, also (3 × positions, no gradient): the entropy of each position's distribution, the mean of its
+        logits and whether the target is the first most likely token (1.0 or 0.0): what TRL's DPO logs.
         """
 
         @staticmethod
-        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, divisor: float) -> Any:
-            rows = max(1, HEAD_CHUNK_ELEMENTS // weight.shape[0])
-            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            grad = torch.empty_like(hidden)
-            for lo in range(0, hidden.shape[0], rows):
-                h, t = hidden[lo : lo + rows], targets[lo : lo + rows]
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, stats: bool) -> Any:
+            ctx.set_materialize_grads(False)
+            n, rows = hidden.shape[0], max(1, HEAD_CHUNK_ELEMENTS // weight.shape[0])
+            logps = torch.empty(n, dtype=torch.float32, device=hidden.device)
+            extra = torch.empty((3, n if stats else 0), dtype=torch.float32, device=hidden.device)
+            # d(-log p_target)/d hidden per position: (softmax - one-hot) @ weight
+            jac = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            for lo in range(0, n, rows):
+                h, t = hidden[lo : lo + rows], targets[lo : lo + rows, None]
                 logits = (h.to(weight.dtype) @ weight.T).float()
-                lse = torch.logsumexp(logits, dim=-1)
-                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[torch.arange(len(t), device=t.device), t] -= 1
-                grad[lo : lo + rows] = (probs.to(weight.dtype) @ weight) / divisor
-            ctx.save_for_backward(grad)
-            return total / divisor
+                if stats:
+                    extra[1, lo : lo + rows] = logits.mean(-1)
+                    extra[2, lo : lo + rows] = logits.argmax(-1) == t[:, 0]
+                logp = torch.log_softmax(logits, dim=-1)
+                del logits
+                logps[lo : lo + rows] = logp.gather(1, t)[:, 0]
+                if not stats and jac is None:
+                    continue
+                probs = logp.exp() if stats else logp.exp_()
+                if stats:
+                    extra[0, lo : lo + rows] = -torch.bmm(probs[:, None, :], logp[:, :, None])[:, 0, 0]
+                del logp
+                if jac is not None:
+                    probs[torch.arange(len(t), device=t.device), t[:, 0]] -= 1
+                    jac[lo : lo + rows] = probs.to(weight.dtype) @ weight
+            ctx.save_for_backward(jac)
+            ctx.mark_non_differentiable(extra)
+            return logps, extra
 
         @staticmethod
-        def backward(ctx: Any, grad_output: Any) -> Any:
-            (grad,) = ctx.saved_tensors
-            return grad * grad_output.to(grad.dtype), None, None, None
+        def backward(ctx: Any, grad_logps: Any, _grad_extra: Any) -> Any:
+            (jac,) = ctx.saved_tensors
+            if grad_logps is None or jac is None:
+                return None, None, None, None
+            return jac * grad_logps.neg().to(jac.dtype)[:, None], None, None, None
 
-    return HeadLoss
+    return HeadLogProbs
+
+
+def head_log_probs(hidden: Any, weight: Any, targets: Any, stats: bool = False) -> tuple[Any, Any]:
+    """(log-probabilities of `targets`, per-position statistics) under the frozen output head `weight` for the rows
+    of `hidden` (`HeadLogProbs`; the statistics are empty without `stats`). The logits are computed chunk by chunk
+    and dropped; the gradient reaches `hidden` only."""
+    return _head_log_probs_class().apply(hidden, weight, targets, stats)
 
 
 def trained_positions_loss(
@@ -64,7 +95,7 @@ def trained_positions_loss(
     prompt and padding positions, which carry no loss. Position i predicts label i+1; transformers'
     `logits_to_keep` takes a boolean (batch, length) mask and hands the kept positions, flattened, to the head.
     With `head` (the model's frozen output `Linear`, for a model in PLAIN_HEAD_MODELS) the head's input is taken
-    and `HeadLoss` computes the loss from it in chunks; without it the model's logits for the kept positions go
+    and `HeadLogProbs` computes the loss from it in chunks; without it the model's logits for the kept positions go
     through the model's own loss function. Either way the loss is the model's over the same targets, with the same
     normalisation (`num_items_in_batch`, else the mean): it equals `model(**inputs).loss`. Returns None when the
     model does not take a boolean `logits_to_keep` (its head sees another shape) or nothing in the batch is trained.
@@ -104,13 +135,14 @@ def trained_positions_loss(
     if hidden is None or hidden.dim() != 2 or hidden.shape[0] != n:
         return None
     divisor = float(num_items_in_batch) if num_items_in_batch is not None else float(n)
-    return _head_loss_class().apply(hidden, head.weight, labels[:, 1:][targets], divisor)
+    logps, _ = head_log_probs(hidden, head.weight, labels[:, 1:][targets])
+    return -logps.sum() / divisor
 
 
 def fusable_head(model: Any) -> Any:
     """The output `Linear` of a model in PLAIN_HEAD_MODELS when it is frozen and has no bias, else None. Not under
     DeepSpeed ZeRO-3 either: there the weight is a partition, gathered only while the head's own forward runs, and
-    `HeadLoss` reads it outside that forward."""
+    `HeadLogProbs` reads it outside that forward."""
     import torch
 
     base = unwrap(model)
