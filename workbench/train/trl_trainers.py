@@ -328,8 +328,9 @@ def completion_head(trainer: Any) -> bool:
     position's gradient while its probabilities are at hand (no second pass over the head) and, for the reference
     (a forward without gradient while training), the log-probabilities alone. What TRL reads is the same:
     `log_probs`, `entropy`, `mean_logits` and `is_top1` as (batch, length - 1), zero where the label is -100, and
-    the mean loss. Used for plain-head models with a frozen head (`loss.fusable_head`), not for WPO weighting
-    (`use_weighting`, which reads `log_sum_sq_probs`) nor a separate reference model; other calls go to TRL's.
+    the mean loss. Used on a CPU for plain-head models with a frozen head (`loss.fusable_head`), not for WPO
+    weighting (`use_weighting`, which reads `log_sum_sq_probs`) nor a separate reference model; other calls go to
+    TRL's.
     """
     import functools
 
@@ -342,8 +343,8 @@ def completion_head(trainer: Any) -> bool:
     base = unwrap(trainer.model)
     trl_forward = base.__dict__.get("forward")  # TRL's, set on the instance (named as the class's forward)
     code = getattr(getattr(trl_forward, "__func__", None), "__code__", None)
-    if head is None or getattr(code, "co_name", None) != "_fused_forward":
-        return False
+    if head is None or head.weight.device.type != "cpu" or getattr(code, "co_name", None) != "_fused_forward":
+        return False  # on CUDA and XPU, TRL's Triton kernel already scores the labelled positions alone
 
     @functools.wraps(type(base).forward)
     def forward(
