@@ -402,12 +402,14 @@ def test_an_unknown_loss_type_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("by_sequence", [False, True])
 def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients(
-    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto_precision: str
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto_precision: str, by_sequence: bool
 ) -> None:
     """wb's fused head for DPO (`completion_head`) gives TRL's loss, gradients and logged metrics on a padded batch
     of chosen and rejected answers, running the output head at the completion positions only (TRL's own runs it
-    at every position on a CPU)."""
+    at every position on a CPU); with attention by sequence (as `wb train` runs on a CPU) the padding is left out:
+    the real tokens of the batch run as one row of sequences that attend to themselves alone."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
@@ -415,7 +417,7 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
     from workbench import precision
     from workbench.models.base import load_model, load_tokenizer
     from workbench.train import loss as wloss
-    from workbench.train.trl_trainers import completion_head
+    from workbench.train.preference_head import completion_head
 
     monkeypatch.setattr(wloss, "HEAD_CHUNK_ELEMENTS", 5 * len(load_tokenizer(str(tiny))))  # chunks of 5 positions
     # prompts of several lengths, answers shorter than them: a padded batch mostly of prompt and padding
@@ -463,7 +465,15 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
 
     monkeypatch.setattr(wloss, "head_log_probs", spy)
     assert completion_head(trainer)
+    if by_sequence:
+        from workbench.train import attention
+
+        assert attention.use(model)
     loss, grads, metrics = step()
+    if by_sequence:  # one row holding the 4 chosen and 4 rejected answers, each attended on its own
+        runs = attention._LAST[0].runs
+        assert runs is not None and len(runs) == 1 and [r[0] for r in runs[0]] == ["causal"] * 8
+        assert sum(r[2] - r[1] for r in runs[0]) == int(batch["attention_mask"].sum())
 
     completion = int(batch["completion_mask"][:, 1:].sum())
     assert scored == [completion, completion]  # the policy, then the reference

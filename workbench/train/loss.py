@@ -1,6 +1,6 @@
 """The training loss wb computes itself: on trained positions only, with the output head fused into the
 cross-entropy for plain-head models. The same chunked head (`head_log_probs`) gives DPO its per-position
-log-probabilities at the completion positions (`workbench.train.trl_trainers.completion_head`). (The per-example
+log-probabilities at the completion positions (`workbench.train.preference_head.completion_head`). (The per-example
 losses written to `sample_losses.jsonl` are `workbench.models.losses.sample_losses`.)"""
 
 from __future__ import annotations

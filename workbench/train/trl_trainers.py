@@ -26,7 +26,6 @@ import contextlib
 import math
 import os
 import random
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +37,8 @@ from workbench.evaluate import scorers
 from workbench.methods import registry as method_specs
 from workbench.methods.spec import MethodSpec
 from workbench.models import templates as tdata
-from workbench.models.losses import unwrap
 from workbench.output import ensure_dir, follow_umask
-from workbench.train import attention, glu, guards, hf, lora_dropout, loss, methods
+from workbench.train import attention, glu, guards, hf, lora_dropout, methods, preference_head
 from workbench.train import preference_prepare as pprep
 from workbench.train.recipe import Recipe
 from workbench.train.session import (
@@ -313,75 +311,8 @@ def _dpo(p: _Parts) -> Any:
     }
     args = p.args(DPOConfig, **extra)
     trainer = _wb(DPOTrainer)(model=p.model, ref_model=None, args=args, **p.data(), **p.kw)
-    completion_head(trainer)
+    preference_head.completion_head(trainer)
     return trainer
-
-
-def completion_head(trainer: Any) -> bool:
-    """Replace the fused head TRL's DPOTrainer put on the policy (`trl.trainer.utils.add_fused_lm_head`) by wb's,
-    which runs the output head at the completion positions only. Returns whether it did.
-
-    TRL's fused head leaves out the positions without a label only where Triton runs (CUDA, XPU); elsewhere, a CPU
-    included, every position of the padded batch goes through the head: prompt and padding as well (in the bench's
-    DPO batches 42 % of the positions are completion tokens), three times per step (policy, its backward recomputing
-    the logits, and the reference). wb's (`loss.head_log_probs`) takes the completion positions only, computes each
-    position's gradient while its probabilities are at hand (no second pass over the head) and, for the reference
-    (a forward without gradient while training), the log-probabilities alone. What TRL reads is the same:
-    `log_probs`, `entropy`, `mean_logits` and `is_top1` as (batch, length - 1), zero where the label is -100, and
-    the mean loss. Used on a CPU for plain-head models with a frozen head (`loss.fusable_head`), not for WPO
-    weighting (`use_weighting`, which reads `log_sum_sq_probs`) nor a separate reference model; other calls go to
-    TRL's.
-    """
-    import functools
-
-    import torch
-    from trl.trainer.utils import FusedCausalLMOutput
-
-    if getattr(trainer, "use_weighting", False) or getattr(trainer, "ref_model", None) is not None:
-        return False
-    head = loss.fusable_head(trainer.model)
-    base = unwrap(trainer.model)
-    trl_forward = base.__dict__.get("forward")  # TRL's, set on the instance (named as the class's forward)
-    code = getattr(getattr(trl_forward, "__func__", None), "__code__", None)
-    if head is None or head.weight.device.type != "cpu" or getattr(code, "co_name", None) != "_fused_forward":
-        return False  # on CUDA and XPU, TRL's Triton kernel already scores the labelled positions alone
-
-    @functools.wraps(type(base).forward)
-    def forward(
-        self: Any,
-        *args: Any,
-        fused_lm_head: bool = False,
-        labels: Any = None,
-        shift_labels: Any = None,
-        num_items_in_batch: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        if not fused_lm_head or labels is None or shift_labels is not None or kwargs.get("output_router_logits"):
-            more = {"labels": labels, "shift_labels": shift_labels, "num_items_in_batch": num_items_in_batch}
-            return trl_forward(*args, fused_lm_head=fused_lm_head, **more, **kwargs)
-        kwargs["use_cache"] = False
-        hidden = getattr(self, self.base_model_prefix)(*args, **kwargs).last_hidden_state[:, :-1]
-        targets = labels[:, 1:]
-        mask = targets != tdata.IGNORE
-        stats = torch.is_grad_enabled() or not self.training  # a reference pass reads the log-probs alone
-        logps, extra = loss.head_log_probs(hidden[mask], head.weight, targets[mask], stats)
-
-        def spread(values: Any) -> Any:
-            return values.new_zeros(mask.shape).masked_scatter(mask, values)
-
-        divisor = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        log_probs = spread(logps)
-        return FusedCausalLMOutput(
-            loss=-log_probs.sum() / divisor,
-            log_probs=log_probs,
-            entropy=spread(extra[0]) if stats else None,
-            mean_logits=spread(extra[1]) if stats else None,
-            is_top1=spread(extra[2].bool()) if stats else None,
-            label_mask=mask,
-        )
-
-    base.forward = types.MethodType(forward, base)
-    return True
 
 
 def _orpo(p: _Parts) -> Any:
