@@ -408,8 +408,8 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
 ) -> None:
     """wb's fused head for DPO (`completion_head`) gives TRL's loss, gradients and logged metrics on a padded batch
     of chosen and rejected answers, running the output head at the completion positions only (TRL's own runs it
-    at every position on a CPU); with attention by sequence (as `wb train` runs on a CPU) the padding is left out:
-    the real tokens of the batch run as one row of sequences that attend to themselves alone."""
+    at every position on a CPU); with attention by sequence (as `wb train` runs on a CPU) the padding is left out
+    and each pair's prompt runs once: the same numbers."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
@@ -470,10 +470,11 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
 
         assert attention.use(model)
     loss, grads, metrics = step()
-    if by_sequence:  # one row holding the 4 chosen and 4 rejected answers, each attended on its own
+    if by_sequence:  # one row: per pair the prompt and the chosen answer, then the rejected one sharing that prompt
         runs = attention._LAST[0].runs
-        assert runs is not None and len(runs) == 1 and [r[0] for r in runs[0]] == ["causal"] * 8
-        assert sum(r[2] - r[1] for r in runs[0]) == int(batch["attention_mask"].sum())
+        assert runs is not None and len(runs) == 1 and [r[0] for r in runs[0]] == ["causal", "branch"] * 4
+        prompts = (batch["completion_mask"] == 0) & batch["attention_mask"].bool()
+        assert sum(r[2] - r[1] for r in runs[0]) == int(batch["attention_mask"].sum() - prompts[4:].sum())
 
     completion = int(batch["completion_mask"][:, 1:].sum())
     assert scored == [completion, completion]  # the policy, then the reference

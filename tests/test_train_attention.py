@@ -209,3 +209,35 @@ def test_the_gated_mlp_keeps_one_activation_fewer_with_the_same_numbers(tiny: Pa
     # One (tokens x intermediate) tensor a layer less.
     itemsize = 2 if autocast else 4
     assert kept - kept_f == 2 * batch["input_ids"].numel() * 128 * itemsize, (kept, kept_f)
+
+
+def test_a_branch_sharing_an_earlier_prefix_gives_the_masked_sdpa_numbers() -> None:
+    """A prompt, its chosen answer, then its rejected answer seeing the prompt and itself (not the chosen answer):
+    how DPO's pairs run with their prompt computed once."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    prompt, chosen, rejected, n = 5, 4, 3, 12
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    mask[: prompt + chosen, : prompt + chosen] = torch.tril(torch.ones(prompt + chosen, prompt + chosen)).bool()
+    lo = prompt + chosen
+    mask[lo:, :prompt] = True
+    mask[lo:, lo:] = torch.tril(torch.ones(rejected, rejected)).bool()
+    runs = attention._layout(mask[None, None])
+    assert runs == [[("causal", 0, lo), ("branch", lo, n, 0, prompt)]]
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 2
+        is_causal = True
+
+    torch.manual_seed(1)
+    q = torch.randn(1, 4, n, 8, requires_grad=True)
+    k, v = torch.randn(1, 2, n, 8, requires_grad=True), torch.randn(1, 2, n, 8, requires_grad=True)
+    out, _ = attention.sdpa_by_sequence(Module(), q, k, v, mask[None, None], scaling=0.3)
+    ref, _ = sdpa_attention_forward(Module(), q, k, v, mask[None, None], scaling=0.3)
+    assert torch.allclose(out, ref, atol=1e-6)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.sum(), (q, k, v))
+    assert all(torch.allclose(g, h, atol=1e-5) for g, h in zip(grads, ref_grads, strict=True))
+    # A query seeing three runs of keys is not a branch: SDPA with the mask.
+    mask[n - 1, prompt + 1] = True
+    assert attention._layout(mask[None, None].clone()) is None

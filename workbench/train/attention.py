@@ -9,8 +9,10 @@ sequence.
 
 `sdpa_by_sequence` (registered with transformers as `ATTENTION`) reads the mask once per forward pass: when every
 row of it is a contiguous run of keys — a causal block (row i sees keys s…i of its sequence), a padding row that sees
-a fixed run of keys, or a row that sees nothing — it runs SDPA per run: `is_causal` on each sequence (no mask, the
-upper triangle skipped), a plain SDPA for padding rows, zeros for rows that see nothing (what SDPA gives them), and
+a fixed run of keys, or a row that sees nothing — or a branch (a fixed run of earlier keys, a prefix it shares with
+an earlier sequence, then its own keys causally: DPO's rejected answer after its prompt, `preference_head`), it runs
+SDPA per run: `is_causal` on each sequence (no mask, the upper triangle skipped), a plain SDPA for padding rows, a
+small masked SDPA over prefix + own keys for a branch, zeros for rows that see nothing (what SDPA gives them), and
 the key/value heads as they are (`enable_gqa`). Any other mask (sliding windows, bidirectional prefixes, a cache,
 attention dropout) goes to transformers' own SDPA unchanged. Same values as the masked SDPA up to float rounding.
 """
@@ -24,7 +26,8 @@ from typing import Any
 ATTENTION = "wb_sdpa_by_sequence"
 
 # What one row of a batch asks for, run by run: ("causal", a, b) queries a…b-1 on keys a…b-1 causally; ("block", a,
-# b, f, l) queries a…b-1 on keys f…l-1, no mask; ("none", a, b) queries that see no key (output zero).
+# b, f, l) queries a…b-1 on keys f…l-1, no mask; ("branch", a, b, f, l) queries a…b-1 on every key f…l-1 (a prefix
+# they share with an earlier sequence) and on a…b-1 causally; ("none", a, b) queries that see no key (output zero).
 Run = tuple[Any, ...]
 
 
@@ -39,20 +42,30 @@ _LAST: list[_Layout] = []
 
 
 def _runs(row: Any) -> list[Run] | None:
-    """The runs of one (L, L) boolean mask row, or None when a query's keys are not one contiguous run of the shapes
-    above."""
+    """The runs of one (L, L) boolean mask row, or None when a query's keys are not one contiguous run, or a fixed
+    run of earlier keys then its own causal run, of the shapes above."""
     import torch
 
     length = row.shape[0]
     seen = row.sum(-1)
-    first = row.to(torch.int8).argmax(-1)
-    last = first + seen - 1
     index = torch.arange(length)
-    # Every query's keys are one run: as many keys as the span from the first to the last one.
-    span = (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
-    if not torch.equal(span & (seen[:, None] > 0), row):
+    # Where a run of keys starts (a key seen after one not seen); a query sees one run of keys or two.
+    starts = row & ~torch.nn.functional.pad(row[:, :-1], (1, 0), value=False)
+    if int(starts.sum(-1).max()) > 2:
+        return None
+    first = row.to(torch.int8).argmax(-1)
+    own = (length - 1) - starts.flip(-1).to(torch.int8).argmax(-1)  # the start of the last run
+    last = (length - 1) - row.flip(-1).to(torch.int8).argmax(-1)
+    prefix_end = first + seen - (last - own + 1)  # the end of the first run, when there are two
+    two = own > first
+    one_run = (index[None, :] >= first[:, None]) & (index[None, :] <= last[:, None])
+    prefix = (index[None, :] >= first[:, None]) & (index[None, :] < prefix_end[:, None]) & two[:, None]
+    tail = (index[None, :] >= own[:, None]) & (index[None, :] <= last[:, None]) & two[:, None]
+    expected = torch.where(two[:, None], prefix | tail, one_run) & (seen[:, None] > 0)
+    if not torch.equal(expected, row):
         return None
     firsts, lasts, counts = first.tolist(), last.tolist(), seen.tolist()
+    owns, ends, twos = own.tolist(), prefix_end.tolist(), two.tolist()
     runs: list[Run] = []
     i = 0
     while i < length:
@@ -61,14 +74,21 @@ def _runs(row: Any) -> list[Run] | None:
             while j < length and counts[j] == 0:
                 j += 1
             runs.append(("none", i, j))
+        elif twos[i]:  # a branch: rows i… see a fixed run of earlier keys, then i…themselves
+            j = i + 1
+            while j < length and twos[j] and (firsts[j], ends[j], owns[j]) == (firsts[i], ends[i], i) and lasts[j] == j:
+                j += 1
+            if owns[i] != i or lasts[i] != i:
+                return None
+            runs.append(("branch", i, j, firsts[i], ends[i]))
         elif firsts[i] == i and lasts[i] == i:  # a sequence starts here: rows i… see i…themselves
             j = i + 1
-            while j < length and counts[j] and firsts[j] == i and lasts[j] == j:
+            while j < length and counts[j] and not twos[j] and firsts[j] == i and lasts[j] == j:
                 j += 1
             runs.append(("causal", i, j))
         elif lasts[i] < i:  # a padding row: sees a fixed run of earlier keys
             j = i + 1
-            while j < length and counts[j] and firsts[j] == firsts[i] and lasts[j] == lasts[i]:
+            while j < length and counts[j] and not twos[j] and (firsts[j], lasts[j]) == (firsts[i], lasts[i]):
                 j += 1
             runs.append(("block", i, j, firsts[i], lasts[i] + 1))
         else:
@@ -142,6 +162,13 @@ def sdpa_by_sequence(
             elif kind == "block":
                 keys = slice(run[3], run[4])
                 parts.append(sdpa(q[:, :, lo:hi], k[:, :, keys], v[:, :, keys], scale=scaling, enable_gqa=gqa))
+            elif kind == "branch":  # every key of the shared prefix, then its own keys causally
+                keys = slice(run[3], run[4])
+                n, shared = hi - lo, run[4] - run[3]
+                seen = torch.ones(n, shared + n, dtype=torch.bool, device=q.device)
+                seen[:, shared:].tril_()
+                kb, vb = torch.cat([k[:, :, keys], k[:, :, lo:hi]], 2), torch.cat([v[:, :, keys], v[:, :, lo:hi]], 2)
+                parts.append(sdpa(q[:, :, lo:hi], kb, vb, attn_mask=seen, scale=scaling, enable_gqa=gqa))
             else:
                 parts.append(q.new_zeros((1, q.shape[1], hi - lo, v.shape[-1])))
         rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))

@@ -57,7 +57,7 @@ def completion_head(trainer: Any) -> bool:
         targets = labels[:, 1:]
         mask = targets != tdata.IGNORE
         body = getattr(self, self.base_model_prefix)
-        unpadded = _unpadded(self, args, kwargs)
+        unpadded = _unpadded(self, args, kwargs, labels)
         if unpadded is None:
             scored = body(*args, **kwargs).last_hidden_state[:, :-1][mask]
         else:  # the real tokens of the batch in one row; a position's hidden state found by its place in that row
@@ -84,40 +84,74 @@ def completion_head(trainer: Any) -> bool:
     return True
 
 
-def _unpadded(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
-    """The model's inputs without their padding, for a right-padded batch (TRL's DPO collator pads right) on a
-    model attending by sequence (`workbench.train.attention`): the real tokens of every row in one row, with the
-    position ids the padded rows had and a block-diagonal causal mask, so each sequence attends to itself alone and
-    every hidden state is the one the padded batch gives (the padding positions, a quarter of the bench's DPO
-    batches, are not computed). Returns (inputs, index), `index[b, t]` the place of row b's token t in the new row,
-    or None to run the padded batch as it is."""
+def _unpadded(
+    model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], labels: Any
+) -> tuple[dict[str, Any], Any] | None:
+    """The model's inputs without their padding and with each pair's prompt once, for a right-padded batch of
+    chosen then rejected sequences (TRL's DPO collator: rows j and j + B/2 are a pair) on a model attending by
+    sequence (`workbench.train.attention`).
+
+    The real tokens go in one row: per pair the prompt and the chosen answer as one causal sequence, then the
+    rejected answer attending to that prompt and to itself (a branch); a pair whose rows do not begin with the same
+    prompt (the positions before the first label) runs as two sequences. Position ids are those of the padded rows,
+    so every hidden state is the one the padded batch gives, and the prompt's activations collect the gradients of
+    both answers, as its two copies did. Left out: the padding (a quarter of the bench's DPO positions) and the
+    second copy of each prompt (prompts are about 40 % of its real tokens). Returns (inputs, index), `index[b, t]`
+    the place of row b's token t in the new row, or None to run the padded batch as it is."""
     import torch
 
     from workbench.train.attention import ATTENTION
 
     ids, real = kwargs.get("input_ids"), kwargs.get("attention_mask")
     other = set(kwargs) - {"input_ids", "attention_mask", "use_cache"}
-    if (
-        args
-        or other
-        or ids is None
-        or real is None
-        or real.dim() != 2
-        or model.config._attn_implementation != ATTENTION
-    ):
+    by_sequence = model.config._attn_implementation == ATTENTION
+    if args or other or ids is None or real is None or real.dim() != 2 or not by_sequence:
         return None
     keep = real.bool()
-    lengths = keep.sum(1)
-    if not bool((keep == (torch.arange(keep.shape[1]) < lengths[:, None])).all()):
+    rows, width = keep.shape
+    lengths = keep.sum(1).tolist()
+    if not bool((keep == (torch.arange(width) < torch.tensor(lengths)[:, None])).all()):
         return None  # not right-padded
-    sequence = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    total = len(sequence)
-    causal = torch.ones(total, total, dtype=torch.bool).tril_()
+    scored = labels != tdata.IGNORE
+    prompts = [int(scored[b].to(torch.int8).argmax()) if bool(scored[b].any()) else lengths[b] for b in range(rows)]
+    half = rows // 2 if rows % 2 == 0 else 0
+    index = torch.full((rows, width), -1, dtype=torch.long)
+    tokens: list[Any] = []
+    positions: list[Any] = []
+    blocks: list[tuple[int, int, int, int]] = []  # (start, end, shared prefix start, end): end = start: causal
+    place = 0
+
+    def add(b: int, start: int) -> int:
+        n = lengths[b] - start
+        index[b, start : lengths[b]] = torch.arange(place, place + n)
+        tokens.append(ids[b, start : lengths[b]])
+        positions.append(torch.arange(start, lengths[b]))
+        return n
+
+    for b in range(half or rows):
+        n = add(b, 0)
+        blocks.append((place, place + n, place, place))
+        chosen_start, place = place, place + n
+        r = b + half
+        if not half:
+            continue
+        p = prompts[b]
+        if 0 < p == prompts[r] <= min(lengths[b], lengths[r]) and torch.equal(ids[b, :p], ids[r, :p]):
+            index[r, :p] = index[b, :p]
+            n = add(r, p)
+            blocks.append((place, place + n, chosen_start, chosen_start + p))
+        else:
+            n = add(r, 0)
+            blocks.append((place, place + n, place, place))
+        place += n
+    seen = torch.zeros(place, place, dtype=torch.bool)
+    for start, end, shared, shared_end in blocks:
+        seen[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril_()
+        seen[start:end, shared:shared_end] = True
     inputs = {
-        "input_ids": ids[keep][None],
-        "position_ids": torch.arange(ids.shape[1]).expand_as(ids)[keep][None],  # transformers' default positions
-        "attention_mask": ((sequence[:, None] == sequence[None, :]) & causal)[None, None],
+        "input_ids": torch.cat(tokens)[None],
+        "position_ids": torch.cat(positions)[None],  # transformers' default for the padded rows: 0, 1, ...
+        "attention_mask": seen[None, None],
         "use_cache": False,
     }
-    index = (keep.reshape(-1).cumsum(0) - 1).view_as(keep)
     return inputs, index
