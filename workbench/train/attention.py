@@ -133,6 +133,7 @@ def sdpa_by_sequence(
     runs = None
     plain = (
         attention_mask is not None
+        and attention_mask.shape[0] == query.shape[0]  # a mask per row (not one broadcast over the batch)
         and dropout == 0.0
         and query.shape[2] == key.shape[2]
         and kwargs.get("position_bias") is None

@@ -1,5 +1,6 @@
-"""DPO's log-probabilities on a CPU: the output head at the completion positions only, once per pass, and the padding
-of the batch left out (`completion_head`, installed by `trl_trainers` on TRL's DPOTrainer)."""
+"""DPO's log-probabilities on a CPU: the output head at the completion positions only, once per pass; the padding of
+the batch left out and each pair's prompt run once (`completion_head`, installed by `trl_trainers` on TRL's
+DPOTrainer)."""
 
 from __future__ import annotations
 
