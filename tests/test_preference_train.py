@@ -100,6 +100,28 @@ def test_dpo_lowers_its_loss_and_logs_the_implicit_rewards(dpo_run: Path) -> Non
     assert not (adapter / "ref").exists()  # only the trained adapter is saved
 
 
+def test_wb_train_dpo_runs_its_pairs_without_padding_and_with_each_prompt_once(
+    tiny: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU `wb train` takes the unpadded path of `preference_head` for every policy and reference pass (PEFT
+    hands the model extra keyword arguments set to None; they must not turn it off)."""
+    from workbench.train import preference_head
+
+    unpadded = preference_head._unpadded
+    passes: list[tuple[int, int]] = []
+
+    def spy(model: Any, args: Any, kwargs: dict[str, Any], labels: Any) -> Any:
+        result = unpadded(model, args, kwargs, labels)
+        computed = -1 if result is None else result[0]["input_ids"].shape[1]
+        passes.append((computed, int(kwargs["attention_mask"].sum())))
+        return result
+
+    monkeypatch.setattr(preference_head, "_unpadded", spy)
+    train(recipe(tmp_path, tiny, pairs_file, "dpo", max_steps=1))
+    assert len(passes) == 2  # the policy and the reference
+    assert all(0 < computed < real for computed, real in passes)  # padding out, the rejected answers' prompts once
+
+
 def test_dpo_checkpoints_hold_no_pickled_arguments_and_follow_the_umask(dpo_run: Path) -> None:
     checkpoints = sorted(p.name for p in (dpo_run / "checkpoints").glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-2", "checkpoint-4"]

@@ -104,7 +104,7 @@ def _unpadded(
     from workbench.train.attention import ATTENTION
 
     ids, real = kwargs.get("input_ids"), kwargs.get("attention_mask")
-    other = set(kwargs) - {"input_ids", "attention_mask", "use_cache"}
+    other = {k for k, v in kwargs.items() if v is not None} - {"input_ids", "attention_mask", "use_cache"}
     by_sequence = model.config._attn_implementation == ATTENTION
     if args or other or ids is None or real is None or real.dim() != 2 or not by_sequence:
         return None
