@@ -10,6 +10,7 @@ SmolLM2-135M (intermediate 1536), LoRA all-linear, 2 × 512 tokens, fp32: 180 MB
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any
 
@@ -18,12 +19,9 @@ GATED_MLPS = frozenset(
     {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "SmolLM3MLP", "Olmo2MLP", "GemmaMLP", "GraniteMLP"}
 )
 
-_FUNCTION: list[Any] = []
 
-
+@functools.cache
 def _swiglu() -> Any:
-    if _FUNCTION:
-        return _FUNCTION[0]
     import torch
 
     class SwiGLU(torch.autograd.Function):
@@ -41,7 +39,6 @@ def _swiglu() -> Any:
             grad_up = grad * torch.nn.functional.silu(gate) if ctx.needs_input_grad[1] else None
             return grad_gate, grad_up
 
-    _FUNCTION.append(SwiGLU)
     return SwiGLU
 
 

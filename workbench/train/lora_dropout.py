@@ -17,10 +17,9 @@ probability is 1 - p to within 2**-32, as with torch's float draws. Other device
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
-
-_FUNCTIONS: dict[str, Any] = {}
 
 
 def keep_mask(like: Any, p: float) -> Any:
@@ -66,11 +65,10 @@ def _unpack(packed: Any, like: Any) -> Any:
     return torch.from_numpy(bits.view(np.bool_)).view(like.shape)
 
 
+@functools.cache
 def _function(device_type: str) -> Any:
     """The autograd function for one device type (autocast state carried from forward to backward, as torch's own
     ops get it)."""
-    if device_type in _FUNCTIONS:
-        return _FUNCTIONS[device_type]
     import torch
 
     class DroppedInputLinear(torch.autograd.Function):
@@ -98,7 +96,6 @@ def _function(device_type: str) -> Any:
             grad_w = next(grads) if ctx.needs_input_grad[1] else None
             return grad_x, grad_w, None
 
-    _FUNCTIONS[device_type] = DroppedInputLinear
     return DroppedInputLinear
 
 

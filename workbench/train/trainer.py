@@ -18,7 +18,7 @@ from workbench.models import templates as tdata
 from workbench.models.losses import prompt_learning
 from workbench.output import atomic_write
 from workbench.runfile.folder import RunFolder
-from workbench.train import attention, distributed, glu, hf, packing
+from workbench.train import distributed, hf, packing
 from workbench.train.prepare import ListDataset, prepare, rows
 from workbench.train.recipe import Recipe
 from workbench.train.session import (
@@ -27,6 +27,7 @@ from workbench.train.session import (
     begin,
     finish,
     last_eval_losses,
+    lighten_steps,
     per_example_losses,
     quiet,
     read_log,
@@ -68,8 +69,7 @@ def _train_sft(
     model = session.model
     if recipe.packing and getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "flash_attention_2"):
         model.config._attn_implementation = "sdpa"
-    attention.use(model)  # on CPU each sequence of a batch is attended on its own (no masked full-length SDPA)
-    glu.fuse(model)  # the gated MLP keeps one activation fewer for the backward pass
+    lighten_steps(model)  # after the packing's sdpa: on CPU each sequence of a batch attended on its own
     apply_method(session)
     model = session.model
     pad_id = session.pad_id

@@ -38,7 +38,7 @@ from workbench.methods import registry as method_specs
 from workbench.methods.spec import MethodSpec
 from workbench.models import templates as tdata
 from workbench.output import ensure_dir, follow_umask
-from workbench.train import attention, glu, guards, hf, lora_dropout, methods, preference_head
+from workbench.train import guards, hf, lora_dropout, methods, preference_head
 from workbench.train import preference_prepare as pprep
 from workbench.train.recipe import Recipe
 from workbench.train.session import (
@@ -46,6 +46,7 @@ from workbench.train.session import (
     TrainResult,
     begin,
     finish,
+    lighten_steps,
     quiet,
     read_log,
     run,
@@ -453,8 +454,7 @@ def train(
 
     datasets.disable_progress_bars()  # TRL maps its datasets with progress bars; wb prints its own log lines
     session = begin(recipe, resume, on_status, load=_load)
-    attention.use(session.model)  # on CPU each sequence of a batch is attended on its own
-    glu.fuse(session.model)  # the gated MLP keeps one activation fewer for the backward pass
+    lighten_steps(session.model)
     tok = session.tokenizer
     prep: Prepared | None = None
     grpo_rows: list[dict[str, Any]] | None = None
