@@ -16,7 +16,7 @@ from typing import Any
 from workbench.errors import WbError
 from workbench.methods import registry
 from workbench.methods.spec import MethodSpec
-from workbench.train import lora_dropout
+from workbench.train import lora_linear
 from workbench.train.recipe import Recipe
 
 # PEFT's adaption prompts know these architectures (peft.tuners.adaption_prompt.config.TRANSFORMERS_MODEL_CONFIG).
@@ -224,7 +224,7 @@ def _check_galore_targets(model: Any, targets: list[str] | str) -> None:
 
 
 def _peft(model: Any, config: Any, targets_key: str | None = None) -> Any:
-    """`get_peft_model` (LoRA's dropout fused with its A matrix, `lora_dropout`); target modules that match nothing
+    """`get_peft_model` (its projections on the fused training path of `lora_linear`); target modules that match nothing
     in the model are one line naming the recipe key."""
     from peft import get_peft_model
 
@@ -234,7 +234,7 @@ def _peft(model: Any, config: Any, targets_key: str | None = None) -> Any:
         if targets_key is not None and "not found in the base model" in str(e):
             raise WbError(f"{targets_key}: {config.target_modules!r} matches no module of the model") from None
         raise
-    lora_dropout.fuse(peft_model)  # LoRA's dropout: a 1-byte mask kept per step, not a copy of each input
+    lora_linear.fuse(peft_model)  # one autograd function per adapted projection: fewer passes, a mask of bits kept
     return peft_model
 
 

@@ -38,7 +38,7 @@ from workbench.methods import registry as method_specs
 from workbench.methods.spec import MethodSpec
 from workbench.models import templates as tdata
 from workbench.output import ensure_dir, follow_umask
-from workbench.train import guards, hf, lora_dropout, methods, preference_head
+from workbench.train import guards, hf, lora_linear, methods, preference_head
 from workbench.train import preference_prepare as pprep
 from workbench.train.recipe import Recipe
 from workbench.train.session import (
@@ -423,7 +423,7 @@ def _build(
     if recipe.preference.reference == "base" and "ref" in getattr(trainer.model, "peft_config", {}):
         trainer.model.delete_adapter("ref")  # TRL then computes reference log-probs with the adapters disabled
     if hasattr(trainer.model, "peft_config"):
-        lora_dropout.fuse(trainer.model)  # TRL applied the LoRA: its dropout keeps a 1-byte mask, not input copies
+        lora_linear.fuse(trainer.model)  # TRL applied the LoRA: its projections take the fused training path
     return trainer
 
 
