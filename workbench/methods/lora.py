@@ -30,9 +30,10 @@ def _saved(count: Count) -> Count:
 
 
 def _activations(dora: bool) -> Activations:
-    """Per adapted projection: lora_A's output (kept for lora_B) and the dropout mask (wb's one-function LoRA layer,
-    `workbench.train.lora_linear`: one bit per input element on a CPU, a byte elsewhere). DoRA runs PEFT's own path: lora_A's cast input
-    where the module's input arrives in fp32, the dropped input and its mask, and the adapted output."""
+    """Per adapted projection: lora_A's output (kept for lora_B) and the dropout mask (wb's one-function LoRA
+    layer, `workbench.train.lora_linear`: one bit per input element on a CPU, a byte elsewhere). DoRA runs PEFT's
+    own path: lora_A's cast input where the module's input arrives in fp32, the dropped input and its mask, and the
+    adapted output."""
 
     def activations(shape: Shape, opts: Options, compute: int, low_precision_in: bool) -> float:
         extra = 0.0
