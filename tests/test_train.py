@@ -703,3 +703,38 @@ def test_fused_lora_layers_give_peft_numbers_and_keep_less_for_the_backward_pass
     ids = torch.tensor([[5, 17, 230, 41, 8]])
     with torch.no_grad():
         assert torch.equal(plain(input_ids=ids).logits, fused(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_fused_lora_layers_under_gradient_checkpointing_replay_their_dropout_masks(tiny: Path, reentrant: bool) -> None:
+    """A checkpointed layer runs its forward twice (the first time without recording gradients when reentrant): both
+    passes must drop the same elements, or the gradients belong to another network than the loss."""
+    from peft import LoraConfig, get_peft_model
+
+    from workbench.train import lora_linear
+
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(3)
+        base = load_model(str(tiny), dtype=torch.float32)
+        if checkpointing:
+            base.gradient_checkpointing_enable({"use_reentrant": reentrant})
+            base.enable_input_require_grads()
+        config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules="all-linear")
+        model = get_peft_model(base, config)
+        assert lora_linear.fuse(model) == 14
+        with torch.no_grad():
+            for i, (name, param) in enumerate(model.named_parameters()):
+                if "lora_B" in name:
+                    param.normal_(0, 0.05, generator=torch.Generator().manual_seed(i))
+        model.train()
+        ids = torch.tensor([[(i * 37 + 11) % 900 + 5 for i in range(48)]])
+        torch.manual_seed(7)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, grads), (loss_c, grads_c) = results
+    torch.testing.assert_close(loss_c, loss, rtol=0, atol=0)
+    assert grads.keys() == grads_c.keys() and len(grads) == 28
+    for k in grads:
+        torch.testing.assert_close(grads_c[k], grads[k], rtol=1e-5, atol=1e-7)

@@ -28,9 +28,10 @@ checkpointing's replay draws the same mask), and keeps an element when its integ
 probability is 1 - p to within 2**-32, as with torch's float draws. Other devices keep torch's `bernoulli_`.
 
 `fuse` switches every plain LoRA projection (no DoRA or other variant, no LoRA bias, a `torch.nn.Linear` base) to
-this path; it is taken only while gradients are recorded with one adapter active. Evaluation, merging, a disabled or
-second adapter (TRL's reference passes) and anything else go through PEFT's own forward, and the saved adapter is
-the same file.
+this path; it is taken in training mode with one adapter active, with or without gradients recorded (so that
+reentrant gradient checkpointing, whose first pass runs without them, draws the same masks as its replay). Evaluation,
+merging, disabled adapters (TRL's reference passes), several active adapters and anything else go through PEFT's own
+forward, and the saved adapter is the same file.
 """
 
 from __future__ import annotations
@@ -160,14 +161,14 @@ def _layer_class() -> Any:
                 or self.merged
                 or name not in self.lora_A
                 or name in self.lora_variant
-                or not torch.is_grad_enabled()
+                or not self.training
             ):
                 return super().forward(x, *args, **kwargs)
             base, a, b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
             if base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad):
                 return super().forward(x, *args, **kwargs)
             dropout = self.lora_dropout[name]
-            p = float(dropout.p) if self.training and isinstance(dropout, torch.nn.Dropout) else 0.0
+            p = float(dropout.p) if isinstance(dropout, torch.nn.Dropout) else 0.0
             scaling = float(self.scaling[name])
             return _function(x.device.type).apply(x, base.weight, base.bias, a, b, scaling, p)
 
