@@ -510,3 +510,74 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
         assert metrics[k] == pytest.approx(stock_metrics[k], rel=tol, abs=tol), k
     worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads, stock_grads, strict=True))
     assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst
+
+
+def test_kto_scores_only_the_completion_positions_with_trls_values_and_gradients(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto_precision: str
+) -> None:
+    """KTO's policy, KL and reference passes go through the same head as DPO's (`completion_head`): TRL's loss,
+    gradients and logged metrics on a padded batch of desirable and undesirable answers, the output head at the
+    completion positions only, the padding left out (attention by sequence, as `wb train` runs on a CPU)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import KTOConfig, KTOTrainer
+
+    from workbench import precision
+    from workbench.models.base import load_model, load_tokenizer
+    from workbench.train import attention
+    from workbench.train import loss as wloss
+    from workbench.train.preference_head import completion_head
+
+    rows = [
+        {"prompt": " ".join(["Describe the number."] * (3 + 4 * i)), "completion": f" {i} is an integer." * (i % 2 + 1)}
+        | {"label": i % 2 == 0}
+        for i in range(4)
+    ]
+    torch.manual_seed(0)
+    args = KTOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=128, beta=0.1, report_to=[], use_cpu=True
+    )
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False)
+    trainer = KTOTrainer(
+        model=load_model(str(tiny)),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=load_tokenizer(str(tiny)),
+        peft_config=lora,
+    )
+    model = trainer.model
+    model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    params = [p for p in model.parameters() if p.requires_grad]
+    autocast = precision.resolve("auto").autocast
+
+    def step() -> tuple[Any, list[Any], dict[str, float]]:
+        trainer._metrics["train"].clear()
+        with autocast():
+            value = trainer.compute_loss(model, batch)
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if v and k != "num_tokens"}  # a running sum
+        return value, list(torch.autograd.grad(value, params)), metrics
+
+    stock_loss, stock_grads, stock_metrics = step()
+    scored: list[int] = []
+    head_log_probs = wloss.head_log_probs
+
+    def spy(hidden: Any, *a: Any, **kw: Any) -> Any:
+        scored.append(hidden.shape[0])
+        return head_log_probs(hidden, *a, **kw)
+
+    monkeypatch.setattr(wloss, "head_log_probs", spy)
+    assert completion_head(trainer)
+    assert attention.use(model)
+    loss, grads, metrics = step()
+    completion = int(batch["completion_mask"][:, 1:].sum())
+    assert completion in scored  # the policy's pass: its completion positions alone
+    assert all(n < batch["completion_mask"][:, 1:].numel() / 2 for n in scored)  # never the whole padded batch
+    assert len(scored) >= 3  # policy, KL and reference passes
+    tol = {"fp32": 1e-5, "bf16": 2e-2}[auto_precision]
+    assert float(loss.detach()) == pytest.approx(float(stock_loss.detach()), rel=tol)
+    assert metrics.keys() == stock_metrics.keys() and metrics
+    for k in metrics:
+        assert metrics[k] == pytest.approx(stock_metrics[k], rel=tol, abs=tol), k
+    worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads, stock_grads, strict=True))
+    assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst

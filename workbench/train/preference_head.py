@@ -1,6 +1,6 @@
-"""DPO's log-probabilities on a CPU: the output head at the completion positions only, once per pass; the padding of
-the batch left out and each pair's prompt run once (`completion_head`, installed by `trl_trainers` on TRL's
-DPOTrainer)."""
+"""DPO's and KTO's log-probabilities on a CPU: the output head at the completion positions only, once per pass; the
+padding of the batch left out and each pair's prompt run once (`completion_head`, installed by `trl_trainers` on
+TRL's DPOTrainer and KTOTrainer)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from workbench.train import loss
 
 
 def completion_head(trainer: Any) -> bool:
-    """Replace the fused head TRL's DPOTrainer put on the policy (`trl.trainer.utils.add_fused_lm_head`) by wb's,
-    which runs the output head at the completion positions only. Returns whether it did.
+    """Replace the fused head TRL's DPOTrainer or KTOTrainer put on the policy (`trl.trainer.utils.add_fused_lm_head`)
+    by wb's, which runs the output head at the completion positions only. Returns whether it did.
 
     TRL's fused head leaves out the positions without a label only where Triton runs (CUDA, XPU); elsewhere, a CPU
     included, every position of the padded batch goes through the head: prompt and padding as well (in the bench's
@@ -94,7 +94,8 @@ def _unpadded(
 
     The real tokens go in one row: per pair the prompt and the chosen answer as one causal sequence, then the
     rejected answer attending to that prompt and to itself (a branch); a pair whose rows do not begin with the same
-    prompt (the positions before the first label) runs as two sequences. Position ids are those of the padded rows,
+    prompt (the positions before the first label) runs as two sequences (so KTO's batches of unrelated examples run
+    each as its own sequence, but where rows j and j + B/2 happen to share a prompt). Position ids are those of the padded rows,
     so every hidden state is the one the padded batch gives, and the prompt's activations collect the gradients of
     both answers, as its two copies did. Left out: the padding (a quarter of the bench's DPO positions) and the
     second copy of each prompt (prompts are about 40 % of its real tokens). Returns (inputs, index), `index[b, t]`

@@ -346,7 +346,9 @@ def _kto(p: _Parts) -> Any:
     extra |= {"desirable_weight": pref.desirable_weight, "undesirable_weight": pref.undesirable_weight}
     extra |= {"train_sampling_strategy": "sequential"}  # TRL: the KL completions pair each batch's neighbours
     args = p.args(KTOConfig, **extra)
-    return _wb(KTOTrainer)(model=p.model, ref_model=None, args=args, **p.data(), **p.kw)
+    trainer = _wb(KTOTrainer)(model=p.model, ref_model=None, args=args, **p.data(), **p.kw)
+    preference_head.completion_head(trainer)
+    return trainer
 
 
 def _reward(p: _Parts) -> Any:
