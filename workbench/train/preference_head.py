@@ -95,10 +95,11 @@ def _unpadded(
     The real tokens go in one row: per pair the prompt and the chosen answer as one causal sequence, then the
     rejected answer attending to that prompt and to itself (a branch); a pair whose rows do not begin with the same
     prompt (the positions before the first label) runs as two sequences (so KTO's batches of unrelated examples run
-    each as its own sequence, but where rows j and j + B/2 happen to share a prompt). Position ids are those of the padded rows,
-    so every hidden state is the one the padded batch gives, and the prompt's activations collect the gradients of
-    both answers, as its two copies did. Left out: the padding (a quarter of the bench's DPO positions) and the
-    second copy of each prompt (prompts are about 40 % of its real tokens). Returns (inputs, index), `index[b, t]`
+    each as its own sequence, but where rows j and j + B/2 happen to share a prompt). Position ids are those of the
+    padded rows, so every hidden state is the one the padded batch gives, and the prompt's activations collect the
+    gradients of both answers, as its two copies did. Left out: the padding (a quarter of the bench's DPO positions)
+    and the second copy of each prompt (prompts are about 40 % of its real tokens). Returns (inputs, index),
+    `index[b, t]`
     the place of row b's token t in the new row, or None to run the padded batch as it is."""
     import torch
 
