@@ -99,8 +99,7 @@ def _unpadded(
     padded rows, so every hidden state is the one the padded batch gives, and the prompt's activations collect the
     gradients of both answers, as its two copies did. Left out: the padding (a quarter of the bench's DPO positions)
     and the second copy of each prompt (prompts are about 40 % of its real tokens). Returns (inputs, index),
-    `index[b, t]`
-    the place of row b's token t in the new row, or None to run the padded batch as it is."""
+    `index[b, t]` the place of row b's token t in the new row, or None to run the padded batch as it is."""
     import torch
 
     from workbench.train.attention import ATTENTION
