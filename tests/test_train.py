@@ -738,3 +738,23 @@ def test_fused_lora_layers_under_gradient_checkpointing_replay_their_dropout_mas
     assert grads.keys() == grads_c.keys() and len(grads) == 28
     for k in grads:
         torch.testing.assert_close(grads_c[k], grads[k], rtol=1e-5, atol=1e-7)
+
+
+def test_fused_lora_layers_leave_mixed_dtypes_without_autocast_to_peft(tiny: Path) -> None:
+    """A bf16 base with fp32 adapters (PEFT's default for a bf16 model, as on a GPU) and no autocast: PEFT casts the
+    input for the adapter; the fused path, whose products need one dtype, hands the call to PEFT's forward."""
+    from peft import LoraConfig, get_peft_model
+
+    from workbench.train import lora_linear
+
+    base = load_model(str(tiny), dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"))
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    ids = torch.tensor([[(i * 37 + 11) % 900 + 5 for i in range(24)]])
+    model.train()
+    plain = model(input_ids=ids, labels=ids).loss
+    assert lora_linear.fuse(model) == 14
+    fused = model(input_ids=ids, labels=ids).loss
+    fused.backward()
+    assert torch.equal(fused.detach(), plain.detach())
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)

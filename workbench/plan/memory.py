@@ -37,9 +37,9 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
     `sdpa` with the padding/packing mask, k/v repeated to all heads, `5·c·a·d`, plus the mask's additive bias `c·s`;
   - the gated MLP (`workbench.train.glu`): gate output, up output, their product (down_proj's input): `3·c·i`;
   - LoRA (`workbench.train.lora_linear`): per adapted projection the low-rank input `r·c` and, with dropout, the
-    mask, one bit per input element on a CPU (a byte elsewhere); DoRA (PEFT's own path) keeps
-    the dropped input, its mask and the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its
-    input, hidden and activation.
+    mask, one bit per input element on a CPU (a byte elsewhere); DoRA (PEFT's own path) keeps the dropped input,
+    its mask and the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its input, hidden and
+    activation.
   - CPU autocast keeps the bf16 copy of every projection weight that backward needs: 2 B per linear parameter of
     the layers gradients flow through, but for projections on the fused LoRA path (they cast in backward).
   Layers gradients flow through: all for every method but `freeze` (the last N) and `llama_adapter` (its top
@@ -124,7 +124,6 @@ def _fused(shape: Shape, spec: MethodSpec, opts: Options) -> tuple[float, float]
     many linear parameters, are on the fused LoRA path, which keeps no bf16 copy of its input or weight."""
     if not spec.fused_lora:
         return 0.0, 0.0
-
     adapted = peft_targets(shape, opts.lora_targets)
     inputs = sum(1 for path, _, _ in adapted if path.rsplit(".", 1)[-1] not in ("o_proj", "down_proj"))
     return inputs / shape.layers, sum(a * b for _, a, b in adapted) / shape.layers

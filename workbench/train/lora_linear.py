@@ -165,7 +165,10 @@ def _layer_class() -> Any:
             ):
                 return super().forward(x, *args, **kwargs)
             base, a, b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
-            if base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad):
+            frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
+            # Without autocast every product needs one dtype; PEFT casts a bf16 input for fp32 adapters (a GPU run).
+            same = torch.is_autocast_enabled(x.device.type) or x.dtype == a.dtype == b.dtype == base.weight.dtype
+            if not (frozen and same):
                 return super().forward(x, *args, **kwargs)
             dropout = self.lora_dropout[name]
             p = float(dropout.p) if isinstance(dropout, torch.nn.Dropout) else 0.0
