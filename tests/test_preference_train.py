@@ -424,6 +424,76 @@ def test_an_unknown_loss_type_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
+def _lora_trainer(config_cls: Any, trainer_cls: Any, rows: list[dict[str, Any]], tiny: Path, tmp_path: Path) -> Any:
+    """A TRL trainer of `rows` (batches of 4) on the tiny model with a fresh LoRA adapter (B not zero)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from workbench.models.base import load_model, load_tokenizer
+
+    torch.manual_seed(0)
+    args = config_cls(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=128, beta=0.1, report_to=[], use_cpu=True
+    )
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False)
+    return trainer_cls(
+        model=load_model(str(tiny)),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=load_tokenizer(str(tiny)),
+        peft_config=lora,
+    )
+
+
+class _HeadRun:
+    """One batch of a TRL preference trainer scored twice: by TRL's own head, then by wb's `completion_head`
+    (with attention by sequence when asked), recording how many positions each pass sent through the head."""
+
+    def __init__(self, trainer: Any, monkeypatch: pytest.MonkeyPatch, by_sequence: bool, metrics: Any = None) -> None:
+        from workbench import precision
+        from workbench.train import attention
+        from workbench.train import loss as wloss
+        from workbench.train.preference_head import completion_head
+
+        model = trainer.model
+        model.train()
+        self.batch = next(iter(trainer.get_train_dataloader()))
+        params = [p for p in model.parameters() if p.requires_grad]
+        autocast = precision.resolve("auto").autocast
+        wanted = metrics or (lambda k: k != "num_tokens")  # num_tokens: a running sum over the steps
+
+        def step() -> tuple[Any, list[Any], dict[str, float]]:
+            trainer._metrics["train"].clear()
+            with autocast():
+                value = trainer.compute_loss(model, self.batch)
+            logged = {k: v[-1] for k, v in trainer._metrics["train"].items() if v and wanted(k)}
+            return value, list(torch.autograd.grad(value, params)), logged
+
+        self.stock = step()
+        self.scored: list[int] = []
+        head_log_probs = wloss.head_log_probs
+
+        def spy(hidden: Any, *a: Any, **kw: Any) -> Any:
+            self.scored.append(hidden.shape[0])
+            return head_log_probs(hidden, *a, **kw)
+
+        monkeypatch.setattr(wloss, "head_log_probs", spy)
+        assert completion_head(trainer)
+        assert not by_sequence or attention.use(model)
+        self.ours = step()
+
+    def assert_same_numbers(self, auto_precision: str) -> None:
+        """TRL's loss, logged metrics and gradients, to fp32 or bf16 rounding."""
+        (stock_loss, stock_grads, stock_metrics), (loss, grads, metrics) = self.stock, self.ours
+        tol = {"fp32": 1e-5, "bf16": 2e-2}[auto_precision]
+        assert float(loss.detach()) == pytest.approx(float(stock_loss.detach()), rel=tol)
+        assert metrics.keys() == stock_metrics.keys() and metrics
+        for k in metrics:
+            assert metrics[k] == pytest.approx(stock_metrics[k], rel=tol, abs=tol), k
+        worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads, stock_grads, strict=True))
+        assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst
+
+
 @pytest.mark.parametrize("by_sequence", [False, True])
 def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto_precision: str, by_sequence: bool
@@ -432,14 +502,11 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
     of chosen and rejected answers, running the output head at the completion positions only (TRL's own runs it
     at every position on a CPU); with attention by sequence (as `wb train` runs on a CPU) the padding is left out
     and each pair's prompt runs once: the same numbers."""
-    from datasets import Dataset
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from workbench import precision
-    from workbench.models.base import load_model, load_tokenizer
+    from workbench.models.base import load_tokenizer
+    from workbench.train import attention
     from workbench.train import loss as wloss
-    from workbench.train.preference_head import completion_head
 
     monkeypatch.setattr(wloss, "HEAD_CHUNK_ELEMENTS", 5 * len(load_tokenizer(str(tiny))))  # chunks of 5 positions
     # prompts of several lengths, answers shorter than them: a padded batch mostly of prompt and padding
@@ -451,47 +518,10 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
         }
         for i in range(4)
     ]
-    torch.manual_seed(0)
-    args = DPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=128, beta=0.1, report_to=[], use_cpu=True
-    )
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False)
-    trainer = DPOTrainer(
-        model=load_model(str(tiny)),
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=load_tokenizer(str(tiny)),
-        peft_config=lora,
-    )
-    model = trainer.model
-    model.train()
-    batch = next(iter(trainer.get_train_dataloader()))
-    params = [p for p in model.parameters() if p.requires_grad]
-    autocast = precision.resolve("auto").autocast
-    names = ["loss", "entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy", "logps/chosen"]
-
-    def step() -> tuple[Any, list[Any], dict[str, float]]:
-        trainer._metrics["train"].clear()
-        with autocast():
-            value = trainer.compute_loss(model, batch)
-        metrics = {k: trainer._metrics["train"][k][-1] for k in names[1:]}
-        return value, list(torch.autograd.grad(value, params)), metrics
-
-    stock_loss, stock_grads, stock_metrics = step()
-    scored: list[int] = []
-    head_log_probs = wloss.head_log_probs
-
-    def spy(hidden: Any, *a: Any, **kw: Any) -> Any:
-        scored.append(hidden.shape[0])
-        return head_log_probs(hidden, *a, **kw)
-
-    monkeypatch.setattr(wloss, "head_log_probs", spy)
-    assert completion_head(trainer)
-    if by_sequence:
-        from workbench.train import attention
-
-        assert attention.use(model)
-    loss, grads, metrics = step()
+    trainer = _lora_trainer(DPOConfig, DPOTrainer, rows, tiny, tmp_path)
+    names = {"entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy", "logps/chosen"}
+    run = _HeadRun(trainer, monkeypatch, by_sequence, metrics=names.__contains__)
+    batch = run.batch
     if by_sequence:  # one row: per pair the prompt and the chosen answer, then the rejected one sharing that prompt
         runs = attention._LAST[0].runs
         assert runs is not None and len(runs) == 1 and [r[0] for r in runs[0]] == ["causal", "branch"] * 4
@@ -499,17 +529,11 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
         assert sum(r[2] - r[1] for r in runs[0]) == int(batch["attention_mask"].sum() - prompts[4:].sum())
 
     completion = int(batch["completion_mask"][:, 1:].sum())
-    assert scored == [completion, completion]  # the policy, then the reference
+    assert run.scored == [completion, completion]  # the policy, then the reference
     assert completion < batch["completion_mask"][:, 1:].numel() / 2  # prompts and padding are most of the batch
-    tol = {"fp32": 1e-5, "bf16": 2e-2}[auto_precision]
-    assert float(stock_loss.detach()) != pytest.approx(
-        0.6931, abs=1e-3
-    )  # the policy is not its reference: real gradients
-    assert float(loss.detach()) == pytest.approx(float(stock_loss.detach()), rel=tol)
-    for k in names[1:]:
-        assert metrics[k] == pytest.approx(stock_metrics[k], rel=tol, abs=tol), k
-    worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads, stock_grads, strict=True))
-    assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst
+    assert float(run.stock[0].detach()) != pytest.approx(0.6931, abs=1e-3)  # the policy is not its reference
+    assert run.ours[2].keys() == names
+    run.assert_same_numbers(auto_precision)
 
 
 def test_kto_scores_only_the_completion_positions_with_trls_values_and_gradients(
@@ -518,66 +542,17 @@ def test_kto_scores_only_the_completion_positions_with_trls_values_and_gradients
     """KTO's policy, KL and reference passes go through the same head as DPO's (`completion_head`): TRL's loss,
     gradients and logged metrics on a padded batch of desirable and undesirable answers, the output head at the
     completion positions only, the padding left out (attention by sequence, as `wb train` runs on a CPU)."""
-    from datasets import Dataset
-    from peft import LoraConfig
     from trl import KTOConfig, KTOTrainer
-
-    from workbench import precision
-    from workbench.models.base import load_model, load_tokenizer
-    from workbench.train import attention
-    from workbench.train import loss as wloss
-    from workbench.train.preference_head import completion_head
 
     rows = [
         {"prompt": " ".join(["Describe the number."] * (3 + 4 * i)), "completion": f" {i} is an integer." * (i % 2 + 1)}
         | {"label": i % 2 == 0}
         for i in range(4)
     ]
-    torch.manual_seed(0)
-    args = KTOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=128, beta=0.1, report_to=[], use_cpu=True
-    )
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False)
-    trainer = KTOTrainer(
-        model=load_model(str(tiny)),
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=load_tokenizer(str(tiny)),
-        peft_config=lora,
-    )
-    model = trainer.model
-    model.train()
-    batch = next(iter(trainer.get_train_dataloader()))
-    params = [p for p in model.parameters() if p.requires_grad]
-    autocast = precision.resolve("auto").autocast
-
-    def step() -> tuple[Any, list[Any], dict[str, float]]:
-        trainer._metrics["train"].clear()
-        with autocast():
-            value = trainer.compute_loss(model, batch)
-        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if v and k != "num_tokens"}  # a running sum
-        return value, list(torch.autograd.grad(value, params)), metrics
-
-    stock_loss, stock_grads, stock_metrics = step()
-    scored: list[int] = []
-    head_log_probs = wloss.head_log_probs
-
-    def spy(hidden: Any, *a: Any, **kw: Any) -> Any:
-        scored.append(hidden.shape[0])
-        return head_log_probs(hidden, *a, **kw)
-
-    monkeypatch.setattr(wloss, "head_log_probs", spy)
-    assert completion_head(trainer)
-    assert attention.use(model)
-    loss, grads, metrics = step()
-    completion = int(batch["completion_mask"][:, 1:].sum())
-    assert completion in scored  # the policy's pass: its completion positions alone
-    assert all(n < batch["completion_mask"][:, 1:].numel() / 2 for n in scored)  # never the whole padded batch
-    assert len(scored) >= 3  # policy, KL and reference passes
-    tol = {"fp32": 1e-5, "bf16": 2e-2}[auto_precision]
-    assert float(loss.detach()) == pytest.approx(float(stock_loss.detach()), rel=tol)
-    assert metrics.keys() == stock_metrics.keys() and metrics
-    for k in metrics:
-        assert metrics[k] == pytest.approx(stock_metrics[k], rel=tol, abs=tol), k
-    worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads, stock_grads, strict=True))
-    assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst
+    trainer = _lora_trainer(KTOConfig, KTOTrainer, rows, tiny, tmp_path)
+    run = _HeadRun(trainer, monkeypatch, by_sequence=True)
+    completion_mask = run.batch["completion_mask"][:, 1:]
+    assert int(completion_mask.sum()) in run.scored  # the policy's pass: its completion positions alone
+    assert all(n < completion_mask.numel() / 2 for n in run.scored)  # never the whole padded batch
+    assert len(run.scored) >= 3  # policy, KL and reference passes
+    run.assert_same_numbers(auto_precision)
