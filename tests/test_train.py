@@ -668,7 +668,7 @@ def _lora_step(tiny: Path, fused: bool, autocast: bool, dropout: float = 0.3) ->
     return loss.detach(), grads, sum(kept.values()), model
 
 
-@pytest.mark.parametrize(("autocast", "dropout"), [(False, 0.3), (True, 0.3), (False, 0.0)])
+@pytest.mark.parametrize(("autocast", "dropout"), [(False, 0.3), (True, 0.0), (False, 0.0)])
 def test_fused_lora_layers_give_peft_numbers_and_keep_less_for_the_backward_pass(
     tiny: Path, autocast: bool, dropout: float
 ) -> None:
@@ -676,23 +676,16 @@ def test_fused_lora_layers_give_peft_numbers_and_keep_less_for_the_backward_pass
     loss_f, grads_f, kept_f, fused = _lora_step(tiny, fused=True, autocast=autocast, dropout=dropout)
     assert grads.keys() == grads_f.keys() and len(grads) == 2 * 7 * 2  # A and B of 7 modules in 2 layers
     assert all(grads[k].abs().max() > 0 for k in grads)
-    if not autocast:
-        # The same dropout masks, the same loss and adapter gradients, up to the order of floating-point additions.
-        torch.testing.assert_close(loss_f, loss, rtol=1e-5, atol=1e-6)
-        for k in grads:
-            torch.testing.assert_close(grads_f[k], grads[k], rtol=1e-4, atol=1e-6)
-    else:
-        # bf16 rounds at other points of the two paths: each is as far from the fp32 numbers as the other.
-        loss32, grads32, _, _ = _lora_step(tiny, fused=False, autocast=False, dropout=dropout)
-
-        def error(g: dict[str, Any]) -> float:
-            return max(float((g[k] - grads32[k]).norm() / grads32[k].norm()) for k in grads32)
-
-        assert error(grads) < 0.1 and error(grads_f) < 1.5 * error(grads) + 0.005, (error(grads), error(grads_f))
-        assert abs(float(loss_f - loss32)) < 1e-3 * float(loss32)
-    # No copy of each dropped-out input (nor, under autocast, each projection's bf16 copy of its input) is kept:
-    # with dropout, a mask of bits is.
-    if dropout or autocast:
+    if autocast:  # under autocast the layers take PEFT's own path: the very same numbers and memory
+        assert torch.equal(loss_f, loss) and kept_f == kept
+        assert all(torch.equal(grads_f[k], grads[k]) for k in grads)
+        return
+    # The same dropout masks, the same loss and adapter gradients, up to the order of floating-point additions.
+    torch.testing.assert_close(loss_f, loss, rtol=1e-5, atol=1e-6)
+    for k in grads:
+        torch.testing.assert_close(grads_f[k], grads[k], rtol=1e-4, atol=1e-6)
+    # No copy of each dropped-out input is kept: with dropout, a mask of bits is.
+    if dropout:
         assert kept_f < kept * 0.8, (kept_f, kept)
     else:
         assert kept_f <= kept, (kept_f, kept)

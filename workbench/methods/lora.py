@@ -31,15 +31,15 @@ def _saved(count: Count) -> Count:
 
 def _activations(dora: bool) -> Activations:
     """Per adapted projection: lora_A's output (kept for lora_B) and the dropout mask (wb's one-function LoRA
-    layer, `workbench.train.lora_linear`: one bit per input element on a CPU, a byte elsewhere). DoRA runs PEFT's
-    own path: lora_A's cast input where the module's input arrives in fp32, the dropped input and its mask, and the
-    adapted output."""
+    layer, `workbench.train.lora_linear`: one bit per input element on a CPU, a byte elsewhere). DoRA, and plain
+    LoRA where the input arrives in fp32 under low precision (CPU autocast, QLoRA), run PEFT's own path: lora_A's
+    cast input, the dropped input and its mask, and (DoRA) the adapted output."""
 
     def activations(shape: Shape, opts: Options, compute: int, low_precision_in: bool) -> float:
         extra = 0.0
         for _, a, b in peft_targets(shape, opts.lora_targets):
             extra += opts.lora_r * compute  # lora_A's output, kept for lora_B
-            if not dora:
+            if not dora and not low_precision_in:
                 if opts.lora_dropout > 0:
                     extra += a / 8 if opts.device == "cpu" else a
                 continue
@@ -47,7 +47,7 @@ def _activations(dora: bool) -> Activations:
                 extra += 2 * a  # lora_A casts its input too
             if opts.lora_dropout > 0:
                 extra += a * ((4 if low_precision_in else compute) + 1)  # the dropped input and the mask
-            extra += b * compute
+            extra += b * compute if dora else 0
         return extra / max(1, shape.layers)  # averaged over the layers (a target list may name some only)
 
     return activations

@@ -92,12 +92,6 @@ class MethodSpec:
         return self.params in ("full", "freeze")
 
     @property
-    def fused_lora(self) -> bool:
-        """Its adapted projections train through wb's one-function LoRA layer (`workbench.train.lora_linear`):
-        plain PEFT LoRA, no 4-bit base, no DoRA."""
-        return self.params == "lora" and not self.quantized and not self.peft_options.get("use_dora")
-
-    @property
     def takes_lora(self) -> bool:
         """The recipe's `lora:` section shapes its adapter (and LoRA+ and LoRA initialisations apply)."""
         return self.params == "lora"

@@ -29,19 +29,18 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   backward, tensor by tensor, with `c` the compute dtype's bytes):
   - two RMSNorms: the fp32 input and the fp32 normalised output, `2 · 8h`;
   - the projections' inputs in the compute dtype: `2·c·h` (q/k/v share one input, gate/up another); under CPU
-    autocast every projection casts its own copy (`5·2h`), in fp32 they share the norm's output (0); a projection
-    on wb's fused LoRA path (`workbench.train.lora_linear`: plain LoRA) keeps its fp32 input only, no copy;
+    autocast every projection casts its own copy (`5·2h`), in fp32 they share the norm's output (0);
   - attention (no `a·s²` score matrix is kept; the `5as/h` term of Korthikanti et al. belongs to eager attention,
     which wb does not use): on a CPU by sequence (`workbench.train.attention`), q at every head, k and v at the
     key/value heads, the output and o_proj's contiguous input, `c·(3·a·d + 2·kv·d)`, no mask; on a GPU through
     `sdpa` with the padding/packing mask, k/v repeated to all heads, `5·c·a·d`, plus the mask's additive bias `c·s`;
   - the gated MLP (`workbench.train.glu`): gate output, up output, their product (down_proj's input): `3·c·i`;
-  - LoRA (`workbench.train.lora_linear`): per adapted projection the low-rank input `r·c` and, with dropout, the
-    mask, one bit per input element on a CPU (a byte elsewhere); DoRA (PEFT's own path) keeps the dropped input,
-    its mask and the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its input, hidden and
-    activation.
+  - LoRA dropout (p > 0, fused with lora_A: `workbench.train.lora_dropout`): per adapted projection the mask, one
+    bit per input element on a CPU (a byte elsewhere), plus the low-rank input `r·c`; DoRA (PEFT's own path) keeps
+    the dropped input, its mask and the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its
+    input, hidden and activation.
   - CPU autocast keeps the bf16 copy of every projection weight that backward needs: 2 B per linear parameter of
-    the layers gradients flow through, but for projections on the fused LoRA path (they cast in backward).
+    the layers gradients flow through.
   Layers gradients flow through: all for every method but `freeze` (the last N) and `llama_adapter` (its top
   layers). Prompt tuning and P-Tuning lengthen the sequence by their virtual tokens.
   What a method adds to a layer, and which layers it trains, are its spec's `activations` and `grad_layers`
@@ -69,7 +68,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workbench.methods.sizing import Options, Shape, peft_targets
+from workbench.methods.sizing import Options, Shape
 from workbench.methods.spec import MethodSpec
 from workbench.plan.counts import planned_spec, saved_parameters, trainable_parameters
 
@@ -119,16 +118,6 @@ def _bytes(precision: str) -> int:
     return 4 if precision == "fp32" else 2
 
 
-def _fused(shape: Shape, spec: MethodSpec, opts: Options) -> tuple[float, float]:
-    """Per layer (averaged, as a target list may name some layers only): how many of q, k, v, gate and up, and how
-    many linear parameters, are on the fused LoRA path, which keeps no bf16 copy of its input or weight."""
-    if not spec.fused_lora:
-        return 0.0, 0.0
-    adapted = peft_targets(shape, opts.lora_targets)
-    inputs = sum(1 for path, _, _ in adapted if path.rsplit(".", 1)[-1] not in ("o_proj", "down_proj"))
-    return inputs / shape.layers, sum(a * b for _, a, b in adapted) / shape.layers
-
-
 def _layer_activations(shape: Shape, spec: MethodSpec, opts: Options, compute: int, cpu: bool) -> float:
     """Bytes one decoder layer keeps for backward, per token (see the module docstring)."""
     h, i, ad = shape.hidden, shape.intermediate, shape.heads * shape.head_dim
@@ -136,8 +125,8 @@ def _layer_activations(shape: Shape, spec: MethodSpec, opts: Options, compute: i
     cpu_autocast = cpu and compute != 4
     elem = 4 if qlora else compute  # a 4-bit layer returns its output in its input's dtype: fp32 after prepare
     total: float = 2 * 8 * h  # the two RMSNorms: fp32 input and fp32 normalised output
-    if cpu_autocast or qlora:  # q, k, v, gate and up each cast their fp32 input to the compute dtype
-        total += (5 - (_fused(shape, spec, opts)[0] if cpu_autocast else 0)) * 2 * h
+    if cpu_autocast or qlora:
+        total += 5 * 2 * h  # q, k, v, gate and up each cast their fp32 input to the compute dtype
     elif compute != 4:
         total += 2 * compute * h  # the norms' outputs in the compute dtype, shared by q/k/v and by gate/up
     if cpu:  # attention by sequence (workbench.train.attention): q, k and v at their own heads, output, o_proj's input
@@ -196,7 +185,7 @@ def estimate(
     residual = 4 if (cpu or spec.quantized) else compute
     layer_input = shape.hidden * residual
     final = 8 * shape.hidden * opts.batch * opts.seq_len  # the final norm
-    copies = 2 * (shape.layer_linear_params() - _fused(shape, spec, opts)[1]) if cpu_autocast else 0  # bf16 weights
+    copies = 2 * shape.layer_linear_params() if cpu_autocast else 0  # bf16 weight copies kept for backward, a layer
     head_trains = spec.trains_head  # freeze keeps the embeddings and head frozen
     n_pos = max(1, round(opts.batch * opts.seq_len * opts.trained_share))
     if head_trains:

@@ -28,10 +28,11 @@ checkpointing's replay draws the same mask), and keeps an element when its integ
 probability is 1 - p to within 2**-32, as with torch's float draws. Other devices keep torch's `bernoulli_`.
 
 `fuse` switches every plain LoRA projection (no DoRA or other variant, no LoRA bias, a `torch.nn.Linear` base) to
-this path; it is taken in training mode with one adapter active, with or without gradients recorded (so that
+this path; it is taken in training mode without autocast (fp32 on a CPU, or one dtype throughout) with one adapter
+active, with or without gradients recorded (so that
 reentrant gradient checkpointing, whose first pass runs without them, draws the same masks as its replay). Evaluation,
-merging, disabled adapters (TRL's reference passes), several active adapters and anything else go through PEFT's own
-forward, and the saved adapter is the same file.
+merging, autocast (see `FusedLoraLinear.forward`), disabled adapters (TRL's reference passes), several active adapters
+and anything else go through PEFT's own forward, and the saved adapter is the same file.
 """
 
 from __future__ import annotations
@@ -166,9 +167,11 @@ def _layer_class() -> Any:
                 return super().forward(x, *args, **kwargs)
             base, a, b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
             frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
-            # Without autocast every product needs one dtype; PEFT casts a bf16 input for fp32 adapters (a GPU run).
-            same = torch.is_autocast_enabled(x.device.type) or x.dtype == a.dtype == b.dtype == base.weight.dtype
-            if not (frozen and same):
+            # One dtype for every product, no autocast: PEFT casts a bf16 input for fp32 adapters (a GPU run); under
+            # autocast, bf16 runs trained through this path came out more sensitive to bf16 rounding than PEFT's (a
+            # PiSSA/OLoRA run's two equal factorisations 3-10x further apart in bf16), cause not found: PEFT's path.
+            same = x.dtype == a.dtype == b.dtype == base.weight.dtype
+            if not (frozen and same) or torch.is_autocast_enabled(x.device.type):
                 return super().forward(x, *args, **kwargs)
             dropout = self.lora_dropout[name]
             p = float(dropout.p) if isinstance(dropout, torch.nn.Dropout) else 0.0
