@@ -94,14 +94,13 @@ def _and(values: Any, bits: Any) -> Any:
 
 
 @functools.cache
-def _function(device_type: str) -> Any:
-    """The autograd function for one device type (autocast state carried from forward to backward, as torch's own
-    ops get it: the products run in the autocast dtype, the accumulations in the output's)."""
+def _function() -> Any:
+    """The autograd function (every tensor in one dtype, no autocast: `FusedLoraLinear.forward` sends the rest to
+    PEFT)."""
     import torch
 
     class LoraLinear(torch.autograd.Function):
         @staticmethod
-        @torch.amp.custom_fwd(device_type=device_type)
         def forward(ctx: Any, x: Any, weight: Any, bias: Any, a: Any, b: Any, scaling: float, p: float) -> Any:
             shape = x.shape
             x2 = x.reshape(-1, shape[-1])
@@ -111,33 +110,32 @@ def _function(device_type: str) -> Any:
             t = torch.mm(dropped, a.t())
             if keep is not None:
                 t.mul_(1 / (1 - p))
-            y.addmm_(t.to(y.dtype), b.t().to(y.dtype), alpha=scaling)
+            y.addmm_(t, b.t(), alpha=scaling)
             ctx.scaling, ctx.p, ctx.shape = scaling, p, shape
             ctx.save_for_backward(x2, None if keep is None else _pack(keep), weight, a, b, t)
             return y.view(*shape[:-1], y.shape[-1])
 
         @staticmethod
-        @torch.amp.custom_bwd(device_type=device_type)
         def backward(ctx: Any, grad: Any) -> Any:
             x2, packed, weight, a, b, t = ctx.saved_tensors
             need_x, _, _, need_a, need_b = ctx.needs_input_grad[:5]  # the base weights are frozen (see fuse)
             g = grad.reshape(-1, grad.shape[-1])
-            g_t = torch.mm(g, b.to(g.dtype)).mul_(ctx.scaling)  # the gradient at t
-            grad_b = torch.mm(g.t(), t.to(g.dtype)).mul_(ctx.scaling).to(b.dtype) if need_b else None
+            g_t = torch.mm(g, b).mul_(ctx.scaling)  # the gradient at t
+            grad_b = torch.mm(g.t(), t).mul_(ctx.scaling) if need_b else None
             bits = None if packed is None else _bits(_unpack(packed, x2.shape), x2)
             if ctx.p > 0:
                 g_t.mul_(1 / (1 - ctx.p))  # the gradient at the masked input, before the mask
             grad_a = None
             if need_a:
                 dropped = x2 if bits is None else _and(x2, bits)
-                grad_a = torch.mm(g_t.t(), dropped.to(g_t.dtype)).to(a.dtype)
+                grad_a = torch.mm(g_t.t(), dropped)
             grad_x = None
             if need_x:
-                grad_x = torch.mm(g, weight.to(g.dtype)).to(x2.dtype)
+                grad_x = torch.mm(g, weight)
                 if bits is None:
-                    grad_x.addmm_(g_t.to(x2.dtype), a.to(x2.dtype))
+                    grad_x.addmm_(g_t, a)
                 else:
-                    grad_x.add_(_and(torch.mm(g_t, a.to(g_t.dtype)).to(x2.dtype), bits))
+                    grad_x.add_(_and(torch.mm(g_t, a), bits))
                 grad_x = grad_x.view(ctx.shape)
             return grad_x, None, None, grad_a, grad_b, None, None
 
@@ -176,7 +174,7 @@ def _layer_class() -> Any:
             dropout = self.lora_dropout[name]
             p = float(dropout.p) if isinstance(dropout, torch.nn.Dropout) else 0.0
             scaling = float(self.scaling[name])
-            return _function(x.device.type).apply(x, base.weight, base.bias, a, b, scaling, p)
+            return _function().apply(x, base.weight, base.bias, a, b, scaling, p)
 
     return FusedLoraLinear
 
