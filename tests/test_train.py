@@ -605,10 +605,11 @@ class _MaskDropout(torch.nn.Module):
 
 
 def test_lora_dropout_masks_keep_each_element_with_probability_one_minus_p_and_follow_the_seed() -> None:
-    from workbench.train.lora_linear import keep_mask
+    from workbench.train.lora_linear import _draw_bits, keep_mask
 
     like = torch.empty(1000, 1000)
-    for p in (0.05, 0.3):
+    assert [_draw_bits(p) for p in (0.05, 0.3, 0.001)] == [16, 16, 32]  # both ways of drawing
+    for p in (0.05, 0.3, 0.001):
         torch.manual_seed(1)
         first, second = keep_mask(like, p), keep_mask(like, p)
         torch.manual_seed(1)

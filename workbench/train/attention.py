@@ -151,27 +151,33 @@ def sdpa_by_sequence(
     sdpa = torch.nn.functional.scaled_dot_product_attention
     gqa = query.shape[1] != key.shape[1]
     rows = []
-    for b, row in enumerate(runs):
-        q, k, v = query[b : b + 1], key[b : b + 1], value[b : b + 1]
+    # Rows and runs are taken apart with `unbind` and `split` (their backward pass is one stack or cat): slicing each
+    # run out of the batch makes a zero-filled tensor of the whole batch per run in the backward pass, and adds them.
+    for row, q_row, k_row, v_row in zip(runs, query.unbind(0), key.unbind(0), value.unbind(0), strict=True):
+        sizes = [run[2] - run[1] for run in row]
+        qs = q_row.split(sizes, dim=1)
+        own = all(run[0] in ("causal", "none") for run in row)  # every run attends to its own keys only
+        ks, vs = (k_row.split(sizes, dim=1), v_row.split(sizes, dim=1)) if own else ((), ())
         parts = []
-        for run in row:
+        for i, run in enumerate(row):
             kind, lo, hi = run[0], run[1], run[2]
+            q = qs[i][None]
             if kind == "causal":
-                parts.append(
-                    sdpa(q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], scale=scaling, is_causal=True, enable_gqa=gqa)
-                )
+                k, v = (ks[i][None], vs[i][None]) if own else (k_row[None, :, lo:hi], v_row[None, :, lo:hi])
+                parts.append(sdpa(q, k, v, scale=scaling, is_causal=True, enable_gqa=gqa))
             elif kind == "block":
                 keys = slice(run[3], run[4])
-                parts.append(sdpa(q[:, :, lo:hi], k[:, :, keys], v[:, :, keys], scale=scaling, enable_gqa=gqa))
+                parts.append(sdpa(q, k_row[None, :, keys], v_row[None, :, keys], scale=scaling, enable_gqa=gqa))
             elif kind == "branch":  # every key of the shared prefix, then its own keys causally
-                keys = slice(run[3], run[4])
+                keys, own_keys = slice(run[3], run[4]), slice(lo, hi)
                 n, shared = hi - lo, run[4] - run[3]
                 seen = torch.ones(n, shared + n, dtype=torch.bool, device=q.device)
                 seen[:, shared:].tril_()
-                kb, vb = torch.cat([k[:, :, keys], k[:, :, lo:hi]], 2), torch.cat([v[:, :, keys], v[:, :, lo:hi]], 2)
-                parts.append(sdpa(q[:, :, lo:hi], kb, vb, attn_mask=seen, scale=scaling, enable_gqa=gqa))
+                kb = torch.cat([k_row[None, :, keys], k_row[None, :, own_keys]], 2)
+                vb = torch.cat([v_row[None, :, keys], v_row[None, :, own_keys]], 2)
+                parts.append(sdpa(q, kb, vb, attn_mask=seen, scale=scaling, enable_gqa=gqa))
             else:
-                parts.append(q.new_zeros((1, q.shape[1], hi - lo, v.shape[-1])))
+                parts.append(q.new_zeros((1, q.shape[1], hi - lo, v_row.shape[-1])))
         rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
     return out.transpose(1, 2).contiguous(), None

@@ -22,10 +22,13 @@ bool-to-float conversion is not vectorised on CPU). The numbers are PEFT's for t
 floating-point additions.
 
 The mask (`keep_mask`): on CPU, torch's `bernoulli_` draws one Mersenne-Twister number per element, about a tenth of a
-LoRA step on SmolLM2. wb draws 32-bit integers from numpy's SFC64 generator instead, seeded by one draw from torch's
+LoRA step on SmolLM2. wb draws 16-bit integers from numpy's SFC64 generator instead, seeded by one draw from torch's
 generator (so `seed` fixes the masks, a resumed run goes on with its restored random state, and gradient
-checkpointing's replay draws the same mask), and keeps an element when its integer is below (1 - p) * 2**32: the keep
-probability is 1 - p to within 2**-32, as with torch's float draws. Other devices keep torch's `bernoulli_`.
+checkpointing's replay draws the same mask), and keeps an element when its integer is below round((1 - p) * 2**16):
+the drop probability is p to within 0.1 % of p (p = 0.05 drops 0.0500031, p = 0.1 0.1000061); a p that no 16-bit
+fraction matches that closely (some below 0.008) gets 32-bit integers, to within 2**-32 as torch's float draws. Half
+the random bits of 32-bit draws: 0.4 against 1.1 ms for 1024 x 576 elements on one AVX2 core. Other devices keep
+torch's `bernoulli_`.
 
 `fuse` switches every plain LoRA projection (no DoRA or other variant, no LoRA bias, a `torch.nn.Linear` base) to
 this path; it is taken in training mode without autocast (fp32 on a CPU, or one dtype throughout) with one adapter
@@ -44,6 +47,13 @@ from typing import Any
 _INT_OF_WIDTH = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 
 
+def _draw_bits(p: float) -> int:
+    """Bits drawn per element for dropout p: 16 when the keep probability's nearest 16-bit fraction is within 0.1 %
+    of p of 1 - p (p = 0.05: 62259 / 2**16, off by 3e-6), else 32."""
+    q = 1 - p
+    return 16 if abs(round(q * 2**16) / 2**16 - q) <= 1e-3 * p and round(q * 2**16) < 2**16 else 32
+
+
 def keep_mask(like: Any, p: float) -> Any:
     """A boolean tensor shaped and placed like `like`: True (keep) with probability 1 - p, independently per element
     (see the module for how it is drawn)."""
@@ -54,8 +64,12 @@ def keep_mask(like: Any, p: float) -> Any:
         return torch.empty_like(like).bernoulli_(1 - p).bool()
     seed = int(torch.randint(0, 2**62, (1,)))
     n = math.prod(like.shape)
-    raw = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw((n + 1) // 2)
-    keep = raw.view(np.uint32)[:n] < min(round((1 - p) * 2**32), 2**32 - 1)
+    raw = np.random.Generator(np.random.SFC64(seed)).bit_generator
+    bits = _draw_bits(p)
+    if bits == 16:
+        keep = raw.random_raw((n + 3) // 4).view(np.uint16)[:n] < round((1 - p) * 2**16)
+    else:
+        keep = raw.random_raw((n + 1) // 2).view(np.uint32)[:n] < min(round((1 - p) * 2**32), 2**32 - 1)
     return torch.from_numpy(keep).view(like.shape)
 
 
