@@ -5,7 +5,9 @@ exactly as the run's Jinja template does (checked with a small interpreter of th
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -230,6 +232,25 @@ def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WB_CACHE", str(tmp_path_factory.mktemp("wb-cache")))
         return wbembedded.embedded_model_dir()
+
+
+@pytest.fixture(autouse=True)
+def _gguf_loading_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers' GGUF loader, the independent reader these tests check wb's files with, parses a file twice per
+    model (its config, then its weights) and builds gguf's tensor-name map once per tensor: ~30 s a load of the
+    embedded model, of which dequantising is 3. Within a test, one reader per file (unchanged since it was read) and
+    one map per architecture: the same model, loaded in a fraction of the time."""
+    reader_class, readers = gguf.GGUFReader, {}
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        stat = os.stat(path)
+        key = (os.fspath(path), mode, stat.st_mtime_ns, stat.st_size)
+        if key not in readers:
+            readers[key] = reader_class(path, mode)
+        return readers[key]
+
+    monkeypatch.setattr(gguf, "GGUFReader", reader)
+    monkeypatch.setattr(gguf, "get_tensor_name_map", functools.cache(gguf.get_tensor_name_map))
 
 
 def _prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> Any:
