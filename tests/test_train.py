@@ -669,7 +669,7 @@ def _lora_step(tiny: Path, fused: bool, autocast: bool, dropout: float = 0.3) ->
     return loss.detach(), grads, sum(kept.values()), model
 
 
-@pytest.mark.parametrize(("autocast", "dropout"), [(False, 0.3), (True, 0.0), (False, 0.0)])
+@pytest.mark.parametrize(("autocast", "dropout"), [(False, 0.3), (True, 0.0), (False, 0.0), (True, 0.3)])
 def test_fused_lora_layers_give_peft_numbers_and_keep_less_for_the_backward_pass(
     tiny: Path, autocast: bool, dropout: float
 ) -> None:
@@ -677,9 +677,11 @@ def test_fused_lora_layers_give_peft_numbers_and_keep_less_for_the_backward_pass
     loss_f, grads_f, kept_f, fused = _lora_step(tiny, fused=True, autocast=autocast, dropout=dropout)
     assert grads.keys() == grads_f.keys() and len(grads) == 2 * 7 * 2  # A and B of 7 modules in 2 layers
     assert all(grads[k].abs().max() > 0 for k in grads)
-    if autocast:  # under autocast the layers take PEFT's own path: the very same numbers and memory
-        assert torch.equal(loss_f, loss) and kept_f == kept
+    if autocast:  # under autocast the layers take PEFT's own path: the very same numbers
+        assert torch.equal(loss_f, loss)
         assert all(torch.equal(grads_f[k], grads[k]) for k in grads)
+        # and memory, but for the dropout: wb's keeps its mask as bits, not torch's float noise (measured 745 -> 542 kB)
+        assert kept_f < kept * 0.8 if dropout else kept_f == kept, (kept_f, kept)
         return
     # The same dropout masks, the same loss and adapter gradients, up to the order of floating-point additions.
     torch.testing.assert_close(loss_f, loss, rtol=1e-5, atol=1e-6)

@@ -33,7 +33,8 @@ def _activations(dora: bool) -> Activations:
     """Per adapted projection: lora_A's output (kept for lora_B) and the dropout mask (wb's one-function LoRA
     layer, `workbench.train.lora_linear`: one bit per input element on a CPU, a byte elsewhere). DoRA, and plain
     LoRA where the input arrives in fp32 under low precision (CPU autocast, QLoRA), run PEFT's own path: lora_A's
-    cast input, the dropped input and its mask, and (DoRA) the adapted output."""
+    cast input, the dropout's mask (plain LoRA on a CPU: wb's, as bits) or the dropped input and its mask, and (DoRA)
+    the adapted output."""
 
     def activations(shape: Shape, opts: Options, compute: int, low_precision_in: bool) -> float:
         extra = 0.0
@@ -45,7 +46,9 @@ def _activations(dora: bool) -> Activations:
                 continue
             if low_precision_in:
                 extra += 2 * a  # lora_A casts its input too
-            if opts.lora_dropout > 0:
+            if opts.lora_dropout > 0 and not dora and opts.device == "cpu":
+                extra += a / 8  # wb's dropout on PEFT's path (`LoraDropout`): the mask as bits
+            elif opts.lora_dropout > 0:
                 extra += a * ((4 if low_precision_in else compute) + 1)  # the dropped input and the mask
             extra += b * compute if dora else 0
         return extra / max(1, shape.layers)  # averaged over the layers (a target list may name some only)

@@ -35,7 +35,10 @@ this path; it is taken in training mode without autocast (fp32 on a CPU, or one 
 active, with or without gradients recorded (so that
 reentrant gradient checkpointing, whose first pass runs without them, draws the same masks as its replay). Evaluation,
 merging, autocast (see `FusedLoraLinear.forward`), disabled adapters (TRL's reference passes), several active adapters
-and anything else go through PEFT's own forward, and the saved adapter is the same file.
+and anything else go through PEFT's own forward, and the saved adapter is the same file. On those forwards the
+layer's dropout is `LoraDropout`: torch's arithmetic (`x * keep / (1 - p)`) with the masks above, kept as bits, where
+torch's CPU dropout keeps a float noise tensor (4 bytes an element, as large as lora_A's input in fp32) drawn one
+Mersenne-Twister number an element: under CPU autocast (bf16) that is what a LoRA step with dropout kept most of.
 """
 
 from __future__ import annotations
@@ -157,6 +160,40 @@ def _function() -> Any:
 
 
 @functools.cache
+def _dropout_class() -> Any:
+    """`LoraDropout`: the dropout of the LoRA layers `fuse` switches, for the forwards that stay PEFT's (autocast, mixed
+    dtypes, several adapters)."""
+    import torch
+
+    class MaskedDropout(torch.autograd.Function):
+        """`x * keep / (1 - p)` with `keep_mask`'s mask, applied as a bitwise AND and kept as bits for backward."""
+
+        @staticmethod
+        def forward(ctx: Any, x: Any, p: float) -> Any:
+            keep = keep_mask(x, p)
+            ctx.p, ctx.shape = p, x.shape
+            ctx.save_for_backward(_pack(keep))
+            return _and(x, _bits(keep, x)).mul_(1 / (1 - p))
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            (packed,) = ctx.saved_tensors
+            return _and(grad, _bits(_unpack(packed, ctx.shape), grad)).mul_(1 / (1 - ctx.p)), None
+
+    class LoraDropout(torch.nn.Dropout):
+        """torch's `Dropout` (same `p`, same arithmetic) drawing `keep_mask`'s masks on a CPU in training. torch's CPU
+        dropout multiplies by a float noise tensor and keeps it for backward: 4 bytes an element (lora_A's input is
+        as large), drawn one Mersenne-Twister number an element; this keeps the mask as bits. Elsewhere, torch's."""
+
+        def forward(self, x: Any) -> Any:
+            if not self.training or self.p == 0 or self.inplace or x.device.type != "cpu":
+                return super().forward(x)
+            return MaskedDropout.apply(x, float(self.p))
+
+    return LoraDropout
+
+
+@functools.cache
 def _layer_class() -> Any:
     import torch
     from peft.tuners.lora import Linear as PeftLinear
@@ -195,12 +232,13 @@ def _layer_class() -> Any:
 
 def fuse(model: Any) -> int:
     """Every plain LoRA projection of `model` takes the fused training path (see the module): a `torch.nn.Linear`
-    base, plain `Linear` A and B without bias, no variant (DoRA ...), dropout a `torch.nn.Dropout` or none.
-    Returns the modules changed."""
+    base, plain `Linear` A and B without bias, no variant (DoRA ...), dropout a `torch.nn.Dropout` or none; that
+    dropout becomes a `LoraDropout` (wb's masks, kept as bits) for the forwards that stay PEFT's. Returns the modules
+    changed."""
     import torch
     from peft.tuners.lora import Linear as PeftLinear
 
-    cls = _layer_class()
+    cls, dropout = _layer_class(), _dropout_class()
     changed = 0
     for module in model.modules():
         if type(module) is not PeftLinear or module.fan_in_fan_out or type(module.base_layer) is not torch.nn.Linear:
@@ -215,5 +253,8 @@ def fuse(model: Any) -> int:
         )
         if plain:
             module.__class__ = cls
+            for layer in module.lora_dropout.values():
+                if type(layer) is torch.nn.Dropout:
+                    layer.__class__ = dropout
             changed += 1
     return changed
