@@ -38,7 +38,8 @@ merging, autocast (see `FusedLoraLinear.forward`), disabled adapters (TRL's refe
 and anything else go through PEFT's own forward, and the saved adapter is the same file. On those forwards the
 layer's dropout is `LoraDropout`: torch's arithmetic (`x * keep / (1 - p)`) with the masks above, kept as bits, where
 torch's CPU dropout keeps a float noise tensor (4 bytes an element, as large as lora_A's input in fp32) drawn one
-Mersenne-Twister number an element: under CPU autocast (bf16) that is what a LoRA step with dropout kept most of.
+Mersenne-Twister number an element (SmolLM2-135M, 2 x 512 tokens, r 16 all-linear, dropout 0.05, bf16 autocast: what
+the forward pass keeps for backward, 1,741 -> 1,180 MiB).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ _INT_OF_WIDTH = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 
 
 def _draw_bits(p: float) -> int:
-    """Bits drawn per element for dropout p: 16 when the keep probability's nearest 16-bit fraction is within 0.1 %
-    of p of 1 - p (p = 0.05: 62259 / 2**16, off by 3e-6), else 32."""
+    """Bits drawn per element for dropout p: 16 when the 16-bit fraction nearest 1 - p is off by at most 0.1 % of p
+    (p = 0.05: 62259 / 2**16, off by 3e-6), else 32."""
     q = 1 - p
     return 16 if abs(round(q * 2**16) / 2**16 - q) <= 1e-3 * p and round(q * 2**16) < 2**16 else 32
 
