@@ -219,7 +219,9 @@ def _layer_class() -> Any:
             frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
             # One dtype for every product, no autocast: PEFT casts a bf16 input for fp32 adapters (a GPU run); under
             # autocast, bf16 runs trained through this path came out more sensitive to bf16 rounding than PEFT's (a
-            # PiSSA/OLoRA run's two equal factorisations 3-10x further apart in bf16), cause not found: PEFT's path.
+            # PiSSA/OLoRA run's two equal factorisations 3-10x further apart in bf16: the run's own bf16 losses, PEFT's
+            # forward in eval mode, 0.08 off the fp32 value where the saved adapter's bf16 losses were within 0.02),
+            # cause not found: PEFT's path.
             same = x.dtype == a.dtype == b.dtype == base.weight.dtype
             if not (frozen and same) or torch.is_autocast_enabled(x.device.type):
                 return super().forward(x, *args, **kwargs)
