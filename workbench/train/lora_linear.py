@@ -51,11 +51,14 @@ from typing import Any
 _INT_OF_WIDTH = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 
 
-def _draw_bits(p: float) -> int:
-    """Bits drawn per element for dropout p: 16 when the 16-bit fraction nearest 1 - p is off by at most 0.1 % of p
-    (p = 0.05: 62259 / 2**16, off by 3e-6), else 32."""
+def _draw(p: float) -> tuple[int, int]:
+    """Bits drawn per element for dropout p and the keep threshold: 16 bits when the 16-bit fraction nearest 1 - p is
+    off by at most 0.1 % of p (p = 0.05: 62259 / 2**16, off by 3e-6), else 32."""
     q = 1 - p
-    return 16 if abs(round(q * 2**16) / 2**16 - q) <= 1e-3 * p and round(q * 2**16) < 2**16 else 32
+    threshold = round(q * 2**16)
+    if threshold < 2**16 and abs(threshold / 2**16 - q) <= 1e-3 * p:
+        return 16, threshold
+    return 32, min(round(q * 2**32), 2**32 - 1)
 
 
 def keep_mask(like: Any, p: float) -> Any:
@@ -68,12 +71,9 @@ def keep_mask(like: Any, p: float) -> Any:
         return torch.empty_like(like).bernoulli_(1 - p).bool()
     seed = int(torch.randint(0, 2**62, (1,)))
     n = math.prod(like.shape)
-    raw = np.random.Generator(np.random.SFC64(seed)).bit_generator
-    bits = _draw_bits(p)
-    if bits == 16:
-        keep = raw.random_raw((n + 3) // 4).view(np.uint16)[:n] < round((1 - p) * 2**16)
-    else:
-        keep = raw.random_raw((n + 1) // 2).view(np.uint32)[:n] < min(round((1 - p) * 2**32), 2**32 - 1)
+    bits, threshold = _draw(p)
+    words = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw((n * bits + 63) // 64)
+    keep = words.view(np.uint16 if bits == 16 else np.uint32)[:n] < threshold
     return torch.from_numpy(keep).view(like.shape)
 
 
