@@ -40,17 +40,14 @@ def _activations(dora: bool) -> Activations:
         extra = 0.0
         for _, a, b in peft_targets(shape, opts.lora_targets):
             extra += opts.lora_r * compute  # lora_A's output, kept for lora_B
-            if not dora and not low_precision_in:
-                if opts.lora_dropout > 0:
-                    extra += a / 8 if opts.device == "cpu" else a
-                continue
             if low_precision_in:
-                extra += 2 * a  # lora_A casts its input too
-            if opts.lora_dropout > 0 and not dora and opts.device == "cpu":
-                extra += a / 8  # wb's dropout on PEFT's path (`LoraDropout`): the mask as bits
+                extra += 2 * a  # PEFT's path: lora_A casts its input
+            if opts.lora_dropout > 0 and not dora and (opts.device == "cpu" or not low_precision_in):
+                extra += a / 8 if opts.device == "cpu" else a  # wb's mask (fused layer or `LoraDropout`)
             elif opts.lora_dropout > 0:
                 extra += a * ((4 if low_precision_in else compute) + 1)  # the dropped input and the mask
-            extra += b * compute if dora else 0
+            if dora:
+                extra += b * compute  # the adapted output
         return extra / max(1, shape.layers)  # averaged over the layers (a target list may name some only)
 
     return activations

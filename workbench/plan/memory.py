@@ -35,10 +35,10 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
     key/value heads, the output and o_proj's contiguous input, `c·(3·a·d + 2·kv·d)`, no mask; on a GPU through
     `sdpa` with the padding/packing mask, k/v repeated to all heads, `5·c·a·d`, plus the mask's additive bias `c·s`;
   - the gated MLP (`workbench.train.glu`): gate output, up output, their product (down_proj's input): `3·c·i`;
-  - LoRA dropout (p > 0, fused with lora_A: `workbench.train.lora_dropout`): per adapted projection the mask, one
-    bit per input element on a CPU (a byte elsewhere), plus the low-rank input `r·c`; DoRA (PEFT's own path) keeps
-    the dropped input, its mask and the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its
-    input, hidden and activation.
+  - LoRA (`workbench.train.lora_linear`): per adapted projection the low-rank input `r·c` and, with dropout, the
+    mask, one bit per input element on a CPU (a byte elsewhere); under low precision (CPU autocast, QLoRA) lora_A's
+    cast input too; DoRA (PEFT's own path) keeps the dropped input, its mask and the adapted output; IA3 keeps the
+    rescaled tensors; a bottleneck adapter its input, hidden and activation.
   - CPU autocast keeps the bf16 copy of every projection weight that backward needs: 2 B per linear parameter of
     the layers gradients flow through.
   Layers gradients flow through: all for every method but `freeze` (the last N) and `llama_adapter` (its top
