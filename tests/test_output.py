@@ -289,6 +289,49 @@ def _wait_for(proc: subprocess.Popen[bytes], path: Path) -> None:
         time.sleep(0.02)
 
 
+INTERRUPTED_IN_A_LIBRARY = """
+import os, signal, sys, time
+import typer
+from workbench.console import user_errors
+from workbench.output import terminate_like_interrupt
+
+@user_errors
+def work(signalled: bool) -> None:
+    try:  # a library that wraps whatever its callback raised, as a query engine may
+        if signalled:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        raise ValueError("bad row")
+    except BaseException as e:
+        raise RuntimeError("query failed") from e
+
+terminate_like_interrupt()
+try:
+    work(sys.argv[1] == "signalled")
+except typer.Exit as e:
+    sys.exit(e.exit_code)
+"""
+
+
+@pytest.mark.parametrize("signalled", [True, False])
+def test_a_sigterm_that_a_library_turns_into_its_own_error_still_ends_the_run_as_interrupted(
+    tmp_path: Path, signalled: bool
+) -> None:
+    script = tmp_path / "work.py"
+    script.write_text(INTERRUPTED_IN_A_LIBRARY)
+    proc = subprocess.run(
+        [sys.executable, str(script), "signalled" if signalled else "not"],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=60,
+    )
+    stderr = proc.stderr.decode()
+    if signalled:
+        assert (proc.returncode, stderr.splitlines()) == (143, ["interrupted; no partial output was left behind"])
+    else:  # the same error without a signal is not an interruption: it stays the error it is
+        assert proc.returncode == 1 and "RuntimeError: query failed" in stderr and "interrupted" not in stderr
+
+
 @pytest.fixture(scope="module")
 def big_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("big") / "big.jsonl"
@@ -317,11 +360,11 @@ def test_a_killed_clean_keeps_the_old_set_and_the_next_run_leaves_nothing_behind
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.startswith(".")} == before
     check_complete(tmp_path / "clean.manifest.json")
     if sig == signal.SIGTERM:  # handled like Ctrl-C: the run cleans up after itself
-        assert proc.returncode == 128 + signal.SIGTERM
+        assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
         assert b"interrupted" in stderr and b"Traceback" not in stderr
         assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     else:
-        assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode == -signal.SIGKILL, stderr.decode()
         assert (tmp_path / STAGE).is_dir()
     result = run(raw(tmp_path), out, load("default"))
     assert result.stats.read == 3

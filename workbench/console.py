@@ -15,6 +15,7 @@ Every `wb` command prints through here, so one set of rules holds for all of the
 from __future__ import annotations
 
 import functools
+import signal
 import threading
 import time
 from collections import Counter
@@ -39,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench.errors import WbError
-from workbench.output import no_room
+from workbench.output import no_room, terminated_by
 
 WIDE = 100_000  # columns of a console that is not a terminal: wide enough that no cell is ever cut
 RULE_WIDTH = 80  # a rule between answers, not as wide as the console
@@ -127,25 +128,29 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def user_errors(fn: F) -> F:
-    """Turn a WbError, or a write that found no room, into one line on stderr and exit code 2."""
+    """Turn a WbError, or a write that found no room, into one line on stderr and exit code 2; Ctrl-C or SIGTERM
+    into one line and exit code 128 + the signal's number, whatever error the interrupted code raised."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except WbError as e:
-            note(f"error: {e}")
-            raise typer.Exit(2) from None
-        except OSError as e:  # a write outside an output set that found no room (disk full, quota, ulimit -f)
-            reason = no_room(e)
-            if reason is None:
+        except typer.Exit:
+            raise
+        except BaseException as e:
+            signum = terminated_by()
+            if signum is not None or isinstance(e, KeyboardInterrupt):
+                note("interrupted; no partial output was left behind")
+                raise typer.Exit(128 + (signum or signal.SIGINT)) from None
+            if isinstance(e, WbError):
+                note(f"error: {e}")
+                raise typer.Exit(2) from None
+            reason = no_room(e)  # a write outside an output set that found no room (disk full, quota, ulimit -f)
+            if reason is None or not isinstance(e, OSError):
                 raise
             where = f"{e.filename}: " if e.filename else ""
             note(f"error: {where}cannot write ({reason}); free some space and run again")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt as e:
-            note("interrupted; no partial output was left behind")
-            raise typer.Exit(128 + getattr(e, "signum", 2)) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -62,13 +62,24 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []  # the signals `_raise_interrupted` turned into `Interrupted` in this process
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
 
 
 def terminate_like_interrupt() -> None:
     """Make SIGTERM raise `Interrupted` (a KeyboardInterrupt), so staged output is removed as on Ctrl-C."""
     signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
+def terminated_by() -> int | None:
+    """The signal that interrupted this process (`terminate_like_interrupt`), if one did. `Interrupted` is raised
+    wherever the main thread is when the signal lands; inside a library's call it may come out as that library's
+    own error (a wrapped or chained exception), so what ends the run is still the signal."""
+    return _received[0] if _received else None
 
 
 def _kind(mode: int) -> str:
