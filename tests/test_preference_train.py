@@ -523,7 +523,7 @@ def test_dpo_scores_only_the_completion_positions_with_trls_values_and_gradients
     run = _HeadRun(trainer, monkeypatch, by_sequence, metrics=names.__contains__)
     batch = run.batch
     if by_sequence:  # one row: per pair the prompt and the chosen answer, then the rejected one sharing that prompt
-        runs = attention._LAST[0].runs
+        runs = attention._LAST.layout.runs
         assert runs is not None and len(runs) == 1 and [r[0] for r in runs[0]] == ["causal", "branch"] * 4
         prompts = (batch["completion_mask"] == 0) & batch["attention_mask"].bool()
         assert sum(r[2] - r[1] for r in runs[0]) == int(batch["attention_mask"].sum() - prompts[4:].sum())

@@ -754,3 +754,91 @@ def test_fused_lora_layers_leave_mixed_dtypes_without_autocast_to_peft(tiny: Pat
     fused.backward()
     assert torch.equal(fused.detach(), plain.detach())
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
+
+
+# -- a batch split over threads (row_parallel) ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_threads() -> Any:
+    """torch on two threads for the test (the suite runs on one), and a count of the steps `row_parallel` split."""
+    from workbench.train import row_parallel
+
+    split: list[int] = []
+    step = row_parallel.step
+
+    def counted(*args: Any) -> Any:
+        split.append(args[-1])
+        return step(*args)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    row_parallel.step = counted
+    try:
+        yield split
+    finally:
+        row_parallel.step = step
+        torch.set_num_threads(before)
+
+
+def _adapter(run: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def _losses(run: Path, key: str = "loss") -> list[float]:
+    return [r[key] for r in map(json.loads, (run / "trainer_log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_a_batch_split_over_two_threads_trains_as_the_whole_batch_does(
+    tmp_path: Path, tiny: Path, two_threads: list[int], packing: bool
+) -> None:
+    """Without dropout the split step's losses, gradients (through the adapter they train) and token counts are the
+    whole batch's, up to float rounding; with gradient accumulation too."""
+    kw = {"max_steps": 4, "batch_size": 2, "grad_accum": 2, "packing": packing, "lora": {"dropout": 0.0}}
+    split = train(recipe(tmp_path / "split", tiny, records=MEMORISE * 4, **kw)).run_dir
+    steps = len(two_threads)
+    assert steps >= 6 and set(two_threads) == {2}  # micro-batches of two rows, each in two parts
+    torch.set_num_threads(1)
+    whole = train(recipe(tmp_path / "whole", tiny, records=MEMORISE * 4, **kw)).run_dir
+    assert len(two_threads) == steps  # one thread: not split
+    assert _losses(split) == pytest.approx(_losses(whole), rel=1e-4)
+    assert _losses(split, "grad_norm") == pytest.approx(_losses(whole, "grad_norm"), rel=1e-3)
+    a, b = _adapter(split), _adapter(whole)
+    assert a.keys() == b.keys()
+    for name in a:  # Adam's steps (lr 5e-3) follow the gradients' signs: a near-zero one may differ in rounding
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4)
+    tokens = lambda run: json.loads((run / "manifest.json").read_text())["tokens"]  # noqa: E731
+    assert tokens(split) == tokens(whole)
+
+
+def test_a_split_run_with_dropout_is_the_same_run_every_time(
+    tmp_path: Path, tiny: Path, two_threads: list[int]
+) -> None:
+    """Each part draws its masks from a generator of its own seeded in part order: the same seed, the same run,
+    whichever thread gets ahead; another seed, other masks."""
+    kw = {"max_steps": 3, "batch_size": 2, "lora": {"dropout": 0.3}}
+    runs = [
+        train(recipe(tmp_path / name, tiny, seed=seed, **kw)).run_dir for name, seed in [("a", 7), ("b", 7), ("c", 8)]
+    ]
+    assert two_threads == [2] * 9
+    assert _losses(runs[0]) == _losses(runs[1])
+    first, again, other = (_adapter(run) for run in runs)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{}, {"method": "full"}, {"gradient_checkpointing": True}, {"neftune_noise_alpha": 5.0}, {"batch_size": 1}],
+    ids=["lora", "full", "checkpointing", "neftune", "one-row"],
+)
+def test_a_step_is_split_only_where_its_numbers_stay_the_runs(
+    tmp_path: Path, tiny: Path, two_threads: list[int], change: dict[str, Any]
+) -> None:
+    """Full fine-tuning (two copies of every gradient), gradient checkpointing (its replay would draw other masks),
+    NEFTune (noise from torch's global generator) and one-row batches run as transformers runs them."""
+    train(recipe(tmp_path, tiny, max_steps=2, **{"batch_size": 2, **change}))
+    assert two_threads == ([2, 2] if not change else [])

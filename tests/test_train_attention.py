@@ -65,8 +65,8 @@ def test_attention_by_sequence_gives_the_masked_sdpa_numbers(tiny: Path, kind: s
     assert model.config._attn_implementation == attention.ATTENTION
     loss_s, logits_s, grads_s = _loss_and_grads(model, batch)
     # It ran by sequence, not through the fallback.
-    assert attention._LAST and attention._LAST[0].runs is not None
-    runs = attention._LAST[0].runs
+    assert attention._LAST.layout.runs is not None
+    runs = attention._LAST.layout.runs
     if kind == "packed":
         assert [r[0] for r in runs[0]] == ["causal"] * 3 and runs[1][-1][0] == "none"
     real = batch.get("attention_mask")

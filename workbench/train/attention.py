@@ -19,6 +19,7 @@ attention dropout) goes to transformers' own SDPA unchanged. Same values as the 
 
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,8 @@ class _Layout:
     runs: list[list[Run]] | None  # per row; None: the mask is not runs of keys, use SDPA with the mask
 
 
-_LAST: list[_Layout] = []
+_LAST = threading.local()  # `layout`: the last mask a forward pass on this thread read (parts of a batch run on
+# threads of their own: `row_parallel`)
 
 
 def _runs(row: Any) -> list[Run] | None:
@@ -103,14 +105,14 @@ def _layout(mask: Any) -> list[list[Run]] | None:
     import torch
 
     version = -1 if mask.is_inference() else mask._version  # inference tensors keep no version counter
-    for seen in _LAST:
-        if seen.mask() is mask and seen.version == version:
-            return seen.runs
+    seen = getattr(_LAST, "layout", None)
+    if seen is not None and seen.mask() is mask and seen.version == version:
+        return seen.runs
     runs: list[list[Run]] | None = None
     if mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == mask.shape[3]:
         rows = [_runs(mask[b, 0]) for b in range(mask.shape[0])]
         runs = None if any(r is None for r in rows) else [r for r in rows if r is not None]
-    _LAST[:] = [_Layout(weakref.ref(mask), version, runs)]
+    _LAST.layout = _Layout(weakref.ref(mask), version, runs)
     return runs
 
 

@@ -25,7 +25,7 @@ from workbench.models import templates as tdata
 from workbench.models.losses import unwrap
 from workbench.output import follow_umask
 from workbench.runfile.training import kept_log_keys
-from workbench.train import guards
+from workbench.train import guards, row_parallel
 from workbench.train.loss import fusable_head, trained_positions_loss
 from workbench.train.recipe import Recipe
 
@@ -302,19 +302,29 @@ def trainer_class() -> Any:
         def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
             return self.cpu_autocast()
 
+        def count_tokens(self, inputs: dict[str, Any]) -> None:
+            """A training batch's real, padding and trained tokens, added to the counts."""
+            mask = inputs["attention_mask"]
+            # 2D padding mask: its sum; 4D block-diagonal mask: a real token attends to itself, padding to nothing.
+            real = int(mask.sum() if mask.dim() == 2 else mask[:, 0].diagonal(dim1=-2, dim2=-1).sum())
+            if not self.window_start:
+                self.window_start = time.perf_counter()
+            self.window_tokens += real
+            self.padding_seen += inputs["input_ids"].numel() - real
+            self.trained_seen += int((inputs["labels"][:, 1:] != tdata.IGNORE).sum())
+
         def compute_loss(  # type: ignore[override]
-            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, **kw: Any
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            counted: bool = False,
+            **kw: Any,
         ) -> Any:
-            if model.training:
-                mask = inputs["attention_mask"]
-                # 2D padding mask: its sum; 4D block-diagonal mask: a real token attends to itself, padding to
-                # nothing.
-                real = int(mask.sum() if mask.dim() == 2 else mask[:, 0].diagonal(dim1=-2, dim2=-1).sum())
-                if not self.window_start:
-                    self.window_start = time.perf_counter()
-                self.window_tokens += real
-                self.padding_seen += inputs["input_ids"].numel() - real
-                self.trained_seen += int((inputs["labels"][:, 1:] != tdata.IGNORE).sum())
+            """The loss (trained positions only where `_fast_loss`); a training batch's tokens counted unless
+            `counted` (a part of a batch whose tokens `row_parallel.step` counted)."""
+            if model.training and not counted:
+                self.count_tokens(inputs)
             if self._fast_loss(model, return_outputs):
                 num_items = kw.get("num_items_in_batch") if self.model_accepts_loss_kwargs else None
                 unwrapped = self.accelerator.unwrap_model(model)
@@ -330,9 +340,15 @@ def trainer_class() -> Any:
                     self.trained_logits_only = False  # the model's logits_to_keep takes no mask: the plain way
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
-        def training_step(self, *args: Any, **kw: Any) -> Any:
-            """One step's loss; a NaN or infinite one stops the run before the optimiser applies it."""
-            loss = super().training_step(*args, **kw)
+        def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+            """One step's loss, its batch split over threads where `row_parallel` applies; a NaN or infinite loss
+            stops the run before the optimiser applies it."""
+            model.train()  # as Trainer.training_step does (the step after an evaluation finds it in eval mode)
+            count = row_parallel.parts(self, model, inputs)
+            if count > 1:
+                loss = row_parallel.step(self, model, inputs, num_items_in_batch, count)
+            else:
+                loss = super().training_step(model, inputs, num_items_in_batch)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise guards.NonFiniteLoss(self.state.global_step + 1, value)

@@ -24,11 +24,12 @@ floating-point additions.
 The mask (`keep_mask`): on CPU, torch's `bernoulli_` draws one Mersenne-Twister number per element, about a tenth of a
 LoRA step on SmolLM2. wb draws 16-bit integers from numpy's SFC64 generator instead, seeded by one draw from torch's
 generator (so `seed` fixes the masks, a resumed run goes on with its restored random state, and gradient
-checkpointing's replay draws the same mask), and keeps an element when its integer is below round((1 - p) * 2**16):
-the drop probability is p to within 0.1 % of p (p = 0.05 drops 0.0500031, p = 0.1 0.1000061); a p that no 16-bit
-fraction matches that closely (some below 0.008) gets 32-bit integers, to within 2**-32 as torch's float draws. Half
-the random bits of 32-bit draws: 0.4 against 1.1 ms for 1024 x 576 elements on one AVX2 core. Other devices keep
-torch's `bernoulli_`.
+checkpointing's replay draws the same mask; a part of a batch on a thread of its own, `row_parallel`, draws from a
+generator seeded from torch's for that part, `masks_from`), and keeps an element when its integer is below
+round((1 - p) * 2**16): the drop probability is p to within 0.1 % of p (p = 0.05 drops 0.0500031, p = 0.1
+0.1000061); a p that no 16-bit fraction matches that closely (some below 0.008) gets 32-bit integers, to within 2**-32
+as torch's float draws. Half the random bits of 32-bit draws: 0.4 against 1.1 ms for 1024 x 576 elements on one AVX2
+core. Other devices keep torch's `bernoulli_`.
 
 `fuse` switches every plain LoRA projection (no DoRA or other variant, no LoRA bias, a `torch.nn.Linear` base) to
 this path; it is taken in training mode without autocast (fp32 on a CPU, or one dtype throughout) with one adapter
@@ -46,9 +47,27 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _INT_OF_WIDTH = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+_THREAD = threading.local()  # `generator`: where this thread's masks are seeded from (`masks_from`); unset: torch's
+
+
+@contextmanager
+def masks_from(seed: int) -> Iterator[None]:
+    """In this thread, the dropout masks' seeds come from a generator of its own seeded with `seed`, not from torch's
+    global one: the parts of a batch that `row_parallel` runs on several threads at once draw their masks in an order
+    that does not depend on which thread gets ahead."""
+    import torch
+
+    _THREAD.generator = torch.Generator().manual_seed(seed)
+    try:
+        yield
+    finally:
+        _THREAD.generator = None
 
 
 def _draw(p: float) -> tuple[int, int]:
@@ -69,7 +88,7 @@ def keep_mask(like: Any, p: float) -> Any:
 
     if like.device.type != "cpu":
         return torch.empty_like(like).bernoulli_(1 - p).bool()
-    seed = int(torch.randint(0, 2**62, (1,)))
+    seed = int(torch.randint(0, 2**62, (1,), generator=getattr(_THREAD, "generator", None)))
     n = math.prod(like.shape)
     bits, threshold = _draw(p)
     words = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw((n * bits + 63) // 64)

@@ -6,6 +6,7 @@ losses written to `sample_losses.jsonl` are `workbench.models.losses.sample_loss
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 from workbench.models import templates as tdata
@@ -122,8 +123,11 @@ def trained_positions_loss(
             shift_labels=labels[:, 1:][targets],
         )
     taken: list[Any] = []
+    this_thread = threading.get_ident()
 
-    def take(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    def take(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if threading.get_ident() != this_thread:  # another part of the batch (`row_parallel`): its own hook takes it
+            return None
         taken.append(args[0])
         return (args[0][:0],)  # the head itself computes nothing
 
