@@ -241,3 +241,57 @@ def test_a_branch_sharing_an_earlier_prefix_gives_the_masked_sdpa_numbers() -> N
     # A query seeing three runs of keys is not a branch: SDPA with the mask.
     mask[n - 1, prompt + 1] = True
     assert attention._layout(mask[None, None].clone()) is None
+
+
+def test_a_frozen_rmsnorm_keeps_its_output_not_its_input_with_the_same_numbers(tiny: Path) -> None:
+    """The loss is the model's to the bit (the same forward operations); the gradients agree to float rounding (the
+    normalised input is recovered as output / weight); what autograd keeps shrinks by one (tokens x hidden) tensor
+    for each norm whose output the next projections keep anyway: layer 0's post-attention norm and both of layer
+    1's (layer 0's input norm sees the frozen embeddings: nothing kept; the final norm feeds the frozen head)."""
+    from workbench.train import rmsnorm
+
+    batch = _batches()["packed"]
+    results = []
+    for fused in (False, True):
+        model = _lora_model(tiny)
+        if fused:
+            assert rmsnorm.fuse(model) == 5  # two a layer and the final one
+            assert rmsnorm.fuse(model) == 0  # once
+        model.train()
+        kept: dict[int, int] = {}
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+        def pack(t: Any, kept: dict[int, int] = kept, weights: set[int] = weights) -> Any:
+            if t.untyped_storage().data_ptr() not in weights:
+                kept.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(**batch).loss
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        results.append((loss.detach(), grads, sum(kept.values())))
+    (loss, grads, kept), (loss_f, grads_f, kept_f) = results
+    assert torch.equal(loss, loss_f)
+    assert len(grads) == len(grads_f) == 2 * 7 * 2
+    for g, h in zip(grads, grads_f, strict=True):
+        torch.testing.assert_close(h, g, rtol=1e-4, atol=1e-6)
+    hidden = model.config.hidden_size
+    assert kept - kept_f == 3 * batch["input_ids"].numel() * hidden * 4, (kept, kept_f)
+
+
+def test_an_rmsnorm_that_trains_or_has_a_zero_weight_runs_the_models_own_forward(tiny: Path) -> None:
+    from workbench.train import rmsnorm
+
+    model = _lora_model(tiny)
+    rmsnorm.fuse(model)
+    norm = model.base_model.model.model.layers[1].input_layernorm
+    x = torch.randn(3, 5, model.config.hidden_size, requires_grad=True)
+    assert type(norm(x).grad_fn).__name__ == "FrozenRMSNormBackward"
+    with torch.no_grad():
+        norm.weight[0] = 0.0
+    assert type(norm(x).grad_fn).__name__ == "MulBackward0"  # the output / weight would lose feature 0
+    with torch.no_grad():
+        norm.weight[0] = 1.0
+    norm.weight.requires_grad_(True)
+    assert type(norm(x).grad_fn).__name__ == "MulBackward0"  # its gradient needs the normalised input

@@ -27,7 +27,8 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   Activation Recomputation in Large Transformer Models", section 4.1, which counts `sbh(34 + 5as/h)` bytes per
   layer for GPT with fp16 activations and 4h MLPs; adapted here to what a Llama layer in transformers saves for
   backward, tensor by tensor, with `c` the compute dtype's bytes):
-  - two RMSNorms: the fp32 input and the fp32 normalised output, `2 · 8h`;
+  - two RMSNorms: the fp32 input and the fp32 normalised output, `2 · 8h`; a frozen norm (`workbench.train.rmsnorm`,
+    every method that leaves the base weights alone) keeps its output only, `2 · 4h`;
   - the projections' inputs in the compute dtype: `2·c·h` (q/k/v share one input, gate/up another); under CPU
     autocast every projection casts its own copy (`5·2h`), in fp32 they share the norm's output (0);
   - attention (no `a·s²` score matrix is kept; the `5as/h` term of Korthikanti et al. belongs to eager attention,
@@ -124,7 +125,8 @@ def _layer_activations(shape: Shape, spec: MethodSpec, opts: Options, compute: i
     qlora = spec.quantized
     cpu_autocast = cpu and compute != 4
     elem = 4 if qlora else compute  # a 4-bit layer returns its output in its input's dtype: fp32 after prepare
-    total: float = 2 * 8 * h  # the two RMSNorms: fp32 input and fp32 normalised output
+    # The two RMSNorms: fp32 input and fp32 normalised output; a frozen one (workbench.train.rmsnorm) its output only.
+    total: float = 2 * (8 if spec.trains_base else 4) * h
     if cpu_autocast or qlora:
         total += 5 * 2 * h  # q, k, v, gate and up each cast their fp32 input to the compute dtype
     elif compute != 4:

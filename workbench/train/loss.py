@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from workbench.models import templates as tdata
@@ -17,8 +19,21 @@ from workbench.models.losses import unwrap
 # with the loss (`HeadLogProbs`). Other models get the loss from their own logits, on the trained positions only.
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2", "gemma"})
 # Logits computed at once by `HeadLogProbs`: positions per chunk × vocabulary ≤ 2**23 (32 MB in fp32; two such
-# buffers are live at once, three while DPO's statistics are taken, while every activation of the step is kept).
+# buffers are live at once, three while DPO's statistics are taken, while every activation of the step is kept),
+# shared among the parts of a batch that run at once on threads of their own (`shared_head`).
 HEAD_CHUNK_ELEMENTS = 2**23
+_THREAD = threading.local()  # `parts`: how many parts of a batch run at once (`shared_head`); unset: one
+
+
+@contextmanager
+def shared_head(parts: int) -> Iterator[None]:
+    """In this thread, `HeadLogProbs` chunks of HEAD_CHUNK_ELEMENTS / `parts` logits: `parts` threads running the
+    head at once hold what one would (`row_parallel`)."""
+    _THREAD.parts = parts
+    try:
+        yield
+    finally:
+        _THREAD.parts = 1
 
 
 @functools.cache
@@ -44,7 +59,8 @@ def _head_log_probs_class() -> Any:
         @staticmethod
         def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, stats: bool) -> Any:
             ctx.set_materialize_grads(False)
-            n, rows = hidden.shape[0], max(1, HEAD_CHUNK_ELEMENTS // weight.shape[0])
+            budget = HEAD_CHUNK_ELEMENTS // getattr(_THREAD, "parts", 1)
+            n, rows = hidden.shape[0], max(1, budget // weight.shape[0])
             logps = torch.empty(n, dtype=torch.float32, device=hidden.device)
             extra = torch.empty((3, n if stats else 0), dtype=torch.float32, device=hidden.device)
             # d(-log p_target)/d hidden per position: (softmax - one-hot) @ weight

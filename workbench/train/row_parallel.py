@@ -30,6 +30,7 @@ from typing import Any
 
 from workbench.models import templates as tdata
 from workbench.train import lora_linear
+from workbench.train.loss import shared_head
 
 MAX_PARTS = 2
 # At most this share of the model's parameters trained (each part holds a gradient of all of them at once).
@@ -118,7 +119,7 @@ def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: A
 
     def run(i: int) -> tuple[Any, tuple[Any, ...]]:
         torch.set_num_threads(max(1, threads // count))
-        with lora_linear.masks_from(seeds[i]), trainer.compute_loss_context_manager():
+        with lora_linear.masks_from(seeds[i]), shared_head(count), trainer.compute_loss_context_manager():
             loss = trainer.compute_loss(model, split[i], num_items_in_batch=num_items_in_batch, counted=True)
         if scale != 1.0:
             loss = loss * scale

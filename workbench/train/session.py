@@ -32,7 +32,7 @@ from workbench.models.losses import sample_losses
 from workbench.output import atomic_write, ensure_dir, follow_umask
 from workbench.quiet import quiet_libraries
 from workbench.runfile.folder import RunFolder
-from workbench.train import attention, distributed, glu, guards, hf, methods
+from workbench.train import attention, distributed, glu, guards, hf, methods, rmsnorm
 from workbench.train.memory import MMAP_THRESHOLD_BYTES, return_freed_memory, trim_heap
 from workbench.train.plot import loss_svg
 from workbench.train.recipe import Recipe
@@ -144,10 +144,12 @@ def begin(
 
 def lighten_steps(model: Any) -> None:
     """What wb changes in a loaded model's forward pass for training, the same numbers with less work and memory
-    (both drivers, SFT and TRL): on a CPU each sequence of a batch attended on its own (`attention`), and the gated
-    MLP keeping one activation fewer for the backward pass (`glu`)."""
+    (both drivers, SFT and TRL): on a CPU each sequence of a batch attended on its own (`attention`), the gated
+    MLP keeping one activation fewer for the backward pass (`glu`), and a frozen RMSNorm its output, not its input
+    (`rmsnorm`)."""
     attention.use(model)
     glu.fuse(model)
+    rmsnorm.fuse(model)
 
 
 def apply_method(session: Session) -> None:
