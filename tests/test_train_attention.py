@@ -176,17 +176,15 @@ def _lora_model(tiny: Path) -> Any:
     return get_peft_model(base, config)
 
 
-@pytest.mark.parametrize("autocast", [False, True])
-def test_the_gated_mlp_keeps_one_activation_fewer_with_the_same_numbers(tiny: Path, autocast: bool) -> None:
-    from workbench.train import glu
-
-    batch = _batches()["packed"]
+def _kept_loss_grads(
+    tiny: Path, batch: dict[str, Any], fuse: Any, autocast: bool = False
+) -> list[tuple[Any, list[Any], int]]:
+    """(loss, gradients, bytes autograd keeps) of the LoRA model as it is, then with `fuse(model)` applied."""
     results = []
     for fused in (False, True):
         model = _lora_model(tiny)
         if fused:
-            assert glu.fuse(model) == 2  # both layers' MLPs
-            assert glu.fuse(model) == 0  # once
+            fuse(model)
         model.train()
         kept: dict[int, int] = {}
         weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -202,7 +200,19 @@ def test_the_gated_mlp_keeps_one_activation_fewer_with_the_same_numbers(tiny: Pa
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         results.append((loss.detach(), grads, sum(kept.values())))
-    (loss, grads, kept), (loss_f, grads_f, kept_f) = results
+    return results
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_gated_mlp_keeps_one_activation_fewer_with_the_same_numbers(tiny: Path, autocast: bool) -> None:
+    from workbench.train import glu
+
+    def fuse(model: Any) -> None:
+        assert glu.fuse(model) == 2  # both layers' MLPs
+        assert glu.fuse(model) == 0  # once
+
+    batch = _batches()["packed"]
+    (loss, grads, kept), (loss_f, grads_f, kept_f) = _kept_loss_grads(tiny, batch, fuse, autocast)
     assert torch.equal(loss, loss_f)
     assert len(grads) == len(grads_f) == 2 * 7 * 2
     assert all(torch.equal(g, h) for g, h in zip(grads, grads_f, strict=True))
@@ -250,33 +260,17 @@ def test_a_frozen_rmsnorm_keeps_its_output_not_its_input_with_the_same_numbers(t
     1's (layer 0's input norm sees the frozen embeddings: nothing kept; the final norm feeds the frozen head)."""
     from workbench.train import rmsnorm
 
+    def fuse(model: Any) -> None:
+        assert rmsnorm.fuse(model) == 5  # two a layer and the final one
+        assert rmsnorm.fuse(model) == 0  # once
+
     batch = _batches()["packed"]
-    results = []
-    for fused in (False, True):
-        model = _lora_model(tiny)
-        if fused:
-            assert rmsnorm.fuse(model) == 5  # two a layer and the final one
-            assert rmsnorm.fuse(model) == 0  # once
-        model.train()
-        kept: dict[int, int] = {}
-        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-
-        def pack(t: Any, kept: dict[int, int] = kept, weights: set[int] = weights) -> Any:
-            if t.untyped_storage().data_ptr() not in weights:
-                kept.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = model(**batch).loss
-        loss.backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        results.append((loss.detach(), grads, sum(kept.values())))
-    (loss, grads, kept), (loss_f, grads_f, kept_f) = results
+    (loss, grads, kept), (loss_f, grads_f, kept_f) = _kept_loss_grads(tiny, batch, fuse)
     assert torch.equal(loss, loss_f)
     assert len(grads) == len(grads_f) == 2 * 7 * 2
     for g, h in zip(grads, grads_f, strict=True):
         torch.testing.assert_close(h, g, rtol=1e-4, atol=1e-6)
-    hidden = model.config.hidden_size
+    hidden = load_model(str(tiny)).config.hidden_size
     assert kept - kept_f == 3 * batch["input_ids"].numel() * hidden * 4, (kept, kept_f)
 
 
