@@ -842,3 +842,21 @@ def test_a_step_is_split_only_where_its_numbers_stay_the_runs(
     NEFTune (noise from torch's global generator) and one-row batches run as transformers runs them."""
     train(recipe(tmp_path, tiny, max_steps=2, **{"batch_size": 2, **change}))
     assert two_threads == ([2, 2] if not change else [])
+
+
+def test_a_split_run_with_dropout_resumes_on_the_same_curve(tmp_path: Path, tiny: Path, two_threads: list[int]) -> None:
+    """The parts' seeds come from torch's generator, which a checkpoint restores: a run killed after its step-2
+    checkpoint goes on as the uninterrupted one did."""
+    kw = {"max_steps": 4, "save_steps": 2, "batch_size": 2, "packing": False, "lora": {"dropout": 0.3}}
+    full = train(recipe(tmp_path / "a", tiny, **kw))
+    killed = tmp_path / "b" / "runs" / "t"
+    shutil.copytree(full.run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "checkpoint-4")
+    (killed / "manifest.json").unlink()
+    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 2]
+    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    resumed = train(recipe(tmp_path / "b", tiny, **kw), resume=True)
+    assert set(two_threads) == {2} and len(two_threads) == 4 + 2  # every step split, in both runs
+    assert _losses(resumed.run_dir) == _losses(full.run_dir)
+    first, again = _adapter(full.run_dir), _adapter(resumed.run_dir)  # the log's losses have 4 digits; the weights all
+    assert all(torch.equal(first[k], again[k]) for k in first)
