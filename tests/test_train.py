@@ -860,3 +860,24 @@ def test_a_split_run_with_dropout_resumes_on_the_same_curve(tmp_path: Path, tiny
     assert _losses(resumed.run_dir) == _losses(full.run_dir)
     first, again = _adapter(full.run_dir), _adapter(resumed.run_dir)  # the log's losses have 4 digits; the weights all
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_a_batch_whose_half_trains_nothing_is_not_split(two_threads: list[int]) -> None:
+    """That half would take the model's own loss, a mean over no token (NaN); the whole batch is well defined."""
+    from types import SimpleNamespace
+
+    from workbench.train import row_parallel
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 2))
+    model[0].requires_grad_(False)
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(gradient_checkpointing=False, neftune_noise_alpha=None),
+        accelerator=SimpleNamespace(num_processes=1),
+        model_accepts_loss_kwargs=True,
+        _fast_loss=lambda model, return_outputs: True,
+    )
+    labels = torch.full((4, 6), tdata.IGNORE)
+    labels[0, 3] = labels[2, 4] = 7
+    assert row_parallel.parts(trainer, model, {"input_ids": labels.clamp(min=0), "labels": labels}) == 2
+    labels[2, 4] = tdata.IGNORE  # rows 2 and 3, the second half, train nothing now
+    assert row_parallel.parts(trainer, model, {"input_ids": labels.clamp(min=0), "labels": labels}) == 1

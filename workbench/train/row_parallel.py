@@ -80,7 +80,7 @@ def parts(trainer: Any, model: Any, inputs: dict[str, Any]) -> int:
 
     threads = torch.get_num_threads()
     rows = _rows(inputs)
-    if threads < 2 or rows < 2:
+    if threads < 2 or rows < 2 or "labels" not in inputs:
         return 1
     params = list(model.parameters())
     trained = sum(p.numel() for p in params if p.requires_grad)
@@ -99,7 +99,16 @@ def parts(trainer: Any, model: Any, inputs: dict[str, Any]) -> int:
         or _other_randomness(model)
     ):
         return 1
-    return min(rows, threads, MAX_PARTS)
+    count = min(rows, threads, MAX_PARTS)
+    trained_rows = (inputs["labels"][:, 1:] != tdata.IGNORE).sum(-1).tolist()
+    if any(sum(trained_rows[lo:hi]) == 0 for lo, hi in itertools.pairwise(_bounds(rows, count))):
+        return 1  # a part with nothing to train would take the model's own loss, a mean over no token
+    return count
+
+
+def _bounds(rows: int, count: int) -> list[int]:
+    """Where the parts of `rows` rows start and end: contiguous, as even as they go."""
+    return [rows * i // count for i in range(count + 1)]
 
 
 def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any, count: int) -> Any:
@@ -112,8 +121,7 @@ def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: A
     inputs = trainer._prepare_inputs(inputs)
     trainer.count_tokens(inputs)
     rows = _rows(inputs)
-    bounds = [rows * i // count for i in range(count + 1)]
-    split = [{k: v[lo:hi] for k, v in inputs.items()} for lo, hi in itertools.pairwise(bounds)]
+    split = [{k: v[lo:hi] for k, v in inputs.items()} for lo, hi in itertools.pairwise(_bounds(rows, count))]
     scale = 1.0
     if num_items_in_batch is None:  # the unsplit step takes the batch's mean, then divides by the accumulation
         num_items_in_batch = int((inputs["labels"][:, 1:] != tdata.IGNORE).sum())
