@@ -265,6 +265,16 @@ def test_a_run_writes_its_log_losses_curve_and_manifest(tmp_path: Path, tiny: Pa
     assert manifest["malloc_mmap_threshold"] == (1 << 20 if sys.platform == "linux" else None)
 
 
+def _killed_after(run: Path, killed: Path, step: int, last: int) -> None:
+    """`run` copied to `killed` as a run killed right after its step-`step` checkpoint: without checkpoint-`last`, the
+    manifest and the log's later rows."""
+    shutil.copytree(run, killed)
+    shutil.rmtree(killed / "checkpoints" / f"checkpoint-{last}")
+    (killed / "manifest.json").unlink()
+    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= step]
+    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+
+
 @pytest.mark.parametrize("packing", [True, False])
 def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path: Path, tiny: Path, packing: bool) -> None:
     batch = 1 if packing else 2  # packed: 2 sequences an epoch; padded: 4 batches an epoch
@@ -272,13 +282,7 @@ def test_resume_gives_the_same_loss_curve_as_an_uninterrupted_run(tmp_path: Path
     kw = {"max_steps": 6, "save_steps": 3, "packing": packing, "batch_size": batch}
     kw |= {"scheduler": "cosine", "warmup_ratio": 0.3}
     full = train(recipe(tmp_path / "a", tiny, **kw))
-    # A run killed after its step-3 checkpoint: the same folder with only that checkpoint and log.
-    killed = tmp_path / "b" / "runs" / "t"
-    shutil.copytree(full.run_dir, killed)
-    shutil.rmtree(killed / "checkpoints" / "checkpoint-6")
-    (killed / "manifest.json").unlink()
-    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 3]
-    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    _killed_after(full.run_dir, tmp_path / "b" / "runs" / "t", 3, 6)
     ran: list[dict[str, Any]] = []  # the rows the resumed process itself logged
     resumed = train(recipe(tmp_path / "b", tiny, **kw), resume=True, on_log=ran.append)
     curve = lambda res: [(r["step"], round(r["loss"], 5)) for r in res.log if "loss" in r]  # noqa: E731
@@ -849,12 +853,7 @@ def test_a_split_run_with_dropout_resumes_on_the_same_curve(tmp_path: Path, tiny
     checkpoint goes on as the uninterrupted one did."""
     kw = {"max_steps": 4, "save_steps": 2, "batch_size": 2, "packing": False, "lora": {"dropout": 0.3}}
     full = train(recipe(tmp_path / "a", tiny, **kw))
-    killed = tmp_path / "b" / "runs" / "t"
-    shutil.copytree(full.run_dir, killed)
-    shutil.rmtree(killed / "checkpoints" / "checkpoint-4")
-    (killed / "manifest.json").unlink()
-    log = [x for x in (killed / "trainer_log.jsonl").read_text().splitlines() if json.loads(x).get("step", 0) <= 2]
-    (killed / "trainer_log.jsonl").write_text("\n".join(log) + "\n")
+    _killed_after(full.run_dir, tmp_path / "b" / "runs" / "t", 2, 4)
     resumed = train(recipe(tmp_path / "b", tiny, **kw), resume=True)
     assert set(two_threads) == {2} and len(two_threads) == 4 + 2  # every step split, in both runs
     assert _losses(resumed.run_dir) == _losses(full.run_dir)
