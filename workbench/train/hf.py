@@ -302,8 +302,8 @@ def trainer_class() -> Any:
         def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
             return self.cpu_autocast()
 
-        def count_tokens(self, inputs: dict[str, Any]) -> None:
-            """A training batch's real, padding and trained tokens, added to the counts."""
+        def count_tokens(self, inputs: dict[str, Any]) -> int:
+            """A training batch's real, padding and trained tokens, added to the counts; returns the trained ones."""
             mask = inputs["attention_mask"]
             # 2D padding mask: its sum; 4D block-diagonal mask: a real token attends to itself, padding to nothing.
             real = int(mask.sum() if mask.dim() == 2 else mask[:, 0].diagonal(dim1=-2, dim2=-1).sum())
@@ -311,7 +311,9 @@ def trainer_class() -> Any:
                 self.window_start = time.perf_counter()
             self.window_tokens += real
             self.padding_seen += inputs["input_ids"].numel() - real
-            self.trained_seen += int((inputs["labels"][:, 1:] != tdata.IGNORE).sum())
+            trained = int((inputs["labels"][:, 1:] != tdata.IGNORE).sum())
+            self.trained_seen += trained
+            return trained
 
         def compute_loss(  # type: ignore[override]
             self,

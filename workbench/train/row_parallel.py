@@ -119,12 +119,12 @@ def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: A
     if callable(getattr(trainer.optimizer, "train", None)):  # as Trainer.training_step (schedule-free optimisers)
         trainer.optimizer.train()
     inputs = trainer._prepare_inputs(inputs)
-    trainer.count_tokens(inputs)
+    trained = trainer.count_tokens(inputs)
     rows = _rows(inputs)
     split = [{k: v[lo:hi] for k, v in inputs.items()} for lo, hi in itertools.pairwise(_bounds(rows, count))]
     scale = 1.0
     if num_items_in_batch is None:  # the unsplit step takes the batch's mean, then divides by the accumulation
-        num_items_in_batch = int((inputs["labels"][:, 1:] != tdata.IGNORE).sum())
+        num_items_in_batch = trained
         scale = 1 / trainer.current_gradient_accumulation_steps
     seeds = [int(torch.randint(0, 2**62, (1,))) for _ in split]
     threads = torch.get_num_threads()
