@@ -216,7 +216,10 @@ def test_sample_losses_are_each_examples_own_mean_loss_in_input_order(
             float(model(input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels])).loss)
             for ex in examples
         ]
-    assert losses == pytest.approx(alone, rel=1e-4)  # the same precision on both sides: the same numbers
+    # fp32: the same numbers; bf16: a batch of 3 padded rows runs other product shapes than one row alone, whose
+    # bf16 roundings differ (up to 1.2e-4 relative on an AMX Xeon); two examples' losses differ by 1.6e-3 or more,
+    # so a mix-up of order still fails
+    assert losses == pytest.approx(alone, rel={"fp32": 1e-4, "bf16": 5e-4}[auto_precision])
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "prompt_tuning", "prefix_tuning", "freeze", "full"])
