@@ -238,3 +238,34 @@ def test_bf16_inference_casts_each_weight_once_per_block_with_the_same_numbers()
     assert all(torch.equal(a, b) for a, b in zip(outputs, expected, strict=True))
     with precision.resolve("fp32").inference():
         assert torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")
+
+
+def test_packed_linears_give_autocasts_numbers_and_are_undone_after_the_block(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Choice.packed`: with AMX (this machine's own answer) each plain linear layer of the model runs on a packed
+    bf16 copy of its weight for the block, giving autocast's numbers bit for bit; gradients on, the layer's own
+    forward; after the block the layers are as they were. Without AMX, or in fp32, nothing is packed (on such a
+    machine this test checks that much; the packed numbers are checked where the CPU has AMX)."""
+    model = runs.load([runs.resolve_target(str(tiny))]).model
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    ids = torch.tensor([[1, 5, 9, 42, 7, 3], [2, 8, 8, 8, 1, 0]])
+    bf16 = precision.resolve("bf16")
+    with bf16.inference():
+        expected = model(input_ids=ids).logits
+    with precision.resolve("fp32").packed(model) as none:
+        assert none == 0
+    with bf16.inference(), bf16.packed(model) as packed:
+        assert packed == (len(linears) if precision.packs_linears() else 0)
+        assert all(("forward" in vars(m)) == bool(packed) for m in linears)
+        got = model(input_ids=ids).logits
+        with torch.enable_grad(), bf16.autocast():  # a layer asked for gradients runs its own forward
+            head = model.get_output_embeddings()
+            head.weight.requires_grad_(True)
+            head(torch.randn(2, head.in_features)).sum().backward()
+            assert head.weight.grad is not None and bool(head.weight.grad.abs().sum() > 0)
+    assert torch.equal(got, expected)
+    assert not any("forward" in vars(m) for m in linears)
+    monkeypatch.setattr(precision, "packs_linears", lambda: False)
+    with bf16.packed(model) as packed:
+        assert packed == 0 and not any("forward" in vars(m) for m in linears)

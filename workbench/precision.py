@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,6 +63,18 @@ class Choice:
         stack.enter_context(self.autocast())
         return stack
 
+    def packed(self, model: Any) -> contextlib.AbstractContextManager[int]:
+        """For a block of forward passes that train nothing (inside `inference()`): under bf16 on a CPU with AMX,
+        each of `model`'s linear layers runs on a bf16 copy of its weight packed once, for the block, into oneDNN's
+        blocked layout (`torch.ops.mkldnn._reorder_linear_weight`, what inductor's CPU freezing uses), instead of
+        the copy autocast casts and oneDNN then reorders again at every call. The numbers are the same as
+        autocast's (the same bf16 product; tested bit for bit), the copies as large as autocast's cast cache.
+        Measured on one core of a 2-core AMX Xeon, SmolLM2-135M, 16 prompts x 32 new tokens: the 210 products of
+        a decoding step 34.8 -> 24.3 ms, a whole batch-16 generation 3.5 -> 3.1 s; products of 1,344 rows 239 ->
+        216 ms. Elsewhere (fp32, a GPU, no AMX: unmeasured there) it does nothing. Yields how many layers it
+        packed."""
+        return _packed_linears(model) if self.name == "bf16" and self.device == "cpu" else contextlib.nullcontext(0)
+
     def record(self) -> dict[str, str]:
         """What a manifest stores: the precision used and why."""
         return {"precision": self.name, "precision_reason": self.reason}
@@ -93,6 +106,69 @@ def cpu_bf16_units() -> tuple[bool, str]:
     if platform.machine().lower() in ("aarch64", "arm64") and _query(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
         return True, "the Arm CPU has bf16 instructions (torch.ops.mkldnn._is_mkldnn_bf16_supported)"
     return False, "the CPU has no native bf16 units (no AMX, AVX512-BF16 or Arm bf16): bf16 would be emulated"
+
+
+#: The rows oneDNN packs a weight for (its hint of the batch size); 16 was as fast as 1 for one row and faster for
+#: 16 to 1,344 rows (products of SmolLM2-135M's shapes, one AMX core).
+PACK_ROWS = 16
+
+
+class _PackedLinear:
+    """The forward pass of one `torch.nn.Linear` on its weight packed once (see `Choice.packed`); with gradients
+    on, the layer's own (the packed product has no backward pass)."""
+
+    def __init__(self, linear: Any) -> None:
+        import torch
+
+        self.linear = linear
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(torch.bfloat16), PACK_ROWS)
+        self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        if torch.is_grad_enabled():
+            return torch.nn.functional.linear(x, self.linear.weight, self.linear.bias)
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+        y = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def packs_linears() -> bool:
+    """Whether `Choice.packed` packs on this machine: an x86 CPU with AMX tiles (the one kind measured) and the
+    oneDNN operators it calls. The hardware's answer, not `WB_CPU_BF16`'s (packing is not emulated)."""
+    import torch
+
+    return (
+        torch.backends.mkldnn.is_available()
+        and _query(torch.cpu, "_is_amx_tile_supported")
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+@contextlib.contextmanager
+def _packed_linears(model: Any) -> Iterator[int]:
+    import torch
+
+    if not packs_linears():
+        yield 0
+        return
+    linears = [
+        m
+        for m in model.modules()
+        if type(m) is torch.nn.Linear  # not a subclass (quantised layers, wb's own), nor one already packed
+        and "forward" not in vars(m)
+        and m.weight.device.type == "cpu"
+        and m.weight.dtype in (torch.float32, torch.bfloat16)
+    ]
+    try:
+        for m in linears:
+            vars(m)["forward"] = _PackedLinear(m)  # an instance attribute: nn.Module.__call__ calls it
+        yield len(linears)
+    finally:
+        for m in linears:
+            vars(m).pop("forward", None)
 
 
 def _query(namespace: Any, name: str) -> bool:

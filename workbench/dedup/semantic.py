@@ -119,7 +119,8 @@ class Embedder:
         torch = self.torch
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
         out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with self.precision.inference():  # bf16: each weight cast once for all batches, not once per batch
+        # bf16: each weight cast (and packed, with AMX) once for all batches, not once per batch
+        with self.precision.inference(), self.precision.packed(self.model):
             for lo in range(0, len(texts), self.cfg.batch_size):
                 idx = order[lo : lo + self.cfg.batch_size]
                 enc = self.tokenizer(

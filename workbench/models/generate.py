@@ -10,7 +10,8 @@ of a multi-byte UTF-8 character (a Chinese character is three bytes), which deco
 replacement characters are dropped.
 
 Generation and the losses run in the precision `workbench.precision` picks (`auto`: bf16 autocast on a CPU with
-native bf16 units, else fp32); the weights are never cast.
+native bf16 units, else fp32); the weights are never cast (with AMX their bf16 copies are packed once per call,
+`Choice.packed`). The key/value cache grows in place (`workbench.models.kv_cache`).
 
 The cache (`<wb cache>/generations.sqlite`) is keyed by the model's identity (SHA-256 of the base weights and of the
 active adapter's weights), the exact prompt text and the generation settings, batch size included (padding can
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workbench.models.base import resolve_model
 from workbench.models.cache import ModelIdentity, SqliteCache
 from workbench.models.folders import cache_dir
+from workbench.models.kv_cache import generation_cache
 from workbench.models.targets import Loaded
 from workbench.models.weights import SAFETENSORS_WEIGHTS
 from workbench.output import sha256_file
@@ -144,7 +146,7 @@ def _generate_batches(
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = stop_token_ids(loaded)
-    with loaded.active_model() as model:
+    with loaded.active_model() as model, choice.packed(model):
         device = next(model.parameters()).device
         for n, lo in enumerate(range(0, len(order), settings.batch_size)):
             batch = order[lo : lo + settings.batch_size]
@@ -169,6 +171,7 @@ def _generate_batches(
                     max_new_tokens=settings.max_new_tokens,
                     pad_token_id=pad_id,
                     eos_token_id=stops or None,
+                    cache=generation_cache(model),
                     **sampling,
                 )
             new = out[:, longest:]

@@ -167,7 +167,7 @@ def _compute(
     encoded = [_encode(tokenizer, r, max_length) for r in requests]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     done = total - len(requests)
-    with loaded.active_model() as model, choice.inference():
+    with loaded.active_model() as model, choice.inference(), choice.packed(model):
         device = next(model.parameters()).device
         masked_head = not prompt_learning(model)
         # A tree row needs a 4D boolean mask and position ids: sdpa takes them as given. Prompt learning prepends

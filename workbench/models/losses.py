@@ -4,6 +4,7 @@ use; and the two facts about a (PEFT-wrapped) model that every forward pass here
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from workbench import precision
@@ -36,7 +37,10 @@ def sample_losses(
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     masked_head = not prompt_learning(model)
-    with choice.inference() if choice is not None else torch.inference_mode():
+    with (
+        choice.inference() if choice is not None else torch.inference_mode(),
+        choice.packed(model) if choice is not None else contextlib.nullcontext(),
+    ):
         for lo in range(0, len(order), batch_size):
             rows = order[lo : lo + batch_size]
             batch = collate([{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in rows])

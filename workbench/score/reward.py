@@ -153,7 +153,7 @@ def score_token_ids(
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     out = [0.0] * len(encoded)
     device = next(model.parameters()).device
-    with choice.inference():
+    with choice.inference(), choice.packed(model):
         for lo in range(0, len(order), batch_size):
             batch = order[lo : lo + batch_size]
             longest = max(1, max(len(encoded[i]) for i in batch))
