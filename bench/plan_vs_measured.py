@@ -39,7 +39,7 @@ ROOT = benchlib.ROOT
 TARGET = 0.30
 sys.path.insert(0, str(ROOT))
 
-from workbench.train.memory import GLIBC_TUNABLES  # noqa: E402 (the repository root is on the path from here)
+from workbench.train.memory import glibc_tunables  # noqa: E402 (the repository root is on the path from here)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -114,7 +114,7 @@ def start_child(method: str, args: argparse.Namespace, data: Path, out_dir: Path
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     if sys.platform.startswith("linux"):  # the glibc malloc settings `wb train` restarts with (train/memory.py)
-        env.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)
+        env.setdefault("GLIBC_TUNABLES", glibc_tunables())
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 

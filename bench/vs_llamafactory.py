@@ -358,6 +358,8 @@ def lf_yaml(c: Config, model_dir: Path, data_dir: Path, out: Path) -> str:
         "seed": SEED,
         "data_seed": SEED,
         "bf16": c.precision == "bf16",
+        # transformers 5.6 (LLaMA-Factory's) refuses bf16 without a GPU unless told the run is on the CPU
+        "use_cpu": True,
     }
     if c.method != "full":
         cfg.update({"lora_rank": LORA["r"], "lora_alpha": LORA["alpha"], "lora_dropout": LORA["dropout"]})

@@ -153,12 +153,12 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
 
 @pytest.mark.skipif(not GLIBC, reason="glibc malloc settings: Linux with glibc only")
 def test_wb_train_restarts_itself_once_with_glibc_malloc_settings_and_keeps_the_users_own() -> None:
-    from workbench.train.memory import GLIBC_TUNABLES
+    from workbench.train.memory import glibc_tunables
 
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     pid, starts = _run(["train", "--help"], env)
     # The same process (exec keeps the PID: locks, signals and a parent's wait are unaffected), started twice.
-    assert starts == [f"start {pid} None", f"start {pid} {GLIBC_TUNABLES}"]
+    assert starts == [f"start {pid} None", f"start {pid} {glibc_tunables()}"]
     # Another command does not restart.
     pid, starts = _run(["clean", "--help"], env)
     assert starts == [f"start {pid} None"]
@@ -289,3 +289,15 @@ def test_an_rmsnorm_that_trains_or_has_a_zero_weight_runs_the_models_own_forward
         norm.weight[0] = 1.0
     norm.weight.requires_grad_(True)
     assert type(norm(x).grad_fn).__name__ == "MulBackward0"  # its gradient needs the normalised input
+
+
+def test_one_malloc_arena_only_where_the_cpu_has_no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One arena serialises the split step's two threads' allocations: kept where training runs in fp32 (it saved
+    memory there), dropped where bf16 autocast allocates from both threads at once (35 % slower steps)."""
+    from workbench.precision import CPU_BF16_ENV
+    from workbench.train import memory
+
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert memory.glibc_tunables() == f"{memory.NO_CACHES}:{memory.ONE_ARENA}"
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert memory.glibc_tunables() == memory.NO_CACHES

@@ -12,12 +12,38 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 20
 
 
-# glibc malloc without its per-thread cache and fastbins, and with one arena (see `restart_with_malloc_settings`).
-GLIBC_TUNABLES = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.arena_max=1"
+# glibc malloc without its per-thread cache and fastbins (see `restart_with_malloc_settings`), and on a CPU without
+# native bf16 units with one arena (`glibc_tunables`).
+NO_CACHES = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"
+ONE_ARENA = "glibc.malloc.arena_max=1"
+
+
+def glibc_tunables() -> str:
+    """The `GLIBC_TUNABLES` `wb train` runs with on this machine: always without glibc's per-thread cache and
+    fastbins; with one malloc arena only on a CPU without native bf16 units (no `amx_tile` or `avx512_bf16` flag in
+    /proc/cpuinfo, or `WB_CPU_BF16=0`), where `precision: auto` trains in fp32.
+
+    One arena makes the two threads of a split step (`row_parallel`) take their tensors from the same heap: on a
+    2-core AVX2 EPYC in fp32, peak RSS 3,062 -> 2,691 MB over 8 steps, steps as fast. On a 2-core AMX Xeon it saved
+    nothing (fp32 2,555 / 2,535 MB, bf16 3,135 / 3,097 MB over 7-9 steps) and cost time: in fp32 4 %, under bf16
+    autocast, whose casts allocate far more often from both threads at once, 35 % (2.6 -> 3.9 s a step)."""
+    from workbench.precision import CPU_BF16_ENV
+
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        native = forced == "1"
+    else:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        native = "amx_tile" in flags or "avx512_bf16" in flags
+    return NO_CACHES if native else f"{NO_CACHES}:{ONE_ARENA}"
 
 
 def restart_with_malloc_settings() -> None:
-    """Re-execute this process (same PID, arguments, descriptors) with `GLIBC_TUNABLES` set to `GLIBC_TUNABLES`, on
+    """Re-execute this process (same PID, arguments, descriptors) with `GLIBC_TUNABLES` set to `glibc_tunables()`, on
     Linux with glibc, unless the variable is set already (by the user, or by this call before the exec). Call it
     before anything else happens in the process: it does not return when it restarts.
 
@@ -29,10 +55,10 @@ def restart_with_malloc_settings() -> None:
     carved from fresh heap while the holes pile up, and the peak RSS lies far above the memory in use. Without the
     cache and fastbins the spare chunk merges with the freed block and the hole is reused. Measured (glibc 2.36,
     SmolLM2-135M LoRA, 2 x 512 packed tokens, fp32, one core): peak RSS 3,988 → 2,906 MB, steps as fast (9.5 vs
-    9.6-9.8 CPU-s). One arena for every thread: a step split over threads (`row_parallel`) would otherwise take each
-    part's activations from an arena of its thread's own, which the heap's free blocks of the main one do not serve
-    (the same run, 8 steps on 2 threads: peak RSS 3,062 → 2,691 MB, steps as fast). The tunables can only be set
-    before the process starts, hence the restart.
+    9.6-9.8 CPU-s). One arena for every thread where that pays (`glibc_tunables`): a step split over threads
+    (`row_parallel`) would otherwise take each part's activations from an arena of its thread's own, which the
+    heap's free blocks of the main one do not serve. The tunables can only be set before the process starts, hence
+    the restart.
     """
     if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ:
         return
@@ -42,7 +68,7 @@ def restart_with_malloc_settings() -> None:
         return
     if not libc.startswith("glibc") or not sys.orig_argv:
         return
-    env = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES}
+    env = {**os.environ, "GLIBC_TUNABLES": glibc_tunables()}
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
