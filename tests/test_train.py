@@ -192,6 +192,50 @@ def test_loss_on_trained_positions_only_equals_the_models_loss_and_gradients(
         assert worst < {"fp32": 1e-4, "bf16": 5e-2}[auto_precision], worst
 
 
+def test_the_fused_head_casts_its_weight_once_under_autocast_with_the_same_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under bf16 autocast the chunked head casts the frozen head weight to bf16 once, not twice a chunk (autocast
+    caches casts of weights that require grad only), and its log-probabilities and gradients are those of the
+    products autocast computes chunk by chunk."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from workbench.train import loss as wloss
+
+    class WeightCasts(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.casts = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and args[0].numel() == weight.numel():
+                self.casts += 1
+            return func(*args, **kwargs)
+
+    torch.manual_seed(0)
+    weight = torch.randn(96, 16)  # vocabulary x hidden, frozen
+    hidden = torch.randn(10, 16, requires_grad=True)
+    targets = torch.randint(0, 96, (10,))
+    monkeypatch.setattr(wloss, "HEAD_CHUNK_ELEMENTS", 3 * 96)  # 4 chunks of 3 positions
+    with torch.autocast("cpu", dtype=torch.bfloat16), WeightCasts() as seen:
+        logps, _ = wloss.head_log_probs(hidden, weight, targets)
+    assert seen.casts == 1
+    (grad,) = torch.autograd.grad(logps.sum(), hidden)
+    expected, jac = [], []
+    for lo in range(0, 10, 3):  # what the chunks computed before: autocast's products, chunk by chunk
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = (hidden.detach()[lo : lo + 3] @ weight.T).float()
+        logp = torch.log_softmax(logits, -1)
+        expected.append(logp.gather(1, targets[lo : lo + 3, None])[:, 0])
+        probs = logp.exp()
+        probs[torch.arange(len(probs)), targets[lo : lo + 3]] -= 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            jac.append(probs @ weight)
+    assert torch.equal(logps, torch.cat(expected))
+    assert torch.equal(grad, (-torch.cat(jac)).to(grad.dtype))
+
+
 def test_a_zero3_partitioned_output_head_is_not_fused(tiny: Path) -> None:
     """Under DeepSpeed ZeRO-3 a parameter outside its module's forward is an empty partition tagged `ds_id`:
     the fused head loss would read it there, so the head is not fused (the model's own logits are used)."""

@@ -65,6 +65,12 @@ def _head_log_probs_class() -> Any:
             extra = torch.empty((3, n if stats else 0), dtype=torch.float32, device=hidden.device)
             # d(-log p_target)/d hidden per position: (softmax - one-hot) @ weight
             jac = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            device = hidden.device.type
+            if torch.is_autocast_enabled(device):
+                # The products would cast the frozen weight at every chunk, twice (autocast caches casts of weights
+                # that require grad only): cast once, the same bf16 numbers. SmolLM2-135M, 2 x 512 tokens, one AMX
+                # core: 13 casts of the 49,152 x 576 head, 0.36 of a 4.2 s step.
+                weight = weight.to(torch.get_autocast_dtype(device))
             for lo in range(0, n, rows):
                 h, t = hidden[lo : lo + rows], targets[lo : lo + rows, None]
                 logits = (h.to(weight.dtype) @ weight.T).float()
