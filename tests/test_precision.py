@@ -269,3 +269,29 @@ def test_packed_linears_give_autocasts_numbers_and_are_undone_after_the_block(
     monkeypatch.setattr(precision, "packs_linears", lambda: False)
     with bf16.packed(model) as packed:
         assert packed == 0 and not any("forward" in vars(m) for m in linears)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_bf16_lora_holds_the_frozen_base_in_bf16_with_the_same_numbers(
+    tmp_path: Path, tiny: Path, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under CPU bf16 autocast a LoRA run holds its frozen base linear weights in bf16: the same losses, per-example
+    losses and adapter as with fp32 weights cast by autocast at every use. DoRA keeps them fp32."""
+    from safetensors.torch import load_file
+
+    from workbench.train import session as wsession
+    from workbench.train import trainer as wtrainer
+
+    held: list[int] = []
+    monkeypatch.setattr(wtrainer, "bf16_frozen_base", lambda s: held.append(wsession.bf16_frozen_base(s)) or held[-1])
+    kw = {"method": method, "max_steps": 4, "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}
+    for sub in ("held", "cast"):
+        (tmp_path / sub).mkdir()
+    bf16 = train(_recipe(tmp_path / "held", tiny, "bf16", **kw))
+    monkeypatch.setattr(wtrainer, "bf16_frozen_base", lambda s: 0)
+    cast = train(_recipe(tmp_path / "cast", tiny, "bf16", **kw))
+    assert held == ([7 * 2] if method == "lora" else [0])  # the tiny model: 2 layers of 7 projections
+    assert [r["loss"] for r in bf16.log if "loss" in r] == [r["loss"] for r in cast.log if "loss" in r]
+    assert (bf16.run_dir / "sample_losses.jsonl").read_text() == (cast.run_dir / "sample_losses.jsonl").read_text()
+    a, b = (load_file(r.run_dir / "adapter" / "adapter_model.safetensors") for r in (bf16, cast))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -95,3 +95,11 @@ class MethodSpec:
     def takes_lora(self) -> bool:
         """The recipe's `lora:` section shapes its adapter (and LoRA+ and LoRA initialisations apply)."""
         return self.params == "lora"
+
+    @property
+    def bf16_frozen_base(self) -> bool:
+        """Under CPU bf16 autocast its frozen base linear weights can be held in bf16 (`train.session.
+        bf16_frozen_base`): plain LoRA adapters, whose forward pass only multiplies by the base weights. Not a 4-bit
+        base, nor DoRA (its magnitude divides by the norm of the base weight plus the update, computed in the
+        weight's own dtype)."""
+        return self.takes_lora and not self.quantized and not self.peft_options.get("use_dora")

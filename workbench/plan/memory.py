@@ -11,7 +11,8 @@ frees a layer's activations as it fills that layer's gradients), and what a proc
 CPU, where freed activations stay in the heap that gradients then come from (bench/plan_vs_measured.py).
 
 * weights: every parameter at the load dtype: on a GPU the training precision (bf16/fp16 2 B, fp32 4 B), on a CPU
-  fp32 (wb keeps CPU weights fp32 and autocasts). QLoRA (Dettmers et al. 2023, "QLoRA", section 3): the decoder's
+  fp32 (wb keeps CPU weights fp32 and autocasts), except plain LoRA under CPU bf16 autocast, whose frozen decoder
+  linear weights are held in bf16 (2 B). QLoRA (Dettmers et al. 2023, "QLoRA", section 3): the decoder's
   linear weights in 4-bit NF4, 0.5 B each, plus the quantisation constants of double quantisation,
   `8/64 + 32/(64·256)` = 0.127 bit per parameter (one 8-bit absmax per block of 64, one fp32 constant per 256
   blocks); the embeddings, head and norms stay unquantised and `prepare_model_for_kbit_training` upcasts them to
@@ -41,7 +42,8 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
     cast input too; DoRA (PEFT's own path) keeps the dropped input, its mask and the adapted output; IA3 keeps the
     rescaled tensors; a bottleneck adapter its input, hidden and activation.
   - CPU autocast keeps the bf16 copy of every projection weight that backward needs: 2 B per linear parameter of
-    the layers gradients flow through.
+    the layers gradients flow through; none for plain LoRA, whose frozen linear weights are held in bf16 (2 B, not
+    4, among the weights; `workbench.train.session.bf16_frozen_base`).
   Layers gradients flow through: all for every method but `freeze` (the last N) and `llama_adapter` (its top
   layers). Prompt tuning and P-Tuning lengthen the sequence by their virtual tokens.
   What a method adds to a layer, and which layers it trains, are its spec's `activations` and `grad_layers`
@@ -167,6 +169,9 @@ def estimate(
         weights = math.ceil(linear_params * NF4_BYTES_PER_PARAM) + other * 4
     else:
         weights = total * weight_bytes
+    held_bf16 = cpu_autocast and spec.bf16_frozen_base  # the frozen linear weights in bf16 (train.session)
+    if held_bf16:
+        weights -= 2 * linear_params
     adapter_dtype = 4
     base_trains = spec.trains_base
     if not base_trains:
@@ -187,7 +192,8 @@ def estimate(
     residual = 4 if (cpu or spec.quantized) else compute
     layer_input = shape.hidden * residual
     final = 8 * shape.hidden * opts.batch * opts.seq_len  # the final norm
-    copies = 2 * shape.layer_linear_params() if cpu_autocast else 0  # bf16 weight copies kept for backward, a layer
+    # bf16 weight copies kept for backward, a layer (none where the weights are held in bf16)
+    copies = 2 * shape.layer_linear_params() if cpu_autocast and not held_bf16 else 0
     head_trains = spec.trains_head  # freeze keeps the embeddings and head frozen
     n_pos = max(1, round(opts.batch * opts.seq_len * opts.trained_share))
     if head_trains:

@@ -152,6 +152,41 @@ def lighten_steps(model: Any) -> None:
     rmsnorm.fuse(model)
 
 
+def bf16_frozen_base(session: Session) -> int:
+    """Under bf16 autocast on a CPU, a LoRA run holds the frozen base's linear weights in bf16 (returns how many
+    layers). autocast casts a weight that requires no gradient again at every use (its cast cache holds weights
+    that require grad only), keeping the copy for the backward pass: each forward pass, and each part of a split
+    step (`row_parallel`), cast all of them. Held in bf16, the products see the same bf16 numbers (tested: the same
+    losses and adapter) without the fp32 weights (2 B a parameter), the copies or the casts. SmolLM2-135M, LoRA,
+    2 x 512 tokens, 2 threads of an AMX Xeon: peak RSS 3,155 -> 2,905 MB over 9 steps. Not where the base weights
+    enter anything but a product: DoRA, PiSSA/OLoRA (whose initialisation moves part of each base weight into the
+    adapter, and whose saved adapter is computed from it), a 4-bit base; nor a weight tied to the input embeddings
+    (they feed the fp32 residual stream), nor a sharded model."""
+    import torch
+
+    recipe, choice, model = session.recipe, session.choice, session.model
+    if (
+        choice.device != "cpu"
+        or choice.name != "bf16"
+        or not registry.get(recipe.method).bf16_frozen_base
+        or recipe.lora.init in MUTATING_INITS
+        or sharded(recipe)
+    ):
+        return 0
+    tied = model.get_input_embeddings().weight
+    frozen = [
+        m
+        for m in model.modules()
+        if type(m) is torch.nn.Linear
+        and not m.weight.requires_grad
+        and m.weight.dtype == torch.float32
+        and m.weight is not tied
+    ]
+    for m in frozen:
+        m.weight.data = m.weight.data.to(torch.bfloat16)
+    return len(frozen)
+
+
 def apply_method(session: Session) -> None:
     """Gradient checkpointing and the recipe's method on the loaded model; the run folder started."""
     recipe, model = session.recipe, session.model

@@ -25,6 +25,7 @@ from workbench.train.session import (
     TrainResult,
     apply_method,
     begin,
+    bf16_frozen_base,
     finish,
     last_eval_losses,
     lighten_steps,
@@ -71,6 +72,7 @@ def _train_sft(
         model.config._attn_implementation = "sdpa"
     lighten_steps(model)  # after the packing's sdpa: on CPU each sequence of a batch attended on its own
     apply_method(session)
+    bf16_frozen_base(session)
     model = session.model
     pad_id = session.pad_id
     collator = packing.PackedCollator(pad_id) if recipe.packing else tdata.PaddingCollator(pad_id)
