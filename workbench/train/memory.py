@@ -12,21 +12,24 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 20
 
 
-# glibc malloc without its per-thread cache and fastbins (see `restart_with_malloc_settings`), and on a CPU without
-# native bf16 units with one arena (`glibc_tunables`).
+# glibc malloc without its per-thread cache and fastbins (see `restart_with_malloc_settings`), and with one arena on
+# a CPU without native bf16 units, two on one with them (`glibc_tunables`).
 NO_CACHES = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"
 ONE_ARENA = "glibc.malloc.arena_max=1"
+TWO_ARENAS = "glibc.malloc.arena_max=2"
 
 
 def glibc_tunables() -> str:
     """The `GLIBC_TUNABLES` `wb train` runs with on this machine: always without glibc's per-thread cache and
-    fastbins; with one malloc arena only on a CPU without native bf16 units (no `amx_tile` or `avx512_bf16` flag in
-    /proc/cpuinfo, or `WB_CPU_BF16=0`), where `precision: auto` trains in fp32.
+    fastbins; with one malloc arena on a CPU without native bf16 units (no `amx_tile` or `avx512_bf16` flag in
+    /proc/cpuinfo, or `WB_CPU_BF16=0`), where `precision: auto` trains in fp32, and two on one with them.
 
     One arena makes the two threads of a split step (`row_parallel`) take their tensors from the same heap: on a
-    2-core AVX2 EPYC in fp32, peak RSS 3,062 -> 2,691 MB over 8 steps, steps as fast. On a 2-core AMX Xeon it saved
-    nothing (fp32 2,555 / 2,535 MB, bf16 3,135 / 3,097 MB over 7-9 steps) and cost time: in fp32 4 %, under bf16
-    autocast, whose casts allocate far more often from both threads at once, 35 % (2.6 -> 3.9 s a step)."""
+    2-core AVX2 EPYC in fp32, peak RSS 3,062 -> 2,691 MB over 8 steps, steps as fast. On a 2-core AMX Xeon under bf16
+    autocast, whose casts allocate far more often from both threads at once, one arena made steps 35 % slower (2.6
+    -> 3.9 s); two cost no time and kept the heap from creeping over a run (SmolLM2-135M LoRA, 26 steps of 2 x 512
+    tokens: peak RSS 3,484 MB with a per-thread arena each, 3,198 MB with two arenas; the fp32 steps there: one
+    arena 4 % slower, the same RSS)."""
     from workbench.precision import CPU_BF16_ENV
 
     forced = os.environ.get(CPU_BF16_ENV, "").strip()
@@ -39,7 +42,7 @@ def glibc_tunables() -> str:
         except OSError:
             flags = []
         native = "amx_tile" in flags or "avx512_bf16" in flags
-    return NO_CACHES if native else f"{NO_CACHES}:{ONE_ARENA}"
+    return f"{NO_CACHES}:{TWO_ARENAS if native else ONE_ARENA}"
 
 
 def restart_with_malloc_settings() -> None:
