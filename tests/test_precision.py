@@ -283,12 +283,13 @@ def test_bf16_lora_holds_the_frozen_base_in_bf16_with_the_same_numbers(
     from workbench.train import trainer as wtrainer
 
     held: list[int] = []
-    monkeypatch.setattr(wtrainer, "bf16_frozen_base", lambda s: held.append(wsession.bf16_frozen_base(s)) or held[-1])
+    real = wsession.bf16_frozen_base
+    monkeypatch.setattr(wtrainer, "bf16_frozen_base", lambda *a: held.append(real(*a)) or held[-1])
     kw = {"method": method, "max_steps": 4, "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}
     for sub in ("held", "cast"):
         (tmp_path / sub).mkdir()
     bf16 = train(_recipe(tmp_path / "held", tiny, "bf16", **kw))
-    monkeypatch.setattr(wtrainer, "bf16_frozen_base", lambda s: 0)
+    monkeypatch.setattr(wtrainer, "bf16_frozen_base", lambda *a: 0)
     cast = train(_recipe(tmp_path / "cast", tiny, "bf16", **kw))
     assert held == ([7 * 2] if method == "lora" else [0])  # the tiny model: 2 layers of 7 projections
     assert [r["loss"] for r in bf16.log if "loss" in r] == [r["loss"] for r in cast.log if "loss" in r]

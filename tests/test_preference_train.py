@@ -556,3 +556,27 @@ def test_kto_scores_only_the_completion_positions_with_trls_values_and_gradients
     assert all(n < completion_mask.numel() / 2 for n in run.scored)  # never the whole padded batch
     assert len(run.scored) >= 3  # policy, KL and reference passes
     run.assert_same_numbers(auto_precision)
+
+
+def test_bf16_dpo_holds_the_frozen_base_in_bf16_with_the_same_numbers(
+    tiny: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under CPU bf16 autocast a DPO run with a fresh LoRA holds its frozen base linear weights in bf16 (the policy's
+    and, adapter disabled, the reference's passes): the same losses, rewards and adapter as with fp32 weights."""
+    from safetensors.torch import load_file
+
+    from workbench.train import session as wsession
+    from workbench.train import trl_trainers
+
+    held: list[int] = []
+    real = wsession.bf16_frozen_base
+    monkeypatch.setattr(trl_trainers, "bf16_frozen_base", lambda *a: held.append(real(*a)) or held[-1])
+    kw = {"precision": "bf16", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}
+    bf16 = train(recipe(tmp_path / "held", tiny, pairs_file, "dpo", **kw))
+    monkeypatch.setattr(trl_trainers, "bf16_frozen_base", lambda *a: 0)
+    cast = train(recipe(tmp_path / "cast", tiny, pairs_file, "dpo", **kw))
+    assert held == [7 * 2] and bf16.manifest["precision"] == "bf16"  # the tiny model: 2 layers of 7 projections
+    numbers = lambda run: [(r["loss"], r["rewards/chosen"], r["rewards/rejected"]) for r in log_of(run)]  # noqa: E731
+    assert numbers(bf16.run_dir) == numbers(cast.run_dir)
+    a, b = (load_file(r.run_dir / "adapter" / "adapter_model.safetensors") for r in (bf16, cast))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

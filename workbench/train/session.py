@@ -152,7 +152,7 @@ def lighten_steps(model: Any) -> None:
     rmsnorm.fuse(model)
 
 
-def bf16_frozen_base(session: Session) -> int:
+def bf16_frozen_base(session: Session, model: Any, plain_lora: bool) -> int:
     """Under bf16 autocast on a CPU, a LoRA run holds the frozen base's linear weights in bf16 (returns how many
     layers). autocast casts a weight that requires no gradient again at every use (its cast cache holds weights
     that require grad only), keeping the copy for the backward pass: each forward pass, and each part of a split
@@ -161,14 +161,15 @@ def bf16_frozen_base(session: Session) -> int:
     2 x 512 tokens, 2 threads of an AMX Xeon: peak RSS 3,155 -> 2,905 MB over 9 steps. Not where the base weights
     enter anything but a product: DoRA, PiSSA/OLoRA (whose initialisation moves part of each base weight into the
     adapter, and whose saved adapter is computed from it), a 4-bit base; nor a weight tied to the input embeddings
-    (they feed the fp32 residual stream), nor a sharded model."""
+    (they feed the fp32 residual stream), nor a sharded model. `plain_lora`: the caller's word that `model` trains a
+    plain LoRA adapter over its frozen base (SFT: `MethodSpec.bf16_frozen_base`; TRL: a fresh LoRA)."""
     import torch
 
-    recipe, choice, model = session.recipe, session.choice, session.model
+    recipe, choice = session.recipe, session.choice
     if (
         choice.device != "cpu"
         or choice.name != "bf16"
-        or not registry.get(recipe.method).bf16_frozen_base
+        or not plain_lora
         or recipe.lora.init in MUTATING_INITS
         or sharded(recipe)
     ):

@@ -72,7 +72,7 @@ def _train_sft(
         model.config._attn_implementation = "sdpa"
     lighten_steps(model)  # after the packing's sdpa: on CPU each sequence of a batch attended on its own
     apply_method(session)
-    bf16_frozen_base(session)
+    bf16_frozen_base(session, session.model, registry.get(recipe.method).bf16_frozen_base)
     model = session.model
     pad_id = session.pad_id
     collator = packing.PackedCollator(pad_id) if recipe.packing else tdata.PaddingCollator(pad_id)

@@ -45,6 +45,7 @@ from workbench.train.session import (
     Session,
     TrainResult,
     begin,
+    bf16_frozen_base,
     finish,
     lighten_steps,
     quiet,
@@ -426,6 +427,9 @@ def _build(
         trainer.model.delete_adapter("ref")  # TRL then computes reference log-probs with the adapters disabled
     if hasattr(trainer.model, "peft_config"):
         lora_linear.fuse(trainer.model)  # TRL applied the LoRA: its projections take the fused training path
+    # A fresh LoRA over a frozen base (not a 4-bit one, not an adapter to continue, not GRPO, which generates)
+    plain_lora = peft_config is not None and recipe.preference.weights == "lora" and spec.data != "prompts"
+    bf16_frozen_base(session, trainer.model, plain_lora)
     return trainer
 
 
