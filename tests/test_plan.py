@@ -402,3 +402,17 @@ def test_a_config_without_hidden_size_names_the_file_and_field(tmp_path: Path) -
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2}), encoding="utf-8")
     with pytest.raises(WbError, match=r"config\.json: field hidden_size"):
         shapes.shape_from_config(shapes.read_config(tmp_path), str(tmp_path / "config.json"))
+
+
+def test_cpu_bf16_lora_counts_its_frozen_base_in_bf16_and_no_weight_copies() -> None:
+    """Under CPU bf16 autocast plain LoRA holds the frozen decoder linear weights in bf16 (train.session): 2 B each
+    and no per-step bf16 copies, 4 B less per linear parameter than DoRA or PiSSA, which keep theirs fp32."""
+    shape = shapes.shape_for_params(1.24e9)
+    linear = shape.layers * shape.layer_linear_params()
+    opts = {"device": "cpu", "precision": "bf16", "seq_len": 512, "batch": 2, "lora_r": 16}
+    lora = memory.estimate(shape, "lora", sizing.Options(**opts))
+    pissa = memory.estimate(shape, "lora", sizing.Options(**opts, lora_init="pissa"))
+    assert pissa.weights - lora.weights == 2 * linear  # fp32 against bf16
+    assert pissa.activations - lora.activations == 2 * linear  # autocast's bf16 copies kept for backward
+    fp32 = memory.estimate(shape, "lora", sizing.Options(**{**opts, "precision": "fp32"}))
+    assert fp32.weights == pissa.weights  # in fp32 nothing is held in bf16

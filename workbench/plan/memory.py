@@ -71,6 +71,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from workbench.methods.lora import MUTATING_INITS
 from workbench.methods.sizing import Options, Shape
 from workbench.methods.spec import MethodSpec
 from workbench.plan.counts import planned_spec, saved_parameters, trainable_parameters
@@ -169,7 +170,8 @@ def estimate(
         weights = math.ceil(linear_params * NF4_BYTES_PER_PARAM) + other * 4
     else:
         weights = total * weight_bytes
-    held_bf16 = cpu_autocast and spec.bf16_frozen_base  # the frozen linear weights in bf16 (train.session)
+    # the frozen linear weights held in bf16 (train.session.bf16_frozen_base)
+    held_bf16 = cpu_autocast and spec.bf16_frozen_base and opts.lora_init not in MUTATING_INITS
     if held_bf16:
         weights -= 2 * linear_params
     adapter_dtype = 4
