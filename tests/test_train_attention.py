@@ -5,6 +5,7 @@ not saved with the model. And `wb train`'s restart with glibc malloc settings (`
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -301,3 +302,14 @@ def test_one_malloc_arena_only_where_the_cpu_has_no_native_bf16(monkeypatch: pyt
     assert memory.glibc_tunables() == f"{memory.NO_CACHES}:{memory.ONE_ARENA}"
     monkeypatch.setenv(CPU_BF16_ENV, "1")
     assert memory.glibc_tunables() == f"{memory.NO_CACHES}:{memory.TWO_ARENAS}"
+    monkeypatch.delenv(CPU_BF16_ENV)  # the CPU's own flags decide
+    for flags, arenas in (
+        (["avx2", "amx_tile"], memory.TWO_ARENAS),
+        (["avx512_bf16"], memory.TWO_ARENAS),
+        (["avx2"], memory.ONE_ARENA),
+    ):
+        monkeypatch.setattr(memory, "cpu_flags", lambda flags=flags: flags)
+        assert memory.glibc_tunables() == f"{memory.NO_CACHES}:{arenas}"
+    monkeypatch.undo()
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64":
+        assert "fpu" in memory.cpu_flags()  # the real file: every x86 CPU lists fpu among its flags

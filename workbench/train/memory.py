@@ -36,13 +36,19 @@ def glibc_tunables() -> str:
     if forced in ("0", "1"):
         native = forced == "1"
     else:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-        except OSError:
-            flags = []
+        flags = cpu_flags()
         native = "amx_tile" in flags or "avx512_bf16" in flags
     return f"{NO_CACHES}:{TWO_ARENAS if native else ONE_ARENA}"
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's flags as /proc/cpuinfo lists them (none where it cannot be read), read without importing torch:
+    `glibc_tunables` runs before the process restarts."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
 
 
 def restart_with_malloc_settings() -> None:
