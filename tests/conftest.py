@@ -62,6 +62,26 @@ def auto_precision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     return str(request.param)
 
 
+def counting_casts(counted: Callable[[Any, dict[str, Any]], bool]) -> Any:
+    """A torch dispatch mode (a context manager) counting, in `.casts`, the casts (`aten._to_copy`) of a tensor for
+    which `counted(tensor, keyword arguments)` holds."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountCasts(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.casts = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and counted(args[0], kwargs):
+                self.casts += 1
+            return func(*args, **kwargs)
+
+    return CountCasts()
+
+
 def _skips_fail() -> bool:
     return os.environ.get("WB_NO_SKIPS") == "1"
 

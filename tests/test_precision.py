@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import counting_casts, write_jsonl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -208,18 +208,6 @@ def test_bf16_inference_casts_each_weight_once_per_block_with_the_same_numbers()
     weight is cast to bf16 once for the block (autocast's cast cache, which inference mode bypasses), not at every
     pass, and the products are the ones autocast computes under inference mode."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class CountBf16Casts(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.casts = 0
-
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            kwargs = kwargs or {}
-            if func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16:
-                self.casts += 1
-            return func(*args, **kwargs)
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
@@ -229,7 +217,7 @@ def test_bf16_inference_casts_each_weight_once_per_block_with_the_same_numbers()
     with choice.inference():
         assert not torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
         for x in inputs:
-            with CountBf16Casts() as seen:
+            with counting_casts(lambda t, kw: kw.get("dtype") == torch.bfloat16) as seen:
                 outputs.append(model(x))
             counts.append(seen.casts)
     assert counts == [5, 1, 1]  # the input and the four weights and biases, then each later pass its input alone

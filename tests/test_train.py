@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import counting_casts, write_jsonl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -198,27 +198,15 @@ def test_the_fused_head_casts_its_weight_once_under_autocast_with_the_same_numbe
     """Under bf16 autocast the chunked head casts the frozen head weight to bf16 once, not twice a chunk (autocast
     caches casts of weights that require grad only), and its log-probabilities and gradients are those of the
     products autocast computes chunk by chunk."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from workbench.train import loss as wloss
-
-    class WeightCasts(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.casts = 0
-
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            kwargs = kwargs or {}
-            if func is torch.ops.aten._to_copy.default and args[0].numel() == weight.numel():
-                self.casts += 1
-            return func(*args, **kwargs)
 
     torch.manual_seed(0)
     weight = torch.randn(96, 16)  # vocabulary x hidden, frozen
     hidden = torch.randn(10, 16, requires_grad=True)
     targets = torch.randint(0, 96, (10,))
     monkeypatch.setattr(wloss, "HEAD_CHUNK_ELEMENTS", 3 * 96)  # 4 chunks of 3 positions
-    with torch.autocast("cpu", dtype=torch.bfloat16), WeightCasts() as seen:
+    weight_casts = counting_casts(lambda t, kw: t.numel() == weight.numel())
+    with torch.autocast("cpu", dtype=torch.bfloat16), weight_casts as seen:
         logps, _ = wloss.head_log_probs(hidden, weight, targets)
     assert seen.casts == 1
     (grad,) = torch.autograd.grad(logps.sum(), hidden)
