@@ -86,17 +86,23 @@ class Choice:
 CPU_BF16_ENV = "WB_CPU_BF16"
 
 
+def forced_cpu_bf16() -> bool | None:
+    """`WB_CPU_BF16`'s answer to whether the CPU has native bf16 units: True for 1, False for 0, None when it is unset
+    or holds anything else (`cpu_bf16_units` refuses that; torch is not imported here)."""
+    return {"1": True, "0": False}.get(os.environ.get(CPU_BF16_ENV, "").strip())
+
+
 def cpu_bf16_units() -> tuple[bool, str]:
     """Whether this CPU computes bf16 natively, with the capability that says so (or what is missing)."""
     import torch
 
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced == "1":
+    forced = forced_cpu_bf16()
+    if forced is True:
         return True, f"{CPU_BF16_ENV}=1: treated as a CPU with native bf16 units"
-    if forced == "0":
+    if forced is False:
         return False, f"{CPU_BF16_ENV}=0: treated as a CPU without native bf16 units, so bf16 would be emulated"
-    if forced:
-        raise WbError(f"{CPU_BF16_ENV}={forced!r}: set it to 1 (native bf16 units) or 0 (none), or unset it")
+    if value := os.environ.get(CPU_BF16_ENV, "").strip():
+        raise WbError(f"{CPU_BF16_ENV}={value!r}: set it to 1 (native bf16 units) or 0 (none), or unset it")
     if not torch.backends.mkldnn.is_available():
         return False, "this torch build has no oneDNN (mkldnn) backend for bf16 on CPU"
     if _query(torch.cpu, "_is_amx_tile_supported"):

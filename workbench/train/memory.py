@@ -30,12 +30,10 @@ def glibc_tunables() -> str:
     -> 3.9 s); two cost no time and kept the heap from creeping over a run (SmolLM2-135M LoRA, 26 steps of 2 x 512
     tokens: peak RSS 3,484 MB with a per-thread arena each, 3,198 MB with two arenas; the fp32 steps there: one
     arena 4 % slower, the same RSS)."""
-    from workbench.precision import CPU_BF16_ENV
+    from workbench.precision import forced_cpu_bf16
 
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced in ("0", "1"):
-        native = forced == "1"
-    else:
+    native = forced_cpu_bf16()
+    if native is None:
         flags = cpu_flags()
         native = "amx_tile" in flags or "avx512_bf16" in flags
     return f"{NO_CACHES}:{TWO_ARENAS if native else ONE_ARENA}"
