@@ -18,8 +18,8 @@ masks differ from the ones a one-thread run draws.
 
 Memory: the parts' activations together are the batch's, and each part holds a gradient of the trained parameters
 until they are added (adapters only, so a small copy, made after the activations are freed). What it took to keep
-the peak where it was (`wb train`'s one malloc arena, `train.memory`; the head's chunks shared, `loss.shared_head`)
-is in bench/README.md (`vs_llamafactory.py`, fifth round).
+the peak where it was (`wb train`'s malloc arenas, `train.memory.glibc_tunables`; the head's chunks shared,
+`loss.shared_head`) is in bench/README.md (`vs_llamafactory.py`, fifth and sixth rounds).
 
 `parts` says when a step is split: a CPU model, at least two threads and two rows, one process, and nothing that
 draws random numbers outside wb's masks (no other dropout, NEFTune) or replays the forward pass (gradient
