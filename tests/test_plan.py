@@ -405,14 +405,18 @@ def test_a_config_without_hidden_size_names_the_file_and_field(tmp_path: Path) -
 
 
 def test_cpu_bf16_lora_counts_its_frozen_base_in_bf16_and_no_weight_copies() -> None:
-    """Under CPU bf16 autocast plain LoRA holds the frozen decoder linear weights in bf16 (train.session): 2 B each
-    and no per-step bf16 copies, 4 B less per linear parameter than DoRA or PiSSA, which keep theirs fp32."""
+    """Under CPU bf16 autocast plain LoRA holds its whole frozen base in bf16 (train.session): 2 B a parameter, no
+    per-step bf16 weight copies, and bf16 activations the projections share; PiSSA keeps the base fp32, autocast
+    casting every weight and every projection's input at each forward pass."""
     shape = shapes.shape_for_params(1.24e9)
     linear = shape.layers * shape.layer_linear_params()
     opts = {"device": "cpu", "precision": "bf16", "seq_len": 512, "batch": 2, "lora_r": 16}
     lora = memory.estimate(shape, "lora", sizing.Options(**opts))
     pissa = memory.estimate(shape, "lora", sizing.Options(**opts, lora_init="pissa"))
-    assert pissa.weights - lora.weights == 2 * linear  # fp32 against bf16
-    assert pissa.activations - lora.activations == 2 * linear  # autocast's bf16 copies kept for backward
+    assert lora.weights == 2 * lora.total + 4 * lora.trainable  # the base in bf16, the adapter in fp32
+    assert pissa.weights - lora.weights == 2 * pissa.total  # fp32 against bf16 (the same adapter size)
+    # autocast's bf16 weight copies kept for backward, and q, k, v, gate and up each casting its fp32 input
+    tokens = 2 * 512
+    assert pissa.activations - lora.activations > 2 * linear + shape.layers * tokens * 5 * 2 * shape.hidden
     fp32 = memory.estimate(shape, "lora", sizing.Options(**{**opts, "precision": "fp32"}))
     assert fp32.weights == pissa.weights  # in fp32 nothing is held in bf16

@@ -558,25 +558,37 @@ def test_kto_scores_only_the_completion_positions_with_trls_values_and_gradients
     run.assert_same_numbers(auto_precision)
 
 
-def test_bf16_dpo_holds_the_frozen_base_in_bf16_with_the_same_numbers(
+def test_bf16_dpo_holds_its_whole_frozen_base_in_bf16_and_follows_the_run_over_fp32_weights(
     tiny: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under CPU bf16 autocast a DPO run with a fresh LoRA holds its frozen base linear weights in bf16 (the policy's
-    and, adapter disabled, the reference's passes): the same losses, rewards and adapter as with fp32 weights."""
+    """Under CPU bf16 autocast a DPO run with a fresh LoRA holds its whole frozen base in bf16 (the policy's and,
+    adapter disabled, the reference's passes) and trains fp32 adapters: its losses and rewards follow the run over
+    fp32 weights to bf16 rounding, and the adapter is saved in fp32."""
     from safetensors.torch import load_file
 
     from workbench.train import session as wsession
     from workbench.train import trl_trainers
 
-    held: list[int] = []
+    held: list[tuple[int, set[Any]]] = []
     real = wsession.bf16_frozen_base
-    monkeypatch.setattr(trl_trainers, "bf16_frozen_base", lambda *a: held.append(real(*a)) or held[-1])
+
+    def hold(session: Any, model: Any, plain_lora: bool) -> int:
+        n = real(session, model, plain_lora)
+        held.append((n, {p.dtype for p in model.parameters() if not p.requires_grad}))
+        return n
+
+    monkeypatch.setattr(trl_trainers, "bf16_frozen_base", hold)
     kw = {"precision": "bf16", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}
     bf16 = train(recipe(tmp_path / "held", tiny, pairs_file, "dpo", **kw))
     monkeypatch.setattr(trl_trainers, "bf16_frozen_base", lambda *a: 0)
     cast = train(recipe(tmp_path / "cast", tiny, pairs_file, "dpo", **kw))
-    assert held == [7 * 2] and bf16.manifest["precision"] == "bf16"  # the tiny model: 2 layers of 7 projections
+    # the tiny model: 2 layers of 7 projections, the embeddings, 2 norms a layer and the final one
+    assert held == [(20, {torch.bfloat16})] and bf16.manifest["precision"] == "bf16"
     numbers = lambda run: [(r["loss"], r["rewards/chosen"], r["rewards/rejected"]) for r in log_of(run)]  # noqa: E731
-    assert numbers(bf16.run_dir) == numbers(cast.run_dir)
+    ours, theirs = numbers(bf16.run_dir), numbers(cast.run_dir)
+    assert len(ours) == len(theirs) == 4 and ours != theirs  # measured: losses 0.15 %, rewards 0.004 apart at most
+    for (loss, chosen, rejected), (loss_c, chosen_c, rejected_c) in zip(ours, theirs, strict=True):
+        assert abs(loss - loss_c) <= 0.005 * loss_c and abs(chosen - chosen_c) <= 0.02, (ours, theirs)
+        assert abs(rejected - rejected_c) <= 0.02, (ours, theirs)
     a, b = (load_file(r.run_dir / "adapter" / "adapter_model.safetensors") for r in (bf16, cast))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and {t.dtype for t in a.values()} == {torch.float32}

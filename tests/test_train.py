@@ -664,9 +664,12 @@ def test_lora_dropout_masks_keep_each_element_with_probability_one_minus_p_and_f
         assert (first & second).float().mean().item() == pytest.approx((1 - p) ** 2, abs=0.003)  # independent
 
 
-def _lora_step(tiny: Path, fused: bool, autocast: bool, dropout: float = 0.3) -> tuple[Any, dict[str, Any], int, Any]:
+def _lora_step(
+    tiny: Path, fused: bool, autocast: bool, dropout: float = 0.3, bf16_base: bool = False
+) -> tuple[Any, dict[str, Any], int, Any]:
     """One LoRA step (a packed batch of a Chinese and an English example): the loss, the adapter's gradients, the
-    bytes autograd kept for the backward pass, and the model."""
+    bytes autograd kept for the backward pass, and the model. `bf16_base`: every frozen parameter cast to bf16, the
+    adapters left fp32 (`session.bf16_frozen_base`)."""
     from peft import LoraConfig, get_peft_model
 
     from workbench.train import lora_linear
@@ -677,6 +680,10 @@ def _lora_step(tiny: Path, fused: bool, autocast: bool, dropout: float = 0.3) ->
         r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear", init_lora_weights="gaussian"
     )
     model = get_peft_model(base, config)
+    if bf16_base:  # (without autocast: the bf16 base's values in fp32, a reference for the bf16 runs)
+        for param in model.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(torch.bfloat16).to(torch.bfloat16 if autocast else torch.float32)
     if fused:
         assert lora_linear.fuse(model) == 7 * 2  # every projection of the 2 layers
     elif dropout > 0:  # PEFT's path, its dropout drawing wb's masks (torch's dropout draws other numbers)
@@ -738,6 +745,29 @@ def test_fused_lora_layers_give_peft_numbers_and_keep_less_for_the_backward_pass
     ids = torch.tensor([[5, 17, 230, 41, 8]])
     with torch.no_grad():
         assert torch.equal(plain(input_ids=ids).logits, fused(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_lora_layers_over_a_bf16_base_under_autocast_give_peft_numbers_to_bf16_rounding(
+    tiny: Path, dropout: float
+) -> None:
+    """A bf16 frozen base with fp32 adapters under CPU autocast (`session.bf16_frozen_base`): the fused path runs its
+    products in bf16 with bf16 copies of the adapter weights, as autocast runs PEFT's, with the same masks; PEFT's
+    path casts each projection's input to fp32 for the adapter and back, and keeps its dropped-out copy."""
+    loss, grads, kept, _ = _lora_step(tiny, fused=False, autocast=True, dropout=dropout, bf16_base=True)
+    loss_f, grads_f, kept_f, fused = _lora_step(tiny, fused=True, autocast=True, dropout=dropout, bf16_base=True)
+    exact, grads_e, _, _ = _lora_step(tiny, fused=False, autocast=False, dropout=dropout, bf16_base=True)
+    assert grads.keys() == grads_f.keys() == grads_e.keys() and len(grads) == 2 * 7 * 2
+    assert {g.dtype for g in grads_f.values()} == {torch.float32}  # the adapters train in fp32
+    assert all(p.dtype == torch.bfloat16 for n, p in fused.named_parameters() if "lora_" not in n)
+    # Both bf16 runs sit within bf16 rounding of the exact values of the bf16 weights; the fused one no further off.
+    torch.testing.assert_close(loss_f, exact, rtol=2e-4, atol=0)
+    torch.testing.assert_close(loss, exact, rtol=2e-4, atol=0)
+    off = {k: float((grads[k] - grads_e[k]).norm() / grads_e[k].norm()) for k in grads}
+    off_f = {k: float((grads_f[k] - grads_e[k]).norm() / grads_e[k].norm()) for k in grads}
+    assert max(off_f.values()) < 0.04 and sum(off_f.values()) <= 1.2 * sum(off.values()), (off_f, off)
+    # PEFT's path keeps each projection's fp32 cast of its input and, with dropout, its dropped-out copy
+    assert kept_f < kept * (0.7 if dropout else 0.9), (kept_f, kept)
 
 
 @pytest.mark.parametrize("reentrant", [False, True])

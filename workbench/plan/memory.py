@@ -11,8 +11,8 @@ frees a layer's activations as it fills that layer's gradients), and what a proc
 CPU, where freed activations stay in the heap that gradients then come from (bench/plan_vs_measured.py).
 
 * weights: every parameter at the load dtype: on a GPU the training precision (bf16/fp16 2 B, fp32 4 B), on a CPU
-  fp32 (wb keeps CPU weights fp32 and autocasts), except plain LoRA under CPU bf16 autocast, whose frozen decoder
-  linear weights are held in bf16 (2 B). QLoRA (Dettmers et al. 2023, "QLoRA", section 3): the decoder's
+  fp32 (wb keeps CPU weights fp32 and autocasts), except plain LoRA under CPU bf16 autocast, whose whole frozen
+  base is held in bf16 (2 B; `workbench.train.session.bf16_frozen_base`). QLoRA (Dettmers et al. 2023, "QLoRA", section 3): the decoder's
   linear weights in 4-bit NF4, 0.5 B each, plus the quantisation constants of double quantisation,
   `8/64 + 32/(64·256)` = 0.127 bit per parameter (one 8-bit absmax per block of 64, one fp32 constant per 256
   blocks); the embeddings, head and norms stay unquantised and `prepare_model_for_kbit_training` upcasts them to
@@ -29,21 +29,24 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   layer for GPT with fp16 activations and 4h MLPs; adapted here to what a Llama layer in transformers saves for
   backward, tensor by tensor, with `c` the compute dtype's bytes):
   - two RMSNorms: the fp32 input and the fp32 normalised output, `2 · 8h`; a frozen norm (`workbench.train.rmsnorm`,
-    every method that leaves the base weights alone) keeps its output only, `2 · 4h`;
+    every method that leaves the base weights alone) keeps its output only, `2 · 4h`, in bf16 over a bf16 base
+    `2 · 2h`;
   - the projections' inputs in the compute dtype: `2·c·h` (q/k/v share one input, gate/up another); under CPU
-    autocast every projection casts its own copy (`5·2h`), in fp32 they share the norm's output (0);
+    autocast over fp32 weights every projection casts its own copy (`5·2h`), in fp32 and over a bf16 base they
+    share the norm's output (0);
   - attention (no `a·s²` score matrix is kept; the `5as/h` term of Korthikanti et al. belongs to eager attention,
     which wb does not use): on a CPU by sequence (`workbench.train.attention`), q at every head, k and v at the
     key/value heads, the output and o_proj's contiguous input, `c·(3·a·d + 2·kv·d)`, no mask; on a GPU through
     `sdpa` with the padding/packing mask, k/v repeated to all heads, `5·c·a·d`, plus the mask's additive bias `c·s`;
   - the gated MLP (`workbench.train.glu`): gate output, up output, their product (down_proj's input): `3·c·i`;
   - LoRA (`workbench.train.lora_linear`): per adapted projection the low-rank input `r·c` and, with dropout, the
-    mask, one bit per input element on a CPU (a byte elsewhere); under low precision (CPU autocast, QLoRA) lora_A's
-    cast input too; DoRA (PEFT's own path) keeps the dropped input, its mask and the adapted output; IA3 keeps the
+    mask, one bit per input element on a CPU (a byte elsewhere); where the input arrives in fp32 under low precision
+    (CPU autocast over fp32 weights, QLoRA) lora_A's cast input too; DoRA (PEFT's own path) keeps the dropped input, its mask and the adapted output; IA3 keeps the
     rescaled tensors; a bottleneck adapter its input, hidden and activation.
   - CPU autocast keeps the bf16 copy of every projection weight that backward needs: 2 B per linear parameter of
-    the layers gradients flow through; none for plain LoRA, whose frozen linear weights are held in bf16 (2 B, not
-    4, among the weights; `workbench.train.session.bf16_frozen_base`).
+    the layers gradients flow through; none for plain LoRA, whose frozen base is held in bf16.
+  The residual stream between layers (what gradient checkpointing keeps, `h` per token) is fp32 on a CPU but over a
+  bf16 base (bf16), and in the compute dtype on a GPU.
   Layers gradients flow through: all for every method but `freeze` (the last N) and `llama_adapter` (its top
   layers). Prompt tuning and P-Tuning lengthen the sequence by their virtual tokens.
   What a method adds to a layer, and which layers it trains, are its spec's `activations` and `grad_layers`
@@ -122,17 +125,21 @@ def _bytes(precision: str) -> int:
     return 4 if precision == "fp32" else 2
 
 
-def _layer_activations(shape: Shape, spec: MethodSpec, opts: Options, compute: int, cpu: bool) -> float:
-    """Bytes one decoder layer keeps for backward, per token (see the module docstring)."""
+def _layer_activations(
+    shape: Shape, spec: MethodSpec, opts: Options, compute: int, cpu: bool, bf16_base: bool
+) -> float:
+    """Bytes one decoder layer keeps for backward, per token (see the module docstring). `bf16_base`: the whole
+    frozen base held in bf16 under CPU autocast, the activations bf16 throughout."""
     h, i, ad = shape.hidden, shape.intermediate, shape.heads * shape.head_dim
     qlora = spec.quantized
-    cpu_autocast = cpu and compute != 4
+    cpu_autocast = cpu and compute != 4 and not bf16_base  # autocast over fp32 weights
     elem = 4 if qlora else compute  # a 4-bit layer returns its output in its input's dtype: fp32 after prepare
-    # The two RMSNorms: fp32 input and fp32 normalised output; a frozen one (workbench.train.rmsnorm) its output only.
-    total: float = 2 * (8 if spec.trains_base else 4) * h
+    # The two RMSNorms: fp32 input and fp32 normalised output; a frozen one (workbench.train.rmsnorm) its output
+    # only; over a bf16 base that output is bf16, and q/k/v and gate/up share it.
+    total: float = 2 * (8 if spec.trains_base else 2 if bf16_base else 4) * h
     if cpu_autocast or qlora:
         total += 5 * 2 * h  # q, k, v, gate and up each cast their fp32 input to the compute dtype
-    elif compute != 4:
+    elif compute != 4 and not bf16_base:
         total += 2 * compute * h  # the norms' outputs in the compute dtype, shared by q/k/v and by gate/up
     if cpu:  # attention by sequence (workbench.train.attention): q, k and v at their own heads, output, o_proj's input
         total += compute * (3 * ad + 2 * shape.kv_heads * shape.head_dim)
@@ -170,10 +177,10 @@ def estimate(
         weights = math.ceil(linear_params * NF4_BYTES_PER_PARAM) + other * 4
     else:
         weights = total * weight_bytes
-    # the frozen linear weights held in bf16 (train.session.bf16_frozen_base)
+    # the whole frozen base held in bf16 (train.session.bf16_frozen_base)
     held_bf16 = cpu_autocast and spec.bf16_frozen_base and opts.lora_init not in MUTATING_INITS
     if held_bf16:
-        weights -= 2 * linear_params
+        weights = total * 2
     adapter_dtype = 4
     base_trains = spec.trains_base
     if not base_trains:
@@ -190,10 +197,10 @@ def estimate(
     # Activations
     tokens = opts.batch * (opts.seq_len + (opts.virtual_tokens if spec.virtual_tokens == "input" else 0))
     layers = spec.grad_layers(shape, opts) if spec.grad_layers is not None else shape.layers
-    per_layer = _layer_activations(shape, spec, opts, compute, cpu)
-    residual = 4 if (cpu or spec.quantized) else compute
+    per_layer = _layer_activations(shape, spec, opts, compute, cpu, held_bf16)
+    residual = 2 if held_bf16 else 4 if (cpu or spec.quantized) else compute
     layer_input = shape.hidden * residual
-    final = 8 * shape.hidden * opts.batch * opts.seq_len  # the final norm
+    final = (4 if held_bf16 else 8) * shape.hidden * opts.batch * opts.seq_len  # the final norm: input and output
     # bf16 weight copies kept for backward, a layer (none where the weights are held in bf16)
     copies = 2 * shape.layer_linear_params() if cpu_autocast and not held_bf16 else 0
     head_trains = spec.trains_head  # freeze keeps the embeddings and head frozen

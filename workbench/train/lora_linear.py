@@ -32,15 +32,16 @@ as torch's float draws. Half the random bits of 32-bit draws: 0.4 against 1.1 ms
 core. Other devices keep torch's `bernoulli_`.
 
 `fuse` switches every plain LoRA projection (no DoRA or other variant, no LoRA bias, a `torch.nn.Linear` base) to
-this path; it is taken in training mode without autocast (fp32 on a CPU, or one dtype throughout) with one adapter
-active, with or without gradients recorded (so that
-reentrant gradient checkpointing, whose first pass runs without them, draws the same masks as its replay). Evaluation,
-merging, autocast (see `FusedLoraLinear.forward`), disabled adapters (TRL's reference passes), several active adapters
-and anything else go through PEFT's own forward, and the saved adapter is the same file. On those forwards the
-layer's dropout is `LoraDropout`: torch's arithmetic (`x * keep / (1 - p)`) with the masks above, kept as bits, where
-torch's CPU dropout keeps a float noise tensor (4 bytes an element, as large as lora_A's input in fp32) drawn one
-Mersenne-Twister number an element (SmolLM2-135M, 2 x 512 tokens, r 16 all-linear, dropout 0.05, bf16 autocast: what
-the forward pass keeps for backward, 1,741 -> 1,180 MiB).
+this path; it is taken in training mode with one adapter active and every product in one dtype (fp32 on a CPU, one
+dtype throughout, or on a CPU a bf16 input over a bf16 frozen base under autocast, the adapter weights cast to bf16
+as autocast would: `session.bf16_frozen_base`), with or without gradients recorded (so that reentrant gradient
+checkpointing, whose first pass runs without them, draws the same masks as its replay). Evaluation, merging,
+autocast over fp32 base weights (see `FusedLoraLinear.forward`), disabled adapters (TRL's reference passes), several
+active adapters and anything else go through PEFT's own forward, and the saved adapter is the same file. On those
+forwards the layer's dropout is `LoraDropout`: torch's arithmetic (`x * keep / (1 - p)`) with the masks above, kept
+as bits, where torch's CPU dropout keeps a float noise tensor (4 bytes an element, as large as lora_A's input in
+fp32) drawn one Mersenne-Twister number an element (SmolLM2-135M, 2 x 512 tokens, r 16 all-linear, dropout 0.05,
+bf16 autocast over fp32 weights: what the forward pass keeps for backward, 1,741 -> 1,180 MiB).
 """
 
 from __future__ import annotations
@@ -132,8 +133,7 @@ def _and(values: Any, bits: Any) -> Any:
 
 @functools.cache
 def _function() -> Any:
-    """The autograd function (every tensor in one dtype, no autocast: `FusedLoraLinear.forward` sends the rest to
-    PEFT)."""
+    """The autograd function (every tensor in one dtype: `FusedLoraLinear.forward` sends the rest to PEFT)."""
     import torch
 
     class LoraLinear(torch.autograd.Function):
@@ -236,13 +236,17 @@ def _layer_class() -> Any:
                 return super().forward(x, *args, **kwargs)
             base, a, b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
             frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
-            # One dtype for every product, no autocast: PEFT casts a bf16 input for fp32 adapters (a GPU run); under
-            # autocast, bf16 runs trained through this path came out more sensitive to bf16 rounding than PEFT's (a
-            # PiSSA/OLoRA run's two equal factorisations 3-10x further apart in bf16: the run's own bf16 losses, PEFT's
-            # forward in eval mode, 0.08 off the fp32 value where the saved adapter's bf16 losses were within 0.02),
-            # cause not found: PEFT's path.
-            same = x.dtype == a.dtype == b.dtype == base.weight.dtype
-            if not (frozen and same) or torch.is_autocast_enabled(x.device.type):
+            # One dtype for every product: the input, the base weight and the adapter's. Without autocast they must
+            # already agree (PEFT casts a bf16 input for fp32 adapters: a GPU run). Under CPU autocast, a bf16 input
+            # over a bf16 base (`session.bf16_frozen_base`) takes bf16 copies of the fp32 adapter weights, as autocast's
+            # own products would; an fp32 input (fp32 base weights, autocast casting them at each use) stays PEFT's:
+            # trained through this path, PiSSA/OLoRA runs over fp32 weights came out more sensitive to bf16 rounding
+            # than PEFT's (two equal factorisations 3-10x further apart; cause not found).
+            autocast = torch.is_autocast_enabled(x.device.type)
+            cpu_bf16 = x.device.type == "cpu" and x.dtype == base.weight.dtype == torch.get_autocast_dtype("cpu")
+            if autocast and frozen and cpu_bf16:
+                a, b = a.to(x.dtype), b.to(x.dtype)
+            elif autocast or not (frozen and x.dtype == a.dtype == b.dtype == base.weight.dtype):
                 return super().forward(x, *args, **kwargs)
             dropout = self.lora_dropout[name]
             p = float(dropout.p) if isinstance(dropout, torch.nn.Dropout) else 0.0
