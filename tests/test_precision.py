@@ -119,7 +119,7 @@ def _recipe(tmp_path: Path, tiny: Path, prec: str, **kw: Any) -> Recipe:
     return Recipe.model_validate(fields)
 
 
-def test_bf16_training_follows_the_fp32_loss_curve_with_fp32_weights(tmp_path: Path, tiny: Path) -> None:
+def test_bf16_training_follows_the_fp32_loss_curve_and_trains_an_fp32_adapter(tmp_path: Path, tiny: Path) -> None:
     from safetensors import safe_open
 
     fp32 = train(_recipe(tmp_path, tiny, "fp32"))
@@ -135,7 +135,7 @@ def test_bf16_training_follows_the_fp32_loss_curve_with_fp32_weights(tmp_path: P
     assert bf16.manifest["precision"] == "bf16"
     assert bf16.manifest["precision_reason"].startswith("precision bf16 was asked for")
     assert fp32.manifest["precision"] == "fp32"
-    # Master weights and the adapter stay fp32: autocast, not cast weights.
+    # The trained weights (the adapter) stay fp32 under autocast, whatever the frozen base is held in.
     with safe_open(str(bf16.run_dir / "adapter" / "adapter_model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}  # noqa: SIM118 (not a dict)
     losses = [json.loads(x)["loss"] for x in (bf16.run_dir / "sample_losses.jsonl").read_text().splitlines()]

@@ -132,6 +132,7 @@ def test_only_sdpa_on_cpu_is_switched(tiny: Path) -> None:
 SHOW = (
     "import os, sys\n"
     "print('start', os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True)\n"
+    "print('caches', os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), os.environ.get('LRU_CACHE_CAPACITY'))\n"
     "sys.argv = ['wb', *sys.argv[1:]]\n"
     "from workbench.cli import main\n"
     "main()\n"
@@ -149,23 +150,26 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
         text=True,
     )
     out, _ = proc.communicate(timeout=120)
-    return proc.pid, [line for line in out.splitlines() if line.startswith("start")]
+    return proc.pid, [line for line in out.splitlines() if line.startswith(("start", "caches"))]
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc malloc settings: Linux with glibc only")
 def test_wb_train_restarts_itself_once_with_glibc_malloc_settings_and_keeps_the_users_own() -> None:
-    from workbench.train.memory import glibc_tunables
+    from workbench.train.memory import KERNEL_CACHES, glibc_tunables
 
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in env.items() if k not in KERNEL_CACHES}
     pid, starts = _run(["train", "--help"], env)
-    # The same process (exec keeps the PID: locks, signals and a parent's wait are unaffected), started twice.
-    assert starts == [f"start {pid} None", f"start {pid} {glibc_tunables()}"]
+    # The same process (exec keeps the PID: locks, signals and a parent's wait are unaffected), started twice, the
+    # second time with oneDNN's kernel caches bounded too.
+    assert starts == [f"start {pid} None", "caches None None", f"start {pid} {glibc_tunables()}", "caches 128 128"]
     # Another command does not restart.
     pid, starts = _run(["clean", "--help"], env)
-    assert starts == [f"start {pid} None"]
-    # The user's own setting is left as it is.
-    pid, starts = _run(["train", "--help"], {**env, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
-    assert starts == [f"start {pid} glibc.malloc.arena_max=2"]
+    assert starts == [f"start {pid} None", "caches None None"]
+    # The user's own settings are left as they are.
+    mine = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "LRU_CACHE_CAPACITY": "4"}
+    pid, starts = _run(["train", "--help"], {**env, **mine})
+    assert starts == [f"start {pid} glibc.malloc.arena_max=2", "caches None 4"]
 
 
 def _lora_model(tiny: Path) -> Any:

@@ -75,9 +75,10 @@ def main_options(
 def main() -> None:
     from workbench.output import terminate_like_interrupt
     from workbench.quiet import quiet_libraries
-    from workbench.train.memory import restart_with_malloc_settings
+    from workbench.train.memory import bound_kernel_caches, restart_with_malloc_settings
 
     if sys.argv[1:2] == ["train"]:
+        bound_kernel_caches()  # oneDNN keeps kernels for every batch length otherwise (RSS creeps over a run)
         restart_with_malloc_settings()  # glibc's heap keeps a step's freed activations otherwise (1.4x peak RSS)
     terminate_like_interrupt()
     quiet_libraries()  # before any command imports a deep-learning library

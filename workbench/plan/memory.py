@@ -12,10 +12,10 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
 
 * weights: every parameter at the load dtype: on a GPU the training precision (bf16/fp16 2 B, fp32 4 B), on a CPU
   fp32 (wb keeps CPU weights fp32 and autocasts), except plain LoRA under CPU bf16 autocast, whose whole frozen
-  base is held in bf16 (2 B; `workbench.train.session.bf16_frozen_base`). QLoRA (Dettmers et al. 2023, "QLoRA", section 3): the decoder's
-  linear weights in 4-bit NF4, 0.5 B each, plus the quantisation constants of double quantisation,
-  `8/64 + 32/(64·256)` = 0.127 bit per parameter (one 8-bit absmax per block of 64, one fp32 constant per 256
-  blocks); the embeddings, head and norms stay unquantised and `prepare_model_for_kbit_training` upcasts them to
+  base is held in bf16 (2 B; `workbench.train.session.bf16_frozen_base`). QLoRA (Dettmers et al. 2023, "QLoRA",
+  section 3): the decoder's linear weights in 4-bit NF4, 0.5 B each, plus the quantisation constants of double
+  quantisation, `8/64 + 32/(64·256)` = 0.127 bit per parameter (one 8-bit absmax per block of 64, one fp32 constant
+  per 256 blocks); the embeddings, head and norms stay unquantised and `prepare_model_for_kbit_training` upcasts them to
   fp32 (4 B). Adapter parameters (LoRA, prompts, IA3 vectors, bottlenecks) are fp32 (PEFT's
   `autocast_adapter_dtype`).
 * gradients: one per trainable parameter, in the parameter's dtype.
@@ -41,8 +41,9 @@ CPU, where freed activations stay in the heap that gradients then come from (ben
   - the gated MLP (`workbench.train.glu`): gate output, up output, their product (down_proj's input): `3·c·i`;
   - LoRA (`workbench.train.lora_linear`): per adapted projection the low-rank input `r·c` and, with dropout, the
     mask, one bit per input element on a CPU (a byte elsewhere); where the input arrives in fp32 under low precision
-    (CPU autocast over fp32 weights, QLoRA) lora_A's cast input too; DoRA (PEFT's own path) keeps the dropped input, its mask and the adapted output; IA3 keeps the
-    rescaled tensors; a bottleneck adapter its input, hidden and activation.
+    (CPU autocast over fp32 weights, QLoRA) lora_A's cast input too; DoRA (PEFT's own path) keeps the dropped
+    input, its mask and the adapted output; IA3 keeps the rescaled tensors; a bottleneck adapter its input, hidden
+    and activation.
   - CPU autocast keeps the bf16 copy of every projection weight that backward needs: 2 B per linear parameter of
     the layers gradients flow through; none for plain LoRA, whose frozen base is held in bf16.
   The residual stream between layers (what gradient checkpointing keeps, `h` per token) is fp32 on a CPU but over a
