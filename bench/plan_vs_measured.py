@@ -6,9 +6,9 @@ imported libraries, before any model is loaded), then runs `workbench.train.trai
 steps at a fixed sequence length and batch (packing on, so every sequence is `--seq-len` tokens) and reports its peak
 resident memory (`ru_maxrss`, the figure the run's manifest records as `peak_rss_mb`). What training needed is
 `peak - baseline`: the model, its gradients and optimiser states, the activations, the data. On Linux the child runs
-with the glibc malloc settings `wb train` restarts with (`GLIBC_TUNABLES`, `workbench.train.memory`). On a GPU
-(`torch.cuda.is_available()`) the measured figure is the manifest's `gpu_peak_memory_mb`
-(`torch.cuda.max_memory_allocated`, which counts no process baseline) instead.
+with the glibc malloc settings `wb train` restarts with (`GLIBC_TUNABLES`, `workbench.train.memory`) and its bounds
+on oneDNN's kernel caches. On a GPU (`torch.cuda.is_available()`) the measured figure is the manifest's
+`gpu_peak_memory_mb` (`torch.cuda.max_memory_allocated`, which counts no process baseline) instead.
 
 The estimate is `workbench.plan.memory.estimate` for the same model config, method, sequence length, batch, device
 and the precision the run used (from its manifest), with the trained share of positions taken from the run's manifest
@@ -39,7 +39,7 @@ ROOT = benchlib.ROOT
 TARGET = 0.30
 sys.path.insert(0, str(ROOT))
 
-from workbench.train.memory import glibc_tunables  # noqa: E402 (the repository root is on the path from here)
+from workbench.train.memory import KERNEL_CACHES, glibc_tunables  # noqa: E402 (the repository root is on the path)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -115,6 +115,7 @@ def start_child(method: str, args: argparse.Namespace, data: Path, out_dir: Path
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     if sys.platform.startswith("linux"):  # the glibc malloc settings `wb train` restarts with (train/memory.py)
         env.setdefault("GLIBC_TUNABLES", glibc_tunables())
+    env = {**KERNEL_CACHES, **env}  # oneDNN's kernel caches bounded, as `wb train` runs
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
