@@ -98,8 +98,7 @@ class MethodSpec:
 
     @property
     def bf16_frozen_base(self) -> bool:
-        """Under CPU bf16 autocast its frozen base linear weights can be held in bf16 (`train.session.
-        bf16_frozen_base`): plain LoRA adapters, whose forward pass only multiplies by the base weights. Not a 4-bit
-        base, nor DoRA (its magnitude divides by the norm of the base weight plus the update, computed in the
-        weight's own dtype)."""
+        """Under CPU bf16 autocast its whole frozen base can be held in bf16 (`train.session.bf16_frozen_base`):
+        plain LoRA adapters, whose forward pass only multiplies by the base weights. Not a 4-bit base, nor DoRA (its
+        magnitude divides by the norm of the base weight plus the update, computed in the weight's own dtype)."""
         return self.takes_lora and not self.quantized and not self.peft_options.get("use_dora")

@@ -167,11 +167,11 @@ def bf16_frozen_base(session: Session, model: Any, plain_lora: bool) -> int:
     -> 2.9 s, peak RSS over 10 steps 2,749 -> 1,933 MB; the losses are those of the fp32-residual run to about
     three digits (bf16 rounding of the residual stream; tested).
 
-    Not where the base weights enter anything but a product or a norm: DoRA, PiSSA/OLoRA (whose initialisation
-    moves part of each base weight into the adapter, and whose saved adapter is computed from it), a 4-bit base;
-    nor a sharded model. Adapter weights that do not train (a reference adapter) stay fp32. `plain_lora`: the
-    caller's word that `model` trains a plain LoRA adapter over its frozen base (SFT: `MethodSpec.bf16_frozen_base`;
-    TRL: a fresh LoRA)."""
+    Not where the base weights enter anything but a product, a lookup or a norm: DoRA, PiSSA/OLoRA (whose
+    initialisation moves part of each base weight into the adapter, and whose saved adapter is computed from it), a
+    4-bit base; nor a sharded model. Adapter weights that do not train (a reference adapter) stay fp32.
+    `plain_lora`: the caller's word that `model` trains a plain LoRA adapter over its frozen base (SFT:
+    `MethodSpec.bf16_frozen_base`; TRL: a fresh LoRA)."""
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
 
