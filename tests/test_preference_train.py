@@ -592,3 +592,94 @@ def test_bf16_dpo_holds_its_whole_frozen_base_in_bf16_and_follows_the_run_over_f
         assert abs(rejected - rejected_c) <= 0.02, (ours, theirs)
     a, b = (load_file(r.run_dir / "adapter" / "adapter_model.safetensors") for r in (bf16, cast))
     assert a.keys() == b.keys() and {t.dtype for t in a.values()} == {torch.float32}
+
+
+# -- DPO's pairs split over threads (row_parallel.pair_step) -------------------------------------------------------
+
+
+@pytest.fixture
+def two_threads() -> Any:
+    """torch on two threads for the test (the suite runs on one), and a count of the DPO steps split into parts."""
+    from workbench.train import row_parallel
+
+    split: list[int] = []
+    step = row_parallel.pair_step
+
+    def counted(*args: Any) -> Any:
+        split.append(args[-1])
+        return step(*args)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    row_parallel.pair_step = counted
+    try:
+        yield split
+    finally:
+        row_parallel.pair_step = step
+        torch.set_num_threads(before)
+
+
+SPLIT_LOGGED = ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+def test_dpo_pairs_split_over_two_threads_train_as_the_whole_batch_does(
+    tiny: Path, pairs_file: Path, tmp_path: Path, two_threads: list[int]
+) -> None:
+    """Without dropout, a DPO step whose pairs run on two threads (the reference pass once, for the whole batch,
+    before them) logs the whole batch's loss, rewards and token-weighted metrics and trains the same adapter, up to
+    float rounding; with gradient accumulation too."""
+    from safetensors.torch import load_file
+
+    kw = {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "grad_accum": 2}
+    split = train(recipe(tmp_path / "split", tiny, pairs_file, "dpo", **kw)).run_dir
+    assert two_threads == [2] * 8  # 4 steps of 2 micro-batches, each of 4 pairs in 2 parts
+    torch.set_num_threads(1)
+    whole = train(recipe(tmp_path / "whole", tiny, pairs_file, "dpo", **kw)).run_dir
+    assert len(two_threads) == 8  # one thread: TRL's own step
+    rows = [log_of(run) for run in (split, whole)]
+    assert len(rows[0]) == len(rows[1]) == 4
+    for a, b in zip(*rows, strict=True):
+        assert a["num_tokens"] == b["num_tokens"]  # the batch's tokens, counted once
+        assert {k: a[k] for k in SPLIT_LOGGED} == pytest.approx({k: b[k] for k in SPLIT_LOGGED}, rel=1e-4, abs=1e-6)
+    first, second = (load_file(run / "adapter" / "adapter_model.safetensors") for run in (split, whole))
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=1e-3, atol=1e-4)
+
+
+def test_a_split_dpo_run_with_dropout_is_the_same_run_every_time_and_aot_is_not_split(
+    tiny: Path, pairs_file: Path, tmp_path: Path, two_threads: list[int]
+) -> None:
+    """Each part draws its dropout masks from a generator seeded in part order: the same seed, the same run. A loss
+    that compares pairs across the batch (`aot` sorts the batch's ratios) is not a mean over pairs: not split."""
+    kw = {"lora": {"r": 4, "alpha": 8, "dropout": 0.1}, "max_steps": 2}
+    runs = [train(recipe(tmp_path / name, tiny, pairs_file, "dpo", **kw)).run_dir for name in ("a", "b")]
+    assert two_threads == [2] * 4
+    assert log_of(runs[0]) == log_of(runs[1])
+    train(recipe(tmp_path / "aot", tiny, pairs_file, "dpo", preference={"loss_type": "aot"}, **kw))
+    assert two_threads == [2] * 4
+
+
+def test_a_split_dpo_steps_metrics_are_the_batchs_weighted_by_pairs_or_tokens() -> None:
+    """What TRL logs (and a dashboard shows) of a split step: a mean over pairs weighted by the parts' pairs, a mean
+    over tokens by the parts' tokens of that kind, the token count set once."""
+    from collections import defaultdict
+
+    from workbench.train import row_parallel
+
+    metrics = row_parallel._PartMetrics(2)
+    values = [{"rewards/chosen": 1.0, "entropy": 2.0, "logits/rejected": 4.0}, {"rewards/chosen": 4.0, "entropy": 5.0}]
+    for i, part in enumerate(values):
+        row_parallel._PART.index = i
+        for key, value in part.items():
+            metrics["train"][key].append(value)
+        metrics["train"]["num_tokens"] = [99 + i]  # each part's own running count: replaced by the batch's
+    # part 0: one pair, 3 chosen and 1 rejected completion tokens; part 1: two pairs, 2 + 2 chosen, 0 rejected
+    masks = [torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]]), torch.tensor([[0, 1, 1, 0], [0, 1, 1, 0], [0] * 4, [0] * 4])]
+    into: dict[str, list[float]] = defaultdict(list)
+    split = [{"completion_mask": m} for m in masks]
+    row_parallel._merge(into, metrics, split, [(0, 1), (1, 3)], 120)
+    assert into["rewards/chosen"] == [pytest.approx((1.0 * 1 + 4.0 * 2) / 3)]  # by pairs
+    assert into["entropy"] == [pytest.approx((2.0 * 4 + 5.0 * 4) / 8)]  # by completion tokens
+    assert into["logits/rejected"] == [4.0]  # one part only: its value as it is
+    assert into["num_tokens"] == [120]

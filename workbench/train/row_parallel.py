@@ -25,12 +25,21 @@ the peak where it was (`wb train`'s malloc arenas, `train.memory.glibc_tunables`
 draws random numbers outside wb's masks (no other dropout, NEFTune) or replays the forward pass (gradient
 checkpointing), adapters only (each part holds its own gradients: a full fine-tune would hold them twice), and wb's
 trained-positions loss (`WbTrainer._fast_loss`). At most `MAX_PARTS` parts: only two cores were measured.
+
+DPO (`pair_parts`, `pair_step`, TRL's `DPOTrainer` with LoRA): its pairs are split, each pair's chosen and rejected
+answers in the same part, after the reference log-probabilities of the whole batch are taken on the calling thread
+(the reference is the model with its adapters switched off, a switch every thread would see). Its loss is a mean over
+pairs (the losses that are: `PAIRWISE_LOSSES`), so each part's mean is weighted by its share of the pairs; the
+metrics TRL logs are put back together as the batch's. SmolLM2-135M, 32 pairs, 2 threads of an AMX Xeon: see
+bench/README.md (`vs_llamafactory.py`, seventh round).
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
+import threading
 from typing import Any
 
 from workbench.models import templates as tdata
@@ -74,6 +83,25 @@ def _other_randomness(model: Any) -> bool:
     return any("dropout" in k and isinstance(v, float) and v > 0 for k, v in settings.items())
 
 
+def _adapters_on_cpu(trainer: Any, model: Any) -> bool:
+    """What every split step needs: a CPU model training a small share of its parameters (each part holds a gradient
+    of all of them), one process, no gradient checkpointing (its replay would draw other masks) and nothing drawing
+    random numbers outside wb's masks."""
+    params = list(model.parameters())
+    trained = sum(p.numel() for p in params if p.requires_grad)
+    args = trainer.args
+    return not (
+        not params
+        or params[0].device.type != "cpu"
+        or trained == 0
+        or trained > MAX_TRAINED_SHARE * sum(p.numel() for p in params)
+        or trainer.accelerator.num_processes != 1
+        or args.gradient_checkpointing
+        or getattr(model, "is_gradient_checkpointing", False)
+        or _other_randomness(model)
+    )
+
+
 def parts(trainer: Any, model: Any, inputs: dict[str, Any]) -> int:
     """How many parts this step's batch is split into (1: the step runs as transformers runs it)."""
     import torch
@@ -82,21 +110,11 @@ def parts(trainer: Any, model: Any, inputs: dict[str, Any]) -> int:
     rows = _rows(inputs)
     if threads < 2 or rows < 2 or "labels" not in inputs:
         return 1
-    params = list(model.parameters())
-    trained = sum(p.numel() for p in params if p.requires_grad)
-    args = trainer.args
     if (
-        not params
-        or params[0].device.type != "cpu"
-        or trained == 0
-        or trained > MAX_TRAINED_SHARE * sum(p.numel() for p in params)
-        or trainer.accelerator.num_processes != 1
-        or args.gradient_checkpointing
-        or getattr(model, "is_gradient_checkpointing", False)
-        or args.neftune_noise_alpha is not None
+        not _adapters_on_cpu(trainer, model)
+        or trainer.args.neftune_noise_alpha is not None
         or not trainer.model_accepts_loss_kwargs
         or not trainer._fast_loss(model, False)
-        or _other_randomness(model)
     ):
         return 1
     count = min(rows, threads, MAX_PARTS)
@@ -142,6 +160,11 @@ def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: A
         results = list(_pool().map(run, range(count)))
     finally:
         torch.set_num_threads(threads)
+    return _add_up(params, results)
+
+
+def _add_up(params: list[Any], results: list[tuple[Any, tuple[Any, ...]]]) -> Any:
+    """The parts' gradients added in part order, then to `.grad`; the parts' losses added (the step's loss)."""
     for n, param in enumerate(params):
         grads = [g[n] for _, g in results if g[n] is not None]
         if not grads:
@@ -154,3 +177,138 @@ def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: A
     for part, _ in results[1:]:
         loss = loss + part
     return loss
+
+
+# DPO losses that are the mean over the batch's pairs of a term of each pair alone (TRL 1.16,
+# `DPOTrainer._compute_loss`; not "aot", which sorts the batch's ratios, nor "sft", a mean over the batch's tokens).
+PAIRWISE_LOSSES = frozenset({"sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "apo_zero", "apo_down"})
+# TRL's DPO metrics that are means over tokens, with the tokens they are over; every other one is a mean over pairs.
+_TOKEN_METRICS = {
+    "entropy": "completion",
+    "logits/chosen": "chosen",
+    "logits/rejected": "rejected",
+    "mean_token_accuracy": "chosen",
+}
+_PART = threading.local()  # `index`: which part of a split DPO step this thread runs
+
+
+def pair_parts(trainer: Any, model: Any, inputs: dict[str, Any]) -> int:
+    """How many parts a DPO step's pairs are split into (1: TRL's own step): TRL's `DPOTrainer` with a PEFT policy
+    whose reference is the model with its adapters switched (no reference model of its own, none precomputed), a
+    loss that is a mean over pairs (`PAIRWISE_LOSSES`), no WPO weighting, no router loss, no activation offloading,
+    and what every split step needs (`_adapters_on_cpu`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    rows = _rows(inputs)
+    needed = ("compute_ref_log_probs", "loss_types", "precompute_ref_logps", "_metrics", "_total_train_tokens")
+    if (
+        threads < 2
+        or rows < 4
+        or rows % 2
+        or "completion_mask" not in inputs
+        or not all(hasattr(trainer, name) for name in needed)
+    ):
+        return 1
+    if (
+        not _adapters_on_cpu(trainer, model)
+        or not set(trainer.loss_types) <= PAIRWISE_LOSSES
+        or getattr(trainer, "ref_model", None) is not None
+        or trainer.precompute_ref_logps
+        or getattr(trainer, "use_weighting", False)
+        or getattr(trainer, "aux_loss_enabled", False)
+        or getattr(trainer.args, "activation_offloading", False)
+        or not hasattr(model, "peft_config")
+    ):
+        return 1
+    return min(rows // 2, threads, MAX_PARTS)
+
+
+class _PartMetrics:
+    """Stands in for a TRL trainer's `_metrics` during a split step: each part appends to lists of its own."""
+
+    def __init__(self, count: int) -> None:
+        self.parts: list[dict[str, dict[str, list[float]]]] = [{} for _ in range(count)]
+
+    def __getitem__(self, mode: str) -> dict[str, list[float]]:
+        return self.parts[_PART.index].setdefault(mode, collections.defaultdict(list))
+
+
+def pair_step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any, count: int) -> Any:
+    """One DPO step with its pairs split over `count` threads: the reference log-probabilities of the whole batch
+    first, on this thread (TRL's own `compute_ref_log_probs`, the adapters switched off for the whole model, which
+    no other thread may see), then each part's policy pass and backward on a thread of its own, reading its pairs'
+    reference values as TRL reads precomputed ones. Each part's loss is TRL's mean over its pairs weighted by its
+    share of the batch's pairs, so the sum is the batch's loss; the gradients are added as `step` adds them; the
+    logged metrics are the batch's (the parts' values weighted by their pairs, or by their tokens for the metrics
+    that are means over tokens), and the token count is counted once."""
+    import torch
+
+    if callable(getattr(trainer.optimizer, "train", None)):  # as Trainer.training_step (schedule-free optimisers)
+        trainer.optimizer.train()
+    inputs = trainer._prepare_inputs(inputs)
+    with trainer.compute_loss_context_manager():
+        ref_chosen, ref_rejected = trainer.compute_ref_log_probs(model, inputs)
+    pairs = _rows(inputs) // 2
+    bounds = list(itertools.pairwise(_bounds(pairs, count)))
+    split = []
+    for lo, hi in bounds:  # rows are the chosen answers of every pair, then the rejected ones in the same order
+        index = torch.cat([torch.arange(lo, hi), torch.arange(pairs + lo, pairs + hi)])
+        part = {k: v[index] for k, v in inputs.items()}
+        split.append({**part, "ref_chosen_logps": ref_chosen[lo:hi], "ref_rejected_logps": ref_rejected[lo:hi]})
+    scaled = trainer.loss_is_scaled_for_ga  # whether the loss already counts the accumulation (as training_step)
+    if scaled is None:
+        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+            trainer.compute_loss_func is not None
+        )
+    ga = 1 if scaled else trainer.current_gradient_accumulation_steps
+    scales = [(hi - lo) / pairs / ga for lo, hi in bounds]
+    seeds = [int(torch.randint(0, 2**62, (1,))) for _ in split]
+    threads = torch.get_num_threads()
+    params = [p for p in model.parameters() if p.requires_grad]
+    metrics, tokens = _PartMetrics(count), trainer._total_train_tokens
+
+    def run(i: int) -> tuple[Any, tuple[Any, ...]]:
+        _PART.index = i
+        torch.set_num_threads(max(1, threads // count))
+        with lora_linear.masks_from(seeds[i]), shared_head(count), trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(model, split[i]) * scales[i]
+        return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
+
+    own, precomputed = trainer._metrics, trainer.precompute_ref_logps
+    trainer._metrics, trainer.precompute_ref_logps = metrics, True
+    try:
+        results = list(_pool().map(run, range(count)))
+    finally:
+        torch.set_num_threads(threads)
+        trainer._metrics, trainer.precompute_ref_logps = own, precomputed
+    if "attention_mask" in inputs:  # counted once for the batch (the parts each added theirs, from two threads)
+        trainer._total_train_tokens = tokens + int(inputs["attention_mask"].sum()) // trainer._tp_size
+    _merge(own["train"], metrics, split, bounds, trainer._total_train_tokens)
+    return _add_up(params, results)
+
+
+def _merge(
+    into: dict[str, list[float]], metrics: _PartMetrics, split: list[dict[str, Any]], bounds: list[Any], tokens: int
+) -> None:
+    """The parts' metrics as one value each, the batch's: weighted by the parts' pairs, or by their tokens."""
+    weights: dict[str, list[float]] = {"pairs": [], "completion": [], "chosen": [], "rejected": []}
+    for part, (lo, hi) in zip(split, bounds, strict=True):
+        mask = part["completion_mask"][:, 1:]
+        weights["pairs"].append(hi - lo)
+        weights["completion"].append(float(mask.sum()))
+        weights["chosen"].append(float(mask[: hi - lo].sum()))
+        weights["rejected"].append(float(mask[hi - lo :].sum()))
+    per_part = [part.get("train", {}) for part in metrics.parts]
+    for key in dict.fromkeys(k for part in per_part for k in part):
+        if key == "num_tokens":
+            into[key] = [tokens]
+            continue
+        values = [part.get(key, []) for part in per_part]
+        if not all(len(v) == 1 for v in values):
+            for v in values:
+                into[key].extend(v)
+            continue
+        w = weights[_TOKEN_METRICS.get(key, "pairs")]
+        total = sum(w)
+        into[key].append(sum(x * y for (x,), y in zip(values, w, strict=True)) / total if total else values[0][0])

@@ -38,7 +38,7 @@ from workbench.methods import registry as method_specs
 from workbench.methods.spec import MethodSpec
 from workbench.models import templates as tdata
 from workbench.output import ensure_dir, follow_umask
-from workbench.train import guards, hf, lora_linear, methods, preference_head
+from workbench.train import guards, hf, lora_linear, methods, preference_head, row_parallel
 from workbench.train import preference_prepare as pprep
 from workbench.train.recipe import Recipe
 from workbench.train.session import (
@@ -65,8 +65,13 @@ def _wb(base: Any) -> Any:
         def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
             return self.cpu_autocast()
 
-        def training_step(self, *args: Any, **kw: Any) -> Any:
-            loss = super().training_step(*args, **kw)
+        def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+            model.train()  # as Trainer.training_step does
+            count = row_parallel.pair_parts(self, model, inputs)  # DPO's pairs split over threads (CPU)
+            if count > 1:
+                loss = row_parallel.pair_step(self, model, inputs, num_items_in_batch, count)
+            else:
+                loss = super().training_step(model, inputs, num_items_in_batch)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise guards.NonFiniteLoss(self.state.global_step + 1, value)
