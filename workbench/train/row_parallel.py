@@ -27,10 +27,10 @@ checkpointing), adapters only (each part holds its own gradients: a full fine-tu
 trained-positions loss (`WbTrainer._fast_loss`). At most `MAX_PARTS` parts: only two cores were measured.
 
 DPO (`pair_parts`, `pair_step`, TRL's `DPOTrainer` with LoRA): its pairs are split, each pair's chosen and rejected
-answers in the same part, after the reference log-probabilities of the whole batch are taken on the calling thread
-(the reference is the model with its adapters switched off, a switch every thread would see). Its loss is a mean over
-pairs (the losses that are: `PAIRWISE_LOSSES`), so each part's mean is weighted by its share of the pairs; the
-metrics TRL logs are put back together as the batch's. SmolLM2-135M, 32 pairs, 2 threads of an AMX Xeon: see
+answers in the same part, in two rounds: the parts' reference passes (the model with its adapters switched off, a
+switch every thread sees, thrown once around the round), then their policy passes. Its loss is a mean over pairs
+(the losses that are: `PAIRWISE_LOSSES`), so each part's mean is weighted by its share of the pairs; the metrics TRL
+logs are put back together as the batch's. SmolLM2-135M, 32 pairs, 2 threads of an AMX Xeon: see
 bench/README.md (`vs_llamafactory.py`, seventh round).
 """
 
@@ -235,27 +235,28 @@ class _PartMetrics:
 
 
 def pair_step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any, count: int) -> Any:
-    """One DPO step with its pairs split over `count` threads: the reference log-probabilities of the whole batch
-    first, on this thread (TRL's own `compute_ref_log_probs`, the adapters switched off for the whole model, which
-    no other thread may see), then each part's policy pass and backward on a thread of its own, reading its pairs'
-    reference values as TRL reads precomputed ones. Each part's loss is TRL's mean over its pairs weighted by its
-    share of the batch's pairs, so the sum is the batch's loss; the gradients are added as `step` adds them; the
-    logged metrics are the batch's (the parts' values weighted by their pairs, or by their tokens for the metrics
-    that are means over tokens), and the token count is counted once."""
+    """One DPO step with its pairs split over `count` threads, in two rounds. First each part's reference
+    log-probabilities, the parts at once with the adapters switched off for both (TRL's `compute_ref_log_probs`,
+    told the model is its own reference: the switch is the model's, which every thread sees, so it is thrown here,
+    once, around the round); then each part's policy pass and backward, reading its reference values as TRL reads
+    precomputed ones. A part's reference pass runs on the same rows, thread and threads as its policy pass, so with
+    the adapter still zero the two give the same numbers to the bit (the first loss is ln 2, as TRL's own step
+    gives). Each part's loss is TRL's mean over its pairs weighted by its share of the batch's pairs, so their sum
+    is the batch's loss; the gradients are added as `step` adds them; the logged metrics are the batch's (the parts'
+    values weighted by their pairs, or by their tokens for the metrics that are means over tokens), and the token
+    count is counted once."""
     import torch
+    from trl.trainer.utils import use_adapter
 
     if callable(getattr(trainer.optimizer, "train", None)):  # as Trainer.training_step (schedule-free optimisers)
         trainer.optimizer.train()
     inputs = trainer._prepare_inputs(inputs)
-    with trainer.compute_loss_context_manager():
-        ref_chosen, ref_rejected = trainer.compute_ref_log_probs(model, inputs)
     pairs = _rows(inputs) // 2
     bounds = list(itertools.pairwise(_bounds(pairs, count)))
     split = []
     for lo, hi in bounds:  # rows are the chosen answers of every pair, then the rejected ones in the same order
         index = torch.cat([torch.arange(lo, hi), torch.arange(pairs + lo, pairs + hi)])
-        part = {k: v[index] for k, v in inputs.items()}
-        split.append({**part, "ref_chosen_logps": ref_chosen[lo:hi], "ref_rejected_logps": ref_rejected[lo:hi]})
+        split.append({k: v[index] for k, v in inputs.items()})
     scaled = trainer.loss_is_scaled_for_ga  # whether the loss already counts the accumulation (as training_step)
     if scaled is None:
         scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
@@ -268,6 +269,11 @@ def pair_step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_bat
     params = [p for p in model.parameters() if p.requires_grad]
     metrics, tokens = _PartMetrics(count), trainer._total_train_tokens
 
+    def reference(i: int) -> tuple[Any, Any]:
+        torch.set_num_threads(max(1, threads // count))
+        with shared_head(count), trainer.compute_loss_context_manager():
+            return trainer.compute_ref_log_probs(model, split[i])
+
     def run(i: int) -> tuple[Any, tuple[Any, ...]]:
         _PART.index = i
         torch.set_num_threads(max(1, threads // count))
@@ -276,12 +282,19 @@ def pair_step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_bat
         return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
 
     own, precomputed = trainer._metrics, trainer.precompute_ref_logps
-    trainer._metrics, trainer.precompute_ref_logps = metrics, True
+    unwrapped = trainer.accelerator.unwrap_model(model)
     try:
+        trainer.ref_model = model  # TRL then leaves the adapters alone: switched off here, for every part at once
+        with use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None):
+            references = list(_pool().map(reference, range(count)))
+        trainer.ref_model = None
+        for part, (chosen, rejected) in zip(split, references, strict=True):
+            part["ref_chosen_logps"], part["ref_rejected_logps"] = chosen, rejected
+        trainer._metrics, trainer.precompute_ref_logps = metrics, True
         results = list(_pool().map(run, range(count)))
     finally:
         torch.set_num_threads(threads)
-        trainer._metrics, trainer.precompute_ref_logps = own, precomputed
+        trainer._metrics, trainer.precompute_ref_logps, trainer.ref_model = own, precomputed, None
     if "attention_mask" in inputs:  # counted once for the batch (the parts each added theirs, from two threads)
         trainer._total_train_tokens = tokens + int(inputs["attention_mask"].sum()) // trainer._tp_size
     _merge(own["train"], metrics, split, bounds, trainer._total_train_tokens)
