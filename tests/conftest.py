@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,30 @@ def counting_casts(counted: Callable[[Any, dict[str, Any]], bool]) -> Any:
             return func(*args, **kwargs)
 
     return CountCasts()
+
+
+def split_on_two_threads(step: str) -> Iterator[list[int]]:
+    """torch on two threads (the suite runs on one) while the generator is suspended, yielding the part counts of
+    the steps `workbench.train.row_parallel.<step>` split (`step` or `pair_step`): a fixture's body."""
+    import torch
+
+    from workbench.train import row_parallel
+
+    split: list[int] = []
+    real = getattr(row_parallel, step)
+
+    def counted(*args: Any) -> Any:
+        split.append(args[-1])
+        return real(*args)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    setattr(row_parallel, step, counted)
+    try:
+        yield split
+    finally:
+        setattr(row_parallel, step, real)
+        torch.set_num_threads(before)
 
 
 def _skips_fail() -> bool:

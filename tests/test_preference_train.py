@@ -9,11 +9,12 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import split_on_two_threads, write_jsonl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
@@ -599,25 +600,9 @@ def test_bf16_dpo_holds_its_whole_frozen_base_in_bf16_and_follows_the_run_over_f
 
 
 @pytest.fixture
-def two_threads() -> Any:
+def two_threads() -> Iterator[list[int]]:
     """torch on two threads for the test (the suite runs on one), and a count of the DPO steps split into parts."""
-    from workbench.train import row_parallel
-
-    split: list[int] = []
-    step = row_parallel.pair_step
-
-    def counted(*args: Any) -> Any:
-        split.append(args[-1])
-        return step(*args)
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    row_parallel.pair_step = counted
-    try:
-        yield split
-    finally:
-        row_parallel.pair_step = step
-        torch.set_num_threads(before)
+    yield from split_on_two_threads("pair_step")
 
 
 SPLIT_LOGGED = ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")

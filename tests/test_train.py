@@ -7,11 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import counting_casts, write_jsonl
+from conftest import counting_casts, split_on_two_threads, write_jsonl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -829,25 +830,9 @@ def test_fused_lora_layers_leave_mixed_dtypes_without_autocast_to_peft(tiny: Pat
 
 
 @pytest.fixture
-def two_threads() -> Any:
+def two_threads() -> Iterator[list[int]]:
     """torch on two threads for the test (the suite runs on one), and a count of the steps `row_parallel` split."""
-    from workbench.train import row_parallel
-
-    split: list[int] = []
-    step = row_parallel.step
-
-    def counted(*args: Any) -> Any:
-        split.append(args[-1])
-        return step(*args)
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    row_parallel.step = counted
-    try:
-        yield split
-    finally:
-        row_parallel.step = step
-        torch.set_num_threads(before)
+    yield from split_on_two_threads("step")
 
 
 def _adapter(run: Path) -> dict[str, Any]:
