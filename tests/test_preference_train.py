@@ -119,8 +119,9 @@ def test_wb_train_dpo_runs_its_pairs_without_padding_and_with_each_prompt_once(
         return result
 
     monkeypatch.setattr(preference_head, "_unpadded", spy)
+    threads = torch.get_num_threads()
     train(recipe(tmp_path, tiny, pairs_file, "dpo", max_steps=1))
-    assert len(passes) == 2  # the policy and the reference
+    assert len(passes) == (2 if threads == 1 else 4)  # the policy and the reference (of each part, split on 2 threads)
     assert all(0 < computed < real for computed, real in passes)  # padding out, the rejected answers' prompts once
 
 

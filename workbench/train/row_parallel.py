@@ -58,10 +58,13 @@ def _pool() -> Any:
     return ThreadPoolExecutor(MAX_PARTS, thread_name_prefix="wb-rows")
 
 
-def _rows(inputs: dict[str, Any]) -> int:
-    """The batch's rows when every input is a tensor with them first; 0 otherwise (nothing to split by)."""
+def _rows(inputs: Any) -> int:
+    """The batch's rows when it is a dict whose every value is a tensor with them first; 0 otherwise (nothing to split
+    by: GRPO's and the reward trainer's batches are lists)."""
     import torch
 
+    if not isinstance(inputs, dict):
+        return 0
     values = list(inputs.values())
     if not values or not all(isinstance(v, torch.Tensor) and v.dim() >= 1 for v in values):
         return 0
@@ -192,7 +195,7 @@ _TOKEN_METRICS = {
 _PART = threading.local()  # `index`: which part of a split DPO step this thread runs
 
 
-def pair_parts(trainer: Any, model: Any, inputs: dict[str, Any]) -> int:
+def pair_parts(trainer: Any, model: Any, inputs: Any) -> int:
     """How many parts a DPO step's pairs are split into (1: TRL's own step): TRL's `DPOTrainer` with a PEFT policy
     whose reference is the model with its adapters switched (no reference model of its own, none precomputed), a
     loss that is a mean over pairs (`PAIRWISE_LOSSES`), no WPO weighting, no router loss, no activation offloading,

@@ -65,7 +65,7 @@ def _wb(base: Any) -> Any:
         def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
             return self.cpu_autocast()
 
-        def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
             model.train()  # as Trainer.training_step does
             count = row_parallel.pair_parts(self, model, inputs)  # DPO's pairs split over threads (CPU)
             if count > 1:
