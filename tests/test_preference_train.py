@@ -634,16 +634,18 @@ def test_dpo_pairs_split_over_two_threads_train_as_the_whole_batch_does(
         torch.testing.assert_close(first[name], second[name], rtol=1e-3, atol=1e-4)
 
 
-def test_a_split_dpo_run_with_dropout_is_the_same_run_every_time_and_aot_is_not_split(
+def test_a_split_dpo_run_with_dropout_is_the_same_run_every_time_and_aot_and_kto_are_not_split(
     tiny: Path, pairs_file: Path, tmp_path: Path, two_threads: list[int]
 ) -> None:
     """Each part draws its dropout masks from a generator seeded in part order: the same seed, the same run. A loss
-    that compares pairs across the batch (`aot` sorts the batch's ratios) is not a mean over pairs: not split."""
+    that compares pairs across the batch (`aot` sorts the batch's ratios) is not a mean over pairs: not split; nor
+    KTO, whose batches are not pairs."""
     kw = {"lora": {"r": 4, "alpha": 8, "dropout": 0.1}, "max_steps": 2}
     runs = [train(recipe(tmp_path / name, tiny, pairs_file, "dpo", **kw)).run_dir for name in ("a", "b")]
     assert two_threads == [2] * 4
     assert log_of(runs[0]) == log_of(runs[1])
     train(recipe(tmp_path / "aot", tiny, pairs_file, "dpo", preference={"loss_type": "aot"}, **kw))
+    train(recipe(tmp_path / "kto", tiny, pairs_file, "kto", **kw))  # its batches are not pairs
     assert two_threads == [2] * 4
 
 

@@ -203,14 +203,18 @@ def pair_parts(trainer: Any, model: Any, inputs: Any) -> int:
     import torch
 
     threads = torch.get_num_threads()
+    if threads < 2:
+        return 1
+    from trl import DPOTrainer
+
     rows = _rows(inputs)
     needed = ("compute_ref_log_probs", "loss_types", "precompute_ref_logps", "_metrics", "_total_train_tokens")
     if (
-        threads < 2
+        not isinstance(trainer, DPOTrainer)  # KTO's reference and loss are not per pair
         or rows < 4
         or rows % 2
         or "completion_mask" not in inputs
-        or not all(hasattr(trainer, name) for name in needed)
+        or not all(hasattr(trainer, name) for name in needed)  # what `pair_step` reads of TRL 1.16's trainer
     ):
         return 1
     if (
