@@ -40,6 +40,7 @@ import collections
 import functools
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from workbench.models import templates as tdata
@@ -135,7 +136,6 @@ def _bounds(rows: int, count: int) -> list[int]:
 def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any, count: int) -> Any:
     """One training step in `count` parts (see the module): the gradients added to `.grad`, the loss returned as
     `Trainer.training_step` returns it (detached, the batch's)."""
-    import torch
 
     if callable(getattr(trainer.optimizer, "train", None)):  # as Trainer.training_step (schedule-free optimisers)
         trainer.optimizer.train()
@@ -147,23 +147,45 @@ def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: A
     if num_items_in_batch is None:  # the unsplit step takes the batch's mean, then divides by the accumulation
         num_items_in_batch = trained
         scale = 1 / trainer.current_gradient_accumulation_steps
-    seeds = [int(torch.randint(0, 2**62, (1,))) for _ in split]
+
+    def loss_of(i: int) -> Any:
+        loss = trainer.compute_loss(model, split[i], num_items_in_batch=num_items_in_batch, counted=True)
+        return loss * scale if scale != 1.0 else loss
+
+    return _trained_in_parts(trainer, model, count, loss_of)
+
+
+def _on_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """`work(i)` for each part i, at once, each on a thread of the pool with its share of the cores."""
+    import torch
+
     threads = torch.get_num_threads()
+
+    def part(i: int) -> Any:
+        torch.set_num_threads(max(1, threads // count))
+        return work(i)
+
+    try:
+        return list(_pool().map(part, range(count)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _trained_in_parts(trainer: Any, model: Any, count: int, loss_of: Callable[[int], Any]) -> Any:
+    """Each part's loss (`loss_of(i)`, its dropout masks drawn from a generator seeded from torch's in part order,
+    under the trainer's autocast) and its gradients, on threads of their own (`_on_threads`); the gradients added to
+    `.grad` and the losses summed (`_add_up`)."""
+    import torch
+
+    seeds = [int(torch.randint(0, 2**62, (1,))) for _ in range(count)]
     params = [p for p in model.parameters() if p.requires_grad]
 
     def run(i: int) -> tuple[Any, tuple[Any, ...]]:
-        torch.set_num_threads(max(1, threads // count))
         with lora_linear.masks_from(seeds[i]), shared_head(count), trainer.compute_loss_context_manager():
-            loss = trainer.compute_loss(model, split[i], num_items_in_batch=num_items_in_batch, counted=True)
-        if scale != 1.0:
-            loss = loss * scale
+            loss = loss_of(i)
         return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
 
-    try:
-        results = list(_pool().map(run, range(count)))
-    finally:
-        torch.set_num_threads(threads)
-    return _add_up(params, results)
+    return _add_up(params, _on_threads(count, run))
 
 
 def _add_up(params: list[Any], results: list[tuple[Any, tuple[Any, ...]]]) -> Any:
@@ -271,41 +293,33 @@ def pair_step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_bat
         )
     ga = 1 if scaled else trainer.current_gradient_accumulation_steps
     scales = [(hi - lo) / pairs / ga for lo, hi in bounds]
-    seeds = [int(torch.randint(0, 2**62, (1,))) for _ in split]
-    threads = torch.get_num_threads()
-    params = [p for p in model.parameters() if p.requires_grad]
     metrics, tokens = _PartMetrics(count), trainer._total_train_tokens
 
     def reference(i: int) -> tuple[Any, Any]:
-        torch.set_num_threads(max(1, threads // count))
         with shared_head(count), trainer.compute_loss_context_manager():
             return trainer.compute_ref_log_probs(model, split[i])
 
-    def run(i: int) -> tuple[Any, tuple[Any, ...]]:
+    def loss_of(i: int) -> Any:
         _PART.index = i
-        torch.set_num_threads(max(1, threads // count))
-        with lora_linear.masks_from(seeds[i]), shared_head(count), trainer.compute_loss_context_manager():
-            loss = trainer.compute_loss(model, split[i]) * scales[i]
-        return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
+        return trainer.compute_loss(model, split[i]) * scales[i]
 
     own, precomputed = trainer._metrics, trainer.precompute_ref_logps
     unwrapped = trainer.accelerator.unwrap_model(model)
     try:
         trainer.ref_model = model  # TRL then leaves the adapters alone: switched off here, for every part at once
         with use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None):
-            references = list(_pool().map(reference, range(count)))
+            references = _on_threads(count, reference)
         trainer.ref_model = None
         for part, (chosen, rejected) in zip(split, references, strict=True):
             part["ref_chosen_logps"], part["ref_rejected_logps"] = chosen, rejected
         trainer._metrics, trainer.precompute_ref_logps = metrics, True
-        results = list(_pool().map(run, range(count)))
+        loss = _trained_in_parts(trainer, model, count, loss_of)
     finally:
-        torch.set_num_threads(threads)
         trainer._metrics, trainer.precompute_ref_logps, trainer.ref_model = own, precomputed, None
     if "attention_mask" in inputs:  # counted once for the batch (the parts each added theirs, from two threads)
         trainer._total_train_tokens = tokens + int(inputs["attention_mask"].sum()) // trainer._tp_size
     _merge(own["train"], metrics, split, bounds, trainer._total_train_tokens)
-    return _add_up(params, results)
+    return loss
 
 
 def _merge(
