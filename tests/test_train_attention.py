@@ -258,6 +258,61 @@ def test_a_branch_sharing_an_earlier_prefix_gives_the_masked_sdpa_numbers() -> N
     assert attention._layout(mask[None, None].clone()) is None
 
 
+def _branch_mask(prompt: int, chosen: int, rejected: int) -> Any:
+    """A prompt and its chosen answer causally, then the rejected answer seeing the prompt and itself."""
+    n, lo = prompt + chosen + rejected, prompt + chosen
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    mask[:lo, :lo] = torch.tril(torch.ones(lo, lo)).bool()
+    mask[lo:, :prompt] = True
+    mask[lo:, lo:] = torch.tril(torch.ones(rejected, rejected)).bool()
+    return mask
+
+
+def test_short_bf16_runs_take_their_backward_in_fp32_nearer_the_exact_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under bf16 a short run (`attention.FP32_BACKWARD_MAX` query x key positions) keeps torch's bf16 forward (the
+    same output to the bit) and takes its backward pass in fp32: for a DPO pair's causal sequence and its branch,
+    grouped-query heads, the gradients of query, key and value come out in bf16 and nearer the exact (fp64) ones
+    than bf16's own backward gives them. Above the limit a run keeps bf16's backward (the same gradients)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 3
+        is_causal = True
+
+    mask = _branch_mask(prompt=24, chosen=40, rejected=33)[None, None]
+    n = mask.shape[-1]
+    torch.manual_seed(3)
+    q = torch.randn(1, 6, n, 32, dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(1, 2, n, 32, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    grad = torch.randn(1, n, 6, 32, dtype=torch.bfloat16)
+    exact_inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    exact_out, _ = sdpa_attention_forward(Module(), *exact_inputs, mask, scaling=0.2)
+    exact = torch.autograd.grad(exact_out, exact_inputs, grad.double())
+
+    def run(limit: int) -> tuple[Any, list[Any], list[float]]:
+        monkeypatch.setattr(attention, "FP32_BACKWARD_MAX", limit)
+        out, _ = attention.sdpa_by_sequence(Module(), q, k, v, mask, scaling=0.2)
+        grads = torch.autograd.grad(out, (q, k, v), grad)
+        errors = [float((g.double() - e).norm() / e.norm()) for g, e in zip(grads, exact, strict=True)]
+        return out.detach(), list(grads), errors
+
+    out, grads, errors = run(attention.FP32_BACKWARD_MAX)
+    bf16_out, bf16_grads, bf16_errors = run(0)  # every run above the limit: bf16's backward
+    assert torch.equal(out, bf16_out)
+    assert [(g.dtype, g.shape) for g in grads] == [(t.dtype, t.shape) for t in (q, k, v)]
+    assert all(e < b for e, b in zip(errors, bf16_errors, strict=True)), (errors, bf16_errors)
+    assert max(errors) < 5e-3
+    assert not any(torch.equal(g, b) for g, b in zip(grads, bf16_grads, strict=True))
+    # The limit between the branch (33 queries x 57 keys) and the chosen sequence (64 x 64): the branch alone takes
+    # fp32, so the query's gradient differs from bf16's; below both, every gradient is bf16's.
+    _, mixed, _ = run(64 * 64 - 1)
+    assert not torch.equal(mixed[0], bf16_grads[0])
+    _, above, _ = run(33 * 57 - 1)
+    assert all(torch.equal(g, b) for g, b in zip(above, bf16_grads, strict=True))
+
+
 def test_a_frozen_rmsnorm_keeps_its_output_not_its_input_with_the_same_numbers(tiny: Path) -> None:
     """The loss is the model's to the bit (the same forward operations); the gradients agree to float rounding (the
     normalised input is recovered as output / weight); what autograd keeps shrinks by one (tokens x hidden) tensor
