@@ -34,11 +34,12 @@ What runs (each side a fresh process, whole process timed, `os.wait4` for its CP
 
 Both: batch 2, gradient accumulation 1, lr 2e-4 (LoRA) or 2e-5 (full; wb's `train-full.yaml`), cosine, warmup
 ratio 0.03, weight decay 0.01, max grad norm 1.0, AdamW (`adamw_torch_fused`, Trainer's default on both), seed 42,
-one epoch (or `--steps`), precision bf16 where the CPU has native bf16 units (what wb's `precision: auto` picks;
-LLaMA-Factory `bf16: true`), else fp32 on both. With `--dpo`: DPO with LoRA (`stage: dpo`, `pref_beta: 0.1`,
-`pref_loss: sigmoid`; wb `pipelines/train-dpo.yaml` with `preference.beta=0.1 preference.loss_type=sigmoid`),
-lr 5e-5 (wb's DPO default), warmup ratio 0.1, on pairs in the shape of LLaMA-Factory's `data/dpo_en_demo.json`
-(ShareGPT `conversations` + `chosen` / `rejected` messages, its `dataset_info.json` entry), read as is by both.
+one epoch (or `--epochs`, `--steps`), precision bf16 where the CPU has native bf16 units (what wb's `precision:
+auto` picks; LLaMA-Factory `bf16: true`), else fp32 on both. With `--dpo`: DPO with LoRA (`stage: dpo`,
+`pref_beta: 0.1`, `pref_loss: sigmoid`; wb `pipelines/train-dpo.yaml` with `preference.beta=0.1
+preference.loss_type=sigmoid`), lr 5e-5 (wb's DPO default), warmup ratio 0.1, on pairs in the shape of
+LLaMA-Factory's `data/dpo_en_demo.json` (ShareGPT `conversations` + `chosen` / `rejected` messages, its
+`dataset_info.json` entry), read as is by both.
 
 Records: `--records` Alpaca records (default 128: 96 English code tasks from GPTeacher, 32 Chinese: 16 term
 explanations, 8 integer arithmetic, 8 poetry/culture) drawn with a fixed seed from `../shared/data` and shuffled;
@@ -238,6 +239,7 @@ class Config:
     steps: int | None
     precision: str
     cpus: str | None
+    epochs: int
 
     @property
     def label(self) -> str:
@@ -350,7 +352,7 @@ def lf_yaml(c: Config, model_dir: Path, data_dir: Path, out: Path) -> str:
         "per_device_train_batch_size": BATCH,
         "gradient_accumulation_steps": 1,
         "learning_rate": c.lr,
-        "num_train_epochs": 1.0,
+        "num_train_epochs": float(c.epochs),
         "lr_scheduler_type": "cosine",
         "warmup_ratio": c.warmup,
         "weight_decay": WEIGHT_DECAY,
@@ -428,7 +430,7 @@ def wb_overrides(c: Config, model_dir: Path, data: Path, out: Path) -> list[str]
         f"model={model_dir}",
         f"output_dir={out}",
         "name=run",
-        "epochs=1",
+        f"epochs={c.epochs}",
         "val_size=0",
         f"max_length={CUTOFF}",
         f"batch_size={BATCH}",
@@ -654,7 +656,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads per side (default: 1 2)")
     p.add_argument("--method", nargs="+", choices=["lora", "full"], help="default: lora full (SFT), lora (--dpo)")
     p.add_argument("--records", type=int, help="SFT records (default 128) or, with --dpo, pairs (default 32)")
-    p.add_argument("--steps", type=int, help="stop both sides after N optimiser steps (default: one epoch)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="epochs on both sides (default 1; DPO's curve over one epoch of "
+        "32 pairs is noise around ln 2, over 4 it falls on both)",
+    )
+    p.add_argument("--steps", type=int, help="stop both sides after N optimiser steps (default: the epochs')")
     p.add_argument("--dpo", action="store_true", help="DPO against LLaMA-Factory's stage: dpo (instead of SFT)")
     p.add_argument("--dpo-pairs", type=Path, help="a dpo_en_demo.json to read (its first N pairs) instead of ours")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: what wb picks here")
@@ -667,6 +676,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.records is not None and args.records < 4:
         p.error("--records: at least 4")
+    if args.epochs < 1:
+        p.error("--epochs: at least 1")
     if args.steps is not None and args.steps < 1:
         p.error("--steps: at least 1")
     return args
@@ -710,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = args.method or (["lora"] if args.dpo else ["lora", "full"])
     configs = [
-        Config(t, m, args.dpo, args.steps, choice.name, args.cpus or pin(t, not args.no_pin))
+        Config(t, m, args.dpo, args.steps, choice.name, args.cpus or pin(t, not args.no_pin), args.epochs)
         for t in args.threads
         for m in methods
     ]
