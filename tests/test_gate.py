@@ -359,6 +359,8 @@ def test_the_shipped_gate_file_loads_and_validates_against_the_published_schema(
         "task.n",
         "forgetting.general_en.accuracy.delta_lower",
         "forgetting.general_zh.accuracy.delta_lower",
+        "forgetting.general_text_en.loss.delta_upper",
+        "forgetting.general_text_zh.loss.delta_upper",
         "clean.dropped_fraction",
     }
     schema = json.loads((schemas.SCHEMA_DIR / "gate.schema.json").read_text(encoding="utf-8"))
