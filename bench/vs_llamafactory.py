@@ -239,7 +239,7 @@ class Config:
     steps: int | None
     precision: str
     cpus: str | None
-    epochs: int
+    epochs: int = 1
 
     @property
     def label(self) -> str:
