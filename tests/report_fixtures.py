@@ -305,22 +305,25 @@ def _eval(run: Path, n_task: int, with_base: bool, seed: int, quality: float = 0
         }
     if with_base:  # general text: the loss of each paragraph under both models (lower is better)
         t_loss = [2.0 + 0.1 * rng.random() for _ in range(20)]
-        b_loss = [v - 0.02 for v in t_loss]
-        for j, (tl, bl) in enumerate(zip(t_loss, b_loss, strict=True)):
-            row = {
-                "set": "general_text_zh",
-                "id": j,
-                "instruction": "",
-                "input": "",
-                "reference": "长城是古代的防御工程。",
-            }
-            row["tuned"], row["base"] = {"loss": tl}, {"loss": bl}
-            rows.append(row)
-        forgetting["general_text_zh"] = {
-            "n": 20,
-            "kind": "text",
-            "metrics": {"loss": stat(t_loss, b_loss, seed, lower_is_better=True)},
+        text_rng = random.Random(seed + 1)  # its own draws: the other sets' numbers stay as they were
+        sets = {
+            "general_text_en": (
+                [3.2 + 0.1 * text_rng.random() for _ in range(20)],
+                "The Great Wall was built for defence.",
+            ),
+            "general_text_zh": (t_loss, "长城是古代的防御工程。"),
         }
+        for name, (tuned_loss, reference) in sets.items():
+            base_loss = [v - 0.02 for v in tuned_loss]
+            for j, (tl, bl) in enumerate(zip(tuned_loss, base_loss, strict=True)):
+                row = {"set": name, "id": j, "instruction": "", "input": "", "reference": reference}
+                row["tuned"], row["base"] = {"loss": tl}, {"loss": bl}
+                rows.append(row)
+            forgetting[name] = {
+                "n": 20,
+                "kind": "text",
+                "metrics": {"loss": stat(tuned_loss, base_loss, seed, lower_is_better=True)},
+            }
     task_rows = [r for r in rows if r["set"] == "task"]
     metrics: dict[str, Any] = {}
     # The format task judged by json_valid: the tuned model answers in JSON 3 times in 4, the base once in 4.

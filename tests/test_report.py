@@ -91,13 +91,13 @@ def test_markdown_escapes_names_that_would_break_a_table(run: Path, tmp_path: Pa
 def test_gate_verdict_comes_first_and_report_still_exits_0(run: Path, tmp_path: Path, wb: Any) -> None:
     result = wb("report", run, "-o", tmp_path / "out" / "x.html", "--gate", GATE)
     assert result.exit_code == 0, result.output
-    assert "gate failed: 5 of 7 checks pass, 2 fail (demo)" in result.stdout
+    assert "gate failed: 6 of 8 checks pass, 2 fail (demo)" in result.stdout
     page = (tmp_path / "out" / "x.html").read_text(encoding="utf-8")
     assert sections(page)[0] == "gate"
-    assert "Gate failed: 5 of 7 checks pass, 2 fail<" in page and "too few to decide" in page
+    assert "Gate failed: 6 of 8 checks pass, 2 fail<" in page and "too few to decide" in page
     doc = json.loads((tmp_path / "out" / "x.json").read_text(encoding="utf-8"))
     assert doc["runs"][0]["gate"]["passed"] is False and doc["runs"][0]["gate"]["counts"]["fail"] == 2
-    assert "**Gate: ❌ failed**: 5 of 7 checks pass, 2 fail (" in (tmp_path / "out" / "x.md").read_text(
+    assert "**Gate: ❌ failed**: 6 of 8 checks pass, 2 fail (" in (tmp_path / "out" / "x.md").read_text(
         encoding="utf-8"
     )
 
