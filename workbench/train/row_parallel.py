@@ -133,13 +133,19 @@ def _bounds(rows: int, count: int) -> list[int]:
     return [rows * i // count for i in range(count + 1)]
 
 
+def _prepared(trainer: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What `Trainer.training_step` does before its forward pass: the optimiser in training mode (schedule-free
+    optimisers), the inputs on the model's device."""
+    if callable(getattr(trainer.optimizer, "train", None)):
+        trainer.optimizer.train()
+    result: dict[str, Any] = trainer._prepare_inputs(inputs)
+    return result
+
+
 def step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any, count: int) -> Any:
     """One training step in `count` parts (see the module): the gradients added to `.grad`, the loss returned as
     `Trainer.training_step` returns it (detached, the batch's)."""
-
-    if callable(getattr(trainer.optimizer, "train", None)):  # as Trainer.training_step (schedule-free optimisers)
-        trainer.optimizer.train()
-    inputs = trainer._prepare_inputs(inputs)
+    inputs = _prepared(trainer, inputs)
     trained = trainer.count_tokens(inputs)
     rows = _rows(inputs)
     split = [{k: v[lo:hi] for k, v in inputs.items()} for lo, hi in itertools.pairwise(_bounds(rows, count))]
@@ -277,9 +283,7 @@ def pair_step(trainer: Any, model: Any, inputs: dict[str, Any], num_items_in_bat
     import torch
     from trl.trainer.utils import use_adapter
 
-    if callable(getattr(trainer.optimizer, "train", None)):  # as Trainer.training_step (schedule-free optimisers)
-        trainer.optimizer.train()
-    inputs = trainer._prepare_inputs(inputs)
+    inputs = _prepared(trainer, inputs)
     pairs = _rows(inputs) // 2
     bounds = list(itertools.pairwise(_bounds(pairs, count)))
     split = []
