@@ -39,7 +39,7 @@ ROOT = benchlib.ROOT
 TARGET = 0.30
 sys.path.insert(0, str(ROOT))
 
-from workbench.train.memory import KERNEL_CACHES, glibc_tunables  # noqa: E402 (the repository root is on the path)
+from workbench.train.memory import train_environment  # noqa: E402 (the repository root is on the path)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -113,9 +113,7 @@ def start_child(method: str, args: argparse.Namespace, data: Path, out_dir: Path
         str(args.records),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    if sys.platform.startswith("linux"):  # the glibc malloc settings `wb train` restarts with (train/memory.py)
-        env.setdefault("GLIBC_TUNABLES", glibc_tunables())
-    env = {**KERNEL_CACHES, **env}  # oneDNN's kernel caches bounded, as `wb train` runs
+    env = train_environment(env)  # the malloc settings and kernel-cache bounds `wb train` runs with
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import vs_llamafactory as vs  # the same records, pairs, settings and overrides)
 
-from workbench.train.memory import KERNEL_CACHES, glibc_tunables  # vs_llamafactory puts the repository on the path
+from workbench.train.memory import train_environment  # vs_llamafactory puts the repository on the path
 
 # The child: marks, wrapped driver functions, a step callback, then wb's CLI as `python -m workbench.cli` runs it.
 CHILD = r"""
@@ -165,9 +165,7 @@ def main() -> int:
     recipe = vs.RECIPES["dpo" if args.dpo else "lora"]
     marks_path = work / "marks.jsonl"
     env = {**vs.child_env(args.threads, work), "PYTHONPATH": str(ROOT), "WB_PHASES": str(marks_path)}
-    if sys.platform.startswith("linux"):  # from the start: `wb train` would restart after the child's own imports
-        env.setdefault("GLIBC_TUNABLES", glibc_tunables())
-    env = {**KERNEL_CACHES, **env}  # oneDNN's kernel caches bounded, as `wb train` runs
+    env = train_environment(env)  # from the start: `wb train` would restart after the child's own imports
     cmd = [sys.executable, "-c", CHILD, "train", str(recipe), *overrides]
     if cfg.cpus:
         cmd = ["taskset", "-c", cfg.cpus, *cmd]

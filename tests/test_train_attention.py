@@ -172,6 +172,17 @@ def test_wb_train_restarts_itself_once_with_glibc_malloc_settings_and_keeps_the_
     assert starts == [f"start {pid} glibc.malloc.arena_max=2", "caches None 4"]
 
 
+@pytest.mark.skipif(not GLIBC, reason="glibc malloc settings: Linux with glibc only")
+def test_a_child_started_with_wb_trains_environment_gets_what_wb_train_sets_and_keeps_the_callers_own() -> None:
+    """`memory.train_environment`, for processes that run the trainer without `wb train`'s restart (the benches):
+    the same malloc settings and kernel-cache bounds the restarted `wb train` has, values already given kept."""
+    from workbench.train.memory import KERNEL_CACHES, glibc_tunables, train_environment
+
+    assert train_environment({"X": "1"}) == {"X": "1", **KERNEL_CACHES, "GLIBC_TUNABLES": glibc_tunables()}
+    mine = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "LRU_CACHE_CAPACITY": "4"}
+    assert train_environment(mine) == {**KERNEL_CACHES, **mine}
+
+
 def _lora_model(tiny: Path) -> Any:
     from peft import LoraConfig, get_peft_model
 

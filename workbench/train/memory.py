@@ -69,6 +69,16 @@ def bound_kernel_caches() -> None:
         os.environ.setdefault(name, value)
 
 
+def train_environment(env: dict[str, str]) -> dict[str, str]:
+    """`env` with what `wb train` sets for itself where `env` does not: oneDNN's kernel-cache bounds (`KERNEL_CACHES`)
+    and, on Linux, the glibc malloc settings it restarts with (`glibc_tunables`). For a process that runs the trainer
+    with `wb train`'s settings from its start (the benchmarks' children)."""
+    result = {**KERNEL_CACHES, **env}
+    if sys.platform.startswith("linux"):
+        result.setdefault("GLIBC_TUNABLES", glibc_tunables())
+    return result
+
+
 def restart_with_malloc_settings() -> None:
     """Re-execute this process (same PID, arguments, descriptors) with `GLIBC_TUNABLES` set to `glibc_tunables()`, on
     Linux with glibc, unless the variable is set already (by the user, or by this call before the exec). Call it
